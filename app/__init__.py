@@ -1,0 +1,1 @@
+"""Ahead: a self-hosted product roadmap portal with feature voting."""

@@ -1,0 +1,73 @@
+"""The audit log: every staff change, who, what, when, before → after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return str(value)
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """The fields whose values differ, as {field: [before, after]}."""
+    out: dict[str, list[Any]] = {}
+    for key in sorted(set(before) | set(after)):
+        b, a = _jsonable(before.get(key)), _jsonable(after.get(key))
+        if b != a:
+            out[key] = [b, a]
+    return out
+
+
+def record(
+    session: Session,
+    *,
+    actor: Any,
+    action: str,
+    entity: Any = None,
+    entity_type: str | None = None,
+    label: str | None = None,
+    changes: dict[str, list[Any]] | None = None,
+) -> AuditEvent:
+    if entity is not None:
+        entity_type = entity_type or type(entity).__tablename__.removesuffix("s")
+        entity_id = str(getattr(entity, "public_id", None) or getattr(entity, "id", None) or getattr(entity, "key", ""))
+        if label is None:
+            label = str(getattr(entity, "title", None) or getattr(entity, "name", None) or getattr(entity, "email", ""))
+    else:
+        entity_id = ""
+    event = AuditEvent(
+        actor_id=getattr(actor, "id", None),
+        actor_label=getattr(actor, "email", "") or "system",
+        action=action,
+        entity_type=entity_type or "",
+        entity_id=entity_id,
+        entity_label=(label or "")[:200],
+        changes={k: [_jsonable(v) for v in pair] for k, pair in (changes or {}).items()},
+    )
+    session.add(event)
+    return event
+
+
+def list_events(session: Session, *, page: int = 1, per_page: int = 50, entity_type: str = "") -> tuple[list[AuditEvent], int]:
+    stmt = select(AuditEvent)
+    if entity_type:
+        stmt = stmt.where(AuditEvent.entity_type == entity_type)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(
+        stmt.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).offset((page - 1) * per_page).limit(per_page)
+    )
+    return list(rows), total

@@ -1,0 +1,151 @@
+"""The `ahead` command: serve, migrate, seed, create-admin, reset-password."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+
+import typer
+
+from app.config import get_settings
+
+cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False)
+
+
+def _database():  # type: ignore[no-untyped-def]
+    from app.db import Database
+
+    return Database(get_settings().database_url)
+
+
+def _ensure_sqlite_dir() -> None:
+    settings = get_settings()
+    if settings.is_sqlite:
+        from pathlib import Path
+
+        from sqlalchemy.engine import make_url
+
+        database = make_url(settings.database_url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a container)."),
+    port: int = typer.Option(None, help="Port (default: PORT, or 8000)."),
+    workers: int = typer.Option(None, help="Worker processes (default: WORKERS, or 2)."),
+    reload: bool = typer.Option(False, help="Reload on code changes (development)."),
+) -> None:
+    """Serve the portal with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    _ensure_sqlite_dir()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port or settings.port,
+        workers=None if reload else (workers or settings.workers),
+        reload=reload,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from app.migrate import upgrade
+
+    _ensure_sqlite_dir()
+    upgrade(get_settings().database_url)
+    typer.echo("Database is up to date.")
+
+
+@cli.command()
+def seed(
+    demo: bool = typer.Option(False, "--demo", help="Load the demo company's roadmap."),
+    if_empty: bool = typer.Option(False, "--if-empty", help="Only when the database has no items yet."),
+) -> None:
+    """Load demo data."""
+    from app import seed as seeding
+
+    if not demo:
+        typer.echo("Nothing to do: pass --demo to load the demo company's roadmap.")
+        raise typer.Exit(0)
+    database = _database()
+    try:
+        with database.transaction() as session:
+            if if_empty and not seeding.is_empty(session):
+                typer.echo("The database already has items; demo data not loaded.")
+                return
+            summary = seeding.seed_demo(session)
+        typer.echo(summary)
+    finally:
+        database.dispose()
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Password again: "):
+            typer.echo("The two passwords differ.", err=True)
+            raise typer.Exit(1)
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+@cli.command("create-admin")
+def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
+    """Create an admin account; the password is read from standard input."""
+    from app.accounts import service as accounts
+    from app.accounts.models import Role
+    from app.errors import AppError, FormInvalid
+
+    password = _read_password()
+    database = _database()
+    try:
+        with database.transaction() as session:
+            user = accounts.create_user(session, email=email, role=Role.admin, password=password, display_name=name)
+            typer.echo(f"Admin {user.email} created. Sign in at {get_settings().base_url}/login")
+    except FormInvalid as exc:
+        typer.echo("; ".join(exc.errors.values()), err=True)
+        raise typer.Exit(1) from None
+    except AppError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.dispose()
+
+
+@cli.command("reset-password")
+def reset_password(email: str) -> None:
+    """Set a new password for a locked-out user (read from standard input); ends their sessions."""
+    from app.accounts import service as accounts
+    from app.errors import FormInvalid
+
+    password = _read_password()
+    database = _database()
+    try:
+        with database.transaction() as session:
+            user = accounts.get_user_by_email(session, email)
+            if user is None:
+                typer.echo(f"No user with the email {email}.", err=True)
+                raise typer.Exit(1)
+            accounts.set_password(session, user=user, password=password)
+            typer.echo(f"Password of {user.email} changed; their other sessions are ended.")
+    except FormInvalid as exc:
+        typer.echo("; ".join(exc.errors.values()), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.dispose()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""One Settings class, read from the environment (and an optional .env file)."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "data"
+
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development", "xxx"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain URLs onto the drivers Ahead uses (pysqlite, psycopg 3)."""
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite+pysqlite://"):
+        return url
+    if url.startswith("sqlite://"):
+        return "sqlite+pysqlite://" + url.removeprefix("sqlite://")
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+
+    ahead_env: Environment = Environment.development
+    port: int = 8000
+    database_url: str = ""
+    secret_key: str = ""
+    base_url: str = ""
+    smtp_url: str = ""
+    mail_from: str = "Ahead <roadmap@localhost>"
+    redis_url: str = ""
+    oidc_providers: str = "[]"
+    sso_jwt_secret: str = ""
+    sso_jwt_public_key: str = ""
+    workers: int = Field(default=2, ge=1)
+    login_rate_limit: str = "10/minute"
+    session_days: int = Field(default=14, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _defaults_and_secrets(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+pysqlite:///{DATA_DIR / 'ahead.db'}"
+        if not self.base_url:
+            self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.base_url.rstrip("/")
+        if self.is_production:
+            if self.secret_key.strip().lower() in _PLACEHOLDERS or len(self.secret_key) < 32:
+                raise ValueError(
+                    "SECRET_KEY must be set to a random value of at least 32 characters when "
+                    "AHEAD_ENV=production (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                )
+        elif not self.secret_key:
+            self.secret_key = _development_key()
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.ahead_env is Environment.production
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.is_production or self.base_url.startswith("https://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _development_key() -> str:
+    """A key generated once and kept under ./data, so development needs no settings at all."""
+    path = DATA_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,219 @@
+"""Engine, declarative base and the one-transaction-per-request session.
+
+One *sync* SQLAlchemy session type serves SQLite and PostgreSQL. Endpoints are ``async def`` and call
+the services directly, without a thread-pool hop: see the README's architecture section for the
+measurements behind that choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger("ahead.db")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both databases (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware UTC datetime is required")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        _prepare_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+
+
+def _prepare_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, busy timeout, and transactions that SQLAlchemy controls.
+
+    pysqlite opens transactions lazily and commits behind our back on DDL; switching its own
+    handling off and emitting BEGIN ourselves (the workaround from SQLAlchemy's SQLite dialect docs)
+    makes SAVEPOINT rollbacks work and lets write requests take the lock up front with BEGIN
+    IMMEDIATE, so concurrent writers wait for each other instead of failing with "database is locked".
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("ahead_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The engine and the two session factories: reads, and writes (BEGIN IMMEDIATE on SQLite)."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.write_sessions = sessionmaker(
+            self.engine.execution_options(ahead_write=True), expire_on_commit=False
+        )
+
+    def new_session(self, *, write: bool) -> Session:
+        return (self.write_sessions if write else self.read_sessions)()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction outside a request (CLI, seeding, workers)."""
+        session = self.new_session(write=True)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class RequestSession:
+    """The lazily opened session of one request; the middleware below ends it."""
+
+    __slots__ = ("_database", "_write", "_session")
+
+    def __init__(self, database: Database, *, write: bool) -> None:
+        self._database = database
+        self._write = write
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = self._database.new_session(write=self._write)
+        return self._session
+
+    def finish(self, *, success: bool) -> None:
+        if self._session is None:
+            return
+        try:
+            if success:
+                self._session.commit()
+            else:
+                self._session.rollback()
+        finally:
+            self._session.close()
+            self._session = None
+
+
+_FAILED_BODY = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Something went wrong</title>"
+    b"<h1>Something went wrong</h1><p>Your change could not be saved. Nothing was changed; please try again.</p>"
+)
+
+
+class DbSessionMiddleware:
+    """One transaction per request: commit before a success (< 400) is sent, roll back otherwise.
+
+    Committing when the response *starts* means a commit that fails turns into a 500 instead of a
+    success page for a change that was never stored.
+    """
+
+    def __init__(self, app: Any, database_getter: Any) -> None:
+        self.app = app
+        self.database_getter = database_getter
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        holder = RequestSession(
+            self.database_getter(), write=scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        )
+        scope.setdefault("state", {})["db"] = holder
+        replaced = False
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start":
+                try:
+                    holder.finish(success=message["status"] < 400)
+                except Exception:
+                    log.exception("commit failed; answering 500")
+                    replaced = True
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 500,
+                            "headers": [(b"content-type", b"text/html; charset=utf-8")],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": _FAILED_BODY})
+                    return
+            elif replaced:
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            holder.finish(success=False)
+
+
+def str_enum(enum_cls: type, length: int = 20) -> Any:
+    """A StrEnum stored as its value in a VARCHAR (no native ENUM type on PostgreSQL)."""
+    from sqlalchemy import Enum
+
+    return Enum(
+        enum_cls,
+        native_enum=False,
+        create_constraint=False,
+        values_callable=lambda members: [m.value for m in members],
+        length=length,
+        validate_strings=True,
+    )

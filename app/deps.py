@@ -1,0 +1,65 @@
+"""Dependency aliases: DbSession, CurrentViewer, StaffUser, AdminUser."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.accounts import service as accounts
+from app.accounts.models import User
+from app.accounts.viewer import ANONYMOUS, Viewer
+from app.errors import NotAuthenticated, NotFound
+
+SESSION_COOKIE = "ahead_session"
+
+
+async def get_db(request: Request) -> Session:
+    return request.state.db.session
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+async def get_viewer(request: Request) -> Viewer:
+    cached = request.scope.get("state", {}).get("viewer")
+    if cached is not None:
+        return cached
+    token = request.cookies.get(SESSION_COOKIE)
+    viewer = ANONYMOUS
+    if token:
+        row = accounts.load_session(request.state.db.session, token)
+        if row is not None:
+            viewer = Viewer(user=row.user, session_id=row.id)
+    request.state.viewer = viewer
+    return viewer
+
+
+CurrentViewer = Annotated[Viewer, Depends(get_viewer)]
+
+
+async def require_user(viewer: CurrentViewer) -> User:
+    if viewer.user is None:
+        raise NotAuthenticated("Please sign in to continue.")
+    return viewer.user
+
+
+async def require_staff(request: Request, viewer: CurrentViewer) -> User:
+    """Staff area guard. Signed-out people are sent to sign in; customers see a plain 404."""
+    if viewer.user is None:
+        raise NotAuthenticated("Please sign in with your staff account.")
+    if not viewer.is_staff:
+        raise NotFound()
+    return viewer.user
+
+
+async def require_admin(user: Annotated[User, Depends(require_staff)]) -> User:
+    if not user.is_admin:
+        raise NotFound()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(require_user)]
+StaffUser = Annotated[User, Depends(require_staff)]
+AdminUser = Annotated[User, Depends(require_admin)]

@@ -1,0 +1,99 @@
+"""Typed errors raised by services; one handler maps them to an HTML page or a JSON body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status_code = 400
+    title = "Something is not right"
+
+    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__.removesuffix("Error").lower() or "error"
+
+
+class NotFound(AppError):
+    """Missing, or hidden from this viewer: the two must be indistinguishable."""
+
+    status_code = 404
+    title = "Page not found"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or "There is nothing at this address.")
+
+    @property
+    def code(self) -> str:
+        return "not_found"
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    title = "Sign in required"
+
+    @property
+    def code(self) -> str:
+        return "not_authenticated"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    title = "Not allowed"
+
+
+class Conflict(AppError):
+    status_code = 409
+    title = "Conflict"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 60) -> None:
+        super().__init__(
+            detail or "You are going a little fast. Please wait a minute and try again.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    @property
+    def code(self) -> str:
+        return "rate_limited"
+
+
+class CsrfFailed(AppError):
+    status_code = 403
+    title = "This form has expired"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The form was open too long or came from another site. Go back, reload the page and try again."
+        )
+
+    @property
+    def code(self) -> str:
+        return "csrf_failed"
+
+
+class FormInvalid(AppError):
+    """Field-level validation errors: `errors` maps a field name to a message."""
+
+    status_code = 422
+    title = "Please check the form"
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+    @property
+    def code(self) -> str:
+        return "invalid"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, "fields": self.errors}

@@ -1,0 +1,121 @@
+"""create_app(): middleware, routers, static files, error pages."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.config import ROOT, Settings, get_settings
+from app.db import Database, DbSessionMiddleware
+from app.errors import AppError, FormInvalid, NotAuthenticated
+from app.ratelimit import RateLimiter
+from app.security import CsrfCookieMiddleware, CsrfTokens, SecurityHeadersMiddleware
+
+log = logging.getLogger("ahead")
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "").split(",")[0]
+
+
+def _error_response(request: Request, status: int, title: str, detail: str, code: str,
+                    headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": code, "detail": detail, **(extra or {})}, status_code=status, headers=headers)
+    from app.web import render
+
+    return render(request, "errors/error.html", {"status": status, "title": title, "detail": detail,
+                                                   "code": code}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> Response:
+        if isinstance(exc, NotAuthenticated) and not _wants_json(request):
+            from urllib.parse import quote
+
+            from app.web import redirect
+
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return redirect(request, f"/login?next={quote(target)}", flash=exc.detail, kind="info")
+        extra = {"fields": exc.errors} if isinstance(exc, FormInvalid) else None
+        return _error_response(request, exc.status_code, exc.title, exc.detail, exc.code, exc.headers, extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error_response(request, 404, "Page not found", "There is nothing at this address.", "not_found")
+        titles = {405: "Method not allowed"}
+        return _error_response(request, exc.status_code, titles.get(exc.status_code, "Error"),
+                               str(exc.detail), "http_error", getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        fields = {".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]): e["msg"] for e in exc.errors()}
+        detail = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        return _error_response(request, 422, "Please check the request", detail, "invalid", extra={"fields": fields})
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request, 500, "Something went wrong",
+                               "Something broke on our side. Nothing you sent was changed; please try again.",
+                               "server_error")
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_database = database is None
+    database = database or Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        if owns_database:
+            database.dispose()
+
+    app = FastAPI(
+        title="Ahead",
+        version="1",
+        summary="Read the product roadmap: items, stages, timeframes and release notes.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.csrf = CsrfTokens(settings.secret_key)
+    app.state.limiter = RateLimiter(settings.redis_url)
+
+    _install_error_handlers(app)
+
+    from app import health
+    from app.accounts import views as accounts_views
+    from app.admin import views as admin_views
+    from app.api import v1
+    from app.portal import views as portal_views
+    from app.roadmap import feeds
+    from app.roadmap import views as roadmap_views
+
+    app.include_router(health.router)
+    app.include_router(roadmap_views.router)
+    app.include_router(feeds.router)
+    app.include_router(portal_views.router)
+    app.include_router(accounts_views.router)
+    app.include_router(admin_views.router)
+    app.include_router(v1.router)
+    app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
+
+    # Outermost last: headers on everything, then the CSRF cookie, then the request's transaction.
+    app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database)
+    app.add_middleware(CsrfCookieMiddleware, secure=settings.secure_cookies)
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app

@@ -1,0 +1,129 @@
+"""Run-time portal settings kept in the database: branding (later private mode, role mapping)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit
+from app.errors import FormInvalid, NotFound
+from app.portal.models import PortalAsset, PortalSetting
+
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+LOGO_MAX_BYTES = 512 * 1024
+_LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
+
+
+@dataclass(frozen=True, slots=True)
+class Branding:
+    portal_name: str = "Ahead"
+    accent_color: str = "#4f46e5"
+    product_name: str = ""
+    product_url: str = ""
+    logo_version: int = 0
+
+    @property
+    def has_logo(self) -> bool:
+        return self.logo_version > 0
+
+
+# Branding is read on every page; a few seconds of staleness across workers is fine for it.
+_CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Branding]] = {}
+
+
+def get_branding(session: Session) -> Branding:
+    hit = _cache.get("branding")
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    row = session.get(PortalSetting, "branding")
+    branding = Branding(**_known(row.value)) if row is not None else Branding()
+    _cache["branding"] = (time.monotonic() + _CACHE_SECONDS, branding)
+    return branding
+
+
+def _known(value: dict[str, Any]) -> dict[str, Any]:
+    fields = Branding.__dataclass_fields__
+    return {k: v for k, v in (value or {}).items() if k in fields}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def validate_branding(*, portal_name: str, accent_color: str, product_name: str, product_url: str) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    portal_name = portal_name.strip()
+    if not portal_name:
+        errors["portal_name"] = "Give the portal a name."
+    elif len(portal_name) > 60:
+        errors["portal_name"] = "Keep the name to 60 characters."
+    if not _HEX.match(accent_color.strip()):
+        errors["accent_color"] = "Use a colour like #4f46e5."
+    if len(product_name.strip()) > 60:
+        errors["product_name"] = "Keep the product name to 60 characters."
+    url = product_url.strip()
+    if url and not re.match(r"^https?://[^\s/$.?#].[^\s]*$", url):
+        errors["product_url"] = "Use a full address starting with https://."
+    if errors:
+        raise FormInvalid(errors)
+    return {"portal_name": portal_name, "accent_color": accent_color.strip().lower(),
+            "product_name": product_name.strip(), "product_url": url}
+
+
+def update_branding(session: Session, *, actor: Any, values: dict[str, str], logo: bytes | None = None,
+                    remove_logo: bool = False) -> Branding:
+    clean = validate_branding(**values)
+    current = _stored_branding(session)
+    new = replace(current, **clean)
+    if logo:
+        content_type = _logo_type(logo)
+        asset = session.get(PortalAsset, "logo")
+        if asset is None:
+            session.add(PortalAsset(name="logo", content_type=content_type, data=logo))
+        else:
+            asset.content_type, asset.data = content_type, logo
+        new = replace(new, logo_version=current.logo_version + 1)
+    elif remove_logo and current.has_logo:
+        asset = session.get(PortalAsset, "logo")
+        if asset is not None:
+            session.delete(asset)
+        new = replace(new, logo_version=0)
+    row = session.get(PortalSetting, "branding")
+    if row is None:
+        session.add(PortalSetting(key="branding", value=asdict(new)))
+    else:
+        row.value = asdict(new)
+    session.flush()
+    audit.record(session, actor=actor, action="settings.branding", entity_type="setting", label="Branding",
+                 changes=audit.diff(asdict(current), asdict(new)))
+    clear_cache()
+    return new
+
+
+def _stored_branding(session: Session) -> Branding:
+    row = session.get(PortalSetting, "branding")
+    return Branding(**_known(row.value)) if row is not None else Branding()
+
+
+def _logo_type(data: bytes) -> str:
+    if len(data) > LOGO_MAX_BYTES:
+        raise FormInvalid({"logo": "The logo may be 512 KB at most."})
+    for magic, content_type in _LOGO_TYPES.items():
+        if data.startswith(magic):
+            return content_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise FormInvalid({"logo": "Upload a PNG, JPEG, GIF or WebP image."})
+
+
+def get_logo(session: Session) -> PortalAsset:
+    asset = session.scalar(select(PortalAsset).where(PortalAsset.name == "logo"))
+    if asset is None:
+        raise NotFound()
+    return asset

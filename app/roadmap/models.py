@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, SmallInteger, String, Table, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, UTCDateTime, str_enum, utcnow
+
+
+class Visibility(StrEnum):
+    public = "public"
+    customers = "customers"
+    internal = "internal"
+
+
+class Timeframe(StrEnum):
+    now = "now"
+    next = "next"
+    later = "later"
+    quarter = "quarter"
+
+
+class Confidence(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class Product(Base):
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(60), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    description: Mapped[str] = mapped_column(Text, default="")
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Stage(Base):
+    """A step of the roadmap. `is_released` items reach the changelog; `is_closed` items take no votes."""
+
+    __tablename__ = "stages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(60), unique=True)
+    name: Mapped[str] = mapped_column(String(60))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    is_released: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_closed: Mapped[bool] = mapped_column(Boolean, default=False)
+    on_board: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(60), unique=True)
+    name: Mapped[str] = mapped_column(String(60))
+
+
+item_tags = Table(
+    "item_tags",
+    Base.metadata,
+    Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Item(Base):
+    """A roadmap item. `id` never leaves the server; public URLs use the random `public_id`."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        Index("ix_items_board", "stage_id", "published_at"),
+        Index("ix_items_product_stage", "product_id", "stage_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    slug: Mapped[str] = mapped_column(String(80), default="")
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="RESTRICT"))
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(String(300), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    internal_notes: Mapped[str] = mapped_column(Text, default="")
+    release_notes: Mapped[str] = mapped_column(Text, default="")
+    timeframe: Mapped[Timeframe] = mapped_column(str_enum(Timeframe, 10), default=Timeframe.later)
+    target_year: Mapped[int | None] = mapped_column(SmallInteger)
+    target_quarter: Mapped[int | None] = mapped_column(SmallInteger)
+    confidence: Mapped[Confidence | None] = mapped_column(str_enum(Confidence, 10))
+    visibility: Mapped[Visibility] = mapped_column(str_enum(Visibility, 16), default=Visibility.public)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    vote_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    product: Mapped[Product] = relationship(lazy="raise")
+    stage: Mapped[Stage] = relationship(lazy="raise")
+    tags: Mapped[list[Tag]] = relationship(secondary=item_tags, lazy="raise", order_by=Tag.name)
+
+    @property
+    def is_published(self) -> bool:
+        return self.published_at is not None
+
+    @property
+    def timeframe_label(self) -> str:
+        if self.timeframe is Timeframe.quarter and self.target_year and self.target_quarter:
+            return f"{self.target_year} Q{self.target_quarter}"
+        if self.timeframe is Timeframe.quarter:
+            return "Later"
+        return self.timeframe.value.capitalize()
+
+    @property
+    def horizon(self) -> Timeframe:
+        """Now / Next / Later, with a target quarter placed by how far away it is."""
+        if self.timeframe is not Timeframe.quarter:
+            return self.timeframe
+        from app.roadmap.timeframes import horizon_of_quarter
+
+        return horizon_of_quarter(self.target_year, self.target_quarter)
+
+    @property
+    def path(self) -> str:
+        return f"/items/{self.public_id}/{self.slug}" if self.slug else f"/items/{self.public_id}"
+
+
+class StageChange(Base):
+    """One move between stages: the item's public timeline."""
+
+    __tablename__ = "stage_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id", ondelete="SET NULL"))
+    to_stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
+    changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    from_stage: Mapped[Stage | None] = relationship(foreign_keys=[from_stage_id], lazy="raise")
+    to_stage: Mapped[Stage] = relationship(foreign_keys=[to_stage_id], lazy="raise")
+
+
+class SearchTerm(Base):
+    """Word index for portable prefix search: one row per (item, word, field)."""
+
+    __tablename__ = "search_terms"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    # Byte-order collation on PostgreSQL, as on SQLite, so prefix range scans are exact.
+    term: Mapped[str] = mapped_column(
+        String(64).with_variant(String(64, collation="C"), "postgresql"), primary_key=True
+    )
+    field: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+
+    __table_args__ = (Index("ix_search_terms_term", "term"),)

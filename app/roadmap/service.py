@@ -1,0 +1,593 @@
+"""The roadmap: products, stages, tags, items and their history. All SQL of the domain lives here.
+
+Every read that a non-staff person can reach starts from `visible_items(viewer)`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, aliased, selectinload
+
+from app.accounts.models import User
+from app.accounts.viewer import ANONYMOUS, Viewer
+from app.audit import service as audit
+from app.db import utcnow
+from app.errors import Conflict, FormInvalid, NotFound
+from app.roadmap import search
+from app.roadmap.models import (
+    Confidence, Item, Product, Stage, StageChange, Tag, Timeframe, Visibility, item_tags,
+)
+
+BOARD_CARDS_PER_COLUMN = 12
+PAGE_SIZE = 24
+_PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+class Sort(StrEnum):
+    newest = "newest"
+    updated = "updated"
+
+
+SORT_LABELS = {Sort.newest: "Newest", Sort.updated: "Recently updated"}
+
+
+# --- visibility: the one place that decides who sees which item ------------------------------------
+
+
+def visible_items(viewer: Viewer) -> Select[tuple[Item]]:
+    """Items this viewer may see. Staff see everything; others see published public items."""
+    stmt = select(Item).where(Item.merged_into_id.is_(None))
+    if viewer.is_staff:
+        return stmt
+    return stmt.where(Item.published_at.is_not(None), Item.visibility == Visibility.public)
+
+
+def is_visible(item: Item, viewer: Viewer) -> bool:
+    if viewer.is_staff:
+        return True
+    return item.published_at is not None and item.visibility is Visibility.public and item.merged_into_id is None
+
+
+# --- lookups -------------------------------------------------------------------------------------------
+
+
+def list_products(session: Session) -> list[Product]:
+    return list(session.scalars(select(Product).order_by(Product.position, Product.name)))
+
+
+def list_stages(session: Session) -> list[Stage]:
+    return list(session.scalars(select(Stage).order_by(Stage.position, Stage.id)))
+
+
+def list_tags(session: Session) -> list[Tag]:
+    return list(session.scalars(select(Tag).order_by(Tag.name)))
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    product: str | None = None
+    tag: str | None = None
+    stage: str | None = None
+    sort: Sort = Sort.newest
+
+    @classmethod
+    def parse(cls, *, product: str | None, tag: str | None, stage: str | None, sort: str | None) -> Filters:
+        try:
+            parsed_sort = Sort(sort) if sort else Sort.newest
+        except ValueError:
+            parsed_sort = Sort.newest
+        return cls(product=product or None, tag=tag or None, stage=stage or None, sort=parsed_sort)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.product or self.tag or self.stage)
+
+
+def _apply_filters(stmt: Select[tuple[Item]], filters: Filters) -> Select[tuple[Item]]:
+    if filters.product:
+        stmt = stmt.where(Item.product_id == select(Product.id).where(Product.slug == filters.product).scalar_subquery())
+    if filters.tag:
+        stmt = stmt.where(
+            Item.id.in_(select(item_tags.c.item_id).join(Tag, Tag.id == item_tags.c.tag_id).where(Tag.slug == filters.tag))
+        )
+    if filters.stage:
+        stmt = stmt.where(Item.stage_id == select(Stage.id).where(Stage.slug == filters.stage).scalar_subquery())
+    return stmt
+
+
+def _order(sort: Sort) -> list[Any]:
+    if sort is Sort.updated:
+        return [Item.updated_at.desc(), Item.id.desc()]
+    return [func.coalesce(Item.published_at, Item.created_at).desc(), Item.id.desc()]
+
+
+_CARD_OPTIONS = (selectinload(Item.tags), selectinload(Item.product), selectinload(Item.stage))
+
+
+@dataclass(slots=True)
+class Column:
+    stage: Stage
+    items: list[Item] = field(default_factory=list)
+    total: int = 0
+
+    @property
+    def more(self) -> int:
+        return max(0, self.total - len(self.items))
+
+
+def get_board(session: Session, viewer: Viewer, filters: Filters, *, per_column: int = BOARD_CARDS_PER_COLUMN) -> list[Column]:
+    """The board's columns (stages shown on the board), each with its top cards and its total."""
+    stages = list_stages(session)
+    if filters.stage:
+        shown = [s for s in stages if s.slug == filters.stage]
+    else:
+        shown = [s for s in stages if s.on_board]
+    columns = {s.id: Column(stage=s) for s in shown}
+    if not columns:
+        return []
+    base = _apply_filters(visible_items(viewer), filters).where(Item.stage_id.in_(columns))
+    counts = session.execute(
+        base.with_only_columns(Item.stage_id, func.count()).group_by(Item.stage_id).order_by(None)
+    )
+    for stage_id, total in counts:
+        columns[stage_id].total = total
+    rank = func.row_number().over(partition_by=Item.stage_id, order_by=_order(filters.sort)).label("rank")
+    ranked = base.add_columns(rank).subquery()
+    card = aliased(Item, ranked)
+    rows = session.scalars(
+        select(card)
+        .where(ranked.c.rank <= per_column)
+        .order_by(ranked.c.stage_id, ranked.c.rank)
+        .options(selectinload(card.tags), selectinload(card.product))
+    )
+    stage_by_id = {s.id: s for s in shown}
+    for item in rows:
+        columns[item.stage_id].items.append(item)
+        _set_loaded(item, "stage", stage_by_id[item.stage_id])
+    return list(columns.values())
+
+
+def _set_loaded(item: Item, name: str, value: Any) -> None:
+    """Attach an already-loaded related object without a query (relationships are lazy='raise')."""
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    set_committed_value(item, name, value)
+
+
+def list_items(session: Session, viewer: Viewer, filters: Filters, *, page: int = 1,
+               per_page: int = PAGE_SIZE) -> tuple[list[Item], int]:
+    base = _apply_filters(visible_items(viewer), filters)
+    total = session.scalar(base.with_only_columns(func.count()).order_by(None)) or 0
+    items = session.scalars(
+        base.options(*_CARD_OPTIONS).order_by(*_order(filters.sort)).offset((page - 1) * per_page).limit(per_page)
+    )
+    return list(items), total
+
+
+def get_horizons(session: Session, viewer: Viewer, filters: Filters, *, limit: int = 200) -> dict[Timeframe, list[Item]]:
+    """Open items (not released, not closed) grouped Now / Next / Later."""
+    stmt = (
+        _apply_filters(visible_items(viewer), filters)
+        .join(Stage, Stage.id == Item.stage_id)
+        .where(Stage.is_released.is_(False), Stage.is_closed.is_(False))
+        .options(*_CARD_OPTIONS)
+        .order_by(*_order(filters.sort))
+        .limit(limit)
+    )
+    groups: dict[Timeframe, list[Item]] = {Timeframe.now: [], Timeframe.next: [], Timeframe.later: []}
+    for item in session.scalars(stmt):
+        groups[item.horizon].append(item)
+    return groups
+
+
+def get_visible_item(session: Session, viewer: Viewer, public_id: str) -> Item:
+    """The item, or NotFound, the same for a missing and a hidden one."""
+    if not re.fullmatch(r"[a-z0-9]{4,16}", public_id or ""):
+        raise NotFound()
+    item = session.scalar(
+        visible_items(viewer).where(Item.public_id == public_id).options(*_CARD_OPTIONS)
+    )
+    if item is None:
+        raise NotFound()
+    return item
+
+
+def get_timeline(session: Session, item: Item) -> list[StageChange]:
+    return list(
+        session.scalars(
+            select(StageChange)
+            .where(StageChange.item_id == item.id)
+            .options(selectinload(StageChange.from_stage), selectinload(StageChange.to_stage))
+            .order_by(StageChange.changed_at, StageChange.id)
+        )
+    )
+
+
+def list_changelog(session: Session, viewer: Viewer, *, page: int = 1, per_page: int = 20,
+                   product: str | None = None) -> tuple[list[Item], int]:
+    """Released items, newest release first."""
+    base = (
+        _apply_filters(visible_items(viewer), Filters(product=product))
+        .join(Stage, Stage.id == Item.stage_id)
+        .where(Stage.is_released.is_(True), Item.released_at.is_not(None))
+    )
+    total = session.scalar(base.with_only_columns(func.count()).order_by(None)) or 0
+    items = session.scalars(
+        base.options(*_CARD_OPTIONS).order_by(Item.released_at.desc(), Item.id.desc())
+        .offset((page - 1) * per_page).limit(per_page)
+    )
+    return list(items), total
+
+
+def list_public_items(session: Session) -> list[Item]:
+    """What a signed-out visitor may see, for the sitemap."""
+    return list(session.scalars(visible_items(ANONYMOUS).order_by(Item.updated_at.desc())))
+
+
+# --- staff: items ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ItemInput:
+    title: str
+    summary: str
+    description: str
+    internal_notes: str
+    release_notes: str
+    product: Product
+    stage: Stage
+    timeframe: Timeframe
+    target_year: int | None
+    target_quarter: int | None
+    confidence: Confidence | None
+    visibility: Visibility
+    tags: list[Tag]
+
+
+def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence[str]) -> ItemInput:
+    """Validate a submitted item form; FormInvalid names every field that needs attention."""
+    errors: dict[str, str] = {}
+
+    def text(name: str, limit: int, required: bool = False, label: str = "") -> str:
+        value = str(form.get(name) or "").strip()
+        if required and not value:
+            errors[name] = f"{label or name.capitalize()} is required."
+        elif len(value) > limit:
+            errors[name] = f"Keep it to {limit:,} characters (it has {len(value):,})."
+        return value
+
+    title = text("title", 200, required=True, label="A title")
+    summary = text("summary", 300)
+    if "\n" in summary:
+        errors["summary"] = "The summary is one line."
+    description = text("description", 20000)
+    internal_notes = text("internal_notes", 20000)
+    release_notes = text("release_notes", 20000)
+
+    product = _by_id(session, Product, form.get("product_id"))
+    if product is None:
+        errors["product_id"] = "Choose a product."
+    stage = _by_id(session, Stage, form.get("stage_id"))
+    if stage is None:
+        errors["stage_id"] = "Choose a stage."
+
+    target_year = target_quarter = None
+    raw_timeframe = str(form.get("timeframe") or "later")
+    timeframe = Timeframe.later
+    if re.fullmatch(r"\d{4}-Q[1-4]", raw_timeframe):
+        timeframe = Timeframe.quarter
+        target_year, target_quarter = int(raw_timeframe[:4]), int(raw_timeframe[-1])
+    else:
+        try:
+            timeframe = Timeframe(raw_timeframe)
+        except ValueError:
+            errors["timeframe"] = "Choose Now, Next, Later or a quarter."
+        if timeframe is Timeframe.quarter:
+            errors["timeframe"] = "Choose a quarter."
+
+    confidence = None
+    if form.get("confidence"):
+        try:
+            confidence = Confidence(str(form.get("confidence")))
+        except ValueError:
+            errors["confidence"] = "Choose low, medium or high."
+
+    try:
+        visibility = Visibility(str(form.get("visibility") or "public"))
+    except ValueError:
+        errors["visibility"] = "Choose who can see the item."
+        visibility = Visibility.public
+
+    wanted = {int(t) for t in tag_ids if str(t).isdigit()}
+    tags = list(session.scalars(select(Tag).where(Tag.id.in_(wanted)))) if wanted else []
+    if len(tags) != len(wanted):
+        errors["tags"] = "One of the tags no longer exists; please choose again."
+
+    if errors:
+        raise FormInvalid(errors)
+    assert product is not None and stage is not None
+    return ItemInput(
+        title=title, summary=summary, description=description, internal_notes=internal_notes,
+        release_notes=release_notes, product=product, stage=stage, timeframe=timeframe,
+        target_year=target_year, target_quarter=target_quarter, confidence=confidence,
+        visibility=visibility, tags=sorted(tags, key=lambda t: t.name),
+    )
+
+
+def _by_id(session: Session, model: Any, raw: Any) -> Any:
+    value = str(raw or "")
+    return session.get(model, int(value)) if value.isdigit() else None
+
+
+def slugify(text: str, limit: int = 80) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:limit].rstrip("-")
+
+
+def _new_public_id(session: Session) -> str:
+    while True:
+        candidate = "".join(secrets.choice(_PUBLIC_ID_ALPHABET) for _ in range(8))
+        if session.scalar(select(Item.id).where(Item.public_id == candidate)) is None:
+            return candidate
+
+
+def _snapshot(item: Item) -> dict[str, Any]:
+    return {
+        "title": item.title, "summary": item.summary, "description": item.description,
+        "internal_notes": item.internal_notes, "release_notes": item.release_notes,
+        "product": item.product.name, "stage": item.stage.name, "timeframe": item.timeframe_label,
+        "confidence": item.confidence, "visibility": item.visibility,
+        "tags": [t.name for t in item.tags], "published": item.published_at is not None,
+    }
+
+
+def create_item(session: Session, *, data: ItemInput, author: User, publish: bool = False) -> Item:
+    now = utcnow()
+    item = Item(public_id=_new_public_id(session), created_by_id=author.id, created_at=now, updated_at=now)
+    _assign(item, data)
+    item.published_at = now if publish else None
+    if data.stage.is_released:
+        item.released_at = now
+    session.add(item)
+    session.flush()
+    session.add(StageChange(item_id=item.id, from_stage_id=None, to_stage_id=data.stage.id,
+                            changed_by_id=author.id, changed_at=now))
+    search.index_item(session, item)
+    audit.record(session, actor=author, action="item.created", entity=item,
+                 changes=audit.diff({}, _snapshot(item)))
+    return item
+
+
+def _assign(item: Item, data: ItemInput) -> None:
+    item.title, item.summary, item.description = data.title, data.summary, data.description
+    item.internal_notes, item.release_notes = data.internal_notes, data.release_notes
+    item.slug = slugify(data.title)
+    item.product_id, item.stage_id = data.product.id, data.stage.id
+    _set_loaded(item, "product", data.product)
+    _set_loaded(item, "stage", data.stage)
+    item.timeframe, item.target_year, item.target_quarter = data.timeframe, data.target_year, data.target_quarter
+    item.confidence, item.visibility = data.confidence, data.visibility
+    if item.id is None:
+        item.tags = list(data.tags)
+    else:
+        item.tags[:] = list(data.tags)
+
+
+def update_item(session: Session, *, item: Item, data: ItemInput, actor: User) -> Item:
+    before = _snapshot(item)
+    old_stage = item.stage
+    text_before = (item.title, item.summary, item.description)
+    _assign(item, data)
+    if old_stage.id != data.stage.id:
+        _record_move(session, item=item, old=old_stage, new=data.stage, actor=actor)
+    changes = audit.diff(before, _snapshot(item))
+    if not changes:
+        return item
+    item.updated_at = utcnow()
+    session.flush()
+    if text_before != (item.title, item.summary, item.description):
+        search.index_item(session, item)
+    audit.record(session, actor=actor, action="item.updated", entity=item, changes=changes)
+    return item
+
+
+def move_item(session: Session, *, item: Item, stage: Stage, actor: User) -> None:
+    if item.stage_id == stage.id:
+        return
+    old = item.stage
+    item.stage_id = stage.id
+    _set_loaded(item, "stage", stage)
+    item.updated_at = utcnow()
+    _record_move(session, item=item, old=old, new=stage, actor=actor)
+    audit.record(session, actor=actor, action="item.moved", entity=item, changes={"stage": [old.name, stage.name]})
+
+
+def _record_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User) -> None:
+    now = utcnow()
+    session.add(StageChange(item_id=item.id, from_stage_id=old.id, to_stage_id=new.id,
+                            changed_by_id=actor.id, changed_at=now))
+    if new.is_released and not old.is_released:
+        item.released_at = now
+    elif not new.is_released:
+        item.released_at = None
+
+
+def set_published(session: Session, *, item: Item, published: bool, actor: User) -> None:
+    if (item.published_at is not None) == published:
+        return
+    item.published_at = utcnow() if published else None
+    item.updated_at = utcnow()
+    audit.record(session, actor=actor, action="item.published" if published else "item.unpublished",
+                 entity=item, changes={"published": [not published, published]})
+
+
+def get_item_for_staff(session: Session, public_id: str) -> Item:
+    item = session.scalar(select(Item).where(Item.public_id == public_id).options(*_CARD_OPTIONS))
+    if item is None:
+        raise NotFound()
+    return item
+
+
+class StaffStatus(StrEnum):
+    all = "all"
+    draft = "draft"
+    published = "published"
+
+
+def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", status: StaffStatus = StaffStatus.all,
+                         product: str | None = None, stage: str | None = None, page: int = 1,
+                         per_page: int = 50) -> tuple[list[Item], int]:
+    stmt = _apply_filters(select(Item), Filters(product=product, stage=stage))
+    if status is StaffStatus.draft:
+        stmt = stmt.where(Item.published_at.is_(None))
+    elif status is StaffStatus.published:
+        stmt = stmt.where(Item.published_at.is_not(None))
+    if q.strip():
+        ids = [hit.item.id for hit in search.search_items(session, viewer, q, limit=200)]
+        stmt = stmt.where(Item.id.in_(ids))
+    total = session.scalar(stmt.with_only_columns(func.count()).order_by(None)) or 0
+    items = session.scalars(
+        stmt.options(*_CARD_OPTIONS).order_by(Item.updated_at.desc(), Item.id.desc())
+        .offset((page - 1) * per_page).limit(per_page)
+    )
+    return list(items), total
+
+
+# --- staff: products, stages, tags -----------------------------------------------------------------------
+
+
+def _unique_slug(session: Session, model: Any, name: str, *, exclude_id: int | None = None) -> str:
+    base = slugify(name, 50) or "x"
+    slug, n = base, 2
+    while True:
+        stmt = select(model.id).where(model.slug == slug)
+        if exclude_id is not None:
+            stmt = stmt.where(model.id != exclude_id)
+        if session.scalar(stmt) is None:
+            return slug
+        slug, n = f"{base}-{n}", n + 1
+
+
+def _name(form_value: str, field_name: str, limit: int) -> str:
+    value = (form_value or "").strip()
+    if not value:
+        raise FormInvalid({field_name: "A name is required."})
+    if len(value) > limit:
+        raise FormInvalid({field_name: f"Keep it to {limit} characters."})
+    return value
+
+
+def create_product(session: Session, *, name: str, description: str, actor: User) -> Product:
+    name = _name(name, "name", 80)
+    position = (session.scalar(select(func.max(Product.position))) or 0) + 1
+    product = Product(name=name, description=description.strip()[:2000],
+                      slug=_unique_slug(session, Product, name), position=position)
+    session.add(product)
+    session.flush()
+    audit.record(session, actor=actor, action="product.created", entity=product, changes={"name": [None, name]})
+    return product
+
+
+def update_product(session: Session, *, product: Product, name: str, description: str, actor: User) -> None:
+    before = {"name": product.name, "description": product.description}
+    product.name = _name(name, "name", 80)
+    product.description = description.strip()[:2000]
+    changes = audit.diff(before, {"name": product.name, "description": product.description})
+    if changes:
+        audit.record(session, actor=actor, action="product.updated", entity=product, changes=changes)
+
+
+def delete_product(session: Session, *, product: Product, actor: User) -> None:
+    if session.scalar(select(func.count()).select_from(Item).where(Item.product_id == product.id)):
+        raise Conflict(f"“{product.name}” still has items. Move them to another product first.")
+    audit.record(session, actor=actor, action="product.deleted", entity=product, changes={"name": [product.name, None]})
+    session.delete(product)
+
+
+def create_stage(session: Session, *, name: str, is_released: bool, is_closed: bool, on_board: bool,
+                 actor: User) -> Stage:
+    name = _name(name, "name", 60)
+    position = (session.scalar(select(func.max(Stage.position))) or 0) + 1
+    stage = Stage(name=name, slug=_unique_slug(session, Stage, name), position=position,
+                  is_released=is_released, is_closed=is_closed, on_board=on_board)
+    session.add(stage)
+    session.flush()
+    audit.record(session, actor=actor, action="stage.created", entity=stage, changes={"name": [None, name]})
+    return stage
+
+
+def update_stage(session: Session, *, stage: Stage, name: str, is_released: bool, is_closed: bool,
+                 on_board: bool, actor: User) -> None:
+    def snap() -> dict[str, Any]:
+        return {"name": stage.name, "is_released": stage.is_released, "is_closed": stage.is_closed,
+                "on_board": stage.on_board}
+
+    before = snap()
+    stage.name = _name(name, "name", 60)
+    stage.is_released, stage.is_closed, stage.on_board = is_released, is_closed, on_board
+    changes = audit.diff(before, snap())
+    if changes:
+        audit.record(session, actor=actor, action="stage.updated", entity=stage, changes=changes)
+
+
+def move_stage_position(session: Session, *, stage: Stage, direction: int, actor: User) -> None:
+    """Swap the stage with its neighbour (direction -1: earlier, +1: later)."""
+    stages = list_stages(session)
+    index = next(i for i, s in enumerate(stages) if s.id == stage.id)
+    other = index + direction
+    if not 0 <= other < len(stages):
+        return
+    stages[index], stages[other] = stages[other], stages[index]
+    for position, s in enumerate(stages):
+        s.position = position
+    audit.record(session, actor=actor, action="stage.reordered", entity=stage,
+                 changes={"order": [None, [s.name for s in stages]]})
+
+
+def delete_stage(session: Session, *, stage: Stage, actor: User) -> None:
+    if session.scalar(select(func.count()).select_from(Item).where(Item.stage_id == stage.id)):
+        raise Conflict(f"“{stage.name}” still has items. Move them to another stage first.")
+    if session.scalar(select(func.count()).select_from(StageChange).where(
+            (StageChange.to_stage_id == stage.id) | (StageChange.from_stage_id == stage.id))):
+        raise Conflict(f"“{stage.name}” appears on item timelines; rename it instead of deleting it.")
+    audit.record(session, actor=actor, action="stage.deleted", entity=stage, changes={"name": [stage.name, None]})
+    session.delete(stage)
+
+
+def create_tag(session: Session, *, name: str, actor: User) -> Tag:
+    name = _name(name, "name", 60)
+    if session.scalar(select(Tag.id).where(func.lower(Tag.name) == name.lower())):
+        raise FormInvalid({"name": f"There is already a tag called “{name}”."})
+    tag = Tag(name=name, slug=_unique_slug(session, Tag, name))
+    session.add(tag)
+    session.flush()
+    audit.record(session, actor=actor, action="tag.created", entity=tag, changes={"name": [None, name]})
+    return tag
+
+
+def update_tag(session: Session, *, tag: Tag, name: str, actor: User) -> None:
+    before = tag.name
+    tag.name = _name(name, "name", 60)
+    if before != tag.name:
+        audit.record(session, actor=actor, action="tag.updated", entity=tag, changes={"name": [before, tag.name]})
+
+
+def delete_tag(session: Session, *, tag: Tag, actor: User) -> None:
+    audit.record(session, actor=actor, action="tag.deleted", entity=tag, changes={"name": [tag.name, None]})
+    session.delete(tag)
+
+
+def get_by_id(session: Session, model: type[Any], object_id: int) -> Any:
+    obj = session.get(model, object_id)
+    if obj is None:
+        raise NotFound()
+    return obj

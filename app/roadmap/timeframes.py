@@ -1,0 +1,36 @@
+"""Placing target quarters on the Now / Next / Later horizon."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from app.roadmap.models import Timeframe
+
+
+def current_quarter(today: date | None = None) -> tuple[int, int]:
+    today = today or date.today()
+    return today.year, (today.month - 1) // 3 + 1
+
+
+def horizon_of_quarter(year: int | None, quarter: int | None, today: date | None = None) -> Timeframe:
+    """The current quarter (or an overdue one) is Now, the next two quarters Next, further Later."""
+    if not year or not quarter:
+        return Timeframe.later
+    cy, cq = current_quarter(today)
+    distance = (year - cy) * 4 + (quarter - cq)
+    if distance <= 0:
+        return Timeframe.now
+    if distance <= 2:
+        return Timeframe.next
+    return Timeframe.later
+
+
+def quarter_choices(today: date | None = None, count: int = 8) -> list[tuple[int, int]]:
+    year, quarter = current_quarter(today)
+    out = []
+    for _ in range(count):
+        out.append((year, quarter))
+        quarter += 1
+        if quarter > 4:
+            year, quarter = year + 1, 1
+    return out

@@ -1,0 +1,79 @@
+"""Public roadmap pages: the board, the Now / Next / Later view, item pages, search, changelog."""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.deps import CurrentViewer, DbSession
+from app.roadmap import search as search_service
+from app.roadmap import service as roadmap
+from app.roadmap.models import Timeframe
+from app.web import render
+
+router = APIRouter(include_in_schema=False)
+
+Slug = Annotated[str | None, Query(max_length=60)]
+
+
+@router.get("/", response_class=HTMLResponse)
+async def board(
+    request: Request,
+    session: DbSession,
+    viewer: CurrentViewer,
+    product: Slug = None,
+    tag: Slug = None,
+    stage: Slug = None,
+    sort: Slug = None,
+    view: Slug = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    filters = roadmap.Filters.parse(product=product, tag=tag, stage=stage, sort=sort)
+    context = {
+        "filters": filters,
+        "products": roadmap.list_products(session),
+        "stages": roadmap.list_stages(session),
+        "tags": roadmap.list_tags(session),
+        "sorts": roadmap.SORT_LABELS,
+        "view": "horizon" if view == "horizon" else "board",
+    }
+    if context["view"] == "horizon":
+        context["horizons"] = roadmap.get_horizons(session, viewer, filters)
+        context["horizon_labels"] = {Timeframe.now: "Now", Timeframe.next: "Next", Timeframe.later: "Later"}
+    elif filters.stage:
+        items, total = roadmap.list_items(session, viewer, filters, page=page)
+        context.update(items=items, total=total, page=page, pages=max(1, ceil(total / roadmap.PAGE_SIZE)),
+                       stage=next((s for s in context["stages"] if s.slug == filters.stage), None))
+    else:
+        context["columns"] = roadmap.get_board(session, viewer, filters)
+    return render(request, "roadmap/board.html", context)
+
+
+@router.get("/items/{public_id}", response_class=HTMLResponse)
+@router.get("/items/{public_id}/{slug}", response_class=HTMLResponse)
+async def item_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+                    slug: str | None = None) -> Response:
+    item = roadmap.get_visible_item(session, viewer, public_id)
+    if slug != item.slug and item.slug:
+        return RedirectResponse(item.path, status_code=301)
+    return render(request, "roadmap/item.html", {"item": item, "timeline": roadmap.get_timeline(session, item)})
+
+
+@router.get("/search", response_class=HTMLResponse)
+async def search_page(request: Request, session: DbSession, viewer: CurrentViewer,
+                      q: Annotated[str, Query(max_length=200)] = "") -> Response:
+    hits = search_service.search_items(session, viewer, q) if q.strip() else []
+    return render(request, "roadmap/search.html", {"q": q, "hits": hits})
+
+
+@router.get("/changelog", response_class=HTMLResponse)
+async def changelog(request: Request, session: DbSession, viewer: CurrentViewer, product: Slug = None,
+                    page: Annotated[int, Query(ge=1, le=10_000)] = 1) -> Response:
+    items, total = roadmap.list_changelog(session, viewer, page=page, product=product)
+    return render(request, "roadmap/changelog.html", {
+        "items": items, "total": total, "page": page, "pages": max(1, ceil(total / 20)),
+        "products": roadmap.list_products(session), "product": product,
+    })

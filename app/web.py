@@ -1,0 +1,119 @@
+"""Page rendering: the one Jinja environment, flash messages, redirects after POST."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from itsdangerous import BadSignature, URLSafeSerializer
+from markupsafe import Markup
+
+from app.config import ROOT
+from app.markup import render_markdown
+from app.security import csrf_token
+
+FLASH_COOKIE = "ahead_flash"
+
+templates = Jinja2Templates(directory=str(ROOT / "templates"))
+templates.env.autoescape = True
+templates.env.trim_blocks = True
+templates.env.lstrip_blocks = True
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                       ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"
+
+
+def _date(value: datetime | None, fmt: str = "%-d %B %Y") -> str:
+    return value.strftime(fmt) if value else ""
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z") if value else ""
+
+
+def _query(request: Request, **changes: Any) -> str:
+    """The current query string with some parameters changed (None removes one)."""
+    params = {k: v for k, v in request.query_params.items()}
+    for key, value in changes.items():
+        if value is None or value == "":
+            params.pop(key, None)
+        else:
+            params[key] = str(value)
+    if "page" not in changes:
+        params.pop("page", None)
+    return "?" + urlencode(params) if params else request.url.path
+
+
+templates.env.filters["markdown"] = render_markdown
+templates.env.filters["ago"] = _ago
+templates.env.filters["date"] = _date
+templates.env.filters["iso"] = _iso
+templates.env.globals["query"] = _query
+
+
+def _signer(request: Request) -> URLSafeSerializer:
+    return URLSafeSerializer(request.app.state.settings.secret_key, salt="flash")
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None, *, status_code: int = 200,
+           headers: dict[str, str] | None = None) -> HTMLResponse:
+    from app.portal import service as portal
+
+    ctx: dict[str, Any] = dict(context or {})
+    ctx.setdefault("viewer", getattr(request.state, "viewer", None))
+    db = request.scope.get("state", {}).get("db")
+    ctx["branding"] = portal.get_branding(db.session) if db is not None else portal.Branding()
+    ctx["csrf_token"] = csrf_token(request)
+    ctx["flashes"] = _read_flashes(request)
+    ctx.setdefault("errors", {})
+    ctx.setdefault("form", {})
+    response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
+    if ctx["flashes"]:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def _read_flashes(request: Request) -> list[dict[str, str]]:
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return []
+    try:
+        data = _signer(request).loads(raw)
+    except BadSignature:
+        return []
+    return [m for m in data if isinstance(m, dict)][:5] if isinstance(data, list) else []
+
+
+def redirect(request: Request, url: str, *, flash: str | None = None, kind: str = "success") -> RedirectResponse:
+    """303 after a POST, with an optional message shown on the next page."""
+    response = RedirectResponse(url, status_code=303)
+    if flash:
+        value = _signer(request).dumps([{"kind": kind, "text": flash}])
+        response.set_cookie(FLASH_COOKIE, value, httponly=True, samesite="lax", path="/",
+                            secure=request.app.state.settings.secure_cookies)
+    return response
+
+
+def json_script(value: Any) -> Markup:
+    """JSON safe to embed in a <script type="application/json"> element."""
+    text = json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)
+
+
+templates.env.filters["json_script"] = json_script
