@@ -16,7 +16,7 @@ from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.ratelimit import RateLimiter
-from app.security import CsrfCookieMiddleware, CsrfTokens, SecurityHeadersMiddleware
+from app.security import CsrfCookieMiddleware, CsrfTokens, IsolatedStateMiddleware, SecurityHeadersMiddleware
 
 log = logging.getLogger("ahead")
 
@@ -114,8 +114,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
-    # Outermost last: headers on everything, then the CSRF cookie, then the request's transaction.
+    # Outermost last: a state of its own per request, headers on everything, the CSRF cookie, then
+    # the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database)
     app.add_middleware(CsrfCookieMiddleware, secure=settings.secure_cookies)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(IsolatedStateMiddleware)
     return app

@@ -29,6 +29,23 @@ _HEADERS = [
 ]
 
 
+class IsolatedStateMiddleware:
+    """Gives every request a state dict of its own.
+
+    Servers hand the lifespan state to each request, and not all of them copy it; the viewer and
+    the CSRF cookie are cached in the request state, so a shared dict would leak one person's
+    identity into another's request.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["state"] = dict(scope.get("state") or {})
+        await self.app(scope, receive, send)
+
+
 class SecurityHeadersMiddleware:
     """Adds the headers to every response; a route may set its own CSP (the embed widget will)."""
 

@@ -1,0 +1,113 @@
+"""Staff sign-in: sessions kept server-side, one answer for any failure, rate limits, safe redirects."""
+
+import pytest
+from sqlalchemy import func, select
+
+from app.accounts.models import UserSession
+from app.accounts.views import LOGIN_FAILED, safe_next
+from tests.conftest import csrf_token, post_form, sign_in
+from tests.factories import PASSWORD, make_admin, make_pm
+
+
+async def _login(client, email, password, next_=""):
+    token = await csrf_token(client, "/")
+    return await client.post("/login", data={"email": email, "password": password, "next": next_,
+                                              "csrf_token": token})
+
+
+async def test_pm_signs_in_and_reaches_the_staff_area(client, session):
+    pm = make_pm(session, display_name="Paula PM")
+    response = await _login(client, pm.email, PASSWORD)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin"
+    cookie = response.headers["set-cookie"]
+    assert "ahead_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+    page = await client.get("/admin")
+    assert page.status_code == 200
+    assert "Paula PM" in page.text
+
+
+async def test_wrong_email_and_wrong_password_get_the_same_answer(client, session):
+    pm = make_pm(session)
+    wrong_password = await _login(client, pm.email, "not the password")
+    wrong_email = await _login(client, "nobody@example.com", PASSWORD)
+    assert wrong_password.status_code == wrong_email.status_code == 400
+    assert LOGIN_FAILED in wrong_password.text and LOGIN_FAILED in wrong_email.text
+    assert f'value="{pm.email}"' in wrong_password.text  # the typed email is kept
+
+
+async def test_each_sign_in_gets_a_new_session_id(client, session):
+    pm = make_pm(session)
+    first = (await _login(client, pm.email, PASSWORD)).cookies.get("ahead_session")
+    second = (await _login(client, pm.email, PASSWORD)).cookies.get("ahead_session")
+    assert first and second and first != second
+    # the first session was replaced, not left behind
+    assert session.scalar(select(func.count()).select_from(UserSession).where(UserSession.user_id == pm.id)) == 1
+
+
+async def test_sign_out_ends_the_session_on_the_server(client, session):
+    pm = make_pm(session)
+    response = await _login(client, pm.email, PASSWORD)
+    stolen = response.cookies.get("ahead_session")
+    await post_form(client, "/logout", page="/admin")
+    assert session.scalar(select(func.count()).select_from(UserSession)) == 0
+    client.cookies.clear()
+    client.cookies.set("ahead_session", stolen)
+    again = await client.get("/admin")
+    assert again.status_code == 303 and again.headers["location"].startswith("/login")
+
+
+async def test_login_attempts_are_rate_limited(client, session):
+    pm = make_pm(session)
+    statuses = [(await _login(client, pm.email, "wrong password!")).status_code for _ in range(11)]
+    assert statuses[:10] == [400] * 10
+    assert statuses[10] == 429
+    # even the right password is refused until the window passes
+    blocked = await _login(client, pm.email, PASSWORD)
+    assert blocked.status_code == 429
+    assert "Too many requests" in blocked.text
+    assert blocked.headers["retry-after"]
+
+
+async def test_next_brings_you_back_to_a_same_site_path(client, session):
+    pm = make_pm(session)
+    response = await _login(client, pm.email, PASSWORD, next_="/admin/items?status=draft")
+    assert response.headers["location"] == "/admin/items?status=draft"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)",
+                                    "/ok\r\nSet-Cookie: x=1"])
+def test_next_never_leaves_the_site(target):
+    assert safe_next(target) == "/"
+
+
+async def test_signed_out_visitor_is_sent_to_sign_in_for_the_staff_area(client):
+    response = await client.get("/admin")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/admin"
+
+
+async def test_staff_area_is_a_404_for_a_customer(client, session):
+    from tests.factories import make_user
+
+    customer = make_user(session)
+    sign_in(client, session, customer)
+    response = await client.get("/admin")
+    assert response.status_code == 404
+
+
+async def test_change_password(client, session):
+    admin = make_admin(session)
+    sign_in(client, session, admin)
+    bad = await post_form(client, "/account/password", {"current_password": "nope", "new_password": "short",
+                                                         "confirm_password": "other"}, page="/account/password")
+    assert bad.status_code == 422
+    assert "not your current password" in bad.text and "at least 10" in bad.text and "differ" in bad.text
+    good = await post_form(client, "/account/password", {"current_password": PASSWORD,
+                                                          "new_password": "a much better passphrase",
+                                                          "confirm_password": "a much better passphrase"},
+                           page="/account/password")
+    assert good.status_code == 303
+    client.cookies.clear()
+    assert (await _login(client, admin.email, PASSWORD)).status_code == 400
+    assert (await _login(client, admin.email, "a much better passphrase")).status_code == 303

@@ -1,0 +1,38 @@
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings, normalise_database_url
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/ahead", "postgresql+psycopg://u:p@db:5432/ahead"),
+        ("postgresql://u@db/ahead", "postgresql+psycopg://u@db/ahead"),
+        ("postgresql+psycopg://u@db/ahead", "postgresql+psycopg://u@db/ahead"),
+        ("sqlite:///data/x.db", "sqlite+pysqlite:///data/x.db"),
+    ],
+)
+def test_plain_database_urls_use_the_chosen_drivers(given, expected):
+    assert normalise_database_url(given) == expected
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    with pytest.raises(ValidationError, match="SECRET_KEY must be set"):
+        Settings(ahead_env="production", secret_key="", _env_file=None)
+
+
+def test_production_refuses_a_placeholder_secret_key():
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        Settings(ahead_env="production", secret_key="changeme", _env_file=None)
+
+
+def test_production_cookies_are_secure():
+    settings = Settings(ahead_env="production", secret_key="k" * 40, base_url="http://roadmap.example.com",
+                        _env_file=None)
+    assert settings.secure_cookies
+
+
+def test_https_base_url_makes_cookies_secure_in_development():
+    assert Settings(base_url="https://roadmap.example.com", secret_key="k" * 40, _env_file=None).secure_cookies
+    assert not Settings(base_url="http://127.0.0.1:8000", secret_key="k" * 40, _env_file=None).secure_cookies
