@@ -1,0 +1,56 @@
+"""The `ahead` command as an operator uses it."""
+
+import pytest
+from typer.testing import CliRunner
+
+from app.accounts import service as accounts
+from app.cli import cli
+from app.config import get_settings
+from app.db import Database
+from tests.conftest import create_database
+
+
+@pytest.fixture
+def cli_database(tmp_path, monkeypatch):
+    url, drop = create_database(tmp_path, "cli")
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+    drop()
+
+
+def test_migrate_create_admin_and_reset_password(cli_database):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["migrate"]).exit_code == 0
+
+    created = runner.invoke(cli, ["create-admin", "Boss@Example.com", "--name", "Bo Boss"], input="first password 1\n")
+    assert created.exit_code == 0, created.output
+    assert "Admin boss@example.com created" in created.output
+
+    duplicate = runner.invoke(cli, ["create-admin", "boss@example.com"], input="first password 1\n")
+    assert duplicate.exit_code == 1
+    assert "already exists" in duplicate.output
+
+    weak = runner.invoke(cli, ["create-admin", "other@example.com"], input="short\n")
+    assert weak.exit_code == 1
+    assert "at least 10 characters" in weak.output
+
+    database = Database(cli_database)
+    with database.transaction() as session:
+        user = accounts.get_user_by_email(session, "boss@example.com")
+        assert user is not None and user.is_admin
+        token = accounts.start_session(session, user=user)
+
+    reset = runner.invoke(cli, ["reset-password", "boss@example.com"], input="second password 2\n")
+    assert reset.exit_code == 0, reset.output
+    with database.transaction() as session:
+        assert accounts.authenticate(session, email="boss@example.com", password="second password 2") is not None
+        assert accounts.authenticate(session, email="boss@example.com", password="first password 1") is None
+        assert accounts.load_session(session, token) is None  # the old session was ended
+    database.dispose()
+
+    unknown = runner.invoke(cli, ["reset-password", "ghost@example.com"], input="whatever password\n")
+    assert unknown.exit_code == 1
+    assert "No user" in unknown.output
