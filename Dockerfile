@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /srv/ahead
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --no-compile . && useradd --system --uid 10001 --home /srv/ahead ahead
+# Editable install: templates, static files and migrations are read from /srv/ahead next to app/.
+RUN pip install --no-compile -e . && useradd --system --uid 10001 --home /srv/ahead ahead
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY templates ./templates
