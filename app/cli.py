@@ -9,7 +9,8 @@ import typer
 
 from app.config import get_settings
 
-cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False)
+cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
 
 
 def _database():  # type: ignore[no-untyped-def]

@@ -57,15 +57,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, foreign_keys: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
-        _prepare_sqlite(engine)
+        _prepare_sqlite(engine, foreign_keys=foreign_keys)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
 
 
-def _prepare_sqlite(engine: Engine) -> None:
+def _prepare_sqlite(engine: Engine, *, foreign_keys: bool = True) -> None:
     """WAL, foreign keys, busy timeout, and transactions that SQLAlchemy controls.
 
     pysqlite opens transactions lazily and commits behind our back on DDL; switching its own
@@ -78,7 +78,9 @@ def _prepare_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
+        # Off only for migrations: SQLite's batch ALTER recreates tables, and dropping a parent
+        # table with foreign keys on would cascade-delete the rows that refer to it.
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA busy_timeout=15000")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -34,10 +34,14 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(_url())
+    engine = make_engine(_url(), foreign_keys=False)
     try:
         with engine.connect() as conn:
             _run(conn)
+            if conn.dialect.name == "sqlite":
+                problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise RuntimeError(f"migration left rows with broken foreign keys: {problems[:5]}")
     finally:
         engine.dispose()
 

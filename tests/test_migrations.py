@@ -42,3 +42,27 @@ async def test_readyz_reports_the_current_revision(client):
 
 async def test_healthz(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+def test_upgrading_keeps_existing_rows(tmp_path):
+    """SQLite rebuilds a table to alter it; rows that refer to it must survive (no cascade)."""
+    from sqlalchemy import text
+
+    url, drop = create_database(tmp_path, "keep")
+    try:
+        upgrade(url, "aa6a4c3d1b95")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO users (id, email, display_name, role, is_active, created_at) "
+                              "VALUES (1, 'kept@example.com', 'Kept', 'admin', true, CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO user_sessions (id, user_id, created_at, expires_at, user_agent) "
+                              "VALUES ('s1', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '')"))
+        engine.dispose()
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM user_sessions")).scalar() == 1
+            assert conn.execute(text("SELECT email FROM users")).scalar() == "kept@example.com"
+        engine.dispose()
+    finally:
+        drop()

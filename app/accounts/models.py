@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
+from app.organisations.models import Organisation
 
 
 class Role(StrEnum):
@@ -27,8 +28,15 @@ class User(Base):
     role: Mapped[Role] = mapped_column(str_enum(Role, 16), default=Role.customer)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the person deleted their account: identity data is gone, the row stays for their votes.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    organisation: Mapped[Organisation | None] = relationship(lazy="raise")
 
     @property
     def is_staff(self) -> bool:
@@ -70,3 +78,49 @@ class Invitation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdentityKind(StrEnum):
+    oidc = "oidc"
+    email = "email"
+    sso = "sso"
+
+
+class Identity(Base):
+    """One way a user signs in: an OIDC issuer + subject, an email address, a host-app SSO subject."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("kind", "issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[IdentityKind] = mapped_column(str_enum(IdentityKind, 10))
+    issuer: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MagicLink(Base):
+    """A single-use sign-in link sent by email; only the token's hash is kept."""
+
+    __tablename__ = "magic_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    next_path: Mapped[str] = mapped_column(String(2000), default="/")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsedToken(Base):
+    """Token ids (JWT `jti`) already accepted, kept until they expire, so none is used twice."""
+
+    __tablename__ = "used_tokens"
+    __table_args__ = (Index("ix_used_tokens_expires_at", "expires_at"),)
+
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, SmallInteger
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
+from app.organisations.models import Segment
 
 
 class Visibility(StrEnum):
@@ -69,6 +70,14 @@ item_tags = Table(
 )
 
 
+item_segments = Table(
+    "item_segments",
+    Base.metadata,
+    Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("segment_id", ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
 class Item(Base):
     """A roadmap item. `id` never leaves the server; public URLs use the random `public_id`."""
 
@@ -104,6 +113,8 @@ class Item(Base):
     product: Mapped[Product] = relationship(lazy="raise")
     stage: Mapped[Stage] = relationship(lazy="raise")
     tags: Mapped[list[Tag]] = relationship(secondary=item_tags, lazy="raise", order_by=Tag.name)
+    # With visibility `customers`: limited to these segments (none means every signed-in customer).
+    segments: Mapped[list[Segment]] = relationship(secondary=item_segments, lazy="raise", order_by=Segment.name)
 
     @property
     def is_published(self) -> bool:
