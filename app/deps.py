@@ -31,7 +31,7 @@ async def get_viewer(request: Request) -> Viewer:
     if token:
         row = accounts.load_session(request.state.db.session, token)
         if row is not None:
-            viewer = Viewer(user=row.user, session_id=row.id)
+            viewer = Viewer.of(row.user, row.id)
     request.state.viewer = viewer
     return viewer
 

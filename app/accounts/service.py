@@ -155,7 +155,9 @@ def load_session(session: Session, token: str) -> UserSession | None:
     if not token or len(token) > 100:
         return None
     row = session.scalar(
-        select(UserSession).options(joinedload(UserSession.user)).where(UserSession.id == _digest(token))
+        select(UserSession)
+        .options(joinedload(UserSession.user).joinedload(User.organisation))
+        .where(UserSession.id == _digest(token))
     )
     if row is None or row.expires_at <= utcnow() or not row.user.is_active:
         return None

@@ -11,6 +11,15 @@ from app.accounts.models import User
 class Viewer:
     user: User | None = None
     session_id: str | None = None
+    # The segment of the customer's organisation: decides which segment-limited items they see.
+    segment_id: int | None = None
+
+    @classmethod
+    def of(cls, user: User, session_id: str | None = None) -> Viewer:
+        """The viewer for a user whose organisation is loaded."""
+        organisation = user.organisation
+        return cls(user=user, session_id=session_id,
+                   segment_id=organisation.segment_id if organisation is not None else None)
 
     @property
     def is_authenticated(self) -> bool:
