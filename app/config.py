@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,17 @@ def normalise_database_url(url: str) -> str:
     if url.startswith("sqlite://"):
         return "sqlite+pysqlite://" + url.removeprefix("sqlite://")
     return url
+
+
+class OidcProvider(BaseModel):
+    """One entry of OIDC_PROVIDERS. The callback to register at the provider: BASE_URL/auth/{name}/callback."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    label: str = Field(min_length=1, max_length=60)
+    issuer: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret: str = ""
+    scopes: str = "openid email profile"
 
 
 class Settings(BaseSettings):
@@ -74,6 +86,25 @@ class Settings(BaseSettings):
             self.secret_key = _development_key()
         return self
 
+    @field_validator("oidc_providers")
+    @classmethod
+    def _valid_providers(cls, value: str) -> str:
+        try:
+            providers = _PROVIDERS.validate_python(json.loads(value or "[]"))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ValueError(
+                "OIDC_PROVIDERS must be a JSON list of {name, label, issuer, client_id, client_secret, scopes?}: "
+                f"{exc}"
+            ) from None
+        names = [p.name for p in providers]
+        if len(names) != len(set(names)):
+            raise ValueError("OIDC_PROVIDERS: every provider needs a distinct name")
+        return value
+
+    @property
+    def providers(self) -> list[OidcProvider]:
+        return _PROVIDERS.validate_python(json.loads(self.oidc_providers or "[]"))
+
     @property
     def is_production(self) -> bool:
         return self.ahead_env is Environment.production
@@ -85,6 +116,9 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+_PROVIDERS = TypeAdapter(list[OidcProvider])
 
 
 def _development_key() -> str:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
-from app.accounts.models import Invitation, Role, User, UserSession
+from app.accounts.models import Identity, IdentityKind, Invitation, Role, User, UserSession
 from app.audit import service as audit
 from app.db import utcnow
-from app.errors import Conflict, FormInvalid, NotFound
+from app.errors import AppError, Conflict, FormInvalid, NotFound
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures take the same time.
@@ -271,3 +274,93 @@ def set_user_role(session: Session, *, user: User, role: Role, actor: User) -> N
 
 def count_admins(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User).where(User.role == Role.admin)) or 0
+
+
+# --- identities: OIDC, email magic links, host-app SSO -------------------------------------------------
+
+
+class SignInFailed(AppError):
+    """A sign-in that cannot go through; the message says what the person can do about it."""
+
+    status_code = 400
+    title = "We could not sign you in"
+
+    @property
+    def code(self) -> str:
+        return "sign_in_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityClaims:
+    kind: IdentityKind
+    issuer: str
+    subject: str
+    email: str = ""
+    email_verified: bool = False
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    company: dict[str, Any] | None = None
+
+
+def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = None) -> User:
+    """The user behind an identity: found, linked to an account by *verified* email, or created.
+
+    `access` (portal Access settings) maps OIDC sign-ins to staff roles by email, domain or group.
+    """
+    from app.organisations import service as organisations
+
+    if not claims.subject:
+        raise SignInFailed("The sign-in service did not say who you are. Please try again.")
+    email = normalise_email(claims.email) if claims.email else ""
+    identity = session.scalar(
+        select(Identity).where(Identity.kind == claims.kind, Identity.issuer == claims.issuer,
+                               Identity.subject == claims.subject)
+    )
+    if identity is not None:
+        user = session.get(User, identity.user_id)
+        assert user is not None
+    else:
+        if not email:
+            raise SignInFailed("The sign-in service did not share your email address, which this portal "
+                               "needs. Allow it to share your email, or sign in with an email link.")
+        user = get_user_by_email(session, email)
+        if user is not None and not claims.email_verified:
+            raise SignInFailed("An account with this email address already exists, and the sign-in service "
+                               "did not confirm that the address is yours. Sign in the way you did before, "
+                               "or with an email link.")
+        if user is None:
+            user = User(email=validate_email(email), role=Role.customer, display_name=claims.name.strip()[:120])
+            session.add(user)
+            session.flush()
+        identity = Identity(user_id=user.id, kind=claims.kind, issuer=claims.issuer, subject=claims.subject)
+        session.add(identity)
+    if not user.is_active or user.deleted_at is not None:
+        raise SignInFailed("This account is disabled. Contact the product team if you think this is a mistake.")
+    identity.email = email or identity.email
+    identity.last_used_at = utcnow()
+    if claims.name and not user.display_name:
+        user.display_name = claims.name.strip()[:120]
+
+    if claims.company:
+        organisation = organisations.upsert_from_company(session, claims.company)
+        if organisation is not None:
+            user.organisation_id = organisation.id
+    elif user.organisation_id is None and claims.email_verified and email == user.email:
+        organisation = organisations.find_by_email_domain(session, email)
+        if organisation is not None:
+            user.organisation_id = organisation.id
+
+    if access is not None and claims.kind is IdentityKind.oidc:
+        _apply_staff_mapping(session, user=user, email=email or user.email, groups=claims.groups, access=access)
+    session.flush()
+    return user
+
+
+def _apply_staff_mapping(session: Session, *, user: User, email: str, groups: Sequence[str], access: Any) -> None:
+    """Staff roles from the admin's mapping. People with a local password keep the role they were given."""
+    mapped = access.staff_role_for(email=email, groups=groups)
+    new_role = Role(mapped) if mapped else (user.role if user.password_hash else Role.customer)
+    if new_role is not user.role:
+        audit.record(session, actor=None, action="user.role_mapped", entity=user,
+                     changes={"role": [user.role.value, new_role.value]})
+        user.role = new_role

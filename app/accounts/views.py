@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
+from app.accounts.models import User
 from app.deps import SESSION_COOKIE, CurrentUser, CurrentViewer, DbSession
 from app.errors import FormInvalid
 from app.security import rotate_csrf, verify_csrf
@@ -27,8 +29,24 @@ def safe_next(target: str | None, default: str = "/") -> str:
     return target
 
 
-def _client_ip(request: Request) -> str:
+def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def signed_in_response(request: Request, session: Session, *, user: User, next_url: str,
+                       flash: str | None = None) -> Response:
+    """End any session this browser had, start a new one (new id at every sign-in), redirect."""
+    settings = request.app.state.settings
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:
+        accounts.end_session(session, old)
+    token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
+                                   days=settings.session_days)
+    rotate_csrf(request)
+    response = redirect(request, next_url, flash=flash)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
+                        max_age=settings.session_days * 86400, path="/")
+    return response
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -46,24 +64,15 @@ async def login(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    settings = request.app.state.settings
-    limit = settings.login_rate_limit
-    request.app.state.limiter.hit(limit, f"login:ip:{_client_ip(request)}", f"login:email:{email.strip().lower()}")
+    request.app.state.limiter.hit(request.app.state.settings.login_rate_limit,
+                                  f"login:ip:{client_ip(request)}", f"login:email:{email.strip().lower()}")
     user = accounts.authenticate(session, email=email, password=password)
     if user is None:
         return render(request, "accounts/login.html",
                       {"next": safe_next(next, ""), "form": {"email": email}, "login_error": LOGIN_FAILED},
                       status_code=400)
-    old = request.cookies.get(SESSION_COOKIE)
-    if old:
-        accounts.end_session(session, old)
-    token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
-                                   days=settings.session_days)
-    rotate_csrf(request)
-    response = redirect(request, safe_next(next, "/admin" if user.is_staff else "/"))
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
-                        max_age=settings.session_days * 86400, path="/")
-    return response
+    return signed_in_response(request, session, user=user,
+                              next_url=safe_next(next, "/admin" if user.is_staff else "/"))
 
 
 @router.post("/logout")
@@ -122,11 +131,5 @@ async def accept_invitation(
         return render(request, "accounts/invitation.html",
                       {"invitation": invitation, "token": token, "errors": exc.errors,
                        "form": {"display_name": display_name}}, status_code=422)
-    settings = request.app.state.settings
-    session_token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
-                                           days=settings.session_days)
-    rotate_csrf(request)
-    response = redirect(request, "/admin", flash="Welcome to Ahead. Your account is ready.")
-    response.set_cookie(SESSION_COOKIE, session_token, httponly=True, samesite="lax",
-                        secure=settings.secure_cookies, max_age=settings.session_days * 86400, path="/")
-    return response
+    return signed_in_response(request, session, user=user, next_url="/admin",
+                              flash="Welcome to Ahead. Your account is ready.")

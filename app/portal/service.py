@@ -1,10 +1,11 @@
-"""Run-time portal settings kept in the database: branding (later private mode, role mapping)."""
+"""Run-time portal settings kept in the database: branding, private-portal mode, staff role mapping."""
 
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -34,7 +35,7 @@ class Branding:
 
 # Branding is read on every page; a few seconds of staleness across workers is fine for it.
 _CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[float, Branding]] = {}
+_cache: dict[str, tuple[float, Any]] = {}
 
 
 def get_branding(session: Session) -> Branding:
@@ -127,3 +128,88 @@ def get_logo(session: Session) -> PortalAsset:
     if asset is None:
         raise NotFound()
     return asset
+
+
+# --- access: private-portal mode and who counts as staff ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StaffRule:
+    """Who gets a staff role when signing in through OIDC: exact emails, email domains, group values."""
+
+    emails: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def matches(self, *, email: str, groups: Sequence[str]) -> bool:
+        email = email.lower()
+        domain = email.rsplit("@", 1)[-1] if "@" in email else ""
+        return (email in self.emails or (bool(domain) and domain in self.domains)
+                or any(g in self.groups for g in groups))
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    private_mode: bool = False
+    groups_claim: str = "groups"
+    admin: StaffRule = StaffRule()
+    pm: StaffRule = StaffRule()
+
+    def staff_role_for(self, *, email: str, groups: Sequence[str]) -> str | None:
+        """'admin', 'pm' or None, for an OIDC sign-in with this email and these groups."""
+        if self.admin.matches(email=email, groups=groups):
+            return "admin"
+        if self.pm.matches(email=email, groups=groups):
+            return "pm"
+        return None
+
+
+def _rule(value: Any) -> StaffRule:
+    value = value or {}
+    return StaffRule(**{k: tuple(str(v).strip().lower() if k != "groups" else str(v).strip()
+                                 for v in value.get(k, []) if str(v).strip())
+                        for k in ("emails", "domains", "groups")})
+
+
+def get_access(session: Session) -> Access:
+    hit = _cache.get("access")
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    row = session.get(PortalSetting, "access")
+    value = row.value if row is not None else {}
+    access = Access(private_mode=bool(value.get("private_mode", False)),
+                    groups_claim=str(value.get("groups_claim") or "groups"),
+                    admin=_rule(value.get("admin")), pm=_rule(value.get("pm")))
+    _cache["access"] = (time.monotonic() + _CACHE_SECONDS, access)
+    return access
+
+
+def _as_dict(access: Access) -> dict[str, Any]:
+    return {"private_mode": access.private_mode, "groups_claim": access.groups_claim,
+            "admin": {k: list(getattr(access.admin, k)) for k in ("emails", "domains", "groups")},
+            "pm": {k: list(getattr(access.pm, k)) for k in ("emails", "domains", "groups")}}
+
+
+def update_access(session: Session, *, actor: Any, access: Access) -> Access:
+    before = get_access_uncached(session)
+    row = session.get(PortalSetting, "access")
+    if row is None:
+        session.add(PortalSetting(key="access", value=_as_dict(access)))
+    else:
+        row.value = _as_dict(access)
+    session.flush()
+    audit.record(session, actor=actor, action="settings.access", entity_type="setting", label="Access",
+                 changes=audit.diff(_flat(before), _flat(access)))
+    clear_cache()
+    return access
+
+
+def get_access_uncached(session: Session) -> Access:
+    _cache.pop("access", None)
+    return get_access(session)
+
+
+def _flat(access: Access) -> dict[str, Any]:
+    d = _as_dict(access)
+    return {"private_mode": d["private_mode"], "groups_claim": d["groups_claim"],
+            **{f"{role}.{k}": ", ".join(v) for role in ("admin", "pm") for k, v in d[role].items()}}
