@@ -63,3 +63,22 @@ async def require_admin(user: Annotated[User, Depends(require_staff)]) -> User:
 CurrentUser = Annotated[User, Depends(require_user)]
 StaffUser = Annotated[User, Depends(require_staff)]
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+# Reachable without signing in even in private-portal mode: signing in itself, and what it needs.
+PRIVATE_MODE_OPEN = ("/login", "/auth/", "/sso/", "/logout", "/static/", "/healthz", "/readyz", "/branding",
+                     "/invitations/", "/robots.txt", "/favicon")
+
+
+async def enforce_private_mode(request: Request) -> None:
+    """In private-portal mode every page but the sign-in routes needs a signed-in user."""
+    from app.portal import service as portal
+
+    path = request.url.path
+    if path.startswith(PRIVATE_MODE_OPEN):
+        return
+    if not portal.get_access(request.state.db.session).private_mode:
+        return
+    viewer = await get_viewer(request)
+    if viewer.user is None:
+        raise NotAuthenticated("This roadmap is private. Please sign in to see it.")

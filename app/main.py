@@ -6,7 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware
+from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.ratelimit import RateLimiter
 from app.security import CsrfCookieMiddleware, CsrfTokens, IsolatedStateMiddleware, SecurityHeadersMiddleware
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        dependencies=[Depends(enforce_private_mode)],
     )
     app.state.settings = settings
     app.state.database = database
