@@ -1,0 +1,121 @@
+"""The demo company a new user sees after `make run` (each test seeds inside its own transaction)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import seed
+from app.accounts import service as accounts
+from app.accounts.models import Role
+from app.accounts.viewer import ANONYMOUS
+from app.audit import service as audit
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item, Visibility
+from tests.conftest import post_form
+
+
+@pytest.fixture
+def seeded(session: Session) -> str:
+    assert seed.is_empty(session)
+    summary = seed.seed_demo(session)
+    assert not seed.is_empty(session)
+    return summary
+
+
+def _items(session: Session) -> list[Item]:
+    return list(session.scalars(select(Item).order_by(Item.id)))
+
+
+async def test_board_shows_both_products_every_stage_and_every_timeframe(client, session, seeded):
+    assert [p.name for p in roadmap.list_products(session)] == ["Rotawise Web", "Rotawise Mobile"]
+    columns = roadmap.get_board(session, ANONYMOUS, roadmap.Filters())
+    assert [c.stage.name for c in columns] == ["Under consideration", "Planned", "In progress", "Released"]
+    assert all(c.total >= 3 for c in columns), [(c.stage.name, c.total) for c in columns]
+
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert "Rotawise Roadmap" in page.text and 'href="https://www.rotawise.example"' in page.text  # branding
+    for column in columns:
+        assert column.items[0].title in page.text
+    declined = await client.get("/?stage=declined")
+    assert "Built-in team chat" in declined.text
+
+    items = _items(session)
+    labels = {item.timeframe_label for item in items}
+    assert {"Now", "Next", "Later"} <= labels
+    assert any(re.fullmatch(r"\d{4} Q[1-4]", label) for label in labels)
+    public = [i for i in items if i.published_at and i.visibility is Visibility.public]
+    assert all(0 < i.vote_count <= 140 for i in public)
+
+
+async def test_changelog_has_a_dated_history_and_items_a_coherent_timeline(client, session, seeded):
+    released = [d for d in seed.ITEMS if d.release_notes]
+    assert len(released) >= 5
+    page = await client.get("/changelog")
+    positions = [page.text.index(d.title) for d in released]
+    # ITEMS lists them oldest release first; the changelog shows the newest first.
+    assert positions == sorted(positions, reverse=True)
+    assert "Update the app to version 4.2 or later" in page.text
+    release_dates = sorted(i.released_at for i in _items(session) if i.released_at)
+    assert (release_dates[-1] - release_dates[0]).days > 90
+
+    item = next(i for i in _items(session) if i.title == "Payroll export to Gusto and ADP")
+    timeline = roadmap.get_timeline(session, item)
+    assert [c.to_stage.name for c in timeline] == ["Under consideration", "Planned", "In progress", "Released"]
+    dates = [c.changed_at for c in timeline]
+    assert dates == sorted(dates) and len(set(dates)) == 4
+    assert item.released_at == dates[-1]
+    assert item.created_at <= item.published_at < dates[1]
+    item_page = await client.get(item.path)
+    assert "Moved from In progress to <strong>Released</strong>" in item_page.text
+
+    events, _ = audit.list_events(session, per_page=500)
+    assert {"item.created", "item.published", "item.moved", "product.created", "tag.created"} <= {
+        e.action for e in events}
+    assert events[0].actor_label == seed.PM_EMAIL  # the newest event: the PM's latest draft
+
+
+async def test_a_visitor_sees_no_drafts_internal_or_customer_items_and_search_finds_prefixes(
+        client, session, seeded):
+    items = _items(session)
+    hidden = [i for i in items if i.published_at is None or i.visibility is not Visibility.public]
+    assert sum(i.published_at is None for i in hidden) == 2
+    assert sum(i.visibility is Visibility.internal for i in hidden) == 2
+    assert sum(i.visibility is Visibility.customers for i in hidden) == 2
+    board = (await client.get("/")).text
+    for item in hidden:
+        assert item.title not in board
+        assert (await client.get(f"/items/{item.public_id}")).status_code == 404
+    assert "Tip pooling" not in (await client.get("/search", params={"q": "tip pool"})).text
+
+    found = await client.get("/search", params={"q": "geofen"})
+    assert found.status_code == 200
+    assert "Clock in from your phone" in found.text
+
+
+async def test_the_demo_admin_signs_in_through_the_login_form(client, seeded):
+    assert seed.DEMO_PASSWORD in seeded and seed.ADMIN_EMAIL in seeded and seed.PM_EMAIL in seeded
+    response = await post_form(client, "/login", {"email": seed.ADMIN_EMAIL, "password": seed.DEMO_PASSWORD},
+                               page="/login")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin"
+    assert "AI-suggested rotas" in (await client.get("/")).text  # staff see the drafts
+
+
+def test_seeding_again_adds_nothing(session, seeded):
+    count = len(_items(session))
+    assert "not loaded" in seed.seed_demo(session)
+    assert len(_items(session)) == count
+
+
+def test_an_existing_staff_account_keeps_its_password(session):
+    accounts.create_user(session, email=seed.ADMIN_EMAIL, role=Role.admin, password="their-own-password")
+    summary = seed.seed_demo(session)
+    assert accounts.authenticate(session, email=seed.ADMIN_EMAIL, password="their-own-password")
+    assert accounts.authenticate(session, email=seed.ADMIN_EMAIL, password=seed.DEMO_PASSWORD) is None
+    assert f"{seed.PM_EMAIL}  (product manager)" in summary
+    assert f"{seed.ADMIN_EMAIL}  (admin)" not in summary
