@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     _install_error_handlers(app)
 
     from app import health
+    from app.accounts import magic, me, oidc, sso
     from app.accounts import views as accounts_views
     from app.admin import views as admin_views
     from app.api import v1
@@ -112,6 +113,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(feeds.router)
     app.include_router(portal_views.router)
     app.include_router(accounts_views.router)
+    app.include_router(oidc.router)
+    app.include_router(magic.router)
+    app.include_router(sso.router)
+    app.include_router(me.router)
     app.include_router(admin_views.router)
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
