@@ -33,6 +33,8 @@ class User(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A contact of an organisation recorded by staff before they had an account; claimed at sign-in.
+    is_placeholder: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set when the person deleted their account: identity data is gone, the row stays for their votes.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

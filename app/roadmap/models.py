@@ -105,7 +105,10 @@ class Item(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    # Kept in the vote's own transaction; `ahead reconcile` proves it equals the vote rows.
     vote_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Votes cast in the last 30 days, for the "trending" sort; refreshed by `ahead reconcile`/the worker.
+    trend_count: Mapped[int] = mapped_column(Integer, default=0)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
