@@ -1,0 +1,58 @@
+"""Votes count exactly once; the counter on the item always equals the rows."""
+
+from sqlalchemy import func, select
+
+from app.voting import service as voting
+from app.voting.models import Follow, Importance, Vote
+from tests.factories import make_item, make_pm, make_user
+
+
+def _rows(session, item):
+    return session.scalar(select(func.count()).select_from(Vote).where(Vote.item_id == item.id))
+
+
+def test_vote_change_importance_withdraw_and_revote(session):
+    item, user = make_item(session), make_user(session)
+    assert voting.cast_vote(session, item=item, user=user, importance=Importance.important).created
+    again = voting.cast_vote(session, item=item, user=user, importance=Importance.critical)
+    assert not again.created and again.importance is Importance.critical
+    session.refresh(item)
+    assert item.vote_count == 1 == _rows(session, item)
+    assert voting.votes_of(session, user=user, item_ids=[item.id]) == {item.id: Importance.critical}
+    assert voting.withdraw_vote(session, item=item, user=user)
+    assert not voting.withdraw_vote(session, item=item, user=user)
+    session.refresh(item)
+    assert item.vote_count == 0 == _rows(session, item)
+    voting.cast_vote(session, item=item, user=user, importance=Importance.nice_to_have)
+    session.refresh(item)
+    assert item.vote_count == 1 == _rows(session, item)
+
+
+def test_voting_follows_the_item(session):
+    item, user = make_item(session), make_user(session)
+    voting.cast_vote(session, item=item, user=user, importance=Importance.important)
+    assert voting.is_following(session, item=item, user=user)
+    voting.unfollow(session, item=item, user=user)
+    assert session.scalar(select(func.count()).select_from(Follow)) == 0
+
+
+def test_captured_vote_keeps_the_higher_importance(session):
+    item, customer, pm = make_item(session), make_user(session), make_pm(session)
+    voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
+    result = voting.cast_vote(session, item=item, user=customer, importance=Importance.nice_to_have,
+                              captured_by=pm, keep_higher=True)
+    assert result.importance is Importance.critical
+    session.refresh(item)
+    assert item.vote_count == 1
+
+
+def test_reconcile_finds_and_fixes_a_drifted_counter(session):
+    item, user = make_item(session), make_user(session)
+    voting.cast_vote(session, item=item, user=user, importance=Importance.important)
+    item.vote_count = 7
+    session.flush()
+    drifts = voting.reconcile(session)
+    assert [(d.public_id, d.stored, d.actual) for d in drifts] == [(item.public_id, 7, 1)]
+    session.refresh(item)
+    assert item.vote_count == 1 and item.trend_count == 1
+    assert voting.reconcile(session) == []
