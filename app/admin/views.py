@@ -1,18 +1,425 @@
-"""The staff area: one router behind one staff dependency."""
+"""The staff area: one router behind one staff dependency.
+
+Overview, products, stages and tags are open to every staff member; staff accounts, branding and the
+audit log to admins only (AdminUser: a PM gets the same 404 as for a missing page). Items live in
+app/admin/items.py, imported at the end of this module.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+import logging
+from math import ceil
+from typing import Annotated, Any
 
-from app.deps import StaffUser, require_staff
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from app import mail
+from app.accounts import service as accounts
+from app.accounts.models import Role, User
+from app.audit import service as audit
+from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser, require_staff
+from app.errors import Conflict, FormInvalid, NotFound
+from app.portal import service as portal
+from app.roadmap import service as roadmap
+from app.roadmap.models import Product, Stage, Tag
 from app.security import verify_csrf
-from app.web import render
+from app.web import redirect, render
+
+log = logging.getLogger("ahead.admin")
 
 router = APIRouter(prefix="/admin", include_in_schema=False,
                    dependencies=[Depends(require_staff), Depends(verify_csrf)])
 
+# Generous bounds on what a form may carry; the services give the friendly per-field messages.
+Name = Annotated[str, Form(max_length=1000)]
+LongText = Annotated[str, Form(max_length=20_000)]
+Flag = Annotated[str, Form(max_length=10)]
+
+ROLE_LABELS = {Role.pm: "Product manager", Role.admin: "Admin"}
+AUDIT_PER_PAGE = 50
+AUDIT_TYPES = {
+    "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "Staff accounts",
+    "invitation": "Invitations", "setting": "Settings",
+}
+AUDIT_KINDS = {
+    "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Staff account",
+    "invitation": "Invitation", "setting": "Setting",
+}
+AUDIT_VERBS = {
+    "created": "Created", "updated": "Changed", "deleted": "Deleted", "moved": "Moved", "published": "Published",
+    "unpublished": "Unpublished", "reordered": "Reordered", "accepted": "Accepted",
+    "password_changed": "Changed password", "branding": "Changed",
+}
+AUDIT_FIELDS = {
+    "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
+    "is_active": "Active", "accent_color": "Accent colour", "portal_name": "Portal name",
+    "product_name": "Product name", "product_url": "Product link", "logo_version": "Logo",
+    "internal_notes": "Internal notes", "release_notes": "Release notes",
+}
+AUDIT_VALUES = {
+    "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},
+    "visibility": {"public": "Public", "customers": "Signed-in customers", "internal": "Internal"},
+    "confidence": {"low": "Low", "medium": "Medium", "high": "High"},
+}
+
+
+# --- overview -------------------------------------------------------------------------------------------
+
 
 @router.get("", response_class=HTMLResponse)
-async def dashboard(request: Request, user: StaffUser) -> Response:
-    return render(request, "admin/dashboard.html", {})
+async def dashboard(request: Request, session: DbSession, viewer: CurrentViewer) -> Response:
+    events = audit.list_events(session, per_page=8)[0] if viewer.is_admin else []
+    return render(request, "admin/dashboard.html", {
+        "overview": roadmap.get_overview(session), "events": events, **_audit_labels(),
+    })
+
+
+# --- products -------------------------------------------------------------------------------------------
+
+
+def _products_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    return render(request, "admin/products.html", {
+        "products": roadmap.list_products(session), "counts": roadmap.count_items_per_product(session), **extra,
+    }, status_code=status_code)
+
+
+def _product_page(request: Request, session: Session, product: Product, *, status_code: int = 200,
+                  **extra: Any) -> Response:
+    extra.setdefault("form", {"name": product.name, "description": product.description})
+    return render(request, "admin/product.html", {
+        "product": product, "item_count": roadmap.count_items_per_product(session).get(product.id, 0), **extra,
+    }, status_code=status_code)
+
+
+@router.get("/products", response_class=HTMLResponse)
+async def products(request: Request, session: DbSession) -> Response:
+    return _products_page(request, session)
+
+
+@router.post("/products", response_class=HTMLResponse)
+async def create_product(request: Request, session: DbSession, user: StaffUser, name: Name = "",
+                         description: LongText = "") -> Response:
+    try:
+        product = roadmap.create_product(session, name=name, description=description, actor=user)
+    except FormInvalid as exc:
+        return _products_page(request, session, status_code=422, errors=exc.errors,
+                              form={"name": name, "description": description})
+    return redirect(request, "/admin/products", flash=f"Product “{product.name}” created.")
+
+
+@router.get("/products/{product_id:int}", response_class=HTMLResponse)
+async def edit_product(request: Request, session: DbSession, product_id: int) -> Response:
+    product = roadmap.get_by_id(session, Product, product_id)
+    return _product_page(request, session, product)
+
+
+@router.post("/products/{product_id:int}", response_class=HTMLResponse)
+async def update_product(request: Request, session: DbSession, user: StaffUser, product_id: int,
+                         name: Name = "", description: LongText = "") -> Response:
+    product = roadmap.get_by_id(session, Product, product_id)
+    try:
+        roadmap.update_product(session, product=product, name=name, description=description, actor=user)
+    except FormInvalid as exc:
+        return _product_page(request, session, product, status_code=422, errors=exc.errors,
+                             form={"name": name, "description": description})
+    return redirect(request, "/admin/products", flash=f"Product “{product.name}” saved.")
+
+
+@router.post("/products/{product_id:int}/delete", response_class=HTMLResponse)
+async def delete_product(request: Request, session: DbSession, user: StaffUser, product_id: int) -> Response:
+    product = roadmap.get_by_id(session, Product, product_id)
+    try:
+        roadmap.delete_product(session, product=product, actor=user)
+    except Conflict as exc:
+        return _product_page(request, session, product, status_code=409, problem=exc.detail)
+    return redirect(request, "/admin/products", flash=f"Product “{product.name}” deleted.")
+
+
+# --- stages ---------------------------------------------------------------------------------------------
+
+
+def _stage_form(stage: Stage) -> dict[str, Any]:
+    return {"name": stage.name, "is_released": stage.is_released, "is_closed": stage.is_closed,
+            "on_board": stage.on_board}
+
+
+def _stages_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    extra.setdefault("form", {"on_board": True})
+    return render(request, "admin/stages.html", {
+        "stages": roadmap.list_stages(session), "counts": roadmap.count_items_per_stage(session), **extra,
+    }, status_code=status_code)
+
+
+def _stage_page(request: Request, session: Session, stage: Stage, *, status_code: int = 200,
+                **extra: Any) -> Response:
+    extra.setdefault("form", _stage_form(stage))
+    return render(request, "admin/stage.html", {
+        "stage": stage, "item_count": roadmap.count_items_per_stage(session).get(stage.id, 0), **extra,
+    }, status_code=status_code)
+
+
+@router.get("/stages", response_class=HTMLResponse)
+async def stages(request: Request, session: DbSession) -> Response:
+    return _stages_page(request, session)
+
+
+@router.post("/stages", response_class=HTMLResponse)
+async def create_stage(request: Request, session: DbSession, user: StaffUser, name: Name = "",
+                       is_released: Flag = "", is_closed: Flag = "", on_board: Flag = "") -> Response:
+    flags = {"is_released": bool(is_released), "is_closed": bool(is_closed), "on_board": bool(on_board)}
+    try:
+        stage = roadmap.create_stage(session, name=name, actor=user, **flags)
+    except FormInvalid as exc:
+        return _stages_page(request, session, status_code=422, errors=exc.errors, form={"name": name, **flags})
+    return redirect(request, "/admin/stages", flash=f"Stage “{stage.name}” added at the end.")
+
+
+@router.get("/stages/{stage_id:int}", response_class=HTMLResponse)
+async def edit_stage(request: Request, session: DbSession, stage_id: int) -> Response:
+    stage = roadmap.get_by_id(session, Stage, stage_id)
+    return _stage_page(request, session, stage)
+
+
+@router.post("/stages/{stage_id:int}", response_class=HTMLResponse)
+async def update_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int, name: Name = "",
+                       is_released: Flag = "", is_closed: Flag = "", on_board: Flag = "") -> Response:
+    stage = roadmap.get_by_id(session, Stage, stage_id)
+    flags = {"is_released": bool(is_released), "is_closed": bool(is_closed), "on_board": bool(on_board)}
+    try:
+        roadmap.update_stage(session, stage=stage, name=name, actor=user, **flags)
+    except FormInvalid as exc:
+        return _stage_page(request, session, stage, status_code=422, errors=exc.errors,
+                           form={"name": name, **flags})
+    return redirect(request, "/admin/stages", flash=f"Stage “{stage.name}” saved.")
+
+
+@router.post("/stages/{stage_id:int}/move", response_class=HTMLResponse)
+async def move_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int,
+                     direction: Annotated[str, Form(max_length=10)] = "") -> Response:
+    stage = roadmap.get_by_id(session, Stage, stage_id)
+    if direction not in ("up", "down"):
+        return redirect(request, "/admin/stages", flash="Choose to move the stage up or down.", kind="error")
+    roadmap.move_stage_position(session, stage=stage, direction=-1 if direction == "up" else 1, actor=user)
+    where = "earlier" if direction == "up" else "later"
+    return redirect(request, "/admin/stages", flash=f"“{stage.name}” moved {where}.")
+
+
+@router.post("/stages/{stage_id:int}/delete", response_class=HTMLResponse)
+async def delete_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int) -> Response:
+    stage = roadmap.get_by_id(session, Stage, stage_id)
+    try:
+        roadmap.delete_stage(session, stage=stage, actor=user)
+    except Conflict as exc:
+        return _stage_page(request, session, stage, status_code=409, problem=exc.detail)
+    return redirect(request, "/admin/stages", flash=f"Stage “{stage.name}” deleted.")
+
+
+# --- tags -----------------------------------------------------------------------------------------------
+
+
+def _tags_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    return render(request, "admin/tags.html", {
+        "tags": roadmap.list_tags(session), "counts": roadmap.count_items_per_tag(session), **extra,
+    }, status_code=status_code)
+
+
+def _tag_page(request: Request, session: Session, tag: Tag, *, status_code: int = 200, **extra: Any) -> Response:
+    extra.setdefault("form", {"name": tag.name})
+    return render(request, "admin/tag.html", {
+        "tag": tag, "item_count": roadmap.count_items_per_tag(session).get(tag.id, 0), **extra,
+    }, status_code=status_code)
+
+
+@router.get("/tags", response_class=HTMLResponse)
+async def tags(request: Request, session: DbSession) -> Response:
+    return _tags_page(request, session)
+
+
+@router.post("/tags", response_class=HTMLResponse)
+async def create_tag(request: Request, session: DbSession, user: StaffUser, name: Name = "") -> Response:
+    try:
+        tag = roadmap.create_tag(session, name=name, actor=user)
+    except FormInvalid as exc:
+        return _tags_page(request, session, status_code=422, errors=exc.errors, form={"name": name})
+    return redirect(request, "/admin/tags", flash=f"Tag “{tag.name}” created.")
+
+
+@router.get("/tags/{tag_id:int}", response_class=HTMLResponse)
+async def edit_tag(request: Request, session: DbSession, tag_id: int) -> Response:
+    return _tag_page(request, session, roadmap.get_by_id(session, Tag, tag_id))
+
+
+@router.post("/tags/{tag_id:int}", response_class=HTMLResponse)
+async def update_tag(request: Request, session: DbSession, user: StaffUser, tag_id: int,
+                     name: Name = "") -> Response:
+    tag = roadmap.get_by_id(session, Tag, tag_id)
+    try:
+        roadmap.update_tag(session, tag=tag, name=name, actor=user)
+    except FormInvalid as exc:
+        return _tag_page(request, session, tag, status_code=422, errors=exc.errors, form={"name": name})
+    return redirect(request, "/admin/tags", flash=f"Tag “{tag.name}” saved.")
+
+
+@router.post("/tags/{tag_id:int}/delete", response_class=HTMLResponse)
+async def delete_tag(request: Request, session: DbSession, user: StaffUser, tag_id: int) -> Response:
+    tag = roadmap.get_by_id(session, Tag, tag_id)
+    count = roadmap.count_items_per_tag(session).get(tag.id, 0)
+    roadmap.delete_tag(session, tag=tag, actor=user)
+    removed = f" It was removed from {count} item{'' if count == 1 else 's'}." if count else ""
+    return redirect(request, "/admin/tags", flash=f"Tag “{tag.name}” deleted.{removed}")
+
+
+# --- staff accounts (admins) ----------------------------------------------------------------------------
+
+
+def _staff_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    extra.setdefault("form", {"role": Role.pm.value})
+    return render(request, "admin/staff.html", {
+        "staff": accounts.list_staff(session), "invitations": accounts.list_pending_invitations(session),
+        "role_labels": ROLE_LABELS, **extra,
+    }, status_code=status_code)
+
+
+def _staff_member(session: Session, user_id: int) -> User:
+    user = accounts.get_user(session, user_id)
+    if user.role not in ROLE_LABELS:
+        raise NotFound()
+    return user
+
+
+@router.get("/staff", response_class=HTMLResponse)
+async def staff(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    return _staff_page(request, session)
+
+
+@router.post("/staff/invitations", response_class=HTMLResponse)
+async def invite(request: Request, session: DbSession, admin: AdminUser,
+                 email: Annotated[str, Form(max_length=320)] = "",
+                 role: Annotated[str, Form(max_length=20)] = "") -> Response:
+    try:
+        chosen = Role(role) if role in ROLE_LABELS else None
+        if chosen is None:
+            raise FormInvalid({"role": "Choose product manager or admin."})
+        invitation, token = accounts.invite_staff(session, email=email, role=chosen, invited_by=admin)
+    except FormInvalid as exc:
+        return _staff_page(request, session, status_code=422, errors=exc.errors, form={"email": email, "role": role})
+
+    settings = request.app.state.settings
+    link = f"{settings.base_url}/invitations/{token}"
+    branding = portal.get_branding(session)
+    context = {
+        "portal_name": branding.portal_name, "inviter_name": admin.name, "link": link,
+        "role_label": "an admin" if chosen is Role.admin else "a product manager",
+        "days": accounts.INVITATION_DAYS,
+    }
+    # The invitation is kept whatever happens to the email: the link below works on its own.
+    try:
+        sent = await mail.send_email(settings, to=invitation.email, template="invitation", context=context)
+    except mail.MailError:
+        return redirect(request, "/admin/staff", kind="error", flash=(
+            f"The invitation for {invitation.email} is ready, but the email could not be sent. "
+            f"Send them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
+    if not sent:
+        return redirect(request, "/admin/staff", kind="info", flash=(
+            f"Invitation created for {invitation.email}. Email is not set up on this server (SMTP_URL), so "
+            f"send them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
+    return redirect(request, "/admin/staff", flash=(
+        f"Invitation emailed to {invitation.email}. The link, if they cannot find the email: {link}"))
+
+
+@router.post("/staff/{user_id:int}/role", response_class=HTMLResponse)
+async def change_role(request: Request, session: DbSession, admin: AdminUser, user_id: int,
+                      role: Annotated[str, Form(max_length=20)] = "") -> Response:
+    member = _staff_member(session, user_id)
+    try:
+        if role not in ROLE_LABELS:
+            raise FormInvalid({"role": "Choose product manager or admin."})
+        accounts.set_user_role(session, user=member, role=Role(role), actor=admin)
+    except FormInvalid as exc:
+        return _staff_page(request, session, status_code=422, problem=" ".join(exc.errors.values()))
+    return redirect(request, "/admin/staff", flash=f"{member.name} is now {ROLE_LABELS[member.role].lower()}.")
+
+
+@router.post("/staff/{user_id:int}/active", response_class=HTMLResponse)
+async def change_active(request: Request, session: DbSession, admin: AdminUser, user_id: int,
+                        active: Annotated[str, Form(max_length=5)] = "") -> Response:
+    member = _staff_member(session, user_id)
+    enable = active == "1"
+    try:
+        accounts.set_user_active(session, user=member, active=enable, actor=admin)
+    except FormInvalid as exc:
+        return _staff_page(request, session, status_code=422, problem=" ".join(exc.errors.values()))
+    if enable:
+        return redirect(request, "/admin/staff", flash=f"{member.name} can sign in again.")
+    return redirect(request, "/admin/staff", flash=f"{member.name} is disabled and signed out everywhere.")
+
+
+# --- branding (admins) ----------------------------------------------------------------------------------
+
+
+def _settings_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    branding = portal.get_branding(session)
+    extra.setdefault("form", {"portal_name": branding.portal_name, "accent_color": branding.accent_color,
+                              "product_name": branding.product_name, "product_url": branding.product_url})
+    return render(request, "admin/settings.html", {"current": branding, **extra}, status_code=status_code)
+
+
+@router.get("/settings", response_class=HTMLResponse)
+async def settings_form(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    return _settings_page(request, session)
+
+
+@router.post("/settings", response_class=HTMLResponse)
+async def save_settings(
+    request: Request,
+    session: DbSession,
+    admin: AdminUser,
+    portal_name: Name = "",
+    accent_color: Annotated[str, Form(max_length=100)] = "",
+    accent_picker: Annotated[str, Form(max_length=100)] = "",
+    product_name: Name = "",
+    product_url: Annotated[str, Form(max_length=2000)] = "",
+    remove_logo: Flag = "",
+    logo: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    current = portal.get_branding(session)
+    # Without JavaScript the colour picker and the text field cannot follow each other: a text value
+    # the admin changed wins, otherwise the picker's.
+    colour = accent_color.strip()
+    if accent_picker and (not colour or colour.lower() == current.accent_color.lower()):
+        colour = accent_picker.strip()
+    values = {"portal_name": portal_name, "accent_color": colour, "product_name": product_name,
+              "product_url": product_url}
+    data: bytes | None = None
+    if logo is not None and logo.filename:
+        data = await logo.read(portal.LOGO_MAX_BYTES + 1)
+        if not data:
+            data = None
+    try:
+        portal.update_branding(session, actor=admin, values=values, logo=data, remove_logo=bool(remove_logo))
+    except FormInvalid as exc:
+        return _settings_page(request, session, status_code=422, errors=exc.errors, form=values)
+    return redirect(request, "/admin/settings", flash="Branding saved. Every page shows it now.")
+
+
+# --- audit log (admins) ---------------------------------------------------------------------------------
+
+
+def _audit_labels() -> dict[str, Any]:
+    return {"audit_types": AUDIT_TYPES, "audit_kinds": AUDIT_KINDS, "audit_verbs": AUDIT_VERBS,
+            "audit_fields": AUDIT_FIELDS, "audit_values": AUDIT_VALUES}
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_log(request: Request, session: DbSession, admin: AdminUser,
+                    type: Annotated[str, Query(max_length=40)] = "",
+                    page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+    events, total = audit.list_events(session, page=page, per_page=AUDIT_PER_PAGE, entity_type=type)
+    types = audit.list_entity_types(session)
+    return render(request, "admin/audit.html", {
+        "events": events, "total": total, "page": page, "pages": max(1, ceil(total / AUDIT_PER_PAGE)),
+        "type": type, "types": types, **_audit_labels(),
+    })
+

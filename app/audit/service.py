@@ -71,3 +71,8 @@ def list_events(session: Session, *, page: int = 1, per_page: int = 50, entity_t
         stmt.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).offset((page - 1) * per_page).limit(per_page)
     )
     return list(rows), total
+
+
+def list_entity_types(session: Session) -> list[str]:
+    """The kinds of record the log mentions, for its filter."""
+    return list(session.scalars(select(AuditEvent.entity_type).distinct().order_by(AuditEvent.entity_type)))

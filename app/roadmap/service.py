@@ -546,11 +546,12 @@ def move_stage_position(session: Session, *, stage: Stage, direction: int, actor
     other = index + direction
     if not 0 <= other < len(stages):
         return
+    before = [s.name for s in stages]
     stages[index], stages[other] = stages[other], stages[index]
     for position, s in enumerate(stages):
         s.position = position
     audit.record(session, actor=actor, action="stage.reordered", entity=stage,
-                 changes={"order": [None, [s.name for s in stages]]})
+                 changes={"order": [before, [s.name for s in stages]]})
 
 
 def delete_stage(session: Session, *, stage: Stage, actor: User) -> None:
@@ -576,7 +577,10 @@ def create_tag(session: Session, *, name: str, actor: User) -> Tag:
 
 def update_tag(session: Session, *, tag: Tag, name: str, actor: User) -> None:
     before = tag.name
-    tag.name = _name(name, "name", 60)
+    name = _name(name, "name", 60)
+    if session.scalar(select(Tag.id).where(func.lower(Tag.name) == name.lower(), Tag.id != tag.id)):
+        raise FormInvalid({"name": f"There is already a tag called “{name}”."})
+    tag.name = name
     if before != tag.name:
         audit.record(session, actor=actor, action="tag.updated", entity=tag, changes={"name": [before, tag.name]})
 
@@ -584,6 +588,44 @@ def update_tag(session: Session, *, tag: Tag, name: str, actor: User) -> None:
 def delete_tag(session: Session, *, tag: Tag, actor: User) -> None:
     audit.record(session, actor=actor, action="tag.deleted", entity=tag, changes={"name": [tag.name, None]})
     session.delete(tag)
+
+
+def count_items_per_product(session: Session) -> dict[int, int]:
+    """Items (drafts included) of each product: a product in use cannot be deleted."""
+    rows = session.execute(select(Item.product_id, func.count()).group_by(Item.product_id))
+    return {product_id: n for product_id, n in rows}
+
+
+def count_items_per_stage(session: Session) -> dict[int, int]:
+    rows = session.execute(select(Item.stage_id, func.count()).group_by(Item.stage_id))
+    return {stage_id: n for stage_id, n in rows}
+
+
+def count_items_per_tag(session: Session) -> dict[int, int]:
+    rows = session.execute(select(item_tags.c.tag_id, func.count()).group_by(item_tags.c.tag_id))
+    return {tag_id: n for tag_id, n in rows}
+
+
+@dataclass(slots=True)
+class Overview:
+    """What the staff overview shows: published items per stage, and drafts waiting."""
+
+    published_by_stage: list[tuple[Stage, int]]
+    published: int
+    drafts: int
+
+
+def get_overview(session: Session) -> Overview:
+    live = select(Item.stage_id, Item.published_at.is_not(None), func.count()).where(Item.merged_into_id.is_(None))
+    published: dict[int, int] = {}
+    drafts = 0
+    for stage_id, is_published, n in session.execute(live.group_by(Item.stage_id, Item.published_at.is_not(None))):
+        if is_published:
+            published[stage_id] = published.get(stage_id, 0) + n
+        else:
+            drafts += n
+    per_stage = [(s, published.get(s.id, 0)) for s in list_stages(session)]
+    return Overview(published_by_stage=per_stage, published=sum(published.values()), drafts=drafts)
 
 
 def get_by_id(session: Session, model: type[Any], object_id: int) -> Any:

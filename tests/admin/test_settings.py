@@ -1,0 +1,112 @@
+"""Branding: what an admin sets in /admin/settings is what every visitor sees."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import post_form, sign_in
+from tests.factories import make_admin
+
+# A real 1×1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360f8cfc0f01f0005000201a5f0b1e90000000049454e44ae426082"
+)
+WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00/\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00"
+
+
+@pytest.fixture
+def admin(client, session):  # type: ignore[no-untyped-def]
+    user = make_admin(session, email="ada@example.com")
+    sign_in(client, session, user)
+    return user
+
+
+def branding_form(**overrides: str) -> dict[str, str]:
+    return {"portal_name": "Acme Roadmap", "accent_color": "#ff5500", "accent_picker": "#4f46e5",
+            "product_name": "Open Acme", "product_url": "https://app.acme.example/", **overrides}
+
+
+async def test_new_branding_shows_on_public_pages(client, session, admin):
+    response = await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                               files={"logo": ("logo.png", PNG, "image/png")})
+    assert response.status_code == 303
+    assert "Branding saved" in (await client.get("/admin/settings")).text
+
+    client.cookies.clear()  # a visitor
+    board = await client.get("/")
+    header = board.text.split("</header>")[0]
+    assert "Acme Roadmap" in header
+    assert 'href="https://app.acme.example/"' in header and "Open Acme" in header
+    assert re.search(r'<img src="/branding/logo\?v=1"', header)
+    assert "<title>Roadmap · Acme Roadmap</title>" in board.text
+
+    css = await client.get("/branding.css")
+    assert "--accent: #ff5500" in css.text
+    logo = await client.get("/branding/logo")
+    assert logo.status_code == 200
+    assert logo.headers["content-type"] == "image/png" and logo.content == PNG
+
+
+async def test_invalid_colour_is_refused_and_keeps_what_was_typed(client, session, admin):
+    response = await post_form(client, "/admin/settings", branding_form(accent_color="purple"),
+                               page="/admin/settings")
+    assert response.status_code == 422
+    assert "Use a colour like #4f46e5." in response.text
+    assert 'value="Acme Roadmap"' in response.text and 'value="purple"' in response.text
+    assert 'aria-invalid="true"' in response.text
+
+    board = await client.get("/")
+    assert "Acme Roadmap" not in board.text  # nothing half-saved
+
+
+async def test_picker_colour_is_used_when_the_text_was_left_alone(client, session, admin):
+    await post_form(client, "/admin/settings", branding_form(accent_color="#4f46e5", accent_picker="#00aa77"),
+                    page="/admin/settings")
+    assert "--accent: #00aa77" in (await client.get("/branding.css")).text
+
+
+async def test_logo_must_be_a_small_image(client, session, admin):
+    text_file = await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                                files={"logo": ("logo.txt", b"hello, not an image", "text/plain")})
+    assert text_file.status_code == 422
+    assert "Upload a PNG, JPEG, GIF or WebP image." in text_file.text
+    assert 'value="Acme Roadmap"' in text_file.text
+
+    big = PNG + b"\0" * (512 * 1024)
+    too_big = await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                              files={"logo": ("big.png", big, "image/png")})
+    assert too_big.status_code == 422
+    assert "512 KB at most" in too_big.text
+    assert (await client.get("/branding/logo")).status_code == 404
+
+
+async def test_logo_can_be_replaced_and_removed(client, session, admin):
+    await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                    files={"logo": ("logo.png", PNG, "image/png")})
+    await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                    files={"logo": ("logo.webp", WEBP, "image/webp")})
+    logo = await client.get("/branding/logo")
+    assert logo.headers["content-type"] == "image/webp"
+    page = await client.get("/admin/settings")
+    assert 'alt="Current logo"' in page.text and "Remove the logo" in page.text
+
+    # Saving without choosing a file keeps the logo.
+    await post_form(client, "/admin/settings", branding_form(portal_name="Acme"), page="/admin/settings",
+                    files={"logo": ("", b"", "application/octet-stream")})
+    assert (await client.get("/branding/logo")).status_code == 200
+
+    await post_form(client, "/admin/settings", branding_form(remove_logo="1"), page="/admin/settings")
+    assert (await client.get("/branding/logo")).status_code == 404
+    assert "/branding/logo" not in (await client.get("/")).text
+
+
+async def test_branding_change_is_in_the_audit_log(client, session, admin):
+    await post_form(client, "/admin/settings", branding_form(), page="/admin/settings")
+    log = await client.get("/admin/audit?type=setting")
+    assert log.status_code == 200
+    row = log.text.split("Portal name:")[1].split("</li>")[0]
+    assert "“Ahead”" in row and "“Acme Roadmap”" in row and "→" in row
+    assert "ada@example.com" in log.text
