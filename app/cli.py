@@ -43,6 +43,11 @@ def serve(
 
     settings = get_settings()
     _ensure_sqlite_dir()
+    if port:
+        # The app is built in each worker from the environment: BASE_URL's default follows PORT.
+        import os
+
+        os.environ["PORT"] = str(port)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
