@@ -423,3 +423,5 @@ async def audit_log(request: Request, session: DbSession, admin: AdminUser,
         "type": type, "types": types, **_audit_labels(),
     })
 
+
+from app.admin import items  # noqa: F401  (item routes hang on this router)

@@ -73,6 +73,18 @@ def list_events(session: Session, *, page: int = 1, per_page: int = 50, entity_t
     return list(rows), total
 
 
+def list_events_for(session: Session, *, entity: Any, limit: int = 10) -> list[AuditEvent]:
+    """The latest events about one record (e.g. an item's recent changes on its edit page)."""
+    entity_type = type(entity).__tablename__.removesuffix("s")
+    entity_id = str(getattr(entity, "public_id", None) or getattr(entity, "id", ""))
+    return list(session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.entity_type == entity_type, AuditEvent.entity_id == entity_id)
+        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+        .limit(limit)
+    ))
+
+
 def list_entity_types(session: Session) -> list[str]:
     """The kinds of record the log mentions, for its filter."""
     return list(session.scalars(select(AuditEvent.entity_type).distinct().order_by(AuditEvent.entity_type)))

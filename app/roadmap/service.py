@@ -454,7 +454,7 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
     if q.strip():
         ids = [hit.item.id for hit in search.search_items(session, viewer, q, limit=200)]
         stmt = stmt.where(Item.id.in_(ids))
-    total = session.scalar(stmt.with_only_columns(func.count()).order_by(None)) or 0
+    total = session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
     items = session.scalars(
         stmt.options(*_CARD_OPTIONS).order_by(Item.updated_at.desc(), Item.id.desc())
         .offset((page - 1) * per_page).limit(per_page)

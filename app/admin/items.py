@@ -1,0 +1,237 @@
+"""Staff item editor: the item list, the new/edit form, publishing and moving between stages.
+
+Routes hang on the admin router (staff only, CSRF-checked); app/admin/views.py imports this module.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from app.admin.views import router
+from app.audit import service as audit
+from app.deps import CurrentViewer, DbSession, StaffUser
+from app.errors import FormInvalid
+from app.roadmap import service as roadmap
+from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
+from app.roadmap.timeframes import quarter_choices
+from app.web import redirect, render
+
+PER_PAGE = 50
+
+VISIBILITY_LABELS = {
+    Visibility.public: "Public",
+    Visibility.customers: "Signed-in customers",
+    Visibility.internal: "Internal (staff only)",
+}
+VISIBILITY_SHORT = {Visibility.public: "Public", Visibility.customers: "Customers", Visibility.internal: "Internal"}
+STATUS_LABELS = {roadmap.StaffStatus.all: "All", roadmap.StaffStatus.draft: "Drafts",
+                 roadmap.StaffStatus.published: "Published"}
+_TEXT_FIELDS = ("title", "summary", "description", "product_id", "stage_id", "timeframe", "confidence",
+                "visibility", "release_notes", "internal_notes")
+
+Slug = Annotated[str | None, Query(max_length=60)]
+
+
+# --- list ---------------------------------------------------------------------------------------------
+
+
+@router.get("/items", response_class=HTMLResponse)
+async def item_list(
+    request: Request,
+    session: DbSession,
+    viewer: CurrentViewer,
+    q: Annotated[str, Query(max_length=200)] = "",
+    status: Slug = None,
+    product: Slug = None,
+    stage: Slug = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    try:
+        staff_status = roadmap.StaffStatus(status or "all")
+    except ValueError:
+        staff_status = roadmap.StaffStatus.all
+    items, total = roadmap.list_items_for_staff(
+        session, viewer, q=q, status=staff_status, product=product or None, stage=stage or None,
+        page=page, per_page=PER_PAGE,
+    )
+    return render(request, "admin/items/list.html", {
+        "items": items, "total": total, "page": page, "pages": max(1, ceil(total / PER_PAGE)),
+        "q": q, "status": staff_status, "product": product or "", "stage": stage or "",
+        "filtered": bool(q.strip() or staff_status is not roadmap.StaffStatus.all or product or stage),
+        "products": roadmap.list_products(session), "stages": roadmap.list_stages(session),
+        "status_labels": STATUS_LABELS, "visibility_short": VISIBILITY_SHORT,
+    })
+
+
+# --- new ----------------------------------------------------------------------------------------------
+
+
+@router.get("/items/new", response_class=HTMLResponse)
+async def new_item(request: Request, session: DbSession) -> Response:
+    return _render_form(request, session, item=None, form=_blank_form(session))
+
+
+@router.post("/items", response_class=HTMLResponse)
+async def create_item(request: Request, session: DbSession, user: StaffUser) -> Response:
+    submitted = await request.form()
+    form = _typed(submitted)
+    publish = submitted.get("action") == "publish"
+    try:
+        data = roadmap.parse_item_form(session, form, form["tags"])
+    except FormInvalid as exc:
+        return _render_form(request, session, item=None, form=form, errors=exc.errors, status_code=422)
+    item = roadmap.create_item(session, data=data, author=user, publish=publish)
+    flash = _published_message(item) if publish else (
+        f"Draft saved. “{item.title}” stays off the roadmap until you publish it.")
+    return redirect(request, _edit_url(item), flash=flash)
+
+
+# --- edit ---------------------------------------------------------------------------------------------
+
+
+@router.get("/items/{public_id}", response_class=HTMLResponse)
+async def edit_item(request: Request, session: DbSession, public_id: str) -> Response:
+    item = roadmap.get_item_for_staff(session, public_id)
+    return _render_form(request, session, item=item, form=_item_form(item))
+
+
+@router.post("/items/{public_id}", response_class=HTMLResponse)
+async def update_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
+    item = roadmap.get_item_for_staff(session, public_id)
+    form = _typed(await request.form())
+    try:
+        data = roadmap.parse_item_form(session, form, form["tags"])
+    except FormInvalid as exc:
+        return _render_form(request, session, item=item, form=form, errors=exc.errors, status_code=422)
+    old_stage = item.stage
+    before = item.updated_at
+    roadmap.update_item(session, item=item, data=data, actor=user)
+    if item.updated_at == before:
+        return redirect(request, _edit_url(item), flash="Nothing changed.", kind="info")
+    flash = "Changes saved."
+    if old_stage.id != item.stage_id:
+        flash += " " + _moved_message(item, old_stage)
+    return redirect(request, _edit_url(item), flash=flash)
+
+
+@router.post("/items/{public_id}/publish", response_class=HTMLResponse)
+async def publish_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
+    item = roadmap.get_item_for_staff(session, public_id)
+    roadmap.set_published(session, item=item, published=True, actor=user)
+    return redirect(request, _edit_url(item), flash=_published_message(item))
+
+
+@router.post("/items/{public_id}/unpublish", response_class=HTMLResponse)
+async def unpublish_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
+    item = roadmap.get_item_for_staff(session, public_id)
+    roadmap.set_published(session, item=item, published=False, actor=user)
+    return redirect(request, _edit_url(item),
+                    flash=f"Unpublished. “{item.title}” is a draft again and only staff can see it.")
+
+
+@router.post("/items/{public_id}/stage", response_class=HTMLResponse)
+async def move_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
+    item = roadmap.get_item_for_staff(session, public_id)
+    raw = (await request.form()).get("stage_id")
+    stage = next((s for s in roadmap.list_stages(session) if str(s.id) == raw), None)
+    if stage is None:
+        return redirect(request, _edit_url(item), flash="Choose a stage to move the item to.", kind="error")
+    if stage.id == item.stage_id:
+        return redirect(request, _edit_url(item), flash=f"The item is already in {stage.name}.", kind="info")
+    old_stage = item.stage
+    roadmap.move_item(session, item=item, stage=stage, actor=user)
+    return redirect(request, _edit_url(item), flash=_moved_message(item, old_stage))
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _edit_url(item: Item) -> str:
+    return f"/admin/items/{item.public_id}"
+
+
+def _typed(submitted: FormData) -> dict[str, Any]:
+    """What the person typed, kept as strings so a failed form can be shown again as it was."""
+    form: dict[str, Any] = {name: str(submitted.get(name) or "") for name in _TEXT_FIELDS}
+    form["tags"] = [str(v) for v in submitted.getlist("tags")]
+    return form
+
+
+def _timeframe_value(item: Item) -> str:
+    if item.timeframe is Timeframe.quarter and item.target_year and item.target_quarter:
+        return f"{item.target_year}-Q{item.target_quarter}"
+    return item.timeframe.value if item.timeframe is not Timeframe.quarter else Timeframe.later.value
+
+
+def _item_form(item: Item) -> dict[str, Any]:
+    return {
+        "title": item.title, "summary": item.summary, "description": item.description,
+        "product_id": str(item.product_id), "stage_id": str(item.stage_id), "timeframe": _timeframe_value(item),
+        "confidence": item.confidence.value if item.confidence else "", "visibility": item.visibility.value,
+        "release_notes": item.release_notes, "internal_notes": item.internal_notes,
+        "tags": [str(t.id) for t in item.tags],
+    }
+
+
+def _blank_form(session: Session) -> dict[str, Any]:
+    products = roadmap.list_products(session)
+    stages = roadmap.list_stages(session)
+    return {
+        "product_id": str(products[0].id) if len(products) == 1 else "",
+        "stage_id": str(stages[0].id) if stages else "",
+        "timeframe": Timeframe.later.value, "confidence": "", "visibility": Visibility.public.value, "tags": [],
+    }
+
+
+def _timeframe_options(current: str) -> list[tuple[str, str]]:
+    options = [("now", "Now"), ("next", "Next"), ("later", "Later")]
+    options += [(f"{y}-Q{q}", f"{y} Q{q}") for y, q in quarter_choices()]
+    # An item aimed at a quarter that has passed keeps it until someone chooses another.
+    if current and current not in {value for value, _ in options} and len(current) == 7 and current[4:6] == "-Q":
+        options.insert(3, (current, current.replace("-", " ")))
+    return options
+
+
+def _render_form(request: Request, session: Session, *, item: Item | None, form: dict[str, Any],
+                 errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    products = roadmap.list_products(session)
+    stages = roadmap.list_stages(session)
+    product_options = [("", "Choose a product")] if not form.get("product_id") else []
+    context: dict[str, Any] = {
+        "item": item, "form": form, "errors": errors or {},
+        "products": products, "stages": stages, "tags": roadmap.list_tags(session),
+        "product_options": product_options + [(str(p.id), p.name) for p in products],
+        "stage_options": [(str(s.id), s.name) for s in stages],
+        "timeframe_options": _timeframe_options(form.get("timeframe", "")),
+        "confidence_options": [("", "—")] + [(c.value, c.value) for c in Confidence],
+        "visibility_options": [(v.value, label) for v, label in VISIBILITY_LABELS.items()],
+        "visibility_labels": VISIBILITY_LABELS,
+    }
+    if item is not None:
+        context["timeline"] = roadmap.get_timeline(session, item)
+        context["events"] = audit.list_events_for(session, entity=item, limit=10)
+        return render(request, "admin/items/edit.html", context, status_code=status_code)
+    return render(request, "admin/items/new.html", context, status_code=status_code)
+
+
+def _published_message(item: Item) -> str:
+    if item.visibility is Visibility.public:
+        return f"Published. “{item.title}” is now on the public roadmap."
+    if item.visibility is Visibility.customers:
+        return (f"Published for signed-in customers. Until customers can sign in, “{item.title}” "
+                "stays hidden from visitors.")
+    return f"Published internally. “{item.title}” is visible to staff only."
+
+
+def _moved_message(item: Item, old: Stage) -> str:
+    text = f"Moved from {old.name} to {item.stage.name}."
+    if item.stage.is_released and item.is_published and item.visibility is Visibility.public:
+        text += " It now appears on the changelog."
+    return text
+
