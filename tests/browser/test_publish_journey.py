@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 
 from app.accounts.models import Role
-from app.roadmap.models import Timeframe
+from app.roadmap.models import Timeframe, item_tags
 from tests.browser.conftest import STAFF_PASSWORD, Portal, axe_check, screenshot
 from tests.factories import make_item, make_tag
 
@@ -66,9 +66,10 @@ def test_pm_publishes_an_item_and_a_visitor_finds_it_but_never_the_draft(portal:
     product = portal.create_product("Reports")
     with portal.transaction() as session:
         # Something already shipped, so the changelog (and its accessibility check) has content.
-        make_item(session, product=product, stage_slug="released", title=RELEASED_TITLE,
-                  summary="Easier on the eyes at night.", release_notes="Follows your **system setting**.",
-                  timeframe=Timeframe.now, tags=[make_tag(session, "Design")])
+        released = make_item(session, product=product, stage_slug="released", title=RELEASED_TITLE,
+                             summary="Easier on the eyes at night.", release_notes="Follows your **system setting**.",
+                             timeframe=Timeframe.now)
+        session.execute(item_tags.insert().values(item_id=released.id, tag_id=make_tag(session, "Design").id))
 
     # --- the product manager --------------------------------------------------------------------
     pm = open_context().new_page()
