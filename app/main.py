@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware
@@ -124,6 +125,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # Outermost last: a state of its own per request, headers on everything, the CSRF cookie, then
     # the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database)
+    # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
+    # callback: a signed cookie of its own, sent only to /auth/, gone after 10 minutes.
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="ahead_oidc",
+                       max_age=600, path="/auth", same_site="lax", https_only=settings.secure_cookies)
     app.add_middleware(CsrfCookieMiddleware, secure=settings.secure_cookies)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(IsolatedStateMiddleware)
