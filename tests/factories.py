@@ -84,12 +84,11 @@ def make_item(session: Session, *, product: Product | None = None, stage_slug: s
         released_at=now if the_stage.is_released else None,
         created_at=overrides.pop("created_at", now),
         updated_at=overrides.pop("updated_at", now),
+        tags=list(tags or []),  # set before the first flush: the relationship is lazy="raise"
         **overrides,
     )
     session.add(item)
     session.flush()
-    if tags:
-        item.tags.extend(tags)
     session.add(StageChange(item_id=item.id, to_stage_id=the_stage.id, changed_at=now))
     session.flush()
     search.index_item(session, item)

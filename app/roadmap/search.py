@@ -97,11 +97,44 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     ]
 
 
+def _fold_mapped(text: str) -> tuple[str, list[int] | None]:
+    """`fold(text)` and, for each folded character, the index of the character it came from (None
+    when they are the same: ASCII text, the common case).
+
+    Folding can change lengths ("…" becomes "...", "ﬁ" becomes "fi", a decomposed accent vanishes), so
+    positions found in the folded text must be mapped back before they cut the original.
+    """
+    if text.isascii():
+        return text.lower(), None
+    out: list[str] = []
+    origin: list[int] = []
+    for index, ch in enumerate(text):
+        for folded in (ch.lower() if ch.isascii() else fold(ch)):
+            out.append(folded)
+            origin.append(index)
+    return "".join(out), origin
+
+
+def _match_spans(text: str, prefixes: list[str]) -> list[tuple[int, int]]:
+    """Where words of `text` start with a query word, as sorted spans of the original text."""
+    folded, origin = _fold_mapped(text)
+    spans: list[tuple[int, int]] = []
+    for prefix in prefixes:
+        for m in re.finditer(r"(?<!\w)" + re.escape(prefix), folded):
+            if origin is None:
+                spans.append((m.start(), m.end()))
+                continue
+            start, end = origin[m.start()], origin[m.end() - 1] + 1
+            while end < len(text) and unicodedata.combining(text[end]):
+                end += 1  # keep a decomposed accent with its letter
+            spans.append((start, end))
+    return sorted(spans)
+
+
 def snippet(item: Item, prefixes: list[str], width: int = 180) -> str:
     """The summary, or the part of the description around the first match."""
     text = plain_text(item.description, limit=5000)
-    folded = fold(text)
-    positions = [m.start() for p in prefixes for m in re.finditer(r"\b" + re.escape(p), folded)]
+    positions = [start for start, _ in _match_spans(text, prefixes)]
     if item.summary and (not positions or any(w.startswith(p) for p in prefixes for w in words(item.summary))):
         return item.summary
     if not positions:
@@ -119,16 +152,9 @@ def highlight(text: str, prefixes: list[str]) -> Markup:
     """Escape the text and wrap word beginnings that match a query word in <mark>."""
     if not prefixes or not text:
         return escape(text)
-    folded = fold(text)
-    if len(folded) != len(text):  # folding changed lengths (rare ligatures): highlight nothing
-        return escape(text)
-    spans: list[tuple[int, int]] = []
-    for prefix in prefixes:
-        for m in re.finditer(r"(?<!\w)" + re.escape(prefix), folded):
-            spans.append((m.start(), m.end()))
+    spans = _match_spans(text, prefixes)
     if not spans:
         return escape(text)
-    spans.sort()
     out, pos = [], 0
     for start, end in spans:
         if start < pos:

@@ -16,7 +16,9 @@ from app.web import render
 
 router = APIRouter(include_in_schema=False)
 
-Slug = Annotated[str | None, Query(max_length=60)]
+# Slugs are [a-z0-9-]; anything else cannot match and must not reach the database (PostgreSQL refuses
+# a NUL byte in a string with an error). Empty is allowed: the filter form sends "All products" as "".
+Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 
 
 @router.get("/", response_class=HTMLResponse)

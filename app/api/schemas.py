@@ -1,0 +1,126 @@
+"""Public shapes of the read API. They carry only what a visitor may see: never the integer id,
+never internal notes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.markup import render_markdown
+from app.roadmap.models import Item, Product, Stage, StageChange, Tag
+
+
+class ErrorBody(BaseModel):
+    """Every error the API gives has this body."""
+
+    error: str = Field(description="A stable code, e.g. `not_found` or `invalid`.", examples=["not_found"])
+    detail: str = Field(description="A sentence for people.", examples=["There is nothing at this address."])
+
+
+class ValidationErrorBody(ErrorBody):
+    """An invalid query or path parameter: `fields` names each one and what is wrong with it."""
+
+    fields: dict[str, str] = Field(default_factory=dict, examples=[{"per_page": "Input should be less than or "
+                                                                                "equal to 100"}])
+
+
+class Ref(BaseModel):
+    """A product, stage or tag: its slug (usable as a filter) and its display name."""
+
+    slug: str = Field(examples=["planned"])
+    name: str = Field(examples=["Planned"])
+
+    @classmethod
+    def of(cls, obj: Product | Stage | Tag) -> Ref:
+        return cls(slug=obj.slug, name=obj.name)
+
+
+class ItemPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"description": "A roadmap item as a visitor sees it."})
+
+    id: str = Field(description="The item's public id (the one in its URL).", examples=["k7m2xq9p"])
+    title: str
+    summary: str = Field(description="One line.")
+    description: str = Field(description="The description's Markdown source.")
+    description_html: str = Field(description="The description rendered to sanitised HTML.")
+    url: str = Field(description="The item's page.", examples=["https://roadmap.example.com/items/k7m2xq9p/dark-mode"])
+    product: Ref
+    stage: Ref
+    timeframe: str = Field(description="`Now`, `Next`, `Later` or a target quarter such as `2027 Q1`.",
+                           examples=["2027 Q1"])
+    horizon: Literal["now", "next", "later"] = Field(
+        description="Where the timeframe falls today: a target quarter is placed by how far away it is.")
+    confidence: Literal["low", "medium", "high"] | None = Field(description="How sure the team is of the timeframe.")
+    tags: list[Ref]
+    vote_count: int = Field(ge=0)
+    published_at: datetime | None = Field(description="Always set for visitors; staff also see drafts (null).")
+    released_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def fields_of(cls, item: Item, *, base_url: str) -> dict[str, object]:
+        return {
+            "id": item.public_id,
+            "title": item.title,
+            "summary": item.summary,
+            "description": item.description,
+            "description_html": str(render_markdown(item.description)),
+            "url": base_url + item.path,
+            "product": Ref.of(item.product),
+            "stage": Ref.of(item.stage),
+            "timeframe": item.timeframe_label,
+            "horizon": item.horizon.value,
+            "confidence": item.confidence.value if item.confidence else None,
+            "tags": [Ref.of(t) for t in item.tags],
+            "vote_count": item.vote_count,
+            "published_at": item.published_at,
+            "released_at": item.released_at,
+            "updated_at": item.updated_at,
+        }
+
+    @classmethod
+    def of(cls, item: Item, *, base_url: str) -> ItemPublic:
+        return cls.model_validate(cls.fields_of(item, base_url=base_url))
+
+
+class TimelineEntry(BaseModel):
+    """One move between stages; the first entry (when the item was added) has no `from_stage`."""
+
+    from_stage: Ref | None
+    to_stage: Ref
+    changed_at: datetime
+
+    @classmethod
+    def of(cls, change: StageChange) -> TimelineEntry:
+        return cls(from_stage=Ref.of(change.from_stage) if change.from_stage else None,
+                   to_stage=Ref.of(change.to_stage), changed_at=change.changed_at)
+
+
+class ItemDetail(ItemPublic):
+    model_config = ConfigDict(json_schema_extra={"description": "An item with its release notes and timeline."})
+
+    release_notes: str = Field(description="Markdown source; empty until the item is released (notes written "
+                                           "ahead of a release stay private until then).")
+    release_notes_html: str = Field(description="The release notes rendered to sanitised HTML.")
+    timeline: list[TimelineEntry] = Field(description="Stage changes, oldest first.")
+
+    @classmethod
+    def of_item(cls, item: Item, timeline: list[StageChange], *, base_url: str) -> ItemDetail:
+        notes = item.release_notes if item.released_at else ""
+        return cls.model_validate({
+            **ItemPublic.fields_of(item, base_url=base_url),
+            "release_notes": notes,
+            "release_notes_html": str(render_markdown(notes)) if notes else "",
+            "timeline": [TimelineEntry.of(c) for c in timeline],
+        })
+
+
+class ItemPage(BaseModel):
+    """One page of items and how many there are in all."""
+
+    items: list[ItemPublic]
+    total: int = Field(ge=0, description="Items matching the filters, over all pages.")
+    page: int = Field(ge=1)
+    per_page: int = Field(ge=1, le=100)
