@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -14,10 +14,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
-from app.accounts.models import Identity, IdentityKind, Invitation, Role, User, UserSession
+from app.accounts.models import Identity, IdentityKind, Invitation, MagicLink, Role, User, UserSession
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
+from app.organisations.models import Organisation, Segment
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures take the same time.
@@ -364,3 +365,148 @@ def _apply_staff_mapping(session: Session, *, user: User, email: str, groups: Se
         audit.record(session, actor=None, action="user.role_mapped", entity=user,
                      changes={"role": [user.role.value, new_role.value]})
         user.role = new_role
+
+
+# --- the person's own account: profile, data export, deletion --------------------------------------------
+
+DELETED_NAME = "Deleted user"
+DELETED_EMAIL_DOMAIN = "deleted.invalid"
+MAX_DISPLAY_NAME = 120
+EXPORT_FORMAT = "ahead.personal-data/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    user: User
+    organisation: Organisation | None
+    segment: Segment | None
+    identities: list[Identity]
+
+
+def list_identities(session: Session, *, user: User) -> list[Identity]:
+    return list(session.scalars(
+        select(Identity).where(Identity.user_id == user.id).order_by(Identity.created_at, Identity.id)
+    ))
+
+
+def get_profile(session: Session, *, user: User) -> Profile:
+    organisation = session.get(Organisation, user.organisation_id) if user.organisation_id else None
+    segment = (session.get(Segment, organisation.segment_id)
+               if organisation is not None and organisation.segment_id else None)
+    return Profile(user=user, organisation=organisation, segment=segment,
+                   identities=list_identities(session, user=user))
+
+
+def update_display_name(session: Session, *, user: User, display_name: str) -> None:
+    name = " ".join(display_name.split())
+    if not name:
+        raise FormInvalid({"display_name": "Enter your name."})
+    if len(name) > MAX_DISPLAY_NAME:
+        raise FormInvalid({"display_name": f"Keep it to {MAX_DISPLAY_NAME} characters (it has {len(name)})."})
+    before = user.display_name
+    if name == before:
+        return
+    user.display_name = name
+    session.flush()
+    audit.record(session, actor=user, action="user.updated", entity=user, changes={"display_name": [before, name]})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z") if value else None
+
+
+def export_personal_data(session: Session, *, user: User) -> dict[str, Any]:
+    """Everything the portal holds about the person, ready for JSON.
+
+    One top-level key per kind of record; the domains that arrive later add theirs next to these
+    (`votes`, `follows`, `comments`, `feedback`). Secrets never appear: no password or token hashes,
+    no session ids.
+    """
+    profile = get_profile(session, user=user)
+    sessions = session.scalars(
+        select(UserSession).where(UserSession.user_id == user.id).order_by(UserSession.created_at)
+    )
+    links = session.scalars(select(MagicLink).where(MagicLink.email == user.email).order_by(MagicLink.created_at))
+    return {
+        "format": EXPORT_FORMAT,
+        "exported_at": _iso(utcnow()),
+        "profile": {
+            "email": user.email,
+            "display_name": user.display_name,
+            "role": user.role.value,
+            "has_password": bool(user.password_hash),
+            "created_at": _iso(user.created_at),
+            "last_login_at": _iso(user.last_login_at),
+        },
+        "organisation": None if profile.organisation is None else {
+            "name": profile.organisation.name,
+            "segment": profile.segment.name if profile.segment is not None else None,
+        },
+        "identities": [
+            {"kind": i.kind.value, "issuer": i.issuer, "subject": i.subject, "email": i.email,
+             "created_at": _iso(i.created_at), "last_used_at": _iso(i.last_used_at)}
+            for i in profile.identities
+        ],
+        "sessions": [
+            {"created_at": _iso(s.created_at), "expires_at": _iso(s.expires_at), "user_agent": s.user_agent}
+            for s in sessions
+        ],
+        "sign_in_links": [
+            {"requested_at": _iso(m.created_at), "expires_at": _iso(m.expires_at), "used_at": _iso(m.used_at)}
+            for m in links
+        ],
+        "audit_events": [
+            {"at": _iso(e.created_at), "action": e.action, "record_type": e.entity_type,
+             "record": e.entity_label, "changes": e.changes}
+            for e in audit.list_events_by_actor(session, actor_id=user.id)
+        ],
+    }
+
+
+def count_active_admins(session: Session, *, excluding: User | None = None) -> int:
+    stmt = select(func.count()).select_from(User).where(
+        User.role == Role.admin, User.is_active.is_(True), User.deleted_at.is_(None)
+    )
+    if excluding is not None:
+        stmt = stmt.where(User.id != excluding.id)
+    return session.scalar(stmt) or 0
+
+
+def _deleted_email(session: Session) -> str:
+    while True:
+        candidate = f"deleted-{secrets.token_hex(8)}@{DELETED_EMAIL_DOMAIN}"
+        if get_user_by_email(session, candidate) is None:
+            return candidate
+
+
+def delete_account(session: Session, *, user: User, confirm_email: str) -> None:
+    """Erase who the person is; keep an anonymous user row so what they did still adds up.
+
+    See app/accounts/me.py for what stays and why. `confirm_email` must be their email address.
+    """
+    if normalise_email(confirm_email) != user.email:
+        raise FormInvalid({"confirm_email": "Type your email address exactly as shown to confirm."})
+    if user.role is Role.admin and count_active_admins(session, excluding=user) == 0:
+        raise Conflict("You are the only admin of this portal, so your account cannot be deleted: no one "
+                       "would be left to manage it. Make someone else an admin first, then delete your account.")
+    old_email, old_role = user.email, user.role
+    placeholder = _deleted_email(session)
+    session.execute(delete(Identity).where(Identity.user_id == user.id))
+    end_all_sessions(session, user=user)
+    session.execute(delete(MagicLink).where(MagicLink.email == old_email))
+    session.execute(delete(Invitation).where(Invitation.email == old_email))
+    user.email = placeholder
+    user.display_name = DELETED_NAME
+    user.password_hash = None
+    user.organisation_id = None
+    user.role = Role.customer
+    user.is_active = False
+    user.last_login_at = None
+    user.deleted_at = utcnow()
+    session.flush()
+    audit.anonymise_person(session, user_id=user.id, email=old_email, actor_label=placeholder,
+                           entity_label=DELETED_NAME)
+    changes: dict[str, list[Any]] = {"deleted": [False, True]}
+    if old_role is not Role.customer:
+        changes["role"] = [old_role.value, Role.customer.value]
+    audit.record(session, actor=user, action="user.deleted", entity=user, label=DELETED_NAME, changes=changes)

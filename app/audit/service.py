@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
@@ -88,3 +88,29 @@ def list_events_for(session: Session, *, entity: Any, limit: int = 10) -> list[A
 def list_entity_types(session: Session) -> list[str]:
     """The kinds of record the log mentions, for its filter."""
     return list(session.scalars(select(AuditEvent.entity_type).distinct().order_by(AuditEvent.entity_type)))
+
+
+def list_events_by_actor(session: Session, *, actor_id: int) -> list[AuditEvent]:
+    """Everything one person did, oldest first (their data export)."""
+    return list(session.scalars(
+        select(AuditEvent).where(AuditEvent.actor_id == actor_id).order_by(AuditEvent.created_at, AuditEvent.id)
+    ))
+
+
+def anonymise_person(session: Session, *, user_id: int, email: str, actor_label: str, entity_label: str) -> None:
+    """Take a deleted account's email and name out of the log, keeping what happened and when.
+
+    Events they did keep their actor id and show `actor_label`; events about their user record or
+    their invitation (labelled with their email) show `entity_label`, and the changes recorded on
+    their user record lose the values (names, emails) that identified them.
+    """
+    session.execute(update(AuditEvent).where(AuditEvent.actor_id == user_id).values(actor_label=actor_label))
+    about = session.scalars(select(AuditEvent).where(or_(
+        and_(AuditEvent.entity_type == "user", AuditEvent.entity_id == str(user_id)),
+        and_(AuditEvent.entity_type == "invitation", AuditEvent.entity_label == email),
+    )))
+    for event in about:
+        event.entity_label = entity_label
+        if event.entity_type == "user" and event.entity_id == str(user_id):
+            event.changes = {k: (["(removed)", "(removed)"] if k in ("display_name", "email") else v)
+                             for k, v in event.changes.items()}
