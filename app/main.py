@@ -109,6 +109,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from app.roadmap import feeds
     from app.roadmap import views as roadmap_views
 
+    sso.load_keys(settings)  # an unusable SSO_JWT_SECRET / SSO_JWT_PUBLIC_KEY stops start-up with its reason
+    sso.install_access_log_redaction()  # host-app SSO tokens and magic links travel in URLs
+
     app.include_router(health.router)
     app.include_router(roadmap_views.router)
     app.include_router(feeds.router)

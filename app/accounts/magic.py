@@ -1,9 +1,134 @@
-"""Email magic links: a single-use sign-in link, valid 15 minutes, confirmed with a POST."""
+"""Email magic links: a single-use sign-in link, valid 15 minutes, confirmed with a POST.
+
+Opening the link shows a page with a button; only the button's POST uses the link up, so mail
+scanners that fetch every link in a message do not spend it. The request page answers the same
+whatever the address, and a new address gets its account only when the link is used (which proves
+the mailbox is theirs).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import logging
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.background import BackgroundTask
+
+from app import mail
+from app.accounts import service as accounts
+from app.accounts.models import IdentityKind
+from app.accounts.views import client_ip, safe_next, signed_in_response
+from app.config import Settings
+from app.deps import DbSession
+from app.errors import FormInvalid, RateLimited
+from app.portal import service as portal
 from app.security import verify_csrf
+from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+log = logging.getLogger("ahead.accounts")
+
+PER_ADDRESS_LIMIT = "5/hour"
+PER_IP_LIMIT = "30/hour"
+
+
+@router.get("/login/email", response_class=HTMLResponse)
+async def request_form(request: Request, next: str | None = None) -> Response:
+    return render(request, "accounts/magic_request.html", {"next": safe_next(next, "")})
+
+
+@router.post("/login/email", response_class=HTMLResponse)
+async def request_link(
+    request: Request,
+    session: DbSession,
+    link_email: Annotated[str, Form(max_length=320)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    limiter = request.app.state.limiter
+    _limit(limiter, PER_IP_LIMIT, f"magic:ip:{client_ip(request)}")
+    try:
+        email = accounts.validate_email(link_email)
+    except FormInvalid as exc:
+        return render(request, "accounts/magic_request.html",
+                      {"next": safe_next(next, ""), "errors": {"link_email": exc.errors["email"]},
+                       "form": {"link_email": link_email}}, status_code=422)
+    _limit(limiter, PER_ADDRESS_LIMIT, f"magic:email:{email}")
+
+    settings: Settings = request.app.state.settings
+    task = None
+    if accounts.magic_link_allowed(session, email=email, private_mode=portal.get_access(session).private_mode):
+        token = accounts.create_magic_link(session, email=email, next_path=safe_next(next, "/"))
+        context = {
+            "portal_name": portal.get_branding(session).portal_name,
+            "link": f"{settings.base_url}/login/email/{token}",
+            "minutes": accounts.MAGIC_LINK_MINUTES,
+        }
+        # Sent after the response, so after the commit: the link exists before anyone can click it,
+        # the database is not held while SMTP talks, and the answer takes as long whatever the address.
+        task = BackgroundTask(_send, settings, email, context)
+    response = redirect(request, "/login/email/sent")
+    response.background = task
+    return response
+
+
+@router.get("/login/email/sent", response_class=HTMLResponse)
+async def link_sent(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    return render(request, "accounts/magic_sent.html", {
+        "minutes": accounts.MAGIC_LINK_MINUTES,
+        "mail_to_log": not settings.smtp_url and not settings.is_production,
+    })
+
+
+@router.get("/login/email/{token}", response_class=HTMLResponse)
+async def confirm_form(request: Request, session: DbSession, token: str) -> Response:
+    link = accounts.find_magic_link(session, token)
+    if link is None:
+        return _link_unusable(request)
+    return render(request, "accounts/magic_confirm.html", {"token": token, "email": link.email})
+
+
+@router.post("/login/email/{token}", response_class=HTMLResponse)
+async def sign_in_with_link(request: Request, session: DbSession, token: str) -> Response:
+    link = accounts.consume_magic_link(session, token=token)
+    if link is None:
+        return _link_unusable(request)
+    # The portal may have turned private since the link was sent: check again for new addresses.
+    if not accounts.magic_link_allowed(session, email=link.email,
+                                       private_mode=portal.get_access(session).private_mode):
+        raise accounts.SignInFailed("This portal is private and there is no account for this email address. "
+                                    "Ask the product team to invite you, or sign in with your company account.")
+    user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
+        kind=IdentityKind.email, issuer="email", subject=link.email, email=link.email, email_verified=True,
+    ))
+    return signed_in_response(request, session, user=user, next_url=safe_next(link.next_path, "/"),
+                              flash=f"You are signed in as {user.email}.")
+
+
+def _link_unusable(request: Request) -> Response:
+    """Used, expired and unknown links look the same; nothing is written (4xx rolls back)."""
+    return render(request, "accounts/magic_invalid.html", {"minutes": accounts.MAGIC_LINK_MINUTES, "next": ""},
+                  status_code=410)
+
+
+def _limit(limiter, limit: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        limiter.hit(limit, key)
+    except RateLimited as exc:
+        wait = int(exc.headers.get("Retry-After", "60"))
+        minutes = max(1, -(-wait // 60))
+        raise RateLimited(
+            "Too many sign-in links were asked for, for this address or from your network. "
+            f"Please wait {minutes} minute{'s' if minutes != 1 else ''} and try again, "
+            "or use the most recent link we sent you.",
+            retry_after=wait,
+        ) from None
+
+
+async def _send(settings: Settings, to: str, context: dict[str, object]) -> None:
+    try:
+        await mail.send_email(settings, to=to, template="magic_link", context=context)
+    except mail.MailError:
+        # mail.py has logged why; the person asks again from the "check your email" page.
+        log.warning("sign-in link for %s was not sent", to)

@@ -11,10 +11,19 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
-from app.accounts.models import Identity, IdentityKind, Invitation, MagicLink, Role, User, UserSession
+from app.accounts.models import (
+    Identity,
+    IdentityKind,
+    Invitation,
+    MagicLink,
+    Role,
+    UsedToken,
+    User,
+    UserSession,
+)
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
@@ -365,6 +374,82 @@ def _apply_staff_mapping(session: Session, *, user: User, email: str, groups: Se
         audit.record(session, actor=None, action="user.role_mapped", entity=user,
                      changes={"role": [user.role.value, new_role.value]})
         user.role = new_role
+
+
+# --- email magic links ----------------------------------------------------------------------------
+
+MAGIC_LINK_MINUTES = 15
+
+
+def magic_link_allowed(session: Session, *, email: str, private_mode: bool) -> bool:
+    """Whether a link may be sent to this (normalised) address.
+
+    Known accounts always get one. A new address is an open sign-up on a public portal; on a private
+    portal only addresses of a known organisation's domain may create an account this way.
+    """
+    from app.organisations import service as organisations
+
+    if get_user_by_email(session, email) is not None:
+        return True
+    return not private_mode or organisations.find_by_email_domain(session, email) is not None
+
+
+def create_magic_link(session: Session, *, email: str, next_path: str = "/") -> str:
+    """A single-use link for the address; returns the raw token (only its hash is stored)."""
+    now = utcnow()
+    # Expired links are kept a day (so a support question about one can be answered), then removed.
+    session.execute(delete(MagicLink).where(MagicLink.expires_at < now - timedelta(days=1)))
+    token = secrets.token_urlsafe(32)
+    session.add(MagicLink(token_hash=_digest(token), email=normalise_email(email), next_path=next_path[:2000],
+                          created_at=now, expires_at=now + timedelta(minutes=MAGIC_LINK_MINUTES)))
+    session.flush()
+    return token
+
+
+def find_magic_link(session: Session, token: str) -> MagicLink | None:
+    """The link if it can still be used (not used, not expired); reading it does not use it up."""
+    if not token or len(token) > 100:
+        return None
+    return session.scalar(
+        select(MagicLink).where(MagicLink.token_hash == _digest(token), MagicLink.used_at.is_(None),
+                                MagicLink.expires_at > utcnow())
+    )
+
+
+def consume_magic_link(session: Session, *, token: str) -> MagicLink | None:
+    """Use the link up, exactly once: of two simultaneous requests only one gets it; None if unusable."""
+    if not token or len(token) > 100:
+        return None
+    now = utcnow()
+    result = session.execute(
+        update(MagicLink)
+        .where(MagicLink.token_hash == _digest(token), MagicLink.used_at.is_(None), MagicLink.expires_at > now)
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.scalar(select(MagicLink).where(MagicLink.token_hash == _digest(token)))
+
+
+# --- single-use token ids (host-app SSO `jti`) -----------------------------------------------------------
+
+
+def use_token_id(session: Session, *, key: str, expires_at: datetime) -> bool:
+    """Record a token id as used; False when it already was (a replay). Safe under concurrency: the
+    primary key decides, and ON CONFLICT DO NOTHING keeps the request's transaction usable."""
+    now = utcnow()
+    session.execute(delete(UsedToken).where(UsedToken.expires_at < now))
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    inserted = session.scalar(
+        insert(UsedToken).values(jti=key[:200], expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["jti"]).returning(UsedToken.jti)
+    )
+    return inserted is not None
 
 
 # --- the person's own account: profile, data export, deletion --------------------------------------------

@@ -1,9 +1,247 @@
-"""Host-app SSO: a vendor signs its logged-in user straight in with a short-lived signed JWT."""
+"""Host-app SSO: a vendor signs its logged-in user straight in with a short-lived signed JWT.
+
+The vendor's app redirects to /sso/jwt?token=…&next=/path. The token is signed with SSO_JWT_SECRET
+(HS256) or with the private half of SSO_JWT_PUBLIC_KEY (RS256 for an RSA key, ES256 for a P-256 key).
+Each key accepts exactly one algorithm, so neither `none` nor an HMAC "signed" with the public key
+gets through. The token must carry `sub`, `email`, `jti` (single use) and an `exp` at most five
+minutes ahead. The email is taken as verified: the vendor vouches for its own users.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import base64
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
 
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError, MissingClaimError
+from joserfc.jwk import ECKey, OctKey, RSAKey
+
+from app.accounts import service as accounts
+from app.accounts.models import IdentityKind
+from app.accounts.views import safe_next, signed_in_response
+from app.config import Settings
+from app.deps import DbSession
+from app.errors import FormInvalid, NotFound
+from app.portal import service as portal
 from app.security import verify_csrf
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+log = logging.getLogger("ahead.sso")
+
+MAX_LIFETIME_SECONDS = 300
+LEEWAY_SECONDS = 30  # clock skew between the vendor's servers and ours
+MIN_SECRET_BYTES = 32
+MAX_TOKEN_LENGTH = 8192
+
+
+class SsoConfigError(ValueError):
+    """SSO_JWT_SECRET or SSO_JWT_PUBLIC_KEY cannot be used; raised at start-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class SsoKeys:
+    """The accepted algorithm of each configured key: algorithm -> key."""
+
+    by_algorithm: dict[str, Any]
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.by_algorithm)
+
+
+def load_keys(settings: Settings) -> SsoKeys:
+    return _load_keys(settings.sso_jwt_secret, settings.sso_jwt_public_key)
+
+
+@lru_cache(maxsize=4)
+def _load_keys(secret: str, public_pem: str) -> SsoKeys:
+    keys: dict[str, Any] = {}
+    if secret:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise SsoConfigError(f"SSO_JWT_SECRET must be at least {MIN_SECRET_BYTES} characters long "
+                                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+        keys["HS256"] = OctKey.import_key(secret)
+    if public_pem.strip():
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        # Environment variables often carry a PEM with its newlines written as "\n".
+        pem = public_pem.strip().replace("\\n", "\n").encode()
+        try:
+            public = load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise SsoConfigError("SSO_JWT_PUBLIC_KEY must be a PEM public key "
+                                 "(-----BEGIN PUBLIC KEY----- …)") from exc
+        if isinstance(public, rsa.RSAPublicKey):
+            if public.key_size < 2048:
+                raise SsoConfigError("SSO_JWT_PUBLIC_KEY: RSA keys must have at least 2048 bits")
+            keys["RS256"] = RSAKey.import_key(pem)
+        elif isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
+            keys["ES256"] = ECKey.import_key(pem)
+        else:
+            raise SsoConfigError("SSO_JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)")
+    return SsoKeys(keys)
+
+
+class SsoFailed(accounts.SignInFailed):
+    """A host-app token that cannot sign anyone in. `reason` is for the log, `detail` for the person."""
+
+    def __init__(self, detail: str, *, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class HostClaims:
+    subject: str
+    email: str
+    name: str
+    jti: str
+    expires_at: datetime
+    company: dict[str, Any] | None
+
+
+def _header(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS")
+    segment = parts[0] + "=" * (-len(parts[0]) % 4)
+    header = json.loads(base64.urlsafe_b64decode(segment.encode("ascii")))
+    if not isinstance(header, dict):
+        raise TypeError("header is not an object")
+    return header
+
+
+def verify_token(token: str, *, keys: SsoKeys, product: str, now: float | None = None) -> HostClaims:
+    """Check signature, algorithm and claims; raise SsoFailed with a message a person can act on."""
+    again = f"Go back to {product} and try again."
+    now = time.time() if now is None else now
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise SsoFailed(f"This sign-in link is incomplete. {again}", reason="no token or token too long")
+    try:
+        alg = _header(token).get("alg")
+    except (ValueError, TypeError) as exc:
+        raise SsoFailed(f"This sign-in link is damaged. {again}", reason=f"malformed header: {exc}") from None
+    key = keys.by_algorithm.get(alg) if isinstance(alg, str) else None
+    if key is None:
+        raise SsoFailed(f"This sign-in link was not signed the way this portal expects. {again}",
+                        reason=f"algorithm {alg!r} is not accepted (accepted: {sorted(keys.by_algorithm)})")
+    try:
+        claims = jwt.decode(token, key, algorithms=[alg]).claims
+    except BadSignatureError:
+        raise SsoFailed(f"This sign-in link was not signed by {product}'s key. {again}",
+                        reason="bad signature") from None
+    except (JoseError, ValueError) as exc:
+        raise SsoFailed(f"This sign-in link is damaged. {again}", reason=f"undecodable: {exc}") from None
+
+    registry = jwt.JWTClaimsRegistry(
+        now=int(now), leeway=LEEWAY_SECONDS,
+        exp={"essential": True}, sub={"essential": True}, jti={"essential": True},
+    )
+    try:
+        registry.validate(claims)
+    except ExpiredTokenError:
+        raise SsoFailed(f"This sign-in link has expired (they last a few minutes). {again}",
+                        reason="expired") from None
+    except MissingClaimError as exc:
+        raise SsoFailed(f"This sign-in link is missing information. {again}",
+                        reason=f"missing claim(s): {exc.claim}") from None
+    except ClaimError as exc:
+        if exc.claim in ("nbf", "iat") and isinstance(claims.get(exc.claim), int | float):
+            raise SsoFailed(f"This sign-in link is not valid yet. {again} If it keeps happening, the clocks of "
+                            f"{product} and this portal disagree.", reason=f"not yet valid: {exc}") from None
+        raise SsoFailed(f"This sign-in link is damaged. {again}", reason=f"invalid claim: {exc}") from None
+    except JoseError as exc:
+        raise SsoFailed(f"This sign-in link is damaged. {again}", reason=f"invalid claims: {exc}") from None
+
+    exp = claims["exp"]
+    if exp > now + MAX_LIFETIME_SECONDS + LEEWAY_SECONDS:
+        raise SsoFailed(f"This sign-in link is valid for too long to be safe. {again} If it keeps happening, "
+                        f"tell {product}'s support: sign-in tokens must expire within 5 minutes.",
+                        reason=f"exp is {int(exp - now)} s ahead (at most {MAX_LIFETIME_SECONDS} s)")
+    email = claims.get("email")
+    if not isinstance(email, str) or not email.strip():
+        raise SsoFailed(f"{product} did not tell us your email address, which this portal needs. {again}",
+                        reason="no email claim")
+    try:
+        email = accounts.validate_email(email)
+    except FormInvalid:
+        raise SsoFailed(f"{product} sent an email address that is not valid. {again}",
+                        reason="invalid email claim") from None
+    subject, jti, name, company = claims["sub"], claims["jti"], claims.get("name") or "", claims.get("company")
+    if not (0 < len(subject) <= 300) or not (0 < len(jti) <= 500) or not isinstance(name, str) \
+            or not (company is None or isinstance(company, dict)):
+        raise SsoFailed(f"This sign-in link is damaged. {again}", reason="sub, jti, name or company malformed")
+    return HostClaims(subject=subject, email=email, name=name, jti=jti,
+                      expires_at=datetime.fromtimestamp(exp + LEEWAY_SECONDS + 1, UTC), company=company)
+
+
+@router.get("/sso/jwt")
+async def sso_jwt(
+    request: Request,
+    session: DbSession,
+    token: str = Query(default="", max_length=MAX_TOKEN_LENGTH),
+    next: str = Query(default="", max_length=2000),
+) -> Response:
+    keys = load_keys(request.app.state.settings)
+    if not keys.configured:
+        raise NotFound()
+    product = portal.get_branding(session).product_name or "the app you came from"
+    try:
+        claims = verify_token(token, keys=keys, product=product)
+        # Hashed: a jti may be any string; the key stays short and cannot collide with other kinds.
+        key = "sso:" + hashlib.sha256(claims.jti.encode()).hexdigest()
+        if not accounts.use_token_id(session, key=key, expires_at=claims.expires_at):
+            raise SsoFailed(f"This sign-in link was already used. Go back to {product} and try again.",
+                            reason="replayed jti")
+    except SsoFailed as exc:
+        # Logged for the operator wiring up the host app; the page says what the person can do.
+        log.info("host-app SSO refused: %s", exc.reason)
+        raise
+    user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
+        kind=IdentityKind.sso, issuer="sso", subject=claims.subject, email=claims.email, email_verified=True,
+        name=claims.name, company=claims.company,
+    ))
+    return signed_in_response(request, session, user=user, next_url=safe_next(next, "/"))
+
+
+# --- keeping tokens out of the access log ------------------------------------------------------------
+
+_SECRETS_IN_URLS = (
+    (re.compile(r"([?&](?:token|access_token|id_token)=)[^&\s\"]*"), r"\1[redacted]"),
+    # Magic links and staff invitations carry their token in the path.
+    (re.compile(r"(/login/email/|/invitations/)(?!sent\b)[^/?\s\"]+"), r"\1[redacted]"),
+)
+
+
+def redact_url_secrets(text: str) -> str:
+    for pattern, replacement in _SECRETS_IN_URLS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactTokens:
+    """logging filter for "uvicorn.access", whose records carry the full path and query as an argument."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url_secrets(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_url_secrets(record.msg)
+        return True
+
+
+def install_access_log_redaction() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in logger.filters):
+        logger.addFilter(RedactTokens())
