@@ -166,17 +166,18 @@ class DbSessionMiddleware:
     success page for a change that was never stored.
     """
 
-    def __init__(self, app: Any, database_getter: Any) -> None:
+    def __init__(self, app: Any, database_getter: Any, write_get_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.database_getter = database_getter
+        # GET routes that write (sign-in callbacks): they too take SQLite's write lock up front.
+        self.write_get_prefixes = write_get_prefixes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        holder = RequestSession(
-            self.database_getter(), write=scope["method"] not in ("GET", "HEAD", "OPTIONS")
-        )
+        write = scope["method"] not in ("GET", "HEAD", "OPTIONS") or scope["path"].startswith(self.write_get_prefixes)
+        holder = RequestSession(self.database_getter(), write=write)
         scope.setdefault("state", {})["db"] = holder
         replaced = False
 
