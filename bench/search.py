@@ -27,15 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
 
-from app.accounts.viewer import ANONYMOUS  # noqa: E402
-from app.config import normalise_database_url  # noqa: E402
-from app.db import Database, utcnow  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
-from app.roadmap import search  # noqa: E402
-from app.roadmap.models import Item, Product, SearchTerm, Stage, Tag, Timeframe, Visibility, item_tags  # noqa: E402
+from app.accounts.viewer import ANONYMOUS
+from app.config import normalise_database_url
+from app.db import Database, utcnow
+from app.migrate import upgrade
+from app.roadmap import search
+from app.roadmap.models import Item, Product, SearchTerm, Stage, Tag, Timeframe, Visibility, item_tags
 
 DEFAULT_SQLITE = "/tmp/ahead-bench-search.db"
 
@@ -198,7 +198,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs of each query")
     parser.add_argument("--limit", type=int, default=30, help="hits per search (the page shows 30)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--no-analyze", action="store_true", help="skip ANALYZE after loading")
+    parser.add_argument("--analyze", choices=["auto", "yes", "no"], default="auto",
+                        help="run ANALYZE after loading; auto: on PostgreSQL (autovacuum would), not on SQLite "
+                             "(nothing in Ahead runs it there, and its statistics change SQLite's plan)")
     parser.add_argument("--queries-only", action="store_true",
                         help="time the queries on the database the last run built (nothing is rebuilt)")
     args = parser.parse_args()
@@ -218,8 +220,9 @@ def main() -> None:
             seconds, terms = build_index(db)
             print(f"word index built in {seconds:.1f} s ({terms:,} rows, "
                   f"{seconds / args.items * 1000:.2f} ms per item)")
-            if not args.no_analyze:
+            if args.analyze == "yes" or (args.analyze == "auto" and not url.startswith("sqlite")):
                 analyse(db)
+                print("ANALYZE run: the planner has statistics")
         matching_items(db)
         time_queries(db, args.repeat, args.limit)
     finally:

@@ -16,7 +16,7 @@ from tests.factories import make_item, make_product, make_tag
 
 def column(page: str, key: str) -> str:
     """The HTML of one column (a stage slug, or now / next / later)."""
-    match = re.search(rf'<section class="column" aria-labelledby="col-{key}">(.*?)</section>', page, re.S)
+    match = re.search(rf'<section class="column" aria-labelledby="col-{key}">(.*?)</section>', page, re.DOTALL)
     assert match, f"no column {key!r}"
     return match.group(1)
 
@@ -27,7 +27,7 @@ def card_titles(fragment: str) -> list[str]:
 
 def link_params(fragment: str, text: str) -> dict[str, list[str]]:
     """The query parameters of the link whose text contains `text`."""
-    for href, label in re.findall(r'<a [^>]*href="([^"]*)"[^>]*>(.*?)</a>', fragment, re.S):
+    for href, label in re.findall(r'<a [^>]*href="([^"]*)"[^>]*>(.*?)</a>', fragment, re.DOTALL):
         if text in label:
             return parse_qs(urlsplit(html.unescape(href)).query)
     raise AssertionError(f"no link {text!r}")

@@ -11,7 +11,7 @@ from tests.factories import make_item
 
 def result_titles(html: str) -> list[str]:
     """The titles of the hits, in order, as a person reads them (highlight marks removed)."""
-    found = re.findall(r'<li class="search-hit">\s*<h2><a href="[^"]*">(.*?)</a></h2>', html, re.S)
+    found = re.findall(r'<li class="search-hit">\s*<h2><a href="[^"]*">(.*?)</a></h2>', html, re.DOTALL)
     return [re.sub(r"</?mark>", "", title) for title in found]
 
 

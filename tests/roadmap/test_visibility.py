@@ -80,8 +80,14 @@ def surfaces(tag_slug: str) -> list[str]:
     ]
 
 
+def _column_count(html: str, stage_slug: str) -> int:
+    match = re.search(rf'id="col-{stage_slug}">[^<]*<span class="count"[^>]*>(\d+)', html)
+    assert match, f"no count on the {stage_slug} column"
+    return int(match.group(1))
+
+
 def _title(html: str) -> str:
-    match = re.search(r"<title>(.*?)</title>", html, re.S)
+    match = re.search(r"<title>(.*?)</title>", html, re.DOTALL)
     assert match, "the page has no <title>"
     return match.group(1).strip()
 
@@ -104,6 +110,9 @@ async def test_a_visitor_sees_no_trace_of_a_hidden_item(client, session, roadmap
         assert response.text == earlier, f"{url} changed for a visitor when a hidden item was added"
     listing = (await client.get("/api/v1/items")).json()
     assert listing["total"] == 2 and len(listing["items"]) == 2
+    board = (await client.get("/")).text
+    assert _column_count(board, "planned") == _column_count(board, "released") == 1
+    assert "1 item" in (await client.get("/?stage=released")).text
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -130,7 +139,7 @@ async def test_a_hidden_item_url_is_the_same_404_as_a_missing_one(client, sessio
 @pytest.mark.parametrize("kind", KINDS)
 async def test_staff_preview_hidden_items_on_the_board_and_item_page(client, session, roadmap_world, kind):
     product, tag = roadmap_world
-    planned, released = make_hidden(session, kind, product, tag)
+    planned, _released = make_hidden(session, kind, product, tag)
     sign_in(client, session, make_pm(session))
 
     board = await client.get("/")
