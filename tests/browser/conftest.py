@@ -101,7 +101,15 @@ def _stage_rows(session: Session) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("live")
+    with start_live_server(tmp_path_factory.mktemp("live")) as server:
+        yield server
+
+
+@contextmanager
+def start_live_server(tmp: Path, *, port: int | None = None,
+                      extra_env: dict[str, str] | None = None) -> Iterator[LiveServer]:
+    """A server on a database of its own. A module whose journeys need other settings (e.g. OIDC_PROVIDERS,
+    which must know the server's port in advance) overrides `live_server` with one of these."""
     url, drop = create_database(tmp, "browser")
     database: Database | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -110,7 +118,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         database = Database(url)
         with database.transaction() as session:
             default_stages = _stage_rows(session)
-        port = _free_port()
+        port = port or _free_port()
         base = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
@@ -120,6 +128,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             "AHEAD_ENV": "development",
             "PORT": str(port),
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
         # The in-process rate limiter and cache: a shared Redis would carry state between runs.
         env.pop("REDIS_URL", None)
