@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.db import utcnow
+from app.errors import FormInvalid
+from app.organisations import service as organisations
+from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
@@ -67,6 +70,8 @@ class DemoItem:
     # Placeholder counts for the board's look (see _set_vote_count).
     votes: int = 0
     visibility: Visibility = Visibility.public
+    # With visibility `customers`: the segments (names in SEGMENTS) it is limited to; none means all customers.
+    segments: tuple[str, ...] = ()
     draft: bool = False
     internal_notes: str = ""
     release_notes: str = ""
@@ -451,7 +456,9 @@ in the same place as everything else.
 - Keep 13 months of audit history in Rotawise.""",
         ((UC, 16),),
         tags=("Security", "API"), timeframe="q+3", confidence=Confidence.low, votes=15,
-        visibility=Visibility.customers,
+        visibility=Visibility.customers, segments=("Enterprise",),
+        internal_notes="Enterprise only: SIEM streaming will be part of the Enterprise plan. Harbour Health and "
+                       "Brightside asked for Sentinel and Splunk respectively.",
     ),
     # --- declined -----------------------------------------------------------------------------------------
     DemoItem(
@@ -644,14 +651,19 @@ def seed_demo(session: Session) -> str:
         tags = {name: existing_tags.get(name.lower()) or roadmap.create_tag(session, name=name, actor=admin)
                 for name in TAGS}
 
-    items = [_write_item(session, demo, clock=clock, stages=stages, products=products, tags=tags, pm=pm)
+    # Customers before the items, without drawing from the clock: the items' history stays as it was.
+    segments, organisations_by_name = _customer_companies(session, admin=admin, when=setup + timedelta(days=3))
+    items = [_write_item(session, demo, clock=clock, stages=stages, products=products, tags=tags, pm=pm,
+                         segments=segments)
              for demo in ITEMS]
+    customers = _customers(session, companies=organisations_by_name, now=now, with_password=password is not None)
     session.flush()
-    return _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
+    summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
+    return summary + "\n" + _customer_summary(customers, settings.base_url, password)
 
 
 def _write_item(session: Session, demo: DemoItem, *, clock: _Clock, stages: dict[str, Stage],
-                products: dict[str, Any], tags: dict[str, Any], pm: User) -> Item:
+                products: dict[str, Any], tags: dict[str, Any], pm: User, segments: dict[str, Segment]) -> Item:
     moments = [clock.days_ago(days) for _, days in demo.history]
     released_at = next((at for (slug, _), at in zip(demo.history, moments, strict=True)
                         if stages[slug].is_released), None)
@@ -662,6 +674,7 @@ def _write_item(session: Session, demo: DemoItem, *, clock: _Clock, stages: dict
         stage=stages[demo.history[0][0]], timeframe=kind, target_year=year, target_quarter=quarter,
         confidence=demo.confidence, visibility=demo.visibility, tags=sorted((tags[t] for t in demo.tags),
                                                                             key=lambda t: t.name),
+        segments=sorted((segments[name] for name in demo.segments), key=lambda s: s.name),
     )
     with _dated(session, moments[0]):
         item = roadmap.create_item(session, data=data, author=pm, publish=False)
@@ -705,4 +718,81 @@ def _summary(items: list[Item], base_url: str, admin: User | None, pm: User | No
     elif created:
         lines.append("Demo staff accounts were created without a password (production): "
                      + ", ".join(u.email for u, _ in created) + ". Use `ahead reset-password EMAIL` to set one.")
+    return "\n".join(lines)
+
+
+# --- customers: segments, organisations and a few people ------------------------------------------------
+
+# (name, weight): plan tiers; a segment's weight multiplies its customers' votes on the desk.
+SEGMENTS = (("Starter", "1"), ("Business", "2"), ("Enterprise", "4"))
+# (name, segment, email domains, yearly revenue). .example domains: reserved, nobody's real company.
+ORGANISATIONS = (
+    ("Harbour Health Clinics", "Enterprise", ("harbourhealth.example",), "186000"),
+    ("Brightside Retail Group", "Enterprise", ("brightside.example", "brightside-stores.example"), "242000"),
+    ("Copper Kettle Restaurants", "Business", ("copperkettle.example",), "48000"),
+    ("Meadow Pharmacy", "Business", ("meadowpharmacy.example",), "36500"),
+    ("Lantern Coffee", "Starter", ("lanterncoffee.example",), "4800"),
+    ("Pine & Co Bakery", "Starter", ("pineandco.example",), "2400"),
+)
+# (email, name, organisation, days since they last signed in). The first one gets the demo password.
+CUSTOMERS = (
+    ("maya.chen@harbourhealth.example", "Maya Chen", "Harbour Health Clinics", 1),
+    ("tom.becker@brightside.example", "Tom Becker", "Brightside Retail Group", 6),
+    ("lucia.romero@copperkettle.example", "Lucía Romero", "Copper Kettle Restaurants", 3),
+    ("sunil.rao@meadowpharmacy.example", "Sunil Rao", "Meadow Pharmacy", 12),
+    ("owen.price@lanterncoffee.example", "Owen Price", "Lantern Coffee", 20),
+    ("ines.moreau@pineandco.example", "Inès Moreau", "Pine & Co Bakery", 41),
+)
+DEMO_CUSTOMER_EMAIL = CUSTOMERS[0][0]
+
+
+def _customer_companies(session: Session, *, admin: User, when: datetime) -> tuple[dict[str, Segment],
+                                                                                     dict[str, Organisation]]:
+    """The demo segments and organisations, through the admin services; existing ones are reused as they are."""
+    existing_segments = {s.name.lower(): s for s in organisations.list_segments(session)}
+    existing_organisations = {row.organisation.name.lower(): row.organisation
+                              for row in organisations.list_organisations(session)}
+    segments: dict[str, Segment] = {}
+    by_name: dict[str, Organisation] = {}
+    with _dated(session, when):
+        for name, weight in SEGMENTS:
+            segments[name] = existing_segments.get(name.lower()) or organisations.create_segment(
+                session, name=name, weight=weight, actor=admin)
+        for name, segment, domains, revenue in ORGANISATIONS:
+            found = existing_organisations.get(name.lower())
+            if found is None:
+                try:
+                    data = organisations.parse_organisation_form(
+                        session, name=name, domains="\n".join(domains), segment_id=str(segments[segment].id),
+                        revenue=revenue)
+                except FormInvalid:
+                    continue  # a domain already belongs to an organisation of the portal's own: leave it there
+                found = organisations.create_organisation(session, data=data, actor=admin)
+            by_name[name] = found
+    return segments, by_name
+
+
+def _customers(session: Session, *, companies: dict[str, Organisation], now: datetime,
+               with_password: bool) -> list[User]:
+    """The demo customers who were created now (an existing account with the same email is left alone)."""
+    created: list[User] = []
+    for index, (email, name, organisation, days) in enumerate(CUSTOMERS):
+        if accounts.get_user_by_email(session, email) is not None or organisation not in companies:
+            continue
+        with _dated(session, now - timedelta(days=days + 30)):
+            user = accounts.create_user(session, email=email, role=Role.customer, password=None, display_name=name)
+        user.organisation_id = companies[organisation].id
+        user.last_login_at = (now - timedelta(days=days)).replace(hour=9, minute=15, second=0, microsecond=0)
+        if index == 0 and with_password:
+            user.password_hash = _demo_password_hash()
+        created.append(user)
+    return created
+
+
+def _customer_summary(customers: list[User], base_url: str, password: str | None) -> str:
+    lines = [(f"Demo customers: {len(SEGMENTS)} segments, {len(ORGANISATIONS)} organisations, "
+              f"{len(customers)} new customer accounts (customers sign in with an email link).")]
+    if password and any(u.email == DEMO_CUSTOMER_EMAIL for u in customers):
+        lines.append(f"To look around as a customer of the Enterprise segment, sign in at {base_url}/login as "
+                     f"{DEMO_CUSTOMER_EMAIL} with the same password.")
     return "\n".join(lines)

@@ -119,3 +119,73 @@ def test_an_existing_staff_account_keeps_its_password(session):
     assert accounts.authenticate(session, email=seed.ADMIN_EMAIL, password=seed.DEMO_PASSWORD) is None
     assert f"{seed.PM_EMAIL}  (product manager)" in summary
     assert f"{seed.ADMIN_EMAIL}  (admin)" not in summary
+
+
+# --- the customer part: segments, organisations, customers, segment-limited items ---------------------
+
+
+def _customer(session: Session, email: str):  # type: ignore[no-untyped-def]
+    user = accounts.get_user_by_email(session, email)
+    assert user is not None and user.role is Role.customer
+    return user
+
+
+async def test_customers_of_each_segment_see_the_items_meant_for_them(client, session, seeded):
+    from app.organisations import service as organisations
+    from tests.conftest import sign_in
+
+    segments = {s.name: s.weight for s in organisations.list_segments(session)}
+    assert segments == {"Starter": 1, "Business": 2, "Enterprise": 4}
+    rows = organisations.list_organisations(session)
+    assert len(rows) == 6 and all(r.organisation.domains and r.organisation.revenue > 0 for r in rows)
+    assert sum(r.members for r in rows) == len(seed.CUSTOMERS)
+
+    everyone, enterprise_only = "Custom roles and permissions", "Stream the audit log to your SIEM"
+    enterprise = _customer(session, "maya.chen@harbourhealth.example")
+    business = _customer(session, "lucia.romero@copperkettle.example")
+    starter = _customer(session, "owen.price@lanterncoffee.example")
+
+    sign_in(client, session, enterprise)
+    board = (await client.get("/")).text
+    assert everyone in board and enterprise_only in board
+    for user in (business, starter):
+        sign_in(client, session, user)
+        board = (await client.get("/")).text
+        assert everyone in board and enterprise_only not in board
+    siem = next(i for i in _items(session) if i.title == enterprise_only)
+    assert (await client.get(siem.path)).status_code == 404
+
+
+async def test_the_demo_customer_signs_in_with_the_demo_password(client, seeded):
+    assert seed.DEMO_CUSTOMER_EMAIL in seeded
+    response = await post_form(client, "/login", {"email": seed.DEMO_CUSTOMER_EMAIL, "password": seed.DEMO_PASSWORD},
+                               page="/login")
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert "Stream the audit log to your SIEM" in (await client.get("/")).text
+    assert (await client.get("/admin")).status_code == 404  # a customer, not staff
+
+
+def test_a_new_customer_at_a_demo_domain_joins_that_organisation(session, seeded):
+    from app.accounts.models import IdentityKind
+
+    claims = accounts.IdentityClaims(kind=IdentityKind.email, issuer="email", subject="new@copperkettle.example",
+                                     email="new@copperkettle.example", email_verified=True)
+    user = accounts.sign_in_identity(session, claims=claims)
+    assert user.organisation_id == _customer(session, "lucia.romero@copperkettle.example").organisation_id
+
+
+def test_seeding_again_adds_no_customers_organisations_or_segments(session, seeded):
+    from app.accounts.models import User
+    from app.organisations.models import Organisation, Segment
+
+    def counts() -> tuple[int, ...]:
+        return tuple(len(session.scalars(select(model)).all()) for model in (User, Organisation, Segment))
+
+    before = counts()
+    seed.seed_demo(session)
+    assert counts() == before
+    # The customer part on its own is idempotent too (reused, not duplicated).
+    admin = accounts.get_user_by_email(session, seed.ADMIN_EMAIL)
+    segments, companies = seed._customer_companies(session, admin=admin, when=admin.created_at)
+    assert seed._customers(session, companies=companies, now=admin.created_at, with_password=True) == []
+    assert counts() == before and len(companies) == 6 and len(segments) == 3

@@ -17,6 +17,7 @@ from app.admin.views import router
 from app.audit import service as audit
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
+from app.organisations import service as organisations
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
 from app.roadmap.timeframes import quarter_choices
@@ -83,7 +84,7 @@ async def create_item(request: Request, session: DbSession, user: StaffUser) -> 
     form = _typed(submitted)
     publish = submitted.get("action") == "publish"
     try:
-        data = roadmap.parse_item_form(session, form, form["tags"])
+        data = roadmap.parse_item_form(session, form, form["tags"], form["segments"])
     except FormInvalid as exc:
         return _render_form(request, session, item=None, form=form, errors=exc.errors, status_code=422)
     item = roadmap.create_item(session, data=data, author=user, publish=publish)
@@ -106,7 +107,7 @@ async def update_item(request: Request, session: DbSession, user: StaffUser, pub
     item = roadmap.get_item_for_staff(session, public_id)
     form = _typed(await request.form())
     try:
-        data = roadmap.parse_item_form(session, form, form["tags"])
+        data = roadmap.parse_item_form(session, form, form["tags"], form["segments"])
     except FormInvalid as exc:
         return _render_form(request, session, item=item, form=form, errors=exc.errors, status_code=422)
     old_stage = item.stage
@@ -160,6 +161,7 @@ def _typed(submitted: FormData) -> dict[str, Any]:
     """What the person typed, kept as strings so a failed form can be shown again as it was."""
     form: dict[str, Any] = {name: str(submitted.get(name) or "") for name in _TEXT_FIELDS}
     form["tags"] = [str(v) for v in submitted.getlist("tags")]
+    form["segments"] = [str(v) for v in submitted.getlist("segments")]
     return form
 
 
@@ -175,7 +177,7 @@ def _item_form(item: Item) -> dict[str, Any]:
         "product_id": str(item.product_id), "stage_id": str(item.stage_id), "timeframe": _timeframe_value(item),
         "confidence": item.confidence.value if item.confidence else "", "visibility": item.visibility.value,
         "release_notes": item.release_notes, "internal_notes": item.internal_notes,
-        "tags": [str(t.id) for t in item.tags],
+        "tags": [str(t.id) for t in item.tags], "segments": [str(s.id) for s in item.segments],
     }
 
 
@@ -186,6 +188,7 @@ def _blank_form(session: Session) -> dict[str, Any]:
         "product_id": str(products[0].id) if len(products) == 1 else "",
         "stage_id": str(stages[0].id) if stages else "",
         "timeframe": Timeframe.later.value, "confidence": "", "visibility": Visibility.public.value, "tags": [],
+        "segments": [],
     }
 
 
@@ -206,6 +209,7 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
     context: dict[str, Any] = {
         "item": item, "form": form, "errors": errors or {},
         "products": products, "stages": stages, "tags": roadmap.list_tags(session),
+        "segments": organisations.list_segments(session),
         "product_options": product_options + [(str(p.id), p.name) for p in products],
         "stage_options": [(str(s.id), s.name) for s in stages],
         "timeframe_options": _timeframe_options(form.get("timeframe", "")),
@@ -224,8 +228,9 @@ def _published_message(item: Item) -> str:
     if item.visibility is Visibility.public:
         return f"Published. “{item.title}” is now on the public roadmap."
     if item.visibility is Visibility.customers:
-        return (f"Published for signed-in customers. Until customers can sign in, “{item.title}” "
-                "stays hidden from visitors.")
+        who = " and ".join(s.name for s in item.segments)
+        return (f"Published for signed-in customers{f' of {who}' if who else ''}. Visitors and other "
+                f"customers cannot find “{item.title}”.")
     return f"Published internally. “{item.title}” is visible to staff only."
 
 

@@ -8,6 +8,7 @@ app/admin/items.py, imported at the end of this module.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from math import ceil
 from typing import Annotated, Any
 
@@ -18,9 +19,12 @@ from sqlalchemy.orm import Session
 from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
+from app.accounts.views import safe_next
 from app.audit import service as audit
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser, require_staff
 from app.errors import Conflict, FormInvalid, NotFound
+from app.organisations import service as organisations
+from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.roadmap.models import Product, Stage, Tag
@@ -40,23 +44,28 @@ Flag = Annotated[str, Form(max_length=10)]
 ROLE_LABELS = {Role.pm: "Product manager", Role.admin: "Admin"}
 AUDIT_PER_PAGE = 50
 AUDIT_TYPES = {
-    "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "Staff accounts",
-    "invitation": "Invitations", "setting": "Settings",
+    "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "People and staff",
+    "invitation": "Invitations", "setting": "Settings", "organisation": "Organisations", "segment": "Segments",
 }
 AUDIT_KINDS = {
-    "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Staff account",
-    "invitation": "Invitation", "setting": "Setting",
+    "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Person",
+    "invitation": "Invitation", "setting": "Setting", "organisation": "Organisation", "segment": "Segment",
 }
 AUDIT_VERBS = {
     "created": "Created", "updated": "Changed", "deleted": "Deleted", "moved": "Moved", "published": "Published",
     "unpublished": "Unpublished", "reordered": "Reordered", "accepted": "Accepted",
-    "password_changed": "Changed password", "branding": "Changed",
+    "password_changed": "Changed password", "branding": "Changed", "access": "Changed",
+    "role_mapped": "Role from sign-in",
 }
 AUDIT_FIELDS = {
     "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
     "is_active": "Active", "accent_color": "Accent colour", "portal_name": "Portal name",
     "product_name": "Product name", "product_url": "Product link", "logo_version": "Logo",
     "internal_notes": "Internal notes", "release_notes": "Release notes",
+    "private_mode": "Private portal", "groups_claim": "Groups claim",
+    "admin.emails": "Admin emails", "admin.domains": "Admin email domains", "admin.groups": "Admin groups",
+    "pm.emails": "PM emails", "pm.domains": "PM email domains", "pm.groups": "PM groups",
+    "revenue": "Revenue (ARR)",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},
@@ -422,6 +431,289 @@ async def audit_log(request: Request, session: DbSession, admin: AdminUser,
         "events": events, "total": total, "page": page, "pages": max(1, ceil(total / AUDIT_PER_PAGE)),
         "type": type, "types": types, **_audit_labels(),
     })
+
+
+
+# --- organisations --------------------------------------------------------------------------------------
+
+
+def _organisation_form(organisation: Organisation) -> dict[str, Any]:
+    return {"name": organisation.name, "domains": "\n".join(d.domain for d in organisation.domains),
+            "segment_id": str(organisation.segment_id or ""), "revenue": _number_text(organisation.revenue)}
+
+
+def _number_text(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
+
+
+def _organisations_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    return render(request, "admin/organisations.html", {
+        "rows": organisations.list_organisations(session), "segments": organisations.list_segments(session),
+        **extra,
+    }, status_code=status_code)
+
+
+def _organisation_page(request: Request, session: Session, organisation: Organisation, *, status_code: int = 200,
+                       **extra: Any) -> Response:
+    extra.setdefault("form", _organisation_form(organisation))
+    return render(request, "admin/organisation.html", {
+        "organisation": organisation, "segments": organisations.list_segments(session),
+        "members": organisations.list_members(session, organisation=organisation),
+        "choices": organisations.list_organisation_choices(session), **extra,
+    }, status_code=status_code)
+
+
+OrgField = Annotated[str, Form(max_length=20_000)]
+
+
+@router.get("/organisations", response_class=HTMLResponse)
+async def organisation_list(request: Request, session: DbSession) -> Response:
+    return _organisations_page(request, session)
+
+
+@router.post("/organisations", response_class=HTMLResponse)
+async def create_organisation(request: Request, session: DbSession, user: StaffUser, name: Name = "",
+                              domains: OrgField = "", segment_id: Annotated[str, Form(max_length=20)] = "",
+                              revenue: Annotated[str, Form(max_length=100)] = "") -> Response:
+    form = {"name": name, "domains": domains, "segment_id": segment_id, "revenue": revenue}
+    try:
+        data = organisations.parse_organisation_form(session, name=name, domains=domains, segment_id=segment_id,
+                                                     revenue=revenue)
+    except FormInvalid as exc:
+        return _organisations_page(request, session, status_code=422, errors=exc.errors, form=form)
+    organisation = organisations.create_organisation(session, data=data, actor=user)
+    joined = (f" People who sign in with a verified address at {', '.join(data.domains)} join it."
+              if data.domains else "")
+    return redirect(request, f"/admin/organisations/{organisation.id}",
+                    flash=f"Organisation “{organisation.name}” created.{joined}")
+
+
+@router.get("/organisations/{organisation_id:int}", response_class=HTMLResponse)
+async def edit_organisation(request: Request, session: DbSession, organisation_id: int) -> Response:
+    return _organisation_page(request, session, organisations.get_organisation(session, organisation_id))
+
+
+@router.post("/organisations/{organisation_id:int}", response_class=HTMLResponse)
+async def update_organisation(request: Request, session: DbSession, user: StaffUser, organisation_id: int,
+                              name: Name = "", domains: OrgField = "",
+                              segment_id: Annotated[str, Form(max_length=20)] = "",
+                              revenue: Annotated[str, Form(max_length=100)] = "") -> Response:
+    organisation = organisations.get_organisation(session, organisation_id)
+    form = {"name": name, "domains": domains, "segment_id": segment_id, "revenue": revenue}
+    try:
+        data = organisations.parse_organisation_form(session, name=name, domains=domains, segment_id=segment_id,
+                                                     revenue=revenue, organisation=organisation)
+    except FormInvalid as exc:
+        return _organisation_page(request, session, organisation, status_code=422, errors=exc.errors, form=form)
+    if not organisations.update_organisation(session, organisation=organisation, data=data, actor=user):
+        return redirect(request, f"/admin/organisations/{organisation.id}", flash="Nothing changed.", kind="info")
+    return redirect(request, f"/admin/organisations/{organisation.id}",
+                    flash=f"Organisation “{organisation.name}” saved.")
+
+
+@router.post("/organisations/{organisation_id:int}/delete", response_class=HTMLResponse)
+async def delete_organisation(request: Request, session: DbSession, user: StaffUser,
+                              organisation_id: int) -> Response:
+    organisation = organisations.get_organisation(session, organisation_id)
+    name = organisation.name
+    members = organisations.delete_organisation(session, organisation=organisation, actor=user)
+    kept = (f" Its {members} member{'' if members == 1 else 's'} kept their accounts, without an organisation."
+            if members else "")
+    return redirect(request, "/admin/organisations", flash=f"Organisation “{name}” deleted.{kept}")
+
+
+# --- people (customers) ---------------------------------------------------------------------------------
+
+
+def _admin_path(target: str, default: str) -> str:
+    """Where to go back to after a form on several pages: an admin path of this site, or the default."""
+    path = safe_next(target, default)
+    return path if path.startswith("/admin/") else default
+
+
+@router.get("/people", response_class=HTMLResponse)
+async def people(request: Request, session: DbSession,
+                 q: Annotated[str, Query(max_length=200)] = "",
+                 organisation: Annotated[str, Query(max_length=20)] = "",
+                 page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+    users, total = organisations.list_customers(session, q=q, organisation=organisation, page=page,
+                                                per_page=organisations.PEOPLE_PER_PAGE)
+    return render(request, "admin/people.html", {
+        "people": users, "total": total, "page": page,
+        "pages": max(1, ceil(total / organisations.PEOPLE_PER_PAGE)), "q": q, "organisation": organisation,
+        "filtered": bool(q.strip() or organisation), "choices": organisations.list_organisation_choices(session),
+        "no_organisation": organisations.NO_ORGANISATION,
+    })
+
+
+@router.post("/people/{user_id:int}/organisation", response_class=HTMLResponse)
+async def move_person(request: Request, session: DbSession, user: StaffUser, user_id: int,
+                      organisation_id: Annotated[str, Form(max_length=20)] = "",
+                      return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    person = organisations.get_customer(session, user_id)
+    back = _admin_path(return_to, "/admin/people")
+    target = None
+    if organisation_id:
+        if not organisation_id.isdigit():
+            return redirect(request, back, flash="Choose an organisation to move them to.", kind="error")
+        target = organisations.get_organisation(session, int(organisation_id))
+    if not organisations.move_person(session, user=person, organisation=target, actor=user):
+        return redirect(request, back, flash=f"{person.name} is already there.", kind="info")
+    where = f"now belongs to {target.name}" if target is not None else "no longer belongs to an organisation"
+    return redirect(request, back, flash=f"{person.name} {where}. What they see on the roadmap follows at once.")
+
+
+@router.post("/people/{user_id:int}/active", response_class=HTMLResponse)
+async def change_person_active(request: Request, session: DbSession, user: StaffUser, user_id: int,
+                               active: Annotated[str, Form(max_length=5)] = "",
+                               return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    person = organisations.get_customer(session, user_id)
+    back = _admin_path(return_to, "/admin/people")
+    enable = active == "1"
+    if person.is_active == enable:
+        return redirect(request, back, flash=f"{person.name} is already {'enabled' if enable else 'disabled'}.",
+                        kind="info")
+    accounts.set_user_active(session, user=person, active=enable, actor=user)
+    if enable:
+        return redirect(request, back, flash=f"{person.name} can sign in again.")
+    return redirect(request, back, flash=f"{person.name} is disabled and signed out everywhere.")
+
+
+# --- segments -------------------------------------------------------------------------------------------
+
+
+def _segments_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    extra.setdefault("form", {"weight": "1"})
+    return render(request, "admin/segments.html", {
+        "segments": organisations.list_segments(session),
+        "organisation_counts": organisations.count_organisations_per_segment(session),
+        "item_counts": roadmap.count_items_per_segment(session), **extra,
+    }, status_code=status_code)
+
+
+def _segment_page(request: Request, session: Session, segment: Segment, *, status_code: int = 200,
+                  **extra: Any) -> Response:
+    extra.setdefault("form", {"name": segment.name, "weight": _number_text(segment.weight)})
+    return render(request, "admin/segment.html", {
+        "segment": segment,
+        "organisation_count": organisations.count_organisations_per_segment(session).get(segment.id, 0),
+        "item_count": roadmap.count_items_per_segment(session).get(segment.id, 0),
+        "opened": roadmap.list_items_limited_only_to(session, segment=segment), **extra,
+    }, status_code=status_code)
+
+
+Weight = Annotated[str, Form(max_length=40)]
+
+
+@router.get("/segments", response_class=HTMLResponse)
+async def segments(request: Request, session: DbSession) -> Response:
+    return _segments_page(request, session)
+
+
+@router.post("/segments", response_class=HTMLResponse)
+async def create_segment(request: Request, session: DbSession, user: StaffUser, name: Name = "",
+                         weight: Weight = "") -> Response:
+    try:
+        segment = organisations.create_segment(session, name=name, weight=weight, actor=user)
+    except FormInvalid as exc:
+        return _segments_page(request, session, status_code=422, errors=exc.errors,
+                              form={"name": name, "weight": weight})
+    return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” created.")
+
+
+@router.get("/segments/{segment_id:int}", response_class=HTMLResponse)
+async def edit_segment(request: Request, session: DbSession, segment_id: int) -> Response:
+    return _segment_page(request, session, organisations.get_segment(session, segment_id))
+
+
+@router.post("/segments/{segment_id:int}", response_class=HTMLResponse)
+async def update_segment(request: Request, session: DbSession, user: StaffUser, segment_id: int,
+                         name: Name = "", weight: Weight = "") -> Response:
+    segment = organisations.get_segment(session, segment_id)
+    try:
+        changed = organisations.update_segment(session, segment=segment, name=name, weight=weight, actor=user)
+    except FormInvalid as exc:
+        return _segment_page(request, session, segment, status_code=422, errors=exc.errors,
+                             form={"name": name, "weight": weight})
+    if not changed:
+        return redirect(request, "/admin/segments", flash="Nothing changed.", kind="info")
+    return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” saved.")
+
+
+@router.post("/segments/{segment_id:int}/delete", response_class=HTMLResponse)
+async def delete_segment(request: Request, session: DbSession, user: StaffUser, segment_id: int) -> Response:
+    segment = organisations.get_segment(session, segment_id)
+    name = segment.name
+    result = organisations.delete_segment(session, segment=segment, actor=user)
+    text = f"Segment “{name}” deleted."
+    if result.organisations:
+        n = result.organisations
+        text += f" {n} organisation{'' if n == 1 else 's'} now {'has' if n == 1 else 'have'} no segment."
+    if result.items:
+        n = result.items
+        text += f" {n} item{'' if n == 1 else 's'} {'is' if n == 1 else 'are'} no longer limited to it"
+        if result.opened:
+            text += (f"; {len(result.opened)} of them {'is' if len(result.opened) == 1 else 'are'} now open to "
+                     f"every signed-in customer: " + ", ".join(f"“{t}”" for t in result.opened[:5]))
+            if len(result.opened) > 5:
+                text += f" and {len(result.opened) - 5} more"
+        text += "."
+    return redirect(request, "/admin/segments", flash=text)
+
+
+# --- access: private mode, OIDC providers, staff role mapping (admins) --------------------------------
+
+
+ACCESS_KINDS = ("emails", "domains", "groups")
+
+
+def _access_form(access: portal.Access) -> dict[str, Any]:
+    form: dict[str, Any] = {"private_mode": access.private_mode, "groups_claim": access.groups_claim}
+    for role in ("admin", "pm"):
+        rule = getattr(access, role)
+        for kind in ACCESS_KINDS:
+            form[f"{role}_{kind}"] = "\n".join(getattr(rule, kind))
+    return form
+
+
+def _access_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    settings = request.app.state.settings
+    extra.setdefault("form", _access_form(portal.get_access_uncached(session)))
+    providers = [{"name": p.name, "label": p.label, "issuer": p.issuer,
+                  "callback": f"{settings.base_url}/auth/{p.name}/callback"} for p in settings.providers]
+    return render(request, "admin/access.html", {"providers": providers, **extra}, status_code=status_code)
+
+
+@router.get("/access", response_class=HTMLResponse)
+async def access_form(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    return _access_page(request, session)
+
+
+RuleText = Annotated[str, Form(max_length=50_000)]
+
+
+@router.post("/access", response_class=HTMLResponse)
+async def save_access(request: Request, session: DbSession, admin: AdminUser, private_mode: Flag = "",
+                      groups_claim: Annotated[str, Form(max_length=300)] = "",
+                      admin_emails: RuleText = "", admin_domains: RuleText = "", admin_groups: RuleText = "",
+                      pm_emails: RuleText = "", pm_domains: RuleText = "", pm_groups: RuleText = "") -> Response:
+    typed = {"admin": {"emails": admin_emails, "domains": admin_domains, "groups": admin_groups},
+             "pm": {"emails": pm_emails, "domains": pm_domains, "groups": pm_groups}}
+    form: dict[str, Any] = {"private_mode": bool(private_mode), "groups_claim": groups_claim,
+                            **{f"{role}_{kind}": typed[role][kind] for role in typed for kind in ACCESS_KINDS}}
+    try:
+        access = portal.parse_access_form(private_mode=bool(private_mode), groups_claim=groups_claim, rules=typed)
+    except FormInvalid as exc:
+        return _access_page(request, session, status_code=422, errors=exc.errors, form=form)
+    before = portal.get_access_uncached(session)
+    portal.update_access(session, actor=admin, access=access)
+    if access == before:
+        return redirect(request, "/admin/access", flash="Nothing changed.", kind="info")
+    mode = ("The portal is private: only signed-in people can see it." if access.private_mode
+            else "The portal is open: visitors see the public roadmap.")
+    return redirect(request, "/admin/access", flash=f"Access settings saved. {mode}")
 
 
 from app.admin import items  # noqa: F401  (item routes hang on this router)

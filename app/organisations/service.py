@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
+from app.accounts.models import Role, User
+from app.audit import service as audit
+from app.errors import FormInvalid, NotFound
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 
 
@@ -74,3 +79,407 @@ def upsert_from_company(session: Session, company: dict[str, Any]) -> Organisati
 
 def list_segments(session: Session) -> list[Segment]:
     return list(session.scalars(select(Segment).order_by(Segment.name)))
+
+
+# --- staff: organisations ------------------------------------------------------------------------------
+
+# A host name: dot-separated labels of letters, digits and inner hyphens, with a dot in it.
+_DOMAIN = re.compile(r"^(?=.{3,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+MAX_REVENUE = Decimal("999999999999.99")  # what Numeric(14, 2) holds
+MAX_SEGMENT_WEIGHT = Decimal("99999.999")  # what Numeric(8, 3) holds
+
+
+def parse_domains(text: str) -> list[str]:
+    """Domains typed one per line or separated by commas (or spaces), normalised and without repeats.
+
+    Raises FormInvalid naming the entries that are not domains.
+    """
+    seen: list[str] = []
+    bad: list[str] = []
+    for raw in re.split(r"[\s,;]+", text or ""):
+        domain = normalise_domain(raw)
+        if not domain:
+            continue
+        if "@" in domain:  # someone pasted an address: keep its domain
+            domain = normalise_domain(domain.rsplit("@", 1)[1])
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+        if not _DOMAIN.match(domain):
+            bad.append(raw.strip())
+        elif domain not in seen:
+            seen.append(domain)
+    if bad:
+        listed = ", ".join(f"“{b[:60]}”" for b in bad[:3])
+        raise FormInvalid({"domains": f"Not an email domain: {listed}. Write domains like acme.com, "
+                                      "one per line or separated by commas."})
+    if len(seen) > 50:
+        raise FormInvalid({"domains": "An organisation can have 50 domains at most."})
+    return seen
+
+
+def _parse_revenue(text: str) -> Decimal:
+    cleaned = re.sub(r"[\s,_]", "", str(text or "")).lstrip("$€£")
+    if not cleaned:
+        return Decimal(0)
+    try:
+        amount = Decimal(cleaned)
+    except InvalidOperation:
+        raise FormInvalid({"revenue": "Enter the yearly revenue as a number, like 48000."}) from None
+    if not amount.is_finite() or amount < 0:
+        raise FormInvalid({"revenue": "Revenue cannot be negative (0 if unknown)."})
+    if amount > MAX_REVENUE:
+        raise FormInvalid({"revenue": "That number is too large."})
+    return amount.quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationInput:
+    name: str
+    domains: list[str]
+    segment: Segment | None
+    revenue: Decimal
+
+
+def parse_organisation_form(session: Session, *, name: str, domains: str, segment_id: str, revenue: str,
+                            organisation: Organisation | None = None) -> OrganisationInput:
+    """Validate the organisation form; FormInvalid names every field that needs attention.
+
+    A domain belongs to one organisation only (it decides where people who sign in land); a domain
+    taken by another organisation is refused with that organisation's name.
+    """
+    errors: dict[str, str] = {}
+    clean_name = " ".join((name or "").split())
+    if not clean_name:
+        errors["name"] = "A name is required."
+    elif len(clean_name) > 120:
+        errors["name"] = "Keep the name to 120 characters."
+    elif session.scalar(select(Organisation.id).where(
+            func.lower(Organisation.name) == clean_name.lower(),
+            Organisation.id != (organisation.id if organisation is not None else -1))):
+        errors["name"] = f"There is already an organisation called “{clean_name}”."
+
+    parsed: list[str] = []
+    try:
+        parsed = parse_domains(domains)
+    except FormInvalid as exc:
+        errors.update(exc.errors)
+    if parsed and "domains" not in errors:
+        taken = session.execute(
+            select(OrganisationDomain.domain, Organisation.name)
+            .join(Organisation, Organisation.id == OrganisationDomain.organisation_id)
+            .where(OrganisationDomain.domain.in_(parsed),
+                   Organisation.id != (organisation.id if organisation is not None else -1))
+            .order_by(OrganisationDomain.domain)
+        ).all()
+        if taken:
+            domain, owner = taken[0]
+            more = f" (and {len(taken) - 1} more of these domains)" if len(taken) > 1 else ""
+            errors["domains"] = (f"{domain} already belongs to {owner}{more}. A domain can belong to one "
+                                 "organisation only: remove it there first, or leave it out here.")
+
+    segment = None
+    if segment_id:
+        segment = session.get(Segment, int(segment_id)) if str(segment_id).isdigit() else None
+        if segment is None:
+            errors["segment_id"] = "That segment no longer exists; please choose again."
+
+    amount = Decimal(0)
+    try:
+        amount = _parse_revenue(revenue)
+    except FormInvalid as exc:
+        errors.update(exc.errors)
+
+    if errors:
+        raise FormInvalid(errors)
+    return OrganisationInput(name=clean_name, domains=parsed, segment=segment, revenue=amount)
+
+
+def _organisation_snapshot(organisation: Organisation, segment: Segment | None) -> dict[str, Any]:
+    return {"name": organisation.name, "domains": [d.domain for d in organisation.domains],
+            "segment": segment.name if segment is not None else None,
+            "revenue": f"{organisation.revenue:.2f}" if organisation.revenue is not None else None}
+
+
+def get_organisation(session: Session, organisation_id: int) -> Organisation:
+    organisation = session.scalar(
+        select(Organisation).where(Organisation.id == organisation_id)
+        .options(selectinload(Organisation.domains), selectinload(Organisation.segment))
+    )
+    if organisation is None:
+        raise NotFound()
+    return organisation
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationRow:
+    organisation: Organisation
+    members: int
+
+
+def list_organisations(session: Session) -> list[OrganisationRow]:
+    """Every organisation with its segment, domains and how many people belong to it."""
+    counts = dict(session.execute(
+        select(User.organisation_id, func.count())
+        .where(User.organisation_id.is_not(None), User.deleted_at.is_(None))
+        .group_by(User.organisation_id)
+    ).all())
+    organisations = session.scalars(
+        select(Organisation)
+        .options(selectinload(Organisation.domains), selectinload(Organisation.segment))
+        .order_by(func.lower(Organisation.name), Organisation.id)
+    )
+    return [OrganisationRow(o, counts.get(o.id, 0)) for o in organisations]
+
+
+def list_organisation_choices(session: Session) -> list[tuple[int, str]]:
+    """(id, name) of every organisation, for "move to" menus."""
+    return [(i, n) for i, n in session.execute(
+        select(Organisation.id, Organisation.name).order_by(func.lower(Organisation.name), Organisation.id))]
+
+
+def _set_domains(session: Session, organisation: Organisation, domains: list[str]) -> None:
+    wanted = set(domains)
+    for row in list(organisation.domains):
+        if row.domain not in wanted:
+            organisation.domains.remove(row)
+    # Removals first, so a domain moved between spellings never meets itself on the unique key.
+    session.flush()
+    have = {row.domain for row in organisation.domains}
+    for domain in domains:
+        if domain not in have:
+            organisation.domains.append(OrganisationDomain(domain=domain))
+
+
+def create_organisation(session: Session, *, data: OrganisationInput, actor: Any) -> Organisation:
+    organisation = Organisation(name=data.name, segment_id=data.segment.id if data.segment else None,
+                                revenue=data.revenue, domains=[])
+    session.add(organisation)
+    _set_domains(session, organisation, data.domains)
+    session.flush()
+    audit.record(session, actor=actor, action="organisation.created", entity=organisation,
+                 changes=audit.diff({}, _organisation_snapshot(organisation, data.segment)))
+    return organisation
+
+
+def update_organisation(session: Session, *, organisation: Organisation, data: OrganisationInput,
+                        actor: Any) -> bool:
+    """Save the form; False when nothing changed."""
+    before = _organisation_snapshot(organisation, organisation.segment)
+    organisation.name = data.name
+    organisation.segment_id = data.segment.id if data.segment else None
+    set_committed_value(organisation, "segment", data.segment)
+    organisation.revenue = data.revenue
+    _set_domains(session, organisation, data.domains)
+    session.flush()
+    changes = audit.diff(before, _organisation_snapshot(organisation, data.segment))
+    if changes:
+        audit.record(session, actor=actor, action="organisation.updated", entity=organisation, changes=changes)
+    return bool(changes)
+
+
+def delete_organisation(session: Session, *, organisation: Organisation, actor: Any) -> int:
+    """Delete it; its members keep their accounts without an organisation. Returns how many there were."""
+    members = session.execute(
+        update(User).where(User.organisation_id == organisation.id).values(organisation_id=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount or 0  # type: ignore[attr-defined]
+    for user in session.identity_map.values():
+        if isinstance(user, User) and user.organisation_id == organisation.id:
+            set_committed_value(user, "organisation_id", None)
+    audit.record(session, actor=actor, action="organisation.deleted", entity=organisation,
+                 changes={"name": [organisation.name, None], "members": [members, 0]})
+    session.delete(organisation)
+    session.flush()
+    return members
+
+
+# --- staff: people (customers) and their organisation ------------------------------------------------
+
+
+def list_members(session: Session, *, organisation: Organisation) -> list[User]:
+    return list(session.scalars(
+        select(User).where(User.organisation_id == organisation.id, User.deleted_at.is_(None))
+        .order_by(func.lower(User.email))
+    ))
+
+
+NO_ORGANISATION = "none"
+PEOPLE_PER_PAGE = 50
+
+
+def list_customers(session: Session, *, q: str = "", organisation: str = "", page: int = 1,
+                   per_page: int = PEOPLE_PER_PAGE) -> tuple[list[User], int]:
+    """Customers (not staff, not deleted), filtered by email or name and by organisation.
+
+    `organisation` is an organisation id, NO_ORGANISATION for people without one, or "" for everyone.
+    Each user comes with `organisation` (and its segment) loaded.
+    """
+    stmt = select(User).where(User.role == Role.customer, User.deleted_at.is_(None))
+    words = q.strip().lower().split()
+    for word in words[:5]:
+        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(func.lower(User.email).like(pattern, escape="\\"),
+                              func.lower(User.display_name).like(pattern, escape="\\")))
+    if organisation == NO_ORGANISATION:
+        stmt = stmt.where(User.organisation_id.is_(None))
+    elif organisation.isdigit():
+        stmt = stmt.where(User.organisation_id == int(organisation))
+    total = session.scalar(stmt.with_only_columns(func.count()).order_by(None)) or 0
+    users = session.scalars(
+        stmt.options(selectinload(User.organisation).selectinload(Organisation.segment))
+        .order_by(func.lower(User.email), User.id).offset((page - 1) * per_page).limit(per_page)
+    )
+    return list(users), total
+
+
+def get_customer(session: Session, user_id: int) -> User:
+    """A customer account (staff accounts live on the staff page), with its organisation loaded."""
+    user = session.scalar(
+        select(User).where(User.id == user_id, User.role == Role.customer, User.deleted_at.is_(None))
+        .options(selectinload(User.organisation))
+    )
+    if user is None:
+        raise NotFound()
+    return user
+
+
+def move_person(session: Session, *, user: User, organisation: Organisation | None, actor: Any) -> bool:
+    """Put a person in another organisation (or in none); False when they were already there.
+
+    What they can see follows at once: visibility reads the organisation's segment on every request.
+    """
+    if user.organisation_id == (organisation.id if organisation is not None else None):
+        return False
+    before = session.get(Organisation, user.organisation_id) if user.organisation_id else None
+    user.organisation_id = organisation.id if organisation is not None else None
+    set_committed_value(user, "organisation", organisation)
+    session.flush()
+    audit.record(session, actor=actor, action="user.moved", entity=user,
+                 changes={"organisation": [before.name if before else None,
+                                           organisation.name if organisation else None]})
+    return True
+
+
+# --- staff: segments ---------------------------------------------------------------------------------
+
+
+def get_segment(session: Session, segment_id: int) -> Segment:
+    segment = session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound()
+    return segment
+
+
+def count_organisations_per_segment(session: Session) -> dict[int, int]:
+    rows = session.execute(select(Organisation.segment_id, func.count())
+                           .where(Organisation.segment_id.is_not(None)).group_by(Organisation.segment_id))
+    return {segment_id: n for segment_id, n in rows}
+
+
+def _parse_weight(text: str) -> Decimal:
+    cleaned = str(text or "").strip().replace(",", ".")
+    if not cleaned:
+        return Decimal(1)
+    try:
+        weight = Decimal(cleaned)
+    except InvalidOperation:
+        raise FormInvalid({"weight": "Enter the weight as a number, like 1 or 2.5."}) from None
+    if not weight.is_finite() or weight <= 0:
+        raise FormInvalid({"weight": "The weight must be more than 0."})
+    if weight > MAX_SEGMENT_WEIGHT:
+        raise FormInvalid({"weight": "Keep the weight below 100,000."})
+    if weight != weight.quantize(Decimal("0.001")):
+        raise FormInvalid({"weight": "Use at most three decimals."})
+    return weight.quantize(Decimal("0.001"))
+
+
+def _segment_values(session: Session, *, name: str, weight: str, segment: Segment | None) -> tuple[str, Decimal]:
+    errors: dict[str, str] = {}
+    clean = " ".join((name or "").split())
+    if not clean:
+        errors["name"] = "A name is required."
+    elif len(clean) > 80:
+        errors["name"] = "Keep the name to 80 characters."
+    elif session.scalar(select(Segment.id).where(func.lower(Segment.name) == clean.lower(),
+                                                 Segment.id != (segment.id if segment is not None else -1))):
+        errors["name"] = f"There is already a segment called “{clean}”."
+    value = Decimal(1)
+    try:
+        value = _parse_weight(weight)
+    except FormInvalid as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise FormInvalid(errors)
+    return clean, value
+
+
+def _unique_segment_slug(session: Session, name: str, *, exclude_id: int | None = None) -> str:
+    from app.roadmap.service import slugify
+
+    base = slugify(name, 50) or "segment"
+    slug, n = base, 2
+    while session.scalar(select(Segment.id).where(Segment.slug == slug,
+                                                  Segment.id != (exclude_id if exclude_id is not None else -1))):
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _weight_text(weight: Decimal) -> str:
+    return format(weight.normalize(), "f") if weight is not None else ""
+
+
+def create_segment(session: Session, *, name: str, weight: str, actor: Any) -> Segment:
+    clean, value = _segment_values(session, name=name, weight=weight, segment=None)
+    segment = Segment(name=clean, weight=value, slug=_unique_segment_slug(session, clean))
+    session.add(segment)
+    session.flush()
+    audit.record(session, actor=actor, action="segment.created", entity=segment,
+                 changes={"name": [None, clean], "weight": [None, _weight_text(value)]})
+    return segment
+
+
+def update_segment(session: Session, *, segment: Segment, name: str, weight: str, actor: Any) -> bool:
+    """Rename or reweigh; the slug stays (host-app SSO tokens may name the segment by it). False: no change."""
+    clean, value = _segment_values(session, name=name, weight=weight, segment=segment)
+    before = {"name": segment.name, "weight": _weight_text(segment.weight)}
+    segment.name, segment.weight = clean, value
+    changes = audit.diff(before, {"name": clean, "weight": _weight_text(value)})
+    if changes:
+        session.flush()
+        audit.record(session, actor=actor, action="segment.updated", entity=segment, changes=changes)
+    return bool(changes)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDeletion:
+    organisations: int
+    items: int
+    opened: list[str]  # titles of items that were limited to this segment only
+
+
+def delete_segment(session: Session, *, segment: Segment, actor: Any) -> SegmentDeletion:
+    """Delete it: its organisations keep no segment, and items lose this segment from their limit.
+
+    An item limited to this segment only has no limit left afterwards, so every signed-in customer
+    can see it; the confirmation page names those items before anyone presses the button.
+    """
+    from app.roadmap import service as roadmap
+
+    opened = [item.title for item in roadmap.list_items_limited_only_to(session, segment=segment)]
+    items = roadmap.count_items_per_segment(session).get(segment.id, 0)
+    organisations = session.execute(
+        update(Organisation).where(Organisation.segment_id == segment.id).values(segment_id=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount or 0  # type: ignore[attr-defined]
+    for obj in session.identity_map.values():
+        if isinstance(obj, Organisation) and obj.segment_id == segment.id:
+            set_committed_value(obj, "segment_id", None)
+    audit.record(session, actor=actor, action="segment.deleted", entity=segment,
+                 changes={"name": [segment.name, None], "organisations": [organisations, 0],
+                          "items": [items, 0]})
+    # The items' link rows go with it (ON DELETE CASCADE on item_segments).
+    session.delete(segment)
+    session.flush()
+    return SegmentDeletion(organisations=organisations, items=items, opened=opened)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, replace
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -198,8 +198,10 @@ def update_access(session: Session, *, actor: Any, access: Access) -> Access:
     else:
         row.value = _as_dict(access)
     session.flush()
-    audit.record(session, actor=actor, action="settings.access", entity_type="setting", label="Access",
-                 changes=audit.diff(_flat(before), _flat(access)))
+    changes = audit.diff(_flat(before), _flat(access))
+    if changes:
+        audit.record(session, actor=actor, action="settings.access", entity_type="setting", label="Access",
+                     changes=changes)
     clear_cache()
     return access
 
@@ -213,3 +215,55 @@ def _flat(access: Access) -> dict[str, Any]:
     d = _as_dict(access)
     return {"private_mode": d["private_mode"], "groups_claim": d["groups_claim"],
             **{f"{role}.{k}": ", ".join(v) for role in ("admin", "pm") for k, v in d[role].items()}}
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[\n,;]+", text or "") if part.strip()]
+
+
+def parse_access_form(*, private_mode: bool, groups_claim: str, rules: dict[str, dict[str, str]]) -> Access:
+    """The /admin/access form as Access settings; FormInvalid names the fields to fix.
+
+    `rules` is {"admin"|"pm": {"emails"|"domains"|"groups": text}}, each text one value per line or
+    separated by commas. Field names in errors are "<role>_<kind>", e.g. "admin_emails".
+    """
+    from app.accounts import service as accounts
+    from app.organisations import service as organisations
+
+    errors: dict[str, str] = {}
+    claim = groups_claim.strip()
+    if not claim:
+        claim = "groups"
+    elif len(claim) > 200 or re.search(r"\s", claim):
+        errors["groups_claim"] = "Use the claim's name as the provider sends it, without spaces (e.g. groups)."
+
+    parsed: dict[str, StaffRule] = {}
+    for role in ("admin", "pm"):
+        values = rules.get(role, {})
+        emails: list[str] = []
+        for raw in _split(values.get("emails", "")):
+            try:
+                email = accounts.validate_email(raw)
+            except FormInvalid:
+                errors[f"{role}_emails"] = f"“{raw[:80]}” is not an email address. Write one address per line."
+                break
+            if email not in emails:
+                emails.append(email)
+        domains: list[str] = []
+        try:
+            domains = organisations.parse_domains(values.get("domains", ""))
+        except FormInvalid as exc:
+            errors[f"{role}_domains"] = exc.errors["domains"]
+        groups: list[str] = []
+        for group in _split(values.get("groups", "")):
+            if len(group) > 200:
+                errors[f"{role}_groups"] = "Keep each group value to 200 characters."
+            elif group not in groups:
+                groups.append(group)
+        for kind, found in (("emails", emails), ("domains", domains), ("groups", groups)):
+            if len(found) > 200:
+                errors[f"{role}_{kind}"] = "200 values at most."
+        parsed[role] = StaffRule(emails=tuple(emails), domains=tuple(domains), groups=tuple(groups))
+    if errors:
+        raise FormInvalid(errors)
+    return Access(private_mode=private_mode, groups_claim=claim, admin=parsed["admin"], pm=parsed["pm"])

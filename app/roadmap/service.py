@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from app.accounts.models import User
@@ -21,9 +21,10 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
+from app.organisations.models import Segment
 from app.roadmap import search
 from app.roadmap.models import (
-    Confidence, Item, Product, Stage, StageChange, Tag, Timeframe, Visibility, item_tags,
+    Confidence, Item, Product, Stage, StageChange, Tag, Timeframe, Visibility, item_segments, item_tags,
 )
 
 BOARD_CARDS_PER_COLUMN = 12
@@ -250,10 +251,16 @@ class ItemInput:
     confidence: Confidence | None
     visibility: Visibility
     tags: list[Tag]
+    # Only with visibility `customers`: the segments it is limited to (empty: every signed-in customer).
+    segments: list[Segment] = field(default_factory=list)
 
 
-def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence[str]) -> ItemInput:
-    """Validate a submitted item form; FormInvalid names every field that needs attention."""
+def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence[str],
+                    segment_ids: Sequence[str] = ()) -> ItemInput:
+    """Validate a submitted item form; FormInvalid names every field that needs attention.
+
+    Segments only mean something for `customers` items; for any other visibility they are dropped.
+    """
     errors: dict[str, str] = {}
 
     def text(name: str, limit: int, required: bool = False, label: str = "") -> str:
@@ -311,6 +318,14 @@ def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence
     if len(tags) != len(wanted):
         errors["tags"] = "One of the tags no longer exists; please choose again."
 
+    segments: list[Segment] = []
+    if visibility is Visibility.customers:
+        wanted_segments = {int(s) for s in segment_ids if str(s).isdigit()}
+        if wanted_segments:
+            segments = list(session.scalars(select(Segment).where(Segment.id.in_(wanted_segments))))
+        if len(segments) != len(wanted_segments) or any(not str(s).isdigit() for s in segment_ids):
+            errors["segments"] = "One of the segments no longer exists; please choose again."
+
     if errors:
         raise FormInvalid(errors)
     assert product is not None and stage is not None
@@ -319,6 +334,7 @@ def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence
         release_notes=release_notes, product=product, stage=stage, timeframe=timeframe,
         target_year=target_year, target_quarter=target_quarter, confidence=confidence,
         visibility=visibility, tags=sorted(tags, key=lambda t: t.name),
+        segments=sorted(segments, key=lambda s: s.name),
     )
 
 
@@ -347,6 +363,7 @@ def _snapshot(item: Item) -> dict[str, Any]:
         "product": item.product.name, "stage": item.stage.name, "timeframe": item.timeframe_label,
         "confidence": item.confidence, "visibility": item.visibility,
         "tags": [t.name for t in item.tags], "published": item.published_at is not None,
+        "segments": [s.name for s in item.segments],
     }
 
 
@@ -376,10 +393,13 @@ def _assign(item: Item, data: ItemInput) -> None:
     _set_loaded(item, "stage", data.stage)
     item.timeframe, item.target_year, item.target_quarter = data.timeframe, data.target_year, data.target_quarter
     item.confidence, item.visibility = data.confidence, data.visibility
+    segments = list(data.segments) if data.visibility is Visibility.customers else []
     if item.id is None:
         item.tags = list(data.tags)
+        item.segments = segments
     else:
         item.tags[:] = list(data.tags)
+        item.segments[:] = segments
 
 
 def update_item(session: Session, *, item: Item, data: ItemInput, actor: User) -> Item:
@@ -431,7 +451,8 @@ def set_published(session: Session, *, item: Item, published: bool, actor: User)
 
 
 def get_item_for_staff(session: Session, public_id: str) -> Item:
-    item = session.scalar(select(Item).where(Item.public_id == public_id).options(*_CARD_OPTIONS))
+    item = session.scalar(select(Item).where(Item.public_id == public_id)
+                          .options(*_CARD_OPTIONS, selectinload(Item.segments)))
     if item is None:
         raise NotFound()
     return item
@@ -604,6 +625,23 @@ def count_items_per_stage(session: Session) -> dict[int, int]:
 def count_items_per_tag(session: Session) -> dict[int, int]:
     rows = session.execute(select(item_tags.c.tag_id, func.count()).group_by(item_tags.c.tag_id))
     return {tag_id: n for tag_id, n in rows}
+
+
+def count_items_per_segment(session: Session) -> dict[int, int]:
+    """Items limited to each segment (a limit only applies while the item is for customers)."""
+    rows = session.execute(select(item_segments.c.segment_id, func.count()).group_by(item_segments.c.segment_id))
+    return {segment_id: n for segment_id, n in rows}
+
+
+def list_items_limited_only_to(session: Session, *, segment: Segment) -> list[Item]:
+    """Items limited to this segment and no other: without it they would be open to every customer."""
+    others = aliased(item_segments)
+    return list(session.scalars(
+        select(Item).join(item_segments, item_segments.c.item_id == Item.id)
+        .where(item_segments.c.segment_id == segment.id,
+               ~exists().where(others.c.item_id == Item.id, others.c.segment_id != segment.id))
+        .order_by(Item.title, Item.id)
+    ))
 
 
 @dataclass(slots=True)
