@@ -361,7 +361,9 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
             user.organisation_id = organisation.id
 
     if access is not None and claims.kind is IdentityKind.oidc:
-        _apply_staff_mapping(session, user=user, email=email or user.email, groups=claims.groups, access=access)
+        # Email and domain rules count only for an address the provider vouches for; groups always do.
+        staff_email = (email or user.email) if claims.email_verified else ""
+        _apply_staff_mapping(session, user=user, email=staff_email, groups=claims.groups, access=access)
     session.flush()
     return user
 

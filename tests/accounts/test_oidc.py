@@ -24,9 +24,6 @@ from app.roadmap.models import Visibility
 from tests.factories import make_admin, make_item, make_user
 from tests.oidc_provider import ProviderBrowser, RunningProvider, providers_env, run_provider
 
-# Marked here, not only by conftest's late marking: that alone loses the parameters of parametrized async tests.
-pytestmark = pytest.mark.anyio
-
 CALLBACK = "http://testserver/auth/test/callback"
 
 
@@ -381,3 +378,13 @@ async def test_discovery_naming_another_issuer_is_refused(app, client, session, 
     assert "Liar SSO is not set up correctly" in response.text
     assert "Please tell the portal&#39;s administrator" in response.text
     assert_nobody_signed_in(response, session)
+
+
+async def test_an_unverified_email_does_not_earn_a_staff_role(client, session, provider):
+    admin = make_admin(session)
+    portal.update_access(session, actor=admin, access=portal.Access(pm=portal.StaffRule(domains=("acme.example",))))
+    response = await sign_in_through_provider(client, provider, "mallory")  # carol@acme.example, unverified
+    assert response.status_code == 303
+    mallory = user_by_email(session, "carol@acme.example")
+    assert mallory.role is Role.customer
+    assert (await client.get("/admin")).status_code == 404
