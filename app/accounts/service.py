@@ -338,12 +338,20 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
             raise SignInFailed("An account with this email address already exists, and the sign-in service "
                                "did not confirm that the address is yours. Sign in the way you did before, "
                                "or with an email link.")
+        if user is None and not claims.email_verified:
+            # An account made from an unconfirmed address could later be entered by whoever set it
+            # up once the real owner signs in by email link (account pre-hijacking): refuse it.
+            raise SignInFailed("Your sign-in service did not confirm your email address, so no account can "
+                               "be made with it. Sign in with an email link instead, or ask your "
+                               "administrator to have the service confirm email addresses.")
         if user is None:
             user = User(email=validate_email(email), role=Role.customer, display_name=claims.name.strip()[:120])
             session.add(user)
             session.flush()
         identity = Identity(user_id=user.id, kind=claims.kind, issuer=claims.issuer, subject=claims.subject)
         session.add(identity)
+    if user.is_placeholder:  # a contact recorded by staff, claimed by signing in with that (verified) address
+        user.is_placeholder = False
     if not user.is_active or user.deleted_at is not None:
         raise SignInFailed("This account is disabled. Contact the product team if you think this is a mistake.")
     identity.email = email or identity.email

@@ -380,11 +380,12 @@ async def test_discovery_naming_another_issuer_is_refused(app, client, session, 
     assert_nobody_signed_in(response, session)
 
 
-async def test_an_unverified_email_does_not_earn_a_staff_role(client, session, provider):
+async def test_an_unverified_email_earns_neither_an_account_nor_a_staff_role(client, session, provider):
     admin = make_admin(session)
     portal.update_access(session, actor=admin, access=portal.Access(pm=portal.StaffRule(domains=("acme.example",))))
     response = await sign_in_through_provider(client, provider, "mallory")  # carol@acme.example, unverified
-    assert response.status_code == 303
-    mallory = user_by_email(session, "carol@acme.example")
-    assert mallory.role is Role.customer
-    assert (await client.get("/admin")).status_code == 404
+    assert response.status_code == 400
+    assert "did not confirm your email address" in response.text
+    assert user_by_email(session, "carol@acme.example") is None
+    assert_nobody_signed_in(response, session)
+    assert (await client.get("/admin")).status_code in (303, 404)
