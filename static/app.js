@@ -47,6 +47,16 @@
     }
   }, true);
 
+  // (d) The item editor's "Limit to segments" only applies to customer items: shown only for them.
+  ready(function () {
+    var group = document.querySelector("[data-shown-for-visibility]");
+    var select = document.getElementById("f-visibility");
+    if (!group || !select) return;
+    function sync() { group.hidden = select.value !== group.getAttribute("data-shown-for-visibility"); }
+    select.addEventListener("change", sync);
+    sync();
+  });
+
   ready(function () {
     // (b) After a failed submit, move focus to the error summary so it is read out first.
     var summary = document.querySelector(".error-summary");
@@ -56,3 +66,144 @@
     }
   });
 })();
+
+// --- Ideas: similar items while the title is typed (feedback) -------------------------------------------
+// The idea form's container names its title field and endpoint; the endpoint answers an HTML fragment
+// rendered (and escaped) by the server, listing only items the viewer may see. Without JavaScript the
+// "Check for similar items" button shows the same list.
+(function () {
+  "use strict";
+
+  function start() {
+    var box = document.querySelector("[data-similar-source][data-similar-url]");
+    if (!box) return;
+    var input = document.getElementById(box.getAttribute("data-similar-source"));
+    if (!input) return;
+    var url = box.getAttribute("data-similar-url");
+    var timer = null;
+    var last = input.value.trim();
+    var controller = null;
+
+    function load() {
+      var q = input.value.trim();
+      if (q === last) return;
+      last = q;
+      if (controller) controller.abort();
+      if (q.length < 3) { box.innerHTML = ""; return; }
+      controller = typeof AbortController === "function" ? new AbortController() : null;
+      fetch(url + "?q=" + encodeURIComponent(q), {
+        headers: { "Accept": "text/html" },
+        credentials: "same-origin",
+        signal: controller ? controller.signal : undefined
+      }).then(function (response) {
+        return response.ok ? response.text() : "";
+      }).then(function (html) {
+        if (input.value.trim() === q) box.innerHTML = html;
+      }).catch(function () { /* offline or aborted: keep what is shown */ });
+    }
+
+    input.addEventListener("input", function () {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(load, 350);
+    });
+  }
+
+  if (document.readyState !== "loading") start();
+  else document.addEventListener("DOMContentLoaded", start);
+})();
+// --- end of ideas ------------------------------------------------------------------------------------
+
+// --- Voting and following without a reload (app/voting/views.py, templates/voting/) -------------------
+// The vote and follow forms work as plain forms. With this, a submit posts the same form with fetch
+// (X-CSRF-Token from the page's meta tag, Accept: application/json), the widget is replaced by the HTML
+// the server sends back, focus returns to the equivalent control, and the outcome is read out through
+// one polite live region. Anything unexpected falls back to the plain form submit.
+(function () {
+  "use strict";
+
+  var region = null;
+
+  function liveRegion() {
+    if (!region) {
+      region = document.createElement("div");
+      region.id = "vote-live";
+      region.className = "visually-hidden";
+      region.setAttribute("aria-live", "polite");
+      document.body.appendChild(region);
+    }
+    return region;
+  }
+
+  function announce(text) {
+    var live = liveRegion();
+    live.textContent = "";
+    // A fresh text node after a tick, so the same message twice is read twice.
+    window.setTimeout(function () { live.textContent = text || ""; }, 60);
+  }
+
+  // The region exists before anything changes: screen readers ignore regions created with their text.
+  if (document.readyState !== "loading") liveRegion();
+  else document.addEventListener("DOMContentLoaded", liveRegion);
+
+  function showError(widget, text) {
+    var note = widget.querySelector("[data-vote-error]");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "field-error";
+      note.setAttribute("data-vote-error", "");
+      widget.insertBefore(note, widget.firstChild);
+    }
+    note.textContent = text;
+    announce(text);
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-vote-form")) return;
+    var widget = form.closest("[data-vote-widget]");
+    if (!widget || !window.fetch || !window.URLSearchParams) return;
+    event.preventDefault();
+    if (form.getAttribute("aria-busy") === "true") return;
+
+    var active = document.activeElement;
+    var key = (active && form.contains(active) && active.getAttribute("data-focus")) ||
+      (event.submitter && event.submitter.getAttribute("data-focus")) || "vote";
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    form.setAttribute("aria-busy", "true");
+
+    fetch(form.action, {
+      method: "POST",
+      body: new URLSearchParams(new FormData(form)),
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": meta ? meta.content : "", "Accept": "application/json" }
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        return { ok: response.ok, status: response.status, data: data };
+      });
+    }).then(function (result) {
+      form.removeAttribute("aria-busy");
+      if (result.ok && result.data.html) {
+        var holder = document.createElement("div");
+        holder.innerHTML = result.data.html.trim();
+        var fresh = holder.firstElementChild;
+        widget.replaceWith(fresh);
+        var target = fresh.querySelector('[data-focus="' + key + '"]') ||
+          fresh.querySelector('[data-focus="vote"]') || fresh.querySelector("[data-focus]");
+        if (target) target.focus();
+        announce(result.data.message);
+      } else if (result.status === 401) {
+        form.submit();  // the plain form sends a signed-out person to sign in and back
+      } else if (result.data && result.data.detail) {
+        var fields = result.data.fields || {};
+        var first = Object.keys(fields)[0];
+        showError(widget, first ? fields[first] : result.data.detail);
+      } else {
+        form.submit();
+      }
+    }).catch(function () {
+      form.removeAttribute("aria-busy");
+      form.submit();
+    });
+  });
+})();
+// --- end of voting and following ---------------------------------------------------------------
