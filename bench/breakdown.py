@@ -1,0 +1,276 @@
+"""Where a page's time goes: CPU per request, queries per request, time in SQL and in templates.
+
+    .venv/bin/python bench/breakdown.py /tmp/ahead-bench.db
+    .venv/bin/python bench/breakdown.py postgresql://postgres@127.0.0.1:5432/bench_ahead --explain
+    .venv/bin/python bench/breakdown.py /tmp/ahead-bench.db --cprofile "board, visitor"
+
+Drives the real app (create_app, all its middleware) and bench/reference_app.py in this process through
+a bare ASGI call — no server, no sockets, no wrk — so the figures are this process's CPU time per
+request, which a busy shared machine inflates much less than it inflates req/s. The ratio
+"reference CPU / page CPU" is what the throughput ratio in bench/board.py tends to when both are
+CPU-bound. On SQLite the database engine runs in this process, so "SQL" is CPU spent in it; on
+PostgreSQL "SQL" is the wall time of each round trip (the server's own CPU is not in this process).
+
+--explain prints the plan of every distinct query the board and the item page run; --cprofile PAGE
+prints the functions that cost most for one page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import secrets
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.board import prepare
+from bench.generate import database_url
+
+
+@dataclass
+class Tally:
+    queries: int = 0
+    sql: float = 0.0
+    template: float = 0.0
+    statements: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.queries, self.sql, self.template = 0, 0.0, 0.0
+        self.statements.clear()
+        self.params.clear()
+
+
+TALLY = Tally()
+
+
+def instrument(engine: Any, *, in_process: bool) -> None:
+    from sqlalchemy import event
+
+    clock = time.process_time if in_process else time.perf_counter
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, _cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        conn.info["bench_t0"] = clock()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, _cursor: Any, statement: str, params: Any, _context: Any, _many: bool) -> None:
+        elapsed = clock() - conn.info.pop("bench_t0", clock())
+        if statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            return
+        TALLY.queries += 1
+        TALLY.sql += elapsed
+        TALLY.statements[statement].append(elapsed)
+        TALLY.params.setdefault(statement, params)
+
+
+def instrument_templates() -> None:
+    from jinja2 import Template
+
+    original = Template.render
+
+    def timed(self: Template, *args: Any, **kwargs: Any) -> str:
+        start = time.process_time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            TALLY.template += time.process_time() - start
+
+    Template.render = timed  # type: ignore[method-assign]
+
+
+async def call(app: Any, path: str, cookie: str | None) -> int:
+    """One GET through the ASGI app; returns the status."""
+    raw_path, _, query = path.partition("?")
+    headers = [(b"host", b"127.0.0.1")]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": raw_path, "raw_path": raw_path.encode(), "query_string": query.encode(), "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80), "state": {}}
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+@dataclass
+class Page:
+    name: str
+    app: Any
+    paths: list[str]
+    cookie: str | None = None
+
+
+@dataclass
+class Figures:
+    name: str
+    cpu_ms: float
+    queries: float
+    sql_ms: float
+    template_ms: float
+
+
+async def measure(page: Page, requests: int, warmup: int) -> Figures:
+    for i in range(warmup):
+        status = await call(page.app, page.paths[i % len(page.paths)], page.cookie)
+        if status != 200:
+            raise RuntimeError(f"{page.name}: {page.paths[i % len(page.paths)]} answered {status}")
+    TALLY.reset()
+    start = time.process_time()
+    for i in range(requests):
+        await call(page.app, page.paths[i % len(page.paths)], page.cookie)
+    cpu = time.process_time() - start
+    return Figures(page.name, cpu / requests * 1000, TALLY.queries / requests, TALLY.sql / requests * 1000,
+                   TALLY.template / requests * 1000)
+
+
+def explain(statements: dict[str, list[float]], params: dict[str, Any], engine: Any) -> None:
+    """The plan of the slowest distinct statements, run again with the parameters they had."""
+    print("\nslowest statements of the board (mean per execution; on SQLite with the fetch that does the "
+          "work only partly counted) and their plans:")
+    ranked = sorted(statements.items(), key=lambda kv: -sum(kv[1]) / len(kv[1]))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for statement, samples in ranked[:4]:
+            mean = sum(samples) / len(samples) * 1000
+            print(f"\n{mean:7.2f} ms  x{len(samples)}  {' '.join(statement.split())[:400]}")
+            prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS) "
+            cursor.execute(prefix + statement, params.get(statement) or ())
+            for row in cursor.fetchall():
+                print("    " + " | ".join(str(v) for v in row))
+        cursor.close()
+    finally:
+        raw.close()
+
+
+CATEGORIES = (
+    ("database driver", ("sqlite3.", "psycopg", "_sqlite3")),
+    ("templates (Jinja, markupsafe)", ("/templates/", "jinja2", "markupsafe")),
+    ("SQLAlchemy", ("sqlalchemy",)),
+    ("FastAPI / Starlette / pydantic", ("starlette", "fastapi", "pydantic", "anyio")),
+    ("app/", (str(ROOT / "app"),)),
+)
+
+
+def categorised(page: Page, requests: int) -> dict[str, float]:
+    """Own CPU time (ms per request) by where the code lives, from cProfile with a CPU clock. The profiler
+    slows Python code down more than C code, so read the shares, not the sums."""
+    profiler = cProfile.Profile(time.process_time)
+    asyncio.run(_profiled(profiler, page, requests))
+    totals: dict[str, float] = defaultdict(float)
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        where = f"{filename} {name}"
+        category = next((label for label, needles in CATEGORIES if any(n in where for n in needles)), "other")
+        totals[category] += tottime * 1000 / requests
+    return dict(totals)
+
+
+async def _profiled(profiler: cProfile.Profile, page: Page, requests: int) -> None:
+    profiler.enable()
+    try:
+        for i in range(requests):
+            await call(page.app, page.paths[i % len(page.paths)], page.cookie)
+    finally:
+        profiler.disable()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--explain", action="store_true", help="list the slowest statements of the board")
+    parser.add_argument("--categories", action="store_true",
+                        help="share of CPU per page in the driver, templates, SQLAlchemy, the framework, app/")
+    parser.add_argument("--cprofile", metavar="PAGE", help="profile one page by name, e.g. 'board, visitor'")
+    args = parser.parse_args()
+
+    url = database_url(args.target)
+    fixtures = prepare(url)
+    os.environ.update(DATABASE_URL=url, AHEAD_ENV="development", SECRET_KEY=secrets.token_urlsafe(48))
+    from app.config import Settings
+    from app.main import create_app
+    from bench.reference_app import create_app as create_reference
+
+    settings = Settings()
+    app = create_app(settings)
+    instrument(app.state.database.engine, in_process=url.startswith("sqlite"))
+    instrument_templates()
+    reference = create_reference()
+    pages = [
+        Page("reference", reference, ["/"]),
+        Page("board, visitor", app, ["/"]),
+        Page("board, customer", app, ["/"], fixtures.cookie),
+        Page("item page", app, fixtures.item_paths),
+        Page("search", app, ["/search?q=rep", "/search?q=sch", "/search?q=exp", "/search?q=time+off"]),
+        Page("stage page", app, ["/?stage=planned", "/?stage=released&page=3"]),
+    ]
+
+    async def run() -> None:
+        results = []
+        for page in list(pages):
+            try:
+                results.append(await measure(page, args.requests, args.warmup))
+            except Exception as exc:  # noqa: BLE001 - a page this database cannot serve (e.g. an older search index)
+                print(f"skipped {page.name}: {str(exc).splitlines()[0][:200]}")
+                pages.remove(page)
+        ref = results[0].cpu_ms
+        print(f"\n{'page':<18} {'CPU ms/req':>10} {'queries':>8} {'SQL ms':>7} {'template ms':>11} {'rest ms':>8} "
+              f"{'ref/page':>8}")
+        for r in results:
+            sql_cpu = r.sql_ms if url.startswith("sqlite") else 0.0
+            print(f"{r.name:<18} {r.cpu_ms:10.2f} {r.queries:8.1f} {r.sql_ms:7.2f} {r.template_ms:11.2f} "
+                  f"{r.cpu_ms - sql_cpu - r.template_ms:8.2f} {ref / r.cpu_ms:8.2f}")
+        print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; SQL ms is "
+              f"{'CPU in SQLite' if url.startswith('sqlite') else 'round-trip wall time, not in CPU ms'}; "
+              "rest = middleware, routing, dependencies, SQLAlchemy and the ORM)")
+        if args.explain:
+            TALLY.reset()
+            for page in pages[1:3]:
+                await measure(page, 20, 0)
+            explain(dict(TALLY.statements), dict(TALLY.params), app.state.database.engine)
+        if args.cprofile:
+            page = next(p for p in pages if p.name == args.cprofile)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await measure(page, args.requests, 0)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+    try:
+        asyncio.run(run())
+        if args.categories:
+            print("\nown CPU time by where the code lives (cProfile with a CPU clock, ms per request; the "
+                  "profiler inflates Python more than C, so compare shares):")
+            rows = {page.name: categorised(page, max(20, args.requests // 2)) for page in pages}
+            labels = [label for label, _ in CATEGORIES] + ["other"]
+            print(f"{'page':<18} " + " ".join(f"{label[:14]:>14}" for label in labels))
+            for name, totals in rows.items():
+                total = sum(totals.values()) or 1.0
+                print(f"{name:<18} " + " ".join(f"{totals.get(label, 0.0) / total:>14.0%}" for label in labels))
+    finally:
+        app.state.database.dispose()
+
+
+if __name__ == "__main__":
+    main()
