@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from app.accounts import views as accounts_views
     from app.admin import views as admin_views
     from app.api import v1
+    from app.discussion import views as discussion_views
     from app.portal import views as portal_views
     from app.roadmap import feeds
     from app.roadmap import views as roadmap_views
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     app.include_router(health.router)
     app.include_router(roadmap_views.router)
+    app.include_router(discussion_views.router)
     app.include_router(feeds.router)
     app.include_router(portal_views.router)
     app.include_router(accounts_views.router)

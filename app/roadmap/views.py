@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import CurrentViewer, DbSession
+from app.discussion.views import discussion_for
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe
@@ -61,7 +62,8 @@ async def item_page(request: Request, session: DbSession, viewer: CurrentViewer,
     item = roadmap.get_visible_item(session, viewer, public_id)
     if slug != item.slug and item.slug:
         return RedirectResponse(item.path, status_code=301)
-    return render(request, "roadmap/item.html", {"item": item, "timeline": roadmap.get_timeline(session, item)})
+    return render(request, "roadmap/item.html", {"item": item, "timeline": roadmap.get_timeline(session, item),
+                                                 "comments": discussion_for(request, session, viewer, item)})
 
 
 @router.get("/search", response_class=HTMLResponse)

@@ -1,0 +1,44 @@
+"""Comment moderation: open reports (hide the comment or dismiss the reports) and recently hidden comments.
+
+Routes hang on the admin router (staff only, CSRF-checked); app/admin/views.py imports this module.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.admin.views import router
+from app.deps import DbSession, StaffUser
+from app.discussion import service as discussion
+from app.web import redirect, render
+
+
+@router.get("/moderation", response_class=HTMLResponse)
+async def moderation(request: Request, session: DbSession, staff: StaffUser) -> Response:
+    return render(request, "admin/moderation.html", {
+        "reported": discussion.list_open_reports(session),
+        "hidden": discussion.list_hidden_comments(session),
+    })
+
+
+@router.post("/moderation/{public_id}/hide", response_class=HTMLResponse)
+async def hide(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
+    comment = discussion.get_comment_for_staff(session, public_id=public_id)
+    discussion.hide_comment(session, actor=staff, comment=comment)
+    return redirect(request, "/admin/moderation", flash="Comment hidden and its reports closed.")
+
+
+@router.post("/moderation/{public_id}/restore", response_class=HTMLResponse)
+async def restore(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
+    comment = discussion.get_comment_for_staff(session, public_id=public_id)
+    discussion.restore_comment(session, actor=staff, comment=comment)
+    return redirect(request, "/admin/moderation", flash="Comment restored. Everyone who may see the item sees it again.")
+
+
+@router.post("/moderation/{public_id}/dismiss", response_class=HTMLResponse)
+async def dismiss(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
+    comment = discussion.get_comment_for_staff(session, public_id=public_id)
+    closed = discussion.dismiss_reports(session, actor=staff, comment=comment)
+    message = "Reports dismissed; the comment stays." if closed else "There were no open reports left."
+    return redirect(request, "/admin/moderation", flash=message, kind="success" if closed else "info")

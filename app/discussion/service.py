@@ -1,0 +1,508 @@
+"""Comments on items and their moderation. All SQL of the discussion domain lives here.
+
+Rules, decided here for pages and API alike:
+
+* Anyone who may see the item reads its comments; signed-in people who may see it write. An item the
+  viewer may not see has no comments for them: every lookup starts from `roadmap.visible_items(viewer)`
+  and answers NotFound, exactly like a missing item.
+* Replies are one level deep: a reply to a reply attaches to the thread's top comment.
+* Authors edit for `EDIT_MINUTES` after posting (the comment then shows "edited") and delete at any time.
+  Deleting erases the text; a deleted comment that has replies stays as a "This comment was deleted"
+  placeholder so the thread still reads, one without replies disappears.
+* Staff comments are official. Staff pin one official top-level comment per item (pinning another
+  unpins the first) and hide / restore comments. A hidden comment vanishes, with its replies when it
+  starts a thread, for everyone but staff, who see it marked hidden.
+* Customers report a comment once; staff see open reports on /admin/moderation, then hide the comment
+  (which closes its reports) or dismiss them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from app.accounts.models import STAFF_ROLES, User
+from app.accounts.service import DELETED_NAME
+from app.accounts.viewer import Viewer
+from app.audit import service as audit
+from app.db import utcnow
+from app.discussion.models import Comment, CommentReport
+from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFound
+from app.markup import plain_text
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item
+from app.voting import service as voting
+
+MAX_BODY = 5000
+MAX_REASON = 500
+EDIT_MINUTES = 15
+_PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+# --- what pages and the API show ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CommentView:
+    """One comment as this viewer sees it, with what the viewer may do to it."""
+
+    public_id: str
+    author_name: str
+    body: str  # "" once deleted
+    created_at: datetime
+    edited_at: datetime | None
+    is_reply: bool
+    is_official: bool = False
+    is_pinned: bool = False
+    is_deleted: bool = False
+    is_hidden: bool = False  # only ever true for staff viewers
+    is_mine: bool = False
+    can_edit: bool = False
+    can_delete: bool = False
+    can_reply: bool = False
+    can_report: bool = False
+    can_moderate: bool = False
+    can_pin: bool = False
+    reported: bool = False  # the viewer has reported it
+    open_reports: int = 0  # staff only
+    replies: list[CommentView] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return f"comment-{self.public_id}"
+
+
+@dataclass(slots=True)
+class Discussion:
+    """An item's comments for one viewer: threads in order, the pinned one first.
+
+    `form` and `errors` carry what a refused comment form held, so the page can show it again.
+    """
+
+    item: Item
+    threads: list[CommentView]
+    count: int
+    can_comment: bool
+    is_staff: bool
+    form: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    max_body: int = MAX_BODY
+
+
+def _author_name(author: User | None) -> str:
+    """The name shown publicly: never any part of an email address (User.name falls back to one)."""
+    if author is None or author.deleted_at is not None:
+        return DELETED_NAME
+    if author.display_name.strip():
+        return author.display_name
+    return "Product team" if author.role in STAFF_ROLES else "Customer"
+
+
+def can_comment(viewer: Viewer) -> bool:
+    return viewer.is_authenticated and not viewer.user.is_placeholder  # type: ignore[union-attr]
+
+
+def _ensure_writer(viewer: Viewer, message: str) -> None:
+    if viewer.user is None:
+        raise NotAuthenticated(message)
+    if not can_comment(viewer):
+        raise Forbidden("This account cannot write comments.")
+
+
+def _editable(comment: Comment, now: datetime) -> bool:
+    return comment.deleted_at is None and now - comment.created_at <= timedelta(minutes=EDIT_MINUTES)
+
+
+def list_comments(session: Session, *, viewer: Viewer, item: Item) -> Discussion:
+    """The item's discussion as `viewer` sees it. The caller has checked that the viewer may see the item."""
+    author = aliased(User)
+    stmt = (
+        select(Comment, author)
+        .outerjoin(author, author.id == Comment.author_id)
+        .where(Comment.item_id == item.id)
+        .order_by(Comment.created_at, Comment.id)
+    )
+    if not viewer.is_staff:
+        stmt = stmt.where(Comment.hidden_at.is_(None))
+    rows = session.execute(stmt).all()
+
+    me = viewer.user.id if viewer.is_authenticated else None  # type: ignore[union-attr]
+    reported: set[int] = set()
+    open_reports: dict[int, int] = {}
+    ids = [c.id for c, _ in rows]
+    if ids and viewer.is_staff:
+        open_reports = dict(session.execute(  # type: ignore[arg-type]
+            select(CommentReport.comment_id, func.count())
+            .where(CommentReport.comment_id.in_(ids), CommentReport.resolved_at.is_(None))
+            .group_by(CommentReport.comment_id)
+        ).all())
+    elif ids and me is not None:
+        reported = set(session.scalars(
+            select(CommentReport.comment_id).where(CommentReport.comment_id.in_(ids),
+                                                   CommentReport.reporter_id == me)
+        ))
+
+    now = utcnow()
+    writer = can_comment(viewer)
+    # Only the most recent pin counts, should two ever have been stored.
+    pinned_id = max((c.id for c, _ in rows if c.is_pinned and c.parent_id is None and c.deleted_at is None
+                     and c.hidden_at is None), default=None)
+
+    def view(comment: Comment, who: User | None) -> CommentView:
+        deleted = comment.deleted_at is not None
+        mine = me is not None and comment.author_id == me
+        return CommentView(
+            public_id=comment.public_id,
+            author_name="" if deleted else _author_name(who),
+            body="" if deleted else comment.body,
+            created_at=comment.created_at,
+            edited_at=comment.edited_at,
+            is_reply=comment.parent_id is not None,
+            is_official=comment.is_official and not deleted,
+            is_pinned=comment.id == pinned_id,
+            is_deleted=deleted,
+            is_hidden=comment.hidden_at is not None,
+            is_mine=mine and not deleted,
+            can_edit=mine and _editable(comment, now),
+            can_delete=mine and not deleted,
+            can_reply=writer and comment.parent_id is None,
+            can_report=writer and not viewer.is_staff and not mine and not deleted,
+            can_moderate=viewer.is_staff and not deleted,
+            can_pin=viewer.is_staff and comment.is_official and comment.parent_id is None and not deleted
+            and comment.hidden_at is None,
+            reported=comment.id in reported,
+            open_reports=open_reports.get(comment.id, 0),
+        )
+
+    tops: dict[int, CommentView] = {}
+    order: list[int] = []
+    deleted_tops: set[int] = set()
+    for comment, who in rows:
+        if comment.parent_id is None:
+            tops[comment.id] = view(comment, who)
+            order.append(comment.id)
+            if comment.deleted_at is not None:
+                deleted_tops.add(comment.id)
+    for comment, who in rows:
+        # A reply whose thread is hidden from this viewer goes with it; deleted replies disappear.
+        if comment.parent_id is not None and comment.parent_id in tops and comment.deleted_at is None:
+            tops[comment.parent_id].replies.append(view(comment, who))
+    threads = [tops[i] for i in order if i not in deleted_tops or tops[i].replies]
+    threads.sort(key=lambda t: not t.is_pinned)  # stable: the pinned thread first, the rest in order
+    count = sum((0 if t.is_deleted else 1) + len(t.replies) for t in threads)
+    return Discussion(item=item, threads=threads, count=count, can_comment=writer, is_staff=viewer.is_staff)
+
+
+@dataclass(slots=True)
+class Target:
+    """A comment the viewer may act on, with its (visible) item."""
+
+    comment: Comment
+    item: Item
+
+
+def get_comment(session: Session, *, viewer: Viewer, public_id: str) -> Target:
+    """A live comment on an item the viewer may see; hidden ones only for staff. NotFound otherwise."""
+    if not public_id or len(public_id) > 16 or not public_id.isalnum():
+        raise NotFound()
+    stmt = select(Comment).where(Comment.public_id == public_id, Comment.deleted_at.is_(None))
+    if not viewer.is_staff:
+        stmt = stmt.where(Comment.hidden_at.is_(None))
+    comment = session.scalar(stmt)
+    item = None
+    if comment is not None:
+        item = session.scalar(roadmap.visible_items(viewer).where(Item.id == comment.item_id))
+    if comment is None or item is None:
+        raise NotFound()
+    return Target(comment=comment, item=item)
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+
+def clean_body(body: str) -> str:
+    """The text as stored, or FormInvalid with a message a person can act on."""
+    text = (body or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not text:
+        raise FormInvalid({"body": "Write something before posting your comment."})
+    if len(text) > MAX_BODY:
+        raise FormInvalid({"body": f"A comment can be at most {MAX_BODY:,} characters; this one has "
+                                   f"{len(text):,}. Please shorten it."})
+    return text
+
+
+def _new_public_id(session: Session) -> str:
+    while True:
+        candidate = "".join(secrets.choice(_PUBLIC_ID_ALPHABET) for _ in range(10))
+        if session.scalar(select(Comment.id).where(Comment.public_id == candidate)) is None:
+            return candidate
+
+
+def create_comment(session: Session, *, viewer: Viewer, item: Item, body: str,
+                   parent_public_id: str | None = None) -> Comment:
+    """Post a comment (or a reply) on an item the caller checked the viewer may see; follows the item.
+
+    `parent_public_id` may name any comment of the item: a reply to a reply joins the top comment's thread.
+    """
+    _ensure_writer(viewer, "Please sign in to comment.")
+    user = viewer.user
+    assert user is not None
+    text = clean_body(body)
+    parent_id = None
+    if parent_public_id:
+        parent = get_comment(session, viewer=viewer, public_id=parent_public_id).comment
+        if parent.item_id != item.id:
+            raise NotFound()
+        parent_id = parent.parent_id or parent.id
+    comment = Comment(public_id=_new_public_id(session), item_id=item.id, author_id=user.id, parent_id=parent_id,
+                      body=text, is_official=viewer.is_staff, created_at=utcnow())
+    session.add(comment)
+    session.flush()
+    voting.follow(session, item=item, user=user)
+    return comment
+
+
+def ensure_editable(*, viewer: Viewer, comment: Comment) -> None:
+    """Forbidden unless the viewer wrote the comment less than EDIT_MINUTES ago."""
+    if viewer.user is None or comment.author_id != viewer.user.id:
+        raise Forbidden("Only the author can edit a comment.")
+    if not _editable(comment, utcnow()):
+        raise Forbidden(f"Comments can be edited for {EDIT_MINUTES} minutes after posting; this one can no "
+                        "longer be changed. You can still delete it.")
+
+
+def edit_comment(session: Session, *, viewer: Viewer, comment: Comment, body: str) -> Comment:
+    """The author changes the text within EDIT_MINUTES of posting."""
+    ensure_editable(viewer=viewer, comment=comment)
+    text = clean_body(body)
+    if text != comment.body:
+        comment.body = text
+        comment.edited_at = utcnow()
+        session.flush()
+    return comment
+
+
+def delete_comment(session: Session, *, viewer: Viewer, comment: Comment) -> None:
+    """The author deletes their comment: its text is erased, its open reports closed."""
+    if viewer.user is None or comment.author_id != viewer.user.id:
+        raise Forbidden("Only the author can delete a comment.")
+    now = utcnow()
+    comment.deleted_at = now
+    comment.body = ""
+    comment.is_pinned = False
+    session.execute(update(CommentReport).where(CommentReport.comment_id == comment.id,
+                                                CommentReport.resolved_at.is_(None)).values(resolved_at=now))
+    session.flush()
+
+
+# --- staff ------------------------------------------------------------------------------------------------
+
+
+def _label(comment: Comment) -> str:
+    return plain_text(comment.body, 80)
+
+
+def pin_comment(session: Session, *, actor: User, comment: Comment) -> None:
+    """Pin an official top-level comment to the top of its item; any other pin on the item goes."""
+    if not comment.is_official or comment.parent_id is not None or comment.hidden_at is not None:
+        raise Conflict("Only a visible official comment that starts a thread can be pinned.")
+    # One pin per item even when two staff pin at once: the item row serialises them (SQLite's
+    # write transactions already are).
+    session.execute(select(Item.id).where(Item.id == comment.item_id).with_for_update())
+    session.execute(update(Comment).where(Comment.item_id == comment.item_id, Comment.id != comment.id,
+                                          Comment.is_pinned.is_(True)).values(is_pinned=False))
+    if not comment.is_pinned:
+        comment.is_pinned = True
+        audit.record(session, actor=actor, action="comment.pinned", entity=comment, entity_type="comment",
+                     label=_label(comment))
+    session.flush()
+
+
+def unpin_comment(session: Session, *, actor: User, comment: Comment) -> None:
+    if comment.is_pinned:
+        comment.is_pinned = False
+        audit.record(session, actor=actor, action="comment.unpinned", entity=comment, entity_type="comment",
+                     label=_label(comment))
+        session.flush()
+
+
+def hide_comment(session: Session, *, actor: User, comment: Comment) -> None:
+    """Hide from everyone but staff; closes the comment's open reports and drops its pin."""
+    now = utcnow()
+    if comment.hidden_at is None:
+        comment.hidden_at = now
+        comment.hidden_by_id = actor.id
+        comment.is_pinned = False
+        audit.record(session, actor=actor, action="comment.hidden", entity=comment, entity_type="comment",
+                     label=_label(comment))
+    session.execute(update(CommentReport).where(CommentReport.comment_id == comment.id,
+                                                CommentReport.resolved_at.is_(None)).values(resolved_at=now))
+    session.flush()
+
+
+def restore_comment(session: Session, *, actor: User, comment: Comment) -> None:
+    if comment.hidden_at is not None:
+        comment.hidden_at = None
+        comment.hidden_by_id = None
+        audit.record(session, actor=actor, action="comment.restored", entity=comment, entity_type="comment",
+                     label=_label(comment))
+        session.flush()
+
+
+def dismiss_reports(session: Session, *, actor: User, comment: Comment) -> int:
+    """Close the comment's open reports without hiding it; returns how many were closed."""
+    closed = session.execute(
+        update(CommentReport).where(CommentReport.comment_id == comment.id, CommentReport.resolved_at.is_(None))
+        .values(resolved_at=utcnow())
+    ).rowcount
+    if closed:
+        audit.record(session, actor=actor, action="comment.reports_dismissed", entity=comment,
+                     entity_type="comment", label=_label(comment), changes={"open_reports": [closed, 0]})
+    session.flush()
+    return closed or 0
+
+
+# --- reports ------------------------------------------------------------------------------------------
+
+
+def clean_reason(reason: str) -> str:
+    text = " ".join((reason or "").split())
+    if len(text) > MAX_REASON:
+        raise FormInvalid({"reason": f"A reason can be at most {MAX_REASON} characters; this one has "
+                                     f"{len(text)}."})
+    return text
+
+
+def ensure_reportable(*, viewer: Viewer, comment: Comment) -> None:
+    """Customers report other people's comments; staff hide them instead."""
+    _ensure_writer(viewer, "Please sign in to report a comment.")
+    if viewer.is_staff:
+        raise Forbidden("Staff do not report comments: hide it, or leave it, from the item page.")
+    if comment.author_id == viewer.user.id:  # type: ignore[union-attr]
+        raise Forbidden("You cannot report your own comment; you can edit or delete it instead.")
+
+
+def has_reported(session: Session, *, viewer: Viewer, comment: Comment) -> bool:
+    if viewer.user is None:
+        return False
+    return session.scalar(select(CommentReport.id).where(CommentReport.comment_id == comment.id,
+                                                         CommentReport.reporter_id == viewer.user.id)) is not None
+
+
+def report_comment(session: Session, *, viewer: Viewer, comment: Comment, reason: str = "") -> bool:
+    """A customer flags a comment for the staff. Once per person: False when they had already reported it."""
+    ensure_reportable(viewer=viewer, comment=comment)
+    user = viewer.user
+    assert user is not None
+    text = clean_reason(reason)
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CommentReport)
+    created = session.execute(
+        insert.values(comment_id=comment.id, reporter_id=user.id, reason=text, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["comment_id", "reporter_id"])
+        .returning(CommentReport.id)
+    ).first()
+    return created is not None
+
+
+@dataclass(slots=True)
+class ReportEntry:
+    reporter_name: str
+    reason: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class Flagged:
+    """A comment on the moderation page, with its open reports (if any)."""
+
+    public_id: str
+    body: str
+    author_name: str
+    created_at: datetime
+    item_title: str
+    item_path: str
+    is_hidden: bool
+    hidden_at: datetime | None = None
+    hidden_by: str = ""
+    reports: list[ReportEntry] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.item_path}#comment-{self.public_id}"
+
+
+def list_open_reports(session: Session, *, limit: int = 100) -> list[Flagged]:
+    """Comments with open reports, the most recently reported first (staff only)."""
+    latest = func.max(CommentReport.created_at)
+    flagged = (
+        select(CommentReport.comment_id, latest.label("latest"))
+        .where(CommentReport.resolved_at.is_(None))
+        .group_by(CommentReport.comment_id)
+        .order_by(latest.desc()).limit(limit)
+        .subquery()
+    )
+    author = aliased(User)
+    rows = session.execute(
+        select(Comment, Item.title, Item.public_id, Item.slug, author)
+        .join(flagged, flagged.c.comment_id == Comment.id)
+        .join(Item, Item.id == Comment.item_id)
+        .outerjoin(author, author.id == Comment.author_id)
+        .order_by(flagged.c.latest.desc(), Comment.id)
+    ).all()
+    entries = {c.id: _flagged(c, title, pid, slug, who) for c, title, pid, slug, who in rows}
+    if entries:
+        reporter = aliased(User)
+        for comment_id, report, who in session.execute(
+            select(CommentReport.comment_id, CommentReport, reporter)
+            .outerjoin(reporter, reporter.id == CommentReport.reporter_id)
+            .where(CommentReport.comment_id.in_(entries), CommentReport.resolved_at.is_(None))
+            .order_by(CommentReport.created_at, CommentReport.id)
+        ):
+            entries[comment_id].reports.append(
+                ReportEntry(reporter_name=_author_name(who), reason=report.reason, created_at=report.created_at))
+    return list(entries.values())
+
+
+def list_hidden_comments(session: Session, *, limit: int = 50) -> list[Flagged]:
+    """The most recently hidden comments, for staff to restore."""
+    author, moderator = aliased(User), aliased(User)
+    rows = session.execute(
+        select(Comment, Item.title, Item.public_id, Item.slug, author, moderator)
+        .join(Item, Item.id == Comment.item_id)
+        .outerjoin(author, author.id == Comment.author_id)
+        .outerjoin(moderator, moderator.id == Comment.hidden_by_id)
+        .where(Comment.hidden_at.is_not(None), Comment.deleted_at.is_(None))
+        .order_by(Comment.hidden_at.desc(), Comment.id.desc()).limit(limit)
+    ).all()
+    out = []
+    for c, title, pid, slug, who, mod in rows:
+        entry = _flagged(c, title, pid, slug, who)
+        entry.hidden_by = _author_name(mod) if mod is not None else ""
+        out.append(entry)
+    return out
+
+
+def count_open_reports(session: Session) -> int:
+    return session.scalar(select(func.count(func.distinct(CommentReport.comment_id)))
+                          .where(CommentReport.resolved_at.is_(None))) or 0
+
+
+def get_comment_for_staff(session: Session, *, public_id: str) -> Comment:
+    """Any live comment, whatever its item (staff see every item)."""
+    comment = session.scalar(select(Comment).where(Comment.public_id == public_id, Comment.deleted_at.is_(None)))
+    if comment is None:
+        raise NotFound()
+    return comment
+
+
+def _flagged(comment: Comment, title: str, item_public_id: str, slug: str, who: User | None) -> Flagged:
+    path = f"/items/{item_public_id}/{slug}" if slug else f"/items/{item_public_id}"
+    return Flagged(public_id=comment.public_id, body=comment.body, author_name=_author_name(who),
+                   created_at=comment.created_at, item_title=title, item_path=path,
+                   is_hidden=comment.hidden_at is not None, hidden_at=comment.hidden_at)

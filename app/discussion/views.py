@@ -1,0 +1,201 @@
+"""Comment pages and forms. Plain forms and 303 redirects back to the item at #comment-<id>, no JavaScript needed.
+
+The item page itself belongs to app/roadmap/views.py; it asks `discussion_for()` for the `comments` it
+shows. A refused comment (empty, too long) re-renders that same page with status 422 and what was typed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from app.accounts.viewer import Viewer
+from app.accounts.views import client_ip
+from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
+from app.discussion import service as discussion
+from app.errors import FormInvalid, NotAuthenticated
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item
+from app.security import verify_csrf
+from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+# Generous transport bounds; the service gives the friendly message for anything over MAX_BODY.
+Body = Annotated[str, Form(max_length=100_000)]
+Reason = Annotated[str, Form(max_length=10_000)]
+ParentId = Annotated[str, Form(max_length=40)]
+
+
+def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item) -> discussion.Discussion:
+    """The `comments` of the item page, with a refused form's text and message when there was one."""
+    result = discussion.list_comments(session, viewer=viewer, item=item)
+    refused = getattr(request.state, "comment_form", None)
+    if refused is not None:
+        result.form, result.errors = refused
+    return result
+
+
+def _comment_url(item: Item, public_id: str) -> str:
+    return f"{item.path}#comment-{public_id}"
+
+
+def _limit(request: Request, viewer: Viewer) -> None:
+    settings = request.app.state.settings
+    limiter = request.app.state.limiter
+    limiter.hit(settings.comment_rate_limit, f"comment:user:{viewer.user.id}")  # type: ignore[union-attr]
+    limiter.hit(settings.comment_ip_rate_limit, f"comment:ip:{client_ip(request)}")
+
+
+async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
+                           form: dict[str, str], errors: dict[str, str]) -> Response:
+    """The item page as its own route renders it, with the refused comment form, status 422."""
+    from app.roadmap import views as roadmap_views
+
+    request.state.comment_form = (form, errors)
+    response = await roadmap_views.item_page(request=request, session=session, viewer=viewer,
+                                             public_id=item.public_id, slug=item.slug or None)
+    response.status_code = 422
+    return response
+
+
+@router.post("/items/{public_id}/comments", response_class=HTMLResponse)
+async def post_comment(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+                       body: Body = "", parent: ParentId = "") -> Response:
+    item = roadmap.get_visible_item(session, viewer, public_id)
+    if not discussion.can_comment(viewer):
+        return redirect(request, f"/login?next={quote(item.path + '#comments')}",
+                        flash="Please sign in to comment.", kind="info")
+    _limit(request, viewer)
+    try:
+        comment = discussion.create_comment(session, viewer=viewer, item=item, body=body,
+                                            parent_public_id=parent or None)
+    except FormInvalid as exc:
+        return await _item_page_again(request, session, viewer, item, {"body": body, "parent": parent}, exc.errors)
+    flash = "Your reply is posted." if comment.parent_id else "Your comment is posted."
+    return redirect(request, _comment_url(item, comment.public_id), flash=flash)
+
+
+# --- the author ---------------------------------------------------------------------------------------
+
+
+def _edit_page(request: Request, target: discussion.Target, *, status_code: int = 200,
+               form: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+    from datetime import timedelta
+
+    from app.db import utcnow
+
+    left = target.comment.created_at + timedelta(minutes=discussion.EDIT_MINUTES) - utcnow()
+    return render(request, "discussion/edit.html", {
+        "item": target.item, "comment": target.comment, "minutes_left": max(1, int(left.total_seconds() // 60) + 1),
+        "max_body": discussion.MAX_BODY, "form": form or {"body": target.comment.body}, "errors": errors or {},
+    }, status_code=status_code)
+
+
+@router.get("/comments/{public_id}/edit", response_class=HTMLResponse)
+async def edit_form(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
+                    public_id: str) -> Response:
+    target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    discussion.ensure_editable(viewer=viewer, comment=target.comment)
+    return _edit_page(request, target)
+
+
+@router.post("/comments/{public_id}/edit", response_class=HTMLResponse)
+async def edit(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser, public_id: str,
+               body: Body = "") -> Response:
+    target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    try:
+        discussion.edit_comment(session, viewer=viewer, comment=target.comment, body=body)
+    except FormInvalid as exc:
+        return _edit_page(request, target, status_code=422, form={"body": body}, errors=exc.errors)
+    return redirect(request, _comment_url(target.item, public_id), flash="Your comment is saved.")
+
+
+@router.post("/comments/{public_id}/delete", response_class=HTMLResponse)
+async def delete(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
+                 public_id: str) -> Response:
+    target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    discussion.delete_comment(session, viewer=viewer, comment=target.comment)
+    return redirect(request, f"{target.item.path}#comments", flash="Your comment is deleted.")
+
+
+# --- reports ----------------------------------------------------------------------------------------
+
+
+def _report_page(request: Request, target: discussion.Target, *, status_code: int = 200,
+                 form: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+    return render(request, "discussion/report.html", {
+        "item": target.item, "comment": target.comment, "max_reason": discussion.MAX_REASON,
+        "form": form or {}, "errors": errors or {},
+    }, status_code=status_code)
+
+
+@router.get("/comments/{public_id}/report", response_class=HTMLResponse)
+async def report_form(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
+    if viewer.user is None:
+        raise NotAuthenticated("Please sign in to report a comment.")
+    target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    discussion.ensure_reportable(viewer=viewer, comment=target.comment)
+    if discussion.has_reported(session, viewer=viewer, comment=target.comment):
+        return redirect(request, _comment_url(target.item, public_id),
+                        flash="You have already reported this comment; the team will look at it.", kind="info")
+    return _report_page(request, target)
+
+
+@router.post("/comments/{public_id}/report", response_class=HTMLResponse)
+async def report(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser, public_id: str,
+                 reason: Reason = "") -> Response:
+    target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    try:
+        created = discussion.report_comment(session, viewer=viewer, comment=target.comment, reason=reason)
+    except FormInvalid as exc:
+        return _report_page(request, target, status_code=422, form={"reason": reason}, errors=exc.errors)
+    if not created:
+        return redirect(request, _comment_url(target.item, public_id),
+                        flash="You have already reported this comment; the team will look at it.", kind="info")
+    return redirect(request, _comment_url(target.item, public_id),
+                    flash="Thank you. The team will look at this comment.")
+
+
+# --- staff on the item page -------------------------------------------------------------------------------
+
+
+def _staff_target(session: Session, viewer: Viewer, public_id: str) -> discussion.Target:
+    return discussion.get_comment(session, viewer=viewer, public_id=public_id)
+
+
+@router.post("/comments/{public_id}/pin", response_class=HTMLResponse)
+async def pin(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+              public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.pin_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _comment_url(target.item, public_id), flash="Pinned to the top of the discussion.")
+
+
+@router.post("/comments/{public_id}/unpin", response_class=HTMLResponse)
+async def unpin(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+                public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.unpin_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _comment_url(target.item, public_id), flash="Unpinned.")
+
+
+@router.post("/comments/{public_id}/hide", response_class=HTMLResponse)
+async def hide(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+               public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.hide_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _comment_url(target.item, public_id),
+                    flash="Comment hidden. Only staff see it now.")
+
+
+@router.post("/comments/{public_id}/restore", response_class=HTMLResponse)
+async def restore(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+                  public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.restore_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _comment_url(target.item, public_id), flash="Comment restored. Everyone sees it again.")
