@@ -1,4 +1,4 @@
-"""The `ahead` command: serve, migrate, seed, create-admin, reset-password."""
+"""The `ahead` command: serve, migrate, seed, create-admin, reset-password, reconcile."""
 
 from __future__ import annotations
 
@@ -147,6 +147,28 @@ def reset_password(email: str) -> None:
         raise typer.Exit(1) from None
     finally:
         database.dispose()
+
+
+@cli.command()
+def reconcile() -> None:
+    """Check every item's vote count against its vote rows, fix any that drifted, refresh trend counts.
+
+    Exit code 0 when every counter was right, 1 when drifts were found (and fixed).
+    """
+    from app.voting import service as voting
+
+    database = _database()
+    try:
+        with database.transaction() as session:
+            drifts = voting.reconcile(session, fix=True)
+    finally:
+        database.dispose()
+    for drift in drifts:
+        typer.echo(f"item {drift.public_id}: vote_count was {drift.stored}, {drift.actual} vote rows; fixed")
+    if drifts:
+        typer.echo(f"{len(drifts)} vote count{'' if len(drifts) == 1 else 's'} fixed; trend counts refreshed.")
+        raise typer.Exit(1)
+    typer.echo("Every vote count matches its vote rows; trend counts refreshed.")
 
 
 def main() -> None:

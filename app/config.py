@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     login_rate_limit: str = "10/minute"
     comment_rate_limit: str = "10/minute"  # per user
     comment_ip_rate_limit: str = "60/minute"  # per address: whole offices share one
+    vote_rate_limit: str = "60/minute"  # votes, withdrawals and follows, per user
+    vote_ip_rate_limit: str = "600/minute"  # the same, per address
     session_days: int = Field(default=14, ge=1)
 
     @field_validator("database_url")

@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from app.portal import views as portal_views
     from app.roadmap import feeds
     from app.roadmap import views as roadmap_views
+    from app.voting import views as voting_views
 
     sso.load_keys(settings)  # an unusable SSO_JWT_SECRET / SSO_JWT_PUBLIC_KEY stops start-up with its reason
     sso.install_access_log_redaction()  # host-app SSO tokens and magic links travel in URLs
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(health.router)
     app.include_router(roadmap_views.router)
     app.include_router(discussion_views.router)
+    app.include_router(voting_views.router)
     app.include_router(feeds.router)
     app.include_router(portal_views.router)
     app.include_router(accounts_views.router)

@@ -187,6 +187,12 @@
         holder.innerHTML = result.data.html.trim();
         var fresh = holder.firstElementChild;
         widget.replaceWith(fresh);
+        var follow = document.getElementById("follow");
+        if (result.data.follow_html && follow) {
+          var other = document.createElement("div");
+          other.innerHTML = result.data.follow_html.trim();
+          if (other.firstElementChild) follow.replaceWith(other.firstElementChild);
+        }
         var target = fresh.querySelector('[data-focus="' + key + '"]') ||
           fresh.querySelector('[data-focus="vote"]') || fresh.querySelector("[data-focus]");
         if (target) target.focus();

@@ -34,6 +34,7 @@ from app.accounts.viewer import ANONYMOUS
 from app.db import utcnow
 from app.deps import SESSION_COOKIE, CurrentUser, DbSession
 from app.errors import Conflict, FormInvalid
+from app.voting import service as voting
 from app.security import rotate_csrf, verify_csrf
 from app.web import redirect, render
 
@@ -53,6 +54,8 @@ def _page(request: Request, session: DbSession, user: User, *, status_code: int 
         "provider_labels": _identity_labels(request),
         "kinds": IdentityKind,
         "max_name": accounts.MAX_DISPLAY_NAME,
+        "my_votes": voting.list_my_votes(session, viewer=request.state.viewer, include_captured=False),
+        "followed": voting.list_followed(session, viewer=request.state.viewer),
         **context,
     }, status_code=status_code, headers=_NO_STORE)
 

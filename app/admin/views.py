@@ -55,7 +55,7 @@ AUDIT_VERBS = {
     "created": "Created", "updated": "Changed", "deleted": "Deleted", "moved": "Moved", "published": "Published",
     "unpublished": "Unpublished", "reordered": "Reordered", "accepted": "Accepted",
     "password_changed": "Changed password", "branding": "Changed", "access": "Changed",
-    "role_mapped": "Role from sign-in",
+    "role_mapped": "Role from sign-in", "votes": "Changed",
 }
 AUDIT_FIELDS = {
     "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
@@ -65,7 +65,7 @@ AUDIT_FIELDS = {
     "private_mode": "Private portal", "groups_claim": "Groups claim",
     "admin.emails": "Admin emails", "admin.domains": "Admin email domains", "admin.groups": "Admin groups",
     "pm.emails": "PM emails", "pm.domains": "PM email domains", "pm.groups": "PM groups",
-    "revenue": "Revenue (ARR)",
+    "revenue": "Revenue (ARR)", "hide_counts": "Hide vote counts from customers",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},
@@ -372,6 +372,7 @@ def _settings_page(request: Request, session: Session, *, status_code: int = 200
     branding = portal.get_branding(session)
     extra.setdefault("form", {"portal_name": branding.portal_name, "accent_color": branding.accent_color,
                               "product_name": branding.product_name, "product_url": branding.product_url})
+    extra.setdefault("votes", portal.get_vote_display(session))
     return render(request, "admin/settings.html", {"current": branding, **extra}, status_code=status_code)
 
 
@@ -411,6 +412,14 @@ async def save_settings(
     except FormInvalid as exc:
         return _settings_page(request, session, status_code=422, errors=exc.errors, form=values)
     return redirect(request, "/admin/settings", flash="Branding saved. Every page shows it now.")
+
+
+@router.post("/settings/votes", response_class=HTMLResponse)
+async def save_vote_display(request: Request, session: DbSession, admin: AdminUser, hide_counts: Flag = "") -> Response:
+    display = portal.update_vote_display(session, actor=admin, hide_counts=bool(hide_counts))
+    flash = ("Vote counts are hidden from visitors and customers. Staff still see them." if display.hide_counts
+             else "Everyone sees vote counts again.")
+    return redirect(request, "/admin/settings#votes", flash=flash)
 
 
 # --- audit log (admins) ---------------------------------------------------------------------------------

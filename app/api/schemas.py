@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.markup import render_markdown
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag
+from app.voting.models import Importance
+
+ImportanceKey = Literal["nice_to_have", "important", "critical"]
 
 
 class ErrorBody(BaseModel):
@@ -54,13 +57,17 @@ class ItemPublic(BaseModel):
         description="Where the timeframe falls today: a target quarter is placed by how far away it is.")
     confidence: Literal["low", "medium", "high"] | None = Field(description="How sure the team is of the timeframe.")
     tags: list[Ref]
-    vote_count: int = Field(ge=0)
+    vote_count: int | None = Field(ge=0, description="Votes for the item; null when the portal hides vote counts "
+                                                     "from visitors and customers (staff always see them).")
+    my_vote: ImportanceKey | None = Field(default=None, description="Your vote's importance when you are signed "
+                                                                    "in and voted for the item; otherwise null.")
     published_at: datetime | None = Field(description="Always set for visitors; staff also see drafts (null).")
     released_at: datetime | None
     updated_at: datetime
 
     @classmethod
-    def fields_of(cls, item: Item, *, base_url: str) -> dict[str, object]:
+    def fields_of(cls, item: Item, *, base_url: str, my_vote: Importance | None = None,
+                  show_count: bool = True) -> dict[str, object]:
         return {
             "id": item.public_id,
             "title": item.title,
@@ -74,15 +81,16 @@ class ItemPublic(BaseModel):
             "horizon": item.horizon.value,
             "confidence": item.confidence.value if item.confidence else None,
             "tags": [Ref.of(t) for t in item.tags],
-            "vote_count": item.vote_count,
+            "vote_count": item.vote_count if show_count else None,
+            "my_vote": my_vote.key if my_vote is not None else None,
             "published_at": item.published_at,
             "released_at": item.released_at,
             "updated_at": item.updated_at,
         }
 
     @classmethod
-    def of(cls, item: Item, *, base_url: str) -> ItemPublic:
-        return cls.model_validate(cls.fields_of(item, base_url=base_url))
+    def of(cls, item: Item, *, base_url: str, my_vote: Importance | None = None, show_count: bool = True) -> ItemPublic:
+        return cls.model_validate(cls.fields_of(item, base_url=base_url, my_vote=my_vote, show_count=show_count))
 
 
 class TimelineEntry(BaseModel):
@@ -107,10 +115,11 @@ class ItemDetail(ItemPublic):
     timeline: list[TimelineEntry] = Field(description="Stage changes, oldest first.")
 
     @classmethod
-    def of_item(cls, item: Item, timeline: list[StageChange], *, base_url: str) -> ItemDetail:
+    def of_item(cls, item: Item, timeline: list[StageChange], *, base_url: str, my_vote: Importance | None = None,
+                show_count: bool = True) -> ItemDetail:
         notes = item.release_notes if item.released_at else ""
         return cls.model_validate({
-            **ItemPublic.fields_of(item, base_url=base_url),
+            **ItemPublic.fields_of(item, base_url=base_url, my_vote=my_vote, show_count=show_count),
             "release_notes": notes,
             "release_notes_html": str(render_markdown(notes)) if notes else "",
             "timeline": [TimelineEntry.of(c) for c in timeline],
@@ -124,3 +133,41 @@ class ItemPage(BaseModel):
     total: int = Field(ge=0, description="Items matching the filters, over all pages.")
     page: int = Field(ge=1)
     per_page: int = Field(ge=1, le=100)
+
+
+# --- votes ---------------------------------------------------------------------------------------------
+
+
+class VoteCreate(BaseModel):
+    """A vote, or a new importance for your existing vote, with an optional private note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    importance: ImportanceKey = Field(description="How much the item matters to you.", examples=["important"])
+    reason: str = Field(default="", max_length=2000,
+                        description="Optional: why it matters. Private: only the product team reads it.",
+                        examples=["We lose a day every month exporting this by hand."])
+
+
+class VoteStatePublic(BaseModel):
+    """Your vote on one item after the change, and the item's count."""
+
+    item: str = Field(description="The item's public id.", examples=["k7m2xq9p"])
+    my_vote: ImportanceKey | None = Field(description="Your vote's importance; null once withdrawn.")
+    vote_count: int | None = Field(ge=0, description="The item's votes; null when vote counts are hidden from you.")
+
+
+class MyVotePublic(BaseModel):
+    """One of your votes."""
+
+    item: ItemPublic
+    importance: ImportanceKey
+    voted_at: datetime = Field(description="When you voted or last changed the importance.")
+    recorded_by_team: bool = Field(description="True when the product team recorded this vote for you "
+                                               "(from a call, meeting, ticket or email).")
+
+
+class MyVotes(BaseModel):
+    """Your votes on items you may see, most recent first."""
+
+    votes: list[MyVotePublic]

@@ -1,18 +1,29 @@
-"""/api/v1: the read API, on the same services as the pages.
+"""/api/v1: the roadmap API, on the same services as the pages.
 
 What a caller sees is decided by the same `visible_items(viewer)` as the pages: signed-out callers get
 published public items only, and a hidden item is answered exactly like a missing one (404).
+
+Writes (votes) are for signed-in people: the session cookie of the portal plus an `X-CSRF-Token` header
+carrying the token of the page's `<meta name="csrf-token">` (the same check as the portal's forms).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from app.api.schemas import ErrorBody, ItemDetail, ItemPage, ItemPublic, ValidationErrorBody
+from app.api.schemas import (
+    ErrorBody, ItemDetail, ItemPage, ItemPublic, MyVotePublic, MyVotes, ValidationErrorBody, VoteCreate,
+    VoteStatePublic,
+)
+from app.accounts.viewer import Viewer
 from app.deps import CurrentViewer, DbSession
+from app.errors import NotAuthenticated
 from app.roadmap import service as roadmap
+from app.security import verify_csrf
+from app.voting import service as voting
+from app.voting.views import limit_votes
 
 router = APIRouter(prefix="/api/v1", tags=["items"])
 
@@ -28,6 +39,24 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such item, or one you may not see (the two look the same)."},
 }
+_SIGNED_IN: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Not signed in: send the portal's session cookie."},
+}
+_WRITE: dict[int | str, dict[str, Any]] = {
+    **_SIGNED_IN,
+    403: {"model": ErrorBody, "description": "The `X-CSRF-Token` header is missing or does not match the "
+                                             "session's CSRF cookie (`csrf_failed`)."},
+    429: {"model": ErrorBody, "description": "Too many votes in a short time (per person, and per address); "
+                                             "`Retry-After` says when to try again."},
+}
+_BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not valid JSON."},
+}
+_CLOSED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The item takes no votes: it is released, declined or merged. "
+                                             "`detail` says which, e.g. “Released — voting is closed.”"},
+}
+_ID = Path(max_length=64, description="The item's public id, as in its URL `/items/{id}/…`.")
 
 
 @router.get("/items", response_model=ItemPage, responses=_INVALID, summary="List roadmap items",
@@ -39,7 +68,8 @@ async def list_items(
     product: Annotated[str | None, _slug_filter("this product")] = None,
     tag: Annotated[str | None, _slug_filter("items with this tag")] = None,
     stage: Annotated[str | None, _slug_filter("this stage, e.g. `planned`")] = None,
-    sort: Annotated[roadmap.Sort, Query(description="`newest` published first, or most recently `updated`.")]
+    sort: Annotated[roadmap.Sort, Query(description="`newest` published first, `top` most voted, `trending` most "
+                                                    "votes in the last 30 days, or most recently `updated`.")]
     = roadmap.Sort.newest,
     page: Annotated[int, Query(ge=1, le=10_000, description="Page number, from 1.")] = 1,
     per_page: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = roadmap.PAGE_SIZE,
@@ -52,8 +82,10 @@ async def list_items(
     filters = roadmap.Filters(product=product, tag=tag, stage=stage, sort=sort)
     items, total = roadmap.list_items(session, viewer, filters, page=page, per_page=per_page)
     base_url = request.app.state.settings.base_url
-    return ItemPage(items=[ItemPublic.of(i, base_url=base_url) for i in items], total=total, page=page,
-                    per_page=per_page)
+    mine = voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items])
+    shown = voting.counts_shown(session, viewer)
+    return ItemPage(items=[ItemPublic.of(i, base_url=base_url, my_vote=mine.get(i.id), show_count=shown)
+                           for i in items], total=total, page=page, per_page=per_page)
 
 
 @router.get("/items/{id}", response_model=ItemDetail, responses={**_NOT_FOUND, **_INVALID},
@@ -70,4 +102,78 @@ async def get_item(
     """
     item = roadmap.get_visible_item(session, viewer, id)
     timeline = roadmap.get_timeline(session, item)
-    return ItemDetail.of_item(item, timeline, base_url=request.app.state.settings.base_url)
+    state = voting.vote_state(session, viewer=viewer, item=item)
+    return ItemDetail.of_item(item, timeline, base_url=request.app.state.settings.base_url, my_vote=state.mine,
+                              show_count=state.count is not None)
+
+
+# --- votes ---------------------------------------------------------------------------------------------
+
+
+def _voter(viewer: Viewer) -> None:
+    if viewer.user is None:
+        raise NotAuthenticated("Please sign in to vote: send the portal's session cookie.")
+
+
+def _state(session: DbSession, viewer: Viewer, item: Any) -> VoteStatePublic:
+    state = voting.vote_state(session, viewer=viewer, item=item, count=voting.current_count(session, item=item))
+    return VoteStatePublic(item=item.public_id, my_vote=state.mine.key if state.mine else None,
+                           vote_count=state.count)
+
+
+@router.post("/items/{id}/vote", response_model=VoteStatePublic, tags=["votes"],
+             dependencies=[Depends(verify_csrf)],
+             responses={**_BAD_BODY, **_WRITE, **_NOT_FOUND, **_CLOSED, **_INVALID},
+             summary="Vote for an item, or change your vote's importance", response_description="Your vote.")
+async def vote_for_item(request: Request, session: DbSession, viewer: CurrentViewer,
+                        id: Annotated[str, _ID], body: VoteCreate) -> VoteStatePublic:
+    """Vote with an importance; voting again changes the importance (still one vote per person).
+
+    A `reason` is stored as private feedback for the product team, attached to the item. Voting follows
+    the item. Released, declined and merged items take no votes (409).
+    """
+    _voter(viewer)
+    item = roadmap.get_visible_item(session, viewer, id)
+    limit_votes(request, viewer)
+    voting.vote(session, viewer=viewer, item=item, importance=voting.parse_importance(body.importance),
+                reason=body.reason)
+    return _state(session, viewer, item)
+
+
+@router.delete("/items/{id}/vote", response_model=VoteStatePublic, tags=["votes"],
+               dependencies=[Depends(verify_csrf)],
+               responses={**_WRITE, **_NOT_FOUND, **_CLOSED, **_INVALID},
+               summary="Withdraw your vote", response_description="Your vote is gone (`my_vote` is null).")
+async def withdraw_vote(request: Request, session: DbSession, viewer: CurrentViewer,
+                        id: Annotated[str, _ID]) -> VoteStatePublic:
+    """Withdraw your vote; withdrawing when you had not voted changes nothing and is not an error.
+
+    Released, declined and merged items keep their votes as they were (409).
+    """
+    _voter(viewer)
+    item = roadmap.get_visible_item(session, viewer, id)
+    limit_votes(request, viewer)
+    voting.unvote(session, viewer=viewer, item=item)
+    return _state(session, viewer, item)
+
+
+@router.api_route("/items/{id}/vote", methods=["GET", "HEAD", "PUT", "PATCH", "OPTIONS"], include_in_schema=False)
+async def vote_methods(id: str) -> None:
+    """Two routes share this path: a 405 names both of their methods in `Allow`, not just the first's."""
+    raise HTTPException(status_code=405, headers={"Allow": "POST, DELETE"})
+
+
+@router.get("/me/votes", response_model=MyVotes, tags=["votes"], responses={**_SIGNED_IN},
+            summary="List your votes", response_description="Your votes.")
+async def my_votes(request: Request, session: DbSession, viewer: CurrentViewer) -> MyVotes:
+    """Your votes on items you may see, most recent first, including votes the product team recorded
+    for you."""
+    _voter(viewer)
+    base_url = request.app.state.settings.base_url
+    shown = voting.counts_shown(session, viewer)
+    votes = voting.list_my_votes(session, viewer=viewer)
+    return MyVotes(votes=[
+        MyVotePublic(item=ItemPublic.of(v.item, base_url=base_url, my_vote=v.importance, show_count=shown),
+                     importance=v.importance.key, voted_at=v.voted_at, recorded_by_team=v.captured)
+        for v in votes
+    ])

@@ -267,3 +267,40 @@ def parse_access_form(*, private_mode: bool, groups_claim: str, rules: dict[str,
     if errors:
         raise FormInvalid(errors)
     return Access(private_mode=private_mode, groups_claim=claim, admin=parsed["admin"], pm=parsed["pm"])
+
+
+# --- votes: whether customers see how many votes an item has -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoteDisplay:
+    """`hide_counts`: visitors and customers do not see vote counts (cards, item pages, API); staff always do."""
+
+    hide_counts: bool = False
+
+
+def get_vote_display(session: Session) -> VoteDisplay:
+    hit = _cache.get("votes")
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    row = session.get(PortalSetting, "votes")
+    display = VoteDisplay(hide_counts=bool((row.value or {}).get("hide_counts", False)) if row is not None else False)
+    _cache["votes"] = (time.monotonic() + _CACHE_SECONDS, display)
+    return display
+
+
+def update_vote_display(session: Session, *, actor: Any, hide_counts: bool) -> VoteDisplay:
+    _cache.pop("votes", None)
+    before = get_vote_display(session)
+    new = VoteDisplay(hide_counts=hide_counts)
+    row = session.get(PortalSetting, "votes")
+    if row is None:
+        session.add(PortalSetting(key="votes", value=asdict(new)))
+    else:
+        row.value = asdict(new)
+    session.flush()
+    if before != new:
+        audit.record(session, actor=actor, action="settings.votes", entity_type="setting", label="Vote counts",
+                     changes=audit.diff(asdict(before), asdict(new)))
+    clear_cache()
+    return new

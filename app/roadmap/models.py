@@ -144,6 +144,18 @@ class Item(Base):
     def path(self) -> str:
         return f"/items/{self.public_id}/{self.slug}" if self.slug else f"/items/{self.public_id}"
 
+    def can_be_voted(self) -> bool:
+        """Released, declined (closed stages) and merged items take no votes. The stage must be loaded."""
+        return self.voting_closed_reason() is None
+
+    def voting_closed_reason(self) -> str | None:
+        """Why this item takes no votes, as the vote widget and a refused vote say it; None when it does."""
+        if self.merged_into_id is not None:
+            return "Merged into another item — voting is closed"
+        if self.stage.is_closed:
+            return f"{self.stage.name} — voting is closed"
+        return None
+
 
 class StageChange(Base):
     """One move between stages: the item's public timeline."""

@@ -34,10 +34,13 @@ _PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
 class Sort(StrEnum):
     newest = "newest"
+    top = "top"  # most voted: items.vote_count
+    trending = "trending"  # most votes in the last 30 days: items.trend_count
     updated = "updated"
 
 
-SORT_LABELS = {Sort.newest: "Newest", Sort.updated: "Recently updated"}
+SORT_LABELS = {Sort.newest: "Newest", Sort.top: "Most voted", Sort.trending: "Trending",
+               Sort.updated: "Recently updated"}
 
 
 # --- visibility: the one place that decides who sees which item ------------------------------------
@@ -107,6 +110,10 @@ def _apply_filters(stmt: Select[tuple[Item]], filters: Filters) -> Select[tuple[
 def _order(sort: Sort) -> list[Any]:
     if sort is Sort.updated:
         return [Item.updated_at.desc(), Item.id.desc()]
+    if sort is Sort.top:
+        return [Item.vote_count.desc(), Item.trend_count.desc(), Item.id.desc()]
+    if sort is Sort.trending:
+        return [Item.trend_count.desc(), Item.vote_count.desc(), Item.id.desc()]
     return [func.coalesce(Item.published_at, Item.created_at).desc(), Item.id.desc()]
 
 

@@ -13,6 +13,7 @@ from app.discussion.views import discussion_for
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe
+from app.voting import views as voting_views
 from app.web import render
 
 router = APIRouter(include_in_schema=False)
@@ -52,6 +53,9 @@ async def board(
                        stage=next((s for s in context["stages"] if s.slug == filters.stage), None))
     else:
         context["columns"] = roadmap.get_board(session, viewer, filters)
+    cards = (context.get("items") or [i for c in context.get("columns", []) for i in c.items]
+             or [i for group in context.get("horizons", {}).values() for i in group])
+    context.update(voting_views.for_cards(session, viewer, cards))
     return render(request, "roadmap/board.html", context)
 
 
@@ -63,7 +67,8 @@ async def item_page(request: Request, session: DbSession, viewer: CurrentViewer,
     if slug != item.slug and item.slug:
         return RedirectResponse(item.path, status_code=301)
     return render(request, "roadmap/item.html", {"item": item, "timeline": roadmap.get_timeline(session, item),
-                                                 "comments": discussion_for(request, session, viewer, item)})
+                                                 "comments": discussion_for(request, session, viewer, item),
+                                                 **voting_views.for_item_page(request, session, viewer, item)})
 
 
 @router.get("/search", response_class=HTMLResponse)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.accounts.models import User
+from app.accounts.viewer import Viewer
 from app.db import utcnow
+from app.errors import Conflict, FormInvalid, NotAuthenticated
 from app.roadmap.models import Item
 from app.voting.models import CaptureSource, Follow, Importance, Vote
 
@@ -154,3 +156,137 @@ def refresh_trends(session: Session) -> None:
         .scalar_subquery()
     )
     session.execute(update(Item).values(trend_count=recent))
+
+
+# --- what people do: vote through the rules, see their votes and follows -------------------------------
+
+IMPORTANCE_MESSAGE = "Choose how much it matters to you: nice to have, important or critical."
+
+
+def parse_importance(raw: object) -> Importance:
+    """An importance from a form or JSON value: `nice_to_have`, `important` or `critical`."""
+    text = str(raw if raw is not None else "").strip().lower()
+    for importance in Importance:
+        if text == importance.key:
+            return importance
+    raise FormInvalid({"importance": IMPORTANCE_MESSAGE})
+
+
+def counts_shown(session: Session, viewer: Viewer) -> bool:
+    """Whether this viewer sees vote counts: staff always; others unless an admin hid them."""
+    from app.portal import service as portal
+
+    return viewer.is_staff or not portal.get_vote_display(session).hide_counts
+
+
+def _voter(viewer: Viewer) -> User:
+    if viewer.user is None:
+        raise NotAuthenticated("Please sign in to vote.")
+    return viewer.user
+
+
+def _ensure_open(item: Item) -> None:
+    reason = item.voting_closed_reason()
+    if reason is not None:
+        raise Conflict(reason + ".")
+
+
+def vote(session: Session, *, viewer: Viewer, item: Item, importance: Importance, reason: str = "") -> VoteResult:
+    """A signed-in person's vote (or new importance), with an optional private "tell us why" note.
+
+    The caller has loaded `item` through `visible_items(viewer)` (a hidden item is a 404 before this).
+    Closed and merged items refuse with Conflict; a too-long note with FormInvalid({"reason": ...}).
+    """
+    user = _voter(viewer)
+    _ensure_open(item)
+    if reason and reason.strip():
+        from app.feedback import service as feedback
+
+        feedback.add_reason(session, item=item, author=user, body=reason)
+    return cast_vote(session, item=item, user=user, importance=importance)
+
+
+def unvote(session: Session, *, viewer: Viewer, item: Item) -> bool:
+    """Withdraw the person's vote; False when there was none. Closed items keep their votes as they were."""
+    user = _voter(viewer)
+    _ensure_open(item)
+    return withdraw_vote(session, item=item, user=user)
+
+
+def current_count(session: Session, *, item: Item) -> int:
+    """The item's counter as the database has it now (the vote changed it in SQL, not on the object)."""
+    return session.scalar(select(Item.vote_count).where(Item.id == item.id)) or 0
+
+
+@dataclass(frozen=True, slots=True)
+class VoteState:
+    """What the vote widget shows one viewer for one item."""
+
+    count: int | None  # None: counts are hidden from this viewer
+    mine: Importance | None
+    closed_reason: str | None
+    signed_in: bool
+
+    @property
+    def can_vote(self) -> bool:
+        return self.signed_in and self.closed_reason is None
+
+
+def vote_state(session: Session, *, viewer: Viewer, item: Item, count: int | None = None) -> VoteState:
+    """The widget's state for one item (its stage loaded): one query for the viewer's own vote."""
+    mine = votes_of(session, user=viewer.user, item_ids=[item.id]).get(item.id)
+    shown = counts_shown(session, viewer)
+    return VoteState(count=(item.vote_count if count is None else count) if shown else None, mine=mine,
+                     closed_reason=item.voting_closed_reason(), signed_in=viewer.user is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class MyVote:
+    item: Item
+    importance: Importance
+    voted_at: datetime
+    captured: bool
+
+
+def list_my_votes(session: Session, *, viewer: Viewer, include_captured: bool = True) -> list[MyVote]:
+    """The viewer's votes on items they may still see, most recent first."""
+    if viewer.user is None:
+        return []
+    from app.roadmap import service as roadmap
+
+    stmt = (
+        roadmap.visible_items(viewer)
+        .join(Vote, Vote.item_id == Item.id)
+        .where(Vote.user_id == viewer.user.id)
+        .add_columns(Vote.importance, Vote.updated_at, Vote.captured_by_id)
+        .options(selectinload(Item.stage), selectinload(Item.product), selectinload(Item.tags))
+        .order_by(Vote.updated_at.desc(), Vote.id.desc())
+    )
+    if not include_captured:
+        stmt = stmt.where(Vote.captured_by_id.is_(None))
+    return [MyVote(item=item, importance=Importance(importance), voted_at=at, captured=captured_by is not None)
+            for item, importance, at, captured_by in session.execute(stmt)]
+
+
+def list_followed(session: Session, *, viewer: Viewer) -> list[Item]:
+    """Items the viewer follows and may still see, most recently followed first."""
+    if viewer.user is None:
+        return []
+    from app.roadmap import service as roadmap
+
+    return list(session.scalars(
+        roadmap.visible_items(viewer)
+        .join(Follow, Follow.item_id == Item.id)
+        .where(Follow.user_id == viewer.user.id)
+        .options(selectinload(Item.stage))
+        .order_by(Follow.created_at.desc(), Item.id.desc())
+    ))
+
+
+def set_following(session: Session, *, viewer: Viewer, item: Item, following: bool) -> None:
+    if viewer.user is None:
+        raise NotAuthenticated("Please sign in to follow items.")
+    if following:
+        follow(session, item=item, user=viewer.user)
+    else:
+        unfollow(session, item=item, user=viewer.user)

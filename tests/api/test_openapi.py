@@ -67,3 +67,32 @@ def test_real_items_match_the_schema(rolled_back_data, session):  # type: ignore
     assert response.status_code == 200 and response.json()["published_at"] is None
     listing = schema["/api/v1/items"]["GET"].Case(query={"per_page": 100}, cookies=cookies).call_and_validate()
     assert listing.json()["total"] == 4
+
+
+def test_a_real_vote_flow_matches_the_schema(rolled_back_data, session):  # type: ignore[no-untyped-def]
+    """Generated requests carry no session or CSRF token (401/403): walk a signed-in customer's votes,
+    every answer checked against the description, errors included."""
+    from app.accounts import service as accounts
+    from app.deps import SESSION_COOKIE
+    from app.security import CSRF_COOKIE
+    from tests.factories import make_user
+
+    public, released, draft, _ = rolled_back_data
+    csrf_cookie = api.state.csrf.new_cookie_value()
+    cookies = {SESSION_COOKIE: accounts.start_session(session, user=make_user(session, password=None)),
+               CSRF_COOKIE: csrf_cookie}
+    headers = {"X-CSRF-Token": api.state.csrf.form_token(csrf_cookie)}
+    vote = schema["/api/v1/items/{id}/vote"]["POST"]
+    withdraw = schema["/api/v1/items/{id}/vote"]["DELETE"]
+
+    def call(operation, item, **kwargs):  # type: ignore[no-untyped-def]
+        return operation.Case(path_parameters={"id": item.public_id}, cookies=cookies, headers=headers,
+                              **kwargs).call_and_validate()
+
+    assert call(vote, public, body={"importance": "critical", "reason": "Month-end"}).json()["my_vote"] == "critical"
+    mine = schema["/api/v1/me/votes"]["GET"].Case(cookies=cookies).call_and_validate().json()
+    assert [v["item"]["id"] for v in mine["votes"]] == [public.public_id]
+    assert call(withdraw, public).json() == {"item": public.public_id, "my_vote": None, "vote_count": 0}
+    assert call(vote, released, body={"importance": "important"}).status_code == 409
+    assert call(vote, draft, body={"importance": "important"}).status_code == 404
+    assert call(vote, public, body={"importance": "whenever"}).status_code == 422

@@ -106,8 +106,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 
 @contextmanager
-def start_live_server(tmp: Path, *, port: int | None = None,
-                      extra_env: dict[str, str] | None = None) -> Iterator[LiveServer]:
+def start_live_server(tmp: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None,
+                      workers: int = 1) -> Iterator[LiveServer]:
     """A server on a database of its own. A module whose journeys need other settings (e.g. OIDC_PROVIDERS,
     which must know the server's port in advance) overrides `live_server` with one of these."""
     url, drop = create_database(tmp, "browser")
@@ -136,7 +136,7 @@ def start_live_server(tmp: Path, *, port: int | None = None,
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", "1"],
+                 "--port", str(port), "--workers", str(workers)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         server = LiveServer(url=base, database=database, log_path=log_path, default_stages=default_stages)

@@ -1,0 +1,218 @@
+"""Voting and following as customers do it: plain forms that work without JavaScript, and the same
+routes answering JSON for static/app.js (which posts them with fetch, X-CSRF-Token and
+Accept: application/json, and swaps the returned widget HTML in place).
+
+    POST /items/{public_id}/vote      importance, reason?, next, widget   → 303 back to `next`, or JSON
+    POST /items/{public_id}/unvote    next, widget
+    POST /items/{public_id}/follow    next
+    POST /items/{public_id}/unfollow  next
+
+A hidden item answers exactly like a missing one (404, before anything else is looked at); a released,
+declined or merged item answers 409 with the reason the widget shows; an unknown importance or a
+too-long note 422 (the item page again, with what was typed, or JSON `fields`); too many votes 429.
+The item page and the board get their widget state from `for_item_page()` and `for_cards()`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.orm import Session
+
+from app.accounts.viewer import Viewer
+from app.accounts.views import client_ip, safe_next
+from app.deps import CurrentViewer, DbSession
+from app.errors import FormInvalid, NotAuthenticated
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item
+from app.security import csrf_token, verify_csrf
+from app.voting import service as voting
+from app.web import redirect, templates
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+# Transport bounds only; the services give the friendly messages (and the form keeps what was typed).
+Small = Annotated[str, Form(max_length=40)]
+Next = Annotated[str, Form(max_length=2000)]
+Reason = Annotated[str, Form(max_length=50_000)]
+
+WIDGETS = ("card", "page")
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "").split(",")[0]
+
+
+def limit_votes(request: Request, viewer: Viewer) -> None:
+    """Votes, withdrawals and follows share one budget per person, and a larger one per address."""
+    settings = request.app.state.settings
+    limiter = request.app.state.limiter
+    limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")  # type: ignore[union-attr]
+    limiter.hit(settings.vote_ip_rate_limit, f"vote:ip:{client_ip(request)}")
+
+
+# --- widget state for the pages that show it ------------------------------------------------------------
+
+
+def for_cards(session: Session, viewer: Viewer, items: list[Item]) -> dict[str, Any]:
+    """`my_votes` (item id → importance, one query for the whole page) and `show_counts` for the cards."""
+    return {"my_votes": voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items]),
+            "show_counts": voting.counts_shown(session, viewer)}
+
+
+def for_item_page(request: Request, session: Session, viewer: Viewer, item: Item) -> dict[str, Any]:
+    """`vote` (VoteState), `following`, and a refused vote form's text and messages when there was one."""
+    refused = getattr(request.state, "vote_form", None)
+    form, errors = refused if refused is not None else ({}, {})
+    return {"vote": voting.vote_state(session, viewer=viewer, item=item),
+            "following": voting.is_following(session, item=item, user=viewer.user),
+            "vote_form": form, "vote_errors": errors}
+
+
+def _widget_html(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
+                 next_url: str) -> str:
+    return templates.env.get_template("voting/_vote.html").render({
+        "request": request, "viewer": viewer, "item": item, "widget": widget, "next_url": next_url, "vote": state,
+        "csrf_token": csrf_token(request), "vote_form": {}, "vote_errors": {},
+    })
+
+
+def _follow_html(request: Request, viewer: Viewer, item: Item, *, following: bool, next_url: str) -> str:
+    return templates.env.get_template("voting/_follow.html").render({
+        "request": request, "viewer": viewer, "item": item, "following": following, "next_url": next_url,
+        "csrf_token": csrf_token(request),
+    })
+
+
+def _back(request: Request, item: Item, next_url: str, anchor: str, flash: str) -> Response:
+    target = safe_next(next_url, default=item.path)
+    if "#" not in target:
+        target += f"#{anchor}"
+    return redirect(request, target, flash=flash)
+
+
+def _sign_in_first(request: Request, item: Item, what: str) -> Response:
+    """Signed out: JSON callers get 401; a form sends the person to sign in and back to the item."""
+    if _wants_json(request):
+        raise NotAuthenticated(f"Please sign in to {what}.")
+    return redirect(request, f"/login?next={quote(item.path)}", flash=f"Please sign in to {what}.", kind="info")
+
+
+async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
+                           form: dict[str, str], errors: dict[str, str]) -> Response:
+    """The item page with the refused vote form (what was typed, and why), status 422."""
+    from app.roadmap import views as roadmap_views
+
+    request.state.vote_form = (form, errors)
+    response = await roadmap_views.item_page(request=request, session=session, viewer=viewer,
+                                             public_id=item.public_id, slug=item.slug or None)
+    response.status_code = 422
+    return response
+
+
+# --- votes ---------------------------------------------------------------------------------------------
+
+
+@router.post("/items/{public_id}/vote", response_class=HTMLResponse)
+async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+               importance: Small = "", reason: Reason = "", next: Next = "", widget: Small = "card") -> Response:
+    item = roadmap.get_visible_item(session, viewer, public_id)
+    if viewer.user is None:
+        return _sign_in_first(request, item, "vote")
+    as_json = _wants_json(request)
+    widget = widget if widget in WIDGETS else "card"
+    try:
+        chosen = voting.parse_importance(importance)
+    except FormInvalid as exc:
+        if as_json:
+            raise
+        return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
+                                      exc.errors)
+    limit_votes(request, viewer)
+    try:
+        result = voting.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
+    except FormInvalid as exc:
+        if as_json:
+            raise
+        return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
+                                      exc.errors)
+    noted = " Thank you for telling us why." if reason.strip() else ""
+    if result.created:
+        message = f"Your vote is counted: {result.importance.label}.{noted}"
+    else:
+        message = f"Your vote is now {result.importance.label}.{noted}"
+    if not as_json:
+        return _back(request, item, next, f"vote-{item.public_id}", message)
+    state = voting.vote_state(session, viewer=viewer, item=item, count=voting.current_count(session, item=item))
+    extra = {}
+    if widget == "page" and result.created:
+        # Voting followed the item: the page's follow button says so too.
+        extra["follow_html"] = _follow_html(request, viewer, item, next_url=item.path,
+                                            following=voting.is_following(session, item=item, user=viewer.user))
+    return _vote_json(request, viewer, item, state, widget=widget, next_url=next, message=message, extra=extra)
+
+
+@router.post("/items/{public_id}/unvote", response_class=HTMLResponse)
+async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+                 next: Next = "", widget: Small = "card") -> Response:
+    item = roadmap.get_visible_item(session, viewer, public_id)
+    if viewer.user is None:
+        return _sign_in_first(request, item, "vote")
+    widget = widget if widget in WIDGETS else "card"
+    limit_votes(request, viewer)
+    removed = voting.unvote(session, viewer=viewer, item=item)
+    message = "Your vote is withdrawn." if removed else "You had not voted for this item."
+    if not _wants_json(request):
+        return _back(request, item, next, f"vote-{item.public_id}", message)
+    state = voting.vote_state(session, viewer=viewer, item=item, count=voting.current_count(session, item=item))
+    return _vote_json(request, viewer, item, state, widget=widget, next_url=next, message=message)
+
+
+def _vote_json(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
+               next_url: str, message: str, extra: dict[str, str] | None = None) -> JSONResponse:
+    next_url = safe_next(next_url, default=item.path)
+    return JSONResponse({
+        "item": item.public_id,
+        "vote_count": state.count,
+        "my_vote": state.mine.key if state.mine else None,
+        "message": message,
+        "html": _widget_html(request, viewer, item, state, widget=widget, next_url=next_url),
+        **(extra or {}),
+    })
+
+
+# --- follows -------------------------------------------------------------------------------------------
+
+
+async def _set_following(request: Request, session: Session, viewer: Viewer, public_id: str, next_url: str,
+                         *, following: bool) -> Response:
+    item = roadmap.get_visible_item(session, viewer, public_id)
+    if viewer.user is None:
+        return _sign_in_first(request, item, "follow items")
+    limit_votes(request, viewer)
+    voting.set_following(session, viewer=viewer, item=item, following=following)
+    message = ("You follow this item: you will hear when it changes." if following
+               else "You no longer follow this item.")
+    if not _wants_json(request):
+        return _back(request, item, next_url, "follow", message)
+    return JSONResponse({
+        "item": item.public_id, "following": following, "message": message,
+        "html": _follow_html(request, viewer, item, following=following,
+                             next_url=safe_next(next_url, default=item.path)),
+    })
+
+
+@router.post("/items/{public_id}/follow", response_class=HTMLResponse)
+async def follow(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+                 next: Next = "") -> Response:
+    return await _set_following(request, session, viewer, public_id, next, following=True)
+
+
+@router.post("/items/{public_id}/unfollow", response_class=HTMLResponse)
+async def unfollow(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+                   next: Next = "") -> Response:
+    return await _set_following(request, session, viewer, public_id, next, following=False)
+

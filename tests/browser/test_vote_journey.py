@@ -1,0 +1,156 @@
+"""Browser journey: a customer votes from the keyboard without a reload, hears what happened, changes and
+withdraws the vote; a visitor is offered to sign in; without JavaScript the plain forms do the same.
+
+Runs in Debian's Chromium against the live server of tests/browser; axe-core checks the item page and the
+board with votes shown; screenshots go to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from app.accounts import service as accounts
+from app.accounts.models import Role
+from app.voting import service as voting
+from app.voting.models import Importance
+from tests.browser.conftest import Portal, axe_check, screenshot
+from tests.factories import make_item
+
+pytestmark = pytest.mark.browser
+
+
+def _signed_in(open_context: Any, portal: Portal, email: str, **options: Any) -> Any:
+    with portal.transaction() as session:
+        user = accounts.create_user(session, email=email, role=Role.customer, password=None, display_name="Ann")
+        token = accounts.start_session(session, user=user)
+    context = open_context(**options)
+    context.add_cookies([{"name": "ahead_session", "value": token, "url": portal.url}])
+    return context.new_page()
+
+
+def _tab_to(page: Any, selector: str, limit: int = 80) -> None:
+    """Press Tab until the focused element matches `selector`, as a keyboard user would."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    pytest.fail(f"Tab never reached {selector}")
+
+
+def _focused(page: Any) -> str:
+    return page.evaluate("() => (document.activeElement.getAttribute('data-focus') || '') + ':' + "
+                         "document.activeElement.textContent.trim()")
+
+
+def test_a_customer_votes_from_the_keyboard_without_a_reload(portal: Portal, open_context: Any) -> None:
+    from playwright.sync_api import expect
+
+    product = portal.create_product("Scheduling")
+    with portal.transaction() as session:
+        item = make_item(session, product=product, title="Shift swaps between teams",
+                         summary="Let staff swap shifts across teams, with a manager's approval.")
+        make_item(session, product=product, title="Payroll export", summary="Send hours to payroll.")
+        released = make_item(session, product=product, stage_slug="released", title="Dark mode",
+                             summary="Easier on the eyes at night.")
+        for n in range(2):
+            voter = accounts.create_user(session, email=f"voter{n}@example.com", role=Role.customer, password=None)
+            voting.cast_vote(session, item=item, user=voter, importance=Importance.important)
+        path, public_id, released_path = item.path, item.public_id, released.path
+
+    # A visitor sees the count and is offered to sign in, coming back to the item.
+    visitor = open_context().new_page()
+    visitor.goto(path)
+    widget = visitor.locator(f"#vote-{public_id}")
+    expect(widget).to_contain_text("2 votes")
+    expect(widget.get_by_role("link", name="Sign in to vote")).to_have_attribute(
+        "href", f"/login?next={path}")
+
+    # A customer, keyboard only: Tab to the importance, arrow to Critical, say why, Enter.
+    ann = _signed_in(open_context, portal, "ann@customer.example")
+    ann.goto(path)
+    ann.evaluate("() => { window.__sameDocument = true; }")
+    _tab_to(ann, f"#vote-{public_id} input[name=importance]")
+    assert ann.evaluate("() => document.activeElement.value") == "important"
+    ann.keyboard.press("ArrowDown")
+    assert ann.evaluate("() => document.activeElement.value") == "critical"
+    ann.keyboard.press("Tab")
+    ann.keyboard.type("Our night shift swaps by phone today.")
+    ann.keyboard.press("Tab")
+    assert _focused(ann) == "vote:Vote"
+    ann.keyboard.press("Enter")
+
+    widget = ann.locator(f"#vote-{public_id}")
+    expect(widget).to_contain_text("3 votes")
+    expect(widget).to_contain_text("You voted: Critical")
+    expect(ann.locator("#vote-live")).to_have_text(
+        "Your vote is counted: Critical. Thank you for telling us why.")
+    assert ann.evaluate("() => window.__sameDocument === true"), "the page reloaded"
+    assert _focused(ann) == "vote:Update my vote"
+    expect(widget.get_by_label("Tell us why (optional)")).to_have_value("")
+    expect(ann.get_by_role("button", name=re.compile(r"^Unfollow"))).to_be_visible()  # voting follows
+    screenshot(ann, "vote-item-page-voted")
+    axe_check(ann, "item page with a vote")
+
+    # Change the importance with Space on a radio and Enter, then withdraw with Space.
+    _tab_to(ann, f"#vote-{public_id} input[name=importance]")
+    ann.keyboard.press("ArrowUp")
+    ann.keyboard.press("Space")
+    _tab_to(ann, f"#vote-{public_id} [data-focus=vote]")
+    ann.keyboard.press("Enter")
+    expect(widget).to_contain_text("You voted: Important")
+    expect(ann.locator("#vote-live")).to_have_text("Your vote is now Important.")
+    expect(widget).to_contain_text("3 votes")
+    _tab_to(ann, f"#vote-{public_id} [data-focus=unvote]")
+    ann.keyboard.press("Space")
+    expect(widget).to_contain_text("2 votes")
+    expect(widget).not_to_contain_text("You voted")
+    expect(ann.locator("#vote-live")).to_have_text("Your vote is withdrawn.")
+    assert _focused(ann) == "vote:Vote"
+    assert ann.evaluate("() => window.__sameDocument === true"), "the page reloaded"
+
+    # On the board: the card's own form, in place.
+    ann.goto("/")
+    ann.evaluate("() => { window.__sameDocument = true; }")
+    card = ann.locator(f"#vote-{public_id}")
+    expect(card).to_contain_text("2")
+    card.get_by_label(re.compile("How much")).select_option("nice_to_have")
+    card.get_by_role("button", name=re.compile(r"^Vote")).focus()
+    ann.keyboard.press("Enter")
+    expect(card).to_contain_text("You voted: Nice to have")
+    expect(card.locator(".votes")).to_have_text(re.compile(r"3\s*votes"))
+    expect(ann.locator("#vote-live")).to_have_text("Your vote is counted: Nice to have.")
+    assert ann.evaluate("() => window.__sameDocument === true"), "the page reloaded"
+    screenshot(ann, "vote-board-voted")
+    axe_check(ann, "board with votes")
+
+    # A released item says why there is nothing to vote on.
+    ann.goto(released_path)
+    expect(ann.locator(".vote-box")).to_contain_text("Released — voting is closed.")
+    expect(ann.locator(".vote-box").get_by_role("button")).to_have_count(0)
+    assert not portal.server_errors()
+
+
+def test_without_javascript_the_plain_forms_vote_and_come_back(portal: Portal, open_context: Any) -> None:
+    from playwright.sync_api import expect
+
+    product = portal.create_product("Scheduling")
+    with portal.transaction() as session:
+        item = make_item(session, product=product, title="Shift swaps between teams")
+        public_id = item.public_id
+
+    bob = _signed_in(open_context, portal, "bob@customer.example", java_script_enabled=False)
+    bob.goto("/?sort=top")
+    card = bob.locator(f"#vote-{public_id}")
+    card.get_by_label(re.compile("How much")).select_option("critical")
+    card.get_by_role("button", name=re.compile(r"^Vote")).click()
+    expect(bob).to_have_url(re.compile(rf"/\?sort=top#vote-{public_id}$"))
+    expect(bob.get_by_role("status")).to_have_text("Your vote is counted: Critical.")
+    expect(card).to_contain_text("You voted: Critical")
+    card.get_by_role("button", name=re.compile(r"^Withdraw")).click()
+    expect(bob.get_by_role("status")).to_have_text("Your vote is withdrawn.")
+    expect(card).not_to_contain_text("You voted")
+    screenshot(bob, "vote-board-no-javascript")
+    assert not portal.server_errors()

@@ -1,0 +1,99 @@
+"""Every vote counts exactly once, also when many people vote, withdraw and vote again at the same moment.
+
+A live server (uvicorn with several worker processes, so requests really run side by side against the
+database) on a database of its own, 40 signed-in customers, and bursts of identical concurrent requests
+per person (a double click, a retry) while everyone else does the same. Afterwards the item's counter,
+its vote rows and the state each person's last action asked for must agree exactly. On PostgreSQL
+(DATABASE_URL) that is real row-level concurrency; on SQLite writers queue on the database lock, and the
+test runs with fewer requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app.accounts import service as accounts
+from app.accounts.models import Role
+from app.deps import SESSION_COOKIE
+from app.roadmap.models import Item
+from app.voting import service as voting
+from app.voting.models import Follow, Vote
+from tests.browser.conftest import LiveServer, start_live_server
+from tests.conftest import _server_url
+from tests.factories import make_item
+
+CUSTOMERS = 40
+ON_POSTGRESQL = _server_url() is not None
+ROUNDS, BURST = (6, 3) if ON_POSTGRESQL else (3, 2)  # 720 requests on PostgreSQL, 240 on SQLite
+IN_FLIGHT = 48
+META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # Limits far above the load: this test is about counting, test_pages.py about the limits.
+    env = {"VOTE_RATE_LIMIT": "100000/minute", "VOTE_IP_RATE_LIMIT": "100000/minute"}
+    with start_live_server(tmp_path_factory.mktemp("votes-live"), extra_env=env, workers=2) as live:
+        yield live
+
+
+def _plan(seed: int) -> list[list[tuple[str, str]]]:
+    """Each person's rounds: (action, importance). Every round is sent BURST times at once."""
+    rng = random.Random(seed)
+    rounds = [[(rng.choice(["vote", "vote", "unvote"]), rng.choice(["nice_to_have", "important", "critical"]))]
+              for _ in range(ROUNDS)]
+    return [r * BURST for r in rounds]
+
+
+async def test_concurrent_votes_withdrawals_and_revotes_count_exactly(server: LiveServer) -> None:
+    with server.database.transaction() as session:
+        item = make_item(session, title="Everyone wants this")
+        tokens = [accounts.start_session(session, user=accounts.create_user(
+            session, email=f"customer{n}@load.example", role=Role.customer, password=None)) for n in range(CUSTOMERS)]
+        user_ids = [accounts.load_session(session, t).user_id for t in tokens]  # type: ignore[union-attr]
+        item_id, public_id = item.id, item.public_id
+
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    statuses: list[int] = []
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+
+    async def person(n: int, token: str) -> None:
+        async with httpx.AsyncClient(base_url=server.url, cookies={SESSION_COOKIE: token}, timeout=60,
+                                     limits=limits) as client:
+            page = await client.get(f"/items/{public_id}", follow_redirects=True)
+            assert page.status_code == 200, (page.status_code, page.text[:500], server.log_tail())
+            headers = {"X-CSRF-Token": META.search(page.text).group(1),  # type: ignore[union-attr]
+                       "Accept": "application/json"}
+
+            async def send(action: str, importance: str) -> None:
+                data = {"importance": importance, "widget": "card"} if action == "vote" else {"widget": "card"}
+                async with gate:
+                    response = await client.post(f"/items/{public_id}/{action}", data=data, headers=headers)
+                statuses.append(response.status_code)
+
+            for burst in _plan(n):
+                await asyncio.gather(*(send(action, importance) for action, importance in burst))
+
+    await asyncio.gather(*(person(n, token) for n, token in enumerate(tokens)))
+
+    assert statuses.count(200) == len(statuses) == CUSTOMERS * ROUNDS * BURST, (
+        sorted(set(statuses)), server.log_tail())
+    last = {uid: _plan(n)[-1][0] for n, uid in enumerate(user_ids)}  # each person's last (action, importance)
+    expected = {uid: importance for uid, (action, importance) in last.items() if action == "vote"}
+    with server.database.transaction() as session:
+        rows = dict(session.execute(select(Vote.user_id, Vote.importance).where(Vote.item_id == item_id)).all())
+        counter = session.scalar(select(Item.vote_count).where(Item.id == item_id))
+        trend = session.scalar(select(Item.trend_count).where(Item.id == item_id))
+        follows = session.scalar(select(func.count()).select_from(Follow).where(Follow.item_id == item_id))
+        assert voting.reconcile(session, fix=False) == []
+    assert counter == trend == len(rows) == len(expected)
+    assert {uid: voting.Importance(imp).key for uid, imp in rows.items()} == expected
+    assert follows == sum(1 for n in range(CUSTOMERS) if any(a == "vote" for r in _plan(n) for a, _ in r))
+    assert 0 < len(expected) < CUSTOMERS  # the plan mixes final votes and final withdrawals
