@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     sso_jwt_public_key: str = ""
     workers: int = Field(default=2, ge=1)
     login_rate_limit: str = "10/minute"
+    idea_rate_limit: str = "5/hour"
+    idea_ip_rate_limit: str = "30/hour"
     comment_rate_limit: str = "10/minute"  # per user
     comment_ip_rate_limit: str = "60/minute"  # per address: whole offices share one
     vote_rate_limit: str = "60/minute"  # votes, withdrawals and follows, per user

@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from app.admin import views as admin_views
     from app.api import v1
     from app.discussion import views as discussion_views
+    from app.feedback import views as feedback_views
     from app.portal import views as portal_views
     from app.roadmap import feeds
     from app.roadmap import views as roadmap_views
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(magic.router)
     app.include_router(sso.router)
     app.include_router(me.router)
+    app.include_router(feedback_views.router)
     app.include_router(admin_views.router)
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")

@@ -34,6 +34,7 @@ from app.accounts.viewer import ANONYMOUS
 from app.db import utcnow
 from app.deps import SESSION_COOKIE, CurrentUser, DbSession
 from app.errors import Conflict, FormInvalid
+from app.feedback import service as feedback
 from app.voting import service as voting
 from app.security import rotate_csrf, verify_csrf
 from app.web import redirect, render
@@ -54,6 +55,7 @@ def _page(request: Request, session: DbSession, user: User, *, status_code: int 
         "provider_labels": _identity_labels(request),
         "kinds": IdentityKind,
         "max_name": accounts.MAX_DISPLAY_NAME,
+        "my_feedback": feedback.my_feedback(session, viewer=request.state.viewer),
         "my_votes": voting.list_my_votes(session, viewer=request.state.viewer, include_captured=False),
         "followed": voting.list_followed(session, viewer=request.state.viewer),
         **context,

@@ -1,0 +1,631 @@
+"""Ideas, private feedback, the product team's inbox, and votes captured on a customer's behalf.
+
+All SQL of the feedback domain lives here. Feedback is private: nothing in this module is reachable
+from public pages, feeds, search or the API. Customers only ever see their own feedback (on /me), and
+an item it was linked to only when `visible_items(viewer)` lets them.
+
+States: an idea or an unattached note arrives `new` (the inbox's triage queue); feedback that is
+attached to an item (a "tell us why" reason given with a vote, a note captured with a vote, or an idea
+the team linked or turned into an item) is `linked`; the team may also `decline` an idea (with a reason
+the author reads) or `archive` anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Select, func, inspect, select
+from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.accounts import service as accounts
+from app.accounts.models import Role, User
+from app.accounts.viewer import Viewer
+from app.audit import service as audit
+from app.db import utcnow
+from app.errors import Conflict, FormInvalid, NotFound
+from app.feedback.models import Feedback, FeedbackKind, FeedbackState
+from app.organisations.models import Organisation, Segment
+from app.roadmap import search
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item, Product, Stage
+from app.voting import service as voting
+from app.voting.models import CaptureSource, Importance, Vote
+
+MAX_TITLE = 200  # what feedback.title holds
+MAX_BODY = 5000
+MAX_REASON = 2000
+MAX_NAME = 120
+MAX_URL = 500  # what feedback.source_url and votes.source_url hold
+INBOX_PER_PAGE = 50
+SIMILAR_LIMIT = 5
+
+SOURCE_LABELS = {
+    CaptureSource.call: "a call",
+    CaptureSource.ticket: "a support ticket",
+    CaptureSource.meeting: "a meeting",
+    CaptureSource.email: "an email",
+}
+SOURCE_NAMES = {
+    CaptureSource.call: "Call",
+    CaptureSource.ticket: "Support ticket",
+    CaptureSource.meeting: "Meeting",
+    CaptureSource.email: "Email",
+}
+KIND_LABELS = {FeedbackKind.idea: "Idea", FeedbackKind.reason: "Reason with a vote", FeedbackKind.note: "Note"}
+STATE_LABELS = {
+    FeedbackState.new: "New",
+    FeedbackState.linked: "Linked",
+    FeedbackState.archived: "Archived",
+    FeedbackState.declined: "Declined",
+}
+
+
+def _text(value: Any, *, field: str, limit: int, required: str = "", errors: dict[str, str]) -> str:
+    text = str(value or "").strip()
+    if required and not text:
+        errors[field] = required
+    elif len(text) > limit:
+        errors[field] = f"Keep it to {limit:,} characters (it has {len(text):,})."
+    return text
+
+
+def parse_id(raw: Any) -> int | None:
+    """A database id from a form value, or None (PostgreSQL refuses integers beyond 32 bits)."""
+    text = str(raw or "")
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+
+
+def takes_votes(item: Item) -> bool:
+    """Released, declined (closed) and merged items take no votes (the rule lives on the model)."""
+    return item.can_be_voted()
+
+
+# --- customers: ideas -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdeaInput:
+    title: str
+    body: str
+    product: Product | None
+
+
+def parse_idea(session: Session, *, title: str, body: str, product_id: str = "") -> IdeaInput:
+    """Validate an idea; FormInvalid names every field that needs attention."""
+    errors: dict[str, str] = {}
+    clean_title = _text(title, field="title", limit=MAX_TITLE, required="Give your idea a short title.",
+                        errors=errors)
+    if "\n" in clean_title:
+        errors["title"] = "The title is one line."
+    clean_body = _text(body, field="body", limit=MAX_BODY, errors=errors)
+    product = None
+    if product_id:
+        product = session.get(Product, parse_id(product_id)) if parse_id(product_id) else None
+        if product is None:
+            errors["product_id"] = "That product no longer exists; please choose again."
+    if errors:
+        raise FormInvalid(errors)
+    return IdeaInput(title=clean_title, body=clean_body, product=product)
+
+
+def submit_idea(session: Session, *, author: User, data: IdeaInput) -> Feedback:
+    """An idea for the product team's inbox. It never becomes an item by itself."""
+    now = utcnow()
+    idea = Feedback(kind=FeedbackKind.idea, state=FeedbackState.new, author_id=author.id,
+                    organisation_id=author.organisation_id, product_id=data.product.id if data.product else None,
+                    title=data.title, body=data.body, created_at=now, updated_at=now)
+    session.add(idea)
+    session.flush()
+    return idea
+
+
+def add_reason(session: Session, *, item: Item, author: User, body: str) -> Feedback | None:
+    """The "tell us why" note a customer gives with a vote: private feedback attached to the item.
+
+    Returns None when the note is empty (nothing to store). Raises FormInvalid({"reason": message})
+    when it is too long. The caller has already checked that the author may see and vote on the item.
+    """
+    errors: dict[str, str] = {}
+    text = _text(body, field="reason", limit=MAX_REASON, errors=errors)
+    if errors:
+        raise FormInvalid(errors)
+    if not text:
+        return None
+    now = utcnow()
+    reason = Feedback(kind=FeedbackKind.reason, state=FeedbackState.linked, author_id=author.id,
+                      organisation_id=author.organisation_id, item_id=item.id, product_id=item.product_id,
+                      body=text, created_at=now, updated_at=now)
+    session.add(reason)
+    session.flush()
+    return reason
+
+
+# Words that say nothing about what an idea is about.
+_STOP_WORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "do", "for", "from", "have",
+    "how", "i", "in", "into", "is", "it", "let", "me", "my", "of", "on", "or", "our", "please", "should",
+    "so", "that", "the", "their", "them", "this", "to", "us", "we", "when", "with", "would", "you", "your",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    item: Item
+    title_html: Any
+
+
+def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = SIMILAR_LIMIT) -> list[Suggestion]:
+    """Items this viewer may see whose text resembles an idea's title, best first.
+
+    Built on the search service (so visibility is `visible_items(viewer)`'s): first items matching
+    every significant word, then items matching the most of them one by one.
+    """
+    significant = [w for w in search.query_words(title) if len(w) >= 3 and w not in _STOP_WORDS]
+    if not significant:
+        return []
+    found: dict[int, Item] = {}
+    score: dict[int, int] = {}
+    for hit in search.search_items(session, viewer, " ".join(significant), limit=limit):
+        found[hit.item.id] = hit.item
+        score[hit.item.id] = len(significant) + 1
+    if len(found) < limit and len(significant) > 1:
+        for word in sorted(significant, key=len, reverse=True)[:4]:
+            for hit in search.search_items(session, viewer, word, limit=limit):
+                found.setdefault(hit.item.id, hit.item)
+                score[hit.item.id] = score.get(hit.item.id, 0) + 1
+    ranked = sorted(found.values(), key=lambda item: (-score[item.id], -item.vote_count, item.id))[:limit]
+    return [Suggestion(item=item, title_html=search.highlight(item.title, significant)) for item in ranked]
+
+
+# --- customers: what became of my feedback (/me) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MyFeedback:
+    feedback: Feedback
+    # The item it is linked to, only when the author may see it; `linked_hidden` when they may not.
+    item: Item | None
+    linked_hidden: bool
+
+    @property
+    def status(self) -> str:
+        state = self.feedback.state
+        if state is FeedbackState.declined:
+            return "Declined"
+        if state is FeedbackState.linked or self.feedback.item_id is not None:
+            return "Linked to an item"
+        if state is FeedbackState.archived:
+            return "Read by the team"
+        return "Received"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedVote:
+    vote: Vote
+    item: Item | None  # None when the person may not see the item (e.g. still a draft)
+    captured_by: User | None
+    closed_reason: str | None  # set when the item takes no votes any more: the vote stays as it was
+
+    @property
+    def importance(self) -> Importance:
+        return Importance(self.vote.importance)
+
+    @property
+    def source_label(self) -> str:
+        return SOURCE_LABELS.get(self.vote.source, "a conversation") if self.vote.source else "a conversation"
+
+
+@dataclass(frozen=True, slots=True)
+class MyFeedbackPage:
+    feedback: list[MyFeedback]
+    recorded_votes: list[RecordedVote]
+
+
+def _visible_by_id(session: Session, viewer: Viewer, item_ids: set[int]) -> dict[int, Item]:
+    if not item_ids:
+        return {}
+    rows = session.scalars(roadmap.visible_items(viewer).where(Item.id.in_(item_ids))
+                           .options(selectinload(Item.stage), selectinload(Item.product)))
+    return {item.id: item for item in rows}
+
+
+def my_feedback(session: Session, *, viewer: Viewer, limit: int = 100) -> MyFeedbackPage:
+    """The viewer's own ideas and reasons (newest first), and the votes the team recorded for them."""
+    user = viewer.user
+    if user is None:
+        return MyFeedbackPage(feedback=[], recorded_votes=[])
+    rows = list(session.scalars(
+        select(Feedback)
+        .where(Feedback.author_id == user.id, Feedback.captured_by_id.is_(None),
+               Feedback.kind.in_([FeedbackKind.idea, FeedbackKind.reason]))
+        .order_by(Feedback.created_at.desc(), Feedback.id.desc()).limit(limit)
+    ))
+    captured_by = aliased(User)
+    votes = list(session.execute(
+        select(Vote, captured_by).outerjoin(captured_by, captured_by.id == Vote.captured_by_id)
+        .where(Vote.user_id == user.id, Vote.captured_by_id.is_not(None))
+        .order_by(Vote.created_at.desc(), Vote.id.desc()).limit(limit)
+    ))
+    visible = _visible_by_id(session, viewer, {f.item_id for f in rows if f.item_id} | {v.item_id for v, _ in votes})
+    voted = _items_with_stage(session, {v.item_id for v, _ in votes})
+    return MyFeedbackPage(
+        feedback=[MyFeedback(feedback=f, item=visible.get(f.item_id) if f.item_id else None,
+                             linked_hidden=f.item_id is not None and f.item_id not in visible) for f in rows],
+        recorded_votes=[RecordedVote(vote=v, item=visible.get(v.item_id), captured_by=pm,
+                                     closed_reason=voted[v.item_id].voting_closed_reason()) for v, pm in votes],
+    )
+
+
+def _items_with_stage(session: Session, item_ids: set[int]) -> dict[int, Item]:
+    if not item_ids:
+        return {}
+    return {item.id: item for item in session.scalars(
+        select(Item).where(Item.id.in_(item_ids)).options(selectinload(Item.stage)))}
+
+
+def withdraw_recorded_vote(session: Session, *, viewer: Viewer, vote_id: int | None) -> Item | None:
+    """Withdraw a vote the team recorded for the viewer. Returns the item if the viewer may see it.
+
+    Only the person the vote belongs to can withdraw it; anyone else gets NotFound. Like any vote, it
+    stays as it was once the item is closed (released, declined) or merged: Conflict.
+    """
+    user = viewer.user
+    vote = (session.scalar(select(Vote).where(Vote.id == vote_id, Vote.user_id == user.id))
+            if user is not None and vote_id is not None else None)
+    if vote is None:
+        raise NotFound()
+    item = _items_with_stage(session, {vote.item_id})[vote.item_id]
+    reason = item.voting_closed_reason()
+    if reason is not None:
+        raise Conflict(f"{reason}. Votes on it stay as they were.")
+    voting.withdraw_vote(session, item=item, user=user)
+    return _visible_by_id(session, viewer, {item.id}).get(item.id)
+
+
+# --- staff: the inbox ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFilters:
+    state: FeedbackState | None = None
+    kind: FeedbackKind | None = None
+    product: int | None = None
+    organisation: int | None = None
+
+    @classmethod
+    def parse(cls, *, state: str = "", kind: str = "", product: str = "", organisation: str = "") -> InboxFilters:
+        def enum(enum_cls: Any, value: str) -> Any:
+            try:
+                return enum_cls(value) if value else None
+            except ValueError:
+                return None
+
+        return cls(state=enum(FeedbackState, state), kind=enum(FeedbackKind, kind),
+                   product=parse_id(product), organisation=parse_id(organisation))
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.state, self.kind, self.product, self.organisation))
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    feedback: Feedback
+    author: User | None
+    organisation: Organisation | None
+    segment: Segment | None
+    captured_by: User | None
+    item: Item | None
+    product: Product | None
+
+    @property
+    def source_name(self) -> str:
+        if self.feedback.source:
+            return SOURCE_NAMES[self.feedback.source]
+        return "Portal"
+
+
+_Author, _CapturedBy = aliased(User, name="author"), aliased(User, name="captured_by")
+_ItemProduct, _OwnProduct = aliased(Product, name="item_product"), aliased(Product, name="own_product")
+
+
+def _inbox_query() -> Select[Any]:
+    return (
+        select(Feedback, _Author, Organisation, Segment, _CapturedBy, Item, _ItemProduct, _OwnProduct)
+        .outerjoin(_Author, _Author.id == Feedback.author_id)
+        .outerjoin(Organisation, Organisation.id == Feedback.organisation_id)
+        .outerjoin(Segment, Segment.id == Organisation.segment_id)
+        .outerjoin(_CapturedBy, _CapturedBy.id == Feedback.captured_by_id)
+        .outerjoin(Item, Item.id == Feedback.item_id)
+        .outerjoin(_ItemProduct, _ItemProduct.id == Item.product_id)
+        .outerjoin(_OwnProduct, _OwnProduct.id == Feedback.product_id)
+    )
+
+
+def _entry(row: Any) -> InboxEntry:
+    feedback, author, organisation, segment, captured_by, item, item_product, own_product = row
+    return InboxEntry(feedback=feedback, author=author, organisation=organisation, segment=segment,
+                      captured_by=captured_by, item=item, product=item_product or own_product)
+
+
+def list_inbox(session: Session, *, filters: InboxFilters, page: int = 1,
+               per_page: int = INBOX_PER_PAGE) -> tuple[list[InboxEntry], int]:
+    """All private feedback and ideas, newest first, in one query per page."""
+    stmt = _inbox_query()
+    if filters.state is not None:
+        stmt = stmt.where(Feedback.state == filters.state)
+    if filters.kind is not None:
+        stmt = stmt.where(Feedback.kind == filters.kind)
+    if filters.product is not None:
+        # An item's product wins over the one the author picked.
+        stmt = stmt.where(func.coalesce(Item.product_id, Feedback.product_id) == filters.product)
+    if filters.organisation is not None:
+        stmt = stmt.where(Feedback.organisation_id == filters.organisation)
+    total = session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    rows = session.execute(stmt.order_by(Feedback.created_at.desc(), Feedback.id.desc())
+                           .offset((page - 1) * per_page).limit(per_page))
+    return [_entry(row) for row in rows], total
+
+
+def count_new(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Feedback).where(Feedback.state == FeedbackState.new)) or 0
+
+
+def get_entry(session: Session, feedback_id: int) -> InboxEntry:
+    row = session.execute(_inbox_query().where(Feedback.id == feedback_id)).first()
+    if row is None:
+        raise NotFound()
+    return _entry(row)
+
+
+def list_feedback_for_item(session: Session, *, item: Item, limit: int = 20) -> list[InboxEntry]:
+    """The private feedback attached to an item (for staff pages), newest first."""
+    rows = session.execute(_inbox_query().where(Feedback.item_id == item.id)
+                           .order_by(Feedback.created_at.desc(), Feedback.id.desc()).limit(limit))
+    return [_entry(row) for row in rows]
+
+
+def _label(feedback: Feedback) -> str:
+    text = feedback.title or " ".join(feedback.body.split())
+    return (text[:80] + "…") if len(text) > 80 else text or f"Feedback #{feedback.id}"
+
+
+def _set_state(session: Session, *, feedback: Feedback, state: FeedbackState, actor: User, action: str,
+               extra: dict[str, list[Any]] | None = None) -> None:
+    before = feedback.state
+    feedback.state = state
+    feedback.updated_at = utcnow()
+    session.flush()
+    changes = {"state": [before.value, state.value], **(extra or {})}
+    audit.record(session, actor=actor, action=action, entity=feedback, label=_label(feedback), changes=changes)
+
+
+def link_to_item(session: Session, *, feedback: Feedback, item: Item, actor: User) -> None:
+    """Attach feedback to an item (any item: staff may link to drafts and internal items)."""
+    if feedback.item_id == item.id and feedback.state is FeedbackState.linked:
+        return
+    before = feedback.item_id
+    feedback.item_id = item.id
+    _set_state(session, feedback=feedback, state=FeedbackState.linked, actor=actor, action="feedback.linked",
+               extra={"item": [before, item.public_id]})
+
+
+def decline(session: Session, *, feedback: Feedback, reason: str, actor: User) -> None:
+    """Decline an idea with a reason its author reads on /me."""
+    errors: dict[str, str] = {}
+    text = _text(reason, field="decline_reason", limit=MAX_REASON,
+                 required="Say why, in a sentence or two: the author reads it.", errors=errors)
+    if errors:
+        raise FormInvalid(errors)
+    feedback.decline_reason = text
+    _set_state(session, feedback=feedback, state=FeedbackState.declined, actor=actor, action="feedback.declined",
+               extra={"decline_reason": ["", text]})
+
+
+def archive(session: Session, *, feedback: Feedback, actor: User) -> None:
+    if feedback.state is FeedbackState.archived:
+        return
+    _set_state(session, feedback=feedback, state=FeedbackState.archived, actor=actor, action="feedback.archived")
+
+
+def reopen(session: Session, *, feedback: Feedback, actor: User) -> None:
+    """Back to the triage queue (or to linked, when it is attached to an item)."""
+    state = FeedbackState.linked if feedback.item_id is not None else FeedbackState.new
+    if feedback.state is state:
+        return
+    if feedback.state is FeedbackState.declined:
+        feedback.decline_reason = ""
+    _set_state(session, feedback=feedback, state=state, actor=actor, action="feedback.reopened")
+
+
+def draft_stage(session: Session) -> Stage | None:
+    """Where an item made from an idea starts: the first open stage (Under consideration)."""
+    return next((s for s in roadmap.list_stages(session) if not s.is_closed and not s.is_released), None)
+
+
+def idea_item_form(session: Session, feedback: Feedback) -> dict[str, str]:
+    """The item form prefilled from an idea."""
+    stage = draft_stage(session)
+    products = roadmap.list_products(session)
+    product_id = feedback.product_id or (products[0].id if len(products) == 1 else None)
+    return {"title": feedback.title, "description": feedback.body, "product_id": str(product_id or ""),
+            "stage_id": str(stage.id) if stage else ""}
+
+
+def create_item_from_idea(session: Session, *, feedback: Feedback, form: Mapping[str, Any], actor: User) -> Item:
+    """Turn an idea into a DRAFT item; the idea becomes linked and its author's vote comes along."""
+    if feedback.kind is not FeedbackKind.idea:
+        raise Conflict("Only ideas can be turned into items; link this feedback to an item instead.")
+    if feedback.item_id is not None:
+        raise Conflict("This idea is already linked to an item.")
+    data = roadmap.parse_item_form(session, {
+        "title": form.get("title"), "description": form.get("description"),
+        "product_id": form.get("product_id"), "stage_id": form.get("stage_id"),
+        "timeframe": "later", "visibility": "public",
+    }, [])
+    item = roadmap.create_item(session, data=data, author=actor, publish=False)
+    author = session.get(User, feedback.author_id) if feedback.author_id else None
+    if author is not None and author.deleted_at is None:
+        voting.cast_vote(session, item=item, user=author, importance=Importance.important)
+    link_to_item(session, feedback=feedback, item=item, actor=actor)
+    return item
+
+
+# --- staff: votes captured on a customer's behalf ----------------------------------------------------------
+
+
+NEW_CONTACT = "contact"  # the `customer` choice for someone without an account yet
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureInput:
+    customer: User | None
+    contact_name: str
+    contact_email: str
+    organisation: Organisation | None
+    importance: Importance
+    source: CaptureSource
+    source_url: str
+    note: str
+
+
+def _valid_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not re.search(r"\s", value)
+
+
+def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInput:
+    """Validate the "vote on behalf" form; FormInvalid names every field that needs attention.
+
+    `customer` is the id of a customer chosen from the search, or NEW_CONTACT for someone without an
+    account yet (then `contact_name`, `contact_email` and `organisation_id` describe them).
+    """
+    errors: dict[str, str] = {}
+    choice = str(form.get("customer") or "")
+    customer = organisation = None
+    contact_name = contact_email = ""
+    if parse_id(choice) is not None:
+        customer = session.scalar(select(User).where(User.id == parse_id(choice), User.role == Role.customer,
+                                                     User.deleted_at.is_(None)))
+        if customer is None:
+            errors["customer"] = "That customer no longer exists; search again and choose them."
+    elif choice == NEW_CONTACT:
+        contact_name = _text(form.get("contact_name"), field="contact_name", limit=MAX_NAME,
+                             required="Enter the contact's name.", errors=errors)
+        raw_email = str(form.get("contact_email") or "").strip()
+        if not raw_email:
+            errors["contact_email"] = "Enter the contact's email address."
+        else:
+            try:
+                contact_email = accounts.validate_email(raw_email)
+            except FormInvalid:
+                errors["contact_email"] = "Enter a valid email address, like name@example.com."
+        organisation_id = parse_id(form.get("organisation_id"))
+        organisation = session.get(Organisation, organisation_id) if organisation_id else None
+        if organisation is None:
+            errors["organisation_id"] = "Choose the contact's organisation."
+    else:
+        errors["customer"] = "Choose a customer from the search, or a new contact."
+    try:
+        importance = Importance(int(str(form.get("importance") or "0")))
+    except ValueError:
+        errors["importance"] = "Choose how much it matters: nice to have, important or critical."
+        importance = Importance.important
+    try:
+        source = CaptureSource(str(form.get("source") or ""))
+    except ValueError:
+        errors["source"] = "Choose where this came from: a call, a ticket, a meeting or an email."
+        source = CaptureSource.call
+    source_url = _text(form.get("source_url"), field="source_url", limit=MAX_URL, errors=errors)
+    if source_url and "source_url" not in errors and not _valid_url(source_url):
+        errors["source_url"] = "Enter a web address starting with https:// (or leave it empty)."
+    note = _text(form.get("note"), field="note", limit=MAX_BODY, errors=errors)
+    if errors:
+        raise FormInvalid(errors)
+    return CaptureInput(customer=customer, contact_name=contact_name, contact_email=contact_email,
+                        organisation=organisation, importance=importance, source=source, source_url=source_url,
+                        note=note)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureResult:
+    customer: User
+    placeholder_created: bool
+    vote_created: bool
+    importance: Importance
+    note: Feedback | None
+
+
+def _contact(session: Session, *, data: CaptureInput, actor: User) -> tuple[User, bool]:
+    """The person behind a contact: their account if the email has one, else a new placeholder."""
+    existing = accounts.get_user_by_email(session, data.contact_email)
+    if existing is not None:
+        if existing.deleted_at is not None or not existing.is_active:
+            raise FormInvalid({"contact_email": "This address belongs to a disabled account."})
+        if existing.role is not Role.customer:
+            raise FormInvalid({"contact_email": "This address belongs to a staff account."})
+        return existing, False
+    user = accounts.create_user(session, email=data.contact_email, role=Role.customer,
+                                display_name=data.contact_name)
+    assert data.organisation is not None
+    user.organisation_id = data.organisation.id
+    user.is_placeholder = True
+    session.flush()
+    audit.record(session, actor=actor, action="user.placeholder_created", entity=user,
+                 changes={"organisation": [None, data.organisation.name], "display_name": [None, user.display_name]})
+    return user, True
+
+
+def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: User) -> CaptureResult:
+    """Record a customer's vote (and optionally a note) heard by a PM; it counts like any vote.
+
+    One vote per person per item: if they already voted, the higher importance wins. The vote and the
+    note keep who captured them and from where.
+    """
+    if "stage" not in inspect(item).dict:
+        set_committed_value(item, "stage", session.get(Stage, item.stage_id))
+    if not takes_votes(item):
+        raise Conflict(f"{item.voting_closed_reason()}. This item takes no votes.")
+    if data.customer is not None:
+        customer, created = data.customer, False
+    else:
+        customer, created = _contact(session, data=data, actor=actor)
+    result = voting.cast_vote(session, item=item, user=customer, importance=data.importance, captured_by=actor,
+                              source=data.source, source_url=data.source_url, keep_higher=True)
+    note = None
+    if data.note:
+        now = utcnow()
+        note = Feedback(kind=FeedbackKind.note, state=FeedbackState.linked, author_id=customer.id,
+                        organisation_id=customer.organisation_id, item_id=item.id, product_id=item.product_id,
+                        body=data.note, captured_by_id=actor.id, source=data.source, source_url=data.source_url,
+                        created_at=now, updated_at=now)
+        session.add(note)
+        session.flush()
+    audit.record(session, actor=actor, action="vote.captured", entity=item, changes={
+        "customer": [None, customer.email], "importance": [None, result.importance.label],
+        "source": [None, data.source.value], "source_url": [None, data.source_url or None],
+        "note": [None, bool(note)],
+    })
+    return CaptureResult(customer=customer, placeholder_created=created, vote_created=result.created,
+                         importance=result.importance, note=note)
+
+
+def find_customers(session: Session, *, q: str, limit: int = 10) -> list[User]:
+    """Customers whose email or name contains the words (for choosing whom a vote is captured for)."""
+    from app.organisations import service as organisations
+
+    if not q.strip():
+        return []
+    return organisations.list_customers(session, q=q, per_page=limit)[0]
+
+
+def current_vote(session: Session, *, item: Item, user: User) -> Importance | None:
+    return voting.votes_of(session, user=user, item_ids=[item.id]).get(item.id)

@@ -1,0 +1,89 @@
+"""Customer pages of the feedback domain: submitting an idea, similar-item suggestions, and withdrawing
+a vote the team recorded for you (listed on /me)."""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from app.accounts.views import client_ip
+from app.deps import CurrentUser, CurrentViewer, DbSession
+from app.errors import FormInvalid, RateLimited
+from app.feedback import service as feedback
+from app.roadmap import service as roadmap
+from app.security import verify_csrf
+from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+# Generous bounds on what a form may carry; the service gives the friendly per-field messages (and the
+# form comes back with what was typed).
+Text = Annotated[str, Form(max_length=50_000)]
+Small = Annotated[str, Form(max_length=40)]
+
+
+def _form_page(request: Request, session: Any, *, form: dict[str, str], status_code: int = 200,
+               headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    return render(request, "feedback/new.html", {
+        "form": form, "products": roadmap.list_products(session),
+        "max_title": feedback.MAX_TITLE, "max_body": feedback.MAX_BODY, **extra,
+    }, status_code=status_code, headers=headers)
+
+
+@router.get("/ideas/new", response_class=HTMLResponse)
+async def new_idea(request: Request, session: DbSession, user: CurrentUser,
+                   title: Annotated[str, Query(max_length=feedback.MAX_TITLE)] = "") -> Response:
+    return _form_page(request, session, form={"title": title, "body": "", "product_id": ""})
+
+
+@router.post("/ideas", response_class=HTMLResponse)
+async def submit_idea(request: Request, session: DbSession, user: CurrentUser, viewer: CurrentViewer,
+                      title: Text = "", body: Text = "", product_id: Small = "", action: Small = "") -> Response:
+    form = {"title": title, "body": body, "product_id": product_id}
+    if action == "check":
+        # Without JavaScript: show what resembles the title, keep everything typed.
+        return _form_page(request, session, form=form, checked=True,
+                          suggestions=feedback.similar_items(session, viewer, title=title))
+    try:
+        data = feedback.parse_idea(session, title=title, body=body, product_id=product_id)
+    except FormInvalid as exc:
+        return _form_page(request, session, form=form, errors=exc.errors, status_code=422,
+                          suggestions=feedback.similar_items(session, viewer, title=title))
+    settings = request.app.state.settings
+    limiter = request.app.state.limiter
+    try:
+        limiter.hit(settings.idea_rate_limit, f"idea:user:{user.id}")
+        limiter.hit(settings.idea_ip_rate_limit, f"idea:ip:{client_ip(request)}")
+    except RateLimited as exc:
+        wait = max(1, ceil(int(exc.headers.get("Retry-After", "60")) / 60))
+        message = (f"You have sent several ideas in a short time. Please wait about {wait} minute"
+                   f"{'' if wait == 1 else 's'} and send this one again: your text is still here.")
+        return _form_page(request, session, form=form, limited=message, status_code=429, headers=exc.headers)
+    feedback.submit_idea(session, author=user, data=data)
+    return redirect(request, "/me#your-feedback",
+                    flash="Thank you. Your idea has reached the product team; you can see what becomes of it here.")
+
+
+@router.get("/ideas/similar")
+async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
+                  q: Annotated[str, Query(max_length=feedback.MAX_TITLE)] = "") -> Response:
+    """Items resembling a title being typed, only those the viewer may see: an HTML fragment, or JSON."""
+    suggestions = feedback.similar_items(session, viewer, title=q)
+    if "application/json" in request.headers.get("accept", "").split(",")[0]:
+        return JSONResponse([
+            {"title": s.item.title, "url": s.item.path, "product": s.item.product.name, "stage": s.item.stage.name,
+             "votes": s.item.vote_count}
+            for s in suggestions
+        ])
+    return render(request, "feedback/_similar.html", {"suggestions": suggestions, "checked": bool(q.strip())})
+
+
+@router.post("/me/recorded-votes/{vote_id}/withdraw", response_class=HTMLResponse)
+async def withdraw_recorded_vote(request: Request, session: DbSession, viewer: CurrentViewer,
+                                 user: CurrentUser, vote_id: str) -> Response:
+    item = feedback.withdraw_recorded_vote(session, viewer=viewer, vote_id=feedback.parse_id(vote_id))
+    what = f"for “{item.title}”" if item is not None else ""
+    return redirect(request, "/me#recorded-votes", flash=f"Your vote {what} is withdrawn.".replace("  ", " "))

@@ -1,0 +1,224 @@
+"""Votes a PM records on a customer's behalf: they count like any vote, show who captured them, become
+the customer's when a placeholder contact signs in, and can be withdrawn by the customer."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from app.accounts import service as accounts
+from app.accounts.models import IdentityKind, User
+from app.audit.models import AuditEvent
+from app.feedback import service as feedback
+from app.feedback.models import Feedback, FeedbackKind
+from app.voting import service as voting
+from app.voting.models import CaptureSource, Importance, Vote
+from tests.conftest import post_form, sign_in
+from tests.factories import make_item, make_pm, make_user
+from tests.feedback.helpers import make_customer, make_organisation
+
+
+def _votes(session, item):  # type: ignore[no-untyped-def]
+    return list(session.scalars(select(Vote).where(Vote.item_id == item.id)))
+
+
+async def _capture(client, item, **data):  # type: ignore[no-untyped-def]
+    fields = {"importance": "2", "source": "call", **data}
+    return await post_form(client, f"/admin/items/{item.public_id}/capture", fields,
+                           page=f"/admin/items/{item.public_id}/capture")
+
+
+class TestPlaceholder:
+    async def test_contact_without_account_signs_in_later_sees_the_vote_and_withdraws_it(self, client, session):
+        acme = make_organisation(session, "Acme Logistics")
+        item = make_item(session, title="Shift swaps")
+        pm = make_pm(session, display_name="Pat Manager")
+        sign_in(client, session, pm)
+
+        edit = await client.get(f"/admin/items/{item.public_id}")
+        assert f'href="/admin/items/{item.public_id}/capture"' in edit.text
+        form = await client.get(f"/admin/items/{item.public_id}/capture")
+        assert form.status_code == 200 and "Acme Logistics" in form.text
+
+        response = await _capture(client, item, customer="contact", contact_name="Robin Hale",
+                                  contact_email="Robin@Acme.example", organisation_id=str(acme.id),
+                                  importance="3", source="call", source_url="https://crm.example/calls/42")
+        assert response.status_code == 303
+        placeholder = accounts.get_user_by_email(session, "robin@acme.example")
+        assert placeholder is not None and placeholder.is_placeholder
+        assert (placeholder.organisation_id, placeholder.display_name, placeholder.password_hash) == (
+            acme.id, "Robin Hale", None)
+        [vote] = _votes(session, item)
+        assert (vote.user_id, vote.importance, vote.captured_by_id, vote.source, vote.source_url) == (
+            placeholder.id, Importance.critical, pm.id, CaptureSource.call, "https://crm.example/calls/42")
+        session.refresh(item)
+        assert item.vote_count == 1
+        assert session.scalar(select(AuditEvent).where(AuditEvent.action == "vote.captured")) is not None
+
+        # Robin signs in with a sign-in link to that address: the placeholder becomes their account.
+        user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
+            kind=IdentityKind.email, issuer="email", subject="robin@acme.example", email="robin@acme.example",
+            email_verified=True))
+        assert user.id == placeholder.id and not user.is_placeholder and user.organisation_id == acme.id
+        client.cookies.clear()
+        sign_in(client, session, user)
+
+        me = await client.get("/me")
+        assert "Votes the team recorded for you" in me.text
+        assert "Recorded by Pat Manager from a call" in me.text
+        assert f'<a href="{item.path}">Shift swaps</a>' in me.text and "Critical" in me.text
+        assert "crm.example" not in me.text  # the team's own link stays with the team
+
+        withdraw = await post_form(client, f"/me/recorded-votes/{vote.id}/withdraw", page="/me")
+        assert withdraw.status_code == 303 and withdraw.headers["location"] == "/me#recorded-votes"
+        assert _votes(session, item) == []
+        session.refresh(item)
+        assert item.vote_count == 0
+        me = await client.get("/me")
+        assert "Your vote for “Shift swaps” is withdrawn." in me.text
+        assert "Votes the team recorded for you" not in me.text
+
+    async def test_an_unverified_sign_in_cannot_claim_a_placeholder(self, session):
+        acme = make_organisation(session)
+        pm = make_pm(session)
+        data = feedback.parse_capture_form(session, {"customer": "contact", "contact_name": "Kim",
+                                                     "contact_email": "kim@acme.example",
+                                                     "organisation_id": str(acme.id), "importance": "2",
+                                                     "source": "email"})
+        feedback.capture_vote(session, item=make_item(session), data=data, actor=pm)
+        import pytest
+
+        with pytest.raises(accounts.SignInFailed):
+            accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
+                kind=IdentityKind.oidc, issuer="https://id.example", subject="kim", email="kim@acme.example",
+                email_verified=False))
+        assert accounts.get_user_by_email(session, "kim@acme.example").is_placeholder
+
+    async def test_a_known_address_uses_the_existing_account(self, client, session):
+        acme = make_organisation(session)
+        existing = make_customer(session, acme, email="lee@acme.example")
+        item = make_item(session)
+        sign_in(client, session, make_pm(session))
+        response = await _capture(client, item, customer="contact", contact_name="Lee", contact_email="lee@acme.example",
+                                  organisation_id=str(acme.id))
+        assert response.status_code == 303
+        assert [v.user_id for v in _votes(session, item)] == [existing.id]
+        assert session.scalar(select(func.count()).select_from(User).where(User.is_placeholder.is_(True))) == 0
+
+
+class TestCounting:
+    async def test_customer_who_voted_critical_keeps_critical(self, client, session):
+        customer = make_customer(session, make_organisation(session), email="dana@acme.example")
+        item = make_item(session)
+        voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
+        sign_in(client, session, make_pm(session))
+
+        found = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana@acme"})
+        assert "dana@acme.example" in found.text and f'value="{customer.id}" checked' in found.text
+
+        response = await _capture(client, item, customer=str(customer.id), importance="1", note="Mentioned it again")
+        assert response.status_code == 303
+        [vote] = _votes(session, item)
+        assert vote.importance == Importance.critical and vote.captured_by_id is None  # still their own vote
+        session.refresh(item)
+        assert item.vote_count == 1
+        page = await client.get(response.headers["location"])
+        assert "had already voted; their vote now counts as Critical" in page.text
+        note = session.scalar(select(Feedback).where(Feedback.kind == FeedbackKind.note))
+        assert note is not None and note.body == "Mentioned it again" and note.item_id == item.id
+
+    async def test_a_lower_vote_is_raised(self, session):
+        customer, item, pm = make_user(session), make_item(session), make_pm(session)
+        voting.cast_vote(session, item=item, user=customer, importance=Importance.nice_to_have)
+        data = feedback.parse_capture_form(session, {"customer": str(customer.id), "importance": "3", "source": "call"})
+        result = feedback.capture_vote(session, item=item, data=data, actor=pm)
+        assert result.importance is Importance.critical and not result.vote_created
+        session.refresh(item)
+        assert item.vote_count == 1
+
+    async def test_released_items_take_no_captured_votes(self, client, session):
+        customer = make_user(session)
+        item = make_item(session, stage_slug="released")
+        sign_in(client, session, make_pm(session))
+        page = await client.get(f"/admin/items/{item.public_id}/capture")
+        assert "Released — voting is closed. This item takes no votes." in page.text
+        response = await _capture(client, item, customer=str(customer.id))
+        assert response.status_code == 409 and "takes no votes" in response.text
+        assert _votes(session, item) == []
+
+
+class TestValidation:
+    async def test_mistakes_are_named_and_what_was_typed_stays(self, client, session):
+        item = make_item(session)
+        sign_in(client, session, make_pm(session))
+        response = await _capture(client, item, customer="contact", contact_name="Sam Example",
+                                  contact_email="not-an-email", organisation_id="", importance="7", source="fax",
+                                  source_url="javascript:alert(1)", note="Typed carefully")
+        assert response.status_code == 422
+        for message in ("Enter a valid email address", "Choose the contact", "Choose how much it matters",
+                        "Choose where this came from", "Enter a web address starting with https://"):
+            assert message in response.text, message
+        assert 'value="Sam Example"' in response.text and 'value="not-an-email"' in response.text
+        assert "Typed carefully" in response.text
+        assert _votes(session, item) == []
+
+    async def test_nobody_chosen(self, client, session):
+        item = make_item(session)
+        sign_in(client, session, make_pm(session))
+        response = await _capture(client, item)
+        assert response.status_code == 422 and "Choose a customer from the search, or a new contact." in response.text
+
+    async def test_staff_addresses_are_not_customers(self, client, session):
+        acme = make_organisation(session)
+        pm = make_pm(session, email="pat@vendor.example")
+        item = make_item(session)
+        sign_in(client, session, pm)
+        response = await _capture(client, item, customer="contact", contact_name="Pat",
+                                  contact_email="pat@vendor.example", organisation_id=str(acme.id))
+        assert response.status_code == 422 and "belongs to a staff account" in response.text
+        response = await _capture(client, item, customer=str(pm.id))
+        assert response.status_code == 422
+
+
+class TestWithdraw:
+    async def test_nobody_else_can_withdraw_my_recorded_vote(self, client, session):
+        owner, other, item, pm = make_user(session), make_user(session), make_item(session), make_pm(session)
+        data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "2", "source": "call"})
+        feedback.capture_vote(session, item=item, data=data, actor=pm)
+        [vote] = _votes(session, item)
+        sign_in(client, session, other)
+        response = await post_form(client, f"/me/recorded-votes/{vote.id}/withdraw", page="/me")
+        assert response.status_code == 404
+        assert (await post_form(client, "/me/recorded-votes/99999999999999/withdraw", page="/me")).status_code == 404
+        assert len(_votes(session, item)) == 1
+
+    async def test_a_vote_on_an_unpublished_item_shows_no_title_and_can_be_withdrawn(self, client, session):
+        owner, pm = make_user(session), make_pm(session)
+        draft = make_item(session, title="Secret project", published=False)
+        data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "2", "source": "meeting"})
+        feedback.capture_vote(session, item=draft, data=data, actor=pm)
+        sign_in(client, session, owner)
+        me = await client.get("/me")
+        assert "An item the team has not published yet" in me.text and "Secret project" not in me.text
+        assert "from a meeting" in me.text
+        [vote] = _votes(session, draft)
+        response = await post_form(client, f"/me/recorded-votes/{vote.id}/withdraw", page="/me")
+        assert response.status_code == 303 and _votes(session, draft) == []
+        assert "Secret project" not in (await client.get("/me")).text
+
+
+async def test_a_recorded_vote_on_an_item_that_shipped_stays_as_it_was(client, session):
+    owner, pm = make_user(session), make_pm(session)
+    item = make_item(session, title="Shipped thing")
+    data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "2", "source": "call"})
+    feedback.capture_vote(session, item=item, data=data, actor=pm)
+    from tests.factories import stage
+
+    item.stage_id = stage(session, "released").id
+    session.flush()
+    sign_in(client, session, owner)
+    me = await client.get("/me")
+    assert "Released — voting is closed: the vote stays as it was." in me.text
+    [vote] = _votes(session, item)
+    assert f"/me/recorded-votes/{vote.id}/withdraw" not in me.text
+    response = await post_form(client, f"/me/recorded-votes/{vote.id}/withdraw", page="/me")
+    assert response.status_code == 409 and len(_votes(session, item)) == 1
