@@ -67,6 +67,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # The request's transaction is already rolled back and closed: render without the database
+        # (no signed-in user, default branding) rather than touch objects that are gone.
+        state = request.scope.setdefault("state", {})
+        state["db"] = None
+        state["viewer"] = None
         return _error_response(request, 500, "Something went wrong",
                                "Something broke on our side. Nothing you sent was changed; please try again.",
                                "server_error")
@@ -88,7 +93,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         version="1",
         summary="Read the product roadmap: items, stages, timeframes and release notes.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI loads its assets from a CDN; /openapi.json is the description
         redoc_url=None,
         openapi_url="/openapi.json",
         dependencies=[Depends(enforce_private_mode)],
@@ -133,7 +138,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     # Outermost last: a state of its own per request, headers on everything, the CSRF cookie, then
     # the request's transaction.
-    app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database)
+    app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
+                       write_get_prefixes=("/auth/", "/sso/"))
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
     # callback: a signed cookie of its own, sent only to /auth/, gone after 10 minutes.
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="ahead_oidc",

@@ -64,3 +64,27 @@ async def test_one_persons_sign_in_never_leaks_into_the_next_request(client, ses
     assert "Pat Example" in (await client.get("/")).text
     client.cookies.delete("ahead_session")
     assert "Pat Example" not in (await client.get("/")).text
+
+
+async def test_a_crash_shows_the_500_page_in_the_site_look_even_when_signed_in(app, session):
+    import httpx
+
+    from tests.conftest import sign_in
+    from tests.factories import make_pm
+
+    from app.deps import CurrentViewer
+
+    @app.get("/boom-for-test")
+    async def boom(viewer: CurrentViewer) -> None:
+        assert viewer.user is not None
+        raise RuntimeError("kaboom")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        sign_in(c, session, make_pm(session))
+        assert (await c.get("/")).status_code == 200  # the user is loaded on a normal page
+        response = await c.get("/boom-for-test")
+    assert response.status_code == 500
+    assert "Something went wrong" in response.text
+    assert 'class="site-header"' in response.text
+    assert "kaboom" not in response.text and "Traceback" not in response.text
