@@ -21,6 +21,7 @@ from app.organisations import service as organisations
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
 from app.roadmap.timeframes import quarter_choices
+from app.voting import merge as merging
 from app.web import redirect, render
 
 PER_PAGE = 50
@@ -220,6 +221,7 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
     if item is not None:
         context["timeline"] = roadmap.get_timeline(session, item)
         context["events"] = audit.list_events_for(session, entity=item, limit=10)
+        context["merged"] = merging.current_merge(session, item=item)
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)
 

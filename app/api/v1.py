@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import RedirectResponse
 
 from app.api.schemas import (
     ErrorBody, ItemDetail, ItemPage, ItemPublic, MyVotePublic, MyVotes, ValidationErrorBody, VoteCreate,
@@ -19,9 +20,10 @@ from app.api.schemas import (
 )
 from app.accounts.viewer import Viewer
 from app.deps import CurrentViewer, DbSession
-from app.errors import NotAuthenticated
+from app.errors import NotAuthenticated, NotFound
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
+from app.voting import merge as merging
 from app.voting import service as voting
 from app.voting.views import limit_votes
 
@@ -88,19 +90,33 @@ async def list_items(
                            for i in items], total=total, page=page, per_page=per_page)
 
 
-@router.get("/items/{id}", response_model=ItemDetail, responses={**_NOT_FOUND, **_INVALID},
+_MERGED: dict[int | str, dict[str, Any]] = {
+    301: {"description": "The item was merged into another one, which you may see: `Location` is that item's "
+                         "API URL. (When you may not see it, the answer is 404.)",
+          "headers": {"Location": {"description": "The item it was merged into, e.g. `/api/v1/items/k7m2xq9p`.",
+                                   "schema": {"type": "string"}}}},
+}
+
+
+@router.get("/items/{id}", response_model=ItemDetail, responses={**_MERGED, **_NOT_FOUND, **_INVALID},
             summary="Get one roadmap item", response_description="The item.")
 async def get_item(
     request: Request,
     session: DbSession,
     viewer: CurrentViewer,
     id: Annotated[str, Path(max_length=64, description="The item's public id, as in its URL `/items/{id}/…`.")],
-) -> ItemDetail:
+) -> ItemDetail | RedirectResponse:
     """One item with its release notes and the public timeline of its stage changes.
 
-    An item that does not exist and one you may not see both answer 404 with the same body.
+    An item that does not exist and one you may not see both answer 404 with the same body. An item merged
+    into another answers 301 to that item, for callers who may see it.
     """
-    item = roadmap.get_visible_item(session, viewer, id)
+    try:
+        item = roadmap.get_visible_item(session, viewer, id)
+    except NotFound:
+        target = merging.find_merge_target(session, viewer, id)
+        return RedirectResponse(f"/api/v1/items/{target.public_id}", status_code=301,
+                                headers=merging.REDIRECT_HEADERS)
     timeline = roadmap.get_timeline(session, item)
     state = voting.vote_state(session, viewer=viewer, item=item)
     return ItemDetail.of_item(item, timeline, base_url=request.app.state.settings.base_url, my_vote=state.mine,

@@ -10,9 +10,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import CurrentViewer, DbSession
 from app.discussion.views import discussion_for
+from app.errors import NotFound
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe
+from app.voting import merge as merging
 from app.voting import views as voting_views
 from app.web import render
 
@@ -63,7 +65,11 @@ async def board(
 @router.get("/items/{public_id}/{slug}", response_class=HTMLResponse)
 async def item_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                     slug: str | None = None) -> Response:
-    item = roadmap.get_visible_item(session, viewer, public_id)
+    try:
+        item = roadmap.get_visible_item(session, viewer, public_id)
+    except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
+        target = merging.find_merge_target(session, viewer, public_id)
+        return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
     if slug != item.slug and item.slug:
         return RedirectResponse(item.path, status_code=301)
     return render(request, "roadmap/item.html", {"item": item, "timeline": roadmap.get_timeline(session, item),

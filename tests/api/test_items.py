@@ -129,6 +129,6 @@ async def test_openapi_describes_the_items_api(client):
     detail = spec["paths"]["/api/v1/items/{id}"]["get"]
     assert "roadmap items you may see" in listing["description"]
     assert {p["name"] for p in listing["parameters"]} == {"product", "tag", "stage", "sort", "page", "per_page"}
-    assert set(detail["responses"]) == {"200", "404", "422"}
+    assert set(detail["responses"]) == {"200", "301", "404", "422"}  # 301: a merged item
     assert set(spec["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "detail"}
     assert "internal_notes" not in str(spec)
