@@ -127,7 +127,7 @@ class Database:
 class RequestSession:
     """The lazily opened session of one request; the middleware below ends it."""
 
-    __slots__ = ("_database", "_write", "_session")
+    __slots__ = ("_database", "_session", "_write")
 
     def __init__(self, database: Database, *, write: bool) -> None:
         self._database = database

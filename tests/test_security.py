@@ -69,10 +69,9 @@ async def test_one_persons_sign_in_never_leaks_into_the_next_request(client, ses
 async def test_a_crash_shows_the_500_page_in_the_site_look_even_when_signed_in(app, session):
     import httpx
 
+    from app.deps import CurrentViewer
     from tests.conftest import sign_in
     from tests.factories import make_pm
-
-    from app.deps import CurrentViewer
 
     @app.get("/boom-for-test")
     async def boom(viewer: CurrentViewer) -> None:

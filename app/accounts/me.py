@@ -35,8 +35,8 @@ from app.db import utcnow
 from app.deps import SESSION_COOKIE, CurrentUser, DbSession
 from app.errors import Conflict, FormInvalid
 from app.feedback import service as feedback
-from app.voting import service as voting
 from app.security import rotate_csrf, verify_csrf
+from app.voting import service as voting
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])

@@ -725,7 +725,9 @@ async def save_access(request: Request, session: DbSession, admin: AdminUser, pr
     return redirect(request, "/admin/access", flash=f"Access settings saved. {mode}")
 
 
-from app.admin import items  # noqa: F401  (item routes hang on this router)
-from app.admin import moderation  # noqa: E402,F401  (comment moderation routes hang on this router)
-from app.admin import feedback  # noqa: F401  (inbox and captured-vote routes hang on this router)
-from app.admin import merge  # noqa: E402,F401  (merging duplicate items hangs on this router)
+from app.admin import (
+    feedback,  # noqa: F401  (inbox and captured-vote routes hang on this router)
+    items,  # noqa: F401  (item routes hang on this router)
+    merge,  # noqa: F401  (merging duplicate items hangs on this router)
+    moderation,  # noqa: F401  (comment moderation routes hang on this router)
+)

@@ -14,11 +14,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse
 
+from app.accounts.viewer import Viewer
 from app.api.schemas import (
-    ErrorBody, ItemDetail, ItemPage, ItemPublic, MyVotePublic, MyVotes, ValidationErrorBody, VoteCreate,
+    ErrorBody,
+    ItemDetail,
+    ItemPage,
+    ItemPublic,
+    MyVotePublic,
+    MyVotes,
+    ValidationErrorBody,
+    VoteCreate,
     VoteStatePublic,
 )
-from app.accounts.viewer import Viewer
 from app.deps import CurrentViewer, DbSession
 from app.errors import NotAuthenticated, NotFound
 from app.roadmap import service as roadmap

@@ -17,7 +17,7 @@ class Segment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(60), unique=True)
     name: Mapped[str] = mapped_column(String(80))
-    weight: Mapped[Decimal] = mapped_column(Numeric(8, 3), default=Decimal("1"))
+    weight: Mapped[Decimal] = mapped_column(Numeric(8, 3), default=Decimal(1))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -29,7 +29,7 @@ class Organisation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"), index=True)
-    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal("0"))
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal(0))
     # The host application's own id for the company (host-app SSO `company.id`).
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

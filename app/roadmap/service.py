@@ -24,7 +24,16 @@ from app.errors import Conflict, FormInvalid, NotFound
 from app.organisations.models import Segment
 from app.roadmap import search
 from app.roadmap.models import (
-    Confidence, Item, Product, Stage, StageChange, Tag, Timeframe, Visibility, item_segments, item_tags,
+    Confidence,
+    Item,
+    Product,
+    Stage,
+    StageChange,
+    Tag,
+    Timeframe,
+    Visibility,
+    item_segments,
+    item_tags,
 )
 
 BOARD_CARDS_PER_COLUMN = 12

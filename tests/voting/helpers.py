@@ -13,11 +13,11 @@ from tests.conftest import csrf_token
 def widget_text(page: str, public_id: str) -> str:
     """The visible words of the item's vote widget (card or item page), whitespace collapsed."""
     match = re.search(rf'<(section|div) class="vote-(?:box|card)" id="vote-{public_id}"[^>]*>(.*?)</\1>', page,
-                      re.S)
+                      re.DOTALL)
     assert match, f"no vote widget for {public_id}"
-    inner = re.sub(r'<(span|label) class="visually-hidden"[^>]*>.*?</\1>', "", match.group(2), flags=re.S)
-    inner = re.sub(r"<select.*?</select>", "", inner, flags=re.S)
-    inner = re.sub(r"<textarea.*?</textarea>", "", inner, flags=re.S)
+    inner = re.sub(r'<(span|label) class="visually-hidden"[^>]*>.*?</\1>', "", match.group(2), flags=re.DOTALL)
+    inner = re.sub(r"<select.*?</select>", "", inner, flags=re.DOTALL)
+    inner = re.sub(r"<textarea.*?</textarea>", "", inner, flags=re.DOTALL)
     return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", inner)).split())
 
 
