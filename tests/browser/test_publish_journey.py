@@ -99,7 +99,7 @@ def test_pm_publishes_an_item_and_a_visitor_finds_it_but_never_the_draft(portal:
     # --- a visitor, in a browser context of their own (not signed in) ------------------------------
     visitor = open_context().new_page()
     visitor.goto("/")
-    expect(visitor.get_by_role("link", name="Sign in")).to_be_visible()
+    expect(visitor.get_by_role("link", name="Sign in", exact=True)).to_be_visible()
     card = visitor.get_by_role("article", name=PUBLISHED_TITLE)
     expect(card).to_be_visible()
     expect(card).to_contain_text(PUBLISHED_SUMMARY)
