@@ -8,10 +8,20 @@ name must contain "bench" (the script refuses anything else). Titles, summaries 
 drawn from a small product vocabulary, so that short prefixes hit thousands of items, as they do on
 a real roadmap; a few rare words are sprinkled in for the needle-in-a-haystack case.
 
-Timed: the word index build (`search.index_item` for every item, in one transaction, as the staff
-forms do one at a time), then each query `--repeat` times through `search.search_items` for a
-signed-out visitor with the page's limit, so the figures include loading the hits, their snippets and
-highlights. Printed: median and p95 per query type.
+Timed: the full-text index build (`search.index_item` for every item, in one transaction, as the
+staff forms do one at a time; `--bulk` times `search.index_texts`, what bench/generate.py uses), then
+each query `--repeat` times through `search.search_items` for a signed-out visitor with the page's
+limit, so the figures include loading the hits, their snippets and highlights. Printed: median and p95
+per query type, wall clock and this process's CPU; on PostgreSQL also the server backend's mean CPU per
+query (read from /proc, so only for a server on this machine).
+
+The engine is SQLite FTS5 or PostgreSQL tsvector + GIN (see app/roadmap/search.py). To compare with the
+portable word index it replaced, run this script as it was before that change, from a copy of that
+revision (give it another SQLite file or "bench" database, so the two runs do not replace each other's):
+
+    old="$(git log -1 --format=%H -- migrations/versions/2026-11-25-1931_full_text_search.py)^"
+    git archive "$old" | tar -x -C /tmp/ahead-old
+    cd /tmp/ahead-old && /path/to/.venv/bin/python bench/search.py --database-url sqlite:////tmp/old.db
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
 from app.accounts.viewer import ANONYMOUS
@@ -35,7 +45,7 @@ from app.config import normalise_database_url
 from app.db import Database, utcnow
 from app.migrate import upgrade
 from app.roadmap import search
-from app.roadmap.models import Item, Product, SearchTerm, Stage, Tag, Timeframe, Visibility, item_tags
+from app.roadmap.models import Item, Product, Stage, Tag, Timeframe, Visibility, item_tags
 
 DEFAULT_SQLITE = "/tmp/ahead-bench-search.db"
 
@@ -135,16 +145,20 @@ def fill(db: Database, count: int, seed: int) -> None:
         session.execute(insert(item_tags), links)
 
 
-def build_index(db: Database) -> tuple[float, int]:
+def build_index(db: Database, *, bulk: bool) -> tuple[float, int]:
     started = time.perf_counter()
     with db.transaction() as session:
-        for item in session.scalars(select(Item).order_by(Item.id)):
-            search.index_item(session, item)
+        if bulk:
+            rows = session.execute(select(Item.id, Item.title, Item.summary, Item.description).order_by(Item.id))
+            search.index_texts(session.connection(), (tuple(row) for row in rows.all()))
+        else:
+            for item in session.scalars(select(Item).order_by(Item.id)):
+                search.index_item(session, item)
     elapsed = time.perf_counter() - started
     print(f"(load average while building: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     with db.transaction() as session:
-        terms = session.scalar(select(func.count()).select_from(SearchTerm)) or 0
-    return elapsed, terms
+        entries = session.scalar(text("SELECT count(*) FROM item_search")) or 0
+    return elapsed, entries
 
 
 def analyse(db: Database) -> None:
@@ -155,24 +169,43 @@ def analyse(db: Database) -> None:
 
 def time_queries(db: Database, repeat: int, limit: int) -> None:
     """Wall-clock time per search; `cpu` is this process's CPU time, which on a busy machine shows what
-    the work costs (on SQLite it includes the database, which runs in-process; not on PostgreSQL)."""
+    the work costs (on SQLite it includes the database, which runs in-process; not on PostgreSQL, where
+    `server cpu` is the backend's CPU per query: a mean, as the kernel counts it in 10 ms ticks)."""
+    postgres = not db.url.startswith("sqlite")
     print(f"\n{'query type':<15} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'cpu med':>8} {'cpu p95':>8}"
-          "   hits per query")
+          + (f" {'server cpu':>11}" if postgres else "") + "   hits per query")
     for kind, queries in QUERIES.items():
-        samples, cpu, hits = [], [], []
+        samples, cpu, hits, server_ticks = [], [], [], 0
         for q in queries:
             for attempt in range(repeat + 1):
                 with db.transaction() as session:
+                    backend = _backend_ticks(session) if postgres else None
                     started, started_cpu = time.perf_counter(), time.process_time()
                     found = search.search_items(session, ANONYMOUS, q, limit=limit)
                     elapsed = (time.perf_counter() - started) * 1000
                     elapsed_cpu = (time.process_time() - started_cpu) * 1000
+                    if backend is not None and attempt:
+                        server_ticks += _backend_ticks(session, backend[0])[1] - backend[1]  # type: ignore[index]
                 if attempt:  # the first run of each query warms caches and is not counted
                     samples.append(elapsed)
                     cpu.append(elapsed_cpu)
             hits.append(f"{q}={len(found)}")
+        server = f" {server_ticks * 1000 / _TICKS / len(samples):>11.2f}" if postgres else ""
         print(f"{kind:<15} {statistics.median(samples):>10.2f} {_p95(samples):>8.2f} {max(samples):>8.2f} "
-              f"{statistics.median(cpu):>8.2f} {_p95(cpu):>8.2f}   {' '.join(hits)}")
+              f"{statistics.median(cpu):>8.2f} {_p95(cpu):>8.2f}{server}   {' '.join(hits)}")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _backend_ticks(session, pid: int | None = None) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+    """(pid, user + system CPU ticks) of the PostgreSQL backend serving this session, when it runs here."""
+    pid = pid or session.scalar(text("SELECT pg_backend_pid()"))
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return pid, int(fields[11]) + int(fields[12])
 
 
 def _p95(values: list[float]) -> float:
@@ -181,12 +214,16 @@ def _p95(values: list[float]) -> float:
 
 
 def matching_items(db: Database) -> None:
-    """How many items each 1-word prefix touches in the index (what the query has to scan)."""
+    """How many items each 1-word prefix matches in the index (what the query has to rank)."""
     with db.transaction() as session:
         parts = []
         for q in QUERIES["1-word prefix"]:
-            n = session.scalar(select(func.count(func.distinct(SearchTerm.item_id)))
-                               .where(SearchTerm.term >= q, SearchTerm.term < q + "\uffff"))
+            if db.url.startswith("sqlite"):
+                n = session.scalar(text("SELECT count(*) FROM item_search WHERE item_search MATCH :q"),
+                                   {"q": search.fts5_query([q])})
+            else:
+                n = session.scalar(text("SELECT count(*) FROM item_search WHERE document @@ CAST(:q AS tsquery)"),
+                                   {"q": search.tsquery([q])})
             parts.append(f"{q}={n}")
     print("items matching each 1-word prefix:", " ".join(parts))
 
@@ -201,6 +238,8 @@ def main() -> None:
     parser.add_argument("--analyze", choices=["auto", "yes", "no"], default="auto",
                         help="run ANALYZE after loading; auto: on PostgreSQL (autovacuum would), not on SQLite "
                              "(nothing in Ahead runs it there, and its statistics change SQLite's plan)")
+    parser.add_argument("--bulk", action="store_true",
+                        help="build the index with search.index_texts (executemany) instead of index_item per item")
     parser.add_argument("--queries-only", action="store_true",
                         help="time the queries on the database the last run built (nothing is rebuilt)")
     args = parser.parse_args()
@@ -217,8 +256,8 @@ def main() -> None:
             started = time.perf_counter()
             fill(db, args.items, args.seed)
             print(f"{args.items:,} items written in {time.perf_counter() - started:.1f} s")
-            seconds, terms = build_index(db)
-            print(f"word index built in {seconds:.1f} s ({terms:,} rows, "
+            seconds, entries = build_index(db, bulk=args.bulk)
+            print(f"full-text index built in {seconds:.1f} s ({entries:,} entries, "
                   f"{seconds / args.items * 1000:.2f} ms per item)")
             if args.analyze == "yes" or (args.analyze == "auto" and not url.startswith("sqlite")):
                 analyse(db)

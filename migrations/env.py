@@ -8,6 +8,7 @@ from alembic import context
 
 from app.db import make_engine
 from app.models import metadata
+from app.roadmap.search import INDEX_TABLES
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -23,8 +24,14 @@ def _url() -> str:
     return get_settings().database_url
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """The search index's tables are made by their migration, not by the models: autogenerate must not drop them."""
+    return not (type_ == "table" and name in INDEX_TABLES)
+
+
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=metadata, literal_binds=True, render_as_batch=True)
+    context.configure(url=_url(), target_metadata=metadata, literal_binds=True, render_as_batch=True,
+                      include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -52,6 +59,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -171,18 +171,3 @@ class StageChange(Base):
 
     from_stage: Mapped[Stage | None] = relationship(foreign_keys=[from_stage_id], lazy="raise")
     to_stage: Mapped[Stage] = relationship(foreign_keys=[to_stage_id], lazy="raise")
-
-
-class SearchTerm(Base):
-    """Word index for portable prefix search: one row per (item, word, field)."""
-
-    __tablename__ = "search_terms"
-
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    # Byte-order collation on PostgreSQL, as on SQLite, so prefix range scans are exact.
-    term: Mapped[str] = mapped_column(
-        String(64).with_variant(String(64, collation="C"), "postgresql"), primary_key=True
-    )
-    field: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-
-    __table_args__ = (Index("ix_search_terms_term", "term"),)

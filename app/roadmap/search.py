@@ -1,28 +1,60 @@
-"""Portable prefix search over item titles, summaries and descriptions.
+"""Prefix search over item titles, summaries and descriptions, on each database's own full-text engine.
 
-A word index (`search_terms`: item, word, field) is kept in the item's own transaction. A query
-word matches every indexed word that starts with it through an index range scan
-(`term >= 'plan' AND term < 'plan\\uffff'`), which behaves the same on SQLite and PostgreSQL and
-needs no extension. Items must match every query word; title hits rank above summary and body hits.
+One index row per item, written in the item's own transaction by `index_item` and created by the
+migration `2026-11-25-1931_full_text_search` (not by the ORM metadata: neither structure is an ordinary
+table — see `INDEX_TABLES`):
+
+* SQLite: an FTS5 table `item_search` (rowid = item id; columns title, summary, body) with a prefix
+  index for 2-4 characters. A query is every word as a quoted prefix term, ANDed (`"slack"* AND
+  "integ"*`), ranked by bm25 with weights title 10, summary 4, body 1.
+* PostgreSQL: a table `item_search` (item_id; document, a tsvector of all three fields weighted A, B
+  and C; heading, its title and summary part) with a GIN index on each tsvector. A query is the words as
+  prefix lexemes, ANDed (`'slack':* & 'integ':*`), ranked by ts_rank_cd with weights title (A) 1.0,
+  summary (B) 0.4, body (C) 0.1.
+
+On both, hits come in tiers — every word in the title, then in the title or summary, then anywhere —
+and each tier is ranked on its own, so the costly ranking of thousands of descriptions that mention a
+common prefix is rarely needed (see `search_items`).
+
+Both engines get the same tokens, made here: `words()` folds case and accents in Python (so no
+`unaccent` extension is needed) and splits on `\\w+`, exactly as the query and the highlighter do, so
+what is found and what is marked agree on both databases. PostgreSQL never parses the text itself: the
+tsvector and tsquery are built as literals from those words (`to_tsvector` would split `e-mail` or
+`example.com` its own way). Each field holds its distinct words once, in order, as the earlier word index
+did: an item does not outrank a title match by repeating a word throughout its description.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
 from markupsafe import Markup, escape
-from sqlalchemy import delete, func, insert, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Integer, Select, cast, column, func, literal, literal_column, not_, select, table, text
+from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, joinedload
 
 from app.accounts.viewer import Viewer
 from app.markup import plain_text
-from app.roadmap.models import Item, SearchTerm
+from app.roadmap.models import Item
 
-FIELD_TITLE, FIELD_SUMMARY, FIELD_BODY = 3, 2, 1
 MAX_QUERY_WORDS = 6
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+# The tables the migration makes for the index (FTS5 keeps its data in the `_…` shadow tables). They
+# are not in the ORM metadata, so Alembic's comparisons (autogenerate, tests/test_migrations.py) skip them.
+INDEX_TABLES = frozenset({"item_search", "item_search_data", "item_search_idx", "item_search_content",
+                          "item_search_docsize", "item_search_config"})
+
+_fts = table("item_search", column("rowid", Integer), column("title"), column("summary"), column("body"))
+_pg = table("item_search", column("item_id", Integer), column("document", TSVECTOR), column("heading", TSVECTOR))
+# ts_rank_cd's weights are listed {D, C, B, A}: body is C, summary B, title A.
+_PG_WEIGHTS = literal_column("'{0.1, 0.1, 0.4, 1.0}'::float4[]")
+_PG_MAX_POSITION = 16383  # tsvector positions stop there
 
 
 def fold(text: str) -> str:
@@ -35,20 +67,76 @@ def words(text: str) -> list[str]:
     return [w[:64] for w in _WORD.findall(fold(text or ""))]
 
 
-def index_item(session: Session, item: Item) -> None:
-    """Rewrite the item's rows in the word index (call after the item's text changed and was flushed).
+def field_words(text: str) -> list[str]:
+    """A field's distinct words in order of first appearance: what the index holds for it."""
+    return list(dict.fromkeys(words(text)))
 
-    Core statements on the table, not ORM bulk ones: no SearchTerm objects are ever loaded, and the ORM
-    path cost about four times as much per item (measured with bench/search.py).
-    """
-    table = SearchTerm.__table__
-    session.execute(delete(table).where(table.c.item_id == item.id))
-    rows: dict[tuple[str, int], None] = {}
-    for field, text in ((FIELD_TITLE, item.title), (FIELD_SUMMARY, item.summary), (FIELD_BODY, item.description)):
-        for word in words(text):
-            rows[(word, field)] = None
-    if rows:
-        session.execute(insert(table), [{"item_id": item.id, "term": t, "field": f} for (t, f) in rows])
+
+# --- writing the index -----------------------------------------------------------------------------------
+
+_SQLITE_DELETE = text("DELETE FROM item_search WHERE rowid = :item_id")
+_SQLITE_INSERT = text("INSERT INTO item_search (rowid, title, summary, body) VALUES (:item_id, :title, :summary, :body)")
+_PG_UPSERT = text(
+    "INSERT INTO item_search (item_id, document, heading) "
+    "VALUES (:item_id, CAST(:document AS tsvector), ts_filter(CAST(:document AS tsvector), '{a,b}')) "
+    "ON CONFLICT (item_id) DO UPDATE SET document = excluded.document, heading = excluded.heading"
+)
+
+
+def index_item(session: Session, item: Item) -> None:
+    """Write the item's entry in the search index, replacing the old one (call after its text changed
+    and it was flushed, in the same transaction)."""
+    index_texts(session.connection(), [(item.id, item.title, item.summary, item.description)])
+
+
+def index_texts(connection: Connection, rows: Iterable[tuple[int, str, str, str]], *, batch: int = 1000) -> int:
+    """Index many items at once — (item id, title, summary, description) rows, each replacing the item's
+    entry — in the connection's transaction, with executemany. Returns how many rows were written."""
+    sqlite = connection.dialect.name == "sqlite"
+    written, chunk = 0, []
+    for item_id, title, summary, description in rows:
+        if sqlite:
+            chunk.append({"item_id": item_id, "title": " ".join(field_words(title)),
+                          "summary": " ".join(field_words(summary)), "body": " ".join(field_words(description))})
+        else:
+            chunk.append({"item_id": item_id, "document": tsvector(title, summary, description)})
+        if len(chunk) >= batch:
+            written += _write(connection, chunk, sqlite=sqlite)
+            chunk = []
+    if chunk:
+        written += _write(connection, chunk, sqlite=sqlite)
+    return written
+
+
+def _write(connection: Connection, chunk: list[dict[str, object]], *, sqlite: bool) -> int:
+    if sqlite:
+        # FTS5 has no upsert: the old entry goes first (deleting a missing rowid is a no-op).
+        connection.execute(_SQLITE_DELETE, [{"item_id": row["item_id"]} for row in chunk])
+        connection.execute(_SQLITE_INSERT, chunk)
+    else:
+        connection.execute(_PG_UPSERT, chunk)
+    return len(chunk)
+
+
+def tsvector(title: str, summary: str, description: str) -> str:
+    """The item's PostgreSQL tsvector as a literal: each field's distinct words, weighted A (title),
+    B (summary) or C (body), numbered in reading order so that ts_rank_cd sees which words are near."""
+    positions: dict[str, list[str]] = {}
+    position = 0
+    for weight, value in (("A", title), ("B", summary), ("C", description)):
+        for word in field_words(value):
+            position = min(position + 1, _PG_MAX_POSITION)
+            positions.setdefault(word, []).append(f"{position}{weight}")
+    return " ".join(f"{_pg_quote(word)}:{','.join(at)}" for word, at in positions.items())
+
+
+def _pg_quote(word: str) -> str:
+    """A lexeme quoted for tsvector/tsquery input. Words are `\\w+` and cannot hold a quote or an
+    operator; quoting anyway keeps the literal safe whatever `words()` becomes."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+# --- querying it -------------------------------------------------------------------------------------------
 
 
 def query_words(q: str) -> list[str]:
@@ -59,6 +147,17 @@ def query_words(q: str) -> list[str]:
     return seen[:MAX_QUERY_WORDS]
 
 
+def fts5_query(prefixes: Sequence[str]) -> str:
+    """`"slack"* AND "integ"*`: every word a quoted prefix term, so FTS5 reads none of it as syntax."""
+    return " AND ".join('"' + word.replace('"', '""') + '"*' for word in prefixes)
+
+
+def tsquery(prefixes: Sequence[str], *, weights: str = "") -> str:
+    """`'slack':* & 'integ':*`, cast to tsquery as it is (never parsed by a text search configuration);
+    `weights="A"` finds the words in the title only."""
+    return " & ".join(_pg_quote(word) + ":*" + weights for word in prefixes)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchHit:
     item: Item
@@ -66,38 +165,84 @@ class SearchHit:
     snippet_html: Markup
 
 
+class Tier(IntEnum):
+    """Where every query word was found. Each tier ranks above the next, whatever the scores say."""
+
+    title = 1  # every word in the title
+    heading = 2  # every word in the title or summary, not all in the title
+    anywhere = 3  # at least one word only in the description
+
+
 def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[SearchHit]:
+    """Items this viewer may see that contain every word of `q` as a word prefix, best first, with the
+    matches highlighted.
+
+    Hits come in tiers (`Tier`): title, then title or summary, then anywhere. Within a tier they are
+    ranked by the weighted score (bm25 with title 10, summary 4, body 1 on SQLite; ts_rank_cd with
+    1.0, 0.4, 0.1 on PostgreSQL), ties going to the most recently updated. The tiers are asked for one
+    after the other until the page is full, so a common prefix such as "rep" is ranked among the few
+    hundred titles that hold it, not among the thousands of descriptions. The last tier of a one-word
+    query is simply newest first: each of its hits holds the word in its description alone, where the
+    index keeps every word once, so a score would only reward short descriptions, and ranking every
+    description that mentions a common word is what made such searches slow.
+    """
     from app.roadmap.service import visible_items
 
     prefixes = query_words(q)
     if not prefixes:
         return []
-    # One score per (item, query word): the best field it matched in.
-    per_word = []
-    for n, prefix in enumerate(prefixes):
-        per_word.append(
-            select(SearchTerm.item_id.label("item_id"), func.max(SearchTerm.field).label("score"))
-            .where(SearchTerm.term >= prefix, SearchTerm.term < prefix + "\uffff")
-            .group_by(SearchTerm.item_id)
-            .subquery(f"w{n}")
-        )
-    first = per_word[0]
-    score = first.c.score
-    stmt = visible_items(viewer)
-    stmt = stmt.join(first, first.c.item_id == Item.id)
-    for sub in per_word[1:]:
-        stmt = stmt.join(sub, sub.c.item_id == Item.id)
-        score = score + sub.c.score
-    stmt = (
-        stmt.options(selectinload(Item.stage), selectinload(Item.product))
-        .order_by(score.desc(), Item.updated_at.desc(), Item.id.desc())
-        .limit(limit)
-    )
+    tier_query = _sqlite_tier if session.get_bind().dialect.name == "sqlite" else _postgres_tier
+    ids: list[int] = []
+    for tier in Tier:
+        ranked = tier is not Tier.anywhere or len(prefixes) > 1
+        stmt = tier_query(visible_items(viewer).with_only_columns(Item.id), prefixes, tier, ranked=ranked)
+        ids.extend(session.scalars(stmt.order_by(Item.updated_at.desc(), Item.id.desc()).limit(limit - len(ids))))
+        if len(ids) >= limit:
+            break
+    if not ids:
+        return []
+    # The hits' rows in one more statement (stage and product joined in), put back in rank order.
+    loaded = {item.id: item for item in session.scalars(
+        select(Item).where(Item.id.in_(ids)).options(joinedload(Item.stage), joinedload(Item.product))
+    )}
     return [
         SearchHit(item=item, title_html=highlight(item.title, prefixes),
                   snippet_html=highlight(snippet(item, prefixes), prefixes))
-        for item in session.scalars(stmt)
+        for item in (loaded[item_id] for item_id in ids)
     ]
+
+
+def _sqlite_tier(stmt: Select[tuple[int]], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[tuple[int]]:
+    every = fts5_query(prefixes)
+    in_title, in_heading = f"{{title}} : ({every})", f"{{title summary}} : ({every})"
+    expression = {Tier.title: in_title, Tier.heading: f"{in_heading} NOT {in_title}",
+                  Tier.anywhere: f"({every}) NOT {in_heading}"}[tier]
+    fts = literal_column("item_search")
+    columns = [_fts.c.rowid.label("item_id")]
+    if ranked:
+        columns.append(func.bm25(fts, 10.0, 4.0, 1.0).label("rank"))
+    hits = select(*columns).where(fts.op("MATCH")(expression)).subquery("hits")
+    stmt = stmt.join(hits, hits.c.item_id == Item.id)
+    return stmt.order_by(hits.c.rank) if ranked else stmt  # bm25: lower is better
+
+
+def _postgres_tier(stmt: Select[tuple[int]], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[tuple[int]]:
+    every = cast(literal(tsquery(prefixes)), TSQUERY)
+    matches = _pg.c.document.op("@@", is_comparison=True)
+    heading = _pg.c.heading.op("@@", is_comparison=True)  # the small GIN index on title + summary
+    in_heading = heading(every)
+    in_title = heading(cast(literal(tsquery(prefixes, weights="A")), TSQUERY))
+    if tier is Tier.title:
+        where = [in_title]
+    elif tier is Tier.heading:
+        where = [in_heading, not_(in_title)]
+    else:
+        where = [matches(every), not_(in_heading)]
+    stmt = stmt.join(_pg, _pg.c.item_id == Item.id).where(*where)
+    return stmt.order_by(func.ts_rank_cd(_PG_WEIGHTS, _pg.c.document, every).desc()) if ranked else stmt
+
+
+# --- showing the hits ----------------------------------------------------------------------------------
 
 
 def _fold_mapped(text: str) -> tuple[str, list[int] | None]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
+
+from app.accounts.viewer import ANONYMOUS
 from app.db import utcnow
+from app.roadmap.models import Visibility
+from app.roadmap.search import search_items
 from tests.factories import make_item
 
 
@@ -86,3 +91,98 @@ async def test_no_match_and_empty_query(client, session):
     assert "No matches" in await search(client, "zebra")
     empty = await search(client, "   ")
     assert "result" not in empty and "No matches" not in empty
+
+
+# --- the full-text index behind it (SQLite FTS5 / PostgreSQL tsvector), through the service -------------
+
+def found(session, q: str, *, limit: int = 30) -> list[str]:  # type: ignore[no-untyped-def]
+    return [hit.item.title for hit in search_items(session, ANONYMOUS, q, limit=limit)]
+
+
+def test_a_title_match_outranks_a_newer_description_that_repeats_the_word(session):
+    now = utcnow()
+    make_item(session, title="Team rotas", summary="", description="Works with every calendar. " * 40,
+              updated_at=now)
+    make_item(session, title="Calendar sync", summary="", description="Two-way.", updated_at=now - timedelta(days=365))
+
+    assert found(session, "calend") == ["Calendar sync", "Team rotas"]
+
+
+def test_titles_then_summaries_then_descriptions_newest_first_fill_the_page(session):
+    now = utcnow()
+    for days in range(4):
+        make_item(session, title=f"Body {days}", summary="", description="Mentions rotas in passing.",
+                  updated_at=now - timedelta(days=days))
+    make_item(session, title="Summary hit", summary="Rotas for every team", updated_at=now - timedelta(days=30))
+    make_item(session, title="Rotas", summary="", updated_at=now - timedelta(days=60))
+    make_item(session, title="Rota templates", summary="", updated_at=now - timedelta(days=90))
+
+    assert found(session, "rota", limit=5) == ["Rotas", "Rota templates", "Summary hit", "Body 0", "Body 1"]
+    assert found(session, "rotas")[2:] == ["Body 0", "Body 1", "Body 2", "Body 3"]
+
+
+def test_words_may_match_in_different_fields_and_a_title_word_counts_most(session):
+    now = utcnow()
+    make_item(session, title="Slack alerts", summary="", description="Built on the integration platform.",
+              updated_at=now - timedelta(days=10))
+    make_item(session, title="Alerts", summary="", description="Slack and Teams integration.", updated_at=now)
+    make_item(session, title="Slack digest", summary="", description="A daily email.")
+
+    assert found(session, "slack integ") == ["Slack alerts", "Alerts"]
+
+
+def test_an_edited_item_is_found_by_its_new_words_and_no_longer_by_the_old(session):
+    from app.roadmap import service as roadmap
+    from tests.factories import make_pm
+
+    item = make_item(session, title="Shift swaps", summary="Swap a shift", description="Between colleagues.")
+    item = roadmap.get_item_for_staff(session, item.public_id)
+    data = roadmap.ItemInput(
+        title="Open shift marketplace", summary="Pick up open shifts", description="Claimed first come.",
+        internal_notes="", release_notes="", product=item.product, stage=item.stage, timeframe=item.timeframe,
+        target_year=None, target_quarter=None, confidence=None, visibility=item.visibility, tags=[],
+    )
+    roadmap.update_item(session, item=item, data=data, actor=make_pm(session))
+
+    assert found(session, "marketpl") == ["Open shift marketplace"]
+    assert found(session, "swap") == []
+    assert found(session, "colleag") == []
+
+
+def test_hidden_items_are_never_hits_however_well_they_match(session):
+    make_item(session, title="Forecast labour costs", published=False)
+    make_item(session, title="Forecast internal", visibility=Visibility.internal)
+    make_item(session, title="Budgets", summary="", description="A forecast per location.")
+
+    assert found(session, "forecast") == ["Budgets"]
+
+
+@pytest.mark.parametrize("q", [
+    '"export" OR NOT reports:*', "export* & !reports | (csv)", "{title}: export", "export' reports; --",
+    "EXPORT\\ reports", "NEAR(export reports)", "export -reports ^csv",
+])
+def test_query_syntax_of_either_engine_is_read_as_plain_words(session, q):
+    make_item(session, title="Export reports to CSV", description="Or not, title, near and all.")
+    make_item(session, title="Import reports")
+
+    assert found(session, q) == ["Export reports to CSV"]
+
+
+@pytest.mark.parametrize("q", ["'", '"', ":*", "&|!()", "\\", "*", "NOT", "-", "''", "\x00"])
+def test_punctuation_alone_finds_nothing_and_breaks_nothing(session, q):
+    make_item(session, title="Export reports to CSV")
+
+    assert found(session, q) == []
+
+
+def test_other_scripts_long_words_and_underscores(session):
+    make_item(session, title="東京 オフィス", summary="")
+    make_item(session, title="Ελληνικά μενού", summary="")
+    make_item(session, title="Supercalifragilisticexpialidocious" * 3, summary="")
+    make_item(session, title="Set max_shift_length per team", summary="")
+
+    assert found(session, "東京") == ["東京 オフィス"]
+    assert found(session, "ΕΛΛΗΝ") == ["Ελληνικά μενού"]
+    assert len(found(session, "supercalifragilistic")) == 1
+    assert found(session, "max_shift") == ["Set max_shift_length per team"]
+    assert found(session, "max") == ["Set max_shift_length per team"]
