@@ -592,13 +592,6 @@ def _timeframe(demo: DemoItem, released_on: date | None, today: date) -> tuple[T
     return Timeframe.later, None, None
 
 
-def _set_vote_count(item: Item, votes: int) -> None:
-    # Placeholder counts, for the board's look only. When voting lands, votes become rows and a
-    # reconciliation check requires vote_count == number of vote rows: replace this with real demo
-    # votes (demo customers voting through the voting service) at that point.
-    item.vote_count = votes
-
-
 @cache
 def _demo_password_hash() -> str:
     # Hashed once per process: argon2 is slow on purpose, and the tests seed many times.
@@ -658,6 +651,7 @@ def seed_demo(session: Session) -> str:
              for demo in ITEMS]
     customers = _customers(session, companies=organisations_by_name, now=now, with_password=password is not None)
     session.flush()
+    _demo_votes(session, items=list(zip(items, ITEMS, strict=True)), companies=organisations_by_name, clock=clock)
     summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
     return summary + "\n" + _customer_summary(customers, settings.base_url, password)
 
@@ -697,7 +691,6 @@ def _write_item(session: Session, demo: DemoItem, *, clock: _Clock, stages: dict
             roadmap.update_item(session, item=item, actor=pm,
                                 data=replace(data, stage=item.stage, release_notes=demo.release_notes))
     item.updated_at = last
-    _set_vote_count(item, demo.votes)
     return item
 
 
@@ -796,3 +789,56 @@ def _customer_summary(customers: list[User], base_url: str, password: str | None
         lines.append(f"To look around as a customer of the Enterprise segment, sign in at {base_url}/login as "
                      f"{DEMO_CUSTOMER_EMAIL} with the same password.")
     return "\n".join(lines)
+
+
+# --- votes: real rows from demo customers, so the counters and `ahead reconcile` agree -----------------
+
+_FIRST = ("Alex", "Sam", "Jo", "Kim", "Lee", "Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo")
+_LAST = ("Adams", "Brown", "Costa", "Diaz", "Evans", "Fox", "Gray", "Hughes", "Ito", "Jones", "Khan", "Lund")
+
+
+def _demo_votes(session: Session, *, items: list[tuple[Item, DemoItem]], companies: dict[str, Organisation],
+                clock: _Clock) -> None:
+    """Customers of the demo organisations vote: `DemoItem.votes` becomes that many real vote rows."""
+    from sqlalchemy import insert
+
+    from app.voting import service as voting
+    from app.voting.models import Follow, Importance, Vote
+
+    wanted = max((demo.votes for item, demo in items if item.published_at is not None), default=0)
+    if not wanted or not companies:
+        return
+    orgs = list(companies.values())
+    domains = {name: domains[0] for name, _, domains, _ in ORGANISATIONS}
+    segment_of = {name: segment for name, segment, _, _ in ORGANISATIONS}
+    voters: list[User] = []
+    voter_orgs: list[Organisation] = []
+    for n in range(wanted):
+        first, last = _FIRST[n % len(_FIRST)], _LAST[(n // len(_FIRST)) % len(_LAST)]
+        organisation = orgs[n % len(orgs)]
+        user = User(email=f"{first}.{last}{n}@{domains.get(organisation.name, 'example.com')}".lower(),
+                    display_name=f"{first} {last}", role=Role.customer, organisation_id=organisation.id,
+                    created_at=clock.days_ago(SETUP_DAYS_AGO - 10))
+        voters.append(user)
+        voter_orgs.append(organisation)
+    session.add_all(voters)
+    session.flush()
+    votes, follows = [], []
+    for item, demo in items:
+        if item.published_at is None or not demo.votes:
+            continue
+        start = item.published_at
+        end = item.released_at or clock.now
+        span = max(1.0, (end - start).total_seconds())
+        # Only people who may see the item vote on it (segment-limited items: their segment's customers).
+        allowed = [v for v, org in zip(voters, voter_orgs, strict=True)
+                   if not demo.segments or segment_of.get(org.name) in demo.segments]
+        for voter in clock.rng.sample(allowed, min(demo.votes, len(allowed))):
+            at = start + timedelta(seconds=clock.rng.random() * span)
+            importance = clock.rng.choices(list(Importance), weights=(4, 4, 2))[0]
+            votes.append({"item_id": item.id, "user_id": voter.id, "importance": int(importance),
+                          "created_at": at, "updated_at": at, "source_url": ""})
+            follows.append({"item_id": item.id, "user_id": voter.id, "created_at": at})
+    session.execute(insert(Vote), votes)
+    session.execute(insert(Follow), follows)
+    voting.reconcile(session)
