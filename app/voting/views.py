@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
-from app.errors import FormInvalid, NotAuthenticated
+from app.errors import FormInvalid, NotAuthenticated, RateLimited
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.security import csrf_token, verify_csrf
@@ -66,10 +66,10 @@ def for_cards(session: Session, viewer: Viewer, items: list[Item]) -> dict[str, 
 def for_item_page(request: Request, session: Session, viewer: Viewer, item: Item) -> dict[str, Any]:
     """`vote` (VoteState), `following`, and a refused vote form's text and messages when there was one."""
     refused = getattr(request.state, "vote_form", None)
-    form, errors = refused if refused is not None else ({}, {})
+    form, errors, limited = refused if refused is not None else ({}, {}, "")
     return {"vote": voting.vote_state(session, viewer=viewer, item=item),
             "following": voting.is_following(session, item=item, user=viewer.user),
-            "vote_form": form, "vote_errors": errors}
+            "vote_form": form, "vote_errors": errors, "vote_limited": limited}
 
 
 def _widget_html(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
@@ -102,14 +102,20 @@ def _sign_in_first(request: Request, item: Item, what: str) -> Response:
 
 
 async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
-                           form: dict[str, str], errors: dict[str, str]) -> Response:
-    """The item page with the refused vote form (what was typed, and why), status 422."""
+                           form: dict[str, str], errors: dict[str, str], *, limited: RateLimited | None = None
+                           ) -> Response:
+    """The item page with the refused vote form (what was typed, and why): 422, or 429 when too fast."""
     from app.roadmap import views as roadmap_views
 
-    request.state.vote_form = (form, errors)
+    message = ""
+    if limited is not None:
+        message = (f"{limited.detail} Your vote was not counted yet; what you typed is still here.")
+    request.state.vote_form = (form, errors, message)
     response = await roadmap_views.item_page(request=request, session=session, viewer=viewer,
                                              public_id=item.public_id, slug=item.slug or None)
-    response.status_code = 422
+    response.status_code = 429 if limited is not None else 422
+    if limited is not None:
+        response.headers.update(limited.headers)
     return response
 
 
@@ -131,7 +137,13 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
             raise
         return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
                                       exc.errors)
-    limit_votes(request, viewer)
+    try:
+        limit_votes(request, viewer)
+    except RateLimited as exc:
+        if as_json:
+            raise
+        return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
+                                      {}, limited=exc)
     try:
         result = voting.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
     except FormInvalid as exc:

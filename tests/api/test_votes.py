@@ -58,12 +58,12 @@ async def test_vote_change_list_and_withdraw(client, session):
 
 async def test_a_write_without_the_csrf_header_is_refused(client, session):
     item = make_item(session)
-    await _signed_in(client, session)
+    user, _ = await _signed_in(client, session)
     missing = await client.post(f"/api/v1/items/{item.public_id}/vote", json={"importance": "important"})
     assert missing.status_code == 403 and missing.json()["error"] == "csrf_failed"
     wrong = await client.delete(f"/api/v1/items/{item.public_id}/vote", headers={"X-CSRF-Token": "0" * 64})
     assert wrong.status_code == 403
-    assert voting.votes_of(session, user=None, item_ids=[item.id]) == {}
+    assert voting.votes_of(session, user=user, item_ids=[item.id]) == {}
     session.refresh(item)
     assert item.vote_count == 0
 

@@ -270,16 +270,22 @@ async def test_me_lists_my_votes_and_follows(client, session):
 async def test_votes_are_rate_limited_per_person(client, session, app):
     app.state.settings.vote_rate_limit = "2/minute"
     item = make_item(session)
-    sign_in(client, session, make_user(session, password=None))
+    customer = make_user(session, password=None)
+    sign_in(client, session, customer)
     for importance in ("important", "critical"):
         assert (await vote_json(client, item.public_id, importance)).status_code == 200
     response = await vote_json(client, item.public_id, "nice_to_have")
     assert response.status_code == 429
     assert response.json()["error"] == "rate_limited" and int(response.headers["retry-after"]) >= 1
-    response = await post_form(client, f"/items/{item.public_id}/vote", {"importance": "nice_to_have"})
-    assert response.status_code == 429
-    assert "Too many requests" in response.text and "wait a minute" in response.text
-    assert voting.votes_of(session, user=None, item_ids=[item.id]) == {}
+    response = await post_form(client, f"/items/{item.public_id}/vote",
+                               {"importance": "nice_to_have", "reason": "Every Monday", "next": item.path,
+                                "widget": "page"}, page=item.path)
+    assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+    assert "wait a minute" in response.text and "Your vote was not counted yet" in response.text
+    assert ">Every Monday</textarea>" in response.text and 'value="nice_to_have" checked' in response.text
+    response = await post_form(client, f"/items/{item.public_id}/unvote", {"next": "/"})
+    assert response.status_code == 429 and "Too many requests" in response.text
+    assert voting.votes_of(session, user=customer, item_ids=[item.id]) == {item.id: Importance.critical}
 
 
 async def test_votes_are_rate_limited_per_address_too(client, session, app):
