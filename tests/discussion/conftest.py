@@ -7,7 +7,6 @@ import re
 from app.accounts.viewer import Viewer
 from app.discussion import service as discussion
 from app.discussion.models import Comment
-from tests.browser.conftest import live_server, open_context, portal  # noqa: F401  (the browser journey's)
 
 
 def comment(session, item, author, body: str = "A comment", parent: Comment | None = None) -> Comment:  # type: ignore[no-untyped-def]

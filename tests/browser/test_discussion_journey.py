@@ -1,6 +1,6 @@
 """Browser journey: a customer discusses an item, staff answer officially, pin, hide and moderate a report.
 
-Runs against the live server of tests/browser (its fixtures come in through this folder's conftest) in
+Runs against the live server of tests/browser in
 Debian's Chromium; axe-core checks the item page with comments and the moderation page; screenshots go
 to test-artifacts/browser/.
 """
@@ -8,35 +8,16 @@ to test-artifacts/browser/.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from app.accounts import service as accounts
 from app.accounts.models import Role
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, Portal, axe_check, screenshot, unavailable
+from tests.browser.conftest import Portal, axe_check, screenshot
 from tests.factories import make_item
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """The browser for this module only: Playwright's event loop must be gone before the async HTTP tests
-    that follow in this folder start theirs."""
-    if not CHROMIUM.exists():
-        unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _signed_in(open_context: Any, portal: Portal, email: str, *, role: Role = Role.customer,
