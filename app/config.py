@@ -92,6 +92,18 @@ class Settings(BaseSettings):
             self.secret_key = _development_key()
         return self
 
+    @field_validator("login_rate_limit", "idea_rate_limit", "idea_ip_rate_limit", "comment_rate_limit",
+                     "comment_ip_rate_limit", "vote_rate_limit", "vote_ip_rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit; write it like '10/minute' or '100/hour'") from None
+        return value
+
     @field_validator("oidc_providers")
     @classmethod
     def _valid_providers(cls, value: str) -> str:

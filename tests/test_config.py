@@ -36,3 +36,8 @@ def test_production_cookies_are_secure():
 def test_https_base_url_makes_cookies_secure_in_development():
     assert Settings(base_url="https://roadmap.example.com", secret_key="k" * 40, _env_file=None).secure_cookies
     assert not Settings(base_url="http://127.0.0.1:8000", secret_key="k" * 40, _env_file=None).secure_cookies
+
+
+def test_a_malformed_rate_limit_stops_start_up_with_a_clear_message():
+    with pytest.raises(ValidationError, match="is not a rate limit"):
+        Settings(vote_rate_limit="lots", secret_key="k" * 40, _env_file=None)
