@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from app.admin.views import router
+from app.admin.views import AUDIT_VERBS, router
 from app.audit import service as audit
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
@@ -221,6 +221,7 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
     if item is not None:
         context["timeline"] = roadmap.get_timeline(session, item)
         context["events"] = audit.list_events_for(session, entity=item, limit=10)
+        context["audit_verbs"] = AUDIT_VERBS
         context["merged"] = merging.current_merge(session, item=item)
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)
