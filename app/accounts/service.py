@@ -213,10 +213,14 @@ def invite_staff(session: Session, *, email: str, role: Role, invited_by: User) 
     return invitation, token
 
 
+INVITATION_GONE = ("This invitation is no longer valid: it was used, cancelled or has expired. "
+                   "Ask an admin to send a new one.")
+
+
 def find_invitation(session: Session, token: str) -> Invitation:
     invitation = session.scalar(select(Invitation).where(Invitation.token_hash == _digest(token)))
     if invitation is None or invitation.accepted_at is not None or invitation.expires_at <= utcnow():
-        raise NotFound("This invitation link is not valid any more. Ask an admin to send a new one.")
+        raise NotFound(INVITATION_GONE)
     return invitation
 
 
@@ -233,6 +237,13 @@ def accept_invitation(
         errors["confirm_password"] = "The two passwords differ."
     if errors:
         raise FormInvalid(errors)
+    # Claimed with a conditional write, so an admin cancelling it (or a second tab accepting it) at the
+    # same moment cannot both win.
+    claimed = session.execute(update(Invitation).where(Invitation.id == invitation.id,
+                                                       Invitation.accepted_at.is_(None))
+                              .values(accepted_at=utcnow())).rowcount
+    if not claimed:
+        raise NotFound(INVITATION_GONE)
     user = get_user_by_email(session, invitation.email)
     if user is None:
         user = User(email=invitation.email, role=invitation.role)
@@ -242,7 +253,6 @@ def accept_invitation(
         user.is_active = True
     user.display_name = display_name.strip()[:120]
     user.password_hash = hash_password(password)
-    invitation.accepted_at = utcnow()
     session.flush()
     audit.record(
         session, actor=user, action="invitation.accepted", entity=user,
@@ -259,6 +269,25 @@ def list_pending_invitations(session: Session) -> list[Invitation]:
             .order_by(Invitation.created_at.desc())
         )
     )
+
+
+def cancel_invitation(session: Session, *, invitation_id: int, actor: User) -> Invitation | None:
+    """Withdraw an invitation that nobody accepted yet: its link stops working at once.
+
+    Returns the cancelled invitation, or None when there is nothing left to cancel (already accepted
+    or cancelled, perhaps by someone else a moment ago).
+    """
+    invitation = session.get(Invitation, invitation_id)
+    if invitation is None or invitation.accepted_at is not None:
+        return None
+    gone = session.execute(delete(Invitation).where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
+                           .execution_options(synchronize_session=False)).rowcount
+    session.expunge(invitation)
+    if not gone:
+        return None
+    audit.record(session, actor=actor, action="invitation.cancelled", entity=invitation, label=invitation.email,
+                 changes={"role": [invitation.role.value, None]})
+    return invitation
 
 
 def set_user_active(session: Session, *, user: User, active: bool, actor: User) -> None:

@@ -358,6 +358,16 @@ async def invite(request: Request, session: DbSession, admin: AdminUser,
         f"Invitation emailed to {invitation.email}. The link, if they cannot find the email: {link}"))
 
 
+@router.post("/staff/invitations/{invitation_id:int}/cancel", response_class=HTMLResponse)
+async def cancel_invitation(request: Request, session: DbSession, admin: AdminUser, invitation_id: int) -> Response:
+    invitation = accounts.cancel_invitation(session, invitation_id=invitation_id, actor=admin)
+    if invitation is None:
+        return redirect(request, "/admin/staff", kind="info",
+                        flash="That invitation was already accepted or cancelled. Nothing changed.")
+    return redirect(request, "/admin/staff", flash=(
+        f"Invitation for {invitation.email} cancelled. Its link no longer works."))
+
+
 @router.post("/staff/{user_id:int}/role", response_class=HTMLResponse)
 async def change_role(request: Request, session: DbSession, admin: AdminUser, user_id: int,
                       role: Annotated[str, Form(max_length=20)] = "") -> Response:

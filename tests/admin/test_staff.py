@@ -203,3 +203,64 @@ async def test_staff_list_shows_roles_and_state(client, session, admin):
     row = before.rsplit("<tr>", 1)[1] + after.split("</tr>")[0]
     assert "Quinn" in row and "Disabled" in row and "Enable" in row
     assert "Ada Admin" in page.text and "(you)" in page.text
+
+
+class TestCancelInvitation:
+    async def _invite(self, client, session, email: str = "noor@example.com") -> tuple[Invitation, str]:  # type: ignore[no-untyped-def]
+        response = await post_form(client, "/admin/staff/invitations", {"email": email, "role": "pm"},
+                                   page="/admin/staff")
+        assert response.status_code == 303
+        link = LINK.search((await client.get("/admin/staff")).text).group(0)  # the flash repeats the link
+        invitation = session.scalar(select(Invitation).where(Invitation.email == email))
+        return invitation, link.removeprefix("http://testserver")
+
+    async def test_cancelling_kills_the_link_and_is_audited(self, client, session, admin, inbox):
+        invitation, path = await self._invite(client, session)
+        page = (await client.get("/admin/staff")).text
+        assert f'action="/admin/staff/invitations/{invitation.id}/cancel"' in page
+
+        response = await post_form(client, f"/admin/staff/invitations/{invitation.id}/cancel", page="/admin/staff")
+        assert response.status_code == 303
+        staff_page = (await client.get(response.headers["location"])).text
+        assert "Invitation for noor@example.com cancelled. Its link no longer works." in staff_page
+        assert "noor@example.com" not in staff_page.split("Pending invitations")[1]
+        assert "No invitations are waiting." in staff_page
+
+        log = (await client.get("/admin/audit?type=invitation")).text
+        assert "Cancelled" in log and "noor@example.com" in log
+
+        client.cookies.clear()  # the invitee opens the link afterwards
+        dead = await client.get(path)
+        assert dead.status_code == 404
+        assert "This invitation is no longer valid" in dead.text
+        assert "Choose your name and a password" not in dead.text
+        accepted = await post_form(client, path, {"display_name": "Noor", "password": "a long password 1",
+                                                  "confirm_password": "a long password 1"}, page="/login")
+        assert accepted.status_code == 404
+        assert accounts.get_user_by_email(session, "noor@example.com") is None
+
+    async def test_cancelling_twice_says_nothing_changed(self, client, session, admin, inbox):
+        invitation, _ = await self._invite(client, session)
+        path = f"/admin/staff/invitations/{invitation.id}/cancel"
+        await post_form(client, path, page="/admin/staff")
+        again = await post_form(client, path, page="/admin/staff")
+        assert again.status_code == 303
+        assert "already accepted or cancelled" in (await client.get("/admin/staff")).text
+
+    async def test_a_pm_gets_404_and_the_invitation_stays(self, client, session, admin, inbox):
+        invitation, path = await self._invite(client, session)
+        sign_in(client, session, make_pm(session))
+        attempt = await post_form(client, f"/admin/staff/invitations/{invitation.id}/cancel", page="/admin")
+        assert attempt.status_code == 404
+        assert "There is nothing at this address." in attempt.text
+        client.cookies.clear()
+        assert (await client.get(path)).status_code == 200  # the link still works
+
+    async def test_without_the_csrf_token_nothing_is_cancelled(self, client, session, admin, inbox):
+        invitation, path = await self._invite(client, session)
+        response = await client.post(f"/admin/staff/invitations/{invitation.id}/cancel",
+                                     data={"csrf_token": "forged"})
+        assert response.status_code == 403
+        assert "noor@example.com" in (await client.get("/admin/staff")).text.split("Pending invitations")[1]
+        client.cookies.clear()
+        assert (await client.get(path)).status_code == 200
