@@ -135,6 +135,10 @@ class RequestSession:
         self._session: Session | None = None
 
     @property
+    def is_write(self) -> bool:
+        return self._write
+
+    @property
     def session(self) -> Session:
         if self._session is None:
             self._session = self._database.new_session(write=self._write)

@@ -17,8 +17,10 @@ from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware
 from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
+from app.pagecache import PageCache
 from app.ratelimit import RateLimiter
 from app.security import CsrfCookieMiddleware, CsrfTokens, IsolatedStateMiddleware, SecurityHeadersMiddleware
+from app.web import templates
 
 log = logging.getLogger("ahead")
 
@@ -102,6 +104,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.database = database
     app.state.csrf = CsrfTokens(settings.secret_key)
     app.state.limiter = RateLimiter(settings.redis_url)
+    app.state.pages = PageCache()
+    templates.env.auto_reload = not settings.is_production
 
     _install_error_handlers(app)
 

@@ -7,13 +7,38 @@ from app.discussion.models import Comment, CommentReport
 from app.feedback.models import Feedback
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.portal.models import PortalAsset, PortalSetting
+from app.revision import ContentRevision
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag, item_segments, item_tags
 from app.voting.models import Follow, Merge, Vote
 
 metadata = Base.metadata
 
 __all__ = [
-    "AuditEvent", "Comment", "CommentReport", "Feedback", "Follow", "Merge", "Vote", "Identity", "Invitation", "Item", "MagicLink", "Organisation", "OrganisationDomain",
-    "PortalAsset", "PortalSetting", "Product", "Segment", "Stage", "StageChange", "Tag",
-    "UsedToken", "User", "UserSession", "item_segments", "item_tags", "metadata",
+    "AuditEvent",
+    "Comment",
+    "CommentReport",
+    "ContentRevision",
+    "Feedback",
+    "Follow",
+    "Identity",
+    "Invitation",
+    "Item",
+    "MagicLink",
+    "Merge",
+    "Organisation",
+    "OrganisationDomain",
+    "PortalAsset",
+    "PortalSetting",
+    "Product",
+    "Segment",
+    "Stage",
+    "StageChange",
+    "Tag",
+    "UsedToken",
+    "User",
+    "UserSession",
+    "Vote",
+    "item_segments",
+    "item_tags",
+    "metadata",
 ]

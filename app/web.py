@@ -23,6 +23,9 @@ templates = Jinja2Templates(directory=str(ROOT / "templates"))
 templates.env.autoescape = True
 templates.env.trim_blocks = True
 templates.env.lstrip_blocks = True
+# Re-reading templates from disk is for development (app.main turns it on there): in production every
+# {% include %} would otherwise stat its file, fifty times per board.
+templates.env.auto_reload = False
 
 
 def _ago(value: datetime | None) -> str:
@@ -80,7 +83,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     db = request.scope.get("state", {}).get("db")
     ctx["branding"] = portal.get_branding(db.session) if db is not None else portal.Branding()
     ctx["csrf_token"] = csrf_token(request)
-    ctx["flashes"] = _read_flashes(request)
+    ctx["flashes"] = read_flashes(request)
     ctx.setdefault("errors", {})
     ctx.setdefault("form", {})
     response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
@@ -89,7 +92,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     return response
 
 
-def _read_flashes(request: Request) -> list[dict[str, str]]:
+def read_flashes(request: Request) -> list[dict[str, str]]:
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
         return []

@@ -21,6 +21,8 @@ STAFF_ROLES = frozenset({Role.pm, Role.admin})
 
 class User(Base):
     __tablename__ = "users"
+    # Changing only these changes no page (app/revision.py): signing in does not empty the page caches.
+    __unshown__ = frozenset({"last_login_at", "password_hash"})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import revision
 from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
 from app.portal.models import PortalAsset, PortalSetting
@@ -33,19 +33,27 @@ class Branding:
         return self.logo_version > 0
 
 
-# Branding is read on every page; a few seconds of staleness across workers is fine for it.
-_CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[float, Any]] = {}
+# Settings are read on every page: each worker keeps them until the content revision changes, which
+# any change of a setting does (app/revision.py), so a change shows at once in every worker.
+_cache: dict[str, tuple[int, Any]] = {}
+
+
+def _cached(session: Session, key: str, load: Callable[[], Any]) -> Any:
+    rev = revision.current(session)
+    hit = _cache.get(key)
+    if hit is not None and hit[0] == rev:
+        return hit[1]
+    value = load()
+    _cache[key] = (rev, value)
+    return value
 
 
 def get_branding(session: Session) -> Branding:
-    hit = _cache.get("branding")
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    row = session.get(PortalSetting, "branding")
-    branding = Branding(**_known(row.value)) if row is not None else Branding()
-    _cache["branding"] = (time.monotonic() + _CACHE_SECONDS, branding)
-    return branding
+    def load() -> Branding:
+        row = session.get(PortalSetting, "branding")
+        return Branding(**_known(row.value)) if row is not None else Branding()
+
+    return _cached(session, "branding", load)
 
 
 def _known(value: dict[str, Any]) -> dict[str, Any]:
@@ -172,16 +180,14 @@ def _rule(value: Any) -> StaffRule:
 
 
 def get_access(session: Session) -> Access:
-    hit = _cache.get("access")
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    row = session.get(PortalSetting, "access")
-    value = row.value if row is not None else {}
-    access = Access(private_mode=bool(value.get("private_mode", False)),
-                    groups_claim=str(value.get("groups_claim") or "groups"),
-                    admin=_rule(value.get("admin")), pm=_rule(value.get("pm")))
-    _cache["access"] = (time.monotonic() + _CACHE_SECONDS, access)
-    return access
+    def load() -> Access:
+        row = session.get(PortalSetting, "access")
+        value = row.value if row is not None else {}
+        return Access(private_mode=bool(value.get("private_mode", False)),
+                      groups_claim=str(value.get("groups_claim") or "groups"),
+                      admin=_rule(value.get("admin")), pm=_rule(value.get("pm")))
+
+    return _cached(session, "access", load)
 
 
 def _as_dict(access: Access) -> dict[str, Any]:
@@ -280,13 +286,11 @@ class VoteDisplay:
 
 
 def get_vote_display(session: Session) -> VoteDisplay:
-    hit = _cache.get("votes")
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    row = session.get(PortalSetting, "votes")
-    display = VoteDisplay(hide_counts=bool((row.value or {}).get("hide_counts", False)) if row is not None else False)
-    _cache["votes"] = (time.monotonic() + _CACHE_SECONDS, display)
-    return display
+    def load() -> VoteDisplay:
+        row = session.get(PortalSetting, "votes")
+        return VoteDisplay(hide_counts=bool((row.value or {}).get("hide_counts", False)) if row is not None else False)
+
+    return _cached(session, "votes", load)
 
 
 def update_vote_display(session: Session, *, actor: Any, hide_counts: bool) -> VoteDisplay:

@@ -85,6 +85,8 @@ class Item(Base):
     __table_args__ = (
         Index("ix_items_board", "stage_id", "published_at"),
         Index("ix_items_product_stage", "product_id", "stage_id"),
+        # Covers the board's column totals: counting a stage's visible items reads only this index.
+        Index("ix_items_stage_visible", "stage_id", "visibility", "published_at", "merged_into_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

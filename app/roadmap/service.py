@@ -78,6 +78,20 @@ def visible_items(viewer: Viewer) -> Select[tuple[Item]]:
                           and_(Item.visibility == Visibility.customers, segment_ok)))
 
 
+def audience(viewer: Viewer) -> tuple[str, object] | None:
+    """What `visible_items` and the vote widgets depend on, as a cache key; None for staff (never cached).
+
+    People with the same audience see the same items: signed out or without an organisation (public
+    items; signed-in people get vote forms instead of a sign-in link), or a customer of an organisation
+    in a given segment (or in none).
+    """
+    if viewer.is_staff:
+        return None
+    if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
+        return ("public", viewer.user is not None)
+    return ("customer", viewer.segment_id)
+
+
 # --- lookups -------------------------------------------------------------------------------------------
 
 

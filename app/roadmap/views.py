@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from math import ceil
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.deps import CurrentViewer, DbSession
 from app.discussion.views import discussion_for
 from app.errors import NotFound
+from app.pagecache import cached_render
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe
@@ -38,43 +39,51 @@ async def board(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
     filters = roadmap.Filters.parse(product=product, tag=tag, stage=stage, sort=sort)
-    context = {
-        "filters": filters,
-        "products": roadmap.list_products(session),
-        "stages": roadmap.list_stages(session),
-        "tags": roadmap.list_tags(session),
-        "sorts": roadmap.SORT_LABELS,
-        "view": "horizon" if view == "horizon" else "board",
-    }
-    if context["view"] == "horizon":
-        context["horizons"] = roadmap.get_horizons(session, viewer, filters)
-        context["horizon_labels"] = {Timeframe.now: "Now", Timeframe.next: "Next", Timeframe.later: "Later"}
-    elif filters.stage:
-        items, total = roadmap.list_items(session, viewer, filters, page=page)
-        context.update(items=items, total=total, page=page, pages=max(1, ceil(total / roadmap.PAGE_SIZE)),
-                       stage=next((s for s in context["stages"] if s.slug == filters.stage), None))
-    else:
-        context["columns"] = roadmap.get_board(session, viewer, filters)
-    cards = (context.get("items") or [i for c in context.get("columns", []) for i in c.items]
-             or [i for group in context.get("horizons", {}).values() for i in group])
-    context.update(voting_views.for_cards(session, viewer, cards))
-    return render(request, "roadmap/board.html", context)
+
+    def build() -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "filters": filters,
+            "products": roadmap.list_products(session),
+            "stages": roadmap.list_stages(session),
+            "tags": roadmap.list_tags(session),
+            "sorts": roadmap.SORT_LABELS,
+            "view": "horizon" if view == "horizon" else "board",
+        }
+        if context["view"] == "horizon":
+            context["horizons"] = roadmap.get_horizons(session, viewer, filters)
+            context["horizon_labels"] = {Timeframe.now: "Now", Timeframe.next: "Next", Timeframe.later: "Later"}
+        elif filters.stage:
+            items, total = roadmap.list_items(session, viewer, filters, page=page)
+            context.update(items=items, total=total, page=page, pages=max(1, ceil(total / roadmap.PAGE_SIZE)),
+                           stage=next((s for s in context["stages"] if s.slug == filters.stage), None))
+        else:
+            context["columns"] = roadmap.get_board(session, viewer, filters)
+        cards = (context.get("items") or [i for c in context.get("columns", []) for i in c.items]
+                 or [i for group in context.get("horizons", {}).values() for i in group])
+        context.update(voting_views.for_cards(session, viewer, cards))
+        return context
+
+    return cached_render(request, session, viewer, "roadmap/board.html", build)
 
 
 @router.get("/items/{public_id}", response_class=HTMLResponse)
 @router.get("/items/{public_id}/{slug}", response_class=HTMLResponse)
 async def item_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                     slug: str | None = None) -> Response:
-    try:
-        item = roadmap.get_visible_item(session, viewer, public_id)
-    except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
-        target = merging.find_merge_target(session, viewer, public_id)
-        return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
-    if slug != item.slug and item.slug:
-        return RedirectResponse(item.path, status_code=301)
-    return render(request, "roadmap/item.html", {"item": item, "timeline": roadmap.get_timeline(session, item),
-                                                 "comments": discussion_for(request, session, viewer, item),
-                                                 **voting_views.for_item_page(request, session, viewer, item)})
+    def build() -> dict[str, Any] | Response:
+        try:
+            item = roadmap.get_visible_item(session, viewer, public_id)
+        except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
+            target = merging.find_merge_target(session, viewer, public_id)
+            return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
+        if slug != item.slug and item.slug:
+            return RedirectResponse(item.path, status_code=301)
+        return {"item": item, "timeline": roadmap.get_timeline(session, item),
+                "comments": discussion_for(request, session, viewer, item),
+                **voting_views.for_item_page(request, session, viewer, item)}
+
+    # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only.
+    return cached_render(request, session, viewer, "roadmap/item.html", build, signed_in_too=False)
 
 
 @router.get("/search", response_class=HTMLResponse)

@@ -1,0 +1,202 @@
+"""Rendered pages kept in memory, keyed on the content revision, with the per-person parts left open.
+
+The board and the item page cost a dozen queries and fifty card templates to render, and they are the
+same for everyone who sees the same items. So each worker keeps what it rendered, keyed on
+
+    (template, path, query, audience, minute)
+
+under the current content revision (app/revision.py): a vote, an edit or a settings change anywhere
+makes every worker render afresh on its next request, so a cached page is never older than the data.
+
+What differs per person is left open while rendering, as markers the template emits in place of the
+value, and filled in per request:
+
+* the request's CSRF token (every form, and the meta tag static/app.js reads);
+* ``account``  the header's name and sign-out form (signed-in people only; a visitor's is in the page);
+* ``flashes``  the one-time messages from a redirect;
+* ``vote``     a card's vote widget: rendered once per importance (and once unvoted) while capturing,
+               picked per card from the viewer's own votes, fetched for the cards in one query.
+
+The audience (app.roadmap.service.audience) is what decides which items a viewer may see; staff, who
+see drafts and internal items, are never served from the cache. The minute is in the key because
+cards say "updated 3 minutes ago". A page is cached only when it was read in a read-only transaction
+(a GET), never from a transaction that is changing things.
+
+Markers carry a random per-process prefix, so nothing a customer types can forge one.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+
+from app import revision
+from app.accounts.viewer import Viewer
+from app.roadmap.models import Item
+from app.voting.models import Importance
+
+_NONCE = secrets.token_hex(8)
+_PREFIX = f"\x00{_NONCE}:"
+_MARKER = re.compile(re.escape(_PREFIX) + r"(\w+):([^\x00]*)\x00")
+# Not a slot: replaced in the finished page in one pass (it is in every form, widgets included).
+_CSRF = Markup(f"\x00{_NONCE}!csrf\x00")
+_UNVOTED = ""
+
+MAX_ENTRIES = 400
+
+
+def _marker(kind: str, arg: str = "") -> Markup:
+    return Markup(f"{_PREFIX}{kind}:{arg}\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    kind: str
+    arg: str
+
+
+@dataclass(slots=True)
+class Page:
+    """A rendered page cut at its open parts."""
+
+    parts: list[str | Slot]
+    # Vote widgets per card: item id → importance key ("" unvoted) → HTML.
+    widgets: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+class PageCache:
+    """One worker's pages for the current revision, the least recently used dropped beyond a bound."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._revision: int | None = None
+        self._pages: OrderedDict[tuple[Any, ...], Page] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, rev: int, key: tuple[Any, ...]) -> Page | None:
+        if rev != self._revision:
+            self._pages.clear()
+            self._revision = rev
+        page = self._pages.get(key)
+        if page is None:
+            self.misses += 1
+            return None
+        self._pages.move_to_end(key)
+        self.hits += 1
+        return page
+
+    def put(self, rev: int, key: tuple[Any, ...], page: Page) -> None:
+        if rev != self._revision:
+            return
+        self._pages[key] = page
+        if len(self._pages) > self.max_entries:
+            self._pages.popitem(last=False)
+
+    def clear(self) -> None:
+        self._pages.clear()
+        self._revision = None
+
+
+def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
+                  build: Callable[[], dict[str, Any] | Response], *, signed_in_too: bool = True) -> Response:
+    """`render(request, template, build())`, from this worker's cache when it may be.
+
+    `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
+    sent as it is and not cached. `signed_in_too=False` caches the page for signed-out visitors only
+    (the item page, whose comment and follow forms are per person throughout).
+    """
+    from app.roadmap.service import audience
+    from app.web import render
+
+    who = audience(viewer)
+    cache: PageCache | None = getattr(request.app.state, "pages", None)
+    if (cache is None or who is None or request.state.db.is_write
+            or (viewer.user is not None and not signed_in_too)):
+        context = build()
+        return context if isinstance(context, Response) else render(request, template, context)
+    rev = revision.current(session)
+    key = (template, request.url.path, request.url.query, who, int(time.time() // 60))
+    page = cache.get(rev, key)
+    if page is None:
+        context = build()
+        if isinstance(context, Response):
+            return context
+        page = _capture(request, viewer, template, context)
+        cache.put(rev, key, page)
+    return _respond(request, session, viewer, page)
+
+
+def _capture(request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
+    from app.portal import service as portal
+    from app.web import templates
+
+    signed_in = viewer.user is not None
+    widgets: dict[int, dict[str, str]] = {}
+    card_widget = templates.env.get_template("voting/_vote.html")
+
+    def vote_slot(item: Item) -> Markup:
+        """A card's widget, rendered for each state the viewer's own vote can be in."""
+        if item.id not in widgets:
+            base = {**context, "request": request, "viewer": viewer, "item": item, "widget": "card",
+                    "csrf_token": _CSRF}
+            states = [None, *Importance] if signed_in else [None]
+            widgets[item.id] = {
+                (state.key if state else _UNVOTED): card_widget.render(
+                    {**base, "my_votes": {item.id: state} if state else {}})
+                for state in states
+            }
+        return _marker("vote", str(item.id))
+
+    ctx = {**context, "request": request, "viewer": viewer, "my_votes": {},
+           "branding": portal.get_branding(request.state.db.session), "csrf_token": _CSRF,
+           "flashes": [], "errors": context.get("errors", {}), "form": context.get("form", {}),
+           "slot": _marker, "vote_slot": vote_slot, "account_slot": signed_in}
+    html = templates.env.get_template(template).render(ctx)
+    pieces = _MARKER.split(html)
+    parts: list[str | Slot] = []
+    for i in range(0, len(pieces), 3):
+        if pieces[i]:
+            parts.append(pieces[i])
+        if i + 2 < len(pieces):
+            parts.append(Slot(pieces[i + 1], pieces[i + 2]))
+    return Page(parts=parts, widgets=widgets)
+
+
+def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
+    from app.security import csrf_token
+    from app.voting import service as voting
+    from app.web import FLASH_COOKIE, read_flashes, templates
+
+    token = csrf_token(request)
+    flashes = read_flashes(request)
+    mine = (voting.votes_of(session, user=viewer.user, item_ids=page.widgets)
+            if viewer.user is not None and page.widgets else {})
+    out: list[str] = []
+    for part in page.parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part.kind == "vote":
+            item_id = int(part.arg)
+            state = mine.get(item_id)
+            out.append(page.widgets[item_id][state.key if state else _UNVOTED])
+        elif part.kind == "flashes":
+            if flashes:
+                out.append(templates.env.get_template("_flashes.html").render(flashes=flashes))
+        elif part.kind == "account":
+            out.append(templates.env.get_template("_account.html").render(
+                request=request, viewer=viewer, csrf_token=token))
+    body = "".join(out).replace(_CSRF, token)
+    response = HTMLResponse(body)
+    if flashes:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response

@@ -1,0 +1,186 @@
+"""The rendered-page cache (app/pagecache.py) and the content revision it is keyed on (app/revision.py).
+
+Every test here serves several people from ONE app (one worker's cache), in an order that would show
+a leak: the page is first rendered for someone who sees more, or has voted, or is staff.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from asgi_lifespan import LifespanManager
+from sqlalchemy import select
+
+from app import revision
+from app.main import create_app
+from app.organisations.models import Organisation, Segment
+from app.roadmap.models import Item, Visibility
+from app.voting import service as voting
+from app.voting.models import Importance
+from tests.conftest import post_form, sign_in
+from tests.factories import make_admin, make_item, make_pm, make_user
+from tests.voting.helpers import vote_json, widget_text
+
+_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+def _customer(session, segment_name: str | None = None):  # type: ignore[no-untyped-def]
+    segment = None
+    if segment_name:
+        segment = Segment(name=segment_name, slug=segment_name.lower())
+        session.add(segment)
+        session.flush()
+    org = Organisation(name=f"Org {segment_name}", segment_id=segment.id if segment else None)
+    session.add(org)
+    session.flush()
+    return make_user(session, password=None, organisation_id=org.id), segment
+
+
+async def _as(client: httpx.AsyncClient, session, user, path: str = "/") -> str:  # type: ignore[no-untyped-def]
+    client.cookies.clear()
+    if user is not None:
+        sign_in(client, session, user)
+    response = await client.get(path)
+    assert response.status_code == 200
+    return response.text
+
+
+async def test_second_visit_is_served_from_the_cache_and_a_vote_shows_at_once(app, client, session):
+    item = make_item(session, title="Shift swaps")
+    first = await _as(client, session, None)
+    misses = app.state.pages.misses
+    again = await _as(client, session, None)
+    assert app.state.pages.misses == misses and app.state.pages.hits >= 1
+    assert widget_text(again, item.public_id) == widget_text(first, item.public_id) == "▲ 0 Sign in to vote"
+
+    customer, _ = _customer(session)
+    sign_in(client, session, customer)
+    assert (await vote_json(client, item.public_id)).status_code == 200
+    board = await _as(client, session, None)
+    assert widget_text(board, item.public_id) == "▲ 1 Sign in to vote"
+
+
+async def test_each_customer_sees_their_own_votes_and_their_own_csrf_token(client, session):
+    items = [make_item(session, title=f"Card {n}") for n in range(3)]
+    alice, _ = _customer(session)
+    bob = make_user(session, password=None, organisation_id=alice.organisation_id)
+    voting.cast_vote(session, item=items[1], user=alice, importance=Importance.critical)
+
+    alice_board = await _as(client, session, alice)
+    bob_board = await _as(client, session, bob)
+    alice_again = await _as(client, session, alice)
+
+    assert "You voted: Critical" in widget_text(alice_board, items[1].public_id)
+    assert "You voted" not in widget_text(bob_board, items[1].public_id)
+    assert alice_again == alice_board.replace(_META.search(alice_board).group(1), _META.search(alice_again).group(1))
+    for page in (alice_board, bob_board):
+        token = _META.search(page).group(1)
+        assert set(re.findall(r'name="csrf_token" value="([^"]+)"', page)) == {token}
+    assert _META.search(alice_board).group(1) != _META.search(bob_board).group(1)
+    assert alice.display_name in alice_board and alice.display_name not in bob_board
+    assert "\x00" not in alice_board + bob_board
+
+
+async def test_what_one_audience_sees_never_reaches_another(client, session):
+    make_item(session, title="Open to all")
+    secret = make_item(session, title="Quokkavault", visibility=Visibility.customers)
+    enterprise, segment = _customer(session, "Enterprise")
+    starter, _ = _customer(session, "Starter")
+    enterprise_only = make_item(session, title="Zebrafjord", visibility=Visibility.customers, segments=[segment])
+    draft = make_item(session, title="Draftish", published=False)
+
+    staff_board = await _as(client, session, make_pm(session))
+    assert draft.title in staff_board
+    enterprise_board = await _as(client, session, enterprise)
+    starter_board = await _as(client, session, starter)
+    visitor_board = await _as(client, session, None)
+    no_org_board = await _as(client, session, make_user(session, password=None))
+
+    assert secret.title in enterprise_board and enterprise_only.title in enterprise_board
+    assert secret.title in starter_board and enterprise_only.title not in starter_board
+    for board in (visitor_board, no_org_board):
+        assert "Open to all" in board and secret.title not in board and enterprise_only.title not in board
+    for board in (enterprise_board, starter_board, visitor_board, no_org_board):
+        assert draft.title not in board
+
+
+async def test_an_edit_a_setting_and_a_flash_show_at_once(client, session):
+    item = make_item(session, title="Before the edit")
+    assert "Before the edit" in await _as(client, session, None)
+    item.title = "After the edit"
+    session.flush()
+    assert "After the edit" in await _as(client, session, None)
+
+    sign_in(client, session, make_admin(session))
+    response = await post_form(client, "/admin/settings/votes", {"hide_counts": "1"}, page="/admin/settings")
+    assert response.status_code == 303
+    assert "▲" not in widget_text(await _as(client, session, None), item.public_id)
+
+    customer, _ = _customer(session)
+    sign_in(client, session, customer)
+    await client.get("/")
+    response = await post_form(client, f"/items/{item.public_id}/vote",
+                               {"importance": "important", "next": "/", "widget": "card"})
+    assert response.status_code == 303
+    board = (await client.get("/")).text
+    assert "Your vote is counted" in board
+    assert "Your vote is counted" not in (await client.get("/")).text  # shown once
+
+
+async def test_a_second_worker_sees_a_change_made_through_the_first(app, settings, client, session, connection):
+    """Two apps are two workers: each has its own cache and both read the same revision."""
+    from sqlalchemy.orm import sessionmaker
+
+    from app.db import Database
+
+    item = make_item(session, title="Shared")
+    other_db = Database.__new__(Database)
+    other_db.url, other_db.engine = app.state.database.url, app.state.database.engine
+    other_db.read_sessions = other_db.write_sessions = sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    other = create_app(settings, other_db)
+    async with LifespanManager(other) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as second:
+            assert widget_text((await second.get("/")).text, item.public_id) == "▲ 0 Sign in to vote"
+            customer, _ = _customer(session)
+            sign_in(client, session, customer)
+            assert (await vote_json(client, item.public_id)).status_code == 200
+            assert widget_text((await second.get("/")).text, item.public_id) == "▲ 1 Sign in to vote"
+
+
+async def test_item_page_is_cached_for_visitors_only(app, client, session):
+    item = make_item(session, title="Rota export")
+    customer, _ = _customer(session)
+    voting.cast_vote(session, item=item, user=customer, importance=Importance.important)
+    visitor_page = await _as(client, session, None, item.path)
+    assert "Sign in to vote" in visitor_page
+    customer_page = await _as(client, session, customer, item.path)
+    assert "You voted: Important" in widget_text(customer_page, item.public_id)
+    assert "Sign in to vote" not in customer_page
+    hits = app.state.pages.hits
+    again = await _as(client, session, None, item.path)
+    assert again == visitor_page.replace(_META.search(visitor_page).group(1), _META.search(again).group(1))
+    assert app.state.pages.hits > hits
+    assert (await client.get(f"/items/{item.public_id}/wrong-slug")).status_code == 301
+
+
+def test_revision_changes_with_content_not_with_sign_ins(session):
+    before = revision.current(session)
+    assert revision.current(session) == before  # read once per transaction
+    user = make_user(session, password=None)
+    after_user = revision.current(session)
+    assert after_user != before
+    from app.accounts import service as accounts
+
+    accounts.start_session(session, user=user)
+    assert revision.current(session) == after_user
+
+    savepoint = session.begin_nested()
+    make_item(session, title="Rolled back")
+    inside = revision.current(session)
+    assert inside != after_user
+    savepoint.rollback()
+    assert revision.current(session) == after_user
+    assert session.scalar(select(Item).where(Item.title == "Rolled back")) is None
