@@ -52,7 +52,7 @@ _MARKER = re.compile(re.escape(_PREFIX) + r"(\w+):([^\x00]*)\x00")
 _CSRF = Markup(f"\x00{_NONCE}!csrf\x00")
 _UNVOTED = ""
 
-MAX_ENTRIES = 400
+MAX_CHARACTERS = 32_000_000  # per worker: a board is ~50 k characters, a customer's with its widgets ~250 k
 
 
 def _marker(kind: str, arg: str = "") -> Markup:
@@ -73,38 +73,53 @@ class Page:
     # Vote widgets per card: item id → importance key ("" unvoted) → HTML.
     widgets: dict[int, dict[str, str]] = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        return (sum(len(p) for p in self.parts if isinstance(p, str))
+                + sum(len(html) for by_state in self.widgets.values() for html in by_state.values()))
+
 
 class PageCache:
-    """One worker's pages for the current revision, the least recently used dropped beyond a bound."""
+    """One worker's pages for the current revision, the least recently used dropped beyond a size."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_characters: int = MAX_CHARACTERS) -> None:
+        self.max_characters = max_characters
         self._revision: int | None = None
-        self._pages: OrderedDict[tuple[Any, ...], Page] = OrderedDict()
+        self._pages: OrderedDict[tuple[Any, ...], tuple[Page, int]] = OrderedDict()
+        self._characters = 0
         self.hits = self.misses = 0
 
     def get(self, rev: int, key: tuple[Any, ...]) -> Page | None:
         if rev != self._revision:
-            self._pages.clear()
+            self.clear()
             self._revision = rev
-        page = self._pages.get(key)
-        if page is None:
+        entry = self._pages.get(key)
+        if entry is None:
             self.misses += 1
             return None
         self._pages.move_to_end(key)
         self.hits += 1
-        return page
+        return entry[0]
 
     def put(self, rev: int, key: tuple[Any, ...], page: Page) -> None:
-        if rev != self._revision:
+        size = page.size
+        if rev != self._revision or size > self.max_characters:
             return
-        self._pages[key] = page
-        if len(self._pages) > self.max_entries:
-            self._pages.popitem(last=False)
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self._characters -= old[1]
+        self._pages[key] = (page, size)
+        self._characters += size
+        while self._characters > self.max_characters:
+            _, (_, dropped) = self._pages.popitem(last=False)
+            self._characters -= dropped
+
+    def __len__(self) -> int:
+        return len(self._pages)
 
     def clear(self) -> None:
         self._pages.clear()
-        self._revision = None
+        self._characters = 0
 
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,

@@ -184,3 +184,17 @@ def test_revision_changes_with_content_not_with_sign_ins(session):
     savepoint.rollback()
     assert revision.current(session) == after_user
     assert session.scalar(select(Item).where(Item.title == "Rolled back")) is None
+
+
+def test_the_cache_keeps_to_its_size_and_forgets_other_revisions():
+    from app.pagecache import Page, PageCache
+
+    cache = PageCache(max_characters=250)
+    for n in range(5):
+        cache.put(1, ("page", n), Page(parts=["x" * 100]))
+    assert len(cache) == 0  # never asked under revision 1 yet: nothing is kept for a revision not current
+    assert cache.get(1, ("page", 0)) is None
+    for n in range(5):
+        cache.put(1, ("page", n), Page(parts=["x" * 100]))
+    assert len(cache) == 2 and cache.get(1, ("page", 4)) is not None and cache.get(1, ("page", 0)) is None
+    assert cache.get(2, ("page", 4)) is None and len(cache) == 0
