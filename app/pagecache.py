@@ -14,8 +14,9 @@ value, and filled in per request:
 * the request's CSRF token (every form, and the meta tag static/app.js reads);
 * ``account``  the header's name and sign-out form (signed-in people only; a visitor's is in the page);
 * ``flashes``  the one-time messages from a redirect;
-* ``vote``     a card's vote widget: rendered once per importance (and once unvoted) while capturing,
-               picked per card from the viewer's own votes, fetched for the cards in one query.
+* ``vote``     a card's vote widget: kept unvoted, and for each importance once someone who voted
+               that way asks (from the card's facts, without the item); the viewer's own votes for
+               the cards are one query.
 
 The audience (app.roadmap.service.audience) is what decides which items a viewer may see; staff, who
 see drafts and internal items, are never served from the cache. The minute is in the key because
@@ -65,13 +66,32 @@ class Slot:
     arg: str
 
 
+@dataclass(frozen=True, slots=True)
+class CardFacts:
+    """What a card's vote widget shows of its item: kept so that a later request can have the widget
+    for a vote of its own rendered without the item (whose session is gone)."""
+
+    id: int
+    public_id: str
+    title: str
+    path: str
+    vote_count: int
+    closed: str | None
+
+    def voting_closed_reason(self) -> str | None:
+        return self.closed
+
+
 @dataclass(slots=True)
 class Page:
     """A rendered page cut at its open parts."""
 
     parts: list[str | Slot]
-    # Vote widgets per card: item id → importance key ("" unvoted) → HTML.
+    # Vote widgets per card: item id → importance key ("" unvoted) → HTML; the voted variants are
+    # rendered when someone who voted that way first asks for the page.
     widgets: dict[int, dict[str, str]] = field(default_factory=dict)
+    cards: dict[int, CardFacts] = field(default_factory=dict)
+    show_counts: bool = True
 
     @property
     def size(self) -> int:
@@ -156,20 +176,15 @@ def _capture(request: Request, viewer: Viewer, template: str, context: dict[str,
     from app.web import templates
 
     signed_in = viewer.user is not None
-    widgets: dict[int, dict[str, str]] = {}
-    card_widget = templates.env.get_template("voting/_vote.html")
+    page = Page(parts=[], show_counts=context.get("show_counts", True))
 
     def vote_slot(item: Item) -> Markup:
-        """A card's widget, rendered for each state the viewer's own vote can be in."""
-        if item.id not in widgets:
-            base = {**context, "request": request, "viewer": viewer, "item": item, "widget": "card",
-                    "csrf_token": _CSRF}
-            states = [None, *Importance] if signed_in else [None]
-            widgets[item.id] = {
-                (state.key if state else _UNVOTED): card_widget.render(
-                    {**base, "my_votes": {item.id: state} if state else {}})
-                for state in states
-            }
+        """A card's widget: unvoted now; for a vote of the viewer's own, on request (`_widget`)."""
+        if item.id not in page.widgets:
+            facts = CardFacts(id=item.id, public_id=item.public_id, title=item.title, path=item.path,
+                              vote_count=item.vote_count, closed=item.voting_closed_reason())
+            page.cards[item.id] = facts
+            page.widgets[item.id] = {_UNVOTED: _widget(request, viewer, page, facts, None)}
         return _marker("vote", str(item.id))
 
     ctx = {**context, "request": request, "viewer": viewer, "my_votes": {},
@@ -178,13 +193,20 @@ def _capture(request: Request, viewer: Viewer, template: str, context: dict[str,
            "slot": _marker, "vote_slot": vote_slot, "account_slot": signed_in}
     html = templates.env.get_template(template).render(ctx)
     pieces = _MARKER.split(html)
-    parts: list[str | Slot] = []
     for i in range(0, len(pieces), 3):
         if pieces[i]:
-            parts.append(pieces[i])
+            page.parts.append(pieces[i])
         if i + 2 < len(pieces):
-            parts.append(Slot(pieces[i + 1], pieces[i + 2]))
-    return Page(parts=parts, widgets=widgets)
+            page.parts.append(Slot(pieces[i + 1], pieces[i + 2]))
+    return page
+
+
+def _widget(request: Request, viewer: Viewer, page: Page, card: CardFacts, mine: Importance | None) -> str:
+    from app.web import templates
+
+    return templates.env.get_template("voting/_vote.html").render(
+        request=request, viewer=viewer, item=card, widget="card", csrf_token=_CSRF, show_counts=page.show_counts,
+        my_votes={card.id: mine} if mine else {})
 
 
 def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
@@ -203,7 +225,11 @@ def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> 
         elif part.kind == "vote":
             item_id = int(part.arg)
             state = mine.get(item_id)
-            out.append(page.widgets[item_id][state.key if state else _UNVOTED])
+            variants = page.widgets[item_id]
+            key = state.key if state else _UNVOTED
+            if key not in variants:
+                variants[key] = _widget(request, viewer, page, page.cards[item_id], state)
+            out.append(variants[key])
         elif part.kind == "flashes":
             if flashes:
                 out.append(templates.env.get_template("_flashes.html").render(flashes=flashes))
