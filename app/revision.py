@@ -30,7 +30,7 @@ import re
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import BigInteger, SmallInteger, event, func, inspect, select, update
+from sqlalchemy import BigInteger, SmallInteger, event, inspect, update
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.sql.elements import TextClause
 
@@ -56,11 +56,16 @@ class ContentRevision(Base):
 
 
 
+_READ = "SELECT coalesce(sum(value), 0) FROM content_revisions"
+
+
 def current(session: Session) -> int:
     """The revision as this session sees it (read once per transaction, until it changes something)."""
     value = session.info.get(_INFO_VALUE)
     if value is None:
-        value = int(session.execute(select(func.coalesce(func.sum(ContentRevision.value), 0))).scalar_one())
+        # Plain SQL on the session's connection: read on every request, it skips the ORM's statement
+        # compilation and caching (about a third of a cached page's CPU when it went through them).
+        value = int(session.connection().exec_driver_sql(_READ).scalar_one())
         session.info[_INFO_VALUE] = value
     return value
 
