@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.discussion.service import CommentView
 from app.markup import render_markdown
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag
 from app.voting.models import Importance
@@ -171,3 +172,52 @@ class MyVotes(BaseModel):
     """Your votes on items you may see, most recent first."""
 
     votes: list[MyVotePublic]
+
+
+# --- comments ------------------------------------------------------------------------------------------
+
+
+class CommentPublic(BaseModel):
+    """A comment as you see it on the item page."""
+
+    id: str = Field(description="The comment's public id; `/comments/{id}` on the portal leads to it.",
+                    examples=["q4hw7nkt2m"])
+    author: str = Field(description="The author's display name (never an email address); empty once deleted.")
+    body: str = Field(description="The Markdown source; empty once deleted.")
+    body_html: str = Field(description="The body rendered to sanitised HTML.")
+    created_at: datetime
+    edited_at: datetime | None = Field(description="When the author last changed the text, if ever.")
+    official: bool = Field(description="Written by the product team.")
+    deleted: bool = Field(description="Deleted by its author: kept as a placeholder because it has replies.")
+    hidden: bool = Field(description="Hidden by moderators; only staff receive hidden comments.")
+
+    @classmethod
+    def fields_of(cls, comment: CommentView) -> dict[str, object]:
+        return {
+            "id": comment.public_id, "author": comment.author_name, "body": comment.body,
+            "body_html": str(render_markdown(comment.body)) if comment.body else "",
+            "created_at": comment.created_at, "edited_at": comment.edited_at, "official": comment.is_official,
+            "deleted": comment.is_deleted, "hidden": comment.is_hidden,
+        }
+
+
+class CommentThread(CommentPublic):
+    """A comment that starts a thread, with all its replies (oldest first; replies are one level deep)."""
+
+    replies: list[CommentPublic]
+
+    @classmethod
+    def of(cls, thread: CommentView) -> CommentThread:
+        return cls.model_validate({**cls.fields_of(thread),
+                                   "replies": [CommentPublic.model_validate(cls.fields_of(r)) for r in thread.replies]})
+
+
+class CommentPage(BaseModel):
+    """One page of an item's discussion: threads oldest first, each whole."""
+
+    pinned: CommentThread | None = Field(description="The product team's pinned answer, the same on every page; "
+                                                     "it is not repeated in `comments`.")
+    comments: list[CommentThread]
+    total: int = Field(ge=0, description="Comments and replies over all pages (the item page's count).")
+    next_cursor: str | None = Field(description="Pass it as `after` to get the next page; null on the last page.",
+                                    examples=["q4hw7nkt2m"])

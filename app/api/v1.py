@@ -16,6 +16,8 @@ from fastapi.responses import RedirectResponse
 
 from app.accounts.viewer import Viewer
 from app.api.schemas import (
+    CommentPage,
+    CommentThread,
     ErrorBody,
     ItemDetail,
     ItemPage,
@@ -27,6 +29,7 @@ from app.api.schemas import (
     VoteStatePublic,
 )
 from app.deps import CurrentViewer, DbSession
+from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
@@ -128,6 +131,35 @@ async def get_item(
     state = voting.vote_state(session, viewer=viewer, item=item)
     return ItemDetail.of_item(item, timeline, base_url=request.app.state.settings.base_url, my_vote=state.mine,
                               show_count=state.count is not None)
+
+
+# --- comments ------------------------------------------------------------------------------------------
+
+
+@router.get("/items/{id}/comments", response_model=CommentPage, tags=["comments"],
+            responses={**_NOT_FOUND, **_INVALID}, summary="List an item's comments",
+            response_description="One page of the discussion.")
+async def list_comments(
+    session: DbSession,
+    viewer: CurrentViewer,
+    id: Annotated[str, _ID],
+    after: Annotated[str | None, Query(max_length=16, pattern=r"^[a-z0-9]+$",
+                                       description="`next_cursor` of the previous page; leave it out for the "
+                                                   "first page.")] = None,
+    per_page: Annotated[int, Query(ge=1, le=100, description="Threads per page (a thread comes with all its "
+                                                            "replies).")] = discussion.PAGE_SIZE,
+) -> CommentPage:
+    """The item's discussion as its page shows it, oldest thread first, one page at a time.
+
+    Follow `next_cursor` until it is null to read every thread exactly once, even while people comment:
+    the cursor marks a position, not a page number. Hidden comments are left out except for staff, who
+    receive them with `hidden: true`. An unknown `after` answers 422.
+    """
+    item = roadmap.get_visible_item(session, viewer, id)
+    page = discussion.list_comments(session, viewer=viewer, item=item, after=after, per_page=per_page)
+    return CommentPage(pinned=CommentThread.of(page.pinned) if page.pinned else None,
+                       comments=[CommentThread.of(t) for t in page.paged], total=page.count,
+                       next_cursor=page.next_cursor)
 
 
 # --- votes ---------------------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from math import ceil
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, distinct, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -41,6 +43,7 @@ from app.voting import service as voting
 MAX_BODY = 5000
 MAX_REASON = 500
 EDIT_MINUTES = 15
+PAGE_SIZE = 50  # threads per page of an item's discussion
 _PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
 
@@ -79,9 +82,12 @@ class CommentView:
 
 @dataclass(slots=True)
 class Discussion:
-    """An item's comments for one viewer: threads in order, the pinned one first.
+    """One page of an item's comments for one viewer: the pinned thread first (on every page), then up to
+    `PAGE_SIZE` threads in order, each with all its replies.
 
-    `form` and `errors` carry what a refused comment form held, so the page can show it again.
+    `count` counts the comments over all pages. Pages are numbered for the item page (`page` of `pages`);
+    the API pages with `next_cursor` instead. `form` and `errors` carry what a refused comment form held,
+    so the page can show it again.
     """
 
     item: Item
@@ -89,9 +95,21 @@ class Discussion:
     count: int
     can_comment: bool
     is_staff: bool
+    page: int = 1
+    pages: int = 1
+    next_cursor: str | None = None  # `after` for the next page, when there is one
     form: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     max_body: int = MAX_BODY
+
+    @property
+    def pinned(self) -> CommentView | None:
+        return self.threads[0] if self.threads and self.threads[0].is_pinned else None
+
+    @property
+    def paged(self) -> list[CommentView]:
+        """The page's threads without the pinned one."""
+        return self.threads[1:] if self.pinned is not None else self.threads
 
 
 def _author_name(author: User | None) -> str:
@@ -118,40 +136,102 @@ def _editable(comment: Comment, now: datetime) -> bool:
     return comment.deleted_at is None and now - comment.created_at <= timedelta(minutes=EDIT_MINUTES)
 
 
-def list_comments(session: Session, *, viewer: Viewer, item: Item) -> Discussion:
-    """The item's discussion as `viewer` sees it. The caller has checked that the viewer may see the item."""
-    author = aliased(User)
-    stmt = (
-        select(Comment, author)
-        .outerjoin(author, author.id == Comment.author_id)
-        .where(Comment.item_id == item.id)
-        .order_by(Comment.created_at, Comment.id)
-    )
-    if not viewer.is_staff:
-        stmt = stmt.where(Comment.hidden_at.is_(None))
-    rows = session.execute(stmt).all()
+def _shown(viewer: Viewer, comment: type[Comment] = Comment) -> list[Any]:
+    """Hidden comments exist for staff only."""
+    return [] if viewer.is_staff else [comment.hidden_at.is_(None)]
 
+
+def _pinned_id(item_id: int) -> Any:
+    """The id of the item's pinned thread, as a subquery. Only the most recent pin counts, should two ever
+    have been stored."""
+    pin = aliased(Comment)
+    return select(func.max(pin.id)).where(
+        pin.item_id == item_id, pin.parent_id.is_(None), pin.is_pinned.is_(True), pin.deleted_at.is_(None),
+        pin.hidden_at.is_(None)).scalar_subquery()
+
+
+def _paged_threads(viewer: Viewer, item_id: int, pinned_id: int | None, top: type[Comment]) -> list[Any]:
+    """What makes `top` a thread that is paged: it starts a thread the viewer sees, is not the pinned one
+    (shown on every page), and is not deleted, unless a live reply keeps it as a placeholder."""
+    reply = aliased(Comment)
+    kept = exists().where(reply.parent_id == top.id, reply.deleted_at.is_(None), *_shown(viewer, reply))
+    return [top.item_id == item_id, top.parent_id.is_(None), *_shown(viewer, top),
+            *([top.id != pinned_id] if pinned_id is not None else []), or_(top.deleted_at.is_(None), kept)]
+
+
+def _after(top: type[Comment], created_at: datetime, comment_id: int) -> Any:
+    """`top` comes after the comment (created_at, id) in the discussion's order."""
+    return or_(top.created_at > created_at, and_(top.created_at == created_at, top.id > comment_id))
+
+
+def list_comments(session: Session, *, viewer: Viewer, item: Item, page: int = 1, after: str | None = None,
+                  per_page: int = PAGE_SIZE) -> Discussion:
+    """One page of the item's discussion as `viewer` sees it, oldest thread first.
+
+    `page` counts from 1 (past the last page gives the last page); `after`, the public id of the last thread
+    of the previous page (`next_cursor`), pages by position instead, so threads deleted or added meanwhile
+    neither repeat nor go missing. A thread comes whole: its replies are not paged. The caller has checked
+    that the viewer may see the item. Two queries however long the discussion, the counts then the page
+    (and with `after`, the cursor's place).
+    """
+    parent = aliased(Comment)
+    live = Comment.deleted_at.is_(None)
+    is_reply = Comment.parent_id.is_not(None)
+    counted = (
+        select(func.count().filter(Comment.parent_id.is_(None), live),
+               func.count().filter(is_reply, live),
+               # deleted thread starts that a live reply keeps on the page
+               func.count(distinct(Comment.parent_id)).filter(is_reply, live, parent.deleted_at.is_not(None)),
+               _pinned_id(item.id))
+        .select_from(Comment).outerjoin(parent, parent.id == Comment.parent_id)
+        .where(Comment.item_id == item.id, *_shown(viewer))
+    )
+    if not viewer.is_staff:  # the replies of a hidden thread go with it
+        counted = counted.where(or_(Comment.parent_id.is_(None), parent.hidden_at.is_(None)))
+    live_tops, live_replies, kept_tops, pinned_id = session.execute(counted).one()
+    paged_total = live_tops - (1 if pinned_id is not None else 0) + kept_tops
+    pages = max(1, ceil(paged_total / per_page))
+    page = min(max(page, 1), pages)
+
+    top = aliased(Comment)
+    page_ids = select(top.id).where(*_paged_threads(viewer, item.id, pinned_id, top)).order_by(top.created_at, top.id)
+    if after is not None:
+        cursor = session.execute(select(Comment.created_at, Comment.id).where(
+            Comment.public_id == after, Comment.item_id == item.id, Comment.parent_id.is_(None))).first()
+        if cursor is None:
+            raise FormInvalid({"after": "Not a cursor of this item's comments: use `next_cursor` of the "
+                                        "previous page."})
+        # One thread more than the page tells whether another page follows.
+        page_ids = page_ids.where(_after(top, *cursor)).limit(per_page + 1)
+    else:
+        page_ids = page_ids.offset((page - 1) * per_page).limit(per_page)
+    on_page = page_ids.cte("page_threads")
+    threads_wanted = [Comment.id.in_(select(on_page.c.id)), Comment.parent_id.in_(select(on_page.c.id))]
+    if pinned_id is not None:
+        threads_wanted += [Comment.id == pinned_id, Comment.parent_id == pinned_id]
     me = viewer.user.id if viewer.is_authenticated else None  # type: ignore[union-attr]
-    reported: set[int] = set()
-    open_reports: dict[int, int] = {}
-    ids = [c.id for c, _ in rows]
-    if ids and viewer.is_staff:
-        open_reports = dict(session.execute(  # type: ignore[arg-type]
-            select(CommentReport.comment_id, func.count())
-            .where(CommentReport.comment_id.in_(ids), CommentReport.resolved_at.is_(None))
-            .group_by(CommentReport.comment_id)
-        ).all())
-    elif ids and me is not None:
-        reported = set(session.scalars(
-            select(CommentReport.comment_id).where(CommentReport.comment_id.in_(ids),
-                                                   CommentReport.reporter_id == me)
-        ))
+    # What the viewer needs to know of the reports, in the same query: staff the open ones, a customer
+    # whether they reported it.
+    if viewer.is_staff:
+        reports: Any = select(func.count()).where(CommentReport.comment_id == Comment.id,
+                                                  CommentReport.resolved_at.is_(None)).scalar_subquery()
+    elif me is not None:
+        reports = exists().where(CommentReport.comment_id == Comment.id, CommentReport.reporter_id == me)
+    else:
+        reports = literal(0)
+    author = aliased(User)
+    rows = session.execute(
+        select(Comment, author, reports)
+        .outerjoin(author, author.id == Comment.author_id)
+        .where(Comment.item_id == item.id, *_shown(viewer), or_(*threads_wanted),
+               or_(Comment.parent_id.is_(None), live))  # deleted replies disappear
+        .order_by(Comment.created_at, Comment.id)
+    ).all()
+    open_reports = {c.id: int(n) for c, _, n in rows if n and viewer.is_staff}
+    reported = {c.id for c, _, n in rows if n and not viewer.is_staff}
 
     now = utcnow()
     writer = can_comment(viewer)
-    # Only the most recent pin counts, should two ever have been stored.
-    pinned_id = max((c.id for c, _ in rows if c.is_pinned and c.parent_id is None and c.deleted_at is None
-                     and c.hidden_at is None), default=None)
 
     def view(comment: Comment, who: User | None) -> CommentView:
         deleted = comment.deleted_at is not None
@@ -181,21 +261,38 @@ def list_comments(session: Session, *, viewer: Viewer, item: Item) -> Discussion
 
     tops: dict[int, CommentView] = {}
     order: list[int] = []
-    deleted_tops: set[int] = set()
-    for comment, who in rows:
+    for comment, who, _ in rows:
         if comment.parent_id is None:
             tops[comment.id] = view(comment, who)
             order.append(comment.id)
-            if comment.deleted_at is not None:
-                deleted_tops.add(comment.id)
-    for comment, who in rows:
-        # A reply whose thread is hidden from this viewer goes with it; deleted replies disappear.
-        if comment.parent_id is not None and comment.parent_id in tops and comment.deleted_at is None:
+    for comment, who, _ in rows:
+        if comment.parent_id is not None and comment.parent_id in tops:
             tops[comment.parent_id].replies.append(view(comment, who))
-    threads = [tops[i] for i in order if i not in deleted_tops or tops[i].replies]
+    threads = [tops[i] for i in order if not tops[i].is_deleted or tops[i].replies]
     threads.sort(key=lambda t: not t.is_pinned)  # stable: the pinned thread first, the rest in order
-    count = sum((0 if t.is_deleted else 1) + len(t.replies) for t in threads)
-    return Discussion(item=item, threads=threads, count=count, can_comment=writer, is_staff=viewer.is_staff)
+    next_cursor = None
+    paged = len(threads) - (1 if threads and threads[0].is_pinned else 0)
+    if after is not None and paged > per_page:
+        threads.pop()  # the one thread more that was asked for
+        next_cursor = threads[-1].public_id
+    elif after is None and page < pages:
+        next_cursor = threads[-1].public_id
+    return Discussion(item=item, threads=threads, count=live_tops + live_replies, can_comment=writer,
+                      is_staff=viewer.is_staff, page=page, pages=pages, next_cursor=next_cursor)
+
+
+def page_of(session: Session, *, viewer: Viewer, comment: Comment, per_page: int = PAGE_SIZE) -> int:
+    """The page of the item's discussion on which `viewer` finds the comment (a reply: its thread)."""
+    thread = comment if comment.parent_id is None else session.get(Comment, comment.parent_id)
+    assert thread is not None
+    pinned_id = session.scalar(select(_pinned_id(thread.item_id)))
+    if thread.id == pinned_id:
+        return 1
+    top = aliased(Comment)
+    before = session.scalar(select(func.count()).select_from(top).where(
+        *_paged_threads(viewer, thread.item_id, pinned_id, top),
+        or_(top.created_at < thread.created_at, and_(top.created_at == thread.created_at, top.id < thread.id))))
+    return (before or 0) // per_page + 1
 
 
 @dataclass(slots=True)
@@ -434,7 +531,8 @@ class Flagged:
 
     @property
     def url(self) -> str:
-        return f"{self.item_path}#comment-{self.public_id}"
+        """The comment's permalink: it leads to the page of the item's discussion that shows it."""
+        return f"/comments/{self.public_id}"
 
 
 def list_open_reports(session: Session, *, limit: int = 100) -> list[Flagged]:

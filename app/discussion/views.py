@@ -1,4 +1,5 @@
-"""Comment pages and forms. Plain forms and 303 redirects back to the item at #comment-<id>, no JavaScript needed.
+"""Comment pages and forms. Plain forms and 303 redirects back to the item at #comment-<id> (on the page of the
+discussion that shows it), no JavaScript needed.
 
 The item page itself belongs to app/roadmap/views.py; it asks `discussion_for()` for the `comments` it
 shows. A refused comment (empty, too long) re-renders that same page with status 422 and what was typed.
@@ -17,7 +18,8 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip
 from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
 from app.discussion import service as discussion
-from app.errors import FormInvalid, NotAuthenticated
+from app.discussion.models import Comment
+from app.errors import FormInvalid, NotAuthenticated, NotFound
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.security import verify_csrf
@@ -31,17 +33,41 @@ Reason = Annotated[str, Form(max_length=10_000)]
 ParentId = Annotated[str, Form(max_length=40)]
 
 
+def _page_number(value: str | None) -> int:
+    """`?page=` of the item page; anything that is not a page number is the first page."""
+    return int(value) if value and value.isdigit() and len(value) < 6 else 1
+
+
 def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item) -> discussion.Discussion:
-    """The `comments` of the item page, with a refused form's text and message when there was one."""
-    result = discussion.list_comments(session, viewer=viewer, item=item)
+    """The `comments` of the item page (the page of them `?page=` asks for), with a refused form's text and
+    message when there was one: a refused reply shows the page its thread is on, where the form is."""
+    page = _page_number(request.query_params.get("page"))
     refused = getattr(request.state, "comment_form", None)
+    if refused is not None and refused[0].get("parent"):
+        try:
+            target = discussion.get_comment(session, viewer=viewer, public_id=refused[0]["parent"])
+        except NotFound:
+            target = None
+        if target is not None and target.item.id == item.id:
+            page = discussion.page_of(session, viewer=viewer, comment=target.comment)
+    result = discussion.list_comments(session, viewer=viewer, item=item, page=page)
     if refused is not None:
         result.form, result.errors = refused
     return result
 
 
-def _comment_url(item: Item, public_id: str) -> str:
-    return f"{item.path}#comment-{public_id}"
+def page_url(item: Item, page: int, anchor: str = "comments") -> str:
+    """The item page showing that page of its discussion, at `#anchor`."""
+    return f"{item.path}{f'?page={page}' if page > 1 else ''}#{anchor}"
+
+
+def _comment_url(session: Session, viewer: Viewer, item: Item, comment: Comment) -> str:
+    page = discussion.page_of(session, viewer=viewer, comment=comment)
+    return page_url(item, page, f"comment-{comment.public_id}")
+
+
+def _target_url(session: Session, viewer: Viewer, target: discussion.Target) -> str:
+    return _comment_url(session, viewer, target.item, target.comment)
 
 
 def _limit(request: Request, viewer: Viewer) -> None:
@@ -77,7 +103,14 @@ async def post_comment(request: Request, session: DbSession, viewer: CurrentView
     except FormInvalid as exc:
         return await _item_page_again(request, session, viewer, item, {"body": body, "parent": parent}, exc.errors)
     flash = "Your reply is posted." if comment.parent_id else "Your comment is posted."
-    return redirect(request, _comment_url(item, comment.public_id), flash=flash)
+    return redirect(request, _comment_url(session, viewer, item, comment), flash=flash)
+
+
+@router.get("/comments/{public_id}", response_class=HTMLResponse)
+async def permalink(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
+    """A comment's lasting address: the item page on the page of the discussion that shows it."""
+    target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    return redirect(request, _target_url(session, viewer, target))
 
 
 # --- the author ---------------------------------------------------------------------------------------
@@ -112,15 +145,16 @@ async def edit(request: Request, session: DbSession, viewer: CurrentViewer, user
         discussion.edit_comment(session, viewer=viewer, comment=target.comment, body=body)
     except FormInvalid as exc:
         return _edit_page(request, target, status_code=422, form={"body": body}, errors=exc.errors)
-    return redirect(request, _comment_url(target.item, public_id), flash="Your comment is saved.")
+    return redirect(request, _target_url(session, viewer, target), flash="Your comment is saved.")
 
 
 @router.post("/comments/{public_id}/delete", response_class=HTMLResponse)
 async def delete(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
                  public_id: str) -> Response:
     target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    page = discussion.page_of(session, viewer=viewer, comment=target.comment)
     discussion.delete_comment(session, viewer=viewer, comment=target.comment)
-    return redirect(request, f"{target.item.path}#comments", flash="Your comment is deleted.")
+    return redirect(request, page_url(target.item, page), flash="Your comment is deleted.")
 
 
 # --- reports ----------------------------------------------------------------------------------------
@@ -141,7 +175,7 @@ async def report_form(request: Request, session: DbSession, viewer: CurrentViewe
     target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
     discussion.ensure_reportable(viewer=viewer, comment=target.comment)
     if discussion.has_reported(session, viewer=viewer, comment=target.comment):
-        return redirect(request, _comment_url(target.item, public_id),
+        return redirect(request, _target_url(session, viewer, target),
                         flash="You have already reported this comment; the team will look at it.", kind="info")
     return _report_page(request, target)
 
@@ -155,9 +189,9 @@ async def report(request: Request, session: DbSession, viewer: CurrentViewer, us
     except FormInvalid as exc:
         return _report_page(request, target, status_code=422, form={"reason": reason}, errors=exc.errors)
     if not created:
-        return redirect(request, _comment_url(target.item, public_id),
+        return redirect(request, _target_url(session, viewer, target),
                         flash="You have already reported this comment; the team will look at it.", kind="info")
-    return redirect(request, _comment_url(target.item, public_id),
+    return redirect(request, _target_url(session, viewer, target),
                     flash="Thank you. The team will look at this comment.")
 
 
@@ -173,7 +207,7 @@ async def pin(request: Request, session: DbSession, viewer: CurrentViewer, staff
               public_id: str) -> Response:
     target = _staff_target(session, viewer, public_id)
     discussion.pin_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _comment_url(target.item, public_id), flash="Pinned to the top of the discussion.")
+    return redirect(request, _target_url(session, viewer, target), flash="Pinned to the top of the discussion.")
 
 
 @router.post("/comments/{public_id}/unpin", response_class=HTMLResponse)
@@ -181,7 +215,7 @@ async def unpin(request: Request, session: DbSession, viewer: CurrentViewer, sta
                 public_id: str) -> Response:
     target = _staff_target(session, viewer, public_id)
     discussion.unpin_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _comment_url(target.item, public_id), flash="Unpinned.")
+    return redirect(request, _target_url(session, viewer, target), flash="Unpinned.")
 
 
 @router.post("/comments/{public_id}/hide", response_class=HTMLResponse)
@@ -189,7 +223,7 @@ async def hide(request: Request, session: DbSession, viewer: CurrentViewer, staf
                public_id: str) -> Response:
     target = _staff_target(session, viewer, public_id)
     discussion.hide_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _comment_url(target.item, public_id),
+    return redirect(request, _target_url(session, viewer, target),
                     flash="Comment hidden. Only staff see it now.")
 
 
@@ -198,4 +232,4 @@ async def restore(request: Request, session: DbSession, viewer: CurrentViewer, s
                   public_id: str) -> Response:
     target = _staff_target(session, viewer, public_id)
     discussion.restore_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _comment_url(target.item, public_id), flash="Comment restored. Everyone sees it again.")
+    return redirect(request, _target_url(session, viewer, target), flash="Comment restored. Everyone sees it again.")

@@ -96,3 +96,31 @@ def test_a_real_vote_flow_matches_the_schema(rolled_back_data, session):  # type
     assert call(vote, released, body={"importance": "important"}).status_code == 409
     assert call(vote, draft, body={"importance": "important"}).status_code == 404
     assert call(vote, public, body={"importance": "whenever"}).status_code == 422
+
+
+def test_a_real_discussion_matches_the_schema(rolled_back_data, session):  # type: ignore[no-untyped-def]
+    """Comments with a reply, a deleted thread start kept by its reply and a pinned answer, page by page."""
+    from app.accounts.viewer import Viewer
+    from app.discussion import service as discussion
+    from tests.factories import make_pm, make_user
+
+    public, _, draft, _ = rolled_back_data
+    ann, pm = make_user(session, password=None), make_pm(session, password=None)
+    first = discussion.create_comment(session, viewer=Viewer(user=ann), item=public, body="**Yes** please")
+    discussion.create_comment(session, viewer=Viewer(user=pm), item=public, body="Noted", parent_public_id=first.public_id)
+    discussion.delete_comment(session, viewer=Viewer(user=ann), comment=first)
+    for n in range(3):
+        discussion.create_comment(session, viewer=Viewer(user=ann), item=public, body=f"Comment {n}")
+    answer = discussion.create_comment(session, viewer=Viewer(user=pm), item=public, body="It is planned")
+    discussion.pin_comment(session, actor=pm, comment=answer)
+    operation = schema["/api/v1/items/{id}/comments"]["GET"]
+
+    def call(item, **query):  # type: ignore[no-untyped-def]
+        return operation.Case(path_parameters={"id": item.public_id}, query=query).call_and_validate()
+
+    page = call(public, per_page=2).json()
+    assert page["pinned"]["id"] == answer.public_id and page["comments"][0]["deleted"]
+    rest = call(public, per_page=2, after=page["next_cursor"]).json()
+    assert len(page["comments"]) == len(rest["comments"]) == 2 and rest["next_cursor"] is None
+    assert call(public, after="nosuchcomment").status_code == 422
+    assert call(draft).status_code == 404

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from app.accounts.viewer import Viewer
+from app.db import utcnow
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 
@@ -18,3 +20,14 @@ def comment(session, item, author, body: str = "A comment", parent: Comment | No
 def comment_ids(html: str) -> list[str]:
     """The comment anchors on a page, in page order."""
     return re.findall(r'<article class="comment[^"]*" id="comment-([a-z0-9]+)"', html)
+
+
+def many_comments(session, item, author, n: int, *, prefix: str = "Comment") -> list[Comment]:  # type: ignore[no-untyped-def]
+    """`n` top-level comments a minute apart, oldest first ("Comment 1" … "Comment n"), written straight to
+    the table: a long discussion without n trips through the service."""
+    start = utcnow() - timedelta(days=2)
+    rows = [Comment(public_id=f"{prefix[:1].lower()}{item.id}x{i + 1}", item_id=item.id, author_id=author.id,
+                    body=f"{prefix} {i + 1}", created_at=start + timedelta(minutes=i)) for i in range(n)]
+    session.add_all(rows)
+    session.flush()
+    return rows

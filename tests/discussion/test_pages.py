@@ -225,7 +225,8 @@ async def test_a_customer_reports_once_and_staff_dismiss_it_on_the_moderation_pa
     assert moderation.status_code == 200
     assert "Buy cheap watches" in moderation.text and "Spam, obviously" in moderation.text
     assert "Still spam" not in moderation.text  # counted once
-    assert f'href="{item.path}#comment-{spam.public_id}"' in moderation.text
+    assert f'href="/comments/{spam.public_id}"' in moderation.text  # the permalink: the page that shows it
+    assert (await client.get(f"/comments/{spam.public_id}")).headers["location"] == f"{item.path}#comment-{spam.public_id}"
     assert ">Reported</span>" in section((await client.get(item.path)).text)
     dismissed = await post_form(client, f"/admin/moderation/{spam.public_id}/dismiss", {}, page="/admin/moderation")
     assert dismissed.status_code == 303 and dismissed.headers["location"] == "/admin/moderation"
