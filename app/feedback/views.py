@@ -15,6 +15,7 @@ from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
+from app.voting import service as voting
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -70,12 +71,14 @@ async def submit_idea(request: Request, session: DbSession, user: CurrentUser, v
 @router.get("/ideas/similar")
 async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
                   q: Annotated[str, Query(max_length=feedback.MAX_TITLE)] = "") -> Response:
-    """Items resembling a title being typed, only those the viewer may see: an HTML fragment, or JSON."""
+    """Items resembling a title being typed, only those the viewer may see: an HTML fragment, or JSON
+    (`votes` is null when the portal hides vote counts from this viewer)."""
     suggestions = feedback.similar_items(session, viewer, title=q)
     if "application/json" in request.headers.get("accept", "").split(",")[0]:
+        shown = voting.counts_shown(session, viewer)
         return JSONResponse([
             {"title": s.item.title, "url": s.item.path, "product": s.item.product.name, "stage": s.item.stage.name,
-             "votes": s.item.vote_count}
+             "votes": s.item.vote_count if shown else None}
             for s in suggestions
         ])
     return render(request, "feedback/_similar.html", {"suggestions": suggestions, "checked": bool(q.strip())})

@@ -7,10 +7,12 @@ from sqlalchemy import func, select
 
 from app.feedback import service as feedback
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
+from app.portal import service as portal
 from app.roadmap.models import Visibility
-from app.voting.models import Vote
+from app.voting import service as voting
+from app.voting.models import Importance, Vote
 from tests.conftest import post_form, sign_in
-from tests.factories import make_item, make_pm, make_product
+from tests.factories import make_admin, make_item, make_pm, make_product, make_user
 from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
 
 
@@ -163,6 +165,27 @@ class TestSimilar:
         _, public, _, _, _ = self._items(session)
         response = await client.get("/ideas/similar", params={"q": "swap"}, headers={"accept": "application/json"})
         assert [s["url"] for s in response.json()] == [public.path]
+
+    async def test_vote_counts_are_left_out_when_the_portal_hides_them_but_not_for_staff(self, client, session):
+        item = make_item(session, title="Shift swap approvals")
+        for _ in range(3):
+            voting.cast_vote(session, item=item, user=make_user(session, password=None),
+                             importance=Importance.important)
+
+        async def votes():  # type: ignore[no-untyped-def]
+            response = await client.get("/ideas/similar", params={"q": "shift swap"},
+                                        headers={"accept": "application/json"})
+            return [(s["url"], s["votes"]) for s in response.json()]
+
+        sign_in(client, session, make_customer(session))
+        assert await votes() == [(item.path, 3)]
+
+        portal.update_vote_display(session, actor=make_admin(session, password=None), hide_counts=True)
+        assert await votes() == [(item.path, None)]
+        client.cookies.clear()
+        assert await votes() == [(item.path, None)]  # a visitor
+        sign_in(client, session, make_pm(session))
+        assert await votes() == [(item.path, 3)]
 
     async def test_partial_matches_are_suggested_best_first(self, session):
         product = make_product(session)
