@@ -30,7 +30,8 @@ import re
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import BigInteger, SmallInteger, event, inspect, update
+from sqlalchemy import BigInteger, SmallInteger, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.sql.elements import TextClause
 
@@ -75,9 +76,12 @@ def bump(session: Session) -> None:
     shard = session.info.get(_INFO_SHARD)
     if shard is None:
         shard = session.info[_INFO_SHARD] = random.randrange(SHARDS)
-    session.connection().execute(
-        update(ContentRevision).where(ContentRevision.shard == shard).values(value=random.getrandbits(VALUE_BITS))
-    )
+    connection = session.connection()
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    # An upsert, so that a row someone deleted (a test emptying every table) comes back.
+    statement = insert(ContentRevision).values(shard=shard, value=random.getrandbits(VALUE_BITS))
+    connection.execute(statement.on_conflict_do_update(index_elements=["shard"],
+                                                       set_={"value": statement.excluded.value}))
     session.info.pop(_INFO_VALUE, None)
 
 

@@ -198,3 +198,14 @@ def test_the_cache_keeps_to_its_size_and_forgets_other_revisions():
         cache.put(1, ("page", n), Page(parts=["x" * 100]))
     assert len(cache) == 2 and cache.get(1, ("page", 4)) is not None and cache.get(1, ("page", 0)) is None
     assert cache.get(2, ("page", 4)) is None and len(cache) == 0
+
+
+def test_revision_still_moves_after_its_rows_were_deleted(session):
+    from sqlalchemy import delete
+
+    from app.revision import ContentRevision
+
+    session.execute(delete(ContentRevision))
+    emptied = revision.current(session)
+    make_item(session, title="After a wipe")
+    assert revision.current(session) != emptied
