@@ -1,12 +1,16 @@
 """Staff sign-in: sessions kept server-side, one answer for any failure, rate limits, safe redirects."""
 
+import html
+import re
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
 from app.accounts.views import LOGIN_FAILED, safe_next
 from tests.conftest import csrf_token, post_form, sign_in
-from tests.factories import PASSWORD, make_admin, make_pm
+from tests.factories import PASSWORD, make_admin, make_pm, make_user
 
 
 async def _login(client, email, password, next_=""):
@@ -73,6 +77,18 @@ async def test_next_brings_you_back_to_a_same_site_path(client, session):
     pm = make_pm(session)
     response = await _login(client, pm.email, PASSWORD, next_="/admin/items?status=draft")
     assert response.headers["location"] == "/admin/items?status=draft"
+
+
+async def test_the_header_sign_in_link_comes_back_to_the_same_view(client, session):
+    customer = make_user(session, email="cat@customer.example")
+    for _ in range(2):  # rendered, then from the page cache
+        board = await client.get("/?view=horizon&sort=top")
+        link = re.search(r'<a href="(/login\?next=[^"]*)">Sign in</a>', board.text)
+        assert link is not None
+        target = parse_qs(urlsplit(html.unescape(link.group(1))).query)["next"]
+        assert target == ["/?view=horizon&sort=top"]
+    response = await _login(client, customer.email, PASSWORD, next_=target[0])
+    assert response.headers["location"] == "/?view=horizon&sort=top"
 
 
 @pytest.mark.parametrize("target", ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)",
