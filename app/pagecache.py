@@ -143,12 +143,15 @@ class PageCache:
 
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
-                  build: Callable[[], dict[str, Any] | Response], *, signed_in_too: bool = True) -> Response:
+                  build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
+                  signed_in_too: bool = True) -> Response:
     """`render(request, template, build())`, from this worker's cache when it may be.
 
     `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
-    sent as it is and not cached. `signed_in_too=False` caches the page for signed-out visitors only
-    (the item page, whose comment and follow forms are per person throughout).
+    sent as it is and not cached. `params` are the query parameters the page reads: an address with
+    any other is rendered but not kept, so made-up addresses cannot crowd out the real pages.
+    `signed_in_too=False` caches the page for signed-out visitors only (the item page, whose comment
+    and follow forms are per person throughout).
     """
     from app.roadmap.service import audience
     from app.web import render
@@ -156,7 +159,8 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
     if (cache is None or who is None or request.state.db.is_write
-            or (viewer.user is not None and not signed_in_too)):
+            or (viewer.user is not None and not signed_in_too)
+            or any(name not in params for name in request.query_params)):
         context = build()
         return context if isinstance(context, Response) else render(request, template, context)
     rev = revision.current(session)

@@ -26,6 +26,10 @@ router = APIRouter(include_in_schema=False)
 Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 
 
+BOARD_PARAMS = frozenset({"product", "tag", "stage", "sort", "view", "page"})
+ITEM_PARAMS = frozenset({"page"})  # the comments' page
+
+
 @router.get("/", response_class=HTMLResponse)
 async def board(
     request: Request,
@@ -63,7 +67,7 @@ async def board(
         context.update(voting_views.for_cards(session, viewer, cards))
         return context
 
-    return cached_render(request, session, viewer, "roadmap/board.html", build)
+    return cached_render(request, session, viewer, "roadmap/board.html", build, params=BOARD_PARAMS)
 
 
 @router.get("/items/{public_id}", response_class=HTMLResponse)
@@ -83,7 +87,8 @@ async def item_page(request: Request, session: DbSession, viewer: CurrentViewer,
                 **voting_views.for_item_page(request, session, viewer, item)}
 
     # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only.
-    return cached_render(request, session, viewer, "roadmap/item.html", build, signed_in_too=False)
+    return cached_render(request, session, viewer, "roadmap/item.html", build, params=ITEM_PARAMS,
+                         signed_in_too=False)
 
 
 @router.get("/search", response_class=HTMLResponse)

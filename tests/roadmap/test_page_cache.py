@@ -209,3 +209,15 @@ def test_revision_still_moves_after_its_rows_were_deleted(session):
     emptied = revision.current(session)
     make_item(session, title="After a wipe")
     assert revision.current(session) != emptied
+
+
+async def test_addresses_with_made_up_parameters_are_served_but_not_kept(app, client, session):
+    item = make_item(session, title="Kept or not")
+    await client.get("/?sort=newest")
+    kept = len(app.state.pages)
+    for n in range(5):
+        response = await client.get(f"/?utm_source=x{n}")
+        assert response.status_code == 200 and item.title in response.text
+    assert len(app.state.pages) == kept
+    await client.get(f"{item.path}?page=1")
+    assert len(app.state.pages) == kept + 1
