@@ -11,7 +11,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.accounts.models import (
@@ -164,14 +164,18 @@ def start_session(session: Session, *, user: User, user_agent: str = "", days: i
     return token
 
 
+# Every signed-in request runs it: built once (the digest is a bound parameter), not per request.
+_SESSION_BY_ID = (
+    select(UserSession)
+    .options(joinedload(UserSession.user).joinedload(User.organisation))
+    .where(UserSession.id == bindparam("session_id"))
+)
+
+
 def load_session(session: Session, token: str) -> UserSession | None:
     if not token or len(token) > 100:
         return None
-    row = session.scalar(
-        select(UserSession)
-        .options(joinedload(UserSession.user).joinedload(User.organisation))
-        .where(UserSession.id == _digest(token))
-    )
+    row = session.scalar(_SESSION_BY_ID, {"session_id": _digest(token)})
     if row is None or row.expires_at <= utcnow() or not row.user.is_active:
         return None
     return row

@@ -26,7 +26,6 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
-from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.security import csrf_token, verify_csrf
 from app.voting import service as voting
@@ -125,7 +124,7 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
 @router.post("/items/{public_id}/vote", response_class=HTMLResponse)
 async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                importance: Small = "", reason: Reason = "", next: Next = "", widget: Small = "card") -> Response:
-    item = roadmap.get_visible_item(session, viewer, public_id)
+    item = voting.get_item_to_vote(session, viewer, public_id)
     if viewer.user is None:
         return _sign_in_first(request, item, "vote")
     as_json = _wants_json(request)
@@ -144,6 +143,7 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
             raise
         return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
                                       {}, limited=exc)
+    shown = as_json and voting.counts_shown(session, viewer)  # before the vote: see state_after()
     try:
         result = voting.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
     except FormInvalid as exc:
@@ -158,28 +158,29 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
         message = f"Your vote is now {result.importance.label}.{noted}"
     if not as_json:
         return _back(request, item, next, f"vote-{item.public_id}", message)
-    state = voting.vote_state(session, viewer=viewer, item=item, count=voting.current_count(session, item=item))
+    state = voting.state_after(session, viewer=viewer, item=item, mine=result.importance, count=result.count,
+                               shown=shown)
     extra = {}
     if widget == "page" and result.created:
         # Voting followed the item: the page's follow button says so too.
-        extra["follow_html"] = _follow_html(request, viewer, item, next_url=item.path,
-                                            following=voting.is_following(session, item=item, user=viewer.user))
+        extra["follow_html"] = _follow_html(request, viewer, item, next_url=item.path, following=True)
     return _vote_json(request, viewer, item, state, widget=widget, next_url=next, message=message, extra=extra)
 
 
 @router.post("/items/{public_id}/unvote", response_class=HTMLResponse)
 async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                  next: Next = "", widget: Small = "card") -> Response:
-    item = roadmap.get_visible_item(session, viewer, public_id)
+    item = voting.get_item_to_vote(session, viewer, public_id)
     if viewer.user is None:
         return _sign_in_first(request, item, "vote")
     widget = widget if widget in WIDGETS else "card"
     limit_votes(request, viewer)
-    removed = voting.unvote(session, viewer=viewer, item=item)
-    message = "Your vote is withdrawn." if removed else "You had not voted for this item."
+    shown = _wants_json(request) and voting.counts_shown(session, viewer)  # before the vote: see state_after()
+    withdrawal = voting.unvote(session, viewer=viewer, item=item)
+    message = "Your vote is withdrawn." if withdrawal.removed else "You had not voted for this item."
     if not _wants_json(request):
         return _back(request, item, next, f"vote-{item.public_id}", message)
-    state = voting.vote_state(session, viewer=viewer, item=item, count=voting.current_count(session, item=item))
+    state = voting.state_after(session, viewer=viewer, item=item, mine=None, count=withdrawal.count, shown=shown)
     return _vote_json(request, viewer, item, state, widget=widget, next_url=next, message=message)
 
 
@@ -201,7 +202,7 @@ def _vote_json(request: Request, viewer: Viewer, item: Item, state: voting.VoteS
 
 async def _set_following(request: Request, session: Session, viewer: Viewer, public_id: str, next_url: str,
                          *, following: bool) -> Response:
-    item = roadmap.get_visible_item(session, viewer, public_id)
+    item = voting.get_item_to_vote(session, viewer, public_id)
     if viewer.user is None:
         return _sign_in_first(request, item, "follow items")
     limit_votes(request, viewer)

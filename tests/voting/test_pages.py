@@ -87,6 +87,10 @@ async def test_the_page_script_votes_and_withdraws_with_json(client, session):
     assert (gone["vote_count"], gone["my_vote"], gone["message"]) == (1, None, "Your vote is withdrawn.")
     assert "You voted" not in gone["html"] and ">Vote<" in gone["html"]
 
+    twice = (await vote_json(client, item.public_id, unvote=True)).json()
+    assert (twice["vote_count"], twice["my_vote"], twice["message"]) == (1, None, "You had not voted for this item.")
+    assert widget_text(twice["html"], item.public_id).startswith("▲ 1 Vote")
+
 
 async def test_tell_us_why_is_stored_as_private_feedback_on_the_item(client, session):
     item = make_item(session)

@@ -1,7 +1,11 @@
 """Votes count exactly once; the counter on the item always equals the rows."""
 
-from sqlalchemy import func, select
+from datetime import timedelta
 
+from sqlalchemy import func, select, update
+
+from app.accounts.viewer import Viewer
+from app.db import utcnow
 from app.voting import service as voting
 from app.voting.models import Follow, Importance, Vote
 from tests.factories import make_item, make_pm, make_user
@@ -56,3 +60,27 @@ def test_reconcile_finds_and_fixes_a_drifted_counter(session):
     session.refresh(item)
     assert item.vote_count == 1 and item.trend_count == 1
     assert voting.reconcile(session) == []
+
+
+def test_the_counters_and_the_trend_follow_each_vote_and_withdrawal(session):
+    item, old_voter, new_voter = make_item(session), make_user(session), make_user(session)
+    voting.cast_vote(session, item=item, user=old_voter, importance=Importance.important)
+    session.execute(update(Vote).where(Vote.user_id == old_voter.id)
+                    .values(created_at=utcnow() - timedelta(days=voting.TREND_DAYS + 1)))
+    voting.refresh_trends(session)
+    session.refresh(item)
+    assert (item.vote_count, item.trend_count) == (1, 0)
+
+    result = voting.cast_vote(session, item=item, user=new_voter, importance=Importance.critical)
+    assert (result.created, result.count, item.vote_count, item.trend_count) == (True, 2, 2, 1)
+    assert voting.cast_vote(session, item=item, user=new_voter, importance=Importance.important).count is None
+
+    assert voting.get_item_to_vote(session, Viewer(user=old_voter), item.public_id) is item  # with its stage
+    gone = voting.unvote(session, viewer=Viewer(user=old_voter), item=item)  # outside the trend window
+    assert (gone.removed, gone.count, item.vote_count, item.trend_count) == (True, 1, 1, 1)
+    gone = voting.unvote(session, viewer=Viewer(user=new_voter), item=item)  # a recent one
+    assert (gone.removed, gone.count, item.vote_count, item.trend_count) == (True, 0, 0, 0)
+    assert voting.unvote(session, viewer=Viewer(user=new_voter), item=item) == voting.Withdrawal(removed=False)
+    session.refresh(item)
+    assert (item.vote_count, item.trend_count) == (0, 0) and _rows(session, item) == 0
+    assert voting.reconcile(session, fix=False) == []
