@@ -4,7 +4,7 @@
     .venv/bin/python bench/board.py /tmp/ahead-bench.db
     .venv/bin/python bench/board.py postgresql://postgres@127.0.0.1:5432/bench_ahead
 
-Starts the real app (uvicorn, 2 workers, no access log, AHEAD_ENV=development, a throwaway SECRET_KEY)
+Starts the real app (uvicorn, 2 workers, no access log, AHEAD_ENV=production as deployed (templates not re-read from disk), a throwaway SECRET_KEY)
 and bench/reference_app.py (the same board rendered from memory, 2 workers) on loopback ports, then
 runs `wrk -t2 -c64 -d10s --latency` (after a short warm-up each) against:
 
@@ -558,7 +558,7 @@ def main() -> None:
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency (after {args.warmup} s of "
           f"warm-up); {args.workers} uvicorn workers each; {os.cpu_count()} CPUs")
 
-    env = {**os.environ, "DATABASE_URL": url, "AHEAD_ENV": "development", "SECRET_KEY": secrets.token_urlsafe(48),
+    env = {**os.environ, "DATABASE_URL": url, "AHEAD_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
            "PYTHONPATH": str(ROOT), "PORT": str(args.port)}
     env.pop("REDIS_URL", None)
     if args.votes:
