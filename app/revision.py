@@ -30,7 +30,7 @@ import re
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import BigInteger, SmallInteger, event, inspect
+from sqlalchemy import BigInteger, Connection, Engine, SmallInteger, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.sql.elements import TextClause
@@ -39,12 +39,16 @@ from app.db import Base
 
 SHARDS = 16
 VALUE_BITS = 58  # 16 of them sum to less than 2**62: a BIGINT on PostgreSQL, an integer on SQLite
+# One more row, moved only by the portal's settings: what caches settings need not reload per vote.
+SETTINGS_SHARD = SHARDS
+SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets"})
 
 # Written on sign-in and by single-use tokens; nothing a page shows depends on them.
 UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions"})
 
 _INFO_VALUE = "ahead_revision"
 _INFO_SHARD = "ahead_revision_shard"
+_CONNECTION_MARK = "ahead_revision_mark"  # [transaction, read since] once a transaction moved the revision
 _DML = re.compile(r"\s*(insert|update|delete)\b\s+(?:or\s+\w+\s+)?(?:into\s+|from\s+)?\"?(\w+)", re.IGNORECASE)
 
 
@@ -55,38 +59,60 @@ class ContentRevision(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+# Plain SQL on the session's connection: read on every request, it skips the ORM's statement
+# compilation and caching (about a third of a cached page's CPU when it went through them).
+_READ = (f"SELECT coalesce(sum(CASE WHEN shard < {SHARDS} THEN value ELSE 0 END), 0), "
+         f"coalesce(sum(CASE WHEN shard = {SETTINGS_SHARD} THEN value ELSE 0 END), 0) FROM content_revisions")
 
 
-_READ = "SELECT coalesce(sum(value), 0) FROM content_revisions"
+def _read(session: Session) -> tuple[int, int]:
+    memo = session.info.get(_INFO_VALUE)
+    if memo is None:
+        connection = session.connection()
+        content, settings_value = connection.exec_driver_sql(_READ).one()
+        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value))
+        mark = connection.info.get(_CONNECTION_MARK)
+        if mark is not None:
+            mark[1] = True
+    return memo
 
 
 def current(session: Session) -> int:
-    """The revision as this session sees it (read once per transaction, until it changes something)."""
-    value = session.info.get(_INFO_VALUE)
-    if value is None:
-        # Plain SQL on the session's connection: read on every request, it skips the ORM's statement
-        # compilation and caching (about a third of a cached page's CPU when it went through them).
-        value = int(session.connection().exec_driver_sql(_READ).scalar_one())
-        session.info[_INFO_VALUE] = value
-    return value
+    """The content revision as this session sees it (read once per transaction, until it changes something)."""
+    return _read(session)[0]
 
 
-def bump(session: Session) -> None:
-    """Mark this transaction as changing content (normally done by the session events below)."""
-    shard = session.info.get(_INFO_SHARD)
-    if shard is None:
-        shard = session.info[_INFO_SHARD] = random.randrange(SHARDS)
+def settings(session: Session) -> int:
+    """The settings revision: moves when portal settings change, and only then."""
+    return _read(session)[1]
+
+
+def bump(session: Session, *, settings_changed: bool = False) -> None:
+    """Move the revision in this transaction (normally done by the session events below).
+
+    Once per transaction is enough, unless someone on this connection read the revision since: only
+    this connection can see the uncommitted value (in the tests, the app's requests and the test's own
+    writes share one connection and one transaction, and read between writes).
+    """
     connection = session.connection()
+    transaction = connection.get_transaction()
+    mark = connection.info.get(_CONNECTION_MARK)
+    if not settings_changed and mark is not None and mark[0] is transaction and not mark[1]:
+        return
+    if settings_changed:
+        shard = SETTINGS_SHARD
+    else:
+        shard = session.info.get(_INFO_SHARD)
+        if shard is None:
+            shard = session.info[_INFO_SHARD] = random.randrange(SHARDS)
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     # An upsert, so that a row someone deleted (a test emptying every table) comes back.
     statement = insert(ContentRevision).values(shard=shard, value=random.getrandbits(VALUE_BITS))
     connection.execute(statement.on_conflict_do_update(index_elements=["shard"],
                                                        set_={"value": statement.excluded.value}))
+    if not settings_changed:
+        connection.info[_CONNECTION_MARK] = [transaction, False]
     session.info.pop(_INFO_VALUE, None)
-
-
-def _shows(table_name: str | None) -> bool:
-    return table_name is not None and table_name not in UNSHOWN_TABLES
 
 
 def _changes_shown(obj: Any) -> bool:
@@ -97,16 +123,20 @@ def _changes_shown(obj: Any) -> bool:
     return any(attr.key not in unshown and attr.history.has_changes() for attr in inspect(obj).attrs)
 
 
+def _touched(session: Session, tables: set[str]) -> None:
+    if tables - UNSHOWN_TABLES:
+        bump(session)
+    if tables & SETTINGS_TABLES:
+        bump(session, settings_changed=True)
+
+
 @event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
-    for obj in chain(session.new, session.deleted):
-        if _shows(getattr(obj, "__tablename__", None)):
-            bump(session)
-            return
-    for obj in session.dirty:
-        if _shows(getattr(obj, "__tablename__", None)) and _changes_shown(obj):
-            bump(session)
-            return
+    tables = {obj.__tablename__ for obj in chain(session.new, session.deleted) if hasattr(obj, "__tablename__")}
+    tables.update(obj.__tablename__ for obj in session.dirty
+                  if hasattr(obj, "__tablename__") and obj.__tablename__ not in tables and _changes_shown(obj))
+    if tables:
+        _touched(session, tables)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -114,14 +144,22 @@ def _before_statement(state: ORMExecuteState) -> None:
     if state.is_select:
         return
     statement = state.statement
+    name: str | None = None
     if state.is_insert or state.is_update or state.is_delete:
-        table = getattr(statement, "table", None)
-        if _shows(getattr(table, "name", None)):
-            bump(state.session)
+        name = getattr(getattr(statement, "table", None), "name", None)
     elif isinstance(statement, TextClause):
         match = _DML.match(statement.text)
-        if match and _shows(match.group(2).lower()):
-            bump(state.session)
+        name = match.group(2).lower() if match else None
+    if name:
+        _touched(state.session, {name})
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+@event.listens_for(Engine, "rollback_savepoint")
+def _end_of_mark(connection: Connection, *_args: Any) -> None:
+    # After a rolled-back savepoint the revision is what it was before it: the next change moves it again.
+    connection.info.pop(_CONNECTION_MARK, None)
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -344,7 +344,7 @@ def main() -> None:
             profiler.enable()
             await measure(page, args.requests, 0)
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "25")))
 
     try:
         asyncio.run(run())

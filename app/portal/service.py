@@ -33,13 +33,13 @@ class Branding:
         return self.logo_version > 0
 
 
-# Settings are read on every page: each worker keeps them until the content revision changes, which
+# Settings are read on every page: each worker keeps them until the settings revision changes, which
 # any change of a setting does (app/revision.py), so a change shows at once in every worker.
 _cache: dict[str, tuple[int, Any]] = {}
 
 
 def _cached(session: Session, key: str, load: Callable[[], Any]) -> Any:
-    rev = revision.current(session)
+    rev = revision.settings(session)
     hit = _cache.get(key)
     if hit is not None and hit[0] == rev:
         return hit[1]

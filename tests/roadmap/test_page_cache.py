@@ -184,6 +184,21 @@ def test_revision_changes_with_content_not_with_sign_ins(session):
     savepoint.rollback()
     assert revision.current(session) == after_user
     assert session.scalar(select(Item).where(Item.title == "Rolled back")) is None
+    make_item(session, title="After the rollback")  # the rolled-back change no longer counts as made
+    assert revision.current(session) != after_user
+
+
+def test_a_vote_moves_the_content_revision_and_a_setting_both(session):
+    from app.portal import service as portal
+
+    item = make_item(session)
+    customer, _ = _customer(session)
+    content, settings = revision.current(session), revision.settings(session)
+    voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
+    assert revision.current(session) != content and revision.settings(session) == settings
+    content = revision.current(session)
+    portal.update_vote_display(session, actor=make_admin(session), hide_counts=True)
+    assert revision.current(session) != content and revision.settings(session) != settings
 
 
 def test_the_cache_keeps_to_its_size_and_forgets_other_revisions():
