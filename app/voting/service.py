@@ -172,11 +172,16 @@ def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
 
 def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) -> dict[int, Importance]:
     """The user's importance per item, for a page of cards, in one query."""
-    ids = list(item_ids)
+    ids = [int(i) for i in item_ids]
     if user is None or not ids:
         return {}
-    rows = session.execute(select(Vote.item_id, Vote.importance).where(Vote.user_id == user.id,
-                                                                     Vote.item_id.in_(ids)))
+    # Asked on every page of cards a customer loads, from the page cache too: plain SQL with the ids
+    # written in (integers, converted above, so nothing else can get into the statement) skips the
+    # statement building and the expansion of fifty bound parameters, most of this call's CPU.
+    rows = session.connection().exec_driver_sql(
+        f"SELECT item_id, importance FROM votes WHERE user_id = {int(user.id)} "
+        f"AND item_id IN ({','.join(map(str, ids))})"
+    )
     return {item_id: Importance(importance) for item_id, importance in rows}
 
 
