@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -86,6 +87,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        # What start-up made (modules, templates, mappers) lives as long as the process: out of the
+        # collector's sight, a full collection under load no longer walks it (fewer long pauses).
+        gc.collect()
+        gc.freeze()
         yield
         if owns_database:
             database.dispose()
