@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+import httpx2 as _http  # the HTTP library Authlib's client uses (a dependency: see pyproject.toml)
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Depends, Request
@@ -38,11 +39,6 @@ from app.errors import NotFound
 from app.portal import service as portal
 from app.security import verify_csrf
 from app.web import render
-
-try:  # the HTTP library Authlib itself uses (httpx2 when installed, httpx otherwise)
-    import httpx2 as _http  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the environment
-    import httpx as _http
 
 log = logging.getLogger("ahead.oidc")
 
