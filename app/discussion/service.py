@@ -350,6 +350,7 @@ def create_comment(session: Session, *, viewer: Viewer, item: Item, body: str,
     user = viewer.user
     assert user is not None
     text = clean_body(body)
+    roadmap.lock_for_activity(session, item)  # not left behind on an item a merge is moving away from
     parent_id = None
     if parent_public_id:
         parent = get_comment(session, viewer=viewer, public_id=parent_public_id).comment

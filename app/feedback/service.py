@@ -136,6 +136,7 @@ def add_reason(session: Session, *, item: Item, author: User, body: str) -> Feed
         raise FormInvalid(errors)
     if not text:
         return None
+    roadmap.lock_for_activity(session, item)  # not left behind on an item a merge is moving away from
     now = utcnow()
     reason = Feedback(kind=FeedbackKind.reason, state=FeedbackState.linked, author_id=author.id,
                       organisation_id=author.organisation_id, item_id=item.id, product_id=item.product_id,

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.db import Base, UTCDateTime, str_enum, utcnow
 from app.organisations.models import Segment
 
+# Why a merged item takes no votes: the vote widget, and a vote that lost the race with the merge.
+MERGED_REASON = "Merged into another item — voting is closed"
 
 class Visibility(StrEnum):
     public = "public"
@@ -153,7 +155,7 @@ class Item(Base):
     def voting_closed_reason(self) -> str | None:
         """Why this item takes no votes, as the vote widget and a refused vote say it; None when it does."""
         if self.merged_into_id is not None:
-            return "Merged into another item — voting is closed"
+            return MERGED_REASON
         if self.stage.is_closed:
             return f"{self.stage.name} — voting is closed"
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, event, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from app.accounts.models import User
@@ -90,6 +90,44 @@ def audience(viewer: Viewer) -> tuple[str, object] | None:
     if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
         return ("public", viewer.user is not None)
     return ("customer", viewer.segment_id)
+
+
+_LOCKED = "ahead_locked_items"
+
+
+def lock_for_activity(session: Session, item: Item, *, refused: str = "This item was merged into another one") -> None:
+    """Lock the item's row before attaching something to it (a vote, a withdrawal, a follow, a comment, a
+    note), as a merge locks it first; then refuse (Conflict) if a merge committed in the meantime.
+
+    A merge moves what is attached to B when it runs: a vote still being written by another transaction
+    would otherwise stay behind on B, unseen, or deadlock with the merge over the vote's unique key.
+    Locked first, such a change waits for the merge and is refused, and a merge waits for it. PostgreSQL:
+    FOR NO KEY UPDATE (other votes on the item already wait for its counter). SQLite needs no query: a
+    write transaction holds the database's write lock from its start, so what it read is current.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return
+    locked: set[int] = session.info.setdefault(_LOCKED, set())
+    if item.id not in locked:
+        merged_into = session.scalar(select(Item.merged_into_id).where(Item.id == item.id)
+                                     .with_for_update(key_share=True))
+        locked.add(item.id)
+        if merged_into is not None:
+            from sqlalchemy.orm.attributes import set_committed_value
+
+            set_committed_value(item, "merged_into_id", merged_into)
+    if item.merged_into_id is not None:
+        raise Conflict(refused + ".")
+
+
+def mark_locked(session: Session, item: Item) -> None:
+    """The item was read with its row locked (FOR NO KEY UPDATE): `lock_for_activity` need not ask again."""
+    session.info.setdefault(_LOCKED, set()).add(item.id)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, _transaction: Any) -> None:
+    session.info.pop(_LOCKED, None)
 
 
 # --- lookups -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
-from app.roadmap.models import Item
+from app.roadmap.models import MERGED_REASON, Item
 from app.voting.models import CaptureSource, Follow, Importance, Vote
 
 TREND_DAYS = 30
@@ -124,6 +124,9 @@ def cast_vote(
     `keep_higher` (votes captured by staff): if the person already voted, the higher importance wins.
     The caller checks that the viewer may see the item and that it takes votes.
     """
+    from app.roadmap import service as roadmap
+
+    roadmap.lock_for_activity(session, item, refused=MERGED_REASON)
     now = utcnow()
     session.flush()  # Core statements do not autoflush: a new item or contact must be stored first
     params = {"p_item": item.id, "p_user": user.id, "p_importance": int(importance), "p_now": now,
@@ -155,6 +158,9 @@ def withdraw_vote(session: Session, *, item: Item, user: User) -> bool:
 
 def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
     """Remove the user's vote and return the item's vote_count after it; None when there was no vote."""
+    from app.roadmap import service as roadmap
+
+    roadmap.lock_for_activity(session, item, refused=MERGED_REASON)
     session.flush()
     since = utcnow() - timedelta(days=TREND_DAYS)
     params = {"p_item": item.id, "p_user": user.id, "p_since": since}
@@ -186,6 +192,9 @@ def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) ->
 
 
 def follow(session: Session, *, item: Item, user: User) -> None:
+    from app.roadmap import service as roadmap
+
+    roadmap.lock_for_activity(session, item)
     session.execute(
         _insert(session, Follow)
         .values(item_id=item.id, user_id=user.id, created_at=utcnow())
@@ -286,13 +295,18 @@ def get_item_to_vote(session: Session, viewer: Viewer, public_id: str) -> Item:
     audience = roadmap.audience(viewer)
     statement = _ITEM_TO_VOTE.get(audience) if audience is not None else None
     if statement is None:
+        # The item's row is locked first, as a merge locks it first: a vote waits for a merge of its item
+        # to commit and then finds the item merged (no row: 404), instead of landing on it unseen by the
+        # merge, or deadlocking with it over the vote's unique key. (FOR NO KEY UPDATE OF items on
+        # PostgreSQL; SQLite's write lock already puts writers in a row.)
         statement = (roadmap.visible_items(viewer).where(Item.public_id == bindparam("p_public_id"))
-                     .options(*_VOTE_LOAD))
+                     .options(*_VOTE_LOAD).with_for_update(of=Item, key_share=True))
         if audience is not None:
             _ITEM_TO_VOTE[audience] = statement
     item = session.scalar(statement, {"p_public_id": public_id})
     if item is None:
         raise NotFound()
+    roadmap.mark_locked(session, item)
     return item
 
 
