@@ -179,7 +179,12 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
             for hit in search.search_items(session, viewer, word, limit=limit):
                 found.setdefault(hit.item.id, hit.item)
                 score[hit.item.id] = score.get(hit.item.id, 0) + 1
-    ranked = sorted(found.values(), key=lambda item: (-score[item.id], -item.vote_count, item.id))[:limit]
+    # Equal matches: the more voted first, unless counts are hidden from this viewer (the order would
+    # give them away); then in the search's own order.
+    order = {item_id: n for n, item_id in enumerate(found)}
+    votes_break_ties = voting.counts_shown(session, viewer)
+    ranked = sorted(found.values(), key=lambda item: (
+        -score[item.id], -item.vote_count if votes_break_ties else 0, order[item.id]))[:limit]
     return [Suggestion(item=item, title_html=search.highlight(item.title, significant)) for item in ranked]
 
 

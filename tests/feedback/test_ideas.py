@@ -187,6 +187,26 @@ class TestSimilar:
         sign_in(client, session, make_pm(session))
         assert await votes() == [(item.path, 3)]
 
+    async def test_with_counts_hidden_the_order_of_equal_matches_does_not_give_them_away(self, client, session):
+        first, second = make_item(session, title="Shift swap approvals"), make_item(session, title="Shift swap rules")
+
+        async def order():  # type: ignore[no-untyped-def]
+            response = await client.get("/ideas/similar", params={"q": "shift swap"},
+                                        headers={"accept": "application/json"})
+            return [s["url"] for s in response.json()]
+
+        def votes(item, n):  # type: ignore[no-untyped-def]
+            for _ in range(n):
+                voting.cast_vote(session, item=item, user=make_user(session, password=None),
+                                 importance=Importance.important)
+
+        votes(second, 2)
+        assert await order() == [second.path, first.path]  # shown: the more voted first
+        portal.update_vote_display(session, actor=make_admin(session, password=None), hide_counts=True)
+        hidden = await order()
+        votes(first, 4)
+        assert await order() == hidden  # hidden: more votes for the other one changes nothing
+
     async def test_partial_matches_are_suggested_best_first(self, session):
         product = make_product(session)
         both = make_item(session, product=product, title="Export rosters to Excel")
