@@ -212,6 +212,13 @@ class DbSessionMiddleware:
             holder.finish(success=False)
 
 
+def insert_with_conflicts(dialect_name: str, table: Any) -> Any:
+    """An INSERT that can say ON CONFLICT DO NOTHING / DO UPDATE, in the dialect of this kind of database."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(table)
+
+
 def str_enum(enum_cls: type, length: int = 20) -> Any:
     """A StrEnum stored as its value in a VARCHAR (no native ENUM type on PostgreSQL)."""
     from sqlalchemy import Enum

@@ -176,8 +176,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
 
 
 def _capture(request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
-    from app.portal import service as portal
-    from app.web import templates
+    from app.web import page_context, templates
 
     signed_in = viewer.user is not None
     page = Page(parts=[], show_counts=context.get("show_counts", True))
@@ -191,10 +190,8 @@ def _capture(request: Request, viewer: Viewer, template: str, context: dict[str,
             page.widgets[item.id] = {_UNVOTED: _widget(request, viewer, page, facts, None)}
         return _marker("vote", str(item.id))
 
-    ctx = {**context, "request": request, "viewer": viewer, "my_votes": {},
-           "branding": portal.get_branding(request.state.db.session), "csrf_token": _CSRF,
-           "flashes": [], "errors": context.get("errors", {}), "form": context.get("form", {}),
-           "slot": _marker, "vote_slot": vote_slot, "account_slot": signed_in}
+    ctx = {**page_context(request, context, csrf=_CSRF, flashes=[]), "request": request, "viewer": viewer,
+           "my_votes": {}, "slot": _marker, "vote_slot": vote_slot, "account_slot": signed_in}
     html = templates.env.get_template(template).render(ctx)
     pieces = _MARKER.split(html)
     for i in range(0, len(pieces), 3):

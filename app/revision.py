@@ -31,11 +31,10 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, SmallInteger, event, inspect
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.sql.elements import TextClause
 
-from app.db import Base
+from app.db import Base, insert_with_conflicts
 
 SHARDS = 16
 VALUE_BITS = 58  # 16 of them sum to less than 2**62: a BIGINT on PostgreSQL, an integer on SQLite
@@ -105,9 +104,9 @@ def bump(session: Session, *, settings_changed: bool = False) -> None:
         shard = session.info.get(_INFO_SHARD)
         if shard is None:
             shard = session.info[_INFO_SHARD] = random.randrange(SHARDS)
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     # An upsert, so that a row someone deleted (a test emptying every table) comes back.
-    statement = insert(ContentRevision).values(shard=shard, value=random.getrandbits(VALUE_BITS))
+    statement = insert_with_conflicts(connection.dialect.name, ContentRevision).values(
+        shard=shard, value=random.getrandbits(VALUE_BITS))
     connection.execute(statement.on_conflict_do_update(index_elements=["shard"],
                                                        set_={"value": statement.excluded.value}))
     if not settings_changed:

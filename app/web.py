@@ -76,20 +76,28 @@ def _signer(request: Request) -> URLSafeSerializer:
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, *, status_code: int = 200,
            headers: dict[str, str] | None = None) -> HTMLResponse:
+    ctx = page_context(request, context, csrf=csrf_token(request), flashes=read_flashes(request))
+    response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
+    if ctx["flashes"]:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str,
+                 flashes: list[dict[str, str]]) -> dict[str, Any]:
+    """What every page's layout reads besides the page's own context (app/pagecache.py passes stand-ins
+    for the per-request CSRF token and flashes)."""
     from app.portal import service as portal
 
     ctx: dict[str, Any] = dict(context or {})
     ctx.setdefault("viewer", getattr(request.state, "viewer", None))
     db = request.scope.get("state", {}).get("db")
     ctx["branding"] = portal.get_branding(db.session) if db is not None else portal.Branding()
-    ctx["csrf_token"] = csrf_token(request)
-    ctx["flashes"] = read_flashes(request)
+    ctx["csrf_token"] = csrf
+    ctx["flashes"] = flashes
     ctx.setdefault("errors", {})
     ctx.setdefault("form", {})
-    response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
-    if ctx["flashes"]:
-        response.delete_cookie(FLASH_COOKIE, path="/")
-    return response
+    return ctx
 
 
 def read_flashes(request: Request) -> list[dict[str, str]]:

@@ -25,14 +25,13 @@ from math import ceil
 from typing import Any
 
 from sqlalchemy import and_, distinct, exists, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from app.accounts.models import STAFF_ROLES, User
 from app.accounts.service import DELETED_NAME
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
-from app.db import utcnow
+from app.db import insert_with_conflicts, utcnow
 from app.discussion.models import Comment, CommentReport
 from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFound
 from app.markup import plain_text
@@ -498,8 +497,7 @@ def report_comment(session: Session, *, viewer: Viewer, comment: Comment, reason
     user = viewer.user
     assert user is not None
     text = clean_reason(reason)
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CommentReport)
+    insert = insert_with_conflicts(session.get_bind().dialect.name, CommentReport)
     created = session.execute(
         insert.values(comment_id=comment.id, reporter_id=user.id, reason=text, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["comment_id", "reporter_id"])

@@ -28,13 +28,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
-from app.db import utcnow
+from app.db import insert_with_conflicts, utcnow
 from app.discussion.models import Comment
 from app.errors import Conflict, NotFound
 from app.feedback.models import Feedback
@@ -126,8 +125,7 @@ def preview_merge(session: Session, *, source: Item, target: Item) -> MergePrevi
 
 
 def _insert(session: Session, model: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    return insert_with_conflicts(session.get_bind().dialect.name, model)
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:

@@ -21,13 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, load_only, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
-from app.db import utcnow
+from app.db import insert_with_conflicts, utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
 from app.roadmap.models import MERGED_REASON, Item
 from app.voting.models import CaptureSource, Follow, Importance, Vote
@@ -44,7 +43,7 @@ def _dialect(session: Session) -> str:
 
 
 def _insert(session: Session, model: Any) -> Any:
-    return (postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert)(model)
+    return insert_with_conflicts(_dialect(session), model)
 
 
 @functools.cache
@@ -57,7 +56,9 @@ def _writes(dialect: str) -> dict[str, Any]:
     item in one statement, returning the counters, or no row when nothing was inserted; `withdraw` deletes
     the vote and uncounts it the same way. SQLite runs the same steps one by one.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    def insert(table: Any) -> Any:
+        return insert_with_conflicts(dialect, table)
+
     p = bindparam
     new_vote = insert(VOTES).values(
         item_id=p("p_item"), user_id=p("p_user"), importance=p("p_importance"), created_at=p("p_now"),
