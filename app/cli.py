@@ -14,9 +14,14 @@ cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_i
 
 
 def _database():  # type: ignore[no-untyped-def]
+    """The database for a command: the requests' lock timeout (nothing in the app holds a lock longer, and a
+    command waiting on one may itself hold locks that requests wait for), but its own statement timeout,
+    none by default: an export or an import reads or writes every row in one go."""
     from app.db import Database
 
-    return Database(get_settings().database_url)
+    settings = get_settings()
+    return Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
+                    statement_timeout=settings.db_maintenance_statement_timeout or None)
 
 
 def _ensure_sqlite_dir() -> None:

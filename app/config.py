@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     vote_rate_limit: str = "60/minute"  # votes, withdrawals and follows, per user
     vote_ip_rate_limit: str = "600/minute"  # the same, per address
     session_days: int = Field(default=14, ge=1)
+    # Seconds. How long a request waits for a lock held by another transaction (PostgreSQL lock_timeout;
+    # SQLite's busy timeout for its write lock) and how long one of its statements may run (PostgreSQL
+    # statement_timeout; 0: no limit) before it answers 503 "busy, try again": endpoints call the database
+    # synchronously, so a wait stalls the whole worker. `ahead` commands use the same lock timeout and
+    # db_maintenance_statement_timeout (0: none): exports and imports legitimately read every row.
+    db_lock_timeout: float = Field(default=5.0, gt=0, le=600)
+    db_statement_timeout: float = Field(default=15.0, ge=0, le=3600)
+    db_maintenance_statement_timeout: float = Field(default=0.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

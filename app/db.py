@@ -8,6 +8,7 @@ measurements behind that choice.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from app.errors import DatabaseBusy
 
 log = logging.getLogger("ahead.db")
 
@@ -57,15 +60,56 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 5, foreign_keys: bool = True) -> Engine:
+# SQLite's busy timeout when the caller names none (migrations): as long as it has always been.
+DEFAULT_SQLITE_BUSY_SECONDS = 15.0
+
+
+def make_engine(url: str, *, pool_size: int = 5, foreign_keys: bool = True, lock_timeout: float | None = None,
+                statement_timeout: float | None = None) -> Engine:
+    """The engine; `lock_timeout` and `statement_timeout` in seconds (None: the database's own default, none).
+
+    PostgreSQL: `lock_timeout` and `statement_timeout` on every connection. SQLite locks the whole database
+    for a writer: `lock_timeout` is its busy timeout (how long a writer waits for the write lock); it has no
+    statement timeout.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
-        _prepare_sqlite(engine, foreign_keys=foreign_keys)
+        busy = lock_timeout if lock_timeout is not None else DEFAULT_SQLITE_BUSY_SECONDS
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy})
+        _prepare_sqlite(engine, foreign_keys=foreign_keys, busy_ms=_ms(busy))
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    _prepare_postgresql(engine, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    return engine
 
 
-def _prepare_sqlite(engine: Engine, *, foreign_keys: bool = True) -> None:
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _prepare_postgresql(engine: Engine, *, lock_timeout: float | None, statement_timeout: float | None) -> None:
+    """Set the timeouts once per connection, when the pool opens it (no round trip per request).
+
+    A request's endpoint calls the database synchronously, so a statement waiting on a row lock stalls its
+    whole worker: `lock_timeout` bounds that wait and `statement_timeout` any statement, and the error they
+    raise becomes a 503 (see `database_busy`).
+    """
+    values = {name: f"{_ms(seconds)}ms" for name, seconds in
+              (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)) if seconds}
+    if not values:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Outside a transaction, so that it lasts for the connection and not just the first transaction.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        with dbapi_connection.cursor() as cursor:
+            for name, value in values.items():
+                cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
+        dbapi_connection.autocommit = autocommit
+
+
+def _prepare_sqlite(engine: Engine, *, foreign_keys: bool = True, busy_ms: int = 15000) -> None:
     """WAL, foreign keys, busy timeout, and transactions that SQLAlchemy controls.
 
     pysqlite opens transactions lazily and commits behind our back on DDL; switching its own
@@ -81,7 +125,7 @@ def _prepare_sqlite(engine: Engine, *, foreign_keys: bool = True) -> None:
         # Off only for migrations: SQLite's batch ALTER recreates tables, and dropping a parent
         # table with foreign keys on would cascade-delete the rows that refer to it.
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -93,12 +137,39 @@ def _prepare_sqlite(engine: Engine, *, foreign_keys: bool = True) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# SQLSTATEs of PostgreSQL's two "waited too long" errors (psycopg: LockNotAvailable, QueryCanceled).
+_LOCK_NOT_AVAILABLE = "55P03"
+_QUERY_CANCELED = "57014"
+
+
+def database_busy(exc: BaseException) -> DatabaseBusy | None:
+    """The 503 for an error the database raised because it would not wait any longer; None for any other.
+
+    A lock held longer than the lock timeout (PostgreSQL `lock_timeout`, SQLite's busy timeout: "database is
+    locked"), or a statement over `statement_timeout`. The transaction is then unusable and is rolled back.
+    """
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
+    if sqlstate == _LOCK_NOT_AVAILABLE:
+        return DatabaseBusy(DatabaseBusy.LOCKED)
+    if sqlstate == _QUERY_CANCELED:
+        return DatabaseBusy(DatabaseBusy.TOO_SLOW)
+    if isinstance(orig, sqlite3.OperationalError) and (
+            getattr(orig, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "is locked" in str(orig)):
+        return DatabaseBusy(DatabaseBusy.LOCKED)
+    return None
+
+
 class Database:
     """The engine and the two session factories: reads, and writes (BEGIN IMMEDIATE on SQLite)."""
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, lock_timeout: float | None = None,
+                 statement_timeout: float | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.engine = make_engine(url, pool_size=pool_size, lock_timeout=lock_timeout,
+                                  statement_timeout=statement_timeout)
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(
             self.engine.execution_options(ahead_write=True), expire_on_commit=False

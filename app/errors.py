@@ -97,3 +97,21 @@ class FormInvalid(AppError):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.code, "detail": self.detail, "fields": self.errors}
+
+
+class DatabaseBusy(AppError):
+    """The database would not wait any longer (a lock held by someone else, or a statement over its time
+    limit); the request's transaction was rolled back. Made from the driver's error by app.db.database_busy."""
+
+    status_code = 503
+    title = "Busy, please try again"
+    LOCKED = ("Someone else is changing the same thing right now (for example, staff merging this item). "
+              "Nothing was saved; please try again in a few seconds.")
+    TOO_SLOW = "This took too long, so it was stopped. Nothing was saved; please try again in a few seconds."
+
+    def __init__(self, detail: str = "", *, retry_after: int = 5) -> None:
+        super().__init__(detail or self.LOCKED, headers={"Retry-After": str(retry_after)})
+
+    @property
+    def code(self) -> str:
+        return "busy"

@@ -11,11 +11,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.config import ROOT, Settings, get_settings
-from app.db import Database, DbSessionMiddleware
+from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.pagecache import PageCache
@@ -70,20 +71,34 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        # The request's transaction is already rolled back and closed: render without the database
-        # (no signed-in user, default branding) rather than touch objects that are gone.
-        state = request.scope.setdefault("state", {})
-        state["db"] = None
-        state["viewer"] = None
+        _without_database(request)
         return _error_response(request, 500, "Something went wrong",
                                "Something broke on our side. Nothing you sent was changed; please try again.",
                                "server_error")
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError) -> Response:
+        busy = database_busy(exc)
+        if busy is None:
+            return await server_error(request, exc)
+        log.warning("503 on %s %s: %s", request.method, request.url.path, str(exc.orig).strip())
+        _without_database(request)  # the transaction is aborted; the middleware rolls it back
+        return _error_response(request, busy.status_code, busy.title, busy.detail, busy.code, busy.headers)
+
+
+def _without_database(request: Request) -> None:
+    """Render the error page without the database (no signed-in user, default branding): the request's
+    transaction is rolled back or unusable, and the objects it loaded with it."""
+    state = request.scope.setdefault("state", {})
+    state["db"] = None
+    state["viewer"] = None
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     owns_database = database is None
-    database = database or Database(settings.database_url)
+    database = database or Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
+                                    statement_timeout=settings.db_statement_timeout or None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]

@@ -1,0 +1,179 @@
+"""How long a request waits for the database: a held lock turns into a clear 503, not a frozen worker.
+
+These tests need committed rows that a second connection can lock, so they run on a database of their own
+(not inside the rolled-back test transaction), and the app builds its own engine from Settings, the way it
+does in production. On PostgreSQL the lock is a row lock (FOR UPDATE on the item) and the limit is
+`lock_timeout`; on SQLite, which locks the whole database for a writer, the lock is another connection's
+write transaction (BEGIN IMMEDIATE) and the limit is the busy timeout: the same setting, the same answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.accounts import service as accounts
+from app.config import Settings
+from app.db import Database, database_busy
+from app.deps import SESSION_COOKIE
+from app.errors import DatabaseBusy
+from app.feedback.models import Feedback
+from app.main import create_app
+from app.migrate import upgrade
+from app.organisations.models import Organisation
+from app.roadmap.models import Item
+from app.voting.models import Follow, Vote
+from tests.conftest import create_database, csrf_token
+from tests.factories import make_item, make_user
+
+LOCK_TIMEOUT = 0.5
+
+
+@pytest.fixture(scope="module")
+def own_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, drop = create_database(tmp_path_factory.mktemp("locks"), "locks")
+    upgrade(url)
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="module")
+def own_database(own_url: str) -> Iterator[Database]:
+    database = Database(own_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def lock_settings(own_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=own_url, secret_key="test-secret-key-" + "x" * 32, base_url="http://testserver",
+                    redis_url="", db_lock_timeout=LOCK_TIMEOUT, db_statement_timeout=5,
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def live_app(lock_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with the engine it builds itself from Settings (timeouts included)."""
+    app = create_app(lock_settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+def customer_and_item(own_database: Database) -> tuple[str, str, int]:
+    """A customer's session token and a public item, committed."""
+    with own_database.transaction() as session:
+        organisation = Organisation(name="Acme")
+        session.add(organisation)
+        session.flush()
+        user = make_user(session, password=None, organisation_id=organisation.id)
+        item = make_item(session, title="Night shift swaps")
+        token = accounts.start_session(session, user=user)
+        return token, item.public_id, item.id
+
+
+def _written(database: Database, item_id: int) -> tuple[int, int, int, int]:
+    """What a vote writes: vote rows, the counter, follows, the private "tell us why" note."""
+    with database.transaction() as session:
+        return (session.scalar(select(func.count()).select_from(Vote).where(Vote.item_id == item_id)),
+                session.scalar(select(Item.vote_count).where(Item.id == item_id)),
+                session.scalar(select(func.count()).select_from(Follow).where(Follow.item_id == item_id)),
+                session.scalar(select(func.count()).select_from(Feedback).where(Feedback.item_id == item_id)))
+
+
+class TestAHeldLock:
+    async def test_a_vote_waiting_on_a_locked_item_answers_503_quickly_and_writes_nothing(
+            self, live_app, own_database, customer_and_item):
+        token, public_id, item_id = customer_and_item
+        live_app.cookies.set(SESSION_COOKIE, token)
+        csrf = await csrf_token(live_app, "/")
+        locker = own_database.new_session(write=True)
+        try:
+            # Another transaction holds the item's row (PostgreSQL) / the write lock (SQLite), as a long
+            # merge or a stuck maintenance job would.
+            locker.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+
+            started = time.monotonic()
+            form = await live_app.post(f"/items/{public_id}/vote", data={
+                "importance": "critical", "reason": "We lose a day a week to this.", "next": "/", "widget": "card",
+                "csrf_token": csrf})
+            html_seconds = time.monotonic() - started
+            assert form.status_code == 503, form.text
+            assert form.headers["retry-after"].isdigit()
+            assert "Someone else is changing the same thing" in form.text
+            assert "Nothing was saved" in form.text
+            assert html_seconds < LOCK_TIMEOUT + 3
+
+            js = await live_app.post(f"/items/{public_id}/vote", data={"importance": "critical", "widget": "card"},
+                                     headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+            assert js.status_code == 503 and js.headers["retry-after"].isdigit()
+            assert js.json()["error"] == "busy" and "Nothing was saved" in js.json()["detail"]
+
+            api = await live_app.post(f"/api/v1/items/{public_id}/vote", json={"importance": "important"},
+                                      headers={"X-CSRF-Token": csrf})
+            assert api.status_code == 503 and api.json()["error"] == "busy"
+
+            # Reading is not held up by the lock.
+            assert (await live_app.get("/")).status_code == 200
+        finally:
+            locker.rollback()
+            locker.close()
+
+        assert _written(own_database, item_id) == (0, 0, 0, 0)
+        # The worker is not stuck: once the lock is gone the same vote goes through.
+        again = await live_app.post(f"/api/v1/items/{public_id}/vote", json={"importance": "important"},
+                                    headers={"X-CSRF-Token": csrf})
+        assert again.status_code == 200 and again.json()["my_vote"] == "important"
+        assert _written(own_database, item_id)[:3] == (1, 1, 1)
+
+
+def test_the_app_sets_its_timeouts_on_every_connection(lock_settings, own_url):
+    app = create_app(lock_settings)
+    database: Database = app.state.database
+    try:
+        with database.engine.connect() as conn:
+            if own_url.startswith("sqlite"):  # no statement timeout there
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
+            else:
+                assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "500ms"
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"
+    finally:
+        database.dispose()
+
+
+def test_a_statement_over_the_time_limit_becomes_a_busy_error(own_url):
+    if not own_url.startswith("postgresql"):
+        pytest.skip("SQLite has no statement timeout (a statement runs in the worker itself)")
+    database = Database(own_url, lock_timeout=1, statement_timeout=0.2)
+    try:
+        with pytest.raises(OperationalError) as caught, database.transaction() as session:
+            session.execute(text("SELECT pg_sleep(2)"))
+        busy = database_busy(caught.value)
+        assert isinstance(busy, DatabaseBusy) and busy.status_code == 503
+        assert "took too long" in busy.detail and busy.headers["Retry-After"].isdigit()
+    finally:
+        database.dispose()
+
+
+def test_other_database_errors_are_not_called_busy(own_database):
+    with pytest.raises(DBAPIError) as caught, own_database.transaction() as session:
+        session.execute(text("SELECT * FROM no_such_table_here"))
+    assert database_busy(caught.value) is None
+
+
+def test_timeouts_have_defaults_and_refuse_nonsense(own_url):
+    settings = Settings(database_url=own_url, _env_file=None)  # type: ignore[call-arg]
+    assert (settings.db_lock_timeout, settings.db_statement_timeout, settings.db_maintenance_statement_timeout) \
+        == (5.0, 15.0, 0.0)
+    with pytest.raises(ValueError, match="db_lock_timeout"):
+        Settings(database_url=own_url, db_lock_timeout=0, _env_file=None)  # type: ignore[call-arg]
