@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -195,15 +195,20 @@ class Database:
         self.engine.dispose()
 
 
+AfterCommit = Callable[[], Awaitable[None]]
+
+
 class RequestSession:
     """The lazily opened session of one request; the middleware below ends it."""
 
-    __slots__ = ("_database", "_session", "_write")
+    __slots__ = ("_after_commit", "_database", "_session", "_write", "committed")
 
     def __init__(self, database: Database, *, write: bool) -> None:
         self._database = database
         self._write = write
         self._session: Session | None = None
+        self._after_commit: list[AfterCommit] = []
+        self.committed = False
 
     @property
     def is_write(self) -> bool:
@@ -215,17 +220,42 @@ class RequestSession:
             self._session = self._database.new_session(write=self._write)
         return self._session
 
+    def after_commit(self, task: AfterCommit) -> None:
+        """Run `task` once the request's transaction has committed and its answer has been sent; never if the
+        transaction rolled back. For what must not happen inside the transaction, like talking to SMTP."""
+        self._after_commit.append(task)
+
     def finish(self, *, success: bool) -> None:
         if self._session is None:
+            self.committed = self.committed or success
             return
         try:
             if success:
                 self._session.commit()
+                self.committed = True
             else:
                 self._session.rollback()
         finally:
             self._session.close()
             self._session = None
+
+    async def run_after_commit(self) -> None:
+        tasks, self._after_commit = self._after_commit, []
+        if not self.committed:
+            if tasks:
+                log.info("request rolled back: %d after-commit task(s) dropped", len(tasks))
+            return
+        for task in tasks:
+            try:
+                await task()
+            except Exception:
+                # The change is stored and the person has their answer: the failure can only be logged.
+                log.exception("after-commit task %r failed", task)
+
+
+def after_commit(request: Any, task: AfterCommit) -> None:
+    """`RequestSession.after_commit` for the current request (a Starlette/FastAPI Request)."""
+    request.state.db.after_commit(task)
 
 
 _FAILED_BODY = (
@@ -238,7 +268,8 @@ class DbSessionMiddleware:
     """One transaction per request: commit before a success (< 400) is sent, roll back otherwise.
 
     Committing when the response *starts* means a commit that fails turns into a 500 instead of a
-    success page for a change that was never stored.
+    success page for a change that was never stored. What a request left for after its commit
+    (`after_commit`) runs once the answer is sent, and only if the commit succeeded.
     """
 
     def __init__(self, app: Any, database_getter: Any, write_get_prefixes: tuple[str, ...] = ()) -> None:
@@ -281,6 +312,9 @@ class DbSessionMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             holder.finish(success=False)
+            # After the whole answer was sent (the app's call returns after its last body message): the
+            # client does not wait for this, and it runs only if the commit above succeeded.
+            await holder.run_after_commit()
 
 
 def insert_with_conflicts(dialect_name: str, table: Any) -> Any:

@@ -16,12 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.accounts import service as accounts
 from app.config import Settings
-from app.db import Database, database_busy
+from app.db import Database, DbSessionMiddleware, after_commit, database_busy
 from app.deps import SESSION_COOKIE
 from app.errors import DatabaseBusy
 from app.feedback.models import Feedback
@@ -177,3 +179,57 @@ def test_timeouts_have_defaults_and_refuse_nonsense(own_url):
         == (5.0, 15.0, 0.0)
     with pytest.raises(ValueError, match="db_lock_timeout"):
         Settings(database_url=own_url, db_lock_timeout=0, _env_file=None)  # type: ignore[call-arg]
+
+
+class TestAfterCommit:
+    """What a request leaves for after its commit runs once the answer is sent, and only if it committed."""
+
+    @staticmethod
+    def _app(database: Database, events: list[str]):  # type: ignore[no-untyped-def]
+        app = FastAPI()
+
+        async def task() -> None:
+            events.append("sent")
+
+        @app.post("/{outcome}")
+        async def endpoint(request: Request, outcome: str) -> JSONResponse:
+            request.state.db.session.execute(text("SELECT 1"))
+            after_commit(request, task)
+            if outcome == "boom":
+                raise RuntimeError("the request failed after asking for the mail")
+            return JSONResponse({}, status_code={"ok": 200, "refused": 422}[outcome])
+
+        app.add_middleware(DbSessionMiddleware, database_getter=lambda: database)
+        return app
+
+    @staticmethod
+    async def _call(app, path: str, events: list[str]) -> None:  # type: ignore[no-untyped-def]
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                events.append(f"status {message['status']}")
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                events.append("answered")
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": [],
+                 "server": ("testserver", 80), "client": ("127.0.0.1", 1234), "root_path": ""}
+        try:
+            await app(scope, receive, send)
+        except RuntimeError:
+            events.append("raised")
+
+    async def test_it_runs_after_the_answer_was_sent(self, database):
+        events: list[str] = []
+        await self._call(self._app(database, events), "/ok", events)
+        assert events == ["status 200", "answered", "sent"]
+
+    async def test_it_never_runs_when_the_request_rolled_back(self, database):
+        events: list[str] = []
+        app = self._app(database, events)
+        await self._call(app, "/refused", events)
+        await self._call(app, "/boom", events)
+        assert "sent" not in events
+        assert events == ["status 422", "answered", "status 500", "answered", "raised"]

@@ -8,18 +8,19 @@ the mailbox is theirs).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.background import BackgroundTask
 
 from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import client_ip, safe_next, signed_in_response
 from app.config import Settings
+from app.db import after_commit
 from app.deps import DbSession
 from app.errors import FormInvalid, RateLimited
 from app.portal import service as portal
@@ -56,7 +57,6 @@ async def request_link(
     _limit(limiter, PER_ADDRESS_LIMIT, f"magic:email:{email}")
 
     settings: Settings = request.app.state.settings
-    task = None
     if accounts.magic_link_allowed(session, email=email, private_mode=portal.get_access(session).private_mode):
         token = accounts.create_magic_link(session, email=email, next_path=safe_next(next, "/"))
         context = {
@@ -64,12 +64,11 @@ async def request_link(
             "link": f"{settings.base_url}/login/email/{token}",
             "minutes": accounts.MAGIC_LINK_MINUTES,
         }
-        # Sent after the response, so after the commit: the link exists before anyone can click it,
-        # the database is not held while SMTP talks, and the answer takes as long whatever the address.
-        task = BackgroundTask(_send, settings, email, context)
-    response = redirect(request, "/login/email/sent")
-    response.background = task
-    return response
+        # Sent once the link is committed and the answer is out: the link exists before anyone can click it,
+        # no mail goes out for a link that was rolled back, the database is not held while SMTP talks, and
+        # the answer takes as long whatever the address.
+        after_commit(request, functools.partial(_send, settings, email, context))
+    return redirect(request, "/login/email/sent")
 
 
 @router.get("/login/email/sent", response_class=HTMLResponse)

@@ -7,6 +7,7 @@ app/admin/items.py, imported at the end of this module.
 
 from __future__ import annotations
 
+import functools
 import logging
 from decimal import Decimal
 from math import ceil
@@ -21,6 +22,7 @@ from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.accounts.views import safe_next
 from app.audit import service as audit
+from app.db import after_commit
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser, require_staff
 from app.errors import Conflict, FormInvalid, NotFound
 from app.organisations import service as organisations
@@ -343,19 +345,24 @@ async def invite(request: Request, session: DbSession, admin: AdminUser,
         "role_label": "an admin" if chosen is Role.admin else "a product manager",
         "days": accounts.INVITATION_DAYS,
     }
-    # The invitation is kept whatever happens to the email: the link below works on its own.
-    try:
-        sent = await mail.send_email(settings, to=invitation.email, template="invitation", context=context)
-    except mail.MailError:
-        return redirect(request, "/admin/staff", kind="error", flash=(
-            f"The invitation for {invitation.email} is ready, but the email could not be sent. "
-            f"Send them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
-    if not sent:
+    # Sent once the invitation is committed and the admin has their answer: never while the transaction is
+    # open, and never for an invitation that was rolled back. So this page cannot know whether the email got
+    # through, and says so; a failure is logged (mail.py), and the link below works on its own.
+    after_commit(request, functools.partial(_send_invitation, settings, invitation.email, context))
+    if not settings.smtp_url:
         return redirect(request, "/admin/staff", kind="info", flash=(
             f"Invitation created for {invitation.email}. Email is not set up on this server (SMTP_URL), so "
             f"send them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
     return redirect(request, "/admin/staff", flash=(
-        f"Invitation emailed to {invitation.email}. The link, if they cannot find the email: {link}"))
+        f"Invitation created for {invitation.email}; the email is being sent now. If it does not arrive, send "
+        f"them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
+
+
+async def _send_invitation(settings: Any, to: str, context: dict[str, Any]) -> None:
+    try:
+        await mail.send_email(settings, to=to, template="invitation", context=context)
+    except mail.MailError:
+        log.error("the invitation email to %s was not sent; the invitation stands and its link works", to)
 
 
 @router.post("/staff/invitations/{invitation_id:int}/cancel", response_class=HTMLResponse)
