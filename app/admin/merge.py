@@ -64,7 +64,8 @@ async def merge_form(request: Request, session: DbSession, viewer: CurrentViewer
 
 @router.post("/items/{public_id}/merge", response_class=HTMLResponse)
 async def merge(request: Request, session: DbSession, viewer: CurrentViewer, user: StaffUser, public_id: str,
-                into: Annotated[str, Form(max_length=64)] = "") -> Response:
+                into: Annotated[str, Form(max_length=64)] = "",
+                publish_comments: Annotated[str, Form(max_length=1)] = "") -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
     target = _target(session, into)
     if target is None:
@@ -72,7 +73,8 @@ async def merge(request: Request, session: DbSession, viewer: CurrentViewer, use
                      refused="Choose the item to merge into: that one no longer exists.")
     try:
         preview = merging.preview_merge(session, source=item, target=target)
-        merging.merge_items(session, source=item, target=target, actor=user)
+        done = merging.merge_items(session, source=item, target=target, actor=user,
+                                   publish_comments=publish_comments == "1")
     except Conflict as exc:
         return _page(request, session, viewer, item, status_code=409, refused=exc.detail)
     text = f"Merged “{item.title}” into “{target.title}”, which now counts {preview.result_votes:,} vote" \
@@ -81,6 +83,11 @@ async def merge(request: Request, session: DbSession, viewer: CurrentViewer, use
         text += f" ({preview.overlap:,} {'person' if preview.overlap == 1 else 'people'} had voted on both and " \
                 f"count once)"
     text += f". “{item.title}” now leads here; you can undo the merge from its page."
+    kept = len(done.record.get("kept_comments", []))
+    if kept:
+        text += (f" {kept:,} comment{' stays' if kept == 1 else 's stay'} with “{item.title}”, out of sight while "
+                 f"it is merged: {'it was' if kept == 1 else 'they were'} written for fewer people than see "
+                 f"“{target.title}”. Undoing the merge brings {'it' if kept == 1 else 'them'} back.")
     return redirect(request, _url(target), flash=text)
 
 

@@ -4,6 +4,11 @@ A merge is about votes first: B's voters count once on A (someone who voted on b
 importance), then B's comments, private feedback and follows move along, and B points at A
 (`merged_into_id`), which takes it off the board, search and API lists and turns its URL into a redirect.
 
+Comments are read by whoever may see their item. When A is seen by someone who may not see B (B is internal,
+a draft, for customers only, or for fewer segments than A), moving them would publish what was written for
+fewer people: they then stay on B, read by no one while it is merged and back with it on undo, unless the
+PM, told how many comments that is in the preview, chooses to move them (`publish_comments`).
+
 Everything that moved is written to the merge's `record`, so `undo_merge` can put it back exactly. Undo
 moves back only what is still where the merge left it: activity on A since the merge (new votes,
 comments and follows, a changed importance, a withdrawn vote) stays as people left it.
@@ -12,7 +17,8 @@ The record (JSON):
   moved_votes        ids of B's votes that moved to A
   dropped_votes      B's votes of people who had voted on A too: the full rows, and `absorbed_by`, the A vote
   raised_votes       A votes that took B's higher importance: {id, user_id, from, to, updated_at}
-  moved_comments     ids of B's comments (replies included)
+  moved_comments     ids of B's comments (replies included); empty when they stayed on B
+  kept_comments      ids of B's comments that stayed on B because A is seen by more people
   pinned_comments    B's pinned comments; unpinned_comments: those unpinned because A had a pin of its own
   moved_feedback     ids of B's feedback rows
   moved_follows      ids of the people whose follow of B moved to A
@@ -37,8 +43,9 @@ from app.db import insert_with_conflicts, utcnow
 from app.discussion.models import Comment
 from app.errors import Conflict, NotFound
 from app.feedback.models import Feedback
+from app.organisations.models import Segment
 from app.roadmap import service as roadmap
-from app.roadmap.models import Item, Visibility
+from app.roadmap.models import Item, Visibility, item_segments
 from app.voting.models import CaptureSource, Follow, Merge, Vote
 from app.voting.service import TREND_DAYS
 
@@ -68,6 +75,11 @@ class MergePreview:
     follows: int
     target_votes: int  # votes on A now
     warnings: list[str] = field(default_factory=list)
+    # A is seen by someone who may not see B: B's comments stay on B unless the PM chooses to move them.
+    widens: bool = False
+    comments_shown_wider: int = 0  # of B's comments, those A's wider audience would read (not hidden, not deleted)
+    source_audience: str = ""
+    target_audience: str = ""
 
     @property
     def result_votes(self) -> int:
@@ -98,6 +110,46 @@ def _visibility_warnings(source: Item, target: Item) -> list[str]:
     return []
 
 
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who besides staff may see an item, as `roadmap.visible_items` decides it: nobody (internal or draft),
+    everyone (public), or signed-in customers — of every segment (`segments` empty) or of these segments."""
+
+    kind: str  # "staff" | "everyone" | "customers"
+    segments: frozenset[int] = frozenset()
+    label: str = ""
+
+    def includes(self, other: Audience) -> bool:
+        """Whether everyone `other` lets in is let in here too."""
+        if other.kind == "staff" or self.kind == "everyone":
+            return True
+        if self.kind == "staff" or other.kind == "everyone":
+            return False
+        if not self.segments:  # every customer
+            return True
+        return bool(other.segments) and other.segments <= self.segments
+
+
+def audience_of(session: Session, item: Item) -> Audience:
+    if item.published_at is None or item.visibility is Visibility.internal:
+        return Audience("staff", label="staff only")
+    if item.visibility is Visibility.public:
+        return Audience("everyone", label="everyone")
+    segments = session.execute(select(Segment.id, Segment.name).join(item_segments, item_segments.c.segment_id
+                                                                      == Segment.id)
+                               .where(item_segments.c.item_id == item.id).order_by(Segment.name)).all()
+    if not segments:
+        return Audience("customers", label="every customer")
+    return Audience("customers", frozenset(s.id for s in segments),
+                    label="customers in " + ", ".join(s.name for s in segments))
+
+
+def _readable_comments(session: Session, item_id: int) -> int:
+    """Comments someone other than staff could read if they could see the item."""
+    return session.scalar(select(func.count()).select_from(Comment).where(
+        Comment.item_id == item_id, Comment.deleted_at.is_(None), Comment.hidden_at.is_(None))) or 0
+
+
 def _count(session: Session, model: Any, item_id: int) -> int:
     return session.scalar(select(func.count()).select_from(model).where(model.item_id == item_id)) or 0
 
@@ -113,11 +165,15 @@ def preview_merge(session: Session, *, source: Item, target: Item) -> MergePrevi
     ).one()
     comments = session.scalar(select(func.count()).select_from(Comment)
                               .where(Comment.item_id == source.id, Comment.deleted_at.is_(None))) or 0
+    source_audience, target_audience = audience_of(session, source), audience_of(session, target)
+    widens = not source_audience.includes(target_audience)
     return MergePreview(
         source=source, target=target, votes=_count(session, Vote, source.id), overlap=overlap,
         raised=int(raised), comments=comments, feedback=_count(session, Feedback, source.id),
         follows=_count(session, Follow, source.id), target_votes=_count(session, Vote, target.id),
-        warnings=_visibility_warnings(source, target),
+        warnings=_visibility_warnings(source, target), widens=widens,
+        comments_shown_wider=_readable_comments(session, source.id) if widens else 0,
+        source_audience=source_audience.label, target_audience=target_audience.label,
     )
 
 
@@ -161,18 +217,29 @@ def _recount(session: Session, *items: Item) -> None:
         session.expire(item, ["vote_count", "trend_count"])
 
 
-def merge_items(session: Session, *, source: Item, target: Item, actor: User) -> Merge:
-    """Merge B (`source`) into A (`target`); returns the Merge, whose record lets `undo_merge` reverse it."""
+def merge_items(session: Session, *, source: Item, target: Item, actor: User,
+                publish_comments: bool = False) -> Merge:
+    """Merge B (`source`) into A (`target`); returns the Merge, whose record lets `undo_merge` reverse it.
+
+    B's comments move to A when everyone who may see A could already read them on B; otherwise they stay on
+    B unless `publish_comments` (the PM chose, in the preview, to show them to A's wider audience).
+    """
     check_merge(source=source, target=target)
     _lock(session, source, target)
-    # Checked again on the locked rows: a merge of either item may have committed while we waited.
-    session.refresh(source, ["merged_into_id"])
-    session.refresh(target, ["merged_into_id"])
+    # Checked again on the locked rows: a merge of either item may have committed while we waited. The
+    # audiences are read after the lock too: an edit of either item's visibility waits for the merge.
+    session.refresh(source, ["merged_into_id", "visibility", "published_at"])
+    session.refresh(target, ["merged_into_id", "visibility", "published_at"])
     check_merge(source=source, target=target)
     now = utcnow()
     record: dict[str, Any] = {}
     record.update(_merge_votes(session, source=source, target=target))
-    record.update(_merge_comments(session, source=source, target=target))
+    if publish_comments or audience_of(session, source).includes(audience_of(session, target)):
+        record.update(_merge_comments(session, source=source, target=target))
+    else:
+        record.update({"moved_comments": [], "pinned_comments": [], "unpinned_comments": [],
+                       "kept_comments": sorted(session.scalars(select(Comment.id)
+                                                               .where(Comment.item_id == source.id)))})
     record["moved_feedback"] = list(session.scalars(
         update(Feedback).where(Feedback.item_id == source.id).values(item_id=target.id)
         .returning(Feedback.id).execution_options(synchronize_session=False)
@@ -188,7 +255,8 @@ def merge_items(session: Session, *, source: Item, target: Item, actor: User) ->
 
     summary = {
         "votes_moved": len(record["moved_votes"]), "votes_counted_once": len(record["dropped_votes"]),
-        "comments_moved": len(record["moved_comments"]), "feedback_moved": len(record["moved_feedback"]),
+        "comments_moved": len(record["moved_comments"]), "comments_kept": len(record.get("kept_comments", [])),
+        "feedback_moved": len(record["moved_feedback"]),
         "follows_moved": len(record["moved_follows"]),
     }
     audit.record(session, actor=actor, action="item.merged", entity=source,

@@ -11,12 +11,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from app.accounts.viewer import ANONYMOUS
+from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit.models import AuditEvent
 from app.db import utcnow
+from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import Conflict, NotFound
 from app.feedback.models import Feedback, FeedbackKind
+from app.organisations.models import Organisation, Segment
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Visibility
 from app.voting import merge as merging
@@ -358,3 +360,166 @@ async def test_customers_cannot_merge(client, session, duplicates):
     response = await post_form(client, f"/admin/items/{d['b'].public_id}/merge", {"into": d["a"].public_id})
     assert response.status_code == 404
     assert counters(session, d["b"])[0] == 3
+
+
+# --- comments keep their audience -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def audiences(session):  # type: ignore[no-untyped-def]
+    """Two segments, a customer in each, a PM; comments are written through the rules (by someone who may see
+    the item). Returned: the people, and a function making an item with one comment saying `words`."""
+    enterprise = Segment(slug="enterprise-merge", name="Enterprise")
+    starter = Segment(slug="starter-merge", name="Starter")
+    session.add_all([enterprise, starter])
+    session.flush()
+    big = Organisation(name="Big Logistics", segment_id=enterprise.id)
+    small = Organisation(name="Small Bakery", segment_id=starter.id)
+    session.add_all([big, small])
+    session.flush()
+    people = {
+        "pm": make_pm(session, password=None, display_name="Petra PM"),
+        "erin": make_user(session, password=None, organisation_id=big.id),  # Enterprise
+        "sam": make_user(session, password=None, organisation_id=small.id),  # Starter
+    }
+    product = make_product(session)
+
+    def item_with_comment(title: str, words: str, *, author: str, visibility=Visibility.public,  # type: ignore[no-untyped-def]
+                          segments=(), published=True):
+        item = make_item(session, product=product, title=title, visibility=visibility, published=published,
+                         segments=[{"enterprise": enterprise, "starter": starter}[s] for s in segments])
+        made = discussion.create_comment(session, viewer=viewer_of(people[author]), item=item, body=words)
+        return item, made
+
+    def viewer_of(user):  # type: ignore[no-untyped-def]
+        organisation = session.get(Organisation, user.organisation_id) if user.organisation_id else None
+        return Viewer(user=user, segment_id=organisation.segment_id if organisation else None)
+
+    return people, item_with_comment
+
+
+async def _sees(client, session, who, people, item, comment) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    """Whether `who` finds the comment's words on the item's page, in the API and at its permalink."""
+    client.cookies.clear()
+    if who != "visitor":
+        sign_in(client, session, people[who])
+    page = await client.get(item.path, follow_redirects=True)
+    api = await client.get(f"/api/v1/items/{item.public_id}/comments", follow_redirects=True)
+    permalink = await client.get(f"/comments/{comment.public_id}", follow_redirects=True)
+    return {"page": page.status_code == 200 and comment.body in page.text,
+            "api": api.status_code == 200 and comment.body in api.text,
+            "permalink": permalink.status_code == 200 and comment.body in permalink.text}
+
+
+NOWHERE = {"page": False, "api": False, "permalink": False}
+EVERYWHERE = {"page": True, "api": True, "permalink": True}
+
+
+@pytest.mark.parametrize(("b_audience", "a_audience", "asks"), [
+    ({"visibility": Visibility.internal}, {}, True),
+    ({"published": False}, {}, True),
+    ({"visibility": Visibility.customers}, {}, True),
+    ({"visibility": Visibility.customers, "segments": ["enterprise"]}, {"visibility": Visibility.customers}, True),
+    ({"visibility": Visibility.customers, "segments": ["enterprise"]},
+     {"visibility": Visibility.customers, "segments": ["enterprise", "starter"]}, True),
+    ({"visibility": Visibility.customers, "segments": ["enterprise", "starter"]},
+     {"visibility": Visibility.customers, "segments": ["enterprise"]}, False),
+    ({"visibility": Visibility.customers}, {"visibility": Visibility.customers, "segments": ["starter"]}, False),
+    ({}, {"visibility": Visibility.internal}, False),
+    ({}, {}, False),
+    ({"visibility": Visibility.internal}, {"published": False}, False),
+])
+def test_the_preview_counts_the_comments_a_merge_would_show_to_more_people(session, audiences, b_audience,
+                                                                         a_audience, asks):
+    people, item_with_comment = audiences
+    b, _ = item_with_comment("Duplicate", "Said on B", author="pm", **b_audience)
+    a, _ = item_with_comment("Keeper", "Said on A", author="pm", **a_audience)
+    hidden = discussion.create_comment(session, viewer=Viewer(user=people["pm"]), item=b, body="Hidden on B")
+    discussion.hide_comment(session, actor=people["pm"], comment=hidden)
+
+    preview = merging.preview_merge(session, source=b, target=a)
+    assert preview.comments == 2
+    # Hidden comments are seen by staff only, wherever they are: they do not count as shown to more people.
+    assert preview.comments_shown_wider == (1 if asks else 0)
+
+
+class TestCommentsKeepTheirAudience:
+    async def test_comments_for_a_segment_stay_with_it_when_merged_into_a_public_item(
+            self, client, session, audiences):
+        people, item_with_comment = audiences
+        b, secret = item_with_comment("Enterprise rota export", "Our Zebrafjord depots need it by May",
+                                      author="erin", visibility=Visibility.customers, segments=["enterprise"])
+        a, _ = item_with_comment("Rota export", "We need this too", author="sam")
+        before = {who: await _sees(client, session, who, people, b, secret) for who in ("visitor", "sam", "erin")}
+        assert before == {"visitor": NOWHERE, "sam": NOWHERE, "erin": EVERYWHERE}
+
+        sign_in(client, session, people["pm"])
+        confirm = _text((await client.get(f"/admin/items/{b.public_id}/merge",
+                                          params={"into": a.public_id})).text)
+        assert ("1 comment on “Enterprise rota export” was written where fewer people could read it "
+                "(customers in Enterprise) than can read “Rota export” (everyone)") in confirm
+        merged = await post_form(client, f"/admin/items/{b.public_id}/merge", {"into": a.public_id},
+                                 page=f"/admin/items/{b.public_id}/merge?into={a.public_id}")
+        assert merged.status_code == 303
+        flash = _text((await client.get(merged.headers["location"])).text)
+        assert "1 comment stays with “Enterprise rota export”" in flash
+
+        # Nobody can read it who could not before: not on A's page, not in the API, not at its permalink.
+        for who in ("visitor", "sam"):
+            assert await _sees(client, session, who, people, a, secret) == NOWHERE, who
+        assert session.scalar(select(Comment.item_id).where(Comment.id == secret.id)) == b.id
+
+        sign_in(client, session, people["pm"])
+        undone = await post_form(client, f"/admin/items/{b.public_id}/merge/undo", page=f"/admin/items/{b.public_id}")
+        assert undone.status_code == 303
+        assert await _sees(client, session, "erin", people, b, secret) == EVERYWHERE
+        for who in ("visitor", "sam"):
+            assert await _sees(client, session, who, people, b, secret) == NOWHERE, who
+
+    async def test_the_pm_may_choose_to_show_them_to_everyone(self, client, session, audiences):
+        people, item_with_comment = audiences
+        b, secret = item_with_comment("Enterprise rota export", "Fine to share: we need CSV", author="erin",
+                                      visibility=Visibility.customers, segments=["enterprise"])
+        a, _ = item_with_comment("Rota export", "We need this too", author="sam")
+        sign_in(client, session, people["pm"])
+        confirm = (await client.get(f"/admin/items/{b.public_id}/merge", params={"into": a.public_id})).text
+        assert 'name="publish_comments" value="1"' in confirm
+        assert "checked" not in confirm.split('name="publish_comments"')[1].split(">")[0]
+        merged = await post_form(client, f"/admin/items/{b.public_id}/merge",
+                                 {"into": a.public_id, "publish_comments": "1"},
+                                 page=f"/admin/items/{b.public_id}/merge?into={a.public_id}")
+        assert merged.status_code == 303
+        assert await _sees(client, session, "visitor", people, a, secret) == EVERYWHERE
+
+        sign_in(client, session, people["pm"])
+        await post_form(client, f"/admin/items/{b.public_id}/merge/undo", page=f"/admin/items/{b.public_id}")
+        assert (await _sees(client, session, "visitor", people, a, secret))["page"] is False
+        assert await _sees(client, session, "visitor", people, b, secret) == NOWHERE
+        assert await _sees(client, session, "erin", people, b, secret) == EVERYWHERE
+
+    async def test_a_public_item_merged_into_a_segment_item_shows_neither_side_to_more_people(
+            self, client, session, audiences):
+        people, item_with_comment = audiences
+        b, said_publicly = item_with_comment("Rota export", "Anyone may read this", author="sam")
+        a, secret = item_with_comment("Enterprise rota export", "Our Zebrafjord depots need it by May",
+                                      author="erin", visibility=Visibility.customers, segments=["enterprise"])
+        sign_in(client, session, people["pm"])
+        confirm = (await client.get(f"/admin/items/{b.public_id}/merge", params={"into": a.public_id})).text
+        assert "publish_comments" not in confirm  # nothing to ask: A is read by fewer people, not more
+        merged = await post_form(client, f"/admin/items/{b.public_id}/merge", {"into": a.public_id},
+                                 page=f"/admin/items/{b.public_id}/merge?into={a.public_id}")
+        assert merged.status_code == 303
+
+        # A's comment does not reach B's audience through B's old address, the API or its permalink.
+        for who in ("visitor", "sam"):
+            assert await _sees(client, session, who, people, b, secret) == NOWHERE, who
+            assert await _sees(client, session, who, people, a, secret) == NOWHERE, who
+        # B's comment moved to A: read by fewer people now, never more.
+        assert await _sees(client, session, "visitor", people, a, said_publicly) == NOWHERE
+        assert await _sees(client, session, "erin", people, a, said_publicly) == EVERYWHERE
+
+        sign_in(client, session, people["pm"])
+        await post_form(client, f"/admin/items/{b.public_id}/merge/undo", page=f"/admin/items/{b.public_id}")
+        assert await _sees(client, session, "visitor", people, b, said_publicly) == EVERYWHERE
+        assert await _sees(client, session, "visitor", people, b, secret) == NOWHERE
+        assert await _sees(client, session, "erin", people, a, secret) == EVERYWHERE
