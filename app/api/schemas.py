@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.discussion.service import CommentView
 from app.markup import render_markdown
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag
+from app.roadmap.service import Sort
 from app.voting.models import Importance
 
 ImportanceKey = Literal["nice_to_have", "important", "critical"]
@@ -134,6 +135,9 @@ class ItemPage(BaseModel):
     total: int = Field(ge=0, description="Items matching the filters, over all pages.")
     page: int = Field(ge=1)
     per_page: int = Field(ge=1, le=100)
+    sort: Sort = Field(
+        description="The order of `items`: the `sort` asked for, or `newest` when you asked for `top` or "
+                    "`trending` and vote counts are hidden from you.")
 
 
 # --- votes ---------------------------------------------------------------------------------------------

@@ -81,7 +81,11 @@ async def list_items(
     tag: Annotated[str | None, _slug_filter("items with this tag")] = None,
     stage: Annotated[str | None, _slug_filter("this stage, e.g. `planned`")] = None,
     sort: Annotated[roadmap.Sort, Query(description="`newest` published first, `top` most voted, `trending` most "
-                                                    "votes in the last 30 days, or most recently `updated`.")]
+                                                    "votes in the last 30 days, or most recently `updated`. When "
+                                                    "the portal has vote counts hidden from you, `top` and "
+                                                    "`trending` give `newest` order instead (the order would give "
+                                                    "the counts away); the answer's `sort` says which order "
+                                                    "you got.")]
     = roadmap.Sort.newest,
     page: Annotated[int, Query(ge=1, le=10_000, description="Page number, from 1.")] = 1,
     per_page: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = roadmap.PAGE_SIZE,
@@ -91,13 +95,13 @@ async def list_items(
     Filters combine (an item must match all of them); a slug that matches nothing gives an empty page,
     not an error. `total` counts the matching items over all pages.
     """
-    filters = roadmap.Filters(product=product, tag=tag, stage=stage, sort=sort)
+    filters = roadmap.for_viewer(session, viewer, roadmap.Filters(product=product, tag=tag, stage=stage, sort=sort))
     items, total = roadmap.list_items(session, viewer, filters, page=page, per_page=per_page)
     base_url = request.app.state.settings.base_url
     mine = voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items])
     shown = voting.counts_shown(session, viewer)
     return ItemPage(items=[ItemPublic.of(i, base_url=base_url, my_vote=mine.get(i.id), show_count=shown)
-                           for i in items], total=total, page=page, per_page=per_page)
+                           for i in items], total=total, page=page, per_page=per_page, sort=filters.sort)
 
 
 _MERGED: dict[int | str, dict[str, Any]] = {

@@ -50,6 +50,9 @@ class Sort(StrEnum):
 
 SORT_LABELS = {Sort.newest: "Newest", Sort.top: "Most voted", Sort.trending: "Trending",
                Sort.updated: "Recently updated"}
+# Orders that would give vote counts away (the ranking is the counts, roughly): not for viewers from whom an
+# admin hid the counts. They get the default order instead, and the sort control does not offer these.
+VOTE_SORTS = frozenset({Sort.top, Sort.trending})
 
 
 # --- visibility: the one place that decides who sees which item ------------------------------------
@@ -165,6 +168,30 @@ class Filters:
         return bool(self.product or self.tag or self.stage)
 
 
+def _counts_shown(session: Session, viewer: Viewer) -> bool:
+    if viewer.is_staff:
+        return True
+    from app.voting import service as voting
+
+    return voting.counts_shown(session, viewer)
+
+
+def sort_options(session: Session, viewer: Viewer) -> dict[Sort, str]:
+    """The sorts this viewer may choose, with their labels: not the ones by votes when counts are hidden."""
+    if _counts_shown(session, viewer):
+        return dict(SORT_LABELS)
+    return {sort: label for sort, label in SORT_LABELS.items() if sort not in VOTE_SORTS}
+
+
+def for_viewer(session: Session, viewer: Viewer, filters: Filters) -> Filters:
+    """`filters` as this viewer may use them: a sort by votes is the default order when counts are hidden."""
+    if filters.sort in VOTE_SORTS and not _counts_shown(session, viewer):
+        from dataclasses import replace
+
+        return replace(filters, sort=Sort.newest)
+    return filters
+
+
 def _apply_filters(stmt: Select[tuple[Item]], filters: Filters) -> Select[tuple[Item]]:
     if filters.product:
         stmt = stmt.where(Item.product_id == select(Product.id).where(Product.slug == filters.product).scalar_subquery())
@@ -212,6 +239,7 @@ class Column:
 
 def get_board(session: Session, viewer: Viewer, filters: Filters, *, per_column: int = BOARD_CARDS_PER_COLUMN) -> list[Column]:
     """The board's columns (stages shown on the board), each with its top cards and its total."""
+    filters = for_viewer(session, viewer, filters)
     stages = list_stages(session)
     if filters.stage:
         shown = [s for s in stages if s.slug == filters.stage]
@@ -259,6 +287,7 @@ def _set_loaded(item: Item, name: str, value: Any) -> None:
 
 def list_items(session: Session, viewer: Viewer, filters: Filters, *, page: int = 1,
                per_page: int = PAGE_SIZE) -> tuple[list[Item], int]:
+    filters = for_viewer(session, viewer, filters)
     base = _apply_filters(visible_items(viewer), filters)
     total = session.scalar(base.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
     items = session.scalars(
@@ -270,6 +299,7 @@ def list_items(session: Session, viewer: Viewer, filters: Filters, *, page: int 
 
 def get_horizons(session: Session, viewer: Viewer, filters: Filters, *, limit: int = 200) -> dict[Timeframe, list[Item]]:
     """Open items (not released, not closed) grouped Now / Next / Later."""
+    filters = for_viewer(session, viewer, filters)
     stmt = (
         _apply_filters(visible_items(viewer), filters)
         .join(Stage, Stage.id == Item.stage_id)

@@ -42,7 +42,8 @@ async def board(
     view: Slug = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    filters = roadmap.Filters.parse(product=product, tag=tag, stage=stage, sort=sort)
+    filters = roadmap.for_viewer(session, viewer,
+                                 roadmap.Filters.parse(product=product, tag=tag, stage=stage, sort=sort))
 
     def build() -> dict[str, Any]:
         context: dict[str, Any] = {
@@ -50,7 +51,7 @@ async def board(
             "products": roadmap.list_products(session),
             "stages": roadmap.list_stages(session),
             "tags": roadmap.list_tags(session),
-            "sorts": roadmap.SORT_LABELS,
+            "sorts": roadmap.sort_options(session, viewer),
             "view": "horizon" if view == "horizon" else "board",
         }
         if context["view"] == "horizon":

@@ -56,7 +56,7 @@ async def test_filters_combine_and_pages_count_everything(client, session):
     assert body["total"] == 5 and body["page"] == 2 and body["per_page"] == 2
     assert [i["title"] for i in body["items"]] == ["Report export 2", "Report export 1"]
     empty = (await client.get("/api/v1/items", params={"product": "no-such-product"})).json()
-    assert empty == {"items": [], "total": 0, "page": 1, "per_page": roadmap.PAGE_SIZE}
+    assert empty == {"items": [], "total": 0, "page": 1, "per_page": roadmap.PAGE_SIZE, "sort": "newest"}
 
 
 async def test_sort_by_recently_updated(client, session):

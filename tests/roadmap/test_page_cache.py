@@ -236,3 +236,34 @@ async def test_addresses_with_made_up_parameters_are_served_but_not_kept(app, cl
     assert len(app.state.pages) == kept
     await client.get(f"{item.path}?page=1")
     assert len(app.state.pages) == kept + 1
+
+
+async def test_with_counts_hidden_a_vote_ordered_page_never_reaches_those_who_cannot_see_counts(client, session):
+    """Staff's page sorted by votes is not cached; a visitor's and a customer's are, each without the vote
+    sorts; and once counts are shown again, nobody is served the page from when they were hidden."""
+    from app.portal import service as portal
+
+    quiet = make_item(session, title="Quiet but newest")
+    loud = make_item(session, title="Loud and older")
+    loud.published_at = quiet.published_at.replace(year=quiet.published_at.year - 1)
+    for _ in range(3):
+        voting.cast_vote(session, item=loud, user=make_user(session, password=None), importance=Importance.critical)
+    admin = make_admin(session, password=None)
+    portal.update_vote_display(session, actor=admin, hide_counts=True)
+    session.flush()
+    customer, _ = _customer(session, "Enterprise")
+
+    path = "/?stage=planned&sort=top"
+    staff_page = await _as(client, session, make_pm(session), path)
+    assert staff_page.index(loud.title) < staff_page.index(quiet.title)
+    for who in (None, customer, None, customer):  # the second round comes from the cache
+        page = await _as(client, session, who, path)
+        assert page.index(quiet.title) < page.index(loud.title), who
+        assert ">Most voted</option>" not in page and ">Trending</option>" not in page
+
+    portal.update_vote_display(session, actor=admin, hide_counts=False)
+    session.flush()
+    for who in (None, customer):
+        page = await _as(client, session, who, path)
+        assert page.index(loud.title) < page.index(quiet.title), who
+        assert ">Most voted</option>" in page
