@@ -157,7 +157,8 @@ def database_busy(exc: BaseException) -> DatabaseBusy | None:
     if sqlstate == _QUERY_CANCELED:
         return DatabaseBusy(DatabaseBusy.TOO_SLOW)
     if isinstance(orig, sqlite3.OperationalError) and (
-            getattr(orig, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "is locked" in str(orig)):
+            getattr(orig, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            or "is locked" in str(orig)):
         return DatabaseBusy(DatabaseBusy.LOCKED)
     return None
 
