@@ -111,15 +111,23 @@ def _read_password() -> str:
 @cli.command("create-admin")
 def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
     """Create an admin account; the password is read from standard input."""
+    from app.accounts import passwords
     from app.accounts import service as accounts
     from app.accounts.models import Role
     from app.errors import AppError, FormInvalid
 
     password = _read_password()
+    try:
+        accounts.check_password_strength(password)
+    except FormInvalid as exc:
+        typer.echo("; ".join(exc.errors.values()), err=True)
+        raise typer.Exit(1) from None
+    password_hash = passwords.hash_password_blocking(password)  # before the transaction: it holds the lock
     database = _database()
     try:
         with database.transaction() as session:
-            user = accounts.create_user(session, email=email, role=Role.admin, password=password, display_name=name)
+            user = accounts.create_user(session, email=email, role=Role.admin, password_hash=password_hash,
+                                        display_name=name)
             typer.echo(f"Admin {user.email} created. Sign in at {get_settings().base_url}/login")
     except FormInvalid as exc:
         typer.echo("; ".join(exc.errors.values()), err=True)
@@ -134,10 +142,17 @@ def create_admin(email: str, name: str = typer.Option("", help="Display name."))
 @cli.command("reset-password")
 def reset_password(email: str) -> None:
     """Set a new password for a locked-out user (read from standard input); ends their sessions."""
+    from app.accounts import passwords
     from app.accounts import service as accounts
     from app.errors import FormInvalid
 
     password = _read_password()
+    try:
+        accounts.check_password_strength(password)
+    except FormInvalid as exc:
+        typer.echo("; ".join(exc.errors.values()), err=True)
+        raise typer.Exit(1) from None
+    password_hash = passwords.hash_password_blocking(password)  # before the transaction: it holds the lock
     database = _database()
     try:
         with database.transaction() as session:
@@ -145,7 +160,7 @@ def reset_password(email: str) -> None:
             if user is None:
                 typer.echo(f"No user with the email {email}.", err=True)
                 raise typer.Exit(1)
-            accounts.set_password(session, user=user, password=password)
+            accounts.set_password(session, user=user, password_hash=password_hash)
             typer.echo(f"Password of {user.email} changed; their other sessions are ended.")
     except FormInvalid as exc:
         typer.echo("; ".join(exc.errors.values()), err=True)

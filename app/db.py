@@ -226,6 +226,18 @@ class RequestSession:
         transaction rolled back. For what must not happen inside the transaction, like talking to SMTP."""
         self._after_commit.append(task)
 
+    def end_transaction(self) -> None:
+        """Commit what the request did so far and end its transaction; the session stays usable and its next
+        statement begins a new one. Its objects are detached: load again what the rest of the request changes.
+
+        For slow work in the middle of a request that must not hold the database, like password hashing: on
+        SQLite a write request's transaction holds the database's only write lock from its first statement.
+        """
+        if self._session is None:
+            return
+        self._session.commit()
+        self._session.close()
+
     def finish(self, *, success: bool) -> None:
         if self._session is None:
             self.committed = self.committed or success

@@ -595,8 +595,10 @@ def _timeframe(demo: DemoItem, released_on: date | None, today: date) -> tuple[T
 @cache
 def _demo_password_hash() -> str:
     # Hashed once per process: argon2 is slow on purpose, and the tests seed many times.
+    from app.accounts import passwords
+
     accounts.check_password_strength(DEMO_PASSWORD)
-    return accounts.hash_password(DEMO_PASSWORD)
+    return passwords.hash_password_blocking(DEMO_PASSWORD)
 
 
 def _staff(session: Session, *, email: str, role: Role, name: str, with_password: bool,
@@ -606,7 +608,7 @@ def _staff(session: Session, *, email: str, role: Role, name: str, with_password
     if existing is not None:
         return existing, False
     with _dated(session, when):
-        user = accounts.create_user(session, email=email, role=role, password=None, display_name=name)
+        user = accounts.create_user(session, email=email, role=role, display_name=name)
     if with_password:
         user.password_hash = _demo_password_hash()
     return user, True
@@ -773,7 +775,7 @@ def _customers(session: Session, *, companies: dict[str, Organisation], now: dat
         if accounts.get_user_by_email(session, email) is not None or organisation not in companies:
             continue
         with _dated(session, now - timedelta(days=days + 30)):
-            user = accounts.create_user(session, email=email, role=Role.customer, password=None, display_name=name)
+            user = accounts.create_user(session, email=email, role=Role.customer, display_name=name)
         user.organisation_id = companies[organisation].id
         user.last_login_at = (now - timedelta(days=days)).replace(hour=9, minute=15, second=0, microsecond=0)
         if index == 0 and with_password:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.db import utcnow
@@ -19,10 +21,17 @@ _counter = itertools.count(1)
 PASSWORD = "correct horse battery"
 
 
+@functools.cache
+def password_hash(password: str) -> str:
+    """argon2 is slow on purpose: each test password is hashed once per run."""
+    return passwords.hash_password_blocking(password)
+
+
 def make_user(session: Session, *, role: Role = Role.customer, email: str | None = None,
               password: str | None = PASSWORD, **overrides: Any) -> User:
     n = next(_counter)
-    user = accounts.create_user(session, email=email or f"user{n}@example.com", role=role, password=password,
+    user = accounts.create_user(session, email=email or f"user{n}@example.com", role=role,
+                                password_hash=password_hash(password) if password is not None else None,
                                 display_name=overrides.pop("display_name", f"User {n}"))
     for key, value in overrides.items():
         setattr(user, key, value)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import seed
+from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import Role
 from app.accounts.viewer import ANONYMOUS
@@ -113,10 +114,12 @@ def test_seeding_again_adds_nothing(session, seeded):
 
 
 def test_an_existing_staff_account_keeps_its_password(session):
-    accounts.create_user(session, email=seed.ADMIN_EMAIL, role=Role.admin, password="their-own-password")
+    accounts.create_user(session, email=seed.ADMIN_EMAIL, role=Role.admin,
+                         password_hash=passwords.hash_password_blocking("their-own-password"))
     summary = seed.seed_demo(session)
-    assert accounts.authenticate(session, email=seed.ADMIN_EMAIL, password="their-own-password")
-    assert accounts.authenticate(session, email=seed.ADMIN_EMAIL, password=seed.DEMO_PASSWORD) is None
+    admin = accounts.get_user_by_email(session, seed.ADMIN_EMAIL)
+    assert passwords.verify_password_blocking(admin.password_hash, "their-own-password")
+    assert not passwords.verify_password_blocking(admin.password_hash, seed.DEMO_PASSWORD)
     assert f"{seed.PM_EMAIL}  (product manager)" in summary
     assert f"{seed.ADMIN_EMAIL}  (admin)" not in summary
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
@@ -28,10 +26,6 @@ from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
 from app.organisations.models import Organisation, Segment
-
-_hasher = PasswordHasher()
-# Verified against when the email is unknown, so both failures take the same time.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
 
 MIN_PASSWORD_LENGTH = 10
 INVITATION_DAYS = 7
@@ -62,8 +56,17 @@ def check_password_strength(password: str, *, field: str = "password") -> None:
         raise FormInvalid({field: "That password is too long (1024 characters at most)."})
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+def check_new_password(password: str, confirm: str, *, field: str = "password",
+                       confirm_field: str = "confirm_password") -> dict[str, str]:
+    """What is wrong with a new password and its confirmation, by form field (empty when nothing is)."""
+    errors: dict[str, str] = {}
+    try:
+        check_password_strength(password, field=field)
+    except FormInvalid as exc:
+        errors.update(exc.errors)
+    if password != confirm:
+        errors[confirm_field] = "The two passwords differ."
+    return errors
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
@@ -81,67 +84,52 @@ def list_staff(session: Session) -> list[User]:
     return list(session.scalars(select(User).where(User.role.in_([Role.pm, Role.admin])).order_by(User.email)))
 
 
-def authenticate(session: Session, *, email: str, password: str) -> User | None:
-    """The user whose password this is, or None; unknown emails cost the same as wrong passwords."""
+def find_password_account(session: Session, *, email: str) -> User | None:
+    """The account a password sign-in with this email is for: active, not deleted, with a password.
+
+    Checking the password itself is the caller's job (app/accounts/passwords.py), outside any transaction.
+    """
     user = get_user_by_email(session, email)
-    if user is None or not user.password_hash or not user.is_active:
-        try:
-            _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
+    if user is None or not user.password_hash or not user.is_active or user.deleted_at is not None:
         return None
-    try:
-        _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
     return user
 
 
 def create_user(
-    session: Session, *, email: str, role: Role, password: str | None = None, display_name: str = ""
+    session: Session, *, email: str, role: Role, password_hash: str | None = None, display_name: str = ""
 ) -> User:
+    """A new account; `password_hash` comes ready from app/accounts/passwords.py (never hashed here, inside the
+    transaction)."""
     email = validate_email(email)
     if get_user_by_email(session, email) is not None:
         raise Conflict(f"A user with the email {email} already exists.")
-    if password is not None:
-        check_password_strength(password)
-    user = User(
-        email=email,
-        role=role,
-        display_name=display_name.strip()[:120],
-        password_hash=hash_password(password) if password is not None else None,
-    )
+    user = User(email=email, role=role, display_name=display_name.strip()[:120], password_hash=password_hash)
     session.add(user)
     session.flush()
     return user
 
 
-def set_password(session: Session, *, user: User, password: str) -> None:
-    """Set a new password and end every session of the user (they sign in again)."""
-    check_password_strength(password)
-    user.password_hash = hash_password(password)
+def set_password(session: Session, *, user: User, password_hash: str) -> None:
+    """Set a new password (hashed by the caller) and end every session of the user (they sign in again)."""
+    user.password_hash = password_hash
     end_all_sessions(session, user=user)
 
 
-def change_password(session: Session, *, user: User, current: str, new: str, confirm: str) -> None:
-    errors: dict[str, str] = {}
-    try:
-        if not user.password_hash or not _hasher.verify(user.password_hash, current):
-            errors["current_password"] = "That is not your current password."
-    except (VerificationError, InvalidHashError):
-        errors["current_password"] = "That is not your current password."
-    try:
-        check_password_strength(new, field="new_password")
-    except FormInvalid as exc:
-        errors.update(exc.errors)
-    if new != confirm:
-        errors["confirm_password"] = "The two new passwords differ."
-    if errors:
-        raise FormInvalid(errors)
-    user.password_hash = hash_password(new)
-    session.flush()
+def change_password(session: Session, *, user: User, old_hash: str, new_hash: str) -> None:
+    """The person's own change, once they proved the current password (whose hash was `old_hash`).
+
+    Every session of theirs ends, the one they changed it from included: whoever else was signed in as them
+    (perhaps with the old password) is out, and the caller starts a new session for this browser. If the
+    password changed in between (another tab, an admin's reset), nothing is changed.
+    """
+    changed = session.execute(
+        update(User).where(User.id == user.id, User.password_hash == old_hash).values(password_hash=new_hash)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not changed:
+        raise Conflict("Your password was changed elsewhere a moment ago. Sign in again and retry if needed.")
+    session.refresh(user)
+    end_all_sessions(session, user=user)
     audit.record(session, actor=user, action="user.password_changed", entity=user)
 
 
@@ -228,19 +216,9 @@ def find_invitation(session: Session, token: str) -> Invitation:
     return invitation
 
 
-def accept_invitation(
-    session: Session, *, token: str, display_name: str, password: str, confirm: str
-) -> User:
+def accept_invitation(session: Session, *, token: str, display_name: str, password_hash: str) -> User:
+    """The invitee's account with their role and password (checked and hashed by the caller)."""
     invitation = find_invitation(session, token)
-    errors: dict[str, str] = {}
-    try:
-        check_password_strength(password)
-    except FormInvalid as exc:
-        errors.update(exc.errors)
-    if password != confirm:
-        errors["confirm_password"] = "The two passwords differ."
-    if errors:
-        raise FormInvalid(errors)
     # Claimed with a conditional write, so an admin cancelling it (or a second tab accepting it) at the
     # same moment cannot both win.
     claimed = session.execute(update(Invitation).where(Invitation.id == invitation.id,
@@ -256,7 +234,7 @@ def accept_invitation(
         user.role = invitation.role
         user.is_active = True
     user.display_name = display_name.strip()[:120]
-    user.password_hash = hash_password(password)
+    user.password_hash = password_hash
     session.flush()
     audit.record(
         session, actor=user, action="invitation.accepted", entity=user,

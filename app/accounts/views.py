@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
+from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import User
 from app.deps import SESSION_COOKIE, CurrentUser, CurrentViewer, DbSession
-from app.errors import FormInvalid
 from app.security import rotate_csrf, verify_csrf
 from app.web import redirect, render
 
@@ -33,19 +33,23 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _set_session_cookie(request: Request, response: Response, token: str) -> None:
+    settings = request.app.state.settings
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
+                        max_age=settings.session_days * 86400, path="/")
+
+
 def signed_in_response(request: Request, session: Session, *, user: User, next_url: str,
                        flash: str | None = None) -> Response:
     """End any session this browser had, start a new one (new id at every sign-in), redirect."""
-    settings = request.app.state.settings
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         accounts.end_session(session, old)
     token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
-                                   days=settings.session_days)
+                                   days=request.app.state.settings.session_days)
     rotate_csrf(request)
     response = redirect(request, next_url, flash=flash)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
-                        max_age=settings.session_days * 86400, path="/")
+    _set_session_cookie(request, response, token)
     return response
 
 
@@ -64,13 +68,26 @@ async def login(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
+    address = accounts.normalise_email(email)
     request.app.state.limiter.hit(request.app.state.settings.login_rate_limit,
-                                  f"login:ip:{client_ip(request)}", f"login:email:{email.strip().lower()}")
-    user = accounts.authenticate(session, email=email, password=password)
-    if user is None:
+                                  f"login:ip:{client_ip(request)}", f"login:email:{address}")
+    user = accounts.find_password_account(session, email=address)
+    user_id, password_hash = (user.id, user.password_hash) if user is not None else (None, None)
+    request.state.db.end_transaction()  # argon2 below holds no lock; an unknown address costs the same
+    if not await passwords.verify_password(password_hash, password) or user_id is None:
         return render(request, "accounts/login.html",
                       {"next": safe_next(next, ""), "form": {"email": email}, "login_error": LOGIN_FAILED},
                       status_code=400)
+    assert password_hash is not None
+    new_hash = await passwords.hash_password(password) if passwords.needs_rehash(password_hash) else None
+    user = accounts.find_password_account(session, email=address)
+    if user is None or user.id != user_id or user.password_hash != password_hash:
+        # Disabled, deleted or given another password while we were checking this one.
+        return render(request, "accounts/login.html",
+                      {"next": safe_next(next, ""), "form": {"email": email}, "login_error": LOGIN_FAILED},
+                      status_code=400)
+    if new_hash is not None:
+        user.password_hash = new_hash
     return signed_in_response(request, session, user=user,
                               next_url=safe_next(next, "/admin" if user.is_staff else "/"))
 
@@ -100,12 +117,26 @@ async def change_password(
     new_password: Annotated[str, Form(max_length=2048)] = "",
     confirm_password: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
-    try:
-        accounts.change_password(session, user=user, current=current_password, new=new_password,
-                                 confirm=confirm_password)
-    except FormInvalid as exc:
-        return render(request, "accounts/password.html", {"errors": exc.errors}, status_code=422)
-    return redirect(request, "/admin" if user.is_staff else "/", flash="Your password is changed.")
+    """Change one's own password. Every other session of the person ends; this browser gets a new session id."""
+    settings = request.app.state.settings
+    errors = accounts.check_new_password(new_password, confirm_password, field="new_password")
+    user_id, old_hash = user.id, user.password_hash
+    request.state.db.end_transaction()  # no transaction (no SQLite write lock) while argon2 runs
+    if not await passwords.verify_password(old_hash, current_password):
+        errors["current_password"] = "That is not your current password."
+    if errors:
+        return render(request, "accounts/password.html", {"errors": errors}, status_code=422)
+    assert old_hash is not None
+    new_hash = await passwords.hash_password(new_password)
+    user = accounts.get_user(session, user_id)
+    accounts.change_password(session, user=user, old_hash=old_hash, new_hash=new_hash)
+    token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
+                                   days=settings.session_days)
+    rotate_csrf(request)
+    response = redirect(request, "/admin" if user.is_staff else "/",
+                        flash="Your password is changed. You are signed out everywhere else.")
+    _set_session_cookie(request, response, token)
+    return response
 
 
 @router.get("/invitations/{token}", response_class=HTMLResponse)
@@ -123,13 +154,14 @@ async def accept_invitation(
     password: Annotated[str, Form(max_length=2048)] = "",
     confirm_password: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
-    try:
-        user = accounts.accept_invitation(session, token=token, display_name=display_name, password=password,
-                                          confirm=confirm_password)
-    except FormInvalid as exc:
-        invitation = accounts.find_invitation(session, token)
+    invitation = accounts.find_invitation(session, token)
+    errors = accounts.check_new_password(password, confirm_password)
+    if errors:
         return render(request, "accounts/invitation.html",
-                      {"invitation": invitation, "token": token, "errors": exc.errors,
+                      {"invitation": invitation, "token": token, "errors": errors,
                        "form": {"display_name": display_name}}, status_code=422)
+    request.state.db.end_transaction()
+    password_hash = await passwords.hash_password(password)
+    user = accounts.accept_invitation(session, token=token, display_name=display_name, password_hash=password_hash)
     return signed_in_response(request, session, user=user, next_url="/admin",
                               flash="Welcome to Ahead. Your account is ready.")

@@ -4,6 +4,7 @@ import html
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -127,3 +128,47 @@ async def test_change_password(client, session):
     client.cookies.clear()
     assert (await _login(client, admin.email, PASSWORD)).status_code == 400
     assert (await _login(client, admin.email, "a much better passphrase")).status_code == 303
+
+
+@pytest.fixture
+async def other_browser(app):  # type: ignore[no-untyped-def]
+    """A second browser on the same app (cookies of its own); `client` started the app's lifespan."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        yield c
+
+
+async def _change_password(client, current, new):
+    return await post_form(client, "/account/password", {"current_password": current, "new_password": new,
+                                                          "confirm_password": new}, page="/account/password")
+
+
+class TestChangingThePassword:
+    async def test_ends_every_other_session_and_gives_this_browser_a_new_one(self, client, other_browser, session):
+        pm = make_pm(session)
+        laptop = (await _login(client, pm.email, PASSWORD)).cookies["ahead_session"]
+        await _login(other_browser, pm.email, PASSWORD)
+        assert (await other_browser.get("/admin")).status_code == 200
+
+        changed = await _change_password(client, PASSWORD, "a much better passphrase")
+        assert changed.status_code == 303
+        assert "signed out everywhere else" in (await client.get(changed.headers["location"])).text
+        rotated = changed.cookies.get("ahead_session")
+        assert rotated and rotated != laptop  # a new session id for the browser that changed it
+        assert (await client.get("/admin")).status_code == 200
+
+        kicked_out = await other_browser.get("/admin")
+        assert kicked_out.status_code == 303 and kicked_out.headers["location"].startswith("/login")
+        client.cookies.set("ahead_session", laptop)  # the id it had before the change is dead too
+        assert (await client.get("/admin")).status_code == 303
+        assert session.scalar(select(func.count()).select_from(UserSession).where(UserSession.user_id == pm.id)) == 1
+
+    async def test_a_wrong_current_password_changes_nothing_and_ends_nothing(self, client, other_browser, session):
+        pm = make_pm(session)
+        await _login(client, pm.email, PASSWORD)
+        await _login(other_browser, pm.email, PASSWORD)
+        refused = await _change_password(client, "not my password", "a much better passphrase")
+        assert refused.status_code == 422 and "not your current password" in refused.text
+        assert (await other_browser.get("/admin")).status_code == 200
+        assert (await client.get("/admin")).status_code == 200
+        other_browser.cookies.clear()
+        assert (await _login(other_browser, pm.email, PASSWORD)).status_code == 303

@@ -32,6 +32,7 @@ from app.migrate import upgrade
 from app.models import metadata
 from app.roadmap.models import Product, Stage
 from tests.conftest import create_database
+from tests.factories import password_hash
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -211,7 +212,7 @@ class Portal:
     def create_staff(self, email: str, *, role: Role = Role.pm, password: str = STAFF_PASSWORD,
                      display_name: str = "") -> User:
         with self.transaction() as session:
-            return accounts.create_user(session, email=email, role=role, password=password,
+            return accounts.create_user(session, email=email, role=role, password_hash=password_hash(password),
                                         display_name=display_name or email.split("@")[0].title())
 
     def create_product(self, name: str, *, slug: str | None = None, description: str = "") -> Product:

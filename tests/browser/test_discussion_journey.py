@@ -24,7 +24,7 @@ def _signed_in(open_context: Any, portal: Portal, email: str, *, role: Role = Ro
                name: str = "", **options: Any) -> Any:
     """A page in a fresh browser context whose session cookie belongs to a (new) user."""
     with portal.transaction() as session:
-        user = accounts.create_user(session, email=email, role=role, password=None, display_name=name)
+        user = accounts.create_user(session, email=email, role=role, display_name=name)
         token = accounts.start_session(session, user=user)
     context = open_context(**options)
     context.add_cookies([{"name": "ahead_session", "value": token, "url": portal.url}])

@@ -35,7 +35,7 @@ def test_the_vote_box_sits_beside_the_description_on_a_laptop_and_before_it_on_a
     with portal.transaction() as session:
         item = make_item(session, product=product, title="Choose which notifications you get",
                          summary="Pick which push notifications you get.", description=DESCRIPTION)
-        user = accounts.create_user(session, email="ann@customer.example", role=Role.customer, password=None,
+        user = accounts.create_user(session, email="ann@customer.example", role=Role.customer,
                                     display_name="Ann")
         token = accounts.start_session(session, user=user)
         path = item.path

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.browser
 
 def _signed_in(open_context: Any, portal: Portal, email: str, **options: Any) -> Any:
     with portal.transaction() as session:
-        user = accounts.create_user(session, email=email, role=Role.customer, password=None, display_name="Ann")
+        user = accounts.create_user(session, email=email, role=Role.customer, display_name="Ann")
         token = accounts.start_session(session, user=user)
     context = open_context(**options)
     context.add_cookies([{"name": "ahead_session", "value": token, "url": portal.url}])
@@ -56,7 +56,7 @@ def test_a_customer_votes_from_the_keyboard_without_a_reload(portal: Portal, ope
         released = make_item(session, product=product, stage_slug="released", title="Dark mode",
                              summary="Easier on the eyes at night.")
         for n in range(2):
-            voter = accounts.create_user(session, email=f"voter{n}@example.com", role=Role.customer, password=None)
+            voter = accounts.create_user(session, email=f"voter{n}@example.com", role=Role.customer)
             voting.cast_vote(session, item=item, user=voter, importance=Importance.important)
         path, public_id, released_path = item.path, item.public_id, released.path
 

@@ -57,7 +57,7 @@ async def test_concurrent_votes_withdrawals_and_revotes_count_exactly(server: Li
     with server.database.transaction() as session:
         item = make_item(session, title="Everyone wants this")
         tokens = [accounts.start_session(session, user=accounts.create_user(
-            session, email=f"customer{n}@load.example", role=Role.customer, password=None)) for n in range(CUSTOMERS)]
+            session, email=f"customer{n}@load.example", role=Role.customer)) for n in range(CUSTOMERS)]
         user_ids = [accounts.load_session(session, t).user_id for t in tokens]  # type: ignore[union-attr]
         item_id, public_id = item.id, item.public_id
 
@@ -111,9 +111,9 @@ async def test_merging_while_people_vote_on_both_items_keeps_every_count_exact(s
 
     with server.database.transaction() as session:
         target, source = make_item(session, title="Shift swaps"), make_item(session, title="Swap shifts")
-        pm = accounts.create_user(session, email="pm@merge.example", role=Role.pm, password=None)
+        pm = accounts.create_user(session, email="pm@merge.example", role=Role.pm)
         tokens = [accounts.start_session(session, user=accounts.create_user(
-            session, email=f"merger{n}@load.example", role=Role.customer, password=None)) for n in range(CUSTOMERS)]
+            session, email=f"merger{n}@load.example", role=Role.customer)) for n in range(CUSTOMERS)]
         ids = {"A": (target.id, target.public_id), "B": (source.id, source.public_id)}
         pm_id = pm.id
 
