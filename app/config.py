@@ -61,7 +61,16 @@ class Settings(BaseSettings):
     sso_jwt_secret: str = ""
     sso_jwt_public_key: str = ""
     workers: int = Field(default=2, ge=1)
+    # Password sign-in attempts per (address, client IP): someone guessing from one network cannot lock the
+    # person out from everywhere, as a per-address limit would.
     login_rate_limit: str = "10/minute"
+    login_ip_rate_limit: str = "30/minute"  # password sign-in and change attempts per client IP, any address
+    password_change_rate_limit: str = "10/hour"  # changing one's password, per person (wrong current ones too)
+    # Sign-in links by email: per (address, client IP); per address from anywhere (keeps a mailbox from being
+    # flooded; password sign-in is not affected); per client IP, any address.
+    magic_link_rate_limit: str = "5/hour"
+    magic_link_address_rate_limit: str = "10/hour"
+    magic_link_ip_rate_limit: str = "30/hour"
     idea_rate_limit: str = "5/hour"
     idea_ip_rate_limit: str = "30/hour"
     comment_rate_limit: str = "10/minute"  # per user
@@ -100,7 +109,8 @@ class Settings(BaseSettings):
             self.secret_key = _development_key()
         return self
 
-    @field_validator("login_rate_limit", "idea_rate_limit", "idea_ip_rate_limit", "comment_rate_limit",
+    @field_validator("login_rate_limit", "login_ip_rate_limit", "password_change_rate_limit", "magic_link_rate_limit",
+                     "magic_link_address_rate_limit", "magic_link_ip_rate_limit", "idea_rate_limit", "idea_ip_rate_limit", "comment_rate_limit",
                      "comment_ip_rate_limit", "vote_rate_limit", "vote_ip_rate_limit")
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:

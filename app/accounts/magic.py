@@ -30,9 +30,6 @@ from app.web import redirect, render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 log = logging.getLogger("ahead.accounts")
 
-PER_ADDRESS_LIMIT = "5/hour"
-PER_IP_LIMIT = "30/hour"
-
 
 @router.get("/login/email", response_class=HTMLResponse)
 async def request_form(request: Request, next: str | None = None) -> Response:
@@ -46,17 +43,20 @@ async def request_link(
     link_email: Annotated[str, Form(max_length=320)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    limiter = request.app.state.limiter
-    _limit(limiter, PER_IP_LIMIT, f"magic:ip:{client_ip(request)}")
+    settings: Settings = request.app.state.settings
+    limiter, ip = request.app.state.limiter, client_ip(request)
+    _limit(limiter, settings.magic_link_ip_rate_limit, f"magic:ip:{ip}")
     try:
         email = accounts.validate_email(link_email)
     except FormInvalid as exc:
         return render(request, "accounts/magic_request.html",
                       {"next": safe_next(next, ""), "errors": {"link_email": exc.errors["email"]},
                        "form": {"link_email": link_email}}, status_code=422)
-    _limit(limiter, PER_ADDRESS_LIMIT, f"magic:email:{email}")
+    # Per address and network first: one network asking too often uses up its own allowance, not the address's.
+    # Per address from anywhere: a mailbox gets at most that many links, whoever asks for them.
+    _limit(limiter, settings.magic_link_rate_limit, f"magic:email-ip:{email}|{ip}")
+    _limit(limiter, settings.magic_link_address_rate_limit, f"magic:email:{email}")
 
-    settings: Settings = request.app.state.settings
     if accounts.magic_link_allowed(session, email=email, private_mode=portal.get_access(session).private_mode):
         token = accounts.create_magic_link(session, email=email, next_path=safe_next(next, "/"))
         context = {

@@ -68,9 +68,12 @@ async def login(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    address = accounts.normalise_email(email)
-    request.app.state.limiter.hit(request.app.state.settings.login_rate_limit,
-                                  f"login:ip:{client_ip(request)}", f"login:email:{address}")
+    settings = request.app.state.settings
+    address, ip = accounts.normalise_email(email), client_ip(request)
+    # Per address *and* network, plus per network: someone guessing a staff member's password from one place
+    # cannot lock them out from everywhere else (a per-address limit alone would).
+    request.app.state.limiter.hit(settings.login_ip_rate_limit, f"login:ip:{ip}")
+    request.app.state.limiter.hit(settings.login_rate_limit, f"login:email-ip:{address}|{ip}")
     user = accounts.find_password_account(session, email=address)
     user_id, password_hash = (user.id, user.password_hash) if user is not None else (None, None)
     request.state.db.end_transaction()  # argon2 below holds no lock; an unknown address costs the same
@@ -119,6 +122,9 @@ async def change_password(
 ) -> Response:
     """Change one's own password. Every other session of the person ends; this browser gets a new session id."""
     settings = request.app.state.settings
+    # Every attempt counts: a stolen session must not become a way to guess the password it lacks.
+    request.app.state.limiter.hit(settings.password_change_rate_limit, f"password:user:{user.id}")
+    request.app.state.limiter.hit(settings.login_ip_rate_limit, f"password:ip:{client_ip(request)}")
     errors = accounts.check_new_password(new_password, confirm_password, field="new_password")
     user_id, old_hash = user.id, user.password_hash
     request.state.db.end_transaction()  # no transaction (no SQLite write lock) while argon2 runs

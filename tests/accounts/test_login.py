@@ -74,6 +74,50 @@ async def test_login_attempts_are_rate_limited(client, session):
     assert blocked.headers["retry-after"]
 
 
+def _limits(app, **limits):  # type: ignore[no-untyped-def]
+    """Per-day limits in these tests: a window boundary cannot fall in the middle of one."""
+    app.state.settings = app.state.settings.model_copy(update=limits)
+
+
+def browser_at(app, ip: str) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
+    """A browser on another network (its own client address); `client` has started the app's lifespan."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(ip, 50123)), base_url="http://testserver")
+
+
+class TestLockout:
+    async def test_guessing_from_one_network_does_not_lock_the_staff_member_out_of_another(self, app, client,
+                                                                                          session):
+        _limits(app, login_rate_limit="3/day", login_ip_rate_limit="100/day")
+        pm = make_pm(session)
+        async with browser_at(app, "203.0.113.7") as attacker, browser_at(app, "198.51.100.20") as office:
+            guesses = [(await _login(attacker, pm.email, f"guess number {n}")).status_code for n in range(4)]
+            assert guesses == [400, 400, 400, 429]
+            assert (await _login(attacker, pm.email, PASSWORD)).status_code == 429  # from there, even the right one
+            signed_in = await _login(office, pm.email, PASSWORD)
+            assert signed_in.status_code == 303 and signed_in.headers["location"] == "/admin"
+
+    async def test_one_network_trying_many_addresses_is_stopped(self, app, client, session):
+        _limits(app, login_rate_limit="100/day", login_ip_rate_limit="4/day")
+        pm = make_pm(session)
+        async with browser_at(app, "203.0.113.7") as attacker, browser_at(app, "198.51.100.20") as office:
+            tries = [(await _login(attacker, f"someone{n}@example.com", "password guess")).status_code
+                     for n in range(5)]
+            assert tries == [400, 400, 400, 400, 429]
+            assert (await _login(office, pm.email, PASSWORD)).status_code == 303
+
+    async def test_password_change_attempts_are_limited(self, app, client, session):
+        _limits(app, password_change_rate_limit="3/day")
+        pm = make_pm(session)
+        await _login(client, pm.email, PASSWORD)
+        wrong = [(await _change_password(client, f"guess number {n}", "a much better passphrase")).status_code
+                 for n in range(3)]
+        assert wrong == [422, 422, 422]
+        blocked = await _change_password(client, PASSWORD, "a much better passphrase")
+        assert blocked.status_code == 429 and blocked.headers["retry-after"]
+        client.cookies.clear()
+        assert (await _login(client, pm.email, PASSWORD)).status_code == 303  # unchanged
+
+
 async def test_next_brings_you_back_to_a_same_site_path(client, session):
     pm = make_pm(session)
     response = await _login(client, pm.email, PASSWORD, next_="/admin/items?status=draft")

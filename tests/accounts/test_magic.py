@@ -10,6 +10,7 @@ import socket
 import threading
 from datetime import timedelta
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, update
@@ -231,6 +232,32 @@ async def test_requests_are_rate_limited_per_network(client, session, inbox):
     statuses = [(await ask_for_link(client, f"person{n}@example.com")).status_code for n in range(31)]
     assert statuses[:30] == [303] * 30 and statuses[30] == 429
     assert len(inbox.messages) == 30
+
+
+def _limits(app, **limits):  # type: ignore[no-untyped-def]
+    app.state.settings = app.state.settings.model_copy(update=limits)  # per day: no window boundary mid-test
+
+
+def browser_at(app, ip):  # type: ignore[no-untyped-def]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(ip, 50123)), base_url="http://testserver")
+
+
+async def test_one_network_asking_too_often_does_not_stop_the_person_elsewhere(app, client, session, inbox):
+    _limits(app, magic_link_rate_limit="2/day", magic_link_address_rate_limit="10/day")
+    async with browser_at(app, "203.0.113.7") as other, browser_at(app, "198.51.100.20") as theirs:
+        assert [(await ask_for_link(other, "dee@example.com")).status_code for _ in range(3)] == [303, 303, 429]
+        assert (await ask_for_link(theirs, "dee@example.com")).status_code == 303
+    assert len(inbox.to("dee@example.com")) == 3
+
+
+async def test_a_mailbox_gets_a_bounded_number_of_links_from_all_networks_together(app, client, session, inbox):
+    _limits(app, magic_link_rate_limit="2/day", magic_link_address_rate_limit="3/day")
+    async with browser_at(app, "203.0.113.7") as a, browser_at(app, "203.0.113.8") as b, \
+            browser_at(app, "203.0.113.9") as c:
+        statuses = [(await ask_for_link(browser, "dee@example.com")).status_code for browser in (a, a, b, b, c)]
+        assert statuses == [303, 303, 303, 429, 429]
+        assert (await ask_for_link(c, "someone-else@example.com")).status_code == 303
+    assert len(inbox.to("dee@example.com")) == 3
 
 
 async def test_when_smtp_is_down_the_page_still_answers_and_no_link_is_lost_silently(client, session, app, caplog):
