@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
-from app.accounts.views import client_ip, safe_next, signed_in_response
+from app.accounts.views import client_ip, safe_next, signed_in_response, staff_account_refused
 from app.config import Settings
 from app.db import after_commit
 from app.deps import DbSession
@@ -57,7 +57,12 @@ async def request_link(
     _limit(limiter, settings.magic_link_rate_limit, f"magic:email-ip:{email}|{ip}")
     _limit(limiter, settings.magic_link_address_rate_limit, f"magic:email:{email}")
 
-    if accounts.magic_link_allowed(session, email=email, private_mode=portal.get_access(session).private_mode):
+    owner = accounts.get_user_by_email(session, email)
+    if owner is not None and owner.is_staff_account:
+        # Staff sign in by password (or a provider mapped to staff): no link. The answer is the same as for any
+        # address, so the form does not tell who is staff; the operator reads it here.
+        log.warning("email link not sent: %s belongs to a staff account (asked from %s)", email, ip)
+    elif accounts.magic_link_allowed(session, email=email, private_mode=portal.get_access(session).private_mode):
         token = accounts.create_magic_link(session, email=email, next_path=safe_next(next, "/"))
         context = {
             "portal_name": portal.get_branding(session).portal_name,
@@ -98,9 +103,12 @@ async def sign_in_with_link(request: Request, session: DbSession, token: str) ->
                                        private_mode=portal.get_access(session).private_mode):
         raise accounts.SignInFailed("This portal is private and there is no account for this email address. "
                                     "Ask the product team to invite you, or sign in with your company account.")
-    user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
-        kind=IdentityKind.email, issuer="email", subject=link.email, email=link.email, email_verified=True,
-    ))
+    try:
+        user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
+            kind=IdentityKind.email, issuer="email", subject=link.email, email=link.email, email_verified=True,
+        ))
+    except accounts.StaffAccountRefused as exc:  # a link sent before the address became staff
+        return staff_account_refused(request, exc, method="email link", how="an email sign-in link")
     return signed_in_response(request, session, user=user, next_url=safe_next(link.next_path, "/"),
                               flash=f"You are signed in as {user.email}.")
 

@@ -47,6 +47,11 @@ class User(Base):
         return self.is_active and self.role in STAFF_ROLES
 
     @property
+    def is_staff_account(self) -> bool:
+        """A PM's or admin's account, active or not: entered only by password or a provider mapped to staff."""
+        return self.role in STAFF_ROLES
+
+    @property
     def is_admin(self) -> bool:
         return self.is_active and self.role is Role.admin
 

@@ -32,7 +32,7 @@ from joserfc.errors import JoseError
 
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
-from app.accounts.views import safe_next, signed_in_response
+from app.accounts.views import safe_next, signed_in_response, staff_account_refused
 from app.config import OidcProvider
 from app.deps import DbSession
 from app.errors import NotFound
@@ -177,6 +177,8 @@ async def callback(request: Request, session: DbSession, name: str) -> Response:
                                          access=access)
     except _Failure as failure:
         return _failure_page(request, provider, failure, next_url)
+    except accounts.StaffAccountRefused as exc:
+        return staff_account_refused(request, exc, method=f"OIDC {provider.name}", how=provider.label)
     except accounts.SignInFailed as exc:
         log.info("OIDC %s: sign-in refused: %s", provider.name, exc.detail)
         return _failure_page(request, provider, _Failure(exc.status_code, exc.title, exc.detail), next_url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -323,10 +322,28 @@ class IdentityClaims:
     company: dict[str, Any] | None = None
 
 
+class StaffAccountRefused(SignInFailed):
+    """A customer sign-in method reached a staff account: refused, nothing linked. The view says how staff sign
+    in and logs it; `email` is the staff account's address."""
+
+    status_code = 403
+    title = "Staff sign in with their password"
+
+    def __init__(self, *, email: str) -> None:
+        super().__init__("This email address belongs to a staff account, which cannot be entered this way.")
+        self.email = email
+
+    @property
+    def code(self) -> str:
+        return "staff_account"
+
+
 def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = None) -> User:
     """The user behind an identity: found, linked to an account by *verified* email, or created.
 
-    `access` (portal Access settings) maps OIDC sign-ins to staff roles by email, domain or group.
+    `access` (portal Access settings) maps OIDC sign-ins to staff roles by email, domain or group. A staff
+    account (PM or admin) is entered only through a provider whose mapping makes this sign-in staff: host-app
+    SSO, email links and an unmapped provider raise StaffAccountRefused before anything is linked or changed.
     """
     from app.organisations import service as organisations
 
@@ -338,7 +355,7 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
                                Identity.subject == claims.subject)
     )
     if identity is not None:
-        user = session.get(User, identity.user_id)
+        user: User | None = session.get(User, identity.user_id)
         assert user is not None
     else:
         if not email:
@@ -355,10 +372,21 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
             raise SignInFailed("Your sign-in service did not confirm your email address, so no account can "
                                "be made with it. Sign in with an email link instead, or ask your "
                                "administrator to have the service confirm email addresses.")
-        if user is None:
-            user = User(email=validate_email(email), role=Role.customer, display_name=claims.name.strip()[:120])
-            session.add(user)
-            session.flush()
+
+    mapped: Role | None = None
+    if access is not None and claims.kind is IdentityKind.oidc:
+        # Email and domain rules count only for an address the provider vouches for; groups always do.
+        staff_email = (email or (user.email if user is not None else "")) if claims.email_verified else ""
+        role = access.staff_role_for(email=staff_email, groups=claims.groups)
+        mapped = Role(role) if role else None
+    if user is not None and user.is_staff_account and mapped is None:
+        raise StaffAccountRefused(email=user.email)
+
+    if user is None:
+        user = User(email=validate_email(email), role=Role.customer, display_name=claims.name.strip()[:120])
+        session.add(user)
+        session.flush()
+    if identity is None:
         identity = Identity(user_id=user.id, kind=claims.kind, issuer=claims.issuer, subject=claims.subject)
         session.add(identity)
     if user.is_placeholder:  # a contact recorded by staff, claimed by signing in with that (verified) address
@@ -379,22 +407,13 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
         if organisation is not None:
             user.organisation_id = organisation.id
 
-    if access is not None and claims.kind is IdentityKind.oidc:
-        # Email and domain rules count only for an address the provider vouches for; groups always do.
-        staff_email = (email or user.email) if claims.email_verified else ""
-        _apply_staff_mapping(session, user=user, email=staff_email, groups=claims.groups, access=access)
+    if mapped is not None and mapped is not user.role:
+        # The admin's mapping decides the role of whoever it maps (a customer is refused above if unmapped).
+        audit.record(session, actor=None, action="user.role_mapped", entity=user,
+                     changes={"role": [user.role.value, mapped.value]})
+        user.role = mapped
     session.flush()
     return user
-
-
-def _apply_staff_mapping(session: Session, *, user: User, email: str, groups: Sequence[str], access: Any) -> None:
-    """Staff roles from the admin's mapping. People with a local password keep the role they were given."""
-    mapped = access.staff_role_for(email=email, groups=groups)
-    new_role = Role(mapped) if mapped else (user.role if user.password_hash else Role.customer)
-    if new_role is not user.role:
-        audit.record(session, actor=None, action="user.role_mapped", entity=user,
-                     changes={"role": [user.role.value, new_role.value]})
-        user.role = new_role
 
 
 # --- email magic links ----------------------------------------------------------------------------

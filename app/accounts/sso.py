@@ -28,7 +28,7 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
-from app.accounts.views import safe_next, signed_in_response
+from app.accounts.views import safe_next, signed_in_response, staff_account_refused
 from app.config import Settings
 from app.deps import DbSession
 from app.errors import FormInvalid, NotFound
@@ -208,10 +208,13 @@ async def sso_jwt(
         # Logged for the operator wiring up the host app; the page says what the person can do.
         log.info("host-app SSO refused: %s", exc.reason)
         raise
-    user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
-        kind=IdentityKind.sso, issuer="sso", subject=claims.subject, email=claims.email, email_verified=True,
-        name=claims.name, company=claims.company,
-    ))
+    try:
+        user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
+            kind=IdentityKind.sso, issuer="sso", subject=claims.subject, email=claims.email, email_verified=True,
+            name=claims.name, company=claims.company,
+        ))
+    except accounts.StaffAccountRefused as exc:
+        return staff_account_refused(request, exc, method="host-app SSO", how=f"the sign-in from {product}")
     return signed_in_response(request, session, user=user, next_url=safe_next(next, "/"))
 
 

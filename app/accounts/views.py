@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -16,6 +17,8 @@ from app.security import rotate_csrf, verify_csrf
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+log = logging.getLogger("ahead.accounts")
 
 LOGIN_FAILED = "That email and password do not match an account. Check both and try again."
 
@@ -51,6 +54,20 @@ def signed_in_response(request: Request, session: Session, *, user: User, next_u
     response = redirect(request, next_url, flash=flash)
     _set_session_cookie(request, response, token)
     return response
+
+
+def staff_account_refused(request: Request, exc: accounts.StaffAccountRefused, *, method: str, how: str) -> Response:
+    """The sign-in page, 403, saying why: a customer sign-in method (`how`, as the person knows it) reached a
+    staff account. Logged for the operator; the request's transaction is rolled back, so nothing was linked."""
+    from app.portal import service as portal
+
+    log.warning("%s sign-in refused for staff account %s from %s: staff sign in with their password or a "
+                "provider mapped to staff", method, exc.email, client_ip(request))
+    detail = (f"This email address belongs to a staff account, and staff accounts cannot be entered with {how}. "
+              "Sign in with your password under “Staff sign-in” below")
+    if request.app.state.settings.providers and portal.get_access(request.state.db.session).maps_staff:
+        detail += ", or with the sign-in service your admin set up for staff"
+    return render(request, "accounts/login.html", {"next": "", "refused": detail + "."}, status_code=403)
 
 
 @router.get("/login", response_class=HTMLResponse)

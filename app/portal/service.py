@@ -163,6 +163,11 @@ class Access:
     admin: StaffRule = StaffRule()
     pm: StaffRule = StaffRule()
 
+    @property
+    def maps_staff(self) -> bool:
+        """Whether any OIDC sign-in can become staff (some email, domain or group is mapped)."""
+        return any(getattr(rule, k) for rule in (self.admin, self.pm) for k in ("emails", "domains", "groups"))
+
     def staff_role_for(self, *, email: str, groups: Sequence[str]) -> str | None:
         """'admin', 'pm' or None, for an OIDC sign-in with this email and these groups."""
         if self.admin.matches(email=email, groups=groups):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 import socket
 import threading
@@ -15,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, update
 
-from app.accounts.models import Identity, IdentityKind, MagicLink, User, UserSession
+from app.accounts.models import Identity, IdentityKind, MagicLink, Role, User, UserSession
 from app.config import Settings
 from app.db import utcnow
 from app.organisations.models import Organisation, OrganisationDomain
@@ -190,6 +191,39 @@ async def test_known_and_unknown_addresses_get_the_same_answer(client, session, 
     assert known.headers["location"] == unknown.headers["location"]
     # (a public portal: both get a link; the unknown one would create the account when used)
     assert inbox.to("here@example.com") and inbox.to("nobody-yet@example.com")
+
+
+async def test_no_link_is_mailed_to_a_staff_address_and_the_answer_does_not_say_so(client, session, inbox,
+                                                                                     caplog):
+    make_user(session, email="pm@example.com", role=Role.pm)
+    make_user(session, email="customer@example.com")
+    caplog.set_level(logging.WARNING, logger="ahead.accounts")
+    staff = await ask_for_link(client, "PM@example.com")
+    customer = await ask_for_link(client, "customer@example.com")
+    assert staff.status_code == customer.status_code == 303
+    assert staff.headers["location"] == customer.headers["location"] == "/login/email/sent"
+    assert inbox.to("customer@example.com") and not inbox.to("pm@example.com")
+    assert count(session, MagicLink, MagicLink.email == "pm@example.com") == 0
+    assert any(r.name == "ahead.accounts" and r.levelno == logging.WARNING and "pm@example.com" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("role", [Role.admin, Role.pm])
+async def test_a_link_issued_before_the_address_became_staff_does_not_sign_in(client, session, caplog, role):
+    from app.accounts import service as accounts
+
+    staff = make_user(session, email="promoted@example.com", role=role)
+    token = accounts.create_magic_link(session, email="promoted@example.com")
+    caplog.set_level(logging.WARNING, logger="ahead.accounts")
+    response = await post_form(client, f"/login/email/{token}", page=f"/login/email/{token}")
+    assert response.status_code == 403
+    assert "belongs to a staff account" in response.text and "email sign-in link" in response.text
+    assert "ahead_session=" not in response.headers.get("set-cookie", "")
+    assert count(session, UserSession) == 0 and count(session, Identity) == 0
+    session.expire_all()
+    assert staff.role is role
+    assert any(r.name == "ahead.accounts" and "email link" in r.getMessage() and "promoted@example.com" in r.getMessage()
+               for r in caplog.records)
 
 
 async def test_a_private_portal_sends_nothing_to_strangers_but_answers_the_same(client, session, inbox):

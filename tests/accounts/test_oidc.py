@@ -389,3 +389,47 @@ async def test_an_unverified_email_earns_neither_an_account_nor_a_staff_role(cli
     assert user_by_email(session, "carol@acme.example") is None
     assert_nobody_signed_in(response, session)
     assert (await client.get("/admin")).status_code in (303, 404)
+
+
+# --- staff accounts: only a provider mapped to staff opens them ----------------------------------------------
+
+
+@pytest.mark.parametrize("role", [Role.admin, Role.pm])
+async def test_an_unmapped_provider_with_a_staff_members_verified_email_is_refused(client, session, provider, caplog,
+                                                                                   role):
+    import logging
+
+    staff = make_user(session, email="alice@acme.example", role=role)  # with a password, as staff have
+    caplog.set_level(logging.WARNING, logger="ahead.accounts")
+    response = await sign_in_through_provider(client, provider, "alice")  # verified alice@acme.example
+    assert response.status_code == 403
+    assert "belongs to a staff account" in response.text and "cannot be entered with Acme SSO" in response.text
+    assert "set up for staff" not in response.text  # no provider is mapped to staff: not offered
+    assert "ahead_session=" not in response.headers.get("set-cookie", "")
+    assert count(session, Identity) == 0 and count(session, UserSession) == 0
+    assert user_by_email(session, "alice@acme.example").role is role
+    assert staff.password_hash
+    assert (await client.get("/admin")).status_code == 303
+    assert any(r.name == "ahead.accounts" and "OIDC test" in r.getMessage() and "alice@acme.example" in r.getMessage()
+               for r in caplog.records)
+
+
+async def test_a_provider_mapped_to_staff_still_signs_a_staff_member_in(client, session, provider):
+    admin = make_admin(session, email="staffer@acme.example")
+    portal.update_access(session, actor=admin, access=portal.Access(
+        groups_claim="groups", admin=portal.StaffRule(groups=("roadmap-admins",))))
+    response = await sign_in_through_provider(client, provider, "staffer")
+    assert response.status_code == 303 and response.headers["location"] == "/admin"
+    assert (await client.get("/admin")).status_code == 200
+    assert count(session, Identity, Identity.user_id == admin.id) == 1
+    assert user_by_email(session, "staffer@acme.example").role is Role.admin
+
+
+async def test_when_a_mapping_exists_the_refusal_names_that_way_too(client, session, provider):
+    admin = make_admin(session)
+    make_user(session, email="alice@acme.example", role=Role.pm)
+    portal.update_access(session, actor=admin, access=portal.Access(
+        groups_claim="groups", admin=portal.StaffRule(groups=("roadmap-admins",))))  # alice is not in it
+    response = await sign_in_through_provider(client, provider, "alice")
+    assert response.status_code == 403
+    assert "or with the sign-in service your admin set up for staff" in response.text

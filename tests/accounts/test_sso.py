@@ -16,7 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 from sqlalchemy import func, select
 
-from app.accounts.models import Identity, IdentityKind, User, UserSession
+from app.accounts.models import Identity, IdentityKind, Role, User, UserSession
 from app.accounts.sso import RedactTokens, SsoConfigError, load_keys
 from app.config import Settings
 from app.organisations.models import Organisation, Segment
@@ -118,6 +118,41 @@ class TestValidToken:
         second = (await sso(client, hs256(claims()))).cookies.get("ahead_session")
         assert first and second and first != second
         assert count(session, UserSession) == 1
+
+
+class TestStaffAccounts:
+    """The host app vouches for its customers; it cannot open a PM's or an admin's account here."""
+
+    @pytest.mark.parametrize("role", [Role.admin, Role.pm])
+    async def test_a_token_with_a_staff_email_signs_nobody_in_and_links_nothing(self, client, session, caplog, role):
+        staff = make_user(session, email="dana@bigco.example", role=role)
+        caplog.set_level(logging.WARNING, logger="ahead.accounts")
+        response = await sso(client, hs256(claims()), next_="/admin")
+        assert response.status_code == 403
+        assert "belongs to a staff account" in response.text and "Staff sign-in" in response.text
+        assert '<form method="post" action="/login"' in response.text  # the sign-in page, password form included
+        assert "ahead_session=" not in response.headers.get("set-cookie", "")
+        assert count(session, UserSession) == 0 and count(session, Identity) == 0
+        session.expire_all()
+        assert (staff.role, staff.display_name, staff.organisation_id) == (role, staff.display_name, None)
+        assert (await client.get("/admin")).status_code == 303  # still signed out
+        assert any(r.name == "ahead.accounts" and r.levelno == logging.WARNING and "host-app SSO" in r.getMessage()
+                   and "dana@bigco.example" in r.getMessage() for r in caplog.records)
+
+    async def test_an_sso_identity_linked_to_a_staff_account_earlier_no_longer_signs_in(self, client, session):
+        admin = make_user(session, email="dana@bigco.example", role=Role.admin)
+        session.add(Identity(user_id=admin.id, kind=IdentityKind.sso, issuer="sso", subject="host-user-42"))
+        session.flush()
+        response = await sso(client, hs256(claims(email="someone-else@bigco.example")))
+        assert response.status_code == 403 and count(session, UserSession) == 0
+
+    async def test_a_customer_made_staff_later_stops_signing_in_through_the_host_app(self, client, session):
+        assert (await sso(client, hs256(claims()))).status_code == 303
+        dana = session.scalar(select(User).where(User.email == "dana@bigco.example"))
+        dana.role = Role.pm
+        session.flush()
+        client.cookies.clear()
+        assert (await sso(client, hs256(claims()))).status_code == 403
 
 
 class TestRefusedTokens:
