@@ -338,15 +338,16 @@ class StaffAccountRefused(SignInFailed):
         return "staff_account"
 
 
-def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = None) -> User:
-    """The user behind an identity: found, linked to an account by *verified* email, or created.
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    identity: Identity | None
+    user: User | None  # None: a new account would be made
+    email: str
+    mapped: Role | None  # the staff role the admin's OIDC mapping gives this sign-in
 
-    `access` (portal Access settings) maps OIDC sign-ins to staff roles by email, domain or group. A staff
-    account (PM or admin) is entered only through a provider whose mapping makes this sign-in staff: host-app
-    SSO, email links and an unmapped provider raise StaffAccountRefused before anything is linked or changed.
-    """
-    from app.organisations import service as organisations
 
+def _resolve_identity(session: Session, *, claims: IdentityClaims, access: Any) -> _Resolved:
+    """Whose account an identity opens, without writing anything; raises what refuses it."""
     if not claims.subject:
         raise SignInFailed("The sign-in service did not say who you are. Please try again.")
     email = normalise_email(claims.email) if claims.email else ""
@@ -381,7 +382,26 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
         mapped = Role(role) if role else None
     if user is not None and user.is_staff_account and mapped is None:
         raise StaffAccountRefused(email=user.email)
+    return _Resolved(identity=identity, user=user, email=email, mapped=mapped)
 
+
+def find_identity_account(session: Session, *, claims: IdentityClaims, access: Any = None) -> User | None:
+    """The account `sign_in_identity` would open (None: it would make a new one), changing nothing. Raises as it
+    would: SignInFailed, StaffAccountRefused."""
+    return _resolve_identity(session, claims=claims, access=access).user
+
+
+def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = None) -> User:
+    """The user behind an identity: found, linked to an account by *verified* email, or created.
+
+    `access` (portal Access settings) maps OIDC sign-ins to staff roles by email, domain or group. A staff
+    account (PM or admin) is entered only through a provider whose mapping makes this sign-in staff: host-app
+    SSO, email links and an unmapped provider raise StaffAccountRefused before anything is linked or changed.
+    """
+    from app.organisations import service as organisations
+
+    resolved = _resolve_identity(session, claims=claims, access=access)
+    identity, user, email, mapped = resolved.identity, resolved.user, resolved.email, resolved.mapped
     if user is None:
         user = User(email=validate_email(email), role=Role.customer, display_name=claims.name.strip()[:120])
         session.add(user)

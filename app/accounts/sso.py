@@ -4,36 +4,47 @@ The vendor's app redirects to /sso/jwt?token=…&next=/path. The token is signed
 (HS256) or with the private half of SSO_JWT_PUBLIC_KEY (RS256 for an RSA key, ES256 for a P-256 key).
 Each key accepts exactly one algorithm, so neither `none` nor an HMAC "signed" with the public key
 gets through. The token must carry `sub`, `email`, `jti` (single use) and an `exp` at most five
-minutes ahead. The email is taken as verified: the vendor vouches for its own users.
+minutes ahead. The email is taken as verified: the vendor vouches for its own users, never for staff: a token
+naming a PM's or an admin's address is refused (staff sign in by password or a provider mapped to staff).
+
+When someone else is already signed in in the browser, the link does not replace their session: it shows
+"You are signed in as X. Continue as Y?", and only that page's POST to /sso/jwt/confirm switches. Its form
+carries the verified claims in a token signed with SECRET_KEY, valid 5 minutes, usable once, and only with
+the session cookie the browser had when it was made.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
+from itsdangerous import BadSignature, URLSafeSerializer
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError, MissingClaimError
 from joserfc.jwk import ECKey, OctKey, RSAKey
+from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import safe_next, signed_in_response, staff_account_refused
 from app.config import Settings
-from app.deps import DbSession
+from app.deps import SESSION_COOKIE, DbSession, get_viewer
 from app.errors import FormInvalid, NotFound
 from app.portal import service as portal
 from app.security import verify_csrf
+from app.web import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 log = logging.getLogger("ahead.sso")
@@ -208,14 +219,97 @@ async def sso_jwt(
         # Logged for the operator wiring up the host app; the page says what the person can do.
         log.info("host-app SSO refused: %s", exc.reason)
         raise
+    next_url = safe_next(next, "/")
+    viewer = await get_viewer(request)
     try:
-        user = accounts.sign_in_identity(session, claims=accounts.IdentityClaims(
-            kind=IdentityKind.sso, issuer="sso", subject=claims.subject, email=claims.email, email_verified=True,
-            name=claims.name, company=claims.company,
-        ))
+        if viewer.user is not None:
+            target = accounts.find_identity_account(session, claims=_identity_claims(claims))
+            if target is None or target.id != viewer.user.id:
+                # Someone else is signed in in this browser: switching silently would let a link from the host
+                # app (opened in the wrong browser, or sent by someone) replace their session. Ask first.
+                return render(request, "accounts/sso_switch.html", {
+                    "current": viewer.user.email, "incoming": claims.email, "stay_url": next_url,
+                    "switch": _switch_token(request, claims, next_url), "minutes": SWITCH_SECONDS // 60,
+                }, headers={"Cache-Control": "no-store"})
+        user = accounts.sign_in_identity(session, claims=_identity_claims(claims))
     except accounts.StaffAccountRefused as exc:
         return staff_account_refused(request, exc, method="host-app SSO", how=f"the sign-in from {product}")
-    return signed_in_response(request, session, user=user, next_url=safe_next(next, "/"))
+    return signed_in_response(request, session, user=user, next_url=next_url)
+
+
+@router.post("/sso/jwt/confirm")
+async def sso_switch(
+    request: Request,
+    session: DbSession,
+    switch: Annotated[str, Form(max_length=4 * MAX_TOKEN_LENGTH)] = "",
+) -> Response:
+    """The person confirmed switching from whoever was signed in to the account the host app vouched for."""
+    product = portal.get_branding(session).product_name or "the app you came from"
+    try:
+        claims, next_url = _read_switch_token(request, session, switch, product=product)
+    except SsoFailed as exc:
+        log.info("host-app SSO switch refused: %s", exc.reason)
+        raise
+    try:
+        user = accounts.sign_in_identity(session, claims=_identity_claims(claims))
+    except accounts.StaffAccountRefused as exc:
+        return staff_account_refused(request, exc, method="host-app SSO", how=f"the sign-in from {product}")
+    return signed_in_response(request, session, user=user, next_url=next_url,
+                              flash=f"You are signed in as {user.email}.")
+
+
+def _identity_claims(claims: HostClaims) -> accounts.IdentityClaims:
+    return accounts.IdentityClaims(kind=IdentityKind.sso, issuer="sso", subject=claims.subject, email=claims.email,
+                                   email_verified=True, name=claims.name, company=claims.company)
+
+
+# --- switching accounts: the confirmation form's token ------------------------------------------------------
+
+SWITCH_SECONDS = 300
+_now = time.time  # replaced in tests
+
+
+def _signer(request: Request) -> URLSafeSerializer:
+    return URLSafeSerializer(request.app.state.settings.secret_key, salt="ahead.sso-switch")
+
+
+def _browser(request: Request) -> str:
+    """Who may use a switch token: the browser holding this session cookie (its hash: the token is in a page)."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return hashlib.sha256(f"sso-switch:{cookie}".encode()).hexdigest() if cookie else ""
+
+
+def _switch_token(request: Request, claims: HostClaims, next_url: str) -> str:
+    """Signed, short-lived, single-use, bound to this browser's session; it carries the verified claims, so the
+    POST needs no second token from the host app."""
+    return _signer(request).dumps({
+        "sub": claims.subject, "email": claims.email, "name": claims.name, "company": claims.company,
+        "next": next_url, "id": secrets.token_urlsafe(16), "exp": int(_now()) + SWITCH_SECONDS,
+        "browser": _browser(request),
+    })
+
+
+def _read_switch_token(request: Request, session: Session, token: str, *,
+                       product: str) -> tuple[HostClaims, str]:
+    again = f"Nothing was changed. To continue as the other person, go back to {product} and sign in again."
+    try:
+        data = _signer(request).loads(token)
+    except BadSignature:
+        raise SsoFailed(f"This confirmation is damaged. {again}", reason="switch token: bad signature") from None
+    now = _now()
+    if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < now:
+        raise SsoFailed(f"This confirmation has expired (it lasts {SWITCH_SECONDS // 60} minutes). {again}",
+                        reason="switch token: expired")
+    browser = _browser(request)
+    if not browser or not hmac.compare_digest(str(data.get("browser", "")), browser):
+        raise SsoFailed(f"This confirmation was made for another browser, or you have signed in or out since. "
+                        f"{again}", reason="switch token: another browser or session")
+    expires_at = datetime.fromtimestamp(data["exp"] + 1, UTC)
+    if not accounts.use_token_id(session, key="sso-switch:" + str(data.get("id", ""))[:64], expires_at=expires_at):
+        raise SsoFailed(f"This confirmation was already used. {again}", reason="switch token: replayed")
+    claims = HostClaims(subject=data["sub"], email=data["email"], name=data["name"], jti=data["id"],
+                        expires_at=expires_at, company=data["company"])
+    return claims, safe_next(data.get("next"), "/")
 
 
 # --- keeping tokens out of the access log ------------------------------------------------------------

@@ -8,9 +8,11 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 
+import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
@@ -21,6 +23,7 @@ from app.accounts.sso import RedactTokens, SsoConfigError, load_keys
 from app.config import Settings
 from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Visibility
+from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_user
 
 pytestmark = pytest.mark.anyio
@@ -153,6 +156,105 @@ class TestStaffAccounts:
         session.flush()
         client.cookies.clear()
         assert (await sso(client, hs256(claims()))).status_code == 403
+
+
+SWITCH = re.compile(r'name="switch" value="([^"]+)"')
+
+
+class TestSwitchingAccounts:
+    """Someone else signed in in this browser: the host app's link asks before it replaces their session."""
+
+    @pytest.fixture
+    def someone(self, client, session):
+        someone = make_user(session, email="sam@example.com")
+        sign_in(client, session, someone)
+        return someone
+
+    async def _ask(self, client, **overrides):
+        page = await sso(client, hs256(claims(**overrides)), next_="/changelog")
+        assert page.status_code == 200, page.text
+        return page, SWITCH.search(page.text).group(1)
+
+    async def test_a_get_only_asks_and_switches_nothing(self, client, session, someone):
+        before = client.cookies["ahead_session"]
+        page, _ = await self._ask(client)
+        assert "You are signed in as <strong>sam@example.com</strong>. Continue as <strong>dana@bigco.example" \
+            in page.text
+        assert 'action="/sso/jwt/confirm"' in page.text and page.headers["cache-control"] == "no-store"
+        assert "ahead_session=" not in page.headers.get("set-cookie", "")
+        assert client.cookies["ahead_session"] == before
+        assert session.scalar(select(User).where(User.email == "dana@bigco.example")) is None
+        assert count(session, Identity) == 0
+        assert "sam@example.com" in (await client.get("/me")).text
+        assert (await client.get("/sso/jwt/confirm")).status_code == 405
+
+    async def test_confirming_switches_to_the_other_person(self, client, session, someone):
+        before = client.cookies["ahead_session"]
+        _, switch = await self._ask(client)
+        response = await post_form(client, "/sso/jwt/confirm", {"switch": switch})
+        assert response.status_code == 303 and response.headers["location"] == "/changelog"
+        rotated = response.cookies.get("ahead_session")
+        assert rotated and rotated != before
+        me = await client.get("/me")
+        assert "dana@bigco.example" in me.text and "sam@example.com" not in me.text
+        assert session.scalar(select(func.count()).select_from(UserSession)
+                              .where(UserSession.user_id == someone.id)) == 0  # sam's session here ended
+
+    async def test_a_confirmation_works_once(self, client, session, someone):
+        before = client.cookies["ahead_session"]
+        _, switch = await self._ask(client)
+        assert (await post_form(client, "/sso/jwt/confirm", {"switch": switch})).status_code == 303
+        client.cookies.delete("ahead_session")
+        client.cookies.set("ahead_session", before)  # even from the very same browser state
+        again = await post_form(client, "/sso/jwt/confirm", {"switch": switch})
+        assert again.status_code == 400 and "already used" in again.text
+        assert "ahead_session=" not in again.headers.get("set-cookie", "")
+
+    async def test_another_browser_cannot_use_it(self, app, client, session, someone):
+        _, switch = await self._ask(client)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as other:
+            sign_in(other, session, make_user(session, email="eve@example.com"))
+            response = await post_form(other, "/sso/jwt/confirm", {"switch": switch})
+            assert response.status_code == 400 and "another browser" in response.text
+            assert "eve@example.com" in (await other.get("/me")).text
+            other.cookies.delete("ahead_session")  # nor a signed-out one
+            assert (await post_form(other, "/sso/jwt/confirm", {"switch": switch})).status_code == 400
+        assert session.scalar(select(User).where(User.email == "dana@bigco.example")) is None
+        # ... and the browser it was made for still can
+        assert (await post_form(client, "/sso/jwt/confirm", {"switch": switch})).status_code == 303
+
+    async def test_an_expired_confirmation_is_refused(self, client, session, someone, monkeypatch):
+        from app.accounts import sso as sso_module
+
+        _, switch = await self._ask(client)
+        later = time.time() + sso_module.SWITCH_SECONDS + 1
+        monkeypatch.setattr(sso_module, "_now", lambda: later)
+        response = await post_form(client, "/sso/jwt/confirm", {"switch": switch})
+        assert response.status_code == 400 and "expired" in response.text
+        assert "sam@example.com" in (await client.get("/me")).text
+
+    async def test_a_tampered_confirmation_is_refused(self, client, session, someone):
+        _, switch = await self._ask(client)
+        signature = switch.rsplit(".", 1)[1]
+        forged = b64({"sub": "x", "email": "admin@example.com"}) + "." + signature
+        for token in (forged, switch[:-2] + "AA", ""):
+            response = await post_form(client, "/sso/jwt/confirm", {"switch": token})
+            assert response.status_code == 400
+        assert "sam@example.com" in (await client.get("/me")).text
+
+    async def test_the_same_person_continues_without_a_question(self, client, session):
+        assert (await sso(client, hs256(claims()))).status_code == 303
+        again = await sso(client, hs256(claims()), next_="/changelog")
+        assert again.status_code == 303 and again.headers["location"] == "/changelog"
+
+    async def test_a_staff_member_signed_in_is_asked_too_and_a_staff_target_is_refused(self, client, session):
+        admin = make_user(session, email="boss@example.com", role=Role.admin)
+        sign_in(client, session, admin)
+        page, _ = await self._ask(client)
+        assert "You are signed in as <strong>boss@example.com</strong>" in page.text
+        make_user(session, email="pat@bigco.example", role=Role.pm)
+        refused = await sso(client, hs256(claims(sub="host-pat", email="pat@bigco.example")))
+        assert refused.status_code == 403 and "belongs to a staff account" in refused.text
 
 
 class TestRefusedTokens:
