@@ -8,7 +8,15 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,15 +86,31 @@ class Settings(BaseSettings):
     db_statement_timeout: float = Field(default=15.0, ge=0, le=3600)
     db_maintenance_statement_timeout: float = Field(default=0.0, ge=0)
 
+    _base_url_given: bool = PrivateAttr(default=False)
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
 
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        value = value.strip()
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"BASE_URL must be an http:// or https:// address, e.g. https://roadmap.example.com; "
+                                 f"got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+pysqlite:///{DATA_DIR / 'ahead.db'}"
+        self._base_url_given = bool(self.base_url.strip())
         if not self.base_url:
             self.base_url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.base_url.rstrip("/")
@@ -98,6 +122,13 @@ class Settings(BaseSettings):
                 )
         elif not self.secret_key:
             self.secret_key = _development_key()
+        if self.is_production and not self._base_url_given:
+            # Unsafe requests are checked against BASE_URL's origin, links in emails and the OIDC callback
+            # are built from it: guessing it from each request's Host header is for development only.
+            raise ValueError(
+                "BASE_URL must be set when AHEAD_ENV=production: the address people open the portal at, "
+                "e.g. BASE_URL=https://roadmap.example.com"
+            )
         return self
 
     @field_validator("login_rate_limit", "idea_rate_limit", "idea_ip_rate_limit", "comment_rate_limit",
@@ -130,6 +161,15 @@ class Settings(BaseSettings):
     @property
     def providers(self) -> list[OidcProvider]:
         return _PROVIDERS.validate_python(json.loads(self.oidc_providers or "[]"))
+
+    @property
+    def base_url_given(self) -> bool:
+        """Whether BASE_URL came from the environment (otherwise it is a guess from PORT, for development)."""
+        return self._base_url_given
+
+    @property
+    def https(self) -> bool:
+        return self.base_url.startswith("https://")
 
     @property
     def is_production(self) -> bool:

@@ -21,7 +21,13 @@ from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.pagecache import PageCache
 from app.ratelimit import RateLimiter
-from app.security import CsrfCookieMiddleware, CsrfTokens, IsolatedStateMiddleware, SecurityHeadersMiddleware
+from app.security import (
+    Cookies,
+    CsrfCookieMiddleware,
+    CsrfTokens,
+    IsolatedStateMiddleware,
+    SecurityHeadersMiddleware,
+)
 from app.web import templates
 
 log = logging.getLogger("ahead")
@@ -123,6 +129,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     app.state.csrf = CsrfTokens(settings.secret_key)
+    app.state.cookies = cookies = Cookies.for_settings(settings)
     app.state.limiter = RateLimiter(settings.redis_url)
     app.state.pages = PageCache()
     templates.env.auto_reload = not settings.is_production
@@ -165,10 +172,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
-    # callback: a signed cookie of its own, sent only to /auth/, gone after 10 minutes.
-    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="ahead_oidc",
-                       max_age=600, path="/auth", same_site="lax", https_only=settings.secure_cookies)
-    app.add_middleware(CsrfCookieMiddleware, secure=settings.secure_cookies)
+    # callback: a signed cookie of its own, gone after 10 minutes; sent only to /auth/ over http, and over
+    # https to every path, which the __Host- prefix requires.
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=cookies.oidc,
+                       max_age=600, path=cookies.oidc_path, same_site="lax", https_only=cookies.secure)
+    app.add_middleware(CsrfCookieMiddleware, cookies=cookies)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(IsolatedStateMiddleware)
     return app

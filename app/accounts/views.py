@@ -10,9 +10,15 @@ from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
 from app.accounts.models import User
-from app.deps import SESSION_COOKIE, CurrentUser, CurrentViewer, DbSession
+from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.errors import FormInvalid
-from app.security import rotate_csrf, verify_csrf
+from app.security import (
+    clear_session_cookie,
+    rotate_csrf,
+    session_cookie_value,
+    set_session_cookie,
+    verify_csrf,
+)
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -37,15 +43,14 @@ def signed_in_response(request: Request, session: Session, *, user: User, next_u
                        flash: str | None = None) -> Response:
     """End any session this browser had, start a new one (new id at every sign-in), redirect."""
     settings = request.app.state.settings
-    old = request.cookies.get(SESSION_COOKIE)
+    old = session_cookie_value(request)
     if old:
         accounts.end_session(session, old)
     token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
                                    days=settings.session_days)
-    rotate_csrf(request)
+    rotate_csrf(request, session_token=token)
     response = redirect(request, next_url, flash=flash)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
-                        max_age=settings.session_days * 86400, path="/")
+    set_session_cookie(request, response, token, max_age=settings.session_days * 86400)
     return response
 
 
@@ -77,12 +82,12 @@ async def login(
 
 @router.post("/logout")
 async def logout(request: Request, session: DbSession) -> Response:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_cookie_value(request)
     if token:
         accounts.end_session(session, token)
     rotate_csrf(request)
     response = redirect(request, "/", flash="You are signed out.")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookie(request, response)
     return response
 
 
