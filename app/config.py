@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from enum import StrEnum
@@ -85,6 +86,14 @@ class Settings(BaseSettings):
     db_lock_timeout: float = Field(default=5.0, gt=0, le=600)
     db_statement_timeout: float = Field(default=15.0, ge=0, le=3600)
     db_maintenance_statement_timeout: float = Field(default=0.0, ge=0)
+    # Bytes. The largest request body accepted anywhere, and on the routes that take a file upload (the
+    # branding logo); bigger bodies get 413 before or while they stream in, never read whole into memory.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated addresses
+    # or CIDRs (e.g. "127.0.0.1" for nginx on the same machine, "172.18.0.0/16" for a proxy container).
+    # Empty: nobody's, the client is the address that connected.
+    trusted_proxies: str = ""
 
     _base_url_given: bool = PrivateAttr(default=False)
 
@@ -162,6 +171,23 @@ class Settings(BaseSettings):
     def providers(self) -> list[OidcProvider]:
         return _PROVIDERS.validate_python(json.loads(self.oidc_providers or "[]"))
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {entry!r} is not an IP address or network; write e.g. "
+                    "'127.0.0.1' or '10.0.0.0/8, 192.168.1.5'"
+                ) from None
+        return value
+
+    @property
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(entry, strict=False) for entry in _split(self.trusted_proxies)]
+
     @property
     def base_url_given(self) -> bool:
         """Whether BASE_URL came from the environment (otherwise it is a guess from PORT, for development)."""
@@ -185,6 +211,10 @@ class Settings(BaseSettings):
 
 
 _PROVIDERS = TypeAdapter(list[OidcProvider])
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _development_key() -> str:

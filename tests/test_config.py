@@ -59,3 +59,10 @@ def test_base_url_must_be_an_http_address():
 def test_development_guesses_base_url_from_port_and_says_it_guessed():
     settings = Settings(port=8123, secret_key="k" * 40, _env_file=None)
     assert settings.base_url == "http://127.0.0.1:8123" and not settings.base_url_given
+
+
+def test_trusted_proxies_take_addresses_and_networks_and_name_a_bad_entry():
+    settings = Settings(trusted_proxies="127.0.0.1, 172.18.0.0/16,::1", secret_key="k" * 40, _env_file=None)
+    assert [str(n) for n in settings.proxy_networks] == ["127.0.0.1/32", "172.18.0.0/16", "::1/128"]
+    with pytest.raises(ValidationError, match="TRUSTED_PROXIES: 'nginx' is not an IP address"):
+        Settings(trusted_proxies="127.0.0.1,nginx", secret_key="k" * 40, _env_file=None)
