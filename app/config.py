@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     mail_from: str = "Ahead <roadmap@localhost>"
     redis_url: str = ""
+    # Seconds between attempts to reach Redis again once it stopped answering; meanwhile each process
+    # counts rate limits on its own (memory) and /readyz says "degraded".
+    redis_retry_seconds: float = Field(default=10.0, gt=0, le=3600)
     oidc_providers: str = "[]"
     sso_jwt_secret: str = ""
     sso_jwt_public_key: str = ""

@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.database = database
     app.state.csrf = CsrfTokens(settings.secret_key)
     app.state.cookies = cookies = Cookies.for_settings(settings)
-    app.state.limiter = RateLimiter(settings.redis_url)
+    app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)
     app.state.pages = PageCache()
     templates.env.auto_reload = not settings.is_production
 
