@@ -80,10 +80,11 @@ class RateLimiter:
                 raise RateLimited(retry_after=max(1, int(reset - time.time())))
 
     def state(self) -> LimiterState:
-        """For /readyz: tries Redis again when it is down and a retry is due (never more often)."""
+        """For /readyz: pings Redis, or when it is down tries it again once a retry is due (never more often)."""
         if self._redis is None:
             return LimiterState("memory", "counted in each process (no REDIS_URL)")
-        if self._down_since is not None and self._clock() >= self._retry_at:
+        # A PING when Redis is believed up, and when it is down and a retry is due.
+        if self._down_since is None or self._clock() >= self._retry_at:
             if self._redis.storage.check():
                 self._came_back()
             else:
