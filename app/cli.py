@@ -60,7 +60,9 @@ def serve(
         port=port or settings.port,
         workers=None if reload else (workers or settings.workers),
         reload=reload,
-        proxy_headers=True,
+        # X-Forwarded-* are for TRUSTED_PROXIES to vouch for (app/perimeter.py); uvicorn would otherwise believe
+        # them from 127.0.0.1, a local proxy or not.
+        proxy_headers=False,
         log_level="info",
     )
 

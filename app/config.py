@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +66,9 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     mail_from: str = "Ahead <roadmap@localhost>"
     redis_url: str = ""
+    # Seconds between attempts to reach Redis again once it stopped answering; meanwhile each process
+    # counts rate limits on its own (memory) and /readyz says "degraded".
+    redis_retry_seconds: float = Field(default=10.0, gt=0, le=3600)
     oidc_providers: str = "[]"
     sso_jwt_secret: str = ""
     sso_jwt_public_key: str = ""
@@ -86,16 +98,40 @@ class Settings(BaseSettings):
     db_lock_timeout: float = Field(default=5.0, gt=0, le=600)
     db_statement_timeout: float = Field(default=15.0, ge=0, le=3600)
     db_maintenance_statement_timeout: float = Field(default=0.0, ge=0)
+    # Bytes. The largest request body accepted anywhere, and on the routes that take a file upload (the
+    # branding logo); bigger bodies get 413 before or while they stream in, never read whole into memory.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated addresses
+    # or CIDRs (e.g. "127.0.0.1" for nginx on the same machine, "172.18.0.0/16" for a proxy container).
+    # Empty: nobody's, the client is the address that connected.
+    trusted_proxies: str = ""
+
+    _base_url_given: bool = PrivateAttr(default=False)
 
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
 
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        value = value.strip()
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"BASE_URL must be an http:// or https:// address, e.g. https://roadmap.example.com; "
+                                 f"got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+pysqlite:///{DATA_DIR / 'ahead.db'}"
+        self._base_url_given = bool(self.base_url.strip())
         if not self.base_url:
             self.base_url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.base_url.rstrip("/")
@@ -107,6 +143,13 @@ class Settings(BaseSettings):
                 )
         elif not self.secret_key:
             self.secret_key = _development_key()
+        if self.is_production and not self._base_url_given:
+            # Unsafe requests are checked against BASE_URL's origin, links in emails and the OIDC callback
+            # are built from it: guessing it from each request's Host header is for development only.
+            raise ValueError(
+                "BASE_URL must be set when AHEAD_ENV=production: the address people open the portal at, "
+                "e.g. BASE_URL=https://roadmap.example.com"
+            )
         return self
 
     @field_validator("login_rate_limit", "login_ip_rate_limit", "password_change_rate_limit", "magic_link_rate_limit",
@@ -141,6 +184,32 @@ class Settings(BaseSettings):
     def providers(self) -> list[OidcProvider]:
         return _PROVIDERS.validate_python(json.loads(self.oidc_providers or "[]"))
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {entry!r} is not an IP address or network; write e.g. "
+                    "'127.0.0.1' or '10.0.0.0/8, 192.168.1.5'"
+                ) from None
+        return value
+
+    @property
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(entry, strict=False) for entry in _split(self.trusted_proxies)]
+
+    @property
+    def base_url_given(self) -> bool:
+        """Whether BASE_URL came from the environment (otherwise it is a guess from PORT, for development)."""
+        return self._base_url_given
+
+    @property
+    def https(self) -> bool:
+        return self.base_url.startswith("https://")
+
     @property
     def is_production(self) -> bool:
         return self.ahead_env is Environment.production
@@ -155,6 +224,10 @@ class Settings(BaseSettings):
 
 
 _PROVIDERS = TypeAdapter(list[OidcProvider])
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _development_key() -> str:

@@ -11,8 +11,9 @@ from app.accounts import service as accounts
 from app.accounts.models import User
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.errors import NotAuthenticated, NotFound
+from app.security import SESSION_COOKIE, session_cookie_value
 
-SESSION_COOKIE = "ahead_session"
+__all__ = ["SESSION_COOKIE"]  # its http name; app.security.cookies(request).session is the one in use
 
 
 async def get_db(request: Request) -> Session:
@@ -26,7 +27,7 @@ async def get_viewer(request: Request) -> Viewer:
     cached = request.scope.get("state", {}).get("viewer")
     if cached is not None:
         return cached
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_cookie_value(request)
     viewer = ANONYMOUS
     if token:
         row = accounts.load_session(request.state.db.session, token)

@@ -81,6 +81,23 @@ class CsrfFailed(AppError):
         return "csrf_failed"
 
 
+class CrossOriginRefused(AppError):
+    """An unsafe request whose Origin (or Referer) is not the portal's own address."""
+
+    status_code = 403
+    title = "Sent from another site"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This request came from a page that is not part of this portal, so it was not accepted and nothing "
+            "was changed. If you meant to do this, open the portal itself, reload the page and try again."
+        )
+
+    @property
+    def code(self) -> str:
+        return "cross_origin"
+
+
 class FormInvalid(AppError):
     """Field-level validation errors: `errors` maps a field name to a message."""
 

@@ -1,6 +1,9 @@
-"""/healthz (the process answers) and /readyz (database reachable, migrations current)."""
+"""/healthz (the process answers) and /readyz (each dependency, with its state)."""
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -11,20 +14,57 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """Liveness: the process answers; touches nothing else."""
     return {"status": "ok"}
+
+
+def _check(state: str, detail: str) -> dict[str, str]:
+    return {"state": state, "detail": detail}
+
+
+def _database_checks(request: Request) -> dict[str, dict[str, str]]:
+    """A write the database must accept (an UPDATE that changes nothing, in a savepoint rolled back at once:
+    a read-only or full-locked database fails it where a SELECT would pass), then the schema's revision."""
+    from app.migrate import current_revision, head_revision
+
+    session = request.state.db.session
+    try:
+        savepoint = session.begin_nested()
+        try:
+            session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+        finally:
+            savepoint.rollback()
+    except Exception as exc:  # noqa: BLE001 - any failure means "cannot write"
+        return {"database": _check("fail", f"cannot write: {type(exc).__name__}"),
+                "migrations": _check("fail", "not checked: the database failed")}
+    database = _check("ok", "writable (" + session.get_bind().dialect.name + ")")
+    current, head = current_revision(session.connection()), head_revision()
+    if current != head:
+        return {"database": database,
+                "migrations": _check("fail", f"at {current or 'none'}, expected {head}: run `ahead migrate`")}
+    return {"database": database, "migrations": _check("ok", f"at head {head}")}
+
+
+def _mail_check(settings: Any) -> dict[str, str]:
+    """From the settings only: a probe must not open an SMTP connection every few seconds."""
+    if not settings.smtp_url:
+        return _check("log", "no SMTP_URL: emails are printed to the log")
+    host = urlsplit(settings.smtp_url).hostname or "?"
+    return _check("smtp", f"sent through {host} (not contacted by this check)")
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    from app.migrate import current_revision, head_revision
-
-    try:
-        session = request.state.db.session
-        session.execute(text("SELECT 1"))
-        current = current_revision(session.connection())
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        return JSONResponse({"status": "unavailable", "detail": type(exc).__name__}, status_code=503)
-    head = head_revision()
-    if current != head:
-        return JSONResponse({"status": "migrations pending", "current": current, "head": head}, status_code=503)
-    return JSONResponse({"status": "ready", "revision": current})
+    """Readiness: 200 with "ok" or "degraded" (a fallback is in use), 503 with "fail" (do not send traffic)."""
+    checks = _database_checks(request)
+    limits = request.app.state.limiter.state()
+    checks["rate_limits"] = _check(limits.state, limits.detail)
+    checks["mail"] = _mail_check(request.app.state.settings)
+    if any(check["state"] == "fail" for check in checks.values()):
+        status, code = "fail", 503
+    elif limits.state == "degraded":
+        status, code = "degraded", 200
+    else:
+        status, code = "ok", 200
+    return JSONResponse({"status": status, "checks": checks}, status_code=code,
+                        headers={"cache-control": "no-store"})

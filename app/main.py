@@ -20,11 +20,22 @@ from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.pagecache import PageCache
+from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.ratelimit import RateLimiter
-from app.security import CsrfCookieMiddleware, CsrfTokens, IsolatedStateMiddleware, SecurityHeadersMiddleware
+from app.security import (
+    Cookies,
+    CsrfCookieMiddleware,
+    CsrfTokens,
+    IsolatedStateMiddleware,
+    SecurityHeadersMiddleware,
+)
 from app.web import templates
 
 log = logging.getLogger("ahead")
+
+# POST routes that take a file (the branding logo): their bodies may reach MAX_UPLOAD_BYTES, others
+# MAX_BODY_BYTES.
+UPLOAD_PATHS = ("/admin/settings",)
 
 
 def _wants_json(request: Request) -> bool:
@@ -58,9 +69,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
             return _error_response(request, 404, "Page not found", "There is nothing at this address.", "not_found")
-        titles = {405: "Method not allowed"}
+        titles = {405: "Method not allowed", 413: "Too large"}
+        codes = {413: "too_large"}  # the body cap (app/perimeter.py), as when it answers without the app
         return _error_response(request, exc.status_code, titles.get(exc.status_code, "Error"),
-                               str(exc.detail), "http_error", getattr(exc, "headers", None))
+                               str(exc.detail), codes.get(exc.status_code, "http_error"), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -123,7 +135,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     app.state.csrf = CsrfTokens(settings.secret_key)
-    app.state.limiter = RateLimiter(settings.redis_url)
+    app.state.cookies = cookies = Cookies.for_settings(settings)
+    app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)
     app.state.pages = PageCache()
     templates.env.auto_reload = not settings.is_production
 
@@ -160,15 +173,19 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
-    # Outermost last: a state of its own per request, headers on everything, the CSRF cookie, then
-    # the request's transaction.
+    # Outermost last: the client's address (trusted proxies only), the body cap, a state of its own per
+    # request, headers on everything, the CSRF cookie, then the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
-    # callback: a signed cookie of its own, sent only to /auth/, gone after 10 minutes.
-    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="ahead_oidc",
-                       max_age=600, path="/auth", same_site="lax", https_only=settings.secure_cookies)
-    app.add_middleware(CsrfCookieMiddleware, secure=settings.secure_cookies)
+    # callback: a signed cookie of its own, gone after 10 minutes; sent only to /auth/ over http, and over
+    # https to every path, which the __Host- prefix requires.
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=cookies.oidc,
+                       max_age=600, path=cookies.oidc_path, same_site="lax", https_only=cookies.secure)
+    app.add_middleware(CsrfCookieMiddleware, cookies=cookies)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(IsolatedStateMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes,
+                       upload_paths=UPLOAD_PATHS)
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.proxy_networks)
     return app

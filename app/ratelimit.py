@@ -4,18 +4,32 @@ The sliding-window counter strategy: two counters per key (this window and the l
 much of the last still overlaps), so a hit costs the same however busy the key is. The moving window
 kept every hit of the window in a list per key, and the in-memory storage ran a timer thread every
 10 ms to expire them.
+
+When Redis stops answering, limits are counted in this process instead (each worker with its own
+budget, as without REDIS_URL): sign-in, votes and pages keep working. One warning goes to the log,
+Redis is tried again every `retry_seconds`, and once it answers it is used again.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.errors import RateLimited
+
+log = logging.getLogger("ahead.ratelimit")
+
+# Seconds to wait for Redis to connect or answer before counting in memory: a hit is on the request's path.
+REDIS_TIMEOUT = 0.5
 
 
 @lru_cache(maxsize=64)
@@ -23,18 +37,86 @@ def _parsed(limit: str) -> RateLimitItem:
     return parse(limit)
 
 
+@dataclass(frozen=True)
+class LimiterState:
+    """Where limits are counted: "redis", "memory" (no REDIS_URL) or "degraded" (Redis set but down)."""
+
+    state: str
+    detail: str
+
+
 class RateLimiter:
-    def __init__(self, redis_url: str = "") -> None:
-        storage = storage_from_string(redis_url) if redis_url else MemoryStorage()
-        self._limiter = SlidingWindowCounterRateLimiter(storage)
+    def __init__(self, redis_url: str = "", *, retry_seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._redis: SlidingWindowCounterRateLimiter | None = None
+        if redis_url:
+            storage = storage_from_string(redis_url, wrap_exceptions=True, socket_connect_timeout=REDIS_TIMEOUT,
+                                          socket_timeout=REDIS_TIMEOUT)
+            self._redis = SlidingWindowCounterRateLimiter(storage)
+        self._retry_seconds = retry_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # wall-clock time, for the readiness detail
+        self._retry_at = 0.0
 
     def hit(self, limit: str, *keys: str) -> None:
         """Count one hit against every key; raise RateLimited once any of them is over its limit."""
         item = _parsed(limit)
         for key in keys:
-            if not self._limiter.hit(item, key):
-                reset = self._limiter.get_window_stats(item, key).reset_time
+            limiter = self._limiter()
+            try:
+                allowed = limiter.hit(item, key)
+                reset = None if allowed else limiter.get_window_stats(item, key).reset_time
+            except StorageError as exc:
+                self._went_down(exc)
+                limiter = self._memory
+                allowed = limiter.hit(item, key)
+                reset = None if allowed else limiter.get_window_stats(item, key).reset_time
+            else:
+                if limiter is self._redis and self._down_since is not None:
+                    self._came_back()
+            if reset is not None:
                 raise RateLimited(retry_after=max(1, int(reset - time.time())))
 
+    def state(self) -> LimiterState:
+        """For /readyz: pings Redis, or when it is down tries it again once a retry is due (never more often)."""
+        if self._redis is None:
+            return LimiterState("memory", "counted in each process (no REDIS_URL)")
+        # A PING when Redis is believed up, and when it is down and a retry is due.
+        if self._down_since is None or self._clock() >= self._retry_at:
+            if self._redis.storage.check():
+                self._came_back()
+            else:
+                self._went_down(None)
+        if self._down_since is None:
+            return LimiterState("redis", "shared by every process through Redis")
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._down_since))
+        return LimiterState("degraded", f"Redis unreachable since {since}: counted in each process, "
+                                        f"retrying every {self._retry_seconds:g} s")
+
     def reset(self) -> None:
-        self._limiter.storage.reset()
+        self._memory.storage.reset()
+        if self._redis is not None:
+            self._redis.storage.reset()
+
+    def _limiter(self) -> SlidingWindowCounterRateLimiter:
+        if self._redis is None or (self._down_since is not None and self._clock() < self._retry_at):
+            return self._memory
+        return self._redis
+
+    def _went_down(self, exc: Exception | None) -> None:
+        with self._lock:
+            self._retry_at = self._clock() + self._retry_seconds
+            if self._down_since is not None:
+                return  # still down: said so once already
+            self._down_since = time.time()
+        log.warning("Redis (REDIS_URL) is unreachable (%s): rate limits are counted in each process until it "
+                    "answers again; trying again every %g s", exc or "no answer", self._retry_seconds)
+
+    def _came_back(self) -> None:
+        with self._lock:
+            if self._down_since is None:
+                return
+            self._down_since = None
+        log.warning("Redis (REDIS_URL) answers again: rate limits are shared through it again")

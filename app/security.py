@@ -1,19 +1,69 @@
-"""Security headers, the CSRF token and its check."""
+"""Security headers, cookie names, the CSRF token and the checks of unsafe requests (origin, token)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from app.errors import CsrfFailed
+from app.errors import CrossOriginRefused, CsrfFailed
 
+# The cookies' names over http (development, tests); over https they carry the __Host- prefix.
+SESSION_COOKIE = "ahead_session"
 CSRF_COOKIE = "ahead_csrf"
+OIDC_COOKIE = "ahead_oidc"
+HOST_PREFIX = "__Host-"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Cookies:
+    """The names and flags of the portal's own cookies.
+
+    When BASE_URL is https they are `__Host-` cookies: the browser accepts them only with Secure, Path=/ and
+    no Domain, so neither a sibling subdomain nor a plain-http page on the same host can set or replace them.
+    """
+
+    session: str
+    csrf: str
+    oidc: str
+    oidc_path: str
+    secure: bool
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> Cookies:
+        if settings.https:
+            return cls(session=HOST_PREFIX + SESSION_COOKIE, csrf=HOST_PREFIX + CSRF_COOKIE,
+                       oidc=HOST_PREFIX + OIDC_COOKIE, oidc_path="/", secure=True)
+        return cls(session=SESSION_COOKIE, csrf=CSRF_COOKIE, oidc=OIDC_COOKIE, oidc_path="/auth",
+                   secure=settings.secure_cookies)
+
+
+def cookies(request: Request) -> Cookies:
+    return request.app.state.cookies
+
+
+def session_cookie_value(request: Request) -> str | None:
+    return request.cookies.get(cookies(request).session)
+
+
+def set_session_cookie(request: Request, response: Any, token: str, *, max_age: int) -> None:
+    names = cookies(request)
+    response.set_cookie(names.session, token, httponly=True, samesite="lax", secure=names.secure,
+                        max_age=max_age, path="/")
+
+
+def clear_session_cookie(request: Request, response: Any) -> None:
+    # A __Host- cookie is replaced (here: expired) only by one with the same flags.
+    names = cookies(request)
+    response.delete_cookie(names.session, path="/", secure=names.secure, httponly=True, samesite="lax")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
@@ -69,10 +119,12 @@ class SecurityHeadersMiddleware:
 
 
 class CsrfTokens:
-    """Double-submit token: a random value in an HttpOnly cookie, and its HMAC in forms and headers.
+    """Double-submit token bound to the session: a random value in an HttpOnly cookie, and in forms and
+    headers HMAC(key, cookie value, session cookie value).
 
-    The page carries HMAC(secret, cookie), so a cookie planted by a sibling subdomain is useless
-    without the server's key.
+    Without the server's key a cookie planted by a sibling subdomain is useless; and because the session
+    cookie is part of the message, a token fetched before signing in (by anyone, the visitor's own browser
+    included) does not work for the session that sign-in starts.
     """
 
     def __init__(self, secret: str) -> None:
@@ -81,19 +133,21 @@ class CsrfTokens:
     def new_cookie_value(self) -> str:
         return secrets.token_urlsafe(32)
 
-    def form_token(self, cookie_value: str) -> str:
-        return hmac.new(self._key, cookie_value.encode(), hashlib.sha256).hexdigest()
+    def form_token(self, cookie_value: str, session_value: str = "") -> str:
+        # Length-prefixed, so that no other split of the same characters gives the same message.
+        message = f"{len(cookie_value)}:{cookie_value}:{session_value}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def valid(self, cookie_value: str | None, submitted: str | None) -> bool:
+    def valid(self, cookie_value: str | None, session_value: str | None, submitted: str | None) -> bool:
         if not cookie_value or not submitted:
             return False
-        return hmac.compare_digest(self.form_token(cookie_value), submitted)
+        return hmac.compare_digest(self.form_token(cookie_value, session_value or ""), submitted)
 
 
 def csrf_cookie_value(request: Request) -> str:
     """The request's CSRF cookie value, minting one (set on the response by the middleware) if absent."""
     state = request.scope.setdefault("state", {})
-    value = state.get("csrf_cookie") or request.cookies.get(CSRF_COOKIE)
+    value = state.get("csrf_cookie") or request.cookies.get(cookies(request).csrf)
     if not value or len(value) > 100:
         value = request.app.state.csrf.new_cookie_value()
         state["csrf_new"] = True
@@ -102,22 +156,29 @@ def csrf_cookie_value(request: Request) -> str:
 
 
 def csrf_token(request: Request) -> str:
-    return request.app.state.csrf.form_token(csrf_cookie_value(request))
+    """The token for the page being rendered: bound to the session the browser will hold once it has this
+    answer (the one sign-in or sign-out just set, or else the one it sent)."""
+    state = request.scope.setdefault("state", {})
+    session_value = state["csrf_session"] if "csrf_session" in state else session_cookie_value(request)
+    return request.app.state.csrf.form_token(csrf_cookie_value(request), session_value or "")
 
 
-def rotate_csrf(request: Request) -> None:
-    """A fresh token at sign-in and sign-out."""
+def rotate_csrf(request: Request, *, session_token: str = "") -> None:
+    """A fresh token at sign-in (pass the new session's cookie value) and sign-out (nothing): pages
+    rendered later in this request carry a token for the new session."""
     state = request.scope.setdefault("state", {})
     state["csrf_cookie"] = request.app.state.csrf.new_cookie_value()
     state["csrf_new"] = True
+    state["csrf_session"] = session_token
 
 
 class CsrfCookieMiddleware:
     """Sets the CSRF cookie when a page minted a new one."""
 
-    def __init__(self, app: Any, *, secure: bool) -> None:
+    def __init__(self, app: Any, *, cookies: Cookies) -> None:
         self.app = app
-        self.secure = secure
+        self.name = cookies.csrf
+        self.secure = cookies.secure
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -128,7 +189,7 @@ class CsrfCookieMiddleware:
             if message["type"] == "http.response.start":
                 state = scope.get("state", {})
                 if state.get("csrf_new"):
-                    cookie = f"{CSRF_COOKIE}={state['csrf_cookie']}; Path=/; HttpOnly; SameSite=Lax"
+                    cookie = f"{self.name}={state['csrf_cookie']}; Path=/; HttpOnly; SameSite=Lax"
                     if self.secure:
                         cookie += "; Secure"
                     message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
@@ -137,10 +198,52 @@ class CsrfCookieMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute http(s) URL; None for anything else ("null" included)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def expected_origin(request: Request) -> tuple[str, str, int] | None:
+    """BASE_URL's origin; without BASE_URL (development only: production refuses to start), the address this
+    request was sent to."""
+    settings = request.app.state.settings
+    if settings.base_url_given:
+        return _origin(settings.base_url)
+    host = request.headers.get("host", "")
+    return _origin(f"{request.url.scheme}://{host}") if host else None
+
+
+def verify_origin(request: Request) -> None:
+    """Unsafe requests sent by a browser from another site are refused, whatever cookies came with them.
+
+    The Origin header (or, where a browser sends none, the Referer) must name BASE_URL's scheme, host and
+    port. `Origin: null` (sandboxed frames, some redirects, file: pages) is refused. A request with neither
+    header passes on to the token check alone: some privacy tools strip both.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    sent = origin if origin is not None else request.headers.get("referer")
+    if sent is None:
+        return
+    if _origin(sent) != expected_origin(request) or _origin(sent) is None:
+        raise CrossOriginRefused()
+
+
 async def verify_csrf(request: Request) -> None:
-    """Dependency for every state-changing route: the form field or X-CSRF-Token must match."""
+    """Dependency for every state-changing route of the portal (browser sessions, cookies): the request must
+    come from the portal's own pages (verify_origin) and carry the token they hold, as the form field or
+    X-CSRF-Token."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
+    verify_origin(request)
     submitted = request.headers.get(CSRF_HEADER)
     if not submitted:
         content_type = request.headers.get("content-type", "")
@@ -148,5 +251,6 @@ async def verify_csrf(request: Request) -> None:
             form = await request.form()
             value = form.get(CSRF_FIELD)
             submitted = value if isinstance(value, str) else None
-    if not request.app.state.csrf.valid(request.cookies.get(CSRF_COOKIE), submitted):
+    csrf_cookie = request.cookies.get(cookies(request).csrf)
+    if not request.app.state.csrf.valid(csrf_cookie, session_cookie_value(request), submitted):
         raise CsrfFailed()

@@ -559,7 +559,8 @@ def main() -> None:
           f"warm-up); {args.workers} uvicorn workers each; {os.cpu_count()} CPUs")
 
     env = {**os.environ, "DATABASE_URL": url, "AHEAD_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
-           "PYTHONPATH": str(ROOT), "PORT": str(args.port)}
+           "PYTHONPATH": str(ROOT), "PORT": str(args.port),
+           "BASE_URL": f"http://127.0.0.1:{args.port}"}
     env.pop("REDIS_URL", None)
     if args.votes:
         env.update(VOTE_LIMITS)

@@ -290,7 +290,8 @@ def main() -> None:
     secret = secrets.token_urlsafe(48)
     votes = prepare_votes(url, secret, VOTE_SESSIONS) if wanted is None or "vote/unvote" in wanted else None
     # The vote page is one customer after another voting and withdrawing at once: limits out of the way.
-    os.environ.update(DATABASE_URL=url, AHEAD_ENV="production", SECRET_KEY=secret, **VOTE_LIMITS)
+    os.environ.update(DATABASE_URL=url, AHEAD_ENV="production", SECRET_KEY=secret, BASE_URL="http://testserver",
+                      **VOTE_LIMITS)
     from app.config import Settings
     from app.main import create_app
     from bench.reference_app import create_app as create_reference

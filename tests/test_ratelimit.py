@@ -46,3 +46,85 @@ def test_through_redis_two_workers_share_one_limit():
     workers = [RateLimiter("redis://127.0.0.1:6379/0"), RateLimiter("redis://127.0.0.1:6379/0")]
     assert _hits_allowed(workers, key, 12) == 5
     assert _hits_allowed(workers, f"{key}:other", 3) == 3  # per key
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_with_redis_unreachable_limits_are_counted_in_process_with_one_warning(caplog):
+    from tests.tcp_proxy import free_port
+
+    limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_seconds=10)
+    key = f"test:{uuid.uuid4().hex}"
+    with caplog.at_level("WARNING", logger="ahead.ratelimit"):
+        assert _hits_allowed([limiter], key, 8) == 5  # still limited, no error
+        assert _hits_allowed([limiter], f"{key}:b", 8) == 5
+    warnings = [r for r in caplog.records if r.name == "ahead.ratelimit"]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    state = limiter.state()
+    assert state.state == "degraded" and "retrying every 10 s" in state.detail
+
+
+def test_when_redis_comes_back_it_is_used_again(caplog):
+    if not _redis_running():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(REDIS).open()
+    clock = _Clock()
+    limiter = RateLimiter(f"redis://{proxy.url_host}/0", retry_seconds=10, clock=clock)
+    other_worker = RateLimiter("redis://127.0.0.1:6379/0")
+    key = f"test:{uuid.uuid4().hex}"
+    try:
+        assert _hits_allowed([limiter], key, 2) == 2
+        assert limiter.state().state == "redis"
+
+        proxy.close()
+        assert _hits_allowed([limiter], f"{key}:down", 8) == 5  # in memory meanwhile
+        assert limiter.state().state == "degraded"
+
+        proxy.open()
+        clock.now += 5
+        assert limiter.state().state == "degraded"  # not tried again before its time
+        clock.now += 5
+        with caplog.at_level("WARNING", logger="ahead.ratelimit"):
+            assert _hits_allowed([limiter], key, 2) == 2
+        assert limiter.state().state == "redis"
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+        # shared again: the other worker sees the four hits counted in Redis
+        assert _hits_allowed([other_worker], key, 3) == 1
+    finally:
+        proxy.close()
+
+
+async def test_pages_sign_in_and_votes_work_with_redis_down(database, connection, session, caplog):
+    from sqlalchemy import select
+
+    from app.config import Settings
+    from app.voting.models import Vote
+    from tests.conftest import csrf_token, post_form
+    from tests.factories import PASSWORD, make_item, make_user
+    from tests.tcp_proxy import free_port
+    from tests.test_security import _client_for
+
+    settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
+                        redis_url=f"redis://127.0.0.1:{free_port()}/0", _env_file=None)
+    customer = make_user(session, password=PASSWORD)
+    item = make_item(session)
+    with caplog.at_level("WARNING", logger="ahead.ratelimit"):
+        async with _client_for(settings, database, connection) as client:
+            assert (await client.get("/")).status_code == 200
+            token = await csrf_token(client, "/login")
+            signed_in = await client.post("/login", data={"email": customer.email, "password": PASSWORD,
+                                                          "csrf_token": token})
+            assert signed_in.status_code == 303
+            voted = await post_form(client, f"/items/{item.public_id}/vote", {"importance": "important"},
+                                    page="/")
+            assert voted.status_code == 303
+    assert session.scalar(select(Vote).where(Vote.item_id == item.id, Vote.user_id == customer.id)) is not None
+    assert len([r for r in caplog.records if r.name == "ahead.ratelimit"]) == 1

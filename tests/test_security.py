@@ -1,10 +1,13 @@
 """Headers on every response, and CSRF on every form POST."""
 
+from contextlib import asynccontextmanager
+
+import pytest
 from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
-from tests.conftest import csrf_token
-from tests.factories import PASSWORD, make_admin
+from tests.conftest import _META, csrf_token, sign_in
+from tests.factories import PASSWORD, make_admin, make_pm
 
 
 async def test_security_headers_on_pages_errors_and_api(client):
@@ -87,3 +90,205 @@ async def test_a_crash_shows_the_500_page_in_the_site_look_even_when_signed_in(a
     assert "Something went wrong" in response.text
     assert 'class="site-header"' in response.text
     assert "kaboom" not in response.text and "Traceback" not in response.text
+
+
+class TestCsrfTokenBelongsToItsSession:
+    async def test_a_token_from_before_sign_in_is_refused_after_it_and_the_next_page_has_one_that_works(
+            self, client, session):
+        pm = make_pm(session)
+        before = await csrf_token(client, "/login")
+        signed_in = await client.post("/login", data={"email": pm.email, "password": PASSWORD, "csrf_token": before})
+        assert signed_in.status_code == 303
+
+        stale = await client.post("/logout", data={"csrf_token": before})
+        assert stale.status_code == 403
+        assert session.scalar(select(func.count()).select_from(UserSession)) == 1  # still signed in
+
+        fresh = await csrf_token(client, signed_in.headers["location"])
+        assert fresh != before
+        assert (await client.post("/logout", data={"csrf_token": fresh})).status_code == 303
+        assert session.scalar(select(func.count()).select_from(UserSession)) == 0
+
+    async def test_a_token_minted_for_a_visitor_does_not_work_with_someone_elses_session(self, app, client, session):
+        """Someone who can plant a cookie in the victim's browser (a sibling subdomain can set `ahead_csrf` over
+        http) fetches a CSRF cookie and its token as a visitor; with the victim's session they are useless."""
+        attacker_token = await csrf_token(client, "/")
+        attacker_cookie = client.cookies.get("ahead_csrf")
+        sign_in(client, session, make_pm(session))  # the victim's session; the planted CSRF cookie stays
+        assert client.cookies.get("ahead_csrf") == attacker_cookie
+
+        response = await client.post("/logout", data={"csrf_token": attacker_token})
+        assert response.status_code == 403
+        assert session.scalar(select(func.count()).select_from(UserSession)) == 1
+        # the victim's own page has the token for their session, with the same CSRF cookie
+        own = await csrf_token(client, "/")
+        assert client.cookies.get("ahead_csrf") == attacker_cookie
+        assert (await client.post("/logout", data={"csrf_token": own})).status_code == 303
+
+    async def test_the_page_answered_after_deleting_ones_account_carries_a_visitor_token(self, client, session):
+        from tests.factories import make_user
+
+        user = make_user(session)
+        sign_in(client, session, user)
+        token = await csrf_token(client, "/me")
+        page = await client.post("/me/delete", data={"confirm_email": user.email, "csrf_token": token})
+        assert page.status_code == 200
+        client.cookies.delete("ahead_session")  # as the browser does on the answer's Set-Cookie
+        visitor_token = _META.search(page.text).group(1)
+        # a visitor's form (sign-in) accepts it: the page's token was made for no session
+        response = await client.post("/login", data={"email": "x@example.com", "password": "nope",
+                                                     "csrf_token": visitor_token})
+        assert response.status_code == 400  # the form was accepted and the sign-in simply failed
+
+
+class TestOrigin:
+    """Unsafe requests are checked against BASE_URL (http://testserver in these tests)."""
+
+    async def _login(self, client, **headers):  # type: ignore[no-untyped-def]
+        token = await csrf_token(client, "/login")
+        return await client.post("/login", data={"email": "nobody@example.com", "password": "x",
+                                                  "csrf_token": token}, headers=headers)
+
+    @pytest.mark.parametrize("origin", ["https://evil.example", "http://testserver.evil.example",
+                                        "https://testserver", "http://testserver:8080", "null", "garbage"])
+    async def test_another_origin_is_refused_with_a_page_that_says_why(self, client, origin):
+        response = await self._login(client, origin=origin)
+        assert response.status_code == 403
+        assert "came from a page that is not part of this portal" in response.text
+        assert 'class="site-header"' in response.text
+
+    async def test_the_referer_counts_when_there_is_no_origin(self, client):
+        refused = await self._login(client, referer="https://evil.example/page?x=1")
+        assert refused.status_code == 403 and "not part of this portal" in refused.text
+        accepted = await self._login(client, referer="http://testserver/login?next=/admin")
+        assert accepted.status_code == 400  # past the checks: the sign-in itself failed
+
+    async def test_same_origin_and_no_header_at_all_rely_on_the_token(self, client):
+        assert (await self._login(client, origin="http://testserver")).status_code == 400
+        assert (await self._login(client, origin="HTTP://TestServer:80")).status_code == 400
+        assert (await self._login(client)).status_code == 400  # headers stripped by a privacy tool
+        no_token = await client.post("/login", data={"email": "a@example.com", "password": "x"},
+                                     headers={"origin": "http://testserver"})
+        assert no_token.status_code == 403 and "form has expired" in no_token.text
+
+    async def test_the_json_api_answers_json(self, client, session):
+        from tests.factories import make_item, make_user
+
+        item = make_item(session)
+        sign_in(client, session, make_user(session))
+        token = await csrf_token(client, "/")
+        response = await client.post(f"/api/v1/items/{item.public_id}/vote", json={"importance": "important"},
+                                     headers={"x-csrf-token": token, "origin": "https://evil.example"})
+        assert response.status_code == 403
+        assert response.json()["error"] == "cross_origin"
+        same = await client.post(f"/api/v1/items/{item.public_id}/vote", json={"importance": "important"},
+                                 headers={"x-csrf-token": token, "origin": "http://testserver"})
+        assert same.status_code == 200
+
+    async def test_reading_is_never_refused(self, client):
+        response = await client.get("/login", headers={"origin": "https://evil.example"})
+        assert response.status_code == 200
+
+    async def test_without_base_url_the_address_the_request_was_sent_to_counts(self, database, connection):
+        """Development without BASE_URL (production refuses to start so): a portal opened as
+        http://localhost:8000 or http://testserver must accept its own forms, not only the guessed
+        http://127.0.0.1:PORT."""
+        from app.config import Settings
+
+        settings = Settings(database_url=database.url, secret_key="k" * 40, redis_url="", _env_file=None)
+        assert not settings.base_url_given
+        async with _client_for(settings, database, connection) as client:
+            assert (await self._login(client, origin="http://testserver")).status_code == 400
+            assert (await self._login(client, origin=settings.base_url)).status_code == 403
+
+
+@asynccontextmanager
+async def _client_for(settings, database, connection, *, base_url="http://testserver",  # type: ignore[no-untyped-def]
+                      extra_route=None):
+    """A client for an app built from other settings, on the test's rolled-back connection."""
+    import httpx
+    from asgi_lifespan import LifespanManager
+    from sqlalchemy.orm import sessionmaker
+
+    from app.db import Database
+    from app.main import create_app
+
+    bound = Database.__new__(Database)
+    bound.url, bound.engine = database.url, database.engine
+    bound.read_sessions = bound.write_sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint",
+                                                              expire_on_commit=False)
+    app = create_app(settings, bound)
+    if extra_route is not None:
+        extra_route(app)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
+            yield c
+
+
+class TestHostPrefixedCookiesOverHttps:
+    """With an https BASE_URL the session, CSRF and OIDC-state cookies are `__Host-` cookies (Secure, Path=/,
+    no Domain): no sibling subdomain and no http page on the same host can plant or overwrite them."""
+
+    @staticmethod
+    def _cookie(response, name):  # type: ignore[no-untyped-def]
+        found = [h for h in response.headers.get_list("set-cookie") if h.startswith(name + "=")]
+        assert found, f"no {name} cookie in {response.headers.get_list('set-cookie')}"
+        attributes = {part.strip().split("=")[0].lower() for part in found[0].split(";")[1:]}
+        path = [part.strip() for part in found[0].split(";") if part.strip().lower().startswith("path=")]
+        return attributes, path
+
+    async def test_sign_in_and_out_over_https(self, database, connection, session):
+        from app.config import Settings
+
+        settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="https://roadmap.example",
+                            redis_url="", _env_file=None)
+        pm = make_pm(session, display_name="Pat Secure")
+        async with _client_for(settings, database, connection, base_url="https://roadmap.example") as client:
+            page = await client.get("/login")
+            attributes, path = self._cookie(page, "__Host-ahead_csrf")
+            assert {"secure", "httponly"} <= attributes and "domain" not in attributes and path == ["Path=/"]
+            assert "ahead_csrf" not in [c.split("=")[0] for c in page.headers.get_list("set-cookie")]
+
+            token = _META.search(page.text).group(1)
+            signed_in = await client.post("/login", data={"email": pm.email, "password": PASSWORD,
+                                                          "csrf_token": token},
+                                          headers={"origin": "https://roadmap.example"})
+            assert signed_in.status_code == 303
+            attributes, path = self._cookie(signed_in, "__Host-ahead_session")
+            assert {"secure", "httponly"} <= attributes and "domain" not in attributes and path == ["Path=/"]
+            assert "Pat Secure" in (await client.get("/admin")).text
+
+            # the plain-named cookie a sibling subdomain could set is not read at all
+            client.cookies.set("ahead_session", client.cookies.get("__Host-ahead_session"))
+            client.cookies.delete("__Host-ahead_session")
+            assert "Pat Secure" not in (await client.get("/")).text
+
+    async def test_the_oidc_state_cookie_is_host_prefixed_over_https_and_stays_under_auth_over_http(
+            self, database, connection):
+        from app.config import Settings
+
+        for base, name, expected_path in (("https://roadmap.example", "__Host-ahead_oidc", "Path=/"),
+                                          ("http://testserver", "ahead_oidc", "Path=/auth")):
+            settings = Settings(database_url=database.url, secret_key="k" * 40, base_url=base, redis_url="",
+                                _env_file=None)
+            async with _client_for(settings, database, connection, base_url=base,
+                                   extra_route=_touch_oidc_session) as client:
+                response = await client.get("/auth/test-state")
+                attributes, path = self._cookie(response, name)
+                assert [p.capitalize() for p in path] == [expected_path.capitalize()]
+                assert ("secure" in attributes) == base.startswith("https")
+
+    async def test_over_http_the_names_stay_as_they_were(self, client, session):
+        page = await client.get("/login")
+        assert any(h.startswith("ahead_csrf=") for h in page.headers.get_list("set-cookie"))
+        assert not any(h.startswith("__Host-") for h in page.headers.get_list("set-cookie"))
+
+
+def _touch_oidc_session(app):  # type: ignore[no-untyped-def]
+    from fastapi import Request
+
+    @app.get("/auth/test-state")
+    async def touch(request: Request) -> dict[str, str]:
+        request.session["state"] = "x"
+        return {}

@@ -32,10 +32,10 @@ from app.accounts import service as accounts
 from app.accounts.models import IdentityKind, User
 from app.accounts.viewer import ANONYMOUS
 from app.db import utcnow
-from app.deps import SESSION_COOKIE, CurrentUser, DbSession
+from app.deps import CurrentUser, DbSession
 from app.errors import Conflict, FormInvalid
 from app.feedback import service as feedback
-from app.security import rotate_csrf, verify_csrf
+from app.security import clear_session_cookie, rotate_csrf, verify_csrf
 from app.voting import service as voting
 from app.web import redirect, render
 
@@ -110,5 +110,5 @@ async def delete_me(request: Request, session: DbSession, user: CurrentUser,
     request.state.viewer = ANONYMOUS
     rotate_csrf(request)
     response = render(request, "accounts/me_deleted.html", {"viewer": ANONYMOUS}, headers=_NO_STORE)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookie(request, response)
     return response

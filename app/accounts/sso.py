@@ -40,10 +40,10 @@ from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import safe_next, signed_in_response, staff_account_refused
 from app.config import Settings
-from app.deps import SESSION_COOKIE, DbSession, get_viewer
+from app.deps import DbSession, get_viewer
 from app.errors import FormInvalid, NotFound
 from app.portal import service as portal
-from app.security import verify_csrf
+from app.security import session_cookie_value, verify_csrf
 from app.web import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -275,7 +275,7 @@ def _signer(request: Request) -> URLSafeSerializer:
 
 def _browser(request: Request) -> str:
     """Who may use a switch token: the browser holding this session cookie (its hash: the token is in a page)."""
-    cookie = request.cookies.get(SESSION_COOKIE, "")
+    cookie = session_cookie_value(request) or ""
     return hashlib.sha256(f"sso-switch:{cookie}".encode()).hexdigest() if cookie else ""
 
 

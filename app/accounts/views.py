@@ -12,8 +12,14 @@ from sqlalchemy.orm import Session
 from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import User
-from app.deps import SESSION_COOKIE, CurrentUser, CurrentViewer, DbSession
-from app.security import rotate_csrf, verify_csrf
+from app.deps import CurrentUser, CurrentViewer, DbSession
+from app.security import (
+    clear_session_cookie,
+    rotate_csrf,
+    session_cookie_value,
+    set_session_cookie,
+    verify_csrf,
+)
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -36,23 +42,18 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _set_session_cookie(request: Request, response: Response, token: str) -> None:
-    settings = request.app.state.settings
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
-                        max_age=settings.session_days * 86400, path="/")
-
-
 def signed_in_response(request: Request, session: Session, *, user: User, next_url: str,
                        flash: str | None = None) -> Response:
     """End any session this browser had, start a new one (new id at every sign-in), redirect."""
-    old = request.cookies.get(SESSION_COOKIE)
+    settings = request.app.state.settings
+    old = session_cookie_value(request)
     if old:
         accounts.end_session(session, old)
     token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
-                                   days=request.app.state.settings.session_days)
-    rotate_csrf(request)
+                                   days=settings.session_days)
+    rotate_csrf(request, session_token=token)
     response = redirect(request, next_url, flash=flash)
-    _set_session_cookie(request, response, token)
+    set_session_cookie(request, response, token, max_age=settings.session_days * 86400)
     return response
 
 
@@ -114,12 +115,12 @@ async def login(
 
 @router.post("/logout")
 async def logout(request: Request, session: DbSession) -> Response:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = session_cookie_value(request)
     if token:
         accounts.end_session(session, token)
     rotate_csrf(request)
     response = redirect(request, "/", flash="You are signed out.")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookie(request, response)
     return response
 
 
@@ -155,10 +156,10 @@ async def change_password(
     accounts.change_password(session, user=user, old_hash=old_hash, new_hash=new_hash)
     token = accounts.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
                                    days=settings.session_days)
-    rotate_csrf(request)
+    rotate_csrf(request, session_token=token)
     response = redirect(request, "/admin" if user.is_staff else "/",
                         flash="Your password is changed. You are signed out everywhere else.")
-    _set_session_cookie(request, response, token)
+    set_session_cookie(request, response, token, max_age=settings.session_days * 86400)
     return response
 
 

@@ -4,7 +4,8 @@ What a caller sees is decided by the same `visible_items(viewer)` as the pages: 
 published public items only, and a hidden item is answered exactly like a missing one (404).
 
 Writes (votes) are for signed-in people: the session cookie of the portal plus an `X-CSRF-Token` header
-carrying the token of the page's `<meta name="csrf-token">` (the same check as the portal's forms).
+carrying the token of the page's `<meta name="csrf-token">` (the same check as the portal's forms: the token
+belongs to the session it was issued for, and a browser's `Origin` must be the portal's own).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ _SIGNED_IN: dict[int | str, dict[str, Any]] = {
 _WRITE: dict[int | str, dict[str, Any]] = {
     **_SIGNED_IN,
     403: {"model": ErrorBody, "description": "The `X-CSRF-Token` header is missing or does not match the "
-                                             "session's CSRF cookie (`csrf_failed`)."},
+                                             "session and its CSRF cookie (`csrf_failed`), or the request's "
+                                             "`Origin` is not the portal's (`cross_origin`)."},
     429: {"model": ErrorBody, "description": "Too many votes in a short time (per person, and per address); "
                                              "`Retry-After` says when to try again."},
 }

@@ -81,7 +81,7 @@ def test_a_real_vote_flow_matches_the_schema(rolled_back_data, session):  # type
     csrf_cookie = api.state.csrf.new_cookie_value()
     cookies = {SESSION_COOKIE: accounts.start_session(session, user=make_user(session, password=None)),
                CSRF_COOKIE: csrf_cookie}
-    headers = {"X-CSRF-Token": api.state.csrf.form_token(csrf_cookie)}
+    headers = {"X-CSRF-Token": api.state.csrf.form_token(csrf_cookie, cookies[SESSION_COOKIE])}
     vote = schema["/api/v1/items/{id}/vote"]["POST"]
     withdraw = schema["/api/v1/items/{id}/vote"]["DELETE"]
 
