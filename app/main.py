@@ -19,6 +19,7 @@ from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
+from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
 from app.pagecache import PageCache
 from app.ratelimit import RateLimiter
 from app.security import CsrfCookieMiddleware, CsrfTokens, IsolatedStateMiddleware, SecurityHeadersMiddleware
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         docs_url=None,  # Swagger UI loads its assets from a CDN; /openapi.json is the description
         redoc_url=None,
         openapi_url="/openapi.json",
-        dependencies=[Depends(enforce_private_mode)],
+        dependencies=[Depends(refuse_bad_path), Depends(enforce_private_mode), Depends(refuse_bad_json)],
     )
     app.state.settings = settings
     app.state.database = database
@@ -160,10 +161,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
-    # Outermost last: a state of its own per request, headers on everything, the CSRF cookie, then
-    # the request's transaction.
+    # Outermost last: a state of its own per request, headers on everything, the CSRF cookie, clean
+    # input, then the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
+    # Query strings and form bodies lose the characters PostgreSQL refuses before any route reads them.
+    app.add_middleware(CleanInputMiddleware)
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
     # callback: a signed cookie of its own, sent only to /auth/, gone after 10 minutes.
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="ahead_oidc",
