@@ -184,3 +184,50 @@ async def test_an_id_no_column_can_hold_is_not_found(client, session, path):
     assert response.status_code == 404
     posted = await post_form(client, path + "/delete", {}, page="/admin")
     assert posted.status_code in (404, 405)
+
+
+# --- integers typed by hand: ASCII digits within range ---------------------------------------------------
+
+_NOT_IDS = ["²", "١", "99999999999999999999999", "2147483648"]
+
+
+@pytest.mark.parametrize("page", ["²", "١", "٣", "99999999999", "-1"])
+async def test_an_item_page_number_that_is_not_ascii_digits_shows_the_first_page(client, session, page):
+    item = make_item(session, title="Dark mode")
+    response = await client.get(item.path, params={"page": page})
+    assert response.status_code == 200 and "Dark mode" in response.text
+
+
+@pytest.mark.parametrize("bad", _NOT_IDS)
+async def test_admin_item_form_ids_that_are_not_ascii_digits_are_explained(client, session, bad):
+    from tests.admin.test_items import item_form
+    from tests.factories import make_product, make_tag, stage
+
+    product = make_product(session)
+    sign_in(client, session, make_admin(session))
+    for field, message in (("product_id", "Choose a product."), ("stage_id", "Choose a stage.")):
+        data = item_form(product, stage(session, "planned"), **{field: bad})
+        response = await post_form(client, "/admin/items", {**data, "action": "save"}, page="/admin/items/new")
+        assert response.status_code == 422 and message in response.text
+    data = item_form(product, stage(session, "planned"), tags=[str(make_tag(session).id), bad])
+    response = await post_form(client, "/admin/items", {**data, "action": "save"}, page="/admin/items/new")
+    assert response.status_code == 422 and "One of the tags no longer exists" in response.text
+    data = item_form(product, stage(session, "planned"), visibility="customers", segments=[bad])
+    response = await post_form(client, "/admin/items", {**data, "action": "save"}, page="/admin/items/new")
+    assert response.status_code == 422 and "One of the segments no longer exists" in response.text
+
+
+@pytest.mark.parametrize("bad", _NOT_IDS)
+async def test_organisation_and_people_ids_that_are_not_ascii_digits_are_explained(client, session, bad):
+    bad = bad[:20]  # what the fields take
+    sign_in(client, session, make_admin(session))
+    response = await post_form(client, "/admin/organisations", {"name": "Acme", "domains": "", "revenue": "1",
+                                                                "segment_id": bad}, page="/admin/organisations")
+    assert response.status_code == 422 and "That segment no longer exists" in response.text
+    listed = await client.get("/admin/people", params={"organisation": bad})
+    assert listed.status_code == 200
+    person = make_user(session)
+    moved = await post_form(client, f"/admin/people/{person.id}/organisation", {"organisation_id": bad},
+                            page="/admin/people")
+    assert moved.status_code == 303
+    assert "Choose an organisation" in (await client.get(moved.headers["location"])).text

@@ -14,6 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.accounts.models import Role, User
 from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
+from app.inputs import parse_int
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 
 
@@ -181,7 +182,8 @@ def parse_organisation_form(session: Session, *, name: str, domains: str, segmen
 
     segment = None
     if segment_id:
-        segment = session.get(Segment, int(segment_id)) if str(segment_id).isdigit() else None
+        number = parse_int(segment_id, minimum=1)
+        segment = session.get(Segment, number) if number is not None else None
         if segment is None:
             errors["segment_id"] = "That segment no longer exists; please choose again."
 
@@ -324,8 +326,8 @@ def list_customers(session: Session, *, q: str = "", organisation: str = "", pag
                               func.lower(User.display_name).like(pattern, escape="\\")))
     if organisation == NO_ORGANISATION:
         stmt = stmt.where(User.organisation_id.is_(None))
-    elif organisation.isdigit():
-        stmt = stmt.where(User.organisation_id == int(organisation))
+    elif (number := parse_int(organisation, minimum=1)) is not None:
+        stmt = stmt.where(User.organisation_id == number)
     total = session.scalar(stmt.with_only_columns(func.count()).order_by(None)) or 0
     users = session.scalars(
         stmt.options(selectinload(User.organisation).selectinload(Organisation.segment))
