@@ -51,7 +51,7 @@ def clean_text(text: str) -> str:
 def clean_value(value: Any) -> Any:
     """Strings cleaned inside any JSON-like value (dicts, lists, tuples); other values unchanged."""
     if isinstance(value, str):
-        return clean_text(value)
+        return value if not has_bad_chars(value) else clean_text(value)  # an enum member stays one
     if isinstance(value, dict):
         return {clean_value(k): clean_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -27,6 +27,7 @@ from app.accounts.models import (
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
+from app.inputs import clean_identity_claims
 from app.organisations.models import Organisation, Segment
 
 _hasher = PasswordHasher()
@@ -352,6 +353,7 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
     """
     from app.organisations import service as organisations
 
+    claims = clean_identity_claims(claims)  # another system's JSON: a NUL in a name would be a 500
     if not claims.subject:
         raise SignInFailed("The sign-in service did not say who you are. Please try again.")
     email = normalise_email(claims.email) if claims.email else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -16,6 +17,8 @@ from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
 from app.inputs import parse_int
 from app.organisations.models import Organisation, OrganisationDomain, Segment
+
+log = logging.getLogger("ahead.organisations")
 
 
 def normalise_domain(domain: str) -> str:
@@ -45,13 +48,22 @@ def _segment_for(session: Session, name: str) -> Segment:
 
 
 def _revenue(value: Any) -> Decimal | None:
+    """A `company.revenue` claim as the column holds it, or None: checked like the admin form's, but a
+    value out of range is ignored with a warning for the operator (the host app's data must not stop its
+    customer signing in; the organisation keeps the revenue it had)."""
     if value is None or value == "":
         return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
+    amount = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            amount = Decimal(str(value)).quantize(Decimal("0.01"))
+        except InvalidOperation:  # not a number, or too many digits to quantize
+            amount = None
+    if amount is None or not amount.is_finite() or not 0 <= amount <= MAX_REVENUE:
+        log.warning("company.revenue %.60r from the sign-in service ignored: not a number from 0 to %s",
+                    value, MAX_REVENUE)
         return None
-    return amount if amount.is_finite() and amount >= 0 else None
+    return amount
 
 
 def upsert_from_company(session: Session, company: dict[str, Any]) -> Organisation | None:
