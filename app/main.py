@@ -19,6 +19,7 @@ from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
 from app.errors import AppError, FormInvalid, NotAuthenticated
+from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
 from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.ratelimit import RateLimiter
@@ -130,7 +131,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         docs_url=None,  # Swagger UI loads its assets from a CDN; /openapi.json is the description
         redoc_url=None,
         openapi_url="/openapi.json",
-        dependencies=[Depends(enforce_private_mode)],
+        dependencies=[Depends(refuse_bad_path), Depends(enforce_private_mode), Depends(refuse_bad_json)],
     )
     app.state.settings = settings
     app.state.database = database
@@ -174,9 +175,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
     # Outermost last: the client's address (trusted proxies only), the body cap, a state of its own per
-    # request, headers on everything, the CSRF cookie, then the request's transaction.
+    # request, headers on everything, the CSRF cookie, clean input, then the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
+    # Query strings and form bodies lose the characters PostgreSQL refuses before any route reads them.
+    app.add_middleware(CleanInputMiddleware)
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
     # callback: a signed cookie of its own, gone after 10 minutes; sent only to /auth/ over http, and over
     # https to every path, which the __Host- prefix requires.

@@ -1,20 +1,44 @@
-"""Markdown to sanitised HTML: markdown-it-py with raw HTML off, then nh3 as a second wall."""
+"""Markdown to sanitised HTML: markdown-it-py with raw HTML off, then nh3 as a second wall.
+
+No image is ever embedded: `![alt](url)` becomes a link to the image with the alt text as its words. An
+image from someone else's server, in a page, an API `body_html` or a feed, tells that server who read it
+and when (a tracking pixel), and can change after moderation; the page's CSP would block it anyway, but
+the API and the feed go to readers that have none."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.token import Token
 from markupsafe import Markup
 
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table")
 
+
+def _image_as_link(renderer: Any, tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    words = escapeHtml(renderer.renderInlineAsText(token.children or [], options, env).strip() or "image")
+    inside_link = sum({"link_open": 1, "link_close": -1}.get(t.type, 0) for t in tokens[:idx]) > 0
+    if inside_link:  # [![logo](a.png)](https://b): the outer link stays, with the alt text as its words
+        return words
+    title = token.attrGet("title")
+    title_attr = f' title="{escapeHtml(str(title))}"' if title else ""
+    return f'<a href="{escapeHtml(src)}"{title_attr}>{words}</a>'
+
+
+_md.add_render_rule("image", _image_as_link)
+
 _TAGS = {
     "a", "p", "br", "hr", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "img", "del",
+    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "del",
 }
-_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"align"}, "td": {"align"}}
+_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
 @lru_cache(maxsize=2048)

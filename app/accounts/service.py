@@ -24,6 +24,7 @@ from app.accounts.models import (
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
+from app.inputs import clean_identity_claims
 from app.organisations.models import Organisation, Segment
 
 MIN_PASSWORD_LENGTH = 10
@@ -400,6 +401,7 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
     """
     from app.organisations import service as organisations
 
+    claims = clean_identity_claims(claims)  # another system's JSON: a NUL in a name would be a 500
     resolved = _resolve_identity(session, claims=claims, access=access)
     identity, user, email, mapped = resolved.identity, resolved.user, resolved.email, resolved.mapped
     if user is None:

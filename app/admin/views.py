@@ -25,6 +25,7 @@ from app.audit import service as audit
 from app.db import after_commit
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser, require_staff
 from app.errors import Conflict, FormInvalid, NotFound
+from app.inputs import parse_int
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
@@ -602,9 +603,10 @@ async def move_person(request: Request, session: DbSession, user: StaffUser, use
     back = _admin_path(return_to, "/admin/people")
     target = None
     if organisation_id:
-        if not organisation_id.isdigit():
+        number = parse_int(organisation_id, minimum=1)
+        if number is None:
             return redirect(request, back, flash="Choose an organisation to move them to.", kind="error")
-        target = organisations.get_organisation(session, int(organisation_id))
+        target = organisations.get_organisation(session, number)
     if not organisations.move_person(session, user=person, organisation=target, actor=user):
         return redirect(request, back, flash=f"{person.name} is already there.", kind="info")
     where = f"now belongs to {target.name}" if target is not None else "no longer belongs to an organisation"

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.discussion.service import CommentView
+from app.inputs import TEXT_PATTERN
 from app.markup import render_markdown
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag
 from app.roadmap.service import Sort
@@ -149,8 +150,9 @@ class VoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     importance: ImportanceKey = Field(description="How much the item matters to you.", examples=["important"])
-    reason: str = Field(default="", max_length=2000,
-                        description="Optional: why it matters. Private: only the product team reads it.",
+    reason: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN,
+                        description="Optional: why it matters. Private: only the product team reads it. Control "
+                                    "characters other than tab and line breaks are refused (422).",
                         examples=["We lose a day every month exporting this by hand."])
 
 

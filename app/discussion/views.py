@@ -20,6 +20,7 @@ from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated, NotFound
+from app.inputs import parse_int
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.security import verify_csrf
@@ -35,7 +36,7 @@ ParentId = Annotated[str, Form(max_length=40)]
 
 def _page_number(value: str | None) -> int:
     """`?page=` of the item page; anything that is not a page number is the first page."""
-    return int(value) if value and value.isdigit() and len(value) < 6 else 1
+    return parse_int(value, minimum=1, maximum=99_999) or 1
 
 
 def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item) -> discussion.Discussion:

@@ -29,6 +29,7 @@ from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
+from app.inputs import parse_int
 from app.organisations.models import Organisation, Segment
 from app.roadmap import search
 from app.roadmap import service as roadmap
@@ -76,8 +77,7 @@ def _text(value: Any, *, field: str, limit: int, required: str = "", errors: dic
 
 def parse_id(raw: Any) -> int | None:
     """A database id from a form value, or None (PostgreSQL refuses integers beyond 32 bits)."""
-    text = str(raw or "")
-    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+    return parse_int(raw, minimum=1)
 
 
 def takes_votes(item: Item) -> bool:
@@ -541,7 +541,7 @@ def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInpu
     else:
         errors["customer"] = "Choose a customer from the search, or a new contact."
     try:
-        importance = Importance(int(str(form.get("importance") or "0")))
+        importance = Importance(parse_int(form.get("importance")))
     except ValueError:
         errors["importance"] = "Choose how much it matters: nice to have, important or critical."
         importance = Importance.important

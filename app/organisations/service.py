@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -14,7 +15,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.accounts.models import Role, User
 from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
+from app.inputs import parse_int
 from app.organisations.models import Organisation, OrganisationDomain, Segment
+
+log = logging.getLogger("ahead.organisations")
 
 
 def normalise_domain(domain: str) -> str:
@@ -44,13 +48,22 @@ def _segment_for(session: Session, name: str) -> Segment:
 
 
 def _revenue(value: Any) -> Decimal | None:
+    """A `company.revenue` claim as the column holds it, or None: checked like the admin form's, but a
+    value out of range is ignored with a warning for the operator (the host app's data must not stop its
+    customer signing in; the organisation keeps the revenue it had)."""
     if value is None or value == "":
         return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
+    amount = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            amount = Decimal(str(value)).quantize(Decimal("0.01"))
+        except InvalidOperation:  # not a number, or too many digits to quantize
+            amount = None
+    if amount is None or not amount.is_finite() or not 0 <= amount <= MAX_REVENUE:
+        log.warning("company.revenue %.60r from the sign-in service ignored: not a number from 0 to %s",
+                    value, MAX_REVENUE)
         return None
-    return amount if amount.is_finite() and amount >= 0 else None
+    return amount
 
 
 def upsert_from_company(session: Session, company: dict[str, Any]) -> Organisation | None:
@@ -181,7 +194,8 @@ def parse_organisation_form(session: Session, *, name: str, domains: str, segmen
 
     segment = None
     if segment_id:
-        segment = session.get(Segment, int(segment_id)) if str(segment_id).isdigit() else None
+        number = parse_int(segment_id, minimum=1)
+        segment = session.get(Segment, number) if number is not None else None
         if segment is None:
             errors["segment_id"] = "That segment no longer exists; please choose again."
 
@@ -324,8 +338,8 @@ def list_customers(session: Session, *, q: str = "", organisation: str = "", pag
                               func.lower(User.display_name).like(pattern, escape="\\")))
     if organisation == NO_ORGANISATION:
         stmt = stmt.where(User.organisation_id.is_(None))
-    elif organisation.isdigit():
-        stmt = stmt.where(User.organisation_id == int(organisation))
+    elif (number := parse_int(organisation, minimum=1)) is not None:
+        stmt = stmt.where(User.organisation_id == number)
     total = session.scalar(stmt.with_only_columns(func.count()).order_by(None)) or 0
     users = session.scalars(
         stmt.options(selectinload(User.organisation).selectinload(Organisation.segment))

@@ -21,6 +21,7 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
+from app.inputs import parse_int
 from app.organisations.models import Segment
 from app.roadmap import search
 from app.roadmap.models import (
@@ -414,7 +415,7 @@ def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence
     target_year = target_quarter = None
     raw_timeframe = str(form.get("timeframe") or "later")
     timeframe = Timeframe.later
-    if re.fullmatch(r"\d{4}-Q[1-4]", raw_timeframe):
+    if re.fullmatch(r"[0-9]{4}-Q[1-4]", raw_timeframe):
         timeframe = Timeframe.quarter
         target_year, target_quarter = int(raw_timeframe[:4]), int(raw_timeframe[-1])
     else:
@@ -438,17 +439,19 @@ def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence
         errors["visibility"] = "Choose who can see the item."
         visibility = Visibility.public
 
-    wanted = {int(t) for t in tag_ids if str(t).isdigit()}
+    tag_numbers = [parse_int(t, minimum=1) for t in tag_ids]
+    wanted = {t for t in tag_numbers if t is not None}
     tags = list(session.scalars(select(Tag).where(Tag.id.in_(wanted)))) if wanted else []
-    if len(tags) != len(wanted):
+    if len(tags) != len(wanted) or None in tag_numbers:
         errors["tags"] = "One of the tags no longer exists; please choose again."
 
     segments: list[Segment] = []
     if visibility is Visibility.customers:
-        wanted_segments = {int(s) for s in segment_ids if str(s).isdigit()}
+        segment_numbers = [parse_int(s, minimum=1) for s in segment_ids]
+        wanted_segments = {s for s in segment_numbers if s is not None}
         if wanted_segments:
             segments = list(session.scalars(select(Segment).where(Segment.id.in_(wanted_segments))))
-        if len(segments) != len(wanted_segments) or any(not str(s).isdigit() for s in segment_ids):
+        if len(segments) != len(wanted_segments) or None in segment_numbers:
             errors["segments"] = "One of the segments no longer exists; please choose again."
 
     if errors:
@@ -464,8 +467,8 @@ def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence
 
 
 def _by_id(session: Session, model: Any, raw: Any) -> Any:
-    value = str(raw or "")
-    return session.get(model, int(value)) if value.isdigit() else None
+    number = parse_int(raw, minimum=1)
+    return session.get(model, number) if number is not None else None
 
 
 def slugify(text: str, limit: int = 80) -> str:

@@ -58,7 +58,7 @@ PAYLOADS = [
 # Tags comment Markdown may produce (app/markup.py), plus the page's own markup around comments.
 _ALLOWED_TAGS = {
     "a", "p", "br", "hr", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "h1", "h2", "h3", "h4",
-    "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "img", "del",
+    "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "del",
     "section", "article", "header", "span", "time", "div", "details", "summary", "form", "input", "button",
     "textarea", "label", "main", "nav", "caption",
 }

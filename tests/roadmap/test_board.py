@@ -149,10 +149,12 @@ async def test_empty_states_say_what_to_do(client, session):
 
 
 async def test_a_malformed_filter_gets_a_clear_answer_not_a_crash(client):
-    # A NUL byte would make PostgreSQL fail the query; slugs are checked before they reach it.
-    for params in ({"product": "\x00"}, {"tag": "<script>"}, {"stage": "a b"}):
+    for params in ({"product": "Über"}, {"tag": "<script>"}, {"stage": "a b"}):
         response = await client.get("/", params=params)
         assert response.status_code == 422
         assert "Please check the request" in response.text and "<script>" not in response.text
-    assert (await client.get("/changelog", params={"product": "\x00"})).status_code == 422
+    assert (await client.get("/changelog", params={"product": "a/b"})).status_code == 422
+    # A NUL byte would make PostgreSQL fail the query: query strings lose it before the app reads them.
+    assert (await client.get("/", params={"product": "\x00"})).status_code == 200
+    assert (await client.get("/changelog", params={"product": "\x00"})).status_code == 200
     assert (await client.get("/", params={"product": "", "tag": "", "stage": "", "sort": "newest"})).status_code == 200

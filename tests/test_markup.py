@@ -1,0 +1,69 @@
+"""Markdown keeps no image in any output: a comment's page and API `body_html`, an item's
+`description_html`, the changelog and its feed show a link to the image, worded with its alt text."""
+
+from __future__ import annotations
+
+import re
+
+import feedparser
+
+from app.markup import render_markdown
+from tests.conftest import post_form, sign_in
+from tests.factories import make_item, make_user
+from tests.roadmap.test_feeds import released
+
+PIXEL = "![our dashboard](https://tracker.example/p.gif?who=ann \"Dashboard\")"
+_IMG = re.compile(r"<\s*img\b", re.IGNORECASE)
+
+
+def test_an_image_becomes_a_link_worded_with_its_alt_text():
+    assert str(render_markdown(PIXEL)) == ('<p><a href="https://tracker.example/p.gif?who=ann" title="Dashboard" '
+                                           'rel="nofollow ugc noopener">our dashboard</a></p>\n')
+    assert str(render_markdown("![](https://e.example/a.png)")) == (
+        '<p><a href="https://e.example/a.png" rel="nofollow ugc noopener">image</a></p>\n')
+
+
+def test_an_image_inside_a_link_leaves_the_link_with_the_alt_text():
+    html = str(render_markdown("[![Acme logo](https://e.example/logo.png)](https://acme.example)"))
+    assert html == '<p><a href="https://acme.example" rel="nofollow ugc noopener">Acme logo</a></p>\n'
+
+
+def test_no_image_survives_any_spelling():
+    for text in ("![x](data:image/png;base64,AAAA)", "![a][ref]\n\n[ref]: https://e.example/i.png",
+                 "<img src=https://e.example/i.png>", "* ![in a list](https://e.example/i.png)",
+                 "| a |\n|---|\n| ![cell](https://e.example/i.png) |", "![alt <b>x</b>](https://e.example/i.png)"):
+        html = str(render_markdown(text))
+        assert not _IMG.search(html), (text, html)
+        assert ' src="' not in html and "src=" not in html.replace("&lt;img src=", "")  # raw HTML stays text
+
+
+async def test_a_comment_with_an_image_shows_a_link_on_the_page_and_in_the_api(client, session):
+    item = make_item(session)
+    sign_in(client, session, make_user(session))
+    posted = await post_form(client, f"/items/{item.public_id}/comments", {"body": f"Look: {PIXEL}"}, page=item.path)
+    assert posted.status_code == 303
+
+    page = (await client.get(item.path)).text
+    assert not _IMG.search(page.split('<section class="discussion"', 1)[1])
+    assert 'title="Dashboard" rel="nofollow ugc noopener">our dashboard</a>' in page
+
+    api = (await client.get(f"/api/v1/items/{item.public_id}/comments")).json()
+    body_html = api["comments"][0]["body_html"]
+    assert not _IMG.search(body_html) and ">our dashboard</a>" in body_html
+
+
+async def test_descriptions_release_notes_and_the_feed_keep_no_image(client, session):
+    item = released(session, "Dashboards", 4, description=f"Now with {PIXEL}", release_notes=f"Shipped: {PIXEL}")
+
+    described = (await client.get(f"/api/v1/items/{item.public_id}")).json()
+    assert not _IMG.search(described["description_html"]) and ">our dashboard</a>" in described["description_html"]
+    assert not _IMG.search(described["release_notes_html"])
+
+    changelog = (await client.get("/changelog")).text
+    assert not _IMG.search(changelog) and ">our dashboard</a>" in changelog
+
+    feed = await client.get("/changelog.atom")
+    entry = feedparser.parse(feed.text).entries[0]
+    assert entry.title == "Dashboards"
+    assert not _IMG.search(entry.content[0].value) and ">our dashboard</a>" in entry.content[0].value
+    assert "tracker.example/p.gif" in entry.content[0].value  # still reachable, as a link a reader chooses
