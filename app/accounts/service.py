@@ -129,15 +129,15 @@ def change_password(session: Session, *, user: User, current: str, new: str, con
     errors: dict[str, str] = {}
     try:
         if not user.password_hash or not _hasher.verify(user.password_hash, current):
-            errors["current_password"] = "That is not your current password."
+            errors["current_password"] = "That is not your current password."  # nosec B105 # a form message
     except (VerificationError, InvalidHashError):
-        errors["current_password"] = "That is not your current password."
+        errors["current_password"] = "That is not your current password."  # nosec B105 # a form message
     try:
         check_password_strength(new, field="new_password")
     except FormInvalid as exc:
         errors.update(exc.errors)
     if new != confirm:
-        errors["confirm_password"] = "The two new passwords differ."
+        errors["confirm_password"] = "The two new passwords differ."  # nosec B105 # a form message
     if errors:
         raise FormInvalid(errors)
     user.password_hash = hash_password(new)
@@ -238,7 +238,7 @@ def accept_invitation(
     except FormInvalid as exc:
         errors.update(exc.errors)
     if password != confirm:
-        errors["confirm_password"] = "The two passwords differ."
+        errors["confirm_password"] = "The two passwords differ."  # nosec B105 # a form message
     if errors:
         raise FormInvalid(errors)
     # Claimed with a conditional write, so an admin cancelling it (or a second tab accepting it) at the
