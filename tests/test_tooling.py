@@ -365,3 +365,22 @@ esac
         assert result.returncode == 1
         assert "pip-audit: FAILED for requirements.lock" in result.stdout
         assert "--ignore-vuln GHSA-xxxx" in (online_pip_audit.parent / "calls").read_text()
+
+
+class TestDeliveries:
+    def test_ci_runs_lint_then_the_suite_then_postgresql_then_the_oldest_python(self):
+        script = (ROOT / ".ci/run").read_text()
+        oldest = supported_pythons()[-1]
+        steps = ["\nmake lint", "\nmake test", "DATABASE_URL=postgresql://", f"find-python {oldest}"]
+        positions = [script.find(step) for step in steps]
+        assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions))
+        assert "--require-hashes -r requirements-dev.lock" in script
+
+    def test_the_image_installs_the_hashed_lock_on_the_newest_python_as_a_non_root_user(self):
+        dockerfile = (ROOT / "Dockerfile").read_text()
+        assert f"FROM python:{supported_pythons()[0]}-slim" in dockerfile
+        lock_install = dockerfile.index("pip install --require-hashes -r requirements.lock")
+        assert lock_install < dockerfile.index("pip install --no-deps -e .")
+        assert "compileall" in dockerfile
+        user = re.search(r"^USER (\S+)", dockerfile, re.MULTILINE)
+        assert user and user[1] not in ("root", "0")
