@@ -11,20 +11,28 @@ PORT   ?= 8000
 export PORT
 
 # Which interpreter made .venv: version and installation (empty for a Python Ahead does not support).
-# A venv made by another Python (an older one, or one since removed) is made again, not patched.
-PY_ID := $(if $(PYTHON),$(shell $(PYTHON) -c 'import hashlib, os, platform, sys; \
-  (3, 11) <= sys.version_info[:2] < (3, 14) and print(platform.python_version() + "-" \
-  + hashlib.sha256(os.path.realpath(sys.base_prefix).encode()).hexdigest()[:10])' 2>/dev/null))
+# A venv made by another Python (an older one, or one since removed) is made again, not patched; one
+# this Python made is kept, stamp or not.
+PY_ID_CODE := 'import hashlib, os, platform, sys; \
+  base = hashlib.sha256(os.path.realpath(sys.base_prefix).encode()).hexdigest()[:10]; \
+  (3, 11) <= sys.version_info[:2] < (3, 14) and print(platform.python_version(), base, sep="-")'
+PY_ID := $(if $(PYTHON),$(shell $(PYTHON) -c $(PY_ID_CODE) 2>/dev/null))
 VENV_MADE := $(VENV)/.made-by-python-$(if $(PY_ID),$(PY_ID),unknown)
 
-.PHONY: run test setup setup-dev test-tools lint lock clean
+.PHONY: run test setup setup-dev test-tools lint lock clean venv
+
+venv: $(VENV_MADE)
 
 $(VENV_MADE):
 	@[ -n "$(PY_ID)" ] || { echo "No usable Python 3.11-3.13 ($(or $(PYTHON),none found))." \
 	  "Install one, or run make PYTHON=/path/to/python3.x" >&2; exit 1; }
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	touch $@
+	@if [ "$$($(BIN)/python -c $(PY_ID_CODE) 2>/dev/null)" = "$(PY_ID)" ]; then \
+	  echo "$(VENV): made by $(PYTHON) already, kept"; \
+	else \
+	  echo "$(VENV): made with $(PYTHON) (Python $(PY_ID))"; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	fi
+	@touch $@
 
 # Installs exactly what the lock files pin, checked against their hashes, then Ahead itself without
 # resolving anything again. The stamps depend on the locks, so a changed lock is installed next time.

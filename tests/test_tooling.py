@@ -228,47 +228,77 @@ def dry_run(project: Path, *args: str, **env: str) -> list[str]:
     return result.stdout.splitlines()
 
 
+def venv_maker(folder: Path, name: str) -> Path:
+    """A `pythonX.Y` that is this interpreter, except that `-m venv DIR` only lays out DIR/bin/python
+    (this interpreter again) and notes who made it: a real venv with pip takes seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"""#!/bin/sh
+if [ "$1 $2" = "-m venv" ]; then
+    mkdir -p "$3/bin" && printf '#!/bin/sh\\nexec "{sys.executable}" "$@"\\n' > "$3/bin/python"
+    chmod +x "$3/bin/python" && echo "$0" > "$3/made-by"
+    exit
+fi
+exec "{sys.executable}" "$@"
+""")
+    path.chmod(0o755)
+    return path
+
+
+def make(project: Path, *args: str, **env: str) -> str:
+    result = run(["make", *args], project, **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 class TestMakefile:
     def test_make_builds_the_venv_with_the_python_find_python_chose(self, project, tmp_path):
-        newest = fake_python(tmp_path / "bin", "python3.13", works=True)
-        commands = dry_run(project, "setup", PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-        assert f"{newest} -m venv .venv" in commands
+        newest = venv_maker(tmp_path / "bin", "python3.13")
+        make(project, "venv", PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        assert (project / ".venv/made-by").read_text().strip() == str(newest)
 
-    def test_python_on_the_command_line_overrides_the_choice(self, project):
-        commands = dry_run(project, "setup", f"PYTHON={sys.executable}")
-        assert f"{sys.executable} -m venv .venv" in commands
+    def test_python_on_the_command_line_overrides_the_choice(self, project, tmp_path):
+        chosen = venv_maker(tmp_path / "elsewhere", "python3")
+        make(project, "venv", f"PYTHON={chosen}")
+        assert (project / ".venv/made-by").read_text().strip() == str(chosen)
 
-    def test_a_venv_made_by_another_python_is_replaced_and_a_current_one_kept(self, project):
-        made = next(line for line in dry_run(project, "setup", f"PYTHON={sys.executable}")
-                    if line.startswith("touch .venv/.made-by-python-")).split()[1]
-        (project / ".venv").mkdir()
-        (project / ".venv/.made-by-python-3.11.0-0123456789").touch()  # another interpreter's venv
-        commands = dry_run(project, "setup", f"PYTHON={sys.executable}")
-        assert "rm -rf .venv" in commands and f"{sys.executable} -m venv .venv" in commands
+    def test_a_venv_made_by_another_python_is_replaced(self, project, tmp_path):
+        python = venv_maker(tmp_path / "bin", "python3.13")
+        old = project / ".venv/bin/python"
+        old.parent.mkdir(parents=True)
+        old.write_text('#!/bin/sh\necho 3.11.2-0123456789\n')  # what another interpreter's venv answers
+        old.chmod(0o755)
+        (project / ".venv/lib").mkdir()
+        make(project, "venv", f"PYTHON={python}")
+        assert not (project / ".venv/lib").exists()
+        assert (project / ".venv/made-by").read_text().strip() == str(python)
 
-        (project / made).touch()  # a venv this interpreter made: kept
-        commands = dry_run(project, "setup", f"PYTHON={sys.executable}")
-        assert "rm -rf .venv" not in commands
-        assert not any("-m venv" in line for line in commands)
+    def test_a_venv_this_python_made_is_kept_even_without_a_stamp(self, project, tmp_path):
+        python = venv_maker(tmp_path / "bin", "python3.13")
+        make(project, "venv", f"PYTHON={python}")
+        (project / ".venv/lib").mkdir()  # packages installed since
+        for stamp in (project / ".venv").glob(".made-by-*"):
+            stamp.unlink()  # as in a venv made before make kept stamps
+        assert "kept" in make(project, "venv", f"PYTHON={python}")
+        assert (project / ".venv/lib").exists()
+        assert list((project / ".venv").glob(".made-by-python-3.*"))
 
-    def test_the_venv_is_installed_from_the_hashed_lock_and_again_when_the_lock_changes(self, project):
-        made = next(line for line in dry_run(project, "setup", f"PYTHON={sys.executable}")
-                    if line.startswith("touch .venv/.made-by-python-")).split()[1]
-        (project / ".venv").mkdir()
-        (project / made).touch()
+    def test_the_venv_is_installed_from_the_hashed_lock_and_again_when_it_changes(self, project, tmp_path):
+        python = venv_maker(tmp_path / "bin", "python3.13")
+        make(project, "venv", f"PYTHON={python}")
         install = ".venv/bin/python -m pip install --quiet --require-hashes -r requirements-dev.lock"
-        assert install in dry_run(project, "setup-dev", f"PYTHON={sys.executable}")
-        assert ".venv/bin/python -m pip install --quiet --no-deps -e ." in dry_run(
-            project, "setup-dev", f"PYTHON={sys.executable}")
+        commands = dry_run(project, "setup-dev", f"PYTHON={python}")
+        assert install in commands
+        itself = ".venv/bin/python -m pip install --quiet --no-deps -e ."
+        assert commands.index(install) < commands.index(itself)
 
         for stamp in (".installed", ".installed-dev"):
             (project / ".venv" / stamp).touch()
-        os.utime(project / ".venv/.installed-dev", (2e9, 2e9))
-        os.utime(project / ".venv/.installed", (2e9, 2e9))
-        assert not any("pip install" in c for c in dry_run(project, "setup-dev", f"PYTHON={sys.executable}"))
+            os.utime(project / ".venv" / stamp, (2e9, 2e9))
+        assert not any("pip install" in c for c in dry_run(project, "setup-dev", f"PYTHON={python}"))
 
         os.utime(project / "requirements-dev.lock", (2e9 + 60, 2e9 + 60))  # `make lock` or a merge
-        assert install in dry_run(project, "setup-dev", f"PYTHON={sys.executable}")
+        assert install in dry_run(project, "setup-dev", f"PYTHON={python}")
 
     def test_make_lint_runs_ruff_bandit_with_its_config_and_the_audit(self, project):
         commands = dry_run(project, "lint", f"PYTHON={sys.executable}")
