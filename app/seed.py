@@ -31,7 +31,7 @@ from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
 from app.roadmap.timeframes import current_quarter, quarter_choices
 
 # Printed in the summary and documented in the README: demo staff sign in with it.
-DEMO_PASSWORD = "ahead-demo-password"
+DEMO_PASSWORD = "ahead-demo-password"  # nosec B105 # demo only; production demo staff get no password
 ADMIN_EMAIL = "admin@example.com"
 PM_EMAIL = "pm@example.com"
 COMPANY = "Rotawise"
@@ -572,7 +572,7 @@ class _Clock:
 
     def __init__(self, now: datetime) -> None:
         self.now = now
-        self.rng = random.Random(42)
+        self.rng = random.Random(42)  # nosec B311 # seeded on purpose: the same demo data every time
 
     def days_ago(self, days: int) -> datetime:
         day = self.now - timedelta(days=days)

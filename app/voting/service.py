@@ -186,7 +186,8 @@ def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) ->
     # written in (integers, converted above, so nothing else can get into the statement) skips the
     # statement building and the expansion of fifty bound parameters, most of this call's CPU.
     rows = session.connection().exec_driver_sql(
-        f"SELECT item_id, importance FROM votes WHERE user_id = {int(user.id)} "
+        # bandit B608: user.id and the ids pass through int(): nothing else gets in
+        f"SELECT item_id, importance FROM votes WHERE user_id = {int(user.id)} "  # nosec B608
         f"AND item_id IN ({','.join(map(str, ids))})"
     )
     return {item_id: Importance(importance) for item_id, importance in rows}
