@@ -147,7 +147,7 @@ async def change_password(
     user_id, old_hash = user.id, user.password_hash
     request.state.db.end_transaction()  # no transaction (no SQLite write lock) while argon2 runs
     if not await passwords.verify_password(old_hash, current_password):
-        errors["current_password"] = "That is not your current password."
+        errors["current_password"] = "That is not your current password."  # nosec B105 # a form message
     if errors:
         return render(request, "accounts/password.html", {"errors": errors}, status_code=422)
     assert old_hash is not None
