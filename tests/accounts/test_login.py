@@ -62,7 +62,8 @@ async def test_sign_out_ends_the_session_on_the_server(client, session):
     assert again.status_code == 303 and again.headers["location"].startswith("/login")
 
 
-async def test_login_attempts_are_rate_limited(client, session):
+async def test_login_attempts_are_rate_limited(app, client, session):
+    _limits(app, login_rate_limit="10/day")
     pm = make_pm(session)
     statuses = [(await _login(client, pm.email, "wrong password!")).status_code for _ in range(11)]
     assert statuses[:10] == [400] * 10

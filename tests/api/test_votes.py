@@ -101,7 +101,7 @@ async def test_errors_hidden_closed_invalid_and_too_many(client, session, app):
                                  json={"importance": "important", "reason": "x" * 2001})
     assert response.status_code == 422 and "reason" in response.json()["fields"]
 
-    app.state.settings.vote_rate_limit = "1/minute"
+    app.state.settings.vote_rate_limit = "1/day"
     assert (await client.post(f"/api/v1/items/{item.public_id}/vote", headers=headers,
                               json={"importance": "important"})).status_code == 200
     limited = await client.delete(f"/api/v1/items/{item.public_id}/vote", headers=headers)

@@ -92,7 +92,7 @@ class TestSubmit:
 
 class TestRateLimit:
     async def test_too_many_ideas_from_one_person_get_a_readable_429_with_the_text_kept(self, client, session, app):
-        app.state.settings.idea_rate_limit = "2/hour"
+        app.state.settings.idea_rate_limit = "2/day"
         sign_in(client, session, make_customer(session))
         for n in range(2):
             response = await post_form(client, "/ideas", {"title": f"Idea {n}", "action": "submit"}, page="/ideas/new")
@@ -106,8 +106,8 @@ class TestRateLimit:
         assert len(_ideas(session)) == 2
 
     async def test_one_address_is_limited_across_people(self, client, session, app):
-        app.state.settings.idea_rate_limit = "100/hour"
-        app.state.settings.idea_ip_rate_limit = "2/hour"
+        app.state.settings.idea_rate_limit = "100/day"
+        app.state.settings.idea_ip_rate_limit = "2/day"
         organisation = make_organisation(session)
         for n in range(2):
             sign_in(client, session, make_customer(session, organisation))
@@ -120,7 +120,7 @@ class TestRateLimit:
 
     async def test_json_clients_get_the_limit_too(self, client, session, app):
         # The form answers HTML; the limiter itself is shared with every other client of the same key.
-        app.state.settings.idea_rate_limit = "1/hour"
+        app.state.settings.idea_rate_limit = "1/day"
         sign_in(client, session, make_customer(session))
         assert (await post_form(client, "/ideas", {"title": "One", "action": "submit"}, page="/ideas/new")).status_code == 303
         second = await post_form(client, "/ideas", {"title": "Two", "action": "submit"}, page="/ideas/new")

@@ -272,7 +272,7 @@ async def test_me_lists_my_votes_and_follows(client, session):
 
 
 async def test_votes_are_rate_limited_per_person(client, session, app):
-    app.state.settings.vote_rate_limit = "2/minute"
+    app.state.settings.vote_rate_limit = "2/day"
     item = make_item(session)
     customer = make_user(session, password=None)
     sign_in(client, session, customer)
@@ -293,7 +293,7 @@ async def test_votes_are_rate_limited_per_person(client, session, app):
 
 
 async def test_votes_are_rate_limited_per_address_too(client, session, app):
-    app.state.settings.vote_ip_rate_limit = "3/minute"
+    app.state.settings.vote_ip_rate_limit = "3/day"
     item = make_item(session)
     for _ in range(3):
         client.cookies.clear()
