@@ -110,13 +110,12 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
-@cli.command("create-admin")
-def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
-    """Create an admin account; the password is read from standard input."""
+def _new_password_hash() -> str:
+    """A password from standard input, checked and hashed (before any transaction: argon2 takes its time,
+    and a write transaction would hold SQLite's lock meanwhile); exit 1 with the reason if it is too weak."""
     from app.accounts import passwords
     from app.accounts import service as accounts
-    from app.accounts.models import Role
-    from app.errors import AppError, FormInvalid
+    from app.errors import FormInvalid
 
     password = _read_password()
     try:
@@ -124,7 +123,17 @@ def create_admin(email: str, name: str = typer.Option("", help="Display name."))
     except FormInvalid as exc:
         typer.echo("; ".join(exc.errors.values()), err=True)
         raise typer.Exit(1) from None
-    password_hash = passwords.hash_password_blocking(password)  # before the transaction: it holds the lock
+    return passwords.hash_password_blocking(password)
+
+
+@cli.command("create-admin")
+def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
+    """Create an admin account; the password is read from standard input."""
+    from app.accounts import service as accounts
+    from app.accounts.models import Role
+    from app.errors import AppError, FormInvalid
+
+    password_hash = _new_password_hash()
     database = _database()
     try:
         with database.transaction() as session:
@@ -144,17 +153,10 @@ def create_admin(email: str, name: str = typer.Option("", help="Display name."))
 @cli.command("reset-password")
 def reset_password(email: str) -> None:
     """Set a new password for a locked-out user (read from standard input); ends their sessions."""
-    from app.accounts import passwords
     from app.accounts import service as accounts
     from app.errors import FormInvalid
 
-    password = _read_password()
-    try:
-        accounts.check_password_strength(password)
-    except FormInvalid as exc:
-        typer.echo("; ".join(exc.errors.values()), err=True)
-        raise typer.Exit(1) from None
-    password_hash = passwords.hash_password_blocking(password)  # before the transaction: it holds the lock
+    password_hash = _new_password_hash()
     database = _database()
     try:
         with database.transaction() as session:
