@@ -177,6 +177,17 @@ def end_all_sessions(session: Session, *, user: User) -> None:
     session.execute(delete(UserSession).where(UserSession.user_id == user.id))
 
 
+def _give_role(session: Session, user: User, role: Role) -> None:
+    """A new role ends every session of the person: a session opened as a customer (by host-app SSO or an email
+    link, which staff may not use) must not become a staff session when the account is promoted, and a
+    demoted person's open pages must not keep staff rights either. Whoever changes the role signs in again."""
+    if user.role is role:
+        return
+    user.role = role
+    if user.id is not None:
+        end_all_sessions(session, user=user)
+
+
 # --- invitations ----------------------------------------------------------------------------------
 
 
@@ -231,7 +242,7 @@ def accept_invitation(session: Session, *, token: str, display_name: str, passwo
         user = User(email=invitation.email, role=invitation.role)
         session.add(user)
     else:
-        user.role = invitation.role
+        _give_role(session, user, invitation.role)
         user.is_active = True
     user.display_name = display_name.strip()[:120]
     user.password_hash = password_hash
@@ -289,7 +300,7 @@ def set_user_role(session: Session, *, user: User, role: Role, actor: User) -> N
     before = user.role
     if before is role:
         return
-    user.role = role
+    _give_role(session, user, role)
     audit.record(session, actor=actor, action="user.updated", entity=user, changes={"role": [before.value, role.value]})
 
 
@@ -433,7 +444,7 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
         # The admin's mapping decides the role of whoever it maps (a customer is refused above if unmapped).
         audit.record(session, actor=None, action="user.role_mapped", entity=user,
                      changes={"role": [user.role.value, mapped.value]})
-        user.role = mapped
+        _give_role(session, user, mapped)
     session.flush()
     return user
 
