@@ -7,7 +7,6 @@ followed from the console.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -16,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from jinja2 import Environment
 
+from app import logs
 from app.config import Settings
 from app.web import templates
 
@@ -85,7 +85,7 @@ async def send_email(settings: Settings, *, to: str, template: str, context: dic
     """
     subject, text, html = render_email(template=template, context=context)
     if not settings.smtp_url:
-        _ensure_console()
+        logs.configure()  # the message is the only copy of the link: it must reach the log
         log.info("Email not sent (SMTP_URL is not set)\nTo: %s\nSubject: %s\n\n%s", to, subject, text)
         return False
 
@@ -109,12 +109,3 @@ async def send_email(settings: Settings, *, to: str, template: str, context: dic
         raise MailError(str(exc) or type(exc).__name__) from exc
     log.info("Email sent to %s: %s", to, subject)
     return True
-
-
-def _ensure_console() -> None:
-    """uvicorn configures only its own loggers; without a handler somewhere, INFO mail would vanish."""
-    if logging.getLogger().handlers or log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    log.addHandler(handler)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from app import logs
 from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
@@ -109,6 +110,7 @@ def _without_database(request: Request) -> None:
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure()
     owns_database = database is None
     database = database or Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
                                     statement_timeout=settings.db_statement_timeout or None)
