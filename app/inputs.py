@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator
 from python_multipart.multipart import parse_options_header
 
 from app.errors import NotFound
@@ -70,6 +71,7 @@ def clean_identity_claims(claims: _Claims) -> _Claims:
 
 
 _ASCII_INT = re.compile(r"[+-]?[0-9]{1,18}")
+_QUERY_INT = re.compile(r"-?[0-9]{1,18}")
 
 
 def parse_int(raw: Any, *, minimum: int = 0, maximum: int = INT32_MAX) -> int | None:
@@ -89,6 +91,17 @@ def parse_int(raw: Any, *, minimum: int = 0, maximum: int = INT32_MAX) -> int | 
             return None
         value = int(text)
     return value if minimum <= value <= maximum else None
+
+
+def _whole_number_in_ascii_digits(value: Any) -> Any:
+    if isinstance(value, str) and not _QUERY_INT.fullmatch(value):
+        raise ValueError("Give a whole number in the digits 0-9.")
+    return value
+
+
+# For integer query parameters: pydantic's lax mode reads "1_0" as 10 and takes "+2", " 1" and "2.0" too.
+# Annotated[int, Query(...), ASCII_DIGITS] (Query first, or its bounds leave the OpenAPI schema) accepts an optional minus and ASCII digits only, as parse_int does.
+ASCII_DIGITS = BeforeValidator(_whole_number_in_ascii_digits)
 
 
 # --- forms and query strings: stripped --------------------------------------------------------------

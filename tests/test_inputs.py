@@ -231,3 +231,12 @@ async def test_organisation_and_people_ids_that_are_not_ascii_digits_are_explain
                             page="/admin/people")
     assert moved.status_code == 303
     assert "Choose an organisation" in (await client.get(moved.headers["location"])).text
+
+
+@pytest.mark.parametrize("page", ["1_0", "+2", "2.0", " 1", "1 ", "٢", "²", "0x1", "1e1"])
+async def test_integer_query_parameters_take_ascii_digits_only(client, session, page):
+    make_item(session)
+    for path in ("/api/v1/items", "/"):
+        response = await client.get(path, params={"page": page})
+        assert response.status_code == 422, (path, page, response.status_code)
+    assert (await client.get("/api/v1/items", params={"page": "1"})).json()["page"] == 1

@@ -18,6 +18,7 @@ from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback import service as feedback
 from app.feedback.models import FeedbackKind, FeedbackState
+from app.inputs import ASCII_DIGITS
 from app.organisations import service as organisations
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
@@ -46,7 +47,7 @@ def _url(entry: feedback.InboxEntry) -> str:
 
 @router.get("/feedback", response_class=HTMLResponse)
 async def inbox(request: Request, session: DbSession, state: Choice = "", kind: Choice = "", product: Choice = "",
-                organisation: Choice = "", page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+                organisation: Choice = "", page: Annotated[int, Query(ge=1, le=100_000), ASCII_DIGITS] = 1) -> Response:
     filters = feedback.InboxFilters.parse(state=state, kind=kind, product=product, organisation=organisation)
     entries, total = feedback.list_inbox(session, filters=filters, page=page, per_page=feedback.INBOX_PER_PAGE)
     return render(request, "admin/feedback/inbox.html", {

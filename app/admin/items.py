@@ -17,6 +17,7 @@ from app.admin.views import AUDIT_VERBS, router
 from app.audit import service as audit
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
+from app.inputs import ASCII_DIGITS
 from app.organisations import service as organisations
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
@@ -52,7 +53,7 @@ async def item_list(
     status: Slug = None,
     product: Slug = None,
     stage: Slug = None,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1,
 ) -> Response:
     try:
         staff_status = roadmap.StaffStatus(status or "all")

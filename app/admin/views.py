@@ -25,7 +25,7 @@ from app.audit import service as audit
 from app.db import after_commit
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser, require_staff
 from app.errors import Conflict, FormInvalid, NotFound
-from app.inputs import parse_int
+from app.inputs import ASCII_DIGITS, parse_int
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
@@ -471,7 +471,7 @@ def _audit_labels() -> dict[str, Any]:
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_log(request: Request, session: DbSession, admin: AdminUser,
                     type: Annotated[str, Query(max_length=40)] = "",
-                    page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+                    page: Annotated[int, Query(ge=1, le=100_000), ASCII_DIGITS] = 1) -> Response:
     events, total = audit.list_events(session, page=page, per_page=AUDIT_PER_PAGE, entity_type=type)
     types = audit.list_entity_types(session)
     return render(request, "admin/audit.html", {
@@ -584,7 +584,7 @@ def _admin_path(target: str, default: str) -> str:
 async def people(request: Request, session: DbSession,
                  q: Annotated[str, Query(max_length=200)] = "",
                  organisation: Annotated[str, Query(max_length=20)] = "",
-                 page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+                 page: Annotated[int, Query(ge=1, le=100_000), ASCII_DIGITS] = 1) -> Response:
     users, total = organisations.list_customers(session, q=q, organisation=organisation, page=page,
                                                 per_page=organisations.PEOPLE_PER_PAGE)
     return render(request, "admin/people.html", {

@@ -32,6 +32,7 @@ from app.api.schemas import (
 from app.deps import CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
+from app.inputs import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
 from app.voting import merge as merging
@@ -89,8 +90,8 @@ async def list_items(
                                                     "the counts away); the answer's `sort` says which order "
                                                     "you got.")]
     = roadmap.Sort.newest,
-    page: Annotated[int, Query(ge=1, le=10_000, description="Page number, from 1.")] = 1,
-    per_page: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = roadmap.PAGE_SIZE,
+    page: Annotated[int, Query(ge=1, le=10_000, description="Page number, from 1."), ASCII_DIGITS] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100, description="Items per page."), ASCII_DIGITS] = roadmap.PAGE_SIZE,
 ) -> ItemPage:
     """The roadmap items you may see, newest first unless `sort` says otherwise.
 
@@ -153,7 +154,7 @@ async def list_comments(
                                        description="`next_cursor` of the previous page; leave it out for the "
                                                    "first page.")] = None,
     per_page: Annotated[int, Query(ge=1, le=100, description="Threads per page (a thread comes with all its "
-                                                            "replies).")] = discussion.PAGE_SIZE,
+                                                            "replies)."), ASCII_DIGITS] = discussion.PAGE_SIZE,
 ) -> CommentPage:
     """The item's discussion as its page shows it, oldest thread first, one page at a time.
 

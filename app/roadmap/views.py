@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.deps import CurrentViewer, DbSession
 from app.discussion.views import discussion_for
 from app.errors import NotFound
+from app.inputs import ASCII_DIGITS
 from app.pagecache import cached_render
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
@@ -40,7 +41,7 @@ async def board(
     stage: Slug = None,
     sort: Slug = None,
     view: Slug = None,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1,
 ) -> Response:
     filters = roadmap.for_viewer(session, viewer,
                                  roadmap.Filters.parse(product=product, tag=tag, stage=stage, sort=sort))
@@ -101,7 +102,7 @@ async def search_page(request: Request, session: DbSession, viewer: CurrentViewe
 
 @router.get("/changelog", response_class=HTMLResponse)
 async def changelog(request: Request, session: DbSession, viewer: CurrentViewer, product: Slug = None,
-                    page: Annotated[int, Query(ge=1, le=10_000)] = 1) -> Response:
+                    page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1) -> Response:
     items, total = roadmap.list_changelog(session, viewer, page=page, product=product)
     return render(request, "roadmap/changelog.html", {
         "items": items, "total": total, "page": page, "pages": max(1, ceil(total / 20)),
