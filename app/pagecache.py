@@ -211,9 +211,9 @@ def _widget(request: Request, viewer: Viewer, page: Page, card: CardFacts, mine:
 
 
 def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
-    from app.security import csrf_token
+    from app.security import clear_flash_cookie, csrf_token
     from app.voting import service as voting
-    from app.web import FLASH_COOKIE, read_flashes, templates
+    from app.web import read_flashes, templates
 
     token = csrf_token(request)
     flashes = read_flashes(request)
@@ -240,5 +240,5 @@ def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> 
     body = "".join(out).replace(_CSRF, token)
     response = HTMLResponse(body)
     if flashes:
-        response.delete_cookie(FLASH_COOKIE, path="/")
+        clear_flash_cookie(request, response)
     return response

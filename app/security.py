@@ -17,6 +17,7 @@ from app.errors import CrossOriginRefused, CsrfFailed
 SESSION_COOKIE = "ahead_session"
 CSRF_COOKIE = "ahead_csrf"
 OIDC_COOKIE = "ahead_oidc"
+FLASH_COOKIE = "ahead_flash"
 HOST_PREFIX = "__Host-"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -36,12 +37,13 @@ class Cookies:
     oidc: str
     oidc_path: str
     secure: bool
+    flash: str = FLASH_COOKIE
 
     @classmethod
     def for_settings(cls, settings: Any) -> Cookies:
         if settings.https:
             return cls(session=HOST_PREFIX + SESSION_COOKIE, csrf=HOST_PREFIX + CSRF_COOKIE,
-                       oidc=HOST_PREFIX + OIDC_COOKIE, oidc_path="/", secure=True)
+                       oidc=HOST_PREFIX + OIDC_COOKIE, oidc_path="/", secure=True, flash=HOST_PREFIX + FLASH_COOKIE)
         return cls(session=SESSION_COOKIE, csrf=CSRF_COOKIE, oidc=OIDC_COOKIE, oidc_path="/auth",
                    secure=settings.secure_cookies)
 
@@ -58,6 +60,17 @@ def set_session_cookie(request: Request, response: Any, token: str, *, max_age: 
     names = cookies(request)
     response.set_cookie(names.session, token, httponly=True, samesite="lax", secure=names.secure,
                         max_age=max_age, path="/")
+
+
+def set_flash_cookie(request: Request, response: Any, value: str) -> None:
+    """The next page's message (signed, not secret, yet it may name an address or carry an invitation link)."""
+    names = cookies(request)
+    response.set_cookie(names.flash, value, httponly=True, samesite="lax", path="/", secure=names.secure)
+
+
+def clear_flash_cookie(request: Request, response: Any) -> None:
+    names = cookies(request)
+    response.delete_cookie(names.flash, path="/", secure=names.secure, httponly=True, samesite="lax")
 
 
 def clear_session_cookie(request: Request, response: Any) -> None:

@@ -15,9 +15,7 @@ from markupsafe import Markup
 
 from app.config import ROOT
 from app.markup import render_markdown
-from app.security import csrf_token
-
-FLASH_COOKIE = "ahead_flash"
+from app.security import clear_flash_cookie, cookies, csrf_token, set_flash_cookie
 
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 templates.env.autoescape = True
@@ -79,7 +77,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     ctx = page_context(request, context, csrf=csrf_token(request), flashes=read_flashes(request))
     response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
     if ctx["flashes"]:
-        response.delete_cookie(FLASH_COOKIE, path="/")
+        clear_flash_cookie(request, response)
     return response
 
 
@@ -101,7 +99,7 @@ def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str,
 
 
 def read_flashes(request: Request) -> list[dict[str, str]]:
-    raw = request.cookies.get(FLASH_COOKIE)
+    raw = request.cookies.get(cookies(request).flash)
     if not raw:
         return []
     try:
@@ -116,8 +114,7 @@ def redirect(request: Request, url: str, *, flash: str | None = None, kind: str 
     response = RedirectResponse(url, status_code=303)
     if flash:
         value = _signer(request).dumps([{"kind": kind, "text": flash}])
-        response.set_cookie(FLASH_COOKIE, value, httponly=True, samesite="lax", path="/",
-                            secure=request.app.state.settings.secure_cookies)
+        set_flash_cookie(request, response, value)
     return response
 
 

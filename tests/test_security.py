@@ -264,6 +264,28 @@ class TestHostPrefixedCookiesOverHttps:
             client.cookies.delete("__Host-ahead_session")
             assert "Pat Secure" not in (await client.get("/")).text
 
+    async def test_the_flash_message_cookie_is_host_prefixed_too(self, database, connection, session):
+        """It is signed, not secret, and may carry an address or an invitation link."""
+        from app.config import Settings
+
+        settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="https://roadmap.example",
+                            redis_url="", _env_file=None)
+        pm = make_pm(session)
+        async with _client_for(settings, database, connection, base_url="https://roadmap.example") as client:
+            token = _META.search((await client.get("/login")).text).group(1)
+            await client.post("/login", data={"email": pm.email, "password": PASSWORD, "csrf_token": token},
+                              headers={"origin": "https://roadmap.example"})
+            token = _META.search((await client.get("/")).text).group(1)
+            signed_out = await client.post("/logout", data={"csrf_token": token},
+                                           headers={"origin": "https://roadmap.example"})
+            attributes, path = self._cookie(signed_out, "__Host-ahead_flash")
+            assert {"secure", "httponly"} <= attributes and "domain" not in attributes and path == ["Path=/"]
+            shown = await client.get("/")
+            assert "You are signed out." in shown.text
+            cleared = [h for h in shown.headers.get_list("set-cookie") if h.startswith("__Host-ahead_flash=")]
+            assert cleared and "secure" in cleared[0].lower()  # a __Host- cookie is only replaced by a Secure one
+            assert "You are signed out." not in (await client.get("/login")).text
+
     async def test_the_oidc_state_cookie_is_host_prefixed_over_https_and_stays_under_auth_over_http(
             self, database, connection):
         from app.config import Settings
