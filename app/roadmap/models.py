@@ -8,6 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
 from app.organisations.models import Segment
+from app.roadmap.timeframes import Timeframe, horizon_of_quarter
 
 # Why a merged item takes no votes: the vote widget, and a vote that lost the race with the merge.
 MERGED_REASON = "Merged into another item — voting is closed"
@@ -16,13 +17,6 @@ class Visibility(StrEnum):
     public = "public"
     customers = "customers"
     internal = "internal"
-
-
-class Timeframe(StrEnum):
-    now = "now"
-    next = "next"
-    later = "later"
-    quarter = "quarter"
 
 
 class Confidence(StrEnum):
@@ -140,8 +134,6 @@ class Item(Base):
         """Now / Next / Later, with a target quarter placed by how far away it is."""
         if self.timeframe is not Timeframe.quarter:
             return self.timeframe
-        from app.roadmap.timeframes import horizon_of_quarter
-
         return horizon_of_quarter(self.target_year, self.target_quarter)
 
     @property

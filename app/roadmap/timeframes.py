@@ -1,10 +1,19 @@
-"""Placing target quarters on the Now / Next / Later horizon."""
+"""Timeframes, and placing target quarters on the Now / Next / Later horizon.
+
+Pure date arithmetic with no import from app: the item model uses it (Item.horizon).
+"""
 
 from __future__ import annotations
 
 from datetime import date
+from enum import StrEnum
 
-from app.roadmap.models import Timeframe
+
+class Timeframe(StrEnum):
+    now = "now"
+    next = "next"
+    later = "later"
+    quarter = "quarter"
 
 
 def current_quarter(today: date | None = None) -> tuple[int, int]:
