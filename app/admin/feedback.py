@@ -1,7 +1,7 @@
 """Staff pages of the feedback domain: the inbox of ideas and private feedback, and votes captured on a
 customer's behalf.
 
-Routes hang on the admin router (staff only, CSRF-checked); app/admin/views.py imports this module.
+app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.admin.views import router
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback import service as feedback
@@ -24,6 +23,8 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting.models import CaptureSource, Importance
 from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
 
 Text = Annotated[str, Form(max_length=50_000)]
 Small = Annotated[str, Form(max_length=400)]

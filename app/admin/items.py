@@ -1,6 +1,6 @@
 """Staff item editor: the item list, the new/edit form, publishing and moving between stages.
 
-Routes hang on the admin router (staff only, CSRF-checked); app/admin/views.py imports this module.
+app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from app.admin.views import AUDIT_VERBS, router
 from app.audit import service as audit
+from app.audit.labels import AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
 from app.inputs import ASCII_DIGITS
@@ -24,6 +24,8 @@ from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
 from app.roadmap.timeframes import quarter_choices
 from app.voting import merge as merging
 from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
 
 PER_PAGE = 50
 

@@ -2,23 +2,24 @@
 
 From an item's edit page: "Merge into another item…" → find the item to keep (search by title) → a
 confirmation that says what will move → merge. The merged item's edit page offers "Undo merge".
-Routes hang on the admin router (staff only, CSRF-checked); app/admin/views.py imports this module.
+app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.admin.views import router
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, NotFound
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import merge as merging
 from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
 
 Search = Annotated[str, Query(max_length=200)]
 PublicId = Annotated[str, Query(max_length=64)]

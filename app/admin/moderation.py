@@ -1,17 +1,18 @@
 """Comment moderation: open reports (hide the comment or dismiss the reports) and recently hidden comments.
 
-Routes hang on the admin router (staff only, CSRF-checked); app/admin/views.py imports this module.
+app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.admin.views import router
 from app.deps import DbSession, StaffUser
 from app.discussion import service as discussion
 from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
 
 
 @router.get("/moderation", response_class=HTMLResponse)

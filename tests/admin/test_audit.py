@@ -62,7 +62,7 @@ def test_every_action_the_code_records_has_a_verb():
     # The collector sees the indirect ones too (not an empty set that passes by accident).
     assert {"feedback.declined", "comment.hidden", "item.unpublished", "invitation.cancelled"} <= actions
     missing = sorted(actions - AUDIT_VERBS.keys())
-    assert missing == [], f"add a verb to AUDIT_VERBS in app/admin/views.py for {missing}"
+    assert missing == [], f"add a verb to AUDIT_VERBS in app/audit/labels.py for {missing}"
 
 
 def _action_cells(page: str) -> list[str]:
