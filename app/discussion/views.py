@@ -1,8 +1,7 @@
 """Comment pages and forms. Plain forms and 303 redirects back to the item at #comment-<id> (on the page of the
 discussion that shows it), no JavaScript needed.
 
-The item page itself belongs to app/roadmap/views.py; it asks `discussion_for()` for the `comments` it
-shows. A refused comment (empty, too long) re-renders that same page with status 422 and what was typed.
+The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment (empty, too long) re-renders that same page with status 422 and what was typed.
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ from app.accounts.views import client_ip
 from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
 from app.discussion import service as discussion
 from app.discussion.models import Comment
-from app.errors import FormInvalid, NotAuthenticated, NotFound
-from app.inputs import parse_int
+from app.errors import FormInvalid, NotAuthenticated
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
+from app.roadmap.pages import render_item_page
 from app.security import verify_csrf
 from app.web import redirect, render
 
@@ -32,29 +31,6 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 Body = Annotated[str, Form(max_length=100_000)]
 Reason = Annotated[str, Form(max_length=10_000)]
 ParentId = Annotated[str, Form(max_length=40)]
-
-
-def _page_number(value: str | None) -> int:
-    """`?page=` of the item page; anything that is not a page number is the first page."""
-    return parse_int(value, minimum=1, maximum=99_999) or 1
-
-
-def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item) -> discussion.Discussion:
-    """The `comments` of the item page (the page of them `?page=` asks for), with a refused form's text and
-    message when there was one: a refused reply shows the page its thread is on, where the form is."""
-    page = _page_number(request.query_params.get("page"))
-    refused = getattr(request.state, "comment_form", None)
-    if refused is not None and refused[0].get("parent"):
-        try:
-            target = discussion.get_comment(session, viewer=viewer, public_id=refused[0]["parent"])
-        except NotFound:
-            target = None
-        if target is not None and target.item.id == item.id:
-            page = discussion.page_of(session, viewer=viewer, comment=target.comment)
-    result = discussion.list_comments(session, viewer=viewer, item=item, page=page)
-    if refused is not None:
-        result.form, result.errors = refused
-    return result
 
 
 def page_url(item: Item, page: int, anchor: str = "comments") -> str:
@@ -81,11 +57,8 @@ def _limit(request: Request, viewer: Viewer) -> None:
 async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
                            form: dict[str, str], errors: dict[str, str]) -> Response:
     """The item page as its own route renders it, with the refused comment form, status 422."""
-    from app.roadmap import views as roadmap_views
-
     request.state.comment_form = (form, errors)
-    response = await roadmap_views.item_page(request=request, session=session, viewer=viewer,
-                                             public_id=item.public_id, slug=item.slug or None)
+    response = render_item_page(request, session, viewer, item.public_id, item.slug or None)
     response.status_code = 422
     return response
 

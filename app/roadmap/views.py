@@ -6,18 +6,15 @@ from math import ceil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.discussion.views import discussion_for
-from app.errors import NotFound
 from app.inputs import ASCII_DIGITS
 from app.pagecache import cached_render
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe
-from app.voting import merge as merging
-from app.voting import views as voting_views
+from app.roadmap.pages import render_item_page, vote_widgets_for_cards
 from app.web import render
 
 router = APIRouter(include_in_schema=False)
@@ -28,7 +25,6 @@ Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 
 
 BOARD_PARAMS = frozenset({"product", "tag", "stage", "sort", "view", "page"})
-ITEM_PARAMS = frozenset({"page"})  # the comments' page
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -66,7 +62,7 @@ async def board(
             context["columns"] = roadmap.get_board(session, viewer, filters)
         cards = (context.get("items") or [i for c in context.get("columns", []) for i in c.items]
                  or [i for group in context.get("horizons", {}).values() for i in group])
-        context.update(voting_views.for_cards(session, viewer, cards))
+        context.update(vote_widgets_for_cards(session, viewer, cards))
         return context
 
     return cached_render(request, session, viewer, "roadmap/board.html", build, params=BOARD_PARAMS)
@@ -76,21 +72,7 @@ async def board(
 @router.get("/items/{public_id}/{slug}", response_class=HTMLResponse)
 async def item_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                     slug: str | None = None) -> Response:
-    def build() -> dict[str, Any] | Response:
-        try:
-            item = roadmap.get_visible_item(session, viewer, public_id)
-        except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
-            target = merging.find_merge_target(session, viewer, public_id)
-            return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
-        if slug != item.slug and item.slug:
-            return RedirectResponse(item.path, status_code=301)
-        return {"item": item, "timeline": roadmap.get_timeline(session, item),
-                "comments": discussion_for(request, session, viewer, item),
-                **voting_views.for_item_page(request, session, viewer, item)}
-
-    # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only.
-    return cached_render(request, session, viewer, "roadmap/item.html", build, params=ITEM_PARAMS,
-                         signed_in_too=False)
+    return render_item_page(request, session, viewer, public_id, slug)
 
 
 @router.get("/search", response_class=HTMLResponse)

@@ -10,12 +10,12 @@ Accept: application/json, and swaps the returned widget HTML in place).
 A hidden item answers exactly like a missing one (404, before anything else is looked at); a released,
 declined or merged item answers 409 with the reason the widget shows; an unknown importance or a
 too-long note 422 (the item page again, with what was typed, or JSON `fields`); too many votes 429.
-The item page and the board get their widget state from `for_item_page()` and `for_cards()`.
+The item page and the board get their widget state from app/roadmap/pages.py.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -27,6 +27,7 @@ from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
 from app.roadmap.models import Item
+from app.roadmap.pages import render_item_page
 from app.security import csrf_token, verify_csrf
 from app.voting import service as voting
 from app.web import redirect, templates
@@ -51,24 +52,6 @@ def limit_votes(request: Request, viewer: Viewer) -> None:
     limiter = request.app.state.limiter
     limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")  # type: ignore[union-attr]
     limiter.hit(settings.vote_ip_rate_limit, f"vote:ip:{client_ip(request)}")
-
-
-# --- widget state for the pages that show it ------------------------------------------------------------
-
-
-def for_cards(session: Session, viewer: Viewer, items: list[Item]) -> dict[str, Any]:
-    """`my_votes` (item id → importance, one query for the whole page) and `show_counts` for the cards."""
-    return {"my_votes": voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items]),
-            "show_counts": voting.counts_shown(session, viewer)}
-
-
-def for_item_page(request: Request, session: Session, viewer: Viewer, item: Item) -> dict[str, Any]:
-    """`vote` (VoteState), `following`, and a refused vote form's text and messages when there was one."""
-    refused = getattr(request.state, "vote_form", None)
-    form, errors, limited = refused if refused is not None else ({}, {}, "")
-    return {"vote": voting.vote_state(session, viewer=viewer, item=item),
-            "following": voting.is_following(session, item=item, user=viewer.user),
-            "vote_form": form, "vote_errors": errors, "vote_limited": limited}
 
 
 def _widget_html(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
@@ -104,14 +87,11 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
                            form: dict[str, str], errors: dict[str, str], *, limited: RateLimited | None = None
                            ) -> Response:
     """The item page with the refused vote form (what was typed, and why): 422, or 429 when too fast."""
-    from app.roadmap import views as roadmap_views
-
     message = ""
     if limited is not None:
         message = (f"{limited.detail} Your vote was not counted yet; what you typed is still here.")
     request.state.vote_form = (form, errors, message)
-    response = await roadmap_views.item_page(request=request, session=session, viewer=viewer,
-                                             public_id=item.public_id, slug=item.slug or None)
+    response = render_item_page(request, session, viewer, item.public_id, item.slug or None)
     response.status_code = 429 if limited is not None else 422
     if limited is not None:
         response.headers.update(limited.headers)

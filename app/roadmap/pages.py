@@ -1,0 +1,88 @@
+"""The item page, composed in one place, and the vote state of the board's cards.
+
+The item page shows the item, its timeline, its discussion (comments) and its vote widget. Its own route
+(app/roadmap/views.py) renders it, and so do the comment and vote routes when they refuse a form: they
+put what was typed on `request.state` (`comment_form`, `vote_form`) and render the page again here, so
+no view module has to import another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from app.accounts.viewer import Viewer
+from app.discussion import service as discussion
+from app.errors import NotFound
+from app.inputs import parse_int
+from app.pagecache import cached_render
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item
+from app.voting import merge as merging
+from app.voting import service as voting
+
+ITEM_PARAMS = frozenset({"page"})  # the comments' page
+
+
+def render_item_page(request: Request, session: Session, viewer: Viewer, public_id: str,
+                     slug: str | None = None) -> Response:
+    """The item page at /items/{public_id}/{slug}, or the redirect to its right address."""
+    def build() -> dict[str, Any] | Response:
+        try:
+            item = roadmap.get_visible_item(session, viewer, public_id)
+        except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
+            target = merging.find_merge_target(session, viewer, public_id)
+            return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
+        if slug != item.slug and item.slug:
+            return RedirectResponse(item.path, status_code=301)
+        return {"item": item, "timeline": roadmap.get_timeline(session, item),
+                "comments": discussion_for(request, session, viewer, item),
+                **vote_widget_for_item_page(request, session, viewer, item)}
+
+    # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only.
+    return cached_render(request, session, viewer, "roadmap/item.html", build, params=ITEM_PARAMS,
+                         signed_in_too=False)
+
+
+def _page_number(value: str | None) -> int:
+    """`?page=` of the item page; anything that is not a page number is the first page."""
+    return parse_int(value, minimum=1, maximum=99_999) or 1
+
+
+def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item) -> discussion.Discussion:
+    """The `comments` of the item page (the page of them `?page=` asks for), with a refused form's text and
+    message when there was one: a refused reply shows the page its thread is on, where the form is."""
+    page = _page_number(request.query_params.get("page"))
+    refused = getattr(request.state, "comment_form", None)
+    if refused is not None and refused[0].get("parent"):
+        try:
+            target = discussion.get_comment(session, viewer=viewer, public_id=refused[0]["parent"])
+        except NotFound:
+            target = None
+        if target is not None and target.item.id == item.id:
+            page = discussion.page_of(session, viewer=viewer, comment=target.comment)
+    result = discussion.list_comments(session, viewer=viewer, item=item, page=page)
+    if refused is not None:
+        result.form, result.errors = refused
+    return result
+
+
+# --- the vote widget's state on the item page and on the board's cards -----------------------------------
+
+
+def vote_widgets_for_cards(session: Session, viewer: Viewer, items: list[Item]) -> dict[str, Any]:
+    """`my_votes` (item id → importance, one query for the whole page) and `show_counts` for the cards."""
+    return {"my_votes": voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items]),
+            "show_counts": voting.counts_shown(session, viewer)}
+
+
+def vote_widget_for_item_page(request: Request, session: Session, viewer: Viewer, item: Item) -> dict[str, Any]:
+    """`vote` (VoteState), `following`, and a refused vote form's text and messages when there was one."""
+    refused = getattr(request.state, "vote_form", None)
+    form, errors, limited = refused if refused is not None else ({}, {}, "")
+    return {"vote": voting.vote_state(session, viewer=viewer, item=item),
+            "following": voting.is_following(session, item=item, user=viewer.user),
+            "vote_form": form, "vote_errors": errors, "vote_limited": limited}
