@@ -153,7 +153,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     `signed_in_too=False` caches the page for signed-out visitors only (the item page, whose comment
     and follow forms are per person throughout).
     """
-    from app.roadmap.service import audience
+    from app.roadmap.visibility import audience
     from app.web import render
 
     who = audience(viewer)

@@ -21,10 +21,12 @@ from app.accounts.models import (
     User,
     UserSession,
 )
+from app.addresses import normalise_email, validate_email
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
 from app.inputs import clean_identity_claims
+from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 
 MIN_PASSWORD_LENGTH = 10
@@ -33,20 +35,6 @@ INVITATION_DAYS = 7
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def validate_email(email: str) -> str:
-    from email_validator import EmailNotValidError
-    from email_validator import validate_email as _validate
-
-    try:
-        return normalise_email(_validate(email.strip(), check_deliverability=False).normalized)
-    except EmailNotValidError:
-        raise FormInvalid({"email": "Enter a valid email address, like name@example.com."}) from None
 
 
 def check_password_strength(password: str, *, field: str = "password") -> None:
@@ -410,8 +398,6 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
     account (PM or admin) is entered only through a provider whose mapping makes this sign-in staff: host-app
     SSO, email links and an unmapped provider raise StaffAccountRefused before anything is linked or changed.
     """
-    from app.organisations import service as organisations
-
     claims = clean_identity_claims(claims)  # another system's JSON: a NUL in a name would be a 500
     resolved = _resolve_identity(session, claims=claims, access=access)
     identity, user, email, mapped = resolved.identity, resolved.user, resolved.email, resolved.mapped
@@ -460,8 +446,6 @@ def magic_link_allowed(session: Session, *, email: str, private_mode: bool) -> b
     Known accounts always get one. A new address is an open sign-up on a public portal; on a private
     portal only addresses of a known organisation's domain may create an account this way.
     """
-    from app.organisations import service as organisations
-
     if get_user_by_email(session, email) is not None:
         return True
     return not private_mode or organisations.find_by_email_domain(session, email) is not None

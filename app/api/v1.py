@@ -35,6 +35,7 @@ from app.errors import NotAuthenticated, NotFound
 from app.inputs import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
+from app.voting import commands
 from app.voting import merge as merging
 from app.voting import service as voting
 from app.voting.views import limit_votes
@@ -197,8 +198,8 @@ async def vote_for_item(request: Request, session: DbSession, viewer: CurrentVie
     _voter(viewer)
     item = roadmap.get_visible_item(session, viewer, id)
     limit_votes(request, viewer)
-    voting.vote(session, viewer=viewer, item=item, importance=voting.parse_importance(body.importance),
-                reason=body.reason)
+    commands.vote(session, viewer=viewer, item=item, importance=voting.parse_importance(body.importance),
+                  reason=body.reason)
     return _state(session, viewer, item)
 
 

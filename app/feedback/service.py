@@ -30,7 +30,9 @@ from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
 from app.inputs import parse_int
+from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
+from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
@@ -182,7 +184,7 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
     # Equal matches: the more voted first, unless counts are hidden from this viewer (the order would
     # give them away); then in the search's own order.
     order = {item_id: n for n, item_id in enumerate(found)}
-    votes_break_ties = voting.counts_shown(session, viewer)
+    votes_break_ties = portal.counts_shown(session, viewer)
     ranked = sorted(found.values(), key=lambda item: (
         -score[item.id], -item.vote_count if votes_break_ties else 0, order[item.id]))[:limit]
     return [Suggestion(item=item, title_html=search.highlight(item.title, significant)) for item in ranked]
@@ -626,8 +628,6 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
 
 def find_customers(session: Session, *, q: str, limit: int = 10) -> list[User]:
     """Customers whose email or name contains the words (for choosing whom a vote is captured for)."""
-    from app.organisations import service as organisations
-
     if not q.strip():
         return []
     return organisations.list_customers(session, q=q, per_page=limit)[0]

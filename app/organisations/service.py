@@ -13,16 +13,14 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts.models import Role, User
+from app.addresses import normalise_domain, parse_domains
 from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
 from app.inputs import parse_int
 from app.organisations.models import Organisation, OrganisationDomain, Segment
+from app.roadmap import service as roadmap
 
 log = logging.getLogger("ahead.organisations")
-
-
-def normalise_domain(domain: str) -> str:
-    return domain.strip().lower().lstrip("@").rstrip(".")
 
 
 def find_by_email_domain(session: Session, email: str) -> Organisation | None:
@@ -36,9 +34,7 @@ def find_by_email_domain(session: Session, email: str) -> Organisation | None:
 
 
 def _segment_for(session: Session, name: str) -> Segment:
-    from app.roadmap.service import slugify
-
-    slug = slugify(name, 60) or "segment"
+    slug = roadmap.slugify(name, 60) or "segment"
     segment = session.scalar(select(Segment).where(Segment.slug == slug))
     if segment is None:
         segment = Segment(slug=slug, name=name.strip()[:80] or slug)
@@ -97,39 +93,8 @@ def list_segments(session: Session) -> list[Segment]:
 # --- staff: organisations ------------------------------------------------------------------------------
 
 # A host name: dot-separated labels of letters, digits and inner hyphens, with a dot in it.
-_DOMAIN = re.compile(r"^(?=.{3,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 MAX_REVENUE = Decimal("999999999999.99")  # what Numeric(14, 2) holds
 MAX_SEGMENT_WEIGHT = Decimal("99999.999")  # what Numeric(8, 3) holds
-
-
-def parse_domains(text: str) -> list[str]:
-    """Domains typed one per line or separated by commas (or spaces), normalised and without repeats.
-
-    Raises FormInvalid naming the entries that are not domains.
-    """
-    seen: list[str] = []
-    bad: list[str] = []
-    for raw in re.split(r"[\s,;]+", text or ""):
-        domain = normalise_domain(raw)
-        if not domain:
-            continue
-        if "@" in domain:  # someone pasted an address: keep its domain
-            domain = normalise_domain(domain.rsplit("@", 1)[1])
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
-        if not _DOMAIN.match(domain):
-            bad.append(raw.strip())
-        elif domain not in seen:
-            seen.append(domain)
-    if bad:
-        listed = ", ".join(f"“{b[:60]}”" for b in bad[:3])
-        raise FormInvalid({"domains": f"Not an email domain: {listed}. Write domains like acme.com, "
-                                      "one per line or separated by commas."})
-    if len(seen) > 50:
-        raise FormInvalid({"domains": "An organisation can have 50 domains at most."})
-    return seen
 
 
 def _parse_revenue(text: str) -> Decimal:
@@ -430,9 +395,7 @@ def _segment_values(session: Session, *, name: str, weight: str, segment: Segmen
 
 
 def _unique_segment_slug(session: Session, name: str, *, exclude_id: int | None = None) -> str:
-    from app.roadmap.service import slugify
-
-    base = slugify(name, 50) or "segment"
+    base = roadmap.slugify(name, 50) or "segment"
     slug, n = base, 2
     while session.scalar(select(Segment.id).where(Segment.slug == slug,
                                                   Segment.id != (exclude_id if exclude_id is not None else -1))):
@@ -479,8 +442,6 @@ def delete_segment(session: Session, *, segment: Segment, actor: Any) -> Segment
     An item limited to this segment only has no limit left afterwards, so every signed-in customer
     can see it; the confirmation page names those items before anyone presses the button.
     """
-    from app.roadmap import service as roadmap
-
     opened = [item.title for item in roadmap.list_items_limited_only_to(session, segment=segment)]
     items = roadmap.count_items_per_segment(session).get(segment.id, 0)
     organisations = session.execute(

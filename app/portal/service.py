@@ -11,6 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import revision
+from app.accounts.viewer import Viewer
+from app.addresses import parse_domains, validate_email
 from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
 from app.portal.models import PortalAsset, PortalSetting
@@ -238,9 +240,6 @@ def parse_access_form(*, private_mode: bool, groups_claim: str, rules: dict[str,
     `rules` is {"admin"|"pm": {"emails"|"domains"|"groups": text}}, each text one value per line or
     separated by commas. Field names in errors are "<role>_<kind>", e.g. "admin_emails".
     """
-    from app.accounts import service as accounts
-    from app.organisations import service as organisations
-
     errors: dict[str, str] = {}
     claim = groups_claim.strip()
     if not claim:
@@ -254,7 +253,7 @@ def parse_access_form(*, private_mode: bool, groups_claim: str, rules: dict[str,
         emails: list[str] = []
         for raw in _split(values.get("emails", "")):
             try:
-                email = accounts.validate_email(raw)
+                email = validate_email(raw)
             except FormInvalid:
                 errors[f"{role}_emails"] = f"“{raw[:80]}” is not an email address. Write one address per line."
                 break
@@ -262,7 +261,7 @@ def parse_access_form(*, private_mode: bool, groups_claim: str, rules: dict[str,
                 emails.append(email)
         domains: list[str] = []
         try:
-            domains = organisations.parse_domains(values.get("domains", ""))
+            domains = parse_domains(values.get("domains", ""))
         except FormInvalid as exc:
             errors[f"{role}_domains"] = exc.errors["domains"]
         groups: list[str] = []
@@ -296,6 +295,11 @@ def get_vote_display(session: Session) -> VoteDisplay:
         return VoteDisplay(hide_counts=bool((row.value or {}).get("hide_counts", False)) if row is not None else False)
 
     return _cached(session, "votes", load)
+
+
+def counts_shown(session: Session, viewer: Viewer) -> bool:
+    """Whether this viewer sees vote counts: staff always; others unless an admin hid them."""
+    return viewer.is_staff or not get_vote_display(session).hide_counts
 
 
 def update_vote_display(session: Session, *, actor: Any, hide_counts: bool) -> VoteDisplay:

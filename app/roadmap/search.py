@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, joinedload
 from app.accounts.viewer import Viewer
 from app.markup import plain_text
 from app.roadmap.models import Item
+from app.roadmap.visibility import visible_items
 
 MAX_QUERY_WORDS = 6
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -186,8 +187,6 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     index keeps every word once, so a score would only reward short descriptions, and ranking every
     description that mentions a common word is what made such searches slow.
     """
-    from app.roadmap.service import visible_items
-
     prefixes = query_words(q)
     if not prefixes:
         return []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, event, exists, func, or_, select
+from sqlalchemy import Select, event, exists, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from app.accounts.models import User
@@ -23,6 +23,7 @@ from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.inputs import parse_int
 from app.organisations.models import Segment
+from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap.models import (
     Confidence,
@@ -36,6 +37,7 @@ from app.roadmap.models import (
     item_segments,
     item_tags,
 )
+from app.roadmap.visibility import visible_items
 
 BOARD_CARDS_PER_COLUMN = 12
 PAGE_SIZE = 24
@@ -54,46 +56,6 @@ SORT_LABELS = {Sort.newest: "Newest", Sort.top: "Most voted", Sort.trending: "Tr
 # Orders that would give vote counts away (the ranking is the counts, roughly): not for viewers from whom an
 # admin hid the counts. They get the default order instead, and the sort control does not offer these.
 VOTE_SORTS = frozenset({Sort.top, Sort.trending})
-
-
-# --- visibility: the one place that decides who sees which item ------------------------------------
-
-
-def visible_items(viewer: Viewer) -> Select[tuple[Item]]:
-    """Items this viewer may see, the one rule behind every page, feed, search, count and API call.
-
-    Staff see everything. Everyone else sees published, unmerged items that are public; signed-in
-    customers of an organisation also see `customers` items open to every customer or to their segment.
-    """
-    stmt = select(Item).where(Item.merged_into_id.is_(None))
-    if viewer.is_staff:
-        return stmt
-    stmt = stmt.where(Item.published_at.is_not(None))
-    # Anyone can get an email sign-in link, so being signed in is not enough: customer-only items are
-    # for people who belong to a customer organisation.
-    if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
-        return stmt.where(Item.visibility == Visibility.public)
-    restricted = exists().where(item_segments.c.item_id == Item.id)
-    segment_ok = ~restricted
-    if viewer.segment_id is not None:
-        segment_ok = or_(segment_ok, exists().where(item_segments.c.item_id == Item.id,
-                                                    item_segments.c.segment_id == viewer.segment_id))
-    return stmt.where(or_(Item.visibility == Visibility.public,
-                          and_(Item.visibility == Visibility.customers, segment_ok)))
-
-
-def audience(viewer: Viewer) -> tuple[str, object] | None:
-    """What `visible_items` and the vote widgets depend on, as a cache key; None for staff (never cached).
-
-    People with the same audience see the same items: signed out or without an organisation (public
-    items; signed-in people get vote forms instead of a sign-in link), or a customer of an organisation
-    in a given segment (or in none).
-    """
-    if viewer.is_staff:
-        return None
-    if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
-        return ("public", viewer.user is not None)
-    return ("customer", viewer.segment_id)
 
 
 _LOCKED = "ahead_locked_items"
@@ -170,11 +132,7 @@ class Filters:
 
 
 def _counts_shown(session: Session, viewer: Viewer) -> bool:
-    if viewer.is_staff:
-        return True
-    from app.voting import service as voting
-
-    return voting.counts_shown(session, viewer)
+    return portal.counts_shown(session, viewer)
 
 
 def sort_options(session: Session, viewer: Viewer) -> dict[Sort, str]:

@@ -28,7 +28,10 @@ from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.db import insert_with_conflicts, utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
+from app.portal.service import counts_shown  # the vote display setting, applied to a viewer
+from app.roadmap import service as roadmap
 from app.roadmap.models import MERGED_REASON, Item
+from app.roadmap.visibility import audience
 from app.voting.models import CaptureSource, Follow, Importance, Vote
 
 TREND_DAYS = 30
@@ -125,8 +128,6 @@ def cast_vote(
     `keep_higher` (votes captured by staff): if the person already voted, the higher importance wins.
     The caller checks that the viewer may see the item and that it takes votes.
     """
-    from app.roadmap import service as roadmap
-
     roadmap.lock_for_activity(session, item, refused=MERGED_REASON)
     now = utcnow()
     session.flush()  # Core statements do not autoflush: a new item or contact must be stored first
@@ -159,8 +160,6 @@ def withdraw_vote(session: Session, *, item: Item, user: User) -> bool:
 
 def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
     """Remove the user's vote and return the item's vote_count after it; None when there was no vote."""
-    from app.roadmap import service as roadmap
-
     roadmap.lock_for_activity(session, item, refused=MERGED_REASON)
     session.flush()
     since = utcnow() - timedelta(days=TREND_DAYS)
@@ -194,8 +193,6 @@ def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) ->
 
 
 def follow(session: Session, *, item: Item, user: User) -> None:
-    from app.roadmap import service as roadmap
-
     roadmap.lock_for_activity(session, item)
     session.execute(
         _insert(session, Follow)
@@ -314,13 +311,6 @@ def parse_importance(raw: object) -> Importance:
     raise FormInvalid({"importance": IMPORTANCE_MESSAGE})
 
 
-def counts_shown(session: Session, viewer: Viewer) -> bool:
-    """Whether this viewer sees vote counts: staff always; others unless an admin hid them."""
-    from app.portal import service as portal
-
-    return viewer.is_staff or not portal.get_vote_display(session).hide_counts
-
-
 # What a vote request needs of its item: the vote widget (title, path, count) and the rules (stage,
 # merge). The rest (descriptions, notes) loads on first use, e.g. when a refused form shows the item page.
 _VOTE_LOAD = (load_only(Item.id, Item.public_id, Item.slug, Item.title, Item.product_id, Item.stage_id,
@@ -339,14 +329,12 @@ def get_item_to_vote(session: Session, viewer: Viewer, public_id: str) -> Item:
 
     Through roadmap.visible_items (the one visibility rule), in one query with the item's stage, without the
     tags and product the pages load: this is the hot path of voting. The statement is kept per
-    roadmap.audience, which is what visible_items depends on (staff, who see everything, are not kept).
+    visibility.audience, which is what visible_items depends on (staff, who see everything, are not kept).
     """
-    from app.roadmap import service as roadmap
-
     if not _PUBLIC_ID.fullmatch(public_id or ""):
         raise NotFound()
-    audience = roadmap.audience(viewer)
-    statement = _ITEM_TO_VOTE.get(audience) if audience is not None else None
+    key = audience(viewer)
+    statement = _ITEM_TO_VOTE.get(key) if key is not None else None
     if statement is None:
         # The item's row is locked first, as a merge locks it first: a vote waits for a merge of its item
         # to commit and then finds the item merged (no row: 404), instead of landing on it unseen by the
@@ -354,8 +342,8 @@ def get_item_to_vote(session: Session, viewer: Viewer, public_id: str) -> Item:
         # PostgreSQL; SQLite's write lock already puts writers in a row.)
         statement = (roadmap.visible_items(viewer).where(Item.public_id == bindparam("p_public_id"))
                      .options(*_VOTE_LOAD).with_for_update(of=Item, key_share=True))
-        if audience is not None:
-            _ITEM_TO_VOTE[audience] = statement
+        if key is not None:
+            _ITEM_TO_VOTE[key] = statement
     item = session.scalar(statement, {"p_public_id": public_id})
     if item is None:
         raise NotFound()
@@ -363,31 +351,16 @@ def get_item_to_vote(session: Session, viewer: Viewer, public_id: str) -> Item:
     return item
 
 
-def _voter(viewer: Viewer) -> User:
+def require_voter(viewer: Viewer) -> User:
     if viewer.user is None:
         raise NotAuthenticated("Please sign in to vote.")
     return viewer.user
 
 
-def _ensure_open(item: Item) -> None:
+def ensure_open(item: Item) -> None:
     reason = item.voting_closed_reason()
     if reason is not None:
         raise Conflict(reason + ".")
-
-
-def vote(session: Session, *, viewer: Viewer, item: Item, importance: Importance, reason: str = "") -> VoteResult:
-    """A signed-in person's vote (or new importance), with an optional private "tell us why" note.
-
-    The caller has loaded `item` through `visible_items(viewer)` (a hidden item is a 404 before this).
-    Closed and merged items refuse with Conflict; a too-long note with FormInvalid({"reason": ...}).
-    """
-    user = _voter(viewer)
-    _ensure_open(item)
-    if reason and reason.strip():
-        from app.feedback import service as feedback
-
-        feedback.add_reason(session, item=item, author=user, body=reason)
-    return cast_vote(session, item=item, user=user, importance=importance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,8 +371,8 @@ class Withdrawal:
 
 def unvote(session: Session, *, viewer: Viewer, item: Item) -> Withdrawal:
     """Withdraw the person's vote (idempotent). Closed items keep their votes as they were."""
-    user = _voter(viewer)
-    _ensure_open(item)
+    user = require_voter(viewer)
+    ensure_open(item)
     count = _withdraw(session, item=item, user=user)
     return Withdrawal(removed=count is not None, count=count)
 
@@ -456,8 +429,6 @@ def list_my_votes(session: Session, *, viewer: Viewer, include_captured: bool = 
     """The viewer's votes on items they may still see, most recent first."""
     if viewer.user is None:
         return []
-    from app.roadmap import service as roadmap
-
     stmt = (
         roadmap.visible_items(viewer)
         .join(Vote, Vote.item_id == Item.id)
@@ -476,8 +447,6 @@ def list_followed(session: Session, *, viewer: Viewer) -> list[Item]:
     """Items the viewer follows and may still see, most recently followed first."""
     if viewer.user is None:
         return []
-    from app.roadmap import service as roadmap
-
     return list(session.scalars(
         roadmap.visible_items(viewer)
         .join(Follow, Follow.item_id == Item.id)

@@ -29,6 +29,7 @@ from app.errors import FormInvalid, NotAuthenticated, RateLimited
 from app.roadmap.models import Item
 from app.roadmap.pages import render_item_page
 from app.security import csrf_token, verify_csrf
+from app.voting import commands
 from app.voting import service as voting
 from app.web import redirect, templates
 
@@ -125,7 +126,7 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
                                       {}, limited=exc)
     shown = as_json and voting.counts_shown(session, viewer)  # before the vote: see state_after()
     try:
-        result = voting.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
+        result = commands.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
     except FormInvalid as exc:
         if as_json:
             raise

@@ -1,0 +1,49 @@
+"""Visibility: the one place that decides who sees which item.
+
+Every read that a non-staff person can reach starts from `visible_items(viewer)`: pages, the API, feeds,
+search, counts and the vote's item lookup. app.roadmap.service names both functions too.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, and_, exists, or_, select
+
+from app.accounts.viewer import Viewer
+from app.roadmap.models import Item, Visibility, item_segments
+
+
+def visible_items(viewer: Viewer) -> Select[tuple[Item]]:
+    """Items this viewer may see, the one rule behind every page, feed, search, count and API call.
+
+    Staff see everything. Everyone else sees published, unmerged items that are public; signed-in
+    customers of an organisation also see `customers` items open to every customer or to their segment.
+    """
+    stmt = select(Item).where(Item.merged_into_id.is_(None))
+    if viewer.is_staff:
+        return stmt
+    stmt = stmt.where(Item.published_at.is_not(None))
+    # Anyone can get an email sign-in link, so being signed in is not enough: customer-only items are
+    # for people who belong to a customer organisation.
+    if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
+        return stmt.where(Item.visibility == Visibility.public)
+    restricted = exists().where(item_segments.c.item_id == Item.id)
+    segment_ok = ~restricted
+    if viewer.segment_id is not None:
+        segment_ok = or_(segment_ok, exists().where(item_segments.c.item_id == Item.id,
+                                                    item_segments.c.segment_id == viewer.segment_id))
+    return stmt.where(or_(Item.visibility == Visibility.public,
+                          and_(Item.visibility == Visibility.customers, segment_ok)))
+
+
+def audience(viewer: Viewer) -> tuple[str, object] | None:
+    """What `visible_items` and the vote widgets depend on, as a cache key; None for staff (never cached).
+
+    People with the same audience see the same items: signed out or without an organisation (public
+    items; signed-in people get vote forms instead of a sign-in link), or a customer of an organisation
+    in a given segment (or in none).
+    """
+    if viewer.is_staff:
+        return None
+    if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
+        return ("public", viewer.user is not None)
+    return ("customer", viewer.segment_id)
