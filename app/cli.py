@@ -7,7 +7,15 @@ import sys
 
 import typer
 
+from app import seed as seeding
+from app.accounts import passwords
+from app.accounts import service as accounts
+from app.accounts.models import Role
 from app.config import get_settings
+from app.db import Database
+from app.errors import AppError, FormInvalid
+from app.migrate import upgrade
+from app.voting import service as voting
 
 cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -17,8 +25,6 @@ def _database():  # type: ignore[no-untyped-def]
     """The database for a command: the requests' lock timeout (nothing in the app holds a lock longer, and a
     command waiting on one may itself hold locks that requests wait for), but its own statement timeout,
     none by default: an export or an import reads or writes every row in one go."""
-    from app.db import Database
-
     settings = get_settings()
     return Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
                     statement_timeout=settings.db_maintenance_statement_timeout or None)
@@ -70,8 +76,6 @@ def serve(
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from app.migrate import upgrade
-
     _ensure_sqlite_dir()
     upgrade(get_settings().database_url)
     typer.echo("Database is up to date.")
@@ -83,8 +87,6 @@ def seed(
     if_empty: bool = typer.Option(False, "--if-empty", help="Only when the database has no items yet."),
 ) -> None:
     """Load demo data."""
-    from app import seed as seeding
-
     if not demo:
         typer.echo("Nothing to do: pass --demo to load the demo company's roadmap.")
         raise typer.Exit(0)
@@ -113,10 +115,6 @@ def _read_password() -> str:
 def _new_password_hash() -> str:
     """A password from standard input, checked and hashed (before any transaction: argon2 takes its time,
     and a write transaction would hold SQLite's lock meanwhile); exit 1 with the reason if it is too weak."""
-    from app.accounts import passwords
-    from app.accounts import service as accounts
-    from app.errors import FormInvalid
-
     password = _read_password()
     try:
         accounts.check_password_strength(password)
@@ -129,10 +127,6 @@ def _new_password_hash() -> str:
 @cli.command("create-admin")
 def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
     """Create an admin account; the password is read from standard input."""
-    from app.accounts import service as accounts
-    from app.accounts.models import Role
-    from app.errors import AppError, FormInvalid
-
     password_hash = _new_password_hash()
     database = _database()
     try:
@@ -153,9 +147,6 @@ def create_admin(email: str, name: str = typer.Option("", help="Display name."))
 @cli.command("reset-password")
 def reset_password(email: str) -> None:
     """Set a new password for a locked-out user (read from standard input); ends their sessions."""
-    from app.accounts import service as accounts
-    from app.errors import FormInvalid
-
     password_hash = _new_password_hash()
     database = _database()
     try:
@@ -190,8 +181,6 @@ def reconcile(
     right, 1 when drifts were found (and fixed), 3 when some items could not be checked (run it again).
     """
     import time
-
-    from app.voting import service as voting
 
     drifts: list[voting.Drift] = []
     busy: dict[int, str] = {}

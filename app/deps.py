@@ -11,6 +11,7 @@ from app.accounts import service as accounts
 from app.accounts.models import User
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.errors import NotAuthenticated, NotFound
+from app.portal import service as portal
 from app.security import SESSION_COOKIE, session_cookie_value
 
 __all__ = ["SESSION_COOKIE"]  # its http name; app.security.cookies(request).session is the one in use
@@ -73,8 +74,6 @@ PRIVATE_MODE_OPEN = ("/login", "/auth/", "/sso/", "/logout", "/static/", "/healt
 
 async def enforce_private_mode(request: Request) -> None:
     """In private-portal mode every page but the sign-in routes needs a signed-in user."""
-    from app.portal import service as portal
-
     path = request.url.path
     if path.startswith(PRIVATE_MODE_OPEN):
         return

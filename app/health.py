@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app import migrate
+
 router = APIRouter(include_in_schema=False)
 
 
@@ -25,8 +27,6 @@ def _check(state: str, detail: str) -> dict[str, str]:
 def _database_checks(request: Request) -> dict[str, dict[str, str]]:
     """A write the database must accept (an UPDATE that changes nothing, in a savepoint rolled back at once:
     a read-only or full-locked database fails it where a SELECT would pass), then the schema's revision."""
-    from app.migrate import current_revision, head_revision
-
     session = request.state.db.session
     try:
         savepoint = session.begin_nested()
@@ -38,7 +38,7 @@ def _database_checks(request: Request) -> dict[str, dict[str, str]]:
         return {"database": _check("fail", f"cannot write: {type(exc).__name__}"),
                 "migrations": _check("fail", "not checked: the database failed")}
     database = _check("ok", "writable (" + session.get_bind().dialect.name + ")")
-    current, head = current_revision(session.connection()), head_revision()
+    current, head = migrate.current_revision(session.connection()), migrate.head_revision()
     if current != head:
         return {"database": database,
                 "migrations": _check("fail", f"at {current or 'none'}, expected {head}: run `ahead migrate`")}

@@ -15,15 +15,24 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import logs
+from app import health, logs
+from app.accounts import magic, me, oidc, sso
+from app.accounts import views as accounts_views
+from app.admin import views as admin_views
+from app.api import v1
 from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
+from app.discussion import views as discussion_views
 from app.errors import AppError, FormInvalid, NotAuthenticated
+from app.feedback import views as feedback_views
 from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
 from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
+from app.portal import views as portal_views
 from app.ratelimit import RateLimiter
+from app.roadmap import feeds
+from app.roadmap import views as roadmap_views
 from app.security import (
     Cookies,
     CsrfCookieMiddleware,
@@ -31,7 +40,8 @@ from app.security import (
     IsolatedStateMiddleware,
     SecurityHeadersMiddleware,
 )
-from app.web import templates
+from app.voting import views as voting_views
+from app.web import redirect, render, templates
 
 log = logging.getLogger("ahead")
 
@@ -48,8 +58,6 @@ def _error_response(request: Request, status: int, title: str, detail: str, code
                     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": code, "detail": detail, **(extra or {})}, status_code=status, headers=headers)
-    from app.web import render
-
     return render(request, "errors/error.html", {"status": status, "title": title, "detail": detail,
                                                    "code": code}, status_code=status, headers=headers)
 
@@ -59,8 +67,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def app_error(request: Request, exc: AppError) -> Response:
         if isinstance(exc, NotAuthenticated) and not _wants_json(request):
             from urllib.parse import quote
-
-            from app.web import redirect
 
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return redirect(request, f"/login?next={quote(target)}", flash=exc.detail, kind="info")
@@ -144,18 +150,6 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     templates.env.auto_reload = not settings.is_production
 
     _install_error_handlers(app)
-
-    from app import health
-    from app.accounts import magic, me, oidc, sso
-    from app.accounts import views as accounts_views
-    from app.admin import views as admin_views
-    from app.api import v1
-    from app.discussion import views as discussion_views
-    from app.feedback import views as feedback_views
-    from app.portal import views as portal_views
-    from app.roadmap import feeds
-    from app.roadmap import views as roadmap_views
-    from app.voting import views as voting_views
 
     sso.load_keys(settings)  # an unusable SSO_JWT_SECRET / SSO_JWT_PUBLIC_KEY stops start-up with its reason
     sso.install_access_log_redaction()  # host-app SSO tokens and magic links travel in URLs

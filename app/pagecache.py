@@ -44,7 +44,11 @@ from sqlalchemy.orm import Session
 from app import revision
 from app.accounts.viewer import Viewer
 from app.roadmap.models import Item
+from app.roadmap.visibility import audience
+from app.security import clear_flash_cookie, csrf_token
+from app.voting import service as voting
 from app.voting.models import Importance
+from app.web import page_context, read_flashes, render, templates
 
 _NONCE = secrets.token_hex(8)
 _PREFIX = f"\x00{_NONCE}:"
@@ -153,9 +157,6 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     `signed_in_too=False` caches the page for signed-out visitors only (the item page, whose comment
     and follow forms are per person throughout).
     """
-    from app.roadmap.visibility import audience
-    from app.web import render
-
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
     if (cache is None or who is None or request.state.db.is_write
@@ -176,8 +177,6 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
 
 
 def _capture(request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
-    from app.web import page_context, templates
-
     signed_in = viewer.user is not None
     page = Page(parts=[], show_counts=context.get("show_counts", True))
 
@@ -203,18 +202,12 @@ def _capture(request: Request, viewer: Viewer, template: str, context: dict[str,
 
 
 def _widget(request: Request, viewer: Viewer, page: Page, card: CardFacts, mine: Importance | None) -> str:
-    from app.web import templates
-
     return templates.env.get_template("voting/_vote.html").render(
         request=request, viewer=viewer, item=card, widget="card", csrf_token=_CSRF, show_counts=page.show_counts,
         my_votes={card.id: mine} if mine else {})
 
 
 def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
-    from app.security import clear_flash_cookie, csrf_token
-    from app.voting import service as voting
-    from app.web import read_flashes, templates
-
     token = csrf_token(request)
     flashes = read_flashes(request)
     mine = (voting.votes_of(session, user=viewer.user, item_ids=page.widgets)

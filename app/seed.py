@@ -19,8 +19,10 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
+from app.config import get_settings
 from app.db import utcnow
 from app.errors import FormInvalid
 from app.organisations import service as organisations
@@ -29,6 +31,8 @@ from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
 from app.roadmap.timeframes import current_quarter, quarter_choices
+from app.voting import service as voting
+from app.voting.models import Follow, Importance, Vote
 
 # Printed in the summary and documented in the README: demo staff sign in with it.
 DEMO_PASSWORD = "ahead-demo-password"  # nosec B105 # demo only; production demo staff get no password
@@ -595,8 +599,6 @@ def _timeframe(demo: DemoItem, released_on: date | None, today: date) -> tuple[T
 @cache
 def _demo_password_hash() -> str:
     # Hashed once per process: argon2 is slow on purpose, and the tests seed many times.
-    from app.accounts import passwords
-
     accounts.check_password_strength(DEMO_PASSWORD)
     return passwords.hash_password_blocking(DEMO_PASSWORD)
 
@@ -616,8 +618,6 @@ def _staff(session: Session, *, email: str, role: Role, name: str, with_password
 
 def seed_demo(session: Session) -> str:
     """Load the demo company; returns a summary for the terminal (with the demo staff password)."""
-    from app.config import get_settings
-
     settings = get_settings()
     stages = {s.slug: s for s in roadmap.list_stages(session)}
     missing = {s for demo in ITEMS for s, _ in demo.history} - set(stages)
@@ -803,9 +803,6 @@ def _demo_votes(session: Session, *, items: list[tuple[Item, DemoItem]], compani
                 clock: _Clock) -> None:
     """Customers of the demo organisations vote: `DemoItem.votes` becomes that many real vote rows."""
     from sqlalchemy import insert
-
-    from app.voting import service as voting
-    from app.voting.models import Follow, Importance, Vote
 
     wanted = max((demo.votes for item, demo in items if item.published_at is not None), default=0)
     if not wanted or not companies:

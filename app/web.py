@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from app.config import ROOT
 from app.markup import render_markdown
+from app.portal import service as portal
 from app.security import clear_flash_cookie, cookies, csrf_token, set_flash_cookie
 
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -85,8 +86,6 @@ def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str,
                  flashes: list[dict[str, str]]) -> dict[str, Any]:
     """What every page's layout reads besides the page's own context (app/pagecache.py passes stand-ins
     for the per-request CSRF token and flashes)."""
-    from app.portal import service as portal
-
     ctx: dict[str, Any] = dict(context or {})
     ctx.setdefault("viewer", getattr(request.state, "viewer", None))
     db = request.scope.get("state", {}).get("db")

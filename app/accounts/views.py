@@ -13,6 +13,7 @@ from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import User
 from app.deps import CurrentUser, CurrentViewer, DbSession
+from app.portal import service as portal
 from app.security import (
     clear_session_cookie,
     rotate_csrf,
@@ -60,8 +61,6 @@ def signed_in_response(request: Request, session: Session, *, user: User, next_u
 def staff_account_refused(request: Request, exc: accounts.StaffAccountRefused, *, method: str, how: str) -> Response:
     """The sign-in page, 403, saying why: a customer sign-in method (`how`, as the person knows it) reached a
     staff account. Logged for the operator; the request's transaction is rolled back, so nothing was linked."""
-    from app.portal import service as portal
-
     log.warning("%s sign-in refused for staff account %s from %s: staff sign in with their password or a "
                 "provider mapped to staff", method, exc.email, client_ip(request))
     detail = (f"This email address belongs to a staff account, and staff accounts cannot be entered with {how}. "

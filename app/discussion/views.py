@@ -6,6 +6,7 @@ The item page itself is composed in app/roadmap/pages.py, which lists the `comme
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip
+from app.db import utcnow
 from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
 from app.discussion import service as discussion
 from app.discussion.models import Comment
@@ -92,10 +94,6 @@ async def permalink(request: Request, session: DbSession, viewer: CurrentViewer,
 
 def _edit_page(request: Request, target: discussion.Target, *, status_code: int = 200,
                form: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
-    from datetime import timedelta
-
-    from app.db import utcnow
-
     left = target.comment.created_at + timedelta(minutes=discussion.EDIT_MINUTES) - utcnow()
     return render(request, "discussion/edit.html", {
         "item": target.item, "comment": target.comment, "minutes_left": max(1, int(left.total_seconds() // 60) + 1),

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from app.accounts.viewer import ANONYMOUS
 from app.deps import DbSession
+from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.web import templates
 
@@ -19,8 +20,6 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/changelog.atom")
 async def changelog_atom(request: Request, session: DbSession) -> Response:
-    from app.portal import service as portal
-
     items, _ = roadmap.list_changelog(session, ANONYMOUS, per_page=50)
     base = request.app.state.settings.base_url
     updated = max((i.released_at for i in items if i.released_at), default=None)
