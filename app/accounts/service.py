@@ -25,9 +25,9 @@ from app.addresses import normalise_email, validate_email
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
-from app.inputs import clean_identity_claims
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
+from app.parsing import clean_identity_claims
 
 MIN_PASSWORD_LENGTH = 10
 INVITATION_DAYS = 7

@@ -17,8 +17,8 @@ from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback import service as feedback
 from app.feedback.models import FeedbackKind, FeedbackState
-from app.inputs import ASCII_DIGITS
 from app.organisations import service as organisations
+from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting.models import CaptureSource, Importance

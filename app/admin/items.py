@@ -17,8 +17,8 @@ from app.audit import service as audit
 from app.audit.labels import AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
-from app.inputs import ASCII_DIGITS
 from app.organisations import service as organisations
+from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
 from app.roadmap.timeframes import quarter_choices

@@ -28,9 +28,9 @@ from app.audit.labels import AUDIT_FIELDS, AUDIT_KINDS, AUDIT_TYPES, AUDIT_VALUE
 from app.db import after_commit
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser, require_staff
 from app.errors import Conflict, FormInvalid, NotFound
-from app.inputs import ASCII_DIGITS, parse_int
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
+from app.parsing import ASCII_DIGITS, parse_int
 from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.roadmap.models import Product, Stage, Tag

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.discussion.service import CommentView
-from app.inputs import TEXT_PATTERN
 from app.markup import render_markdown
+from app.parsing import TEXT_PATTERN
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag
 from app.roadmap.service import Sort
 from app.voting.models import Importance

@@ -32,7 +32,7 @@ from app.api.schemas import (
 from app.deps import CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
-from app.inputs import ASCII_DIGITS
+from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
 from app.voting import commands

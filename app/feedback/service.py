@@ -29,9 +29,9 @@ from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
-from app.inputs import parse_int
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
+from app.parsing import parse_int
 from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap import service as roadmap

@@ -16,8 +16,8 @@ from app.accounts.models import Role, User
 from app.addresses import normalise_domain, parse_domains
 from app.audit import service as audit
 from app.errors import FormInvalid, NotFound
-from app.inputs import parse_int
 from app.organisations.models import Organisation, OrganisationDomain, Segment
+from app.parsing import parse_int
 from app.roadmap import service as roadmap
 
 log = logging.getLogger("ahead.organisations")

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from app.accounts.viewer import Viewer
 from app.discussion import service as discussion
 from app.errors import NotFound
-from app.inputs import parse_int
 from app.pagecache import cached_render
+from app.parsing import parse_int
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import merge as merging

@@ -21,8 +21,8 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
-from app.inputs import parse_int
 from app.organisations.models import Segment
+from app.parsing import parse_int
 from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap.models import (

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.inputs import ASCII_DIGITS
 from app.pagecache import cached_render
+from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe
