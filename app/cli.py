@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from app.config import get_settings
 
+if TYPE_CHECKING:
+    from app.db import Database
+
 cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 
 
-def _database():  # type: ignore[no-untyped-def]
+def _database() -> Database:
     """The database for a command: the requests' lock timeout (nothing in the app holds a lock longer, and a
     command waiting on one may itself hold locks that requests wait for), but its own statement timeout,
     none by default: an export or an import reads or writes every row in one go."""

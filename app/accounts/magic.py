@@ -24,6 +24,7 @@ from app.db import after_commit
 from app.deps import DbSession
 from app.errors import FormInvalid, RateLimited
 from app.portal import service as portal
+from app.ratelimit import RateLimiter
 from app.security import verify_csrf
 from app.web import redirect, render
 
@@ -119,7 +120,7 @@ def _link_unusable(request: Request) -> Response:
                   status_code=410)
 
 
-def _limit(limiter, limit: str, key: str) -> None:  # type: ignore[no-untyped-def]
+def _limit(limiter: RateLimiter, limit: str, key: str) -> None:
     try:
         limiter.hit(limit, key)
     except RateLimited as exc:

@@ -143,8 +143,7 @@ def verify_token(token: str, *, keys: SsoKeys, product: str, now: float | None =
         alg = _header(token).get("alg")
     except (ValueError, TypeError) as exc:
         raise SsoFailed(f"This sign-in link is damaged. {again}", reason=f"malformed header: {exc}") from None
-    key = keys.by_algorithm.get(alg) if isinstance(alg, str) else None
-    if key is None:
+    if not isinstance(alg, str) or (key := keys.by_algorithm.get(alg)) is None:
         raise SsoFailed(f"This sign-in link was not signed the way this portal expects. {again}",
                         reason=f"algorithm {alg!r} is not accepted (accepted: {sorted(keys.by_algorithm)})")
     try:

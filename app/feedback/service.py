@@ -281,8 +281,9 @@ def withdraw_recorded_vote(session: Session, *, viewer: Viewer, vote_id: int | N
     stays as it was once the item is closed (released, declined) or merged: Conflict.
     """
     user = viewer.user
-    vote = (session.scalar(select(Vote).where(Vote.id == vote_id, Vote.user_id == user.id))
-            if user is not None and vote_id is not None else None)
+    if user is None or vote_id is None:
+        raise NotFound()
+    vote = session.scalar(select(Vote).where(Vote.id == vote_id, Vote.user_id == user.id))
     if vote is None:
         raise NotFound()
     item = _items_with_stage(session, {vote.item_id})[vote.item_id]
@@ -340,7 +341,7 @@ _Author, _CapturedBy = aliased(User, name="author"), aliased(User, name="capture
 _ItemProduct, _OwnProduct = aliased(Product, name="item_product"), aliased(Product, name="own_product")
 
 
-def _inbox_query() -> Select[Any]:
+def _inbox_query() -> Select[Feedback, User, Organisation, Segment, User, Item, Product, Product]:
     return (
         select(Feedback, _Author, Organisation, Segment, _CapturedBy, Item, _ItemProduct, _OwnProduct)
         .outerjoin(_Author, _Author.id == Feedback.author_id)
@@ -541,7 +542,7 @@ def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInpu
     else:
         errors["customer"] = "Choose a customer from the search, or a new contact."
     try:
-        importance = Importance(parse_int(form.get("importance")))
+        importance = Importance(parse_int(form.get("importance")) or 0)  # 0 (also for no number): refused
     except ValueError:
         errors["importance"] = "Choose how much it matters: nice to have, important or critical."
         importance = Importance.important

@@ -59,7 +59,7 @@ VOTE_SORTS = frozenset({Sort.top, Sort.trending})
 # --- visibility: the one place that decides who sees which item ------------------------------------
 
 
-def visible_items(viewer: Viewer) -> Select[tuple[Item]]:
+def visible_items(viewer: Viewer) -> Select[Item]:
     """Items this viewer may see, the one rule behind every page, feed, search, count and API call.
 
     Staff see everything. Everyone else sees published, unmerged items that are public; signed-in
@@ -193,7 +193,7 @@ def for_viewer(session: Session, viewer: Viewer, filters: Filters) -> Filters:
     return filters
 
 
-def _apply_filters(stmt: Select[tuple[Item]], filters: Filters) -> Select[tuple[Item]]:
+def _apply_filters(stmt: Select[Item], filters: Filters) -> Select[Item]:
     if filters.product:
         stmt = stmt.where(Item.product_id == select(Product.id).where(Product.slug == filters.product).scalar_subquery())
     if filters.tag:
@@ -498,7 +498,7 @@ def _snapshot(item: Item) -> dict[str, Any]:
 def create_item(session: Session, *, data: ItemInput, author: User, publish: bool = False) -> Item:
     now = utcnow()
     item = Item(public_id=_new_public_id(session), created_by_id=author.id, created_at=now, updated_at=now)
-    _assign(item, data)
+    _assign(item, data, new=True)
     item.published_at = now if publish else None
     if data.stage.is_released:
         item.released_at = now
@@ -512,7 +512,8 @@ def create_item(session: Session, *, data: ItemInput, author: User, publish: boo
     return item
 
 
-def _assign(item: Item, data: ItemInput) -> None:
+def _assign(item: Item, data: ItemInput, *, new: bool = False) -> None:
+    # `new`, not `item.id is None`: the mapping types the id as always set, which holds from the flush on.
     item.title, item.summary, item.description = data.title, data.summary, data.description
     item.internal_notes, item.release_notes = data.internal_notes, data.release_notes
     item.slug = slugify(data.title)
@@ -522,7 +523,7 @@ def _assign(item: Item, data: ItemInput) -> None:
     item.timeframe, item.target_year, item.target_quarter = data.timeframe, data.target_year, data.target_quarter
     item.confidence, item.visibility = data.confidence, data.visibility
     segments = list(data.segments) if data.visibility is Visibility.customers else []
-    if item.id is None:
+    if new:
         item.tags = list(data.tags)
         item.segments = segments
     else:

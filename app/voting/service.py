@@ -98,7 +98,8 @@ def _counted(item: Item, row: Any) -> int:
     """The counters the statement returned, also on the loaded item (Core statements leave it as it was)."""
     set_committed_value(item, "vote_count", row.vote_count)
     set_committed_value(item, "trend_count", row.trend_count)
-    return row.vote_count
+    count: int = row.vote_count
+    return count
 
 
 @dataclass(frozen=True, slots=True)

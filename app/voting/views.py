@@ -47,9 +47,10 @@ def _wants_json(request: Request) -> bool:
 
 def limit_votes(request: Request, viewer: Viewer) -> None:
     """Votes, withdrawals and follows share one budget per person, and a larger one per address."""
+    assert viewer.user is not None  # every caller has sent the signed-out to sign in already
     settings = request.app.state.settings
     limiter = request.app.state.limiter
-    limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")  # type: ignore[union-attr]
+    limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")
     limiter.hit(settings.vote_ip_rate_limit, f"vote:ip:{client_ip(request)}")
 
 
