@@ -69,15 +69,17 @@ test-tools:
 test: setup-dev test-tools
 	$(BIN)/pytest
 
-# ruff (style and bugs), bandit (security smells, bandit.yaml; findings triaged on their line with
-# `# nosec BXXX # reason`), lint-imports (the import contracts in pyproject.toml: layers, independent
-# domains), .ci/import-cycles (lists every import cycle between two modules of app), pip-audit (known
-# vulnerabilities in requirements.lock; .ci/audit says NOT CHECKED when no vulnerability service
-# answers, and fails then if AUDIT_REQUIRED=1).
+# ruff (style and bugs), mypy (the types of app/, strict: [tool.mypy] in pyproject.toml), bandit
+# (security smells, bandit.yaml; findings triaged on their line with `# nosec BXXX # reason`),
+# lint-imports (the import contracts in pyproject.toml: layers, independent domains), .ci/import-cycles
+# (lists every import cycle between two modules of app), pip-audit (known vulnerabilities in
+# requirements.lock; .ci/audit says NOT CHECKED when no vulnerability service answers, and fails then
+# if AUDIT_REQUIRED=1).
 # bandit warns "nosec encountered (BXXX), but no failed test" for some lines whose nosec is needed
 # (it visits a statement's parts one by one: PyCQA/bandit#1041); the finding itself stays silenced.
 lint: setup-dev
 	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy app
 	$(BIN)/bandit -c bandit.yaml -r app migrations -q
 	$(BIN)/lint-imports
 	$(BIN)/python .ci/import-cycles

@@ -21,7 +21,7 @@ cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_i
                   pretty_exceptions_enable=False)
 
 
-def _database():  # type: ignore[no-untyped-def]
+def _database() -> Database:
     """The database for a command: the requests' lock timeout (nothing in the app holds a lock longer, and a
     command waiting on one may itself hold locks that requests wait for), but its own statement timeout,
     none by default: an export or an import reads or writes every row in one go."""

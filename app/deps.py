@@ -18,14 +18,15 @@ __all__ = ["SESSION_COOKIE"]  # its http name; app.security.cookies(request).ses
 
 
 async def get_db(request: Request) -> Session:
-    return request.state.db.session
+    session: Session = request.state.db.session
+    return session
 
 
 DbSession = Annotated[Session, Depends(get_db)]
 
 
 async def get_viewer(request: Request) -> Viewer:
-    cached = request.scope.get("state", {}).get("viewer")
+    cached: Viewer | None = request.scope.get("state", {}).get("viewer")
     if cached is not None:
         return cached
     token = session_cookie_value(request)

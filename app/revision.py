@@ -99,6 +99,7 @@ def bump(session: Session, *, settings_changed: bool = False) -> None:
     mark = connection.info.get(_CONNECTION_MARK)
     if not settings_changed and mark is not None and mark[0] is transaction and not mark[1]:
         return
+    shard: int | None
     if settings_changed:
         shard = SETTINGS_SHARD
     else:

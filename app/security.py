@@ -49,7 +49,8 @@ class Cookies:
 
 
 def cookies(request: Request) -> Cookies:
-    return request.app.state.cookies
+    names: Cookies = request.app.state.cookies
+    return names
 
 
 def session_cookie_value(request: Request) -> str | None:
@@ -173,7 +174,8 @@ def csrf_token(request: Request) -> str:
     answer (the one sign-in or sign-out just set, or else the one it sent)."""
     state = request.scope.setdefault("state", {})
     session_value = state["csrf_session"] if "csrf_session" in state else session_cookie_value(request)
-    return request.app.state.csrf.form_token(csrf_cookie_value(request), session_value or "")
+    token: str = request.app.state.csrf.form_token(csrf_cookie_value(request), session_value or "")
+    return token
 
 
 def rotate_csrf(request: Request, *, session_token: str = "") -> None:

@@ -29,8 +29,8 @@ from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
 from app.roadmap import service as roadmap
-from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
-from app.roadmap.timeframes import current_quarter, quarter_choices
+from app.roadmap.models import Confidence, Item, Stage, Visibility
+from app.roadmap.timeframes import Timeframe, current_quarter, quarter_choices
 from app.voting import service as voting
 from app.voting.models import Follow, Importance, Vote
 

@@ -1,6 +1,6 @@
 """The promises of the build: the lock files cover what the code imports and match pyproject.toml,
 `make` picks the newest supported Python and keeps .venv in step with it and with the locks, and
-`make lint` runs ruff, bandit and an audit that says so when it could not check anything."""
+`make lint` runs ruff, mypy, bandit and an audit that says so when it could not check anything."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ class TestLocks:
     def test_test_only_packages_stay_out_of_the_runtime(self):
         # httpx serves the tests' AsyncClient; the app reaches OIDC providers through httpx2.
         assert "httpx" in DEV and "httpx" not in RUNTIME
-        for tool in ("pytest", "bandit", "pip-audit", "ruff", "uv"):
+        for tool in ("pytest", "bandit", "pip-audit", "ruff", "mypy", "types-authlib", "uv"):
             assert tool not in RUNTIME_LOCK, f"{tool} would be installed in production"
 
     @pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
@@ -306,6 +306,11 @@ class TestMakefile:
         assert any(c.startswith(".venv/bin/bandit -c bandit.yaml -r app") for c in commands)
         assert ".ci/audit" in commands
 
+    def test_make_lint_checks_the_types_of_app_after_ruff(self, project):
+        commands = dry_run(project, "lint", f"PYTHON={sys.executable}")
+        ruff = next(i for i, c in enumerate(commands) if c.startswith(".venv/bin/ruff check"))
+        assert ".venv/bin/mypy app" in commands[ruff + 1:]
+
     def test_make_lock_writes_both_locks(self, project):
         commands = dry_run(project, "lock", f"PYTHON={sys.executable}")
         assert any(c.startswith(".venv/bin/uv pip compile") and c.endswith("-o requirements.lock")
@@ -342,6 +347,26 @@ class TestBandit:
                     reason = match[2] or re.match(rf"# bandit {match[1]}: \S", above)
                     assert reason, f"{where}: no reason given"
         assert silenced, "no nosec found at all: the scan is broken"
+
+
+class TestMypy:
+    CONFIG = PYPROJECT["tool"]["mypy"]
+
+    def test_mypy_checks_the_oldest_supported_python_strictly(self):
+        # Checked as the oldest Python Ahead runs on, so nothing newer than it slips into app/.
+        assert self.CONFIG["python_version"] == supported_pythons()[-1]
+        assert self.CONFIG["strict"] is True  # untyped defs and calls, implicit Optional, unused ignores...
+        assert self.CONFIG["files"] == ["app"]
+        assert "plugins" not in self.CONFIG  # SQLAlchemy 2's Mapped[...] needs none
+
+    def test_every_silenced_type_error_names_its_code_and_why(self):
+        # A bare `# type: ignore` hides every error on its line, today's and tomorrow's; one is only for a
+        # library whose types are wrong, names the error code and says so on the line.
+        for path in (ROOT / "app").rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if "type: ignore" in line:
+                    assert re.search(r"# type: ignore\[[a-z-]+(, ?[a-z-]+)*\]\s+#\s*\S", line), (
+                        f"{path.relative_to(ROOT)}:{number}: write `# type: ignore[code]  # why`")
 
 
 class TestAudit:

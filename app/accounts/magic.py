@@ -19,11 +19,13 @@ from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import client_ip, safe_next, signed_in_response, staff_account_refused
+from app.addresses import validate_email
 from app.config import Settings
 from app.db import after_commit
 from app.deps import DbSession
 from app.errors import FormInvalid, RateLimited
 from app.portal import service as portal
+from app.ratelimit import RateLimiter
 from app.security import verify_csrf
 from app.web import redirect, render
 
@@ -47,7 +49,7 @@ async def request_link(
     limiter, ip = request.app.state.limiter, client_ip(request)
     _limit(limiter, settings.magic_link_ip_rate_limit, f"magic:ip:{ip}")
     try:
-        email = accounts.validate_email(link_email)
+        email = validate_email(link_email)
     except FormInvalid as exc:
         return render(request, "accounts/magic_request.html",
                       {"next": safe_next(next, ""), "errors": {"link_email": exc.errors["email"]},
@@ -119,7 +121,7 @@ def _link_unusable(request: Request) -> Response:
                   status_code=410)
 
 
-def _limit(limiter, limit: str, key: str) -> None:  # type: ignore[no-untyped-def]
+def _limit(limiter: RateLimiter, limit: str, key: str) -> None:
     try:
         limiter.hit(limit, key)
     except RateLimited as exc:

@@ -60,7 +60,8 @@ class _Failure(Exception):
 
 
 def _provider(request: Request, name: str) -> OidcProvider:
-    for provider in request.app.state.settings.providers:
+    providers: list[OidcProvider] = request.app.state.settings.providers
+    for provider in providers:
         if provider.name == name:
             return provider
     raise NotFound()
@@ -113,7 +114,7 @@ def _same_issuer(a: str, b: str) -> bool:
 async def _metadata(client: Any, provider: OidcProvider) -> dict[str, Any]:
     """The discovery document, checked to belong to the configured issuer."""
     try:
-        metadata = await client.load_server_metadata()
+        metadata: dict[str, Any] = await client.load_server_metadata()
     except (_http.HTTPError, OSError, ValueError) as exc:
         log.warning("OIDC %s: discovery at %s failed: %s", provider.name, provider.issuer, exc)
         raise _unavailable(provider) from None
@@ -158,7 +159,7 @@ async def start(request: Request, name: str, next: str | None = None) -> Respons
     client = _client(request, provider)
     try:
         await _metadata(client, provider)
-        response = await client.authorize_redirect(request, _callback_url(request, provider))
+        response: Response = await client.authorize_redirect(request, _callback_url(request, provider))
     except _Failure as failure:
         return _failure_page(request, provider, failure, next_url)
     request.session[_next_key(provider)] = next_url

@@ -6,9 +6,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import CursorResult, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.accounts.models import (
@@ -23,7 +23,7 @@ from app.accounts.models import (
 )
 from app.addresses import normalise_email, validate_email
 from app.audit import service as audit
-from app.db import utcnow
+from app.db import insert_with_conflicts, utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
@@ -110,10 +110,10 @@ def change_password(session: Session, *, user: User, old_hash: str, new_hash: st
     (perhaps with the old password) is out, and the caller starts a new session for this browser. If the
     password changed in between (another tab, an admin's reset), nothing is changed.
     """
-    changed = session.execute(
+    changed = cast(CursorResult[Any], session.execute(
         update(User).where(User.id == user.id, User.password_hash == old_hash).values(password_hash=new_hash)
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    )).rowcount
     if not changed:
         raise Conflict("Your password was changed elsewhere a moment ago. Sign in again and retry if needed.")
     session.refresh(user)
@@ -220,9 +220,10 @@ def accept_invitation(session: Session, *, token: str, display_name: str, passwo
     invitation = find_invitation(session, token)
     # Claimed with a conditional write, so an admin cancelling it (or a second tab accepting it) at the
     # same moment cannot both win.
-    claimed = session.execute(update(Invitation).where(Invitation.id == invitation.id,
-                                                       Invitation.accepted_at.is_(None))
-                              .values(accepted_at=utcnow())).rowcount
+    claimed = cast(CursorResult[Any], session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
+        .values(accepted_at=utcnow())
+    )).rowcount
     if not claimed:
         raise NotFound(INVITATION_GONE)
     user = get_user_by_email(session, invitation.email)
@@ -261,8 +262,10 @@ def cancel_invitation(session: Session, *, invitation_id: int, actor: User) -> I
     invitation = session.get(Invitation, invitation_id)
     if invitation is None or invitation.accepted_at is not None:
         return None
-    gone = session.execute(delete(Invitation).where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
-                           .execution_options(synchronize_session=False)).rowcount
+    gone = cast(CursorResult[Any], session.execute(
+        delete(Invitation).where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
+        .execution_options(synchronize_session=False)
+    )).rowcount
     session.expunge(invitation)
     if not gone:
         return None
@@ -478,13 +481,13 @@ def consume_magic_link(session: Session, *, token: str) -> MagicLink | None:
     if not token or len(token) > 100:
         return None
     now = utcnow()
-    result = session.execute(
+    result = cast(CursorResult[Any], session.execute(
         update(MagicLink)
         .where(MagicLink.token_hash == _digest(token), MagicLink.used_at.is_(None), MagicLink.expires_at > now)
         .values(used_at=now)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    ))
+    if result.rowcount != 1:
         return None
     return session.scalar(select(MagicLink).where(MagicLink.token_hash == _digest(token)))
 
@@ -497,14 +500,9 @@ def use_token_id(session: Session, *, key: str, expires_at: datetime) -> bool:
     primary key decides, and ON CONFLICT DO NOTHING keeps the request's transaction usable."""
     now = utcnow()
     session.execute(delete(UsedToken).where(UsedToken.expires_at < now))
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     inserted = session.scalar(
-        insert(UsedToken).values(jti=key[:200], expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=["jti"]).returning(UsedToken.jti)
+        insert_with_conflicts(session.get_bind().dialect.name, UsedToken)
+        .values(jti=key[:200], expires_at=expires_at).on_conflict_do_nothing(index_elements=["jti"]).returning(UsedToken.jti)
     )
     return inserted is not None
 

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import safe_next, signed_in_response, staff_account_refused
+from app.addresses import validate_email
 from app.config import Settings
 from app.deps import DbSession, get_viewer
 from app.errors import FormInvalid, NotFound
@@ -143,8 +144,7 @@ def verify_token(token: str, *, keys: SsoKeys, product: str, now: float | None =
         alg = _header(token).get("alg")
     except (ValueError, TypeError) as exc:
         raise SsoFailed(f"This sign-in link is damaged. {again}", reason=f"malformed header: {exc}") from None
-    key = keys.by_algorithm.get(alg) if isinstance(alg, str) else None
-    if key is None:
+    if not isinstance(alg, str) or (key := keys.by_algorithm.get(alg)) is None:
         raise SsoFailed(f"This sign-in link was not signed the way this portal expects. {again}",
                         reason=f"algorithm {alg!r} is not accepted (accepted: {sorted(keys.by_algorithm)})")
     try:
@@ -185,7 +185,7 @@ def verify_token(token: str, *, keys: SsoKeys, product: str, now: float | None =
         raise SsoFailed(f"{product} did not tell us your email address, which this portal needs. {again}",
                         reason="no email claim")
     try:
-        email = accounts.validate_email(email)
+        email = validate_email(email)
     except FormInvalid:
         raise SsoFailed(f"{product} sent an email address that is not valid. {again}",
                         reason="invalid email claim") from None

@@ -20,8 +20,8 @@ from app.errors import FormInvalid
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
-from app.roadmap.models import Confidence, Item, Stage, Timeframe, Visibility
-from app.roadmap.timeframes import quarter_choices
+from app.roadmap.models import Confidence, Item, Stage, Visibility
+from app.roadmap.timeframes import Timeframe, quarter_choices
 from app.voting import merge as merging
 from app.web import redirect, render
 

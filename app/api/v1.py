@@ -33,6 +33,7 @@ from app.deps import CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
 from app.parsing import ASCII_DIGITS
+from app.portal.service import counts_shown
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
 from app.voting import commands
@@ -103,7 +104,7 @@ async def list_items(
     items, total = roadmap.list_items(session, viewer, filters, page=page, per_page=per_page)
     base_url = request.app.state.settings.base_url
     mine = voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items])
-    shown = voting.counts_shown(session, viewer)
+    shown = counts_shown(session, viewer)
     return ItemPage(items=[ItemPublic.of(i, base_url=base_url, my_vote=mine.get(i.id), show_count=shown)
                            for i in items], total=total, page=page, per_page=per_page, sort=filters.sort)
 
@@ -233,7 +234,7 @@ async def my_votes(request: Request, session: DbSession, viewer: CurrentViewer) 
     for you."""
     _voter(viewer)
     base_url = request.app.state.settings.base_url
-    shown = voting.counts_shown(session, viewer)
+    shown = counts_shown(session, viewer)
     votes = voting.list_my_votes(session, viewer=viewer)
     return MyVotes(votes=[
         MyVotePublic(item=ItemPublic.of(v.item, base_url=base_url, my_vote=v.importance, show_count=shown),

@@ -3,7 +3,7 @@
 Rules, decided here for pages and API alike:
 
 * Anyone who may see the item reads its comments; signed-in people who may see it write. An item the
-  viewer may not see has no comments for them: every lookup starts from `roadmap.visible_items(viewer)`
+  viewer may not see has no comments for them: every lookup starts from `visible_items(viewer)`
   and answers NotFound, exactly like a missing item.
 * Replies are one level deep: a reply to a reply attaches to the thread's top comment.
 * Authors edit for `EDIT_MINUTES` after posting (the comment then shows "edited") and delete at any time.
@@ -22,9 +22,9 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from math import ceil
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, distinct, exists, func, literal, or_, select, update
+from sqlalchemy import CursorResult, and_, distinct, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.accounts.models import STAFF_ROLES, User
@@ -37,6 +37,7 @@ from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFo
 from app.markup import plain_text
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
+from app.roadmap.visibility import visible_items
 from app.voting import service as voting
 
 MAX_BODY = 5000
@@ -121,14 +122,17 @@ def _author_name(author: User | None) -> str:
 
 
 def can_comment(viewer: Viewer) -> bool:
-    return viewer.is_authenticated and not viewer.user.is_placeholder  # type: ignore[union-attr]
+    user = viewer.user
+    return viewer.is_authenticated and user is not None and not user.is_placeholder
 
 
-def _ensure_writer(viewer: Viewer, message: str) -> None:
+def _ensure_writer(viewer: Viewer, message: str) -> User:
+    """The viewer's account, once it may write comments."""
     if viewer.user is None:
         raise NotAuthenticated(message)
     if not can_comment(viewer):
         raise Forbidden("This account cannot write comments.")
+    return viewer.user
 
 
 def _editable(comment: Comment, now: datetime) -> bool:
@@ -208,7 +212,7 @@ def list_comments(session: Session, *, viewer: Viewer, item: Item, page: int = 1
     threads_wanted = [Comment.id.in_(select(on_page.c.id)), Comment.parent_id.in_(select(on_page.c.id))]
     if pinned_id is not None:
         threads_wanted += [Comment.id == pinned_id, Comment.parent_id == pinned_id]
-    me = viewer.user.id if viewer.is_authenticated else None  # type: ignore[union-attr]
+    me = viewer.user.id if viewer.is_authenticated and viewer.user is not None else None
     # What the viewer needs to know of the reports, in the same query: staff the open ones, a customer
     # whether they reported it.
     if viewer.is_staff:
@@ -312,7 +316,7 @@ def get_comment(session: Session, *, viewer: Viewer, public_id: str) -> Target:
     comment = session.scalar(stmt)
     item = None
     if comment is not None:
-        item = session.scalar(roadmap.visible_items(viewer).where(Item.id == comment.item_id))
+        item = session.scalar(visible_items(viewer).where(Item.id == comment.item_id))
     if comment is None or item is None:
         raise NotFound()
     return Target(comment=comment, item=item)
@@ -345,9 +349,7 @@ def create_comment(session: Session, *, viewer: Viewer, item: Item, body: str,
 
     `parent_public_id` may name any comment of the item: a reply to a reply joins the top comment's thread.
     """
-    _ensure_writer(viewer, "Please sign in to comment.")
-    user = viewer.user
-    assert user is not None
+    user = _ensure_writer(viewer, "Please sign in to comment.")
     text = clean_body(body)
     roadmap.lock_for_activity(session, item)  # not left behind on an item a merge is moving away from
     parent_id = None
@@ -453,10 +455,10 @@ def restore_comment(session: Session, *, actor: User, comment: Comment) -> None:
 
 def dismiss_reports(session: Session, *, actor: User, comment: Comment) -> int:
     """Close the comment's open reports without hiding it; returns how many were closed."""
-    closed = session.execute(
+    closed = cast(CursorResult[Any], session.execute(
         update(CommentReport).where(CommentReport.comment_id == comment.id, CommentReport.resolved_at.is_(None))
         .values(resolved_at=utcnow())
-    ).rowcount
+    )).rowcount
     if closed:
         audit.record(session, actor=actor, action="comment.reports_dismissed", entity=comment,
                      entity_type="comment", label=_label(comment), changes={"open_reports": [closed, 0]})
@@ -477,10 +479,10 @@ def clean_reason(reason: str) -> str:
 
 def ensure_reportable(*, viewer: Viewer, comment: Comment) -> None:
     """Customers report other people's comments; staff hide them instead."""
-    _ensure_writer(viewer, "Please sign in to report a comment.")
+    user = _ensure_writer(viewer, "Please sign in to report a comment.")
     if viewer.is_staff:
         raise Forbidden("Staff do not report comments: hide it, or leave it, from the item page.")
-    if comment.author_id == viewer.user.id:  # type: ignore[union-attr]
+    if comment.author_id == user.id:
         raise Forbidden("You cannot report your own comment; you can edit or delete it instead.")
 
 

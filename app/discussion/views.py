@@ -50,9 +50,10 @@ def _target_url(session: Session, viewer: Viewer, target: discussion.Target) -> 
 
 
 def _limit(request: Request, viewer: Viewer) -> None:
+    assert viewer.user is not None  # the caller has checked discussion.can_comment
     settings = request.app.state.settings
     limiter = request.app.state.limiter
-    limiter.hit(settings.comment_rate_limit, f"comment:user:{viewer.user.id}")  # type: ignore[union-attr]
+    limiter.hit(settings.comment_rate_limit, f"comment:user:{viewer.user.id}")
     limiter.hit(settings.comment_ip_rate_limit, f"comment:ip:{client_ip(request)}")
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.accounts.viewer import Viewer
+from app.addresses import validate_email
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
@@ -36,6 +37,7 @@ from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
+from app.roadmap.visibility import visible_items
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Vote
 
@@ -237,7 +239,7 @@ class MyFeedbackPage:
 def _visible_by_id(session: Session, viewer: Viewer, item_ids: set[int]) -> dict[int, Item]:
     if not item_ids:
         return {}
-    rows = session.scalars(roadmap.visible_items(viewer).where(Item.id.in_(item_ids))
+    rows = session.scalars(visible_items(viewer).where(Item.id.in_(item_ids))
                            .options(selectinload(Item.stage), selectinload(Item.product)))
     return {item.id: item for item in rows}
 
@@ -283,8 +285,9 @@ def withdraw_recorded_vote(session: Session, *, viewer: Viewer, vote_id: int | N
     stays as it was once the item is closed (released, declined) or merged: Conflict.
     """
     user = viewer.user
-    vote = (session.scalar(select(Vote).where(Vote.id == vote_id, Vote.user_id == user.id))
-            if user is not None and vote_id is not None else None)
+    if user is None or vote_id is None:
+        raise NotFound()
+    vote = session.scalar(select(Vote).where(Vote.id == vote_id, Vote.user_id == user.id))
     if vote is None:
         raise NotFound()
     item = _items_with_stage(session, {vote.item_id})[vote.item_id]
@@ -342,7 +345,7 @@ _Author, _CapturedBy = aliased(User, name="author"), aliased(User, name="capture
 _ItemProduct, _OwnProduct = aliased(Product, name="item_product"), aliased(Product, name="own_product")
 
 
-def _inbox_query() -> Select[Any]:
+def _inbox_query() -> Select[Feedback, User, Organisation, Segment, User, Item, Product, Product]:
     return (
         select(Feedback, _Author, Organisation, Segment, _CapturedBy, Item, _ItemProduct, _OwnProduct)
         .outerjoin(_Author, _Author.id == Feedback.author_id)
@@ -533,7 +536,7 @@ def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInpu
             errors["contact_email"] = "Enter the contact's email address."
         else:
             try:
-                contact_email = accounts.validate_email(raw_email)
+                contact_email = validate_email(raw_email)
             except FormInvalid:
                 errors["contact_email"] = "Enter a valid email address, like name@example.com."
         organisation_id = parse_id(form.get("organisation_id"))
@@ -543,7 +546,7 @@ def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInpu
     else:
         errors["customer"] = "Choose a customer from the search, or a new contact."
     try:
-        importance = Importance(parse_int(form.get("importance")))
+        importance = Importance(parse_int(form.get("importance")) or 0)  # 0 (also for no number): refused
     except ValueError:
         errors["importance"] = "Choose how much it matters: nice to have, important or critical."
         importance = Importance.important

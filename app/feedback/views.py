@@ -13,9 +13,9 @@ from app.accounts.views import client_ip
 from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
+from app.portal.service import counts_shown
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
-from app.voting import service as voting
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
@@ -75,7 +75,7 @@ async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
     (`votes` is null when the portal hides vote counts from this viewer)."""
     suggestions = feedback.similar_items(session, viewer, title=q)
     if "application/json" in request.headers.get("accept", "").split(",")[0]:
-        shown = voting.counts_shown(session, viewer)
+        shown = counts_shown(session, viewer)
         return JSONResponse([
             {"title": s.item.title, "url": s.item.path, "product": s.item.product.name, "stage": s.item.stage.name,
              "votes": s.item.vote_count if shown else None}

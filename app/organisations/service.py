@@ -6,9 +6,9 @@ import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -260,10 +260,10 @@ def update_organisation(session: Session, *, organisation: Organisation, data: O
 
 def delete_organisation(session: Session, *, organisation: Organisation, actor: Any) -> int:
     """Delete it; its members keep their accounts without an organisation. Returns how many there were."""
-    members = session.execute(
+    members = cast(CursorResult[Any], session.execute(
         update(User).where(User.organisation_id == organisation.id).values(organisation_id=None)
         .execution_options(synchronize_session=False)
-    ).rowcount or 0  # type: ignore[attr-defined]
+    )).rowcount or 0
     for user in session.identity_map.values():
         if isinstance(user, User) and user.organisation_id == organisation.id:
             set_committed_value(user, "organisation_id", None)
@@ -354,7 +354,7 @@ def get_segment(session: Session, segment_id: int) -> Segment:
 def count_organisations_per_segment(session: Session) -> dict[int, int]:
     rows = session.execute(select(Organisation.segment_id, func.count())
                            .where(Organisation.segment_id.is_not(None)).group_by(Organisation.segment_id))
-    return {segment_id: n for segment_id, n in rows}
+    return {segment_id: n for segment_id, n in rows if segment_id is not None}  # (the WHERE says so)
 
 
 def _parse_weight(text: str) -> Decimal:
@@ -444,10 +444,10 @@ def delete_segment(session: Session, *, segment: Segment, actor: Any) -> Segment
     """
     opened = [item.title for item in roadmap.list_items_limited_only_to(session, segment=segment)]
     items = roadmap.count_items_per_segment(session).get(segment.id, 0)
-    organisations = session.execute(
+    organisations = cast(CursorResult[Any], session.execute(
         update(Organisation).where(Organisation.segment_id == segment.id).values(segment_id=None)
         .execution_options(synchronize_session=False)
-    ).rowcount or 0  # type: ignore[attr-defined]
+    )).rowcount or 0
     for obj in session.identity_map.values():
         if isinstance(obj, Organisation) and obj.segment_id == segment.id:
             set_committed_value(obj, "segment_id", None)

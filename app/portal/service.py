@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,13 +38,14 @@ class Branding:
 # Settings are read on every page: each worker keeps them until the settings revision changes, which
 # any change of a setting does (app/revision.py), so a change shows at once in every worker.
 _cache: dict[str, tuple[int, Any]] = {}
+_Setting = TypeVar("_Setting")
 
 
-def _cached(session: Session, key: str, load: Callable[[], Any]) -> Any:
+def _cached(session: Session, key: str, load: Callable[[], _Setting]) -> _Setting:
     rev = revision.settings(session)
     hit = _cache.get(key)
     if hit is not None and hit[0] == rev:
-        return hit[1]
+        return cast(_Setting, hit[1])  # each key is only ever filled by its own loader
     value = load()
     _cache[key] = (rev, value)
     return value
@@ -89,7 +90,7 @@ def validate_branding(*, portal_name: str, accent_color: str, product_name: str,
 
 def update_branding(session: Session, *, actor: Any, values: dict[str, str], logo: bytes | None = None,
                     remove_logo: bool = False) -> Branding:
-    clean = validate_branding(**values)
+    clean: dict[str, Any] = validate_branding(**values)  # replace() also takes the int logo_version
     current = _stored_branding(session)
     new = replace(current, **clean)
     if logo:

@@ -19,6 +19,7 @@ from app.discussion import service as discussion
 from app.errors import NotFound
 from app.pagecache import cached_render
 from app.parsing import parse_int
+from app.portal.service import counts_shown
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import merge as merging
@@ -76,7 +77,7 @@ def discussion_for(request: Request, session: Session, viewer: Viewer, item: Ite
 def vote_widgets_for_cards(session: Session, viewer: Viewer, items: list[Item]) -> dict[str, Any]:
     """`my_votes` (item id → importance, one query for the whole page) and `show_counts` for the cards."""
     return {"my_votes": voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items]),
-            "show_counts": voting.counts_shown(session, viewer)}
+            "show_counts": counts_shown(session, viewer)}
 
 
 def vote_widget_for_item_page(request: Request, session: Session, viewer: Viewer, item: Item) -> dict[str, Any]:

@@ -31,12 +31,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from markupsafe import Markup, escape
 from sqlalchemy import Integer, Select, cast, column, func, literal, literal_column, not_, select, table, text
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.sql.expression import ColumnClause
 
 from app.accounts.viewer import Viewer
 from app.markup import plain_text
@@ -54,7 +56,7 @@ INDEX_TABLES = frozenset({"item_search", "item_search_data", "item_search_idx", 
 _fts = table("item_search", column("rowid", Integer), column("title"), column("summary"), column("body"))
 _pg = table("item_search", column("item_id", Integer), column("document", TSVECTOR), column("heading", TSVECTOR))
 # ts_rank_cd's weights are listed {D, C, B, A}: body is C, summary B, title A.
-_PG_WEIGHTS = literal_column("'{0.1, 0.1, 0.4, 1.0}'::float4[]")
+_PG_WEIGHTS: ColumnClause[Any] = literal_column("'{0.1, 0.1, 0.4, 1.0}'::float4[]")
 _PG_MAX_POSITION = 16383  # tsvector positions stop there
 
 
@@ -211,12 +213,12 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     ]
 
 
-def _sqlite_tier(stmt: Select[tuple[int]], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[tuple[int]]:
+def _sqlite_tier(stmt: Select[int], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[int]:
     every = fts5_query(prefixes)
     in_title, in_heading = f"{{title}} : ({every})", f"{{title summary}} : ({every})"
     expression = {Tier.title: in_title, Tier.heading: f"{in_heading} NOT {in_title}",
                   Tier.anywhere: f"({every}) NOT {in_heading}"}[tier]
-    fts = literal_column("item_search")
+    fts: ColumnClause[Any] = literal_column("item_search")
     columns = [_fts.c.rowid.label("item_id")]
     if ranked:
         columns.append(func.bm25(fts, 10.0, 4.0, 1.0).label("rank"))
@@ -225,7 +227,7 @@ def _sqlite_tier(stmt: Select[tuple[int]], prefixes: Sequence[str], tier: Tier, 
     return stmt.order_by(hits.c.rank) if ranked else stmt  # bm25: lower is better
 
 
-def _postgres_tier(stmt: Select[tuple[int]], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[tuple[int]]:
+def _postgres_tier(stmt: Select[int], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[int]:
     every = cast(literal(tsquery(prefixes)), TSQUERY)
     matches = _pg.c.document.op("@@", is_comparison=True)
     heading = _pg.c.heading.op("@@", is_comparison=True)  # the small GIN index on title + summary

@@ -32,11 +32,11 @@ from app.roadmap.models import (
     Stage,
     StageChange,
     Tag,
-    Timeframe,
     Visibility,
     item_segments,
     item_tags,
 )
+from app.roadmap.timeframes import Timeframe
 from app.roadmap.visibility import visible_items
 
 BOARD_CARDS_PER_COLUMN = 12
@@ -151,7 +151,7 @@ def for_viewer(session: Session, viewer: Viewer, filters: Filters) -> Filters:
     return filters
 
 
-def _apply_filters(stmt: Select[tuple[Item]], filters: Filters) -> Select[tuple[Item]]:
+def _apply_filters(stmt: Select[Item], filters: Filters) -> Select[Item]:
     if filters.product:
         stmt = stmt.where(Item.product_id == select(Product.id).where(Product.slug == filters.product).scalar_subquery())
     if filters.tag:
@@ -456,7 +456,7 @@ def _snapshot(item: Item) -> dict[str, Any]:
 def create_item(session: Session, *, data: ItemInput, author: User, publish: bool = False) -> Item:
     now = utcnow()
     item = Item(public_id=_new_public_id(session), created_by_id=author.id, created_at=now, updated_at=now)
-    _assign(item, data)
+    _assign(item, data, new=True)
     item.published_at = now if publish else None
     if data.stage.is_released:
         item.released_at = now
@@ -470,7 +470,8 @@ def create_item(session: Session, *, data: ItemInput, author: User, publish: boo
     return item
 
 
-def _assign(item: Item, data: ItemInput) -> None:
+def _assign(item: Item, data: ItemInput, *, new: bool = False) -> None:
+    # `new`, not `item.id is None`: the mapping types the id as always set, which holds from the flush on.
     item.title, item.summary, item.description = data.title, data.summary, data.description
     item.internal_notes, item.release_notes = data.internal_notes, data.release_notes
     item.slug = slugify(data.title)
@@ -480,7 +481,7 @@ def _assign(item: Item, data: ItemInput) -> None:
     item.timeframe, item.target_year, item.target_quarter = data.timeframe, data.target_year, data.target_quarter
     item.confidence, item.visibility = data.confidence, data.visibility
     segments = list(data.segments) if data.visibility is Visibility.customers else []
-    if item.id is None:
+    if new:
         item.tags = list(data.tags)
         item.segments = segments
     else:

@@ -13,8 +13,8 @@ from app.pagecache import cached_render
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
-from app.roadmap.models import Timeframe
 from app.roadmap.pages import render_item_page, vote_widgets_for_cards
+from app.roadmap.timeframes import Timeframe
 from app.web import render
 
 router = APIRouter(include_in_schema=False)

@@ -12,7 +12,7 @@ from app.accounts.viewer import Viewer
 from app.roadmap.models import Item, Visibility, item_segments
 
 
-def visible_items(viewer: Viewer) -> Select[tuple[Item]]:
+def visible_items(viewer: Viewer) -> Select[Item]:
     """Items this viewer may see, the one rule behind every page, feed, search, count and API call.
 
     Staff see everything. Everyone else sees published, unmerged items that are public; signed-in

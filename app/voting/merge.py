@@ -275,7 +275,8 @@ def _merge_votes(session: Session, *, source: Item, target: Item) -> dict[str, A
         .where(Vote.item_id == source.id)
         .order_by(Vote.id)
     ).all()
-    dropped, raised = [], []
+    dropped: list[dict[str, Any]] = []
+    raised: list[dict[str, Any]] = []
     for (b_id, user_id, importance, created_at, updated_at, captured_by_id, capture_source, source_url,
          a_id, a_importance, a_updated_at) in overlapping:
         dropped.append({
@@ -370,7 +371,7 @@ def undo_merge(session: Session, *, merge: Merge, actor: User) -> UndoResult:
     merge.undone_by_id = actor.id
     session.flush()
     _recount(session, source, target)
-    changes = {"merged_into": [target.title, None], "votes_back": [None, votes_back]}
+    changes: dict[str, list[Any]] = {"merged_into": [target.title, None], "votes_back": [None, votes_back]}
     audit.record(session, actor=actor, action="item.unmerged", entity=source, changes=changes)
     audit.record(session, actor=actor, action="item.merge_undone", entity=target,
                  changes={"merged_from": [source.title, None], "votes_back": [None, votes_back]})
@@ -411,10 +412,10 @@ def _undo_votes(session: Session, record: dict[str, Any], *, source: Item, targe
     # A dropped vote comes back while the vote on A that absorbed it is still there; someone who withdrew
     # that vote since withdrew both, like a moved vote that is gone from A.
     dropped = record.get("dropped_votes", [])
-    still_on_a = set()
+    still_on_a: set[int] = set()
     for ids in _chunks([d["absorbed_by"] for d in dropped]):
         still_on_a.update(session.scalars(select(Vote.id).where(Vote.id.in_(ids), Vote.item_id == target.id)))
-    taken = set()
+    taken: set[int] = set()
     for ids in _chunks([d["id"] for d in dropped]):
         taken.update(session.scalars(select(Vote.id).where(Vote.id.in_(ids))))
     for row in dropped:
@@ -477,14 +478,14 @@ def _undo_follows(session: Session, record: dict[str, Any], *, source: Item, tar
                                 .values(item_id=source.id).execution_options(synchronize_session=False))
     dropped = record.get("dropped_follows", [])
     for chunk in _chunks(list(range(len(dropped)))):
-        rows = [dropped[i] for i in chunk]
+        entries = [dropped[i] for i in chunk]
         # Like a dropped vote: back while the person still follows A.
         still = set(session.scalars(select(Follow.user_id).where(
-            Follow.item_id == target.id, Follow.user_id.in_([r["user_id"] for r in rows]))))
-        for row in rows:
-            if row["user_id"] in still:
-                session.execute(_insert(session, Follow).values(item_id=source.id, user_id=row["user_id"],
-                                                                created_at=_when(row["created_at"]))
+            Follow.item_id == target.id, Follow.user_id.in_([e["user_id"] for e in entries]))))
+        for entry in entries:
+            if entry["user_id"] in still:
+                session.execute(_insert(session, Follow).values(item_id=source.id, user_id=entry["user_id"],
+                                                                created_at=_when(entry["created_at"]))
                                 .on_conflict_do_nothing(index_elements=["item_id", "user_id"]))
 
 

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import JSON, ForeignKey, Index, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
+
+ImportanceKey = Literal["nice_to_have", "important", "critical"]  # Importance's names, what forms and the API say
 
 
 class Importance(IntEnum):
@@ -22,8 +24,8 @@ class Importance(IntEnum):
         return {1: "Nice to have", 2: "Important", 3: "Critical"}[self.value]
 
     @property
-    def key(self) -> str:
-        return self.name
+    def key(self) -> ImportanceKey:
+        return cast(ImportanceKey, self.name)
 
 
 class CaptureSource(StrEnum):

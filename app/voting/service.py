@@ -31,7 +31,7 @@ from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
 from app.portal.service import counts_shown  # the vote display setting, applied to a viewer
 from app.roadmap import service as roadmap
 from app.roadmap.models import MERGED_REASON, Item
-from app.roadmap.visibility import audience
+from app.roadmap.visibility import audience, visible_items
 from app.voting.models import CaptureSource, Follow, Importance, Vote
 
 TREND_DAYS = 30
@@ -101,7 +101,8 @@ def _counted(item: Item, row: Any) -> int:
     """The counters the statement returned, also on the loaded item (Core statements leave it as it was)."""
     set_committed_value(item, "vote_count", row.vote_count)
     set_committed_value(item, "trend_count", row.trend_count)
-    return row.vote_count
+    count: int = row.vote_count
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +341,7 @@ def get_item_to_vote(session: Session, viewer: Viewer, public_id: str) -> Item:
         # to commit and then finds the item merged (no row: 404), instead of landing on it unseen by the
         # merge, or deadlocking with it over the vote's unique key. (FOR NO KEY UPDATE OF items on
         # PostgreSQL; SQLite's write lock already puts writers in a row.)
-        statement = (roadmap.visible_items(viewer).where(Item.public_id == bindparam("p_public_id"))
+        statement = (visible_items(viewer).where(Item.public_id == bindparam("p_public_id"))
                      .options(*_VOTE_LOAD).with_for_update(of=Item, key_share=True))
         if key is not None:
             _ITEM_TO_VOTE[key] = statement
@@ -430,7 +431,7 @@ def list_my_votes(session: Session, *, viewer: Viewer, include_captured: bool = 
     if viewer.user is None:
         return []
     stmt = (
-        roadmap.visible_items(viewer)
+        visible_items(viewer)
         .join(Vote, Vote.item_id == Item.id)
         .where(Vote.user_id == viewer.user.id)
         .add_columns(Vote.importance, Vote.updated_at, Vote.captured_by_id)
@@ -448,7 +449,7 @@ def list_followed(session: Session, *, viewer: Viewer) -> list[Item]:
     if viewer.user is None:
         return []
     return list(session.scalars(
-        roadmap.visible_items(viewer)
+        visible_items(viewer)
         .join(Follow, Follow.item_id == Item.id)
         .where(Follow.user_id == viewer.user.id)
         .options(selectinload(Item.stage))

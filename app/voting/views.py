@@ -26,6 +26,7 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
+from app.portal.service import counts_shown
 from app.roadmap.models import Item
 from app.roadmap.pages import render_item_page
 from app.security import csrf_token, verify_csrf
@@ -49,9 +50,10 @@ def _wants_json(request: Request) -> bool:
 
 def limit_votes(request: Request, viewer: Viewer) -> None:
     """Votes, withdrawals and follows share one budget per person, and a larger one per address."""
+    assert viewer.user is not None  # every caller has sent the signed-out to sign in already
     settings = request.app.state.settings
     limiter = request.app.state.limiter
-    limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")  # type: ignore[union-attr]
+    limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")
     limiter.hit(settings.vote_ip_rate_limit, f"vote:ip:{client_ip(request)}")
 
 
@@ -124,7 +126,7 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
             raise
         return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
                                       {}, limited=exc)
-    shown = as_json and voting.counts_shown(session, viewer)  # before the vote: see state_after()
+    shown = as_json and counts_shown(session, viewer)  # before the vote: see state_after()
     try:
         result = commands.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
     except FormInvalid as exc:
@@ -156,7 +158,7 @@ async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, pu
         return _sign_in_first(request, item, "vote")
     widget = widget if widget in WIDGETS else "card"
     limit_votes(request, viewer)
-    shown = _wants_json(request) and voting.counts_shown(session, viewer)  # before the vote: see state_after()
+    shown = _wants_json(request) and counts_shown(session, viewer)  # before the vote: see state_after()
     withdrawal = voting.unvote(session, viewer=viewer, item=item)
     message = "Your vote is withdrawn." if withdrawal.removed else "You had not voted for this item."
     if not _wants_json(request):

@@ -1,13 +1,15 @@
 """Votes count exactly once; the counter on the item always equals the rows."""
 
 from datetime import timedelta
+from typing import get_args
 
 from sqlalchemy import func, select, update
 
 from app.accounts.viewer import Viewer
+from app.api.schemas import ImportanceKey as ApiImportanceKey
 from app.db import utcnow
 from app.voting import service as voting
-from app.voting.models import Follow, Importance, Vote
+from app.voting.models import Follow, Importance, ImportanceKey, Vote
 from tests.factories import make_item, make_pm, make_user
 
 
@@ -84,3 +86,11 @@ def test_the_counters_and_the_trend_follow_each_vote_and_withdrawal(session):
     session.refresh(item)
     assert (item.vote_count, item.trend_count) == (0, 0) and _rows(session, item) == 0
     assert voting.reconcile(session, fix=False) == []
+
+
+def test_the_importance_keys_the_api_promises_are_the_importances_names():
+    # Importance.key is typed as these three literals (so the API's schemas accept it without a check);
+    # a fourth importance, or a renamed one, must change them too.
+    names = tuple(importance.name for importance in Importance)
+    assert get_args(ImportanceKey) == names == get_args(ApiImportanceKey)
+    assert [importance.key for importance in Importance] == list(names)
