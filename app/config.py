@@ -93,11 +93,18 @@ class Settings(BaseSettings):
     # Seconds. How long a request waits for a lock held by another transaction (PostgreSQL lock_timeout;
     # SQLite's busy timeout for its write lock) and how long one of its statements may run (PostgreSQL
     # statement_timeout; 0: no limit) before it answers 503 "busy, try again": endpoints call the database
-    # synchronously, so a wait stalls the whole worker. `ahead` commands use the same lock timeout and
-    # db_maintenance_statement_timeout (0: none): exports and imports legitimately read every row.
+    # synchronously, so a wait stalls the whole worker (on PostgreSQL a lock is waited for in slices, below).
+    # `ahead` commands use the same lock timeout, in one wait, and db_maintenance_statement_timeout (0: none):
+    # exports and imports legitimately read every row.
     db_lock_timeout: float = Field(default=5.0, gt=0, le=600)
     db_statement_timeout: float = Field(default=15.0, ge=0, le=3600)
     db_maintenance_statement_timeout: float = Field(default=0.0, ge=0)
+    # Seconds. On PostgreSQL a request's statement waits at most this long for a row lock (its connection's
+    # lock_timeout); the request then rolls back, lets the worker serve others for a moment, and runs again,
+    # until db_lock_timeout has passed in all. A waiting statement blocks its worker's event loop, so this is
+    # about the longest one waiting request stalls the pages of others on the same worker. SQLite and `ahead`
+    # commands wait the whole db_lock_timeout in one go.
+    db_lock_wait_slice: float = Field(default=0.02, gt=0, le=600)
     # Bytes. The largest request body accepted anywhere, and on the routes that take a file upload (the
     # branding logo); bigger bodies get 413 before or while they stream in, never read whole into memory.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

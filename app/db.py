@@ -7,14 +7,18 @@ measurements behind that choice.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
+import random
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, Table, create_engine, event
+from sqlalchemy import DateTime, MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -169,12 +173,21 @@ def database_busy(exc: BaseException) -> DatabaseBusy | None:
 
 
 class Database:
-    """The engine and the two session factories: reads, and writes (BEGIN IMMEDIATE on SQLite)."""
+    """The engine and the two session factories: reads, and writes (BEGIN IMMEDIATE on SQLite).
+
+    `lock_wait_slice` (PostgreSQL, with a `lock_timeout`): the connections' lock_timeout is this slice instead,
+    and a request that runs out of it is run again by DbSessionMiddleware until `lock_timeout` has passed in
+    all (see there). SQLite ignores it: its write lock is the whole database's, taken at BEGIN.
+    """
 
     def __init__(self, url: str, *, pool_size: int = 5, lock_timeout: float | None = None,
-                 statement_timeout: float | None = None) -> None:
+                 statement_timeout: float | None = None, lock_wait_slice: float | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size, lock_timeout=lock_timeout,
+        self.lock_timeout = lock_timeout
+        sliced = bool(lock_wait_slice and lock_timeout and lock_wait_slice < lock_timeout
+                      and not url.startswith("sqlite"))
+        self.lock_wait_slice = lock_wait_slice if sliced else None
+        self.engine = make_engine(url, pool_size=pool_size, lock_timeout=self.lock_wait_slice or lock_timeout,
                                   statement_timeout=statement_timeout)
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(
@@ -189,6 +202,10 @@ class Database:
         """A write transaction outside a request (CLI, seeding, workers)."""
         session = self.new_session(write=True)
         try:
+            if self.lock_wait_slice:
+                # Nobody runs this transaction again: it waits the whole lock timeout, as the CLI's engine does.
+                session.execute(text("SELECT set_config('lock_timeout', :value, true)"),
+                                {"value": f"{_ms(self.lock_timeout or 0)}ms"})
             yield session
             session.commit()
         except BaseException:
@@ -207,7 +224,7 @@ AfterCommit = Callable[[], Awaitable[None]]
 class RequestSession:
     """The lazily opened session of one request; the middleware below ends it."""
 
-    __slots__ = ("_after_commit", "_database", "_session", "_write", "committed")
+    __slots__ = ("_after_commit", "_database", "_session", "_write", "committed", "lock_refused", "replayable")
 
     def __init__(self, database: Database, *, write: bool) -> None:
         self._database = database
@@ -215,6 +232,10 @@ class RequestSession:
         self._session: Session | None = None
         self._after_commit: list[AfterCommit] = []
         self.committed = False
+        # Set with the 503 of a statement that ran out of lock wait (app.main): the middleware may run the
+        # request again instead of sending it, unless part of it was already committed (`end_transaction`).
+        self.lock_refused = False
+        self.replayable = True
 
     @property
     def is_write(self) -> bool:
@@ -240,6 +261,7 @@ class RequestSession:
         """
         if self._session is None:
             return
+        self.replayable = False  # what is committed now would be done twice by a second run
         self._session.commit()
         self._session.close()
 
@@ -256,6 +278,9 @@ class RequestSession:
         finally:
             self._session.close()
             self._session = None
+
+    def drop_after_commit(self) -> None:
+        self._after_commit = []
 
     async def run_after_commit(self) -> None:
         tasks, self._after_commit = self._after_commit, []
@@ -282,12 +307,28 @@ _FAILED_BODY = (
 )
 
 
+# The longest pause between two runs of a request waiting for a lock: short enough that a released lock is
+# noticed soon, long enough that waiting requests leave most of the worker's time to everyone else.
+MAX_LOCK_PAUSE = 0.25
+
+
 class DbSessionMiddleware:
     """One transaction per request: commit before a success (< 400) is sent, roll back otherwise.
 
     Committing when the response *starts* means a commit that fails turns into a 500 instead of a
     success page for a change that was never stored. What a request left for after its commit
     (`after_commit`) runs once the answer is sent, and only if the commit succeeded.
+
+    Waiting for a lock (PostgreSQL, `Database.lock_wait_slice`): a statement waits for a row lock at most one
+    slice, blocking the worker's event loop that long, and then fails; its 503 is not sent. The transaction is
+    rolled back (releasing what the request itself held), the request sleeps a moment with jitter (backing
+    off, and paced so that this worker's waiting requests take at most about half of its time), so that the
+    worker serves other requests and the lock's holder, perhaps on this very worker, can finish, and the
+    app runs it again: a fresh RequestSession, the scope's state and session as they were when the request
+    came in, and the body it has read so far replayed (the body cap around the app bounds what is kept).
+    This repeats until the database's whole `lock_timeout` has passed; then the 503 goes out. Only the run
+    that answers counts: after-commit work of the runs given up is dropped. What a run does outside the
+    database does repeat: a rate-limit hit counted before the locked statement is counted again.
     """
 
     def __init__(self, app: Any, database_getter: Any, write_get_prefixes: tuple[str, ...] = ()) -> None:
@@ -295,19 +336,62 @@ class DbSessionMiddleware:
         self.database_getter = database_getter
         # GET routes that write (sign-in callbacks): they too take SQLite's write lock up front.
         self.write_get_prefixes = write_get_prefixes
+        self._waiting = 0  # requests of this worker between two runs after a lock wait
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         write = scope["method"] not in ("GET", "HEAD", "OPTIONS") or scope["path"].startswith(self.write_get_prefixes)
-        holder = RequestSession(self.database_getter(), write=write)
+        database = self.database_getter()
+        started = time.monotonic()
+        pause = getattr(database, "lock_wait_slice", None)
+        if not pause:
+            await self._run(scope, receive, send, RequestSession(database, write=write), started=started,
+                            retry_until=None)
+            return
+        deadline = started + (database.lock_timeout or 0)
+        replay = _Replay(scope, receive)
+        backoff = pause
+        waiting = False
+        try:
+            while True:
+                holder = RequestSession(database, write=write)
+                run_started = time.monotonic()
+                again = await self._run(scope, replay.receive(), send, holder, started=started, retry_until=deadline)
+                if not again:
+                    return
+                if not waiting:
+                    waiting = True
+                    self._waiting += 1
+                # A run blocks the loop for its slice of lock wait and its own work: paced by what the last one
+                # took, this worker's waiting requests take about half of its time at most, however many.
+                pause = max(backoff, 2 * (time.monotonic() - run_started) * self._waiting)
+                # The last run starts at the deadline: its 503 comes one slice after DB_LOCK_TIMEOUT at most.
+                await asyncio.sleep(min(pause * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, MAX_LOCK_PAUSE)
+                replay.restore()
+        finally:
+            if waiting:
+                self._waiting -= 1
+
+    async def _run(self, scope: dict[str, Any], receive: Any, send: Any, holder: RequestSession, *,
+                   started: float, retry_until: float | None) -> bool:
+        """One run of the app; True when it ran out of lock wait and should run again (nothing was sent)."""
         scope.setdefault("state", {})["db"] = holder
         replaced = False
+        again = False
 
         async def send_wrapper(message: dict[str, Any]) -> None:
-            nonlocal replaced
+            nonlocal replaced, again
             if message["type"] == "http.response.start":
+                if holder.lock_refused:
+                    if holder.replayable and retry_until is not None and time.monotonic() < retry_until:
+                        again = True
+                        holder.finish(success=False)
+                        return
+                    log.warning("%s on %s %s: a lock held elsewhere for %.1f s", message["status"], scope["method"],
+                                scope["path"], time.monotonic() - started)
                 try:
                     holder.finish(success=message["status"] < 400)
                 except Exception:
@@ -322,7 +406,7 @@ class DbSessionMiddleware:
                     )
                     await send({"type": "http.response.body", "body": _FAILED_BODY})
                     return
-            elif replaced:
+            elif replaced or again:
                 return
             await send(message)
 
@@ -330,9 +414,51 @@ class DbSessionMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             holder.finish(success=False)
-            # After the whole answer was sent (the app's call returns after its last body message): the
-            # client does not wait for this, and it runs only if the commit above succeeded.
-            await holder.run_after_commit()
+            if again:
+                holder.drop_after_commit()
+            else:
+                # After the whole answer was sent (the app's call returns after its last body message): the
+                # client does not wait for this, and it runs only if the commit above succeeded.
+                await holder.run_after_commit()
+        return again
+
+
+class _Replay:
+    """What a request's next run starts from: its scope as it came in, and the body messages read so far."""
+
+    def __init__(self, scope: dict[str, Any], receive: Any) -> None:
+        self._scope = scope
+        self._initial = dict(scope)
+        self._state = dict(scope.get("state") or {})
+        # Starlette's SessionMiddleware (OIDC sign-in) reads scope["session"] back when the answer starts.
+        self._session = copy.deepcopy(scope.get("session"))
+        self._receive = receive
+        self._messages: list[dict[str, Any]] = []
+
+    def restore(self) -> None:
+        """The scope as it came in, in place: the middleware around this one read it when the answer starts."""
+        self._scope.clear()
+        self._scope.update(self._initial)
+        self._scope["state"] = dict(self._state)
+        if "session" in self._initial:
+            self._scope["session"] = copy.deepcopy(self._session)
+
+    def receive(self) -> Any:
+        """A `receive` for one run: the body messages earlier runs read, then the client's."""
+        position = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal position
+            if position < len(self._messages):
+                position += 1
+                return self._messages[position - 1]
+            message: dict[str, Any] = await self._receive()
+            if message["type"] == "http.request":
+                self._messages.append(message)
+                position += 1
+            return message
+
+        return receive
 
 
 def insert_with_conflicts(dialect_name: str, table: Any) -> Any:

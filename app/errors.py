@@ -132,3 +132,8 @@ class DatabaseBusy(AppError):
     @property
     def code(self) -> str:
         return "busy"
+
+    @property
+    def waited_for_lock(self) -> bool:
+        """A lock held by someone else (not a slow statement): the same request may succeed once it is released."""
+        return self.detail == self.LOCKED

@@ -102,7 +102,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         busy = database_busy(exc)
         if busy is None:
             return await server_error(request, exc)
-        log.warning("503 on %s %s: %s", request.method, request.url.path, str(exc.orig).strip())
+        holder = request.scope.get("state", {}).get("db")
+        if busy.waited_for_lock and holder is not None:
+            # DbSessionMiddleware may run the request again instead of sending this; it logs the 503 it sends.
+            holder.lock_refused = True
+        else:
+            log.warning("503 on %s %s: %s", request.method, request.url.path, str(exc.orig).strip())
         _without_database(request)  # the transaction is aborted; the middleware rolls it back
         return _error_response(request, busy.status_code, busy.title, busy.detail, busy.code, busy.headers)
 
@@ -120,7 +125,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     logs.configure()
     owns_database = database is None
     database = database or Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
-                                    statement_timeout=settings.db_statement_timeout or None)
+                                    statement_timeout=settings.db_statement_timeout or None,
+                                    lock_wait_slice=settings.db_lock_wait_slice)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -9,9 +9,11 @@ write transaction (BEGIN IMMEDIATE) and the limit is the busy timeout: the same 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +36,7 @@ from app.roadmap.models import Item
 from app.voting.models import Follow, Vote
 from tests.conftest import create_database, csrf_token
 from tests.factories import make_item, make_user
+from tests.live import serve
 
 LOCK_TIMEOUT = 0.5
 
@@ -147,8 +150,13 @@ def test_the_app_sets_its_timeouts_on_every_connection(lock_settings, own_url):
             if own_url.startswith("sqlite"):  # no statement timeout there
                 assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
             else:
-                assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "500ms"
+                # A request's statement waits one slice for a lock (the middleware runs it again until
+                # DB_LOCK_TIMEOUT); a transaction outside a request, which nobody runs again, the whole time.
+                assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "20ms"
                 assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"
+        if not own_url.startswith("sqlite"):
+            with database.transaction() as session:
+                assert session.execute(text("SHOW lock_timeout")).scalar() == "500ms"
     finally:
         database.dispose()
 
@@ -233,3 +241,185 @@ class TestAfterCommit:
         await self._call(app, "/boom", events)
         assert "sent" not in events
         assert events == ["status 422", "answered", "status 500", "answered", "raised"]
+
+
+class _Sliced:
+    """The test database as the middleware sees the app's PostgreSQL one: lock waits in slices."""
+
+    def __init__(self, database: Database, *, lock_timeout: float) -> None:
+        self.database = database
+        self.lock_timeout = lock_timeout
+        self.lock_wait_slice = 0.01
+
+    def new_session(self, *, write: bool):  # type: ignore[no-untyped-def]
+        return self.database.new_session(write=write)
+
+
+class TestARequestRunsAgainAfterALockWait:
+    """DbSessionMiddleware runs a request again when a statement ran out of its slice of lock wait."""
+
+    @staticmethod
+    def _app(database: Any, runs: list[dict[str, Any]], *, refusals: int, commit_early: bool = False):  # type: ignore[no-untyped-def]
+        app = FastAPI()
+
+        async def told() -> None:
+            runs[-1]["after_commit"] = True
+
+        @app.post("/echo")
+        async def echo(request: Request) -> JSONResponse:
+            run = {"body": await request.body(), "left_over": getattr(request.state, "mark", None),
+                   "greeting": getattr(request.state, "greeting", None), "after_commit": False}
+            runs.append(run)
+            request.state.mark = len(runs)
+            request.state.db.session.execute(text("SELECT 1"))
+            after_commit(request, told)
+            if commit_early:
+                request.state.db.end_transaction()
+            if len(runs) <= refusals:
+                request.state.db.lock_refused = True  # as app.main's handler marks a lock-wait 503
+                return JSONResponse({"error": "busy"}, status_code=503)
+            return JSONResponse({"run": len(runs), "echo": run["body"].decode()})
+
+        app.add_middleware(DbSessionMiddleware, database_getter=lambda: database)
+        return app
+
+    @staticmethod
+    async def _call(app, body: bytes) -> tuple[list[dict[str, Any]], float]:  # type: ignore[no-untyped-def]
+        """The body in two chunks, the way a server streams it; a client that sends each chunk once."""
+        chunks = [{"type": "http.request", "body": body[:5], "more_body": True},
+                  {"type": "http.request", "body": body[5:], "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            assert chunks, "the app asked the client for the body again"
+            return chunks.pop(0)
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/echo", "raw_path": b"/echo", "query_string": b"", "headers": [],
+                 "server": ("testserver", 80), "client": ("127.0.0.1", 1234), "root_path": "",
+                 "state": {"greeting": "hello"}}
+        started = time.monotonic()
+        await app(scope, receive, send)
+        return sent, time.monotonic() - started
+
+    async def test_the_body_is_replayed_the_state_is_fresh_and_after_commit_runs_once(self, database):
+        runs: list[dict[str, Any]] = []
+        sent, _ = await self._call(self._app(_Sliced(database, lock_timeout=5), runs, refusals=2), b"hello world")
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+        assert b'"run":3' in b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        assert [run["body"] for run in runs] == [b"hello world"] * 3
+        assert [run["left_over"] for run in runs] == [None] * 3  # each run starts from the state as it came in
+        assert [run["greeting"] for run in runs] == ["hello"] * 3
+        assert [run["after_commit"] for run in runs] == [False, False, True]
+
+    async def test_the_503_goes_out_once_the_lock_timeout_has_passed(self, database):
+        runs: list[dict[str, Any]] = []
+        sent, seconds = await self._call(self._app(_Sliced(database, lock_timeout=0.3), runs, refusals=1000),
+                                         b"hello world")
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503]
+        assert 0.25 < seconds < 1.0 and len(runs) > 2
+        assert not any(run["after_commit"] for run in runs)
+
+    async def test_a_request_that_committed_part_of_its_work_is_not_run_again(self, database):
+        runs: list[dict[str, Any]] = []
+        sent, _ = await self._call(
+            self._app(_Sliced(database, lock_timeout=5), runs, refusals=1, commit_early=True), b"hello world")
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503]
+        assert len(runs) == 1
+
+
+@pytest.fixture(scope="module")
+def live_server(own_url: str) -> Iterator[str]:
+    """The app behind uvicorn, one worker (one event loop), as in production with DB_LOCK_TIMEOUT at 2 s."""
+    if own_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL only: SQLite's write lock is the whole database's and waits in one go")
+    settings = Settings(database_url=own_url, secret_key="test-secret-key-" + "x" * 32, base_url="http://testserver",
+                        redis_url="", db_lock_timeout=LIVE_LOCK_TIMEOUT, _env_file=None)  # type: ignore[call-arg]
+    with serve(create_app(settings)) as base:
+        yield base
+
+
+LIVE_LOCK_TIMEOUT = 2.0
+VOTERS = 6
+
+
+@pytest.fixture
+async def voters(own_database: Database, live_server: str) -> AsyncIterator[tuple[list[httpx.AsyncClient], str, int]]:
+    """Six signed-in customers' clients (CSRF header set) and a public item, committed."""
+    with own_database.transaction() as session:
+        users = [make_user(session, password=None) for _ in range(VOTERS)]
+        item = make_item(session, title="Shift swaps on mobile")
+        tokens = [accounts.start_session(session, user=user) for user in users]
+        public_id, item_id = item.public_id, item.id
+    clients = []
+    try:
+        for token in tokens:
+            client = httpx.AsyncClient(base_url=live_server, timeout=30)
+            clients.append(client)
+            client.cookies.set(SESSION_COOKIE, token)
+            client.headers["X-CSRF-Token"] = await csrf_token(client, "/")
+        yield clients, public_id, item_id
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def _timed_vote(client: httpx.AsyncClient, public_id: str) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await client.post(f"/api/v1/items/{public_id}/vote", json={"importance": "important"})
+    return response, time.monotonic() - started
+
+
+class TestVotesWaitingOnAHeldLockWithOneWorker:
+    """Issue 8: six votes waiting on a row lock must not freeze the worker, nor queue their 503s one after
+    another. A second connection holds the item's row, as psql's SELECT ... FOR UPDATE did in the attack run."""
+
+    async def test_pages_answer_meanwhile_and_each_vote_gets_its_503_after_the_lock_timeout(
+            self, voters, own_database, live_server):
+        clients, public_id, item_id = voters
+        locker = own_database.new_session(write=True)
+        pages: list[float] = []
+        try:
+            locker.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+            votes = asyncio.gather(*(_timed_vote(client, public_id) for client in clients))
+            async with httpx.AsyncClient(base_url=live_server, timeout=30) as visitor:
+                for _ in range(4):
+                    await asyncio.sleep(0.3)
+                    started = time.monotonic()
+                    assert (await visitor.get("/")).status_code == 200
+                    pages.append(time.monotonic() - started)
+            results = await votes
+        finally:
+            locker.rollback()
+            locker.close()
+
+        # Six waiting requests arriving together each run once in a row (a slice of lock wait and their own
+        # work: about 40 ms each here, more on a loaded machine); after that they are paced to leave the worker
+        # at least half its time. Before: a page waited for every vote's whole lock timeout, one after another.
+        assert pages[0] < 1.0 and max(pages[1:]) < 0.5, pages
+        for response, seconds in results:
+            assert response.status_code == 503 and response.json()["error"] == "busy"
+            assert response.headers["retry-after"].isdigit()
+            # Each about DB_LOCK_TIMEOUT after it was sent, side by side: not 2, 4, 6 ... 12 s.
+            assert LIVE_LOCK_TIMEOUT - 0.3 < seconds < LIVE_LOCK_TIMEOUT + 1, [s for _, s in results]
+        assert _written(own_database, item_id) == (0, 0, 0, 0)
+
+    async def test_once_the_lock_is_released_every_waiting_vote_is_counted_exactly(self, voters, own_database):
+        clients, public_id, item_id = voters
+        locker = own_database.new_session(write=True)
+        try:
+            locker.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+            votes = asyncio.gather(*(_timed_vote(client, public_id) for client in clients))
+            await asyncio.sleep(1.0)
+        finally:
+            locker.rollback()
+            locker.close()
+        results = await votes
+
+        assert [response.status_code for response, _ in results] == [200] * VOTERS, [r.text for r, _ in results]
+        assert all(response.json()["my_vote"] == "important" for response, _ in results)
+        assert _written(own_database, item_id) == (VOTERS, VOTERS, VOTERS, 0)
