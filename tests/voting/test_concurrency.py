@@ -26,12 +26,12 @@ from app.deps import SESSION_COOKIE
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Follow, Vote
-from tests.browser.conftest import LiveServer, start_live_server
-from tests.conftest import _server_url
 from tests.factories import make_item
+from tests.helpers.databases import server_url
+from tests.helpers.servers import LiveServer, start_live_server
 
 CUSTOMERS = 40
-ON_POSTGRESQL = _server_url() is not None
+ON_POSTGRESQL = server_url() is not None
 ROUNDS, BURST = (6, 3) if ON_POSTGRESQL else (3, 2)  # 720 requests on PostgreSQL, 240 on SQLite
 IN_FLIGHT = 48
 META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
