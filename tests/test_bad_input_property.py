@@ -40,10 +40,10 @@ from app.discussion.models import Comment
 from app.main import create_app
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance
-from tests.conftest import _META
-from tests.discussion.conftest import comment
+from tests.discussion.helpers import comment
 from tests.factories import make_admin, make_item, make_pm, make_product, make_tag, make_user, stage
 from tests.feedback.helpers import make_idea, make_organisation, make_segment
+from tests.helpers.http import CSRF_META
 
 EXAMPLES = int(os.environ.get("AHEAD_FUZZ_EXAMPLES", "3"))
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
@@ -224,7 +224,7 @@ def test_no_bad_input_makes_a_server_error(app, session, route: APIRoute, method
             """The session and its CSRF token; a fresh pair after an example signed out, in or away."""
             if not current:
                 client.cookies.set(SESSION_COOKIE, accounts.start_session(session, user=user))
-                token = _META.search(portal.call(client.get, "/").text).group(1)  # type: ignore[union-attr]
+                token = CSRF_META.search(portal.call(client.get, "/").text).group(1)  # type: ignore[union-attr]
                 current.append((token, {"x-csrf-token": token, "origin": "http://testserver",
                                         "referer": "http://testserver/"}))
             return current[0]

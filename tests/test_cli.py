@@ -8,7 +8,7 @@ from app.accounts import service as accounts
 from app.cli import cli
 from app.config import get_settings
 from app.db import Database
-from tests.conftest import create_database
+from tests.helpers.databases import create_database
 
 
 @pytest.fixture

@@ -34,9 +34,10 @@ from app.migrate import upgrade
 from app.organisations.models import Organisation
 from app.roadmap.models import Item
 from app.voting.models import Follow, Vote
-from tests.conftest import create_database, csrf_token
 from tests.factories import make_item, make_user
-from tests.live import serve
+from tests.helpers.databases import create_database
+from tests.helpers.http import csrf_token
+from tests.helpers.servers import serve
 
 LOCK_TIMEOUT = 0.5
 

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from sqlalchemy import text
 
 from app.config import Settings
-from tests.tcp_proxy import free_port
-from tests.test_security import _client_for
+from tests.helpers.http import client_for
+from tests.helpers.servers import free_port
 
 
 async def test_all_good(client):
@@ -61,7 +61,7 @@ async def test_redis_down_is_degraded_not_failed_and_mail_is_not_contacted(datab
     settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                         redis_url=f"redis://127.0.0.1:{free_port()}/0",
                         smtp_url="smtp://relay.invalid:2525", _env_file=None)
-    async with _client_for(settings, database, connection) as client:
+    async with client_for(settings, database, connection) as client:
         response = await client.get("/readyz")
     assert response.status_code == 200
     body = response.json()

@@ -14,8 +14,8 @@ from app.discussion.models import Comment
 from app.feedback.models import Feedback
 from app.inputs import _MultipartStream, _UrlencodedStream, clean_urlencoded
 from app.parsing import INT32_MAX, clean_text, parse_int
-from tests.conftest import csrf_token, post_form, sign_in
 from tests.factories import make_admin, make_item, make_user
+from tests.helpers.http import csrf_token, post_form, sign_in
 from tests.roadmap.test_search import result_titles
 
 # --- the pieces ---------------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ from app.config import Settings
 from app.db import Database
 from app.deps import SESSION_COOKIE
 from app.main import create_app
-from tests.conftest import csrf_token
 from tests.factories import make_admin
-from tests.live import own_database, serve
+from tests.helpers.databases import own_database
+from tests.helpers.http import csrf_token
+from tests.helpers.servers import serve
 
 INVITATION_LINK = re.compile(r"http://testserver(/invitations/[A-Za-z0-9_-]+)")
 MAGIC_LINK = re.compile(r"http://testserver(/login/email/[A-Za-z0-9_-]+)")

@@ -8,8 +8,8 @@ import re
 import feedparser
 
 from app.markup import render_markdown
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_user
+from tests.helpers.http import post_form, sign_in
 from tests.roadmap.test_feeds import released
 
 PIXEL = "![our dashboard](https://tracker.example/p.gif?who=ann \"Dashboard\")"

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, inspect
 from app.migrate import downgrade, head_revision, upgrade
 from app.models import metadata
 from app.roadmap.search import INDEX_TABLES
-from tests.conftest import create_database
+from tests.helpers.databases import create_database
 
 
 def _not_the_search_index(name, type_, parent_names):  # type: ignore[no-untyped-def]

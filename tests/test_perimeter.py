@@ -14,9 +14,10 @@ from app.config import Settings
 from app.main import UPLOAD_PATHS, create_app
 from app.perimeter import BodyLimitMiddleware
 from tests.admin.test_settings import PNG, branding_form
-from tests.conftest import csrf_token, post_form, sign_in
 from tests.factories import make_admin
-from tests.live import own_database, serve
+from tests.helpers.databases import own_database
+from tests.helpers.http import csrf_token, post_form, sign_in
+from tests.helpers.servers import serve
 
 MiB = 1024 * 1024
 
@@ -188,12 +189,12 @@ class TestTrustedProxies:
         assert statuses == [400] * 10 + [429] * 4
 
     async def test_from_a_trusted_proxy_the_forwarded_client_counts(self, database, connection):
-        from tests.test_security import _client_for
+        from tests.helpers.http import client_for
 
         settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                             redis_url="", trusted_proxies="127.0.0.1, 10.0.0.0/8", login_ip_rate_limit="10/day",
                             _env_file=None)
-        async with _client_for(settings, database, connection, extra_route=_whoami) as client:
+        async with client_for(settings, database, connection, extra_route=_whoami) as client:
             seen = (await client.get("/whoami", headers={"x-forwarded-for": "6.6.6.6, 198.51.100.1",
                                                          "x-forwarded-proto": "https"})).json()
             assert seen == {"client": "198.51.100.1", "scheme": "https"}
@@ -207,11 +208,11 @@ class TestTrustedProxies:
             assert statuses == [400] * 10 + [429] * 4
 
     async def test_an_untrusted_peer_cannot_claim_another_address_or_scheme(self, database, connection):
-        from tests.test_security import _client_for
+        from tests.helpers.http import client_for
 
         settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                             redis_url="", trusted_proxies="10.0.0.0/8", _env_file=None)
-        async with _client_for(settings, database, connection, extra_route=_whoami) as client:
+        async with client_for(settings, database, connection, extra_route=_whoami) as client:
             seen = (await client.get("/whoami", headers={"x-forwarded-for": "198.51.100.1",
                                                          "x-forwarded-proto": "https"})).json()
         assert seen == {"client": "127.0.0.1", "scheme": "http"}

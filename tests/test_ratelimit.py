@@ -57,7 +57,7 @@ class _Clock:
 
 
 def test_with_redis_unreachable_limits_are_counted_in_process_with_one_warning(caplog):
-    from tests.tcp_proxy import free_port
+    from tests.helpers.servers import free_port
 
     limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_seconds=10)
     key = f"test:{uuid.uuid4().hex}"
@@ -73,7 +73,7 @@ def test_with_redis_unreachable_limits_are_counted_in_process_with_one_warning(c
 def test_when_redis_comes_back_it_is_used_again(caplog):
     if not _redis_running():
         pytest.skip("no Redis on 127.0.0.1:6379")
-    from tests.tcp_proxy import TcpProxy
+    from tests.helpers.tcp_proxy import TcpProxy
 
     proxy = TcpProxy(REDIS).open()
     clock = _Clock()
@@ -107,17 +107,16 @@ async def test_pages_sign_in_and_votes_work_with_redis_down(database, connection
 
     from app.config import Settings
     from app.voting.models import Vote
-    from tests.conftest import csrf_token, post_form
     from tests.factories import PASSWORD, make_item, make_user
-    from tests.tcp_proxy import free_port
-    from tests.test_security import _client_for
+    from tests.helpers.http import client_for, csrf_token, post_form
+    from tests.helpers.servers import free_port
 
     settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                         redis_url=f"redis://127.0.0.1:{free_port()}/0", _env_file=None)
     customer = make_user(session, password=PASSWORD)
     item = make_item(session)
     with caplog.at_level("WARNING", logger="ahead.ratelimit"):
-        async with _client_for(settings, database, connection) as client:
+        async with client_for(settings, database, connection) as client:
             assert (await client.get("/")).status_code == 200
             token = await csrf_token(client, "/login")
             signed_in = await client.post("/login", data={"email": customer.email, "password": PASSWORD,

@@ -1,13 +1,12 @@
 """Headers on every response, and CSRF on every form POST."""
 
-from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
-from tests.conftest import _META, csrf_token, sign_in
 from tests.factories import PASSWORD, make_admin, make_pm
+from tests.helpers.http import CSRF_META, client_for, csrf_token, sign_in
 
 
 async def test_security_headers_on_pages_errors_and_api(client):
@@ -57,8 +56,8 @@ async def test_unknown_api_path_answers_json(client):
 
 
 async def test_one_persons_sign_in_never_leaks_into_the_next_request(client, session):
-    from tests.conftest import sign_in
     from tests.factories import make_pm
+    from tests.helpers.http import sign_in
 
     anonymous_first = await client.get("/")
     assert "Sign in" in anonymous_first.text
@@ -73,8 +72,8 @@ async def test_a_crash_shows_the_500_page_in_the_site_look_even_when_signed_in(a
     import httpx
 
     from app.deps import CurrentViewer
-    from tests.conftest import sign_in
     from tests.factories import make_pm
+    from tests.helpers.http import sign_in
 
     @app.get("/boom-for-test")
     async def boom(viewer: CurrentViewer) -> None:
@@ -134,7 +133,7 @@ class TestCsrfTokenBelongsToItsSession:
         page = await client.post("/me/delete", data={"confirm_email": user.email, "csrf_token": token})
         assert page.status_code == 200
         client.cookies.delete("ahead_session")  # as the browser does on the answer's Set-Cookie
-        visitor_token = _META.search(page.text).group(1)
+        visitor_token = CSRF_META.search(page.text).group(1)
         # a visitor's form (sign-in) accepts it: the page's token was made for no session
         response = await client.post("/login", data={"email": "x@example.com", "password": "nope",
                                                      "csrf_token": visitor_token})
@@ -197,33 +196,9 @@ class TestOrigin:
 
         settings = Settings(database_url=database.url, secret_key="k" * 40, redis_url="", _env_file=None)
         assert not settings.base_url_given
-        async with _client_for(settings, database, connection) as client:
+        async with client_for(settings, database, connection) as client:
             assert (await self._login(client, origin="http://testserver")).status_code == 400
             assert (await self._login(client, origin=settings.base_url)).status_code == 403
-
-
-@asynccontextmanager
-async def _client_for(settings, database, connection, *, base_url="http://testserver",  # type: ignore[no-untyped-def]
-                      extra_route=None):
-    """A client for an app built from other settings, on the test's rolled-back connection."""
-    import httpx
-    from asgi_lifespan import LifespanManager
-    from sqlalchemy.orm import sessionmaker
-
-    from app.db import Database
-    from app.main import create_app
-
-    bound = Database.__new__(Database)
-    bound.url, bound.engine = database.url, database.engine
-    bound.read_sessions = bound.write_sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint",
-                                                              expire_on_commit=False)
-    app = create_app(settings, bound)
-    if extra_route is not None:
-        extra_route(app)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
-            yield c
 
 
 class TestHostPrefixedCookiesOverHttps:
@@ -244,13 +219,13 @@ class TestHostPrefixedCookiesOverHttps:
         settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="https://roadmap.example",
                             redis_url="", _env_file=None)
         pm = make_pm(session, display_name="Pat Secure")
-        async with _client_for(settings, database, connection, base_url="https://roadmap.example") as client:
+        async with client_for(settings, database, connection, base_url="https://roadmap.example") as client:
             page = await client.get("/login")
             attributes, path = self._cookie(page, "__Host-ahead_csrf")
             assert {"secure", "httponly"} <= attributes and "domain" not in attributes and path == ["Path=/"]
             assert "ahead_csrf" not in [c.split("=")[0] for c in page.headers.get_list("set-cookie")]
 
-            token = _META.search(page.text).group(1)
+            token = CSRF_META.search(page.text).group(1)
             signed_in = await client.post("/login", data={"email": pm.email, "password": PASSWORD,
                                                           "csrf_token": token},
                                           headers={"origin": "https://roadmap.example"})
@@ -271,11 +246,11 @@ class TestHostPrefixedCookiesOverHttps:
         settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="https://roadmap.example",
                             redis_url="", _env_file=None)
         pm = make_pm(session)
-        async with _client_for(settings, database, connection, base_url="https://roadmap.example") as client:
-            token = _META.search((await client.get("/login")).text).group(1)
+        async with client_for(settings, database, connection, base_url="https://roadmap.example") as client:
+            token = CSRF_META.search((await client.get("/login")).text).group(1)
             await client.post("/login", data={"email": pm.email, "password": PASSWORD, "csrf_token": token},
                               headers={"origin": "https://roadmap.example"})
-            token = _META.search((await client.get("/")).text).group(1)
+            token = CSRF_META.search((await client.get("/")).text).group(1)
             signed_out = await client.post("/logout", data={"csrf_token": token},
                                            headers={"origin": "https://roadmap.example"})
             attributes, path = self._cookie(signed_out, "__Host-ahead_flash")
@@ -294,7 +269,7 @@ class TestHostPrefixedCookiesOverHttps:
                                           ("http://testserver", "ahead_oidc", "Path=/auth")):
             settings = Settings(database_url=database.url, secret_key="k" * 40, base_url=base, redis_url="",
                                 _env_file=None)
-            async with _client_for(settings, database, connection, base_url=base,
+            async with client_for(settings, database, connection, base_url=base,
                                    extra_route=_touch_oidc_session) as client:
                 response = await client.get("/auth/test-state")
                 attributes, path = self._cookie(response, name)

@@ -311,6 +311,11 @@ class TestMakefile:
         ruff = next(i for i, c in enumerate(commands) if c.startswith(".venv/bin/ruff check"))
         assert ".venv/bin/mypy app" in commands[ruff + 1:]
 
+    def test_make_test_runs_the_fast_suite_then_the_browser_journeys_in_a_process_of_their_own(self, project):
+        commands = dry_run(project, "test", f"PYTHON={sys.executable}")
+        runs = [c for c in commands if c.startswith(".venv/bin/pytest")]
+        assert runs == ['.venv/bin/pytest -m "not browser"', ".venv/bin/pytest -m browser"]
+
     def test_make_lock_writes_both_locks(self, project):
         commands = dry_run(project, "lock", f"PYTHON={sys.executable}")
         assert any(c.startswith(".venv/bin/uv pip compile") and c.endswith("-o requirements.lock")
@@ -430,6 +435,21 @@ class TestDeliveries:
         positions = [script.find(step) for step in steps]
         assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions))
         assert "--require-hashes -r requirements-dev.lock" in script
+
+    def test_the_postgresql_pass_runs_the_fast_suite_and_the_browser_journeys_too(self):
+        script = (ROOT / ".ci/run").read_text()
+        on_postgresql = script.split('step "suite on PostgreSQL"', 1)[1].split("\nstep ", 1)[0]
+        assert "export DATABASE_URL=postgresql://" in on_postgresql
+        runs = [line for line in on_postgresql.splitlines() if line.startswith(".venv/bin/pytest")]
+        assert runs == ['.venv/bin/pytest -m "not browser"', ".venv/bin/pytest -m browser"]
+
+    def test_every_browser_journey_is_marked_so_the_browser_run_selects_it(self):
+        """`make test` runs `-m browser` apart: an unmarked journey would run inside the fast suite, next to
+        the async tests Playwright's event loop breaks."""
+        journeys = sorted((ROOT / "tests" / "browser").glob("test_*.py"))
+        assert journeys
+        for path in journeys:
+            assert "\npytestmark = pytest.mark.browser\n" in path.read_text(), path.name
 
     def test_the_image_installs_the_hashed_lock_on_the_newest_python_as_a_non_root_user(self):
         dockerfile = (ROOT / "Dockerfile").read_text()

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
 from app.accounts.views import LOGIN_FAILED, safe_next
-from tests.conftest import csrf_token, post_form, sign_in
 from tests.factories import PASSWORD, make_admin, make_pm, make_user
+from tests.helpers.http import csrf_token, post_form, sign_in
 
 
 async def _login(client, email, password, next_=""):

@@ -21,8 +21,8 @@ from app.config import Settings
 from app.db import utcnow
 from app.organisations.models import Organisation, OrganisationDomain
 from app.portal.models import PortalSetting
-from tests.conftest import csrf_token, post_form
 from tests.factories import make_user
+from tests.helpers.http import csrf_token, post_form
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ from app.accounts.models import Identity, IdentityKind, User, UserSession
 from app.audit.models import AuditEvent
 from app.deps import SESSION_COOKIE
 from app.organisations.models import Organisation, Segment
-from tests.conftest import csrf_token, post_form, sign_in
 from tests.factories import PASSWORD, make_admin, make_pm, make_user
+from tests.helpers.http import csrf_token, post_form, sign_in
 
 
 def make_customer(session, **overrides):  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.portal import service as portal
 from app.roadmap.models import Visibility
 from tests.factories import make_admin, make_item, make_user
-from tests.oidc_provider import ProviderBrowser, RunningProvider, providers_env, run_provider
+from tests.helpers.oidc_provider import ProviderBrowser, RunningProvider, providers_env, run_provider
 
 CALLBACK = "http://testserver/auth/test/callback"
 

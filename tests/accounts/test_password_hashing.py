@@ -1,9 +1,9 @@
 """Checking passwords does not slow the portal down: argon2 runs in two low-priority threads, off the event
 loop, and no request holds the database while it waits for them.
 
-The burst tests run a real uvicorn (tests/live.py) on a database of their own. Timing on a shared 2-core
-machine is noisy, so each test first measures how /healthz answers on this machine right now and allows
-for that; the figures are printed (pytest -s shows them).
+The burst tests run a real uvicorn (`serve` in tests/helpers/servers.py) on a database of their own.
+Timing on a shared 2-core machine is noisy, so each test first measures how /healthz answers on this
+machine right now and allows for that; the figures are printed (pytest -s shows them).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from app.accounts import passwords
 from app.config import Settings
 from app.db import Database
 from app.main import create_app
-from tests.conftest import _server_url
 from tests.factories import make_user
-from tests.live import own_database, serve
+from tests.helpers.databases import own_database, server_url
+from tests.helpers.servers import serve
 
 BURST = 16
 ROUNDS = 3
@@ -156,7 +156,7 @@ def test_a_burst_of_failed_logins_does_not_slow_other_requests(served, addresses
     assert _p(loaded, 0.99) < limit
 
 
-@pytest.mark.skipif(_server_url() is not None, reason="SQLite's database-wide write lock; PostgreSQL has none")
+@pytest.mark.skipif(server_url() is not None, reason="SQLite's database-wide write lock; PostgreSQL has none")
 def test_no_login_holds_the_sqlite_write_lock_while_its_password_is_checked(served, own_url, addresses, capsys):
     """A writer that needs SQLite's one write lock gets it at once while the logins wait for argon2."""
     path = Path(make_url(own_url).database or "")

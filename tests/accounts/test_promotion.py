@@ -12,8 +12,8 @@ from app.accounts import service as accounts
 from app.accounts.models import Identity, IdentityKind, Role
 from app.deps import SESSION_COOKIE
 from app.portal import service as portal
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin, make_user
+from tests.helpers.http import post_form, sign_in
 
 LINK = re.compile(r"http://testserver/invitations/[A-Za-z0-9_\-]+")
 

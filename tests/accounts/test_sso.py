@@ -23,8 +23,8 @@ from app.accounts.sso import RedactTokens, SsoConfigError, load_keys
 from app.config import Settings
 from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Visibility
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_user
+from tests.helpers.http import post_form, sign_in
 
 pytestmark = pytest.mark.anyio
 

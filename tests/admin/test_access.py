@@ -14,8 +14,8 @@ from app.config import Settings
 from app.deps import SESSION_COOKIE
 from app.portal import service as portal
 from app.roadmap.models import Visibility
-from tests.conftest import post_form, sign_in
 from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_user
+from tests.helpers.http import post_form, sign_in
 
 PROVIDERS = [
     {"name": "okta", "label": "Sign in with Okta", "issuer": "https://acme.okta.example", "client_id": "abc",

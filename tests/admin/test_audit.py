@@ -17,9 +17,9 @@ from app.db import utcnow
 from app.discussion import service as discussion
 from app.feedback import service as feedback
 from app.voting import merge as merging
-from tests.conftest import sign_in
 from tests.factories import make_admin, make_item, make_user
 from tests.feedback.helpers import make_idea
+from tests.helpers.http import sign_in
 
 APP = Path(__file__).resolve().parents[2] / "app"
 ACTION_NAME = re.compile(r"[a-z_]+\.[a-z_]+")

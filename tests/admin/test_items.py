@@ -13,8 +13,8 @@ from app.accounts.models import Role
 from app.audit.models import AuditEvent
 from app.roadmap.models import Item
 from app.roadmap.timeframes import quarter_choices
-from tests.conftest import csrf_token, post_form, sign_in
 from tests.factories import make_item, make_pm, make_product, make_tag, make_user, stage
+from tests.helpers.http import csrf_token, post_form, sign_in
 
 
 @pytest.fixture

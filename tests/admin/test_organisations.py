@@ -14,8 +14,8 @@ from app.audit.models import AuditEvent
 from app.deps import SESSION_COOKIE
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.roadmap.models import Item, Visibility, item_segments
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin, make_item, make_pm, make_product, make_user, stage
+from tests.helpers.http import post_form, sign_in
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin
+from tests.helpers.http import post_form, sign_in
 
 # A real 1×1 PNG.
 PNG = bytes.fromhex(

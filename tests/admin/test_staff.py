@@ -18,8 +18,8 @@ from app.accounts import service as accounts
 from app.accounts.models import Invitation
 from app.config import Settings
 from app.deps import SESSION_COOKIE
-from tests.conftest import post_form, sign_in
 from tests.factories import PASSWORD, make_admin, make_pm
+from tests.helpers.http import post_form, sign_in
 
 
 def free_port() -> int:

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin, make_item, make_pm, make_product, make_tag, stage
+from tests.helpers.http import post_form, sign_in
 
 
 @pytest.fixture

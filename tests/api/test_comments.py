@@ -5,9 +5,9 @@ from __future__ import annotations
 from app.accounts.viewer import Viewer
 from app.discussion import service as discussion
 from app.roadmap.models import Visibility
-from tests.conftest import sign_in
-from tests.discussion.conftest import comment, many_comments
+from tests.discussion.helpers import comment, many_comments
 from tests.factories import make_item, make_pm, make_user
+from tests.helpers.http import sign_in
 
 
 async def read_all(client, item, **params):  # type: ignore[no-untyped-def]

@@ -8,8 +8,8 @@ from app.feedback.models import Feedback, FeedbackKind
 from app.roadmap.models import Visibility
 from app.voting import service as voting
 from app.voting.models import Importance
-from tests.conftest import csrf_token, sign_in
 from tests.factories import make_item, make_pm, make_user
+from tests.helpers.http import csrf_token, sign_in
 
 
 async def _signed_in(client, session):  # type: ignore[no-untyped-def]

@@ -12,8 +12,8 @@ from app.accounts import service as accounts
 from app.accounts.models import Role
 from app.deps import SESSION_COOKIE
 from app.roadmap.models import Visibility
-from tests.browser.conftest import STAFF_PASSWORD, Portal, axe_check, screenshot
 from tests.factories import make_item
+from tests.helpers.browser import STAFF_PASSWORD, Portal, axe_check, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -13,8 +13,8 @@ import pytest
 
 from app.accounts import service as accounts
 from app.accounts.models import Role
-from tests.browser.conftest import Portal, axe_check, screenshot
 from tests.factories import make_item
+from tests.helpers.browser import Portal, axe_check, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -14,9 +14,10 @@ import pytest
 
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.roadmap.models import Visibility
-from tests.browser.conftest import LiveServer, Portal, axe_check, screenshot, start_live_server
 from tests.factories import make_item
-from tests.oidc_provider import RunningProvider, free_port, providers_env, run_provider
+from tests.helpers.browser import Portal, axe_check, screenshot
+from tests.helpers.oidc_provider import RunningProvider, providers_env, run_provider
+from tests.helpers.servers import LiveServer, free_port, start_live_server
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,8 @@ import pytest
 
 from app.accounts.models import Role
 from app.roadmap.models import Timeframe, item_tags
-from tests.browser.conftest import STAFF_PASSWORD, Portal, axe_check, screenshot
 from tests.factories import make_item, make_tag
+from tests.helpers.browser import STAFF_PASSWORD, Portal, axe_check, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -16,8 +16,8 @@ from app.accounts import service as accounts
 from app.accounts.models import Role
 from app.voting import service as voting
 from app.voting.models import Importance
-from tests.browser.conftest import Portal, axe_check, screenshot
 from tests.factories import make_item
+from tests.helpers.browser import Portal, axe_check, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from app.discussion.models import Comment
 from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
-from tests.conftest import post_form, sign_in
-from tests.discussion.conftest import comment, comment_ids
+from tests.discussion.helpers import comment, comment_ids
 from tests.factories import make_item, make_pm, make_user
+from tests.helpers.http import post_form, sign_in
 
 
 def section(html: str) -> str:

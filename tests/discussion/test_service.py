@@ -14,7 +14,7 @@ from app.discussion.models import Comment
 from app.errors import Conflict, Forbidden, FormInvalid, NotFound
 from app.roadmap.models import Visibility
 from app.voting import service as voting
-from tests.discussion.conftest import comment
+from tests.discussion.helpers import comment
 from tests.factories import make_item, make_pm, make_user
 
 

@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.conftest import post_form, sign_in
-from tests.discussion.conftest import comment
+from tests.discussion.helpers import comment
 from tests.factories import make_item, make_pm, make_user
+from tests.helpers.http import post_form, sign_in
 
 PAYLOADS = [
     "<script>alert(1)</script>",

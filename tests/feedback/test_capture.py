@@ -12,9 +12,9 @@ from app.feedback import service as feedback
 from app.feedback.models import Feedback, FeedbackKind
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Vote
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_pm, make_user
 from tests.feedback.helpers import make_customer, make_organisation
+from tests.helpers.http import post_form, sign_in
 
 
 def _votes(session, item):  # type: ignore[no-untyped-def]

@@ -11,9 +11,9 @@ from app.portal import service as portal
 from app.roadmap.models import Visibility
 from app.voting import service as voting
 from app.voting.models import Importance, Vote
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin, make_item, make_pm, make_product, make_user
 from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
+from tests.helpers.http import post_form, sign_in
 
 
 def _ideas(session):  # type: ignore[no-untyped-def]

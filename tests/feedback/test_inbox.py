@@ -11,9 +11,9 @@ from app.db import utcnow
 from app.feedback import service as feedback
 from app.feedback.models import FeedbackState
 from app.voting.models import CaptureSource, Importance
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_pm, make_product, make_user
 from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
+from tests.helpers.http import post_form, sign_in
 
 
 def _titles_in_order(text: str, titles: list[str]) -> list[str]:

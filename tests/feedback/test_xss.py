@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from app.feedback import service as feedback
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_pm
 from tests.feedback.helpers import XSS_PAYLOADS, make_customer, make_idea, make_organisation
 from tests.feedback.inert import assert_inert
+from tests.helpers.http import post_form, sign_in
 
 
 @pytest.mark.parametrize("payload", XSS_PAYLOADS)

@@ -27,8 +27,8 @@ import pytest
 
 from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Item, Visibility
-from tests.conftest import sign_in
 from tests.factories import make_item, make_product, make_tag, make_user
+from tests.helpers.http import sign_in
 
 pytestmark = pytest.mark.anyio
 

@@ -18,11 +18,9 @@ from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Item, Visibility
 from app.voting import service as voting
 from app.voting.models import Importance
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin, make_item, make_pm, make_user
+from tests.helpers.http import CSRF_META, post_form, sign_in
 from tests.voting.helpers import vote_json, widget_text
-
-_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 def _customer(session, segment_name: str | None = None):  # type: ignore[no-untyped-def]
@@ -73,11 +71,11 @@ async def test_each_customer_sees_their_own_votes_and_their_own_csrf_token(clien
 
     assert "You voted: Critical" in widget_text(alice_board, items[1].public_id)
     assert "You voted" not in widget_text(bob_board, items[1].public_id)
-    assert alice_again == alice_board.replace(_META.search(alice_board).group(1), _META.search(alice_again).group(1))
+    assert alice_again == alice_board.replace(CSRF_META.search(alice_board).group(1), CSRF_META.search(alice_again).group(1))
     for page in (alice_board, bob_board):
-        token = _META.search(page).group(1)
+        token = CSRF_META.search(page).group(1)
         assert set(re.findall(r'name="csrf_token" value="([^"]+)"', page)) == {token}
-    assert _META.search(alice_board).group(1) != _META.search(bob_board).group(1)
+    assert CSRF_META.search(alice_board).group(1) != CSRF_META.search(bob_board).group(1)
     assert alice.display_name in alice_board and alice.display_name not in bob_board
     assert "\x00" not in alice_board + bob_board
 
@@ -161,7 +159,7 @@ async def test_item_page_is_cached_for_visitors_only(app, client, session):
     assert "Sign in to vote" not in customer_page
     hits = app.state.pages.hits
     again = await _as(client, session, None, item.path)
-    assert again == visitor_page.replace(_META.search(visitor_page).group(1), _META.search(again).group(1))
+    assert again == visitor_page.replace(CSRF_META.search(visitor_page).group(1), CSRF_META.search(again).group(1))
     assert app.state.pages.hits > hits
     assert (await client.get(f"/items/{item.public_id}/wrong-slug")).status_code == 301
 

@@ -16,8 +16,8 @@ import pytest
 from app.roadmap import service as roadmap
 from app.roadmap.models import Timeframe, Visibility
 from app.roadmap.timeframes import current_quarter
-from tests.conftest import sign_in
 from tests.factories import make_item, make_pm, make_product, make_tag
+from tests.helpers.http import sign_in
 
 # Marked here, not only by conftest's late hook, so that anyio keeps the `kind` parametrisation.
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from tests.conftest import csrf_token
+from tests.helpers.http import csrf_token
 
 
 def widget_text(page: str, public_id: str) -> str:

@@ -17,8 +17,8 @@ from app.migrate import upgrade
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance, Vote
-from tests.conftest import create_database
 from tests.factories import make_item, make_user
+from tests.helpers.databases import create_database
 
 
 @pytest.fixture

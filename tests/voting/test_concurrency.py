@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -26,12 +25,12 @@ from app.deps import SESSION_COOKIE
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Follow, Vote
-from tests.browser.conftest import LiveServer, start_live_server
-from tests.conftest import _server_url
 from tests.factories import make_item
+from tests.helpers.databases import server_url
+from tests.helpers.servers import LiveServer, start_live_server
 
 CUSTOMERS = 40
-ON_POSTGRESQL = _server_url() is not None
+ON_POSTGRESQL = server_url() is not None
 ROUNDS, BURST = (6, 3) if ON_POSTGRESQL else (3, 2)  # 720 requests on PostgreSQL, 240 on SQLite
 IN_FLIGHT = 48
 META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
@@ -119,6 +118,9 @@ async def test_merging_while_people_vote_on_both_items_keeps_every_count_exact(s
 
     gate = asyncio.Semaphore(IN_FLIGHT)
     statuses: list[int] = []
+    answered = asyncio.Condition()  # notified on every answer: the merge steps wait on votes, not on time
+    ready: list[int] = []
+    everyone_ready, merged_for_good = asyncio.Event(), asyncio.Event()
     limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
 
     async def person(n: int, token: str) -> None:
@@ -128,33 +130,53 @@ async def test_merging_while_people_vote_on_both_items_keeps_every_count_exact(s
             page = await client.get(f"/items/{ids['A'][1]}", follow_redirects=True)
             headers = {"X-CSRF-Token": META.search(page.text).group(1),  # type: ignore[union-attr]
                        "Accept": "application/json"}
-            for _ in range(ROUNDS * 2):
+            ready.append(n)
+            if len(ready) == CUSTOMERS:
+                everyone_ready.set()
+            await everyone_ready.wait()  # all start voting together: the first pages take a while to load
+            rounds = 0
+            # Everyone keeps voting until the last merge is done, so votes land during every step.
+            while rounds < ROUNDS * 2 or not merged_for_good.is_set():
                 which, action = rng.choice("AB"), rng.choice(["vote", "vote", "unvote"])
                 data = {"importance": rng.choice(["nice_to_have", "critical"]), "widget": "card"}
                 async with gate:
                     response = await client.post(f"/items/{ids[which][1]}/{action}", data=data, headers=headers)
-                statuses.append(response.status_code)
+                async with answered:
+                    statuses.append(response.status_code)
+                    answered.notify_all()
+                rounds += 1
 
-    def merge_undo_merge() -> list[str]:
+    async def answers(until: Callable[[], bool]) -> None:
+        async with answered:
+            await answered.wait_for(until)
+
+    def step(name: str) -> None:
+        with server.database.transaction() as session:
+            actor = session.get(accounts.User, pm_id)
+            a, b = session.get(Item, ids["A"][0]), session.get(Item, ids["B"][0])
+            if name == "merge":
+                merging.merge_items(session, source=b, target=a, actor=actor)  # type: ignore[arg-type]
+            else:
+                record = session.scalar(select(Merge).where(Merge.source_item_id == b.id,  # type: ignore[union-attr]
+                                                            Merge.undone_at.is_(None)))
+                merging.undo_merge(session, merge=record, actor=actor)  # type: ignore[arg-type]
+
+    async def merge_undo_merge() -> list[str]:
         done = []
-        for step in ("merge", "undo", "merge"):
-            with server.database.transaction() as session:
-                actor = session.get(accounts.User, pm_id)
-                a, b = session.get(Item, ids["A"][0]), session.get(Item, ids["B"][0])
-                if step == "merge":
-                    merging.merge_items(session, source=b, target=a, actor=actor)  # type: ignore[arg-type]
-                else:
-                    record = session.scalar(select(Merge).where(Merge.source_item_id == b.id,  # type: ignore[union-attr]
-                                                                Merge.undone_at.is_(None)))
-                    merging.undo_merge(session, merge=record, actor=actor)  # type: ignore[arg-type]
-            done.append(step)
-            time.sleep(0.2)  # votes keep landing between the steps
+        for name in ("merge", "undo", "merge"):
+            # Every person's votes are under way (and, after a step, have gone on landing) before the next.
+            target = len(statuses) + CUSTOMERS
+            await answers(lambda target=target: len(statuses) >= target)
+            await asyncio.to_thread(step, name)
+            done.append(name)
+        # And a vote reaches B once it is merged for good (each vote picks A or B at random).
+        refused = statuses.count(404) + statuses.count(409)
+        await answers(lambda: statuses.count(404) + statuses.count(409) > refused)
+        merged_for_good.set()
         return done
 
-    people = asyncio.gather(*(person(n, token) for n, token in enumerate(tokens)))
-    await asyncio.sleep(0.3)  # the votes are under way
-    steps = await asyncio.to_thread(merge_undo_merge)
-    await people
+    async with asyncio.timeout(300):  # a server that stops answering fails the test instead of hanging it
+        steps, *_ = await asyncio.gather(merge_undo_merge(), *(person(n, token) for n, token in enumerate(tokens)))
 
     assert steps == ["merge", "undo", "merge"]
     # A vote on B once it is merged answers 404 (merged items are not votable: 409 if caught mid-way).

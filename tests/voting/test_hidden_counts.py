@@ -9,8 +9,8 @@ from app.audit.models import AuditEvent
 from app.organisations.models import Organisation
 from app.voting import service as voting
 from app.voting.models import Importance
-from tests.conftest import post_form, sign_in
 from tests.factories import make_admin, make_item, make_pm, make_user
+from tests.helpers.http import post_form, sign_in
 from tests.voting.helpers import vote_json, widget_text
 
 

@@ -24,8 +24,8 @@ from app.roadmap.models import Item, Visibility
 from app.voting import merge as merging
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Follow, Importance, Merge, Vote
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_pm, make_product, make_user
+from tests.helpers.http import post_form, sign_in
 
 NICE, IMPORTANT, CRITICAL = Importance.nice_to_have, Importance.important, Importance.critical
 

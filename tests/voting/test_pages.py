@@ -12,8 +12,8 @@ from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
 from app.voting import service as voting
 from app.voting.models import Follow, Importance, Vote
-from tests.conftest import post_form, sign_in
 from tests.factories import make_item, make_pm, make_user, stage
+from tests.helpers.http import post_form, sign_in
 from tests.voting.helpers import vote_json, widget_text
 
 

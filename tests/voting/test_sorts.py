@@ -12,8 +12,8 @@ from app.organisations.models import Organisation
 from app.portal import service as portal
 from app.voting import service as voting
 from app.voting.models import Importance, Vote
-from tests.conftest import sign_in
 from tests.factories import make_admin, make_item, make_pm, make_product, make_user
+from tests.helpers.http import sign_in
 
 
 def _cards(html: str) -> list[str]:

@@ -6,11 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers.servers import free_port
 
 
 class TcpProxy:

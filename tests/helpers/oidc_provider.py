@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,16 +25,11 @@ import httpx
 import pytest
 
 from app.config import ROOT
+from tests.helpers.servers import free_port
 
 SCRIPT = ROOT / "tests" / "node" / "oidc-provider.mjs"
 PACKAGE = ROOT / "tests" / "node" / "node_modules" / "oidc-provider"
 CLIENT_SECRET = "oidc-test-client-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _unavailable(reason: str) -> None:

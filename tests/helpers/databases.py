@@ -1,0 +1,53 @@
+"""Databases for the suite: a brand-new one per use, SQLite by default, PostgreSQL when DATABASE_URL points
+at a server. Each gets a unique name, so runs (and pytest-xdist workers) never share one."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.config import normalise_database_url
+from app.migrate import upgrade
+
+
+def server_url() -> str | None:
+    """The PostgreSQL server the suite runs on (DATABASE_URL), or None for SQLite."""
+    url = os.environ.get("DATABASE_URL", "")
+    return normalise_database_url(url) if url.startswith(("postgres://", "postgresql")) else None
+
+
+def create_database(tmp_dir: Path, label: str) -> tuple[str, Callable[[], None]]:
+    """A brand-new empty database: returns its URL and a function that drops it."""
+    server = server_url()
+    if server is None:
+        path = tmp_dir / f"{label}.db"
+        return f"sqlite+pysqlite:///{path}", lambda: None
+    name = f"ahead_test_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin_url = make_url(server).set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(server).set(database=name).render_as_string(hide_password=False), drop
+
+
+@contextmanager
+def own_database(tmp: Path, label: str) -> Iterator[str]:
+    """A migrated database of its own (for committed rows a second connection sees); its URL."""
+    url, drop = create_database(tmp, label)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop()
