@@ -368,7 +368,7 @@ class DbSessionMiddleware:
                 # took, this worker's waiting requests take about half of its time at most, however many.
                 pause = max(backoff, 2 * (time.monotonic() - run_started) * self._waiting)
                 # The last run starts at the deadline: its 503 comes one slice after DB_LOCK_TIMEOUT at most.
-                await asyncio.sleep(min(pause * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(min(pause * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))  # nosec B311 # jitter, not a secret
                 backoff = min(backoff * 2, MAX_LOCK_PAUSE)
                 replay.restore()
         finally:
