@@ -6,6 +6,7 @@ Pure functions, no database: every service may use them.
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from app.errors import FormInvalid
@@ -44,10 +45,8 @@ def parse_domains(text: str) -> list[str]:
             continue
         if "@" in domain:  # someone pasted an address: keep its domain
             domain = normalise_domain(domain.rsplit("@", 1)[1])
-        try:
+        with contextlib.suppress(UnicodeError):
             domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
         if not _DOMAIN.match(domain):
             bad.append(raw.strip())
         elif domain not in seen:

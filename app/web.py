@@ -51,7 +51,7 @@ def _iso(value: datetime | None) -> str:
 
 def _query(request: Request, **changes: Any) -> str:
     """The current query string with some parameters changed (None removes one)."""
-    params = {k: v for k, v in request.query_params.items()}
+    params = dict(request.query_params.items())
     for key, value in changes.items():
         if value is None or value == "":
             params.pop(key, None)

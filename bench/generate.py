@@ -222,7 +222,7 @@ def write(conn: Connection, table: Table, columns: Sequence[str], rows: Iterable
     it = iter(rows)
     while chunk := list(itertools.islice(it, batch)):
         if not plain:
-            chunk = [tuple(v if c is None or v is None else c(v) for c, v in zip(converters, row)) for row in chunk]
+            chunk = [tuple(v if c is None or v is None else c(v) for c, v in zip(converters, row, strict=True)) for row in chunk]
         conn.exec_driver_sql(sql, chunk)
         count += len(chunk)
     return count
@@ -468,7 +468,7 @@ def _fill(conn: Connection, rng: random.Random, now: datetime, phase: Phase, *, 
             if visibility is Visibility.customers and rng.random() < 0.5:
                 limited.extend((iid, s) for s in rng.sample(range(2, len(SEGMENTS) + 1), rng.randint(1, 2)))
             previous = None
-            for stage_slug, moment in zip(path, moments):
+            for stage_slug, moment in zip(path, moments, strict=True):
                 changes.append((iid, previous, stages[stage_slug].id, rng.choice((2, 3)), moment))
                 previous = stages[stage_slug].id
             if published is not None and visibility is not Visibility.internal:
@@ -504,11 +504,11 @@ def _fill(conn: Connection, rng: random.Random, now: datetime, phase: Phase, *, 
         first_customer = customer_ids.start
 
         def votes() -> Iterator[tuple[Any, ...]]:
-            for iid, k in zip(votable, counts):
+            for iid, k in zip(votable, counts, strict=True):
                 start = max(published_at_of[iid], year_ago)
                 span = (now - start).total_seconds()
                 picks = rng.choices(importance, weights=(50, 35, 15), k=k)
-                for user, imp in zip(sorted(rng.sample(range(n_users), k)), picks):
+                for user, imp in zip(sorted(rng.sample(range(n_users), k)), picks, strict=True):
                     # More recent than uniform: interest builds up while an item is open.
                     when = start + timedelta(seconds=span * (rng.random() ** 0.7))
                     yield iid, first_customer + user, imp, when, when, ""

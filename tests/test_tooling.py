@@ -433,7 +433,7 @@ class TestDeliveries:
         oldest = supported_pythons()[-1]
         steps = ["\nmake lint", "\nmake test", "DATABASE_URL=postgresql://", f"find-python {oldest}"]
         positions = [script.find(step) for step in steps]
-        assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions))
+        assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions, strict=True))
         assert "--require-hashes -r requirements-dev.lock" in script
 
     def test_the_postgresql_pass_runs_the_fast_suite_and_the_browser_journeys_too(self):

@@ -701,23 +701,23 @@ def delete_tag(session: Session, *, tag: Tag, actor: User) -> None:
 def count_items_per_product(session: Session) -> dict[int, int]:
     """Items (drafts included) of each product: a product in use cannot be deleted."""
     rows = session.execute(select(Item.product_id, func.count()).group_by(Item.product_id))
-    return {product_id: n for product_id, n in rows}
+    return dict(rows.tuples().all())
 
 
 def count_items_per_stage(session: Session) -> dict[int, int]:
     rows = session.execute(select(Item.stage_id, func.count()).group_by(Item.stage_id))
-    return {stage_id: n for stage_id, n in rows}
+    return dict(rows.tuples().all())
 
 
 def count_items_per_tag(session: Session) -> dict[int, int]:
     rows = session.execute(select(item_tags.c.tag_id, func.count()).group_by(item_tags.c.tag_id))
-    return {tag_id: n for tag_id, n in rows}
+    return dict(rows.tuples().all())
 
 
 def count_items_per_segment(session: Session) -> dict[int, int]:
     """Items limited to each segment (a limit only applies while the item is for customers)."""
     rows = session.execute(select(item_segments.c.segment_id, func.count()).group_by(item_segments.c.segment_id))
-    return {segment_id: n for segment_id, n in rows}
+    return dict(rows.tuples().all())
 
 
 def list_items_limited_only_to(session: Session, *, segment: Segment) -> list[Item]:

@@ -1,7 +1,7 @@
 """roadmap foundation
 
 Revision ID: aa6a4c3d1b95
-Revises: 
+Revises:
 Create Date: 2026-11-25 18:13:52.125510
 """
 
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import app.db
-
 
 revision: str = 'aa6a4c3d1b95'
 down_revision: str | None = None

@@ -12,7 +12,6 @@ from alembic import op
 
 import app.db
 
-
 revision: str = '69c28431f0a7'
 down_revision: str | None = 'aa6a4c3d1b95'
 branch_labels: str | Sequence[str] | None = None

@@ -12,7 +12,6 @@ from alembic import op
 
 import app.db
 
-
 revision: str = '4650dc66b13d'
 down_revision: str | None = '69c28431f0a7'
 branch_labels: str | Sequence[str] | None = None

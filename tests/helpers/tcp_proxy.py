@@ -3,6 +3,7 @@ play the server going away and coming back."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -36,18 +37,15 @@ class TcpProxy:
         """Refuse new connections and cut the open ones, as a server that went away."""
         listener, self._listener = self._listener, None
         if listener is not None:
-            try:
-                listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close() alone does not
-            except OSError:
-                pass
+            # Shutting down wakes the accepting thread; close() alone does not.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -76,7 +74,5 @@ class TcpProxy:
             pass
         finally:
             for conn in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass

@@ -193,7 +193,7 @@ async def test_the_api_lists_and_serves_an_item_only_for_those_allowed(client, s
 async def test_an_item_page_is_the_same_404_as_a_missing_item_for_those_not_allowed(client, session, world, who):
     await become(client, session, world, who)
 
-    for (word, variant), item in world.secret.items():
+    for (word, _variant), item in world.secret.items():
         missing_id = "zz" + item.public_id[2:]
         for suffix in ("", f"/{item.slug}"):
             page = await client.get(f"/items/{item.public_id}{suffix}")
