@@ -82,7 +82,7 @@ test: setup-dev test-tools
 # bandit warns "nosec encountered (BXXX), but no failed test" for some lines whose nosec is needed
 # (it visits a statement's parts one by one: PyCQA/bandit#1041); the finding itself stays silenced.
 lint: setup-dev
-	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/mypy app
 	$(BIN)/bandit -c bandit.yaml -r app migrations -q
 	$(BIN)/lint-imports
