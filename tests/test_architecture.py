@@ -83,3 +83,15 @@ def test_imports_of_app_inside_functions_say_why() -> None:
                         and "# local:" not in lines[node.lineno - 1]):
                     unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert sorted(set(unexplained)) == []
+
+
+def test_tests_share_helpers_not_test_modules() -> None:
+    """A helper two test modules need lives in a helpers module (tests/helpers/, tests/<domain>/helpers.py):
+    importing a test module runs its tests' module-level set-up again and hides where a helper lives."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_"):
+                offenders.append(f"{path.relative_to(ROOT)}: from {module} import …")
+    assert not offenders, "\n".join(offenders)

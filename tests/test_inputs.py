@@ -14,9 +14,10 @@ from app.discussion.models import Comment
 from app.feedback.models import Feedback
 from app.inputs import _MultipartStream, _UrlencodedStream, clean_urlencoded
 from app.parsing import INT32_MAX, clean_text, parse_int
-from tests.factories import make_admin, make_item, make_user
+from tests.admin.helpers import item_form
+from tests.factories import make_admin, make_item, make_product, make_tag, make_user, stage
 from tests.helpers.http import csrf_token, post_form, sign_in
-from tests.roadmap.test_search import result_titles
+from tests.roadmap.helpers import result_titles
 
 # --- the pieces ---------------------------------------------------------------------------------------
 
@@ -194,9 +195,6 @@ async def test_an_item_page_number_that_is_not_ascii_digits_shows_the_first_page
 
 @pytest.mark.parametrize("bad", _NOT_IDS)
 async def test_admin_item_form_ids_that_are_not_ascii_digits_are_explained(client, session, bad):
-    from tests.admin.test_items import item_form
-    from tests.factories import make_product, make_tag, stage
-
     product = make_product(session)
     sign_in(client, session, make_admin(session))
     for field, message in (("product_id", "Choose a product."), ("stage_id", "Choose a stage.")):

@@ -10,7 +10,7 @@ import feedparser
 from app.markup import render_markdown
 from tests.factories import make_item, make_user
 from tests.helpers.http import post_form, sign_in
-from tests.roadmap.test_feeds import released
+from tests.roadmap.helpers import released
 
 PIXEL = "![our dashboard](https://tracker.example/p.gif?who=ann \"Dashboard\")"
 _IMG = re.compile(r"<\s*img\b", re.IGNORECASE)

@@ -13,10 +13,10 @@ from fastapi import Request
 from app.config import Settings
 from app.main import UPLOAD_PATHS, create_app
 from app.perimeter import BodyLimitMiddleware
-from tests.admin.test_settings import PNG, branding_form
+from tests.admin.helpers import PNG, branding_form
 from tests.factories import make_admin
 from tests.helpers.databases import own_database
-from tests.helpers.http import csrf_token, post_form, sign_in
+from tests.helpers.http import client_for, csrf_token, post_form, sign_in
 from tests.helpers.servers import serve
 
 MiB = 1024 * 1024
@@ -189,7 +189,6 @@ class TestTrustedProxies:
         assert statuses == [400] * 10 + [429] * 4
 
     async def test_from_a_trusted_proxy_the_forwarded_client_counts(self, database, connection):
-        from tests.helpers.http import client_for
 
         settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                             redis_url="", trusted_proxies="127.0.0.1, 10.0.0.0/8", login_ip_rate_limit="10/day",
@@ -208,7 +207,6 @@ class TestTrustedProxies:
             assert statuses == [400] * 10 + [429] * 4
 
     async def test_an_untrusted_peer_cannot_claim_another_address_or_scheme(self, database, connection):
-        from tests.helpers.http import client_for
 
         settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                             redis_url="", trusted_proxies="10.0.0.0/8", _env_file=None)

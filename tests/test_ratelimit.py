@@ -10,6 +10,10 @@ import pytest
 
 from app.errors import RateLimited
 from app.ratelimit import RateLimiter
+from tests.factories import PASSWORD, make_item, make_user
+from tests.helpers.http import client_for, csrf_token, post_form
+from tests.helpers.servers import free_port
+from tests.helpers.tcp_proxy import TcpProxy
 
 REDIS = ("127.0.0.1", 6379)
 
@@ -57,7 +61,6 @@ class _Clock:
 
 
 def test_with_redis_unreachable_limits_are_counted_in_process_with_one_warning(caplog):
-    from tests.helpers.servers import free_port
 
     limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_seconds=10)
     key = f"test:{uuid.uuid4().hex}"
@@ -73,7 +76,6 @@ def test_with_redis_unreachable_limits_are_counted_in_process_with_one_warning(c
 def test_when_redis_comes_back_it_is_used_again(caplog):
     if not _redis_running():
         pytest.skip("no Redis on 127.0.0.1:6379")
-    from tests.helpers.tcp_proxy import TcpProxy
 
     proxy = TcpProxy(REDIS).open()
     clock = _Clock()
@@ -107,9 +109,6 @@ async def test_pages_sign_in_and_votes_work_with_redis_down(database, connection
 
     from app.config import Settings
     from app.voting.models import Vote
-    from tests.factories import PASSWORD, make_item, make_user
-    from tests.helpers.http import client_for, csrf_token, post_form
-    from tests.helpers.servers import free_port
 
     settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                         redis_url=f"redis://127.0.0.1:{free_port()}/0", _env_file=None)

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
-from tests.factories import PASSWORD, make_admin, make_pm
+from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_user
 from tests.helpers.http import CSRF_META, client_for, csrf_token, sign_in
 
 
@@ -56,8 +56,6 @@ async def test_unknown_api_path_answers_json(client):
 
 
 async def test_one_persons_sign_in_never_leaks_into_the_next_request(client, session):
-    from tests.factories import make_pm
-    from tests.helpers.http import sign_in
 
     anonymous_first = await client.get("/")
     assert "Sign in" in anonymous_first.text
@@ -72,8 +70,6 @@ async def test_a_crash_shows_the_500_page_in_the_site_look_even_when_signed_in(a
     import httpx
 
     from app.deps import CurrentViewer
-    from tests.factories import make_pm
-    from tests.helpers.http import sign_in
 
     @app.get("/boom-for-test")
     async def boom(viewer: CurrentViewer) -> None:
@@ -125,7 +121,6 @@ class TestCsrfTokenBelongsToItsSession:
         assert (await client.post("/logout", data={"csrf_token": own})).status_code == 303
 
     async def test_the_page_answered_after_deleting_ones_account_carries_a_visitor_token(self, client, session):
-        from tests.factories import make_user
 
         user = make_user(session)
         sign_in(client, session, user)
@@ -171,7 +166,6 @@ class TestOrigin:
         assert no_token.status_code == 403 and "form has expired" in no_token.text
 
     async def test_the_json_api_answers_json(self, client, session):
-        from tests.factories import make_item, make_user
 
         item = make_item(session)
         sign_in(client, session, make_user(session))

@@ -16,7 +16,7 @@ from app.accounts.viewer import ANONYMOUS
 from app.audit import service as audit
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Visibility
-from tests.helpers.http import post_form
+from tests.helpers.http import post_form, sign_in
 
 
 @pytest.fixture
@@ -135,7 +135,6 @@ def _customer(session: Session, email: str):  # type: ignore[no-untyped-def]
 
 async def test_customers_of_each_segment_see_the_items_meant_for_them(client, session, seeded):
     from app.organisations import service as organisations
-    from tests.helpers.http import sign_in
 
     segments = {s.name: s.weight for s in organisations.list_segments(session)}
     assert segments == {"Starter": 1, "Business": 2, "Enterprise": 4}

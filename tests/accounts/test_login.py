@@ -150,7 +150,6 @@ async def test_signed_out_visitor_is_sent_to_sign_in_for_the_staff_area(client):
 
 
 async def test_staff_area_is_a_404_for_a_customer(client, session):
-    from tests.factories import make_user
 
     customer = make_user(session)
     sign_in(client, session, customer)

@@ -10,12 +10,11 @@ import json
 import logging
 import re
 import time
-import uuid
 
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey, OctKey, RSAKey
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import func, select
 
 from app.accounts.models import Identity, IdentityKind, Role, User, UserSession
@@ -25,31 +24,17 @@ from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Visibility
 from tests.factories import make_item, make_user
 from tests.helpers.http import post_form, sign_in
+from tests.helpers.sso import claims, hs256, sso, sso_settings
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "host-app-shared-secret-" + "s" * 24
 RSA_KEY = RSAKey.generate_key(2048)
 EC_KEY = ECKey.generate_key("P-256")
 
 
 @pytest.fixture
 def settings(database_url):
-    return Settings(database_url=database_url, secret_key="test-secret-key-" + "x" * 32,
-                    base_url="http://testserver", redis_url="", sso_jwt_secret=SECRET,
-                    _env_file=None)  # type: ignore[call-arg]
-
-
-def claims(**overrides):
-    now = int(time.time())
-    base = {"sub": "host-user-42", "email": "Dana@Bigco.example", "name": "Dana Host", "jti": uuid.uuid4().hex,
-            "iat": now, "exp": now + 120}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def hs256(payload, secret=SECRET):
-    return jwt.encode({"alg": "HS256"}, payload, OctKey.import_key(secret))
+    return sso_settings(database_url)
 
 
 def b64(data):
@@ -58,13 +43,6 @@ def b64(data):
 
 def count(session, model):
     return session.scalar(select(func.count()).select_from(model))
-
-
-async def sso(client, token, next_=None):
-    params = {"token": token}
-    if next_ is not None:
-        params["next"] = next_
-    return await client.get("/sso/jwt", params=params)
 
 
 class TestValidToken:

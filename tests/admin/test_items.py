@@ -13,6 +13,7 @@ from app.accounts.models import Role
 from app.audit.models import AuditEvent
 from app.roadmap.models import Item
 from app.roadmap.timeframes import quarter_choices
+from tests.admin.helpers import item_form
 from tests.factories import make_item, make_pm, make_product, make_tag, make_user, stage
 from tests.helpers.http import csrf_token, post_form, sign_in
 
@@ -30,24 +31,6 @@ def pm(client, session):  # type: ignore[no-untyped-def]
     user = make_pm(session, display_name="Pat Manager")
     sign_in(client, session, user)
     return user
-
-
-def item_form(product, stage_slug_or_stage, **overrides):  # type: ignore[no-untyped-def]
-    the_stage = stage_slug_or_stage
-    data = {
-        "title": "Scheduled exports to S3",
-        "summary": "Send the weekly report to your own bucket.",
-        "description": "Exports run **every Monday**.",
-        "product_id": str(product.id),
-        "stage_id": str(the_stage.id),
-        "timeframe": "next",
-        "confidence": "",
-        "visibility": "public",
-        "release_notes": "",
-        "internal_notes": "",
-    }
-    data.update(overrides)
-    return data
 
 
 def count_items(session) -> int:  # type: ignore[no-untyped-def]

@@ -6,27 +6,17 @@ import re
 
 import pytest
 
+from tests.admin.helpers import PNG, WEBP, branding_form
 from tests.factories import make_admin
 from tests.helpers.http import post_form, sign_in
 
+
 # A real 1×1 PNG.
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-    "0000000d49444154789c6360f8cfc0f01f0005000201a5f0b1e90000000049454e44ae426082"
-)
-WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00/\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00"
-
-
 @pytest.fixture
 def admin(client, session):  # type: ignore[no-untyped-def]
     user = make_admin(session, email="ada@example.com")
     sign_in(client, session, user)
     return user
-
-
-def branding_form(**overrides: str) -> dict[str, str]:
-    return {"portal_name": "Acme Roadmap", "accent_color": "#ff5500", "accent_picker": "#4f46e5",
-            "product_name": "Open Acme", "product_url": "https://app.acme.example/", **overrides}
 
 
 async def test_new_branding_shows_on_public_pages(client, session, admin):

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import Database
 from app.main import create_app
 from app.roadmap.models import Timeframe, Visibility
-from tests.factories import make_item, make_product, make_tag
+from tests.factories import make_item, make_pm, make_product, make_tag, make_user
 
 api = create_app(
     Settings(database_url="sqlite://", secret_key="openapi-test-" + "x" * 32, base_url="http://testserver",
@@ -60,7 +60,6 @@ def test_real_items_match_the_schema(rolled_back_data, session):  # type: ignore
 
     from app.accounts import service as accounts
     from app.deps import SESSION_COOKIE
-    from tests.factories import make_pm
 
     cookies = {SESSION_COOKIE: accounts.start_session(session, user=make_pm(session))}
     response = operation.Case(path_parameters={"id": draft.public_id}, cookies=cookies).call_and_validate()
@@ -75,7 +74,6 @@ def test_a_real_vote_flow_matches_the_schema(rolled_back_data, session):  # type
     from app.accounts import service as accounts
     from app.deps import SESSION_COOKIE
     from app.security import CSRF_COOKIE
-    from tests.factories import make_user
 
     public, released, draft, _ = rolled_back_data
     csrf_cookie = api.state.csrf.new_cookie_value()
@@ -102,7 +100,6 @@ def test_a_real_discussion_matches_the_schema(rolled_back_data, session):  # typ
     """Comments with a reply, a deleted thread start kept by its reply and a pinned answer, page by page."""
     from app.accounts.viewer import Viewer
     from app.discussion import service as discussion
-    from tests.factories import make_pm, make_user
 
     public, _, draft, _ = rolled_back_data
     ann, pm = make_user(session, password=None), make_pm(session, password=None)

@@ -9,6 +9,7 @@ from app.accounts.viewer import Viewer
 from app.db import utcnow
 from app.discussion import service as discussion
 from app.discussion.models import Comment
+from tests.helpers.http import post_form
 
 
 def comment(session, item, author, body: str = "A comment", parent: Comment | None = None) -> Comment:  # type: ignore[no-untyped-def]
@@ -31,3 +32,14 @@ def many_comments(session, item, author, n: int, *, prefix: str = "Comment") -> 
     session.add_all(rows)
     session.flush()
     return rows
+
+
+def section(html: str) -> str:
+    """The discussion section of an item page."""
+    start = html.index('<section class="discussion"')
+    return html[start:html.index("</section>", start)]
+
+
+async def post_comment(client, item, body: str, parent: str = ""):  # type: ignore[no-untyped-def]
+    data = {"body": body, **({"parent": parent} if parent else {})}
+    return await post_form(client, f"/items/{item.public_id}/comments", data, page=item.path)

@@ -11,20 +11,9 @@ from sqlalchemy import select
 from app.discussion.models import Comment
 from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
-from tests.discussion.helpers import comment, comment_ids
+from tests.discussion.helpers import comment, comment_ids, post_comment, section
 from tests.factories import make_item, make_pm, make_user
 from tests.helpers.http import post_form, sign_in
-
-
-def section(html: str) -> str:
-    """The discussion section of an item page."""
-    start = html.index('<section class="discussion"')
-    return html[start:html.index("</section>", start)]
-
-
-async def post_comment(client, item, body: str, parent: str = ""):  # type: ignore[no-untyped-def]
-    data = {"body": body, **({"parent": parent} if parent else {})}
-    return await post_form(client, f"/items/{item.public_id}/comments", data, page=item.path)
 
 
 async def test_a_customer_comments_and_replies_and_lands_on_the_comment(client, session):

@@ -11,8 +11,7 @@ from sqlalchemy import event, select
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.discussion import service as discussion
 from app.discussion.models import Comment
-from tests.discussion.helpers import comment, comment_ids, many_comments
-from tests.discussion.test_pages import post_comment, section
+from tests.discussion.helpers import comment, comment_ids, many_comments, post_comment, section
 from tests.factories import make_item, make_pm, make_user
 from tests.helpers.http import post_form, sign_in
 

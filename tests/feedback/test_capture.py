@@ -12,7 +12,7 @@ from app.feedback import service as feedback
 from app.feedback.models import Feedback, FeedbackKind
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Vote
-from tests.factories import make_item, make_pm, make_user
+from tests.factories import make_item, make_pm, make_user, stage
 from tests.feedback.helpers import make_customer, make_organisation
 from tests.helpers.http import post_form, sign_in
 
@@ -211,7 +211,6 @@ async def test_a_recorded_vote_on_an_item_that_shipped_stays_as_it_was(client, s
     item = make_item(session, title="Shipped thing")
     data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "2", "source": "call"})
     feedback.capture_vote(session, item=item, data=data, actor=pm)
-    from tests.factories import stage
 
     item.stage_id = stage(session, "released").id
     session.flush()

@@ -17,8 +17,13 @@ from sqlalchemy import select
 from app.accounts import service as accounts
 from app.accounts.models import Identity, IdentityKind, User
 from app.organisations.models import Organisation, Segment
-from tests.accounts.test_sso import SECRET, claims, hs256, settings, sso  # noqa: F401 (settings: the fixture)
 from tests.factories import make_user
+from tests.helpers.sso import SECRET, claims, hs256, sso, sso_settings
+
+
+@pytest.fixture
+def settings(database_url):  # type: ignore[no-untyped-def]
+    return sso_settings(database_url)
 
 
 def signed(payload_json: str) -> str:

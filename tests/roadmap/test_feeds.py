@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import calendar
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
 
 import feedparser
 
 from app.roadmap.models import Visibility
 from tests.factories import make_item, make_product
+from tests.roadmap.helpers import released
 
 BASE = "http://testserver"
-
-
-def released(session, title: str, day: int, **overrides):  # type: ignore[no-untyped-def]
-    item = make_item(session, stage_slug="released", title=title, **overrides)
-    item.released_at = datetime(2026, 3, day, 12, 0, tzinfo=UTC)
-    session.flush()
-    return item
 
 
 def _position(text: str, needle: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -11,13 +10,8 @@ from app.accounts.viewer import ANONYMOUS
 from app.db import utcnow
 from app.roadmap.models import Visibility
 from app.roadmap.search import search_items
-from tests.factories import make_item
-
-
-def result_titles(html: str) -> list[str]:
-    """The titles of the hits, in order, as a person reads them (highlight marks removed)."""
-    found = re.findall(r'<li class="search-hit">\s*<h2><a href="[^"]*">(.*?)</a></h2>', html, re.DOTALL)
-    return [re.sub(r"</?mark>", "", title) for title in found]
+from tests.factories import make_item, make_pm
+from tests.roadmap.helpers import result_titles
 
 
 async def search(client, q: str) -> str:  # type: ignore[no-untyped-def]
@@ -133,7 +127,6 @@ def test_words_may_match_in_different_fields_and_a_title_word_counts_most(sessio
 
 def test_an_edited_item_is_found_by_its_new_words_and_no_longer_by_the_old(session):
     from app.roadmap import service as roadmap
-    from tests.factories import make_pm
 
     item = make_item(session, title="Shift swaps", summary="Swap a shift", description="Between colleagues.")
     item = roadmap.get_item_for_staff(session, item.public_id)
