@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import Database
 from app.main import create_app
-from app.migrate import upgrade
 from app.portal import service as portal_service
-from tests.helpers.databases import create_database
+from tests.helpers.databases import connected, own_database
 from tests.helpers.http import bound_database
 
 
@@ -44,17 +43,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url, drop = create_database(tmp_path_factory.mktemp("db"), "unit")
-    upgrade(url)
-    yield url
-    drop()
+    with own_database(tmp_path_factory.mktemp("db"), "unit") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    yield db
-    db.dispose()
+    with connected(database_url) as db:
+        yield db
 
 
 @pytest.fixture

@@ -30,12 +30,11 @@ from app.deps import SESSION_COOKIE
 from app.errors import DatabaseBusy
 from app.feedback.models import Feedback
 from app.main import create_app
-from app.migrate import upgrade
 from app.organisations.models import Organisation
 from app.roadmap.models import Item
 from app.voting.models import Follow, Vote
 from tests.factories import make_item, make_user
-from tests.helpers.databases import create_database
+from tests.helpers.databases import connected, own_database
 from tests.helpers.http import csrf_token
 from tests.helpers.servers import serve
 
@@ -44,17 +43,14 @@ LOCK_TIMEOUT = 0.5
 
 @pytest.fixture(scope="module")
 def own_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url, drop = create_database(tmp_path_factory.mktemp("locks"), "locks")
-    upgrade(url)
-    yield url
-    drop()
+    with own_database(tmp_path_factory.mktemp("locks"), "locks") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def own_database(own_url: str) -> Iterator[Database]:
-    database = Database(own_url)
-    yield database
-    database.dispose()
+def locks_database(own_url: str) -> Iterator[Database]:
+    with connected(own_url) as database:
+        yield database
 
 
 @pytest.fixture
@@ -76,9 +72,9 @@ async def live_app(lock_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def customer_and_item(own_database: Database) -> tuple[str, str, int]:
+def customer_and_item(locks_database: Database) -> tuple[str, str, int]:
     """A customer's session token and a public item, committed."""
-    with own_database.transaction() as session:
+    with locks_database.transaction() as session:
         organisation = Organisation(name="Acme")
         session.add(organisation)
         session.flush()
@@ -99,11 +95,11 @@ def _written(database: Database, item_id: int) -> tuple[int, int, int, int]:
 
 class TestAHeldLock:
     async def test_a_vote_waiting_on_a_locked_item_answers_503_quickly_and_writes_nothing(
-            self, live_app, own_database, customer_and_item):
+            self, live_app, locks_database, customer_and_item):
         token, public_id, item_id = customer_and_item
         live_app.cookies.set(SESSION_COOKIE, token)
         csrf = await csrf_token(live_app, "/")
-        locker = own_database.new_session(write=True)
+        locker = locks_database.new_session(write=True)
         try:
             # Another transaction holds the item's row (PostgreSQL) / the write lock (SQLite), as a long
             # merge or a stuck maintenance job would.
@@ -135,12 +131,12 @@ class TestAHeldLock:
             locker.rollback()
             locker.close()
 
-        assert _written(own_database, item_id) == (0, 0, 0, 0)
+        assert _written(locks_database, item_id) == (0, 0, 0, 0)
         # The worker is not stuck: once the lock is gone the same vote goes through.
         again = await live_app.post(f"/api/v1/items/{public_id}/vote", json={"importance": "important"},
                                     headers={"X-CSRF-Token": csrf})
         assert again.status_code == 200 and again.json()["my_vote"] == "important"
-        assert _written(own_database, item_id)[:3] == (1, 1, 1)
+        assert _written(locks_database, item_id)[:3] == (1, 1, 1)
 
 
 def test_the_app_sets_its_timeouts_on_every_connection(lock_settings, own_url):
@@ -176,8 +172,8 @@ def test_a_statement_over_the_time_limit_becomes_a_busy_error(own_url):
         database.dispose()
 
 
-def test_other_database_errors_are_not_called_busy(own_database):
-    with pytest.raises(DBAPIError) as caught, own_database.transaction() as session:
+def test_other_database_errors_are_not_called_busy(locks_database):
+    with pytest.raises(DBAPIError) as caught, locks_database.transaction() as session:
         session.execute(text("SELECT * FROM no_such_table_here"))
     assert database_busy(caught.value) is None
 
@@ -349,9 +345,9 @@ VOTERS = 6
 
 
 @pytest.fixture
-async def voters(own_database: Database, live_server: str) -> AsyncIterator[tuple[list[httpx.AsyncClient], str, int]]:
+async def voters(locks_database: Database, live_server: str) -> AsyncIterator[tuple[list[httpx.AsyncClient], str, int]]:
     """Six signed-in customers' clients (CSRF header set) and a public item, committed."""
-    with own_database.transaction() as session:
+    with locks_database.transaction() as session:
         users = [make_user(session, password=None) for _ in range(VOTERS)]
         item = make_item(session, title="Shift swaps on mobile")
         tokens = [accounts.start_session(session, user=user) for user in users]
@@ -380,9 +376,9 @@ class TestVotesWaitingOnAHeldLockWithOneWorker:
     another. A second connection holds the item's row, as psql's SELECT ... FOR UPDATE did in the attack run."""
 
     async def test_pages_answer_meanwhile_and_each_vote_gets_its_503_after_the_lock_timeout(
-            self, voters, own_database, live_server):
+            self, voters, locks_database, live_server):
         clients, public_id, item_id = voters
-        locker = own_database.new_session(write=True)
+        locker = locks_database.new_session(write=True)
         pages: list[float] = []
         try:
             locker.execute(select(Item.id).where(Item.id == item_id).with_for_update())
@@ -407,11 +403,11 @@ class TestVotesWaitingOnAHeldLockWithOneWorker:
             assert response.headers["retry-after"].isdigit()
             # Each about DB_LOCK_TIMEOUT after it was sent, side by side: not 2, 4, 6 ... 12 s.
             assert LIVE_LOCK_TIMEOUT - 0.3 < seconds < LIVE_LOCK_TIMEOUT + 1, [s for _, s in results]
-        assert _written(own_database, item_id) == (0, 0, 0, 0)
+        assert _written(locks_database, item_id) == (0, 0, 0, 0)
 
-    async def test_once_the_lock_is_released_every_waiting_vote_is_counted_exactly(self, voters, own_database):
+    async def test_once_the_lock_is_released_every_waiting_vote_is_counted_exactly(self, voters, locks_database):
         clients, public_id, item_id = voters
-        locker = own_database.new_session(write=True)
+        locker = locks_database.new_session(write=True)
         try:
             locker.execute(select(Item.id).where(Item.id == item_id).with_for_update())
             votes = asyncio.gather(*(_timed_vote(client, public_id) for client in clients))
@@ -423,4 +419,4 @@ class TestVotesWaitingOnAHeldLockWithOneWorker:
 
         assert [response.status_code for response, _ in results] == [200] * VOTERS, [r.text for r, _ in results]
         assert all(response.json()["my_vote"] == "important" for response, _ in results)
-        assert _written(own_database, item_id) == (VOTERS, VOTERS, VOTERS, 0)
+        assert _written(locks_database, item_id) == (VOTERS, VOTERS, VOTERS, 0)

@@ -32,7 +32,7 @@ from app.db import Database
 from app.deps import SESSION_COOKIE
 from app.main import create_app
 from tests.factories import make_admin
-from tests.helpers.databases import own_database
+from tests.helpers.databases import connected, own_database
 from tests.helpers.http import csrf_token
 from tests.helpers.servers import serve
 
@@ -91,9 +91,8 @@ def own_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def own_db(own_url: str) -> Iterator[Database]:
-    database = Database(own_url)
-    yield database
-    database.dispose()
+    with connected(own_url) as database:
+        yield database
 
 
 @pytest.fixture

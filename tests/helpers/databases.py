@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.config import normalise_database_url
+from app.db import Database
 from app.migrate import upgrade
 
 
@@ -51,3 +52,13 @@ def own_database(tmp: Path, label: str) -> Iterator[str]:
         yield url
     finally:
         drop()
+
+
+@contextmanager
+def connected(url: str) -> Iterator[Database]:
+    """The app's Database (engine and session factories) for `url`, disposed afterwards."""
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()
