@@ -54,11 +54,14 @@ class ItemPublic(BaseModel):
     url: str = Field(description="The item's page.", examples=["https://roadmap.example.com/items/k7m2xq9p/dark-mode"])
     product: Ref
     stage: Ref
-    timeframe: str = Field(description="`Now`, `Next`, `Later` or a target quarter such as `2027 Q1`.",
-                           examples=["2027 Q1"])
-    horizon: Literal["now", "next", "later"] = Field(
-        description="Where the timeframe falls today: a target quarter is placed by how far away it is.")
-    confidence: Literal["low", "medium", "high"] | None = Field(description="How sure the team is of the timeframe.")
+    timeframe: str | None = Field(description="`Now`, `Next`, `Later` or a target quarter such as `2027 Q1`; null once "
+                                              "the item is released (see `released_at`) or declined.",
+                                  examples=["2027 Q1"])
+    horizon: Literal["now", "next", "later"] | None = Field(
+        description="Where the timeframe falls today: a target quarter is placed by how far away it is; null once the "
+                    "item is released or declined.")
+    confidence: Literal["low", "medium", "high"] | None = Field(description="How sure the team is of the timeframe; "
+                                                                            "null once released or declined.")
     tags: list[Ref]
     vote_count: int | None = Field(ge=0, description="Votes for the item; null when the portal hides vote counts "
                                                      "from visitors and customers (staff always see them).")
@@ -71,6 +74,7 @@ class ItemPublic(BaseModel):
     @classmethod
     def fields_of(cls, item: Item, *, base_url: str, my_vote: Importance | None = None,
                   show_count: bool = True) -> dict[str, object]:
+        planned = item.planned_timeframe
         return {
             "id": item.public_id,
             "title": item.title,
@@ -80,9 +84,10 @@ class ItemPublic(BaseModel):
             "url": base_url + item.path,
             "product": Ref.of(item.product),
             "stage": Ref.of(item.stage),
-            "timeframe": item.timeframe_label,
-            "horizon": item.horizon.value,
-            "confidence": item.confidence.value if item.confidence else None,
+            # A shipped or declined item has no future timeframe: the old plan would read as a promise.
+            "timeframe": planned,
+            "horizon": item.horizon.value if planned is not None else None,
+            "confidence": item.confidence.value if item.confidence and planned is not None else None,
             "tags": [Ref.of(t) for t in item.tags],
             "vote_count": item.vote_count if show_count else None,
             "my_vote": my_vote.key if my_vote is not None else None,

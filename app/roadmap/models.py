@@ -130,6 +130,16 @@ class Item(Base):
         return self.timeframe.value.capitalize()
 
     @property
+    def planned_timeframe(self) -> str | None:
+        """The timeframe while the item is still ahead; None once released or declined (the stage must be loaded).
+
+        A shipped item says when it shipped (`released_at`), a declined one says nothing about when.
+        """
+        if self.stage.is_released or self.stage.is_closed:
+            return None
+        return self.timeframe_label
+
+    @property
     def horizon(self) -> Timeframe:
         """Now / Next / Later, with a target quarter placed by how far away it is."""
         if self.timeframe is not Timeframe.quarter:
