@@ -67,6 +67,78 @@
   });
 })();
 
+// --- Character counts: a long text is never cut silently ----------------------------------------------
+// A textarea with data-max-chars (the comment and reply boxes) carries no maxlength, which would cut a
+// long paste without a word. Instead a counter below it says how many characters are left or too many,
+// the field refuses to submit while it is too long, and a polite live region reads the count out once
+// typing pauses (not on every keystroke). Without JavaScript the server refuses and keeps the text.
+(function () {
+  "use strict";
+
+  function format(n) { return n.toLocaleString("en"); }
+
+  function countText(length, max) {
+    var left = max - length;
+    if (left >= 0) return format(left) + (left === 1 ? " character" : " characters") + " left";
+    return format(-left) + (left === -1 ? " character" : " characters") + " too many";
+  }
+
+  function attach(field) {
+    var max = parseInt(field.getAttribute("data-max-chars"), 10);
+    if (!(max > 0) || field.hasAttribute("data-counted")) return;
+    field.setAttribute("data-counted", "");
+    var count = document.createElement("p");
+    count.className = "char-count";
+    count.id = field.id + "-count";
+    var live = document.createElement("p");
+    live.className = "visually-hidden";
+    live.setAttribute("aria-live", "polite");
+    field.insertAdjacentElement("afterend", count);
+    count.insertAdjacentElement("afterend", live);
+    var described = (field.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean);
+    field.setAttribute("aria-describedby", described.concat(count.id).join(" "));
+    var timer = null;
+    var spoken = "";
+
+    function update() {
+      // Characters as the server counts them: code points, surrounding blanks trimmed.
+      var length = Array.from(field.value.trim()).length;
+      var text = countText(length, max);
+      var over = length > max;
+      count.textContent = text;
+      count.classList.toggle("is-over", over);
+      field.setCustomValidity(over ? "Too long by " + format(length - max) + ": shorten it to " + format(max) +
+        " characters or fewer." : "");
+      return text;
+    }
+
+    function speak() {
+      var text = update();
+      var near = Array.from(field.value.trim()).length >= max * 0.9;
+      // Quiet while there is plenty of room; once near or over the limit, say where things stand.
+      if ((near || spoken) && text !== spoken) {
+        spoken = near ? text : "";
+        live.textContent = near ? text : "";
+      }
+    }
+
+    field.addEventListener("input", function () {
+      update();
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(speak, 1000);
+    });
+    update();
+  }
+
+  function start() {
+    Array.prototype.forEach.call(document.querySelectorAll("textarea[data-max-chars]"), attach);
+  }
+
+  if (document.readyState !== "loading") start();
+  else document.addEventListener("DOMContentLoaded", start);
+})();
+// --- end of character counts --------------------------------------------------------------------------
+
 // --- Ideas: similar items while the title is typed (feedback) -------------------------------------------
 // The idea form's container names its title field and endpoint; the endpoint answers an HTML fragment
 // rendered (and escaped) by the server, listing only items the viewer may see. Without JavaScript the

@@ -120,3 +120,32 @@ def test_a_discussion_with_official_answer_moderation_and_no_javascript(portal: 
 
     assert not portal.server_errors(), f"the server logged errors:\n{portal.server_errors()}"
     assert open_context.page_errors == [], f"JavaScript errors in the pages: {open_context.page_errors}"
+
+
+def test_a_long_paste_is_counted_not_cut_and_refused_before_posting(portal: Portal, open_context: Any) -> None:
+    from playwright.sync_api import expect
+
+    with portal.transaction() as session:
+        path = make_item(session, title="Shift notes").path
+    ann = _signed_in(open_context, portal, "paste@customer.example", name="Ann Paste")
+    ann.goto(path)
+    box = ann.get_by_label("Add a comment")
+    counter = ann.locator("#comment-body-count")
+    expect(counter).to_have_text("5,000 characters left")
+    box.fill("x" * 10_000)
+    assert box.evaluate("el => el.value.length") == 10_000, "the paste was cut"
+    expect(counter).to_have_text("5,000 characters too many")
+    expect(counter).to_have_class(re.compile("is-over"))
+    # Read out once typing pauses, not on every keystroke.
+    expect(ann.locator("#comment-body-count + [aria-live=polite]")).to_have_text("5,000 characters too many")
+    ann.get_by_role("button", name="Post comment").click()
+    assert box.evaluate("el => el.validationMessage").startswith("Too long by 5,000")
+    expect(ann.locator("#comments")).to_contain_text("No comments yet")  # nothing posted
+    axe_check(ann, "the item page with an over-long comment")
+    ann.set_viewport_size({"width": 390, "height": 844})
+    screenshot(ann, "discussion-06-counter-over-390")
+    box.fill("x" * 4_990)
+    expect(counter).to_have_text("10 characters left")
+    ann.get_by_role("button", name="Post comment").click()
+    expect(ann.get_by_role("status")).to_have_text("Your comment is posted.")
+    assert open_context.page_errors == [], f"JavaScript errors in the pages: {open_context.page_errors}"

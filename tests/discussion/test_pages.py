@@ -65,6 +65,19 @@ async def test_empty_or_too_long_text_re_renders_the_item_page_with_the_text_kep
     assert session.scalar(select(Comment).where(Comment.item_id == item.id)) is None
 
 
+async def test_no_comment_box_cuts_a_long_paste_silently(client, session):
+    """maxlength would cut a 10,000-character paste to 5,000 without a word; the limit is counted instead."""
+    item, ann = make_item(session), make_user(session)
+    comment(session, item, make_user(session), "Top")
+    sign_in(client, session, ann)
+    page = (await client.get(item.path)).text
+    boxes = re.findall(r"<textarea[^>]*>", section(page))
+    assert len(boxes) == 2  # the new comment and the reply
+    for box in boxes:
+        assert "maxlength" not in box and 'data-max-chars="5000"' in box
+    assert "Up to 5,000 characters" in page
+
+
 async def test_a_refused_reply_reopens_its_own_form_with_the_text(client, session):
     item, ann = make_item(session), make_user(session)
     top = comment(session, item, make_user(session), "Top")
