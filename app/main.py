@@ -19,7 +19,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app import health, logs
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
-from app.admin import views as admin_views
+from app.admin.router import router as admin_router
 from app.api import v1
 from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(sso.router)
     app.include_router(me.router)
     app.include_router(feedback_views.router)
-    app.include_router(admin_views.router)
+    app.include_router(admin_router)
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 

@@ -1,7 +1,7 @@
 """Staff pages of the feedback domain: the inbox of ideas and private feedback, and votes captured on a
 customer's behalf.
 
-app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations

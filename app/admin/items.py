@@ -1,6 +1,6 @@
 """Staff item editor: the item list, the new/edit form, publishing and moving between stages.
 
-app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 From an item's edit page: "Merge into another item…" → find the item to keep (search by title) → a
 confirmation that says what will move → merge. The merged item's edit page offers "Undo merge".
-app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Comment moderation: open reports (hide the comment or dismiss the reports) and recently hidden comments.
 
-app/admin/views.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations

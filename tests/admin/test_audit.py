@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from app.accounts.viewer import Viewer
-from app.admin.views import AUDIT_PER_PAGE, AUDIT_VERBS
+from app.admin.audit import AUDIT_PER_PAGE
+from app.audit.labels import AUDIT_VERBS
 from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.discussion import service as discussion

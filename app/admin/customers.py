@@ -1,0 +1,257 @@
+"""Customers: organisations (and the email domains that join people to them), people, and segments.
+
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from math import ceil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from app.accounts import service as accounts
+from app.accounts.views import safe_next
+from app.admin.forms import Name
+from app.deps import DbSession, StaffUser
+from app.errors import FormInvalid
+from app.organisations import service as organisations
+from app.organisations.models import Organisation, Segment
+from app.parsing import ASCII_DIGITS, parse_int
+from app.roadmap import service as roadmap
+from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- organisations --------------------------------------------------------------------------------------
+
+
+def _organisation_form(organisation: Organisation) -> dict[str, Any]:
+    return {"name": organisation.name, "domains": "\n".join(d.domain for d in organisation.domains),
+            "segment_id": str(organisation.segment_id or ""), "revenue": _number_text(organisation.revenue)}
+
+
+def _number_text(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
+
+
+def _organisations_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    return render(request, "admin/organisations.html", {
+        "rows": organisations.list_organisations(session), "segments": organisations.list_segments(session),
+        **extra,
+    }, status_code=status_code)
+
+
+def _organisation_page(request: Request, session: Session, organisation: Organisation, *, status_code: int = 200,
+                       **extra: Any) -> Response:
+    extra.setdefault("form", _organisation_form(organisation))
+    return render(request, "admin/organisation.html", {
+        "organisation": organisation, "segments": organisations.list_segments(session),
+        "members": organisations.list_members(session, organisation=organisation),
+        "choices": organisations.list_organisation_choices(session), **extra,
+    }, status_code=status_code)
+
+
+OrgField = Annotated[str, Form(max_length=20_000)]
+
+
+@router.get("/organisations", response_class=HTMLResponse)
+async def organisation_list(request: Request, session: DbSession) -> Response:
+    return _organisations_page(request, session)
+
+
+@router.post("/organisations", response_class=HTMLResponse)
+async def create_organisation(request: Request, session: DbSession, user: StaffUser, name: Name = "",
+                              domains: OrgField = "", segment_id: Annotated[str, Form(max_length=20)] = "",
+                              revenue: Annotated[str, Form(max_length=100)] = "") -> Response:
+    form = {"name": name, "domains": domains, "segment_id": segment_id, "revenue": revenue}
+    try:
+        data = organisations.parse_organisation_form(session, name=name, domains=domains, segment_id=segment_id,
+                                                     revenue=revenue)
+    except FormInvalid as exc:
+        return _organisations_page(request, session, status_code=422, errors=exc.errors, form=form)
+    organisation = organisations.create_organisation(session, data=data, actor=user)
+    joined = (f" People who sign in with a verified address at {', '.join(data.domains)} join it."
+              if data.domains else "")
+    return redirect(request, f"/admin/organisations/{organisation.id}",
+                    flash=f"Organisation “{organisation.name}” created.{joined}")
+
+
+@router.get("/organisations/{organisation_id:int}", response_class=HTMLResponse)
+async def edit_organisation(request: Request, session: DbSession, organisation_id: int) -> Response:
+    return _organisation_page(request, session, organisations.get_organisation(session, organisation_id))
+
+
+@router.post("/organisations/{organisation_id:int}", response_class=HTMLResponse)
+async def update_organisation(request: Request, session: DbSession, user: StaffUser, organisation_id: int,
+                              name: Name = "", domains: OrgField = "",
+                              segment_id: Annotated[str, Form(max_length=20)] = "",
+                              revenue: Annotated[str, Form(max_length=100)] = "") -> Response:
+    organisation = organisations.get_organisation(session, organisation_id)
+    form = {"name": name, "domains": domains, "segment_id": segment_id, "revenue": revenue}
+    try:
+        data = organisations.parse_organisation_form(session, name=name, domains=domains, segment_id=segment_id,
+                                                     revenue=revenue, organisation=organisation)
+    except FormInvalid as exc:
+        return _organisation_page(request, session, organisation, status_code=422, errors=exc.errors, form=form)
+    if not organisations.update_organisation(session, organisation=organisation, data=data, actor=user):
+        return redirect(request, f"/admin/organisations/{organisation.id}", flash="Nothing changed.", kind="info")
+    return redirect(request, f"/admin/organisations/{organisation.id}",
+                    flash=f"Organisation “{organisation.name}” saved.")
+
+
+@router.post("/organisations/{organisation_id:int}/delete", response_class=HTMLResponse)
+async def delete_organisation(request: Request, session: DbSession, user: StaffUser,
+                              organisation_id: int) -> Response:
+    organisation = organisations.get_organisation(session, organisation_id)
+    name = organisation.name
+    members = organisations.delete_organisation(session, organisation=organisation, actor=user)
+    kept = (f" Its {members} member{'' if members == 1 else 's'} kept their accounts, without an organisation."
+            if members else "")
+    return redirect(request, "/admin/organisations", flash=f"Organisation “{name}” deleted.{kept}")
+
+
+# --- people (customers) ---------------------------------------------------------------------------------
+
+
+def _admin_path(target: str, default: str) -> str:
+    """Where to go back to after a form on several pages: an admin path of this site, or the default."""
+    path = safe_next(target, default)
+    return path if path.startswith("/admin/") else default
+
+
+@router.get("/people", response_class=HTMLResponse)
+async def people(request: Request, session: DbSession,
+                 q: Annotated[str, Query(max_length=200)] = "",
+                 organisation: Annotated[str, Query(max_length=20)] = "",
+                 page: Annotated[int, Query(ge=1, le=100_000), ASCII_DIGITS] = 1) -> Response:
+    users, total = organisations.list_customers(session, q=q, organisation=organisation, page=page,
+                                                per_page=organisations.PEOPLE_PER_PAGE)
+    return render(request, "admin/people.html", {
+        "people": users, "total": total, "page": page,
+        "pages": max(1, ceil(total / organisations.PEOPLE_PER_PAGE)), "q": q, "organisation": organisation,
+        "filtered": bool(q.strip() or organisation), "choices": organisations.list_organisation_choices(session),
+        "no_organisation": organisations.NO_ORGANISATION,
+    })
+
+
+@router.post("/people/{user_id:int}/organisation", response_class=HTMLResponse)
+async def move_person(request: Request, session: DbSession, user: StaffUser, user_id: int,
+                      organisation_id: Annotated[str, Form(max_length=20)] = "",
+                      return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    person = organisations.get_customer(session, user_id)
+    back = _admin_path(return_to, "/admin/people")
+    target = None
+    if organisation_id:
+        number = parse_int(organisation_id, minimum=1)
+        if number is None:
+            return redirect(request, back, flash="Choose an organisation to move them to.", kind="error")
+        target = organisations.get_organisation(session, number)
+    if not organisations.move_person(session, user=person, organisation=target, actor=user):
+        return redirect(request, back, flash=f"{person.name} is already there.", kind="info")
+    where = f"now belongs to {target.name}" if target is not None else "no longer belongs to an organisation"
+    return redirect(request, back, flash=f"{person.name} {where}. What they see on the roadmap follows at once.")
+
+
+@router.post("/people/{user_id:int}/active", response_class=HTMLResponse)
+async def change_person_active(request: Request, session: DbSession, user: StaffUser, user_id: int,
+                               active: Annotated[str, Form(max_length=5)] = "",
+                               return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    person = organisations.get_customer(session, user_id)
+    back = _admin_path(return_to, "/admin/people")
+    enable = active == "1"
+    if person.is_active == enable:
+        return redirect(request, back, flash=f"{person.name} is already {'enabled' if enable else 'disabled'}.",
+                        kind="info")
+    accounts.set_user_active(session, user=person, active=enable, actor=user)
+    if enable:
+        return redirect(request, back, flash=f"{person.name} can sign in again.")
+    return redirect(request, back, flash=f"{person.name} is disabled and signed out everywhere.")
+
+
+# --- segments -------------------------------------------------------------------------------------------
+
+
+def _segments_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    extra.setdefault("form", {"weight": "1"})
+    return render(request, "admin/segments.html", {
+        "segments": organisations.list_segments(session),
+        "organisation_counts": organisations.count_organisations_per_segment(session),
+        "item_counts": roadmap.count_items_per_segment(session), **extra,
+    }, status_code=status_code)
+
+
+def _segment_page(request: Request, session: Session, segment: Segment, *, status_code: int = 200,
+                  **extra: Any) -> Response:
+    extra.setdefault("form", {"name": segment.name, "weight": _number_text(segment.weight)})
+    return render(request, "admin/segment.html", {
+        "segment": segment,
+        "organisation_count": organisations.count_organisations_per_segment(session).get(segment.id, 0),
+        "item_count": roadmap.count_items_per_segment(session).get(segment.id, 0),
+        "opened": roadmap.list_items_limited_only_to(session, segment=segment), **extra,
+    }, status_code=status_code)
+
+
+Weight = Annotated[str, Form(max_length=40)]
+
+
+@router.get("/segments", response_class=HTMLResponse)
+async def segments(request: Request, session: DbSession) -> Response:
+    return _segments_page(request, session)
+
+
+@router.post("/segments", response_class=HTMLResponse)
+async def create_segment(request: Request, session: DbSession, user: StaffUser, name: Name = "",
+                         weight: Weight = "") -> Response:
+    try:
+        segment = organisations.create_segment(session, name=name, weight=weight, actor=user)
+    except FormInvalid as exc:
+        return _segments_page(request, session, status_code=422, errors=exc.errors,
+                              form={"name": name, "weight": weight})
+    return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” created.")
+
+
+@router.get("/segments/{segment_id:int}", response_class=HTMLResponse)
+async def edit_segment(request: Request, session: DbSession, segment_id: int) -> Response:
+    return _segment_page(request, session, organisations.get_segment(session, segment_id))
+
+
+@router.post("/segments/{segment_id:int}", response_class=HTMLResponse)
+async def update_segment(request: Request, session: DbSession, user: StaffUser, segment_id: int,
+                         name: Name = "", weight: Weight = "") -> Response:
+    segment = organisations.get_segment(session, segment_id)
+    try:
+        changed = organisations.update_segment(session, segment=segment, name=name, weight=weight, actor=user)
+    except FormInvalid as exc:
+        return _segment_page(request, session, segment, status_code=422, errors=exc.errors,
+                             form={"name": name, "weight": weight})
+    if not changed:
+        return redirect(request, "/admin/segments", flash="Nothing changed.", kind="info")
+    return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” saved.")
+
+
+@router.post("/segments/{segment_id:int}/delete", response_class=HTMLResponse)
+async def delete_segment(request: Request, session: DbSession, user: StaffUser, segment_id: int) -> Response:
+    segment = organisations.get_segment(session, segment_id)
+    name = segment.name
+    result = organisations.delete_segment(session, segment=segment, actor=user)
+    text = f"Segment “{name}” deleted."
+    if result.organisations:
+        n = result.organisations
+        text += f" {n} organisation{'' if n == 1 else 's'} now {'has' if n == 1 else 'have'} no segment."
+    if result.items:
+        n = result.items
+        text += f" {n} item{'' if n == 1 else 's'} {'is' if n == 1 else 'are'} no longer limited to it"
+        if result.opened:
+            text += (f"; {len(result.opened)} of them {'is' if len(result.opened) == 1 else 'are'} now open to "
+                     f"every signed-in customer: " + ", ".join(f"“{t}”" for t in result.opened[:5]))
+            if len(result.opened) > 5:
+                text += f" and {len(result.opened) - 5} more"
+        text += "."
+    return redirect(request, "/admin/segments", flash=text)

@@ -1,0 +1,77 @@
+"""Portal settings (admins): branding and whether visitors and customers see vote counts.
+
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from app.admin.forms import Flag, Name
+from app.deps import AdminUser, DbSession
+from app.errors import FormInvalid
+from app.portal import service as portal
+from app.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- branding (admins) ----------------------------------------------------------------------------------
+
+
+def _settings_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    branding = portal.get_branding(session)
+    extra.setdefault("form", {"portal_name": branding.portal_name, "accent_color": branding.accent_color,
+                              "product_name": branding.product_name, "product_url": branding.product_url})
+    extra.setdefault("votes", portal.get_vote_display(session))
+    return render(request, "admin/settings.html", {"current": branding, **extra}, status_code=status_code)
+
+
+@router.get("/settings", response_class=HTMLResponse)
+async def settings_form(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    return _settings_page(request, session)
+
+
+@router.post("/settings", response_class=HTMLResponse)
+async def save_settings(
+    request: Request,
+    session: DbSession,
+    admin: AdminUser,
+    portal_name: Name = "",
+    accent_color: Annotated[str, Form(max_length=100)] = "",
+    accent_picker: Annotated[str, Form(max_length=100)] = "",
+    product_name: Name = "",
+    product_url: Annotated[str, Form(max_length=2000)] = "",
+    remove_logo: Flag = "",
+    logo: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    current = portal.get_branding(session)
+    # Without JavaScript the colour picker and the text field cannot follow each other: a text value
+    # the admin changed wins, otherwise the picker's.
+    colour = accent_color.strip()
+    if accent_picker and (not colour or colour.lower() == current.accent_color.lower()):
+        colour = accent_picker.strip()
+    values = {"portal_name": portal_name, "accent_color": colour, "product_name": product_name,
+              "product_url": product_url}
+    data: bytes | None = None
+    if logo is not None and logo.filename:
+        data = await logo.read(portal.LOGO_MAX_BYTES + 1)
+        if not data:
+            data = None
+    try:
+        portal.update_branding(session, actor=admin, values=values, logo=data, remove_logo=bool(remove_logo))
+    except FormInvalid as exc:
+        return _settings_page(request, session, status_code=422, errors=exc.errors, form=values)
+    return redirect(request, "/admin/settings", flash="Branding saved. Every page shows it now.")
+
+
+@router.post("/settings/votes", response_class=HTMLResponse)
+async def save_vote_display(request: Request, session: DbSession, admin: AdminUser, hide_counts: Flag = "") -> Response:
+    display = portal.update_vote_display(session, actor=admin, hide_counts=bool(hide_counts))
+    flash = ("Vote counts are hidden from visitors and customers. Staff still see them." if display.hide_counts
+             else "Everyone sees vote counts again.")
+    return redirect(request, "/admin/settings#votes", flash=flash)

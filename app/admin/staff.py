@@ -1,0 +1,129 @@
+"""Staff accounts and invitations (admins only: a PM gets the same 404 as for a missing page).
+
+app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from app import mail
+from app.accounts import service as accounts
+from app.accounts.models import Role, User
+from app.db import after_commit
+from app.deps import AdminUser, DbSession
+from app.errors import FormInvalid, NotFound
+from app.portal import service as portal
+from app.web import redirect, render
+
+log = logging.getLogger("ahead.admin")
+
+ROLE_LABELS = {Role.pm: "Product manager", Role.admin: "Admin"}
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- staff accounts (admins) ----------------------------------------------------------------------------
+
+
+def _staff_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
+    extra.setdefault("form", {"role": Role.pm.value})
+    return render(request, "admin/staff.html", {
+        "staff": accounts.list_staff(session), "invitations": accounts.list_pending_invitations(session),
+        "role_labels": ROLE_LABELS, **extra,
+    }, status_code=status_code)
+
+
+def _staff_member(session: Session, user_id: int) -> User:
+    user = accounts.get_user(session, user_id)
+    if user.role not in ROLE_LABELS:
+        raise NotFound()
+    return user
+
+
+@router.get("/staff", response_class=HTMLResponse)
+async def staff(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    return _staff_page(request, session)
+
+
+@router.post("/staff/invitations", response_class=HTMLResponse)
+async def invite(request: Request, session: DbSession, admin: AdminUser,
+                 email: Annotated[str, Form(max_length=320)] = "",
+                 role: Annotated[str, Form(max_length=20)] = "") -> Response:
+    try:
+        chosen = Role(role) if role in ROLE_LABELS else None
+        if chosen is None:
+            raise FormInvalid({"role": "Choose product manager or admin."})
+        invitation, token = accounts.invite_staff(session, email=email, role=chosen, invited_by=admin)
+    except FormInvalid as exc:
+        return _staff_page(request, session, status_code=422, errors=exc.errors, form={"email": email, "role": role})
+
+    settings = request.app.state.settings
+    link = f"{settings.base_url}/invitations/{token}"
+    branding = portal.get_branding(session)
+    context = {
+        "portal_name": branding.portal_name, "inviter_name": admin.name, "link": link,
+        "role_label": "an admin" if chosen is Role.admin else "a product manager",
+        "days": accounts.INVITATION_DAYS,
+    }
+    # Sent once the invitation is committed and the admin has their answer: never while the transaction is
+    # open, and never for an invitation that was rolled back. So this page cannot know whether the email got
+    # through, and says so; a failure is logged (mail.py), and the link below works on its own.
+    after_commit(request, functools.partial(_send_invitation, settings, invitation.email, context))
+    if not settings.smtp_url:
+        return redirect(request, "/admin/staff", kind="info", flash=(
+            f"Invitation created for {invitation.email}. Email is not set up on this server (SMTP_URL), so "
+            f"send them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
+    return redirect(request, "/admin/staff", flash=(
+        f"Invitation created for {invitation.email}; the email is being sent now. If it does not arrive, send "
+        f"them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
+
+
+async def _send_invitation(settings: Any, to: str, context: dict[str, Any]) -> None:
+    try:
+        await mail.send_email(settings, to=to, template="invitation", context=context)
+    except mail.MailError:
+        log.error("the invitation email to %s was not sent; the invitation stands and its link works", to)
+
+
+@router.post("/staff/invitations/{invitation_id:int}/cancel", response_class=HTMLResponse)
+async def cancel_invitation(request: Request, session: DbSession, admin: AdminUser, invitation_id: int) -> Response:
+    invitation = accounts.cancel_invitation(session, invitation_id=invitation_id, actor=admin)
+    if invitation is None:
+        return redirect(request, "/admin/staff", kind="info",
+                        flash="That invitation was already accepted or cancelled. Nothing changed.")
+    return redirect(request, "/admin/staff", flash=(
+        f"Invitation for {invitation.email} cancelled. Its link no longer works."))
+
+
+@router.post("/staff/{user_id:int}/role", response_class=HTMLResponse)
+async def change_role(request: Request, session: DbSession, admin: AdminUser, user_id: int,
+                      role: Annotated[str, Form(max_length=20)] = "") -> Response:
+    member = _staff_member(session, user_id)
+    try:
+        if role not in ROLE_LABELS:
+            raise FormInvalid({"role": "Choose product manager or admin."})
+        accounts.set_user_role(session, user=member, role=Role(role), actor=admin)
+    except FormInvalid as exc:
+        return _staff_page(request, session, status_code=422, problem=" ".join(exc.errors.values()))
+    return redirect(request, "/admin/staff", flash=f"{member.name} is now {ROLE_LABELS[member.role].lower()}.")
+
+
+@router.post("/staff/{user_id:int}/active", response_class=HTMLResponse)
+async def change_active(request: Request, session: DbSession, admin: AdminUser, user_id: int,
+                        active: Annotated[str, Form(max_length=5)] = "") -> Response:
+    member = _staff_member(session, user_id)
+    enable = active == "1"
+    try:
+        accounts.set_user_active(session, user=member, active=enable, actor=admin)
+    except FormInvalid as exc:
+        return _staff_page(request, session, status_code=422, problem=" ".join(exc.errors.values()))
+    if enable:
+        return redirect(request, "/admin/staff", flash=f"{member.name} can sign in again.")
+    return redirect(request, "/admin/staff", flash=f"{member.name} is disabled and signed out everywhere.")
