@@ -635,11 +635,15 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
                          importance=result.importance, note=note)
 
 
-def find_customers(session: Session, *, q: str, limit: int = 10) -> list[User]:
-    """Customers whose email or name contains the words (for choosing whom a vote is captured for)."""
+CUSTOMERS_SHOWN = 10
+
+
+def find_customers(session: Session, *, q: str, limit: int = CUSTOMERS_SHOWN) -> tuple[list[User], int]:
+    """The first `limit` customers whose email or name contains the words (for choosing whom a vote is
+    captured for), and how many match in all."""
     if not q.strip():
-        return []
-    return organisations.list_customers(session, q=q, per_page=limit)[0]
+        return [], 0
+    return organisations.list_customers(session, q=q, per_page=limit)
 
 
 def current_vote(session: Session, *, item: Item, user: User) -> Importance | None:
