@@ -21,7 +21,7 @@ AUDIT_VERBS = {
     "item.created": "Created", "item.updated": "Changed", "item.moved": "Moved", "item.published": "Published",
     "item.unpublished": "Unpublished", "item.merged": "Merged into another item",
     "item.merged_in": "Took in a merged item", "item.unmerged": "Merge undone",
-    "item.merge_undone": "Merged item split off again", "vote.captured": "Vote captured for a customer",
+    "item.merge_undone": "Merged item split off again", "item.estimated": "RICE estimate changed", "vote.captured": "Vote captured for a customer",
     "product.created": "Created", "product.updated": "Changed", "product.deleted": "Deleted",
     "stage.created": "Created", "stage.updated": "Changed", "stage.deleted": "Deleted",
     "stage.reordered": "Reordered",
@@ -33,6 +33,7 @@ AUDIT_VERBS = {
     "user.placeholder_created": "Added as a contact (vote captured)",
     "invitation.created": "Invited", "invitation.accepted": "Accepted invitation", "invitation.cancelled": "Cancelled",
     "settings.branding": "Changed", "settings.access": "Changed", "settings.votes": "Changed",
+    "settings.desk": "Changed",
     "comment.pinned": "Pinned", "comment.unpinned": "Unpinned", "comment.hidden": "Hidden",
     "comment.restored": "Restored", "comment.reports_dismissed": "Reports dismissed",
     "feedback.linked": "Linked to an item", "feedback.declined": "Declined", "feedback.archived": "Archived",
@@ -47,9 +48,14 @@ AUDIT_FIELDS = {
     "admin.emails": "Admin emails", "admin.domains": "Admin email domains", "admin.groups": "Admin groups",
     "pm.emails": "PM emails", "pm.domains": "PM email domains", "pm.groups": "PM groups",
     "revenue": "Revenue (ARR)", "hide_counts": "Hide vote counts from customers",
+    "rice_confidence": "RICE confidence (%)", "effort": "Effort (person-months)",
+    "nice_to_have": "Weight of “Nice to have”", "important": "Weight of “Important”",
+    "critical": "Weight of “Critical”", "revenue_mode": "Revenue weighting", "revenue_unit": "Revenue unit (U)",
+    "revenue_cap": "Revenue factor cap (C)",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},
     "visibility": {"public": "Public", "customers": "Signed-in customers", "internal": "Internal"},
     "confidence": {"low": "Low", "medium": "Medium", "high": "High"},
+    "revenue_mode": {"off": "Off", "linear": "Linear", "logarithmic": "Logarithmic", "capped": "Capped"},
 }

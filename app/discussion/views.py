@@ -1,9 +1,7 @@
 """Comment pages and forms. Plain forms and 303 redirects back to the item at #comment-<id> (on the page of the
 discussion that shows it), no JavaScript needed.
 
-The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment
-(empty, too long) re-renders that same page (`render_item_page(..., comment_form=CommentForm(...))`) with status
-422 and what was typed.
+The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment (empty, too long) re-renders that same page with status 422 and what was typed.
 """
 
 from __future__ import annotations
@@ -19,13 +17,13 @@ from sqlalchemy.orm import Session
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip
 from app.db import utcnow
-from app.deps import CurrentUser, CurrentViewer, DbSession
+from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
-from app.roadmap.pages import CommentForm, render_item_page
+from app.roadmap.pages import render_item_page
 from app.security import verify_csrf
 from app.web import redirect, render
 
@@ -62,7 +60,10 @@ def _limit(request: Request, viewer: Viewer) -> None:
 async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
                            form: dict[str, str], errors: dict[str, str]) -> Response:
     """The item page as its own route renders it, with the refused comment form, status 422."""
-    return render_item_page(request, session, viewer, item, comment_form=CommentForm(form, errors), status_code=422)
+    request.state.comment_form = (form, errors)
+    response = render_item_page(request, session, viewer, item.public_id, item.slug or None)
+    response.status_code = 422
+    return response
 
 
 @router.post("/items/{public_id}/comments", response_class=HTMLResponse)
@@ -165,3 +166,43 @@ async def report(request: Request, session: DbSession, viewer: CurrentViewer, us
                         flash="You have already reported this comment; the team will look at it.", kind="info")
     return redirect(request, _target_url(session, viewer, target),
                     flash="Thank you. The team will look at this comment.")
+
+
+# --- staff on the item page -------------------------------------------------------------------------------
+
+
+def _staff_target(session: Session, viewer: Viewer, public_id: str) -> discussion.Target:
+    return discussion.get_comment(session, viewer=viewer, public_id=public_id)
+
+
+@router.post("/comments/{public_id}/pin", response_class=HTMLResponse)
+async def pin(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+              public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.pin_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _target_url(session, viewer, target), flash="Pinned to the top of the discussion.")
+
+
+@router.post("/comments/{public_id}/unpin", response_class=HTMLResponse)
+async def unpin(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+                public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.unpin_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _target_url(session, viewer, target), flash="Unpinned.")
+
+
+@router.post("/comments/{public_id}/hide", response_class=HTMLResponse)
+async def hide(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+               public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.hide_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _target_url(session, viewer, target),
+                    flash="Comment hidden. Only staff see it now.")
+
+
+@router.post("/comments/{public_id}/restore", response_class=HTMLResponse)
+async def restore(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
+                  public_id: str) -> Response:
+    target = _staff_target(session, viewer, public_id)
+    discussion.restore_comment(session, actor=staff, comment=target.comment)
+    return redirect(request, _target_url(session, viewer, target), flash="Comment restored. Everyone sees it again.")

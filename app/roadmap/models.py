@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, SmallInteger, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, Numeric, SmallInteger, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -99,6 +100,10 @@ class Item(Base):
     target_year: Mapped[int | None] = mapped_column(SmallInteger)
     target_quarter: Mapped[int | None] = mapped_column(SmallInteger)
     confidence: Mapped[Confidence | None] = mapped_column(str_enum(Confidence, 10))
+    # RICE inputs the PM enters on the prioritisation desk (None: not estimated, shown as "—"):
+    # confidence in percent (1-100; not the timeframe's `confidence` above) and effort in person-months.
+    rice_confidence: Mapped[int | None] = mapped_column(SmallInteger)
+    effort: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
     visibility: Mapped[Visibility] = mapped_column(str_enum(Visibility, 16), default=Visibility.public)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -1,0 +1,703 @@
+"""The prioritisation desk: customer demand per item, computed from the vote rows, for staff only.
+
+Every figure is an aggregation over `votes` at request time, so a vote, a withdrawal, a merge, its undo,
+a weight change or a person moving organisation is on the desk at the next request. (Aggregates kept in
+the vote's own transaction, for a desk that does not scan votes, are a later step.)
+
+The rules, as the desk page states them ("How it is computed"):
+
+* The votes counted are those cast in the window (`votes.created_at` within the last 30 / 90 / 365 days,
+  or all). A person has at most one vote per item (the unique key), whatever the channel: their own vote,
+  one a PM captured for them, or one that came with a merged item (a merge keeps one vote per person,
+  the higher importance). A withdrawn vote is deleted, so it counts nowhere.
+* A voter counts for the organisation they belong to now (`users.organisation_id`): someone who moved
+  takes their votes with them, to the new organisation's segment and revenue.
+* weighted demand = Σ over the item's voters in the window of
+  importance weight × segment weight of their organisation (1 without one) × revenue factor.
+* revenue factor, with r the yearly revenue of the voter's organisation (0 without one) and U the revenue
+  unit: off 1; linear 1 + r / U; logarithmic 1 + ln(1 + r / U); capped min(1 + r / U, C).
+* revenue represented = Σ of the revenue of the distinct organisations of the voters in the window.
+* RICE = reach × impact × confidence / effort, with reach = distinct organisations of the voters in the
+  window (a voter without an organisation counts as one of their own), impact = the mean importance weight of
+  those voters, confidence (percent) and effort (person-months) entered by a PM; "—" without both.
+* trend: votes per week over the last 12 weeks (whatever the window), the newest week last.
+* private feedback: feedback rows linked to the item (ideas, "tell us why" notes, captured notes) written
+  in the window.
+
+With a segment or organisation filter only the votes (and feedback) of that segment's or organisation's
+people count, and only items with at least one such vote are listed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Float, and_, case, cast, func, literal, null, select
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import ColumnElement, Select
+
+from app.accounts.models import User
+from app.audit import service as audit
+from app.db import utcnow
+from app.errors import FormInvalid, NotFound
+from app.feedback.models import Feedback
+from app.organisations.models import Organisation, Segment
+from app.parsing import parse_int
+from app.portal.models import PortalSetting
+from app.roadmap.models import Item, Product, Stage, Tag, item_tags
+from app.roadmap.timeframes import Timeframe
+from app.voting.models import Importance, Merge, Vote
+
+# A select of any columns (SQLAlchemy 2.1 types a select by the tuple of its columns).
+AnySelect = Select[*tuple[Any, ...]]
+
+PER_PAGE = 50
+TREND_WEEKS = 12
+WINDOWS: dict[str, int | None] = {"30": 30, "90": 90, "365": 365, "all": None}
+WINDOW_LABELS = {"30": "Last 30 days", "90": "Last 90 days", "365": "Last 365 days", "all": "All time"}
+DEFAULT_WINDOW = "90"
+WEIGHTS_KEY = "desk_weights"
+
+
+def plain(value: Decimal) -> str:
+    """A decimal as people write it: 2, 1.5, 100 (not 2.000 or 1E+2)."""
+    return format(value.normalize(), "f")
+
+
+# --- weights ----------------------------------------------------------------------------------------------
+
+
+class RevenueMode(StrEnum):
+    off = "off"
+    linear = "linear"
+    logarithmic = "logarithmic"
+    capped = "capped"
+
+
+REVENUE_MODE_LABELS = {
+    RevenueMode.off: "Off: revenue does not weigh votes",
+    RevenueMode.linear: "Linear: 1 + r / U",
+    RevenueMode.logarithmic: "Logarithmic: 1 + ln(1 + r / U)",
+    RevenueMode.capped: "Capped: min(1 + r / U, C)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """The desk's weights in force: importance weights and how an organisation's revenue weighs its votes."""
+
+    nice_to_have: Decimal = Decimal(1)
+    important: Decimal = Decimal(2)
+    critical: Decimal = Decimal(3)
+    revenue_mode: RevenueMode = RevenueMode.off
+    revenue_unit: Decimal = Decimal(100_000)  # U
+    revenue_cap: Decimal = Decimal(3)  # C, the largest factor in the capped mode
+
+    def importance_weight(self, importance: int) -> Decimal:
+        return {1: self.nice_to_have, 2: self.important}.get(importance, self.critical)
+
+    def revenue_factor(self, revenue: Decimal | None) -> float:
+        """The factor a voter's organisation's revenue gives their vote (the SQL below computes the same)."""
+        r = float(revenue or 0) / float(self.revenue_unit)
+        if self.revenue_mode is RevenueMode.linear:
+            return 1 + r
+        if self.revenue_mode is RevenueMode.logarithmic:
+            return 1 + math.log(1 + r)
+        if self.revenue_mode is RevenueMode.capped:
+            return min(1 + r, float(self.revenue_cap))
+        return 1.0
+
+    def as_record(self) -> dict[str, str]:
+        return {k: (v.value if isinstance(v, RevenueMode) else plain(v)) for k, v in asdict(self).items()}
+
+
+def get_weights(session: Session) -> Weights:
+    row = session.get(PortalSetting, WEIGHTS_KEY)
+    if row is None or not isinstance(row.value, dict):
+        return Weights()
+    try:
+        return _weights_from(row.value)
+    except (ValueError, InvalidOperation):
+        return Weights()
+
+
+def _weights_from(value: Mapping[str, Any]) -> Weights:
+    default = Weights()
+    numbers = {k: Decimal(str(value[k])) for k in ("nice_to_have", "important", "critical", "revenue_unit",
+                                                   "revenue_cap") if k in value}
+    return Weights(
+        nice_to_have=numbers.get("nice_to_have", default.nice_to_have),
+        important=numbers.get("important", default.important),
+        critical=numbers.get("critical", default.critical),
+        revenue_mode=RevenueMode(value.get("revenue_mode", default.revenue_mode.value)),
+        revenue_unit=numbers.get("revenue_unit", default.revenue_unit),
+        revenue_cap=numbers.get("revenue_cap", default.revenue_cap),
+    )
+
+
+def _places(value: Decimal) -> int:
+    """Digits after the decimal point (a finite value)."""
+    exponent = value.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def parse_weights(form: Mapping[str, str]) -> Weights:
+    """Validate the weights form; FormInvalid names each field to fix (the page keeps what was typed)."""
+    errors: dict[str, str] = {}
+
+    def number(name: str, *, low: Decimal, high: Decimal, message: str) -> Decimal:
+        raw = (form.get(name) or "").strip().replace(",", "")
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            errors[name] = message
+            return Decimal(0)
+        if not value.is_finite() or not low <= value <= high or _places(value) > 3:
+            errors[name] = message
+        return value
+
+    weight_message = "A number from 0 to 1000, with at most three decimals, such as 2 or 1.5."
+    nice = number("nice_to_have", low=Decimal(0), high=Decimal(1000), message=weight_message)
+    important = number("important", low=Decimal(0), high=Decimal(1000), message=weight_message)
+    critical = number("critical", low=Decimal(0), high=Decimal(1000), message=weight_message)
+    try:
+        mode = RevenueMode(form.get("revenue_mode") or "")
+    except ValueError:
+        errors["revenue_mode"] = "Choose how revenue weighs votes."
+        mode = RevenueMode.off
+    unit = number("revenue_unit", low=Decimal(1), high=Decimal(10) ** 12,
+                  message="A revenue of at least 1, such as 100000.")
+    cap = number("revenue_cap", low=Decimal(1), high=Decimal(1000),
+                 message="A factor from 1 to 1000, such as 3.")
+    if errors:
+        raise FormInvalid(errors)
+    return Weights(nice_to_have=nice, important=important, critical=critical, revenue_mode=mode,
+                   revenue_unit=unit, revenue_cap=cap)
+
+
+def update_weights(session: Session, *, actor: User, weights: Weights) -> bool:
+    """Store the weights (the desk re-ranks at its next request); audited. False when nothing changed."""
+    before = get_weights(session)
+    if before == weights:
+        return False
+    row = session.get(PortalSetting, WEIGHTS_KEY)
+    if row is None:
+        session.add(PortalSetting(key=WEIGHTS_KEY, value=weights.as_record()))
+    else:
+        row.value = weights.as_record()
+    session.flush()
+    audit.record(session, actor=actor, action="settings.desk", entity_type="setting", label="Desk weights",
+                 changes=audit.diff(before.as_record(), weights.as_record()))
+    return True
+
+
+def list_segment_weights(session: Session) -> list[Segment]:
+    return list(session.scalars(select(Segment).order_by(Segment.name)))
+
+
+# --- the desk query -----------------------------------------------------------------------------------------
+
+
+class Sort(StrEnum):
+    item = "title"  # not `title`: str has a method of that name
+    voters = "voters"
+    organisations = "organisations"
+    importance = "importance"
+    demand = "demand"
+    revenue = "revenue"
+    rice = "rice"
+    feedback = "feedback"
+    trend = "trend"
+    stage = "stage"
+    timeframe = "timeframe"
+    age = "age"
+
+
+# The direction a column sorts in first: the most wanted, the biggest, the oldest at the top.
+_FIRST_DIRECTION = {Sort.item: "asc", Sort.stage: "asc", Sort.timeframe: "asc", Sort.age: "desc"}
+
+
+def first_direction(sort: Sort) -> str:
+    return _FIRST_DIRECTION.get(sort, "desc")
+
+
+@dataclass(frozen=True, slots=True)
+class DeskQuery:
+    """What the desk shows: its filters, sort and page, as the URL carries them (unknown values are dropped)."""
+
+    product: str = ""
+    stage: str = ""
+    tag: str = ""
+    segment: str = ""  # a segment's slug
+    organisation: int | None = None
+    window: str = DEFAULT_WINDOW
+    sort: Sort = Sort.demand
+    direction: str = "desc"
+    page: int = 1
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> DeskQuery:
+        def slug(name: str) -> str:
+            value = (params.get(name) or "").strip()
+            return value if len(value) <= 60 else ""
+
+        window = params.get("window") or DEFAULT_WINDOW
+        try:
+            sort = Sort(params.get("sort") or Sort.demand.value)
+        except ValueError:
+            sort = Sort.demand
+        direction = params.get("dir") or first_direction(sort)
+        return cls(
+            product=slug("product"), stage=slug("stage"), tag=slug("tag"), segment=slug("segment"),
+            organisation=parse_int(params.get("organisation") or "", minimum=1, maximum=2**31 - 1),
+            window=window if window in WINDOWS else DEFAULT_WINDOW, sort=sort,
+            direction=direction if direction in ("asc", "desc") else first_direction(sort),
+            page=parse_int(params.get("page") or "1", minimum=1, maximum=100_000) or 1,
+        )
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.product or self.stage or self.tag or self.segment or self.organisation)
+
+    def since(self, now: datetime) -> datetime | None:
+        days = WINDOWS[self.window]
+        return now - timedelta(days=days) if days is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeskRow:
+    public_id: str
+    title: str
+    product: str
+    stage: str
+    timeframe: str
+    created_at: datetime
+    published: bool
+    voters: int
+    organisations: int
+    nice_to_have: int
+    important: int
+    critical: int
+    demand: float
+    revenue: Decimal
+    reach: int
+    impact: float | None  # None without voters
+    rice_confidence: int | None
+    effort: Decimal | None
+    rice: float | None  # None without confidence and effort
+    feedback: int
+    trend: list[int] = field(default_factory=list)  # votes per week, oldest first; the last is this week
+
+    def age_days(self, now: datetime) -> int:
+        return max(0, (now - self.created_at).days)
+
+
+@dataclass(frozen=True, slots=True)
+class DeskPage:
+    rows: list[DeskRow]
+    total: int
+    page: int
+    pages: int
+    now: datetime
+
+
+def _vote_weight(weights: Weights) -> ColumnElement[float]:
+    """One vote's weighted demand, as SQL over votes ⋈ users ⟕ organisations ⟕ segments."""
+    def number(value: Decimal | float) -> ColumnElement[float]:
+        return literal(float(value), Float)
+
+    importance = case((Vote.importance == int(Importance.nice_to_have), number(weights.nice_to_have)),
+                      (Vote.importance == int(Importance.important), number(weights.important)),
+                      else_=number(weights.critical))
+    segment = func.coalesce(cast(Segment.weight, Float), number(1))
+    ratio = func.coalesce(cast(Organisation.revenue, Float), number(0)) / number(weights.revenue_unit)
+    factor: ColumnElement[float]
+    if weights.revenue_mode is RevenueMode.linear:
+        factor = number(1) + ratio
+    elif weights.revenue_mode is RevenueMode.logarithmic:
+        factor = number(1) + func.ln(number(1) + ratio)
+    elif weights.revenue_mode is RevenueMode.capped:
+        factor = case((number(1) + ratio > number(weights.revenue_cap), number(weights.revenue_cap)),
+                      else_=number(1) + ratio)
+    else:
+        factor = number(1)
+    return importance * segment * factor
+
+
+def _importance_weight(weights: Weights) -> ColumnElement[float]:
+    return case((Vote.importance == int(Importance.nice_to_have), literal(float(weights.nice_to_have), Float)),
+                (Vote.importance == int(Importance.important), literal(float(weights.important), Float)),
+                else_=literal(float(weights.critical), Float))
+
+
+def _voter_rows(query: DeskQuery, segment_id: int | None) -> AnySelect:
+    """Votes with their voter's current organisation and segment, narrowed by the segment/organisation filter."""
+    stmt = (select().select_from(Vote).join(User, User.id == Vote.user_id)
+            .outerjoin(Organisation, Organisation.id == User.organisation_id)
+            .outerjoin(Segment, Segment.id == Organisation.segment_id))
+    if query.segment:
+        stmt = stmt.where(Organisation.segment_id == (segment_id if segment_id is not None else -1))
+    if query.organisation is not None:
+        stmt = stmt.where(User.organisation_id == query.organisation)
+    return stmt
+
+
+def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now: datetime) -> AnySelect:
+    since = query.since(now)
+    segment_id = (session.scalar(select(Segment.id).where(Segment.slug == query.segment))
+                  if query.segment else None)
+
+    def windowed(stmt: AnySelect) -> AnySelect:
+        return stmt.where(Vote.created_at >= since) if since is not None else stmt
+
+    base = _voter_rows(query, segment_id)
+    no_org = case((User.organisation_id.is_(None), 1), else_=0)
+    votes = windowed(base.add_columns(
+        Vote.item_id.label("item_id"),
+        func.count().label("voters"),
+        func.count(func.distinct(User.organisation_id)).label("organisations"),
+        func.sum(no_org).label("lone"),
+        func.sum(case((Vote.importance == int(Importance.nice_to_have), 1), else_=0)).label("nice"),
+        func.sum(case((Vote.importance == int(Importance.important), 1), else_=0)).label("important"),
+        func.sum(case((Vote.importance == int(Importance.critical), 1), else_=0)).label("critical"),
+        func.sum(_vote_weight(weights)).label("demand"),
+        func.sum(_importance_weight(weights)).label("importance_sum"),
+    )).group_by(Vote.item_id).subquery("desk_votes")
+
+    distinct_orgs = windowed(base.add_columns(Vote.item_id.label("item_id"), Organisation.id.label("org_id"),
+                                              Organisation.revenue.label("revenue"))
+                             .where(Organisation.id.is_not(None))).distinct().subquery("desk_org_votes")
+    revenue = (select(distinct_orgs.c.item_id, func.sum(distinct_orgs.c.revenue).label("revenue"))
+               .group_by(distinct_orgs.c.item_id).subquery("desk_revenue"))
+
+    weeks = [now - timedelta(days=7 * k) for k in range(TREND_WEEKS + 1)]  # weeks[0] = now, going back
+    trend = (base.add_columns(Vote.item_id.label("item_id"), *[
+        func.sum(case((and_(Vote.created_at >= weeks[k + 1], Vote.created_at < weeks[k]), 1), else_=0))
+        .label(f"w{k}") for k in range(TREND_WEEKS)])
+        .where(Vote.created_at >= weeks[-1]).group_by(Vote.item_id).subquery("desk_trend"))
+
+    feedback_stmt = select(Feedback.item_id.label("item_id"), func.count().label("feedback")).where(
+        Feedback.item_id.is_not(None))
+    if since is not None:
+        feedback_stmt = feedback_stmt.where(Feedback.created_at >= since)
+    if query.organisation is not None:
+        feedback_stmt = feedback_stmt.where(Feedback.organisation_id == query.organisation)
+    if query.segment:
+        feedback_stmt = feedback_stmt.where(Feedback.organisation_id.in_(
+            select(Organisation.id).where(Organisation.segment_id == (segment_id if segment_id is not None else -1))))
+    feedback = feedback_stmt.group_by(Feedback.item_id).subquery("desk_feedback")
+
+    voters = func.coalesce(votes.c.voters, 0)
+    reach = func.coalesce(votes.c.organisations, 0) + func.coalesce(votes.c.lone, 0)
+    impact = case((voters > 0, cast(votes.c.importance_sum, Float) / voters), else_=null())
+    rice = case(
+        (Item.effort.is_(None) | Item.rice_confidence.is_(None), null()),
+        (voters == 0, literal(0.0, Float)),
+        else_=cast(reach, Float) * impact * cast(Item.rice_confidence, Float) / literal(100.0, Float)
+        / cast(Item.effort, Float),
+    )
+    trend_total = sum((func.coalesce(trend.c[f"w{k}"], 0) for k in range(TREND_WEEKS)), literal(0))
+    stmt: AnySelect = (
+        select(
+            Item.public_id, Item.title, Product.name.label("product"), Stage.name.label("stage"), Item.timeframe,
+            Item.target_year, Item.target_quarter, Item.created_at, Item.published_at, Item.rice_confidence,
+            Item.effort,
+            voters.label("voters"), func.coalesce(votes.c.organisations, 0).label("organisations"),
+            func.coalesce(votes.c.nice, 0).label("nice"), func.coalesce(votes.c.important, 0).label("important"),
+            func.coalesce(votes.c.critical, 0).label("critical"),
+            func.coalesce(votes.c.demand, 0.0).label("demand"), func.coalesce(revenue.c.revenue, 0).label("revenue"),
+            reach.label("reach"), impact.label("impact"), rice.label("rice"),
+            func.coalesce(feedback.c.feedback, 0).label("feedback"),
+            *[func.coalesce(trend.c[f"w{k}"], 0).label(f"w{k}") for k in range(TREND_WEEKS)],
+        )
+        .join(Product, Product.id == Item.product_id)
+        .join(Stage, Stage.id == Item.stage_id)
+        .outerjoin(votes, votes.c.item_id == Item.id)
+        .outerjoin(revenue, revenue.c.item_id == Item.id)
+        .outerjoin(trend, trend.c.item_id == Item.id)
+        .outerjoin(feedback, feedback.c.item_id == Item.id)
+        .where(Item.merged_into_id.is_(None))
+    )
+    if query.product:
+        stmt = stmt.where(Product.slug == query.product)
+    if query.stage:
+        stmt = stmt.where(Stage.slug == query.stage)
+    if query.tag:
+        stmt = stmt.where(Item.id.in_(select(item_tags.c.item_id).join(Tag, Tag.id == item_tags.c.tag_id)
+                                      .where(Tag.slug == query.tag)))
+    if query.segment or query.organisation is not None:
+        stmt = stmt.where(votes.c.item_id.is_not(None))
+
+    timeframe_order = case((Item.timeframe == Timeframe.now.value, 0), (Item.timeframe == Timeframe.next.value, 1),
+                           (Item.timeframe == Timeframe.quarter.value, 2), else_=3)
+    keys: dict[Sort, list[Any]] = {
+        Sort.item: [func.lower(Item.title)],
+        Sort.voters: [voters],
+        Sort.organisations: [func.coalesce(votes.c.organisations, 0)],
+        Sort.importance: [func.coalesce(votes.c.critical, 0), func.coalesce(votes.c.important, 0),
+                          func.coalesce(votes.c.nice, 0)],
+        Sort.demand: [func.coalesce(votes.c.demand, 0.0)],
+        Sort.revenue: [func.coalesce(revenue.c.revenue, 0)],
+        Sort.rice: [rice],
+        Sort.feedback: [func.coalesce(feedback.c.feedback, 0)],
+        Sort.trend: [trend_total],
+        Sort.stage: [Stage.position],
+        Sort.timeframe: [timeframe_order, Item.target_year, Item.target_quarter],
+        # Oldest first when descending by age: age grows as created_at shrinks.
+        Sort.age: [Item.created_at.desc() if query.direction == "desc" else Item.created_at.asc()],
+    }
+    order: list[Any] = []
+    for key in keys[query.sort]:
+        if query.sort is Sort.age:
+            order.append(key)
+        elif query.direction == "desc":
+            order.append(key.desc().nulls_last())
+        else:
+            order.append(key.asc().nulls_last())
+    return stmt.order_by(*order, Item.id)
+
+
+def _timeframe_label(row: Any) -> str:
+    timeframe = Timeframe(row.timeframe)
+    if timeframe is Timeframe.quarter and row.target_year and row.target_quarter:
+        return f"{row.target_year} Q{row.target_quarter}"
+    if timeframe is Timeframe.quarter:
+        return "Later"
+    return timeframe.value.capitalize()
+
+
+def _row(row: Any) -> DeskRow:
+    return DeskRow(
+        public_id=row.public_id, title=row.title, product=row.product, stage=row.stage,
+        timeframe=_timeframe_label(row), created_at=row.created_at, published=row.published_at is not None,
+        voters=int(row.voters), organisations=int(row.organisations), nice_to_have=int(row.nice),
+        important=int(row.important), critical=int(row.critical), demand=float(row.demand or 0),
+        revenue=Decimal(row.revenue or 0), reach=int(row.reach),
+        impact=float(row.impact) if row.impact is not None else None,
+        rice_confidence=row.rice_confidence, effort=row.effort,
+        rice=float(row.rice) if row.rice is not None else None, feedback=int(row.feedback),
+        trend=[int(getattr(row, f"w{k}")) for k in reversed(range(TREND_WEEKS))],
+    )
+
+
+def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: datetime | None = None,
+              per_page: int = PER_PAGE) -> DeskPage:
+    """One page of the desk: the items as filtered and sorted, with their figures."""
+    now = now or utcnow()
+    stmt = _desk_statement(session, query=query, weights=weights, now=now)
+    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    pages = max(1, math.ceil(total / per_page))
+    page = min(query.page, pages)
+    rows = session.execute(stmt.offset((page - 1) * per_page).limit(per_page))
+    return DeskPage(rows=[_row(r) for r in rows], total=total, page=page, pages=pages, now=now)
+
+
+def desk_rows(session: Session, *, query: DeskQuery, weights: Weights, now: datetime,
+              chunk: int = 500) -> Iterator[list[DeskRow]]:
+    """Every row of the desk as filtered and sorted, in chunks, read from the database as they are sent."""
+    stmt = _desk_statement(session, query=query, weights=weights, now=now)
+    result = session.execute(stmt.execution_options(yield_per=chunk))
+    for part in result.partitions(chunk):
+        yield [_row(r) for r in part]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChoices:
+    products: list[tuple[str, str]]
+    stages: list[tuple[str, str]]
+    tags: list[tuple[str, str]]
+    segments: list[tuple[str, str]]
+    organisations: list[tuple[int, str]]
+
+
+def filter_choices(session: Session) -> FilterChoices:
+    return FilterChoices(
+        products=[(r.slug, r.name) for r in session.execute(select(Product.slug, Product.name)
+                                                             .order_by(Product.position, Product.name))],
+        stages=[(r.slug, r.name) for r in session.execute(select(Stage.slug, Stage.name).order_by(Stage.position))],
+        tags=[(r.slug, r.name) for r in session.execute(select(Tag.slug, Tag.name).order_by(Tag.name))],
+        segments=[(r.slug, r.name) for r in session.execute(select(Segment.slug, Segment.name).order_by(Segment.name))],
+        organisations=[(r.id, r.name) for r in session.execute(select(Organisation.id, Organisation.name)
+                                                                .order_by(Organisation.name, Organisation.id))],
+    )
+
+
+# --- the demand of one item -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Asker:
+    """One person who asked for the item: their vote, how it came, and what it weighs."""
+
+    name: str
+    email: str
+    organisation: str
+    organisation_id: int | None
+    segment: str
+    segment_weight: Decimal
+    revenue: Decimal
+    importance: Importance
+    importance_weight: Decimal
+    revenue_factor: float
+    weighted: float
+    voted_at: datetime
+    channel: str  # "own" | "captured"
+    captured_by: str
+    source: str
+    source_url: str
+    merged_from: str  # the title of the merged item the vote came with, "" when none
+    merged_from_id: str
+    note: str  # the latest private note they left on this item
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationDemand:
+    organisation_id: int | None
+    name: str
+    segment: str
+    revenue: Decimal
+    people: int
+    weighted: float
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    item: Item
+    row: DeskRow | None
+    askers: list[Asker]
+    organisations: list[OrganisationDemand]
+
+
+def get_item(session: Session, public_id: str) -> Item:
+    """Any item, drafts, internal and merged ones included (staff only)."""
+    item = session.scalar(select(Item).where(Item.public_id == public_id)) if len(public_id) <= 16 else None
+    if item is None:
+        raise NotFound("No item has this address.")
+    return item
+
+
+def _merged_from(session: Session, item: Item, vote_ids: set[int]) -> dict[int, tuple[str, str]]:
+    """For votes that came with a merge into this item (not undone): the merged item's (title, public id)."""
+    found: dict[int, tuple[str, str]] = {}
+    merges = session.execute(
+        select(Merge.record, Item.title, Item.public_id).join(Item, Item.id == Merge.source_item_id)
+        .where(Merge.target_item_id == item.id, Merge.undone_at.is_(None)).order_by(Merge.merged_at)
+    )
+    for record, title, public_id in merges:
+        for vote_id in (record or {}).get("moved_votes", []):
+            if vote_id in vote_ids:
+                found[vote_id] = (title, public_id)
+    return found
+
+
+def item_demand(session: Session, *, item: Item, query: DeskQuery, weights: Weights,
+                now: datetime | None = None) -> Demand:
+    """Who asked for the item in the window (with the desk's segment/organisation filter), heaviest first."""
+    now = now or utcnow()
+    since = query.since(now)
+    segment_id = (session.scalar(select(Segment.id).where(Segment.slug == query.segment))
+                  if query.segment else None)
+    captor = aliased(User)
+    stmt = (_voter_rows(query, segment_id)
+            .add_columns(Vote.id, Vote.importance, Vote.created_at, Vote.source, Vote.source_url, Vote.captured_by_id,
+                         User.id.label("user_id"), User.display_name, User.email, User.deleted_at,
+                         Organisation.id.label("org_id"), Organisation.name.label("org_name"),
+                         Organisation.revenue, Segment.name.label("segment_name"), Segment.weight.label("segment_weight"),
+                         captor.display_name.label("captor_name"), captor.email.label("captor_email"))
+            .outerjoin(captor, captor.id == Vote.captured_by_id)
+            .where(Vote.item_id == item.id)
+            .order_by(Vote.created_at, Vote.id))
+    if since is not None:
+        stmt = stmt.where(Vote.created_at >= since)
+    rows = session.execute(stmt).all()
+    merged = _merged_from(session, item, {r.id for r in rows})
+    notes: dict[int, str] = {}
+    if rows:
+        for author_id, body in session.execute(
+            select(Feedback.author_id, Feedback.body).where(
+                Feedback.item_id == item.id, Feedback.author_id.in_({r.user_id for r in rows}))
+            .order_by(Feedback.created_at, Feedback.id)
+        ):
+            if author_id is not None and body.strip():
+                notes[author_id] = body  # the latest wins
+    askers: list[Asker] = []
+    for r in rows:
+        importance = Importance(r.importance)
+        segment_weight = Decimal(r.segment_weight) if r.segment_weight is not None else Decimal(1)
+        revenue = Decimal(r.revenue) if r.revenue is not None else Decimal(0)
+        factor = weights.revenue_factor(revenue)
+        iw = weights.importance_weight(importance)
+        name = "(deleted account)" if r.deleted_at is not None else (r.display_name or r.email.split("@", 1)[0])
+        title, source_id = merged.get(r.id, ("", ""))
+        askers.append(Asker(
+            name=name, email="" if r.deleted_at is not None else r.email, organisation=r.org_name or "",
+            organisation_id=r.org_id, segment=r.segment_name or "", segment_weight=segment_weight, revenue=revenue,
+            importance=importance, importance_weight=iw, revenue_factor=factor,
+            weighted=float(iw) * float(segment_weight) * factor, voted_at=r.created_at,
+            channel="captured" if r.captured_by_id is not None else "own",
+            captured_by=(r.captor_name or (r.captor_email or "").split("@", 1)[0]) if r.captured_by_id else "",
+            source=r.source.value if r.source is not None else "", source_url=r.source_url or "",
+            merged_from=title, merged_from_id=source_id, note=notes.get(r.user_id, ""),
+        ))
+    askers.sort(key=lambda a: (-a.weighted, a.voted_at))
+    by_org: dict[int | None, list[Asker]] = {}
+    for asker in askers:
+        if asker.organisation_id is not None:
+            by_org.setdefault(asker.organisation_id, []).append(asker)
+    organisations = sorted(
+        (OrganisationDemand(organisation_id=org_id, name=group[0].organisation, segment=group[0].segment,
+                            revenue=group[0].revenue, people=len(group), weighted=sum(a.weighted for a in group))
+         for org_id, group in by_org.items()),
+        key=lambda o: (-o.weighted, o.name),
+    )
+    row = None
+    if item.merged_into_id is None:
+        rows_for_item = session.execute(
+            _desk_statement(session, query=query, weights=weights, now=now).where(Item.id == item.id)).all()
+        row = _row(rows_for_item[0]) if rows_for_item else None
+    return Demand(item=item, row=row, askers=askers, organisations=organisations)
+
+
+# --- RICE inputs --------------------------------------------------------------------------------------------
+
+
+def parse_rice(*, confidence: str, effort: str) -> tuple[int | None, Decimal | None]:
+    errors: dict[str, str] = {}
+    confidence_value: int | None = None
+    if confidence.strip():
+        confidence_value = parse_int(confidence.strip().removesuffix("%").strip(), minimum=1, maximum=100)
+        if confidence_value is None:
+            errors["rice_confidence"] = "A whole percentage from 1 to 100, such as 80 (or leave it empty)."
+    effort_value: Decimal | None = None
+    if effort.strip():
+        try:
+            effort_value = Decimal(effort.strip())
+        except InvalidOperation:
+            effort_value = None
+        if (effort_value is None or not effort_value.is_finite() or not Decimal("0.01") <= effort_value <= Decimal(9999)
+                or _places(effort_value) > 2):
+            errors["effort"] = "Person-months from 0.01 to 9999, such as 2 or 0.5 (or leave it empty)."
+    if errors:
+        raise FormInvalid(errors)
+    return confidence_value, effort_value
+
+
+def set_rice(session: Session, *, item: Item, confidence: int | None, effort: Decimal | None, actor: User) -> bool:
+    """Store the PM's RICE confidence and effort for the item, audited; False when nothing changed."""
+    before = {"rice_confidence": item.rice_confidence,
+              "effort": plain(item.effort) if item.effort is not None else None}
+    after = {"rice_confidence": confidence, "effort": plain(effort) if effort is not None else None}
+    changes = audit.diff(before, after)
+    if not changes:
+        return False
+    item.rice_confidence, item.effort = confidence, effort
+    item.updated_at = utcnow()
+    session.flush()
+    audit.record(session, actor=actor, action="item.estimated", entity=item, changes=changes)
+    return True
