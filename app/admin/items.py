@@ -13,10 +13,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from app.accounts.viewer import Viewer
 from app.audit import service as audit
 from app.audit.labels import AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
+from app.feedback import service as feedback
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -82,10 +84,20 @@ async def new_item(request: Request, session: DbSession) -> Response:
     return _render_form(request, session, item=None, form=_blank_form(session))
 
 
+@router.get("/items/similar", response_class=HTMLResponse)
+async def similar_items(request: Request, session: DbSession, viewer: CurrentViewer,
+                        q: Annotated[str, Query(max_length=200)] = "") -> Response:
+    """Items resembling a new item's title as it is typed (drafts and internal ones too): a fragment."""
+    return render(request, "admin/items/_similar.html", _similar(session, viewer, q))
+
+
 @router.post("/items", response_class=HTMLResponse)
-async def create_item(request: Request, session: DbSession, user: StaffUser) -> Response:
+async def create_item(request: Request, session: DbSession, user: StaffUser, viewer: CurrentViewer) -> Response:
     submitted = await request.form()
     form = _typed(submitted)
+    if submitted.get("action") == "check":
+        # Without JavaScript: the items resembling the title, everything typed kept, nothing saved.
+        return _render_form(request, session, item=None, form=form, extra=_similar(session, viewer, form["title"]))
     publish = submitted.get("action") == "publish"
     try:
         data = roadmap.parse_item_form(session, form, form["tags"], form["segments"])
@@ -205,8 +217,14 @@ def _timeframe_options(current: str) -> list[tuple[str, str]]:
     return options
 
 
+def _similar(session: Session, viewer: Viewer, title: str) -> dict[str, Any]:
+    return {"suggestions": feedback.similar_items(session, viewer, title=title), "checked": True,
+            "asked": bool(feedback.similar_words(title))}
+
+
 def _render_form(request: Request, session: Session, *, item: Item | None, form: dict[str, Any],
-                 errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+                 errors: dict[str, str] | None = None, status_code: int = 200,
+                 extra: dict[str, Any] | None = None) -> Response:
     products = roadmap.list_products(session)
     stages = roadmap.list_stages(session)
     product_options = [("", "Choose a product")] if not form.get("product_id") else []
@@ -220,6 +238,7 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
         "confidence_options": [("", "—")] + [(c.value, c.value) for c in Confidence],
         "visibility_options": [(v.value, label) for v, label in VISIBILITY_LABELS.items()],
         "visibility_labels": VISIBILITY_LABELS,
+        **(extra or {}),
     }
     if item is not None:
         context["timeline"] = roadmap.get_timeline(session, item)

@@ -12,6 +12,7 @@ the author reads) or `archive` anything.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,6 +156,7 @@ _STOP_WORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "do", "for", "from", "have",
     "how", "i", "in", "into", "is", "it", "let", "me", "my", "of", "on", "or", "our", "please", "should",
     "so", "that", "the", "their", "them", "this", "to", "us", "we", "when", "with", "would", "you", "your",
+    "am", "go", "if", "no", "up", "get", "all", "any", "not", "new", "add", "want", "need", "able",
 })
 
 
@@ -164,31 +166,96 @@ class Suggestion:
     title_html: Any
 
 
-def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = SIMILAR_LIMIT) -> list[Suggestion]:
-    """Items this viewer may see whose text resembles an idea's title, best first.
+# How much a word counts where it was found: a word in an item's title says far more about what the item
+# is than one in its summary, and one in its description alone says little (e.g. "payroll clerk" in the
+# summary of "Custom roles and permissions" does not make it a payroll export).
+_FOUND_IN = {search.Tier.title: 1.0, search.Tier.heading: 0.5, search.Tier.anywhere: 0.2}
+# An item is suggested when it holds at least this share of the title's (rarity-weighted) words: every
+# word in its summary reaches it, and so does the rarer of two words in its title; words in its description
+# alone never do. A title of one word asks for it in the item's title.
+SIMILAR_THRESHOLD = 0.5
+_SIMILAR_CANDIDATES = 30  # per word, best placed first
 
-    Built on the search service (so visibility is `visible_items(viewer)`'s): first items matching
-    every significant word, then items matching the most of them one by one.
+
+# Endings a whole word may grow and still be the same word ("export" → "exports", "exported").
+_ENDINGS = frozenset({"", "s", "es", "d", "ed", "ing", "r", "er", "ers", "ion", "ions"})
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def similar_words(title: str) -> list[str]:
+    """The words of a title that say what it is about; a plural 's' is dropped so that "exports" finds
+    "export" too (the search matches word beginnings). Empty when there is nothing to look up."""
+    out: list[str] = []
+    for word in search.words(title):
+        if len(word) < 2 or word in _STOP_WORDS:  # two letters can say a lot: "AI", "UI", "HR"
+            continue
+        if _stem(word) not in out:
+            out.append(_stem(word))
+    return out[:search.MAX_QUERY_WORDS]  # stop words do not use up the places
+
+
+def _holds(text: str, word: str, *, open_ended: bool) -> bool:
+    """Whether `text` has `word`, or the word with a usual ending; any continuation when the word may
+    still be being typed. (The search matches any word beginning: "sign" finds "signal".)"""
+    for candidate in search.words(text):
+        if candidate.startswith(word) and (open_ended or candidate[len(word):] in _ENDINGS):
+            return True
+    return False
+
+
+def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = SIMILAR_LIMIT) -> list[Suggestion]:
+    """Items this viewer may see that are about what a title is about, best first.
+
+    Built on the search service (so visibility is `visible_items(viewer)`'s, and the matching the same on
+    SQLite and PostgreSQL). Each word of the title is looked up on its own; an item scores the words it
+    holds, each weighted by where it holds it (`_FOUND_IN`) and by how rare the word is among the items
+    (a word most items share, like "shift" on a rota product, tells little), as a share of what holding
+    every word in the title would score. Only items reaching `SIMILAR_THRESHOLD` are suggested. A word
+    no item holds (a typo, a product not integrated yet: "sage") counts half as much as a word one item
+    holds: "payroll export to sage" still finds the payroll exports, "AI rota" does not suggest every rota.
     """
-    significant = [w for w in search.query_words(title) if len(w) >= 3 and w not in _STOP_WORDS]
+    significant = similar_words(title)
     if not significant:
         return []
+    # The title's last word may be half typed (suggestions come as people type): it may match any ending.
+    typed = search.words(title)
+    open_word = _stem(typed[-1]) if typed and title[-1:].isalnum() else None
+    total = search.count_visible(session, viewer)
+    rarity: dict[str, float] = {}
     found: dict[int, Item] = {}
-    score: dict[int, int] = {}
-    for hit in search.search_items(session, viewer, " ".join(significant), limit=limit):
-        found[hit.item.id] = hit.item
-        score[hit.item.id] = len(significant) + 1
-    if len(found) < limit and len(significant) > 1:
-        for word in sorted(significant, key=len, reverse=True)[:4]:
-            for hit in search.search_items(session, viewer, word, limit=limit):
-                found.setdefault(hit.item.id, hit.item)
-                score[hit.item.id] = score.get(hit.item.id, 0) + 1
+    placed: dict[int, dict[str, float]] = {}
+    for word in significant:
+        holding = search.count_matches(session, viewer, word)
+        rarity[word] = math.log(1 + total / max(holding, 1)) * (1 if holding else 0.5)
+        if not holding:
+            continue
+        open_ended = word == open_word
+        for hit in search.search_items(session, viewer, word, limit=_SIMILAR_CANDIDATES):
+            found.setdefault(hit.item.id, hit.item)
+            # Where the word itself stands: a title hit on a longer word ("signal" for "sign") counts as
+            # a description mention.
+            if _holds(hit.item.title, word, open_ended=open_ended):
+                tier = search.Tier.title
+            elif _holds(hit.item.summary, word, open_ended=open_ended):
+                tier = search.Tier.heading
+            else:
+                tier = search.Tier.anywhere
+            placed.setdefault(hit.item.id, {})[word] = _FOUND_IN[tier]
+    if not found:
+        return []
+    whole = sum(rarity.values())
+    score = {item_id: sum(rarity[w] * weight for w, weight in where.items()) / whole
+             for item_id, where in placed.items()}
     # Equal matches: the more voted first, unless counts are hidden from this viewer (the order would
     # give them away); then in the search's own order.
     order = {item_id: n for n, item_id in enumerate(found)}
     votes_break_ties = portal.counts_shown(session, viewer)
-    ranked = sorted(found.values(), key=lambda item: (
-        -score[item.id], -item.vote_count if votes_break_ties else 0, order[item.id]))[:limit]
+    threshold = SIMILAR_THRESHOLD + (1e-6 if len(significant) == 1 else -1e-6)
+    ranked = sorted((item for item in found.values() if score[item.id] >= threshold), key=lambda item: (
+        -round(score[item.id], 6), -item.vote_count if votes_break_ties else 0, order[item.id]))[:limit]
     return [Suggestion(item=item, title_html=search.highlight(item.title, significant)) for item in ranked]
 
 

@@ -46,7 +46,7 @@ async def submit_idea(request: Request, session: DbSession, user: CurrentUser, v
     form = {"title": title, "body": body, "product_id": product_id}
     if action == "check":
         # Without JavaScript: show what resembles the title, keep everything typed.
-        return _form_page(request, session, form=form, checked=True,
+        return _form_page(request, session, form=form, checked=True, asked=bool(feedback.similar_words(title)),
                           suggestions=feedback.similar_items(session, viewer, title=title))
     try:
         data = feedback.parse_idea(session, title=title, body=body, product_id=product_id)
@@ -81,7 +81,8 @@ async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
              "votes": s.item.vote_count if shown else None}
             for s in suggestions
         ])
-    return render(request, "feedback/_similar.html", {"suggestions": suggestions, "checked": bool(q.strip())})
+    return render(request, "feedback/_similar.html", {"suggestions": suggestions, "checked": True,
+                                                      "asked": bool(feedback.similar_words(q))})
 
 
 @router.post("/me/recorded-votes/{vote_id}/withdraw", response_class=HTMLResponse)

@@ -161,19 +161,20 @@ def tsquery(prefixes: Sequence[str], *, weights: str = "") -> str:
     return " & ".join(_pg_quote(word) + ":*" + weights for word in prefixes)
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    item: Item
-    title_html: Markup
-    snippet_html: Markup
-
-
 class Tier(IntEnum):
     """Where every query word was found. Each tier ranks above the next, whatever the scores say."""
 
     title = 1  # every word in the title
     heading = 2  # every word in the title or summary, not all in the title
     anywhere = 3  # at least one word only in the description
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    item: Item
+    title_html: Markup
+    snippet_html: Markup
+    tier: Tier = Tier.anywhere  # where the words were found (similar-item suggestions weigh it)
 
 
 def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[SearchHit]:
@@ -194,10 +195,13 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
         return []
     tier_query = _sqlite_tier if session.get_bind().dialect.name == "sqlite" else _postgres_tier
     ids: list[int] = []
+    tiers: dict[int, Tier] = {}
     for tier in Tier:
         ranked = tier is not Tier.anywhere or len(prefixes) > 1
         stmt = tier_query(visible_items(viewer).with_only_columns(Item.id), prefixes, tier, ranked=ranked)
-        ids.extend(session.scalars(stmt.order_by(Item.updated_at.desc(), Item.id.desc()).limit(limit - len(ids))))
+        found = list(session.scalars(stmt.order_by(Item.updated_at.desc(), Item.id.desc()).limit(limit - len(ids))))
+        ids.extend(found)
+        tiers.update(dict.fromkeys(found, tier))
         if len(ids) >= limit:
             break
     if not ids:
@@ -208,9 +212,31 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     )}
     return [
         SearchHit(item=item, title_html=highlight(item.title, prefixes),
-                  snippet_html=highlight(snippet(item, prefixes), prefixes))
+                  snippet_html=highlight(snippet(item, prefixes), prefixes), tier=tiers[item.id])
         for item in (loaded[item_id] for item_id in ids)
     ]
+
+
+def count_matches(session: Session, viewer: Viewer, q: str) -> int:
+    """How many items this viewer may see contain every word of `q` as a word prefix, anywhere."""
+    prefixes = query_words(q)
+    if not prefixes:
+        return 0
+    stmt = visible_items(viewer).with_only_columns(func.count(Item.id), maintain_column_froms=True).order_by(None)
+    if session.get_bind().dialect.name == "sqlite":
+        fts: ColumnClause[Any] = literal_column("item_search")
+        hits = select(_fts.c.rowid.label("item_id")).where(fts.op("MATCH")(fts5_query(prefixes))).subquery("hits")
+        stmt = stmt.join(hits, hits.c.item_id == Item.id)
+    else:
+        every = cast(literal(tsquery(prefixes)), TSQUERY)
+        stmt = stmt.join(_pg, _pg.c.item_id == Item.id).where(_pg.c.document.op("@@", is_comparison=True)(every))
+    return session.scalar(stmt) or 0
+
+
+def count_visible(session: Session, viewer: Viewer) -> int:
+    """How many items this viewer may see (the collection the similarity weights are taken over)."""
+    stmt = visible_items(viewer).with_only_columns(func.count(Item.id), maintain_column_froms=True).order_by(None)
+    return session.scalar(stmt) or 0
 
 
 def _sqlite_tier(stmt: Select[int], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[int]:

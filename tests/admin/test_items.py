@@ -316,3 +316,42 @@ class TestAccess:
         staff_view = await client.get(f"/items/{public_id}", follow_redirects=True)
         assert "Churn risk" not in staff_view.text
 
+
+
+class TestSimilarItemsHint:
+    """Staff creating an item are told when similar items exist, as customers suggesting an idea are."""
+
+    async def test_as_the_title_is_typed_similar_items_are_listed_drafts_included(self, client, session, pm):
+        product = make_product(session, name="Payroll")
+        gusto = make_item(session, product=product, title="Payroll export to Gusto and ADP")
+        draft = make_item(session, product=product, title="Payroll export to Xero", published=False)
+        make_item(session, product=product, title="Custom roles and permissions",
+                  summary="Roles such as payroll clerk")
+
+        new = await client.get("/admin/items/new")
+        assert 'data-similar-url="/admin/items/similar"' in new.text and "Check for similar items" in new.text
+        fragment = (await client.get("/admin/items/similar", params={"q": "payroll export to sage"})).text
+        assert "Similar items exist" in fragment
+        assert f'href="/admin/items/{gusto.public_id}"' in fragment and f"/admin/items/{draft.public_id}" in fragment
+        assert "Draft" in fragment and "Custom roles" not in fragment
+        assert "Type a few words" in (await client.get("/admin/items/similar", params={"q": ""})).text
+        assert "Nothing similar" in (await client.get("/admin/items/similar", params={"q": "popcorn"})).text
+
+    async def test_without_javascript_the_check_button_lists_them_keeps_the_form_and_saves_nothing(
+            self, client, session, pm):
+        product = make_product(session, name="Payroll")
+        gusto = make_item(session, product=product, title="Payroll export to Gusto and ADP")
+        before = count_items(session)
+        data = item_form(product, stage(session, "planned"), title="Payroll export to Sage",
+                         description="Typed with care")
+        checked = await post_form(client, "/admin/items", {**data, "action": "check"}, page="/admin/items/new")
+        assert checked.status_code == 200
+        assert f"/admin/items/{gusto.public_id}" in checked.text
+        assert 'value="Payroll export to Sage"' in checked.text and "Typed with care" in checked.text
+        assert count_items(session) == before
+        edit = await client.get(f"/admin/items/{gusto.public_id}")
+        assert "Check for similar items" not in edit.text  # only when creating
+
+    async def test_customers_cannot_ask(self, client, session):
+        sign_in(client, session, make_user(session))
+        assert (await client.get("/admin/items/similar", params={"q": "payroll"})).status_code == 404
