@@ -23,9 +23,8 @@ can manage it.
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.accounts import service as accounts
@@ -35,6 +34,7 @@ from app.db import utcnow
 from app.deps import CurrentUser, DbSession
 from app.errors import Conflict, FormInvalid
 from app.feedback import service as feedback
+from app.forms import read_form
 from app.security import clear_session_cookie, rotate_csrf, verify_csrf
 from app.voting import service as voting
 from app.web import redirect, render
@@ -68,13 +68,11 @@ async def me(request: Request, session: DbSession, user: CurrentUser) -> Respons
 
 
 @router.post("/me", response_class=HTMLResponse)
-async def update_me(request: Request, session: DbSession, user: CurrentUser,
-                    display_name: Annotated[str, Form()] = "") -> Response:
-    try:
-        accounts.update_display_name(session, user=user, display_name=display_name)
-    except FormInvalid as exc:
-        return _page(request, session, user, status_code=422, errors=exc.errors,
-                     form={"display_name": display_name})
+async def update_me(request: Request, session: DbSession, user: CurrentUser) -> Response:
+    form = await read_form(request, accounts.ProfileUpdate)
+    if form.data is None:
+        return _page(request, session, user, status_code=422, errors=form.errors, form=form.typed)
+    accounts.update_display_name(session, user=user, data=form.data)
     return redirect(request, "/me", flash="Your name is saved.")
 
 
@@ -96,13 +94,12 @@ async def delete_form(request: Request) -> Response:
 
 
 @router.post("/me/delete", response_class=HTMLResponse)
-async def delete_me(request: Request, session: DbSession, user: CurrentUser,
-                    confirm_email: Annotated[str, Form()] = "") -> Response:
+async def delete_me(request: Request, session: DbSession, user: CurrentUser) -> Response:
+    form = await read_form(request, accounts.AccountDelete)
     try:
-        accounts.delete_account(session, user=user, confirm_email=confirm_email)
+        accounts.delete_account(session, user=user, confirm_email=form.valid().confirm_email)
     except FormInvalid as exc:
-        return _page(request, session, user, status_code=422, errors=exc.errors,
-                     form={"confirm_email": confirm_email})
+        return _page(request, session, user, status_code=422, errors=exc.errors, form=form.typed)
     except Conflict as exc:
         return _page(request, session, user, status_code=409, delete_refused=exc.detail)
     # Answered here rather than by a redirect: the next page must work for someone who is signed out,

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from sqlalchemy import CursorResult, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
@@ -25,6 +25,7 @@ from app.addresses import normalise_email, validate_email
 from app.audit import service as audit
 from app.db import insert_with_conflicts, utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
+from app.forms import FormModel, text
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import clean_identity_claims
@@ -512,6 +513,7 @@ def use_token_id(session: Session, *, key: str, expires_at: datetime) -> bool:
 DELETED_NAME = "Deleted user"
 DELETED_EMAIL_DOMAIN = "deleted.invalid"
 MAX_DISPLAY_NAME = 120
+CONFIRM_EMAIL = "Type your email address exactly as shown to confirm."
 EXPORT_FORMAT = "ahead.personal-data/1"
 
 
@@ -537,12 +539,20 @@ def get_profile(session: Session, *, user: User) -> Profile:
                    identities=list_identities(session, user=user))
 
 
-def update_display_name(session: Session, *, user: User, display_name: str) -> None:
-    name = " ".join(display_name.split())
-    if not name:
-        raise FormInvalid({"display_name": "Enter your name."})
-    if len(name) > MAX_DISPLAY_NAME:
-        raise FormInvalid({"display_name": f"Keep it to {MAX_DISPLAY_NAME} characters (it has {len(name)})."})
+class ProfileUpdate(FormModel):
+    """The person's own details on /me."""
+
+    display_name: Annotated[str, text(MAX_DISPLAY_NAME, required="Enter your name.", collapse=True)] = ""
+
+
+class AccountDelete(FormModel):
+    """Deleting one's own account: the email address typed again (checked against the account's)."""
+
+    confirm_email: Annotated[str, text(320, required=CONFIRM_EMAIL)] = ""
+
+
+def update_display_name(session: Session, *, user: User, data: ProfileUpdate) -> None:
+    name = data.display_name
     before = user.display_name
     if name == before:
         return
@@ -625,7 +635,7 @@ def delete_account(session: Session, *, user: User, confirm_email: str) -> None:
     See app/accounts/me.py for what stays and why. `confirm_email` must be their email address.
     """
     if normalise_email(confirm_email) != user.email:
-        raise FormInvalid({"confirm_email": "Type your email address exactly as shown to confirm."})
+        raise FormInvalid({"confirm_email": CONFIRM_EMAIL})
     if user.role is Role.admin and count_active_admins(session, excluding=user) == 0:
         raise Conflict("You are the only admin of this portal, so your account cannot be deleted: no one "
                        "would be left to manage it. Make someone else an admin first, then delete your account.")

@@ -6,6 +6,7 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
+from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback import service as feedback
 from app.feedback.models import FeedbackKind, FeedbackState
+from app.forms import read_form, typed_values
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -26,7 +28,6 @@ from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 
-Text = Annotated[str, Form(max_length=50_000)]
 Small = Annotated[str, Form(max_length=400)]
 Search = Annotated[str, Query(max_length=200)]
 Choice = Annotated[str, Query(max_length=20)]
@@ -98,10 +99,9 @@ async def link(request: Request, session: DbSession, user: StaffUser, feedback_i
 
 @router.post("/feedback/{feedback_id}/item", response_class=HTMLResponse)
 async def make_item(request: Request, session: DbSession, viewer: CurrentViewer, user: StaffUser,
-                    feedback_id: str, title: Text = "", description: Text = "", product_id: Small = "",
-                    stage_id: Small = "") -> Response:
+                    feedback_id: str) -> Response:
     entry = _entry(session, feedback_id)
-    form = {"title": title, "description": description, "product_id": product_id, "stage_id": stage_id}
+    form = typed_values(roadmap.ItemCreate, await request.form())
     try:
         item = feedback.create_item_from_idea(session, feedback=entry.feedback, form=form, actor=user)
     except FormInvalid as exc:
@@ -116,14 +116,13 @@ async def make_item(request: Request, session: DbSession, viewer: CurrentViewer,
 
 
 @router.post("/feedback/{feedback_id}/decline", response_class=HTMLResponse)
-async def decline(request: Request, session: DbSession, viewer: CurrentViewer, user: StaffUser, feedback_id: str,
-                  decline_reason: Text = "") -> Response:
+async def decline(request: Request, session: DbSession, viewer: CurrentViewer, user: StaffUser,
+                  feedback_id: str) -> Response:
     entry = _entry(session, feedback_id)
-    try:
-        feedback.decline(session, feedback=entry.feedback, reason=decline_reason, actor=user)
-    except FormInvalid as exc:
-        return _detail_page(request, session, viewer, entry, status_code=422, errors=exc.errors,
-                            form={"decline_reason": decline_reason})
+    form = await read_form(request, feedback.FeedbackDecline)
+    if form.data is None:
+        return _detail_page(request, session, viewer, entry, status_code=422, errors=form.errors, form=form.typed)
+    feedback.decline(session, feedback=entry.feedback, reason=form.data.decline_reason, actor=user)
     return redirect(request, _url(entry), flash="Declined. The author sees your reason on their account page.")
 
 
@@ -169,21 +168,17 @@ async def capture_form(request: Request, session: DbSession, public_id: str, cus
 
 @router.post("/items/{public_id}/capture", response_class=HTMLResponse)
 async def capture(request: Request, session: DbSession, user: StaffUser, public_id: str,
-                  customer_q: Small = "", customer: Small = "", contact_name: Small = "", contact_email: Small = "",
-                  organisation_id: Small = "", importance: Small = "", source: Small = "",
-                  source_url: Text = "", note: Text = "") -> Response:
+                  customer_q: Small = "") -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
-    form = {"customer": customer, "contact_name": contact_name, "contact_email": contact_email,
-            "organisation_id": organisation_id, "importance": importance, "source": source,
-            "source_url": source_url, "note": note}
+    form = await read_form(request, feedback.VoteCapture)
     try:
-        data = feedback.parse_capture_form(session, form)
+        data = form.resolve(partial(feedback.resolve_capture, session))
         result = feedback.capture_vote(session, item=item, data=data, actor=user)
     except FormInvalid as exc:
-        return _capture_page(request, session, item, customer_q=customer_q, form=form, errors=exc.errors,
+        return _capture_page(request, session, item, customer_q=customer_q, form=form.typed, errors=exc.errors,
                              status_code=422)
     except Conflict as exc:
-        return _capture_page(request, session, item, customer_q=customer_q, form=form, refused=exc.detail,
+        return _capture_page(request, session, item, customer_q=customer_q, form=form.typed, refused=exc.detail,
                              status_code=409)
     who = result.customer.name
     if result.placeholder_created:

@@ -5,13 +5,13 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
+from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData
 
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
@@ -19,6 +19,7 @@ from app.audit.labels import AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
 from app.feedback import service as feedback
+from app.forms import read_form
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -39,8 +40,6 @@ VISIBILITY_LABELS = {
 VISIBILITY_SHORT = {Visibility.public: "Public", Visibility.customers: "Customers", Visibility.internal: "Internal"}
 STATUS_LABELS = {roadmap.StaffStatus.all: "All", roadmap.StaffStatus.draft: "Drafts",
                  roadmap.StaffStatus.published: "Published"}
-_TEXT_FIELDS = ("title", "summary", "description", "product_id", "stage_id", "timeframe", "confidence",
-                "visibility", "release_notes", "internal_notes")
 
 Slug = Annotated[str | None, Query(max_length=60)]
 
@@ -92,17 +91,18 @@ async def similar_items(request: Request, session: DbSession, viewer: CurrentVie
 
 
 @router.post("/items", response_class=HTMLResponse)
-async def create_item(request: Request, session: DbSession, user: StaffUser, viewer: CurrentViewer) -> Response:
-    submitted = await request.form()
-    form = _typed(submitted)
-    if submitted.get("action") == "check":
+async def create_item(request: Request, session: DbSession, user: StaffUser, viewer: CurrentViewer,
+                      action: Annotated[str, Form()] = "") -> Response:
+    form = await read_form(request, roadmap.ItemCreate)
+    if action == "check":
         # Without JavaScript: the items resembling the title, everything typed kept, nothing saved.
-        return _render_form(request, session, item=None, form=form, extra=_similar(session, viewer, form["title"]))
-    publish = submitted.get("action") == "publish"
+        return _render_form(request, session, item=None, form=form.typed,
+                            extra=_similar(session, viewer, form.typed["title"]))
+    publish = action == "publish"
     try:
-        data = roadmap.parse_item_form(session, form, form["tags"], form["segments"])
+        data = form.resolve(partial(roadmap.resolve_item, session))
     except FormInvalid as exc:
-        return _render_form(request, session, item=None, form=form, errors=exc.errors, status_code=422)
+        return _render_form(request, session, item=None, form=form.typed, errors=exc.errors, status_code=422)
     item = roadmap.create_item(session, data=data, author=user, publish=publish)
     flash = _published_message(item) if publish else (
         f"Draft saved. “{item.title}” stays off the roadmap until you publish it.")
@@ -121,11 +121,11 @@ async def edit_item(request: Request, session: DbSession, public_id: str) -> Res
 @router.post("/items/{public_id}", response_class=HTMLResponse)
 async def update_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
-    form = _typed(await request.form())
+    form = await read_form(request, roadmap.ItemUpdate)
     try:
-        data = roadmap.parse_item_form(session, form, form["tags"], form["segments"])
+        data = form.resolve(partial(roadmap.resolve_item, session))
     except FormInvalid as exc:
-        return _render_form(request, session, item=item, form=form, errors=exc.errors, status_code=422)
+        return _render_form(request, session, item=item, form=form.typed, errors=exc.errors, status_code=422)
     old_stage = item.stage
     before = item.updated_at
     roadmap.update_item(session, item=item, data=data, actor=user)
@@ -171,14 +171,6 @@ async def move_item(request: Request, session: DbSession, user: StaffUser, publi
 
 def _edit_url(item: Item) -> str:
     return f"/admin/items/{item.public_id}"
-
-
-def _typed(submitted: FormData) -> dict[str, Any]:
-    """What the person typed, kept as strings so a failed form can be shown again as it was."""
-    form: dict[str, Any] = {name: str(submitted.get(name) or "") for name in _TEXT_FIELDS}
-    form["tags"] = [str(v) for v in submitted.getlist("tags")]
-    form["segments"] = [str(v) for v in submitted.getlist("segments")]
-    return form
 
 
 def _timeframe_value(item: Item) -> str:

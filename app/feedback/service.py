@@ -16,9 +16,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
+from pydantic import BeforeValidator, ValidationInfo, field_validator
 from sqlalchemy import Select, func, inspect, select
 from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -31,6 +32,7 @@ from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
+from app.forms import FormModel, choice, refuse, text, validate_form, whole_number
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import parse_int
@@ -100,22 +102,29 @@ class IdeaInput:
     product: Product | None
 
 
+_PRODUCT_GONE = "That product no longer exists; please choose again."
+
+
+class IdeaCreate(FormModel):
+    """A customer's idea (/ideas/new)."""
+
+    title: Annotated[str, text(MAX_TITLE, required="Give your idea a short title.",
+                               one_line="The title is one line.")] = ""
+    body: Annotated[str, text(MAX_BODY)] = ""
+    product_id: Annotated[int | None, whole_number(_PRODUCT_GONE, required=False)] = None
+
+
+def resolve_idea(session: Session, data: IdeaCreate) -> IdeaInput:
+    """A validated idea with its product; FormInvalid when the product no longer exists."""
+    product = session.get(Product, data.product_id) if data.product_id is not None else None
+    if data.product_id is not None and product is None:
+        raise FormInvalid({"product_id": _PRODUCT_GONE})
+    return IdeaInput(title=data.title, body=data.body, product=product)
+
+
 def parse_idea(session: Session, *, title: str, body: str, product_id: str = "") -> IdeaInput:
-    """Validate an idea; FormInvalid names every field that needs attention."""
-    errors: dict[str, str] = {}
-    clean_title = _text(title, field="title", limit=MAX_TITLE, required="Give your idea a short title.",
-                        errors=errors)
-    if "\n" in clean_title:
-        errors["title"] = "The title is one line."
-    clean_body = _text(body, field="body", limit=MAX_BODY, errors=errors)
-    product = None
-    if product_id:
-        product = session.get(Product, parse_id(product_id)) if parse_id(product_id) else None
-        if product is None:
-            errors["product_id"] = "That product no longer exists; please choose again."
-    if errors:
-        raise FormInvalid(errors)
-    return IdeaInput(title=clean_title, body=clean_body, product=product)
+    """An idea from plain values (seed data, tests): the form's model, then the database."""
+    return resolve_idea(session, validate_form(IdeaCreate, {"title": title, "body": body, "product_id": product_id}))
 
 
 def submit_idea(session: Session, *, author: User, data: IdeaInput) -> Feedback:
@@ -493,16 +502,17 @@ def link_to_item(session: Session, *, feedback: Feedback, item: Item, actor: Use
                extra={"item": [before, item.public_id]})
 
 
+class FeedbackDecline(FormModel):
+    """Why the team declines an idea."""
+
+    decline_reason: Annotated[str, text(MAX_REASON, required="Say why, in a sentence or two: the author reads it.")] = ""
+
+
 def decline(session: Session, *, feedback: Feedback, reason: str, actor: User) -> None:
-    """Decline an idea with a reason its author reads on /me."""
-    errors: dict[str, str] = {}
-    text = _text(reason, field="decline_reason", limit=MAX_REASON,
-                 required="Say why, in a sentence or two: the author reads it.", errors=errors)
-    if errors:
-        raise FormInvalid(errors)
-    feedback.decline_reason = text
+    """Decline an idea with a reason its author reads on /me (`reason`: as FeedbackDecline validated it)."""
+    feedback.decline_reason = reason
     _set_state(session, feedback=feedback, state=FeedbackState.declined, actor=actor, action="feedback.declined",
-               extra={"decline_reason": ["", text]})
+               extra={"decline_reason": ["", reason]})
 
 
 def archive(session: Session, *, feedback: Feedback, actor: User) -> None:
@@ -541,11 +551,10 @@ def create_item_from_idea(session: Session, *, feedback: Feedback, form: Mapping
         raise Conflict("Only ideas can be turned into items; link this feedback to an item instead.")
     if feedback.item_id is not None:
         raise Conflict("This idea is already linked to an item.")
-    data = roadmap.parse_item_form(session, {
-        "title": form.get("title"), "description": form.get("description"),
-        "product_id": form.get("product_id"), "stage_id": form.get("stage_id"),
-        "timeframe": "later", "visibility": "public",
-    }, [])
+    data = roadmap.resolve_item(session, validate_form(roadmap.ItemCreate, {
+        "title": form.get("title") or "", "description": form.get("description") or "",
+        "product_id": form.get("product_id") or "", "stage_id": form.get("stage_id") or "",
+    }))
     item = roadmap.create_item(session, data=data, author=actor, publish=False)
     author = session.get(User, feedback.author_id) if feedback.author_id else None
     if author is not None and author.deleted_at is None:
@@ -580,57 +589,98 @@ def _valid_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc) and not re.search(r"\s", value)
 
 
-def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInput:
-    """Validate the "vote on behalf" form; FormInvalid names every field that needs attention.
+def _importance(value: Any) -> Importance:
+    try:
+        return Importance(parse_int(value) or 0)  # 0 (also for no number): refused
+    except ValueError:
+        raise refuse("Choose how much it matters: nice to have, important or critical.") from None
 
-    `customer` is the id of a customer chosen from the search, or NEW_CONTACT for someone without an
-    account yet (then `contact_name`, `contact_email` and `organisation_id` describe them).
-    """
+
+def _customer(value: Any) -> int | str:
+    if parse_id(value) is not None:
+        return cast(int, parse_id(value))
+    if value == NEW_CONTACT:
+        return NEW_CONTACT
+    raise refuse("Choose a customer from the search, or a new contact.")
+
+
+class VoteCapture(FormModel):
+    """The "vote on behalf" form. `customer` is the id of a customer chosen from the search, or NEW_CONTACT
+    for someone without an account yet (then `contact_name`, `contact_email` and `organisation_id` describe
+    them, and are ignored otherwise)."""
+
+    customer: Annotated[int | str, BeforeValidator(_customer)] = ""
+    contact_name: Annotated[str, text(MAX_NAME)] = ""
+    contact_email: Annotated[str, text(320)] = ""
+    organisation_id: Annotated[int | None, whole_number("Choose the contact's organisation.", required=False)] = None
+    importance: Annotated[Importance, BeforeValidator(_importance)] = Importance.important
+    source: Annotated[CaptureSource, choice(CaptureSource, "Choose where this came from: a call, a ticket, a "
+                                                           "meeting or an email.")] = CaptureSource.call
+    source_url: Annotated[str, text(MAX_URL)] = ""
+    note: Annotated[str, text(MAX_BODY)] = ""
+
+    @field_validator("contact_name", "contact_email", "organisation_id", mode="before")
+    @classmethod
+    def _only_for_a_new_contact(cls, value: Any, info: ValidationInfo) -> Any:
+        return value if info.data.get("customer") == NEW_CONTACT else ""
+
+    @field_validator("contact_name")
+    @classmethod
+    def _contact_name(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("customer") == NEW_CONTACT and not value:
+            raise refuse("Enter the contact's name.")
+        return value
+
+    @field_validator("contact_email")
+    @classmethod
+    def _contact_email(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("customer") != NEW_CONTACT:
+            return value
+        if not value:
+            raise refuse("Enter the contact's email address.")
+        try:
+            return validate_email(value)
+        except FormInvalid:
+            raise refuse("Enter a valid email address, like name@example.com.") from None
+
+    @field_validator("organisation_id")
+    @classmethod
+    def _organisation(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("customer") == NEW_CONTACT and value is None:
+            raise refuse("Choose the contact's organisation.")
+        return value
+
+    @field_validator("source_url")
+    @classmethod
+    def _source_url(cls, value: str) -> str:
+        if value and not _valid_url(value):
+            raise refuse("Enter a web address starting with https:// (or leave it empty).")
+        return value
+
+
+def resolve_capture(session: Session, data: VoteCapture) -> CaptureInput:
+    """The customer or the organisation a validated capture form names; FormInvalid when gone."""
     errors: dict[str, str] = {}
-    choice = str(form.get("customer") or "")
     customer = organisation = None
-    contact_name = contact_email = ""
-    if parse_id(choice) is not None:
-        customer = session.scalar(select(User).where(User.id == parse_id(choice), User.role == Role.customer,
+    if isinstance(data.customer, int):
+        customer = session.scalar(select(User).where(User.id == data.customer, User.role == Role.customer,
                                                      User.deleted_at.is_(None)))
         if customer is None:
             errors["customer"] = "That customer no longer exists; search again and choose them."
-    elif choice == NEW_CONTACT:
-        contact_name = _text(form.get("contact_name"), field="contact_name", limit=MAX_NAME,
-                             required="Enter the contact's name.", errors=errors)
-        raw_email = str(form.get("contact_email") or "").strip()
-        if not raw_email:
-            errors["contact_email"] = "Enter the contact's email address."
-        else:
-            try:
-                contact_email = validate_email(raw_email)
-            except FormInvalid:
-                errors["contact_email"] = "Enter a valid email address, like name@example.com."
-        organisation_id = parse_id(form.get("organisation_id"))
-        organisation = session.get(Organisation, organisation_id) if organisation_id else None
+    elif data.customer == NEW_CONTACT and data.organisation_id is not None:
+        organisation = session.get(Organisation, data.organisation_id)
         if organisation is None:
             errors["organisation_id"] = "Choose the contact's organisation."
-    else:
-        errors["customer"] = "Choose a customer from the search, or a new contact."
-    try:
-        importance = Importance(parse_int(form.get("importance")) or 0)  # 0 (also for no number): refused
-    except ValueError:
-        errors["importance"] = "Choose how much it matters: nice to have, important or critical."
-        importance = Importance.important
-    try:
-        source = CaptureSource(str(form.get("source") or ""))
-    except ValueError:
-        errors["source"] = "Choose where this came from: a call, a ticket, a meeting or an email."
-        source = CaptureSource.call
-    source_url = _text(form.get("source_url"), field="source_url", limit=MAX_URL, errors=errors)
-    if source_url and "source_url" not in errors and not _valid_url(source_url):
-        errors["source_url"] = "Enter a web address starting with https:// (or leave it empty)."
-    note = _text(form.get("note"), field="note", limit=MAX_BODY, errors=errors)
     if errors:
         raise FormInvalid(errors)
-    return CaptureInput(customer=customer, contact_name=contact_name, contact_email=contact_email,
-                        organisation=organisation, importance=importance, source=source, source_url=source_url,
-                        note=note)
+    return CaptureInput(customer=customer, contact_name=data.contact_name, contact_email=data.contact_email,
+                        organisation=organisation, importance=data.importance, source=data.source,
+                        source_url=data.source_url, note=data.note)
+
+
+def parse_capture_form(session: Session, form: Mapping[str, Any]) -> CaptureInput:
+    """A capture from plain values (tests): the form's model, then the database."""
+    return resolve_capture(session, validate_form(VoteCapture, form))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ a vote the team recorded for you (listed on /me)."""
 
 from __future__ import annotations
 
+from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from app.accounts.views import client_ip
 from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
+from app.forms import read_form
 from app.portal.service import counts_shown
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
@@ -20,9 +22,6 @@ from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
-# Generous bounds on what a form may carry; the service gives the friendly per-field messages (and the
-# form comes back with what was typed).
-Text = Annotated[str, Form(max_length=50_000)]
 Small = Annotated[str, Form(max_length=40)]
 
 
@@ -42,14 +41,15 @@ async def new_idea(request: Request, session: DbSession, user: CurrentUser,
 
 @router.post("/ideas", response_class=HTMLResponse)
 async def submit_idea(request: Request, session: DbSession, user: CurrentUser, viewer: CurrentViewer,
-                      title: Text = "", body: Text = "", product_id: Small = "", action: Small = "") -> Response:
-    form = {"title": title, "body": body, "product_id": product_id}
+                      action: Small = "") -> Response:
+    submitted = await read_form(request, feedback.IdeaCreate)
+    form, title = submitted.typed, submitted.typed["title"]
     if action == "check":
         # Without JavaScript: show what resembles the title, keep everything typed.
         return _form_page(request, session, form=form, checked=True, asked=bool(feedback.similar_words(title)),
                           suggestions=feedback.similar_items(session, viewer, title=title))
     try:
-        data = feedback.parse_idea(session, title=title, body=body, product_id=product_id)
+        data = submitted.resolve(partial(feedback.resolve_idea, session))
     except FormInvalid as exc:
         return _form_page(request, session, form=form, errors=exc.errors, status_code=422,
                           suggestions=feedback.similar_items(session, viewer, title=title))

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, ValidationInfo, field_validator
 from sqlalchemy import Select, event, exists, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
@@ -21,6 +21,7 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
+from app.forms import FormModel, choice, refuse, text, whole_number
 from app.organisations.models import Segment
 from app.parsing import parse_int
 from app.portal import service as portal
@@ -339,94 +340,90 @@ class ItemInput:
     segments: list[Segment] = field(default_factory=list)
 
 
-def parse_item_form(session: Session, form: Mapping[str, Any], tag_ids: Sequence[str],
-                    segment_ids: Sequence[str] = ()) -> ItemInput:
-    """Validate a submitted item form; FormInvalid names every field that needs attention.
+_TAG_GONE = "One of the tags no longer exists; please choose again."
+_SEGMENT_GONE = "One of the segments no longer exists; please choose again."
 
-    Segments only mean something for `customers` items; for any other visibility they are dropped.
-    """
+
+def _timeframe(value: Any) -> Any:
+    """Now, next, later, or a quarter as `YYYY-Qn`; nothing chosen is later."""
+    raw = str(value or "") or Timeframe.later.value
+    if re.fullmatch(r"[0-9]{4}-Q[1-4]", raw):
+        return raw
+    if raw == Timeframe.quarter.value:
+        raise refuse("Choose a quarter.")
+    if raw not in {t.value for t in Timeframe}:
+        raise refuse("Choose Now, Next, Later or a quarter.")
+    return raw
+
+
+class ItemCreate(FormModel):
+    """The staff item form (new item, or an idea turned into one). Order of fields: order of messages."""
+
+    title: Annotated[str, text(200, required="A title is required.")] = ""
+    summary: Annotated[str, text(300, one_line="The summary is one line.")] = ""
+    description: Annotated[str, text(20000)] = ""
+    internal_notes: Annotated[str, text(20000)] = ""
+    release_notes: Annotated[str, text(20000)] = ""
+    product_id: Annotated[int, whole_number("Choose a product.")] = 0  # 0: none chosen, refused
+    stage_id: Annotated[int, whole_number("Choose a stage.")] = 0
+    timeframe: Annotated[str, BeforeValidator(_timeframe)] = Timeframe.later.value
+    confidence: Annotated[Confidence | None, choice(Confidence, "Choose low, medium or high.", empty=None)] = None
+    visibility: Annotated[Visibility, choice(Visibility, "Choose who can see the item.",
+                                             empty=Visibility.public)] = Visibility.public
+    tags: tuple[Annotated[int, whole_number(_TAG_GONE)], ...] = ()
+    # Segments only mean something for `customers` items; for any other visibility they are dropped.
+    segments: tuple[int, ...] = ()
+
+    @field_validator("segments", mode="before")
+    @classmethod
+    def _segments(cls, value: Any, info: ValidationInfo) -> tuple[int, ...]:
+        if info.data.get("visibility") is not Visibility.customers:
+            return ()
+        numbers = [parse_int(v, minimum=1) for v in value or ()]
+        if None in numbers:
+            raise refuse(_SEGMENT_GONE)
+        return tuple(n for n in numbers if n is not None)
+
+    @property
+    def target(self) -> tuple[Timeframe, int | None, int | None]:
+        """The timeframe, and the year and quarter when it is a quarter."""
+        if self.timeframe[4:6] == "-Q":
+            return Timeframe.quarter, int(self.timeframe[:4]), int(self.timeframe[-1])
+        return Timeframe(self.timeframe), None, None
+
+
+class ItemUpdate(ItemCreate):
+    """The staff item form for an existing item: the same fields."""
+
+
+def resolve_item(session: Session, data: ItemCreate) -> ItemInput:
+    """The rows a validated item form names; FormInvalid for those that no longer exist."""
     errors: dict[str, str] = {}
-
-    def text(name: str, limit: int, required: bool = False, label: str = "") -> str:
-        value = str(form.get(name) or "").strip()
-        if required and not value:
-            errors[name] = f"{label or name.capitalize()} is required."
-        elif len(value) > limit:
-            errors[name] = f"Keep it to {limit:,} characters (it has {len(value):,})."
-        return value
-
-    title = text("title", 200, required=True, label="A title")
-    summary = text("summary", 300)
-    if "\n" in summary:
-        errors["summary"] = "The summary is one line."
-    description = text("description", 20000)
-    internal_notes = text("internal_notes", 20000)
-    release_notes = text("release_notes", 20000)
-
-    product = _by_id(session, Product, form.get("product_id"))
+    product = session.get(Product, data.product_id)
     if product is None:
         errors["product_id"] = "Choose a product."
-    stage = _by_id(session, Stage, form.get("stage_id"))
+    stage = session.get(Stage, data.stage_id)
     if stage is None:
         errors["stage_id"] = "Choose a stage."
-
-    target_year = target_quarter = None
-    raw_timeframe = str(form.get("timeframe") or "later")
-    timeframe = Timeframe.later
-    if re.fullmatch(r"[0-9]{4}-Q[1-4]", raw_timeframe):
-        timeframe = Timeframe.quarter
-        target_year, target_quarter = int(raw_timeframe[:4]), int(raw_timeframe[-1])
-    else:
-        try:
-            timeframe = Timeframe(raw_timeframe)
-        except ValueError:
-            errors["timeframe"] = "Choose Now, Next, Later or a quarter."
-        if timeframe is Timeframe.quarter:
-            errors["timeframe"] = "Choose a quarter."
-
-    confidence = None
-    if form.get("confidence"):
-        try:
-            confidence = Confidence(str(form.get("confidence")))
-        except ValueError:
-            errors["confidence"] = "Choose low, medium or high."
-
-    try:
-        visibility = Visibility(str(form.get("visibility") or "public"))
-    except ValueError:
-        errors["visibility"] = "Choose who can see the item."
-        visibility = Visibility.public
-
-    tag_numbers = [parse_int(t, minimum=1) for t in tag_ids]
-    wanted = {t for t in tag_numbers if t is not None}
+    wanted = set(data.tags)
     tags = list(session.scalars(select(Tag).where(Tag.id.in_(wanted)))) if wanted else []
-    if len(tags) != len(wanted) or None in tag_numbers:
-        errors["tags"] = "One of the tags no longer exists; please choose again."
-
-    segments: list[Segment] = []
-    if visibility is Visibility.customers:
-        segment_numbers = [parse_int(s, minimum=1) for s in segment_ids]
-        wanted_segments = {s for s in segment_numbers if s is not None}
-        if wanted_segments:
-            segments = list(session.scalars(select(Segment).where(Segment.id.in_(wanted_segments))))
-        if len(segments) != len(wanted_segments) or None in segment_numbers:
-            errors["segments"] = "One of the segments no longer exists; please choose again."
-
+    if len(tags) != len(wanted):
+        errors["tags"] = _TAG_GONE
+    wanted_segments = set(data.segments)
+    segments = list(session.scalars(select(Segment).where(Segment.id.in_(wanted_segments)))) if wanted_segments else []
+    if len(segments) != len(wanted_segments):
+        errors["segments"] = _SEGMENT_GONE
     if errors:
         raise FormInvalid(errors)
     assert product is not None and stage is not None
+    timeframe, target_year, target_quarter = data.target
     return ItemInput(
-        title=title, summary=summary, description=description, internal_notes=internal_notes,
-        release_notes=release_notes, product=product, stage=stage, timeframe=timeframe,
-        target_year=target_year, target_quarter=target_quarter, confidence=confidence,
-        visibility=visibility, tags=sorted(tags, key=lambda t: t.name),
+        title=data.title, summary=data.summary, description=data.description, internal_notes=data.internal_notes,
+        release_notes=data.release_notes, product=product, stage=stage, timeframe=timeframe,
+        target_year=target_year, target_quarter=target_quarter, confidence=data.confidence,
+        visibility=data.visibility, tags=sorted(tags, key=lambda t: t.name),
         segments=sorted(segments, key=lambda s: s.name),
     )
-
-
-def _by_id(session: Session, model: Any, raw: Any) -> Any:
-    number = parse_int(raw, minimum=1)
-    return session.get(model, number) if number is not None else None
 
 
 def slugify(text: str, limit: int = 80) -> str:

@@ -1,0 +1,236 @@
+"""Form input: one pydantic model per form, and one translation from what a model refuses to the messages
+a person sees next to each field.
+
+A form model (`class IdeaCreate(FormModel)`) says what each field may hold with the rules below:
+`text(...)` for typed text, `whole_number(...)` for ids and numbers, `choice(...)` for a value picked from
+a list. Each rule carries the sentence shown when it is broken, so a refused form reads exactly as
+before; a pydantic refusal that no rule names (a file sent where text belongs) gets a plain sentence of
+its own from `_FALLBACK`. Checks that need the database (does this product still exist?) stay in the
+services, which take the validated model.
+
+A route reads the request with `await read_form(request, Model)`: it gets the values as typed (to show
+the form again as it was sent) and either the model or the messages, and re-renders the page with HTTP
+422 itself. FastAPI's own form models (`Annotated[Model, Form()]`) are not used for this: they refuse
+before the route runs, with a RequestValidationError, so nobody could show the form again.
+
+Pure pydantic plus `app.parsing`; no web framework is imported here, so services can take these models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
+
+from app.errors import FormInvalid
+from app.parsing import INT32_MAX, clean_text, parse_int
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+_Model = TypeVar("_Model", bound="FormModel")
+_Enum = TypeVar("_Enum", bound=Enum)
+_Result = TypeVar("_Result")
+
+# The error type every rule below raises: its message is already the sentence the person reads.
+_MESSAGE = "form_message"
+
+# For refusals that no rule of ours words (the value is not text at all, a list where one value belongs).
+_FALLBACK = {
+    "string_type": "Send this as text.",
+    "list_type": "Choose again.",
+    "missing": "This is required.",
+}
+_DEFAULT = "Check this field."
+
+
+class FormModel(BaseModel):
+    """The base of every form model: fields not declared are ignored (buttons, the CSRF token), defaults
+    go through the rules too (a field left out is refused like one left empty), and a validated form does
+    not change under the service that reads it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+    # A message for a field pydantic itself refused (not one of the rules below), by field name.
+    messages: ClassVar[dict[str, str]] = {}
+
+
+def refuse(message: str) -> PydanticCustomError:
+    """The error a model's own validator raises: `message` is shown as it is."""
+    return PydanticCustomError(_MESSAGE, message)
+
+
+def _as_text(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) else value
+
+
+def text(limit: int, *, required: str = "", one_line: str = "", collapse: bool = False) -> Any:
+    """Typed text: stripped (or, with `collapse`, every run of spaces made one), at most `limit` characters.
+
+    `required` is the message when nothing was typed; `one_line` the message when a line break was.
+    """
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # pydantic refuses it as not text
+        value = clean_text(value)
+        value = " ".join(value.split()) if collapse else value.strip()
+        if required and not value:
+            raise refuse(required)
+        if one_line and "\n" in value:
+            raise refuse(one_line)
+        if len(value) > limit:
+            raise refuse(f"Keep it to {limit:,} characters (it has {len(value):,}).")
+        return value
+
+    return BeforeValidator(check)
+
+
+def whole_number(message: str, *, minimum: int = 1, maximum: int = INT32_MAX, required: bool = True) -> Any:
+    """An id or a count typed in ASCII digits within [minimum, maximum] (as app.parsing.parse_int reads it).
+
+    Nothing typed is None when not `required`; anything else that is not such a number gets `message`.
+    """
+
+    def check(value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                raise refuse(message)
+            return None
+        number = parse_int(value, minimum=minimum, maximum=maximum)
+        if number is None:
+            raise refuse(message)
+        return number
+
+    return BeforeValidator(check)
+
+
+def choice(options: type[_Enum], message: str, *, empty: Any = ...) -> Any:
+    """One of an enum's values; anything else gets `message`. Nothing chosen is `empty` when one is given
+    (a member, or None), else refused too."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, options):
+            return value
+        raw = _as_text(value)
+        if raw in ("", None) and empty is not ...:
+            return empty
+        try:
+            return options(raw)
+        except ValueError:
+            raise refuse(message) from None
+
+    return BeforeValidator(check)
+
+
+def form_errors(model: type[FormModel], exc: ValidationError) -> dict[str, str]:
+    """The one translation: a field name to the message shown next to it, in the order of the form's
+    fields (the first refusal of a field wins)."""
+    errors: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if name in errors:
+            continue
+        if error["type"] == _MESSAGE:
+            errors[name] = error["msg"]
+        else:
+            errors[name] = model.messages.get(name) or _FALLBACK.get(error["type"], _DEFAULT)
+    return errors
+
+
+def validate_form(model: type[_Model], values: Mapping[str, Any]) -> _Model:
+    """The model, or FormInvalid with the messages (for callers that have the values already)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise FormInvalid(form_errors(model, exc)) from None
+
+
+@dataclass
+class Submitted(Generic[_Model]):
+    """A form as it came in: `typed` holds what was sent, as text (lists for fields that take several
+    values), to show the form again; `data` is the validated model, or None and `errors` says why (then
+    `partial` holds the fields that passed their own rules, the others at their defaults)."""
+
+    typed: dict[str, Any]
+    data: _Model | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    partial: _Model | None = None
+
+    def valid(self) -> _Model:
+        """The model, or FormInvalid carrying the messages."""
+        if self.data is None:
+            raise FormInvalid(self.errors)
+        return self.data
+
+    def resolve(self, check: Callable[[_Model], _Result]) -> _Result:
+        """`check` (a service's database checks, which raise FormInvalid) on the validated model; on a
+        refused form, run on the fields that passed anyway, so the person reads every message at once,
+        in the order of the form's fields."""
+        if self.data is not None:
+            return check(self.data)
+        assert self.partial is not None
+        try:
+            check(self.partial)
+        except FormInvalid as exc:
+            order = list(type(self.partial).model_fields)
+            merged = {**exc.errors, **self.errors}
+            raise FormInvalid(dict(sorted(merged.items(), key=lambda e: _position(order, e[0])))) from None
+        raise FormInvalid(self.errors)
+
+
+def _position(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)
+
+
+@lru_cache(maxsize=256)
+def _field_adapter(model: type[FormModel], name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(model.model_fields[name].rebuild_annotation())
+
+
+def _partial(model: type[_Model], typed: Mapping[str, Any], errors: Mapping[str, str]) -> _Model:
+    """The model with each field that passes its own rules (cross-field rules aside), the rest at defaults."""
+    values: dict[str, Any] = {}
+    for name in model.model_fields:
+        if name in errors or name not in typed:
+            continue
+        try:
+            values[name] = _field_adapter(model, name).validate_python(typed[name])
+        except ValidationError:
+            continue
+    return model.model_construct(**values)
+
+
+def _takes_several(annotation: Any) -> bool:
+    while get_origin(annotation) is not None and get_origin(annotation) not in (list, tuple):
+        args = get_args(annotation)  # Annotated[...] and Optional[...] wrap the type
+        annotation = args[0] if args else None
+    return get_origin(annotation) in (list, tuple)
+
+
+def typed_values(model: type[FormModel], submitted: Any) -> dict[str, Any]:
+    """The model's fields as sent in a form (starlette FormData, or anything with get and getlist)."""
+    typed: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if _takes_several(info.annotation):
+            typed[name] = [clean_text(v) for v in submitted.getlist(key) if isinstance(v, str)]
+        else:
+            value = submitted.get(key)
+            typed[name] = clean_text(value) if isinstance(value, str) else ""
+    return typed
+
+
+async def read_form(request: Request, model: type[_Model]) -> Submitted[_Model]:
+    """The request's form read into `model`: the values as typed, and the model or the messages."""
+    typed = typed_values(model, await request.form())
+    try:
+        return Submitted(typed=typed, data=model.model_validate(typed))
+    except ValidationError as exc:
+        errors = form_errors(model, exc)
+        return Submitted(typed=typed, errors=errors, partial=_partial(model, typed, errors))

@@ -1,0 +1,169 @@
+"""Form models (app/forms.py and each domain's `FormModel`s): what a person reads when a form is refused.
+
+Each form is posted over HTTP the way a browser posts it, with text that is too long, nothing where
+something is needed, and a number that is not one; the page comes back with HTTP 422, the message next
+to the field, and what was typed still in the form.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated, ClassVar
+
+import pytest
+from pydantic import ValidationError
+
+from app.forms import FormModel, form_errors, text, whole_number
+from tests.admin.helpers import item_form
+from tests.factories import make_item, make_pm, make_product, make_user, stage
+from tests.feedback.helpers import make_customer, make_idea
+from tests.helpers.http import post_form, sign_in
+
+
+def shown(response, *messages: str) -> None:  # type: ignore[no-untyped-def]
+    """The form came back refused, every message on it (as the field's message and in the summary)."""
+    assert response.status_code == 422, response.text[:500]
+    page = html.unescape(response.text)
+    for message in messages:
+        assert message in page, message
+
+
+@pytest.fixture
+def pm(client, session):  # type: ignore[no-untyped-def]
+    user = make_pm(session, display_name="Pat Manager")
+    sign_in(client, session, user)
+    return user
+
+
+class TestItemCreate:
+    async def test_too_long_empty_and_not_a_number(self, client, session, pm):
+        product = make_product(session, name="Reports")
+        data = item_form(product, stage(session, "planned"), title="", summary="s" * 301,
+                         description="d" * 20_001, product_id="1e3", stage_id="٣", tags=["x"])
+        response = await post_form(client, "/admin/items", {**data, "action": "publish"}, page="/admin/items/new")
+        shown(response, "A title is required.", "Keep it to 300 characters (it has 301).",
+              "Keep it to 20,000 characters (it has 20,001).", "Choose a product.", "Choose a stage.",
+              "One of the tags no longer exists; please choose again.")
+        assert 'value="1e3"' not in response.text  # a select: the typed option is simply not chosen
+        assert "d" * 20_001 in response.text
+
+    async def test_a_choice_that_is_not_offered(self, client, session, pm):
+        product = make_product(session)
+        data = item_form(product, stage(session, "planned"), timeframe="someday", confidence="sure",
+                         visibility="everyone")
+        response = await post_form(client, "/admin/items", data, page="/admin/items/new")
+        shown(response, "Choose Now, Next, Later or a quarter.", "Choose low, medium or high.",
+              "Choose who can see the item.")
+
+    async def test_a_text_error_and_a_missing_row_are_shown_together(self, client, session, pm):
+        product = make_product(session)
+        data = item_form(product, stage(session, "planned"), title="t" * 201, product_id="99999")
+        response = await post_form(client, "/admin/items", data, page="/admin/items/new")
+        shown(response, "Keep it to 200 characters (it has 201).", "Choose a product.")
+        page = html.unescape(response.text)
+        summary = page[page.index("Keep it to 200"):]
+        assert "Choose a product." in summary  # in the order of the form's fields
+
+
+class TestItemUpdate:
+    async def test_too_long_empty_and_not_a_number(self, client, session, pm):
+        product = make_product(session)
+        item = make_item(session, title="Shift swaps", product=product)
+        data = item_form(product, stage(session, "planned"), title="   ", summary="one\ntwo",
+                         internal_notes="n" * 20_001, stage_id="-1", tags=["1.5"])
+        response = await post_form(client, f"/admin/items/{item.public_id}", data,
+                                   page=f"/admin/items/{item.public_id}")
+        shown(response, "A title is required.", "The summary is one line.",
+              "Keep it to 20,000 characters (it has 20,001).", "Choose a stage.",
+              "One of the tags no longer exists; please choose again.")
+        session.refresh(item)
+        assert item.title == "Shift swaps"
+
+
+class TestIdeaCreate:
+    async def test_too_long_empty_and_not_a_number(self, client, session):
+        sign_in(client, session, make_user(session))
+        response = await post_form(client, "/ideas", {"title": " ", "body": "b" * 5001, "product_id": "12abc"},
+                                   page="/ideas/new")
+        shown(response, "Give your idea a short title.", "Keep it to 5,000 characters (it has 5,001).",
+              "That product no longer exists; please choose again.")
+        assert "b" * 5001 in response.text
+
+    async def test_too_long_title_and_a_product_that_is_gone(self, client, session):
+        sign_in(client, session, make_user(session))
+        response = await post_form(client, "/ideas", {"title": "t" * 201, "product_id": "99999"}, page="/ideas/new")
+        shown(response, "Keep it to 200 characters (it has 201).", "That product no longer exists; please choose again.")
+
+
+class TestFeedbackDecline:
+    async def test_empty_and_too_long(self, client, session, pm):
+        idea = make_idea(session, make_customer(session))
+        page = f"/admin/feedback/{idea.id}"
+        empty = await post_form(client, f"{page}/decline", {"decline_reason": "  \n "}, page=page)
+        shown(empty, "Say why, in a sentence or two: the author reads it.")
+        long = await post_form(client, f"{page}/decline", {"decline_reason": "r" * 2001}, page=page)
+        shown(long, "Keep it to 2,000 characters (it has 2,001).")
+        assert "r" * 2001 in long.text
+
+
+class TestVoteCapture:
+    async def test_not_a_number_empty_and_too_long(self, client, session, pm):
+        item = make_item(session)
+        page = f"/admin/items/{item.public_id}/capture"
+        response = await post_form(client, page, {
+            "customer": "contact", "contact_name": "", "contact_email": "not-an-address", "organisation_id": "x",
+            "importance": "２", "source": "fax", "source_url": "https://crm.example/" + "u" * 500,
+            "note": "n" * 5001,
+        }, page=page)
+        shown(response, "Enter the contact's name.", "Enter a valid email address, like name@example.com.",
+              "Choose the contact's organisation.",
+              "Choose how much it matters: nice to have, important or critical.",
+              "Choose where this came from: a call, a ticket, a meeting or an email.",
+              "Keep it to 500 characters (it has 520).", "Keep it to 5,000 characters (it has 5,001).")
+        assert 'value="not-an-address"' in response.text
+
+    async def test_no_customer_chosen(self, client, session, pm):
+        item = make_item(session)
+        page = f"/admin/items/{item.public_id}/capture"
+        response = await post_form(client, page, {"customer": "", "importance": "2", "source": "call",
+                                                  "source_url": "ftp://files.example/x"}, page=page)
+        shown(response, "Choose a customer from the search, or a new contact.",
+              "Enter a web address starting with https:// (or leave it empty).")
+
+
+class TestProfileUpdate:
+    async def test_empty_and_too_long(self, client, session):
+        sign_in(client, session, make_user(session, display_name="Dana"))
+        shown(await post_form(client, "/me", {"display_name": "\t "}, page="/me"), "Enter your name.")
+        long = await post_form(client, "/me", {"display_name": "n" * 121}, page="/me")
+        shown(long, "Keep it to 120 characters (it has 121).")
+        assert "n" * 121 in long.text
+
+
+class TestAccountDelete:
+    async def test_empty_and_too_long(self, client, session):
+        user = make_user(session)
+        sign_in(client, session, user)
+        shown(await post_form(client, "/me/delete", {"confirm_email": ""}, page="/me"),
+              "Type your email address exactly as shown to confirm.")
+        shown(await post_form(client, "/me/delete", {"confirm_email": "a" * 321}, page="/me"),
+              "Keep it to 320 characters (it has 321).")
+        session.refresh(user)
+        assert user.deleted_at is None
+
+
+class TestTranslation:
+    """The one translation from a model's refusals to messages, for refusals no rule words."""
+
+    class Example(FormModel):
+        messages: ClassVar[dict[str, str]] = {"count": "Give how many, in digits."}
+
+        name: Annotated[str, text(10, required="Name it.")] = ""
+        count: int = 0
+        size: Annotated[int | None, whole_number("Give a size in digits.", required=False)] = None
+
+    def test_a_rules_message_the_models_own_and_a_plain_one(self) -> None:
+        with pytest.raises(ValidationError) as refused:
+            self.Example.model_validate({"name": 5, "count": "many", "size": "big"})
+        assert form_errors(self.Example, refused.value) == {
+            "name": "Send this as text.", "count": "Give how many, in digits.", "size": "Give a size in digits."}
