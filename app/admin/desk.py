@@ -27,10 +27,10 @@ router = APIRouter(include_in_schema=False)
 Number = Annotated[str, Form(max_length=40)]
 
 COLUMNS: list[tuple[desk.Sort, str]] = [
-    (desk.Sort.item, "Item"), (desk.Sort.voters, "Voters"), (desk.Sort.organisations, "Organisations"),
+    (desk.Sort.item, "Item"), (desk.Sort.voters, "Voters"), (desk.Sort.organisations, "Orgs"),
     (desk.Sort.importance, "Importance mix"), (desk.Sort.demand, "Weighted demand"),
-    (desk.Sort.revenue, "Revenue represented"), (desk.Sort.trend, "Trend"), (desk.Sort.rice, "RICE"),
-    (desk.Sort.feedback, "Private feedback"), (desk.Sort.stage, "Stage"), (desk.Sort.timeframe, "Timeframe"),
+    (desk.Sort.revenue, "Revenue"), (desk.Sort.trend, "Trend"), (desk.Sort.rice, "RICE"),
+    (desk.Sort.feedback, "Feedback"), (desk.Sort.stage, "Stage"), (desk.Sort.timeframe, "Timeframe"),
     (desk.Sort.age, "Age"),
 ]
 
@@ -46,7 +46,7 @@ DEMAND_CSV_HEADER = [
 ]
 
 
-def sparkline(trend: list[int], *, width: int = 96, height: int = 24) -> dict[str, Any]:
+def sparkline(trend: list[int], *, width: int = 60, height: int = 20) -> dict[str, Any]:
     """Polyline points for a small SVG of votes per week, scaled to the item's busiest week."""
     top = max(trend) if trend and max(trend) > 0 else 1
     step = width / max(1, len(trend) - 1)

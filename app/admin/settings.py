@@ -1,4 +1,5 @@
-"""Portal settings (admins): branding and whether visitors and customers see vote counts.
+"""Portal settings (admins): branding, whether visitors and customers see vote counts, and (a link to) the
+prioritisation desk's weights.
 
 app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.admin.forms import Flag, Name
 from app.deps import AdminUser, DbSession
+from app.desk import service as desk
 from app.errors import FormInvalid
 from app.portal import service as portal
 from app.web import redirect, render
@@ -28,6 +30,8 @@ def _settings_page(request: Request, session: Session, *, status_code: int = 200
     extra.setdefault("form", {"portal_name": branding.portal_name, "accent_color": branding.accent_color,
                               "product_name": branding.product_name, "product_url": branding.product_url})
     extra.setdefault("votes", portal.get_vote_display(session))
+    extra.update(desk_weights=desk.get_weights(session), desk_plain=desk.plain,
+                 desk_revenue_modes=desk.REVENUE_MODE_LABELS)
     return render(request, "admin/settings.html", {"current": branding, **extra}, status_code=status_code)
 
 

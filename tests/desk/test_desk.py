@@ -506,3 +506,12 @@ class TestCsvFiles:
         assert people["pat@example.com"]["Source link"] == "'=cmd|' /CRIT calc'!A0"
         assert people["gus@example.com"]["Merged from"] == "'=Merged " + INJECTIONS[0]
         assert b"\r\n" in desk_csv.content and desk_csv.content.count(b"\xef\xbb\xbf") == 1
+
+
+class TestWeightsInTheSettings:
+    async def test_the_settings_page_shows_the_weights_in_force_and_links_to_change_them(self, client, session, admin):
+        await post_form(client, "/admin/desk/weights", {**WEIGHTS, "critical": "5", "revenue_mode": "capped"},
+                        page="/admin/desk/weights")
+        page = await client.get("/admin/settings")
+        assert "critical 5." in page.text and "Capped: min(1 + r / U, C)" in page.text
+        assert 'href="/admin/desk/weights"' in page.text
