@@ -23,6 +23,7 @@ from app.accounts.models import (
 )
 from app.addresses import normalise_email, validate_email
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.db import insert_with_conflicts, utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
 from app.forms import FormModel, text
@@ -119,7 +120,7 @@ def change_password(session: Session, *, user: User, old_hash: str, new_hash: st
         raise Conflict("Your password was changed elsewhere a moment ago. Sign in again and retry if needed.")
     session.refresh(user)
     end_all_sessions(session, user=user)
-    audit.record(session, actor=user, action="user.password_changed", entity=user)
+    audit.record(session, actor=user, action=AuditAction.user_password_changed, entity=user)
 
 
 # --- sessions -----------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def invite_staff(session: Session, *, email: str, role: Role, invited_by: User) 
     session.add(invitation)
     session.flush()
     audit.record(
-        session, actor=invited_by, action="invitation.created", entity=invitation,
+        session, actor=invited_by, action=AuditAction.invitation_created, entity=invitation,
         label=email, changes={"role": [None, role.value]},
     )
     return invitation, token
@@ -238,7 +239,7 @@ def accept_invitation(session: Session, *, token: str, display_name: str, passwo
     user.password_hash = password_hash
     session.flush()
     audit.record(
-        session, actor=user, action="invitation.accepted", entity=user,
+        session, actor=user, action=AuditAction.invitation_accepted, entity=user,
         changes={"role": [None, invitation.role.value]},
     )
     return user
@@ -270,7 +271,7 @@ def cancel_invitation(session: Session, *, invitation_id: int, actor: User) -> I
     session.expunge(invitation)
     if not gone:
         return None
-    audit.record(session, actor=actor, action="invitation.cancelled", entity=invitation, label=invitation.email,
+    audit.record(session, actor=actor, action=AuditAction.invitation_cancelled, entity=invitation, label=invitation.email,
                  changes={"role": [invitation.role.value, None]})
     return invitation
 
@@ -283,7 +284,7 @@ def set_user_active(session: Session, *, user: User, active: bool, actor: User) 
     user.is_active = active
     if not active:
         end_all_sessions(session, user=user)
-    audit.record(session, actor=actor, action="user.updated", entity=user, changes={"is_active": [before, active]})
+    audit.record(session, actor=actor, action=AuditAction.user_updated, entity=user, changes={"is_active": [before, active]})
 
 
 def set_user_role(session: Session, *, user: User, role: Role, actor: User) -> None:
@@ -293,7 +294,7 @@ def set_user_role(session: Session, *, user: User, role: Role, actor: User) -> N
     if before is role:
         return
     _give_role(session, user, role)
-    audit.record(session, actor=actor, action="user.updated", entity=user, changes={"role": [before.value, role.value]})
+    audit.record(session, actor=actor, action=AuditAction.user_updated, entity=user, changes={"role": [before.value, role.value]})
 
 
 def count_admins(session: Session) -> int:
@@ -432,7 +433,7 @@ def sign_in_identity(session: Session, *, claims: IdentityClaims, access: Any = 
 
     if mapped is not None and mapped is not user.role:
         # The admin's mapping decides the role of whoever it maps (a customer is refused above if unmapped).
-        audit.record(session, actor=None, action="user.role_mapped", entity=user,
+        audit.record(session, actor=None, action=AuditAction.user_role_mapped, entity=user,
                      changes={"role": [user.role.value, mapped.value]})
         _give_role(session, user, mapped)
     session.flush()
@@ -558,7 +559,7 @@ def update_display_name(session: Session, *, user: User, data: ProfileUpdate) ->
         return
     user.display_name = name
     session.flush()
-    audit.record(session, actor=user, action="user.updated", entity=user, changes={"display_name": [before, name]})
+    audit.record(session, actor=user, action=AuditAction.user_updated, entity=user, changes={"display_name": [before, name]})
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -659,4 +660,4 @@ def delete_account(session: Session, *, user: User, confirm_email: str) -> None:
     changes: dict[str, list[Any]] = {"deleted": [False, True]}
     if old_role is not Role.customer:
         changes["role"] = [old_role.value, Role.customer.value]
-    audit.record(session, actor=user, action="user.deleted", entity=user, label=DELETED_NAME, changes=changes)
+    audit.record(session, actor=user, action=AuditAction.user_deleted, entity=user, label=DELETED_NAME, changes=changes)

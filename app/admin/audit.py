@@ -6,13 +6,13 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 from __future__ import annotations
 
 from math import ceil
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.audit import service as audit
-from app.audit.labels import AUDIT_FIELDS, AUDIT_KINDS, AUDIT_TYPES, AUDIT_VALUES, AUDIT_VERBS
+from app.audit.labels import audit_labels
 from app.deps import AdminUser, DbSession
 from app.parsing import ASCII_DIGITS
 from app.web import render
@@ -23,11 +23,6 @@ router = APIRouter(include_in_schema=False)
 
 
 # --- audit log (admins) ---------------------------------------------------------------------------------
-
-
-def audit_labels() -> dict[str, Any]:
-    return {"audit_types": AUDIT_TYPES, "audit_kinds": AUDIT_KINDS, "audit_verbs": AUDIT_VERBS,
-            "audit_fields": AUDIT_FIELDS, "audit_values": AUDIT_VALUES}
 
 
 @router.get("/audit", response_class=HTMLResponse)

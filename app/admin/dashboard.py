@@ -8,8 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.admin.audit import audit_labels
 from app.audit import service as audit
+from app.audit.labels import audit_labels
 from app.deps import CurrentViewer, DbSession
 from app.roadmap import service as roadmap
 from app.web import render

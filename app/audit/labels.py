@@ -1,8 +1,16 @@
 """How the audit log names what it recorded: record types, actions, fields and values, in words.
 
-The services record actions by name (`audit.record(action="item.moved", ...)`); the staff pages (the
-audit log, the overview, an item's history) show these labels.
+The services record an `AuditAction` (`audit.record(action=AuditAction.item_moved, ...)`); the staff pages
+(the audit log, the overview, an item's history) show these labels. An action's verb is keyed by the enum;
+the `audit_events.action` column holds its value, a plain string, and a StrEnum member looks up the same as
+its value, so templates look rows up in AUDIT_VERBS directly.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.audit.actions import AuditAction
 
 AUDIT_TYPES = {
     "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "People and staff",
@@ -14,30 +22,58 @@ AUDIT_KINDS = {
     "invitation": "Invitation", "setting": "Setting", "organisation": "Organisation", "segment": "Segment",
     "comment": "Comment", "feedback": "Feedback",
 }
-# Every action a service records (audit.record(action=...)), by its full name: the same word means
-# different things on different records ("moved" item vs person). tests/admin/test_audit.py fails when
-# the code records an action missing here.
-AUDIT_VERBS = {
-    "item.created": "Created", "item.updated": "Changed", "item.moved": "Moved", "item.published": "Published",
-    "item.unpublished": "Unpublished", "item.merged": "Merged into another item",
-    "item.merged_in": "Took in a merged item", "item.unmerged": "Merge undone",
-    "item.merge_undone": "Merged item split off again", "item.estimated": "RICE estimate changed", "vote.captured": "Vote captured for a customer",
-    "product.created": "Created", "product.updated": "Changed", "product.deleted": "Deleted",
-    "stage.created": "Created", "stage.updated": "Changed", "stage.deleted": "Deleted",
-    "stage.reordered": "Reordered",
-    "tag.created": "Created", "tag.updated": "Changed", "tag.deleted": "Deleted",
-    "organisation.created": "Created", "organisation.updated": "Changed", "organisation.deleted": "Deleted",
-    "segment.created": "Created", "segment.updated": "Changed", "segment.deleted": "Deleted",
-    "user.updated": "Changed", "user.deleted": "Deleted their account", "user.moved": "Moved to an organisation",
-    "user.password_changed": "Changed password", "user.role_mapped": "Role from sign-in",
-    "user.placeholder_created": "Added as a contact (vote captured)",
-    "invitation.created": "Invited", "invitation.accepted": "Accepted invitation", "invitation.cancelled": "Cancelled",
-    "settings.branding": "Changed", "settings.access": "Changed", "settings.votes": "Changed",
-    "settings.desk": "Changed",
-    "comment.pinned": "Pinned", "comment.unpinned": "Unpinned", "comment.hidden": "Hidden",
-    "comment.restored": "Restored", "comment.reports_dismissed": "Reports dismissed",
-    "feedback.linked": "Linked to an item", "feedback.declined": "Declined", "feedback.archived": "Archived",
-    "feedback.reopened": "Reopened",
+# Every action (audit.record(action=...)): the same word means different things on different records
+# ("moved" item vs person). tests/admin/test_audit.py fails when a member of AuditAction has no verb here.
+AUDIT_VERBS: dict[AuditAction, str] = {
+    AuditAction.item_created: "Created",
+    AuditAction.item_updated: "Changed",
+    AuditAction.item_moved: "Moved",
+    AuditAction.item_published: "Published",
+    AuditAction.item_unpublished: "Unpublished",
+    AuditAction.item_merged: "Merged into another item",
+    AuditAction.item_merged_in: "Took in a merged item",
+    AuditAction.item_unmerged: "Merge undone",
+    AuditAction.item_merge_undone: "Merged item split off again",
+    AuditAction.item_estimated: "RICE estimate changed",
+    AuditAction.vote_captured: "Vote captured for a customer",
+    AuditAction.product_created: "Created",
+    AuditAction.product_updated: "Changed",
+    AuditAction.product_deleted: "Deleted",
+    AuditAction.stage_created: "Created",
+    AuditAction.stage_updated: "Changed",
+    AuditAction.stage_deleted: "Deleted",
+    AuditAction.stage_reordered: "Reordered",
+    AuditAction.tag_created: "Created",
+    AuditAction.tag_updated: "Changed",
+    AuditAction.tag_deleted: "Deleted",
+    AuditAction.organisation_created: "Created",
+    AuditAction.organisation_updated: "Changed",
+    AuditAction.organisation_deleted: "Deleted",
+    AuditAction.segment_created: "Created",
+    AuditAction.segment_updated: "Changed",
+    AuditAction.segment_deleted: "Deleted",
+    AuditAction.user_updated: "Changed",
+    AuditAction.user_deleted: "Deleted their account",
+    AuditAction.user_moved: "Moved to an organisation",
+    AuditAction.user_password_changed: "Changed password",
+    AuditAction.user_role_mapped: "Role from sign-in",
+    AuditAction.user_placeholder_created: "Added as a contact (vote captured)",
+    AuditAction.invitation_created: "Invited",
+    AuditAction.invitation_accepted: "Accepted invitation",
+    AuditAction.invitation_cancelled: "Cancelled",
+    AuditAction.settings_branding: "Changed",
+    AuditAction.settings_access: "Changed",
+    AuditAction.settings_votes: "Changed",
+    AuditAction.settings_desk: "Changed",
+    AuditAction.comment_pinned: "Pinned",
+    AuditAction.comment_unpinned: "Unpinned",
+    AuditAction.comment_hidden: "Hidden",
+    AuditAction.comment_restored: "Restored",
+    AuditAction.comment_reports_dismissed: "Reports dismissed",
+    AuditAction.feedback_linked: "Linked to an item",
+    AuditAction.feedback_declined: "Declined",
+    AuditAction.feedback_archived: "Archived",
+    AuditAction.feedback_reopened: "Reopened",
 }
 AUDIT_FIELDS = {
     "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
@@ -59,3 +95,9 @@ AUDIT_VALUES = {
     "confidence": {"low": "Low", "medium": "Medium", "high": "High"},
     "revenue_mode": {"off": "Off", "linear": "Linear", "logarithmic": "Logarithmic", "capped": "Capped"},
 }
+
+
+def audit_labels() -> dict[str, Any]:
+    """The labels the staff pages' templates name audit events with."""
+    return {"audit_types": AUDIT_TYPES, "audit_kinds": AUDIT_KINDS, "audit_verbs": AUDIT_VERBS,
+            "audit_fields": AUDIT_FIELDS, "audit_values": AUDIT_VALUES}

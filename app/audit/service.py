@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.actions import AuditAction
 from app.audit.models import AuditEvent
 
 
@@ -36,7 +37,7 @@ def record(
     session: Session,
     *,
     actor: Any,
-    action: str,
+    action: AuditAction,
     entity: Any = None,
     entity_type: str | None = None,
     label: str | None = None,
@@ -52,7 +53,7 @@ def record(
     event = AuditEvent(
         actor_id=getattr(actor, "id", None),
         actor_label=getattr(actor, "email", "") or "system",
-        action=action,
+        action=action.value,
         entity_type=entity_type or "",
         entity_id=entity_id,
         entity_label=(label or "")[:200],

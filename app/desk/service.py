@@ -44,6 +44,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from app.accounts.models import User
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.db import utcnow
 from app.errors import FormInvalid, NotFound
 from app.feedback.models import Feedback
@@ -192,7 +193,7 @@ def update_weights(session: Session, *, actor: User, weights: Weights) -> bool:
     else:
         row.value = weights.as_record()
     session.flush()
-    audit.record(session, actor=actor, action="settings.desk", entity_type="setting", label="Desk weights",
+    audit.record(session, actor=actor, action=AuditAction.settings_desk, entity_type="setting", label="Desk weights",
                  changes=audit.diff(before.as_record(), weights.as_record()))
     return True
 
@@ -699,5 +700,5 @@ def set_rice(session: Session, *, item: Item, confidence: int | None, effort: De
     item.rice_confidence, item.effort = confidence, effort
     item.updated_at = utcnow()
     session.flush()
-    audit.record(session, actor=actor, action="item.estimated", entity=item, changes=changes)
+    audit.record(session, actor=actor, action=AuditAction.item_estimated, entity=item, changes=changes)
     return True

@@ -31,6 +31,7 @@ from app.accounts.models import STAFF_ROLES, User
 from app.accounts.service import DELETED_NAME
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.db import insert_with_conflicts, utcnow
 from app.discussion.models import Comment, CommentReport
 from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFound
@@ -417,7 +418,7 @@ def pin_comment(session: Session, *, actor: User, comment: Comment) -> None:
                                           Comment.is_pinned.is_(True)).values(is_pinned=False))
     if not comment.is_pinned:
         comment.is_pinned = True
-        audit.record(session, actor=actor, action="comment.pinned", entity=comment, entity_type="comment",
+        audit.record(session, actor=actor, action=AuditAction.comment_pinned, entity=comment, entity_type="comment",
                      label=_label(comment))
     session.flush()
 
@@ -425,7 +426,7 @@ def pin_comment(session: Session, *, actor: User, comment: Comment) -> None:
 def unpin_comment(session: Session, *, actor: User, comment: Comment) -> None:
     if comment.is_pinned:
         comment.is_pinned = False
-        audit.record(session, actor=actor, action="comment.unpinned", entity=comment, entity_type="comment",
+        audit.record(session, actor=actor, action=AuditAction.comment_unpinned, entity=comment, entity_type="comment",
                      label=_label(comment))
         session.flush()
 
@@ -437,7 +438,7 @@ def hide_comment(session: Session, *, actor: User, comment: Comment) -> None:
         comment.hidden_at = now
         comment.hidden_by_id = actor.id
         comment.is_pinned = False
-        audit.record(session, actor=actor, action="comment.hidden", entity=comment, entity_type="comment",
+        audit.record(session, actor=actor, action=AuditAction.comment_hidden, entity=comment, entity_type="comment",
                      label=_label(comment))
     session.execute(update(CommentReport).where(CommentReport.comment_id == comment.id,
                                                 CommentReport.resolved_at.is_(None)).values(resolved_at=now))
@@ -448,7 +449,7 @@ def restore_comment(session: Session, *, actor: User, comment: Comment) -> None:
     if comment.hidden_at is not None:
         comment.hidden_at = None
         comment.hidden_by_id = None
-        audit.record(session, actor=actor, action="comment.restored", entity=comment, entity_type="comment",
+        audit.record(session, actor=actor, action=AuditAction.comment_restored, entity=comment, entity_type="comment",
                      label=_label(comment))
         session.flush()
 
@@ -460,7 +461,7 @@ def dismiss_reports(session: Session, *, actor: User, comment: Comment) -> int:
         .values(resolved_at=utcnow())
     )).rowcount
     if closed:
-        audit.record(session, actor=actor, action="comment.reports_dismissed", entity=comment,
+        audit.record(session, actor=actor, action=AuditAction.comment_reports_dismissed, entity=comment,
                      entity_type="comment", label=_label(comment), changes={"open_reports": [closed, 0]})
     session.flush()
     return closed or 0

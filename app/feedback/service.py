@@ -29,6 +29,7 @@ from app.accounts.models import Role, User
 from app.accounts.viewer import Viewer
 from app.addresses import validate_email
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
@@ -482,7 +483,7 @@ def _label(feedback: Feedback) -> str:
     return (text[:80] + "…") if len(text) > 80 else text or f"Feedback #{feedback.id}"
 
 
-def _set_state(session: Session, *, feedback: Feedback, state: FeedbackState, actor: User, action: str,
+def _set_state(session: Session, *, feedback: Feedback, state: FeedbackState, actor: User, action: AuditAction,
                extra: dict[str, list[Any]] | None = None) -> None:
     before = feedback.state
     feedback.state = state
@@ -498,7 +499,7 @@ def link_to_item(session: Session, *, feedback: Feedback, item: Item, actor: Use
         return
     before = feedback.item_id
     feedback.item_id = item.id
-    _set_state(session, feedback=feedback, state=FeedbackState.linked, actor=actor, action="feedback.linked",
+    _set_state(session, feedback=feedback, state=FeedbackState.linked, actor=actor, action=AuditAction.feedback_linked,
                extra={"item": [before, item.public_id]})
 
 
@@ -511,14 +512,14 @@ class FeedbackDecline(FormModel):
 def decline(session: Session, *, feedback: Feedback, reason: str, actor: User) -> None:
     """Decline an idea with a reason its author reads on /me (`reason`: as FeedbackDecline validated it)."""
     feedback.decline_reason = reason
-    _set_state(session, feedback=feedback, state=FeedbackState.declined, actor=actor, action="feedback.declined",
+    _set_state(session, feedback=feedback, state=FeedbackState.declined, actor=actor, action=AuditAction.feedback_declined,
                extra={"decline_reason": ["", reason]})
 
 
 def archive(session: Session, *, feedback: Feedback, actor: User) -> None:
     if feedback.state is FeedbackState.archived:
         return
-    _set_state(session, feedback=feedback, state=FeedbackState.archived, actor=actor, action="feedback.archived")
+    _set_state(session, feedback=feedback, state=FeedbackState.archived, actor=actor, action=AuditAction.feedback_archived)
 
 
 def reopen(session: Session, *, feedback: Feedback, actor: User) -> None:
@@ -528,7 +529,7 @@ def reopen(session: Session, *, feedback: Feedback, actor: User) -> None:
         return
     if feedback.state is FeedbackState.declined:
         feedback.decline_reason = ""
-    _set_state(session, feedback=feedback, state=state, actor=actor, action="feedback.reopened")
+    _set_state(session, feedback=feedback, state=state, actor=actor, action=AuditAction.feedback_reopened)
 
 
 def draft_stage(session: Session) -> Stage | None:
@@ -707,7 +708,7 @@ def _contact(session: Session, *, data: CaptureInput, actor: User) -> tuple[User
     user.organisation_id = data.organisation.id
     user.is_placeholder = True
     session.flush()
-    audit.record(session, actor=actor, action="user.placeholder_created", entity=user,
+    audit.record(session, actor=actor, action=AuditAction.user_placeholder_created, entity=user,
                  changes={"organisation": [None, data.organisation.name], "display_name": [None, user.display_name]})
     return user, True
 
@@ -737,7 +738,7 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
                         created_at=now, updated_at=now)
         session.add(note)
         session.flush()
-    audit.record(session, actor=actor, action="vote.captured", entity=item, changes={
+    audit.record(session, actor=actor, action=AuditAction.vote_captured, entity=item, changes={
         "customer": [None, customer.email], "importance": [None, result.importance.label],
         "source": [None, data.source.value], "source_url": [None, data.source_url or None],
         "note": [None, bool(note)],

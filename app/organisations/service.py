@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.accounts.models import Role, User
 from app.addresses import normalise_domain, parse_domains
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.errors import FormInvalid, NotFound
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.parsing import parse_int
@@ -237,7 +238,7 @@ def create_organisation(session: Session, *, data: OrganisationInput, actor: Any
     session.add(organisation)
     _set_domains(session, organisation, data.domains)
     session.flush()
-    audit.record(session, actor=actor, action="organisation.created", entity=organisation,
+    audit.record(session, actor=actor, action=AuditAction.organisation_created, entity=organisation,
                  changes=audit.diff({}, _organisation_snapshot(organisation, data.segment)))
     return organisation
 
@@ -254,7 +255,7 @@ def update_organisation(session: Session, *, organisation: Organisation, data: O
     session.flush()
     changes = audit.diff(before, _organisation_snapshot(organisation, data.segment))
     if changes:
-        audit.record(session, actor=actor, action="organisation.updated", entity=organisation, changes=changes)
+        audit.record(session, actor=actor, action=AuditAction.organisation_updated, entity=organisation, changes=changes)
     return bool(changes)
 
 
@@ -267,7 +268,7 @@ def delete_organisation(session: Session, *, organisation: Organisation, actor: 
     for user in session.identity_map.values():
         if isinstance(user, User) and user.organisation_id == organisation.id:
             set_committed_value(user, "organisation_id", None)
-    audit.record(session, actor=actor, action="organisation.deleted", entity=organisation,
+    audit.record(session, actor=actor, action=AuditAction.organisation_deleted, entity=organisation,
                  changes={"name": [organisation.name, None], "members": [members, 0]})
     session.delete(organisation)
     session.flush()
@@ -335,7 +336,7 @@ def move_person(session: Session, *, user: User, organisation: Organisation | No
     user.organisation_id = organisation.id if organisation is not None else None
     set_committed_value(user, "organisation", organisation)
     session.flush()
-    audit.record(session, actor=actor, action="user.moved", entity=user,
+    audit.record(session, actor=actor, action=AuditAction.user_moved, entity=user,
                  changes={"organisation": [before.name if before else None,
                                            organisation.name if organisation else None]})
     return True
@@ -412,7 +413,7 @@ def create_segment(session: Session, *, name: str, weight: str, actor: Any) -> S
     segment = Segment(name=clean, weight=value, slug=_unique_segment_slug(session, clean))
     session.add(segment)
     session.flush()
-    audit.record(session, actor=actor, action="segment.created", entity=segment,
+    audit.record(session, actor=actor, action=AuditAction.segment_created, entity=segment,
                  changes={"name": [None, clean], "weight": [None, _weight_text(value)]})
     return segment
 
@@ -425,7 +426,7 @@ def update_segment(session: Session, *, segment: Segment, name: str, weight: str
     changes = audit.diff(before, {"name": clean, "weight": _weight_text(value)})
     if changes:
         session.flush()
-        audit.record(session, actor=actor, action="segment.updated", entity=segment, changes=changes)
+        audit.record(session, actor=actor, action=AuditAction.segment_updated, entity=segment, changes=changes)
     return bool(changes)
 
 
@@ -451,7 +452,7 @@ def delete_segment(session: Session, *, segment: Segment, actor: Any) -> Segment
     for obj in session.identity_map.values():
         if isinstance(obj, Organisation) and obj.segment_id == segment.id:
             set_committed_value(obj, "segment_id", None)
-    audit.record(session, actor=actor, action="segment.deleted", entity=segment,
+    audit.record(session, actor=actor, action=AuditAction.segment_deleted, entity=segment,
                  changes={"name": [segment.name, None], "organisations": [organisations, 0],
                           "items": [items, 0]})
     # The items' link rows go with it (ON DELETE CASCADE on item_segments).

@@ -14,6 +14,7 @@ from app import revision
 from app.accounts.viewer import Viewer
 from app.addresses import parse_domains, validate_email
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.errors import FormInvalid, NotFound
 from app.portal.models import PortalAsset, PortalSetting
 
@@ -112,7 +113,7 @@ def update_branding(session: Session, *, actor: Any, values: dict[str, str], log
     else:
         row.value = asdict(new)
     session.flush()
-    audit.record(session, actor=actor, action="settings.branding", entity_type="setting", label="Branding",
+    audit.record(session, actor=actor, action=AuditAction.settings_branding, entity_type="setting", label="Branding",
                  changes=audit.diff(asdict(current), asdict(new)))
     clear_cache()
     return new
@@ -214,7 +215,7 @@ def update_access(session: Session, *, actor: Any, access: Access) -> Access:
     session.flush()
     changes = audit.diff(_flat(before), _flat(access))
     if changes:
-        audit.record(session, actor=actor, action="settings.access", entity_type="setting", label="Access",
+        audit.record(session, actor=actor, action=AuditAction.settings_access, entity_type="setting", label="Access",
                      changes=changes)
     clear_cache()
     return access
@@ -314,7 +315,7 @@ def update_vote_display(session: Session, *, actor: Any, hide_counts: bool) -> V
         row.value = asdict(new)
     session.flush()
     if before != new:
-        audit.record(session, actor=actor, action="settings.votes", entity_type="setting", label="Vote counts",
+        audit.record(session, actor=actor, action=AuditAction.settings_votes, entity_type="setting", label="Vote counts",
                      changes=audit.diff(asdict(before), asdict(new)))
     clear_cache()
     return new

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from app.accounts.models import User
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.forms import FormModel, choice, refuse, text, whole_number
@@ -462,7 +463,7 @@ def create_item(session: Session, *, data: ItemInput, author: User, publish: boo
     session.add(StageChange(item_id=item.id, from_stage_id=None, to_stage_id=data.stage.id,
                             changed_by_id=author.id, changed_at=now))
     search.index_item(session, item)
-    audit.record(session, actor=author, action="item.created", entity=item,
+    audit.record(session, actor=author, action=AuditAction.item_created, entity=item,
                  changes=audit.diff({}, _snapshot(item)))
     return item
 
@@ -500,7 +501,7 @@ def update_item(session: Session, *, item: Item, data: ItemInput, actor: User) -
     session.flush()
     if text_before != (item.title, item.summary, item.description):
         search.index_item(session, item)
-    audit.record(session, actor=actor, action="item.updated", entity=item, changes=changes)
+    audit.record(session, actor=actor, action=AuditAction.item_updated, entity=item, changes=changes)
     return item
 
 
@@ -512,7 +513,7 @@ def move_item(session: Session, *, item: Item, stage: Stage, actor: User) -> Non
     _set_loaded(item, "stage", stage)
     item.updated_at = utcnow()
     _record_move(session, item=item, old=old, new=stage, actor=actor)
-    audit.record(session, actor=actor, action="item.moved", entity=item, changes={"stage": [old.name, stage.name]})
+    audit.record(session, actor=actor, action=AuditAction.item_moved, entity=item, changes={"stage": [old.name, stage.name]})
 
 
 def _record_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User) -> None:
@@ -530,7 +531,7 @@ def set_published(session: Session, *, item: Item, published: bool, actor: User)
         return
     item.published_at = utcnow() if published else None
     item.updated_at = utcnow()
-    audit.record(session, actor=actor, action="item.published" if published else "item.unpublished",
+    audit.record(session, actor=actor, action=AuditAction.item_published if published else AuditAction.item_unpublished,
                  entity=item, changes={"published": [not published, published]})
 
 
@@ -598,7 +599,7 @@ def create_product(session: Session, *, name: str, description: str, actor: User
                       slug=_unique_slug(session, Product, name), position=position)
     session.add(product)
     session.flush()
-    audit.record(session, actor=actor, action="product.created", entity=product, changes={"name": [None, name]})
+    audit.record(session, actor=actor, action=AuditAction.product_created, entity=product, changes={"name": [None, name]})
     return product
 
 
@@ -608,13 +609,13 @@ def update_product(session: Session, *, product: Product, name: str, description
     product.description = description.strip()[:2000]
     changes = audit.diff(before, {"name": product.name, "description": product.description})
     if changes:
-        audit.record(session, actor=actor, action="product.updated", entity=product, changes=changes)
+        audit.record(session, actor=actor, action=AuditAction.product_updated, entity=product, changes=changes)
 
 
 def delete_product(session: Session, *, product: Product, actor: User) -> None:
     if session.scalar(select(func.count()).select_from(Item).where(Item.product_id == product.id)):
         raise Conflict(f"“{product.name}” still has items. Move them to another product first.")
-    audit.record(session, actor=actor, action="product.deleted", entity=product, changes={"name": [product.name, None]})
+    audit.record(session, actor=actor, action=AuditAction.product_deleted, entity=product, changes={"name": [product.name, None]})
     session.delete(product)
 
 
@@ -626,7 +627,7 @@ def create_stage(session: Session, *, name: str, is_released: bool, is_closed: b
                   is_released=is_released, is_closed=is_closed, on_board=on_board)
     session.add(stage)
     session.flush()
-    audit.record(session, actor=actor, action="stage.created", entity=stage, changes={"name": [None, name]})
+    audit.record(session, actor=actor, action=AuditAction.stage_created, entity=stage, changes={"name": [None, name]})
     return stage
 
 
@@ -641,7 +642,7 @@ def update_stage(session: Session, *, stage: Stage, name: str, is_released: bool
     stage.is_released, stage.is_closed, stage.on_board = is_released, is_closed, on_board
     changes = audit.diff(before, snap())
     if changes:
-        audit.record(session, actor=actor, action="stage.updated", entity=stage, changes=changes)
+        audit.record(session, actor=actor, action=AuditAction.stage_updated, entity=stage, changes=changes)
 
 
 def move_stage_position(session: Session, *, stage: Stage, direction: int, actor: User) -> None:
@@ -655,7 +656,7 @@ def move_stage_position(session: Session, *, stage: Stage, direction: int, actor
     stages[index], stages[other] = stages[other], stages[index]
     for position, s in enumerate(stages):
         s.position = position
-    audit.record(session, actor=actor, action="stage.reordered", entity=stage,
+    audit.record(session, actor=actor, action=AuditAction.stage_reordered, entity=stage,
                  changes={"order": [before, [s.name for s in stages]]})
 
 
@@ -665,7 +666,7 @@ def delete_stage(session: Session, *, stage: Stage, actor: User) -> None:
     if session.scalar(select(func.count()).select_from(StageChange).where(
             (StageChange.to_stage_id == stage.id) | (StageChange.from_stage_id == stage.id))):
         raise Conflict(f"“{stage.name}” appears on item timelines; rename it instead of deleting it.")
-    audit.record(session, actor=actor, action="stage.deleted", entity=stage, changes={"name": [stage.name, None]})
+    audit.record(session, actor=actor, action=AuditAction.stage_deleted, entity=stage, changes={"name": [stage.name, None]})
     session.delete(stage)
 
 
@@ -676,7 +677,7 @@ def create_tag(session: Session, *, name: str, actor: User) -> Tag:
     tag = Tag(name=name, slug=_unique_slug(session, Tag, name))
     session.add(tag)
     session.flush()
-    audit.record(session, actor=actor, action="tag.created", entity=tag, changes={"name": [None, name]})
+    audit.record(session, actor=actor, action=AuditAction.tag_created, entity=tag, changes={"name": [None, name]})
     return tag
 
 
@@ -687,11 +688,11 @@ def update_tag(session: Session, *, tag: Tag, name: str, actor: User) -> None:
         raise FormInvalid({"name": f"There is already a tag called “{name}”."})
     tag.name = name
     if before != tag.name:
-        audit.record(session, actor=actor, action="tag.updated", entity=tag, changes={"name": [before, tag.name]})
+        audit.record(session, actor=actor, action=AuditAction.tag_updated, entity=tag, changes={"name": [before, tag.name]})
 
 
 def delete_tag(session: Session, *, tag: Tag, actor: User) -> None:
-    audit.record(session, actor=actor, action="tag.deleted", entity=tag, changes={"name": [tag.name, None]})
+    audit.record(session, actor=actor, action=AuditAction.tag_deleted, entity=tag, changes={"name": [tag.name, None]})
     session.delete(tag)
 
 

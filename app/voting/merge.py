@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, aliased
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
+from app.audit.actions import AuditAction
 from app.db import insert_with_conflicts, utcnow
 from app.discussion.models import Comment
 from app.errors import Conflict, NotFound
@@ -259,9 +260,9 @@ def merge_items(session: Session, *, source: Item, target: Item, actor: User,
         "feedback_moved": len(record["moved_feedback"]),
         "follows_moved": len(record["moved_follows"]),
     }
-    audit.record(session, actor=actor, action="item.merged", entity=source,
+    audit.record(session, actor=actor, action=AuditAction.item_merged, entity=source,
                  changes={"merged_into": [None, target.title], **{k: [None, v] for k, v in summary.items()}})
-    audit.record(session, actor=actor, action="item.merged_in", entity=target,
+    audit.record(session, actor=actor, action=AuditAction.item_merged_in, entity=target,
                  changes={"merged_from": [None, source.title], **{k: [None, v] for k, v in summary.items()}})
     return merge
 
@@ -372,8 +373,8 @@ def undo_merge(session: Session, *, merge: Merge, actor: User) -> UndoResult:
     session.flush()
     _recount(session, source, target)
     changes: dict[str, list[Any]] = {"merged_into": [target.title, None], "votes_back": [None, votes_back]}
-    audit.record(session, actor=actor, action="item.unmerged", entity=source, changes=changes)
-    audit.record(session, actor=actor, action="item.merge_undone", entity=target,
+    audit.record(session, actor=actor, action=AuditAction.item_unmerged, entity=source, changes=changes)
+    audit.record(session, actor=actor, action=AuditAction.item_merge_undone, entity=target,
                  changes={"merged_from": [source.title, None], "votes_back": [None, votes_back]})
     return UndoResult(merge=merge, votes_back=votes_back, votes_kept=votes_kept, importances_kept=importances_kept)
 

@@ -1,4 +1,5 @@
-"""The audit log speaks words: every action the code records has a verb, never its internal name."""
+"""The audit log speaks words: every action the code records is an AuditAction with a verb, never its internal
+name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from app.accounts.viewer import Viewer
 from app.admin.audit import AUDIT_PER_PAGE
+from app.audit.actions import AuditAction
 from app.audit.labels import AUDIT_VERBS
 from app.audit.models import AuditEvent
 from app.db import utcnow
@@ -23,47 +25,63 @@ from tests.feedback.helpers import make_idea
 from tests.helpers.http import sign_in
 
 APP = Path(__file__).resolve().parents[2] / "app"
-ACTION_NAME = re.compile(r"[a-z_]+\.[a-z_]+")
 
 
-def recorded_actions() -> tuple[set[str], list[str]]:
-    """Every action name passed as `action=` in app/, and the places where it is not a plain name.
+def bare_actions(source: str, filename: str = "<source>") -> list[str]:
+    """The places in `source` where an `action=` argument (audit.record's, or a helper's that passes it on)
+    is not an AuditAction: a string, or anything built at run time, would be a name the log has no words for.
 
-    audit.record(action=...) takes a literal (or `a if x else b`), or a parameter of the enclosing
-    function that its callers fill with literals (feedback._set_state); anything built at run time
-    would escape this check, so it is reported instead.
-    """
-    actions: set[str] = set()
+    Allowed: `AuditAction.x`, `AuditAction.x if ... else AuditAction.y`, and a parameter of the enclosing
+    function passed through (its callers are checked where they are)."""
+    def member(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id == "AuditAction")
+
     problems: list[str] = []
-    for path in sorted(APP.rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-            params = {a.arg for a in func.args.args + func.args.kwonlyargs}
-            for call in [n for n in ast.walk(func) if isinstance(n, ast.Call)]:
-                is_record = isinstance(call.func, ast.Attribute) and call.func.attr == "record"
-                for kw in call.keywords:
-                    if kw.arg != "action":
-                        continue
-                    where = f"{path.relative_to(APP.parent)}:{call.lineno}"
-                    if isinstance(kw.value, ast.Name) and kw.value.id in params:
-                        continue  # passed through; the callers' literals are collected where they are
-                    parts = list(ast.walk(kw.value))
-                    names = [n.value for n in parts if isinstance(n, ast.Constant) and isinstance(n.value, str)]
-                    dotted = [n for n in names if ACTION_NAME.fullmatch(n)]
-                    built = not all(isinstance(n, (ast.Constant, ast.IfExp, ast.Name, ast.Load)) for n in parts)
-                    if is_record and (built or not names or len(dotted) != len(names)):
-                        problems.append(where)
-                    actions.update(dotted)
-    return actions, problems
+    tree = ast.parse(source, filename=filename)
+    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        params = {a.arg for a in func.args.args + func.args.kwonlyargs}
+        for call in [n for n in ast.walk(func) if isinstance(n, ast.Call)]:
+            if isinstance(call.func, ast.Name) and call.func.id == "AuditEvent":
+                continue  # the row itself, built by record() from the member it was given
+            for kw in call.keywords:
+                if kw.arg != "action":
+                    continue
+                value = kw.value
+                ok = (member(value) or (isinstance(value, ast.IfExp) and member(value.body) and member(value.orelse))
+                      or (isinstance(value, ast.Name) and value.id in params))
+                if not ok:
+                    problems.append(f"{filename}:{call.lineno}")
+    return problems
 
 
-def test_every_action_the_code_records_has_a_verb():
-    actions, problems = recorded_actions()
-    assert problems == [], "audit actions must be literal names like 'item.created'"
-    # The collector sees the indirect ones too (not an empty set that passes by accident).
-    assert {"feedback.declined", "comment.hidden", "item.unpublished", "invitation.cancelled"} <= actions
-    missing = sorted(actions - AUDIT_VERBS.keys())
+def test_every_audit_action_has_a_verb():
+    missing = sorted(a.value for a in AuditAction if a not in AUDIT_VERBS)
     assert missing == [], f"add a verb to AUDIT_VERBS in app/audit/labels.py for {missing}"
+    assert all(isinstance(key, AuditAction) for key in AUDIT_VERBS), "AUDIT_VERBS is keyed by AuditAction"
+
+
+def test_no_record_call_passes_a_bare_string():
+    problems = [p for path in sorted(APP.rglob("*.py"))
+                for p in bare_actions(path.read_text(), str(path.relative_to(APP.parent)))]
+    assert problems == [], "audit.record(action=...) takes an AuditAction member"
+    # The check is not blind.
+    tangled = """
+def f(session, actor, published, name):
+    audit.record(session, actor=actor, action="item.created")
+    audit.record(session, actor=actor, action=AuditAction.item_created)
+    audit.record(session, actor=actor, action=AuditAction.item_published if published else "item.unpublished")
+    audit.record(session, actor=actor, action=f"item.{name}")
+    audit.record(session, actor=actor, action=AuditAction(name))
+"""
+    assert bare_actions(tangled) == ["<source>:3", "<source>:5", "<source>:6", "<source>:7"]
+
+
+def test_stored_values_are_the_names_old_rows_hold():
+    """Rows written before the enum hold these strings; they must still find their verbs."""
+    assert AuditAction("item.merged_in") is AuditAction.item_merged_in
+    assert AUDIT_VERBS["comment.hidden"] == "Hidden"  # a plain string from the column looks up the same
+    assert len({a.value for a in AuditAction}) == len(AuditAction)
 
 
 def _action_cells(page: str) -> list[str]:
@@ -79,7 +97,7 @@ def admin(client, session):  # type: ignore[no-untyped-def]
 
 
 async def test_the_log_shows_a_verb_for_every_recorded_action_and_no_internal_name(client, session, admin):
-    actions = sorted(recorded_actions()[0])
+    actions = sorted(a.value for a in AuditAction)
     start = utcnow() - timedelta(days=1)
     for n, action in enumerate(actions):
         entity_type = action.split(".")[0].removesuffix("s")

@@ -1,0 +1,61 @@
+"""What the audit log records: one name per kind of staff change.
+
+Services pass a member to `audit.record(action=...)`; the value is what the `audit_events.action` column
+stores, so the values never change (old rows must still read). Each has its words in app/audit/labels.py.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    item_created = "item.created"
+    item_updated = "item.updated"
+    item_moved = "item.moved"
+    item_published = "item.published"
+    item_unpublished = "item.unpublished"
+    item_merged = "item.merged"
+    item_merged_in = "item.merged_in"
+    item_unmerged = "item.unmerged"
+    item_merge_undone = "item.merge_undone"
+    item_estimated = "item.estimated"
+    vote_captured = "vote.captured"
+    product_created = "product.created"
+    product_updated = "product.updated"
+    product_deleted = "product.deleted"
+    stage_created = "stage.created"
+    stage_updated = "stage.updated"
+    stage_deleted = "stage.deleted"
+    stage_reordered = "stage.reordered"
+    tag_created = "tag.created"
+    tag_updated = "tag.updated"
+    tag_deleted = "tag.deleted"
+    organisation_created = "organisation.created"
+    organisation_updated = "organisation.updated"
+    organisation_deleted = "organisation.deleted"
+    segment_created = "segment.created"
+    segment_updated = "segment.updated"
+    segment_deleted = "segment.deleted"
+    user_updated = "user.updated"
+    user_deleted = "user.deleted"
+    user_moved = "user.moved"
+    user_password_changed = "user.password_changed"
+    user_role_mapped = "user.role_mapped"
+    user_placeholder_created = "user.placeholder_created"
+    invitation_created = "invitation.created"
+    invitation_accepted = "invitation.accepted"
+    invitation_cancelled = "invitation.cancelled"
+    settings_branding = "settings.branding"
+    settings_access = "settings.access"
+    settings_votes = "settings.votes"
+    settings_desk = "settings.desk"
+    comment_pinned = "comment.pinned"
+    comment_unpinned = "comment.unpinned"
+    comment_hidden = "comment.hidden"
+    comment_restored = "comment.restored"
+    comment_reports_dismissed = "comment.reports_dismissed"
+    feedback_linked = "feedback.linked"
+    feedback_declined = "feedback.declined"
+    feedback_archived = "feedback.archived"
+    feedback_reopened = "feedback.reopened"
