@@ -97,11 +97,14 @@ class TestBodyCap:
         from fastapi.params import File
         from fastapi.routing import APIRoute
 
-        def routes(within):  # type: ignore[no-untyped-def]
-            for route in within:  # included routers keep theirs in original_router (FastAPI 0.16x)
-                yield from routes(route.original_router.routes) if hasattr(route, "original_router") else [route]
+        def routes(within, prefix=""):  # type: ignore[no-untyped-def]
+            for route in within:  # included routers keep theirs in original_router, the prefix apart (FastAPI 0.16x)
+                if hasattr(route, "original_router"):
+                    yield from routes(route.original_router.routes, prefix + route.include_context.prefix)
+                else:
+                    yield prefix, route
 
-        takes_files = {route.path for route in routes(app.routes) if isinstance(route, APIRoute)
+        takes_files = {prefix + route.path for prefix, route in routes(app.routes) if isinstance(route, APIRoute)
                        and any(isinstance(p.field_info, File) for p in route.dependant.body_params)}
         assert takes_files and takes_files <= set(UPLOAD_PATHS)
 
