@@ -95,3 +95,20 @@ def test_tests_share_helpers_not_test_modules() -> None:
             if module and module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_"):
                 offenders.append(f"{path.relative_to(ROOT)}: from {module} import …")
     assert not offenders, "\n".join(offenders)
+
+
+def test_pages_get_their_state_as_arguments_not_on_the_request() -> None:
+    """`request.state` carries the request's infrastructure (its database session, who is asking), never a
+    page's content: a refused form reaches the item page as an argument of `render_item_page`."""
+    infrastructure = {"db", "viewer"}
+    smuggled = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign) else [])
+            for target in targets:
+                if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute)
+                        and target.value.attr == "state" and isinstance(target.value.value, ast.Name)
+                        and target.value.value.id == "request" and target.attr not in infrastructure):
+                    smuggled.append(f"{path.relative_to(ROOT)}:{node.lineno} request.state.{target.attr}")
+    assert smuggled == []

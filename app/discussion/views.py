@@ -1,7 +1,9 @@
 """Comment pages and forms. Plain forms and 303 redirects back to the item at #comment-<id> (on the page of the
 discussion that shows it), no JavaScript needed.
 
-The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment (empty, too long) re-renders that same page with status 422 and what was typed.
+The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment
+(empty, too long) re-renders that same page (`render_item_page(..., comment_form=CommentForm(...))`) with status
+422 and what was typed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
-from app.roadmap.pages import render_item_page
+from app.roadmap.pages import CommentForm, render_item_page
 from app.security import verify_csrf
 from app.web import redirect, render
 
@@ -60,10 +62,7 @@ def _limit(request: Request, viewer: Viewer) -> None:
 async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
                            form: dict[str, str], errors: dict[str, str]) -> Response:
     """The item page as its own route renders it, with the refused comment form, status 422."""
-    request.state.comment_form = (form, errors)
-    response = render_item_page(request, session, viewer, item.public_id, item.slug or None)
-    response.status_code = 422
-    return response
+    return render_item_page(request, session, viewer, item, comment_form=CommentForm(form, errors), status_code=422)
 
 
 @router.post("/items/{public_id}/comments", response_class=HTMLResponse)

@@ -1,13 +1,15 @@
 """The item page, composed in one place, and the vote state of the board's cards.
 
 The item page shows the item, its timeline, its discussion (comments) and its vote widget. Its own route
-(app/roadmap/views.py) renders it, and so do the comment and vote routes when they refuse a form: they
-put what was typed on `request.state` (`comment_form`, `vote_form`) and render the page again here, so
-no view module has to import another.
+(app/roadmap/views.py) serves it through `serve_item_page`, from the page cache for visitors; the comment
+and vote routes, when they refuse a form, call `render_item_page` with the item and the refused form
+(`CommentForm`, `VoteForm`: what was typed and why), so no view module has to import another and no page
+state travels on the request.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -24,12 +26,31 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import merge as merging
 from app.voting import service as voting
+from app.web import render
 
 ITEM_PARAMS = frozenset({"page"})  # the comments' page
+TEMPLATE = "roadmap/item.html"
 
 
-def render_item_page(request: Request, session: Session, viewer: Viewer, public_id: str,
-                     slug: str | None = None) -> Response:
+@dataclass(frozen=True, slots=True)
+class VoteForm:
+    """A refused vote form: what was typed, the messages per field, and a rate limit's notice."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    limited: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommentForm:
+    """A refused comment or reply form: what was typed (`body`, `parent`) and the messages per field."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def serve_item_page(request: Request, session: Session, viewer: Viewer, public_id: str,
+                    slug: str | None = None) -> Response:
     """The item page at /items/{public_id}/{slug}, or the redirect to its right address."""
     def build() -> dict[str, Any] | Response:
         try:
@@ -39,13 +60,30 @@ def render_item_page(request: Request, session: Session, viewer: Viewer, public_
             return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
         if slug != item.slug and item.slug:
             return RedirectResponse(item.path, status_code=301)
-        return {"item": item, "timeline": roadmap.get_timeline(session, item),
-                "comments": discussion_for(request, session, viewer, item),
-                **vote_widget_for_item_page(request, session, viewer, item)}
+        return _context(request, session, viewer, item)
 
     # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only.
-    return cached_render(request, session, viewer, "roadmap/item.html", build, params=ITEM_PARAMS,
-                         signed_in_too=False)
+    return cached_render(request, session, viewer, TEMPLATE, build, params=ITEM_PARAMS, signed_in_too=False)
+
+
+def render_item_page(request: Request, session: Session, viewer: Viewer, item: Item, *,
+                     vote_form: VoteForm | None = None, comment_form: CommentForm | None = None,
+                     status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The item page as its own route shows it, with a refused form kept as it was typed (never cached).
+
+    The item is read again through the visibility rule with what the page shows of it (product, stage,
+    tags): a vote or comment route loaded only what it needed.
+    """
+    item = roadmap.get_visible_item(session, viewer, item.public_id)
+    context = _context(request, session, viewer, item, vote_form=vote_form, comment_form=comment_form)
+    return render(request, TEMPLATE, context, status_code=status_code, headers=headers)
+
+
+def _context(request: Request, session: Session, viewer: Viewer, item: Item, *,
+             vote_form: VoteForm | None = None, comment_form: CommentForm | None = None) -> dict[str, Any]:
+    return {"item": item, "timeline": roadmap.get_timeline(session, item),
+            "comments": discussion_for(request, session, viewer, item, refused=comment_form),
+            **vote_widget_for_item_page(session, viewer, item, refused=vote_form)}
 
 
 def _page_number(value: str | None) -> int:
@@ -53,21 +91,21 @@ def _page_number(value: str | None) -> int:
     return parse_int(value, minimum=1, maximum=99_999) or 1
 
 
-def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item) -> discussion.Discussion:
+def discussion_for(request: Request, session: Session, viewer: Viewer, item: Item, *,
+                   refused: CommentForm | None = None) -> discussion.Discussion:
     """The `comments` of the item page (the page of them `?page=` asks for), with a refused form's text and
     message when there was one: a refused reply shows the page its thread is on, where the form is."""
     page = _page_number(request.query_params.get("page"))
-    refused = getattr(request.state, "comment_form", None)
-    if refused is not None and refused[0].get("parent"):
+    if refused is not None and refused.values.get("parent"):
         try:
-            target = discussion.get_comment(session, viewer=viewer, public_id=refused[0]["parent"])
+            target = discussion.get_comment(session, viewer=viewer, public_id=refused.values["parent"])
         except NotFound:
             target = None
         if target is not None and target.item.id == item.id:
             page = discussion.page_of(session, viewer=viewer, comment=target.comment)
     result = discussion.list_comments(session, viewer=viewer, item=item, page=page)
     if refused is not None:
-        result.form, result.errors = refused
+        result.form, result.errors = refused.values, refused.errors
     return result
 
 
@@ -80,10 +118,10 @@ def vote_widgets_for_cards(session: Session, viewer: Viewer, items: list[Item]) 
             "show_counts": counts_shown(session, viewer)}
 
 
-def vote_widget_for_item_page(request: Request, session: Session, viewer: Viewer, item: Item) -> dict[str, Any]:
+def vote_widget_for_item_page(session: Session, viewer: Viewer, item: Item, *,
+                              refused: VoteForm | None = None) -> dict[str, Any]:
     """`vote` (VoteState), `following`, and a refused vote form's text and messages when there was one."""
-    refused = getattr(request.state, "vote_form", None)
-    form, errors, limited = refused if refused is not None else ({}, {}, "")
+    form = refused or VoteForm()
     return {"vote": voting.vote_state(session, viewer=viewer, item=item),
             "following": voting.is_following(session, item=item, user=viewer.user),
-            "vote_form": form, "vote_errors": errors, "vote_limited": limited}
+            "vote_form": form.values, "vote_errors": form.errors, "vote_limited": form.limited}

@@ -13,7 +13,7 @@ from app.pagecache import cached_render
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
-from app.roadmap.pages import render_item_page, vote_widgets_for_cards
+from app.roadmap.pages import serve_item_page, vote_widgets_for_cards
 from app.roadmap.timeframes import Timeframe
 from app.web import render
 
@@ -72,7 +72,7 @@ async def board(
 @router.get("/items/{public_id}/{slug}", response_class=HTMLResponse)
 async def item_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                     slug: str | None = None) -> Response:
-    return render_item_page(request, session, viewer, public_id, slug)
+    return serve_item_page(request, session, viewer, public_id, slug)
 
 
 @router.get("/search", response_class=HTMLResponse)

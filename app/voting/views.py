@@ -28,7 +28,7 @@ from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
 from app.portal.service import counts_shown
 from app.roadmap.models import Item
-from app.roadmap.pages import render_item_page
+from app.roadmap.pages import VoteForm, render_item_page
 from app.security import csrf_token, verify_csrf
 from app.voting import commands
 from app.voting import service as voting
@@ -90,15 +90,11 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
                            form: dict[str, str], errors: dict[str, str], *, limited: RateLimited | None = None
                            ) -> Response:
     """The item page with the refused vote form (what was typed, and why): 422, or 429 when too fast."""
-    message = ""
-    if limited is not None:
-        message = (f"{limited.detail} Your vote was not counted yet; what you typed is still here.")
-    request.state.vote_form = (form, errors, message)
-    response = render_item_page(request, session, viewer, item.public_id, item.slug or None)
-    response.status_code = 429 if limited is not None else 422
-    if limited is not None:
-        response.headers.update(limited.headers)
-    return response
+    if limited is None:
+        return render_item_page(request, session, viewer, item, vote_form=VoteForm(form, errors), status_code=422)
+    message = f"{limited.detail} Your vote was not counted yet; what you typed is still here."
+    return render_item_page(request, session, viewer, item, vote_form=VoteForm(form, errors, message),
+                            status_code=429, headers=dict(limited.headers))
 
 
 # --- votes ---------------------------------------------------------------------------------------------
