@@ -39,7 +39,7 @@ from app.security import verify_csrf
 from app.voting import commands
 from app.voting import merge as merging
 from app.voting import service as voting
-from app.voting.views import limit_votes
+from app.voting.views import vote_limits
 
 router = APIRouter(prefix="/api/v1", tags=["items"])
 
@@ -179,8 +179,7 @@ def _voter(viewer: Viewer) -> None:
         raise NotAuthenticated("Please sign in to vote: send the portal's session cookie.")
 
 
-def _state(session: DbSession, viewer: Viewer, item: Any) -> VoteStatePublic:
-    state = voting.vote_state(session, viewer=viewer, item=item, count=voting.current_count(session, item=item))
+def _public(item: Any, state: voting.VoteState) -> VoteStatePublic:
     return VoteStatePublic(item=item.public_id, my_vote=state.mine.key if state.mine else None,
                            vote_count=state.count)
 
@@ -197,11 +196,9 @@ async def vote_for_item(request: Request, session: DbSession, viewer: CurrentVie
     the item. Released, declined and merged items take no votes (409).
     """
     _voter(viewer)
-    item = roadmap.get_visible_item(session, viewer, id)
-    limit_votes(request, viewer)
-    commands.vote(session, viewer=viewer, item=item, importance=voting.parse_importance(body.importance),
-                  reason=body.reason)
-    return _state(session, viewer, item)
+    done = commands.vote(session, viewer=viewer, public_id=id, importance=body.importance, reason=body.reason,
+                         limits=vote_limits(request))
+    return _public(done.item, done.state)
 
 
 @router.delete("/items/{id}/vote", response_model=VoteStatePublic, tags=["votes"],
@@ -215,10 +212,8 @@ async def withdraw_vote(request: Request, session: DbSession, viewer: CurrentVie
     Released, declined and merged items keep their votes as they were (409).
     """
     _voter(viewer)
-    item = roadmap.get_visible_item(session, viewer, id)
-    limit_votes(request, viewer)
-    voting.unvote(session, viewer=viewer, item=item)
-    return _state(session, viewer, item)
+    done = commands.withdraw(session, viewer=viewer, public_id=id, limits=vote_limits(request))
+    return _public(done.item, done.state)
 
 
 @router.api_route("/items/{id}/vote", methods=["GET", "HEAD", "PUT", "PATCH", "OPTIONS"], include_in_schema=False)

@@ -139,16 +139,22 @@ def submit_idea(session: Session, *, author: User, data: IdeaInput) -> Feedback:
     return idea
 
 
+def clean_reason(body: str) -> str:
+    """A "tell us why" note as it is stored (trimmed; empty: none). FormInvalid({"reason": …}) when too long."""
+    errors: dict[str, str] = {}
+    text = _text(body, field="reason", limit=MAX_REASON, errors=errors)
+    if errors:
+        raise FormInvalid(errors)
+    return text
+
+
 def add_reason(session: Session, *, item: Item, author: User, body: str) -> Feedback | None:
     """The "tell us why" note a customer gives with a vote: private feedback attached to the item.
 
     Returns None when the note is empty (nothing to store). Raises FormInvalid({"reason": message})
     when it is too long. The caller has already checked that the author may see and vote on the item.
     """
-    errors: dict[str, str] = {}
-    text = _text(body, field="reason", limit=MAX_REASON, errors=errors)
-    if errors:
-        raise FormInvalid(errors)
+    text = clean_reason(body)
     if not text:
         return None
     roadmap.lock_for_activity(session, item)  # not left behind on an item a merge is moving away from

@@ -1,4 +1,16 @@
-"""A person's vote as one command, shared by the vote form, the JSON fetch and the API.
+"""A person's vote and its withdrawal, each one command shared by the vote form, the JSON fetch and the API.
+
+The routes are adapters: they parse the request, call `vote` or `withdraw`, and render the widget, redirect
+or answer JSON. Everything a vote must get right happens here, in this order, for every caller:
+
+1. the item, looked up through the visibility rule with its row locked (a hidden item is a missing one:
+   NotFound), so what follows reads the item as it is now, and a merge or a stage change waits for us;
+2. the rules on the locked row: the person is signed in (NotAuthenticated), the item takes votes (not
+   released, declined or merged: Conflict), the importance and the note are valid (FormInvalid, every
+   field at once);
+3. the rate limit (RateLimited), one budget per person and a larger one per address, shared with follows;
+4. the write: the vote (one statement on PostgreSQL) and, when given, the private "tell us why" note;
+5. the vote widget's state after it, without reading back what the write returned.
 
 A vote may carry a private "tell us why" note, which is feedback for the product team: the command writes
 both, the vote through voting.service and the note through feedback.service. It sits above the two
@@ -7,23 +19,105 @@ services so that neither imports the other (feedback.service casts votes when st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
+from app.accounts.models import User
 from app.accounts.viewer import Viewer
+from app.errors import FormInvalid
 from app.feedback import service as feedback
+from app.portal.service import counts_shown
+from app.ratelimit import RateLimiter
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance
 
 
-def vote(session: Session, *, viewer: Viewer, item: Item, importance: Importance, reason: str = "") -> voting.VoteResult:
-    """A signed-in person's vote (or new importance), with an optional private "tell us why" note.
+@dataclass(frozen=True, slots=True)
+class VoteLimits:
+    """How many votes, withdrawals and follows a person (and an address) may make: the settings' limits
+    and the address the request came from. The routes build it from the request."""
 
-    The caller has loaded `item` through `visible_items(viewer)` (a hidden item is a 404 before this).
-    Closed and merged items refuse with Conflict; a too-long note with FormInvalid({"reason": ...}).
-    """
+    limiter: RateLimiter
+    per_person: str  # e.g. "60/minute"
+    per_address: str
+    address: str
+
+    def hit(self, user: User) -> None:
+        """Count one action; RateLimited when the person or the address is over its budget."""
+        self.limiter.hit(self.per_person, f"vote:user:{user.id}")
+        self.limiter.hit(self.per_address, f"vote:ip:{self.address}")
+
+
+@dataclass(frozen=True, slots=True)
+class Voted:
+    item: Item
+    created: bool  # a new vote (False: the importance of an existing one changed, or stayed)
+    importance: Importance
+    noted: bool  # a "tell us why" note came with it
+    state: voting.VoteState  # what the vote widget shows now
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    item: Item
+    removed: bool  # False: there was no vote to withdraw
+    state: voting.VoteState
+
+
+def _open_item(session: Session, viewer: Viewer, public_id: str) -> tuple[Item, User]:
+    """Steps 1 and 2 of every vote command: the item, locked and visible, and the rules on it."""
+    item = voting.get_item_to_vote(session, viewer, public_id)
     user = voting.require_voter(viewer)
     voting.ensure_open(item)
-    if reason and reason.strip():
-        feedback.add_reason(session, item=item, author=user, body=reason)
-    return voting.cast_vote(session, item=item, user=user, importance=importance)
+    return item, user
+
+
+def vote(session: Session, *, viewer: Viewer, public_id: str, importance: str, reason: str = "",
+         limits: VoteLimits) -> Voted:
+    """The viewer's vote (or new importance) for the item `public_id`, with an optional private note.
+
+    Refusals, in this order: NotFound (missing or hidden), NotAuthenticated, Conflict (released, declined,
+    merged), FormInvalid ({"importance": …, "reason": …}), RateLimited.
+    """
+    item, user = _open_item(session, viewer, public_id)
+    errors: dict[str, str] = {}
+    chosen = None
+    try:
+        chosen = voting.parse_importance(importance)
+    except FormInvalid as exc:
+        errors.update(exc.errors)
+    try:
+        note = feedback.clean_reason(reason)
+    except FormInvalid as exc:
+        errors.update(exc.errors)
+    if errors or chosen is None:
+        raise FormInvalid(errors)
+    limits.hit(user)
+    shown = counts_shown(session, viewer)  # before the write: see voting.state_after()
+    if note:
+        feedback.add_reason(session, item=item, author=user, body=note)
+    result = voting.cast_vote(session, item=item, user=user, importance=chosen)
+    state = voting.state_after(session, viewer=viewer, item=item, mine=result.importance, count=result.count,
+                               shown=shown)
+    return Voted(item=item, created=result.created, importance=result.importance, noted=bool(note), state=state)
+
+
+def withdraw(session: Session, *, viewer: Viewer, public_id: str, limits: VoteLimits) -> Withdrawn:
+    """Withdraw the viewer's vote for the item `public_id` (idempotent). Closed and merged items keep their
+    votes as they were (Conflict). Refusals in the order of `vote`."""
+    item, user = _open_item(session, viewer, public_id)
+    limits.hit(user)
+    shown = counts_shown(session, viewer)
+    withdrawal = voting.unvote(session, viewer=viewer, item=item)
+    state = voting.state_after(session, viewer=viewer, item=item, mine=None, count=withdrawal.count, shown=shown)
+    return Withdrawn(item=item, removed=withdrawal.removed, state=state)
+
+
+def item_to_follow(session: Session, *, viewer: Viewer, public_id: str, limits: VoteLimits) -> tuple[Item, User]:
+    """The item a follow or unfollow names, locked and visible, after the shared rate limit."""
+    item = voting.get_item_to_vote(session, viewer, public_id)
+    user = voting.require_voter(viewer)
+    limits.hit(user)
+    return item, user

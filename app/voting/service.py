@@ -109,8 +109,12 @@ def _counted(item: Item, row: Any) -> int:
 class VoteResult:
     created: bool
     importance: Importance
-    # The item's vote_count as this transaction left it, when the vote changed it (None: it did not).
+    # The item's vote_count as this transaction left it (None: the write did not return it).
     count: int | None = None
+
+
+_COUNT_OF_VOTED_ITEM = (select(ITEMS.c.vote_count).where(ITEMS.c.id == VOTES.c.item_id).correlate(VOTES)
+                        .scalar_subquery())
 
 
 def cast_vote(
@@ -150,8 +154,11 @@ def cast_vote(
     if keep_higher:
         current = session.scalar(select(VOTES.c.importance).where(mine))
         new_importance = max(new_importance, current or 0)
-    session.execute(update(VOTES).where(mine).values(importance=new_importance, updated_at=now))
-    return VoteResult(created=False, importance=Importance(new_importance))
+    # The item's counter comes back with the change (its row is locked: no vote can move it meanwhile), so
+    # the widget's count needs no read of its own.
+    count = session.scalar(update(VOTES).where(mine).values(importance=new_importance, updated_at=now)
+                           .returning(_COUNT_OF_VOTED_ITEM))
+    return VoteResult(created=False, importance=Importance(new_importance), count=count)
 
 
 def withdraw_vote(session: Session, *, item: Item, user: User) -> bool:

@@ -7,10 +7,11 @@ Accept: application/json, and swaps the returned widget HTML in place).
     POST /items/{public_id}/follow    next
     POST /items/{public_id}/unfollow  next
 
-A hidden item answers exactly like a missing one (404, before anything else is looked at); a released,
-declined or merged item answers 409 with the reason the widget shows; an unknown importance or a
-too-long note 422 (the item page again, with what was typed, or JSON `fields`); too many votes 429.
-The item page and the board get their widget state from app/roadmap/pages.py.
+The routes are adapters around app/voting/commands.py (`vote`, `withdraw`), which the API shares: a hidden
+item answers exactly like a missing one (404, before anything else is looked at); a released or declined
+item answers 409 with the reason the widget shows; an unknown importance or a too-long note 422 (the item
+page again, with what was typed, or JSON `fields`); then too many votes 429. The item page and the board get
+their widget state from app/roadmap/pages.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
-from app.portal.service import counts_shown
 from app.roadmap.models import Item
 from app.roadmap.pages import VoteForm, render_item_page
 from app.security import csrf_token, verify_csrf
@@ -48,13 +48,11 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "").split(",")[0]
 
 
-def limit_votes(request: Request, viewer: Viewer) -> None:
-    """Votes, withdrawals and follows share one budget per person, and a larger one per address."""
-    assert viewer.user is not None  # every caller has sent the signed-out to sign in already
+def vote_limits(request: Request) -> commands.VoteLimits:
+    """The budget votes, withdrawals and follows share: one per person, and a larger one per address."""
     settings = request.app.state.settings
-    limiter = request.app.state.limiter
-    limiter.hit(settings.vote_rate_limit, f"vote:user:{viewer.user.id}")
-    limiter.hit(settings.vote_ip_rate_limit, f"vote:ip:{client_ip(request)}")
+    return commands.VoteLimits(limiter=request.app.state.limiter, per_person=settings.vote_rate_limit,
+                               per_address=settings.vote_ip_rate_limit, address=client_ip(request))
 
 
 def _widget_html(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
@@ -86,10 +84,11 @@ def _sign_in_first(request: Request, item: Item, what: str) -> Response:
     return redirect(request, f"/login?next={quote(item.path)}", flash=f"Please sign in to {what}.", kind="info")
 
 
-async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
+async def _item_page_again(request: Request, session: Session, viewer: Viewer, public_id: str,
                            form: dict[str, str], errors: dict[str, str], *, limited: RateLimited | None = None
                            ) -> Response:
     """The item page with the refused vote form (what was typed, and why): 422, or 429 when too fast."""
+    item = voting.get_item_to_vote(session, viewer, public_id)  # the command found it: locked, visible
     if limited is None:
         return render_item_page(request, session, viewer, item, vote_form=VoteForm(form, errors), status_code=422)
     message = f"{limited.detail} Your vote was not counted yet; what you typed is still here."
@@ -103,64 +102,48 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
 @router.post("/items/{public_id}/vote", response_class=HTMLResponse)
 async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                importance: Small = "", reason: Reason = "", next: Next = "", widget: Small = "card") -> Response:
-    item = voting.get_item_to_vote(session, viewer, public_id)
     if viewer.user is None:
-        return _sign_in_first(request, item, "vote")
+        return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
     as_json = _wants_json(request)
     widget = widget if widget in WIDGETS else "card"
+    typed = {"importance": importance, "reason": reason}
     try:
-        chosen = voting.parse_importance(importance)
+        done = commands.vote(session, viewer=viewer, public_id=public_id, importance=importance, reason=reason,
+                             limits=vote_limits(request))
     except FormInvalid as exc:
         if as_json:
             raise
-        return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
-                                      exc.errors)
-    try:
-        limit_votes(request, viewer)
+        return await _item_page_again(request, session, viewer, public_id, typed, exc.errors)
     except RateLimited as exc:
         if as_json:
             raise
-        return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
-                                      {}, limited=exc)
-    shown = as_json and counts_shown(session, viewer)  # before the vote: see state_after()
-    try:
-        result = commands.vote(session, viewer=viewer, item=item, importance=chosen, reason=reason)
-    except FormInvalid as exc:
-        if as_json:
-            raise
-        return await _item_page_again(request, session, viewer, item, {"importance": importance, "reason": reason},
-                                      exc.errors)
-    noted = " Thank you for telling us why." if reason.strip() else ""
-    if result.created:
-        message = f"Your vote is counted: {result.importance.label}.{noted}"
+        return await _item_page_again(request, session, viewer, public_id, typed, {}, limited=exc)
+    item = done.item
+    noted = " Thank you for telling us why." if done.noted else ""
+    if done.created:
+        message = f"Your vote is counted: {done.importance.label}.{noted}"
     else:
-        message = f"Your vote is now {result.importance.label}.{noted}"
+        message = f"Your vote is now {done.importance.label}.{noted}"
     if not as_json:
         return _back(request, item, next, f"vote-{item.public_id}", message)
-    state = voting.state_after(session, viewer=viewer, item=item, mine=result.importance, count=result.count,
-                               shown=shown)
     extra = {}
-    if widget == "page" and result.created:
+    if widget == "page" and done.created:
         # Voting followed the item: the page's follow button says so too.
         extra["follow_html"] = _follow_html(request, viewer, item, next_url=item.path, following=True)
-    return _vote_json(request, viewer, item, state, widget=widget, next_url=next, message=message, extra=extra)
+    return _vote_json(request, viewer, item, done.state, widget=widget, next_url=next, message=message, extra=extra)
 
 
 @router.post("/items/{public_id}/unvote", response_class=HTMLResponse)
 async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                  next: Next = "", widget: Small = "card") -> Response:
-    item = voting.get_item_to_vote(session, viewer, public_id)
     if viewer.user is None:
-        return _sign_in_first(request, item, "vote")
+        return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
     widget = widget if widget in WIDGETS else "card"
-    limit_votes(request, viewer)
-    shown = _wants_json(request) and counts_shown(session, viewer)  # before the vote: see state_after()
-    withdrawal = voting.unvote(session, viewer=viewer, item=item)
-    message = "Your vote is withdrawn." if withdrawal.removed else "You had not voted for this item."
+    done = commands.withdraw(session, viewer=viewer, public_id=public_id, limits=vote_limits(request))
+    message = "Your vote is withdrawn." if done.removed else "You had not voted for this item."
     if not _wants_json(request):
-        return _back(request, item, next, f"vote-{item.public_id}", message)
-    state = voting.state_after(session, viewer=viewer, item=item, mine=None, count=withdrawal.count, shown=shown)
-    return _vote_json(request, viewer, item, state, widget=widget, next_url=next, message=message)
+        return _back(request, done.item, next, f"vote-{done.item.public_id}", message)
+    return _vote_json(request, viewer, done.item, done.state, widget=widget, next_url=next, message=message)
 
 
 def _vote_json(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
@@ -181,10 +164,9 @@ def _vote_json(request: Request, viewer: Viewer, item: Item, state: voting.VoteS
 
 async def _set_following(request: Request, session: Session, viewer: Viewer, public_id: str, next_url: str,
                          *, following: bool) -> Response:
-    item = voting.get_item_to_vote(session, viewer, public_id)
     if viewer.user is None:
-        return _sign_in_first(request, item, "follow items")
-    limit_votes(request, viewer)
+        return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "follow items")
+    item, _ = commands.item_to_follow(session, viewer=viewer, public_id=public_id, limits=vote_limits(request))
     voting.set_following(session, viewer=viewer, item=item, following=following)
     message = ("You follow this item: you will hear when it changes." if following
                else "You no longer follow this item.")

@@ -75,7 +75,8 @@ def test_the_counters_and_the_trend_follow_each_vote_and_withdrawal(session):
 
     result = voting.cast_vote(session, item=item, user=new_voter, importance=Importance.critical)
     assert (result.created, result.count, item.vote_count, item.trend_count) == (True, 2, 2, 1)
-    assert voting.cast_vote(session, item=item, user=new_voter, importance=Importance.important).count is None
+    changed = voting.cast_vote(session, item=item, user=new_voter, importance=Importance.important)
+    assert (changed.created, changed.count) == (False, 2)  # the counter comes back with a changed importance too
 
     assert voting.get_item_to_vote(session, Viewer(user=old_voter), item.public_id) is item  # with its stage
     gone = voting.unvote(session, viewer=Viewer(user=old_voter), item=item)  # outside the trend window
