@@ -145,11 +145,11 @@ async def reopen(request: Request, session: DbSession, user: StaffUser, feedback
 
 def _capture_page(request: Request, session: Session, item: Item, *, customer_q: str, form: dict[str, str],
                   status_code: int = 200, **extra: Any) -> Response:
-    customers = feedback.find_customers(session, q=customer_q)
+    customers, matches = feedback.find_customers(session, q=customer_q)
     if len(customers) == 1 and not form.get("customer"):
         form = {**form, "customer": str(customers[0].id)}
     return render(request, "admin/feedback/capture.html", {
-        "item": item, "customer_q": customer_q, "customers": customers, "form": form,
+        "item": item, "customer_q": customer_q, "customers": customers, "matches": matches, "form": form,
         "takes_votes": feedback.takes_votes(item),
         "organisations": organisations.list_organisation_choices(session),
         "importances": list(Importance), "sources": feedback.SOURCE_NAMES, "new_contact": feedback.NEW_CONTACT,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
-from app.audit.labels import AUDIT_VERBS
+from app.audit.labels import AUDIT_FIELDS, AUDIT_VALUES, AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import FormInvalid
 from app.feedback import service as feedback
@@ -235,7 +235,7 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
     if item is not None:
         context["timeline"] = roadmap.get_timeline(session, item)
         context["events"] = audit.list_events_for(session, entity=item, limit=10)
-        context["audit_verbs"] = AUDIT_VERBS
+        context.update(audit_verbs=AUDIT_VERBS, audit_fields=AUDIT_FIELDS, audit_values=AUDIT_VALUES)
         context["merged"] = merging.current_merge(session, item=item)
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)

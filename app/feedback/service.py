@@ -416,6 +416,8 @@ class InboxEntry:
     captured_by: User | None
     item: Item | None
     product: Product | None
+    # The importance of the author's vote on the attached item, as it stands now (None: no vote there).
+    importance: Importance | None = None
 
     @property
     def source_name(self) -> str:
@@ -428,9 +430,10 @@ _Author, _CapturedBy = aliased(User, name="author"), aliased(User, name="capture
 _ItemProduct, _OwnProduct = aliased(Product, name="item_product"), aliased(Product, name="own_product")
 
 
-def _inbox_query() -> Select[Feedback, User, Organisation, Segment, User, Item, Product, Product]:
+def _inbox_query() -> Select[Feedback, User, Organisation, Segment, User, Item, Product, Product, int]:
     return (
-        select(Feedback, _Author, Organisation, Segment, _CapturedBy, Item, _ItemProduct, _OwnProduct)
+        select(Feedback, _Author, Organisation, Segment, _CapturedBy, Item, _ItemProduct, _OwnProduct,
+               Vote.importance)
         .outerjoin(_Author, _Author.id == Feedback.author_id)
         .outerjoin(Organisation, Organisation.id == Feedback.organisation_id)
         .outerjoin(Segment, Segment.id == Organisation.segment_id)
@@ -438,13 +441,16 @@ def _inbox_query() -> Select[Feedback, User, Organisation, Segment, User, Item, 
         .outerjoin(Item, Item.id == Feedback.item_id)
         .outerjoin(_ItemProduct, _ItemProduct.id == Item.product_id)
         .outerjoin(_OwnProduct, _OwnProduct.id == Feedback.product_id)
+        # At most one row: one vote per person per item (the unique key).
+        .outerjoin(Vote, (Vote.item_id == Feedback.item_id) & (Vote.user_id == Feedback.author_id))
     )
 
 
 def _entry(row: Any) -> InboxEntry:
-    feedback, author, organisation, segment, captured_by, item, item_product, own_product = row
+    feedback, author, organisation, segment, captured_by, item, item_product, own_product, importance = row
     return InboxEntry(feedback=feedback, author=author, organisation=organisation, segment=segment,
-                      captured_by=captured_by, item=item, product=item_product or own_product)
+                      captured_by=captured_by, item=item, product=item_product or own_product,
+                      importance=Importance(importance) if importance is not None else None)
 
 
 def list_inbox(session: Session, *, filters: InboxFilters, page: int = 1,
@@ -753,11 +759,15 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
                          importance=result.importance, note=note)
 
 
-def find_customers(session: Session, *, q: str, limit: int = 10) -> list[User]:
-    """Customers whose email or name contains the words (for choosing whom a vote is captured for)."""
+CUSTOMERS_SHOWN = 10
+
+
+def find_customers(session: Session, *, q: str, limit: int = CUSTOMERS_SHOWN) -> tuple[list[User], int]:
+    """The first `limit` customers whose email or name contains the words (for choosing whom a vote is
+    captured for), and how many match in all."""
     if not q.strip():
-        return []
-    return organisations.list_customers(session, q=q, per_page=limit)[0]
+        return [], 0
+    return organisations.list_customers(session, q=q, per_page=limit)
 
 
 def current_vote(session: Session, *, item: Item, user: User) -> Importance | None:

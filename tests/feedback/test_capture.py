@@ -221,3 +221,19 @@ async def test_a_recorded_vote_on_an_item_that_shipped_stays_as_it_was(client, s
     assert f"/me/recorded-votes/{vote.id}/withdraw" not in me.text
     response = await post_form(client, f"/me/recorded-votes/{vote.id}/withdraw", page="/me")
     assert response.status_code == 409 and len(_votes(session, item)) == 1
+
+
+async def test_the_customer_search_says_how_many_it_shows_of_how_many_match(client, session):
+    acme = make_organisation(session, "Acme Logistics")
+    for n in range(24):
+        make_customer(session, acme, email=f"dana{n:02d}@acme.example", display_name=f"Dana {n:02d}")
+    item = make_item(session, title="Shift swaps")
+    sign_in(client, session, make_pm(session))
+
+    many = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana"})
+    assert "10 of 24 shown — refine the search" in many.text
+    assert many.text.count('name="customer" value="') - 1 == feedback.CUSTOMERS_SHOWN  # and the new contact
+    assert "dana00@acme.example" in many.text and "Acme Logistics" in many.text
+
+    one = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana07"})
+    assert "1 customer matches “dana07”." in one.text and "shown —" not in one.text

@@ -177,3 +177,25 @@ def test_captured_note_keeps_who_captured_it(session):
     [entry] = feedback.list_feedback_for_item(session, item=item)
     assert entry.captured_by.id == pm.id and entry.feedback.source is CaptureSource.ticket
     assert entry.feedback.source_url == "https://support.example/T-1" and entry.source_name == "Support ticket"
+
+
+async def test_a_reason_shows_the_importance_of_the_vote_it_came_with(client, session):
+    from app.voting import service as voting
+
+    dana = make_customer(session, make_organisation(session, "Acme"), display_name="Dana Scully")
+    item = make_item(session, title="Shift swaps")
+    voting.cast_vote(session, item=item, user=dana, importance=Importance.critical)
+    reason = feedback.add_reason(session, item=item, author=dana, body="Our nurses swap shifts daily")
+    assert reason is not None
+    session.flush()
+    sign_in(client, session, make_pm(session))
+
+    inbox = await client.get("/admin/feedback")
+    assert "Voted critical" in inbox.text
+    detail = await client.get(f"/admin/feedback/{reason.id}")
+    assert "Their vote" in detail.text and "Critical" in detail.text
+
+    voting.withdraw_vote(session, item=item, user=dana)
+    session.flush()
+    assert "Voted critical" not in (await client.get("/admin/feedback")).text
+    assert "Withdrawn" in (await client.get(f"/admin/feedback/{reason.id}")).text

@@ -343,6 +343,19 @@ async def test_a_pm_merges_from_the_edit_page_and_undoes_it(client, session, dup
     assert "Merge undone" in again and "Merge into another item…" in again
 
 
+async def test_the_items_history_words_a_merge_as_the_audit_log_does(client, session, duplicates):
+    d = duplicates
+    a, b = d["a"], d["b"]
+    sign_in(client, session, d["pm"])
+    await post_form(client, f"/admin/items/{b.public_id}/merge", {"into": a.public_id},
+                    page=f"/admin/items/{b.public_id}/merge?into={a.public_id}")
+
+    history = _text((await client.get(f"/admin/items/{a.public_id}")).text)
+    assert "Took in a merged item" in history
+    assert "Merged from: “Swap shifts" in history and "Votes moved: 2" in history
+    assert "(empty) →" not in history
+
+
 async def test_merging_into_a_merged_item_is_refused_on_the_page(client, session, duplicates):
     d = duplicates
     c = make_item(session, title="Third copy")
