@@ -17,6 +17,7 @@ from app.accounts import service as accounts
 from app.accounts.views import safe_next
 from app.admin.forms import Name
 from app.deps import DbSession, StaffUser
+from app.desk import service as desk
 from app.errors import FormInvalid
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
@@ -48,13 +49,20 @@ def _organisations_page(request: Request, session: Session, *, status_code: int 
     }, status_code=status_code)
 
 
+# The organisation page lists what its people asked for, heaviest first; the desk, filtered to it, has the rest.
+ASKED_SHOWN = 20
+
+
 def _organisation_page(request: Request, session: Session, organisation: Organisation, *, status_code: int = 200,
                        **extra: Any) -> Response:
     extra.setdefault("form", _organisation_form(organisation))
     return render(request, "admin/organisation.html", {
         "organisation": organisation, "segments": organisations.list_segments(session),
         "members": organisations.list_members(session, organisation=organisation),
-        "choices": organisations.list_organisation_choices(session), **extra,
+        "choices": organisations.list_organisation_choices(session),
+        "asked": desk.desk_page(session, query=desk.DeskQuery(organisation=organisation.id, window="all"),
+                                weights=desk.get_weights(session), per_page=ASKED_SHOWN),
+        "desk_number": lambda value: f"{value:.2f}", **extra,
     }, status_code=status_code)
 
 

@@ -515,3 +515,20 @@ class TestWeightsInTheSettings:
         page = await client.get("/admin/settings")
         assert "critical 5." in page.text and "Capped: min(1 + r / U, C)" in page.text
         assert 'href="/admin/desk/weights"' in page.text
+
+
+class TestOrganisationPage:
+    async def test_an_organisation_page_lists_what_its_people_asked_for(self, client, session, admin):
+        world = await _set_up(client, session)
+        acme = world.orgs["acme"]
+        page = await client.get(f"/admin/organisations/{acme.id}")
+        assert page.status_code == 200
+        section = page.text[page.text.index('id="asked-title"'):]
+        expected = expected_desk("all", org="acme")
+        for key, row in expected.items():
+            assert TITLES[key] in section
+            assert f'<td class="num">{row["demand"]:.2f}</td>' in section
+        assert TITLES["W"] not in section  # nobody at Acme asked for it
+        assert f"/admin/desk?window=all&amp;organisation={acme.id}" in section
+        gamma_page = await client.get(f"/admin/organisations/{world.orgs['gamma'].id}")
+        assert TITLES["X"] in gamma_page.text[gamma_page.text.index('id="asked-title"'):]  # gus's vote came with the merge
