@@ -17,6 +17,7 @@ from app.accounts.viewer import Viewer
 from app.audit import service as audit
 from app.audit.labels import AUDIT_FIELDS, AUDIT_VALUES, AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
+from app.desk import service as desk
 from app.errors import FormInvalid
 from app.feedback import service as feedback
 from app.forms import read_form
@@ -57,21 +58,28 @@ async def item_list(
     product: Slug = None,
     stage: Slug = None,
     page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1,
+    sort: Slug = None,
 ) -> Response:
     try:
         staff_status = roadmap.StaffStatus(status or "all")
     except ValueError:
         staff_status = roadmap.StaffStatus.all
+    try:
+        staff_sort = roadmap.StaffSort(sort or "updated")
+    except ValueError:
+        staff_sort = roadmap.StaffSort.updated
     items, total = roadmap.list_items_for_staff(
         session, viewer, q=q, status=staff_status, product=product or None, stage=stage or None,
-        page=page, per_page=PER_PAGE,
+        page=page, per_page=PER_PAGE, sort=staff_sort,
     )
+    demand = desk.demand_by_item(session, item_ids=[i.id for i in items], weights=desk.get_weights(session))
     return render(request, "admin/items/list.html", {
         "items": items, "total": total, "page": page, "pages": max(1, ceil(total / PER_PAGE)),
         "q": q, "status": staff_status, "product": product or "", "stage": stage or "",
         "filtered": bool(q.strip() or staff_status is not roadmap.StaffStatus.all or product or stage),
         "products": roadmap.list_products(session), "stages": roadmap.list_stages(session),
         "status_labels": STATUS_LABELS, "visibility_short": VISIBILITY_SHORT,
+        "sort": staff_sort, "demand": demand,
     })
 
 

@@ -508,6 +508,18 @@ def desk_rows(session: Session, *, query: DeskQuery, weights: Weights, now: date
         yield [_row(r) for r in part]
 
 
+def demand_by_item(session: Session, *, item_ids: list[int], weights: Weights) -> dict[int, tuple[int, float]]:
+    """All-time (voters, weighted demand) of these items, as the desk counts them (for the items list)."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        _voter_rows(DeskQuery(window="all"), None)
+        .add_columns(Vote.item_id, func.count(), func.sum(_vote_weight(weights)))
+        .where(Vote.item_id.in_(item_ids)).group_by(Vote.item_id)
+    )
+    return {item_id: (int(voters), float(demand or 0)) for item_id, voters, demand in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class FilterChoices:
     products: list[tuple[str, str]]

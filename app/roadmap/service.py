@@ -549,9 +549,14 @@ class StaffStatus(StrEnum):
     published = "published"
 
 
+class StaffSort(StrEnum):
+    updated = "updated"  # last changed first
+    votes = "votes"  # most votes first (all time, the item's own counter)
+
+
 def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", status: StaffStatus = StaffStatus.all,
                          product: str | None = None, stage: str | None = None, page: int = 1,
-                         per_page: int = 50) -> tuple[list[Item], int]:
+                         per_page: int = 50, sort: StaffSort = StaffSort.updated) -> tuple[list[Item], int]:
     stmt = _apply_filters(select(Item), Filters(product=product, stage=stage))
     if status is StaffStatus.draft:
         stmt = stmt.where(Item.published_at.is_(None))
@@ -562,7 +567,8 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
         stmt = stmt.where(Item.id.in_(ids))
     total = session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
     items = session.scalars(
-        stmt.options(*_CARD_OPTIONS).order_by(Item.updated_at.desc(), Item.id.desc())
+        stmt.options(*_CARD_OPTIONS)
+        .order_by(*([Item.vote_count.desc()] if sort is StaffSort.votes else []), Item.updated_at.desc(), Item.id.desc())
         .offset((page - 1) * per_page).limit(per_page)
     )
     return list(items), total

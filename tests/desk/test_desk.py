@@ -532,3 +532,20 @@ class TestOrganisationPage:
         assert f"/admin/desk?window=all&amp;organisation={acme.id}" in section
         gamma_page = await client.get(f"/admin/organisations/{world.orgs['gamma'].id}")
         assert TITLES["X"] in gamma_page.text[gamma_page.text.index('id="asked-title"'):]  # gus's vote came with the merge
+
+
+class TestItemsList:
+    async def test_the_items_list_shows_votes_and_demand_and_sorts_by_votes(self, client, session, admin):
+        await _set_up(client, session)
+        expected = expected_desk("all")
+        page = await client.get("/admin/items?sort=votes")
+        assert page.status_code == 200
+        rows = re.findall(r'<th scope="row"><a href="/admin/items/[^"]+">([^<]+)</a></th>(.*?)</tr>', page.text, re.S)
+        titles = [t for t, _ in rows]
+        assert titles.index(TITLES["X"]) < titles.index(TITLES["Y"]) < titles.index(TITLES["W"])
+        cells = dict(rows)
+        for key in ("X", "Y", "W"):
+            numbers = re.findall(r'<td class="num">(?:<a [^>]+>)?([0-9.]+)', cells[TITLES[key]])
+            assert int(numbers[0]) == expected[key]["voters"]
+            assert float(numbers[1]) == pytest.approx(expected[key]["demand"], abs=0.006)
+        assert re.search(r'aria-sort="descending"><a href="\?sort=votes">Votes', page.text)
