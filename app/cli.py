@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from app import revision
 from app import seed as seeding
 from app.accounts import passwords
 from app.accounts import service as accounts
@@ -26,8 +27,10 @@ def _database() -> Database:
     command waiting on one may itself hold locks that requests wait for), but its own statement timeout,
     none by default: an export or an import reads or writes every row in one go."""
     settings = get_settings()
-    return Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
-                    statement_timeout=settings.db_maintenance_statement_timeout or None)
+    database = Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
+                        statement_timeout=settings.db_maintenance_statement_timeout or None)
+    revision.track(database)  # what a command changes shows at once in every worker
+    return database
 
 
 def _ensure_sqlite_dir() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import health, logs
+from app import health, logs, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
+    revision.track(database)
     app.state.csrf = CsrfTokens(settings.secret_key)
     app.state.cookies = cookies = Cookies.for_settings(settings)
     app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)

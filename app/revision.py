@@ -5,14 +5,21 @@ settings change shows at once in every worker, with no time-to-live and no messa
 processes: a request reads the revision (one tiny query), and what is cached under another revision
 is simply not used.
 
-How it changes: before a session flushes a change to a content table, or executes an INSERT, UPDATE
-or DELETE on one, it sets one row of `content_revisions` to a fresh random 58-bit value, in the same
-transaction. The revision is the sum of the rows. Random values rather than a counter, because a
-counter comes back to an earlier value when a transaction is rolled back, and a page cached under
-that value (by the rolled-back transaction itself, or in a test) would be served again for other
-content. Several rows rather than one, so that concurrent writers on PostgreSQL seldom wait for each
-other's row lock: a transaction picks one row at its first change and keeps it, and takes that lock
-before it changes anything else, so the revision rows cannot take part in a deadlock.
+How it changes: before a transaction changes a content table, it sets one row of `content_revisions` to
+a fresh random 58-bit value, in the same transaction. The revision is the sum of the rows. Random values
+rather than a counter, because a counter comes back to an earlier value when a transaction is rolled
+back, and a page cached under that value (by the rolled-back transaction itself, or in a test) would be
+served again for other content. Several rows rather than one, so that concurrent writers on PostgreSQL
+seldom wait for each other's row lock: a transaction picks one row at its first change and keeps it, and
+takes that lock before it changes anything else, so the revision rows cannot take part in a deadlock.
+
+Where it is watched: `track(database)` attaches the listeners to that database's engine and session
+factories (the app's and the CLI's), never to SQLAlchemy's global classes, so a session or engine made
+elsewhere in the process is left alone. The engine's listener sees every INSERT, UPDATE and DELETE run
+on its connections, whatever made it: an ORM flush, `session.execute(insert(table))`, a statement run on
+`session.connection()` directly, or plain SQL text. The session factories' listener only adds what the
+ORM knows and SQL does not: a flush that changes nothing but a model's `__unshown__` columns (a user's
+last sign-in time) leaves the revision alone.
 
 Why this is exact: on SQLite a read transaction sees one snapshot, revision and content alike. On
 PostgreSQL (read committed) what a request renders after reading revision R is at least as new as R;
@@ -30,11 +37,11 @@ import re
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, SmallInteger, event, inspect
-from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
+from sqlalchemy import BigInteger, Connection, Delete, Insert, SmallInteger, Update, event, inspect
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import TextClause
 
-from app.db import Base, insert_with_conflicts
+from app.db import Base, Database, insert_with_conflicts
 
 SHARDS = 16
 VALUE_BITS = 58  # 16 of them sum to less than 2**62: a BIGINT on PostgreSQL, an integer on SQLite
@@ -46,8 +53,15 @@ SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets"})
 UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions"})
 
 _INFO_VALUE = "ahead_revision"
-_INFO_SHARD = "ahead_revision_shard"
-_CONNECTION_MARK = "ahead_revision_mark"  # [transaction, read since] once a transaction moved the revision
+# On the connection: (transaction, shard) of the transaction that moved the revision, until it ends
+_SHARD = "ahead_revision_shard"
+# On the connection: the transaction that moved the revision, while nobody has read it since
+_MOVED = "ahead_revision_moved"
+# On the connection: [valid] shared by every value read on it, made invalid when the revision moves there or
+# a transaction or savepoint ends there (a session's remembered value then is read again)
+_STAMP = "ahead_revision_stamp"
+# On the connection, during a tracked session's flush: the tables it updates with only `__unshown__` changes
+_UNSHOWN_UPDATES = "ahead_revision_unshown"
 _DML = re.compile(r"\s*(insert|update|delete)\b\s+(?:or\s+\w+\s+)?(?:into\s+|from\s+)?\"?(\w+)", re.IGNORECASE)
 
 
@@ -58,6 +72,12 @@ class ContentRevision(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+def content_tables() -> list[str]:
+    """The tables whose changes move the content revision: every mapped table but the unshown ones (and a
+    table the models do not know, e.g. the search index, moves it too)."""
+    return sorted(name for name in Base.metadata.tables if name not in UNSHOWN_TABLES)
+
+
 # Plain SQL on the session's connection: read on every request, it skips the ORM's statement
 # compilation and caching (about a third of a cached page's CPU when it went through them).
 # bandit B608: only integer constants are formatted into this statement
@@ -65,15 +85,17 @@ _READ = (f"SELECT coalesce(sum(CASE WHEN shard < {SHARDS} THEN value ELSE 0 END)
          f"coalesce(sum(CASE WHEN shard = {SETTINGS_SHARD} THEN value ELSE 0 END), 0) FROM content_revisions")
 
 
-def _read(session: Session) -> tuple[int, int]:
-    memo = session.info.get(_INFO_VALUE)
-    if memo is None:
+def _read(session: Session) -> tuple[int, int, list[bool]]:
+    memo: tuple[int, int, list[bool]] | None = session.info.get(_INFO_VALUE)
+    if memo is None or not memo[2][0]:
         connection = session.connection()
         content, settings_value = connection.exec_driver_sql(_READ).one()
-        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value))
-        mark = connection.info.get(_CONNECTION_MARK)
-        if mark is not None:
-            mark[1] = True
+        info = connection.info
+        stamp = info.get(_STAMP)
+        if stamp is None:
+            stamp = info[_STAMP] = [True]
+        info.pop(_MOVED, None)  # read since it moved: the next change moves it again
+        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), stamp)
     return memo
 
 
@@ -88,25 +110,31 @@ def settings(session: Session) -> int:
 
 
 def bump(session: Session, *, settings_changed: bool = False) -> None:
-    """Move the revision in this transaction (normally done by the session events below).
+    """Move the revision in this session's transaction (normally done by the listeners below)."""
+    _move(session.connection(), settings_changed=settings_changed)
 
-    Once per transaction is enough, unless someone on this connection read the revision since: only
-    this connection can see the uncommitted value (in the tests, the app's requests and the test's own
-    writes share one connection and one transaction, and read between writes).
+
+def _move(connection: Connection, *, settings_changed: bool = False) -> None:
+    """Move the revision in the connection's transaction.
+
+    Once per transaction is enough, unless someone on this connection read the revision since: only this
+    connection can see the uncommitted value (in the tests, the app's requests and the test's own writes
+    share one connection and one transaction, and read between writes).
     """
-    connection = session.connection()
     transaction = connection.get_transaction()
-    mark = connection.info.get(_CONNECTION_MARK)
-    if not settings_changed and mark is not None and mark[0] is transaction and not mark[1]:
+    info = connection.info
+    if not settings_changed and info.get(_MOVED) is transaction:
         return
-    shard: int | None
     if settings_changed:
         shard = SETTINGS_SHARD
     else:
-        shard = session.info.get(_INFO_SHARD)
-        if shard is None:
+        kept = info.get(_SHARD)
+        if kept is not None and kept[0] is transaction:
+            shard = kept[1]
+        else:
             # bandit B311: spreads writes over shards, not a secret
-            shard = session.info[_INFO_SHARD] = random.randrange(SHARDS)  # nosec B311
+            shard = random.randrange(SHARDS)  # nosec B311
+            info[_SHARD] = (transaction, shard)
     # An upsert, so that a row someone deleted (a test emptying every table) comes back.
     statement = insert_with_conflicts(connection.dialect.name, ContentRevision).values(
         # bandit B311: a cache revision only has to change, it is not a secret
@@ -114,8 +142,73 @@ def bump(session: Session, *, settings_changed: bool = False) -> None:
     connection.execute(statement.on_conflict_do_update(index_elements=["shard"],
                                                        set_={"value": statement.excluded.value}))
     if not settings_changed:
-        connection.info[_CONNECTION_MARK] = [transaction, False]
-    session.info.pop(_INFO_VALUE, None)
+        info[_MOVED] = transaction
+    _forget_values(connection)
+
+
+def _touched(connection: Connection, tables: set[str]) -> None:
+    if tables - UNSHOWN_TABLES:
+        _move(connection)
+    if tables & SETTINGS_TABLES:
+        _move(connection, settings_changed=True)
+
+
+# --- the listeners ---------------------------------------------------------------------------------------
+
+
+def track(database: Database) -> None:
+    """Keep the content revision for this database: its engine sees every write, its session factories
+    what the ORM knows of a flush. Once per engine and factory, however often it is called (each app of a
+    process calls it, on its own database or one it shares)."""
+    engine = database.engine
+    _listen(engine, "before_execute", _before_execute)
+    _listen(engine, "before_cursor_execute", _before_driver_sql)
+    _listen(engine, "commit", _end_of_transaction)
+    _listen(engine, "rollback", _end_of_transaction)
+    _listen(engine, "rollback_savepoint", _end_of_savepoint)
+    _listen(engine, "release_savepoint", _forget_values_event)
+    for factory in {id(f): f for f in (database.read_sessions, database.write_sessions)}.values():
+        track_sessions(factory)
+
+
+def track_sessions(target: sessionmaker[Session] | Session) -> None:
+    """The ORM's part for the sessions of one factory (or one session): a flush of `__unshown__` changes only."""
+    _listen(target, "before_flush", _before_flush)
+    _listen(target, "after_flush_postexec", _after_flush)
+
+
+def _listen(target: Any, name: str, fn: Any) -> None:
+    if not event.contains(target, name, fn):
+        event.listen(target, name, fn)
+
+
+def _before_execute(connection: Connection, statement: Any, *_args: Any) -> None:
+    """Every INSERT, UPDATE and DELETE on the engine's connections, the ORM's, Core's and `text()`."""
+    if isinstance(statement, (Insert, Update, Delete)):
+        # An alias or a join has no one name: moved anyway ("" is no unshown table).
+        name = getattr(statement.table, "name", "")
+        if isinstance(statement, Update):
+            unshown = connection.info.get(_UNSHOWN_UPDATES)
+            if unshown is not None and name in unshown:
+                return
+    elif isinstance(statement, TextClause):
+        match = _DML.match(statement.text)
+        if match is None:
+            return
+        name = match.group(2).lower()
+    else:
+        return
+    _touched(connection, {name})
+
+
+def _before_driver_sql(connection: Connection, _cursor: Any, statement: str, _parameters: Any, context: Any,
+                       _executemany: bool) -> None:
+    """SQL given to `exec_driver_sql` as it is, which skips `before_execute`; what was compiled came by there."""
+    if context is None or context.compiled is not None or statement is _READ:
+        return
+    match = _DML.match(statement)
+    if match is not None:
+        _touched(connection, {match.group(2).lower()})
 
 
 def _changes_shown(obj: Any) -> bool:
@@ -126,52 +219,46 @@ def _changes_shown(obj: Any) -> bool:
     return any(attr.key not in unshown and attr.history.has_changes() for attr in inspect(obj).attrs)
 
 
-def _touched(session: Session, tables: set[str]) -> None:
-    if tables - UNSHOWN_TABLES:
-        bump(session)
-    if tables & SETTINGS_TABLES:
-        bump(session, settings_changed=True)
-
-
-@event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
-    tables = {obj.__tablename__ for obj in chain(session.new, session.deleted) if hasattr(obj, "__tablename__")}
-    tables.update(obj.__tablename__ for obj in session.dirty
-                  if hasattr(obj, "__tablename__") and obj.__tablename__ not in tables and _changes_shown(obj))
-    if tables:
-        _touched(session, tables)
+    """Tell the engine's listener which of this flush's UPDATEs change only `__unshown__` columns."""
+    shown = {obj.__tablename__ for obj in chain(session.new, session.deleted) if hasattr(obj, "__tablename__")}
+    unshown: set[str] = set()
+    for obj in session.dirty:
+        name = getattr(obj, "__tablename__", None)
+        if name is not None and name not in shown:
+            (shown if _changes_shown(obj) else unshown).add(name)
+    if unshown - shown:
+        connection = session.connection()
+        connection.info[_UNSHOWN_UPDATES] = frozenset(unshown - shown)
+        session.info[_UNSHOWN_UPDATES] = connection
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _before_statement(state: ORMExecuteState) -> None:
-    if state.is_select:
-        return
-    statement = state.statement
-    name: str | None = None
-    if state.is_insert or state.is_update or state.is_delete:
-        name = getattr(getattr(statement, "table", None), "name", None)
-    elif isinstance(statement, TextClause):
-        match = _DML.match(statement.text)
-        name = match.group(2).lower() if match else None
-    if name:
-        _touched(state.session, {name})
+def _after_flush(session: Session, _context: Any) -> None:
+    connection = session.info.pop(_UNSHOWN_UPDATES, None)
+    if connection is not None:
+        connection.info.pop(_UNSHOWN_UPDATES, None)
 
 
-@event.listens_for(Engine, "commit")
-@event.listens_for(Engine, "rollback")
-@event.listens_for(Engine, "rollback_savepoint")
-def _end_of_mark(connection: Connection, *_args: Any) -> None:
-    # After a rolled-back savepoint the revision is what it was before it: the next change moves it again.
-    connection.info.pop(_CONNECTION_MARK, None)
+def _forget_values(connection: Connection) -> None:
+    stamp = connection.info.pop(_STAMP, None)
+    if stamp is not None:
+        stamp[0] = False
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _forget_value(session: Session, _transaction: Any) -> None:
-    # Also after a savepoint: one rolled back takes its change of the revision with it.
-    session.info.pop(_INFO_VALUE, None)
+def _end_of_transaction(connection: Connection) -> None:
+    """A commit or a rollback: the next transaction moves the revision afresh, on a shard it picks."""
+    connection.info.pop(_SHARD, None)
+    _end_of_savepoint(connection)
 
 
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_shard(session: Session) -> None:
-    session.info.pop(_INFO_SHARD, None)
+def _end_of_savepoint(connection: Connection, *_args: Any) -> None:
+    # After a rolled-back savepoint the revision is what it was before it: the next change moves it again,
+    # on the transaction's shard, and what a session remembers of the revision is read again.
+    info = connection.info
+    info.pop(_MOVED, None)
+    info.pop(_UNSHOWN_UPDATES, None)
+    _forget_values(connection)
+
+
+def _forget_values_event(connection: Connection, *_args: Any) -> None:
+    _forget_values(connection)

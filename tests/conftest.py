@@ -14,6 +14,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from app import revision
 from app.config import Settings
 from app.db import Database
 from app.main import create_app
@@ -66,6 +67,7 @@ def connection(database: Database) -> Iterator[Connection]:
 @pytest.fixture
 def session(connection: Connection) -> Iterator[Session]:
     s = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    revision.track_sessions(s)  # as the app's session factories are (app/revision.py)
     yield s
     s.close()
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ValidationInfo, field_validator
-from sqlalchemy import Select, event, exists, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from app.accounts.models import User
@@ -75,7 +75,7 @@ def lock_for_activity(session: Session, item: Item, *, refused: str = "This item
     """
     if session.get_bind().dialect.name == "sqlite":
         return
-    locked: set[int] = session.info.setdefault(_LOCKED, set())
+    locked = _locked(session)
     if item.id not in locked:
         merged_into = session.scalar(select(Item.merged_into_id).where(Item.id == item.id)
                                      .with_for_update(key_share=True))
@@ -90,12 +90,17 @@ def lock_for_activity(session: Session, item: Item, *, refused: str = "This item
 
 def mark_locked(session: Session, item: Item) -> None:
     """The item was read with its row locked (FOR NO KEY UPDATE): `lock_for_activity` need not ask again."""
-    session.info.setdefault(_LOCKED, set()).add(item.id)
+    _locked(session).add(item.id)
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _forget_locks(session: Session, _transaction: Any) -> None:
-    session.info.pop(_LOCKED, None)
+def _locked(session: Session) -> set[int]:
+    """The items whose rows this session's innermost transaction (or savepoint) has locked: a savepoint rolled
+    back releases what was locked in it, and a new transaction holds nothing yet."""
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    kept: tuple[Any, set[int]] | None = session.info.get(_LOCKED)
+    if kept is None or kept[0] is not transaction:
+        kept = session.info[_LOCKED] = (transaction, set())
+    return kept[1]
 
 
 # --- lookups -------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app import revision
 from app.config import normalise_database_url
 from app.db import Database
 from app.migrate import upgrade
@@ -58,6 +59,7 @@ def own_database(tmp: Path, label: str) -> Iterator[str]:
 def connected(url: str) -> Iterator[Database]:
     """The app's Database (engine and session factories) for `url`, disposed afterwards."""
     database = Database(url)
+    revision.track(database)  # as the app and the CLI do: what tests write moves the content revision too
     try:
         yield database
     finally:

@@ -1,0 +1,90 @@
+"""The content revision (app/revision.py): every way of writing a content table moves it, and only the app's
+engine and session factories are watched.
+
+The parametrised test writes each table the revision covers (`revision.content_tables()`, from the models)
+by Core, three ways that do not go through an ORM flush, and checks that the page a worker kept is no
+longer served.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, delete, false, insert, update
+from sqlalchemy.orm import Session
+
+import app.models  # noqa: F401  # every model's table, so that content_tables() lists them all
+from app import revision
+from app.db import Base
+from tests.factories import make_item, make_user
+
+
+def _first_plain_column(table: Table) -> str:
+    """A column an `UPDATE … SET c = c` may name: not computed, not part of the key where there is another."""
+    plain = [c for c in table.c if c.computed is None]
+    return next((c.name for c in plain if not c.primary_key), plain[0].name)
+
+
+def test_the_covered_tables_are_the_models_but_the_unshown_ones():
+    covered = revision.content_tables()
+    assert {"items", "votes", "comments", "feedback", "portal_settings", "users"} <= set(covered)
+    assert not set(covered) & revision.UNSHOWN_TABLES
+    assert set(covered) | revision.UNSHOWN_TABLES == set(Base.metadata.tables)
+
+
+@pytest.mark.parametrize("table_name", revision.content_tables())
+async def test_a_core_write_to_any_content_table_moves_the_revision_and_drops_the_kept_page(
+        app, client: httpx.AsyncClient, session: Session, table_name: str) -> None:
+    item = make_item(session, title="Kept page")
+    table = Base.metadata.tables[table_name]
+    column = table.c[_first_plain_column(table)]
+    writes = {
+        "session.execute(update(table))": lambda: session.execute(update(table).values({column.name: column})),
+        "connection.execute(delete(table))": lambda: session.connection().execute(delete(table).where(false())),
+        "exec_driver_sql(UPDATE …)": lambda: session.connection().exec_driver_sql(
+            f'UPDATE "{table_name}" SET "{column.name}" = "{column.name}" WHERE 1 = 0'),  # nosec B608 # test names
+    }
+    for how, write in writes.items():
+        assert item.title in (await client.get("/")).text
+        misses = app.state.pages.misses
+        assert (await client.get("/")).status_code == 200
+        assert app.state.pages.misses == misses, "the second visit is served from the cache"
+        before = revision.current(session)
+        write()
+        assert revision.current(session) != before, how
+        assert (await client.get("/")).status_code == 200
+        assert app.state.pages.misses == misses + 1, f"{how}: the kept page was served after the write"
+
+
+def test_a_core_insert_through_the_session_moves_the_revision(session: Session) -> None:
+    before = revision.current(session)
+    session.execute(insert(Base.metadata.tables["tags"]).values(name="Core tag", slug="core-tag"))
+    assert revision.current(session) != before
+
+
+def test_a_write_to_an_unshown_table_or_column_leaves_the_revision(session: Session) -> None:
+    user = make_user(session, password=None)
+    before = revision.current(session)
+    session.connection().execute(delete(Base.metadata.tables["user_sessions"]).where(false()))
+    user.last_login_at = user.created_at
+    session.flush()
+    assert revision.current(session) == before
+    user.display_name = "Renamed"
+    session.flush()
+    assert revision.current(session) != before
+
+
+def test_a_plain_session_outside_the_app_is_left_alone() -> None:
+    """Another engine in the same process, with a table that has a content table's name and no revision
+    table: no listener of the app's runs on it (one would fail on the missing content_revisions)."""
+    engine = create_engine("sqlite://")
+    items = Table("items", MetaData(), Column("id", Integer, primary_key=True), Column("title", String(50)))
+    items.metadata.create_all(engine)
+    with Session(engine) as plain:
+        plain.execute(insert(items).values(id=1, title="Elsewhere"))
+        plain.connection().execute(update(items).values(title="Still elsewhere"))
+        plain.commit()
+        assert plain.scalar(items.select().with_only_columns(items.c.title)) == "Still elsewhere"
+        assert "content_revisions" not in {name for name, in plain.connection().exec_driver_sql(
+            "SELECT name FROM sqlite_master")}
+    engine.dispose()
