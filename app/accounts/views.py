@@ -65,7 +65,7 @@ def staff_account_refused(request: Request, exc: accounts.StaffAccountRefused, *
     log.warning("%s sign-in refused for staff account %s from %s: staff sign in with their password or a "
                 "provider mapped to staff", method, exc.email, client_ip(request))
     detail = (f"This email address belongs to a staff account, and staff accounts cannot be entered with {how}. "
-              "Sign in with your password under “Staff sign-in” below")
+              "Sign in with your password under “Sign in with a password” below")
     if request.app.state.settings.providers and portal.get_access(request.state.db.session).maps_staff:
         detail += ", or with the sign-in service your admin set up for staff"
     return render(request, "accounts/login.html", {"next": "", "refused": detail + "."}, status_code=403)

@@ -110,7 +110,7 @@ class TestStaffAccounts:
         caplog.set_level(logging.WARNING, logger="ahead.accounts")
         response = await sso(client, hs256(claims()), next_="/admin")
         assert response.status_code == 403
-        assert "belongs to a staff account" in response.text and "Staff sign-in" in response.text
+        assert "belongs to a staff account" in response.text and "Sign in with a password" in response.text
         assert '<form method="post" action="/login"' in response.text  # the sign-in page, password form included
         assert "ahead_session=" not in response.headers.get("set-cookie", "")
         assert count(session, UserSession) == 0 and count(session, Identity) == 0
