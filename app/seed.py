@@ -22,9 +22,13 @@ from sqlalchemy.orm import Session
 from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
+from app.accounts.viewer import Viewer
 from app.config import get_settings
 from app.db import utcnow
+from app.discussion import service as discussion
+from app.discussion.models import CommentReport
 from app.errors import FormInvalid
+from app.feedback import service as feedback
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
@@ -32,7 +36,7 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Visibility
 from app.roadmap.timeframes import Timeframe, current_quarter, quarter_choices
 from app.voting import service as voting
-from app.voting.models import Follow, Importance, Vote
+from app.voting.models import CaptureSource, Follow, Importance, Vote
 
 # Printed in the summary and documented in the README: demo staff sign in with it.
 DEMO_PASSWORD = "ahead-demo-password"  # nosec B105 # demo only; production demo staff get no password
@@ -653,9 +657,12 @@ def seed_demo(session: Session) -> str:
              for demo in ITEMS]
     customers = _customers(session, companies=organisations_by_name, now=now, with_password=password is not None)
     session.flush()
-    _demo_votes(session, items=list(zip(items, ITEMS, strict=True)), companies=organisations_by_name, clock=clock)
+    voters = _demo_votes(session, items=list(zip(items, ITEMS, strict=True)), companies=organisations_by_name,
+                         clock=clock)
+    said = _demo_conversations(session, items=items, customers=customers, voters=voters,
+                               companies=organisations_by_name, segments=segments, pm=pm, clock=clock)
     summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
-    return summary + "\n" + _customer_summary(customers, settings.base_url, password)
+    return summary + "\n" + _customer_summary(customers, settings.base_url, password, said)
 
 
 def _write_item(session: Session, demo: DemoItem, *, clock: _Clock, stages: dict[str, Stage],
@@ -784,12 +791,18 @@ def _customers(session: Session, *, companies: dict[str, Organisation], now: dat
     return created
 
 
-def _customer_summary(customers: list[User], base_url: str, password: str | None) -> str:
+def _customer_summary(customers: list[User], base_url: str, password: str | None, said: dict[str, int]) -> str:
     lines = [(f"Demo customers: {len(SEGMENTS)} segments, {len(ORGANISATIONS)} organisations, "
-              f"{len(customers)} new customer accounts (customers sign in with an email link).")]
+              f"{len(customers)} new customer accounts. Customers sign in with an email link (without SMTP_URL "
+              "the link is printed in the server's log).")]
     if password and any(u.email == DEMO_CUSTOMER_EMAIL for u in customers):
-        lines.append(f"To look around as a customer of the Enterprise segment, sign in at {base_url}/login as "
-                     f"{DEMO_CUSTOMER_EMAIL} with the same password.")
+        lines.append(f"To look around as a customer of the Enterprise segment, sign in at {base_url}/login under "
+                     f"“Sign in with a password” as {DEMO_CUSTOMER_EMAIL} with the same password.")
+    if said:
+        lines.append(f"What customers said: {said['ideas']} ideas, {said['reasons']} reasons given with votes and "
+                     f"{said['captured']} notes from calls and meetings in the inbox (/admin/feedback), "
+                     f"{said['comments']} comments, of which {said['reported']} reported ones wait in moderation "
+                     "(/admin/moderation).")
     return "\n".join(lines)
 
 
@@ -800,13 +813,15 @@ _LAST = ("Adams", "Brown", "Costa", "Diaz", "Evans", "Fox", "Gray", "Hughes", "I
 
 
 def _demo_votes(session: Session, *, items: list[tuple[Item, DemoItem]], companies: dict[str, Organisation],
-                clock: _Clock) -> None:
-    """Customers of the demo organisations vote: `DemoItem.votes` becomes that many real vote rows."""
+                clock: _Clock) -> list[User]:
+    """Customers of the demo organisations vote: `DemoItem.votes` becomes that many real vote rows.
+
+    Returns the voters it created."""
     from sqlalchemy import insert
 
     wanted = max((demo.votes for item, demo in items if item.published_at is not None), default=0)
     if not wanted or not companies:
-        return
+        return []
     orgs = list(companies.values())
     domains = {name: domains[0] for name, _, domains, _ in ORGANISATIONS}
     segment_of = {name: segment for name, segment, _, _ in ORGANISATIONS}
@@ -841,3 +856,220 @@ def _demo_votes(session: Session, *, items: list[tuple[Item, DemoItem]], compani
     session.execute(insert(Vote), votes)
     session.execute(insert(Follow), follows)
     voting.reconcile(session)
+    return voters
+
+
+# --- what customers said: ideas, reasons, notes, comments and reports ----------------------------------
+# So that the inbox and the moderation queue — the PM's main screens — have something in them on first
+# look, written through the same services the pages use. Only on a fresh demo (the named customers were
+# created by this run). Days ago are counted from now, like the items' history.
+
+
+@dataclass(frozen=True, slots=True)
+class DemoIdea:
+    author: str  # a CUSTOMERS email
+    product: str  # a PRODUCTS key
+    title: str
+    body: str
+    days_ago: int
+    # What the team did with it: "" (still new), "link:<item title>", "decline:<reason>" or "archive".
+    outcome: str = ""
+
+
+IDEAS = (
+    DemoIdea("lucia.romero@copperkettle.example", "web", "Export approved hours to Sage Payroll",
+             "We moved our UK restaurants to Sage this spring. Gusto and ADP don't help us, and Xero is not what "
+             "we use: today I retype every person's hours into Sage each fortnight.", 2),
+    DemoIdea("owen.price@lanterncoffee.example", "mobile", "Let staff set their availability a month ahead",
+             "Our baristas are mostly students. They know their lecture timetable for the whole term, but the app "
+             "only lets them set availability week by week.", 4),
+    DemoIdea("tom.becker@brightside.example", "web", "A weekly labour budget per department",
+             "Each store manager gets a budget in hours for every department. I want Rotawise to show how much of "
+             "it a draft rota uses before it is published, not after.", 6),
+    DemoIdea("ines.moreau@pineandco.example", "web", "Print the week's rota on one A4 page",
+             "We pin the rota on the wall by the ovens. The print view spreads it over three pages and cuts "
+             "names in half.", 9),
+    DemoIdea("sunil.rao@meadowpharmacy.example", "web", "Show which pharmacist is in charge on each shift",
+             "By law one registered pharmacist is responsible at any time. We mark it in the shift notes today, "
+             "which nobody reads.", 21, outcome="link:Skills and certifications on shifts"),
+    DemoIdea("maya.chen@harbourhealth.example", "mobile", "Clock in by tapping our hospital ID badge",
+             "Our nurses already carry NFC badges. Tapping them on a reader by the ward door would be faster than "
+             "unlocking a phone with gloves on.", 34,
+             outcome="decline:Thank you, Maya. We will not build our own badge readers: the hardware and its "
+                     "upkeep differ at every hospital. API v2 will let your badge system send clock-ins to "
+                     "Rotawise, and we will publish a guide for it."),
+    DemoIdea("owen.price@lanterncoffee.example", "mobile", "Dark theme for the app",
+             "Closing up at night, the white screen is blinding.", 70, outcome="archive"),
+)
+
+# (author email, item title, importance, days ago, why). Each author votes on the item, then says why.
+REASONS = (
+    ("maya.chen@harbourhealth.example", "Open shifts that qualified staff can claim", Importance.critical, 3,
+     "Our wards lose hours every week ringing round for cover. Nurses must only be offered shifts for their own "
+     "grade, or this will not work for us."),
+    ("tom.becker@brightside.example", "Multi-location rotas with shared staff", Importance.critical, 5,
+     "About 80 of our people work in two or three stores. They have two logins today, and payroll checks "
+     "every one of them by hand."),
+    ("lucia.romero@copperkettle.example", "Two-way sync with Google Calendar and Outlook", Importance.important, 8,
+     "Chefs miss changed shifts because their phone calendar only refreshes the feed once a day."),
+    ("sunil.rao@meadowpharmacy.example", "Time-off balances and accrual policies", Importance.important, 12,
+     "We keep leave in a spreadsheet next to Rotawise, for staff in two countries with different rules."),
+    ("owen.price@lanterncoffee.example", "Demand forecasting from point-of-sale data", Importance.nice_to_have, 15,
+     "We use Square. A suggestion would help on market days, as long as I can change it."),
+    ("maya.chen@harbourhealth.example", "Stream the audit log to your SIEM", Importance.critical, 1,
+     "Our security team wants sign-ins in Microsoft Sentinel before we roll Rotawise out to the other two "
+     "hospitals."),
+    ("ines.moreau@pineandco.example", "Overtime and rest-period warnings before you publish", Importance.important,
+     17, "Twice this year a baker closed at night and opened the next morning. I only noticed on payday."),
+)
+
+# Votes the PM recorded for customers: (customer email, or "name <email> @ organisation" for a contact
+# without an account, item title, importance, source, days ago, note).
+CAPTURED = (
+    ("tom.becker@brightside.example", "Schedules for 1,000+ staff load in under a second", Importance.critical,
+     CaptureSource.meeting, 10,
+     "Quarterly review: the regional managers gave up on the week view for the flagship store and plan in "
+     "Excel instead. Renewal is in March."),
+    ("sunil.rao@meadowpharmacy.example", "Clock in without mobile signal", Importance.important,
+     CaptureSource.call, 7,
+     "Support call: the dispensary is in a basement with no signal, so staff clock in late from the car park."),
+    ("Ade Okoro <ade.okoro@brightside-stores.example> @ Brightside Retail Group", "Xero and QuickBooks payroll export",
+     Importance.important, CaptureSource.ticket, 13,
+     "Finance lead for the Australian stores, who run Xero Payroll. Asked in a support ticket when it comes."),
+)
+
+# Public discussion: (item title, author email or "pm", days ago, text, replies as (author, days ago, text)).
+# An official answer from the PM is pinned when it starts a thread.
+COMMENTS = (
+    ("Built-in team chat", "lucia.romero@copperkettle.example", 200,
+     "What we really need is to tell the team when a shift is free. Today that happens in a WhatsApp group.", (
+         ("tom.becker@brightside.example", 196,
+          "Please don't build another chat — our staff already have Teams. Rota changes posted to a Teams "
+          "channel would cover it for us."),
+         ("sunil.rao@meadowpharmacy.example", 190,
+          "Agree with Tom. Most of our messages are \"can anyone swap with me on Saturday?\""),
+     )),
+    ("Built-in team chat", "pm", 61,
+     "Thank you all — your comments decided this one. We are not building a chat. Instead, open shifts and "
+     "shift swaps come to Rotawise itself, and rota notifications will go to Slack and Teams channels.", ()),
+    ("Swap shifts from the mobile app", "owen.price@lanterncoffee.example", 20,
+     "Could a swap between two people who both agree go through without a manager at weekends?", (
+         ("pm", 19, "Yes: each location will choose whether swaps need a manager's approval or are approved "
+                    "automatically when both people agree and no rule is broken."),
+     )),
+    ("Demand forecasting from point-of-sale data", "ines.moreau@pineandco.example", 30,
+     "Lightspeed here. And yes, I would only use a suggestion I can edit.", ()),
+    ("Open shifts that qualified staff can claim", "maya.chen@harbourhealth.example", 9,
+     "Will agency staff be able to see open shifts too, or only our own employees?", ()),
+)
+
+# Comments customers reported, waiting in the moderation queue: (item title, author — "voter:N", the Nth of
+# the demo voters —, days ago, text, reports as (reporter email, reason)).
+REPORTED = (
+    ("Two-way sync with Google Calendar and Outlook", "voter:15", 2,
+     "Our agency builds this integration in two weeks for any scheduling tool — message me for a quote!", (
+         ("lucia.romero@copperkettle.example", "Advertising, not about the item."),
+         ("owen.price@lanterncoffee.example", "Spam"),
+     )),
+    ("Open shifts that qualified staff can claim", "voter:48", 1,
+     "This has been \"in progress\" for ever. Does anyone at Rotawise actually work?", (
+         ("maya.chen@harbourhealth.example", "Rude to the team, and not helpful."),
+     )),
+)
+
+
+def _demo_conversations(session: Session, *, items: list[Item], customers: list[User], voters: list[User],
+                        companies: dict[str, Organisation], segments: dict[str, Segment], pm: User,
+                        clock: _Clock) -> dict[str, int]:
+    """The ideas, reasons, captured notes, comments and reports above; how many of each were written."""
+    people = {u.email: u for u in customers}
+    if any(email not in people for email, *_ in CUSTOMERS):
+        return {}
+    segment_of = {name: segments[segment] for name, segment, _, _ in ORGANISATIONS}
+    org_name = {o.id: name for name, o in companies.items()}
+    by_title = {i.title: i for i in items}
+    products = {p.name: p for p in roadmap.list_products(session)}
+    product_by_key = {key: products[name] for key, (name, _) in PRODUCTS.items()}
+
+    def viewer(user: User) -> Viewer:
+        organisation = org_name.get(user.organisation_id or 0)
+        return Viewer(user=user, segment_id=segment_of[organisation].id if organisation else None)
+
+    def person(who: str) -> User:
+        if who == "pm":
+            return pm
+        if who.startswith("voter:"):
+            return voters[int(who[6:])]
+        return people[who]
+
+    def at(days: int) -> datetime:
+        return clock.days_ago(days)
+
+    for demo in IDEAS:
+        with _dated(session, at(demo.days_ago)):
+            data = feedback.parse_idea(session, title=demo.title, body=demo.body,
+                                       product_id=str(product_by_key[demo.product].id))
+            idea = feedback.submit_idea(session, author=people[demo.author], data=data)
+        if demo.outcome:
+            with _dated(session, at(max(demo.days_ago - 2, 0))):
+                kind, _, rest = demo.outcome.partition(":")
+                if kind == "link":
+                    feedback.link_to_item(session, feedback=idea, item=by_title[rest], actor=pm)
+                elif kind == "decline":
+                    feedback.decline(session, feedback=idea, reason=rest, actor=pm)
+                else:
+                    feedback.archive(session, feedback=idea, actor=pm)
+
+    for email, title, importance, days, why in REASONS:
+        item, author, when = by_title[title], people[email], at(days)
+        voting.cast_vote(session, item=item, user=author, importance=importance)
+        vote = session.scalar(select(Vote).where(Vote.item_id == item.id, Vote.user_id == author.id))
+        if vote is not None:
+            vote.created_at = vote.updated_at = when
+        with _dated(session, when):
+            feedback.add_reason(session, item=item, author=author, body=why)
+
+    for who, title, importance, source, days, note in CAPTURED:
+        form: dict[str, str] = {"importance": str(int(importance)), "source": source.value, "note": note}
+        if "<" in who:
+            name, _, rest = who.partition(" <")
+            email, _, organisation = rest.partition("> @ ")
+            form |= {"customer": feedback.NEW_CONTACT, "contact_name": name, "contact_email": email,
+                     "organisation_id": str(companies[organisation].id)}
+        else:
+            form["customer"] = str(people[who].id)
+        with _dated(session, at(days)):
+            feedback.capture_vote(session, item=by_title[title], data=feedback.parse_capture_form(session, form),
+                                  actor=pm)
+
+    comments = 0
+    for title, who, days, text, replies in COMMENTS:
+        item = by_title[title]
+        with _dated(session, at(days)):
+            top = discussion.create_comment(session, viewer=viewer(person(who)), item=item, body=text)
+            if top.is_official:
+                discussion.pin_comment(session, actor=pm, comment=top)
+        comments += 1
+        for reply_who, reply_days, reply in replies:
+            with _dated(session, at(reply_days)):
+                discussion.create_comment(session, viewer=viewer(person(reply_who)), item=item, body=reply,
+                                          parent_public_id=top.public_id)
+            comments += 1
+
+    reports = 0
+    for title, who, days, text, reporters in REPORTED:
+        written = at(days)
+        with _dated(session, written):
+            comment = discussion.create_comment(session, viewer=viewer(person(who)), item=by_title[title], body=text)
+        for email, reason in reporters:
+            discussion.report_comment(session, viewer=viewer(people[email]), comment=comment, reason=reason)
+            reports += 1
+        reported = session.scalars(select(CommentReport).where(CommentReport.comment_id == comment.id)
+                                   .order_by(CommentReport.id))
+        for n, report in enumerate(reported, start=1):
+            report.created_at = min(written + timedelta(hours=2 * n), clock.now)  # read and reported that day
+        comments += 1
+
+    voting.reconcile(session)  # the votes above were dated into the past: the 30-day trends follow
+    return {"ideas": len(IDEAS), "reasons": len(REASONS), "captured": len(CAPTURED), "comments": comments,
+            "reports": reports, "reported": len(REPORTED)}

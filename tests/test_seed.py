@@ -208,3 +208,53 @@ def test_demo_vote_counts_are_real_vote_rows(session):
     assert session.scalar(select(func.sum(Item.vote_count))) == total
     popular = session.scalar(select(Item).order_by(Item.vote_count.desc()).limit(1))
     assert popular.vote_count >= 100
+
+
+# --- what customers said: the inbox and the moderation queue are not empty on first look -------------
+
+
+async def test_the_inbox_holds_ideas_reasons_and_notes_and_moderation_has_reported_comments(client, session, seeded):
+    from app.discussion import service as discussion
+    from app.feedback import service as feedback
+    from app.feedback.models import FeedbackKind, FeedbackState
+
+    entries, total = feedback.list_inbox(session, filters=feedback.InboxFilters.parse(), per_page=100)
+    assert total == len(entries) >= 15
+    kinds = {e.feedback.kind for e in entries}
+    assert kinds == {FeedbackKind.idea, FeedbackKind.reason, FeedbackKind.note}
+    states = {e.feedback.state for e in entries}
+    assert {FeedbackState.new, FeedbackState.linked, FeedbackState.declined, FeedbackState.archived} <= states
+    assert sum(e.feedback.state is FeedbackState.new for e in entries) >= 3  # something to triage
+    reasons = [e for e in entries if e.feedback.kind is FeedbackKind.reason]
+    assert reasons and all(e.importance is not None and e.item is not None for e in reasons)
+    assert any(e.captured_by is not None and e.author is not None and e.author.is_placeholder for e in entries)
+    newest = max(e.feedback.created_at for e in entries)
+    assert (seed.utcnow() - newest).days < 3 and all(e.feedback.created_at <= seed.utcnow() for e in entries)
+
+    flagged = discussion.list_open_reports(session)
+    assert len(flagged) == len(seed.REPORTED) and all(f.reports for f in flagged)
+
+    sign_in(client, session, accounts.get_user_by_email(session, seed.PM_EMAIL))
+    inbox = (await client.get("/admin/feedback")).text
+    assert "Export approved hours to Sage Payroll" in inbox and "Voted critical" in inbox
+    moderation = (await client.get("/admin/moderation")).text
+    assert "message me for a quote" in moderation
+    assert "What customers said" in seeded and "/admin/moderation" in seeded
+
+
+async def test_an_item_that_thanks_people_for_their_comments_has_them(client, session, seeded):
+    chat = next(i for i in _items(session) if i.title == "Built-in team chat")
+    assert "your comments shaped" in chat.description
+    page = (await client.get(f"{chat.path}")).text
+    assert "Please don&#39;t build another chat" in page or "Please don't build another chat" in page
+    assert "your comments decided this one" in page  # the team's pinned answer
+    for demo in seed.ITEMS:
+        if "comment" in demo.description.lower():
+            assert any(title == demo.title for title, *_ in seed.COMMENTS), demo.title
+
+
+async def test_the_summary_names_the_sign_in_form_the_login_page_has(client, seeded):
+    login = (await client.get("/login")).text
+    heading = re.search(r"under “([^”]+)” as " + re.escape(seed.DEMO_CUSTOMER_EMAIL), seeded)
+    assert heading is not None, seeded
+    assert f">{heading.group(1)}</h2>" in login
