@@ -1,18 +1,34 @@
-"""Comment moderation: open reports (hide the comment or dismiss the reports) and recently hidden comments.
+"""Staff actions on comments, and the moderation page: open reports (hide the comment or dismiss the reports)
+and recently hidden comments.
 
+The one set of staff actions on a comment: pin, unpin, hide, restore, dismiss reports. The moderation page and
+the item page's staff controls both post here; a form says where to go back to in `return_to` (the item page,
+at the comment), a path of this site only, or the moderation page.
 app/admin/router.py includes this router in the admin router (staff only, CSRF-checked, under /admin).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from app.accounts.views import safe_next
 from app.deps import DbSession, StaffUser
 from app.discussion import service as discussion
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
+
+MODERATION = "/admin/moderation"
+
+ReturnTo = Annotated[str, Form(max_length=2000)]
+
+
+def _back(return_to: str) -> str:
+    """Where the form came from, when that is a path of this site; the moderation page otherwise."""
+    return safe_next(return_to, MODERATION)
 
 
 @router.get("/moderation", response_class=HTMLResponse)
@@ -23,23 +39,43 @@ async def moderation(request: Request, session: DbSession, staff: StaffUser) -> 
     })
 
 
+@router.post("/moderation/{public_id}/pin", response_class=HTMLResponse)
+async def pin(request: Request, session: DbSession, staff: StaffUser, public_id: str,
+              return_to: ReturnTo = "") -> Response:
+    comment = discussion.get_comment_for_staff(session, public_id=public_id)
+    discussion.pin_comment(session, actor=staff, comment=comment)
+    return redirect(request, _back(return_to), flash="Pinned to the top of the discussion.")
+
+
+@router.post("/moderation/{public_id}/unpin", response_class=HTMLResponse)
+async def unpin(request: Request, session: DbSession, staff: StaffUser, public_id: str,
+                return_to: ReturnTo = "") -> Response:
+    comment = discussion.get_comment_for_staff(session, public_id=public_id)
+    discussion.unpin_comment(session, actor=staff, comment=comment)
+    return redirect(request, _back(return_to), flash="Unpinned.")
+
+
 @router.post("/moderation/{public_id}/hide", response_class=HTMLResponse)
-async def hide(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
+async def hide(request: Request, session: DbSession, staff: StaffUser, public_id: str,
+               return_to: ReturnTo = "") -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     discussion.hide_comment(session, actor=staff, comment=comment)
-    return redirect(request, "/admin/moderation", flash="Comment hidden and its reports closed.")
+    return redirect(request, _back(return_to), flash="Comment hidden and its reports closed. Only staff see it now.")
 
 
 @router.post("/moderation/{public_id}/restore", response_class=HTMLResponse)
-async def restore(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
+async def restore(request: Request, session: DbSession, staff: StaffUser, public_id: str,
+                  return_to: ReturnTo = "") -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     discussion.restore_comment(session, actor=staff, comment=comment)
-    return redirect(request, "/admin/moderation", flash="Comment restored. Everyone who may see the item sees it again.")
+    return redirect(request, _back(return_to),
+                    flash="Comment restored. Everyone who may see the item sees it again.")
 
 
 @router.post("/moderation/{public_id}/dismiss", response_class=HTMLResponse)
-async def dismiss(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
+async def dismiss(request: Request, session: DbSession, staff: StaffUser, public_id: str,
+                  return_to: ReturnTo = "") -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     closed = discussion.dismiss_reports(session, actor=staff, comment=comment)
     message = "Reports dismissed; the comment stays." if closed else "There were no open reports left."
-    return redirect(request, "/admin/moderation", flash=message, kind="success" if closed else "info")
+    return redirect(request, _back(return_to), flash=message, kind="success" if closed else "info")

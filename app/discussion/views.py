@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip
 from app.db import utcnow
-from app.deps import CurrentUser, CurrentViewer, DbSession, StaffUser
+from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated
@@ -165,43 +165,3 @@ async def report(request: Request, session: DbSession, viewer: CurrentViewer, us
                         flash="You have already reported this comment; the team will look at it.", kind="info")
     return redirect(request, _target_url(session, viewer, target),
                     flash="Thank you. The team will look at this comment.")
-
-
-# --- staff on the item page -------------------------------------------------------------------------------
-
-
-def _staff_target(session: Session, viewer: Viewer, public_id: str) -> discussion.Target:
-    return discussion.get_comment(session, viewer=viewer, public_id=public_id)
-
-
-@router.post("/comments/{public_id}/pin", response_class=HTMLResponse)
-async def pin(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
-              public_id: str) -> Response:
-    target = _staff_target(session, viewer, public_id)
-    discussion.pin_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _target_url(session, viewer, target), flash="Pinned to the top of the discussion.")
-
-
-@router.post("/comments/{public_id}/unpin", response_class=HTMLResponse)
-async def unpin(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
-                public_id: str) -> Response:
-    target = _staff_target(session, viewer, public_id)
-    discussion.unpin_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _target_url(session, viewer, target), flash="Unpinned.")
-
-
-@router.post("/comments/{public_id}/hide", response_class=HTMLResponse)
-async def hide(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
-               public_id: str) -> Response:
-    target = _staff_target(session, viewer, public_id)
-    discussion.hide_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _target_url(session, viewer, target),
-                    flash="Comment hidden. Only staff see it now.")
-
-
-@router.post("/comments/{public_id}/restore", response_class=HTMLResponse)
-async def restore(request: Request, session: DbSession, viewer: CurrentViewer, staff: StaffUser,
-                  public_id: str) -> Response:
-    target = _staff_target(session, viewer, public_id)
-    discussion.restore_comment(session, actor=staff, comment=target.comment)
-    return redirect(request, _target_url(session, viewer, target), flash="Comment restored. Everyone sees it again.")

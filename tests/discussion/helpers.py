@@ -43,3 +43,16 @@ def section(html: str) -> str:
 async def post_comment(client, item, body: str, parent: str = ""):  # type: ignore[no-untyped-def]
     data = {"body": body, **({"parent": parent} if parent else {})}
     return await post_form(client, f"/items/{item.public_id}/comments", data, page=item.path)
+
+
+STAFF_FORM = re.compile(r'<form method="post" action="(/admin/moderation/(\w+)/(\w+))"[^>]*>(.*?)</form>', re.DOTALL)
+HIDDEN_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+async def press_staff_button(client, page: str, comment: Comment, action: str):  # type: ignore[no-untyped-def]
+    """Press a staff button (pin, unpin, hide, restore) under a comment on the item page the way a browser
+    does: load the page, post its form to the form's own address with the form's hidden fields."""
+    html = (await client.get(page)).text
+    forms = [m for m in STAFF_FORM.finditer(html) if m.group(2) == comment.public_id and m.group(3) == action]
+    assert forms, f"no {action} button under comment {comment.public_id} on {page}"
+    return await client.post(forms[0].group(1), data=dict(HIDDEN_FIELD.findall(forms[0].group(4))))

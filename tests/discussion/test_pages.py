@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.discussion.models import Comment
 from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
-from tests.discussion.helpers import comment, comment_ids, post_comment, section
+from tests.discussion.helpers import comment, comment_ids, post_comment, press_staff_button, section
 from tests.factories import make_item, make_pm, make_user
 from tests.helpers.http import post_form, sign_in
 
@@ -108,7 +108,7 @@ async def test_comments_on_an_item_the_viewer_may_not_see_answer_like_a_missing_
     for path in (f"/comments/{staff_note.public_id}/edit", f"/comments/{staff_note.public_id}/report"):
         assert (await client.get(path)).status_code == 404
     assert (await post_form(client, f"/comments/{staff_note.public_id}/report", {"reason": "x"})).status_code == 404
-    assert (await post_form(client, f"/comments/{staff_note.public_id}/hide", {})).status_code == 404
+    assert (await post_form(client, f"/admin/moderation/{staff_note.public_id}/hide", {})).status_code == 404
     sign_in(client, session, customer)
     assert (await post_comment(client, for_customers, "Customers only, fine")).status_code == 303
 
@@ -172,8 +172,8 @@ async def test_staff_answer_officially_and_pin_one_answer_to_the_top(client, ses
     first, second = session.scalars(select(Comment).where(Comment.author_id == pm.id).order_by(Comment.id)).all()
     assert first.is_official and second.is_official
     for c in (first, second):
-        pinned = await post_form(client, f"/comments/{c.public_id}/pin", {}, page=item.path)
-        assert pinned.status_code == 303 and pinned.headers["location"].endswith(f"#comment-{c.public_id}")
+        pinned = await press_staff_button(client, item.path, c, "pin")
+        assert pinned.status_code == 303 and pinned.headers["location"] == f"{item.path}#comment-{c.public_id}"
 
     client.cookies.clear()
     shown = section((await client.get(item.path)).text)
@@ -181,7 +181,7 @@ async def test_staff_answer_officially_and_pin_one_answer_to_the_top(client, ses
     assert shown.count(">Pinned</span>") == 1 and shown.count(">Official</span>") == 2
     # Customers cannot pin.
     sign_in(client, session, ann)
-    assert (await post_form(client, f"/comments/{first.public_id}/pin", {}, page=item.path)).status_code == 404
+    assert (await post_form(client, f"/admin/moderation/{first.public_id}/pin", {}, page=item.path)).status_code == 404
     session.refresh(first)
     assert not first.is_pinned
 
@@ -190,8 +190,8 @@ async def test_staff_hide_and_restore_a_comment(client, session):
     item, ann, bob, pm = make_item(session), make_user(session), make_user(session), make_pm(session)
     rude = comment(session, item, ann, "Something rude")
     sign_in(client, session, pm)
-    hidden = await post_form(client, f"/comments/{rude.public_id}/hide", {}, page=item.path)
-    assert hidden.status_code == 303
+    hidden = await press_staff_button(client, item.path, rude, "hide")
+    assert hidden.status_code == 303 and hidden.headers["location"] == f"{item.path}#comment-{rude.public_id}"
     staff_view = section((await client.get(item.path)).text)
     assert "Something rude" in staff_view and ">Hidden</span>" in staff_view and ">Restore<" in staff_view
 
@@ -201,7 +201,8 @@ async def test_staff_hide_and_restore_a_comment(client, session):
     assert "Something rude" not in (await client.get(item.path)).text
 
     sign_in(client, session, pm)
-    await post_form(client, f"/comments/{rude.public_id}/restore", {}, page=item.path)
+    restored = await press_staff_button(client, item.path, rude, "restore")
+    assert restored.status_code == 303 and restored.headers["location"] == f"{item.path}#comment-{rude.public_id}"
     client.cookies.clear()
     assert "Something rude" in (await client.get(item.path)).text
 
