@@ -3,7 +3,7 @@ a person sees next to each field.
 
 A form model (`class IdeaCreate(FormModel)`) says what each field may hold with the rules below:
 `text(...)` for typed text, `whole_number(...)` for ids and numbers, `choice(...)` for a value picked from
-a list. Each rule carries the sentence shown when it is broken, so a refused form reads exactly as
+a list, `checkbox()` for a tick. Each rule carries the sentence shown when it is broken, so a refused form reads exactly as
 before; a pydantic refusal that no rule names (a file sent where text belongs) gets a plain sentence of
 its own from `_FALLBACK`. Checks that need the database (does this product still exist?) stay in the
 services, which take the validated model.
@@ -108,6 +108,11 @@ def whole_number(message: str, *, minimum: int = 1, maximum: int = INT32_MAX, re
         return number
 
     return BeforeValidator(check)
+
+
+def checkbox() -> Any:
+    """A checkbox: ticked when it was sent with any value (browsers send "on", or the input's value)."""
+    return BeforeValidator(lambda value: bool(value))
 
 
 def choice(options: type[_Enum], message: str, *, empty: Any = ...) -> Any:

@@ -644,10 +644,12 @@ def seed_demo(session: Session) -> str:
 
     with _dated(session, setup + timedelta(hours=1)):
         portal.update_branding(session, actor=admin, values=BRANDING)
-        products = {key: roadmap.create_product(session, name=name, description=description, actor=admin)
+        products = {key: roadmap.create_product(
+            session, data=roadmap.ProductCreate(name=name, description=description), actor=admin)
                     for key, (name, description) in PRODUCTS.items()}
         existing_tags = {t.name.lower(): t for t in roadmap.list_tags(session)}
-        tags = {name: existing_tags.get(name.lower()) or roadmap.create_tag(session, name=name, actor=admin)
+        tags = {name: existing_tags.get(name.lower()) or roadmap.create_tag(
+            session, data=roadmap.TagCreate(name=name), actor=admin)
                 for name in TAGS}
 
     # Customers before the items, without drawing from the clock: the items' history stays as it was.

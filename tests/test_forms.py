@@ -8,6 +8,7 @@ to the field, and what was typed still in the form.
 from __future__ import annotations
 
 import html
+import re
 from typing import Annotated, ClassVar
 
 import pytest
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from app.forms import FormModel, form_errors, text, whole_number
 from tests.admin.helpers import item_form
-from tests.factories import make_item, make_pm, make_product, make_user, stage
+from tests.factories import make_item, make_pm, make_product, make_tag, make_user, stage
 from tests.feedback.helpers import make_customer, make_idea
 from tests.helpers.http import post_form, sign_in
 
@@ -150,6 +151,41 @@ class TestAccountDelete:
               "Keep it to 320 characters (it has 321).")
         session.refresh(user)
         assert user.deleted_at is None
+
+
+class TestTaxonomy:
+    """ProductCreate/Update, StageCreate/Update, TagCreate/Update."""
+
+    async def test_products(self, client, session, pm):
+        new = await post_form(client, "/admin/products", {"name": " ", "description": "d" * 2001},
+                              page="/admin/products")
+        shown(new, "A name is required.", "Keep it to 2,000 characters (it has 2,001).")
+        assert "d" * 2001 in new.text
+        product = make_product(session, name="Reports")
+        edit = await post_form(client, f"/admin/products/{product.id}", {"name": "n" * 81},
+                               page=f"/admin/products/{product.id}")
+        shown(edit, "Keep it to 80 characters (it has 81).")
+        session.refresh(product)
+        assert product.name == "Reports"
+
+    async def test_stages(self, client, session, pm):
+        new = await post_form(client, "/admin/stages", {"name": "", "is_closed": "1"}, page="/admin/stages")
+        shown(new, "A name is required.")
+        assert re.search(r'name="is_closed" value="1"[^>]*checked', new.text)  # the tick is kept
+        planned = stage(session, "planned")
+        edit = await post_form(client, f"/admin/stages/{planned.id}", {"name": "s" * 61, "on_board": "1"},
+                               page=f"/admin/stages/{planned.id}")
+        shown(edit, "Keep it to 60 characters (it has 61).")
+
+    async def test_tags(self, client, session, pm):
+        shown(await post_form(client, "/admin/tags", {"name": "t" * 61}, page="/admin/tags"),
+              "Keep it to 60 characters (it has 61).")
+        tag = make_tag(session, "Mobile")
+        make_tag(session, "Desktop")
+        shown(await post_form(client, f"/admin/tags/{tag.id}", {"name": "\t"}, page=f"/admin/tags/{tag.id}"),
+              "A name is required.")
+        shown(await post_form(client, f"/admin/tags/{tag.id}", {"name": " desktop "}, page=f"/admin/tags/{tag.id}"),
+              "There is already a tag called “desktop”.")
 
 
 class TestTranslation:

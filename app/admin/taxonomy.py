@@ -11,9 +11,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.admin.forms import Flag, LongText, Name
 from app.deps import DbSession, StaffUser
 from app.errors import Conflict, FormInvalid
+from app.forms import read_form
 from app.roadmap import service as roadmap
 from app.roadmap.models import Product, Stage, Tag
 from app.web import redirect, render
@@ -44,13 +44,11 @@ async def products(request: Request, session: DbSession) -> Response:
 
 
 @router.post("/products", response_class=HTMLResponse)
-async def create_product(request: Request, session: DbSession, user: StaffUser, name: Name = "",
-                         description: LongText = "") -> Response:
-    try:
-        product = roadmap.create_product(session, name=name, description=description, actor=user)
-    except FormInvalid as exc:
-        return _products_page(request, session, status_code=422, errors=exc.errors,
-                              form={"name": name, "description": description})
+async def create_product(request: Request, session: DbSession, user: StaffUser) -> Response:
+    form = await read_form(request, roadmap.ProductCreate)
+    if form.data is None:
+        return _products_page(request, session, status_code=422, errors=form.errors, form=form.typed)
+    product = roadmap.create_product(session, data=form.data, actor=user)
     return redirect(request, "/admin/products", flash=f"Product “{product.name}” created.")
 
 
@@ -61,14 +59,12 @@ async def edit_product(request: Request, session: DbSession, product_id: int) ->
 
 
 @router.post("/products/{product_id:int}", response_class=HTMLResponse)
-async def update_product(request: Request, session: DbSession, user: StaffUser, product_id: int,
-                         name: Name = "", description: LongText = "") -> Response:
+async def update_product(request: Request, session: DbSession, user: StaffUser, product_id: int) -> Response:
     product = roadmap.get_by_id(session, Product, product_id)
-    try:
-        roadmap.update_product(session, product=product, name=name, description=description, actor=user)
-    except FormInvalid as exc:
-        return _product_page(request, session, product, status_code=422, errors=exc.errors,
-                             form={"name": name, "description": description})
+    form = await read_form(request, roadmap.ProductUpdate)
+    if form.data is None:
+        return _product_page(request, session, product, status_code=422, errors=form.errors, form=form.typed)
+    roadmap.update_product(session, product=product, data=form.data, actor=user)
     return redirect(request, "/admin/products", flash=f"Product “{product.name}” saved.")
 
 
@@ -111,13 +107,11 @@ async def stages(request: Request, session: DbSession) -> Response:
 
 
 @router.post("/stages", response_class=HTMLResponse)
-async def create_stage(request: Request, session: DbSession, user: StaffUser, name: Name = "",
-                       is_released: Flag = "", is_closed: Flag = "", on_board: Flag = "") -> Response:
-    flags = {"is_released": bool(is_released), "is_closed": bool(is_closed), "on_board": bool(on_board)}
-    try:
-        stage = roadmap.create_stage(session, name=name, actor=user, **flags)
-    except FormInvalid as exc:
-        return _stages_page(request, session, status_code=422, errors=exc.errors, form={"name": name, **flags})
+async def create_stage(request: Request, session: DbSession, user: StaffUser) -> Response:
+    form = await read_form(request, roadmap.StageCreate)
+    if form.data is None:
+        return _stages_page(request, session, status_code=422, errors=form.errors, form=form.typed)
+    stage = roadmap.create_stage(session, data=form.data, actor=user)
     return redirect(request, "/admin/stages", flash=f"Stage “{stage.name}” added at the end.")
 
 
@@ -128,15 +122,12 @@ async def edit_stage(request: Request, session: DbSession, stage_id: int) -> Res
 
 
 @router.post("/stages/{stage_id:int}", response_class=HTMLResponse)
-async def update_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int, name: Name = "",
-                       is_released: Flag = "", is_closed: Flag = "", on_board: Flag = "") -> Response:
+async def update_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int) -> Response:
     stage = roadmap.get_by_id(session, Stage, stage_id)
-    flags = {"is_released": bool(is_released), "is_closed": bool(is_closed), "on_board": bool(on_board)}
-    try:
-        roadmap.update_stage(session, stage=stage, name=name, actor=user, **flags)
-    except FormInvalid as exc:
-        return _stage_page(request, session, stage, status_code=422, errors=exc.errors,
-                           form={"name": name, **flags})
+    form = await read_form(request, roadmap.StageUpdate)
+    if form.data is None:
+        return _stage_page(request, session, stage, status_code=422, errors=form.errors, form=form.typed)
+    roadmap.update_stage(session, stage=stage, data=form.data, actor=user)
     return redirect(request, "/admin/stages", flash=f"Stage “{stage.name}” saved.")
 
 
@@ -183,11 +174,12 @@ async def tags(request: Request, session: DbSession) -> Response:
 
 
 @router.post("/tags", response_class=HTMLResponse)
-async def create_tag(request: Request, session: DbSession, user: StaffUser, name: Name = "") -> Response:
+async def create_tag(request: Request, session: DbSession, user: StaffUser) -> Response:
+    form = await read_form(request, roadmap.TagCreate)
     try:
-        tag = roadmap.create_tag(session, name=name, actor=user)
+        tag = roadmap.create_tag(session, data=form.valid(), actor=user)
     except FormInvalid as exc:
-        return _tags_page(request, session, status_code=422, errors=exc.errors, form={"name": name})
+        return _tags_page(request, session, status_code=422, errors=exc.errors, form=form.typed)
     return redirect(request, "/admin/tags", flash=f"Tag “{tag.name}” created.")
 
 
@@ -197,13 +189,13 @@ async def edit_tag(request: Request, session: DbSession, tag_id: int) -> Respons
 
 
 @router.post("/tags/{tag_id:int}", response_class=HTMLResponse)
-async def update_tag(request: Request, session: DbSession, user: StaffUser, tag_id: int,
-                     name: Name = "") -> Response:
+async def update_tag(request: Request, session: DbSession, user: StaffUser, tag_id: int) -> Response:
     tag = roadmap.get_by_id(session, Tag, tag_id)
+    form = await read_form(request, roadmap.TagUpdate)
     try:
-        roadmap.update_tag(session, tag=tag, name=name, actor=user)
+        roadmap.update_tag(session, tag=tag, data=form.valid(), actor=user)
     except FormInvalid as exc:
-        return _tag_page(request, session, tag, status_code=422, errors=exc.errors, form={"name": name})
+        return _tag_page(request, session, tag, status_code=422, errors=exc.errors, form=form.typed)
     return redirect(request, "/admin/tags", flash=f"Tag “{tag.name}” saved.")
 
 

@@ -22,7 +22,7 @@ from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
-from app.forms import FormModel, choice, refuse, text, whole_number
+from app.forms import FormModel, checkbox, choice, refuse, text, whole_number
 from app.organisations.models import Segment
 from app.parsing import parse_int
 from app.portal import service as portal
@@ -594,30 +594,50 @@ def _unique_slug(session: Session, model: Any, name: str, *, exclude_id: int | N
         slug, n = f"{base}-{n}", n + 1
 
 
-def _name(form_value: str, field_name: str, limit: int) -> str:
-    value = (form_value or "").strip()
-    if not value:
-        raise FormInvalid({field_name: "A name is required."})
-    if len(value) > limit:
-        raise FormInvalid({field_name: f"Keep it to {limit} characters."})
-    return value
+_NAME_REQUIRED = "A name is required."
 
 
-def create_product(session: Session, *, name: str, description: str, actor: User) -> Product:
-    name = _name(name, "name", 80)
+class ProductCreate(FormModel):
+    name: Annotated[str, text(80, required=_NAME_REQUIRED)] = ""
+    description: Annotated[str, text(2000)] = ""
+
+
+class ProductUpdate(ProductCreate):
+    """The same fields as a new product."""
+
+
+class StageCreate(FormModel):
+    name: Annotated[str, text(60, required=_NAME_REQUIRED)] = ""
+    is_released: Annotated[bool, checkbox()] = False
+    is_closed: Annotated[bool, checkbox()] = False
+    on_board: Annotated[bool, checkbox()] = False
+
+
+class StageUpdate(StageCreate):
+    """The same fields as a new stage."""
+
+
+class TagCreate(FormModel):
+    name: Annotated[str, text(60, required=_NAME_REQUIRED)] = ""
+
+
+class TagUpdate(TagCreate):
+    """The same field as a new tag."""
+
+
+def create_product(session: Session, *, data: ProductCreate, actor: User) -> Product:
     position = (session.scalar(select(func.max(Product.position))) or 0) + 1
-    product = Product(name=name, description=description.strip()[:2000],
-                      slug=_unique_slug(session, Product, name), position=position)
+    product = Product(name=data.name, description=data.description,
+                      slug=_unique_slug(session, Product, data.name), position=position)
     session.add(product)
     session.flush()
-    audit.record(session, actor=actor, action=AuditAction.product_created, entity=product, changes={"name": [None, name]})
+    audit.record(session, actor=actor, action=AuditAction.product_created, entity=product, changes={"name": [None, data.name]})
     return product
 
 
-def update_product(session: Session, *, product: Product, name: str, description: str, actor: User) -> None:
+def update_product(session: Session, *, product: Product, data: ProductUpdate, actor: User) -> None:
     before = {"name": product.name, "description": product.description}
-    product.name = _name(name, "name", 80)
-    product.description = description.strip()[:2000]
+    product.name, product.description = data.name, data.description
     changes = audit.diff(before, {"name": product.name, "description": product.description})
     if changes:
         audit.record(session, actor=actor, action=AuditAction.product_updated, entity=product, changes=changes)
@@ -630,27 +650,24 @@ def delete_product(session: Session, *, product: Product, actor: User) -> None:
     session.delete(product)
 
 
-def create_stage(session: Session, *, name: str, is_released: bool, is_closed: bool, on_board: bool,
-                 actor: User) -> Stage:
-    name = _name(name, "name", 60)
+def create_stage(session: Session, *, data: StageCreate, actor: User) -> Stage:
     position = (session.scalar(select(func.max(Stage.position))) or 0) + 1
-    stage = Stage(name=name, slug=_unique_slug(session, Stage, name), position=position,
-                  is_released=is_released, is_closed=is_closed, on_board=on_board)
+    stage = Stage(name=data.name, slug=_unique_slug(session, Stage, data.name), position=position,
+                  is_released=data.is_released, is_closed=data.is_closed, on_board=data.on_board)
     session.add(stage)
     session.flush()
-    audit.record(session, actor=actor, action=AuditAction.stage_created, entity=stage, changes={"name": [None, name]})
+    audit.record(session, actor=actor, action=AuditAction.stage_created, entity=stage, changes={"name": [None, data.name]})
     return stage
 
 
-def update_stage(session: Session, *, stage: Stage, name: str, is_released: bool, is_closed: bool,
-                 on_board: bool, actor: User) -> None:
+def update_stage(session: Session, *, stage: Stage, data: StageUpdate, actor: User) -> None:
     def snap() -> dict[str, Any]:
         return {"name": stage.name, "is_released": stage.is_released, "is_closed": stage.is_closed,
                 "on_board": stage.on_board}
 
     before = snap()
-    stage.name = _name(name, "name", 60)
-    stage.is_released, stage.is_closed, stage.on_board = is_released, is_closed, on_board
+    stage.name = data.name
+    stage.is_released, stage.is_closed, stage.on_board = data.is_released, data.is_closed, data.on_board
     changes = audit.diff(before, snap())
     if changes:
         audit.record(session, actor=actor, action=AuditAction.stage_updated, entity=stage, changes=changes)
@@ -681,8 +698,8 @@ def delete_stage(session: Session, *, stage: Stage, actor: User) -> None:
     session.delete(stage)
 
 
-def create_tag(session: Session, *, name: str, actor: User) -> Tag:
-    name = _name(name, "name", 60)
+def create_tag(session: Session, *, data: TagCreate, actor: User) -> Tag:
+    name = data.name
     if session.scalar(select(Tag.id).where(func.lower(Tag.name) == name.lower())):
         raise FormInvalid({"name": f"There is already a tag called “{name}”."})
     tag = Tag(name=name, slug=_unique_slug(session, Tag, name))
@@ -692,9 +709,8 @@ def create_tag(session: Session, *, name: str, actor: User) -> Tag:
     return tag
 
 
-def update_tag(session: Session, *, tag: Tag, name: str, actor: User) -> None:
-    before = tag.name
-    name = _name(name, "name", 60)
+def update_tag(session: Session, *, tag: Tag, data: TagUpdate, actor: User) -> None:
+    before, name = tag.name, data.name
     if session.scalar(select(Tag.id).where(func.lower(Tag.name) == name.lower(), Tag.id != tag.id)):
         raise FormInvalid({"name": f"There is already a tag called “{name}”."})
     tag.name = name
