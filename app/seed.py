@@ -29,6 +29,7 @@ from app.discussion import service as discussion
 from app.discussion.models import CommentReport
 from app.errors import FormInvalid
 from app.feedback import service as feedback
+from app.forms import validate_form
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.portal import service as portal
@@ -761,14 +762,15 @@ def _customer_companies(session: Session, *, admin: User, when: datetime) -> tup
     with _dated(session, when):
         for name, weight in SEGMENTS:
             segments[name] = existing_segments.get(name.lower()) or organisations.create_segment(
-                session, name=name, weight=weight, actor=admin)
+                session, actor=admin, data=organisations.resolve_segment(
+                    session, validate_form(organisations.SegmentCreate, {"name": name, "weight": weight})))
         for name, segment, domains, revenue in ORGANISATIONS:
             found = existing_organisations.get(name.lower())
             if found is None:
                 try:
-                    data = organisations.parse_organisation_form(
-                        session, name=name, domains="\n".join(domains), segment_id=str(segments[segment].id),
-                        revenue=revenue)
+                    data = organisations.resolve_organisation(session, validate_form(organisations.OrganisationCreate, {
+                        "name": name, "domains": "\n".join(domains), "segment_id": str(segments[segment].id),
+                        "revenue": revenue}))
                 except FormInvalid:
                     continue  # a domain already belongs to an organisation of the portal's own: leave it there
                 found = organisations.create_organisation(session, data=data, actor=admin)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from app.forms import FormModel, form_errors, text, whole_number
 from tests.admin.helpers import item_form
 from tests.factories import make_item, make_pm, make_product, make_tag, make_user, stage
-from tests.feedback.helpers import make_customer, make_idea
+from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
 from tests.helpers.http import post_form, sign_in
 
 
@@ -186,6 +186,39 @@ class TestTaxonomy:
               "A name is required.")
         shown(await post_form(client, f"/admin/tags/{tag.id}", {"name": " desktop "}, page=f"/admin/tags/{tag.id}"),
               "There is already a tag called “desktop”.")
+
+
+class TestCustomers:
+    """OrganisationCreate/Update and SegmentCreate/Update."""
+
+    async def test_organisations(self, client, session, pm):
+        new = await post_form(client, "/admin/organisations", {
+            "name": "", "domains": "acme.example\nnot a domain!", "segment_id": "x", "revenue": "lots"},
+            page="/admin/organisations")
+        shown(new, "A name is required.", "Not an email domain: “not”, “a”, “domain!”.",
+              "That segment no longer exists; please choose again.",
+              "Enter the yearly revenue as a number, like 48000.")
+        assert "not a domain!" in html.unescape(new.text)
+        acme = make_organisation(session, "Acme Logistics")
+        make_organisation(session, "Globex")
+        edit = await post_form(client, f"/admin/organisations/{acme.id}", {
+            "name": "  globex ", "revenue": "-5"}, page=f"/admin/organisations/{acme.id}")
+        shown(edit, "There is already an organisation called “globex”.", "Revenue cannot be negative (0 if unknown).")
+        long = await post_form(client, f"/admin/organisations/{acme.id}", {"name": "n" * 121},
+                               page=f"/admin/organisations/{acme.id}")
+        shown(long, "Keep it to 120 characters (it has 121).")
+
+    async def test_segments(self, client, session, pm):
+        new = await post_form(client, "/admin/segments", {"name": " ", "weight": "abc"}, page="/admin/segments")
+        shown(new, "A name is required.", "Enter the weight as a number, like 1 or 2.5.")
+        enterprise = make_segment(session, "Enterprise")
+        make_segment(session, "Mid-market")
+        edit = await post_form(client, f"/admin/segments/{enterprise.id}", {"name": "mid-market", "weight": "1.2345"},
+                               page=f"/admin/segments/{enterprise.id}")
+        shown(edit, "There is already a segment called “mid-market”.", "Use at most three decimals.")
+        long = await post_form(client, f"/admin/segments/{enterprise.id}", {"name": "s" * 81, "weight": "2"},
+                               page=f"/admin/segments/{enterprise.id}")
+        shown(long, "Keep it to 80 characters (it has 81).")
 
 
 class TestTranslation:

@@ -6,6 +6,7 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
@@ -15,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
 from app.accounts.views import safe_next
-from app.admin.forms import Name
 from app.deps import DbSession, StaffUser
 from app.desk import service as desk
 from app.errors import FormInvalid
+from app.forms import read_form
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import ASCII_DIGITS, parse_int
@@ -66,24 +67,18 @@ def _organisation_page(request: Request, session: Session, organisation: Organis
     }, status_code=status_code)
 
 
-OrgField = Annotated[str, Form(max_length=20_000)]
-
-
 @router.get("/organisations", response_class=HTMLResponse)
 async def organisation_list(request: Request, session: DbSession) -> Response:
     return _organisations_page(request, session)
 
 
 @router.post("/organisations", response_class=HTMLResponse)
-async def create_organisation(request: Request, session: DbSession, user: StaffUser, name: Name = "",
-                              domains: OrgField = "", segment_id: Annotated[str, Form(max_length=20)] = "",
-                              revenue: Annotated[str, Form(max_length=100)] = "") -> Response:
-    form = {"name": name, "domains": domains, "segment_id": segment_id, "revenue": revenue}
+async def create_organisation(request: Request, session: DbSession, user: StaffUser) -> Response:
+    form = await read_form(request, organisations.OrganisationCreate)
     try:
-        data = organisations.parse_organisation_form(session, name=name, domains=domains, segment_id=segment_id,
-                                                     revenue=revenue)
+        data = form.resolve(partial(organisations.resolve_organisation, session))
     except FormInvalid as exc:
-        return _organisations_page(request, session, status_code=422, errors=exc.errors, form=form)
+        return _organisations_page(request, session, status_code=422, errors=exc.errors, form=form.typed)
     organisation = organisations.create_organisation(session, data=data, actor=user)
     joined = (f" People who sign in with a verified address at {', '.join(data.domains)} join it."
               if data.domains else "")
@@ -97,17 +92,15 @@ async def edit_organisation(request: Request, session: DbSession, organisation_i
 
 
 @router.post("/organisations/{organisation_id:int}", response_class=HTMLResponse)
-async def update_organisation(request: Request, session: DbSession, user: StaffUser, organisation_id: int,
-                              name: Name = "", domains: OrgField = "",
-                              segment_id: Annotated[str, Form(max_length=20)] = "",
-                              revenue: Annotated[str, Form(max_length=100)] = "") -> Response:
+async def update_organisation(request: Request, session: DbSession, user: StaffUser,
+                              organisation_id: int) -> Response:
     organisation = organisations.get_organisation(session, organisation_id)
-    form = {"name": name, "domains": domains, "segment_id": segment_id, "revenue": revenue}
+    form = await read_form(request, organisations.OrganisationUpdate)
     try:
-        data = organisations.parse_organisation_form(session, name=name, domains=domains, segment_id=segment_id,
-                                                     revenue=revenue, organisation=organisation)
+        data = form.resolve(partial(organisations.resolve_organisation, session, organisation=organisation))
     except FormInvalid as exc:
-        return _organisation_page(request, session, organisation, status_code=422, errors=exc.errors, form=form)
+        return _organisation_page(request, session, organisation, status_code=422, errors=exc.errors,
+                                  form=form.typed)
     if not organisations.update_organisation(session, organisation=organisation, data=data, actor=user):
         return redirect(request, f"/admin/organisations/{organisation.id}", flash="Nothing changed.", kind="info")
     return redirect(request, f"/admin/organisations/{organisation.id}",
@@ -206,22 +199,19 @@ def _segment_page(request: Request, session: Session, segment: Segment, *, statu
     }, status_code=status_code)
 
 
-Weight = Annotated[str, Form(max_length=40)]
-
-
 @router.get("/segments", response_class=HTMLResponse)
 async def segments(request: Request, session: DbSession) -> Response:
     return _segments_page(request, session)
 
 
 @router.post("/segments", response_class=HTMLResponse)
-async def create_segment(request: Request, session: DbSession, user: StaffUser, name: Name = "",
-                         weight: Weight = "") -> Response:
+async def create_segment(request: Request, session: DbSession, user: StaffUser) -> Response:
+    form = await read_form(request, organisations.SegmentCreate)
     try:
-        segment = organisations.create_segment(session, name=name, weight=weight, actor=user)
+        data = form.resolve(partial(organisations.resolve_segment, session))
     except FormInvalid as exc:
-        return _segments_page(request, session, status_code=422, errors=exc.errors,
-                              form={"name": name, "weight": weight})
+        return _segments_page(request, session, status_code=422, errors=exc.errors, form=form.typed)
+    segment = organisations.create_segment(session, data=data, actor=user)
     return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” created.")
 
 
@@ -231,14 +221,14 @@ async def edit_segment(request: Request, session: DbSession, segment_id: int) ->
 
 
 @router.post("/segments/{segment_id:int}", response_class=HTMLResponse)
-async def update_segment(request: Request, session: DbSession, user: StaffUser, segment_id: int,
-                         name: Name = "", weight: Weight = "") -> Response:
+async def update_segment(request: Request, session: DbSession, user: StaffUser, segment_id: int) -> Response:
     segment = organisations.get_segment(session, segment_id)
+    form = await read_form(request, organisations.SegmentUpdate)
     try:
-        changed = organisations.update_segment(session, segment=segment, name=name, weight=weight, actor=user)
+        data = form.resolve(partial(organisations.resolve_segment, session, segment=segment))
     except FormInvalid as exc:
-        return _segment_page(request, session, segment, status_code=422, errors=exc.errors,
-                             form={"name": name, "weight": weight})
+        return _segment_page(request, session, segment, status_code=422, errors=exc.errors, form=form.typed)
+    changed = organisations.update_segment(session, segment=segment, data=data, actor=user)
     if not changed:
         return redirect(request, "/admin/segments", flash="Nothing changed.", kind="info")
     return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” saved.")

@@ -6,8 +6,9 @@ import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -17,6 +18,7 @@ from app.addresses import normalise_domain, parse_domains
 from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.errors import FormInvalid, NotFound
+from app.forms import FormModel, refuse, text, whole_number
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.parsing import parse_int
 from app.roadmap import service as roadmap
@@ -98,19 +100,22 @@ MAX_REVENUE = Decimal("999999999999.99")  # what Numeric(14, 2) holds
 MAX_SEGMENT_WEIGHT = Decimal("99999.999")  # what Numeric(8, 3) holds
 
 
-def _parse_revenue(text: str) -> Decimal:
+def _parse_revenue(text: Any) -> Decimal:
     cleaned = re.sub(r"[\s,_]", "", str(text or "")).lstrip("$€£")
     if not cleaned:
         return Decimal(0)
     try:
         amount = Decimal(cleaned)
     except InvalidOperation:
-        raise FormInvalid({"revenue": "Enter the yearly revenue as a number, like 48000."}) from None
+        raise refuse("Enter the yearly revenue as a number, like 48000.") from None
     if not amount.is_finite() or amount < 0:
-        raise FormInvalid({"revenue": "Revenue cannot be negative (0 if unknown)."})
+        raise refuse("Revenue cannot be negative (0 if unknown).")
     if amount > MAX_REVENUE:
-        raise FormInvalid({"revenue": "That number is too large."})
+        raise refuse("That number is too large.")
     return amount.quantize(Decimal("0.01"))
+
+
+_SEGMENT_GONE = "That segment no longer exists; please choose again."
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,35 +126,48 @@ class OrganisationInput:
     revenue: Decimal
 
 
-def parse_organisation_form(session: Session, *, name: str, domains: str, segment_id: str, revenue: str,
-                            organisation: Organisation | None = None) -> OrganisationInput:
-    """Validate the organisation form; FormInvalid names every field that needs attention.
+def _domains(value: Any) -> Any:
+    """Domains typed one per line or separated by commas: normalised, one per line."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return "\n".join(parse_domains(value))
+    except FormInvalid as exc:
+        raise refuse(exc.errors["domains"]) from None
+
+
+class OrganisationCreate(FormModel):
+    """The organisation form. `domains` comes out normalised, one per line."""
+
+    name: Annotated[str, text(120, required="A name is required.", collapse=True)] = ""
+    domains: Annotated[str, text(20_000), AfterValidator(_domains)] = ""
+    segment_id: Annotated[int | None, whole_number(_SEGMENT_GONE, required=False)] = None
+    revenue: Annotated[Decimal, BeforeValidator(_parse_revenue)] = Decimal(0)
+
+
+class OrganisationUpdate(OrganisationCreate):
+    """The same fields as a new organisation."""
+
+
+def resolve_organisation(session: Session, data: OrganisationCreate, *,
+                         organisation: Organisation | None = None) -> OrganisationInput:
+    """The database's side of the organisation form: the name and the domains are not another
+    organisation's, the segment still exists. FormInvalid names each field that needs attention.
 
     A domain belongs to one organisation only (it decides where people who sign in land); a domain
     taken by another organisation is refused with that organisation's name.
     """
     errors: dict[str, str] = {}
-    clean_name = " ".join((name or "").split())
-    if not clean_name:
-        errors["name"] = "A name is required."
-    elif len(clean_name) > 120:
-        errors["name"] = "Keep the name to 120 characters."
-    elif session.scalar(select(Organisation.id).where(
-            func.lower(Organisation.name) == clean_name.lower(),
-            Organisation.id != (organisation.id if organisation is not None else -1))):
-        errors["name"] = f"There is already an organisation called “{clean_name}”."
-
-    parsed: list[str] = []
-    try:
-        parsed = parse_domains(domains)
-    except FormInvalid as exc:
-        errors.update(exc.errors)
-    if parsed and "domains" not in errors:
+    other = organisation.id if organisation is not None else -1
+    if data.name and session.scalar(select(Organisation.id).where(
+            func.lower(Organisation.name) == data.name.lower(), Organisation.id != other)):
+        errors["name"] = f"There is already an organisation called “{data.name}”."
+    domains = data.domains.split()
+    if domains:
         taken = session.execute(
             select(OrganisationDomain.domain, Organisation.name)
             .join(Organisation, Organisation.id == OrganisationDomain.organisation_id)
-            .where(OrganisationDomain.domain.in_(parsed),
-                   Organisation.id != (organisation.id if organisation is not None else -1))
+            .where(OrganisationDomain.domain.in_(domains), Organisation.id != other)
             .order_by(OrganisationDomain.domain)
         ).all()
         if taken:
@@ -157,23 +175,12 @@ def parse_organisation_form(session: Session, *, name: str, domains: str, segmen
             more = f" (and {len(taken) - 1} more of these domains)" if len(taken) > 1 else ""
             errors["domains"] = (f"{domain} already belongs to {owner}{more}. A domain can belong to one "
                                  "organisation only: remove it there first, or leave it out here.")
-
-    segment = None
-    if segment_id:
-        number = parse_int(segment_id, minimum=1)
-        segment = session.get(Segment, number) if number is not None else None
-        if segment is None:
-            errors["segment_id"] = "That segment no longer exists; please choose again."
-
-    amount = Decimal(0)
-    try:
-        amount = _parse_revenue(revenue)
-    except FormInvalid as exc:
-        errors.update(exc.errors)
-
+    segment = session.get(Segment, data.segment_id) if data.segment_id is not None else None
+    if data.segment_id is not None and segment is None:
+        errors["segment_id"] = _SEGMENT_GONE
     if errors:
         raise FormInvalid(errors)
-    return OrganisationInput(name=clean_name, domains=parsed, segment=segment, revenue=amount)
+    return OrganisationInput(name=data.name, domains=domains, segment=segment, revenue=data.revenue)
 
 
 def _organisation_snapshot(organisation: Organisation, segment: Segment | None) -> dict[str, Any]:
@@ -358,41 +365,44 @@ def count_organisations_per_segment(session: Session) -> dict[int, int]:
     return {segment_id: n for segment_id, n in rows if segment_id is not None}  # (the WHERE says so)
 
 
-def _parse_weight(text: str) -> Decimal:
+def _parse_weight(text: Any) -> Decimal:
     cleaned = str(text or "").strip().replace(",", ".")
     if not cleaned:
         return Decimal(1)
     try:
         weight = Decimal(cleaned)
     except InvalidOperation:
-        raise FormInvalid({"weight": "Enter the weight as a number, like 1 or 2.5."}) from None
+        raise refuse("Enter the weight as a number, like 1 or 2.5.") from None
     if not weight.is_finite() or weight <= 0:
-        raise FormInvalid({"weight": "The weight must be more than 0."})
+        raise refuse("The weight must be more than 0.")
     if weight > MAX_SEGMENT_WEIGHT:
-        raise FormInvalid({"weight": "Keep the weight below 100,000."})
+        raise refuse("Keep the weight below 100,000.")
     if weight != weight.quantize(Decimal("0.001")):
-        raise FormInvalid({"weight": "Use at most three decimals."})
+        raise refuse("Use at most three decimals.")
     return weight.quantize(Decimal("0.001"))
 
 
-def _segment_values(session: Session, *, name: str, weight: str, segment: Segment | None) -> tuple[str, Decimal]:
-    errors: dict[str, str] = {}
-    clean = " ".join((name or "").split())
-    if not clean:
-        errors["name"] = "A name is required."
-    elif len(clean) > 80:
-        errors["name"] = "Keep the name to 80 characters."
-    elif session.scalar(select(Segment.id).where(func.lower(Segment.name) == clean.lower(),
-                                                 Segment.id != (segment.id if segment is not None else -1))):
-        errors["name"] = f"There is already a segment called “{clean}”."
-    value = Decimal(1)
-    try:
-        value = _parse_weight(weight)
-    except FormInvalid as exc:
-        errors.update(exc.errors)
-    if errors:
-        raise FormInvalid(errors)
-    return clean, value
+class SegmentCreate(FormModel):
+    name: Annotated[str, text(80, required="A name is required.", collapse=True)] = ""
+    weight: Annotated[Decimal, BeforeValidator(_parse_weight)] = Decimal(1)
+
+
+class SegmentUpdate(SegmentCreate):
+    """The same fields as a new segment."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInput:
+    name: str
+    weight: Decimal
+
+
+def resolve_segment(session: Session, data: SegmentCreate, *, segment: Segment | None = None) -> SegmentInput:
+    """A validated segment form whose name no other segment has; FormInvalid otherwise."""
+    if data.name and session.scalar(select(Segment.id).where(
+            func.lower(Segment.name) == data.name.lower(), Segment.id != (segment.id if segment is not None else -1))):
+        raise FormInvalid({"name": f"There is already a segment called “{data.name}”."})
+    return SegmentInput(name=data.name, weight=data.weight)
 
 
 def _unique_segment_slug(session: Session, name: str, *, exclude_id: int | None = None) -> str:
@@ -408,8 +418,8 @@ def _weight_text(weight: Decimal) -> str:
     return format(weight.normalize(), "f") if weight is not None else ""
 
 
-def create_segment(session: Session, *, name: str, weight: str, actor: Any) -> Segment:
-    clean, value = _segment_values(session, name=name, weight=weight, segment=None)
+def create_segment(session: Session, *, data: SegmentInput, actor: Any) -> Segment:
+    clean, value = data.name, data.weight
     segment = Segment(name=clean, weight=value, slug=_unique_segment_slug(session, clean))
     session.add(segment)
     session.flush()
@@ -418,9 +428,9 @@ def create_segment(session: Session, *, name: str, weight: str, actor: Any) -> S
     return segment
 
 
-def update_segment(session: Session, *, segment: Segment, name: str, weight: str, actor: Any) -> bool:
+def update_segment(session: Session, *, segment: Segment, data: SegmentInput, actor: Any) -> bool:
     """Rename or reweigh; the slug stays (host-app SSO tokens may name the segment by it). False: no change."""
-    clean, value = _segment_values(session, name=name, weight=weight, segment=segment)
+    clean, value = data.name, data.weight
     before = {"name": segment.name, "weight": _weight_text(segment.weight)}
     segment.name, segment.weight = clean, value
     changes = audit.diff(before, {"name": clean, "weight": _weight_text(value)})
