@@ -47,6 +47,25 @@
     }
   }, true);
 
+  // (e) The phone header's Menu and the board's Filters are <details>: Escape closes the open one (focus
+  // back on its button) and so does a click outside it, as people expect of a menu.
+  var folding = ".site-menu, .filters-box";
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var open = event.target instanceof Element ? event.target.closest(folding) : null;
+    open = open && open.open ? open : document.querySelector(".site-menu[open], .filters-box[open]");
+    if (!open) return;
+    open.open = false;
+    var summary = open.querySelector("summary");
+    if (summary) summary.focus();
+  });
+  document.addEventListener("click", function (event) {
+    var inside = event.target instanceof Element ? event.target.closest(folding) : null;
+    Array.prototype.forEach.call(document.querySelectorAll(".site-menu[open], .filters-box[open]"), function (box) {
+      if (box !== inside) box.open = false;
+    });
+  });
+
   // (d) The item editor's "Limit to segments" only applies to customer items: shown only for them.
   ready(function () {
     var group = document.querySelector("[data-shown-for-visibility]");

@@ -1,0 +1,119 @@
+"""Browser check: on a 390 × 844 phone the roadmap's first card is well above the fold and nothing scrolls
+sideways; the header folds into one Menu button and the filters behind one Filters button, both
+<details> that work without JavaScript; on a laptop both stay spelled out. axe-core checks both sizes.
+
+Before this layout the header (two rows of links and the search), the view switch and four filters
+pushed the first card to about 525-566 px of 844.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.factories import make_item, make_tag
+from tests.helpers.browser import Portal, axe_check, screenshot
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+FOLD_LIMIT = 300  # px from the top of the page at 390 × 844
+
+
+def _top(page: Any, selector: str) -> float:
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, f"{selector} is not displayed"
+    return box["y"]
+
+
+def _no_sideways_scroll(page: Any, where: str) -> None:
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{where} is {width} px wide on a {PHONE['width']} px phone"
+
+
+def test_phone_header_and_filters_fold_and_the_first_card_is_above_the_fold(portal: Portal, open_context: Any) -> None:
+    from playwright.sync_api import expect
+
+    product = portal.create_product("Rotawise Web")
+    with portal.transaction() as session:
+        tag = make_tag(session, "Integrations")
+        item = make_item(session, product=product, title="Payroll export to Gusto and ADP", tags=[tag],
+                         summary="Send approved hours straight to Gusto or ADP.")
+        for n in range(3):
+            make_item(session, product=product, title=f"Planned thing {n}", stage_slug="in-progress")
+        path = item.path
+
+    phone = open_context(viewport=PHONE).new_page()
+    for address in ("/", "/?view=horizon", path, "/changelog", "/search?q=payroll"):
+        phone.goto(address)
+        _no_sideways_scroll(phone, address)
+    for address in ("/", "/?view=horizon"):
+        phone.goto(address)
+        top = _top(phone, ".card")
+        assert top < FOLD_LIMIT, f"the first card of {address} starts at {top:.0f} px"
+    brand = phone.locator(".brand > span")
+    assert brand.evaluate("el => el.scrollWidth <= el.clientWidth"), "the portal name is cut off"
+    screenshot(phone, "phone-01-board")
+    axe_check(phone, "the board at 390 px")
+
+    # The Menu button opens the links, the search and the account corner.
+    expect(phone.get_by_role("link", name="Changelog", exact=True)).to_be_hidden()
+    phone.locator(".site-menu > summary").click()
+    menu = phone.locator(".site-menu-panel")
+    expect(menu.get_by_role("link", name="Changelog", exact=True)).to_be_visible()
+    expect(menu.get_by_role("searchbox", name="Search the roadmap")).to_be_visible()
+    expect(menu.get_by_role("link", name="Sign in")).to_be_visible()
+    screenshot(phone, "phone-02-menu-open")
+    axe_check(phone, "the board at 390 px with the menu open")
+    phone.keyboard.press("Escape")  # with JavaScript, Escape (or a click elsewhere) closes it
+    expect(menu).to_be_hidden()
+    expect(phone.locator(".site-menu > summary")).to_be_focused()
+    phone.locator(".site-menu > summary").click()
+    menu.get_by_role("link", name="Changelog", exact=True).click()
+    expect(phone).to_have_url(re.compile(r"/changelog$"))
+
+    # One Filters button; with JavaScript a choice applies at once and the button counts it.
+    phone.goto("/")
+    expect(phone.get_by_label("Product")).to_be_hidden()
+    phone.get_by_text("Filters", exact=True).click()
+    stage = phone.get_by_label("Stage")
+    expect(stage).to_be_visible()
+    assert stage.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the stage filter's text is cut"
+    screenshot(phone, "phone-03-filters-open")
+    axe_check(phone, "the board at 390 px with the filters open")
+    phone.get_by_label("Tag", exact=True).select_option(label="Integrations")
+    expect(phone).to_have_url(re.compile(r"\?tag=[a-z0-9-]+"))
+    expect(phone.locator(".filters-box > summary")).to_have_text(re.compile(r"Filters\s*1\s*chosen"))
+    phone.emulate_media(color_scheme="dark")
+    screenshot(phone, "phone-04-filtered-dark")
+    axe_check(phone, "the filtered board at 390 px, dark")
+
+    # Without JavaScript both buttons still open, and Apply applies.
+    plain = open_context(viewport=PHONE, java_script_enabled=False).new_page()
+    plain.goto("/")
+    assert _top(plain, ".card") < FOLD_LIMIT
+    plain.locator(".site-menu > summary").click()
+    expect(plain.locator(".site-menu-panel").get_by_role("link", name="Suggest an idea")).to_be_visible()
+    plain.locator(".site-menu > summary").click()  # the same button closes it
+    expect(plain.locator(".site-menu-panel")).to_be_hidden()
+    plain.locator(".filters-box > summary").click()
+    plain.get_by_label("Product").select_option("rotawise-web")
+    plain.get_by_role("button", name="Apply").click()
+    expect(plain).to_have_url(re.compile(r"product=rotawise-web"))
+    expect(plain.get_by_role("heading", name=re.compile("Payroll export"))).to_be_visible()
+
+    # On a laptop the links, the search and the filter form are shown as they were: no buttons to press.
+    laptop = open_context(viewport=LAPTOP).new_page()
+    laptop.goto("/")
+    expect(laptop.locator(".site-menu")).to_be_hidden()
+    expect(laptop.locator(".header-full").get_by_role("link", name="Changelog", exact=True)).to_be_visible()
+    expect(laptop.get_by_label("Product")).to_be_visible()
+    expect(laptop.locator(".filters-box > summary")).to_be_hidden()
+    screenshot(laptop, "phone-05-laptop-board")
+    axe_check(laptop, "the board at 1280 px")
+
+    assert not portal.server_errors(), f"the server logged errors:\n{portal.server_errors()}"
+    assert open_context.page_errors == [], f"JavaScript errors in the pages: {open_context.page_errors}"
