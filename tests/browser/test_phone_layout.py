@@ -117,3 +117,32 @@ def test_phone_header_and_filters_fold_and_the_first_card_is_above_the_fold(port
 
     assert not portal.server_errors(), f"the server logged errors:\n{portal.server_errors()}"
     assert open_context.page_errors == [], f"JavaScript errors in the pages: {open_context.page_errors}"
+
+
+_DOTS = """() => Array.from(document.querySelectorAll('.column')).map(column => {
+  const rgb = c => c.match(/[0-9.]+/g).slice(0, 3).map(Number);
+  const lum = c => { const [r, g, b] = rgb(c).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                     return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const dot = getComputedStyle(column.querySelector('.column-title'), '::before').backgroundColor;
+  const back = getComputedStyle(column).backgroundColor;
+  const [hi, lo] = [lum(dot), lum(back)].sort((a, b) => b - a);
+  return [column.getAttribute('aria-labelledby'), dot, (hi + 0.05) / (lo + 0.05)];
+})"""
+
+
+def test_now_next_later_have_colours_of_their_own(portal: Portal, open_context: Any) -> None:
+    with portal.transaction() as session:
+        make_item(session, title="Something planned")
+    for scheme in ("light", "dark"):
+        page = open_context(viewport=LAPTOP, color_scheme=scheme).new_page()
+        page.goto("/")
+        stage_dots = {dot for _, dot, _ in page.evaluate(_DOTS)}
+        page.goto("/?view=horizon")
+        horizons = page.evaluate(_DOTS)
+        assert [key for key, _, _ in horizons] == ["col-now", "col-next", "col-later"]
+        dots = [dot for _, dot, _ in horizons]
+        assert len(set(dots)) == 3 and not set(dots) & stage_dots, f"{scheme}: horizon dots {dots}, stages {stage_dots}"
+        for key, dot, ratio in horizons:
+            assert ratio >= 4.5, f"{scheme}: {key}'s colour {dot} is {ratio:.2f}:1 against its column"
+        screenshot(page, f"horizons-{scheme}")
+        axe_check(page, f"Now · Next · Later, {scheme}")
