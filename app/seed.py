@@ -856,6 +856,8 @@ def _demo_votes(session: Session, *, items: list[tuple[Item, DemoItem]], compani
             importance = clock.rng.choices(list(Importance), weights=(4, 4, 2))[0]
             votes.append({"item_id": item.id, "user_id": voter.id, "importance": int(importance),
                           "created_at": at, "updated_at": at, "source_url": ""})
+            # They were signed in when they voted: the people page shows their latest visit, not "Never".
+            voter.last_login_at = max(voter.last_login_at or at, at)
             follows.append({"item_id": item.id, "user_id": voter.id, "created_at": at})
     session.execute(insert(Vote), votes)
     session.execute(insert(Follow), follows)

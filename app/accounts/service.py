@@ -167,6 +167,14 @@ def end_all_sessions(session: Session, *, user: User) -> None:
     session.execute(delete(UserSession).where(UserSession.user_id == user.id))
 
 
+def list_sessions(session: Session, *, user: User) -> list[UserSession]:
+    """The user's sessions that have not expired (browsers signed in now), newest first."""
+    return list(session.scalars(
+        select(UserSession).where(UserSession.user_id == user.id, UserSession.expires_at > utcnow())
+        .order_by(UserSession.created_at.desc())
+    ))
+
+
 def _give_role(session: Session, user: User, role: Role) -> None:
     """A new role ends every session of the person: a session opened as a customer (by host-app SSO or an email
     link, which staff may not use) must not become a staff session when the account is promoted, and a

@@ -18,12 +18,15 @@ from app.accounts import service as accounts
 from app.accounts.views import safe_next
 from app.deps import DbSession, StaffUser
 from app.desk import service as desk
+from app.discussion import service as discussion
 from app.errors import FormInvalid
+from app.feedback import service as feedback
 from app.forms import read_form
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import ASCII_DIGITS, parse_int
 from app.roadmap import service as roadmap
+from app.voting import service as voting
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -142,12 +145,28 @@ async def people(request: Request, session: DbSession,
     })
 
 
+@router.get("/people/{user_id:int}", response_class=HTMLResponse)
+async def person_page(request: Request, session: DbSession, user_id: int) -> Response:
+    customer = organisations.get_customer(session, user_id)
+    votes, vote_total = voting.list_votes_of_person(session, user=customer)
+    comments, comment_total = discussion.list_comments_of_person(session, user=customer)
+    said, said_total = feedback.list_feedback_from(session, author=customer)
+    return render(request, "admin/person.html", {
+        "person": customer, "votes": votes, "vote_total": vote_total, "comments": comments,
+        "comment_total": comment_total, "feedback": said, "feedback_total": said_total,
+        "sessions": accounts.list_sessions(session, user=customer),
+        "choices": organisations.list_organisation_choices(session),
+        "kind_labels": feedback.KIND_LABELS, "state_labels": feedback.STATE_LABELS,
+        "source_names": feedback.SOURCE_NAMES,
+    })
+
+
 @router.post("/people/{user_id:int}/organisation", response_class=HTMLResponse)
 async def move_person(request: Request, session: DbSession, user: StaffUser, user_id: int,
                       organisation_id: Annotated[str, Form(max_length=20)] = "",
                       return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
     person = organisations.get_customer(session, user_id)
-    back = _admin_path(return_to, "/admin/people")
+    back = _admin_path(return_to, f"/admin/people/{person.id}")
     target = None
     if organisation_id:
         number = parse_int(organisation_id, minimum=1)
@@ -165,7 +184,7 @@ async def change_person_active(request: Request, session: DbSession, user: Staff
                                active: Annotated[str, Form(max_length=5)] = "",
                                return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
     person = organisations.get_customer(session, user_id)
-    back = _admin_path(return_to, "/admin/people")
+    back = _admin_path(return_to, f"/admin/people/{person.id}")
     enable = active == "1"
     if person.is_active == enable:
         return redirect(request, back, flash=f"{person.name} is already {'enabled' if enable else 'disabled'}.",

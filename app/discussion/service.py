@@ -588,6 +588,16 @@ def list_hidden_comments(session: Session, *, limit: int = 50) -> list[Flagged]:
     return out
 
 
+def list_comments_of_person(session: Session, *, user: User, limit: int = 100) -> tuple[list[tuple[Comment, Item]], int]:
+    """For staff: the person's comments (hidden ones too, not deleted ones), newest first, with their items;
+    and how many there are in all."""
+    mine = (Comment.author_id == user.id) & Comment.deleted_at.is_(None)
+    total = session.scalar(select(func.count()).select_from(Comment).where(mine)) or 0
+    rows = session.execute(select(Comment, Item).join(Item, Item.id == Comment.item_id).where(mine)
+                           .order_by(Comment.created_at.desc(), Comment.id.desc()).limit(limit))
+    return [(comment, item) for comment, item in rows], total
+
+
 def count_open_reports(session: Session) -> int:
     return session.scalar(select(func.count(func.distinct(CommentReport.comment_id)))
                           .where(CommentReport.resolved_at.is_(None))) or 0

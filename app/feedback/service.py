@@ -483,6 +483,14 @@ def get_entry(session: Session, feedback_id: int) -> InboxEntry:
     return _entry(row)
 
 
+def list_feedback_from(session: Session, *, author: User, limit: int = 100) -> tuple[list[InboxEntry], int]:
+    """A person's ideas, reasons and the notes captured for them, newest first; and how many in all."""
+    total = session.scalar(select(func.count()).select_from(Feedback).where(Feedback.author_id == author.id)) or 0
+    rows = session.execute(_inbox_query().where(Feedback.author_id == author.id)
+                           .order_by(Feedback.created_at.desc(), Feedback.id.desc()).limit(limit))
+    return [_entry(row) for row in rows], total
+
+
 def list_feedback_for_item(session: Session, *, item: Item, limit: int = 20) -> list[InboxEntry]:
     """The private feedback attached to an item (for staff pages), newest first."""
     rows = session.execute(_inbox_query().where(Feedback.item_id == item.id)

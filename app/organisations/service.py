@@ -325,7 +325,7 @@ def get_customer(session: Session, user_id: int) -> User:
     """A customer account (staff accounts live on the staff page), with its organisation loaded."""
     user = session.scalar(
         select(User).where(User.id == user_id, User.role == Role.customer, User.deleted_at.is_(None))
-        .options(selectinload(User.organisation))
+        .options(selectinload(User.organisation).selectinload(Organisation.segment))
     )
     if user is None:
         raise NotFound()

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, delete, func, select, update
-from sqlalchemy.orm import Session, joinedload, load_only, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, load_only, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts.models import User
@@ -449,6 +449,33 @@ def list_my_votes(session: Session, *, viewer: Viewer, include_captured: bool = 
         stmt = stmt.where(Vote.captured_by_id.is_(None))
     return [MyVote(item=item, importance=Importance(importance), voted_at=at, captured=captured_by is not None)
             for item, importance, at, captured_by in session.execute(stmt)]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonVote:
+    item: Item
+    importance: Importance
+    voted_at: datetime
+    captured_by: User | None
+    source: CaptureSource | None
+
+
+def list_votes_of_person(session: Session, *, user: User, limit: int = 100) -> tuple[list[PersonVote], int]:
+    """For staff: the person's votes on any item (drafts and internal ones too), most recent first, with who
+    recorded a vote on their behalf; and how many votes they have in all."""
+    total = session.scalar(select(func.count()).select_from(Vote).where(Vote.user_id == user.id)) or 0
+    captured_by = aliased(User, name="captured_by")
+    rows = session.execute(
+        select(Item, Vote.importance, Vote.updated_at, captured_by, Vote.source)
+        .join(Vote, Vote.item_id == Item.id)
+        .outerjoin(captured_by, captured_by.id == Vote.captured_by_id)
+        .where(Vote.user_id == user.id)
+        .options(selectinload(Item.stage), selectinload(Item.product))
+        .order_by(Vote.updated_at.desc(), Vote.id.desc())
+        .limit(limit)
+    )
+    return [PersonVote(item=item, importance=Importance(importance), voted_at=at, captured_by=by, source=source)
+            for item, importance, at, by, source in rows], total
 
 
 def list_followed(session: Session, *, viewer: Viewer) -> list[Item]:
