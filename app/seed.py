@@ -644,7 +644,8 @@ def seed_demo(session: Session) -> str:
                         with_password=password is not None, when=setup + timedelta(days=2))
 
     with _dated(session, setup + timedelta(hours=1)):
-        portal.update_branding(session, actor=admin, values=BRANDING)
+        portal.update_branding(session, actor=admin, values=portal.resolve_branding(
+            session, validate_form(portal.BrandingUpdate, BRANDING)))
         products = {key: roadmap.create_product(
             session, data=roadmap.ProductCreate(name=name, description=description), actor=admin)
                     for key, (name, description) in PRODUCTS.items()}

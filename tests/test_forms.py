@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from app.forms import FormModel, form_errors, text, whole_number
-from tests.admin.helpers import item_form
-from tests.factories import make_item, make_pm, make_product, make_tag, make_user, stage
+from tests.admin.helpers import branding_form, item_form
+from tests.factories import make_admin, make_item, make_pm, make_product, make_tag, make_user, stage
 from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
 from tests.helpers.http import post_form, sign_in
 
@@ -219,6 +219,41 @@ class TestCustomers:
         long = await post_form(client, f"/admin/segments/{enterprise.id}", {"name": "s" * 81, "weight": "2"},
                                page=f"/admin/segments/{enterprise.id}")
         shown(long, "Keep it to 80 characters (it has 81).")
+
+
+class TestAdminAreas:
+    """BrandingUpdate, StaffInvite and StaffRoleChange (admins only)."""
+
+    @pytest.fixture
+    def admin(self, client, session):  # type: ignore[no-untyped-def]
+        user = make_admin(session, display_name="Sam Admin")
+        sign_in(client, session, user)
+        return user
+
+    async def test_branding(self, client, session, admin):
+        response = await post_form(client, "/admin/settings", branding_form(
+            portal_name=" ", product_name="p" * 61, product_url="www.acme.example", accent_color="#12345"),
+            page="/admin/settings")
+        shown(response, "Give the portal a name.", "Keep it to 60 characters (it has 61).",
+              "Use a full address starting with https://.", "Use a colour like #4f46e5.")
+        assert 'value="www.acme.example"' in response.text and 'value="#12345"' in response.text
+        long = await post_form(client, "/admin/settings", branding_form(portal_name="n" * 61), page="/admin/settings")
+        shown(long, "Keep it to 60 characters (it has 61).")
+
+    async def test_invitation(self, client, session, admin):
+        response = await post_form(client, "/admin/staff/invitations", {"email": "", "role": "customer"},
+                                   page="/admin/staff")
+        shown(response, "Enter a valid email address, like name@example.com.", "Choose product manager or admin.")
+        long = await post_form(client, "/admin/staff/invitations", {"email": "a" * 321, "role": "pm"},
+                               page="/admin/staff")
+        shown(long, "Keep it to 320 characters (it has 321).")
+
+    async def test_role_change(self, client, session, admin):
+        pm = make_pm(session)
+        response = await post_form(client, f"/admin/staff/{pm.id}/role", {"role": "owner"}, page="/admin/staff")
+        shown(response, "Choose product manager or admin.")
+        session.refresh(pm)
+        assert pm.role.value == "pm"
 
 
 class TestTranslation:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import CursorResult, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
@@ -26,7 +27,7 @@ from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.db import insert_with_conflicts, utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
-from app.forms import FormModel, text
+from app.forms import FormModel, refuse, text
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import clean_identity_claims
@@ -189,10 +190,37 @@ def _give_role(session: Session, user: User, role: Role) -> None:
 # --- invitations ----------------------------------------------------------------------------------
 
 
+_STAFF_ROLE = "Choose product manager or admin."
+
+
+def _staff_role(value: Any) -> Role:
+    if value in (Role.pm, Role.admin, Role.pm.value, Role.admin.value):
+        return Role(value)
+    raise refuse(_STAFF_ROLE)
+
+
+def _email(value: str) -> str:
+    try:
+        return validate_email(value)
+    except FormInvalid as exc:
+        raise refuse(exc.errors["email"]) from None
+
+
+class StaffInvite(FormModel):
+    """Inviting a new PM or admin."""
+
+    email: Annotated[str, text(320), AfterValidator(_email)] = ""
+    role: Annotated[Role, BeforeValidator(_staff_role)] = Role.pm
+
+
+class StaffRoleChange(FormModel):
+    role: Annotated[Role, BeforeValidator(_staff_role)] = Role.pm
+
+
 def invite_staff(session: Session, *, email: str, role: Role, invited_by: User) -> tuple[Invitation, str]:
     """An invitation for a new PM or admin; returns it with the raw token for the link."""
     if role not in (Role.pm, Role.admin):
-        raise FormInvalid({"role": "Choose product manager or admin."})
+        raise FormInvalid({"role": _STAFF_ROLE})
     email = validate_email(email)
     existing = get_user_by_email(session, email)
     if existing is not None and existing.password_hash:

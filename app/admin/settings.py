@@ -6,16 +6,18 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.admin.forms import Flag, Name
+from app.admin.forms import Flag
 from app.deps import AdminUser, DbSession
 from app.desk import service as desk
 from app.errors import FormInvalid
+from app.forms import read_form
 from app.portal import service as portal
 from app.web import redirect, render
 
@@ -41,35 +43,20 @@ async def settings_form(request: Request, session: DbSession, admin: AdminUser) 
 
 
 @router.post("/settings", response_class=HTMLResponse)
-async def save_settings(
-    request: Request,
-    session: DbSession,
-    admin: AdminUser,
-    portal_name: Name = "",
-    accent_color: Annotated[str, Form(max_length=100)] = "",
-    accent_picker: Annotated[str, Form(max_length=100)] = "",
-    product_name: Name = "",
-    product_url: Annotated[str, Form(max_length=2000)] = "",
-    remove_logo: Flag = "",
-    logo: Annotated[UploadFile | None, File()] = None,
-) -> Response:
-    current = portal.get_branding(session)
-    # Without JavaScript the colour picker and the text field cannot follow each other: a text value
-    # the admin changed wins, otherwise the picker's.
-    colour = accent_color.strip()
-    if accent_picker and (not colour or colour.lower() == current.accent_color.lower()):
-        colour = accent_picker.strip()
-    values = {"portal_name": portal_name, "accent_color": colour, "product_name": product_name,
-              "product_url": product_url}
+async def save_settings(request: Request, session: DbSession, admin: AdminUser,
+                        logo: Annotated[UploadFile | None, File()] = None) -> Response:
+    form = await read_form(request, portal.BrandingUpdate)
     data: bytes | None = None
     if logo is not None and logo.filename:
         data = await logo.read(portal.LOGO_MAX_BYTES + 1)
         if not data:
             data = None
     try:
-        portal.update_branding(session, actor=admin, values=values, logo=data, remove_logo=bool(remove_logo))
+        values = form.resolve(partial(portal.resolve_branding, session))
+        portal.update_branding(session, actor=admin, values=values, logo=data, remove_logo=form.valid().remove_logo)
     except FormInvalid as exc:
-        return _settings_page(request, session, status_code=422, errors=exc.errors, form=values)
+        typed = {**form.typed, "accent_color": portal.chosen_colour(session, form.typed)}
+        return _settings_page(request, session, status_code=422, errors=exc.errors, form=typed)
     return redirect(request, "/admin/settings", flash="Branding saved. Every page shows it now.")
 
 

@@ -19,6 +19,7 @@ from app.accounts.models import Role, User
 from app.db import after_commit
 from app.deps import AdminUser, DbSession
 from app.errors import FormInvalid, NotFound
+from app.forms import read_form
 from app.portal import service as portal
 from app.web import redirect, render
 
@@ -53,16 +54,13 @@ async def staff(request: Request, session: DbSession, admin: AdminUser) -> Respo
 
 
 @router.post("/staff/invitations", response_class=HTMLResponse)
-async def invite(request: Request, session: DbSession, admin: AdminUser,
-                 email: Annotated[str, Form(max_length=320)] = "",
-                 role: Annotated[str, Form(max_length=20)] = "") -> Response:
+async def invite(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    form = await read_form(request, accounts.StaffInvite)
     try:
-        chosen = Role(role) if role in ROLE_LABELS else None
-        if chosen is None:
-            raise FormInvalid({"role": "Choose product manager or admin."})
-        invitation, token = accounts.invite_staff(session, email=email, role=chosen, invited_by=admin)
+        chosen = form.valid().role
+        invitation, token = accounts.invite_staff(session, email=form.valid().email, role=chosen, invited_by=admin)
     except FormInvalid as exc:
-        return _staff_page(request, session, status_code=422, errors=exc.errors, form={"email": email, "role": role})
+        return _staff_page(request, session, status_code=422, errors=exc.errors, form=form.typed)
 
     settings = request.app.state.settings
     link = f"{settings.base_url}/invitations/{token}"
@@ -103,13 +101,11 @@ async def cancel_invitation(request: Request, session: DbSession, admin: AdminUs
 
 
 @router.post("/staff/{user_id:int}/role", response_class=HTMLResponse)
-async def change_role(request: Request, session: DbSession, admin: AdminUser, user_id: int,
-                      role: Annotated[str, Form(max_length=20)] = "") -> Response:
+async def change_role(request: Request, session: DbSession, admin: AdminUser, user_id: int) -> Response:
     member = _staff_member(session, user_id)
+    form = await read_form(request, accounts.StaffRoleChange)
     try:
-        if role not in ROLE_LABELS:
-            raise FormInvalid({"role": "Choose product manager or admin."})
-        accounts.set_user_role(session, user=member, role=Role(role), actor=admin)
+        accounts.set_user_role(session, user=member, role=form.valid().role, actor=admin)
     except FormInvalid as exc:
         return _staff_page(request, session, status_code=422, problem=" ".join(exc.errors.values()))
     return redirect(request, "/admin/staff", flash=f"{member.name} is now {ROLE_LABELS[member.role].lower()}.")

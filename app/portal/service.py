@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
+from pydantic import AfterValidator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,6 +17,7 @@ from app.addresses import parse_domains, validate_email
 from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.errors import FormInvalid, NotFound
+from app.forms import FormModel, checkbox, refuse, text
 from app.portal.models import PortalAsset, PortalSetting
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -69,30 +71,52 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def validate_branding(*, portal_name: str, accent_color: str, product_name: str, product_url: str) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    portal_name = portal_name.strip()
-    if not portal_name:
-        errors["portal_name"] = "Give the portal a name."
-    elif len(portal_name) > 60:
-        errors["portal_name"] = "Keep the name to 60 characters."
-    if not _HEX.match(accent_color.strip()):
-        errors["accent_color"] = "Use a colour like #4f46e5."
-    if len(product_name.strip()) > 60:
-        errors["product_name"] = "Keep the product name to 60 characters."
-    url = product_url.strip()
-    if url and not re.match(r"^https?://[^\s/$.?#].[^\s]*$", url):
-        errors["product_url"] = "Use a full address starting with https://."
-    if errors:
-        raise FormInvalid(errors)
-    return {"portal_name": portal_name, "accent_color": accent_color.strip().lower(),
-            "product_name": product_name.strip(), "product_url": url}
+def _web_address(value: Any) -> Any:
+    if isinstance(value, str) and value and not re.match(r"^https?://[^\s/$.?#].[^\s]*$", value):
+        raise refuse("Use a full address starting with https://.")
+    return value
 
 
-def update_branding(session: Session, *, actor: Any, values: dict[str, str], logo: bytes | None = None,
+class BrandingUpdate(FormModel):
+    """The branding form. The accent colour comes as typed and from the colour picker; which one counts
+    depends on the colour stored (see `colour`), so the hex check is resolve_branding's."""
+
+    portal_name: Annotated[str, text(60, required="Give the portal a name.")] = ""
+    accent_color: Annotated[str, text(100)] = ""
+    accent_picker: Annotated[str, text(100)] = ""
+    product_name: Annotated[str, text(60)] = ""
+    product_url: Annotated[str, text(2000), AfterValidator(_web_address)] = ""
+    remove_logo: Annotated[bool, checkbox()] = False
+
+    def colour(self, current: str) -> str:
+        """Without JavaScript the colour picker and the text field cannot follow each other: a text value
+        the admin changed wins, otherwise the picker's."""
+        if self.accent_picker and (not self.accent_color or self.accent_color.lower() == current.lower()):
+            return self.accent_picker
+        return self.accent_color
+
+
+def chosen_colour(session: Session, typed: Mapping[str, Any]) -> str:
+    """The accent colour a branding form (as typed) asks for, against the stored one."""
+    current = _stored_branding(session).accent_color
+    return BrandingUpdate.model_construct(accent_color=str(typed.get("accent_color") or "").strip(),
+                                          accent_picker=str(typed.get("accent_picker") or "").strip()).colour(current)
+
+
+def resolve_branding(session: Session, data: BrandingUpdate) -> dict[str, str]:
+    """The branding values to store; FormInvalid when the colour that counts is not a hex colour."""
+    colour = data.colour(_stored_branding(session).accent_color)
+    if not _HEX.match(colour):
+        raise FormInvalid({"accent_color": "Use a colour like #4f46e5."})
+    return {"portal_name": data.portal_name, "accent_color": colour.lower(), "product_name": data.product_name,
+            "product_url": data.product_url}
+
+
+def update_branding(session: Session, *, actor: Any, values: Mapping[str, str], logo: bytes | None = None,
                     remove_logo: bool = False) -> Branding:
-    clean: dict[str, Any] = validate_branding(**values)  # replace() also takes the int logo_version
+    """Store branding `values` (as resolve_branding gives them) and a new logo, or remove the logo."""
     current = _stored_branding(session)
+    clean: dict[str, Any] = dict(values)  # replace() also takes the int logo_version
     new = replace(current, **clean)
     if logo:
         content_type = _logo_type(logo)
