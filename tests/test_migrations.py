@@ -119,3 +119,64 @@ def test_the_search_index_is_built_for_existing_items_and_a_downgrade_restores_t
         engine.dispose()
     finally:
         drop()
+
+
+def test_duplicate_reasons_collapse_to_the_newest_and_stay_one_per_person_and_item(tmp_path):
+    """2026-12-03-0615_one_reason_per_vote: each "Update my vote" with text used to add a reason; the newest
+    of a person's reasons on an item is kept, everything else (other people, other items, ideas) stays."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    before = "3d8f41c0a7e2"
+    url, drop = create_database(tmp_path, "reasons")
+    try:
+        upgrade(url, before)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            for user_id in (1, 2):
+                conn.execute(text("INSERT INTO users (id, email, display_name, role, is_active, created_at) "
+                                  "VALUES (:id, :email, 'Customer', 'customer', true, CURRENT_TIMESTAMP)"),
+                             {"id": user_id, "email": f"c{user_id}@example.com"})
+            conn.execute(text("INSERT INTO products (id, slug, name, description, position, created_at) "
+                              "VALUES (1, 'web', 'Web app', '', 0, CURRENT_TIMESTAMP)"))
+            stage_id = conn.execute(text("SELECT id FROM stages WHERE slug = 'planned'")).scalar()
+            for item_id in (1, 2):
+                conn.execute(text(
+                    "INSERT INTO items (id, public_id, slug, product_id, stage_id, title, summary, description, "
+                    "internal_notes, release_notes, timeframe, visibility, vote_count, trend_count, published_at, "
+                    "created_at, updated_at) VALUES (:id, :pid, :slug, 1, :stage, 'Item', '', '', '', '', "
+                    "'next', 'public', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                    {"id": item_id, "pid": f"rsn{item_id}", "slug": f"item-{item_id}", "stage": stage_id})
+            rows = [  # id, kind, author, item, body, created_at
+                (1, "reason", 1, 1, "first", "2026-11-01 10:00:00"),
+                (2, "reason", 1, 1, "newest", "2026-11-03 10:00:00"),
+                (3, "reason", 1, 1, "middle", "2026-11-02 10:00:00"),
+                (4, "reason", 1, 2, "other item", "2026-11-01 10:00:00"),
+                (5, "reason", 2, 1, "other person", "2026-11-01 10:00:00"),
+                (6, "idea", 1, 1, "an idea", "2026-11-01 10:00:00"),
+                (7, "idea", 1, 1, "another idea", "2026-11-04 10:00:00"),
+            ]
+            for id_, kind, author, item, body, at in rows:
+                conn.execute(text(
+                    "INSERT INTO feedback (id, kind, state, author_id, item_id, title, body, decline_reason, "
+                    "source_url, created_at, updated_at) VALUES (:id, :kind, 'linked', :author, :item, '', :body, "
+                    "'', '', :at, :at)"), {"id": id_, "kind": kind, "author": author, "item": item, "body": body,
+                                          "at": at})
+        engine.dispose()
+
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT id, body FROM feedback ORDER BY id")).all()
+            assert [tuple(row) for row in kept] == [(2, "newest"), (4, "other item"), (5, "other person"),
+                                                   (6, "an idea"), (7, "another idea")]
+            with pytest.raises(IntegrityError):
+                conn.execute(text("INSERT INTO feedback (kind, state, author_id, item_id, title, body, "
+                                  "decline_reason, source_url, created_at, updated_at) VALUES ('reason', 'linked', "
+                                  "1, 1, '', 'again', '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        engine.dispose()
+        downgrade(url, before)
+        upgrade(url)
+    finally:
+        drop()

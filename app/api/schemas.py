@@ -156,7 +156,8 @@ class VoteCreate(BaseModel):
 
     importance: ImportanceKey = Field(description="How much the item matters to you.", examples=["important"])
     reason: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN,
-                        description="Optional: why it matters. Private: only the product team reads it. Control "
+                        description="Optional: why it matters. Private: only the product team reads it. It replaces the "
+                                    "reason you gave before; empty or absent keeps that one. Control "
                                     "characters other than tab and line breaks are refused (422).",
                         examples=["We lose a day every month exporting this by hand."])
 

@@ -192,12 +192,13 @@ async def vote_for_item(request: Request, session: DbSession, viewer: CurrentVie
                         id: Annotated[str, _ID], body: VoteCreate) -> VoteStatePublic:
     """Vote with an importance; voting again changes the importance (still one vote per person).
 
-    A `reason` is stored as private feedback for the product team, attached to the item. Voting follows
-    the item. Released, declined and merged items take no votes (409).
+    A `reason` is stored as private feedback for the product team, attached to the item: one per person and
+    item, so a new `reason` replaces the one you gave before, and an empty or absent one leaves it as it is.
+    Voting follows the item. Released and declined items take no votes (409); a merged item answers 404.
     """
     _voter(viewer)
-    done = commands.vote(session, viewer=viewer, public_id=id, importance=body.importance, reason=body.reason,
-                         limits=vote_limits(request))
+    done = commands.vote(session, viewer=viewer, public_id=id, importance=body.importance,
+                         reason=body.reason if body.reason.strip() else None, limits=vote_limits(request))
     return _public(done.item, done.state)
 
 

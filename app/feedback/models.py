@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -27,7 +27,12 @@ class Feedback(Base):
     """Private words for the product team; never shown on public pages."""
 
     __tablename__ = "feedback"
-    __table_args__ = (Index("ix_feedback_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("ix_feedback_state_created", "state", "created_at"),
+        # One "tell us why" reason per person and item: editing it changes that row (feedback.save_reason).
+        Index("uq_feedback_reason", "item_id", "author_id", unique=True, sqlite_where=text("kind = 'reason'"),
+              postgresql_where=text("kind = 'reason'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[FeedbackKind] = mapped_column(str_enum(FeedbackKind, 10))

@@ -148,23 +148,68 @@ def clean_reason(body: str) -> str:
     return text
 
 
-def add_reason(session: Session, *, item: Item, author: User, body: str) -> Feedback | None:
-    """The "tell us why" note a customer gives with a vote: private feedback attached to the item.
+@dataclass(frozen=True, slots=True)
+class SavedReason:
+    """A person's "tell us why" reason on an item after `save_reason`."""
 
-    Returns None when the note is empty (nothing to store). Raises FormInvalid({"reason": message})
-    when it is too long. The caller has already checked that the author may see and vote on the item.
+    text: str  # as it stands now; "" when there is none
+    change: str  # "added", "updated", "removed" or "kept" (nothing changed)
+    feedback: Feedback | None = None  # the row, unless there is none
+
+
+def _reason_row(session: Session, *, item: Item, author: User) -> Feedback | None:
+    return session.scalar(select(Feedback).where(Feedback.kind == FeedbackKind.reason, Feedback.item_id == item.id,
+                                                 Feedback.author_id == author.id))
+
+
+def reason_of(session: Session, *, item: Item, author: User | None) -> str:
+    """The reason the person gave with their vote on the item ("" when none): shown back to them only."""
+    if author is None:
+        return ""
+    return session.scalar(select(Feedback.body).where(Feedback.kind == FeedbackKind.reason,
+                                                      Feedback.item_id == item.id, Feedback.author_id == author.id)
+                          ) or ""
+
+
+def save_reason(session: Session, *, item: Item, author: User, body: str) -> SavedReason:
+    """The one "tell us why" reason a person gives with their vote on an item: private feedback attached to it.
+
+    One per person and item (a unique index): new text replaces the reason they gave before, in place — the
+    same row in the inbox and on /me, its time now that of the edit, its triage state as the team left it —;
+    the same text changes nothing; empty text takes the reason back. FormInvalid({"reason": …}) when too long.
+    The caller has already checked that the author may see and vote on the item, with the item's row locked.
     """
     text = clean_reason(body)
+    existing = _reason_row(session, item=item, author=author)
+    if existing is not None and existing.body == text:
+        return SavedReason(text=text, change="kept", feedback=existing)
     if not text:
-        return None
+        if existing is None:
+            return SavedReason(text="", change="kept")
+        session.delete(existing)
+        session.flush()
+        return SavedReason(text="", change="removed")
     roadmap.lock_for_activity(session, item)  # not left behind on an item a merge is moving away from
     now = utcnow()
+    if existing is not None:
+        existing.body = text
+        existing.created_at = existing.updated_at = now
+        session.flush()
+        return SavedReason(text=text, change="updated", feedback=existing)
     reason = Feedback(kind=FeedbackKind.reason, state=FeedbackState.linked, author_id=author.id,
                       organisation_id=author.organisation_id, item_id=item.id, product_id=item.product_id,
                       body=text, created_at=now, updated_at=now)
     session.add(reason)
     session.flush()
-    return reason
+    return SavedReason(text=text, change="added", feedback=reason)
+
+
+def add_reason(session: Session, *, item: Item, author: User, body: str) -> Feedback | None:
+    """A non-empty "tell us why" reason, saved as `save_reason` does (replacing an earlier one); None when the
+    note is empty (nothing to store, and an earlier reason stays)."""
+    if not clean_reason(body):
+        return None
+    return save_reason(session, item=item, author=author, body=body).feedback
 
 
 # Words that say nothing about what an idea is about.

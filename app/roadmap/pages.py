@@ -9,7 +9,7 @@ state travels on the request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.accounts.viewer import Viewer
 from app.discussion import service as discussion
 from app.errors import NotFound
+from app.feedback import service as feedback
 from app.pagecache import cached_render
 from app.parsing import parse_int
 from app.portal.service import counts_shown
@@ -122,6 +123,9 @@ def vote_widget_for_item_page(session: Session, viewer: Viewer, item: Item, *,
                               refused: VoteForm | None = None) -> dict[str, Any]:
     """`vote` (VoteState), `following`, and a refused vote form's text and messages when there was one."""
     form = refused or VoteForm()
-    return {"vote": voting.vote_state(session, viewer=viewer, item=item),
+    state = voting.vote_state(session, viewer=viewer, item=item)
+    if viewer.user is not None:  # their own "tell us why", shown back to them and editable in the form
+        state = replace(state, reason=feedback.reason_of(session, item=item, author=viewer.user))
+    return {"vote": state,
             "following": voting.is_following(session, item=item, user=viewer.user),
             "vote_form": form.values, "vote_errors": form.errors, "vote_limited": form.limited}

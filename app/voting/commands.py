@@ -9,7 +9,8 @@ or answer JSON. Everything a vote must get right happens here, in this order, fo
    released, declined or merged: Conflict), the importance and the note are valid (FormInvalid, every
    field at once);
 3. the rate limit (RateLimited), one budget per person and a larger one per address, shared with follows;
-4. the write: the vote (one statement on PostgreSQL) and, when given, the private "tell us why" note;
+4. the write: the vote (one statement on PostgreSQL) and, when the request has one, the private "tell us
+   why" reason — one per person and item, edited in place (feedback.save_reason);
 5. the vote widget's state after it, without reading back what the write returned.
 
 A vote may carry a private "tell us why" note, which is feedback for the product team: the command writes
@@ -19,7 +20,7 @@ services so that neither imports the other (feedback.service casts votes when st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
@@ -55,7 +56,7 @@ class Voted:
     item: Item
     created: bool  # a new vote (False: the importance of an existing one changed, or stayed)
     importance: Importance
-    noted: bool  # a "tell us why" note came with it
+    reason_change: str  # "added", "updated", "removed", "kept", or "" when the vote came without a reason field
     state: voting.VoteState  # what the vote widget shows now
 
 
@@ -74,10 +75,13 @@ def _open_item(session: Session, viewer: Viewer, public_id: str) -> tuple[Item, 
     return item, user
 
 
-def vote(session: Session, *, viewer: Viewer, public_id: str, importance: str, reason: str = "",
-         limits: VoteLimits) -> Voted:
-    """The viewer's vote (or new importance) for the item `public_id`, with an optional private note.
+def vote(session: Session, *, viewer: Viewer, public_id: str, importance: str, reason: str | None = None,
+         limits: VoteLimits, with_reason: bool = False) -> Voted:
+    """The viewer's vote (or new importance) for the item `public_id`, with their private "tell us why" reason.
 
+    `reason`: None leaves the reason they gave before as it is (a card, an API call without one); text
+    replaces it; "" takes it back (the item page's form, which showed it). `with_reason`: the widget's state
+    carries the reason (the item page), read when the vote did not say it.
     Refusals, in this order: NotFound (missing or hidden), NotAuthenticated, Conflict (released, declined,
     merged), FormInvalid ({"importance": …, "reason": …}), RateLimited.
     """
@@ -88,30 +92,40 @@ def vote(session: Session, *, viewer: Viewer, public_id: str, importance: str, r
         chosen = voting.parse_importance(importance)
     except FormInvalid as exc:
         errors.update(exc.errors)
-    try:
-        note = feedback.clean_reason(reason)
-    except FormInvalid as exc:
-        errors.update(exc.errors)
+    if reason is not None:
+        try:
+            feedback.clean_reason(reason)
+        except FormInvalid as exc:
+            errors.update(exc.errors)
     if errors or chosen is None:
         raise FormInvalid(errors)
     limits.hit(user)
     shown = counts_shown(session, viewer)  # before the write: see voting.state_after()
-    if note:
-        feedback.add_reason(session, item=item, author=user, body=note)
     result = voting.cast_vote(session, item=item, user=user, importance=chosen)
+    change, text = "", None
+    if reason is not None:
+        saved = feedback.save_reason(session, item=item, author=user, body=reason)
+        change, text = saved.change, saved.text
+    elif with_reason:
+        text = feedback.reason_of(session, item=item, author=user)
     state = voting.state_after(session, viewer=viewer, item=item, mine=result.importance, count=result.count,
                                shown=shown)
-    return Voted(item=item, created=result.created, importance=result.importance, noted=bool(note), state=state)
+    return Voted(item=item, created=result.created, importance=result.importance, reason_change=change,
+                 state=replace(state, reason=text))
 
 
-def withdraw(session: Session, *, viewer: Viewer, public_id: str, limits: VoteLimits) -> Withdrawn:
+def withdraw(session: Session, *, viewer: Viewer, public_id: str, limits: VoteLimits,
+             with_reason: bool = False) -> Withdrawn:
     """Withdraw the viewer's vote for the item `public_id` (idempotent). Closed and merged items keep their
-    votes as they were (Conflict). Refusals in the order of `vote`."""
+    votes as they were (Conflict). A reason given with the vote stays with the team (the inbox says the vote
+    was withdrawn). Refusals in the order of `vote`."""
     item, user = _open_item(session, viewer, public_id)
     limits.hit(user)
     shown = counts_shown(session, viewer)
     withdrawal = voting.unvote(session, viewer=viewer, item=item)
     state = voting.state_after(session, viewer=viewer, item=item, mine=None, count=withdrawal.count, shown=shown)
+    if with_reason:
+        state = replace(state, reason=feedback.reason_of(session, item=item, author=user))
     return Withdrawn(item=item, removed=withdrawal.removed, state=state)
 
 

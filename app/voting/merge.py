@@ -20,7 +20,7 @@ The record (JSON):
   moved_comments     ids of B's comments (replies included); empty when they stayed on B
   kept_comments      ids of B's comments that stayed on B because A is seen by more people
   pinned_comments    B's pinned comments; unpinned_comments: those unpinned because A had a pin of its own
-  moved_feedback     ids of B's feedback rows
+  moved_feedback     ids of B's feedback rows that moved (a reason of someone who gave one on A too stays on B)
   moved_follows      ids of the people whose follow of B moved to A
   dropped_follows    follows of B by people who followed A too: {user_id, created_at}
 """
@@ -43,7 +43,7 @@ from app.audit.actions import AuditAction
 from app.db import insert_with_conflicts, utcnow
 from app.discussion.models import Comment
 from app.errors import Conflict, NotFound
-from app.feedback.models import Feedback
+from app.feedback.models import Feedback, FeedbackKind
 from app.organisations.models import Segment
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Visibility, item_segments
@@ -241,9 +241,15 @@ def merge_items(session: Session, *, source: Item, target: Item, actor: User,
         record.update({"moved_comments": [], "pinned_comments": [], "unpinned_comments": [],
                        "kept_comments": sorted(session.scalars(select(Comment.id)
                                                                .where(Comment.item_id == source.id)))})
+    # One reason per person and item: a reason on B whose author gave one on A too stays on B (with B, back on
+    # undo); A keeps the reason that goes with the vote A keeps.
+    on_a = aliased(Feedback)
+    reason_on_a = (select(on_a.id).where(on_a.item_id == target.id, on_a.kind == FeedbackKind.reason,
+                                          on_a.author_id == Feedback.author_id).exists())
     record["moved_feedback"] = list(session.scalars(
-        update(Feedback).where(Feedback.item_id == source.id).values(item_id=target.id)
-        .returning(Feedback.id).execution_options(synchronize_session=False)
+        update(Feedback).where(Feedback.item_id == source.id,
+                               ~and_(Feedback.kind == FeedbackKind.reason, reason_on_a))
+        .values(item_id=target.id).returning(Feedback.id).execution_options(synchronize_session=False)
     ))
     record.update(_merge_follows(session, source=source, target=target))
 

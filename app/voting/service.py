@@ -398,6 +398,9 @@ class VoteState:
     mine: Importance | None
     closed_reason: str | None
     signed_in: bool
+    # The viewer's own "tell us why" reason ("" none), where the widget shows it (the item page); None: not
+    # asked for (cards, the API).
+    reason: str | None = None
 
     @property
     def can_vote(self) -> bool:

@@ -39,7 +39,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 # Transport bounds only; the services give the friendly messages (and the form keeps what was typed).
 Small = Annotated[str, Form(max_length=40)]
 Next = Annotated[str, Form(max_length=2000)]
-Reason = Annotated[str, Form(max_length=50_000)]
+Reason = Annotated[str | None, Form(max_length=50_000)]  # absent (a card's form): the saved reason stays
 
 WIDGETS = ("card", "page")
 
@@ -56,10 +56,10 @@ def vote_limits(request: Request) -> commands.VoteLimits:
 
 
 def _widget_html(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
-                 next_url: str) -> str:
+                 next_url: str, message: str = "") -> str:
     return templates.env.get_template("voting/_vote.html").render({
         "request": request, "viewer": viewer, "item": item, "widget": widget, "next_url": next_url, "vote": state,
-        "csrf_token": csrf_token(request), "vote_form": {}, "vote_errors": {},
+        "csrf_token": csrf_token(request), "vote_form": {}, "vote_errors": {}, "vote_message": message,
     })
 
 
@@ -101,15 +101,21 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, p
 
 @router.post("/items/{public_id}/vote", response_class=HTMLResponse)
 async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-               importance: Small = "", reason: Reason = "", next: Next = "", widget: Small = "card") -> Response:
+               importance: Small = "", reason: Reason = None, reason_shown: Small = "", next: Next = "",
+               widget: Small = "card") -> Response:
     if viewer.user is None:
         return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
     as_json = _wants_json(request)
     widget = widget if widget in WIDGETS else "card"
-    typed = {"importance": importance, "reason": reason}
+    typed = {"importance": importance, "reason": reason or ""}
+    # The item page's form shows the saved reason in its box (and says so with `reason_shown`): emptied, it
+    # takes the reason back. An empty box that showed nothing, or no box at all, leaves the reason as it is.
+    # (An empty form field arrives as None.)
+    if not (reason or "").strip():
+        reason = "" if reason_shown else None
     try:
         done = commands.vote(session, viewer=viewer, public_id=public_id, importance=importance, reason=reason,
-                             limits=vote_limits(request))
+                             limits=vote_limits(request), with_reason=as_json and widget == "page")
     except FormInvalid as exc:
         if as_json:
             raise
@@ -119,7 +125,7 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
             raise
         return await _item_page_again(request, session, viewer, public_id, typed, {}, limited=exc)
     item = done.item
-    noted = " Thank you for telling us why." if done.noted else ""
+    noted = REASON_NOTES.get(done.reason_change, "")
     if done.created:
         message = f"Your vote is counted: {done.importance.label}.{noted}"
     else:
@@ -133,13 +139,18 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
     return _vote_json(request, viewer, item, done.state, widget=widget, next_url=next, message=message, extra=extra)
 
 
+REASON_NOTES = {"added": " Thank you for telling us why.", "updated": " Your reason is updated.",
+                "removed": " Your reason is taken back."}
+
+
 @router.post("/items/{public_id}/unvote", response_class=HTMLResponse)
 async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                  next: Next = "", widget: Small = "card") -> Response:
     if viewer.user is None:
         return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
     widget = widget if widget in WIDGETS else "card"
-    done = commands.withdraw(session, viewer=viewer, public_id=public_id, limits=vote_limits(request))
+    done = commands.withdraw(session, viewer=viewer, public_id=public_id, limits=vote_limits(request),
+                             with_reason=_wants_json(request) and widget == "page")
     message = "Your vote is withdrawn." if done.removed else "You had not voted for this item."
     if not _wants_json(request):
         return _back(request, done.item, next, f"vote-{done.item.public_id}", message)
@@ -154,7 +165,7 @@ def _vote_json(request: Request, viewer: Viewer, item: Item, state: voting.VoteS
         "vote_count": state.count,
         "my_vote": state.mine.key if state.mine else None,
         "message": message,
-        "html": _widget_html(request, viewer, item, state, widget=widget, next_url=next_url),
+        "html": _widget_html(request, viewer, item, state, widget=widget, next_url=next_url, message=message),
         **(extra or {}),
     })
 

@@ -104,8 +104,10 @@ async def test_tell_us_why_is_stored_as_private_feedback_on_the_item(client, ses
     reason = session.scalar(select(Feedback).where(Feedback.item_id == item.id))
     assert reason is not None and reason.kind is FeedbackKind.reason
     assert (reason.author_id, reason.body) == (customer.id, why)
-    assert why not in (await client.get(item.path)).text
+    assert why in widget_text((await client.get(item.path)).text, item.public_id)  # shown back to its author only
     client.cookies.clear()
+    assert why not in (await client.get(item.path)).text
+    sign_in(client, session, make_user(session, password=None))
     assert why not in (await client.get(item.path)).text
 
 

@@ -1,0 +1,165 @@
+""""Tell us why": one reason per vote, shown back to the person who gave it and edited in place, with and
+without JavaScript and through the API; the inbox and /me list it once."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.db import utcnow
+from app.feedback import service as feedback
+from app.feedback.models import Feedback, FeedbackKind
+from app.voting import merge as merging
+from app.voting import service as voting
+from app.voting.models import Importance
+from tests.factories import make_item, make_pm, make_user
+from tests.helpers.http import csrf_token, post_form, sign_in
+from tests.voting.helpers import widget_text
+
+
+def _reasons(session, item) -> list[str]:  # type: ignore[no-untyped-def]
+    return list(session.scalars(select(Feedback.body).where(Feedback.item_id == item.id,
+                                                            Feedback.kind == FeedbackKind.reason)))
+
+
+async def _page_vote(client: httpx.AsyncClient, item, importance: str, reason: str, *,  # type: ignore[no-untyped-def]
+                     shown: bool = False, as_json: bool = False) -> httpx.Response:
+    """The item page's vote form, as a browser posts it (with static/app.js when `as_json`)."""
+    token = await csrf_token(client, item.path)
+    data = {"importance": importance, "reason": reason, "next": item.path, "widget": "page", "csrf_token": token}
+    if shown:
+        data["reason_shown"] = "1"
+    headers = {"X-CSRF-Token": token, "Accept": "application/json"} if as_json else {}
+    return await client.post(f"/items/{item.public_id}/vote", data=data, headers=headers)
+
+
+def _textarea(page: str) -> str:
+    match = re.search(r'<textarea id="f-reason"[^>]*>(.*?)</textarea>', page, re.DOTALL)
+    assert match, "no reason box"
+    return match.group(1)
+
+
+async def test_updating_a_vote_edits_the_one_reason_instead_of_adding_another(client, session):
+    item = make_item(session, title="Shift swaps")
+    customer = make_user(session, password=None)
+    sign_in(client, session, customer)
+
+    response = await _page_vote(client, item, "important", "Night shifts lose an hour.")
+    assert response.status_code == 303
+    page = (await client.get(item.path)).text
+    assert "Your vote is counted: Important. Thank you for telling us why." in page
+    assert "Your reason · only the product team reads it Night shifts lose an hour." in widget_text(page, item.public_id)
+    assert _textarea(page) == "Night shifts lose an hour." and 'name="reason_shown" value="1"' in page
+
+    first = session.scalar(select(Feedback).where(Feedback.item_id == item.id))
+    assert first is not None
+    first_id = first.id
+    session.execute(update(Feedback).where(Feedback.id == first_id).values(created_at=utcnow() - timedelta(days=3)))
+
+    await _page_vote(client, item, "critical", "Night shifts lose two hours now.", shown=True)
+    page = (await client.get(item.path)).text
+    assert "Your vote is now Critical. Your reason is updated." in page
+    assert _reasons(session, item) == ["Night shifts lose two hours now."]
+    session.expire_all()
+    edited = session.get(Feedback, first_id)
+    assert edited is not None and edited.body == "Night shifts lose two hours now."  # the same row, in place
+    assert edited.created_at > utcnow() - timedelta(minutes=5)  # its time is the edit's: first in the inbox
+
+    me = (await client.get("/me")).text
+    assert me.count("Night shifts lose") == 1 and "Night shifts lose two hours now." in me
+
+    # The same text again (the box shows the saved reason) changes nothing and says nothing about it.
+    session.execute(update(Feedback).where(Feedback.id == first_id).values(created_at=utcnow() - timedelta(days=1)))
+    await _page_vote(client, item, "important", "Night shifts lose two hours now.", shown=True)
+    assert "Your vote is now Important." in (page := (await client.get(item.path)).text)
+    assert "Your reason is updated" not in page
+    session.expire_all()
+    kept = session.get(Feedback, first_id)
+    assert kept is not None and kept.created_at < utcnow() - timedelta(hours=12)
+
+    client.cookies.clear()
+    sign_in(client, session, make_pm(session, password=None))
+    inbox = (await client.get("/admin/feedback")).text
+    assert inbox.count("Night shifts lose") == 1
+
+
+async def test_emptying_the_box_that_showed_the_reason_takes_it_back(client, session):
+    item = make_item(session)
+    sign_in(client, session, make_user(session, password=None))
+    await _page_vote(client, item, "important", "Audits every month.")
+    await _page_vote(client, item, "important", "   ")  # a box that showed nothing: the reason stays
+    assert _reasons(session, item) == ["Audits every month."]
+    await _page_vote(client, item, "important", "", shown=True)
+    assert _reasons(session, item) == []
+    page = (await client.get(item.path)).text
+    assert "Your reason is taken back." in page and "Your reason ·" not in page and _textarea(page) == ""
+
+
+async def test_a_card_vote_leaves_the_reason_as_it_was(client, session):
+    item = make_item(session)
+    sign_in(client, session, make_user(session, password=None))
+    await _page_vote(client, item, "important", "Audits every month.")
+    await post_form(client, f"/items/{item.public_id}/vote", {"importance": "critical", "next": "/", "widget": "card"})
+    assert _reasons(session, item) == ["Audits every month."]
+
+
+async def test_with_javascript_the_widget_shows_the_confirmation_and_the_saved_reason(client, session):
+    item = make_item(session)
+    sign_in(client, session, make_user(session, password=None))
+    body = (await _page_vote(client, item, "critical", "We run 24/7.", as_json=True)).json()
+    assert body["message"] == "Your vote is counted: Critical. Thank you for telling us why."
+    html = body["html"]
+    assert re.search(r'<p class="vote-done"[^>]*>.*Your vote is counted: Critical\. Thank you for telling us why\.</p>',
+                     html)  # on screen, not only in the live region
+    assert "Your reason · only the product team reads it We run 24/7." in widget_text(html, item.public_id)
+    assert _textarea(html) == "We run 24/7." and 'name="reason_shown" value="1"' in html
+
+    body = (await _page_vote(client, item, "critical", "We run 24/7, in three time zones.", shown=True,
+                             as_json=True)).json()
+    assert body["message"] == "Your vote is now Critical. Your reason is updated."
+    assert "We run 24/7, in three time zones." in widget_text(body["html"], item.public_id)
+    assert _reasons(session, item) == ["We run 24/7, in three time zones."]
+
+    token = await csrf_token(client, item.path)
+    gone = (await client.post(f"/items/{item.public_id}/unvote", data={"next": item.path, "widget": "page"},
+                              headers={"X-CSRF-Token": token, "Accept": "application/json"})).json()
+    assert "Your vote is withdrawn." in gone["html"] and "Your reason ·" not in gone["html"]
+    assert _textarea(gone["html"]) == "We run 24/7, in three time zones."  # kept for the next vote
+    assert _reasons(session, item) == ["We run 24/7, in three time zones."]  # the team keeps what was said
+
+
+async def test_the_api_keeps_one_reason_per_vote_too(client, session):
+    item = make_item(session)
+    sign_in(client, session, make_user(session, password=None))
+    headers = {"X-CSRF-Token": await csrf_token(client, "/")}
+    for body in ({"importance": "important", "reason": "Audits."}, {"importance": "critical", "reason": "Audits, weekly."},
+                 {"importance": "critical"}, {"importance": "critical", "reason": ""}):
+        assert (await client.post(f"/api/v1/items/{item.public_id}/vote", headers=headers, json=body)).status_code == 200
+    assert _reasons(session, item) == ["Audits, weekly."]
+
+
+def test_the_database_holds_one_reason_per_person_and_item(session):
+    item, customer = make_item(session), make_user(session)
+    feedback.add_reason(session, item=item, author=customer, body="First")
+    session.add(Feedback(kind=FeedbackKind.reason, author_id=customer.id, item_id=item.id, body="Second"))
+    with pytest.raises(IntegrityError):
+        session.flush()
+
+
+def test_a_merge_keeps_one_reason_per_person_on_the_item_it_keeps(session):
+    a, b, pm = make_item(session, title="A"), make_item(session, title="B"), make_pm(session)
+    both, only_b = make_user(session), make_user(session)
+    for item, person, text in ((a, both, "On A"), (b, both, "On B"), (b, only_b, "Only on B")):
+        voting.cast_vote(session, item=item, user=person, importance=Importance.important)
+        feedback.add_reason(session, item=item, author=person, body=text)
+    merge = merging.merge_items(session, source=b, target=a, actor=pm)
+    assert sorted(_reasons(session, a)) == ["On A", "Only on B"]
+    assert _reasons(session, b) == ["On B"]  # stays with B, and comes back with it
+    merging.undo_merge(session, merge=merge, actor=pm)
+    assert _reasons(session, a) == ["On A"] and sorted(_reasons(session, b)) == ["On B", "Only on B"]
+    assert session.scalar(select(func.count()).select_from(Feedback)) == 3
