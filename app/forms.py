@@ -3,7 +3,7 @@ a person sees next to each field.
 
 A form model (`class IdeaCreate(FormModel)`) says what each field may hold with the rules below:
 `text(...)` for typed text, `whole_number(...)` for ids and numbers, `choice(...)` for a value picked from
-a list, `checkbox()` for a tick. Each rule carries the sentence shown when it is broken, so a refused form reads exactly as
+a list, `checkbox()` for a tick, `values_in_text(...)` for several values typed in one box. Each rule carries the sentence shown when it is broken, so a refused form reads exactly as
 before; a pydantic refusal that no rule names (a file sent where text belongs) gets a plain sentence of
 its own from `_FALLBACK`. Checks that need the database (does this product still exist?) stay in the
 services, which take the validated model.
@@ -110,6 +110,16 @@ def whole_number(message: str, *, minimum: int = 1, maximum: int = INT32_MAX, re
     return BeforeValidator(check)
 
 
+class _FromText(BeforeValidator):
+    """A rule that reads several values out of one typed text (read_form keeps that text as it was typed)."""
+
+
+def values_in_text(parse: Callable[[str], tuple[Any, ...]]) -> Any:
+    """Several values typed in one text box (one per line, say): `parse` turns the text into them, raising
+    `refuse(message)` for text it cannot read."""
+    return _FromText(lambda value: parse(clean_text(value)) if isinstance(value, str) else value)
+
+
 def checkbox() -> Any:
     """A checkbox: ticked when it was sent with any value (browsers send "on", or the input's value)."""
     return BeforeValidator(lambda value: bool(value))
@@ -211,7 +221,9 @@ def _partial(model: type[_Model], typed: Mapping[str, Any], errors: Mapping[str,
     return model.model_construct(**values)
 
 
-def _takes_several(annotation: Any) -> bool:
+def _takes_several(annotation: Any, metadata: list[Any]) -> bool:
+    if any(isinstance(m, _FromText) for m in metadata):
+        return False
     while get_origin(annotation) is not None and get_origin(annotation) not in (list, tuple):
         args = get_args(annotation)  # Annotated[...] and Optional[...] wrap the type
         annotation = args[0] if args else None
@@ -223,7 +235,7 @@ def typed_values(model: type[FormModel], submitted: Any) -> dict[str, Any]:
     typed: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         key = info.alias or name
-        if _takes_several(info.annotation):
+        if _takes_several(info.annotation, info.metadata):
             typed[name] = [clean_text(v) for v in submitted.getlist(key) if isinstance(v, str)]
         else:
             value = submitted.get(key)

@@ -222,7 +222,7 @@ class TestCustomers:
 
 
 class TestAdminAreas:
-    """BrandingUpdate, StaffInvite and StaffRoleChange (admins only)."""
+    """BrandingUpdate, AccessUpdate, StaffInvite and StaffRoleChange (admins only)."""
 
     @pytest.fixture
     def admin(self, client, session):  # type: ignore[no-untyped-def]
@@ -239,6 +239,18 @@ class TestAdminAreas:
         assert 'value="www.acme.example"' in response.text and 'value="#12345"' in response.text
         long = await post_form(client, "/admin/settings", branding_form(portal_name="n" * 61), page="/admin/settings")
         shown(long, "Keep it to 60 characters (it has 61).")
+
+    async def test_access(self, client, session, admin):
+        response = await post_form(client, "/admin/access", {
+            "private_mode": "1", "groups_claim": "my groups", "admin_emails": "dana@acme.example\nnot-an-address",
+            "pm_domains": "acme.example, bad!", "pm_groups": "g" * 201}, page="/admin/access")
+        shown(response, "Use the claim's name as the provider sends it, without spaces (e.g. groups).",
+              "“not-an-address” is not an email address. Write one address per line.",
+              "Not an email domain: “bad!”.", "Keep each group value to 200 characters.")
+        assert "dana@acme.example\nnot-an-address" in html.unescape(response.text)
+        assert re.search(r'name="private_mode" value="1" checked', response.text)
+        long = await post_form(client, "/admin/access", {"groups_claim": "c" * 301}, page="/admin/access")
+        shown(long, "Keep it to 300 characters (it has 301).")
 
     async def test_invitation(self, client, session, admin):
         response = await post_form(client, "/admin/staff/invitations", {"email": "", "role": "customer"},

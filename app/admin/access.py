@@ -5,15 +5,14 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.admin.forms import Flag
 from app.deps import AdminUser, DbSession
-from app.errors import FormInvalid
+from app.forms import read_form
 from app.portal import service as portal
 from app.web import redirect, render
 
@@ -48,22 +47,12 @@ async def access_form(request: Request, session: DbSession, admin: AdminUser) ->
     return _access_page(request, session)
 
 
-RuleText = Annotated[str, Form(max_length=50_000)]
-
-
 @router.post("/access", response_class=HTMLResponse)
-async def save_access(request: Request, session: DbSession, admin: AdminUser, private_mode: Flag = "",
-                      groups_claim: Annotated[str, Form(max_length=300)] = "",
-                      admin_emails: RuleText = "", admin_domains: RuleText = "", admin_groups: RuleText = "",
-                      pm_emails: RuleText = "", pm_domains: RuleText = "", pm_groups: RuleText = "") -> Response:
-    typed = {"admin": {"emails": admin_emails, "domains": admin_domains, "groups": admin_groups},
-             "pm": {"emails": pm_emails, "domains": pm_domains, "groups": pm_groups}}
-    form: dict[str, Any] = {"private_mode": bool(private_mode), "groups_claim": groups_claim,
-                            **{f"{role}_{kind}": typed[role][kind] for role in typed for kind in ACCESS_KINDS}}
-    try:
-        access = portal.parse_access_form(private_mode=bool(private_mode), groups_claim=groups_claim, rules=typed)
-    except FormInvalid as exc:
-        return _access_page(request, session, status_code=422, errors=exc.errors, form=form)
+async def save_access(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    form = await read_form(request, portal.AccessUpdate)
+    if form.data is None:
+        return _access_page(request, session, status_code=422, errors=form.errors, form=form.typed)
+    access = form.data.access()
     before = portal.get_access_uncached(session)
     portal.update_access(session, actor=admin, access=access)
     if access == before:

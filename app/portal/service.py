@@ -17,7 +17,7 @@ from app.addresses import parse_domains, validate_email
 from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.errors import FormInvalid, NotFound
-from app.forms import FormModel, checkbox, refuse, text
+from app.forms import FormModel, checkbox, refuse, text, values_in_text
 from app.portal.models import PortalAsset, PortalSetting
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -260,49 +260,75 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"[\n,;]+", text or "") if part.strip()]
 
 
-def parse_access_form(*, private_mode: bool, groups_claim: str, rules: dict[str, dict[str, str]]) -> Access:
-    """The /admin/access form as Access settings; FormInvalid names the fields to fix.
+_AT_MOST = "200 values at most."
 
-    `rules` is {"admin"|"pm": {"emails"|"domains"|"groups": text}}, each text one value per line or
-    separated by commas. Field names in errors are "<role>_<kind>", e.g. "admin_emails".
-    """
-    errors: dict[str, str] = {}
-    claim = groups_claim.strip()
-    if not claim:
-        claim = "groups"
-    elif len(claim) > 200 or re.search(r"\s", claim):
-        errors["groups_claim"] = "Use the claim's name as the provider sends it, without spaces (e.g. groups)."
 
-    parsed: dict[str, StaffRule] = {}
-    for role in ("admin", "pm"):
-        values = rules.get(role, {})
-        emails: list[str] = []
-        for raw in _split(values.get("emails", "")):
-            try:
-                email = validate_email(raw)
-            except FormInvalid:
-                errors[f"{role}_emails"] = f"“{raw[:80]}” is not an email address. Write one address per line."
-                break
-            if email not in emails:
-                emails.append(email)
-        domains: list[str] = []
+def _emails(text: str) -> tuple[str, ...]:
+    emails: list[str] = []
+    for raw in _split(text):
         try:
-            domains = parse_domains(values.get("domains", ""))
-        except FormInvalid as exc:
-            errors[f"{role}_domains"] = exc.errors["domains"]
-        groups: list[str] = []
-        for group in _split(values.get("groups", "")):
-            if len(group) > 200:
-                errors[f"{role}_groups"] = "Keep each group value to 200 characters."
-            elif group not in groups:
-                groups.append(group)
-        for kind, found in (("emails", emails), ("domains", domains), ("groups", groups)):
-            if len(found) > 200:
-                errors[f"{role}_{kind}"] = "200 values at most."
-        parsed[role] = StaffRule(emails=tuple(emails), domains=tuple(domains), groups=tuple(groups))
-    if errors:
-        raise FormInvalid(errors)
-    return Access(private_mode=private_mode, groups_claim=claim, admin=parsed["admin"], pm=parsed["pm"])
+            email = validate_email(raw)
+        except FormInvalid:
+            raise refuse(f"“{raw[:80]}” is not an email address. Write one address per line.") from None
+        if email not in emails:
+            emails.append(email)
+    if len(emails) > 200:
+        raise refuse(_AT_MOST)
+    return tuple(emails)
+
+
+def _domains(text: str) -> tuple[str, ...]:
+    try:
+        domains = parse_domains(text)
+    except FormInvalid as exc:
+        raise refuse(exc.errors["domains"]) from None
+    if len(domains) > 200:
+        raise refuse(_AT_MOST)
+    return tuple(domains)
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    groups: list[str] = []
+    for group in _split(text):
+        if len(group) > 200:
+            raise refuse("Keep each group value to 200 characters.")
+        if group not in groups:
+            groups.append(group)
+    if len(groups) > 200:
+        raise refuse(_AT_MOST)
+    return tuple(groups)
+
+
+def _claim(value: str) -> str:
+    if not value:
+        return "groups"
+    if len(value) > 200 or re.search(r"\s", value):
+        raise refuse("Use the claim's name as the provider sends it, without spaces (e.g. groups).")
+    return value
+
+
+Emails = Annotated[tuple[str, ...], values_in_text(_emails)]
+Domains = Annotated[tuple[str, ...], values_in_text(_domains)]
+Groups = Annotated[tuple[str, ...], values_in_text(_groups)]
+
+
+class AccessUpdate(FormModel):
+    """The /admin/access form: private mode, and which OIDC sign-ins become staff. Each list is typed one
+    value per line or separated by commas; the field names are "<role>_<kind>", e.g. "admin_emails"."""
+
+    private_mode: Annotated[bool, checkbox()] = False
+    groups_claim: Annotated[str, text(300), AfterValidator(_claim)] = ""
+    admin_emails: Emails = ()
+    admin_domains: Domains = ()
+    admin_groups: Groups = ()
+    pm_emails: Emails = ()
+    pm_domains: Domains = ()
+    pm_groups: Groups = ()
+
+    def access(self) -> Access:
+        return Access(private_mode=self.private_mode, groups_claim=self.groups_claim,
+                      admin=StaffRule(emails=self.admin_emails, domains=self.admin_domains, groups=self.admin_groups),
+                      pm=StaffRule(emails=self.pm_emails, domains=self.pm_domains, groups=self.pm_groups))
 
 
 # --- votes: whether customers see how many votes an item has -------------------------------------------
