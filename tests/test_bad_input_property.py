@@ -52,7 +52,7 @@ APP_DIR = Path(__file__).resolve().parent.parent / "app"
 _routes_app = create_app(
     Settings(database_url="sqlite://", secret_key="fuzz-" + "x" * 40, base_url="http://testserver",
              redis_url="", _env_file=None),  # type: ignore[call-arg]
-    Database.__new__(Database),
+    Database("sqlite://"),  # never connected
 )
 
 

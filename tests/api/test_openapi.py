@@ -21,7 +21,7 @@ from tests.factories import make_item, make_pm, make_product, make_tag, make_use
 api = create_app(
     Settings(database_url="sqlite://", secret_key="openapi-test-" + "x" * 32, base_url="http://testserver",
              redis_url="", _env_file=None),  # type: ignore[call-arg]
-    Database.__new__(Database),  # replaced per test below; /openapi.json needs no database
+    Database("sqlite://"),  # never connected: replaced per test below; /openapi.json needs no database
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", api)
 
