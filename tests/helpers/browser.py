@@ -146,8 +146,8 @@ class Contexts:
                 context.close()
 
 
-def axe_check(page: Any, label: str = "") -> None:
-    """Run axe-core's WCAG 2.0/2.1 A and AA rules on the page; fail with one readable line per violation."""
+def axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.0/2.1 A and AA violations on the page, one readable line each ([] when none)."""
     if not AXE.exists():
         unavailable(f"axe-core is not installed at {AXE} (npm ci --prefix tests/node)")
     page.add_script_tag(path=str(AXE))
@@ -155,17 +155,22 @@ def axe_check(page: Any, label: str = "") -> None:
         "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
         AXE_TAGS,
     )
-    violations = result["violations"]
-    if violations:
-        lines = []
-        for v in violations:
-            targets = [" ".join(map(str, node["target"])) for node in v["nodes"][:3]]
-            more = f" (+{len(v['nodes']) - 3} more)" if len(v["nodes"]) > 3 else ""
-            summary = " ".join(v["nodes"][0].get("failureSummary", "").split()) if v["nodes"] else ""
-            lines.append(f"- {v['id']} [{v['impact']}]: {v['help']} — {', '.join(targets)}{more}. {summary}")
+    lines = []
+    for v in result["violations"]:
+        targets = [" ".join(map(str, node["target"])) for node in v["nodes"][:3]]
+        more = f" (+{len(v['nodes']) - 3} more)" if len(v["nodes"]) > 3 else ""
+        summary = " ".join(v["nodes"][0].get("failureSummary", "").split()) if v["nodes"] else ""
+        lines.append(f"- {v['id']} [{v['impact']}]: {v['help']} — {', '.join(targets)}{more}. {summary}")
+    return lines
+
+
+def axe_check(page: Any, label: str = "") -> None:
+    """Run axe-core's WCAG 2.0/2.1 A and AA rules on the page; fail with one readable line per violation."""
+    lines = axe_violations(page)
+    if lines:
         where = label or page.url
-        pytest.fail(f"axe-core found {len(violations)} WCAG 2.1 A/AA violation(s) on {where}:\n"
-                    + "\n".join(lines), pytrace=False)
+        pytest.fail(f"axe-core found {len(lines)} WCAG 2.1 A/AA violation(s) on {where}:\n" + "\n".join(lines),
+                    pytrace=False)
 
 
 def screenshot(page: Any, name: str) -> Path:
