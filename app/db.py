@@ -13,7 +13,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -466,6 +466,16 @@ def insert_with_conflicts(dialect_name: str, table: Any) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     return (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(table)
+
+
+# Bound parameters per IN list: well under SQLite's and PostgreSQL's limits, for lists of any length.
+IN_CHUNK = 2000
+
+
+def in_chunks(ids: Sequence[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
+    """`ids` a slice at a time, for `column.in_(...)` on lists that may be long (an item's whole history)."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start:start + size])
 
 
 def str_enum(enum_cls: type, length: int = 20) -> Any:

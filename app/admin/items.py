@@ -23,10 +23,10 @@ from app.feedback import service as feedback
 from app.forms import read_form
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
+from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Visibility
 from app.roadmap.timeframes import Timeframe, quarter_choices
-from app.voting import merge as merging
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)

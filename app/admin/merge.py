@@ -14,9 +14,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, NotFound
+from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
-from app.voting import merge as merging
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)

@@ -34,10 +34,10 @@ from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
 from app.parsing import ASCII_DIGITS
 from app.portal.service import counts_shown
+from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
 from app.voting import commands
-from app.voting import merge as merging
 from app.voting import service as voting
 from app.voting.views import vote_limits
 

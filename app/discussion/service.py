@@ -32,7 +32,7 @@ from app.accounts.service import DELETED_NAME
 from app.accounts.viewer import Viewer
 from app.audit import service as audit
 from app.audit.actions import AuditAction
-from app.db import insert_with_conflicts, utcnow
+from app.db import in_chunks, insert_with_conflicts, utcnow
 from app.discussion.models import Comment, CommentReport
 from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFound
 from app.markup import plain_text
@@ -616,3 +616,69 @@ def _flagged(comment: Comment, title: str, item_public_id: str, slug: str, who: 
     return Flagged(public_id=comment.public_id, body=comment.body, author_name=_author_name(who),
                    created_at=comment.created_at, item_title=title, item_path=path,
                    is_hidden=comment.hidden_at is not None, hidden_at=comment.hidden_at)
+
+
+# --- merging: comments move to another item, and back -----------------------------------------------------
+# app/roadmap/merge.py decides whether B's comments move to A (who may read them there) and calls these with
+# both items' rows locked; the record it keeps lets `move_comments_back` put exactly those back.
+
+
+def count_comments(session: Session, *, item: Item) -> int:
+    """The item's comments that are not deleted (hidden ones included)."""
+    return session.scalar(select(func.count()).select_from(Comment)
+                          .where(Comment.item_id == item.id, Comment.deleted_at.is_(None))) or 0
+
+
+def count_readable_comments(session: Session, *, item: Item) -> int:
+    """Comments someone other than staff could read if they could see the item."""
+    return session.scalar(select(func.count()).select_from(Comment).where(
+        Comment.item_id == item.id, Comment.deleted_at.is_(None), Comment.hidden_at.is_(None))) or 0
+
+
+def comment_ids_of(session: Session, *, item: Item) -> list[int]:
+    """Every comment row of the item (replies and deleted ones included), by id."""
+    return sorted(session.scalars(select(Comment.id).where(Comment.item_id == item.id)))
+
+
+def move_comments_to_item(session: Session, *, source: Item, target: Item) -> dict[str, Any]:
+    """All of source's comments (replies included) move to target; a pinned one is unpinned when target has
+    a pin of its own (one pin per item: target's stays on top). Returns `moved_comments`, `pinned_comments`
+    and `unpinned_comments` (ids)."""
+    pinned = sorted(session.scalars(select(Comment.id).where(Comment.item_id == source.id,
+                                                             Comment.is_pinned.is_(True))))
+    target_has_pin = session.scalar(select(Comment.id).where(Comment.item_id == target.id,
+                                                             Comment.is_pinned.is_(True)).limit(1)) is not None
+    unpinned: list[int] = []
+    if pinned and target_has_pin:
+        session.execute(update(Comment).where(Comment.id.in_(pinned)).values(is_pinned=False)
+                        .execution_options(synchronize_session=False))
+        unpinned = pinned
+    moved = list(session.scalars(
+        update(Comment).where(Comment.item_id == source.id).values(item_id=target.id)
+        .returning(Comment.id).execution_options(synchronize_session=False)
+    ))
+    return {"moved_comments": sorted(moved), "pinned_comments": pinned, "unpinned_comments": unpinned}
+
+
+def move_comments_back(session: Session, record: dict[str, Any], *, source: Item, target: Item) -> None:
+    """Undo `move_comments_to_item`: the moved comments still on target go back, with the replies written
+    on target since to their threads; source's pin comes back unless that comment was hidden or deleted."""
+    for ids in in_chunks(record.get("moved_comments", [])):
+        session.execute(update(Comment)
+                        .where(Comment.item_id == target.id, or_(Comment.id.in_(ids), Comment.parent_id.in_(ids)))
+                        .values(item_id=source.id).execution_options(synchronize_session=False))
+    pinned = record.get("pinned_comments", [])
+    if pinned:
+        session.execute(update(Comment)
+                        .where(Comment.id.in_(pinned), Comment.item_id == source.id, Comment.hidden_at.is_(None),
+                               Comment.deleted_at.is_(None))
+                        .values(is_pinned=True).execution_options(synchronize_session=False))
+
+
+def commenters_since(session: Session, *, item: Item, user_ids: list[int], since: datetime) -> set[int]:
+    """Of these people, those who commented on the item after `since`."""
+    found: set[int] = set()
+    for users in in_chunks(user_ids):
+        found.update(session.scalars(select(Comment.author_id).where(
+            Comment.item_id == item.id, Comment.author_id.in_(users), Comment.created_at > since)))
+    return {user for user in found if user is not None}

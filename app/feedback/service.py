@@ -20,7 +20,7 @@ from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, ValidationInfo, field_validator
-from sqlalchemy import Select, func, inspect, select
+from sqlalchemy import Select, and_, func, inspect, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -30,7 +30,7 @@ from app.accounts.viewer import Viewer
 from app.addresses import validate_email
 from app.audit import service as audit
 from app.audit.actions import AuditAction
-from app.db import utcnow
+from app.db import in_chunks, utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback.models import Feedback, FeedbackKind, FeedbackState
 from app.forms import FormModel, choice, refuse, text, validate_form, whole_number
@@ -825,3 +825,33 @@ def find_customers(session: Session, *, q: str, limit: int = CUSTOMERS_SHOWN) ->
 
 def current_vote(session: Session, *, item: Item, user: User) -> Importance | None:
     return voting.votes_of(session, user=user, item_ids=[item.id]).get(item.id)
+
+
+# --- merging: feedback moves to another item, and back ----------------------------------------------------
+# app/roadmap/merge.py calls these with both items' rows locked.
+
+
+def count_feedback(session: Session, *, item: Item) -> int:
+    return session.scalar(select(func.count()).select_from(Feedback).where(Feedback.item_id == item.id)) or 0
+
+
+def move_feedback_to_item(session: Session, *, source: Item, target: Item) -> list[int]:
+    """Source's feedback is linked to target instead; returns the ids of the rows that moved.
+
+    One reason per person and item: a reason on source whose author gave one on target too stays on source
+    (with it, back on undo); target keeps the reason that goes with the vote target keeps."""
+    on_a = aliased(Feedback)
+    reason_on_a = (select(on_a.id).where(on_a.item_id == target.id, on_a.kind == FeedbackKind.reason,
+                                          on_a.author_id == Feedback.author_id).exists())
+    return list(session.scalars(
+        update(Feedback).where(Feedback.item_id == source.id,
+                               ~and_(Feedback.kind == FeedbackKind.reason, reason_on_a))
+        .values(item_id=target.id).returning(Feedback.id).execution_options(synchronize_session=False)
+    ))
+
+
+def move_feedback_back(session: Session, ids: list[int], *, source: Item, target: Item) -> None:
+    """Undo `move_feedback_to_item` for the rows still linked to target."""
+    for chunk in in_chunks(ids):
+        session.execute(update(Feedback).where(Feedback.id.in_(chunk), Feedback.item_id == target.id)
+                        .values(item_id=source.id).execution_options(synchronize_session=False))

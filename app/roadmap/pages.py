@@ -23,9 +23,9 @@ from app.feedback import service as feedback
 from app.pagecache import cached_render
 from app.parsing import parse_int
 from app.portal.service import counts_shown
+from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
-from app.voting import merge as merging
 from app.voting import service as voting
 from app.web import render
 

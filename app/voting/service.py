@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, delete, func, select, update
+from sqlalchemy import Integer, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session, aliased, joinedload, load_only, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
-from app.db import insert_with_conflicts, utcnow
+from app.db import in_chunks, insert_with_conflicts, utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
 from app.portal.service import counts_shown  # the vote display setting, applied to a viewer
 from app.roadmap import service as roadmap
@@ -501,3 +501,197 @@ def set_following(session: Session, *, viewer: Viewer, item: Item, following: bo
         follow(session, item=item, user=viewer.user)
     else:
         unfollow(session, item=item, user=viewer.user)
+
+
+# --- merging: votes and follows move to another item, and back ------------------------------------------
+# app/roadmap/merge.py merges item B (`source`) into A (`target`) and undoes it; these move this domain's rows
+# and say what they moved, so that the merge's record can put exactly that back. The caller holds both items'
+# row locks.
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def count_votes(session: Session, *, item: Item) -> int:
+    return session.scalar(select(func.count()).select_from(Vote).where(Vote.item_id == item.id)) or 0
+
+
+def count_follows(session: Session, *, item: Item) -> int:
+    return session.scalar(select(func.count()).select_from(Follow).where(Follow.item_id == item.id)) or 0
+
+
+def count_shared_votes(session: Session, *, source: Item, target: Item) -> tuple[int, int]:
+    """People who voted on both items, and how many of them gave `source` the higher importance."""
+    on_target = aliased(Vote)
+    overlap, raised = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((Vote.importance > on_target.importance, 1), else_=0)), 0))
+        .select_from(Vote)
+        .join(on_target, and_(on_target.user_id == Vote.user_id, on_target.item_id == target.id))
+        .where(Vote.item_id == source.id)
+    ).one()
+    return overlap, int(raised)
+
+
+def move_votes_to_item(session: Session, *, source: Item, target: Item) -> dict[str, Any]:
+    """Source's voters count once on target: someone who voted on both keeps the higher importance (their
+    target vote takes it) and their source vote goes; the other votes move. Returns what changed:
+    `moved_votes` (ids), `dropped_votes` (the full rows, with `absorbed_by`, the target vote) and
+    `raised_votes` ({id, user_id, from, to, updated_at})."""
+    on_a = aliased(Vote)
+    overlapping = session.execute(
+        select(Vote.id, Vote.user_id, Vote.importance, Vote.created_at, Vote.updated_at, Vote.captured_by_id,
+               Vote.source, Vote.source_url, on_a.id, on_a.importance, on_a.updated_at)
+        .join(on_a, and_(on_a.user_id == Vote.user_id, on_a.item_id == target.id))
+        .where(Vote.item_id == source.id)
+        .order_by(Vote.id)
+    ).all()
+    dropped: list[dict[str, Any]] = []
+    raised: list[dict[str, Any]] = []
+    for (b_id, user_id, importance, created_at, updated_at, captured_by_id, capture_source, source_url,
+         a_id, a_importance, a_updated_at) in overlapping:
+        dropped.append({
+            "id": b_id, "user_id": user_id, "importance": importance, "created_at": _iso(created_at),
+            "updated_at": _iso(updated_at), "captured_by_id": captured_by_id,
+            "source": capture_source.value if capture_source is not None else None, "source_url": source_url,
+            "absorbed_by": a_id,
+        })
+        if importance > a_importance:
+            # The higher importance wins; updated_at stays A's, so undo can tell whether the person changed it since.
+            session.execute(update(Vote).where(Vote.id == a_id).values(importance=importance)
+                            .execution_options(synchronize_session=False))
+            raised.append({"id": a_id, "user_id": user_id, "from": a_importance, "to": importance,
+                           "updated_at": _iso(a_updated_at)})
+    for ids in in_chunks([d["id"] for d in dropped]):
+        session.execute(delete(Vote).where(Vote.id.in_(ids)).execution_options(synchronize_session=False))
+    moved = list(session.scalars(
+        update(Vote).where(Vote.item_id == source.id).values(item_id=target.id)
+        .returning(Vote.id).execution_options(synchronize_session=False)
+    ))
+    return {"moved_votes": sorted(moved), "dropped_votes": dropped, "raised_votes": raised}
+
+
+def move_votes_back(session: Session, record: dict[str, Any], *, source: Item, target: Item) -> tuple[int, int, int]:
+    """Undo `move_votes_to_item` as far as the votes are still where it left them. Returns (votes back on
+    source, moved votes no longer on target: withdrawn since, raised importances the person changed since)."""
+    moved = record.get("moved_votes", [])
+    back = 0
+    for ids in in_chunks(moved):
+        back += len(list(session.scalars(
+            update(Vote).where(Vote.id.in_(ids), Vote.item_id == target.id).values(item_id=source.id)
+            .returning(Vote.id).execution_options(synchronize_session=False)
+        )))
+    kept = len(moved) - back
+
+    importances_kept = 0
+    for raised in record.get("raised_votes", []):
+        current = session.execute(select(Vote.importance, Vote.updated_at)
+                                  .where(Vote.id == raised["id"], Vote.item_id == target.id)).first()
+        if current is None:
+            continue  # withdrawn since: nothing to lower
+        if current.importance == raised["to"] and current.updated_at == _when(raised["updated_at"]):
+            session.execute(update(Vote).where(Vote.id == raised["id"]).values(importance=raised["from"])
+                            .execution_options(synchronize_session=False))
+        else:
+            importances_kept += 1
+
+    # A dropped vote comes back while the vote on A that absorbed it is still there; someone who withdrew
+    # that vote since withdrew both, like a moved vote that is gone from A.
+    dropped = record.get("dropped_votes", [])
+    still_on_a: set[int] = set()
+    for ids in in_chunks([d["absorbed_by"] for d in dropped]):
+        still_on_a.update(session.scalars(select(Vote.id).where(Vote.id.in_(ids), Vote.item_id == target.id)))
+    taken: set[int] = set()
+    for ids in in_chunks([d["id"] for d in dropped]):
+        taken.update(session.scalars(select(Vote.id).where(Vote.id.in_(ids))))
+    for row in dropped:
+        if row["absorbed_by"] not in still_on_a:
+            kept += 1
+            continue
+        values: dict[str, Any] = {
+            "item_id": source.id, "user_id": row["user_id"], "importance": row["importance"],
+            "created_at": _when(row["created_at"]), "updated_at": _when(row["updated_at"]),
+            "captured_by_id": row["captured_by_id"],
+            "source": CaptureSource(row["source"]) if row["source"] else None, "source_url": row["source_url"],
+        }
+        # The original id, unless SQLite handed it out again since (PostgreSQL's sequence is already past it).
+        if row["id"] not in taken:
+            values["id"] = row["id"]
+        inserted = session.execute(_insert(session, Vote).values(**values)
+                                   .on_conflict_do_nothing(index_elements=["item_id", "user_id"])
+                                   .returning(Vote.id)).first()
+        back += inserted is not None
+    return back, kept, importances_kept
+
+
+def voters_since(session: Session, *, item: Item, user_ids: Sequence[int], since: datetime) -> set[int]:
+    """Of these people, those who voted on the item after `since`."""
+    found: set[int] = set()
+    for users in in_chunks(user_ids):
+        found.update(session.scalars(select(Vote.user_id).where(Vote.item_id == item.id, Vote.user_id.in_(users),
+                                                                Vote.created_at > since)))
+    return found
+
+
+def recount(session: Session, *items: Item) -> None:
+    """Set vote_count and trend_count from the vote rows, the way `reconcile()` and `refresh_trends()` count."""
+    since = utcnow() - timedelta(days=TREND_DAYS)
+    total = select(func.count()).select_from(Vote).where(Vote.item_id == Item.id).scalar_subquery()
+    recent = (select(func.count()).select_from(Vote).where(Vote.item_id == Item.id, Vote.created_at >= since)
+              .scalar_subquery())
+    session.execute(update(Item).where(Item.id.in_([i.id for i in items]))
+                    .values(vote_count=total, trend_count=recent)
+                    .execution_options(synchronize_session=False))
+    for item in items:
+        session.expire(item, ["vote_count", "trend_count"])
+
+
+def move_follows_to_item(session: Session, *, source: Item, target: Item) -> dict[str, Any]:
+    """Source's followers follow target (once: a follow of both keeps target's). Returns `moved_follows`
+    (the people) and `dropped_follows` ({user_id, created_at})."""
+    following_a = select(Follow.user_id).where(Follow.item_id == target.id)
+    both = session.execute(
+        select(Follow.user_id, Follow.created_at).where(Follow.item_id == source.id, Follow.user_id.in_(following_a))
+        .order_by(Follow.user_id)
+    ).all()
+    session.execute(delete(Follow).where(Follow.item_id == source.id, Follow.user_id.in_(following_a))
+                    .execution_options(synchronize_session=False))
+    moved = list(session.scalars(
+        update(Follow).where(Follow.item_id == source.id).values(item_id=target.id)
+        .returning(Follow.user_id).execution_options(synchronize_session=False)
+    ))
+    return {"moved_follows": sorted(moved),
+            "dropped_follows": [{"user_id": u, "created_at": _iso(at)} for u, at in both]}
+
+
+def move_follows_back(session: Session, record: dict[str, Any], *, source: Item, target: Item,
+                      merged_at: datetime, active_on_target: set[int]) -> None:
+    """Undo `move_follows_to_item`. People in `active_on_target` (who voted or commented on target since the
+    merge, and follow it for that) keep following target and follow source again as well."""
+    moved = record.get("moved_follows", [])
+    for users in in_chunks(moved):
+        rows = session.execute(select(Follow.user_id, Follow.created_at)
+                               .where(Follow.item_id == target.id, Follow.user_id.in_(users),
+                                      Follow.created_at <= merged_at)).all()
+        for user_id, created_at in rows:
+            if user_id in active_on_target:
+                session.execute(_insert(session, Follow).values(item_id=source.id, user_id=user_id,
+                                                                created_at=created_at)
+                                .on_conflict_do_nothing(index_elements=["item_id", "user_id"]))
+            else:
+                session.execute(update(Follow).where(Follow.item_id == target.id, Follow.user_id == user_id)
+                                .values(item_id=source.id).execution_options(synchronize_session=False))
+    dropped = record.get("dropped_follows", [])
+    for entries in in_chunks(dropped):
+        # Like a dropped vote: back while the person still follows A.
+        still = set(session.scalars(select(Follow.user_id).where(
+            Follow.item_id == target.id, Follow.user_id.in_([e["user_id"] for e in entries]))))
+        for entry in entries:
+            if entry["user_id"] in still:
+                session.execute(_insert(session, Follow).values(item_id=source.id, user_id=entry["user_id"],
+                                                                created_at=_when(entry["created_at"]))
+                                .on_conflict_do_nothing(index_elements=["item_id", "user_id"]))

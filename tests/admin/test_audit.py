@@ -19,7 +19,7 @@ from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.discussion import service as discussion
 from app.feedback import service as feedback
-from app.voting import merge as merging
+from app.roadmap import merge as merging
 from tests.factories import make_admin, make_item, make_user
 from tests.feedback.helpers import make_idea
 from tests.helpers.http import sign_in

@@ -24,8 +24,8 @@ from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.feedback.models import Feedback, FeedbackKind
 from app.organisations.models import Organisation, Segment
+from app.roadmap import merge as merging
 from app.roadmap.models import Item
-from app.voting import merge as merging
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Vote
 from tests.factories import make_admin, make_item, make_pm, make_product, make_tag, make_user, stage

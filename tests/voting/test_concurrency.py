@@ -105,7 +105,7 @@ async def test_merging_while_people_vote_on_both_items_keeps_every_count_exact(s
     Caught on PostgreSQL, about one run in three, before votes locked their item first: a vote written
     while the merge ran stayed behind on B (B's counter 1 after the final merge, the person's vote not on A).
     """
-    from app.voting import merge as merging
+    from app.roadmap import merge as merging
     from app.voting.models import Merge
 
     with server.database.transaction() as session:

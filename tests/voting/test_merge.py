@@ -19,9 +19,9 @@ from app.discussion.models import Comment
 from app.errors import Conflict, NotFound
 from app.feedback.models import Feedback, FeedbackKind
 from app.organisations.models import Organisation, Segment
+from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Visibility
-from app.voting import merge as merging
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Follow, Importance, Merge, Vote
 from tests.factories import make_item, make_pm, make_product, make_user

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import utcnow
 from app.feedback import service as feedback
 from app.feedback.models import Feedback, FeedbackKind
-from app.voting import merge as merging
+from app.roadmap import merge as merging
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_item, make_pm, make_user
