@@ -11,9 +11,11 @@ import re
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from app.accounts import service as accounts
 from app.accounts.models import Role
+from app.feedback.models import Feedback, FeedbackKind
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_item
@@ -89,7 +91,12 @@ def test_a_customer_votes_from_the_keyboard_without_a_reload(portal: Portal, ope
         "Your vote is counted: Critical. Thank you for telling us why.")
     assert ann.evaluate("() => window.__sameDocument === true"), "the page reloaded"
     assert _focused(ann) == "vote:Update my vote"
-    expect(widget.get_by_label("Tell us why (optional)")).to_have_value("")
+    # The outcome stays on screen, and the reason comes back under the vote, in a box to edit.
+    expect(widget.locator(".vote-done")).to_be_visible()
+    expect(widget.locator(".vote-done")).to_have_text(
+        re.compile(r"Your vote is counted: Critical\. Thank you for telling us why\.$"))
+    expect(widget.locator(".vote-reason-text")).to_have_text("Our night shift swaps by phone today.")
+    expect(widget.get_by_label("Edit your reason (optional)")).to_have_value("Our night shift swaps by phone today.")
     expect(ann.get_by_role("button", name=re.compile(r"^Unfollow"))).to_be_visible()  # voting follows
     screenshot(ann, "vote-item-page-voted")
     axe_check(ann, "item page with a vote")
@@ -103,6 +110,27 @@ def test_a_customer_votes_from_the_keyboard_without_a_reload(portal: Portal, ope
     expect(widget).to_contain_text("You voted: Important")
     expect(ann.locator("#vote-live")).to_have_text("Your vote is now Important.")
     expect(widget).to_contain_text("3 votes")
+    expect(widget.locator(".vote-reason-text")).to_have_text("Our night shift swaps by phone today.")
+
+    # Edit the reason: the one reason changes, in place.
+    box = widget.get_by_label("Edit your reason (optional)")
+    box.fill("Our night shift swaps by phone, and two teams share one phone.")
+    widget.get_by_role("button", name="Update my vote").click()
+    expect(widget.locator(".vote-done")).to_have_text(re.compile(r"Your reason is updated\.$"))
+    expect(widget.locator(".vote-reason-text")).to_have_text(
+        "Our night shift swaps by phone, and two teams share one phone.")
+    with portal.transaction() as session:
+        reasons = list(session.scalars(select(Feedback.body).where(Feedback.kind == FeedbackKind.reason)))
+    assert reasons == ["Our night shift swaps by phone, and two teams share one phone."]
+    axe_check(ann, "item page with a saved reason")
+    for scheme in ("light", "dark"):
+        ann.emulate_media(color_scheme=scheme)
+        for width in (1280, 390):
+            ann.set_viewport_size({"width": width, "height": 900})
+            screenshot(ann, f"vote-item-page-reason-{width}-{scheme}")
+            assert ann.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"), "scrolls sideways"
+    ann.emulate_media(color_scheme="light")
+    ann.set_viewport_size({"width": 1280, "height": 900})
     _tab_to(ann, f"#vote-{public_id} [data-focus=unvote]")
     ann.keyboard.press("Space")
     expect(widget).to_contain_text("2 votes")
