@@ -25,6 +25,8 @@ from app.web import redirect, render
 router = APIRouter(include_in_schema=False)
 
 Number = Annotated[str, Form(max_length=40)]
+# The demand page lists this many people, heaviest first; its CSV has everyone.
+PEOPLE_SHOWN = 200
 
 COLUMNS: list[tuple[desk.Sort, str]] = [
     (desk.Sort.item, "Item"), (desk.Sort.voters, "Voters"), (desk.Sort.organisations, "Orgs"),
@@ -155,7 +157,7 @@ def _demand_page(request: Request, session: Session, public_id: str, *, status_c
     return render(request, "admin/desk_item.html", {
         **_desk_context(session, query, weights), "demand": demand, "item": item, "errors": {},
         "export_link": _export_link(request, f"/admin/desk/items/{item.public_id}/export.csv"),
-        "back_link": _export_link(request, "/admin/desk"), **extra,
+        "back_link": _export_link(request, "/admin/desk"), "people_shown": PEOPLE_SHOWN, **extra,
     }, status_code=status_code)
 
 

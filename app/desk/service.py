@@ -349,7 +349,9 @@ def _voter_rows(query: DeskQuery, segment_id: int | None) -> AnySelect:
     return stmt
 
 
-def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now: datetime) -> AnySelect:
+def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now: datetime,
+                    only_item: int | None = None) -> AnySelect:
+    """The desk's rows, filtered and sorted; `only_item` narrows every aggregate to that item's votes."""
     since = query.since(now)
     segment_id = (session.scalar(select(Segment.id).where(Segment.slug == query.segment))
                   if query.segment else None)
@@ -358,6 +360,8 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
         return stmt.where(Vote.created_at >= since) if since is not None else stmt
 
     base = _voter_rows(query, segment_id)
+    if only_item is not None:
+        base = base.where(Vote.item_id == only_item)
     no_org = case((User.organisation_id.is_(None), 1), else_=0)
     votes = windowed(base.add_columns(
         Vote.item_id.label("item_id"),
@@ -384,7 +388,7 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
         .where(Vote.created_at >= weeks[-1]).group_by(Vote.item_id).subquery("desk_trend"))
 
     feedback_stmt = select(Feedback.item_id.label("item_id"), func.count().label("feedback")).where(
-        Feedback.item_id.is_not(None))
+        Feedback.item_id.is_not(None) if only_item is None else Feedback.item_id == only_item)
     if since is not None:
         feedback_stmt = feedback_stmt.where(Feedback.created_at >= since)
     if query.organisation is not None:
@@ -425,6 +429,8 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
         .outerjoin(feedback, feedback.c.item_id == Item.id)
         .where(Item.merged_into_id.is_(None))
     )
+    if only_item is not None:
+        stmt = stmt.where(Item.id == only_item)
     if query.product:
         stmt = stmt.where(Product.slug == query.product)
     if query.stage:
@@ -492,10 +498,18 @@ def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: date
     """One page of the desk: the items as filtered and sorted, with their figures."""
     now = now or utcnow()
     stmt = _desk_statement(session, query=query, weights=weights, now=now)
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    # The total comes with the page (a window count): the aggregation runs once, not once more to count.
+    counted = stmt.add_columns(func.count().over().label("total_rows"))
+    rows = session.execute(counted.offset((query.page - 1) * per_page).limit(per_page)).all()
+    if rows:
+        total = int(rows[0].total_rows)
+    else:  # past the last page (or nothing at all): count, then show the last page
+        total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+        if total and query.page > 1:
+            last = max(1, math.ceil(total / per_page))
+            rows = session.execute(counted.offset((last - 1) * per_page).limit(per_page)).all()
     pages = max(1, math.ceil(total / per_page))
     page = min(query.page, pages)
-    rows = session.execute(stmt.offset((page - 1) * per_page).limit(per_page))
     return DeskPage(rows=[_row(r) for r in rows], total=total, page=page, pages=pages, now=now)
 
 
@@ -672,7 +686,7 @@ def item_demand(session: Session, *, item: Item, query: DeskQuery, weights: Weig
     row = None
     if item.merged_into_id is None:
         rows_for_item = session.execute(
-            _desk_statement(session, query=query, weights=weights, now=now).where(Item.id == item.id)).all()
+            _desk_statement(session, query=query, weights=weights, now=now, only_item=item.id)).all()
         row = _row(rows_for_item[0]) if rows_for_item else None
     return Demand(item=item, row=row, askers=askers, organisations=organisations)
 

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
+from app.admin import desk as admin_desk
 from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.feedback.models import Feedback, FeedbackKind
@@ -366,6 +367,8 @@ class TestEveryFigure:
         assert len(page_rows(first.text)) == 50 and "Page 1 of 2" in first.text
         second = await client.get("/admin/desk?sort=title&dir=asc&page=2")
         assert [t for t, _ in page_rows(second.text)] == ["Item 50"]
+        beyond = await client.get("/admin/desk?sort=title&dir=asc&page=99")
+        assert [t for t, _ in page_rows(beyond.text)] == ["Item 50"] and "Page 2 of 2" in beyond.text
 
 
 class TestDemandOfOneItem:
@@ -549,3 +552,16 @@ class TestItemsList:
             assert int(numbers[0]) == expected[key]["voters"]
             assert float(numbers[1]) == pytest.approx(expected[key]["demand"], abs=0.006)
         assert re.search(r'aria-sort="descending"><a href="\?sort=votes">Votes', page.text)
+
+
+class TestLongDemand:
+    async def test_a_long_demand_page_shows_the_heaviest_and_the_csv_has_everyone(self, client, session, admin,
+                                                                                   monkeypatch):
+        world = await _set_up(client, session)
+        monkeypatch.setattr(admin_desk, "PEOPLE_SHOWN", 3)
+        x = world.items["X"].public_id
+        page = await client.get(f"/admin/desk/items/{x}?window=all")
+        people = page.text[page.text.index('id="demand-people"'):page.text.index('id="rice-inputs"')]
+        assert people.count('<th scope="row">') == 3
+        assert "The 3 heaviest of 7 people are shown" in people
+        assert len(csv_rows((await client.get(f"/admin/desk/items/{x}/export.csv?window=all")).content)) == 7
