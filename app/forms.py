@@ -25,7 +25,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError
 
 from app.errors import FormInvalid
 from app.parsing import INT32_MAX, clean_text, parse_int
@@ -36,9 +35,6 @@ if TYPE_CHECKING:
 _Model = TypeVar("_Model", bound="FormModel")
 _Enum = TypeVar("_Enum", bound=Enum)
 _Result = TypeVar("_Result")
-
-# The error type every rule below raises: its message is already the sentence the person reads.
-_MESSAGE = "form_message"
 
 # For refusals that no rule of ours words (the value is not text at all, a list where one value belongs).
 _FALLBACK = {
@@ -60,9 +56,17 @@ class FormModel(BaseModel):
     messages: ClassVar[dict[str, str]] = {}
 
 
-def refuse(message: str) -> PydanticCustomError:
+class Refused(ValueError):
+    """What a rule or a model's own validator raises: its text is the sentence shown to the person.
+
+    A ValueError, so pydantic collects it with the other refusals of the form (as a "value_error" that
+    keeps the exception), and form_errors finds the sentence again.
+    """
+
+
+def refuse(message: str) -> Refused:
     """The error a model's own validator raises: `message` is shown as it is."""
-    return PydanticCustomError(_MESSAGE, message)
+    return Refused(message)
 
 
 def _as_text(value: Any) -> Any:
@@ -151,8 +155,9 @@ def form_errors(model: type[FormModel], exc: ValidationError) -> dict[str, str]:
         name = str(error["loc"][0]) if error["loc"] else ""
         if name in errors:
             continue
-        if error["type"] == _MESSAGE:
-            errors[name] = error["msg"]
+        refused = (error.get("ctx") or {}).get("error")
+        if isinstance(refused, Refused):
+            errors[name] = str(refused)
         else:
             errors[name] = model.messages.get(name) or _FALLBACK.get(error["type"], _DEFAULT)
     return errors
