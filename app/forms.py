@@ -1,12 +1,13 @@
 """Form input: one pydantic model per form, and one translation from what a model refuses to the messages
 a person sees next to each field.
 
-A form model (`class IdeaCreate(FormModel)`) says what each field may hold with the rules below:
-`text(...)` for typed text, `whole_number(...)` for ids and numbers, `choice(...)` for a value picked from
-a list, `checkbox()` for a tick, `values_in_text(...)` for several values typed in one box. Each rule carries the sentence shown when it is broken, so a refused form reads exactly as
-before; a pydantic refusal that no rule names (a file sent where text belongs) gets a plain sentence of
-its own from `_FALLBACK`. Checks that need the database (does this product still exist?) stay in the
-services, which take the validated model.
+A form model (`class IdeaCreate(FormModel)`, next to the service that takes it) says what each field may
+hold with the rules below: `text(...)` for typed text, `whole_number(...)` for ids and numbers,
+`choice(...)` for a value picked from a list, `checkbox()` for a tick, `values_in_text(...)` for several
+values typed in one box; a model's own validators raise `refuse(message)`. Each rule carries the sentence
+shown when it is broken; a pydantic refusal that no rule words (a file sent where text belongs) gets the
+model's `messages` entry or a plain sentence from `_FALLBACK`. Checks that need the database (does this
+product still exist?) stay in the services, which take the validated model.
 
 A route reads the request with `await read_form(request, Model)`: it gets the values as typed (to show
 the form again as it was sent) and either the model or the messages, and re-renders the page with HTTP

@@ -13,7 +13,6 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.admin.forms import Flag
 from app.deps import AdminUser, DbSession
 from app.desk import service as desk
 from app.errors import FormInvalid
@@ -61,8 +60,9 @@ async def save_settings(request: Request, session: DbSession, admin: AdminUser,
 
 
 @router.post("/settings/votes", response_class=HTMLResponse)
-async def save_vote_display(request: Request, session: DbSession, admin: AdminUser, hide_counts: Flag = "") -> Response:
-    display = portal.update_vote_display(session, actor=admin, hide_counts=bool(hide_counts))
+async def save_vote_display(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    form = await read_form(request, portal.VoteDisplayUpdate)
+    display = portal.update_vote_display(session, actor=admin, hide_counts=form.valid().hide_counts)
     flash = ("Vote counts are hidden from visitors and customers. Staff still see them." if display.hide_counts
              else "Everyone sees vote counts again.")
     return redirect(request, "/admin/settings#votes", flash=flash)

@@ -354,6 +354,10 @@ def counts_shown(session: Session, viewer: Viewer) -> bool:
     return viewer.is_staff or not get_vote_display(session).hide_counts
 
 
+class VoteDisplayUpdate(FormModel):
+    hide_counts: Annotated[bool, checkbox()] = False
+
+
 def update_vote_display(session: Session, *, actor: Any, hide_counts: bool) -> VoteDisplay:
     _cache.pop("votes", None)
     before = get_vote_display(session)
