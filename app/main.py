@@ -42,6 +42,7 @@ from app.security import (
     SecurityHeadersMiddleware,
 )
 from app.voting import views as voting_views
+from app.voting import widget as vote_widget
 from app.web import redirect, render, templates
 
 log = logging.getLogger("ahead")
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.cookies = cookies = Cookies.for_settings(settings)
     app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)
     app.state.pages = PageCache()
+    vote_widget.register(app.state.pages)  # the cards' vote widgets in kept pages
     templates.env.auto_reload = not settings.is_production
 
     _install_error_handlers(app)

@@ -8,20 +8,28 @@ same for everyone who sees the same items. So each worker keeps what it rendered
 under the current content revision (app/revision.py): a vote, an edit or a settings change anywhere
 makes every worker render afresh on its next request, so a cached page is never older than the data.
 
-What differs per person is left open while rendering, as markers the template emits in place of the
-value, and filled in per request:
+What differs per person is left open while rendering: the template calls `slot(kind, value)` where it
+would show such a part, and the page keeps a marker there. Each kind of slot has a **filler**,
+registered with the cache (`PageCache.register`), that says what of `value` to keep (`capture`) and
+fills all the page's slots of its kind per request (`fill`, one call per page, so that it can ask the
+database once for all of them). It may keep what it rendered with the page (`Filling.variant`), for the
+next person who needs the same. This module knows two kinds, both about the page's frame:
 
-* the request's CSRF token (every form, and the meta tag static/app.js reads);
 * ``account``  the header's name and sign-out form (signed-in people only; a visitor's is in the page);
-* ``flashes``  the one-time messages from a redirect;
-* ``vote``     a card's vote widget: kept unvoted, and for each importance once someone who voted
-               that way asks (from the card's facts, without the item); the viewer's own votes for
-               the cards are one query.
+* ``flashes``  the one-time messages from a redirect.
 
-The audience (app.roadmap.service.audience) is what decides which items a viewer may see; staff, who
+Other domains register theirs: the voting domain the cards' vote widgets (app/voting/widget.py). The
+request's CSRF token is not a slot: it is in every form, in the fillers' HTML too, and replaced in the
+finished page in one pass.
+
+The audience (app.roadmap.visibility.audience) is what decides which items a viewer may see; staff, who
 see drafts and internal items, are never served from the cache. The minute is in the key because
 cards say "updated 3 minutes ago". A page is cached only when it was read in a read-only transaction
 (a GET), never from a transaction that is changing things.
+
+The size bound counts everything a page keeps: its text, every variant a filler kept with it (they are
+added as people ask for them, and counted then), and each slot's captured value (as
+`KEPT_VALUE_CHARACTERS`). Beyond it the least recently used pages go.
 
 Markers carry a random per-process prefix, so nothing a customer types can forge one.
 """
@@ -32,9 +40,9 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -43,64 +51,118 @@ from sqlalchemy.orm import Session
 
 from app import revision
 from app.accounts.viewer import Viewer
-from app.roadmap.models import Item
 from app.roadmap.visibility import audience
 from app.security import clear_flash_cookie, csrf_token
-from app.voting import service as voting
-from app.voting.models import Importance
 from app.web import page_context, read_flashes, render, templates
 
 _NONCE = secrets.token_hex(8)
 _PREFIX = f"\x00{_NONCE}:"
 _MARKER = re.compile(re.escape(_PREFIX) + r"(\w+):([^\x00]*)\x00")
-# Not a slot: replaced in the finished page in one pass (it is in every form, widgets included).
-_CSRF = Markup(f"\x00{_NONCE}!csrf\x00")  # nosec B704 # a marker made of a random nonce, no outside input
-_UNVOTED = ""
+# Not a slot: replaced in the finished page in one pass (it is in every form, fillers' HTML included).
+CSRF_MARKER = Markup(f"\x00{_NONCE}!csrf\x00")  # nosec B704 # a marker made of a random nonce, no outside input
 
 MAX_CHARACTERS = 32_000_000  # per worker: a board is ~50 k characters, a customer's with its widgets ~250 k
+# What a slot's captured value counts for in the size bound (a small frozen object: a few ids and a title).
+KEPT_VALUE_CHARACTERS = 200
 
 
-def _marker(kind: str, arg: str = "") -> Markup:
-    return Markup(f"{_PREFIX}{kind}:{arg}\x00")  # nosec B704 # kind is a literal, arg an integer id
+class Slot(NamedTuple):
+    """One open part of a kept page: its filler's kind and its argument (an item id, or "")."""
 
-
-@dataclass(frozen=True, slots=True)
-class Slot:
     kind: str
     arg: str
 
 
-@dataclass(frozen=True, slots=True)
-class CardFacts:
-    """What a card's vote widget shows of its item: kept so that a later request can have the widget
-    for a vote of its own rendered without the item (whose session is gone)."""
+class Filler(Protocol):
+    """Fills one kind of slot in kept pages, per request."""
 
-    id: int
-    public_id: str
-    title: str
-    path: str
-    vote_count: int
-    closed: str | None
+    def capture(self, value: Any) -> tuple[str, Any]:
+        """While a page is rendered for keeping: the slot's argument (unique in the page for what it
+        shows) and what `fill` will need of `value`, kept with the page. Must not keep the request's or
+        the viewer's own things: the page is served to everyone of the same audience."""
+        ...
 
-    def voting_closed_reason(self) -> str | None:
-        return self.closed
+    def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
+        """The HTML of these slots (the page's slots of this kind, each once) for this request, in order."""
+        ...
+
+
+@dataclass(slots=True, eq=False)
+class Page:
+    """A rendered page cut at its open parts, with what its fillers keep."""
+
+    parts: list[str | Slot]
+    values: dict[Slot, Any] = field(default_factory=dict)  # what each slot's filler captured
+    variants: dict[Slot, dict[str, str]] = field(default_factory=dict)  # HTML fillers kept, per slot and variant
+    size: int = 0  # characters counted against the cache's bound (`measure`, then each kept variant)
+    _owner: PageCache | None = None
+    _key: tuple[Any, ...] | None = None
+
+    def measure(self) -> int:
+        self.size = (sum(len(p) for p in self.parts if isinstance(p, str))
+                     + len(self.values) * KEPT_VALUE_CHARACTERS
+                     + sum(len(html) for by_variant in self.variants.values() for html in by_variant.values()))
+        return self.size
+
+    def keep(self, slot: Slot, variant: str, html: str) -> None:
+        """Keep a filler's HTML for one slot and variant with the page, counted against the cache's bound."""
+        by_variant = self.variants.setdefault(slot, {})
+        added = len(html) - len(by_variant.get(variant, ""))
+        by_variant[variant] = html
+        self.size += added
+        if self._owner is not None:
+            self._owner._grew(self, added)
 
 
 @dataclass(slots=True)
-class Page:
-    """A rendered page cut at its open parts."""
+class Filling:
+    """What a filler gets for one request of one kept page."""
 
-    parts: list[str | Slot]
-    # Vote widgets per card: item id → importance key ("" unvoted) → HTML; the voted variants are
-    # rendered when someone who voted that way first asks for the page.
-    widgets: dict[int, dict[str, str]] = field(default_factory=dict)
-    cards: dict[int, CardFacts] = field(default_factory=dict)
-    show_counts: bool = True
+    request: Request
+    session: Session
+    viewer: Viewer
+    page: Page
+    csrf: Markup = CSRF_MARKER  # put this where the token goes: the whole page is filled in one pass
+    on_response: list[Callable[[Response], None]] = field(default_factory=list)
 
-    @property
-    def size(self) -> int:
-        return (sum(len(p) for p in self.parts if isinstance(p, str))
-                + sum(len(html) for by_state in self.widgets.values() for html in by_state.values()))
+    def value(self, slot: Slot) -> Any:
+        return self.page.values[slot]
+
+    def variant(self, slot: Slot, variant: str, make: Callable[[], str]) -> str:
+        """The HTML kept for `slot` in this variant, made (and kept with the page) on first use."""
+        by_variant = self.page.variants.get(slot)
+        html = by_variant.get(variant) if by_variant is not None else None
+        if html is None:
+            html = make()
+            self.page.keep(slot, variant, html)
+        return html
+
+
+class _Account:
+    """The header's account corner of a signed-in person."""
+
+    def capture(self, value: Any) -> tuple[str, Any]:
+        return "", None
+
+    def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
+        html = templates.env.get_template("_account.html").render(
+            request=filling.request, viewer=filling.viewer, csrf_token=filling.csrf)
+        return [html] * len(slots)
+
+
+class _Flashes:
+    """The one-time messages a redirect left in the flash cookie (which the answer then clears)."""
+
+    def capture(self, value: Any) -> tuple[str, Any]:
+        return "", None
+
+    def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
+        flashes = read_flashes(filling.request)
+        if not flashes:
+            return [""] * len(slots)
+        request = filling.request
+        filling.on_response.append(lambda response: clear_flash_cookie(request, response))
+        return [templates.env.get_template("_flashes.html").render(flashes=flashes)] * len(slots)
 
 
 class PageCache:
@@ -108,40 +170,69 @@ class PageCache:
 
     def __init__(self, max_characters: int = MAX_CHARACTERS) -> None:
         self.max_characters = max_characters
+        self.fillers: dict[str, Filler] = {"account": _Account(), "flashes": _Flashes()}
         self._revision: int | None = None
-        self._pages: OrderedDict[tuple[Any, ...], tuple[Page, int]] = OrderedDict()
+        self._pages: OrderedDict[tuple[Any, ...], Page] = OrderedDict()
         self._characters = 0
         self.hits = self.misses = 0
+
+    def register(self, kind: str, filler: Filler) -> None:
+        """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
+        if not re.fullmatch(r"\w+", kind) or kind in self.fillers:
+            raise ValueError(f"slot kind {kind!r} is taken or not a word")
+        self.fillers[kind] = filler
+
+    @property
+    def characters(self) -> int:
+        """What the kept pages count for against `max_characters`."""
+        return self._characters
 
     def get(self, rev: int, key: tuple[Any, ...]) -> Page | None:
         if rev != self._revision:
             self.clear()
             self._revision = rev
-        entry = self._pages.get(key)
-        if entry is None:
+        page = self._pages.get(key)
+        if page is None:
             self.misses += 1
             return None
         self._pages.move_to_end(key)
         self.hits += 1
-        return entry[0]
+        return page
 
     def put(self, rev: int, key: tuple[Any, ...], page: Page) -> None:
-        size = page.size
+        size = page.measure()
         if rev != self._revision or size > self.max_characters:
             return
         old = self._pages.pop(key, None)
         if old is not None:
-            self._characters -= old[1]
-        self._pages[key] = (page, size)
+            self._characters -= old.size
+            old._owner = None
+        page._owner, page._key = self, key
+        self._pages[key] = page
         self._characters += size
-        while self._characters > self.max_characters:
-            _, (_, dropped) = self._pages.popitem(last=False)
-            self._characters -= dropped
+        self._drop_beyond_bound()
+
+    def _grew(self, page: Page, added: int) -> None:
+        if page._key is not None and self._pages.get(page._key) is page:
+            self._characters += added
+            self._drop_beyond_bound()
+
+    def _drop_beyond_bound(self) -> None:
+        while self._characters > self.max_characters and self._pages:
+            _, dropped = self._pages.popitem(last=False)
+            self._characters -= dropped.size
+            dropped._owner = None
+
+    def entries(self) -> list[tuple[tuple[Any, ...], Page]]:
+        """The kept pages with their keys, the least recently used first (the next to go)."""
+        return list(self._pages.items())
 
     def __len__(self) -> int:
         return len(self._pages)
 
     def clear(self) -> None:
+        for page in self._pages.values():
+            page._owner = None
         self._pages.clear()
         self._characters = 0
 
@@ -171,26 +262,23 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         context = build()
         if isinstance(context, Response):
             return context
-        page = _capture(request, viewer, template, context)
+        page = _capture(cache, request, viewer, template, context)
         cache.put(rev, key, page)
-    return _respond(request, session, viewer, page)
+    return _respond(cache, request, session, viewer, page)
 
 
-def _capture(request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
-    signed_in = viewer.user is not None
-    page = Page(parts=[], show_counts=context.get("show_counts", True))
+def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
+    page = Page(parts=[])
+    fillers = cache.fillers
 
-    def vote_slot(item: Item) -> Markup:
-        """A card's widget: unvoted now; for a vote of the viewer's own, on request (`_widget`)."""
-        if item.id not in page.widgets:
-            facts = CardFacts(id=item.id, public_id=item.public_id, title=item.title, path=item.path,
-                              vote_count=item.vote_count, closed=item.voting_closed_reason())
-            page.cards[item.id] = facts
-            page.widgets[item.id] = {_UNVOTED: _widget(request, viewer, page, facts, None)}
-        return _marker("vote", str(item.id))
+    def slot(kind: str, value: Any = None) -> Markup:
+        """An open part of the page: its filler keeps what it needs of `value` and fills it per request."""
+        arg, kept = fillers[kind].capture(value)
+        page.values.setdefault(Slot(kind, arg), kept)
+        return Markup(f"{_PREFIX}{kind}:{arg}\x00")  # nosec B704 # kind is a registered word, arg the filler's id
 
-    ctx = {**page_context(request, context, csrf=_CSRF, flashes=[]), "request": request, "viewer": viewer,
-           "my_votes": {}, "slot": _marker, "vote_slot": vote_slot, "account_slot": signed_in}
+    ctx = {**page_context(request, context, csrf=CSRF_MARKER, flashes=[]), "request": request, "viewer": viewer,
+           "slot": slot, "account_slot": viewer.user is not None}
     html = templates.env.get_template(template).render(ctx)
     pieces = _MARKER.split(html)
     for i in range(0, len(pieces), 3):
@@ -201,37 +289,17 @@ def _capture(request: Request, viewer: Viewer, template: str, context: dict[str,
     return page
 
 
-def _widget(request: Request, viewer: Viewer, page: Page, card: CardFacts, mine: Importance | None) -> str:
-    return templates.env.get_template("voting/_vote.html").render(
-        request=request, viewer=viewer, item=card, widget="card", csrf_token=_CSRF, show_counts=page.show_counts,
-        my_votes={card.id: mine} if mine else {})
-
-
-def _respond(request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
+def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
     token = csrf_token(request)
-    flashes = read_flashes(request)
-    mine = (voting.votes_of(session, user=viewer.user, item_ids=page.widgets)
-            if viewer.user is not None and page.widgets else {})
-    out: list[str] = []
-    for part in page.parts:
-        if isinstance(part, str):
-            out.append(part)
-        elif part.kind == "vote":
-            item_id = int(part.arg)
-            state = mine.get(item_id)
-            variants = page.widgets[item_id]
-            key = state.key if state else _UNVOTED
-            if key not in variants:
-                variants[key] = _widget(request, viewer, page, page.cards[item_id], state)
-            out.append(variants[key])
-        elif part.kind == "flashes":
-            if flashes:
-                out.append(templates.env.get_template("_flashes.html").render(flashes=flashes))
-        elif part.kind == "account":
-            out.append(templates.env.get_template("_account.html").render(
-                request=request, viewer=viewer, csrf_token=token))
-    body = "".join(out).replace(_CSRF, token)
+    filling = Filling(request=request, session=session, viewer=viewer, page=page)
+    by_kind: dict[str, list[Slot]] = {}
+    for slot in page.values:
+        by_kind.setdefault(slot.kind, []).append(slot)
+    filled: dict[Slot, str] = {}
+    for kind, slots in by_kind.items():
+        filled.update(zip(slots, cache.fillers[kind].fill(filling, slots), strict=True))
+    body = "".join([part if isinstance(part, str) else filled[part] for part in page.parts]).replace(CSRF_MARKER, token)
     response = HTMLResponse(body)
-    if flashes:
-        clear_flash_cookie(request, response)
+    for hook in filling.on_response:
+        hook(response)
     return response

@@ -30,6 +30,7 @@ from app.config import normalise_database_url
 from app.db import Database
 from app.portal.service import Branding
 from app.roadmap import service as roadmap
+from app.voting.service import VoteState
 from app.web import templates
 
 # A fixed stand-in for the per-request CSRF token (same length as the real one, an HMAC-SHA256 hex digest).
@@ -51,12 +52,14 @@ def load_board(url: str) -> dict[str, Any]:
                 "view": "board",
                 "columns": roadmap.get_board(session, ANONYMOUS, filters),
             }
+            # The cards' vote widgets as a signed-out visitor sees them: no vote of their own, counts shown.
+            context["vote_states"] = {
+                item.id: VoteState.of(item, count=item.vote_count, mine=None, signed_in=False)
+                for column in context["columns"] for item in column.items}
             session.expunge_all()
     finally:
         database.dispose()
-    # What the board view adds for a signed-out visitor's vote widgets: no votes of their own, counts shown.
-    context.update(viewer=None, branding=Branding(), csrf_token=_CSRF, flashes=[], errors={}, form={},
-                   my_votes={}, show_counts=True)
+    context.update(viewer=None, branding=Branding(), csrf_token=_CSRF, flashes=[], errors={}, form={})
     return context
 
 

@@ -22,7 +22,6 @@ from app.errors import NotFound
 from app.feedback import service as feedback
 from app.pagecache import cached_render
 from app.parsing import parse_int
-from app.portal.service import counts_shown
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
@@ -114,9 +113,8 @@ def discussion_for(request: Request, session: Session, viewer: Viewer, item: Ite
 
 
 def vote_widgets_for_cards(session: Session, viewer: Viewer, items: list[Item]) -> dict[str, Any]:
-    """`my_votes` (item id → importance, one query for the whole page) and `show_counts` for the cards."""
-    return {"my_votes": voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items]),
-            "show_counts": counts_shown(session, viewer)}
+    """`vote_states` for the cards: item id → VoteState (one query for the viewer's own votes)."""
+    return {"vote_states": voting.card_states(session, viewer=viewer, items=items)}
 
 
 def vote_widget_for_item_page(session: Session, viewer: Viewer, item: Item, *,

@@ -392,8 +392,13 @@ def current_count(session: Session, *, item: Item) -> int:
 
 @dataclass(frozen=True, slots=True)
 class VoteState:
-    """What the vote widget shows one viewer for one item."""
+    """What the vote widget shows one viewer for one item: all that templates/voting/_vote.html reads, on a
+    card, on the item page, in a fetch reply, freshly rendered or filled into a kept page alike."""
 
+    item_id: int
+    public_id: str
+    title: str
+    path: str
     count: int | None  # None: counts are hidden from this viewer
     mine: Importance | None
     closed_reason: str | None
@@ -401,6 +406,12 @@ class VoteState:
     # The viewer's own "tell us why" reason ("" none), where the widget shows it (the item page); None: not
     # asked for (cards, the API).
     reason: str | None = None
+
+    @classmethod
+    def of(cls, item: Item, *, count: int | None, mine: Importance | None, signed_in: bool) -> VoteState:
+        """The state for `item` (its stage loaded: it says whether voting is closed)."""
+        return cls(item_id=item.id, public_id=item.public_id, title=item.title, path=item.path, count=count,
+                   mine=mine, closed_reason=item.voting_closed_reason(), signed_in=signed_in)
 
     @property
     def can_vote(self) -> bool:
@@ -411,8 +422,18 @@ def vote_state(session: Session, *, viewer: Viewer, item: Item, count: int | Non
     """The widget's state for one item (its stage loaded): one query for the viewer's own vote."""
     mine = votes_of(session, user=viewer.user, item_ids=[item.id]).get(item.id)
     shown = counts_shown(session, viewer)
-    return VoteState(count=(item.vote_count if count is None else count) if shown else None, mine=mine,
-                     closed_reason=item.voting_closed_reason(), signed_in=viewer.user is not None)
+    return VoteState.of(item, count=(item.vote_count if count is None else count) if shown else None, mine=mine,
+                        signed_in=viewer.user is not None)
+
+
+def card_states(session: Session, *, viewer: Viewer, items: Iterable[Item]) -> dict[int, VoteState]:
+    """The widget's state for each card of a page (item id → state): one query for the viewer's own votes."""
+    cards = list(items)
+    mine = votes_of(session, user=viewer.user, item_ids=[i.id for i in cards])
+    shown = counts_shown(session, viewer)
+    signed_in = viewer.user is not None
+    return {item.id: VoteState.of(item, count=item.vote_count if shown else None, mine=mine.get(item.id),
+                                  signed_in=signed_in) for item in cards}
 
 
 def state_after(session: Session, *, viewer: Viewer, item: Item, mine: Importance | None, count: int | None,
@@ -424,8 +445,7 @@ def state_after(session: Session, *, viewer: Viewer, item: Item, mine: Importanc
     the portal settings are cached, so asking afterwards reads the revision and the setting again."""
     if shown and count is None:
         count = current_count(session, item=item)
-    return VoteState(count=count if shown else None, mine=mine, closed_reason=item.voting_closed_reason(),
-                     signed_in=viewer.user is not None)
+    return VoteState.of(item, count=count if shown else None, mine=mine, signed_in=viewer.user is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,13 @@ a leak: the page is first rendered for someone who sees more, or has voted, or i
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import httpx
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
-from app import revision
+from app import pagecache, revision
 from app.main import create_app
 from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Item, Visibility
@@ -265,3 +266,55 @@ async def test_with_counts_hidden_a_vote_ordered_page_never_reaches_those_who_ca
         page = await _as(client, session, who, path)
         assert page.index(loud.title) < page.index(quiet.title), who
         assert ">Most voted</option>" in page
+
+
+async def test_the_size_bound_counts_the_widgets_kept_with_a_page_and_drops_the_least_recently_used(
+        app, client, session, monkeypatch):
+    """Fill past the bound with what a filler keeps: the widget for a vote of one's own is rendered the
+    first time someone who voted that way asks, kept with the page, and counted; the page used longest
+    ago makes room."""
+    monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: 1_800_000_000.0))  # one minute
+    items = [make_item(session, title=f"Card {n}") for n in range(3)]
+    alice = make_user(session, password=None)  # signed in, no organisation: one audience with bob
+    bob = make_user(session, password=None)
+    voting.cast_vote(session, item=items[0], user=alice, importance=Importance.critical)
+    cache: pagecache.PageCache = app.state.pages
+
+    await _as(client, session, None, "/")
+    await _as(client, session, None, "/?sort=newest")
+    await _as(client, session, bob, "/")
+    (first, first_page), (second, second_page), (third, third_page) = cache.entries()
+    card = pagecache.Slot("vote", str(items[0].id))
+    assert set(third_page.variants[card]) == {""}  # bob has not voted: only the unvoted widget so far
+    assert cache.characters == first_page.size + second_page.size + third_page.size
+    for page in (first_page, second_page, third_page):
+        assert page.size == page.measure()  # text, captured values and kept widgets, all counted
+    before = third_page.size
+    cache.max_characters = cache.characters + 10  # room for nothing more
+
+    board = await _as(client, session, alice, "/")
+    assert "You voted: Critical" in widget_text(board, items[0].public_id)
+    critical = third_page.variants[card]["critical"]
+    assert third_page.size == before + len(critical)
+    assert [key for key, _ in cache.entries()] == [second, third]  # the first page made room
+    assert cache.characters == second_page.size + third_page.size <= cache.max_characters
+    assert first not in dict(cache.entries())
+
+    misses = cache.misses
+    await _as(client, session, None, "/")
+    assert cache.misses == misses + 1  # the dropped page is rendered again
+
+
+async def test_the_vote_widget_is_the_same_from_a_kept_page_and_a_fresh_one(app, client, session):
+    """The vote template gets one state type however the page was made: a card rendered fresh (an address
+    the cache does not keep) and one filled into a kept page say the same, for each kind of viewer."""
+    open_item = make_item(session, title="Open")
+    customer, _ = _customer(session)
+    voting.cast_vote(session, item=open_item, user=customer, importance=Importance.nice_to_have)
+    for who in (None, customer, make_user(session, password=None)):
+        kept = [await _as(client, session, who, "/") for _ in range(2)][-1]
+        fresh = await _as(client, session, who, "/?utm_source=fresh")
+        assert widget_text(kept, open_item.public_id) == widget_text(fresh, open_item.public_id), who
+    assert "You voted: Nice to have" in widget_text(kept := await _as(client, session, customer, "/"),
+                                                    open_item.public_id)
+    assert "\x00" not in kept
