@@ -99,6 +99,9 @@ async def desk_page(request: Request, session: DbSession, viewer: CurrentViewer)
         **_desk_context(session, query, weights), "result": page, "page": page.page, "pages": page.pages,
         "columns": COLUMNS, "sort_links": _sort_links(request, query),
         "export_link": _export_link(request, "/admin/desk/export.csv"),
+        # An item's demand opens with the desk's window, segment and organisation.
+        "item_query": urlencode({k: v for k, v in request.query_params.items()
+                                 if k in ("window", "segment", "organisation") and v}),
     })
 
 
