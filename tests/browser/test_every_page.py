@@ -4,7 +4,8 @@ WCAG 2.1 A/AA violation and nothing scrolls sideways.
 Staff walk every section of the admin navigation (and the pages a PM opens from them: a person, an inbox
 entry, an item's editor, recording a vote, merging, its demand); a visitor and a signed-in customer walk every
 link of the public header, an item page and a search. One browser, one context per person and width, failures gathered so that one run
-lists them all. On a phone the admin menu opens without JavaScript and shows every section.
+lists them all. On a phone the admin menu opens without JavaScript and shows every section, and the
+moderation queue's buttons are on screen.
 """
 
 from __future__ import annotations
@@ -104,4 +105,10 @@ def test_every_page_in_the_navigation_is_accessible_and_fits_a_phone(portal: Por
     for link in menu.locator("a").all():
         expect(link).to_be_visible()
     assert menu.locator("a").count() >= 15
+
+    # Moderation on a phone: each reported comment's buttons are on screen, not off to the right of a table.
+    page.goto("/admin/moderation")
+    hide = page.get_by_role("button", name="Hide").first
+    box = hide.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= WIDTHS["phone"]["width"], box
     assert not portal.server_errors()
