@@ -93,6 +93,8 @@ class Page:
 
     parts: list[str | Slot]
     values: dict[Slot, Any] = field(default_factory=dict)  # what each slot's filler captured
+    # Per kind: its slots (each once) and, for each, where it stands in `parts`: filled without a lookup.
+    open: dict[str, tuple[list[Slot], list[list[int]]]] = field(default_factory=dict)
     variants: dict[Slot, dict[str, str]] = field(default_factory=dict)  # HTML fillers kept, per slot and variant
     size: int = 0  # characters counted against the cache's bound (`measure`, then each kept variant)
     _owner: PageCache | None = None
@@ -128,14 +130,20 @@ class Filling:
     def value(self, slot: Slot) -> Any:
         return self.page.values[slot]
 
-    def variant(self, slot: Slot, variant: str, make: Callable[[], str]) -> str:
-        """The HTML kept for `slot` in this variant, made (and kept with the page) on first use."""
-        by_variant = self.page.variants.get(slot)
-        html = by_variant.get(variant) if by_variant is not None else None
-        if html is None:
-            html = make()
-            self.page.keep(slot, variant, html)
-        return html
+    def variants(self, slots: Sequence[Slot], variants: Sequence[str], make: Callable[[Slot, str], str]) -> list[str]:
+        """The HTML kept for each slot in its variant, made by `make(slot, variant)` (and kept with the page)
+        on first use."""
+        page = self.page
+        kept = page.variants
+        out = []
+        for slot, variant in zip(slots, variants, strict=True):
+            by_variant = kept.get(slot)
+            html = by_variant.get(variant) if by_variant is not None else None
+            if html is None:
+                html = make(slot, variant)
+                page.keep(slot, variant, html)
+            out.append(html)
+        return out
 
 
 class _Account:
@@ -281,24 +289,31 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
            "slot": slot, "account_slot": viewer.user is not None}
     html = templates.env.get_template(template).render(ctx)
     pieces = _MARKER.split(html)
+    where: dict[Slot, list[int]] = {}
     for i in range(0, len(pieces), 3):
         if pieces[i]:
             page.parts.append(pieces[i])
         if i + 2 < len(pieces):
-            page.parts.append(Slot(pieces[i + 1], pieces[i + 2]))
+            opened = Slot(pieces[i + 1], pieces[i + 2])
+            where.setdefault(opened, []).append(len(page.parts))
+            page.parts.append(opened)
+    for opened, positions in where.items():
+        slots, places = page.open.setdefault(opened.kind, ([], []))
+        slots.append(opened)
+        places.append(positions)
     return page
 
 
 def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
     token = csrf_token(request)
     filling = Filling(request=request, session=session, viewer=viewer, page=page)
-    by_kind: dict[str, list[Slot]] = {}
-    for slot in page.values:
-        by_kind.setdefault(slot.kind, []).append(slot)
-    filled: dict[Slot, str] = {}
-    for kind, slots in by_kind.items():
-        filled.update(zip(slots, cache.fillers[kind].fill(filling, slots), strict=True))
-    body = "".join([part if isinstance(part, str) else filled[part] for part in page.parts]).replace(CSRF_MARKER, token)
+    out: list[Any] = page.parts.copy()
+    fillers = cache.fillers
+    for kind, (slots, places) in page.open.items():
+        for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
+            for i in positions:
+                out[i] = html
+    body = "".join(out).replace(CSRF_MARKER, token)
     response = HTMLResponse(body)
     for hook in filling.on_response:
         hook(response)

@@ -32,6 +32,9 @@ def render_widget(filling: Filling, state: voting.VoteState, *, widget: str = "c
         request=filling.request, viewer=filling.viewer, vote=state, widget=widget, csrf_token=filling.csrf)
 
 
+_BY_KEY: dict[str, Importance] = {importance.key: importance for importance in Importance}
+
+
 class VoteWidgets:
     """The page cache's filler for `slot("vote", state)`."""
 
@@ -42,13 +45,12 @@ class VoteWidgets:
     def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
         user = filling.viewer.user
         if user is None:
-            return [self._one(filling, slot, None) for slot in slots]
-        mine = voting.votes_of(filling.session, user=user, item_ids=[int(slot.arg) for slot in slots])
-        return [self._one(filling, slot, mine.get(int(slot.arg))) for slot in slots]
+            keys = [_UNVOTED] * len(slots)
+        else:
+            mine = voting.votes_of(filling.session, user=user, item_ids=[int(slot.arg) for slot in slots])
+            keys = [mine[item_id].key if (item_id := int(slot.arg)) in mine else _UNVOTED for slot in slots]
 
-    @staticmethod
-    def _one(filling: Filling, slot: Slot, importance: Importance | None) -> str:
-        def make() -> str:
-            return render_widget(filling, dataclasses.replace(filling.value(slot), mine=importance))
+        def make(slot: Slot, key: str) -> str:
+            return render_widget(filling, dataclasses.replace(filling.value(slot), mine=_BY_KEY.get(key)))
 
-        return filling.variant(slot, importance.key if importance is not None else _UNVOTED, make)
+        return filling.variants(slots, keys, make)
