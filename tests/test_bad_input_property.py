@@ -37,6 +37,7 @@ from app.config import Settings
 from app.db import Database
 from app.deps import SESSION_COOKIE
 from app.discussion.models import Comment
+from app.forms import FormModel
 from app.main import create_app
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance
@@ -56,9 +57,20 @@ _routes_app = create_app(
 )
 
 
-def _hand_read_fields() -> list[str]:
-    """Form fields the app reads by hand rather than declaring them."""
+def _form_model_fields() -> set[str]:
+    """The fields of every form model (app/forms.py): routes read them with `read_form`, not as parameters."""
     names: set[str] = set()
+    models = list(FormModel.__subclasses__())
+    while models:
+        model = models.pop()
+        models.extend(model.__subclasses__())
+        names.update(info.alias or name for name, info in model.model_fields.items())
+    return names
+
+
+def _hand_read_fields() -> list[str]:
+    """Form fields the app reads by hand (form models included) rather than declaring them."""
+    names: set[str] = _form_model_fields()
     for path in APP_DIR.rglob("*.py"):
         source = path.read_text()
         names.update(re.findall(r"""form(?:\.get|\.getlist)?[\[(]["']([a-z_]+)["']""", source))
