@@ -262,7 +262,7 @@ class VoteFixtures:
 def prepare_votes(url: str, secret: str, sessions: int) -> VoteFixtures:
     """`sessions` distinct active customers with no vote and no follow on the board's votable items, each
     signed in with start_session and given a CSRF cookie and its token as the app mints them
-    (app.security.CsrfTokens with the server's SECRET_KEY). Sessions left by an earlier run are ended."""
+    (app.security.CsrfTokens with the server's SECRET_KEY, bound to the session). Sessions left by an earlier run are ended."""
     from sqlalchemy import delete, exists
 
     from app.accounts import service as accounts
@@ -298,7 +298,7 @@ def prepare_votes(url: str, secret: str, sessions: int) -> VoteFixtures:
                 token = accounts.start_session(session, user=user, user_agent=VOTE_AGENT)
                 csrf_cookie = csrf.new_cookie_value()
                 cookies.append(f"ahead_session={token}; ahead_csrf={csrf_cookie}")
-                tokens.append(csrf.form_token(csrf_cookie))
+                tokens.append(csrf.form_token(csrf_cookie, token))  # bound to the session (SECURITY.md)
             return VoteFixtures(cookies, tokens, [u.id for u in users], items, closed=len(cards) - len(items))
     finally:
         database.dispose()
