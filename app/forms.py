@@ -74,23 +74,31 @@ def _as_text(value: Any) -> Any:
     return clean_text(value) if isinstance(value, str) else value
 
 
-def text(limit: int, *, required: str = "", one_line: str = "", collapse: bool = False) -> Any:
+TOO_LONG = "Keep it to {limit:,} characters (it has {length:,})."
+
+
+def text(limit: int, *, required: str = "", one_line: str = "", collapse: bool = False, newlines: bool = False,
+         too_long: str = TOO_LONG) -> Any:
     """Typed text: stripped (or, with `collapse`, every run of spaces made one), at most `limit` characters.
 
-    `required` is the message when nothing was typed; `one_line` the message when a line break was.
+    `required` is the message when nothing was typed; `one_line` the message when a line break was;
+    `too_long` the message over the limit (a format string given `limit` and `length`). With `newlines`,
+    CR LF and CR line breaks (as browsers send a text area's) become LF before anything is counted.
     """
 
     def check(value: Any) -> Any:
         if not isinstance(value, str):
             return value  # pydantic refuses it as not text
         value = clean_text(value)
+        if newlines:
+            value = value.replace("\r\n", "\n").replace("\r", "\n")
         value = " ".join(value.split()) if collapse else value.strip()
         if required and not value:
             raise refuse(required)
         if one_line and "\n" in value:
             raise refuse(one_line)
         if len(value) > limit:
-            raise refuse(f"Keep it to {limit:,} characters (it has {len(value):,}).")
+            raise refuse(too_long.format(limit=limit, length=len(value)))
         return value
 
     return BeforeValidator(check)

@@ -14,6 +14,8 @@ from typing import Annotated, ClassVar
 import pytest
 from pydantic import ValidationError
 
+from app.accounts.viewer import Viewer
+from app.discussion import service as discussion
 from app.forms import FormModel, form_errors, text, whole_number
 from tests.admin.helpers import branding_form, item_form
 from tests.factories import make_admin, make_item, make_pm, make_product, make_tag, make_user, stage
@@ -151,6 +153,45 @@ class TestAccountDelete:
               "Keep it to 320 characters (it has 321).")
         session.refresh(user)
         assert user.deleted_at is None
+
+
+class TestComments:
+    """The comment forms (app/discussion/service.py's CommentCreate, CommentEdit, CommentReportCreate)."""
+
+    async def test_a_comment_empty_and_too_long(self, client, session):
+        item = make_item(session)
+        sign_in(client, session, make_user(session))
+        page, url = item.path, f"/items/{item.public_id}/comments"
+        shown(await post_form(client, url, {"body": " \r\n "}, page=page),
+              "Write something before posting your comment.")
+        # A browser's CR LF line breaks count as one character each, as they are stored.
+        fits = await post_form(client, url, {"body": "a\r\n" * 2500}, page=page)
+        assert fits.status_code == 303
+        long = await post_form(client, url, {"body": "c" * 5001}, page=page)
+        shown(long, "A comment can be at most 5,000 characters; this one has 5,001. Please shorten it.")
+        assert "c" * 5001 in long.text
+
+    async def test_an_edit_empty_and_too_long(self, client, session):
+        author = make_user(session)
+        mine = discussion.create_comment(session, viewer=Viewer(user=author), item=make_item(session), body="Frist")
+        sign_in(client, session, author)
+        url = f"/comments/{mine.public_id}/edit"
+        shown(await post_form(client, url, {"body": ""}, page=url), "Write something before posting your comment.")
+        long = await post_form(client, url, {"body": "e" * 5002}, page=url)
+        shown(long, "A comment can be at most 5,000 characters; this one has 5,002. Please shorten it.")
+        assert "e" * 5002 in long.text
+        session.refresh(mine)
+        assert mine.body == "Frist"
+
+    async def test_a_report_with_a_reason_too_long(self, client, session):
+        theirs = discussion.create_comment(session, viewer=Viewer(user=make_user(session)), item=make_item(session),
+                                           body="Buy cheap watches")
+        sign_in(client, session, make_user(session))
+        url = f"/comments/{theirs.public_id}/report"
+        long = await post_form(client, url, {"reason": "z  " * 250 + "z"}, page=url)
+        shown(long, "A reason can be at most 500 characters; this one has 501.")  # runs of spaces count as one
+        assert "z  " * 250 in long.text
+        assert (await post_form(client, url, {"reason": "z " * 250}, page=url)).status_code == 303
 
 
 class TestTaxonomy:

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from math import ceil
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from sqlalchemy import CursorResult, and_, distinct, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -35,6 +35,7 @@ from app.audit.actions import AuditAction
 from app.db import in_chunks, insert_with_conflicts, utcnow
 from app.discussion.models import Comment, CommentReport
 from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFound
+from app.forms import FormModel, text, validate_form
 from app.markup import plain_text
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
@@ -326,15 +327,34 @@ def get_comment(session: Session, *, viewer: Viewer, public_id: str) -> Target:
 # --- writing ----------------------------------------------------------------------------------------------
 
 
+_BODY_EMPTY = "Write something before posting your comment."
+_BODY_TOO_LONG = "A comment can be at most {limit:,} characters; this one has {length:,}. Please shorten it."
+_Body = Annotated[str, text(MAX_BODY, required=_BODY_EMPTY, newlines=True, too_long=_BODY_TOO_LONG)]
+
+
+class CommentCreate(FormModel):
+    """A comment, or a reply to the comment `parent` (its public id), on an item's page."""
+
+    body: _Body = ""
+    parent: str = ""  # any id that is not a comment of the item is refused by create_comment (NotFound)
+
+
+class CommentEdit(FormModel):
+    """The author's new text for their comment (/comments/<id>/edit)."""
+
+    body: _Body = ""
+
+
+class CommentReportCreate(FormModel):
+    """A customer's report of a comment (/comments/<id>/report), with an optional reason."""
+
+    reason: Annotated[str, text(MAX_REASON, collapse=True,
+                                too_long="A reason can be at most {limit} characters; this one has {length}.")] = ""
+
+
 def clean_body(body: str) -> str:
-    """The text as stored, or FormInvalid with a message a person can act on."""
-    text = (body or "").replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        raise FormInvalid({"body": "Write something before posting your comment."})
-    if len(text) > MAX_BODY:
-        raise FormInvalid({"body": f"A comment can be at most {MAX_BODY:,} characters; this one has "
-                                   f"{len(text):,}. Please shorten it."})
-    return text
+    """The text as stored, or FormInvalid with a message a person can act on (CommentEdit's rules)."""
+    return validate_form(CommentEdit, {"body": body}).body
 
 
 def _new_public_id(session: Session) -> str:
@@ -471,11 +491,8 @@ def dismiss_reports(session: Session, *, actor: User, comment: Comment) -> int:
 
 
 def clean_reason(reason: str) -> str:
-    text = " ".join((reason or "").split())
-    if len(text) > MAX_REASON:
-        raise FormInvalid({"reason": f"A reason can be at most {MAX_REASON} characters; this one has "
-                                     f"{len(text)}."})
-    return text
+    """The reason as stored (every run of spaces one), or FormInvalid (CommentReportCreate's rules)."""
+    return validate_form(CommentReportCreate, {"reason": reason}).reason
 
 
 def ensure_reportable(*, viewer: Viewer, comment: Comment) -> None:

@@ -2,17 +2,17 @@
 discussion that shows it), no JavaScript needed.
 
 The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment
-(empty, too long) re-renders that same page (`render_item_page(..., comment_form=CommentForm(...))`) with status
-422 and what was typed.
+(empty, too long: the rules of the service's CommentCreate, CommentEdit and CommentReportCreate, read with
+`read_form`) re-renders that same page (`render_item_page(..., comment_form=CommentForm(...))`) with status 422
+and what was typed.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated
+from app.forms import read_form
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.roadmap.pages import CommentForm, render_item_page
@@ -30,12 +31,6 @@ from app.security import verify_csrf
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
-
-# Generous transport bounds; the service gives the friendly message for anything over MAX_BODY.
-Body = Annotated[str, Form(max_length=100_000)]
-Reason = Annotated[str, Form(max_length=10_000)]
-ParentId = Annotated[str, Form(max_length=40)]
-
 
 def page_url(item: Item, page: int, anchor: str = "comments") -> str:
     """The item page showing that page of its discussion, at `#anchor`."""
@@ -66,18 +61,19 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
 
 
 @router.post("/items/{public_id}/comments", response_class=HTMLResponse)
-async def post_comment(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-                       body: Body = "", parent: ParentId = "") -> Response:
+async def post_comment(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
+    form = await read_form(request, discussion.CommentCreate)
     item = roadmap.get_visible_item(session, viewer, public_id)
     if not discussion.can_comment(viewer):
         return redirect(request, f"/login?next={quote(item.path + '#comments')}",
                         flash="Please sign in to comment.", kind="info")
     _limit(request, viewer)
     try:
-        comment = discussion.create_comment(session, viewer=viewer, item=item, body=body,
-                                            parent_public_id=parent or None)
+        data = form.valid()
+        comment = discussion.create_comment(session, viewer=viewer, item=item, body=data.body,
+                                            parent_public_id=data.parent or None)
     except FormInvalid as exc:
-        return await _item_page_again(request, session, viewer, item, {"body": body, "parent": parent}, exc.errors)
+        return await _item_page_again(request, session, viewer, item, form.typed, exc.errors)
     flash = "Your reply is posted." if comment.parent_id else "Your comment is posted."
     return redirect(request, _comment_url(session, viewer, item, comment), flash=flash)
 
@@ -110,13 +106,15 @@ async def edit_form(request: Request, session: DbSession, viewer: CurrentViewer,
 
 
 @router.post("/comments/{public_id}/edit", response_class=HTMLResponse)
-async def edit(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser, public_id: str,
-               body: Body = "") -> Response:
+async def edit(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
+               public_id: str) -> Response:
+    form = await read_form(request, discussion.CommentEdit)
     target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    discussion.ensure_editable(viewer=viewer, comment=target.comment)  # before what was typed is looked at
     try:
-        discussion.edit_comment(session, viewer=viewer, comment=target.comment, body=body)
+        discussion.edit_comment(session, viewer=viewer, comment=target.comment, body=form.valid().body)
     except FormInvalid as exc:
-        return _edit_page(request, target, status_code=422, form={"body": body}, errors=exc.errors)
+        return _edit_page(request, target, status_code=422, form=form.typed, errors=exc.errors)
     return redirect(request, _target_url(session, viewer, target), flash="Your comment is saved.")
 
 
@@ -153,13 +151,16 @@ async def report_form(request: Request, session: DbSession, viewer: CurrentViewe
 
 
 @router.post("/comments/{public_id}/report", response_class=HTMLResponse)
-async def report(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser, public_id: str,
-                 reason: Reason = "") -> Response:
+async def report(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
+                 public_id: str) -> Response:
+    form = await read_form(request, discussion.CommentReportCreate)
     target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
+    discussion.ensure_reportable(viewer=viewer, comment=target.comment)  # before what was typed is looked at
     try:
-        created = discussion.report_comment(session, viewer=viewer, comment=target.comment, reason=reason)
+        created = discussion.report_comment(session, viewer=viewer, comment=target.comment,
+                                            reason=form.valid().reason)
     except FormInvalid as exc:
-        return _report_page(request, target, status_code=422, form={"reason": reason}, errors=exc.errors)
+        return _report_page(request, target, status_code=422, form=form.typed, errors=exc.errors)
     if not created:
         return redirect(request, _target_url(session, viewer, target),
                         flash="You have already reported this comment; the team will look at it.", kind="info")
