@@ -95,7 +95,7 @@ def test_customer_signs_in_through_the_provider_and_sees_their_segment_only(port
 
     # The not-found page offers to sign in and come back; the sign-in page offers the company's provider.
     alice.get_by_role("main").get_by_role("link", name="sign in", exact=True).click()
-    expect(alice.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(alice.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
     axe_check(alice, "/login with a single sign-on provider")
     screenshot(alice, "oidc-login")
     alice.get_by_role("link", name="Acme SSO").click()
