@@ -259,7 +259,12 @@ def typed_values(model: type[FormModel], submitted: Any) -> dict[str, Any]:
 
 async def read_form(request: Request, model: type[_Model]) -> Submitted[_Model]:
     """The request's form read into `model`: the values as typed, and the model or the messages."""
-    typed = typed_values(model, await request.form())
+    return read_values(model, typed_values(model, await request.form()))
+
+
+def read_values(model: type[_Model], typed: dict[str, Any]) -> Submitted[_Model]:
+    """Values a caller already has (an API body's, a script's) read into `model` as `read_form` reads a form:
+    the model or the messages, refusing nothing yet (`Submitted.valid()` does, when the caller is ready)."""
     try:
         return Submitted(typed=typed, data=model.model_validate(typed))
     except ValidationError as exc:

@@ -194,6 +194,23 @@ class TestComments:
         assert (await post_form(client, url, {"reason": "z " * 250}, page=url)).status_code == 303
 
 
+class TestVoteSubmit:
+    """The vote form (app/voting/commands.py's VoteSubmit): refused after the item's checks, every field at once."""
+
+    async def test_a_choice_not_offered_and_a_reason_too_long(self, client, session):
+        item = make_item(session)
+        sign_in(client, session, make_user(session))
+        data = {"importance": "urgent", "reason": "r" * 2001, "widget": "page", "next": item.path}
+        response = await post_form(client, f"/items/{item.public_id}/vote", data, page=item.path)
+        shown(response, "Choose how much it matters to you: nice to have, important or critical.",
+              "Keep it to 2,000 characters (it has 2,001).")
+        assert "r" * 2001 in response.text
+        empty = await post_form(client, f"/items/{item.public_id}/vote", {"importance": " "}, page=item.path)
+        shown(empty, "Choose how much it matters to you: nice to have, important or critical.")
+        session.refresh(item)
+        assert item.vote_count == 0
+
+
 class TestTaxonomy:
     """ProductCreate/Update, StageCreate/Update, TagCreate/Update."""
 

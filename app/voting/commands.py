@@ -21,18 +21,56 @@ services so that neither imports the other (feedback.service casts votes when st
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, model_validator
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.errors import FormInvalid
 from app.feedback import service as feedback
+from app.forms import FormModel, Submitted, read_values, refuse, text
 from app.portal.service import counts_shown
 from app.ratelimit import RateLimiter
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance
+
+WIDGETS = ("card", "page")  # the board's cards, the item page's box
+
+
+def _importance(value: Any) -> Any:
+    if isinstance(value, Importance):
+        return value
+    try:
+        return voting.parse_importance(value)
+    except FormInvalid:
+        raise refuse(voting.IMPORTANCE_MESSAGE) from None
+
+
+class VoteSubmit(FormModel):
+    """A vote as the vote form sends it (a card's, or the item page's with its "tell us why" box), and as the
+    API's values are read.
+
+    `reason`: None leaves the reason given before as it is, text replaces it, "" takes it back. The item
+    page's box shows the saved reason (and says so with `reason_shown`): emptied, it takes the reason back;
+    an empty box that showed nothing, or no box at all (a card), leaves the reason as it is.
+    `widget` is the widget that sent it (anything else is a card's); `next` where the form returns to.
+    """
+
+    importance: Annotated[Importance, BeforeValidator(_importance)] = Importance.important
+    reason: Annotated[str | None, text(feedback.MAX_REASON)] = None
+    reason_shown: str = ""
+    next: Annotated[str, text(2000)] = ""
+    widget: Annotated[str, BeforeValidator(lambda value: value if value in WIDGETS else "card")] = "card"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_reason(cls, values: Any) -> Any:
+        if isinstance(values, dict) and not (isinstance(values.get("reason"), str) and values["reason"].strip()):
+            values = {**values, "reason": "" if values.get("reason_shown") else None}
+        return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,30 +113,25 @@ def _open_item(session: Session, viewer: Viewer, public_id: str) -> tuple[Item, 
     return item, user
 
 
-def vote(session: Session, *, viewer: Viewer, public_id: str, importance: str, reason: str | None = None,
-         limits: VoteLimits, with_reason: bool = False) -> Voted:
+def vote(session: Session, *, viewer: Viewer, public_id: str, form: Submitted[VoteSubmit] | None = None,
+         importance: str | Importance = "", reason: str | None = None, limits: VoteLimits,
+         with_reason: bool = False) -> Voted:
     """The viewer's vote (or new importance) for the item `public_id`, with their private "tell us why" reason.
 
-    `reason`: None leaves the reason they gave before as it is (a card, an API call without one); text
-    replaces it; "" takes it back (the item page's form, which showed it). `with_reason`: the widget's state
-    carries the reason (the item page), read when the vote did not say it.
+    `form`: the vote form as the route read it (`read_form(request, VoteSubmit)`); without one, `importance`
+    and `reason` (the API, scripts) are read into the same model. `reason`: None leaves the reason they gave
+    before as it is (a card, an API call without one); text replaces it; "" takes it back (the item page's
+    form, which showed it). `with_reason`: the widget's state carries the reason (the item page), read when
+    the vote did not say it.
     Refusals, in this order: NotFound (missing or hidden), NotAuthenticated, Conflict (released, declined,
-    merged), FormInvalid ({"importance": …, "reason": …}), RateLimited.
+    merged), FormInvalid ({"importance": …, "reason": …}, every field at once), RateLimited.
     """
+    if form is None:
+        form = read_values(VoteSubmit, {"importance": importance, "reason": reason,
+                                        "reason_shown": "yes" if reason is not None else ""})
     item, user = _open_item(session, viewer, public_id)
-    errors: dict[str, str] = {}
-    chosen = None
-    try:
-        chosen = voting.parse_importance(importance)
-    except FormInvalid as exc:
-        errors.update(exc.errors)
-    if reason is not None:
-        try:
-            feedback.clean_reason(reason)
-        except FormInvalid as exc:
-            errors.update(exc.errors)
-    if errors or chosen is None:
-        raise FormInvalid(errors)
+    data = form.valid()
+    chosen, reason = data.importance, data.reason
     limits.hit(user)
     shown = counts_shown(session, viewer)  # before the write: see voting.state_after()
     result = voting.cast_vote(session, item=item, user=user, importance=chosen)

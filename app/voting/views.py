@@ -27,8 +27,10 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
+from app.forms import read_values
 from app.roadmap.models import Item
-from app.roadmap.pages import VoteForm, render_item_page
+from app.roadmap.pages import VoteForm as RefusedVote
+from app.roadmap.pages import render_item_page
 from app.security import csrf_token, verify_csrf
 from app.voting import commands
 from app.voting import service as voting
@@ -36,12 +38,14 @@ from app.web import redirect, templates
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
-# Transport bounds only; the services give the friendly messages (and the form keeps what was typed).
+# Transport bounds only: the vote's values are read into commands.VoteSubmit, whose rules give the messages.
+# FastAPI reads a form's fields before the dependencies run, so the body is in before the request's
+# transaction begins (on SQLite a write request holds the write lock from its first statement).
 Small = Annotated[str, Form(max_length=40)]
 Next = Annotated[str, Form(max_length=2000)]
 Reason = Annotated[str | None, Form(max_length=50_000)]  # absent (a card's form): the saved reason stays
 
-WIDGETS = ("card", "page")
+WIDGETS = commands.WIDGETS
 
 
 def _wants_json(request: Request) -> bool:
@@ -90,9 +94,9 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, p
     """The item page with the refused vote form (what was typed, and why): 422, or 429 when too fast."""
     item = voting.get_item_to_vote(session, viewer, public_id)  # the command found it: locked, visible
     if limited is None:
-        return render_item_page(request, session, viewer, item, vote_form=VoteForm(form, errors), status_code=422)
+        return render_item_page(request, session, viewer, item, vote_form=RefusedVote(form, errors), status_code=422)
     message = f"{limited.detail} Your vote was not counted yet; what you typed is still here."
-    return render_item_page(request, session, viewer, item, vote_form=VoteForm(form, errors, message),
+    return render_item_page(request, session, viewer, item, vote_form=RefusedVote(form, errors, message),
                             status_code=429, headers=dict(limited.headers))
 
 
@@ -101,21 +105,20 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, p
 
 @router.post("/items/{public_id}/vote", response_class=HTMLResponse)
 async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-               importance: Small = "", reason: Reason = None, reason_shown: Small = "", next: Next = "",
+               importance: Small = "", reason: Reason = "", reason_shown: Small = "", next: Next = "",
                widget: Small = "card") -> Response:
     if viewer.user is None:
         return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
-    as_json = _wants_json(request)
-    widget = widget if widget in WIDGETS else "card"
-    typed = {"importance": importance, "reason": reason or ""}
-    # The item page's form shows the saved reason in its box (and says so with `reason_shown`): emptied, it
-    # takes the reason back. An empty box that showed nothing, or no box at all, leaves the reason as it is.
-    # (An empty form field arrives as None.)
-    if not (reason or "").strip():
-        reason = "" if reason_shown else None
+    # Refused, the command says so after its checks on the item (see app/voting/commands.py).
+    form = read_values(commands.VoteSubmit, {"importance": importance, "reason": reason or "",
+                                             "reason_shown": reason_shown, "next": next, "widget": widget})
+    sent = form.data or form.partial  # a refused form's widget and next still count
+    assert sent is not None
+    as_json, widget, next = _wants_json(request), sent.widget, sent.next
+    typed = {"importance": form.typed["importance"], "reason": form.typed["reason"]}
     try:
-        done = commands.vote(session, viewer=viewer, public_id=public_id, importance=importance, reason=reason,
-                             limits=vote_limits(request), with_reason=as_json and widget == "page")
+        done = commands.vote(session, viewer=viewer, public_id=public_id, form=form, limits=vote_limits(request),
+                             with_reason=as_json and widget == "page")
     except FormInvalid as exc:
         if as_json:
             raise
