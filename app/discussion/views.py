@@ -3,16 +3,17 @@ discussion that shows it), no JavaScript needed.
 
 The item page itself is composed in app/roadmap/pages.py, which lists the `comments` it shows. A refused comment
 (empty, too long: the rules of the service's CommentCreate, CommentEdit and CommentReportCreate, read with
-`read_form`) re-renders that same page (`render_item_page(..., comment_form=CommentForm(...))`) with status 422
+`read_values`) re-renders that same page (`render_item_page(..., comment_form=CommentForm(...))`) with status 422
 and what was typed.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,7 @@ from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated
-from app.forms import read_form
+from app.forms import read_values
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.roadmap.pages import CommentForm, render_item_page
@@ -31,6 +32,13 @@ from app.security import verify_csrf
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
+
+# Transport bounds only: the values are read into the service's form models, whose rules give the messages.
+# FastAPI reads a form's fields before the dependencies run, so the body is in before the request's
+# transaction begins (on SQLite a write request holds the write lock from its first statement).
+Body = Annotated[str, Form(max_length=100_000)]
+Reason = Annotated[str, Form(max_length=10_000)]
+ParentId = Annotated[str, Form(max_length=40)]
 
 def page_url(item: Item, page: int, anchor: str = "comments") -> str:
     """The item page showing that page of its discussion, at `#anchor`."""
@@ -61,8 +69,9 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
 
 
 @router.post("/items/{public_id}/comments", response_class=HTMLResponse)
-async def post_comment(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
-    form = await read_form(request, discussion.CommentCreate)
+async def post_comment(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
+                       body: Body = "", parent: ParentId = "") -> Response:
+    form = read_values(discussion.CommentCreate, {"body": body, "parent": parent})
     item = roadmap.get_visible_item(session, viewer, public_id)
     if not discussion.can_comment(viewer):
         return redirect(request, f"/login?next={quote(item.path + '#comments')}",
@@ -106,9 +115,9 @@ async def edit_form(request: Request, session: DbSession, viewer: CurrentViewer,
 
 
 @router.post("/comments/{public_id}/edit", response_class=HTMLResponse)
-async def edit(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
-               public_id: str) -> Response:
-    form = await read_form(request, discussion.CommentEdit)
+async def edit(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser, public_id: str,
+               body: Body = "") -> Response:
+    form = read_values(discussion.CommentEdit, {"body": body})
     target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
     discussion.ensure_editable(viewer=viewer, comment=target.comment)  # before what was typed is looked at
     try:
@@ -151,9 +160,9 @@ async def report_form(request: Request, session: DbSession, viewer: CurrentViewe
 
 
 @router.post("/comments/{public_id}/report", response_class=HTMLResponse)
-async def report(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
-                 public_id: str) -> Response:
-    form = await read_form(request, discussion.CommentReportCreate)
+async def report(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser, public_id: str,
+                 reason: Reason = "") -> Response:
+    form = read_values(discussion.CommentReportCreate, {"reason": reason})
     target = discussion.get_comment(session, viewer=viewer, public_id=public_id)
     discussion.ensure_reportable(viewer=viewer, comment=target.comment)  # before what was typed is looked at
     try:
