@@ -87,13 +87,16 @@ AUDIT_FIELDS = {
     "rice_confidence": "RICE confidence (%)", "effort": "Effort (person-months)",
     "nice_to_have": "Weight of “Nice to have”", "important": "Weight of “Important”",
     "critical": "Weight of “Critical”", "revenue_mode": "Revenue weighting", "revenue_unit": "Revenue unit (U)",
-    "revenue_cap": "Revenue factor cap (C)",
+    "revenue_cap": "Revenue factor cap (C)", "source": "Source", "source_url": "Source link",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},
     "visibility": {"public": "Public", "customers": "Signed-in customers", "internal": "Internal"},
     "confidence": {"low": "Low", "medium": "Medium", "high": "High"},
     "revenue_mode": {"off": "Off", "linear": "Linear", "logarithmic": "Logarithmic", "capped": "Capped"},
+    # A captured vote's source (CaptureSource): the capture form's own labels (feedback.SOURCE_NAMES; a test
+    # keeps the two the same).
+    "source": {"call": "Call", "ticket": "Support ticket", "meeting": "Meeting", "email": "Email"},
 }
 
 

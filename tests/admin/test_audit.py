@@ -14,7 +14,7 @@ import pytest
 from app.accounts.viewer import Viewer
 from app.admin.audit import AUDIT_PER_PAGE
 from app.audit.actions import AuditAction
-from app.audit.labels import AUDIT_VERBS
+from app.audit.labels import AUDIT_VALUES, AUDIT_VERBS
 from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.discussion import service as discussion
@@ -140,3 +140,21 @@ async def test_moderation_feedback_and_merges_read_as_words(client, session, adm
     # The item's own recent changes use the same words.
     edit = (await client.get(f"/admin/items/{item.public_id}")).text
     assert "<strong>Took in a merged item</strong>" in edit and "merged in" not in edit
+
+
+async def test_a_captured_vote_names_its_source_by_the_forms_label_and_skips_empty_fields(client, session, admin):
+    customer = make_user(session, email="cara@example.com")
+    item = make_item(session, title="Shift swaps")
+    data = feedback.parse_capture_form(session, {"customer": str(customer.id), "importance": "2", "source": "ticket"})
+    feedback.capture_vote(session, item=item, data=data, actor=admin)  # no link given
+    session.flush()
+
+    for page in ("/admin/audit", f"/admin/items/{item.public_id}"):
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", (await client.get(page)).text)).split())
+        assert "Vote captured for a customer" in text
+        assert "Source: Support ticket" in text and "“ticket”" not in text
+        assert "Source url" not in text and "Source link" not in text  # empty before and after: not listed
+
+
+def test_captured_vote_sources_read_as_the_capture_forms_labels():
+    assert AUDIT_VALUES["source"] == {source.value: name for source, name in feedback.SOURCE_NAMES.items()}
