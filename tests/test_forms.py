@@ -211,6 +211,16 @@ class TestVoteSubmit:
         assert item.vote_count == 0
 
 
+class TestMagicLinkRequest:
+    """Asking for a sign-in link (app/accounts/service.py's MagicLinkRequest)."""
+
+    async def test_empty_and_not_an_address(self, client):
+        for typed in ("", "not-an-address", "two@at@example.com"):
+            response = await post_form(client, "/login/email", {"link_email": typed, "next": "/roadmap"}, page="/login")
+            shown(response, "Enter a valid email address, like name@example.com.")
+            assert f'value="{typed}"' in response.text
+
+
 class TestTaxonomy:
     """ProductCreate/Update, StageCreate/Update, TagCreate/Update."""
 

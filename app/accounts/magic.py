@@ -19,11 +19,11 @@ from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import client_ip, safe_next, signed_in_response, staff_account_refused
-from app.addresses import validate_email
 from app.config import Settings
 from app.db import after_commit
 from app.deps import DbSession
-from app.errors import FormInvalid, RateLimited
+from app.errors import RateLimited
+from app.forms import read_values
 from app.portal import service as portal
 from app.ratelimit import RateLimiter
 from app.security import verify_csrf
@@ -48,12 +48,11 @@ async def request_link(
     settings: Settings = request.app.state.settings
     limiter, ip = request.app.state.limiter, client_ip(request)
     _limit(limiter, settings.magic_link_ip_rate_limit, f"magic:ip:{ip}")
-    try:
-        email = validate_email(link_email)
-    except FormInvalid as exc:
+    form = read_values(accounts.MagicLinkRequest, {"link_email": link_email, "next": next})
+    if form.data is None:
         return render(request, "accounts/magic_request.html",
-                      {"next": safe_next(next, ""), "errors": {"link_email": exc.errors["email"]},
-                       "form": {"link_email": link_email}}, status_code=422)
+                      {"next": safe_next(next, ""), "errors": form.errors, "form": form.typed}, status_code=422)
+    email = form.data.link_email
     # Per address and network first: one network asking too often uses up its own allowance, not the address's.
     # Per address from anywhere: a mailbox gets at most that many links, whoever asks for them.
     _limit(limiter, settings.magic_link_rate_limit, f"magic:email-ip:{email}|{ip}")

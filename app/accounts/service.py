@@ -213,6 +213,13 @@ class StaffInvite(FormModel):
     role: Annotated[Role, BeforeValidator(_staff_role)] = Role.pm
 
 
+class MagicLinkRequest(FormModel):
+    """Asking for a sign-in link by email (/login/email); `next` is where the link leads after signing in."""
+
+    link_email: Annotated[str, text(320), AfterValidator(_email)] = ""
+    next: str = ""
+
+
 class StaffRoleChange(FormModel):
     role: Annotated[Role, BeforeValidator(_staff_role)] = Role.pm
 
