@@ -11,6 +11,10 @@ person meant, and they break logs, exports and e-mail headers. So, per channel:
 * a path carrying one, or an integer id no column can hold, names nothing: 404 (refuse_bad_path).
 
 Tab, line feed and carriage return are kept everywhere: people type them.
+
+Forms and query strings also lose the invisible bidirectional embedding, override and isolate controls
+(U+202A–U+202E, U+2066–U+2069): nobody types them on purpose, and one in a reason or a name reverses the
+text the app prints after it. A JSON body or a path carrying one is refused like any other control.
 """
 
 from __future__ import annotations
@@ -32,8 +36,18 @@ from app.parsing import BAD_CHARS_MESSAGE, INT32_MAX, clean_text, has_bad_chars
 
 # In urlencoded text: an escape of a stripped control, a raw one, and a '%' that starts no escape (made
 # '%25', which decodes to the same '%': otherwise dropping '%00' from '%0%001' would leave a new '%01').
-_URLENCODED_FIXES = re.compile(rb"%(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|%(?![0-9a-fA-F]{2})|[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_RAW_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Bidi controls arrive escaped in urlencoded text (%E2%80%AA-%AE, %E2%81%A6-%A9: Starlette decodes raw
+# bytes there as latin-1, so raw ones cannot become them) and raw in multipart text (UTF-8).
+_URLENCODED_FIXES = re.compile(rb"%(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|%(?![0-9a-fA-F]{2})|[\x00-\x08\x0b\x0c\x0e-\x1f]"
+                               rb"|%[eE]2%80%[aA][a-eA-E]|%[eE]2%81%[aA][6-9]")
+_RAW_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")
+_BIDI_HEAD = re.compile(rb"%[eE]2(?:%8[01])?\Z")  # with finditer(data, start, end): \Z is at `end`
+_PARTIAL_BIDI = (b"\xe2\x80", b"\xe2\x81", b"\xe2")
+
+
+def _whole_characters(part: bytes) -> bytes:
+    """`part` less a last byte or two that may start a bidi control (held until the next chunk)."""
+    return part[: len(part) - next((len(p) for p in _PARTIAL_BIDI if part.endswith(p)), 0)]
 
 
 def _urlencoded_fix(match: re.Match[bytes]) -> bytes:
@@ -56,9 +70,10 @@ class _UrlencodedStream:
 
     def feed(self, chunk: bytes, final: bool) -> bytes:
         data, self._carry = self._carry + chunk, b""
-        if not final:  # '%' or '%4' at the end: the next chunk says whether it is an escape
-            cut = data.find(b"%", max(0, len(data) - 2))
-            if cut != -1:
+        if not final:  # '%' or '%4' (or '%E2%80%A') at the end: the next chunk says what it is
+            cut = data.find(b"%", max(0, len(data) - 8))
+            if cut != -1:  # not inside a bidi control's escapes either
+                cut = next((m.start() for m in _BIDI_HEAD.finditer(data, max(0, cut - 6), cut)), cut)
                 data, self._carry = data[:cut], data[cut:]
         return clean_urlencoded(data)
 
@@ -91,6 +106,8 @@ class _MultipartStream:
                 if end == -1:
                     keep = 0 if final else 3  # a CRLFCRLF may straddle chunks
                     part = self._buffer[: max(0, len(self._buffer) - keep)]
+                    if not final:
+                        part = _whole_characters(part)
                     self._buffer = self._buffer[len(part):]
                     if len(self._headers) < _MAX_HEADER_MEMORY:
                         self._headers += part
@@ -107,6 +124,8 @@ class _MultipartStream:
                 if at == -1:
                     keep = 0 if final else len(self._delimiter) - 1
                     part = self._buffer[: max(0, len(self._buffer) - keep)]
+                    if not final:
+                        part = _whole_characters(part)
                     self._buffer = self._buffer[len(part):]
                     out.append(_RAW_CONTROLS.sub(b"", part) if self._text else part)
                     break

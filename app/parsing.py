@@ -15,8 +15,10 @@ _Claims = TypeVar("_Claims")
 
 INT32_MAX = 2**31 - 1  # PostgreSQL `integer`: every id column, and most counts
 
-# C0 controls but tab, LF and CR; and the surrogate range, which only ever arrives unpaired in a str.
-_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+# C0 controls but tab, LF and CR; the bidirectional embedding, override and isolate controls (invisible,
+# and one in a person's text reverses the app's text printed after it); and the surrogate range, which
+# only ever arrives unpaired in a str.
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 # The same rule for an OpenAPI description (JSON Schema `pattern`; surrogates cannot be written in it).
 TEXT_PATTERN = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F]*$"
 BAD_CHARS_MESSAGE = "Contains a control character or an unpaired surrogate; remove it and send the text again."

@@ -25,6 +25,7 @@ from tests.roadmap.helpers import result_titles
 def test_clean_text_keeps_what_people_type_and_drops_the_rest():
     assert clean_text("a\x00b\x01c\x1fd\x7f\te\nf\rg") == "abcd\x7f\te\nf\rg"
     assert clean_text("half \ud800 a pair, whole 😀") == "half  a pair, whole 😀"
+    assert clean_text("a\u202eb\u202ac\u2066d\u2069e\u200ef") == "abcde\u200ef"  # bidi controls; a mark stays
 
 
 def test_parse_int_takes_ascii_digits_within_range_only():
@@ -42,12 +43,15 @@ def test_parse_int_takes_ascii_digits_within_range_only():
     (b"a=100%&b=%zz%", [("a", "100%"), ("b", "%zz%")]),
     (b"a=raw\x00nul\x07", [("a", "rawnul")]),
     (b"a=%C3%A9t%C3%A9+x", [("a", "été x")]),
+    (b"a=evil%E2%80%AEtxt.exe&b=%e2%81%a6x%E2%81%A9%E2%80%8E", [("a", "eviltxt.exe"), ("b", "x\u200e")]),
+    (b"a=%%E2%80%AE41", [("a", "%41")]),  # dropping one must not make a new escape
 ])
 def test_urlencoded_text_decodes_to_the_same_fields_without_controls(raw, fields):
     assert parse_qsl(clean_urlencoded(raw).decode("latin-1"), keep_blank_values=True) == fields
 
 
-_FORMISH = st.lists(st.sampled_from([*"ab=&%+0139AaDdFf\x00\x01\t\n\r", "%00", "%0", "%1F", "%0a"])).map("".join)
+_FORMISH = st.lists(st.sampled_from([*"ab=&%+0139AaDdFf\x00\x01\t\n\r", "%00", "%0", "%1F", "%0a", "%E2%80%AE",
+                                     "%e2%81%a6", "%E2%80", "%E2"])).map("".join)
 
 
 @given(text=_FORMISH, cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6))
@@ -67,19 +71,19 @@ def test_a_urlencoded_body_in_chunks_comes_out_as_it_would_whole(text, cuts):
 _BOUNDARY = b"----b0undary"
 _MULTIPART = (b"--" + _BOUNDARY + b"\r\n"
               b'Content-Disposition: form-data; name="title"\r\n\r\n'
-              b"Dark\x00 mode\x1b\tplease\r\n"
+              b"Dark\x00 mode\x1b\tplease\xe2\x80\xae \xc3\xa9t\xc3\xa9\r\n"
               b"--" + _BOUNDARY + b"\r\n"
-              b'Content-Disposition: form-data; name="logo"; filename="a\x00.png"\r\n'
+              b'Content-Disposition: form-data; name="logo"; filename="a\x00\xe2\x81\xa6.png"\r\n'
               b"Content-Type: image/png\r\n\r\n"
-              b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\r\n--not-the-boundary\x00\r\n"
+              b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xe2\x80\xae\r\n--not-the-boundary\x00\r\n"
               b"--" + _BOUNDARY + b"--\r\n")
 _CLEANED = (b"--" + _BOUNDARY + b"\r\n"
             b'Content-Disposition: form-data; name="title"\r\n\r\n'
-            b"Dark mode\tplease\r\n"
+            b"Dark mode\tplease \xc3\xa9t\xc3\xa9\r\n"
             b"--" + _BOUNDARY + b"\r\n"
             b'Content-Disposition: form-data; name="logo"; filename="a.png"\r\n'
             b"Content-Type: image/png\r\n\r\n"
-            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\r\n--not-the-boundary\x00\r\n"
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xe2\x80\xae\r\n--not-the-boundary\x00\r\n"
             b"--" + _BOUNDARY + b"--\r\n")
 
 
@@ -104,6 +108,17 @@ async def test_a_nul_in_a_comment_form_is_dropped_and_the_comment_saved(client, 
     assert response.status_code == 303
     saved = session.scalar(select(Comment).where(Comment.item_id == item.id))
     assert saved is not None and saved.body == "Works for us, thanks\nAnn"
+
+
+async def test_a_bidi_override_in_a_vote_reason_is_dropped_and_the_reason_saved(client, session):
+    item, ann = make_item(session), make_user(session)
+    sign_in(client, session, ann)
+    response = await post_form(client, f"/items/{item.public_id}/vote",
+                               {"importance": "important", "next": "/", "reason": "We need \u202eit\u2066 for payroll\u2069 \u05e9\u05dc\u05d5\u05dd"},
+                               page=item.path)
+    assert response.status_code == 303
+    saved = session.scalar(select(Feedback).where(Feedback.item_id == item.id))
+    assert saved is not None and saved.body == "We need it for payroll \u05e9\u05dc\u05d5\u05dd"  # Hebrew kept
 
 
 async def test_a_nul_in_a_query_string_is_dropped(client, session):

@@ -90,3 +90,19 @@ async def test_only_customers_have_a_person_page_and_only_staff_see_it(client, s
     sign_in(client, session, pm)
     assert (await client.get(f"/admin/people/{pm.id}")).status_code == 404  # staff are on the staff page
     assert (await client.get("/admin/people/999999")).status_code == 404
+
+
+async def test_words_people_wrote_are_isolated_so_they_cannot_reverse_the_pages_own_text(client, session):
+    """Text stored before the input cleaning, or by a sign-in service, may still carry a bidi override."""
+    dana = make_customer(session, make_organisation(session, "Acme"), display_name="Dana \u202eScully")
+    swaps = make_item(session, title="Shift swaps")
+    voting.cast_vote(session, item=swaps, user=dana, importance=Importance.critical)
+    feedback.add_reason(session, item=swaps, author=dana, body="We need it \u202efor payroll")
+    discussion.create_comment(session, viewer=Viewer(user=dana), item=swaps, body="Please hurry")
+    session.flush()
+    sign_in(client, session, make_pm(session))
+
+    page = (await client.get(f"/admin/people/{dana.id}")).text
+    for written in ("Dana \u202eScully", "We need it \u202efor payroll", "Please hurry", "Shift swaps"):
+        assert re.search(f"<bdi>{re.escape(written)}</bdi>", page), written
+    assert "<h1><bdi>Dana \u202eScully</bdi></h1>" in page
