@@ -87,8 +87,8 @@
 })();
 
 // --- Character counts: a long text is never cut silently ----------------------------------------------
-// A textarea with data-max-chars (the comment and reply boxes) carries no maxlength, which would cut a
-// long paste without a word. Instead a counter below it says how many characters are left or too many,
+// A textarea with data-max-chars (the comment and reply boxes, the vote's "tell us why", an idea's
+// description) carries no maxlength, which would cut a long paste without a word. Instead a counter below it says how many characters are left or too many,
 // the field refuses to submit while it is too long, and a polite live region reads the count out once
 // typing pauses (not on every keystroke). Without JavaScript the server refuses and keeps the text.
 (function () {
@@ -149,12 +149,16 @@
     update();
   }
 
-  function start() {
-    Array.prototype.forEach.call(document.querySelectorAll("textarea[data-max-chars]"), attach);
+  function start(root) {
+    Array.prototype.forEach.call((root || document).querySelectorAll("textarea[data-max-chars]"), attach);
   }
 
   if (document.readyState !== "loading") start();
-  else document.addEventListener("DOMContentLoaded", start);
+  else document.addEventListener("DOMContentLoaded", function () { start(); });
+  // Parts of a page swapped in by a script (the vote widget) say so with this event; their boxes count too.
+  document.addEventListener("ahead:replaced", function (event) {
+    if (event.target instanceof Element) start(event.target);
+  });
 })();
 // --- end of character counts --------------------------------------------------------------------------
 
@@ -284,9 +288,17 @@
           other.innerHTML = result.data.follow_html.trim();
           if (other.firstElementChild) follow.replaceWith(other.firstElementChild);
         }
+        fresh.dispatchEvent(new CustomEvent("ahead:replaced", { bubbles: true }));
         var target = fresh.querySelector('[data-focus="' + key + '"]') ||
           fresh.querySelector('[data-focus="vote"]') || fresh.querySelector("[data-focus]");
-        if (target) target.focus();
+        // Focus returns to the equivalent control without scrolling to it: the new widget can be much taller
+        // (a saved reason, its box), and scrolling to its button pushed the confirmation above the window.
+        if (target) target.focus({ preventScroll: true });
+        var done = fresh.querySelector("[data-vote-done]");
+        var box = (done || fresh).getBoundingClientRect();
+        if (box.top < 0 || box.bottom > window.innerHeight) {
+          (done || fresh).scrollIntoView({ block: "nearest" });
+        }
         announce(result.data.message);
       } else if (result.status === 401) {
         form.submit();  // the plain form sends a signed-out person to sign in and back

@@ -182,3 +182,39 @@ def test_without_javascript_the_plain_forms_vote_and_come_back(portal: Portal, o
     expect(card).not_to_contain_text("You voted")
     screenshot(bob, "vote-board-no-javascript")
     assert not portal.server_errors()
+
+
+def test_voting_with_a_reason_keeps_the_confirmation_on_screen(portal: Portal, open_context: Any) -> None:
+    """At 1280x800 the widget grows after a vote with a reason (the saved reason, its box): focus goes back to
+    the button without scrolling the "✓ Your vote is counted" line above the window. The reason box counts
+    characters instead of cutting a long paste, before and after the widget is swapped."""
+    from playwright.sync_api import expect
+
+    product = portal.create_product("Scheduling")
+    with portal.transaction() as session:
+        item = make_item(session, product=product, title="Shift swaps between teams",
+                         summary="Let staff swap shifts across teams, with a manager's approval.",
+                         description="\n\n".join(["A paragraph about shift swaps and who approves them."] * 6))
+        path, public_id = item.path, item.public_id
+
+    ann = _signed_in(open_context, portal, "ann@customer.example", viewport={"width": 1280, "height": 800})
+    ann.goto(path)
+    widget = ann.locator(f"#vote-{public_id}")
+    box = widget.get_by_label("Tell us why (optional)")
+    assert box.get_attribute("maxlength") is None
+    box.fill("x" * 2001)
+    expect(widget.locator(".char-count")).to_have_text("1 character too many")
+    box.fill("Our night shift swaps by phone today.")
+    expect(widget.locator(".char-count")).to_have_text("1,963 characters left")
+    widget.get_by_role("button", name="Vote").click()
+
+    done = widget.locator(".vote-done")
+    expect(done).to_have_text(re.compile(r"Your vote is counted: Important\. Thank you for telling us why\.$"))
+    top, bottom = ann.evaluate("() => { const r = document.querySelector('[data-vote-done]').getBoundingClientRect();"
+                               " return [r.top, r.bottom]; }")
+    assert top >= 0 and bottom <= 800, f"the confirmation is at {top}..{bottom}, outside the 800 px window"
+    assert _focused(ann) == "vote:Update my vote"
+    # The swapped-in widget's box counts too.
+    expect(widget.locator(".char-count")).to_have_text("1,963 characters left")
+    screenshot(ann, "vote-item-page-reason-confirmation-1280x800")
+    assert not portal.server_errors()

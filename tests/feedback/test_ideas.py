@@ -3,6 +3,8 @@ customer may see are suggested; /me says what became of each idea."""
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 
 from app.feedback import service as feedback
@@ -81,6 +83,12 @@ class TestSubmit:
         assert f"Keep it to {feedback.MAX_BODY:,} characters" in response.text
         assert f'value="{title}"' in response.text and body in response.text
         assert _ideas(session) == []
+
+    async def test_the_description_box_counts_instead_of_cutting_a_long_paste(self, client, session):
+        sign_in(client, session, make_customer(session))
+        page = (await client.get("/ideas/new")).text
+        box = re.search(r'<textarea id="f-body"[^>]*>', page)
+        assert box and "maxlength" not in box.group(0) and f'data-max-chars="{feedback.MAX_BODY}"' in box.group(0)
 
     async def test_unknown_product_is_refused(self, client, session):
         sign_in(client, session, make_customer(session))

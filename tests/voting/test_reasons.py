@@ -163,3 +163,18 @@ def test_a_merge_keeps_one_reason_per_person_on_the_item_it_keeps(session):
     merging.undo_merge(session, merge=merge, actor=pm)
     assert _reasons(session, a) == ["On A"] and sorted(_reasons(session, b)) == ["On B", "Only on B"]
     assert session.scalar(select(func.count()).select_from(Feedback)) == 3
+
+
+async def test_the_reason_box_counts_instead_of_cutting_a_long_paste(client, session):
+    """maxlength=2000 cut a long paste silently; the box carries data-max-chars for the counter, and without
+    JavaScript the server refuses the long text with a clear message and keeps it."""
+    item = make_item(session)
+    sign_in(client, session, make_user(session, password=None))
+    page = (await client.get(item.path)).text
+    box = re.search(r'<textarea id="f-reason"[^>]*>', page)
+    assert box and "maxlength" not in box.group(0) and 'data-max-chars="2000"' in box.group(0)
+    long_text = "z" * 2001
+    refused = await _page_vote(client, item, "important", long_text)
+    assert refused.status_code == 422
+    assert "Keep it to 2,000 characters (it has 2,001)" in refused.text and _textarea(refused.text) == long_text
+    assert _reasons(session, item) == []
