@@ -218,6 +218,8 @@ _STOP_WORDS = frozenset({
     "how", "i", "in", "into", "is", "it", "let", "me", "my", "of", "on", "or", "our", "please", "should",
     "so", "that", "the", "their", "them", "this", "to", "us", "we", "when", "with", "would", "you", "your",
     "am", "go", "if", "no", "up", "get", "all", "any", "not", "new", "add", "want", "need", "able",
+    # "X support" asks for X: "language support" is about languages, not about what else is "supported".
+    "support",
 })
 
 
@@ -233,38 +235,67 @@ class Suggestion:
 _FOUND_IN = {search.Tier.title: 1.0, search.Tier.heading: 0.5, search.Tier.anywhere: 0.2}
 # An item is suggested when it holds at least this share of the title's (rarity-weighted) words: every
 # word in its summary reaches it, and so does the rarer of two words in its title; words in its description
-# alone never do. A title of one word asks for it in the item's title.
+# alone never do. A title of one word asks for it in the item's title (its summary when no item has it in its title).
 SIMILAR_THRESHOLD = 0.5
 _SIMILAR_CANDIDATES = 30  # per word, best placed first
 
 
 # Endings a whole word may grow and still be the same word ("export" → "exports", "exported").
 _ENDINGS = frozenset({"", "s", "es", "d", "ed", "ing", "r", "er", "ers", "ion", "ions"})
+_VOWEL = re.compile(r"[aeiouy]")
 
 
 def _stem(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+    """A small English suffix folding, the same for the title's words and the items' words: a plural
+    ("timesheets", "policies"), then -ing or -ed ("exporting", "planned"), then a final e ("schedule",
+    "scheduled" and "scheduling" all fold to "schedul"). Short words, words that are not plain letters
+    ("v2", "1000") and what would leave fewer than three letters or no vowel ("sing", "string") stay, as
+    do "-eed" words ("speed")."""
+    if len(word) <= 3 or not word.isalpha() or not word.isascii():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for ending in ("ing", "ed"):
+        base = word[:-len(ending)]
+        if word.endswith(ending) and len(base) >= 3 and _VOWEL.search(base) and not word.endswith("eed"):
+            if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "aeioulsfz":
+                base = base[:-1]  # "planned" → "plan", "swapping" → "swap"; not "called", "staffed"
+            word = base
+            break
+    if word.endswith("e") and len(word) > 3 and not word.endswith("ee"):
+        word = word[:-1]
+    return word
 
 
 def similar_words(title: str) -> list[str]:
-    """The words of a title that say what it is about; a plural 's' is dropped so that "exports" finds
-    "export" too (the search matches word beginnings). Empty when there is nothing to look up."""
+    """The words of a title that say what it is about, folded by `_stem` ("Exporting" → "export"), which
+    the search then matches as a word beginning. Empty when there is nothing to look up."""
     out: list[str] = []
     for word in search.words(title):
-        if len(word) < 2 or word in _STOP_WORDS:  # two letters can say a lot: "AI", "UI", "HR"
+        stem = _stem(word)
+        if len(word) < 2 or word in _STOP_WORDS or stem in _STOP_WORDS:  # two letters can say a lot: "AI", "HR"
             continue
-        if _stem(word) not in out:
-            out.append(_stem(word))
+        if stem not in out:
+            out.append(stem)
     return out[:search.MAX_QUERY_WORDS]  # stop words do not use up the places
 
 
 def _holds(text: str, word: str, *, open_ended: bool) -> bool:
-    """Whether `text` has `word`, or the word with a usual ending; any continuation when the word may
-    still be being typed. (The search matches any word beginning: "sign" finds "signal".)"""
+    """Whether `text` has `word` (a `_stem`): a word that folds to it, or the word with a usual ending;
+    any continuation when the word may still be being typed. (The search matches any word beginning:
+    "sign" finds "signal".)"""
     for candidate in search.words(text):
-        if candidate.startswith(word) and (open_ended or candidate[len(word):] in _ENDINGS):
+        if _stem(candidate) == word or (candidate.startswith(word) and (open_ended or candidate[len(word):] in _ENDINGS)):
             return True
     return False
+
+
+def _search_prefix(word: str) -> str:
+    """What to look a `_stem` up by: a beginning every word folding to it shares ("policy" is also
+    "policies": "polic")."""
+    return word[:-1] if word.endswith("y") and len(word) > 4 else word
 
 
 def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = SIMILAR_LIMIT) -> list[Suggestion]:
@@ -275,8 +306,11 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
     holds, each weighted by where it holds it (`_FOUND_IN`) and by how rare the word is among the items
     (a word most items share, like "shift" on a rota product, tells little), as a share of what holding
     every word in the title would score. Only items reaching `SIMILAR_THRESHOLD` are suggested. A word
-    no item holds (a typo, a product not integrated yet: "sage") counts half as much as a word one item
-    holds: "payroll export to sage" still finds the payroll exports, "AI rota" does not suggest every rota.
+    no item holds (a typo, a product not integrated yet: "sage", "login") counts as much as a word one item
+    holds: "payroll export to sage" still finds the payroll exports (two of three words), but neither "AI
+    rota" nor "login with google" is answered with every item sharing its other, commoner word. A title
+    of one word asks for it in the item's title, or in its summary when no item has it in its title
+    ("language" finds the item about right-to-left languages).
     """
     significant = similar_words(title)
     if not significant:
@@ -289,12 +323,12 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
     found: dict[int, Item] = {}
     placed: dict[int, dict[str, float]] = {}
     for word in significant:
-        holding = search.count_matches(session, viewer, word)
-        rarity[word] = math.log(1 + total / max(holding, 1)) * (1 if holding else 0.5)
+        holding = search.count_matches(session, viewer, _search_prefix(word))
+        rarity[word] = math.log(1 + total / max(holding, 1))
         if not holding:
             continue
         open_ended = word == open_word
-        for hit in search.search_items(session, viewer, word, limit=_SIMILAR_CANDIDATES):
+        for hit in search.search_items(session, viewer, _search_prefix(word), limit=_SIMILAR_CANDIDATES):
             found.setdefault(hit.item.id, hit.item)
             # Where the word itself stands: a title hit on a longer word ("signal" for "sign") counts as
             # a description mention.
@@ -314,10 +348,19 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
     # give them away); then in the search's own order.
     order = {item_id: n for n, item_id in enumerate(found)}
     votes_break_ties = portal.counts_shown(session, viewer)
-    threshold = SIMILAR_THRESHOLD + (1e-6 if len(significant) == 1 else -1e-6)
+    threshold = SIMILAR_THRESHOLD - 1e-6
+    if len(significant) == 1 and max(score.values()) > SIMILAR_THRESHOLD:
+        threshold = SIMILAR_THRESHOLD + 1e-6  # one word: in an item's title, when any item has it there
     ranked = sorted((item for item in found.values() if score[item.id] >= threshold), key=lambda item: (
         -round(score[item.id], 6), -item.vote_count if votes_break_ties else 0, order[item.id]))[:limit]
-    return [Suggestion(item=item, title_html=search.highlight(item.title, significant)) for item in ranked]
+    return [Suggestion(item=item, title_html=_marked(item.title, significant, open_word)) for item in ranked]
+
+
+def _marked(title: str, significant: list[str], open_word: str | None) -> Any:
+    """The title with the words that matched marked whole ("Google", not the "Googl" it was looked up by)."""
+    matched = [word for word in search.words(title)
+               if any(_holds(word, stem, open_ended=stem == open_word) for stem in significant)]
+    return search.highlight(title, matched)
 
 
 # --- customers: what became of my feedback (/me) ---------------------------------------------------------
