@@ -14,11 +14,13 @@ from typing import Annotated, ClassVar
 import pytest
 from pydantic import ValidationError
 
+from app.accounts import service as accounts
+from app.accounts.models import Role
 from app.accounts.viewer import Viewer
 from app.discussion import service as discussion
 from app.forms import FormModel, form_errors, text, whole_number
 from tests.admin.helpers import branding_form, item_form
-from tests.factories import make_admin, make_item, make_pm, make_product, make_tag, make_user, stage
+from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_product, make_tag, make_user, stage
 from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
 from tests.helpers.http import post_form, sign_in
 
@@ -219,6 +221,33 @@ class TestMagicLinkRequest:
             response = await post_form(client, "/login/email", {"link_email": typed, "next": "/roadmap"}, page="/login")
             shown(response, "Enter a valid email address, like name@example.com.")
             assert f'value="{typed}"' in response.text
+
+
+class TestNewPasswords:
+    """A new password typed twice (app/accounts/service.py's PasswordChange and InvitationAccept): its strength
+    and a difference are shown at once, and the passwords are never sent back in the page."""
+
+    async def test_invitation_too_short_and_different(self, client, session):
+        invitation, token = accounts.invite_staff(session, email="new-pm@example.com", role=Role.pm,
+                                                  invited_by=make_admin(session))
+        url = f"/invitations/{token}"
+        response = await post_form(client, url, {"display_name": "Robin", "password": "secret12",
+                                                 "confirm_password": "secret13"}, page=url)
+        shown(response, "Use at least 10 characters.", "The two passwords differ.")
+        assert 'value="Robin"' in response.text and "secret12" not in response.text
+        empty = await post_form(client, url, {"display_name": "Robin"}, page=url)
+        shown(empty, "Use at least 10 characters.")
+        assert "The two passwords differ." not in empty.text
+        session.refresh(invitation)
+        assert invitation.accepted_at is None
+
+    async def test_a_new_password_too_long(self, client, session):
+        sign_in(client, session, make_user(session, password=PASSWORD))
+        long = "p" * 1025
+        response = await post_form(client, "/account/password", {"current_password": PASSWORD, "new_password": long,
+                                                                 "confirm_password": long}, page="/account/password")
+        shown(response, "That password is too long (1024 characters at most).")
+        assert long not in response.text
 
 
 class TestTaxonomy:

@@ -6,9 +6,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, ClassVar, cast
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, model_validator
 from sqlalchemy import CursorResult, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
@@ -47,17 +47,53 @@ def check_password_strength(password: str, *, field: str = "password") -> None:
         raise FormInvalid({field: "That password is too long (1024 characters at most)."})
 
 
-def check_new_password(password: str, confirm: str, *, field: str = "password",
-                       confirm_field: str = "confirm_password") -> dict[str, str]:
-    """What is wrong with a new password and its confirmation, by form field (empty when nothing is)."""
-    errors: dict[str, str] = {}
+_DIFFERENT = object()  # what confirm_password becomes when it is not the password typed above it
+
+
+def _strong(value: str) -> str:
     try:
-        check_password_strength(password, field=field)
+        check_password_strength(value)
     except FormInvalid as exc:
-        errors.update(exc.errors)
-    if password != confirm:
-        errors[confirm_field] = "The two passwords differ."
-    return errors
+        raise refuse(exc.errors["password"]) from None
+    return value
+
+
+def _confirmed(value: Any) -> Any:
+    if value is _DIFFERENT:
+        raise refuse("The two passwords differ.")
+    return value
+
+
+class _NewPassword(FormModel):
+    """A new password typed twice: its strength on the password's field, a difference on confirm_password's
+    (both at once when both are wrong). Passwords are taken as typed, never stripped."""
+
+    password_field: ClassVar[str] = "password"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compare(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get(cls.password_field, "") != values.get("confirm_password", ""):
+            values = {**values, "confirm_password": _DIFFERENT}
+        return values
+
+
+class PasswordChange(_NewPassword):
+    """Changing one's own password (/account/password); the current one is checked by the route (argon2)."""
+
+    password_field: ClassVar[str] = "new_password"
+
+    current_password: str = ""
+    new_password: Annotated[str, AfterValidator(_strong)] = ""
+    confirm_password: Annotated[str, BeforeValidator(_confirmed)] = ""
+
+
+class InvitationAccept(_NewPassword):
+    """Accepting a staff invitation (/invitations/<token>): a name and a password."""
+
+    display_name: str = ""
+    password: Annotated[str, AfterValidator(_strong)] = ""
+    confirm_password: Annotated[str, BeforeValidator(_confirmed)] = ""
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:

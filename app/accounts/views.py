@@ -14,6 +14,7 @@ from app.accounts import service as accounts
 from app.accounts.models import User
 from app.addresses import normalise_email
 from app.deps import CurrentUser, CurrentViewer, DbSession
+from app.forms import read_values
 from app.portal import service as portal
 from app.security import (
     clear_session_cookie,
@@ -143,7 +144,9 @@ async def change_password(
     # Every attempt counts: a stolen session must not become a way to guess the password it lacks.
     request.app.state.limiter.hit(settings.password_change_rate_limit, f"password:user:{user.id}")
     request.app.state.limiter.hit(settings.login_ip_rate_limit, f"password:ip:{client_ip(request)}")
-    errors = accounts.check_new_password(new_password, confirm_password, field="new_password")
+    form = read_values(accounts.PasswordChange, {"current_password": current_password, "new_password": new_password,
+                                                 "confirm_password": confirm_password})
+    errors = dict(form.errors)
     user_id, old_hash = user.id, user.password_hash
     request.state.db.end_transaction()  # no transaction (no SQLite write lock) while argon2 runs
     if not await passwords.verify_password(old_hash, current_password):
@@ -179,10 +182,11 @@ async def accept_invitation(
     confirm_password: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
     invitation = accounts.find_invitation(session, token)
-    errors = accounts.check_new_password(password, confirm_password)
-    if errors:
+    form = read_values(accounts.InvitationAccept, {"display_name": display_name, "password": password,
+                                                   "confirm_password": confirm_password})
+    if form.errors:  # shown again without the passwords
         return render(request, "accounts/invitation.html",
-                      {"invitation": invitation, "token": token, "errors": errors,
+                      {"invitation": invitation, "token": token, "errors": form.errors,
                        "form": {"display_name": display_name}}, status_code=422)
     request.state.db.end_transaction()
     password_hash = await passwords.hash_password(password)
