@@ -113,7 +113,8 @@ class TestCounting:
         sign_in(client, session, make_pm(session))
 
         found = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana@acme"})
-        assert "dana@acme.example" in found.text and f'value="{customer.id}" checked' in found.text
+        # The address may break after its "@" on a phone, not mid-word ("harbourhealth.exa / mple").
+        assert "dana@<wbr>acme.example" in found.text and f'value="{customer.id}" checked' in found.text
 
         response = await _capture(client, item, customer=str(customer.id), importance="1", note="Mentioned it again")
         assert response.status_code == 303
@@ -233,7 +234,7 @@ async def test_the_customer_search_says_how_many_it_shows_of_how_many_match(clie
     many = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana"})
     assert "10 of 24 shown — refine the search" in many.text
     assert many.text.count('name="customer" value="') - 1 == feedback.CUSTOMERS_SHOWN  # and the new contact
-    assert "dana00@acme.example" in many.text and "Acme Logistics" in many.text
+    assert "dana00@<wbr>acme.example" in many.text and "Acme Logistics" in many.text
 
     one = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana07"})
     assert "1 customer matches “dana07”." in one.text and "shown —" not in one.text
