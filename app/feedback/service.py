@@ -219,7 +219,7 @@ _STOP_WORDS = frozenset({
     "so", "that", "the", "their", "them", "this", "to", "us", "we", "when", "with", "would", "you", "your",
     "am", "go", "if", "no", "up", "get", "all", "any", "not", "new", "add", "want", "need", "able",
     # "X support" asks for X: "language support" is about languages, not about what else is "supported".
-    "support",
+    "support", "supports", "needs", "needed", "wants", "wanted", "adds", "added", "adding", "gets", "getting",
 })
 
 
@@ -249,8 +249,8 @@ def _stem(word: str) -> str:
     """A small English suffix folding, the same for the title's words and the items' words: a plural
     ("timesheets", "policies"), then -ing or -ed ("exporting", "planned"), then a final e ("schedule",
     "scheduled" and "scheduling" all fold to "schedul"). Short words, words that are not plain letters
-    ("v2", "1000") and what would leave fewer than three letters or no vowel ("sing", "string") stay, as
-    do "-eed" words ("speed")."""
+    ("v2", "1000"), "-eed" words ("speed") and what would leave fewer than four letters or no vowel
+    ("noted", "note", "timing", "string") stay: a stem never becomes a short word of its own ("not")."""
     if len(word) <= 3 or not word.isalpha() or not word.isascii():
         return word
     if word.endswith("ies") and len(word) > 4:
@@ -259,12 +259,12 @@ def _stem(word: str) -> str:
         word = word[:-1]
     for ending in ("ing", "ed"):
         base = word[:-len(ending)]
-        if word.endswith(ending) and len(base) >= 3 and _VOWEL.search(base) and not word.endswith("eed"):
-            if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "aeioulsfz":
+        if word.endswith(ending) and len(base) >= 4 and _VOWEL.search(base) and not word.endswith("eed"):
+            if base[-1] == base[-2] and base[-1] not in "aeioulsfz":
                 base = base[:-1]  # "planned" → "plan", "swapping" → "swap"; not "called", "staffed"
             word = base
             break
-    if word.endswith("e") and len(word) > 3 and not word.endswith("ee"):
+    if word.endswith("e") and len(word) > 4 and not word.endswith("ee"):
         word = word[:-1]
     return word
 
@@ -275,19 +275,20 @@ def similar_words(title: str) -> list[str]:
     out: list[str] = []
     for word in search.words(title):
         stem = _stem(word)
-        if len(word) < 2 or word in _STOP_WORDS or stem in _STOP_WORDS:  # two letters can say a lot: "AI", "HR"
+        if len(word) < 2 or word in _STOP_WORDS:  # two letters can say a lot: "AI", "HR"; "notes" is "not"
             continue
         if stem not in out:
             out.append(stem)
     return out[:search.MAX_QUERY_WORDS]  # stop words do not use up the places
 
 
-def _holds(text: str, word: str, *, open_ended: bool) -> bool:
+def _holds(text: str, word: str, *, typing: str | None = None) -> bool:
     """Whether `text` has `word` (a `_stem`): a word that folds to it, or the word with a usual ending;
-    any continuation when the word may still be being typed. (The search matches any word beginning:
-    "sign" finds "signal".)"""
+    or any continuation of `typing`, the word as typed when it may still be being typed. (The search
+    matches any word beginning: "sign" finds "signal".)"""
     for candidate in search.words(text):
-        if _stem(candidate) == word or (candidate.startswith(word) and (open_ended or candidate[len(word):] in _ENDINGS)):
+        if (_stem(candidate) == word or (candidate.startswith(word) and candidate[len(word):] in _ENDINGS)
+                or (typing and candidate.startswith(typing))):
             return True
     return False
 
@@ -317,7 +318,7 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
         return []
     # The title's last word may be half typed (suggestions come as people type): it may match any ending.
     typed = search.words(title)
-    open_word = _stem(typed[-1]) if typed and title[-1:].isalnum() else None
+    open_word = typed[-1] if typed and title[-1:].isalnum() else None
     total = search.count_visible(session, viewer)
     rarity: dict[str, float] = {}
     found: dict[int, Item] = {}
@@ -327,14 +328,14 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
         rarity[word] = math.log(1 + total / max(holding, 1))
         if not holding:
             continue
-        open_ended = word == open_word
+        typing = open_word if open_word is not None and _stem(open_word) == word else None
         for hit in search.search_items(session, viewer, _search_prefix(word), limit=_SIMILAR_CANDIDATES):
             found.setdefault(hit.item.id, hit.item)
             # Where the word itself stands: a title hit on a longer word ("signal" for "sign") counts as
             # a description mention.
-            if _holds(hit.item.title, word, open_ended=open_ended):
+            if _holds(hit.item.title, word, typing=typing):
                 tier = search.Tier.title
-            elif _holds(hit.item.summary, word, open_ended=open_ended):
+            elif _holds(hit.item.summary, word, typing=typing):
                 tier = search.Tier.heading
             else:
                 tier = search.Tier.anywhere
@@ -359,7 +360,8 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
 def _marked(title: str, significant: list[str], open_word: str | None) -> Any:
     """The title with the words that matched marked whole ("Google", not the "Googl" it was looked up by)."""
     matched = [word for word in search.words(title)
-               if any(_holds(word, stem, open_ended=stem == open_word) for stem in significant)]
+               if any(_holds(word, stem, typing=open_word if open_word and _stem(open_word) == stem else None)
+                      for stem in significant)]
     return search.highlight(title, matched)
 
 

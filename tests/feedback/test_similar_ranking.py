@@ -54,6 +54,8 @@ LABELLED: dict[str, tuple[set[str], set[str]]] = {
     "Exporting timesheets": ({"Payroll export to Gusto and ADP"},
                              {"Scheduled report emails", "Public REST API v2 with OAuth apps"}),
     "accrual policy": ({"Time-off balances and accrual policies"}, {"Payroll export to Gusto and ADP"}),
+    # "notes" folds to "note", never to the word "not" or a beginning of "notifications".
+    "Shift notes": (set(), {"Choose which notifications you get", "Swap shifts from the mobile app"}),
     # Google is a name two items share; the point is signing in, which no item is about under that word.
     "login with google": (set(), {"Two-way sync with Google Calendar and Outlook"}),
     "language support": ({"Arabic and Hebrew in the mobile app"},
