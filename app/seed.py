@@ -666,7 +666,7 @@ def seed_demo(session: Session) -> str:
     said = _demo_conversations(session, items=items, customers=customers, voters=voters,
                                companies=organisations_by_name, segments=segments, pm=pm, clock=clock)
     summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
-    return summary + "\n" + _customer_summary(customers, settings.base_url, password, said)
+    return summary + "\n" + _customer_summary(customers, voters, settings.base_url, password, said)
 
 
 def _write_item(session: Session, demo: DemoItem, *, clock: _Clock, stages: dict[str, Stage],
@@ -796,10 +796,17 @@ def _customers(session: Session, *, companies: dict[str, Organisation], now: dat
     return created
 
 
-def _customer_summary(customers: list[User], base_url: str, password: str | None, said: dict[str, int]) -> str:
-    lines = [(f"Demo customers: {len(SEGMENTS)} segments, {len(ORGANISATIONS)} organisations, "
-              f"{len(customers)} new customer accounts. Customers sign in with an email link (without SMTP_URL "
-              "the link is printed in the server's log).")]
+def _customer_summary(customers: list[User], voters: list[User], base_url: str, password: str | None,
+                      said: dict[str, int]) -> str:
+    """What was added, counted as the People page counts it: accounts, then contacts without one."""
+    contacts = said.get("contacts", 0)
+    added = (f"{len(customers) + len(voters)} customer accounts ({len(customers)} named in the inbox and the "
+             f"comments, {len(voters)} more who voted)")
+    if contacts:
+        added += (f" and {contacts} contact{'s' if contacts != 1 else ''} without an account yet, whose vote the "
+                  "team recorded")
+    lines = [(f"Demo customers: {len(SEGMENTS)} segments, {len(ORGANISATIONS)} organisations, {added}. "
+              "Customers sign in with an email link (without SMTP_URL the link is printed in the server's log).")]
     if password and any(u.email == DEMO_CUSTOMER_EMAIL for u in customers):
         lines.append(f"To look around as a customer of the Enterprise segment, sign in at {base_url}/login under "
                      f"“Sign in with a password” as {DEMO_CUSTOMER_EMAIL} with the same password.")
@@ -1079,4 +1086,4 @@ def _demo_conversations(session: Session, *, items: list[Item], customers: list[
 
     voting.reconcile(session)  # the votes above were dated into the past: the 30-day trends follow
     return {"ideas": len(IDEAS), "reasons": len(REASONS), "captured": len(CAPTURED), "comments": comments,
-            "reports": reports, "reported": len(REPORTED)}
+            "reports": reports, "reported": len(REPORTED), "contacts": sum(1 for who, *_ in CAPTURED if "<" in who)}

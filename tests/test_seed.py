@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from app import seed
 from app.accounts import passwords
 from app.accounts import service as accounts
-from app.accounts.models import Role
+from app.accounts.models import Role, User
 from app.accounts.viewer import ANONYMOUS
 from app.audit import service as audit
 from app.roadmap import service as roadmap
@@ -258,3 +259,14 @@ async def test_the_summary_names_the_sign_in_form_the_login_page_has(client, see
     heading = re.search(r"under “([^”]+)” as " + re.escape(seed.DEMO_CUSTOMER_EMAIL), seeded)
     assert heading is not None, seeded
     assert f">{heading.group(1)}</h2>" in login
+
+
+def test_the_seed_output_and_the_readme_count_the_customers_the_people_page_lists(session, seeded):
+    customers = list(session.scalars(select(User).where(User.role == Role.customer)))
+    with_account = sum(1 for u in customers if not u.is_placeholder)
+    contacts = len(customers) - with_account
+    assert f"{with_account} customer accounts (" in seeded
+    assert f" and {contacts} contact without an account yet" in seeded and contacts == 1
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"{with_account} customer accounts with real votes" in readme
+    assert f"({len(customers)} people on the People page)" in readme
