@@ -374,6 +374,7 @@ class MyFeedback:
     # The item it is linked to, only when the author may see it; `linked_hidden` when they may not.
     item: Item | None
     linked_hidden: bool
+    vote_withdrawn: bool = False  # a reason whose vote the person withdrew (kept for the team until deleted)
 
     @property
     def status(self) -> str:
@@ -436,9 +437,14 @@ def my_feedback(session: Session, *, viewer: Viewer, limit: int = 100) -> MyFeed
     ))
     visible = _visible_by_id(session, viewer, {f.item_id for f in rows if f.item_id} | {v.item_id for v, _ in votes})
     voted = _items_with_stage(session, {v.item_id for v, _ in votes})
+    reason_items = {f.item_id for f in rows if f.kind is FeedbackKind.reason and f.item_id is not None}
+    still_voted = set(session.scalars(select(Vote.item_id).where(Vote.user_id == user.id,
+                                                                 Vote.item_id.in_(reason_items)))) if reason_items else set()
     return MyFeedbackPage(
         feedback=[MyFeedback(feedback=f, item=visible.get(f.item_id) if f.item_id else None,
-                             linked_hidden=f.item_id is not None and f.item_id not in visible) for f in rows],
+                             linked_hidden=f.item_id is not None and f.item_id not in visible,
+                             vote_withdrawn=f.kind is FeedbackKind.reason and f.item_id not in still_voted)
+                  for f in rows],
         recorded_votes=[RecordedVote(vote=v, item=visible.get(v.item_id), captured_by=pm,
                                      closed_reason=voted[v.item_id].voting_closed_reason()) for v, pm in votes],
     )
@@ -449,6 +455,23 @@ def _items_with_stage(session: Session, item_ids: set[int]) -> dict[int, Item]:
         return {}
     return {item.id: item for item in session.scalars(
         select(Item).where(Item.id.in_(item_ids)).options(selectinload(Item.stage)))}
+
+
+def delete_own_reason(session: Session, *, viewer: Viewer, feedback_id: int | None) -> None:
+    """Delete a "tell us why" reason the viewer gave (from /me): the team no longer reads it.
+
+    Only its author can; anyone else, and anything that is not a reason, gets NotFound. The vote, if there
+    still is one, stays as it is."""
+    user = viewer.user
+    if user is None or feedback_id is None:
+        raise NotFound()
+    reason = session.scalar(select(Feedback).where(Feedback.id == feedback_id, Feedback.author_id == user.id,
+                                                   Feedback.kind == FeedbackKind.reason,
+                                                   Feedback.captured_by_id.is_(None)))
+    if reason is None:
+        raise NotFound()
+    session.delete(reason)
+    session.flush()
 
 
 def withdraw_recorded_vote(session: Session, *, viewer: Viewer, vote_id: int | None) -> Item | None:
@@ -508,6 +531,11 @@ class InboxEntry:
     product: Product | None
     # The importance of the author's vote on the attached item, as it stands now (None: no vote there).
     importance: Importance | None = None
+
+    @property
+    def vote_withdrawn(self) -> bool:
+        """A "tell us why" reason whose vote the person withdrew: the team keeps what they said."""
+        return self.feedback.kind is FeedbackKind.reason and self.importance is None
 
     @property
     def source_name(self) -> str:

@@ -85,6 +85,13 @@ async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
                                                       "asked": bool(feedback.similar_words(q))})
 
 
+@router.post("/me/reasons/{feedback_id}/delete", response_class=HTMLResponse)
+async def delete_reason(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
+                        feedback_id: str) -> Response:
+    feedback.delete_own_reason(session, viewer=viewer, feedback_id=feedback.parse_id(feedback_id))
+    return redirect(request, "/me#your-feedback", flash="Your reason is deleted.")
+
+
 @router.post("/me/recorded-votes/{vote_id}/withdraw", response_class=HTMLResponse)
 async def withdraw_recorded_vote(request: Request, session: DbSession, viewer: CurrentViewer,
                                  user: CurrentUser, vote_id: str) -> Response:

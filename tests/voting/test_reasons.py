@@ -16,7 +16,7 @@ from app.feedback import service as feedback
 from app.feedback.models import Feedback, FeedbackKind
 from app.roadmap import merge as merging
 from app.voting import service as voting
-from app.voting.models import Importance
+from app.voting.models import Importance, Vote
 from tests.factories import make_item, make_pm, make_user
 from tests.helpers.http import csrf_token, post_form, sign_in
 from tests.voting.helpers import widget_text
@@ -129,7 +129,8 @@ async def test_with_javascript_the_widget_shows_the_confirmation_and_the_saved_r
     gone = (await client.post(f"/items/{item.public_id}/unvote", data={"next": item.path, "widget": "page"},
                               headers={"X-CSRF-Token": token, "Accept": "application/json"})).json()
     assert "Your vote is withdrawn." in gone["html"] and "Your reason ·" not in gone["html"]
-    assert _textarea(gone["html"]) == "We run 24/7, in three time zones."  # kept for the next vote
+    assert _textarea(gone["html"]) == ""  # the box starts again: the reason went with the vote
+    assert "Tell us why (optional)" in gone["html"] and 'name="reason_shown"' not in gone["html"]
     assert _reasons(session, item) == ["We run 24/7, in three time zones."]  # the team keeps what was said
 
 
@@ -163,6 +164,76 @@ def test_a_merge_keeps_one_reason_per_person_on_the_item_it_keeps(session):
     merging.undo_merge(session, merge=merge, actor=pm)
     assert _reasons(session, a) == ["On A"] and sorted(_reasons(session, b)) == ["On B", "Only on B"]
     assert session.scalar(select(func.count()).select_from(Feedback)) == 3
+
+
+async def test_a_withdrawn_votes_reason_is_marked_so_everywhere_and_can_be_deleted(client, session):
+    """Withdrawing keeps the reason for the team, marked as belonging to a withdrawn vote (inbox, person page,
+    /me, where its author may delete it); the item page's box starts again. Voting again with an empty box
+    brings the reason back with the vote; with text, the text replaces it."""
+    item = make_item(session, title="Shift swaps")
+    customer = make_user(session, password=None, display_name="Ann Lee")
+    sign_in(client, session, customer)
+    await _page_vote(client, item, "critical", "Night shifts lose an hour.")
+    await post_form(client, f"/items/{item.public_id}/unvote", {"next": item.path, "widget": "page"}, page=item.path)
+
+    page = (await client.get(item.path)).text
+    assert "Your vote is withdrawn." in page
+    assert "Tell us why (optional)" in page and "Edit your reason" not in page and "empty the box" not in page
+    assert _textarea(page) == "" and 'name="reason_shown"' not in page and "Your reason ·" not in page
+    assert ">Vote</button>" in page
+
+    me = (await client.get("/me")).text
+    assert re.search(r"Why it matters to you</strong>\s*<span class=\"muted\">\(vote withdrawn\)</span>", me)
+    assert "Delete this reason" in me
+
+    client.cookies.clear()
+    sign_in(client, session, make_pm(session, password=None))
+    inbox = (await client.get("/admin/feedback")).text
+    row = re.search(r"Night shifts lose an hour\.(?:</bdi>)?</a></strong>(.*?)</td>", inbox, re.DOTALL)
+    assert row and "Vote withdrawn" in row.group(1) and "Voted" not in row.group(1)
+    person = (await client.get(f"/admin/people/{customer.id}")).text
+    assert re.search(r"Night shifts lose an hour\.(?:</bdi>)?</a>\s*<span class=\"badge\">Reason with a vote</span>\s*"
+                     r"<span class=\"badge\">Vote withdrawn</span>", person)
+
+    # Voting again with an empty box: the reason comes back with the vote, and nothing says withdrawn.
+    client.cookies.clear()
+    sign_in(client, session, customer)
+    await _page_vote(client, item, "important", "")
+    page = (await client.get(item.path)).text
+    assert "Your reason · only the product team reads it Night shifts lose an hour." in widget_text(page, item.public_id)
+    me = (await client.get("/me")).text
+    assert "(vote withdrawn)" not in me and "Delete this reason" in me
+    # With text after a withdrawal: the text replaces it (still one reason).
+    await post_form(client, f"/items/{item.public_id}/unvote", {"next": item.path, "widget": "page"}, page=item.path)
+    await _page_vote(client, item, "important", "Two hours now.")
+    assert _reasons(session, item) == ["Two hours now."]
+
+    # Deleted from /me: gone for the team too; the vote stays.
+    reason = session.scalar(select(Feedback).where(Feedback.item_id == item.id))
+    assert reason is not None
+    reason_id = reason.id
+    done = await post_form(client, f"/me/reasons/{reason_id}/delete", page="/me")
+    assert done.status_code == 303
+    me = (await client.get("/me")).text
+    assert "Your reason is deleted." in me and "Two hours now." not in me
+    assert _reasons(session, item) == []
+    assert session.scalar(select(func.count()).select_from(Vote).where(Vote.item_id == item.id,
+                                                                       Vote.user_id == customer.id)) == 1
+
+
+async def test_only_the_author_can_delete_a_reason_and_only_with_the_token(client, session):
+    item, ann = make_item(session), make_user(session, password=None)
+    sign_in(client, session, ann)
+    await _page_vote(client, item, "important", "Audits every month.")
+    reason = session.scalar(select(Feedback).where(Feedback.item_id == item.id))
+    assert reason is not None
+    reason_id = reason.id
+    assert (await client.post(f"/me/reasons/{reason_id}/delete")).status_code == 403  # no CSRF token
+    client.cookies.clear()
+    sign_in(client, session, make_user(session, password=None))
+    assert (await post_form(client, f"/me/reasons/{reason_id}/delete", page="/me")).status_code == 404
+    assert (await post_form(client, "/me/reasons/99999999999/delete", page="/me")).status_code == 404
+    assert _reasons(session, item) == ["Audits every month."]
 
 
 async def test_the_reason_box_counts_instead_of_cutting_a_long_paste(client, session):
