@@ -250,6 +250,13 @@ class TestNewPasswords:
         assert long not in response.text
 
 
+class TestPasswordSignIn:
+    def test_the_address_is_normalised_and_the_password_taken_as_typed(self) -> None:
+        data = accounts.PasswordSignIn.model_validate({"email": " Ann@Example.COM ", "password": " pass word ",
+                                                       "next": "/roadmap"})
+        assert (data.email, data.password, data.next) == ("ann@example.com", " pass word ", "/roadmap")
+
+
 class TestTaxonomy:
     """ProductCreate/Update, StageCreate/Update, TagCreate/Update."""
 

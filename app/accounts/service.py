@@ -47,6 +47,15 @@ def check_password_strength(password: str, *, field: str = "password") -> None:
         raise FormInvalid({field: "That password is too long (1024 characters at most)."})
 
 
+class PasswordSignIn(FormModel):
+    """The password sign-in form (/login). No message per field: a wrong or unknown address, or a wrong password,
+    gets the one LOGIN_FAILED answer, so nobody learns which accounts exist. The password is taken as typed."""
+
+    email: Annotated[str, AfterValidator(normalise_email)] = ""
+    password: str = ""
+    next: str = ""
+
+
 _DIFFERENT = object()  # what confirm_password becomes when it is not the password typed above it
 
 

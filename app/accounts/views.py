@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import User
-from app.addresses import normalise_email
 from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.forms import read_values
 from app.portal import service as portal
@@ -88,7 +87,8 @@ async def login(
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     settings = request.app.state.settings
-    address, ip = normalise_email(email), client_ip(request)
+    data = read_values(accounts.PasswordSignIn, {"email": email, "password": password, "next": next}).valid()
+    address, password, ip = data.email, data.password, client_ip(request)
     # Per address *and* network, plus per network: someone guessing a staff member's password from one place
     # cannot lock them out from everywhere else (a per-address limit alone would).
     request.app.state.limiter.hit(settings.login_ip_rate_limit, f"login:ip:{ip}")
