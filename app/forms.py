@@ -81,6 +81,17 @@ def _as_text(value: Any) -> Any:
 TOO_LONG = "Keep it to {limit:,} characters (it has {length:,})."
 
 
+def plain_message(error: Mapping[str, Any]) -> str:
+    """A sentence for an error pydantic raised on its own (a route's `Form(max_length=...)`, say), in the words
+    of the rules above where there is one; pydantic's text otherwise."""
+    context = error.get("ctx") or {}
+    if error.get("type") == "string_too_long" and isinstance(context.get("max_length"), int):
+        value = error.get("input")
+        length = len(value) if isinstance(value, str) else context["max_length"] + 1
+        return TOO_LONG.format(limit=context["max_length"], length=length)
+    return str(error.get("msg", ""))
+
+
 def text(limit: int, *, required: str = "", one_line: str = "", collapse: bool = False, newlines: bool = False,
          too_long: str = TOO_LONG) -> Any:
     """Typed text: stripped (or, with `collapse`, every run of spaces made one), at most `limit` characters.

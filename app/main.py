@@ -27,6 +27,7 @@ from app.deps import enforce_private_mode
 from app.discussion import views as discussion_views
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.feedback import views as feedback_views
+from app.forms import plain_message
 from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
 from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
@@ -86,7 +87,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        fields = {".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]): e["msg"] for e in exc.errors()}
+        fields = {".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]): plain_message(e) for e in exc.errors()}
         detail = "; ".join(f"{k}: {v}" for k, v in fields.items())
         return _error_response(request, 422, "Please check the request", detail, "invalid", extra={"fields": fields})
 

@@ -240,6 +240,19 @@ async def test_organisation_and_people_ids_that_are_not_ascii_digits_are_explain
     assert "Choose an organisation" in (await client.get(moved.headers["location"])).text
 
 
+async def test_an_oversized_organisation_id_gets_a_sentence_not_pydantics_words(client, session):
+    sign_in(client, session, make_admin(session))
+    person = make_user(session)
+    moved = await post_form(client, f"/admin/people/{person.id}/organisation", {"organisation_id": "1" * 40},
+                            page="/admin/people")
+    assert moved.status_code == 303
+    assert "Choose an organisation" in (await client.get(moved.headers["location"])).text
+    huge = await post_form(client, f"/admin/people/{person.id}/organisation", {"organisation_id": "1" * 2500},
+                           page="/admin/people")
+    assert huge.status_code == 422 and "Keep it to 2,000 characters (it has 2,500)." in huge.text
+    assert "String should have" not in huge.text
+
+
 @pytest.mark.parametrize("page", ["1_0", "+2", "2.0", " 1", "1 ", "٢", "²", "0x1", "1e1"])
 async def test_integer_query_parameters_take_ascii_digits_only(client, session, page):
     make_item(session)

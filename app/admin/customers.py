@@ -163,7 +163,7 @@ async def person_page(request: Request, session: DbSession, user_id: int) -> Res
 
 @router.post("/people/{user_id:int}/organisation", response_class=HTMLResponse)
 async def move_person(request: Request, session: DbSession, user: StaffUser, user_id: int,
-                      organisation_id: Annotated[str, Form(max_length=20)] = "",
+                      organisation_id: Annotated[str, Form(max_length=2000)] = "",  # refused below
                       return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
     person = organisations.get_customer(session, user_id)
     back = _admin_path(return_to, f"/admin/people/{person.id}")
