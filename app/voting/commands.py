@@ -139,6 +139,8 @@ def vote(session: Session, *, viewer: Viewer, public_id: str, form: Submitted[Vo
     if reason is not None:
         saved = feedback.save_reason(session, item=item, author=user, body=reason)
         change, text = saved.change, saved.text
+        if result.created and change == "updated":
+            change = "added"  # a withdrawn vote's reason, replaced by what the new vote's empty box was given
     elif with_reason:
         text = feedback.reason_of(session, item=item, author=user)
     state = voting.state_after(session, viewer=viewer, item=item, mine=result.importance, count=result.count,

@@ -206,6 +206,7 @@ async def test_a_withdrawn_votes_reason_is_marked_so_everywhere_and_can_be_delet
     # With text after a withdrawal: the text replaces it (still one reason).
     await post_form(client, f"/items/{item.public_id}/unvote", {"next": item.path, "widget": "page"}, page=item.path)
     await _page_vote(client, item, "important", "Two hours now.")
+    assert "Your vote is counted: Important. Thank you for telling us why." in (await client.get(item.path)).text
     assert _reasons(session, item) == ["Two hours now."]
 
     # Deleted from /me: gone for the team too; the vote stays.
