@@ -343,6 +343,8 @@ class DbSessionMiddleware:
             await self.app(scope, receive, send)
             return
         write = scope["method"] not in ("GET", "HEAD", "OPTIONS") or scope["path"].startswith(self.write_get_prefixes)
+        if write and _is_form(scope):
+            receive = await _body_first(receive)
         database = self.database_getter()
         started = time.monotonic()
         pause = getattr(database, "lock_wait_slice", None)
@@ -421,6 +423,46 @@ class DbSessionMiddleware:
                 # client does not wait for this, and it runs only if the commit above succeeded.
                 await holder.run_after_commit()
         return again
+
+
+_FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+def _is_form(scope: dict[str, Any]) -> bool:
+    content_type = next((v for k, v in scope.get("headers") or () if k == b"content-type"), b"")
+    return content_type.split(b";", 1)[0].strip().lower() in _FORM_TYPES
+
+
+async def _body_first(receive: Any) -> Any:
+    """A form's whole body, read before the request's first statement; a `receive` that hands it back.
+
+    On SQLite a write request's first statement (looking up who is signed in) takes the database's only write
+    lock. A route that awaited the rest of its form after that would hold the lock while the client sends,
+    and every other writer of this worker's event loop would block on it. The body is bounded by the body cap
+    around the app (`BodyLimitMiddleware`), and an error reading it (the cap's 413, say) is raised where the
+    app reads the body, so the app's handlers answer it as before."""
+    messages: list[dict[str, Any]] = []
+    failure: BaseException | None = None
+    try:
+        while True:
+            message: dict[str, Any] = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+    except Exception as exc:  # handed to the app where it reads the body
+        failure = exc
+
+    async def replay() -> dict[str, Any]:
+        nonlocal failure
+        if messages:
+            return messages.pop(0)
+        if failure is not None:
+            raised, failure = failure, None
+            raise raised
+        message: dict[str, Any] = await receive()
+        return message
+
+    return replay
 
 
 class _Replay:

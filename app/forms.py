@@ -11,11 +11,11 @@ product still exist?) stay in the services, which take the validated model.
 
 A route reads the request with `await read_form(request, Model)`: it gets the values as typed (to show
 the form again as it was sent) and either the model or the messages, and re-renders the page with HTTP
-422 itself. A route whose dependencies touch the database before it runs (the viewer, on a write request)
-takes the fields as FastAPI form parameters instead and hands them to `read_values(Model, {...})`: FastAPI
-reads those before the dependencies, and on SQLite a write request holds the database's write lock from
-its first statement, so it must not then wait for the client's body (the vote route timed out under
-concurrent votes that way). FastAPI's own form models (`Annotated[Model, Form()]`) are not used for this: they refuse
+422 itself; `read_values(Model, {...})` does the same for values a route already has (FastAPI form
+parameters, or an API's JSON). Waiting for the body inside a route is safe: `DbSessionMiddleware` reads a
+write request's whole form body before the app runs, so on SQLite (where a write request holds the only
+write lock from its first statement) no request holds the lock while its client is still sending.
+FastAPI's own form models (`Annotated[Model, Form()]`) are not used for this: they refuse
 before the route runs, with a RequestValidationError, so nobody could show the form again.
 
 Pure pydantic plus `app.parsing`; no web framework is imported here, so services can take these models.

@@ -420,3 +420,55 @@ class TestVotesWaitingOnAHeldLockWithOneWorker:
         assert [response.status_code for response, _ in results] == [200] * VOTERS, [r.text for r, _ in results]
         assert all(response.json()["my_vote"] == "important" for response, _ in results)
         assert _written(locks_database, item_id) == (VOTERS, VOTERS, VOTERS, 0)
+
+
+@pytest.mark.anyio
+class TestFormBodyBeforeTheDatabase:
+    """A write request's form body is read in full before the app runs: on SQLite the request's first
+    statement takes the write lock, and a route still awaiting its body then would hold it while the client
+    sends (every other writer of the worker's event loop blocked behind it)."""
+
+    @staticmethod
+    async def run(method: str, content_type: bytes, chunks: list[bytes]) -> tuple[int, bytes]:
+        """Calls DbSessionMiddleware around an app that notes how many of the client's chunks had arrived
+        when it started, then reads the body as a route would."""
+        sent = 0
+
+        async def client_receive() -> dict[str, object]:
+            nonlocal sent
+            sent += 1
+            if sent <= len(chunks):
+                return {"type": "http.request", "body": chunks[sent - 1], "more_body": sent < len(chunks)}
+            return {"type": "http.disconnect"}
+
+        seen: dict[str, object] = {}
+
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            seen["arrived"] = sent
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    break
+            seen["body"] = body
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            pass
+
+        middleware = DbSessionMiddleware(app, database_getter=lambda: object())
+        scope = {"type": "http", "method": method, "path": "/ideas", "headers": [(b"content-type", content_type)]}
+        await middleware(scope, client_receive, send)
+        return seen["arrived"], seen["body"]  # type: ignore[return-value]
+
+    @pytest.mark.parametrize("content_type", [b"application/x-www-form-urlencoded",
+                                              b"multipart/form-data; boundary=x"])
+    async def test_a_posted_form_is_in_before_the_app_runs(self, content_type: bytes) -> None:
+        arrived, body = await self.run("POST", content_type, [b"title=Dark", b"+mode", b"&x=1"])
+        assert arrived == 3 and body == b"title=Dark+mode&x=1"
+
+    async def test_other_bodies_are_left_to_stream(self) -> None:
+        arrived, body = await self.run("POST", b"application/octet-stream", [b"a", b"b"])
+        assert arrived == 0 and body == b"ab"
