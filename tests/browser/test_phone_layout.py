@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from app.accounts.models import Role
+from app.feedback import service as feedback
 from tests.factories import make_item, make_tag
 from tests.feedback.helpers import make_customer, make_idea, make_organisation
 from tests.helpers.browser import STAFF_PASSWORD, Portal, axe_check, screenshot
@@ -176,6 +177,9 @@ def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_
         dana = make_customer(session, make_organisation(session, "Harbour Health Clinics"), display_name="Dana Scully",
                              email="dana.scully@harbourhealthclinics.example")
         make_idea(session, dana, title="Export approved hours to Sage Payroll", body="Every Friday by hand.")
+        wanted = make_item(session, title="Shift swaps")
+        feedback.add_reason(session, item=wanted, author=dana, body="Nurses swap shifts daily")
+        wanted_id = wanted.public_id
     for scheme in ("light", "dark"):
         for viewport in (PHONE, LAPTOP):
             pm = open_context(viewport=viewport, color_scheme=scheme).new_page()
@@ -203,3 +207,28 @@ def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_
                 assert cells.nth(2).evaluate("el => getComputedStyle(el, '::before').content") == '"Source: "'
                 screenshot(pm, f"inbox-phone-{scheme}")
             axe_check(pm, f"the inbox at {viewport['width']} px ({scheme})")
+
+            # Record a vote: an address breaks only after its "@", and the notes heading keeps its distance.
+            pm.goto(f"/admin/items/{wanted_id}/capture?customer_q=dana")
+            email = pm.locator(".person-choice-email").first
+            expect(email).to_have_text("dana.scully@harbourhealthclinics.example")
+            # The line each character sits on, as "local@" and "domain" parts: each part on one line.
+            parts = email.evaluate("""el => {
+              const lines = [];
+              for (const node of el.childNodes) {
+                if (node.nodeType !== Node.TEXT_NODE) continue;
+                const range = document.createRange();
+                for (let i = 0; i < node.length; i++) {
+                  range.setStart(node, i); range.setEnd(node, i + 1);
+                  lines.push(Math.round(range.getBoundingClientRect().top));
+                }
+              }
+              const at = el.textContent.indexOf("@") + 1;
+              return [new Set(lines.slice(0, at)).size, new Set(lines.slice(at)).size];
+            }""")
+            assert parts == [1, 1], f"the address breaks mid-word: {parts} lines for its two parts"
+            button = pm.get_by_role("button", name="Record the vote").bounding_box()
+            heading = pm.get_by_role("heading", name="Private feedback on this item").bounding_box()
+            assert button is not None and heading is not None
+            gap = heading["y"] - (button["y"] + button["height"])
+            assert gap >= 16, f"the notes heading is {gap:.0f} px below the button"
