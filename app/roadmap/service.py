@@ -24,7 +24,6 @@ from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.forms import FormModel, checkbox, choice, refuse, text, whole_number
 from app.organisations.models import Segment
-from app.parsing import parse_int
 from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap.models import (
@@ -378,17 +377,14 @@ class ItemCreate(FormModel):
                                              empty=Visibility.public)] = Visibility.public
     tags: tuple[Annotated[int, whole_number(_TAG_GONE)], ...] = ()
     # Segments only mean something for `customers` items; for any other visibility they are dropped.
-    segments: tuple[int, ...] = ()
+    # The rule is in the annotation, so a refused form's other checks (`Submitted.resolve`, which validates
+    # each field on its own) never look up an id no column holds.
+    segments: tuple[Annotated[int, whole_number(_SEGMENT_GONE)], ...] = ()
 
     @field_validator("segments", mode="before")
     @classmethod
-    def _segments(cls, value: Any, info: ValidationInfo) -> tuple[int, ...]:
-        if info.data.get("visibility") is not Visibility.customers:
-            return ()
-        numbers = [parse_int(v, minimum=1) for v in value or ()]
-        if None in numbers:
-            raise refuse(_SEGMENT_GONE)
-        return tuple(n for n in numbers if n is not None)
+    def _segments(cls, value: Any, info: ValidationInfo) -> Any:
+        return value if info.data.get("visibility") is Visibility.customers else ()
 
     @property
     def target(self) -> tuple[Timeframe, int | None, int | None]:
@@ -726,23 +722,23 @@ def delete_tag(session: Session, *, tag: Tag, actor: User) -> None:
 def count_items_per_product(session: Session) -> dict[int, int]:
     """Items (drafts included) of each product: a product in use cannot be deleted."""
     rows = session.execute(select(Item.product_id, func.count()).group_by(Item.product_id))
-    return dict(rows.tuples().all())
+    return dict(rows.all())  # rows of two columns
 
 
 def count_items_per_stage(session: Session) -> dict[int, int]:
     rows = session.execute(select(Item.stage_id, func.count()).group_by(Item.stage_id))
-    return dict(rows.tuples().all())
+    return dict(rows.all())  # rows of two columns
 
 
 def count_items_per_tag(session: Session) -> dict[int, int]:
     rows = session.execute(select(item_tags.c.tag_id, func.count()).group_by(item_tags.c.tag_id))
-    return dict(rows.tuples().all())
+    return dict(rows.all())  # rows of two columns
 
 
 def count_items_per_segment(session: Session) -> dict[int, int]:
     """Items limited to each segment (a limit only applies while the item is for customers)."""
     rows = session.execute(select(item_segments.c.segment_id, func.count()).group_by(item_segments.c.segment_id))
-    return dict(rows.tuples().all())
+    return dict(rows.all())  # rows of two columns
 
 
 def list_items_limited_only_to(session: Session, *, segment: Segment) -> list[Item]:

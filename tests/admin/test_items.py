@@ -356,3 +356,18 @@ class TestSimilarItemsHint:
     async def test_customers_cannot_ask(self, client, session):
         sign_in(client, session, make_user(session))
         assert (await client.get("/admin/items/similar", params={"q": "payroll"})).status_code == 404
+
+
+@pytest.mark.parametrize("segment", ["99999999999", "0", "abc"])
+async def test_a_refused_edit_with_a_segment_id_no_column_holds_names_the_fields(client, session, pm, segment):
+    """A refused form still checks its other fields against the database: a segment id out of range is
+    refused by its own rule even when the visibility it depends on is refused, never looked up (PostgreSQL's
+    integer would overflow: a 500)."""
+    product = make_product(session)
+    item = make_item(session, title="Dark mode", product=product)
+    form = item_form(product, stage(session, "planned"), title="", visibility="everyone!")
+    response = await client.post(f"/admin/items/{item.public_id}",
+                                 data={**form, "segments": segment, "csrf_token": await csrf_token(client,
+                                       f"/admin/items/{item.public_id}")})
+    assert response.status_code == 422
+    assert "A title is required." in response.text and "Choose who can see the item." in response.text
