@@ -40,7 +40,7 @@ class AuditAction(StrEnum):
     user_updated = "user.updated"
     user_deleted = "user.deleted"
     user_moved = "user.moved"
-    user_password_changed = "user.password_changed"
+    user_password_changed = "user.password_changed"  # nosec B105 # an audit action name, not a password
     user_role_mapped = "user.role_mapped"
     user_placeholder_created = "user.placeholder_created"
     invitation_created = "invitation.created"
