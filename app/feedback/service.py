@@ -20,9 +20,8 @@ from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, ValidationInfo, field_validator
-from sqlalchemy import Select, and_, func, inspect, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
@@ -857,8 +856,9 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
     One vote per person per item: if they already voted, the higher importance wins. The vote and the
     note keep who captured them and from where.
     """
-    if "stage" not in inspect(item).dict:
-        set_committed_value(item, "stage", session.get(Stage, item.stage_id))
+    # Every rule on the item's row as it is once locked, as app/voting/commands.py checks a person's own vote:
+    # the page was read before, and a stage move (released, declined) or a merge may have committed since.
+    item = voting.lock_item_again(session, item)
     if not takes_votes(item):
         raise Conflict(f"{item.voting_closed_reason()}. This item takes no votes.")
     if data.customer is not None:

@@ -359,6 +359,18 @@ def get_item_to_vote(session: Session, viewer: Viewer, public_id: str) -> Item:
     return item
 
 
+def lock_item_again(session: Session, item: Item) -> Item:
+    """`item` read again with its row locked (as get_item_to_vote locks it) and its stage and merge as they are
+    now: for a caller that looked the item up before (staff recording a vote for a customer), so that a stage
+    move or a merge committed meanwhile is seen before the rules are checked. NotFound when it is gone."""
+    locked = session.scalar(select(Item).where(Item.id == item.id).options(*_VOTE_LOAD)
+                            .with_for_update(of=Item, key_share=True).execution_options(populate_existing=True))
+    if locked is None:
+        raise NotFound()
+    roadmap.mark_locked(session, locked)
+    return locked
+
+
 def require_voter(viewer: Viewer) -> User:
     if viewer.user is None:
         raise NotAuthenticated("Please sign in to vote.")

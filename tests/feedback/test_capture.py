@@ -3,13 +3,17 @@ the customer's when a placeholder contact signs in, and can be withdrawn by the 
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, update
 
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind, User
 from app.audit.models import AuditEvent
+from app.errors import Conflict
 from app.feedback import service as feedback
 from app.feedback.models import Feedback, FeedbackKind
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Vote
 from tests.factories import make_item, make_pm, make_user, stage
@@ -238,3 +242,52 @@ async def test_the_customer_search_says_how_many_it_shows_of_how_many_match(clie
 
     one = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana07"})
     assert "1 customer matches “dana07”." in one.text and "shown —" not in one.text
+
+
+class TestClosedMeanwhile:
+    """The capture form was read with the item open; by the time the vote is written another transaction has
+    released, declined or merged it. The rules are checked on the item's row once it is locked, as a person's
+    own vote is (app/voting/commands.py), so the vote is refused and nothing is written."""
+
+    @staticmethod
+    def _changed_by_another_transaction(session, item, **values):  # type: ignore[no-untyped-def]
+        # Straight to the row, past the session's copy of the item: what this session holds is what it read
+        # before the other transaction committed.
+        session.connection().execute(update(Item.__table__).where(Item.__table__.c.id == item.id).values(**values))
+
+    async def test_a_vote_captured_on_an_item_closed_meanwhile_is_refused(self, client, session):
+        for slug, reason in (("released", "Released — voting is closed"), ("declined", "Declined — voting is closed")):
+            owner, pm = make_user(session), make_pm(session)
+            item = roadmap.get_item_for_staff(session, make_item(session, title=f"Closing {slug}").public_id)
+            data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "3",
+                                                         "source": "call", "note": "They asked twice."})
+            assert item.stage.slug == "planned"  # as the capture page read it
+            self._changed_by_another_transaction(session, item, stage_id=stage(session, slug).id)
+            with pytest.raises(Conflict) as refused:
+                feedback.capture_vote(session, item=item, data=data, actor=pm)
+            assert refused.value.detail == f"{reason}. This item takes no votes."
+            assert _votes(session, item) == []
+            assert session.scalar(select(func.count()).select_from(Feedback).where(Feedback.item_id == item.id)) == 0
+
+    async def test_a_vote_captured_on_an_item_merged_meanwhile_is_refused(self, client, session):
+        owner, pm = make_user(session), make_pm(session)
+        item, target = make_item(session, title="Merged away"), make_item(session, title="Kept")
+        data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "2", "source": "call"})
+        self._changed_by_another_transaction(session, item, merged_into_id=target.id)
+        with pytest.raises(Conflict) as refused:
+            feedback.capture_vote(session, item=item, data=data, actor=pm)
+        assert refused.value.detail == "Merged into another item — voting is closed. This item takes no votes."
+        assert _votes(session, item) == _votes(session, target) == []
+
+    async def test_the_capture_form_says_so_and_keeps_what_was_typed(self, client, session):
+        owner, pm = make_user(session, display_name="Dana Customer"), make_pm(session)
+        item = make_item(session, title="Shift swaps")
+        sign_in(client, session, pm)
+        await client.get(f"/admin/items/{item.public_id}/capture")
+        item.stage_id = stage(session, "released").id
+        session.flush()
+        response = await _capture(client, item, customer=str(owner.id), note="Needs it for the night shift.")
+        assert response.status_code == 409
+        assert "Released — voting is closed. This item takes no votes." in response.text
+        assert "Needs it for the night shift." in response.text
+        assert _votes(session, item) == []
