@@ -3,8 +3,8 @@ a person sees next to each field.
 
 A form model (`class IdeaCreate(FormModel)`, next to the service that takes it) says what each field may
 hold with the rules below: `text(...)` for typed text, `whole_number(...)` for ids and numbers,
-`choice(...)` for a value picked from a list, `checkbox()` for a tick, `values_in_text(...)` for several
-values typed in one box; a model's own validators raise `refuse(message)`. Each rule carries the sentence
+`decimal_number(...)` for amounts such as weights, `choice(...)` for a value picked from a list, `checkbox()`
+for a tick, `values_in_text(...)` for several values typed in one box; a model's own validators raise `refuse(message)`. Each rule carries the sentence
 shown when it is broken; a pydantic refusal that no rule words (a file sent where text belongs) gets the
 model's `messages` entry or a plain sentence from `_FALLBACK`. Checks that need the database (does this
 product still exist?) stay in the services, which take the validated model.
@@ -23,8 +23,10 @@ Pure pydantic plus `app.parsing`; no web framework is imported here, so services
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
@@ -132,6 +134,41 @@ def whole_number(message: str, *, minimum: int = 1, maximum: int = INT32_MAX, re
             return None
         number = parse_int(value, minimum=minimum, maximum=maximum)
         if number is None:
+            raise refuse(message)
+        return number
+
+    return BeforeValidator(check)
+
+
+def decimal_number(message: str, *, minimum: Decimal, maximum: Decimal, places: int, required: bool = True,
+                   thousands: bool = False, suffix: str = "") -> Any:
+    """A number typed with a decimal point (2, 1.5, 0.25) within [minimum, maximum] and at most `places`
+    digits after the point; anything else (words, NaN, 1e3's like) gets `message`.
+
+    Nothing typed is None when not `required`. With `thousands`, commas are read as thousands separators
+    (100,000); a `suffix` people may type after the number ("%") is allowed and dropped.
+    """
+
+    def check(value: Any) -> Decimal | None:
+        if isinstance(value, Decimal):
+            return value
+        if not isinstance(value, str):
+            raise refuse(message)
+        raw = clean_text(value).strip()
+        if suffix:
+            raw = raw.removesuffix(suffix).strip()
+        if thousands:
+            raw = raw.replace(",", "")
+        if not raw:
+            if required:
+                raise refuse(message)
+            return None
+        if len(raw) > 40 or not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", raw):
+            raise refuse(message)
+        number = Decimal(raw)
+        exponent = number.as_tuple().exponent
+        decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+        if not minimum <= number <= maximum or decimals > places:
             raise refuse(message)
         return number
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -19,12 +19,11 @@ from app import csvexport
 from app.db import utcnow
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser
 from app.desk import service as desk
-from app.errors import FormInvalid
+from app.forms import read_form
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 
-Number = Annotated[str, Form(max_length=40)]
 # The demand page lists this many people, heaviest first; its CSV has everyone.
 PEOPLE_SHOWN = 200
 
@@ -170,14 +169,12 @@ async def item_demand(request: Request, session: DbSession, public_id: str) -> R
 
 
 @router.post("/desk/items/{public_id}/rice", response_class=HTMLResponse)
-async def save_rice(request: Request, session: DbSession, user: StaffUser, public_id: str,
-                    rice_confidence: Number = "", effort: Number = "") -> Response:
+async def save_rice(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
     item = desk.get_item(session, public_id)
-    try:
-        confidence, effort_value = desk.parse_rice(confidence=rice_confidence, effort=effort)
-    except FormInvalid as exc:
-        return _demand_page(request, session, public_id, status_code=422, errors=exc.errors,
-                            form={"rice_confidence": rice_confidence, "effort": effort})
+    form = await read_form(request, desk.RiceUpdate)
+    if form.data is None:
+        return _demand_page(request, session, public_id, status_code=422, errors=form.errors, form=form.typed)
+    confidence, effort_value = form.data.rice_confidence, form.data.effort
     changed = desk.set_rice(session, item=item, confidence=confidence, effort=effort_value, actor=user)
     target = f"/admin/desk/items/{item.public_id}"
     if not changed:
@@ -233,15 +230,11 @@ async def weights_form(request: Request, session: DbSession, admin: AdminUser) -
 
 
 @router.post("/desk/weights", response_class=HTMLResponse)
-async def save_weights(request: Request, session: DbSession, admin: AdminUser, nice_to_have: Number = "",
-                       important: Number = "", critical: Number = "", revenue_mode: Number = "",
-                       revenue_unit: Number = "", revenue_cap: Number = "") -> Response:
-    typed = {"nice_to_have": nice_to_have, "important": important, "critical": critical,
-             "revenue_mode": revenue_mode, "revenue_unit": revenue_unit, "revenue_cap": revenue_cap}
-    try:
-        weights = desk.parse_weights(typed)
-    except FormInvalid as exc:
-        return _weights_page(request, session, status_code=422, errors=exc.errors, form=typed)
+async def save_weights(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    form = await read_form(request, desk.WeightsUpdate)
+    if form.data is None:
+        return _weights_page(request, session, status_code=422, errors=form.errors, form=form.typed)
+    weights = form.data.weights()
     if not desk.update_weights(session, actor=admin, weights=weights):
         return redirect(request, "/admin/desk/weights", flash="Nothing changed.", kind="info")
     return redirect(request, "/admin/desk", flash="Weights saved: the desk is ranked with them now.")

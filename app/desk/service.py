@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import Float, and_, case, cast, func, literal, null, select
 from sqlalchemy.orm import Session, aliased
@@ -46,8 +46,9 @@ from app.accounts.models import User
 from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.db import utcnow
-from app.errors import FormInvalid, NotFound
+from app.errors import NotFound
 from app.feedback.models import Feedback
+from app.forms import FormModel, choice, decimal_number
 from app.organisations.models import Organisation, Segment
 from app.parsing import parse_int
 from app.portal.models import PortalSetting
@@ -142,44 +143,31 @@ def _weights_from(value: Mapping[str, Any]) -> Weights:
     )
 
 
-def _places(value: Decimal) -> int:
-    """Digits after the decimal point (a finite value)."""
-    exponent = value.as_tuple().exponent
-    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+_DEFAULTS = Weights()
+WEIGHT_MESSAGE = "A number from 0 to 1000, with at most three decimals, such as 2 or 1.5."
 
 
-def parse_weights(form: Mapping[str, str]) -> Weights:
-    """Validate the weights form; FormInvalid names each field to fix (the page keeps what was typed)."""
-    errors: dict[str, str] = {}
+def _weight() -> Any:
+    return decimal_number(WEIGHT_MESSAGE, minimum=Decimal(0), maximum=Decimal(1000), places=3, thousands=True)
 
-    def number(name: str, *, low: Decimal, high: Decimal, message: str) -> Decimal:
-        raw = (form.get(name) or "").strip().replace(",", "")
-        try:
-            value = Decimal(raw)
-        except InvalidOperation:
-            errors[name] = message
-            return Decimal(0)
-        if not value.is_finite() or not low <= value <= high or _places(value) > 3:
-            errors[name] = message
-        return value
 
-    weight_message = "A number from 0 to 1000, with at most three decimals, such as 2 or 1.5."
-    nice = number("nice_to_have", low=Decimal(0), high=Decimal(1000), message=weight_message)
-    important = number("important", low=Decimal(0), high=Decimal(1000), message=weight_message)
-    critical = number("critical", low=Decimal(0), high=Decimal(1000), message=weight_message)
-    try:
-        mode = RevenueMode(form.get("revenue_mode") or "")
-    except ValueError:
-        errors["revenue_mode"] = "Choose how revenue weighs votes."
-        mode = RevenueMode.off
-    unit = number("revenue_unit", low=Decimal(1), high=Decimal(10) ** 12,
-                  message="A revenue of at least 1, such as 100000.")
-    cap = number("revenue_cap", low=Decimal(1), high=Decimal(1000),
-                 message="A factor from 1 to 1000, such as 3.")
-    if errors:
-        raise FormInvalid(errors)
-    return Weights(nice_to_have=nice, important=important, critical=critical, revenue_mode=mode,
-                   revenue_unit=unit, revenue_cap=cap)
+class WeightsUpdate(FormModel):
+    """The weights form (admin): three importance weights and how revenue weighs votes."""
+
+    nice_to_have: Annotated[Decimal, _weight()] = _DEFAULTS.nice_to_have
+    important: Annotated[Decimal, _weight()] = _DEFAULTS.important
+    critical: Annotated[Decimal, _weight()] = _DEFAULTS.critical
+    revenue_mode: Annotated[RevenueMode, choice(RevenueMode, "Choose how revenue weighs votes.")] = RevenueMode.off
+    revenue_unit: Annotated[Decimal, decimal_number("A revenue of at least 1, such as 100000.", minimum=Decimal(1),
+                                                    maximum=Decimal(10) ** 12, places=3,
+                                                    thousands=True)] = _DEFAULTS.revenue_unit
+    revenue_cap: Annotated[Decimal, decimal_number("A factor from 1 to 1000, such as 3.", minimum=Decimal(1),
+                                                   maximum=Decimal(1000), places=3,
+                                                   thousands=True)] = _DEFAULTS.revenue_cap
+
+    def weights(self) -> Weights:
+        return Weights(nice_to_have=self.nice_to_have, important=self.important, critical=self.critical,
+                       revenue_mode=self.revenue_mode, revenue_unit=self.revenue_unit, revenue_cap=self.revenue_cap)
 
 
 def update_weights(session: Session, *, actor: User, weights: Weights) -> bool:
@@ -694,25 +682,16 @@ def item_demand(session: Session, *, item: Item, query: DeskQuery, weights: Weig
 # --- RICE inputs --------------------------------------------------------------------------------------------
 
 
-def parse_rice(*, confidence: str, effort: str) -> tuple[int | None, Decimal | None]:
-    errors: dict[str, str] = {}
-    confidence_value: int | None = None
-    if confidence.strip():
-        confidence_value = parse_int(confidence.strip().removesuffix("%").strip(), minimum=1, maximum=100)
-        if confidence_value is None:
-            errors["rice_confidence"] = "A whole percentage from 1 to 100, such as 80 (or leave it empty)."
-    effort_value: Decimal | None = None
-    if effort.strip():
-        try:
-            effort_value = Decimal(effort.strip())
-        except InvalidOperation:
-            effort_value = None
-        if (effort_value is None or not effort_value.is_finite() or not Decimal("0.01") <= effort_value <= Decimal(9999)
-                or _places(effort_value) > 2):
-            errors["effort"] = "Person-months from 0.01 to 9999, such as 2 or 0.5 (or leave it empty)."
-    if errors:
-        raise FormInvalid(errors)
-    return confidence_value, effort_value
+class RiceUpdate(FormModel):
+    """A PM's RICE inputs for an item: confidence in whole percent ("80" or "80%"), effort in person-months;
+    either may be left empty (no estimate)."""
+
+    rice_confidence: Annotated[int | None, decimal_number(
+        "A whole percentage from 1 to 100, such as 80 (or leave it empty).", minimum=Decimal(1), maximum=Decimal(100),
+        places=0, required=False, suffix="%")] = None
+    effort: Annotated[Decimal | None, decimal_number(
+        "Person-months from 0.01 to 9999, such as 2 or 0.5 (or leave it empty).", minimum=Decimal("0.01"),
+        maximum=Decimal(9999), places=2, required=False)] = None
 
 
 def set_rice(session: Session, *, item: Item, confidence: int | None, effort: Decimal | None, actor: User) -> bool:
