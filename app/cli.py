@@ -1,13 +1,15 @@
-"""The `ahead` command: serve, migrate, seed, create-admin, reset-password, reconcile."""
+"""The `ahead` command: serve, worker, outbox, migrate, seed, create-admin, reset-password, reconcile."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
+import signal
 import sys
 
 import typer
 
-from app import revision
+from app import handlers, logs, revision
 from app import seed as seeding
 from app.accounts import passwords
 from app.accounts import service as accounts
@@ -16,6 +18,9 @@ from app.config import get_settings
 from app.db import Database
 from app.errors import AppError, FormInvalid
 from app.migrate import upgrade
+from app.outbox import service as outbox_service
+from app.outbox.models import JobState
+from app.outbox.worker import Worker
 from app.voting import service as voting
 
 cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False,
@@ -225,6 +230,66 @@ def reconcile(
         raise typer.Exit(3)
     if drifts:
         raise typer.Exit(1)
+
+
+@cli.command()
+def worker(
+    batch_size: int = typer.Option(None, min=1, max=5000, help="Jobs claimed at a time (default: OUTBOX_BATCH_SIZE)."),
+) -> None:
+    """Run an outbox delivery worker until stopped (Ctrl-C or SIGTERM finish the message in hand).
+
+    `ahead serve` runs one in each web process already (OUTBOX_WORKER); run more here or on other machines
+    against the same database. On PostgreSQL they share the work; on SQLite one is enough."""
+    logs.configure()
+    handlers.load()
+    settings = get_settings()
+    if batch_size:
+        settings = settings.model_copy(update={"outbox_batch_size": batch_size})
+    database = _database()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, stop.set)
+        await Worker(database, settings).run_forever(stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        database.dispose()
+
+
+@cli.command()
+def outbox(
+    retry: bool = typer.Option(False, "--retry", help="Put failed and dead jobs back in the queue, due now "
+                               "(with --id: only those)."),
+    job_id: list[int] | None = typer.Option(None, "--id", help="A job to retry (repeat for more)."),  # noqa: B008 # typer's way for a list
+    limit: int = typer.Option(20, min=1, max=1000, help="How many failed and waiting jobs to list."),
+) -> None:
+    """Show what the outbox holds: waiting, failed and dead jobs with the reason; --retry sends them again."""
+    database = _database()
+    try:
+        with database.transaction() as session:
+            if retry:
+                count = outbox_service.retry(session, job_ids=list(job_id) if job_id else None)
+                typer.echo(f"{count} job{'' if count == 1 else 's'} queued again.")
+                return
+            counts = outbox_service.counts(session)
+            typer.echo(f"Waiting: {counts.pending} ({counts.due} due now). Failed: {counts.failed}. "
+                       f"Dead: {counts.dead}. Done in the last 24 hours: {counts.done_last_day}.")
+            jobs = outbox_service.recent(session, states=(JobState.pending, JobState.failed, JobState.dead),
+                                         limit=limit)
+            for job in jobs:
+                to = f" to {job.payload.get('to')}" if job.kind == outbox_service.EMAIL_KIND else ""
+                when = (f"next attempt {job.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC" if job.state is JobState.pending
+                        else f"since {job.finished_at:%Y-%m-%d %H:%M:%S} UTC" if job.finished_at else "")
+                typer.echo(f"#{job.id} {job.state.value} {job.kind}{to} ({job.key}), {job.attempts} attempt(s), "
+                           f"{when}" + (f": {job.last_error}" if job.last_error else ""))
+            if counts.failed or counts.dead:
+                typer.echo("Send them again with `ahead outbox --retry` (or --retry --id N).")
+    finally:
+        database.dispose()
 
 
 def main() -> None:

@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     # or CIDRs (e.g. "127.0.0.1" for nginx on the same machine, "172.18.0.0/16" for a proxy container).
     # Empty: nobody's, the client is the address that connected.
     trusted_proxies: str = ""
+    # The outbox (app/outbox): every web process runs a delivery worker unless OUTBOX_WORKER is off (then run
+    # `ahead worker`, here or on another machine). A worker looks for due jobs every OUTBOX_POLL_SECONDS
+    # (a commit in its own process wakes it at once), claims up to OUTBOX_BATCH_SIZE at a time (one SMTP
+    # connection per batch) and holds them for OUTBOX_LEASE_SECONDS, renewed while it works; a worker that
+    # died leaves its jobs to the others once its lease has run out.
+    outbox_worker: bool = True
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
+    outbox_batch_size: int = Field(default=100, ge=1, le=5000)
+    outbox_lease_seconds: float = Field(default=120.0, ge=1, le=86400)
 
     _base_url_given: bool = PrivateAttr(default=False)
 

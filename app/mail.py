@@ -1,4 +1,5 @@
-"""Sending email: templates/email/<name>/{subject.txt,body.txt,body.html} through SMTP_URL.
+"""Email messages: rendered from templates/email/<name>/{subject.txt,body.txt,body.html}, sent through SMTP_URL
+by the outbox (app/outbox/mailer.py).
 
 Without SMTP_URL (development) the message is written to the log instead, so links in it can be
 followed from the console.
@@ -22,7 +23,7 @@ from app.web import templates
 log = logging.getLogger("ahead.mail")
 log.setLevel(logging.INFO)
 
-SMTP_TIMEOUT_SECONDS = 15
+SMTP_TIMEOUT_SECONDS = 15  # connecting, and each command of a conversation
 
 # The shared environment escapes everything; plain-text parts must not turn "&" into "&amp;".
 _text_env: Environment = templates.env.overlay(autoescape=False)
@@ -65,47 +66,34 @@ def render_email(*, template: str, context: dict[str, Any]) -> tuple[str, str, s
     return subject, text, html
 
 
-def build_message(settings: Settings, *, to: str, subject: str, text: str, html: str) -> EmailMessage:
+def mail_domain(settings: Settings) -> str:
+    """The domain of the Message-IDs this server makes (BASE_URL's host)."""
+    return urlsplit(settings.base_url).hostname or "localhost"
+
+
+def build_message(settings: Settings, *, to: str, subject: str, text: str, html: str, message_id: str | None = None,
+                  headers: dict[str, str] | None = None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=urlsplit(settings.base_url).hostname or "localhost")
+    message["Message-ID"] = message_id or make_msgid(domain=mail_domain(settings))
+    for name, value in (headers or {}).items():
+        if name.lower() in _OWN_HEADERS:
+            continue
+        message[name] = value
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
 
 
-async def send_email(settings: Settings, *, to: str, template: str, context: dict[str, Any]) -> bool:
-    """Render and send one email. Returns True when handed to SMTP, False when only logged.
+# Headers the message gets from the outbox itself; a job's own headers cannot replace them.
+_OWN_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "content-type", "mime-version",
+                          "content-transfer-encoding", "bcc", "cc", "sender", "reply-to"})
 
-    Raises MailError when the SMTP server cannot be reached or refuses the message; callers decide
-    what that means for the user (nothing they created should be lost because of it).
-    """
-    subject, text, html = render_email(template=template, context=context)
-    if not settings.smtp_url:
-        logs.configure()  # the message is the only copy of the link: it must reach the log
-        log.info("Email not sent (SMTP_URL is not set)\nTo: %s\nSubject: %s\n\n%s", to, subject, text)
-        return False
 
-    import aiosmtplib
-
-    target = parse_smtp_url(settings.smtp_url)
-    message = build_message(settings, to=to, subject=subject, text=text, html=html)
-    try:
-        await aiosmtplib.send(
-            message,
-            hostname=target.host,
-            port=target.port,
-            use_tls=target.use_tls,
-            username=target.username,
-            password=target.password,
-            timeout=SMTP_TIMEOUT_SECONDS,
-        )
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        log.warning("Email to %s (%s) could not be sent through %s:%s: %s", to, template, target.host,
-                    target.port, exc)
-        raise MailError(str(exc) or type(exc).__name__) from exc
-    log.info("Email sent to %s: %s", to, subject)
-    return True
+def log_instead(to: str, subject: str, text: str) -> None:
+    """Development without SMTP_URL: the message goes to the log (its links can be followed from there)."""
+    logs.configure()  # the message is the only copy of the link: it must reach the log
+    log.info("Email not sent (SMTP_URL is not set)\nTo: %s\nSubject: %s\n\n%s", to, subject, text)

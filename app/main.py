@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import health, logs, revision
+from app import handlers, health, logs, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
@@ -29,6 +31,7 @@ from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.feedback import views as feedback_views
 from app.forms import plain_message
 from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
+from app.outbox.worker import Worker
 from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.portal import views as portal_views
@@ -51,6 +54,9 @@ log = logging.getLogger("ahead")
 # POST routes that take a file (the branding logo): their bodies may reach MAX_UPLOAD_BYTES, others
 # MAX_BODY_BYTES.
 UPLOAD_PATHS = ("/admin/settings",)
+
+# Seconds a stopping web process gives its outbox worker to finish the message in hand.
+OUTBOX_STOP_SECONDS = 20.0
 
 
 def _wants_json(request: Request) -> bool:
@@ -136,9 +142,21 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # collector's sight, a full collection under load no longer walks it (fewer long pauses).
         gc.collect()
         gc.freeze()
-        yield
-        if owns_database:
-            database.dispose()
+        stop = asyncio.Event()
+        worker = None
+        if settings.outbox_worker:
+            # The delivery worker of this process (app/outbox/worker.py); woken at once by a commit here.
+            worker = asyncio.create_task(Worker(database, settings).run_forever(stop), name="outbox-worker")
+        try:
+            yield
+        finally:
+            if worker is not None:
+                stop.set()  # the message in hand is finished, the rest of its batch handed back
+                # Past the wait it is cancelled; the jobs it claimed go to another worker when their lease ends.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(worker, timeout=OUTBOX_STOP_SECONDS)
+            if owns_database:
+                database.dispose()
 
     app = FastAPI(
         title="Ahead",
@@ -153,6 +171,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     revision.track(database)
+    handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)
     app.state.cookies = cookies = Cookies.for_settings(settings)
     app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)

@@ -6,6 +6,7 @@ from app.db import Base
 from app.discussion.models import Comment, CommentReport
 from app.feedback.models import Feedback
 from app.organisations.models import Organisation, OrganisationDomain, Segment
+from app.outbox.models import OutboxJob
 from app.portal.models import PortalAsset, PortalSetting
 from app.revision import ContentRevision
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag, item_segments, item_tags
@@ -27,6 +28,7 @@ __all__ = [
     "Merge",
     "Organisation",
     "OrganisationDomain",
+    "OutboxJob",
     "PortalAsset",
     "PortalSetting",
     "Product",

@@ -5,6 +5,7 @@ transaction that is rolled back."""
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from app.main import create_app
 from app.portal import service as portal_service
 from tests.helpers.databases import connected, own_database
 from tests.helpers.http import bound_database
+from tests.helpers.outbox import remember_app
+
+# No outbox worker runs in the background of a test's app: a test delivers with tests.helpers.outbox.deliver,
+# or starts a worker itself.
+os.environ["OUTBOX_WORKER"] = "false"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -94,4 +100,5 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-un
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            remember_app(c, app)
             yield c

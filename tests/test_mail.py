@@ -1,5 +1,7 @@
 """Mail goes out after the request's transaction committed, never inside it and never when it rolled back.
 
+The apps here run their outbox worker in the background, as `ahead serve` does: the commit wakes it.
+
 Every place that sends mail: staff invitations and email sign-in links. Against a real SMTP server (aiosmtpd)
 that is slow on purpose: it holds each message until the test lets it go. The "answers before the server
 accepts" tests run the app behind a real uvicorn (httpx's ASGITransport only returns when the app's call has
@@ -98,7 +100,8 @@ def own_db(own_url: str) -> Iterator[Database]:
 @pytest.fixture
 def mail_settings(own_url: str, inbox: tuple[SlowInbox, int], tmp_path: Path) -> Settings:
     return Settings(database_url=own_url, secret_key="test-secret-key-" + "x" * 32, base_url="http://testserver",
-                    redis_url="", smtp_url=f"smtp://127.0.0.1:{inbox[1]}", _env_file=None)  # type: ignore[call-arg]
+                    redis_url="", smtp_url=f"smtp://127.0.0.1:{inbox[1]}", _env_file=None,  # type: ignore[call-arg]
+                    outbox_worker=True)  # these apps run their outbox worker, as `ahead serve` does
 
 
 @pytest.fixture

@@ -8,22 +8,21 @@ the mailbox is theirs).
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
 from app.accounts.views import client_ip, safe_next, signed_in_response, staff_account_refused
 from app.config import Settings
-from app.db import after_commit
 from app.deps import DbSession
 from app.errors import RateLimited
 from app.forms import read_values
+from app.outbox import service as outbox
 from app.portal import service as portal
 from app.ratelimit import RateLimiter
 from app.security import verify_csrf
@@ -70,10 +69,11 @@ async def request_link(
             "link": f"{settings.base_url}/login/email/{token}",
             "minutes": accounts.MAGIC_LINK_MINUTES,
         }
-        # Sent once the link is committed and the answer is out: the link exists before anyone can click it,
-        # no mail goes out for a link that was rolled back, the database is not held while SMTP talks, and
-        # the answer takes as long whatever the address.
-        after_commit(request, functools.partial(_send, settings, email, context))
+        # Queued in the link's own transaction (app/outbox): sent by the worker once it is committed, which wakes
+        # it at once; no mail goes out for a link that was rolled back, the request never waits for SMTP, and
+        # the answer takes as long whatever the address. The key names the link, not its secret.
+        outbox.enqueue_email(session, to=email, template="magic_link", context=context,
+                             key=f"magic_link:{hashlib.sha256(token.encode()).hexdigest()[:32]}")
     return redirect(request, "/login/email/sent")
 
 
@@ -133,10 +133,3 @@ def _limit(limiter: RateLimiter, limit: str, key: str) -> None:
             retry_after=wait,
         ) from None
 
-
-async def _send(settings: Settings, to: str, context: dict[str, object]) -> None:
-    try:
-        await mail.send_email(settings, to=to, template="magic_link", context=context)
-    except mail.MailError:
-        # mail.py has logged why; the person asks again from the "check your email" page.
-        log.warning("sign-in link for %s was not sent", to)

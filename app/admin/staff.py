@@ -5,7 +5,6 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Annotated, Any
 
@@ -13,13 +12,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app import mail
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
-from app.db import after_commit
 from app.deps import AdminUser, DbSession
 from app.errors import FormInvalid, NotFound
 from app.forms import read_form
+from app.outbox import service as outbox
 from app.portal import service as portal
 from app.web import redirect, render
 
@@ -70,10 +68,11 @@ async def invite(request: Request, session: DbSession, admin: AdminUser) -> Resp
         "role_label": "an admin" if chosen is Role.admin else "a product manager",
         "days": accounts.INVITATION_DAYS,
     }
-    # Sent once the invitation is committed and the admin has their answer: never while the transaction is
-    # open, and never for an invitation that was rolled back. So this page cannot know whether the email got
-    # through, and says so; a failure is logged (mail.py), and the link below works on its own.
-    after_commit(request, functools.partial(_send_invitation, settings, invitation.email, context))
+    # Queued in the invitation's own transaction (app/outbox) and sent by the worker once it is committed: never
+    # for an invitation that was rolled back. So this page cannot know whether the email got through, and says
+    # so; a failure is logged and listed on the Email page, and the link below works on its own.
+    outbox.enqueue_email(session, to=invitation.email, template="invitation", context=context,
+                         key=f"invitation:{invitation.id}")
     if not settings.smtp_url:
         return redirect(request, "/admin/staff", kind="info", flash=(
             f"Invitation created for {invitation.email}. Email is not set up on this server (SMTP_URL), so "
@@ -81,13 +80,6 @@ async def invite(request: Request, session: DbSession, admin: AdminUser) -> Resp
     return redirect(request, "/admin/staff", flash=(
         f"Invitation created for {invitation.email}; the email is being sent now. If it does not arrive, send "
         f"them this link yourself (valid for {accounts.INVITATION_DAYS} days): {link}"))
-
-
-async def _send_invitation(settings: Any, to: str, context: dict[str, Any]) -> None:
-    try:
-        await mail.send_email(settings, to=to, template="invitation", context=context)
-    except mail.MailError:
-        log.error("the invitation email to %s was not sent; the invitation stands and its link works", to)
 
 
 @router.post("/staff/invitations/{invitation_id:int}/cancel", response_class=HTMLResponse)

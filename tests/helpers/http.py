@@ -62,4 +62,7 @@ async def client_for(settings: Settings, database: Database, connection: Connect
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
+            from tests.helpers.outbox import remember_app
+
+            remember_app(c, app)
             yield c

@@ -1,0 +1,157 @@
+"""Email over SMTP for the outbox: one connection kept open across a batch, and the "email" job's handler.
+
+A batch's messages go over one SMTP connection (`Mailer`, opened at the first message, closed at the end of
+the batch). When the server cannot be reached, the rest of the batch's email is put back at once with the
+same reason instead of each message waiting for its own timeout.
+
+How an SMTP answer ends an attempt: 2xx done (the server's answer is kept with the job); 5xx for the message
+or its recipient `Failed` (it would be refused again); 4xx, a timeout or a connection that fails `Retry` by
+the email schedule (registry.EMAIL_SCHEDULE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+
+from app import mail
+from app.config import Settings
+from app.outbox import service
+from app.outbox.registry import Failed, Job, Retry
+
+log = logging.getLogger("ahead.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    answer: str  # the server's answer ("250 OK …"), or what happened instead ("logged: SMTP_URL is not set")
+
+
+def smtp_answer(exc: BaseException) -> str:
+    """An SMTP error as the server said it: code and text when there is one."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        return "; ".join(smtp_answer(r) for r in exc.recipients)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}".strip()
+    return str(exc) or type(exc).__name__
+
+
+def _permanent(exc: BaseException) -> bool:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(500 <= r.code < 600 for r in exc.recipients)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError):
+        return False
+    return isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600 and not isinstance(
+        exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPHeloError)
+
+
+class Mailer:
+    """The SMTP side of one batch: a connection opened when first needed and reused until `close`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+        self._unreachable: str | None = None  # why the server could not be reached in this batch
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        target = mail.parse_smtp_url(self.settings.smtp_url)
+        client = aiosmtplib.SMTP(hostname=target.host, port=target.port, use_tls=target.use_tls,
+                                 username=target.username, password=target.password,
+                                 timeout=mail.SMTP_TIMEOUT_SECONDS)
+        await client.connect()
+        return client
+
+    async def send(self, message: EmailMessage) -> str:
+        """Hand `message` to the server; its answer. Raises Retry or Failed with the server's words."""
+        where = self._where()
+        if self._unreachable is not None:
+            raise Retry(self._unreachable)
+        if self._client is None or not self._client.is_connected:
+            try:
+                self._client = await self._connect()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, mail.MailError) as exc:
+                self._unreachable = f"SMTP server {where} could not be reached: {smtp_answer(exc)}"
+                if isinstance(exc, mail.MailError | aiosmtplib.SMTPAuthenticationError):
+                    self._unreachable = f"SMTP server {where} refused us: {smtp_answer(exc)}"
+                raise Retry(self._unreachable) from exc
+        try:
+            _errors, text = await self._client.send_message(message)
+            answer = f"250 {text}"  # aiosmtplib gives the text of the DATA answer; accepted means 250
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client, self._client = self._client, None
+            await _quietly_close(client)
+            if _permanent(exc):
+                raise Failed(f"refused by {where}: {smtp_answer(exc)}") from exc
+            raise Retry(f"not accepted by {where}: {smtp_answer(exc)}") from exc
+        return answer
+
+    def _where(self) -> str:
+        try:
+            target = mail.parse_smtp_url(self.settings.smtp_url)
+        except mail.MailError:
+            return "(SMTP_URL unusable)"
+        return f"{target.host}:{target.port}"
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        self._unreachable = None
+        if client is not None:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                await _quietly_close(client)
+
+
+async def _quietly_close(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):  # closing a connection that already broke
+            client.close()
+
+
+def message_for(settings: Settings, job: Job) -> tuple[str, EmailMessage]:
+    """The email job's message, rendered now; its subject for the log."""
+    payload: dict[str, Any] = job.payload
+    subject, text, html = mail.render_email(template=payload["template"], context=payload.get("context") or {})
+    message = mail.build_message(settings, to=payload["to"], subject=subject, text=text, html=html,
+                                 message_id=service.message_id(job.key, mail.mail_domain(settings)),
+                                 headers=payload.get("headers") or {})
+    return subject, message
+
+
+async def deliver(settings: Settings, mailer: Mailer, job: Job) -> str:
+    """Send an email job; the outcome to keep with it. Raises Retry or Failed."""
+    try:
+        subject, message = message_for(settings, job)
+    except Exception as exc:  # a template that no longer exists, a context it cannot render
+        raise Failed(f"could not be rendered: {type(exc).__name__}: {exc}") from exc
+    to = job.payload["to"]
+    if not settings.smtp_url:
+        mail.log_instead(to, subject, message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+        return "logged: SMTP_URL is not set"
+    answer = await mailer.send(message)
+    log.info("Email sent to %s (%s, %s): %s", to, job.payload.get("template"), message["Message-ID"], answer)
+    return answer
+
+
+async def send_test(settings: Settings, *, to: str) -> tuple[bool, str]:
+    """The admin page's test email, sent now (not queued): whether the server accepted it, and its exact
+    answer or the error."""
+    if not settings.smtp_url:
+        return False, "SMTP_URL is not set: email is written to the log instead of being sent."
+    subject, text, html = mail.render_email(template="test", context={"base_url": settings.base_url})
+    message = mail.build_message(settings, to=to, subject=subject, text=text, html=html)
+    mailer = Mailer(settings)
+    try:
+        answer = await mailer.send(message)
+    except (Retry, Failed) as exc:
+        log.warning("Test email to %s not sent: %s", to, exc)
+        return False, str(exc)
+    finally:
+        await mailer.close()
+    log.info("Test email sent to %s: %s", to, answer)
+    return True, answer
