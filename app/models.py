@@ -1,8 +1,9 @@
 """Imports every domain's models so that Base.metadata is complete (Alembic, tests)."""
 
-from app.accounts.models import Identity, Invitation, MagicLink, UsedToken, User, UserSession
+from app.accounts.models import ApiToken, Identity, Invitation, MagicLink, UsedToken, User, UserSession
 from app.audit.models import AuditEvent
 from app.db import Base
+from app.desk.models import Decision
 from app.discussion.models import Comment, CommentReport
 from app.feedback.models import Feedback
 from app.organisations.models import Organisation, OrganisationDomain, Segment
@@ -15,10 +16,12 @@ from app.voting.models import Follow, Merge, Vote
 metadata = Base.metadata
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "Comment",
     "CommentReport",
     "ContentRevision",
+    "Decision",
     "Feedback",
     "Follow",
     "Identity",

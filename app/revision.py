@@ -50,7 +50,10 @@ SETTINGS_SHARD = SHARDS
 SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets"})
 
 # Written on sign-in and by single-use tokens; nothing a page shows depends on them.
-UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions"})
+# Staff-only records too: API tokens (their last use is written while the API is read) and the decisions on
+# record, which no portal page shows.
+UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions",
+                            "api_tokens", "decisions"})
 
 _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends

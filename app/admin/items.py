@@ -17,6 +17,7 @@ from app.accounts.viewer import Viewer
 from app.audit import service as audit
 from app.audit.labels import AUDIT_FIELDS, AUDIT_VALUES, AUDIT_VERBS
 from app.deps import CurrentViewer, DbSession, StaffUser
+from app.desk import decisions
 from app.desk import service as desk
 from app.errors import FormInvalid
 from app.feedback import service as feedback
@@ -130,13 +131,17 @@ async def edit_item(request: Request, session: DbSession, public_id: str) -> Res
 async def update_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
     form = await read_form(request, roadmap.ItemUpdate)
+    why = await read_form(request, decisions.DecisionWhy)
+    typed = {**form.typed, **why.typed}
     try:
         data = form.resolve(partial(roadmap.resolve_item, session))
+        reason = why.valid().why
     except FormInvalid as exc:
-        return _render_form(request, session, item=item, form=form.typed, errors=exc.errors, status_code=422)
+        errors = {**exc.errors, **why.errors}
+        return _render_form(request, session, item=item, form=typed, errors=errors, status_code=422)
     old_stage = item.stage
     before = item.updated_at
-    roadmap.update_item(session, item=item, data=data, actor=user)
+    decisions.update_item(session, item=item, data=data, why=reason, actor=user)
     if item.updated_at == before:
         return redirect(request, _edit_url(item), flash="Nothing changed.", kind="info")
     flash = "Changes saved."
@@ -164,13 +169,18 @@ async def unpublish_item(request: Request, session: DbSession, user: StaffUser, 
 async def move_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
     raw = (await request.form()).get("stage_id")
+    why = await read_form(request, decisions.DecisionWhy)
     stage = next((s for s in roadmap.list_stages(session) if str(s.id) == raw), None)
+    if why.data is None:  # too long: the editor again, with what was typed
+        return _render_form(request, session, item=item, form=_item_form(item),
+                            status_code=422, extra={"move": {"stage_id": raw or "", "why": why.typed["why"]},
+                                                          "move_errors": {"why": why.errors["why"]}})
     if stage is None:
         return redirect(request, _edit_url(item), flash="Choose a stage to move the item to.", kind="error")
     if stage.id == item.stage_id:
         return redirect(request, _edit_url(item), flash=f"The item is already in {stage.name}.", kind="info")
     old_stage = item.stage
-    roadmap.move_item(session, item=item, stage=stage, actor=user)
+    decisions.move_item(session, item=item, stage=stage, why=why.data.why, actor=user)
     return redirect(request, _edit_url(item), flash=_moved_message(item, old_stage))
 
 
@@ -193,7 +203,7 @@ def _item_form(item: Item) -> dict[str, Any]:
         "product_id": str(item.product_id), "stage_id": str(item.stage_id), "timeframe": _timeframe_value(item),
         "confidence": item.confidence.value if item.confidence else "", "visibility": item.visibility.value,
         "release_notes": item.release_notes, "internal_notes": item.internal_notes,
-        "tags": [str(t.id) for t in item.tags], "segments": [str(s.id) for s in item.segments],
+        "tags": [str(t.id) for t in item.tags], "segments": [str(s.id) for s in item.segments], "why": "",
     }
 
 
@@ -245,6 +255,8 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
         context["events"] = audit.list_events_for(session, entity=item, limit=10)
         context.update(audit_verbs=AUDIT_VERBS, audit_fields=AUDIT_FIELDS, audit_values=AUDIT_VALUES)
         context["merged"] = merging.current_merge(session, item=item)
+        context["decisions"] = decisions.list_for_item(session, item=item)
+        context.setdefault("move", {"stage_id": str(item.stage_id), "why": ""})
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)
 

@@ -20,6 +20,7 @@ class AuditAction(StrEnum):
     item_unmerged = "item.unmerged"
     item_merge_undone = "item.merge_undone"
     item_estimated = "item.estimated"
+    item_decision_recorded = "item.decision_recorded"
     vote_captured = "vote.captured"
     product_created = "product.created"
     product_updated = "product.updated"
@@ -59,3 +60,5 @@ class AuditAction(StrEnum):
     feedback_declined = "feedback.declined"
     feedback_archived = "feedback.archived"
     feedback_reopened = "feedback.reopened"
+    api_token_created = "api_token.created"  # nosec B105 # an audit action name, not a token
+    api_token_revoked = "api_token.revoked"  # nosec B105 # an audit action name, not a token

@@ -16,11 +16,13 @@ AUDIT_TYPES = {
     "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "People and staff",
     "invitation": "Invitations", "setting": "Settings", "organisation": "Organisations", "segment": "Segments",
     "comment": "Comments", "feedback": "Feedback",
+    "api_token": "API tokens",  # nosec B105 # a record type's name, not a token
 }
 AUDIT_KINDS = {
     "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Person",
     "invitation": "Invitation", "setting": "Setting", "organisation": "Organisation", "segment": "Segment",
     "comment": "Comment", "feedback": "Feedback",
+    "api_token": "API token",  # nosec B105 # a record type's name, not a token
 }
 # Every action (audit.record(action=...)): the same word means different things on different records
 # ("moved" item vs person). tests/admin/test_audit.py fails when a member of AuditAction has no verb here.
@@ -35,6 +37,7 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.item_unmerged: "Merge undone",
     AuditAction.item_merge_undone: "Merged item split off again",
     AuditAction.item_estimated: "RICE estimate changed",
+    AuditAction.item_decision_recorded: "Decision recorded",
     AuditAction.vote_captured: "Vote captured for a customer",
     AuditAction.product_created: "Created",
     AuditAction.product_updated: "Changed",
@@ -74,6 +77,8 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.feedback_declined: "Declined",
     AuditAction.feedback_archived: "Archived",
     AuditAction.feedback_reopened: "Reopened",
+    AuditAction.api_token_created: "Created",
+    AuditAction.api_token_revoked: "Revoked",
 }
 AUDIT_FIELDS = {
     "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
@@ -88,6 +93,7 @@ AUDIT_FIELDS = {
     "nice_to_have": "Weight of “Nice to have”", "important": "Weight of “Important”",
     "critical": "Weight of “Critical”", "revenue_mode": "Revenue weighting", "revenue_unit": "Revenue unit (U)",
     "revenue_cap": "Revenue factor cap (C)", "source": "Source", "source_url": "Source link",
+    "why": "Why", "scope": "Scope", "expires_at": "Expires", "owner": "Owner",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},
@@ -96,6 +102,7 @@ AUDIT_VALUES = {
     "revenue_mode": {"off": "Off", "linear": "Linear", "logarithmic": "Logarithmic", "capped": "Capped"},
     # A captured vote's source (CaptureSource): the capture form's own labels (feedback.SOURCE_NAMES; a test
     # keeps the two the same).
+    "scope": {"read": "Read", "write": "Read and write"},
     "source": {"call": "Call", "ticket": "Support ticket", "meeting": "Meeting", "email": "Email"},
 }
 
