@@ -10,9 +10,19 @@ from decimal import Decimal
 
 import pytest
 
+from app.accounts import service as accounts
+from app.accounts import sso
+from app.admin import customers, items, merge, moderation, taxonomy
+from app.admin import feedback as admin_feedback
 from app.desk import service as desk
+from app.feedback import views as ideas
 from app.forms import read_values
-from tests.factories import make_admin, make_item
+from app.voting import commands
+from tests.admin.helpers import item_form
+from tests.admin.test_items import count_items
+from tests.discussion.helpers import comment as make_comment
+from tests.factories import make_admin, make_item, make_pm, make_product, make_user, stage
+from tests.feedback.helpers import make_idea
 from tests.helpers.http import post_form, sign_in
 
 
@@ -88,3 +98,132 @@ class TestRiceUpdate:
         page = refused(response, self.CONFIDENCE, self.EFFORT)
         assert 'value="eighty"' in page and "x" * 50 in page
         assert item.rice_confidence is None and item.effort is None
+
+
+# --- one-button forms ---------------------------------------------------------------------------------------
+
+
+class TestOneButtonModels:
+    """Each model's sentence, and what a value no page sends becomes."""
+
+    def test_where_a_form_goes_back_to(self):
+        assert read_values(commands.ReturnTo, {"next": "/items/abc#follow"}).valid().next == "/items/abc#follow"
+        too_long = read_values(commands.ReturnTo, {"next": "/" + "a" * 2000})
+        assert too_long.errors == {"next": "Keep it to 2,000 characters (it has 2,001)."}
+        assert too_long.partial is not None and too_long.partial.next == ""  # the route goes back to the item
+        withdrawal = read_values(commands.VoteWithdrawal, {"next": "/", "widget": "sidebar"}).valid()
+        assert withdrawal.widget == "card"
+        assert read_values(moderation.ReturnTo, {"return_to": "x" * 2001}).errors == {
+            "return_to": "Keep it to 2,000 characters (it has 2,001)."}
+
+    def test_link_and_merge(self):
+        assert read_values(admin_feedback.LinkToItem, {"item": ""}).errors == {
+            "item": "Choose the item to link this to: search for it first."}
+        assert read_values(admin_feedback.LinkToItem, {"item": "x" * 17}).errors == {
+            "item": "That item no longer exists; search again."}
+        assert read_values(merge.MergeInto, {"into": " ", "publish_comments": ""}).errors == {
+            "into": "Choose the item to merge into: search for it below."}
+        chosen = read_values(merge.MergeInto, {"into": "abcd1234", "publish_comments": "1"}).valid()
+        assert (chosen.into, chosen.publish_comments) == ("abcd1234", True)
+        assert read_values(merge.MergeInto, {"into": "abcd1234", "publish_comments": ""}).valid().publish_comments \
+            is False
+        assert read_values(admin_feedback.CaptureSearch, {"customer_q": " dana "}).valid().customer_q == "dana"
+
+    def test_enable_disable_move_and_direction(self):
+        assert read_values(accounts.AccountActive, {"active": "1"}).valid().active is True
+        assert read_values(accounts.AccountActive, {"active": "0"}).valid().active is False
+        for bad in ("", "yes", "true", "01"):
+            assert read_values(accounts.AccountActive, {"active": bad}).errors == {
+                "active": "Choose to enable or disable the account."}, bad
+        moved = read_values(customers.PersonMove, {"organisation_id": "", "return_to": "/admin/people"}).valid()
+        assert moved.organisation_id is None  # no organisation
+        for bad in ("acme", "1" * 40, "²", "-3"):
+            assert read_values(customers.PersonMove, {"organisation_id": bad, "return_to": ""}).errors == {
+                "organisation_id": "Choose an organisation to move them to."}, bad
+        assert read_values(taxonomy.StageMove, {"direction": "down"}).valid().direction is taxonomy.Direction.down
+        for bad in ("", "left", "UP"):
+            assert read_values(taxonomy.StageMove, {"direction": bad}).errors == {
+                "direction": "Choose to move the stage up or down."}, bad
+
+    def test_buttons_and_the_switch_token(self):
+        assert read_values(items.NewItemButton, {"action": ""}).valid().action is items.NewItemAction.draft
+        assert read_values(items.NewItemButton, {"action": "publish"}).valid().action is items.NewItemAction.publish
+        assert read_values(items.NewItemButton, {"action": "delete"}).errors == {
+            "action": "Choose Save draft or Publish."}
+        assert read_values(ideas.IdeaButton, {"action": ""}).valid().action is ideas.IdeaAction.submit
+        assert read_values(ideas.IdeaButton, {"action": "shout"}).errors == {
+            "action": "Choose Send to the product team or Check for similar items."}
+        assert read_values(sso.SwitchConfirm, {"switch": "abc.def"}).valid().switch == "abc.def"
+        assert set(read_values(sso.SwitchConfirm, {"switch": "x" * (4 * sso.MAX_TOKEN_LENGTH + 1)}).errors) == {
+            "switch"}
+
+
+class TestOneButtonForms:
+    """Over HTTP: a value no page sends is refused with the sentence, changes nothing, and is never a 500."""
+
+    async def test_a_bad_enable_value_disables_nobody(self, client, session, admin):
+        pm, customer = make_pm(session, display_name="Pat Manager"), make_user(session, display_name="Dana Doe")
+        staff = await post_form(client, f"/admin/staff/{pm.id}/active", {"active": "maybe"}, page="/admin/staff")
+        assert staff.status_code == 422 and "Choose to enable or disable the account." in html.unescape(staff.text)
+        person = await post_form(client, f"/admin/people/{customer.id}/active",
+                                 {"active": "maybe", "return_to": "/admin/people"}, page="/admin/people")
+        assert person.status_code == 303 and person.headers["location"] == "/admin/people"
+        assert "Choose to enable or disable the account." in html.unescape(
+            (await client.get(person.headers["location"])).text)
+        session.refresh(pm)
+        session.refresh(customer)
+        assert pm.is_active and customer.is_active
+
+    async def test_a_stage_moves_only_up_or_down(self, client, session, admin):
+        planned = stage(session, "planned")
+        before = planned.position
+        moved = await post_form(client, f"/admin/stages/{planned.id}/move", {"direction": "sideways"},
+                                page="/admin/stages")
+        assert moved.status_code == 303
+        assert "Choose to move the stage up or down." in html.unescape((await client.get("/admin/stages")).text)
+        session.refresh(planned)
+        assert planned.position == before
+
+    async def test_linking_and_merging_without_a_chosen_item(self, client, session, admin):
+        item = make_item(session, title="Dark mode")
+        merged = await post_form(client, f"/admin/items/{item.public_id}/merge", {"into": ""},
+                                 page=f"/admin/items/{item.public_id}/merge")
+        page = refused(merged, "Choose the item to merge into: search for it below.")
+        assert "Dark mode" in page
+        idea = make_idea(session, make_user(session), title="Please add dark mode")
+        linked = await post_form(client, f"/admin/feedback/{idea.id}/link", {"item": ""},
+                                 page=f"/admin/feedback/{idea.id}")
+        assert linked.status_code == 303
+        assert "Choose the item to link this to: search for it first." in html.unescape(
+            (await client.get(linked.headers["location"])).text)
+        session.refresh(idea)
+        assert idea.item_id is None
+
+    async def test_a_new_item_with_an_unknown_button_keeps_what_was_typed(self, client, session, admin):
+        data = item_form(make_product(session), stage(session, "planned"), title="Scheduled exports to S3")
+        response = await post_form(client, "/admin/items", {**data, "action": "delete"}, page="/admin/items/new")
+        page = refused(response, "Choose Save draft or Publish.")
+        assert 'value="Scheduled exports to S3"' in page
+        assert count_items(session) == 0
+
+    async def test_an_idea_with_an_unknown_button_keeps_what_was_typed(self, client, session):
+        sign_in(client, session, make_user(session))
+        response = await post_form(client, "/ideas", {"title": "Export to Excel", "body": "Monthly, please.",
+                                                      "action": "shout"}, page="/ideas/new")
+        page = refused(response, "Choose Send to the product team or Check for similar items.")
+        assert 'value="Export to Excel"' in page and "Monthly, please." in page
+
+    async def test_an_address_too_long_to_go_back_to_goes_back_to_the_item(self, client, session):
+        item = make_item(session, title="Dark mode")
+        sign_in(client, session, make_user(session))
+        for action in ("follow", "unfollow", "unvote"):
+            response = await post_form(client, f"/items/{item.public_id}/{action}", {"next": "/" + "a" * 2500},
+                                       page=item.path)
+            assert response.status_code == 303, action
+            assert response.headers["location"].startswith(item.path + "#"), action
+
+    async def test_a_comment_action_too_long_to_go_back_to_goes_to_moderation(self, client, session, admin):
+        comment = make_comment(session, make_item(session), make_user(session))
+        response = await post_form(client, f"/admin/moderation/{comment.public_id}/dismiss",
+                                   {"return_to": "/" + "a" * 2500}, page="/admin/moderation")
+        assert response.status_code == 303 and response.headers["location"] == "/admin/moderation"

@@ -249,8 +249,10 @@ async def test_an_oversized_organisation_id_gets_a_sentence_not_pydantics_words(
     assert "Choose an organisation" in (await client.get(moved.headers["location"])).text
     huge = await post_form(client, f"/admin/people/{person.id}/organisation", {"organisation_id": "1" * 2500},
                            page="/admin/people")
-    assert huge.status_code == 422 and "Keep it to 2,000 characters (it has 2,500)." in huge.text
-    assert "String should have" not in huge.text
+    # Read by the form's model (no transport bound of its own): the same sentence whatever the length.
+    assert huge.status_code == 303
+    back = (await client.get(huge.headers["location"])).text
+    assert "Choose an organisation to move them to." in back and "String should have" not in back
 
 
 @pytest.mark.parametrize("page", ["1_0", "+2", "2.0", " 1", "1 ", "٢", "²", "0x1", "1e1"])

@@ -269,6 +269,24 @@ class StaffRoleChange(FormModel):
     role: Annotated[Role, BeforeValidator(_staff_role)] = Role.pm
 
 
+ACTIVE_MESSAGE = "Choose to enable or disable the account."
+
+
+def _enable_or_disable(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if value in ("1", "0"):
+        return value == "1"
+    raise refuse(ACTIVE_MESSAGE)
+
+
+class AccountActive(FormModel):
+    """The Enable / Disable button of an account (staff or customer): `active` "1" enables it, "0" disables it;
+    anything else is refused rather than read as "disable"."""
+
+    active: Annotated[bool, BeforeValidator(_enable_or_disable)] = False
+
+
 def invite_staff(session: Session, *, email: str, role: Role, invited_by: User) -> tuple[Invitation, str]:
     """An invitation for a new PM or admin; returns it with the raw token for the link."""
     if role not in (Role.pm, Role.admin):

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeSerializer
 from joserfc import jwt
@@ -43,6 +43,7 @@ from app.addresses import validate_email
 from app.config import Settings
 from app.deps import DbSession, get_viewer
 from app.errors import FormInvalid, NotFound
+from app.forms import FormModel, read_form, text
 from app.portal import service as portal
 from app.security import session_cookie_value, verify_csrf
 from app.web import render
@@ -237,14 +238,19 @@ async def sso_jwt(
     return signed_in_response(request, session, user=user, next_url=next_url)
 
 
+class SwitchConfirm(FormModel):
+    """The "continue as the other person" button: the signed switch token the confirmation page carries. One
+    too long for any token this site signs is read as no token (the page then says it is damaged)."""
+
+    switch: Annotated[str, text(4 * MAX_TOKEN_LENGTH)] = ""
+
+
 @router.post("/sso/jwt/confirm")
-async def sso_switch(
-    request: Request,
-    session: DbSession,
-    switch: Annotated[str, Form(max_length=4 * MAX_TOKEN_LENGTH)] = "",
-) -> Response:
+async def sso_switch(request: Request, session: DbSession) -> Response:
     """The person confirmed switching from whoever was signed in to the account the host app vouched for."""
     product = portal.get_branding(session).product_name or "the app you came from"
+    form = await read_form(request, SwitchConfirm)
+    switch = form.data.switch if form.data is not None else ""
     try:
         claims, next_url = _read_switch_token(request, session, switch, product=product)
     except SsoFailed as exc:

@@ -10,7 +10,7 @@ from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
@@ -21,10 +21,10 @@ from app.desk import service as desk
 from app.discussion import service as discussion
 from app.errors import FormInvalid
 from app.feedback import service as feedback
-from app.forms import read_form
+from app.forms import FormModel, Submitted, read_form, text, whole_number
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
-from app.parsing import ASCII_DIGITS, parse_int
+from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.voting import service as voting
 from app.web import redirect, render
@@ -161,18 +161,37 @@ async def person_page(request: Request, session: DbSession, user_id: int) -> Res
     })
 
 
+class PersonMove(FormModel):
+    """Moving a person to another organisation (or to none: nothing chosen), from their page or a list."""
+
+    organisation_id: Annotated[int | None, whole_number("Choose an organisation to move them to.",
+                                                        required=False)] = None
+    return_to: Annotated[str, text(2000)] = ""
+
+
+class PersonActive(accounts.AccountActive):
+    """Enabling or disabling a customer's account, from their page or a list."""
+
+    return_to: Annotated[str, text(2000)] = ""
+
+
+def _return_to(form: Submitted[Any], default: str) -> str:
+    """Where a form on several pages goes back to: its `return_to` when that is an admin path of this site (and
+    not longer than any page's address), the default otherwise."""
+    sent = form.data or form.partial
+    return _admin_path(sent.return_to if sent is not None else "", default)
+
+
 @router.post("/people/{user_id:int}/organisation", response_class=HTMLResponse)
-async def move_person(request: Request, session: DbSession, user: StaffUser, user_id: int,
-                      organisation_id: Annotated[str, Form(max_length=2000)] = "",  # refused below
-                      return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
+async def move_person(request: Request, session: DbSession, user: StaffUser, user_id: int) -> Response:
     person = organisations.get_customer(session, user_id)
-    back = _admin_path(return_to, f"/admin/people/{person.id}")
+    form = await read_form(request, PersonMove)
+    back = _return_to(form, f"/admin/people/{person.id}")
+    if form.data is None:
+        return redirect(request, back, flash=form.errors["organisation_id"], kind="error")
     target = None
-    if organisation_id:
-        number = parse_int(organisation_id, minimum=1)
-        if number is None:
-            return redirect(request, back, flash="Choose an organisation to move them to.", kind="error")
-        target = organisations.get_organisation(session, number)
+    if form.data.organisation_id is not None:
+        target = organisations.get_organisation(session, form.data.organisation_id)
     if not organisations.move_person(session, user=person, organisation=target, actor=user):
         return redirect(request, back, flash=f"{person.name} is already there.", kind="info")
     where = f"now belongs to {target.name}" if target is not None else "no longer belongs to an organisation"
@@ -180,12 +199,13 @@ async def move_person(request: Request, session: DbSession, user: StaffUser, use
 
 
 @router.post("/people/{user_id:int}/active", response_class=HTMLResponse)
-async def change_person_active(request: Request, session: DbSession, user: StaffUser, user_id: int,
-                               active: Annotated[str, Form(max_length=5)] = "",
-                               return_to: Annotated[str, Form(max_length=2000)] = "") -> Response:
+async def change_person_active(request: Request, session: DbSession, user: StaffUser, user_id: int) -> Response:
     person = organisations.get_customer(session, user_id)
-    back = _admin_path(return_to, f"/admin/people/{person.id}")
-    enable = active == "1"
+    form = await read_form(request, PersonActive)
+    back = _return_to(form, f"/admin/people/{person.id}")
+    if form.data is None:
+        return redirect(request, back, flash=" ".join(form.errors.values()), kind="error")
+    enable = form.data.active
     if person.is_active == enable:
         return redirect(request, back, flash=f"{person.name} is already {'enabled' if enable else 'disabled'}.",
                         kind="info")

@@ -10,7 +10,7 @@ from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback import service as feedback
 from app.feedback.models import FeedbackKind, FeedbackState
-from app.forms import read_form, typed_values
+from app.forms import FormModel, read_form, text, typed_values
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -28,7 +28,6 @@ from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 
-Small = Annotated[str, Form(max_length=400)]
 Search = Annotated[str, Query(max_length=200)]
 Choice = Annotated[str, Query(max_length=20)]
 
@@ -85,12 +84,21 @@ async def detail(request: Request, session: DbSession, viewer: CurrentViewer, fe
     return _detail_page(request, session, viewer, _entry(session, feedback_id), item_q=item_q)
 
 
+class LinkToItem(FormModel):
+    """The inbox's "link to this item" button: the item's public id (from the search results)."""
+
+    item: Annotated[str, text(16, required="Choose the item to link this to: search for it first.",
+                              too_long="That item no longer exists; search again.")] = ""
+
+
 @router.post("/feedback/{feedback_id}/link", response_class=HTMLResponse)
-async def link(request: Request, session: DbSession, user: StaffUser, feedback_id: str,
-               item: Annotated[str, Form(max_length=16)] = "") -> Response:
+async def link(request: Request, session: DbSession, user: StaffUser, feedback_id: str) -> Response:
     entry = _entry(session, feedback_id)
+    form = await read_form(request, LinkToItem)
+    if form.data is None:
+        return redirect(request, _url(entry), flash=form.errors["item"], kind="error")
     try:
-        target = roadmap.get_item_for_staff(session, item)
+        target = roadmap.get_item_for_staff(session, form.data.item)
     except NotFound:
         return redirect(request, _url(entry), flash="That item no longer exists; search again.", kind="error")
     feedback.link_to_item(session, feedback=entry.feedback, item=target, actor=user)
@@ -166,10 +174,18 @@ async def capture_form(request: Request, session: DbSession, public_id: str, cus
                          form={"importance": str(int(Importance.important)), "source": CaptureSource.call.value})
 
 
+class CaptureSearch(FormModel):
+    """The customer search the capture form carries along (a hidden copy of the search box), to show the same
+    matches again when the form is refused; a search longer than the box takes is dropped."""
+
+    customer_q: Annotated[str, text(200)] = ""
+
+
 @router.post("/items/{public_id}/capture", response_class=HTMLResponse)
-async def capture(request: Request, session: DbSession, user: StaffUser, public_id: str,
-                  customer_q: Small = "") -> Response:
+async def capture(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
+    search = await read_form(request, CaptureSearch)
+    customer_q = (search.data or CaptureSearch()).customer_q
     form = await read_form(request, feedback.VoteCapture)
     try:
         data = form.resolve(partial(feedback.resolve_capture, session))

@@ -5,11 +5,12 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,7 @@ from app.desk import decisions
 from app.desk import service as desk
 from app.errors import FormInvalid
 from app.feedback import service as feedback
-from app.forms import read_form
+from app.forms import FormModel, choice, read_form
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import merge as merging
@@ -99,15 +100,38 @@ async def similar_items(request: Request, session: DbSession, viewer: CurrentVie
     return render(request, "admin/items/_similar.html", _similar(session, viewer, q))
 
 
+class NewItemAction(StrEnum):
+    check = "check"  # Check for similar items (without JavaScript)
+    draft = "draft"
+    save = "save"  # the item editor's Save: on a new item, a draft
+    publish = "publish"
+
+
+class NewItemButton(FormModel):
+    """Which button sent the new-item form; none (a script, or Enter in a browser that sends no button) saves a
+    draft, as it always did."""
+
+    action: Annotated[NewItemAction, choice(NewItemAction, "Choose Save draft or Publish.",
+                                            empty=NewItemAction.draft)] = NewItemAction.draft
+
+
 @router.post("/items", response_class=HTMLResponse)
-async def create_item(request: Request, session: DbSession, user: StaffUser, viewer: CurrentViewer,
-                      action: Annotated[str, Form()] = "") -> Response:
+async def create_item(request: Request, session: DbSession, user: StaffUser, viewer: CurrentViewer) -> Response:
     form = await read_form(request, roadmap.ItemCreate)
-    if action == "check":
+    button = await read_form(request, NewItemButton)
+    if button.data is None:
+        errors = dict(button.errors)
+        try:
+            form.resolve(partial(roadmap.resolve_item, session))
+        except FormInvalid as exc:
+            errors = {**exc.errors, **errors}  # every message at once, the fields' first
+        return _render_form(request, session, item=None, form=form.typed, errors=errors, status_code=422)
+    action = button.data.action
+    if action is NewItemAction.check:
         # Without JavaScript: the items resembling the title, everything typed kept, nothing saved.
         return _render_form(request, session, item=None, form=form.typed,
                             extra=_similar(session, viewer, form.typed["title"]))
-    publish = action == "publish"
+    publish = action is NewItemAction.publish
     try:
         data = form.resolve(partial(roadmap.resolve_item, session))
     except FormInvalid as exc:

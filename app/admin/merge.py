@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, NotFound
+from app.forms import FormModel, checkbox, read_form, text
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
@@ -63,11 +64,23 @@ async def merge_form(request: Request, session: DbSession, viewer: CurrentViewer
     return _page(request, session, viewer, item, q=q, into=into)
 
 
+class MergeInto(FormModel):
+    """The merge confirmation: the item to keep (its public id, from the preview) and whether the comments
+    written for fewer people than see it are published with it."""
+
+    into: Annotated[str, text(64, required="Choose the item to merge into: search for it below.",
+                              too_long="Choose the item to merge into: that one no longer exists.")] = ""
+    publish_comments: Annotated[bool, checkbox()] = False
+
+
 @router.post("/items/{public_id}/merge", response_class=HTMLResponse)
-async def merge(request: Request, session: DbSession, viewer: CurrentViewer, user: StaffUser, public_id: str,
-                into: Annotated[str, Form(max_length=64)] = "",
-                publish_comments: Annotated[str, Form(max_length=1)] = "") -> Response:
+async def merge(request: Request, session: DbSession, viewer: CurrentViewer, user: StaffUser,
+                public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
+    form = await read_form(request, MergeInto)
+    if form.data is None:
+        return _page(request, session, viewer, item, status_code=422, refused=form.errors["into"])
+    into, publish_comments = form.data.into, form.data.publish_comments
     target = _target(session, into)
     if target is None:
         return _page(request, session, viewer, item, status_code=404,
@@ -75,7 +88,7 @@ async def merge(request: Request, session: DbSession, viewer: CurrentViewer, use
     try:
         preview = merging.preview_merge(session, source=item, target=target)
         done = merging.merge_items(session, source=item, target=target, actor=user,
-                                   publish_comments=publish_comments == "1")
+                                   publish_comments=publish_comments)
     except Conflict as exc:
         return _page(request, session, viewer, item, status_code=409, refused=exc.detail)
     text = f"Merged “{item.title}” into “{target.title}”, which now counts {preview.result_votes:,} vote" \

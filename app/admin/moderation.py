@@ -11,24 +11,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.accounts.views import safe_next
 from app.deps import DbSession, StaffUser
 from app.discussion import service as discussion
+from app.forms import FormModel, read_form, text
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 
 MODERATION = "/admin/moderation"
 
-ReturnTo = Annotated[str, Form(max_length=2000)]
+class ReturnTo(FormModel):
+    """Every staff action on a comment is one button: where its form goes back to is all it sends."""
+
+    return_to: Annotated[str, text(2000)] = ""
 
 
-def _back(return_to: str) -> str:
-    """Where the form came from, when that is a path of this site; the moderation page otherwise."""
-    return safe_next(return_to, MODERATION)
+async def _back(request: Request) -> str:
+    """Where the form came from, when that is a path of this site (and not longer than any page's address);
+    the moderation page otherwise."""
+    form = await read_form(request, ReturnTo)
+    return safe_next(form.data.return_to if form.data else "", MODERATION)
 
 
 @router.get("/moderation", response_class=HTMLResponse)
@@ -40,42 +46,37 @@ async def moderation(request: Request, session: DbSession, staff: StaffUser) -> 
 
 
 @router.post("/moderation/{public_id}/pin", response_class=HTMLResponse)
-async def pin(request: Request, session: DbSession, staff: StaffUser, public_id: str,
-              return_to: ReturnTo = "") -> Response:
+async def pin(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     discussion.pin_comment(session, actor=staff, comment=comment)
-    return redirect(request, _back(return_to), flash="Pinned to the top of the discussion.")
+    return redirect(request, await _back(request), flash="Pinned to the top of the discussion.")
 
 
 @router.post("/moderation/{public_id}/unpin", response_class=HTMLResponse)
-async def unpin(request: Request, session: DbSession, staff: StaffUser, public_id: str,
-                return_to: ReturnTo = "") -> Response:
+async def unpin(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     discussion.unpin_comment(session, actor=staff, comment=comment)
-    return redirect(request, _back(return_to), flash="Unpinned.")
+    return redirect(request, await _back(request), flash="Unpinned.")
 
 
 @router.post("/moderation/{public_id}/hide", response_class=HTMLResponse)
-async def hide(request: Request, session: DbSession, staff: StaffUser, public_id: str,
-               return_to: ReturnTo = "") -> Response:
+async def hide(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     discussion.hide_comment(session, actor=staff, comment=comment)
-    return redirect(request, _back(return_to), flash="Comment hidden and its reports closed. Only staff see it now.")
+    return redirect(request, await _back(request), flash="Comment hidden and its reports closed. Only staff see it now.")
 
 
 @router.post("/moderation/{public_id}/restore", response_class=HTMLResponse)
-async def restore(request: Request, session: DbSession, staff: StaffUser, public_id: str,
-                  return_to: ReturnTo = "") -> Response:
+async def restore(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     discussion.restore_comment(session, actor=staff, comment=comment)
-    return redirect(request, _back(return_to),
+    return redirect(request, await _back(request),
                     flash="Comment restored. Everyone who may see the item sees it again.")
 
 
 @router.post("/moderation/{public_id}/dismiss", response_class=HTMLResponse)
-async def dismiss(request: Request, session: DbSession, staff: StaffUser, public_id: str,
-                  return_to: ReturnTo = "") -> Response:
+async def dismiss(request: Request, session: DbSession, staff: StaffUser, public_id: str) -> Response:
     comment = discussion.get_comment_for_staff(session, public_id=public_id)
     closed = discussion.dismiss_reports(session, actor=staff, comment=comment)
     message = "Reports dismissed; the comment stays." if closed else "There were no open reports left."
-    return redirect(request, _back(return_to), flash=message, kind="success" if closed else "info")
+    return redirect(request, await _back(request), flash=message, kind="success" if closed else "info")

@@ -6,9 +6,9 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
@@ -104,11 +104,11 @@ async def change_role(request: Request, session: DbSession, admin: AdminUser, us
 
 
 @router.post("/staff/{user_id:int}/active", response_class=HTMLResponse)
-async def change_active(request: Request, session: DbSession, admin: AdminUser, user_id: int,
-                        active: Annotated[str, Form(max_length=5)] = "") -> Response:
+async def change_active(request: Request, session: DbSession, admin: AdminUser, user_id: int) -> Response:
     member = _staff_member(session, user_id)
-    enable = active == "1"
+    form = await read_form(request, accounts.AccountActive)
     try:
+        enable = form.valid().active
         accounts.set_user_active(session, user=member, active=enable, actor=admin)
     except FormInvalid as exc:
         return _staff_page(request, session, status_code=422, problem=" ".join(exc.errors.values()))

@@ -5,15 +5,16 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from app.deps import DbSession, StaffUser
 from app.errors import Conflict, FormInvalid
-from app.forms import read_form
+from app.forms import FormModel, choice, read_form
 from app.roadmap import service as roadmap
 from app.roadmap.models import Product, Stage, Tag
 from app.web import redirect, render
@@ -131,14 +132,26 @@ async def update_stage(request: Request, session: DbSession, user: StaffUser, st
     return redirect(request, "/admin/stages", flash=f"Stage “{stage.name}” saved.")
 
 
+class Direction(StrEnum):
+    up = "up"
+    down = "down"
+
+
+class StageMove(FormModel):
+    """The ↑ and ↓ buttons of the stages list: which way the stage moves."""
+
+    direction: Annotated[Direction, choice(Direction, "Choose to move the stage up or down.")] = Direction.up
+
+
 @router.post("/stages/{stage_id:int}/move", response_class=HTMLResponse)
-async def move_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int,
-                     direction: Annotated[str, Form(max_length=10)] = "") -> Response:
+async def move_stage(request: Request, session: DbSession, user: StaffUser, stage_id: int) -> Response:
     stage = roadmap.get_by_id(session, Stage, stage_id)
-    if direction not in ("up", "down"):
-        return redirect(request, "/admin/stages", flash="Choose to move the stage up or down.", kind="error")
-    roadmap.move_stage_position(session, stage=stage, direction=-1 if direction == "up" else 1, actor=user)
-    where = "earlier" if direction == "up" else "later"
+    form = await read_form(request, StageMove)
+    if form.data is None:
+        return redirect(request, "/admin/stages", flash=form.errors["direction"], kind="error")
+    up = form.data.direction is Direction.up
+    roadmap.move_stage_position(session, stage=stage, direction=-1 if up else 1, actor=user)
+    where = "earlier" if up else "later"
     return redirect(request, "/admin/stages", flash=f"“{stage.name}” moved {where}.")
 
 

@@ -3,27 +3,25 @@ a vote the team recorded for you (listed on /me)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import partial
 from math import ceil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.accounts.views import client_ip
 from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
-from app.forms import read_form
+from app.forms import FormModel, choice, read_form
 from app.portal.service import counts_shown
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
-
-Small = Annotated[str, Form(max_length=40)]
-
 
 def _form_page(request: Request, session: Any, *, form: dict[str, str], status_code: int = 200,
                headers: dict[str, str] | None = None, **extra: Any) -> Response:
@@ -39,12 +37,26 @@ async def new_idea(request: Request, session: DbSession, user: CurrentUser,
     return _form_page(request, session, form={"title": title, "body": "", "product_id": ""})
 
 
+class IdeaAction(StrEnum):
+    check = "check"  # Check for similar items (without JavaScript)
+    submit = "submit"
+
+
+class IdeaButton(FormModel):
+    """Which button sent the idea form; none (Enter in a browser that sends no button) sends the idea."""
+
+    action: Annotated[IdeaAction, choice(IdeaAction, "Choose Send to the product team or Check for similar items.",
+                                         empty=IdeaAction.submit)] = IdeaAction.submit
+
+
 @router.post("/ideas", response_class=HTMLResponse)
-async def submit_idea(request: Request, session: DbSession, user: CurrentUser, viewer: CurrentViewer,
-                      action: Small = "") -> Response:
+async def submit_idea(request: Request, session: DbSession, user: CurrentUser, viewer: CurrentViewer) -> Response:
     submitted = await read_form(request, feedback.IdeaCreate)
     form, title = submitted.typed, submitted.typed["title"]
-    if action == "check":
+    button = await read_form(request, IdeaButton)
+    if button.data is None:
+        return _form_page(request, session, form=form, errors=button.errors, status_code=422)
+    if button.data.action is IdeaAction.check:
         # Without JavaScript: show what resembles the title, keep everything typed.
         return _form_page(request, session, form=form, checked=True, asked=bool(feedback.similar_words(title)),
                           suggestions=feedback.similar_items(session, viewer, title=title))

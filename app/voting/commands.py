@@ -73,6 +73,19 @@ class VoteSubmit(FormModel):
         return values
 
 
+class ReturnTo(FormModel):
+    """A follow or unfollow form: where it goes back to (a path of this site, which safe_next checks; longer
+    than any page's address, it is dropped and the form goes back to the item)."""
+
+    next: Annotated[str, text(2000)] = ""
+
+
+class VoteWithdrawal(ReturnTo):
+    """The withdraw form of a vote widget: where it goes back to, and the widget that sent it."""
+
+    widget: Annotated[str, BeforeValidator(lambda value: value if value in WIDGETS else "card")] = "card"
+
+
 @dataclass(frozen=True, slots=True)
 class VoteLimits:
     """How many votes, withdrawals and follows a person (and an address) may make: the settings' limits

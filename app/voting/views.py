@@ -3,9 +3,9 @@ routes answering JSON for static/app.js (which posts them with fetch, X-CSRF-Tok
 Accept: application/json, and swaps the returned widget HTML in place).
 
     POST /items/{public_id}/vote      importance, reason?, next, widget   → 303 back to `next`, or JSON
-    POST /items/{public_id}/unvote    next, widget
-    POST /items/{public_id}/follow    next
-    POST /items/{public_id}/unfollow  next
+    POST /items/{public_id}/unvote    next, widget (commands.VoteWithdrawal)
+    POST /items/{public_id}/follow    next (commands.ReturnTo)
+    POST /items/{public_id}/unfollow  next (commands.ReturnTo)
 
 The routes are adapters around app/voting/commands.py (`vote`, `withdraw`), which the API shares: a hidden
 item answers exactly like a missing one (404, before anything else is looked at); a released or declined
@@ -16,7 +16,7 @@ their widget state from app/roadmap/pages.py.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -27,7 +27,7 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
-from app.forms import read_values
+from app.forms import FormModel, Submitted, read_form, read_values
 from app.roadmap.models import Item
 from app.roadmap.pages import VoteForm as RefusedVote
 from app.roadmap.pages import render_item_page
@@ -46,6 +46,7 @@ Next = Annotated[str, Form(max_length=2000)]
 Reason = Annotated[str | None, Form(max_length=50_000)]  # absent (a card's form): the saved reason stays
 
 WIDGETS = commands.WIDGETS
+_Form = TypeVar("_Form", bound=FormModel)
 
 
 def _wants_json(request: Request) -> bool:
@@ -147,17 +148,25 @@ REASON_NOTES = {"added": " Thank you for telling us why.", "updated": " Your rea
 
 
 @router.post("/items/{public_id}/unvote", response_class=HTMLResponse)
-async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-                 next: Next = "", widget: Small = "card") -> Response:
+async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
     if viewer.user is None:
         return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
-    widget = widget if widget in WIDGETS else "card"
+    sent = _sent(await read_form(request, commands.VoteWithdrawal))
+    widget, next = sent.widget, sent.next
     done = commands.withdraw(session, viewer=viewer, public_id=public_id, limits=vote_limits(request),
                              with_reason=_wants_json(request) and widget == "page")
     message = "Your vote is withdrawn." if done.removed else "You had not voted for this item."
     if not _wants_json(request):
         return _back(request, done.item, next, f"vote-{done.item.public_id}", message)
     return _vote_json(request, viewer, done.item, done.state, widget=widget, next_url=next, message=message)
+
+
+def _sent(form: Submitted[_Form]) -> _Form:
+    """What a one-button form sent: a `next` too long for any page's address is dropped (the form goes back to
+    the item), the rest as sent."""
+    sent = form.data or form.partial
+    assert sent is not None
+    return sent
 
 
 def _vote_json(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
@@ -194,13 +203,12 @@ async def _set_following(request: Request, session: Session, viewer: Viewer, pub
 
 
 @router.post("/items/{public_id}/follow", response_class=HTMLResponse)
-async def follow(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-                 next: Next = "") -> Response:
-    return await _set_following(request, session, viewer, public_id, next, following=True)
+async def follow(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
+    sent = _sent(await read_form(request, commands.ReturnTo))
+    return await _set_following(request, session, viewer, public_id, sent.next, following=True)
 
 
 @router.post("/items/{public_id}/unfollow", response_class=HTMLResponse)
-async def unfollow(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-                   next: Next = "") -> Response:
-    return await _set_following(request, session, viewer, public_id, next, following=False)
-
+async def unfollow(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
+    sent = _sent(await read_form(request, commands.ReturnTo))
+    return await _set_following(request, session, viewer, public_id, sent.next, following=False)
