@@ -8,9 +8,12 @@ followed from the console.
 from __future__ import annotations
 
 import logging
+import quopri
+import secrets
 from dataclasses import dataclass
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -91,6 +94,55 @@ def build_message(settings: Settings, *, to: str, subject: str, text: str, html:
 # Headers the message gets from the outbox itself; a job's own headers cannot replace them.
 _OWN_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "content-type", "mime-version",
                           "content-transfer-encoding", "bcc", "cc", "sender", "reply-to"})
+
+
+def build_raw(settings: Settings, *, to: str, subject: str, text: str, html: str, message_id: str,
+              headers: dict[str, str] | None = None) -> bytes:
+    """The same message as `build_message`, as the bytes SMTP sends, written directly: building an EmailMessage
+    and flattening it costs about 3.5 ms of CPU per message, which alone would hold a worker under 300 emails
+    a second. Both parts are UTF-8 in quoted-printable; headers with other than ASCII are RFC 2047 encoded."""
+    boundary = f"=_ahead_{secrets.token_hex(12)}"
+    name, address = parseaddr(settings.mail_from)
+    lines = [
+        _header("From", formataddr((name, address), charset="utf-8")),
+        _header("To", to),
+        _header("Subject", subject),
+        _header("Date", formatdate(localtime=False)),
+        _header("Message-ID", message_id),
+        "MIME-Version: 1.0",
+        *(_header(key, value) for key, value in (headers or {}).items() if key.lower() not in _OWN_HEADERS),
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _quoted_printable(text),
+        f"--{boundary}",
+        'Content-Type: text/html; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _quoted_printable(html),
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode("ascii")
+
+
+def _header(name: str, value: str) -> str:
+    """One header, folded, RFC 2047 encoded when it is not ASCII; no line breaks of the value's own (a
+    header value cannot add a header)."""
+    value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    if value.isascii() and len(name) + len(value) + 2 <= 78:
+        return f"{name}: {value}"
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return f"{name}: " + Header(value, charset, header_name=name).encode(linesep="\r\n")
+
+
+def _quoted_printable(text: str) -> str:
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\r\n".join(quopri.encodestring(line.encode()).decode("ascii").replace("\n", "\r\n")
+                        for line in lines)
 
 
 def log_instead(to: str, subject: str, text: str) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import parseaddr
 from typing import Any
 
 import aiosmtplib
@@ -66,8 +68,14 @@ class Mailer:
         await client.connect()
         return client
 
-    async def send(self, message: EmailMessage) -> str:
-        """Hand `message` to the server; its answer. Raises Retry or Failed with the server's words."""
+    async def send(self, message: EmailMessage | bytes, *, sender: str = "", to: str = "",
+                   before_accept: Callable[[], Awaitable[None]] | None = None) -> str:
+        """Hand `message` to the server (bytes: from `sender` to `to`); its answer. Raises Retry or Failed with
+        the server's words.
+
+        `before_accept` is awaited after the envelope (MAIL, RCPT) is through and before the message itself
+        goes: the worker records the previous message meanwhile, so the two overlap, and still at most one
+        message is ever accepted by the server and not yet recorded as sent."""
         where = self._where()
         if self._unreachable is not None:
             raise Retry(self._unreachable)
@@ -79,12 +87,31 @@ class Mailer:
                 if isinstance(exc, mail.MailError | aiosmtplib.SMTPAuthenticationError):
                     self._unreachable = f"SMTP server {where} refused us: {smtp_answer(exc)}"
                 raise Retry(self._unreachable) from exc
+        client = self._client
         try:
-            _errors, text = await self._client.send_message(message)
-            answer = f"250 {text}"  # aiosmtplib gives the text of the DATA answer; accepted means 250
+            if isinstance(message, bytes):
+                await client.mail(sender)
+                await client.rcpt(to)
+                if before_accept is not None:
+                    await before_accept()
+                response = await client.data(message)
+                answer = f"{response.code} {response.message}"
+            else:
+                if before_accept is not None:
+                    await before_accept()
+                _errors, text = await client.send_message(message)
+                answer = f"250 {text}"  # aiosmtplib gives the text of the DATA answer; accepted means 250
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            client, self._client = self._client, None
-            await _quietly_close(client)
+            if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(
+                    exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError):
+                try:
+                    await client.rset()  # the connection goes on with the next message
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    self._client = None
+                    await _quietly_close(client)
+            else:
+                self._client = None
+                await _quietly_close(client)
             if _permanent(exc):
                 raise Failed(f"refused by {where}: {smtp_answer(exc)}") from exc
             raise Retry(f"not accepted by {where}: {smtp_answer(exc)}") from exc
@@ -113,28 +140,47 @@ async def _quietly_close(client: aiosmtplib.SMTP | None) -> None:
             client.close()
 
 
-def message_for(settings: Settings, job: Job) -> tuple[str, EmailMessage]:
-    """The email job's message, rendered now; its subject for the log."""
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    to: str
+    subject: str
+    text: str
+    message_id: str
+    message: EmailMessage | bytes  # bytes for ASCII addresses (the fast way); an EmailMessage otherwise (SMTPUTF8)
+
+
+def message_for(settings: Settings, job: Job) -> Rendered:
+    """The email job's message, rendered now."""
     payload: dict[str, Any] = job.payload
+    to = payload["to"]
     subject, text, html = mail.render_email(template=payload["template"], context=payload.get("context") or {})
-    message = mail.build_message(settings, to=payload["to"], subject=subject, text=text, html=html,
-                                 message_id=service.message_id(job.key, mail.mail_domain(settings)),
-                                 headers=payload.get("headers") or {})
-    return subject, message
+    message_id = service.message_id(job.key, mail.mail_domain(settings))
+    headers = payload.get("headers") or {}
+    message: EmailMessage | bytes
+    if to.isascii():
+        message = mail.build_raw(settings, to=to, subject=subject, text=text, html=html, message_id=message_id,
+                                 headers=headers)
+    else:
+        message = mail.build_message(settings, to=to, subject=subject, text=text, html=html, message_id=message_id,
+                                     headers=headers)
+    return Rendered(to, subject, text, message_id, message)
 
 
-async def deliver(settings: Settings, mailer: Mailer, job: Job) -> str:
-    """Send an email job; the outcome to keep with it. Raises Retry or Failed."""
+async def deliver(settings: Settings, mailer: Mailer, job: Job,
+                  before_accept: Callable[[], Awaitable[None]] | None = None) -> str:
+    """Send an email job; the outcome to keep with it. Raises Retry or Failed. `before_accept`: Mailer.send."""
     try:
-        subject, message = message_for(settings, job)
+        rendered = message_for(settings, job)
     except Exception as exc:  # a template that no longer exists, a context it cannot render
         raise Failed(f"could not be rendered: {type(exc).__name__}: {exc}") from exc
-    to = job.payload["to"]
     if not settings.smtp_url:
-        mail.log_instead(to, subject, message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+        if before_accept is not None:
+            await before_accept()
+        mail.log_instead(rendered.to, rendered.subject, rendered.text)
         return "logged: SMTP_URL is not set"
-    answer = await mailer.send(message)
-    log.info("Email sent to %s (%s, %s): %s", to, job.payload.get("template"), message["Message-ID"], answer)
+    answer = await mailer.send(rendered.message, sender=parseaddr(settings.mail_from)[1], to=rendered.to,
+                               before_accept=before_accept)
+    log.info("Email sent to %s (%s, %s): %s", rendered.to, job.payload.get("template"), rendered.message_id, answer)
     return answer
 
 

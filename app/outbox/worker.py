@@ -80,6 +80,7 @@ class Worker:
         self.name = name or worker_name()
         self.batch_size = settings.outbox_batch_size
         self.lease = timedelta(seconds=settings.outbox_lease_seconds)
+        self._recording: asyncio.Future[None] | None = None  # the last email sent, being marked done
         self.stopping: asyncio.Event | None = None  # set: finish the message in hand, leave the rest of the batch
 
     # --- the database side (run in a thread) ----------------------------------------------------------
@@ -206,6 +207,7 @@ class Worker:
         if not jobs:
             return tally
         smtp = mailer.Mailer(self.settings)
+        self._recording = None
         renew_every = self.lease.total_seconds() / 3
         renewed = time.monotonic()
         remaining = [job.id for job in jobs]
@@ -223,20 +225,39 @@ class Worker:
                     continue  # our lease ran out and another worker has it
                 await self._run_one(job, smtp, tally)
         finally:
-            await smtp.close()
+            try:
+                await self._recorded(tally)
+            finally:
+                await smtp.close()
         return tally
+
+    async def _recorded(self, tally: Tally) -> None:
+        """Wait until the last email sent is recorded as done."""
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            await recording
+            tally.done += 1
+        except Exception:
+            # Sent but not recorded: its lease runs out and it goes again, with the same Message-ID.
+            log.exception("an email was sent but could not be marked done; it will be sent again")
 
     async def _run_one(self, job: Job, smtp: mailer.Mailer, tally: Tally) -> None:
         try:
             if job.kind == service.EMAIL_KIND:
-                result = await mailer.deliver(self.settings, smtp, job)
-                await asyncio.to_thread(self.finish_done, job, result)
-            else:
-                await self._run_handler(job)
+                # The previous email is recorded while this one's envelope goes to the server, and before the
+                # server can accept this one: at most one message is ever out and not yet recorded.
+                result = await mailer.deliver(self.settings, smtp, job, before_accept=lambda: self._recorded(tally))
+                self._recording = asyncio.ensure_future(asyncio.to_thread(self.finish_done, job, result))
+                return
+            await self._recorded(tally)
+            await self._run_handler(job)
             tally.done += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            await self._recorded(tally)
             if not isinstance(exc, Retry | Failed):
                 log.exception("%s job %s (%s) raised", job.kind, job.id, job.key)
             state = await asyncio.to_thread(self.finish_failed, job, exc)

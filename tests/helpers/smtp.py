@@ -59,8 +59,8 @@ class Inbox:
 
 
 @contextmanager
-def smtp_server() -> Iterator[Inbox]:
-    inbox = Inbox()
+def smtp_server(inbox: Inbox | None = None) -> Iterator[Inbox]:
+    inbox = inbox or Inbox()
     inbox.port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
     controller.start()

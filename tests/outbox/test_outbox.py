@@ -105,6 +105,24 @@ class TestEmail:
         assert job.state == JobState.done and job.attempts == 1 and job.result.startswith("250 2.0.0 Queued")
         assert "context" not in job.payload  # the link in it is not kept once the message is out
 
+    async def test_words_beyond_ascii_and_long_lines_arrive_intact_and_a_header_cannot_add_one(
+            self, session, worker, settings, inbox):
+        worker.settings = settings.model_copy(update={"mail_from": "Équipe Produit <roadmap@example.com>"})
+        name = "Café Ünïcode — Roadmap " + "très " * 20
+        service.enqueue_email(session, to="pat@example.com", template="invitation", key="utf8", context={
+            "portal_name": name, "inviter_name": "Zoë", "link": "http://roadmap.example/invitations/" + "x" * 120,
+            "role_label": "a product manager", "days": 7},
+            headers={"X-Campaign": "spring\r\nBcc: everyone@example.com"})
+        assert (await worker.run_until_empty()).done == 1
+        (message,) = inbox.received()
+        assert message["Subject"] == f"Zoë invited you to {name.strip()}"
+        (sender,) = message["From"].addresses
+        assert (sender.display_name, sender.addr_spec) == ("Équipe Produit", "roadmap@example.com")
+        assert message["Bcc"] is None and message["X-Campaign"] == "spring Bcc: everyone@example.com"
+        text = message.get_body(("plain",)).get_content()
+        assert "Café Ünïcode" in text and "http://roadmap.example/invitations/" + "x" * 120 in text
+        assert "Zoë" in message.get_body(("html",)).get_content()
+
     async def test_one_connection_carries_a_batch(self, session, worker, inbox, monkeypatch):
         connects = 0
         original = outbox.mailer.Mailer._connect
