@@ -268,11 +268,52 @@ def _stem(word: str) -> str:
     return word
 
 
+# One thing written in ways that share no word: each way as its words (as search.words splits them: "sign-in"
+# is "sign", "in"). A title saying any of them asks for items saying any of them. Not "sign on": single
+# sign-on is a way of signing in, not every sign-in.
+_SAME_THING: dict[str, tuple[tuple[str, ...], ...]] = {
+    "login": tuple(tuple(way.split()) for way in (
+        "login", "logins", "logon", "log in", "logs in", "logged in", "logging in",
+        "signin", "signins", "sign in", "signs in", "signed in", "signing in",
+    )),
+}
+# What to look each up by in the search: the shortest first words, which the others begin with ("log", "sign").
+_SAME_THING_PREFIXES = {name: sorted(first for first in {way[0] for way in ways}
+                                     if not any(first != other and first.startswith(other) for other, *_ in ways))
+                        for name, ways in _SAME_THING.items()}
+
+
+def _way_at(words: list[str], start: int) -> tuple[str, int] | None:
+    """The thing of `_SAME_THING` written at words[start], and how many words it takes there."""
+    for name, ways in _SAME_THING.items():
+        for way in ways:
+            if tuple(words[start:start + len(way)]) == way:
+                return name, len(way)
+    return None
+
+
+def _ways_in(words: list[str], name: str) -> list[int]:
+    """Where in `words` the thing `name` is written (the index of each way's first word)."""
+    return [i for i in range(len(words)) if (found := _way_at(words, i)) is not None and found[0] == name]
+
+
 def similar_words(title: str) -> list[str]:
     """The words of a title that say what it is about, folded by `_stem` ("Exporting" → "export"), which
-    the search then matches as a word beginning. Empty when there is nothing to look up."""
+    the search then matches as a word beginning; a thing written in several ways ("log in", "sign-in") is
+    its one name ("login"). Empty when there is nothing to look up."""
     out: list[str] = []
-    for word in search.words(title):
+    words = search.words(title)
+    skip = 0
+    for n, word in enumerate(words):
+        if skip:
+            skip -= 1
+            continue
+        way = _way_at(words, n)
+        if way is not None:
+            skip = way[1] - 1
+            if way[0] not in out:
+                out.append(way[0])
+            continue
         stem = _stem(word)
         if len(word) < 2 or word in _STOP_WORDS:  # two letters can say a lot: "AI", "HR"; "notes" is "not"
             continue
@@ -284,7 +325,9 @@ def similar_words(title: str) -> list[str]:
 def _holds(text: str, word: str, *, typing: str | None = None) -> bool:
     """Whether `text` has `word` (a `_stem`): a word that folds to it, or the word with a usual ending;
     or any continuation of `typing`, the word as typed when it may still be being typed. (The search
-    matches any word beginning: "sign" finds "signal".)"""
+    matches any word beginning: "sign" finds "signal".) A thing of `_SAME_THING` is held in any of its ways."""
+    if word in _SAME_THING:
+        return bool(_ways_in(search.words(text), word))
     for candidate in search.words(text):
         if (_stem(candidate) == word or (candidate.startswith(word) and candidate[len(word):] in _ENDINGS)
                 or (typing and candidate.startswith(typing))):
@@ -323,12 +366,23 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
     found: dict[int, Item] = {}
     placed: dict[int, dict[str, float]] = {}
     for word in significant:
-        holding = search.count_matches(session, viewer, _search_prefix(word))
+        if word in _SAME_THING:
+            # Looked up by each way's beginning ("log", "sign"); an item counts when it says one of the ways.
+            hits = {hit.item.id: hit for prefix in _SAME_THING_PREFIXES[word]
+                    for hit in search.search_items(session, viewer, prefix, limit=_SIMILAR_CANDIDATES)
+                    if any(_holds(text, word) for text in (hit.item.title, hit.item.summary, hit.item.description))}
+            holding = len(hits)
+            candidates = list(hits.values())
+        else:
+            holding = search.count_matches(session, viewer, _search_prefix(word))
+            candidates = []
         rarity[word] = math.log(1 + total / max(holding, 1))
         if not holding:
             continue
         typing = open_word if open_word is not None and _stem(open_word) == word else None
-        for hit in search.search_items(session, viewer, _search_prefix(word), limit=_SIMILAR_CANDIDATES):
+        if word not in _SAME_THING:
+            candidates = search.search_items(session, viewer, _search_prefix(word), limit=_SIMILAR_CANDIDATES)
+        for hit in candidates:
             found.setdefault(hit.item.id, hit.item)
             # Where the word itself stands: a title hit on a longer word ("signal" for "sign") counts as
             # a description mention.
@@ -358,9 +412,16 @@ def similar_items(session: Session, viewer: Viewer, *, title: str, limit: int = 
 
 def _marked(title: str, significant: list[str], open_word: str | None) -> Any:
     """The title with the words that matched marked whole ("Google", not the "Googl" it was looked up by)."""
-    matched = [word for word in search.words(title)
+    words = search.words(title)
+    matched = [word for word in words
                if any(_holds(word, stem, typing=open_word if open_word and _stem(open_word) == stem else None)
-                      for stem in significant)]
+                      for stem in significant if stem not in _SAME_THING)]
+    for name in (stem for stem in significant if stem in _SAME_THING):
+        # The way's own words, but not a little word like "in" (it would be marked wherever it stands).
+        for start in _ways_in(words, name):
+            found = _way_at(words, start)
+            length = found[1] if found is not None else 1
+            matched += [w for w in words[start:start + length] if w not in _STOP_WORDS]
     return search.highlight(title, matched)
 
 

@@ -11,6 +11,7 @@ from app import seed
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.feedback import service as feedback
+from tests.factories import make_item, make_pm
 from tests.helpers.http import sign_in
 
 # title typed → (items that must be suggested, items that must not be)
@@ -60,6 +61,13 @@ LABELLED: dict[str, tuple[set[str], set[str]]] = {
     "login with google": (set(), {"Two-way sync with Google Calendar and Outlook"}),
     "language support": ({"Arabic and Hebrew in the mobile app"},
                          {"Screen reader and keyboard support for the schedule grid"}),
+    # Signing in is written "login", "log in", "sign in" and "sign-in": each finds the item whose summary says
+    # "Sign in with your company's identity provider", and none finds an item for "log" or "sign" alone.
+    "login": ({"SAML single sign-on (Okta, Microsoft Entra ID)"}, {"Clock in without mobile signal"}),
+    "Can't log in": ({"SAML single sign-on (Okta, Microsoft Entra ID)"},
+                     {"Clock in without mobile signal", "Stream the audit log to your SIEM"}),  # a log is not a login
+    "sign-in": ({"SAML single sign-on (Okta, Microsoft Entra ID)"}, {"Clock in without mobile signal"}),
+    "Faster sign in": (set(), {"Clock in without mobile signal"}),
 }
 
 
@@ -94,3 +102,22 @@ async def test_the_issues_example_over_http_and_an_empty_title_asks_for_one(clie
         answer = (await client.get("/ideas/similar", params={"q": empty})).text
         assert "Nothing similar" not in answer
         assert "Type a few words of a title" in answer
+
+
+def test_login_log_in_sign_in_and_sign_in_with_a_hyphen_are_one_thing(session: Session) -> None:
+    """Items saying it in any of the ways are found by a title saying it in any other; words that merely
+    begin the same ("logistics", "signal", "blog") are not it."""
+    said = {title: make_item(session, title=title, summary="", description="") for title in (
+        "Sign in with a PIN on shared tablets", "Sign-in page in our brand colours", "Log in from a kiosk",
+        "Login reminders by SMS")}
+    unrelated = {title: make_item(session, title=title, summary="", description="") for title in (
+        "Logistics dashboard for deliveries", "Signal strength on the clock-in page", "Blog of product news")}
+    staff = Viewer(user=make_pm(session))
+    for title in ("login", "Log in", "sign in", "sign-in", "signin", "Logging in on tablets"):
+        shown = {s.item.title for s in feedback.similar_items(session, staff, title=title, limit=20)}
+        wanted = set(said) if title != "Logging in on tablets" else {"Sign in with a PIN on shared tablets"}
+        assert wanted <= shown, (title, shown)
+        assert not shown & set(unrelated), (title, shown)
+    [first] = [s for s in feedback.similar_items(session, staff, title="login", limit=20)
+               if s.item.title == "Sign in with a PIN on shared tablets"]
+    assert str(first.title_html).startswith("<mark>Sign</mark> in with")  # "in" is not marked wherever it stands
