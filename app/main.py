@@ -23,6 +23,7 @@ from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
 from app.api import v1
+from app.changelog import views as changelog_views
 from app.config import ROOT, Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(discussion_views.router)
     app.include_router(voting_views.router)
     app.include_router(feeds.router)
+    app.include_router(changelog_views.router)
     app.include_router(portal_views.router)
     app.include_router(accounts_views.router)
     app.include_router(oidc.router)

@@ -2,6 +2,7 @@
 
 from app.accounts.models import ApiToken, Identity, Invitation, MagicLink, UsedToken, User, UserSession
 from app.audit.models import AuditEvent
+from app.changelog.models import ChangelogEntry, changelog_entry_items
 from app.db import Base
 from app.desk.models import Decision
 from app.discussion.models import Comment, CommentReport
@@ -18,6 +19,7 @@ metadata = Base.metadata
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "ChangelogEntry",
     "Comment",
     "CommentReport",
     "ContentRevision",
@@ -43,6 +45,7 @@ __all__ = [
     "User",
     "UserSession",
     "Vote",
+    "changelog_entry_items",
     "item_segments",
     "item_tags",
     "metadata",

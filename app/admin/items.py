@@ -192,19 +192,22 @@ async def unpublish_item(request: Request, session: DbSession, user: StaffUser, 
 @router.post("/items/{public_id}/stage", response_class=HTMLResponse)
 async def move_item(request: Request, session: DbSession, user: StaffUser, public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
-    raw = (await request.form()).get("stage_id")
+    form = await request.form()
+    raw = form.get("stage_id")
     why = await read_form(request, decisions.DecisionWhy)
+    notes = await read_form(request, roadmap.ReleaseNotes)
     stage = next((s for s in roadmap.list_stages(session) if str(s.id) == raw), None)
-    if why.data is None:  # too long: the editor again, with what was typed
-        return _render_form(request, session, item=item, form=_item_form(item),
-                            status_code=422, extra={"move": {"stage_id": raw or "", "why": why.typed["why"]},
-                                                          "move_errors": {"why": why.errors["why"]}})
+    if why.data is None or notes.data is None:  # too long: the editor again, with what was typed
+        return _render_form(request, session, item=item, form=_item_form(item), status_code=422, extra={
+            "move": {"stage_id": raw or "", "why": why.typed["why"], "release_notes": notes.typed["release_notes"]},
+            "move_errors": {**why.errors, **notes.errors}})
     if stage is None:
         return redirect(request, _edit_url(item), flash="Choose a stage to move the item to.", kind="error")
     if stage.id == item.stage_id:
         return redirect(request, _edit_url(item), flash=f"The item is already in {stage.name}.", kind="info")
     old_stage = item.stage
-    decisions.move_item(session, item=item, stage=stage, why=why.data.why, actor=user)
+    decisions.move_item(session, item=item, stage=stage, why=why.data.why, actor=user,
+                        release_notes=notes.data.release_notes if "release_notes" in form else None)
     return redirect(request, _edit_url(item), flash=_moved_message(item, old_stage))
 
 

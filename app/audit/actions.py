@@ -62,3 +62,6 @@ class AuditAction(StrEnum):
     feedback_reopened = "feedback.reopened"
     api_token_created = "api_token.created"  # nosec B105 # an audit action name, not a token
     api_token_revoked = "api_token.revoked"  # nosec B105 # an audit action name, not a token
+    changelog_created = "changelog.created"
+    changelog_updated = "changelog.updated"
+    changelog_deleted = "changelog.deleted"

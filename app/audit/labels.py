@@ -15,13 +15,13 @@ from app.audit.actions import AuditAction
 AUDIT_TYPES = {
     "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "People and staff",
     "invitation": "Invitations", "setting": "Settings", "organisation": "Organisations", "segment": "Segments",
-    "comment": "Comments", "feedback": "Feedback",
+    "comment": "Comments", "feedback": "Feedback", "changelog": "Changelog",
     "api_token": "API tokens",  # nosec B105 # a record type's name, not a token
 }
 AUDIT_KINDS = {
     "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Person",
     "invitation": "Invitation", "setting": "Setting", "organisation": "Organisation", "segment": "Segment",
-    "comment": "Comment", "feedback": "Feedback",
+    "comment": "Comment", "feedback": "Feedback", "changelog": "Changelog entry",
     "api_token": "API token",  # nosec B105 # a record type's name, not a token
 }
 # Every action (audit.record(action=...)): the same word means different things on different records
@@ -79,6 +79,9 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.feedback_reopened: "Reopened",
     AuditAction.api_token_created: "Created",
     AuditAction.api_token_revoked: "Revoked",
+    AuditAction.changelog_created: "Written",
+    AuditAction.changelog_updated: "Changed",
+    AuditAction.changelog_deleted: "Deleted",
 }
 AUDIT_FIELDS = {
     "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
@@ -94,6 +97,7 @@ AUDIT_FIELDS = {
     "critical": "Weight of “Critical”", "revenue_mode": "Revenue weighting", "revenue_unit": "Revenue unit (U)",
     "revenue_cap": "Revenue factor cap (C)", "source": "Source", "source_url": "Source link",
     "why": "Why", "scope": "Scope", "expires_at": "Expires", "owner": "Owner",
+    "notes": "Notes", "items": "Items", "published_at": "Published at",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},

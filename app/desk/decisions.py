@@ -74,12 +74,14 @@ def record_decision(session: Session, *, item: Item, old: Stage, new: Stage, why
     return decision
 
 
-def move_item(session: Session, *, item: Item, stage: Stage, why: str, actor: User) -> Decision | None:
-    """Move the item to `stage` and record the decision; None when it is there already (nothing recorded)."""
+def move_item(session: Session, *, item: Item, stage: Stage, why: str, actor: User,
+              release_notes: str | None = None) -> Decision | None:
+    """Move the item to `stage` and record the decision; None when it is there already (nothing recorded).
+    `release_notes`: as roadmap.move_item takes them (kept when the stage is a released one)."""
     if item.stage_id == stage.id:
         return None
     old = item.stage
-    roadmap.move_item(session, item=item, stage=stage, actor=actor)
+    roadmap.move_item(session, item=item, stage=stage, actor=actor, release_notes=release_notes)
     session.flush()
     return record_decision(session, item=item, old=old, new=stage, why=why, actor=actor)
 

@@ -302,22 +302,6 @@ def get_timeline(session: Session, item: Item) -> list[StageChange]:
     )
 
 
-def list_changelog(session: Session, viewer: Viewer, *, page: int = 1, per_page: int = 20,
-                   product: str | None = None) -> tuple[list[Item], int]:
-    """Released items, newest release first."""
-    base = (
-        _apply_filters(visible_items(viewer), Filters(product=product))
-        .join(Stage, Stage.id == Item.stage_id)
-        .where(Stage.is_released.is_(True), Item.released_at.is_not(None))
-    )
-    total = session.scalar(base.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
-    items = session.scalars(
-        base.options(*_CARD_OPTIONS).order_by(Item.released_at.desc(), Item.id.desc())
-        .offset((page - 1) * per_page).limit(per_page)
-    )
-    return list(items), total
-
-
 def list_public_items(session: Session) -> list[Item]:
     """What a signed-out visitor may see, for the sitemap."""
     return list(session.scalars(visible_items(ANONYMOUS).order_by(Item.updated_at.desc())))
@@ -506,7 +490,14 @@ def update_item(session: Session, *, item: Item, data: ItemInput, actor: User) -
     return item
 
 
-def move_item(session: Session, *, item: Item, stage: Stage, actor: User) -> None:
+class ReleaseNotes(FormModel):
+    """The release notes the stage-move form asks for: they go to the changelog when the item is released."""
+
+    release_notes: Annotated[str | None, text(20000, newlines=True)] = None
+
+
+def move_item(session: Session, *, item: Item, stage: Stage, actor: User, release_notes: str | None = None) -> None:
+    """Moves the item; `release_notes` (None: left as they are) are kept when the new stage is a released one."""
     if item.stage_id == stage.id:
         return
     old = item.stage
@@ -514,7 +505,11 @@ def move_item(session: Session, *, item: Item, stage: Stage, actor: User) -> Non
     _set_loaded(item, "stage", stage)
     item.updated_at = utcnow()
     _record_move(session, item=item, old=old, new=stage, actor=actor)
-    audit.record(session, actor=actor, action=AuditAction.item_moved, entity=item, changes={"stage": [old.name, stage.name]})
+    changes: dict[str, list[Any]] = {"stage": [old.name, stage.name]}
+    if stage.is_released and release_notes is not None and release_notes != item.release_notes:
+        changes["release_notes"] = [item.release_notes, release_notes]
+        item.release_notes = release_notes
+    audit.record(session, actor=actor, action=AuditAction.item_moved, entity=item, changes=changes)
 
 
 def _record_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User) -> None:

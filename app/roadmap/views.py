@@ -1,4 +1,4 @@
-"""Public roadmap pages: the board, the Now / Next / Later view, item pages, search, changelog."""
+"""Public roadmap pages: the board, the Now / Next / Later view, item pages, search (the changelog is app/changelog)."""
 
 from __future__ import annotations
 
@@ -81,12 +81,3 @@ async def search_page(request: Request, session: DbSession, viewer: CurrentViewe
     hits = search_service.search_items(session, viewer, q) if q.strip() else []
     return render(request, "roadmap/search.html", {"q": q, "hits": hits})
 
-
-@router.get("/changelog", response_class=HTMLResponse)
-async def changelog(request: Request, session: DbSession, viewer: CurrentViewer, product: Slug = None,
-                    page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1) -> Response:
-    items, total = roadmap.list_changelog(session, viewer, page=page, product=product)
-    return render(request, "roadmap/changelog.html", {
-        "items": items, "total": total, "page": page, "pages": max(1, ceil(total / 20)),
-        "products": roadmap.list_products(session), "product": product,
-    })
