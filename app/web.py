@@ -14,7 +14,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup
 
 from app.config import ROOT
-from app.markup import render_markdown
+from app.markup import plain_text, render_markdown
 from app.portal import service as portal
 from app.security import clear_flash_cookie, cookies, csrf_token, set_flash_cookie
 
@@ -66,6 +66,7 @@ templates.env.filters["markdown"] = render_markdown
 templates.env.filters["ago"] = _ago
 templates.env.filters["date"] = _date
 templates.env.filters["iso"] = _iso
+templates.env.filters["plain"] = plain_text
 templates.env.globals["query"] = _query
 
 
@@ -91,6 +92,8 @@ def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str,
     db = request.scope.get("state", {}).get("db")
     ctx["branding"] = portal.get_branding(db.session) if db is not None else portal.Branding()
     ctx["csrf_token"] = csrf
+    # Absolute addresses in link previews (Open Graph, Twitter cards) and feeds: the configured public one.
+    ctx["base_url"] = request.app.state.settings.base_url
     ctx["flashes"] = flashes
     ctx.setdefault("errors", {})
     ctx.setdefault("form", {})
