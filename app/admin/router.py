@@ -2,7 +2,8 @@
 
 Every route here needs a staff member (`require_staff`: anyone else gets the 404 of a missing page) and a
 valid CSRF token on unsafe methods. Overview, the prioritisation desk, the decisions on record, products, stages, tags, customers, items, the feedback inbox,
-merging, moderation and the changelog are open to every staff member; staff accounts, settings, access and the audit log
+merging, moderation and the changelog are open to every staff member; staff accounts, settings, access, email and the
+audit log
 to admins only (each of those routes takes `AdminUser`: a PM gets the same 404 as for a missing page).
 """
 
@@ -17,6 +18,7 @@ from app.admin import (
     customers,
     dashboard,
     decisions,
+    delivery,
     desk,
     feedback,
     items,
@@ -33,6 +35,6 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(require_staff)
 
 # In the order routes are matched in. The prefix is given here rather than to `router` because the overview's
 # own path is "" (it answers /admin itself), and FastAPI refuses to include an empty path without a prefix.
-for area in (dashboard, desk, decisions, taxonomy, staff, settings, audit, customers, access, feedback, items, merge, moderation,
-             changelog):
+for area in (dashboard, desk, decisions, taxonomy, staff, settings, delivery, audit, customers, access, feedback, items, merge,
+             moderation, changelog):
     router.include_router(area.router, prefix="/admin")

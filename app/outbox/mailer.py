@@ -4,9 +4,10 @@ A batch's messages go over one SMTP connection (`Mailer`, opened at the first me
 the batch). When the server cannot be reached, the rest of the batch's email is put back at once with the
 same reason instead of each message waiting for its own timeout.
 
-How an SMTP answer ends an attempt: 2xx done (the server's answer is kept with the job); 5xx for the message
-or its recipient `Failed` (it would be refused again); 4xx, a timeout or a connection that fails `Retry` by
-the email schedule (registry.EMAIL_SCHEDULE).
+How an SMTP answer ends an attempt: 2xx done (the server's answer is kept with the job); a 5xx for the
+recipient `Failed` (it would be refused again); anything else (4xx, a 5xx to the sender or the message, a
+timeout, a connection that fails) `Retry` by the email schedule (registry.EMAIL_SCHEDULE): the message waits
+until the server is back or put right, then goes out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiosmtplib
 
@@ -34,6 +36,38 @@ class Sent:
     answer: str  # the server's answer ("250 OK …"), or what happened instead ("logged: SMTP_URL is not set")
 
 
+@dataclass(frozen=True, slots=True)
+class SmtpSummary:
+    """The SMTP settings in force, for the admin page: the password never leaves the server."""
+
+    configured: bool
+    url: str  # SMTP_URL with its password masked
+    host: str
+    port: int
+    security: str
+    username: str
+    problem: str  # why SMTP_URL cannot be used, when it cannot
+
+
+def smtp_summary(settings: Settings) -> SmtpSummary:
+    url = settings.smtp_url
+    if not url:
+        return SmtpSummary(False, "", "", 0, "", "", "")
+    try:
+        target = mail.parse_smtp_url(url)
+    except mail.MailError as exc:
+        return SmtpSummary(True, "(not shown: it cannot be read)", "", 0, "", "", str(exc))
+    parts = urlsplit(url)
+    credentials = ""
+    if target.username:
+        credentials = quote(target.username, safe="") + (":••••••••" if target.password else "") + "@"
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    masked = f"{parts.scheme}://{credentials}{host}:{target.port}"
+    security = ("TLS from the start (smtps)" if target.use_tls
+                else "STARTTLS when the server offers it, plain otherwise (smtp)")
+    return SmtpSummary(True, masked, target.host, target.port, security, target.username or "", "")
+
+
 def smtp_answer(exc: BaseException) -> str:
     """An SMTP error as the server said it: code and text when there is one."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
@@ -44,12 +78,12 @@ def smtp_answer(exc: BaseException) -> str:
 
 
 def _permanent(exc: BaseException) -> bool:
+    """Whether the server refused this message for good: only a 5xx for its recipient (no such mailbox, say).
+    Any other refusal, 5xx included (relay denied, a server that answers every command with an error), is
+    taken as the server's problem: the message waits and goes out when the server is put right."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return bool(exc.recipients) and all(500 <= r.code < 600 for r in exc.recipients)
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError):
-        return False
-    return isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600 and not isinstance(
-        exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPHeloError)
+    return isinstance(exc, aiosmtplib.SMTPRecipientRefused) and 500 <= exc.code < 600
 
 
 class Mailer:

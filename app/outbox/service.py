@@ -11,12 +11,16 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
+from app.addresses import validate_email
 from app.db import insert_with_conflicts, utcnow
+from app.errors import FormInvalid
+from app.forms import FormModel, refuse, text
 from app.outbox import registry
 from app.outbox.models import JobState, OutboxJob
 
@@ -94,11 +98,15 @@ def counts(session: Session) -> Counts:
 
 
 def recent(session: Session, *, states: tuple[JobState, ...] | None = None, kind: str | None = None,
-           limit: int = 50) -> list[OutboxJob]:
-    """The latest jobs (newest activity first), of some states and a kind if given."""
+           problems: bool = False, limit: int = 50) -> list[OutboxJob]:
+    """The latest jobs (newest activity first), of some states and a kind if given; `problems`: failed, dead,
+    and pending after a failed attempt."""
     query: Select[tuple[OutboxJob]] = select(OutboxJob)
     if states:
         query = query.where(OutboxJob.state.in_(states))
+    if problems:
+        query = query.where(OutboxJob.state.in_((JobState.failed, JobState.dead))
+                            | ((OutboxJob.state == JobState.pending) & (OutboxJob.attempts > 0)))
     if kind:
         query = query.where(OutboxJob.kind == kind)
     activity = func.coalesce(OutboxJob.finished_at, OutboxJob.next_attempt_at)
@@ -122,3 +130,17 @@ def retry(session: Session, *, job_ids: list[int] | None = None) -> int:
 def job_from_row(row: OutboxJob) -> registry.Job:
     return registry.Job(id=row.id, kind=row.kind, payload=dict(row.payload or {}), key=row.key,
                         attempts=row.attempts)
+
+
+def _address(value: str) -> str:
+    try:
+        return validate_email(value)
+    except FormInvalid as exc:
+        raise refuse(next(iter(exc.errors.values()))) from None
+
+
+class SmtpCheck(FormModel):
+    """The admin Email page's "send a test email" form."""
+
+    to: Annotated[str, text(320, required="Enter the address to send the test email to."),
+                  AfterValidator(_address)] = ""

@@ -28,6 +28,7 @@ class Inbox:
         self.messages: list[EmailMessage] = []
         self.answer: str | None = None
         self.hang = threading.Event()  # set: DATA waits until it is cleared (or 30 s)
+        self.data_started = threading.Event()  # a message is being transferred
         self.port = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
@@ -37,6 +38,7 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.data_started.set()
         if self.answer:
             return self.answer
         for _ in range(300):
@@ -69,3 +71,32 @@ def smtp_server(inbox: Inbox | None = None) -> Iterator[Inbox]:
     finally:
         inbox.hang.clear()
         controller.stop()
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never says a word (a mail server hung before its greeting)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(2)
+        for connection in accepted:
+            connection.close()
+        listener.close()

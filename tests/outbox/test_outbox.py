@@ -147,13 +147,14 @@ class TestEmail:
         assert job.finished_at is not None
         assert any("refused@example.com" in r.getMessage() and "550" in r.getMessage() for r in caplog.records)
 
-    async def test_a_temporary_refusal_waits_and_goes_out_later(self, session, worker, inbox):
-        inbox.answer = "451 4.3.0 Try again later"
+    @pytest.mark.parametrize("answer", ["451 4.3.0 Try again later", "554 5.3.0 Mail system misconfigured"])
+    async def test_a_server_answering_errors_holds_the_message_until_it_is_back(self, session, worker, inbox, answer):
+        inbox.answer = answer
         invite(session)
         tally = await worker.run_until_empty()
         assert tally.retried == 1 and inbox.received() == []
         (job,) = jobs(session)
-        assert job.state == JobState.pending and job.attempts == 1 and "451 4.3.0 Try again later" in job.last_error
+        assert job.state == JobState.pending and job.attempts == 1 and answer in job.last_error
         assert job.next_attempt_at > utcnow() + timedelta(seconds=20)  # the email schedule's first wait: 30 s
         assert (await worker.run_until_empty()).total == 0  # not due yet
 

@@ -1,0 +1,138 @@
+"""A mail server that hangs or answers errors never holds up a page: the app's own worker (running in the
+background here, as in `ahead serve`) waits on it, pages and sign-in requests answer as usual, and the messages
+go out once the server is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import select
+
+from app import main
+from app.config import Settings
+from app.db import Database
+from app.main import create_app
+from app.outbox.models import JobState, OutboxJob
+from tests.helpers.databases import connected, own_database
+from tests.helpers.http import csrf_token
+from tests.helpers.smtp import silent_server, smtp_server
+
+SLOWEST = 2.0  # seconds: far below what the mail server makes the worker wait (30 s held, 15 s timeout)
+
+
+@pytest.fixture(scope="module")
+def own_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with own_database(tmp_path_factory.mktemp("unaffected"), "unaffected") as url:
+        yield url
+
+
+@pytest.fixture
+def own_db(own_url: str) -> Iterator[Database]:
+    with connected(own_url) as database:
+        yield database
+
+
+def app_settings(url: str, smtp_port: int) -> Settings:
+    return Settings(database_url=url, secret_key="test-secret-key-" + "x" * 32, base_url="http://testserver",
+                    redis_url="", smtp_url=f"smtp://127.0.0.1:{smtp_port}", outbox_worker=True,
+                    magic_link_rate_limit="100/hour", magic_link_ip_rate_limit="100/hour",
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def running(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    monkeypatch.setattr(main, "OUTBOX_STOP_SECONDS", 1.0)  # a worker stuck on the server is not waited for long
+    yield
+
+
+async def timed_requests(client: httpx.AsyncClient, count: int) -> list[float]:
+    took = []
+    for n in range(count):
+        started = time.perf_counter()
+        if n % 4 == 3:
+            token = await csrf_token(client, "/login")
+            answer = await client.post("/login/email", data={"link_email": f"more{n}@example.com", "next": "",
+                                                              "csrf_token": token})
+            assert answer.status_code == 303
+        else:
+            assert (await client.get("/")).status_code == 200
+        took.append(time.perf_counter() - started)
+    return took
+
+
+def job_states(database: Database) -> dict[str, JobState]:
+    with database.transaction() as session:
+        return {job.payload["to"]: job.state for job in session.scalars(select(OutboxJob))}
+
+
+async def test_a_mail_server_that_hangs_holds_up_no_page_and_the_mail_goes_out_when_it_is_back(
+        own_url, own_db, running):
+    with smtp_server() as inbox:
+        inbox.hang.set()
+        app = create_app(app_settings(own_url, inbox.port))
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            token = await csrf_token(client, "/login")
+            await client.post("/login/email", data={"link_email": "first@example.com", "next": "",
+                                                     "csrf_token": token})
+            # The commit woke the worker at once; it is now stuck in the middle of handing the message over.
+            assert await anyio.to_thread.run_sync(inbox.data_started.wait, 5)
+            took = await timed_requests(client, 12)
+            assert max(took) < SLOWEST, took
+            assert inbox.received() == []
+
+            inbox.hang.clear()  # the server is back
+            with anyio.fail_after(20):
+                while len(inbox.received()) < 4:
+                    await anyio.sleep(0.1)
+        assert sorted(m["To"] for m in inbox.received()) == sorted(
+            ["first@example.com", "more3@example.com", "more7@example.com", "more11@example.com"])
+
+
+async def test_a_mail_server_that_never_answers_holds_up_no_page_and_the_mail_waits(own_url, own_db, running):
+    with silent_server() as port:
+        app = create_app(app_settings(own_url, port))
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            token = await csrf_token(client, "/login")
+            await client.post("/login/email", data={"link_email": "silent@example.com", "next": "",
+                                                     "csrf_token": token})
+            await anyio.sleep(0.3)  # the worker is connecting, and will wait for a greeting that never comes
+            took = await timed_requests(client, 8)
+            assert max(took) < SLOWEST, took
+    assert job_states(own_db)["silent@example.com"] == JobState.pending  # waiting for its next attempt
+
+
+async def test_a_mail_server_that_answers_errors_holds_up_no_page_and_the_mail_goes_out_when_it_is_put_right(
+        own_url, own_db, running):
+    with smtp_server() as inbox:
+        inbox.answer = "554 5.3.0 Mail system misconfigured"
+        app = create_app(app_settings(own_url, inbox.port))
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            token = await csrf_token(client, "/login")
+            await client.post("/login/email", data={"link_email": "erring@example.com", "next": "",
+                                                     "csrf_token": token})
+            took = await timed_requests(client, 8)
+            assert max(took) < SLOWEST, took
+            with anyio.fail_after(10):
+                while job_states(own_db).get("erring@example.com") != JobState.pending or not inbox.data_started.is_set():
+                    await anyio.sleep(0.1)
+        states = job_states(own_db)
+        assert states["erring@example.com"] == JobState.pending and inbox.received() == []
+        with own_db.transaction() as session:
+            job = session.scalar(select(OutboxJob).where(OutboxJob.key.like("email:magic_link:%"),
+                                                         OutboxJob.payload["to"].as_string() == "erring@example.com"))
+            assert job is not None and "554 5.3.0 Mail system misconfigured" in job.last_error
+            job.next_attempt_at = job.created_at  # its next attempt is due now, the server put right
+        inbox.answer = None
+        app = create_app(app_settings(own_url, inbox.port))
+        async with LifespanManager(app):
+            with anyio.fail_after(10):
+                while not inbox.to("erring@example.com"):
+                    await anyio.sleep(0.1)
