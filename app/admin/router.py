@@ -3,8 +3,7 @@
 Every route here needs a staff member (`require_staff`: anyone else gets the 404 of a missing page) and a
 valid CSRF token on unsafe methods. Overview, the prioritisation desk, the decisions on record, products, stages, tags, customers, items, the feedback inbox,
 merging, moderation and the changelog are open to every staff member; staff accounts, settings, access, email and the
-audit log
-to admins only (each of those routes takes `AdminUser`: a PM gets the same 404 as for a missing page).
+audit log to admins only (each of those routes takes `AdminUser`: a PM gets the same 404 as for a missing page).
 """
 
 from __future__ import annotations
