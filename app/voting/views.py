@@ -76,9 +76,13 @@ def _follow_html(request: Request, viewer: Viewer, item: Item, *, following: boo
 
 
 def _back(request: Request, item: Item, next_url: str, anchor: str, flash: str) -> Response:
+    """Back where the form was, with the outcome as a flash. On the item's own page the redirect lands on the
+    flash (`#flash`, the first message's id): the widget sits high in the page, just below the message, and
+    landing on the widget left the message just above the window. Elsewhere (a card on a board) it lands on the
+    widget, so the person keeps their place in the list."""
     target = safe_next(next_url, default=item.path)
     if "#" not in target:
-        target += f"#{anchor}"
+        target += "#flash" if target.split("?")[0] == item.path else f"#{anchor}"
     return redirect(request, target, flash=flash)
 
 

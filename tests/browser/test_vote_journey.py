@@ -218,3 +218,41 @@ def test_voting_with_a_reason_keeps_the_confirmation_on_screen(portal: Portal, o
     expect(widget.locator(".char-count")).to_have_text("1,963 characters left")
     screenshot(ann, "vote-item-page-reason-confirmation-1280x800")
     assert not portal.server_errors()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}])
+def test_without_javascript_the_thanks_on_the_item_page_is_in_the_window(portal: Portal, open_context: Any,
+                                                                          viewport: dict[str, int]) -> None:
+    """The item page's vote and follow forms come back to the message ("Your vote is counted: …"), not to the
+    widget, which left the message just above the window at 1280x800 (and far above it at 390 px)."""
+    from playwright.sync_api import expect
+
+    product = portal.create_product("Scheduling")
+    with portal.transaction() as session:
+        item = make_item(session, product=product, title="Shift swaps between teams",
+                         summary="Let staff swap shifts across teams, with a manager's approval.",
+                         description="\n\n".join(["A paragraph about shift swaps and who approves them."] * 6))
+        path, public_id = item.path, item.public_id
+
+    ann = _signed_in(open_context, portal, "ann@customer.example", viewport=viewport, java_script_enabled=False)
+
+    def in_window(text: str) -> None:
+        message = ann.locator("#flash")
+        expect(message).to_have_text(text)
+        box, height = message.bounding_box(), ann.evaluate("innerHeight")
+        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= height, (text, box, height)
+
+    for scheme in ("light", "dark"):
+        ann.emulate_media(color_scheme=scheme)
+        ann.goto(path)
+        widget = ann.locator(f"#vote-{public_id}")
+        widget.get_by_label("Critical").check()
+        widget.get_by_role("button", name=re.compile(r"^(Vote|Update)")).click()
+        expect(ann).to_have_url(re.compile(r"#flash$"))
+        in_window("Your vote is counted: Critical." if scheme == "light" else "Your vote is now Critical.")
+        screenshot(ann, f"vote-item-no-javascript-{viewport['width']}-{scheme}")
+        ann.get_by_role("button", name="Unfollow").click()
+        in_window("You no longer follow this item.")
+        ann.get_by_role("button", name="Follow").click()
+        in_window("You follow this item: you will hear when it changes.")
+    assert not portal.server_errors()  # (axe-core needs JavaScript: the item page's axe check is the first journey's)

@@ -39,8 +39,12 @@ async def test_vote_change_withdraw_and_vote_again_with_plain_forms(client, sess
 
     response = await post_form(client, f"/items/{item.public_id}/vote",
                                {"importance": "critical", "next": item.path, "widget": "page"}, page=item.path)
-    assert response.headers["location"] == f"{item.path}#vote-{item.public_id}"
+    # On the item's page the redirect lands on the message (the first flash's id), which sits just above the
+    # widget: landing on the widget left "Your vote is now Critical." above the window.
+    assert response.headers["location"] == f"{item.path}#flash"
     page = (await client.get(item.path)).text
+    assert re.search(r'<div class="flash flash-success" role="status" id="flash">Your vote is now Critical\.</div>',
+                     page)
     assert widget_text(page, item.public_id).startswith("Votes 1 vote You voted: Critical")
     assert re.search(r'value="critical" checked', page)
 
@@ -218,7 +222,7 @@ async def test_follow_and_unfollow_and_voting_follows(client, session):
     assert ">Follow<" in page and "Follow to hear when this item changes." in page
 
     response = await post_form(client, f"/items/{item.public_id}/follow", {"next": item.path}, page=item.path)
-    assert response.status_code == 303 and response.headers["location"] == f"{item.path}#follow"
+    assert response.status_code == 303 and response.headers["location"] == f"{item.path}#flash"
     page = (await client.get(item.path)).text
     assert ">Unfollow<" in page and "You follow this item: you will hear when it changes." in page
     assert voting.is_following(session, item=item, user=customer)
@@ -244,7 +248,7 @@ async def test_next_only_leads_back_into_the_portal(client, session):
     sign_in(client, session, make_user(session, password=None))
     response = await post_form(client, f"/items/{item.public_id}/vote",
                                {"importance": "important", "next": "https://evil.example/"})
-    assert response.headers["location"] == f"{item.path}#vote-{item.public_id}"
+    assert response.headers["location"] == f"{item.path}#flash"  # the item's page, at the message
 
 
 async def test_me_lists_my_votes_and_follows(client, session):
