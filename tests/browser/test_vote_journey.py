@@ -240,7 +240,7 @@ def test_without_javascript_the_thanks_on_the_item_page_is_in_the_window(portal:
         message = ann.locator("#flash")
         expect(message).to_have_text(text)
         box, height = message.bounding_box(), ann.evaluate("innerHeight")
-        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= height, (text, box, height)
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height, (text, box, height)
 
     for scheme in ("light", "dark"):
         ann.emulate_media(color_scheme=scheme)
