@@ -594,8 +594,13 @@ class InboxEntry:
 
     @property
     def vote_withdrawn(self) -> bool:
-        """A "tell us why" reason whose vote the person withdrew: the team keeps what they said."""
-        return self.feedback.kind is FeedbackKind.reason and self.importance is None
+        """What came with a vote that the person has since withdrawn: their own "tell us why" reason, or a note
+        the team captured with the vote it recorded for them. The team keeps what they said."""
+        if self.importance is not None:
+            return False
+        fb = self.feedback
+        captured_note = fb.kind is FeedbackKind.note and fb.captured_by_id is not None and fb.item_id is not None
+        return fb.kind is FeedbackKind.reason or captured_note
 
     @property
     def source_name(self) -> str:

@@ -3,6 +3,8 @@ the customer's when a placeholder contact signs in, and can be withdrawn by the 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select, update
 
@@ -291,3 +293,37 @@ class TestClosedMeanwhile:
         assert "Released — voting is closed. This item takes no votes." in response.text
         assert "Needs it for the night shift." in response.text
         assert _votes(session, item) == []
+
+
+async def test_a_captured_note_whose_vote_was_withdrawn_says_so(client, session):
+    """A note the team captured with a vote keeps its place in the inbox and on the person's page after the
+    customer withdraws that vote, marked "Vote withdrawn" as a withdrawn vote's own reason is (it used to
+    lose its importance badge with nothing in its place)."""
+    owner, pm = make_user(session, display_name="Dana Customer"), make_pm(session)
+    item = make_item(session, title="Shift swaps")
+    data = feedback.parse_capture_form(session, {"customer": str(owner.id), "importance": "3", "source": "call",
+                                                 "note": "Their night team swaps shifts on paper."})
+    note = feedback.capture_vote(session, item=item, data=data, actor=pm).note
+    assert note is not None
+
+    def row(page: str) -> str:
+        found = re.search(r"Their night team swaps shifts on paper\.(?:</bdi>)?</a>(.*?)</(?:td|li)>", page, re.DOTALL)
+        assert found, page[:300]
+        return found.group(1)
+
+    sign_in(client, session, pm)
+    assert "Voted critical" in row((await client.get("/admin/feedback")).text)
+    assert "Vote withdrawn" not in row((await client.get(f"/admin/people/{owner.id}")).text)
+
+    [vote] = _votes(session, item)
+    client.cookies.clear()
+    sign_in(client, session, owner)
+    assert (await post_form(client, f"/me/recorded-votes/{vote.id}/withdraw", page="/me")).status_code == 303
+
+    client.cookies.clear()
+    sign_in(client, session, pm)
+    for page in ("/admin/feedback", f"/admin/people/{owner.id}"):
+        shown = row((await client.get(page)).text)
+        assert '<span class="badge">Vote withdrawn</span>' in shown and "Voted" not in shown, page
+    detail = (await client.get(f"/admin/feedback/{note.id}")).text
+    assert re.search(r"<dt>Their vote</dt><dd class=\"muted\">Withdrawn</dd>", detail)
