@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     outbox_batch_size: int = Field(default=100, ge=1, le=5000)
     outbox_lease_seconds: float = Field(default=120.0, ge=1, le=86400)
+    # Days a finished job (sent, failed, given up) is kept for the admin Email page and `ahead outbox`; the
+    # workers delete older ones, a few thousand at a time, once an hour.
+    outbox_keep_days: int = Field(default=30, ge=1, le=3650)
 
     _base_url_given: bool = PrivateAttr(default=False)
 

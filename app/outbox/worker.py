@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -38,6 +38,9 @@ from app.outbox.models import JobState, OutboxJob
 from app.outbox.registry import Failed, Job, Retry
 
 log = logging.getLogger("ahead.outbox")
+
+PURGE_EVERY_SECONDS = 3600.0
+PURGE_CHUNK = 5000
 
 
 @event.listens_for(Session, "after_commit")
@@ -122,6 +125,26 @@ class Worker:
                                                                   OutboxJob.claimed_by == self.name)))
             session.commit()
             return ours
+
+    def purge(self) -> int:
+        """Delete finished jobs older than OUTBOX_KEEP_DAYS, PURGE_CHUNK at a time (short transactions)."""
+        before = utcnow() - timedelta(days=self.settings.outbox_keep_days)
+        deleted = 0
+        while True:
+            with self._session() as session:
+                ids = list(session.scalars(select(OutboxJob.id).where(
+                    OutboxJob.state != JobState.pending, OutboxJob.finished_at < before).limit(PURGE_CHUNK)))
+                if ids:
+                    session.execute(delete(OutboxJob).where(OutboxJob.id.in_(ids))
+                                    .execution_options(synchronize_session=False))
+                session.commit()
+            deleted += len(ids)
+            if len(ids) < PURGE_CHUNK:
+                break
+        if deleted:
+            log.info("outbox: %d finished job(s) older than %d days deleted", deleted,
+                     self.settings.outbox_keep_days)
+        return deleted
 
     def release(self, ids: list[int]) -> None:
         """Give claimed jobs back (a worker stopping): due again at once for any worker."""
@@ -316,10 +339,14 @@ class Worker:
         registry.add_waiter(loop, woken)
         log.info("outbox worker %s started (batch %d, poll every %ss)", self.name, self.batch_size,
                  self.settings.outbox_poll_seconds)
+        purged_at = -PURGE_EVERY_SECONDS
         try:
             while not stop.is_set():
                 woken.clear()
                 try:
+                    if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
+                        purged_at = time.monotonic()
+                        await asyncio.to_thread(self.purge)
                     tally = await self.run_batch()
                 except asyncio.CancelledError:
                     raise

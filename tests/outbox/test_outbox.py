@@ -274,3 +274,17 @@ class TestRetryFromTheOutside:
         assert service.retry(session) == 2
         assert session.scalar(select(func.count()).select_from(OutboxJob)
                               .where(OutboxJob.state == JobState.pending)) == 2
+
+
+async def test_finished_jobs_older_than_the_keep_days_are_deleted_and_nothing_else(session, worker, inbox):
+    for n in range(3):
+        invite(session, key=f"old:{n}")
+    invite(session, to="refused@example.com", key="old:refused")
+    await worker.run_until_empty()
+    invite(session, key="waiting", run_at=utcnow() + timedelta(hours=1))  # pending: never deleted, however old
+    session.execute(update(OutboxJob).values(finished_at=utcnow() - timedelta(days=31),
+                                             created_at=utcnow() - timedelta(days=31)))
+    invite(session, key="recent")
+    await worker.run_until_empty()
+    assert worker.purge() == 4
+    assert {j.key for j in jobs(session)} == {"email:waiting", "email:recent"}

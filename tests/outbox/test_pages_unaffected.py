@@ -136,3 +136,21 @@ async def test_a_mail_server_that_answers_errors_holds_up_no_page_and_the_mail_g
             with anyio.fail_after(10):
                 while not inbox.to("erring@example.com"):
                     await anyio.sleep(0.1)
+
+
+async def test_a_sign_in_link_arrives_within_a_second_or_two_woken_by_the_commit_not_the_poll(own_url, own_db, running):
+    with smtp_server() as inbox:
+        settings = app_settings(own_url, inbox.port).model_copy(update={"outbox_poll_seconds": 60.0})
+        app = create_app(settings)
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            await anyio.sleep(0.5)  # the worker has looked once and now waits a minute, unless woken
+            token = await csrf_token(client, "/login")
+            answered = await client.post("/login/email", data={"link_email": "quick@example.com", "next": "",
+                                                                "csrf_token": token})
+            assert answered.status_code == 303
+            started = time.perf_counter()
+            with anyio.fail_after(10):
+                while not inbox.to("quick@example.com"):
+                    await anyio.sleep(0.02)
+            assert time.perf_counter() - started < 2.0

@@ -118,6 +118,7 @@ def test_two_workers_at_once_send_each_message_once(crash_db, tmp_path):
         finally:
             for worker in workers:
                 stop(worker)
+    assert [worker.returncode for worker in workers] == [0, 0]  # SIGTERM: each stopped cleanly
     per_recipient = Counter(m["To"] for m in inbox.received())
     assert len(per_recipient) == RECIPIENTS and set(per_recipient.values()) == {1}
     sent = [log.read_text().count("Email sent to") for log in logs]
