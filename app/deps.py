@@ -68,9 +68,10 @@ StaffUser = Annotated[User, Depends(require_staff)]
 AdminUser = Annotated[User, Depends(require_admin)]
 
 
-# Reachable without signing in even in private-portal mode: signing in itself, and what it needs.
+# Reachable without signing in even in private-portal mode: signing in itself, and what it needs; an email's
+# unsubscribe and preferences links (signed for their person: they show nothing of the roadmap).
 PRIVATE_MODE_OPEN = ("/login", "/auth/", "/sso/", "/logout", "/static/", "/healthz", "/readyz", "/branding",
-                     "/invitations/", "/robots.txt", "/favicon")
+                     "/invitations/", "/robots.txt", "/favicon", "/unsubscribe/", "/email-preferences/")
 
 
 async def enforce_private_mode(request: Request) -> None:

@@ -32,6 +32,7 @@ from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.feedback import views as feedback_views
 from app.forms import plain_message
 from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
+from app.notify import views as notify_views
 from app.outbox.worker import Worker
 from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
@@ -198,6 +199,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(sso.router)
     app.include_router(me.router)
     app.include_router(feedback_views.router)
+    app.include_router(notify_views.router)
+    app.include_router(notify_views.me_router)
     app.include_router(admin_router)
     app.include_router(v1.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")

@@ -7,6 +7,7 @@ from app.db import Base
 from app.desk.models import Decision
 from app.discussion.models import Comment, CommentReport
 from app.feedback.models import Feedback
+from app.notify.models import DigestEntry, NotificationPreference
 from app.organisations.models import Organisation, OrganisationDomain, Segment
 from app.outbox.models import OutboxJob
 from app.portal.models import PortalAsset, PortalSetting
@@ -24,6 +25,7 @@ __all__ = [
     "CommentReport",
     "ContentRevision",
     "Decision",
+    "DigestEntry",
     "Feedback",
     "Follow",
     "Identity",
@@ -31,6 +33,7 @@ __all__ = [
     "Item",
     "MagicLink",
     "Merge",
+    "NotificationPreference",
     "Organisation",
     "OrganisationDomain",
     "OutboxJob",

@@ -35,6 +35,7 @@ from app.deps import CurrentUser, DbSession
 from app.errors import Conflict, FormInvalid
 from app.feedback import service as feedback
 from app.forms import read_form
+from app.notify import service as notify
 from app.security import clear_session_cookie, rotate_csrf, verify_csrf
 from app.voting import service as voting
 from app.web import redirect, render
@@ -58,6 +59,7 @@ def _page(request: Request, session: DbSession, user: User, *, status_code: int 
         "my_feedback": feedback.my_feedback(session, viewer=request.state.viewer),
         "my_votes": voting.list_my_votes(session, viewer=request.state.viewer, include_captured=False),
         "followed": voting.list_followed(session, viewer=request.state.viewer),
+        **notify.preferences_context(session, user=user),
         **context,
     }, status_code=status_code, headers=_NO_STORE)
 

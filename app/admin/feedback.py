@@ -14,11 +14,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
+from app.accounts.models import User
 from app.deps import CurrentViewer, DbSession, StaffUser
 from app.errors import Conflict, FormInvalid, NotFound
 from app.feedback import service as feedback
-from app.feedback.models import FeedbackKind, FeedbackState
+from app.feedback.models import Feedback, FeedbackKind, FeedbackState
 from app.forms import FormModel, read_form, text, typed_values
+from app.notify import service as notify
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -102,7 +104,16 @@ async def link(request: Request, session: DbSession, user: StaffUser, feedback_i
     except NotFound:
         return redirect(request, _url(entry), flash="That item no longer exists; search again.", kind="error")
     feedback.link_to_item(session, feedback=entry.feedback, item=target, actor=user)
+    _tell_author(session, entry.feedback, actor=user, outcome="linked", item=target)
     return redirect(request, _url(entry), flash=f"Linked to “{target.title}”.")
+
+
+def _tell_author(session: Session, idea: Feedback, *, actor: User, outcome: str, item: Item | None = None,
+                 reason: str = "") -> None:
+    """An idea's author hears what became of it (a reason or a note is not an idea: nobody is told)."""
+    if idea.kind is FeedbackKind.idea:
+        notify.announce_idea(session, feedback_id=idea.id, author_id=idea.author_id, title=idea.title, actor=actor,
+                             outcome=outcome, item=item, reason=reason)
 
 
 @router.post("/feedback/{feedback_id}/item", response_class=HTMLResponse)
@@ -116,6 +127,7 @@ async def make_item(request: Request, session: DbSession, viewer: CurrentViewer,
         return _detail_page(request, session, viewer, entry, status_code=422, errors=exc.errors, item_form=form)
     except Conflict as exc:
         return redirect(request, _url(entry), flash=exc.detail, kind="error")
+    _tell_author(session, entry.feedback, actor=user, outcome="linked", item=item)
     who = entry.author.name if entry.author is not None and entry.author.deleted_at is None else None
     vote = f" {who}’s vote came along." if who else ""
     return redirect(request, f"/admin/items/{item.public_id}",
@@ -131,7 +143,9 @@ async def decline(request: Request, session: DbSession, viewer: CurrentViewer, u
     if form.data is None:
         return _detail_page(request, session, viewer, entry, status_code=422, errors=form.errors, form=form.typed)
     feedback.decline(session, feedback=entry.feedback, reason=form.data.decline_reason, actor=user)
-    return redirect(request, _url(entry), flash="Declined. The author sees your reason on their account page.")
+    _tell_author(session, entry.feedback, actor=user, outcome="declined", reason=form.data.decline_reason)
+    return redirect(request, _url(entry), flash="Declined. The author sees your reason on their account page, and by "
+                                                 "email unless they turned such emails off.")
 
 
 @router.post("/feedback/{feedback_id}/archive", response_class=HTMLResponse)

@@ -23,6 +23,7 @@ from app.desk import service as desk
 from app.errors import FormInvalid
 from app.feedback import service as feedback
 from app.forms import FormModel, choice, read_form
+from app.notify import service as notify
 from app.organisations import service as organisations
 from app.parsing import ASCII_DIGITS
 from app.roadmap import merge as merging
@@ -165,12 +166,16 @@ async def update_item(request: Request, session: DbSession, user: StaffUser, pub
         return _render_form(request, session, item=item, form=typed, errors=errors, status_code=422)
     old_stage = item.stage
     before = item.updated_at
-    decisions.update_item(session, item=item, data=data, why=reason, actor=user)
+    decision = decisions.update_item(session, item=item, data=data, why=reason, actor=user)
     if item.updated_at == before:
         return redirect(request, _edit_url(item), flash="Nothing changed.", kind="info")
     flash = "Changes saved."
     if old_stage.id != item.stage_id:
         flash += " " + _moved_message(item, old_stage)
+        # A stage changed in the details form tells the followers, as the Move form does by default.
+        notify.announce_move(session, item=item, old=old_stage, new=item.stage, actor=user,
+                             change_id=f"d{decision.id}" if decision else f"edit-{item.updated_at.timestamp()}")
+        flash += " " + _told_message(notify.audience_of(session, item=item, actor=user).for_stage(item.stage))
     return redirect(request, _edit_url(item), flash=flash)
 
 
@@ -196,19 +201,34 @@ async def move_item(request: Request, session: DbSession, user: StaffUser, publi
     raw = form.get("stage_id")
     why = await read_form(request, decisions.DecisionWhy)
     notes = await read_form(request, roadmap.ReleaseNotes)
+    told = await read_form(request, notify.Notify)
     stage = next((s for s in roadmap.list_stages(session) if str(s.id) == raw), None)
-    if why.data is None or notes.data is None:  # too long: the editor again, with what was typed
+    if why.data is None or notes.data is None or told.data is None:  # too long: the editor again, as typed
         return _render_form(request, session, item=item, form=_item_form(item), status_code=422, extra={
-            "move": {"stage_id": raw or "", "why": why.typed["why"], "release_notes": notes.typed["release_notes"]},
-            "move_errors": {**why.errors, **notes.errors}})
+            "move": {"stage_id": raw or "", "why": why.typed["why"], "release_notes": notes.typed["release_notes"],
+                     "notify": told.typed["notify"], "message": told.typed["message"]},
+            "move_errors": {**why.errors, **notes.errors, **told.errors}})
     if stage is None:
         return redirect(request, _edit_url(item), flash="Choose a stage to move the item to.", kind="error")
     if stage.id == item.stage_id:
         return redirect(request, _edit_url(item), flash=f"The item is already in {stage.name}.", kind="info")
     old_stage = item.stage
-    decisions.move_item(session, item=item, stage=stage, why=why.data.why, actor=user,
-                        release_notes=notes.data.release_notes if "release_notes" in form else None)
-    return redirect(request, _edit_url(item), flash=_moved_message(item, old_stage))
+    decision = decisions.move_item(session, item=item, stage=stage, why=why.data.why, actor=user,
+                                   release_notes=notes.data.release_notes if "release_notes" in form else None)
+    flash = _moved_message(item, old_stage)
+    if decision is not None and told.data.wanted:
+        notify.announce_move(session, item=item, old=old_stage, new=stage, actor=user, message=told.data.message,
+                             change_id=f"d{decision.id}")
+        flash += " " + _told_message(notify.audience_of(session, item=item, actor=user).for_stage(stage))
+    elif decision is not None:
+        flash += " Nobody is told by email."
+    return redirect(request, _edit_url(item), flash=flash)
+
+
+def _told_message(count: int) -> str:
+    if count == 0:
+        return "Nobody follows it yet, so nobody is told."
+    return f"{count} {'person is' if count == 1 else 'people are'} told by email."
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -284,6 +304,9 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
         context["merged"] = merging.current_merge(session, item=item)
         context["decisions"] = decisions.list_for_item(session, item=item)
         context.setdefault("move", {"stage_id": str(item.stage_id), "why": ""})
+        actor = request.state.viewer.user
+        context["audience"] = notify.audience_of(session, item=item, actor=actor)
+        context["stage_kinds"] = {s.id: notify.stage_kind(s) for s in stages}
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)
 

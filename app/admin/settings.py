@@ -17,6 +17,7 @@ from app.deps import AdminUser, DbSession
 from app.desk import service as desk
 from app.errors import FormInvalid
 from app.forms import read_form
+from app.notify import service as notify
 from app.portal import service as portal
 from app.web import redirect, render
 
@@ -33,6 +34,12 @@ def _settings_page(request: Request, session: Session, *, status_code: int = 200
     extra.setdefault("votes", portal.get_vote_display(session))
     extra.update(desk_weights=desk.get_weights(session), desk_plain=desk.plain,
                  desk_revenue_modes=desk.REVENUE_MODE_LABELS)
+    digest = notify.get_digest_schedule(session)
+    extra.setdefault("digest_form", {"weekday": str(digest.weekday), "hour": str(digest.hour),
+                                     "timezone": digest.timezone})
+    extra.update(digest=digest, weekday_options=list(enumerate(notify.WEEKDAYS)),
+                 hour_options=[(h, f"{h:02d}:00") for h in range(24)],
+                 zone_options=[(z, z.replace("_", " ")) for z in notify.time_zones()])
     return render(request, "admin/settings.html", {"current": branding, **extra}, status_code=status_code)
 
 
@@ -57,6 +64,15 @@ async def save_settings(request: Request, session: DbSession, admin: AdminUser,
         typed = {**form.typed, "accent_color": portal.chosen_colour(session, form.typed)}
         return _settings_page(request, session, status_code=422, errors=exc.errors, form=typed)
     return redirect(request, "/admin/settings", flash="Branding saved. Every page shows it now.")
+
+
+@router.post("/settings/digest", response_class=HTMLResponse)
+async def save_digest_schedule(request: Request, session: DbSession, admin: AdminUser) -> Response:
+    form = await read_form(request, notify.DigestScheduleUpdate)
+    if form.data is None:
+        return _settings_page(request, session, status_code=422, digest_errors=form.errors, digest_form=form.typed)
+    schedule = notify.update_digest_schedule(session, actor=admin, data=form.data)
+    return redirect(request, "/admin/settings#digest", flash=f"The weekly digest goes out on {schedule.describe()}.")
 
 
 @router.post("/settings/votes", response_class=HTMLResponse)

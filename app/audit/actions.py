@@ -51,6 +51,7 @@ class AuditAction(StrEnum):
     settings_access = "settings.access"
     settings_votes = "settings.votes"
     settings_desk = "settings.desk"
+    settings_digest = "settings.digest"
     comment_pinned = "comment.pinned"
     comment_unpinned = "comment.unpinned"
     comment_hidden = "comment.hidden"

@@ -68,6 +68,7 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.settings_access: "Changed",
     AuditAction.settings_votes: "Changed",
     AuditAction.settings_desk: "Changed",
+    AuditAction.settings_digest: "Changed",
     AuditAction.comment_pinned: "Pinned",
     AuditAction.comment_unpinned: "Unpinned",
     AuditAction.comment_hidden: "Hidden",
@@ -98,6 +99,7 @@ AUDIT_FIELDS = {
     "revenue_cap": "Revenue factor cap (C)", "source": "Source", "source_url": "Source link",
     "why": "Why", "scope": "Scope", "expires_at": "Expires", "owner": "Owner",
     "notes": "Notes", "items": "Items", "published_at": "Published at",
+    "weekday": "Digest day", "hour": "Digest hour", "timezone": "Portal time zone",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},

@@ -25,6 +25,7 @@ from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import FormInvalid, NotAuthenticated
 from app.forms import read_values
+from app.notify import service as notify
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.roadmap.pages import CommentForm, render_item_page
@@ -39,6 +40,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 Body = Annotated[str, Form(max_length=100_000)]
 Reason = Annotated[str, Form(max_length=10_000)]
 ParentId = Annotated[str, Form(max_length=40)]
+NotifyChoice = Annotated[str, Form(alias="notify", max_length=10)]
 
 def page_url(item: Item, page: int, anchor: str = "comments") -> str:
     """The item page showing that page of its discussion, at `#anchor`."""
@@ -70,7 +72,7 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, i
 
 @router.post("/items/{public_id}/comments", response_class=HTMLResponse)
 async def post_comment(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-                       body: Body = "", parent: ParentId = "") -> Response:
+                       body: Body = "", parent: ParentId = "", notify_choice: NotifyChoice = "yes") -> Response:
     form = read_values(discussion.CommentCreate, {"body": body, "parent": parent})
     item = roadmap.get_visible_item(session, viewer, public_id)
     if not discussion.can_comment(viewer):
@@ -84,7 +86,26 @@ async def post_comment(request: Request, session: DbSession, viewer: CurrentView
     except FormInvalid as exc:
         return await _item_page_again(request, session, viewer, item, form.typed, exc.errors)
     flash = "Your reply is posted." if comment.parent_id else "Your comment is posted."
+    flash += _tell(session, viewer, item, comment, parent=data.parent, notify_choice=notify_choice)
     return redirect(request, _comment_url(session, viewer, item, comment), flash=flash)
+
+
+def _tell(session: Session, viewer: Viewer, item: Item, comment: Comment, *, parent: str, notify_choice: str) -> str:
+    """Who hears of the comment: staff answer officially (the followers, unless "Don't notify"); a customer's
+    reply reaches the authors of the comment it answers and of its thread's first comment."""
+    assert viewer.user is not None
+    if viewer.is_staff:
+        if notify_choice == "no":
+            return " Nobody is told by email."
+        count = notify.count_answer_audience(session, item=item, actor=viewer.user)
+        notify.announce_answer(session, comment=comment, actor=viewer.user)
+        return f" {count} {'person is' if count == 1 else 'people are'} told." if count else ""
+    if comment.parent_id is not None:
+        replied = [comment.parent_id]
+        if parent:
+            replied.append(discussion.get_comment(session, viewer=viewer, public_id=parent).comment.id)
+        notify.announce_reply(session, comment=comment, replied_to=replied, actor=viewer.user)
+    return ""
 
 
 @router.get("/comments/{public_id}", response_class=HTMLResponse)

@@ -20,6 +20,7 @@ from app.accounts.viewer import Viewer
 from app.discussion import service as discussion
 from app.errors import NotFound
 from app.feedback import service as feedback
+from app.notify import service as notify
 from app.pagecache import cached_render
 from app.parsing import parse_int
 from app.roadmap import merge as merging
@@ -83,6 +84,9 @@ def _context(request: Request, session: Session, viewer: Viewer, item: Item, *,
              vote_form: VoteForm | None = None, comment_form: CommentForm | None = None) -> dict[str, Any]:
     return {"item": item, "timeline": roadmap.get_timeline(session, item),
             "comments": discussion_for(request, session, viewer, item, refused=comment_form),
+            # Staff (never served a kept page) answer officially: the form says how many would be told.
+            "answer_audience": notify.count_answer_audience(session, item=item, actor=viewer.user)
+            if viewer.is_staff and viewer.user is not None else None,
             **vote_widget_for_item_page(session, viewer, item, refused=vote_form)}
 
 

@@ -6,9 +6,11 @@ search, counts and the vote's item lookup. app.roadmap.service names both functi
 
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, true
 
+from app.accounts.models import STAFF_ROLES, User
 from app.accounts.viewer import Viewer
+from app.organisations.models import Organisation
 from app.roadmap.models import Item, Visibility, item_segments
 
 
@@ -47,3 +49,22 @@ def audience(viewer: Viewer) -> tuple[str, object] | None:
     if viewer.user is None or not viewer.is_authenticated or viewer.user.organisation_id is None:
         return ("public", viewer.user is not None)
     return ("customer", viewer.segment_id)
+
+
+def readers_of(item: Item) -> ColumnElement[bool]:
+    """A condition on `User` rows: the people who may see this item, by the rule `visible_items` applies.
+
+    For telling many people about one item in one statement (the followers of an item), instead of asking
+    `visible_items` once per person. Staff see everything; nobody else sees a draft, a merged or an internal
+    item; everyone sees a public one; a `customers` item is seen by members of an organisation, of one of its
+    segments when it names any. Whether the account is active is the caller's concern.
+    """
+    staff = User.role.in_(STAFF_ROLES)
+    if item.merged_into_id is not None or item.published_at is None or item.visibility is Visibility.internal:
+        return staff
+    if item.visibility is Visibility.public:
+        return true()
+    limited = exists().where(item_segments.c.item_id == item.id)
+    in_segment = exists().where(item_segments.c.item_id == item.id, Organisation.id == User.organisation_id,
+                                Organisation.segment_id == item_segments.c.segment_id)
+    return or_(staff, and_(User.organisation_id.is_not(None), or_(~limited, in_segment)))

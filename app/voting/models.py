@@ -57,13 +57,19 @@ class Vote(Base):
 
 
 class Follow(Base):
-    """Who hears about an item. Voting and commenting follow it."""
+    """Who hears about an item. Voting and commenting follow it.
+
+    A row with `stopped_at` set is an opt-out: the person pressed Unfollow (or the one-click unsubscribe of an
+    email about the item) and hears nothing more about it, although they voted or commented. A new vote, a new
+    comment or Follow ends it (each follows the item again); changing an existing vote's importance does not.
+    """
 
     __tablename__ = "follows"
 
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Merge(Base):

@@ -75,7 +75,7 @@ def _writes(dialect: str) -> dict[str, Any]:
         followed = insert(FOLLOWS).from_select(
             ["item_id", "user_id", "created_at"],
             select(inserted.c.item_id, inserted.c.user_id, p("p_now", type_=FOLLOWS.c.created_at.type)),
-        ).on_conflict_do_nothing(index_elements=["item_id", "user_id"]).cte("new_follow")
+        ).on_conflict_do_update(index_elements=["item_id", "user_id"], set_={"stopped_at": None}).cte("new_follow")
         removed = remove.returning(VOTES.c.item_id, VOTES.c.created_at).cte("removed")
         recent = select(case((removed.c.created_at >= p("p_since", type_=VOTES.c.created_at.type), 1), else_=0))
         return {
@@ -90,7 +90,7 @@ def _writes(dialect: str) -> dict[str, Any]:
         "new_vote": new_vote.returning(VOTES.c.id),
         "count": update(ITEMS).where(this_item).values(plus_one).returning(*counters),
         "follow": insert(FOLLOWS).values(item_id=p("p_item"), user_id=p("p_user"), created_at=p("p_now"))
-        .on_conflict_do_nothing(index_elements=["item_id", "user_id"]),
+        .on_conflict_do_update(index_elements=["item_id", "user_id"], set_={"stopped_at": None}),
         "remove": remove.returning(VOTES.c.created_at),
         "uncount": update(ITEMS).where(this_item).returning(*counters)
         .values(vote_count=ITEMS.c.vote_count - 1, trend_count=ITEMS.c.trend_count - p("p_recent", type_=Integer)),
@@ -201,22 +201,40 @@ def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) ->
 
 
 def follow(session: Session, *, item: Item, user: User) -> None:
+    """Follow the item; an earlier opt-out of this person (Unfollow, unsubscribe) ends."""
     roadmap.lock_for_activity(session, item)
     session.execute(
         _insert(session, Follow)
         .values(item_id=item.id, user_id=user.id, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["item_id", "user_id"])
+        .on_conflict_do_update(index_elements=["item_id", "user_id"], set_={"stopped_at": None})
+    )
+
+
+def stop_following(session: Session, *, item_id: int, user_id: int) -> None:
+    """Opt out of the item (idempotent): the person hears nothing more about it, although they voted or
+    commented. A new vote, a new comment or Follow later undoes it; changing the importance of a vote does not."""
+    now = utcnow()
+    session.execute(
+        _insert(session, Follow)
+        .values(item_id=item_id, user_id=user_id, created_at=now, stopped_at=now)
+        .on_conflict_do_update(index_elements=["item_id", "user_id"],
+                               set_={"stopped_at": func.coalesce(Follow.stopped_at, now)})
     )
 
 
 def unfollow(session: Session, *, item: Item, user: User) -> None:
-    session.execute(delete(Follow).where(Follow.item_id == item.id, Follow.user_id == user.id))
+    stop_following(session, item_id=item.id, user_id=user.id)
 
 
 def is_following(session: Session, *, item: Item, user: User | None) -> bool:
+    """Whether the person hears about the item: a follow row that is not an opt-out, or a vote without any
+    row (voting and commenting write one; older votes may have none). The rule of notify's recipients."""
     if user is None:
         return False
-    return session.scalar(select(Follow.item_id).where(Follow.item_id == item.id, Follow.user_id == user.id)) is not None
+    row = session.execute(select(Follow.stopped_at).where(Follow.item_id == item.id, Follow.user_id == user.id)).first()
+    if row is not None:
+        return row.stopped_at is None
+    return session.scalar(select(Vote.id).where(Vote.item_id == item.id, Vote.user_id == user.id)) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,7 +538,7 @@ def list_followed(session: Session, *, viewer: Viewer) -> list[Item]:
     return list(session.scalars(
         visible_items(viewer)
         .join(Follow, Follow.item_id == Item.id)
-        .where(Follow.user_id == viewer.user.id)
+        .where(Follow.user_id == viewer.user.id, Follow.stopped_at.is_(None))
         .options(selectinload(Item.stage))
         .order_by(Follow.created_at.desc(), Item.id.desc())
     ))
@@ -554,7 +572,8 @@ def count_votes(session: Session, *, item: Item) -> int:
 
 
 def count_follows(session: Session, *, item: Item) -> int:
-    return session.scalar(select(func.count()).select_from(Follow).where(Follow.item_id == item.id)) or 0
+    return session.scalar(select(func.count()).select_from(Follow).where(Follow.item_id == item.id,
+                                                                        Follow.stopped_at.is_(None))) or 0
 
 
 def count_shared_votes(session: Session, *, source: Item, target: Item) -> tuple[int, int]:

@@ -60,7 +60,7 @@ _ALLOWED_TAGS = {
     "a", "p", "br", "hr", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "h1", "h2", "h3", "h4",
     "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "del",
     "section", "article", "header", "span", "time", "div", "details", "summary", "form", "input", "button",
-    "textarea", "label", "main", "nav", "caption",
+    "textarea", "label", "main", "nav", "caption", "fieldset", "legend",
 }
 _BAD_SCHEME = re.compile(r"^(javascript|vbscript|data|file):", re.IGNORECASE)
 

@@ -240,7 +240,9 @@ async def test_follow_and_unfollow_and_voting_follows(client, session):
                                  headers={"X-CSRF-Token": token, "Accept": "application/json"})
     body = response.json()
     assert body["following"] is False and ">Follow<" in body["html"]
-    assert session.scalar(select(func.count()).select_from(Follow)) == 0
+    # The row stays as an opt-out (she voted: without it she would still be told of changes).
+    assert session.scalar(select(func.count()).select_from(Follow).where(Follow.stopped_at.is_(None))) == 0
+    assert not voting.is_following(session, item=item, user=customer)
 
 
 async def test_next_only_leads_back_into_the_portal(client, session):
