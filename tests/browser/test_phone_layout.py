@@ -167,6 +167,23 @@ def test_now_next_later_have_colours_of_their_own(portal: Portal, open_context: 
         axe_check(page, f"Now · Next · Later, {scheme}")
 
 
+# An element holding an email address: its text, and on how many lines the characters of its "local@" part and
+# of its domain sit ([1, 1]: each part on one line, the address broken after its "@" at most).
+_ADDRESS_LINES = """el => {
+  const lines = [];
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const range = document.createRange();
+    for (let i = 0; i < node.length; i++) {
+      range.setStart(node, i); range.setEnd(node, i + 1);
+      lines.push(Math.round(range.getBoundingClientRect().top));
+    }
+  }
+  const at = el.textContent.indexOf("@") + 1;
+  return [el.textContent, [new Set(lines.slice(0, at)).size, new Set(lines.slice(at)).size]];
+}"""
+
+
 def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_context: Any) -> None:
     """'All organisations' was cut to 'All organisati' on the inbox, people and desk pages; the inbox table
     scrolled sideways inside its own box with no sign that it did."""
@@ -177,6 +194,11 @@ def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_
         dana = make_customer(session, make_organisation(session, "Harbour Health Clinics"), display_name="Dana Scully",
                              email="dana.scully@harbourhealthclinics.example")
         make_idea(session, dana, title="Export approved hours to Sage Payroll", body="Every Friday by hand.")
+        # At 1280 px the inbox cut "sunil.rao@meadowpharmacy.exam / ple" and broke a domain at its hyphen.
+        for email, name in (("sunil.rao@meadowpharmacy.example", "Sunil Rao"),
+                            ("ade.okoro@brightside-stores.example", "Ade Okoro")):
+            make_idea(session, make_customer(session, make_organisation(session, f"{name}'s shop"), email=email,
+                                             display_name=name), title=f"Rota printouts for {name}")
         wanted = make_item(session, title="Shift swaps")
         feedback.add_reason(session, item=wanted, author=dana, body="Nurses swap shifts daily")
         wanted_id = wanted.public_id
@@ -195,6 +217,11 @@ def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_
                 if viewport is PHONE:
                     _no_sideways_scroll(pm, where)
             pm.goto("/admin/feedback")
+            addresses = pm.locator(".inbox-table .address")
+            assert addresses.count() >= 3
+            for n in range(addresses.count()):
+                text, parts = addresses.nth(n).evaluate(_ADDRESS_LINES)
+                assert parts == [1, 1], f"{text} breaks mid-word at {viewport['width']} px: {parts} lines for its parts"
             box = pm.locator(".table-scroll")
             assert box.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the inbox scrolls inside its box"
             cells = pm.locator(".inbox-table tbody tr").first.locator("td")
@@ -212,20 +239,7 @@ def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_
             pm.goto(f"/admin/items/{wanted_id}/capture?customer_q=dana")
             email = pm.locator(".person-choice-email").first
             expect(email).to_have_text("dana.scully@harbourhealthclinics.example")
-            # The line each character sits on, as "local@" and "domain" parts: each part on one line.
-            parts = email.evaluate("""el => {
-              const lines = [];
-              for (const node of el.childNodes) {
-                if (node.nodeType !== Node.TEXT_NODE) continue;
-                const range = document.createRange();
-                for (let i = 0; i < node.length; i++) {
-                  range.setStart(node, i); range.setEnd(node, i + 1);
-                  lines.push(Math.round(range.getBoundingClientRect().top));
-                }
-              }
-              const at = el.textContent.indexOf("@") + 1;
-              return [new Set(lines.slice(0, at)).size, new Set(lines.slice(at)).size];
-            }""")
+            _, parts = email.evaluate(_ADDRESS_LINES)
             assert parts == [1, 1], f"the address breaks mid-word: {parts} lines for its two parts"
             button = pm.get_by_role("button", name="Record the vote").bounding_box()
             heading = pm.get_by_role("heading", name="Private feedback on this item").bounding_box()
