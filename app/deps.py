@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
-from app.accounts.models import User
+from app.accounts import tokens
+from app.accounts.models import TokenScope, User
 from app.accounts.viewer import ANONYMOUS, Viewer
-from app.errors import NotAuthenticated, NotFound
+from app.db import utcnow
+from app.errors import Forbidden, NotAuthenticated, NotFound
 from app.portal import service as portal
 from app.security import SESSION_COOKIE, session_cookie_value
 
@@ -29,6 +32,11 @@ async def get_viewer(request: Request) -> Viewer:
     cached: Viewer | None = request.scope.get("state", {}).get("viewer")
     if cached is not None:
         return cached
+    if request.url.path.startswith(API_PREFIX) and "authorization" in request.headers:
+        # An API call with credentials: the token and only the token (no cookie is looked at).
+        viewer = _token_viewer(request)
+        request.state.viewer = viewer
+        return viewer
     token = session_cookie_value(request)
     viewer = ANONYMOUS
     if token:
@@ -40,6 +48,59 @@ async def get_viewer(request: Request) -> Viewer:
 
 
 CurrentViewer = Annotated[Viewer, Depends(get_viewer)]
+
+API_PREFIX = "/api/"
+_REFUSED = "The API token is not valid: unknown, revoked or expired, or its owner is no longer staff."
+
+
+def _refused(detail: str) -> NotAuthenticated:
+    return NotAuthenticated(detail, headers={"WWW-Authenticate": 'Bearer realm="ahead"'})
+
+
+def _token_viewer(request: Request) -> Viewer:
+    """The staff member a `Authorization: Bearer ahead_…` header stands for, or 401. The token's last use is
+    written at most once a minute, in a short transaction of its own (a read request's stays read-only)."""
+    scheme, _, presented = request.headers["authorization"].partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise _refused("Send a staff API token as `Authorization: Bearer ahead_…`.")
+    session: Session = request.state.db.session
+    now = utcnow()
+    token = tokens.authenticate(session, presented.strip(), now=now)
+    if token is None:
+        raise _refused(_REFUSED)
+    if tokens.needs_touch(token, now):
+        own = request.app.state.database.new_session(write=True)
+        try:
+            tokens.mark_used(own, token_id=token.id, now=now)
+            own.commit()
+        finally:
+            own.close()
+    return Viewer.of(token.user, token_scope=token.scope)
+
+
+# Documents the scheme in /openapi.json; the header is read by get_viewer above (never a cookie or query).
+staff_token = HTTPBearer(scheme_name="StaffToken", auto_error=False, bearerFormat="ahead_…", description=(
+    "A staff API token, created under Admin › API tokens and shown once: `Authorization: Bearer ahead_…`. "
+    "Read tokens call the GET endpoints; read-write tokens also the staff writes. Tokens in cookies or query "
+    "strings are ignored."))
+
+
+async def require_token(viewer: CurrentViewer,
+                        _: Annotated[HTTPAuthorizationCredentials | None, Security(staff_token)]) -> Viewer:
+    """Staff API endpoints: a valid staff token of any scope (a session cookie, even staff's, is not one)."""
+    if viewer.token_scope is None:
+        raise _refused("This endpoint needs a staff API token: `Authorization: Bearer ahead_…`.")
+    return viewer
+
+
+async def require_write_token(viewer: Annotated[Viewer, Depends(require_token)]) -> Viewer:
+    if viewer.token_scope is not TokenScope.write:
+        raise Forbidden("This token is read-only: create a read-write token to change anything.")
+    return viewer
+
+
+TokenReader = Annotated[Viewer, Depends(require_token)]
+TokenWriter = Annotated[Viewer, Depends(require_write_token)]
 
 
 async def require_user(viewer: CurrentViewer) -> User:

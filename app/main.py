@@ -22,6 +22,7 @@ from app import handlers, health, logs, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
+from app.api import desk as api_desk
 from app.api import v1
 from app.changelog import views as changelog_views
 from app.config import ROOT, Settings, get_settings
@@ -164,6 +165,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         title="Ahead",
         version="1",
         summary="Read the product roadmap: items, stages, timeframes and release notes.",
+        description=(
+            "Visitors and signed-in people read what they may see; votes need the portal's session and CSRF "
+            "token. Staff scripts send a staff API token (`Authorization: Bearer ahead_…`, the `StaffToken` "
+            "scheme; created under Admin › API tokens, shown once) to read the prioritisation desk and an item's "
+            "demand, and with a read-write token to set an item's RICE estimate. With a token the item endpoints "
+            "answer as staff see them (drafts and internal items included); a token that is unknown, revoked, "
+            "expired or whose owner is no longer staff gets 401. Tokens in cookies or query strings are ignored."
+        ),
         lifespan=lifespan,
         docs_url=None,  # Swagger UI loads its assets from a CDN; /openapi.json is the description
         redoc_url=None,
@@ -203,6 +212,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(notify_views.me_router)
     app.include_router(admin_router)
     app.include_router(v1.router)
+    app.include_router(api_desk.router)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
     # Outermost last: the client's address (trusted proxies only), the body cap, a state of its own per

@@ -12,7 +12,9 @@ from pydantic import AfterValidator, BeforeValidator, model_validator
 from sqlalchemy import CursorResult, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
+from app.accounts import tokens
 from app.accounts.models import (
+    STAFF_ROLES,
     Identity,
     IdentityKind,
     Invitation,
@@ -230,6 +232,8 @@ def _give_role(session: Session, user: User, role: Role) -> None:
     user.role = role
     if user.id is not None:
         end_all_sessions(session, user=user)
+        if role not in STAFF_ROLES:
+            tokens.revoke_all_for(session, user=user)
 
 
 # --- invitations ----------------------------------------------------------------------------------
@@ -390,6 +394,7 @@ def set_user_active(session: Session, *, user: User, active: bool, actor: User) 
     user.is_active = active
     if not active:
         end_all_sessions(session, user=user)
+        tokens.revoke_all_for(session, user=user)
     audit.record(session, actor=actor, action=AuditAction.user_updated, entity=user, changes={"is_active": [before, active]})
 
 
@@ -750,6 +755,7 @@ def delete_account(session: Session, *, user: User, confirm_email: str) -> None:
     placeholder = _deleted_email(session)
     session.execute(delete(Identity).where(Identity.user_id == user.id))
     end_all_sessions(session, user=user)
+    tokens.revoke_all_for(session, user=user)
     session.execute(delete(MagicLink).where(MagicLink.email == old_email))
     session.execute(delete(Invitation).where(Invitation.email == old_email))
     user.email = placeholder

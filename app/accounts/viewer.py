@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.accounts.models import User
+from app.accounts.models import TokenScope, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,12 +13,14 @@ class Viewer:
     session_id: str | None = None
     # The segment of the customer's organisation: decides which segment-limited items they see.
     segment_id: int | None = None
+    # Set when the request came with a staff API token (`Authorization: Bearer …`) rather than a session.
+    token_scope: TokenScope | None = None
 
     @classmethod
-    def of(cls, user: User, session_id: str | None = None) -> Viewer:
+    def of(cls, user: User, session_id: str | None = None, *, token_scope: TokenScope | None = None) -> Viewer:
         """The viewer for a user whose organisation is loaded."""
         organisation = user.organisation
-        return cls(user=user, session_id=session_id,
+        return cls(user=user, session_id=session_id, token_scope=token_scope,
                    segment_id=organisation.segment_id if organisation is not None else None)
 
     @property

@@ -2,8 +2,9 @@
 
 Every route here needs a staff member (`require_staff`: anyone else gets the 404 of a missing page) and a
 valid CSRF token on unsafe methods. Overview, the prioritisation desk, the decisions on record, products, stages, tags, customers, items, the feedback inbox,
-merging, moderation and the changelog are open to every staff member; staff accounts, settings, access, email and the
-audit log to admins only (each of those routes takes `AdminUser`: a PM gets the same 404 as for a missing page).
+merging, moderation, the changelog and API tokens (each their own; admins everyone's) are open to every staff
+member; staff accounts, settings, access, email and the audit log to admins only (each of those routes takes
+`AdminUser`: a PM gets the same 404 as for a missing page).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.admin import (
     settings,
     staff,
     taxonomy,
+    tokens,
 )
 from app.deps import require_staff
 from app.security import verify_csrf
@@ -34,6 +36,6 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(require_staff)
 
 # In the order routes are matched in. The prefix is given here rather than to `router` because the overview's
 # own path is "" (it answers /admin itself), and FastAPI refuses to include an empty path without a prefix.
-for area in (dashboard, desk, decisions, taxonomy, staff, settings, delivery, audit, customers, access, feedback, items, merge,
-             moderation, changelog):
+for area in (dashboard, desk, decisions, taxonomy, staff, settings, delivery, audit, customers, access, feedback, items,
+             merge, moderation, changelog, tokens):
     router.include_router(area.router, prefix="/admin")

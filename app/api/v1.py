@@ -3,6 +3,9 @@
 What a caller sees is decided by the same `visible_items(viewer)` as the pages: signed-out callers get
 published public items only, and a hidden item is answered exactly like a missing one (404).
 
+A staff API token (`Authorization: Bearer ahead_…`, read by app/deps.py) makes the caller its owner, a staff
+member, so these endpoints then answer as staff see them; a bad token is a 401, never a silent visitor.
+
 Writes (votes) are for signed-in people: the session cookie of the portal plus an `X-CSRF-Token` header
 carrying the token of the page's `<meta name="csrf-token">` (the same check as the portal's forms: the token
 belongs to the session it was issued for, and a browser's `Origin` must be the portal's own).
