@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # branding logo); bigger bodies get 413 before or while they stream in, never read whole into memory.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Seconds. A tracker webhook whose format carries its own time (the generic format's signature, Jira's
+    # `timestamp`) is refused when it is older (or further in the future) than this: a captured delivery
+    # cannot be replayed later. Long enough for a tracker's retries.
+    tracker_webhook_tolerance: int = Field(default=900, ge=30, le=7 * 24 * 3600)
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated addresses
     # or CIDRs (e.g. "127.0.0.1" for nginx on the same machine, "172.18.0.0/16" for a proxy container).
     # Empty: nobody's, the client is the address that connected.

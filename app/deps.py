@@ -132,7 +132,8 @@ AdminUser = Annotated[User, Depends(require_admin)]
 # Reachable without signing in even in private-portal mode: signing in itself, and what it needs; an email's
 # unsubscribe and preferences links (signed for their person: they show nothing of the roadmap).
 PRIVATE_MODE_OPEN = ("/login", "/auth/", "/sso/", "/logout", "/static/", "/healthz", "/readyz", "/branding",
-                     "/invitations/", "/robots.txt", "/favicon", "/unsubscribe/", "/email-preferences/")
+                     "/invitations/", "/robots.txt", "/favicon", "/unsubscribe/", "/email-preferences/",
+                     "/hooks/")  # signed tracker webhooks (app/tech/views.py): a tracker never signs in
 
 
 async def enforce_private_mode(request: Request) -> None:

@@ -48,6 +48,7 @@ from app.security import (
     IsolatedStateMiddleware,
     SecurityHeadersMiddleware,
 )
+from app.tech import views as tech_views
 from app.voting import views as voting_views
 from app.voting import widget as vote_widget
 from app.web import redirect, render, templates
@@ -63,7 +64,7 @@ OUTBOX_STOP_SECONDS = 20.0
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "").split(",")[0]
+    return request.url.path.startswith(("/api/", "/hooks/")) or "application/json" in request.headers.get("accept", "").split(",")[0]
 
 
 def _error_response(request: Request, status: int, title: str, detail: str, code: str,
@@ -213,6 +214,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(admin_router)
     app.include_router(v1.router)
     app.include_router(api_desk.router)
+    app.include_router(tech_views.router)  # signed tracker webhooks: no CSRF (see app/tech/views.py)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
     # Outermost last: the client's address (trusted proxies only), the body cap, a state of its own per

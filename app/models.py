@@ -13,6 +13,14 @@ from app.outbox.models import OutboxJob
 from app.portal.models import PortalAsset, PortalSetting
 from app.revision import ContentRevision
 from app.roadmap.models import Item, Product, Stage, StageChange, Tag, item_segments, item_tags
+from app.tech.models import (
+    BacklogLink,
+    Initiative,
+    ItemDelivery,
+    TrackerDelivery,
+    TrackerHook,
+    initiative_items,
+)
 from app.voting.models import Follow, Merge, Vote
 
 metadata = Base.metadata
@@ -20,6 +28,7 @@ metadata = Base.metadata
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "BacklogLink",
     "ChangelogEntry",
     "Comment",
     "CommentReport",
@@ -29,8 +38,10 @@ __all__ = [
     "Feedback",
     "Follow",
     "Identity",
+    "Initiative",
     "Invitation",
     "Item",
+    "ItemDelivery",
     "MagicLink",
     "Merge",
     "NotificationPreference",
@@ -44,11 +55,14 @@ __all__ = [
     "Stage",
     "StageChange",
     "Tag",
+    "TrackerDelivery",
+    "TrackerHook",
     "UsedToken",
     "User",
     "UserSession",
     "Vote",
     "changelog_entry_items",
+    "initiative_items",
     "item_segments",
     "item_tags",
     "metadata",

@@ -96,7 +96,7 @@ def _content_length(scope: dict[str, Any]) -> int | None:
 async def _refuse(scope: dict[str, Any], send: Any, exc: BodyTooLarge) -> None:
     """A 413 without the app (it has not run): JSON for the API and for callers asking for it, else a page."""
     accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
-    if scope["path"].startswith("/api/") or "application/json" in accept.split(",")[0]:
+    if scope["path"].startswith(("/api/", "/hooks/")) or "application/json" in accept.split(",")[0]:
         body = json.dumps({"error": "too_large", "detail": exc.detail}).encode()
         content_type = b"application/json"
     else:

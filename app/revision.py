@@ -53,7 +53,7 @@ SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets"})
 # Staff-only records too: API tokens (their last use is written while the API is read) and the decisions on
 # record, which no portal page shows.
 UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions",
-                            "api_tokens", "decisions"})
+                            "api_tokens", "decisions", "tracker_hooks", "tracker_deliveries"})
 
 _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends

@@ -30,6 +30,8 @@ from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Visibility
 from app.roadmap.timeframes import Timeframe, quarter_choices
+from app.tech import service as tech
+from app.tech.trackers import KIND_LABELS
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -150,6 +152,11 @@ async def create_item(request: Request, session: DbSession, user: StaffUser, vie
 async def edit_item(request: Request, session: DbSession, public_id: str) -> Response:
     item = roadmap.get_item_for_staff(session, public_id)
     return _render_form(request, session, item=item, form=_item_form(item))
+
+
+def render_edit_page(request: Request, session: Session, item: Item, *, extra: dict[str, Any]) -> Response:
+    """The item's page with a refused form of another area (its delivery section's) kept as typed: 422."""
+    return _render_form(request, session, item=item, form=_item_form(item), extra=extra, status_code=422)
 
 
 @router.post("/items/{public_id}", response_class=HTMLResponse)
@@ -307,6 +314,14 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
         actor = request.state.viewer.user
         context["audience"] = notify.audience_of(session, item=item, actor=actor)
         context["stage_kinds"] = {s.id: notify.stage_kind(s) for s in stages}
+        own, via = tech.links_of_item(session, item)
+        delivery = tech.get_delivery(session, item)
+        context.setdefault("delivery_form", {"show_progress": delivery.show_progress,
+                                             "started_stage_id": str(delivery.started_stage_id or ""),
+                                             "done_stage_id": str(delivery.done_stage_id or "")})
+        context.update(initiatives=tech.initiatives_for_item(session, item), own_links=own, via_links=via,
+                       progress=tech.progress_of(own + via), kind_labels=KIND_LABELS,
+                       initiative_status_labels=tech.STATUS_LABELS)
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)
 

@@ -27,6 +27,7 @@ from app.admin import (
     settings,
     staff,
     taxonomy,
+    tech,
     tokens,
 )
 from app.deps import require_staff
@@ -36,6 +37,6 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(require_staff)
 
 # In the order routes are matched in. The prefix is given here rather than to `router` because the overview's
 # own path is "" (it answers /admin itself), and FastAPI refuses to include an empty path without a prefix.
-for area in (dashboard, desk, decisions, taxonomy, staff, settings, delivery, audit, customers, access, feedback, items,
-             merge, moderation, changelog, tokens):
+for area in (dashboard, desk, decisions, taxonomy, staff, settings, delivery, audit, customers, access, feedback, tech,
+             items, merge, moderation, changelog, tokens):
     router.include_router(area.router, prefix="/admin")

@@ -66,3 +66,27 @@ class AuditAction(StrEnum):
     changelog_created = "changelog.created"
     changelog_updated = "changelog.updated"
     changelog_deleted = "changelog.deleted"
+    initiative_created = "initiative.created"
+    initiative_updated = "initiative.updated"
+    initiative_deleted = "initiative.deleted"
+    initiative_item_linked = "initiative.item_linked"
+    initiative_item_unlinked = "initiative.item_unlinked"
+    backlog_link_added = "backlog_link.added"
+    backlog_link_removed = "backlog_link.removed"
+    item_delivery_updated = "item.delivery_updated"
+    tracker_hook_created = "tracker_hook.created"
+    tracker_hook_deleted = "tracker_hook.deleted"
+
+
+class IntegrationActor:
+    """Who a tracker webhook's changes are made by, in the audit log and an item's stage history: no user,
+    a label ("integration: GitHub acme/app (github)")."""
+
+    id: None = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def email(self) -> str:  # what audit.record writes as the actor's label
+        return f"integration: {self.name}"

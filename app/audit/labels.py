@@ -16,12 +16,14 @@ AUDIT_TYPES = {
     "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "People and staff",
     "invitation": "Invitations", "setting": "Settings", "organisation": "Organisations", "segment": "Segments",
     "comment": "Comments", "feedback": "Feedback", "changelog": "Changelog",
+    "initiative": "Initiatives", "tracker_hook": "Tracker webhooks",
     "api_token": "API tokens",  # nosec B105 # a record type's name, not a token
 }
 AUDIT_KINDS = {
     "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Person",
     "invitation": "Invitation", "setting": "Setting", "organisation": "Organisation", "segment": "Segment",
     "comment": "Comment", "feedback": "Feedback", "changelog": "Changelog entry",
+    "initiative": "Initiative", "tracker_hook": "Tracker webhook",
     "api_token": "API token",  # nosec B105 # a record type's name, not a token
 }
 # Every action (audit.record(action=...)): the same word means different things on different records
@@ -38,6 +40,16 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.item_merge_undone: "Merged item split off again",
     AuditAction.item_estimated: "RICE estimate changed",
     AuditAction.item_decision_recorded: "Decision recorded",
+    AuditAction.item_delivery_updated: "Delivery settings changed",
+    AuditAction.initiative_created: "Created",
+    AuditAction.initiative_updated: "Changed",
+    AuditAction.initiative_deleted: "Deleted",
+    AuditAction.initiative_item_linked: "Linked to an item",
+    AuditAction.initiative_item_unlinked: "Unlinked from an item",
+    AuditAction.backlog_link_added: "Backlog link added",
+    AuditAction.backlog_link_removed: "Backlog link removed",
+    AuditAction.tracker_hook_created: "Created",
+    AuditAction.tracker_hook_deleted: "Deleted",
     AuditAction.vote_captured: "Vote captured for a customer",
     AuditAction.product_created: "Created",
     AuditAction.product_updated: "Changed",

@@ -26,6 +26,7 @@ from app.parsing import parse_int
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
+from app.tech import service as tech
 from app.voting import service as voting
 from app.web import render
 
@@ -83,6 +84,7 @@ def render_item_page(request: Request, session: Session, viewer: Viewer, item: I
 def _context(request: Request, session: Session, viewer: Viewer, item: Item, *,
              vote_form: VoteForm | None = None, comment_form: CommentForm | None = None) -> dict[str, Any]:
     return {"item": item, "timeline": roadmap.get_timeline(session, item),
+            "delivered": tech.public_progress(session, item),
             "comments": discussion_for(request, session, viewer, item, refused=comment_form),
             # Staff (never served a kept page) answer officially: the form says how many would be told.
             "answer_audience": notify.count_answer_audience(session, item=item, actor=viewer.user)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from app.accounts.models import User
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
-from app.audit.actions import AuditAction
+from app.audit.actions import AuditAction, IntegrationActor
 from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.forms import FormModel, checkbox, choice, refuse, text, whole_number
@@ -496,8 +496,10 @@ class ReleaseNotes(FormModel):
     release_notes: Annotated[str | None, text(20000, newlines=True)] = None
 
 
-def move_item(session: Session, *, item: Item, stage: Stage, actor: User, release_notes: str | None = None) -> None:
-    """Moves the item; `release_notes` (None: left as they are) are kept when the new stage is a released one."""
+def move_item(session: Session, *, item: Item, stage: Stage, actor: User | IntegrationActor,
+              release_notes: str | None = None) -> None:
+    """Moves the item; `release_notes` (None: left as they are) are kept when the new stage is a released one.
+    The actor is a PM, or a tracker integration (its label in the audit log, no user on the stage change)."""
     if item.stage_id == stage.id:
         return
     old = item.stage
@@ -512,7 +514,7 @@ def move_item(session: Session, *, item: Item, stage: Stage, actor: User, releas
     audit.record(session, actor=actor, action=AuditAction.item_moved, entity=item, changes=changes)
 
 
-def _record_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User) -> None:
+def _record_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User | IntegrationActor) -> None:
     now = utcnow()
     session.add(StageChange(item_id=item.id, from_stage_id=old.id, to_stage_id=new.id,
                             changed_by_id=actor.id, changed_at=now))

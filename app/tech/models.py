@@ -1,0 +1,159 @@
+"""Initiatives, backlog links, the item's delivery settings, tracker webhooks and their deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.accounts.models import User
+from app.db import Base, UTCDateTime, str_enum, utcnow
+from app.roadmap.models import Item
+
+
+class InitiativeStatus(StrEnum):
+    proposed = "proposed"
+    active = "active"
+    done = "done"
+    dropped = "dropped"
+
+
+class TrackerKind(StrEnum):
+    github = "github"
+    gitlab = "gitlab"
+    jira = "jira"
+    linear = "linear"
+
+
+class HookKind(StrEnum):
+    """Where a webhook comes from: a tracker's own format, or Ahead's generic one (any automation)."""
+
+    github = "github"
+    gitlab = "gitlab"
+    jira = "jira"
+    generic = "generic"
+
+
+class DeliveryOutcome(StrEnum):
+    matched = "matched"  # it changed at least one link
+    ignored = "ignored"  # understood, but nothing to change (no such link, older news, a duplicate)
+
+
+initiative_items = Table(
+    "initiative_items",
+    Base.metadata,
+    Column("initiative_id", ForeignKey("initiatives.id", ondelete="CASCADE"), primary_key=True),
+    Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Initiative(Base):
+    __tablename__ = "initiatives"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    status: Mapped[InitiativeStatus] = mapped_column(str_enum(InitiativeStatus, 16), default=InitiativeStatus.proposed)
+    target_year: Mapped[int | None] = mapped_column(SmallInteger)
+    target_quarter: Mapped[int | None] = mapped_column(SmallInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User | None] = relationship(lazy="raise")
+    items: Mapped[list[Item]] = relationship(secondary=initiative_items, lazy="raise", order_by=Item.title)
+
+    @property
+    def quarter_label(self) -> str:
+        if self.target_year and self.target_quarter:
+            return f"{self.target_year} Q{self.target_quarter}"
+        return "No quarter"
+
+
+class BacklogLink(Base):
+    """One tracker issue (or pull/merge request) that implements an initiative or an item.
+
+    `tracker_updated_at` is the tracker's own last-change time of the issue, as the last delivery that
+    changed this link said it: a delivery that is not newer changes nothing (out-of-order, replayed).
+    """
+
+    __tablename__ = "backlog_links"
+    __table_args__ = (
+        CheckConstraint("(initiative_id IS NULL) <> (item_id IS NULL)", name="one_owner"),
+        Index("ix_backlog_links_kind_key", "kind", "key"),
+        Index("uq_backlog_links_initiative_key", "initiative_id", "kind", "key", unique=True),
+        Index("uq_backlog_links_item_key", "item_id", "kind", "key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    initiative_id: Mapped[int | None] = mapped_column(ForeignKey("initiatives.id", ondelete="CASCADE"))
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    kind: Mapped[TrackerKind] = mapped_column(str_enum(TrackerKind, 16))
+    key: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(2000), default="")
+    title: Mapped[str] = mapped_column(String(300), default="")
+    status: Mapped[str] = mapped_column(String(80), default="")
+    started: Mapped[bool] = mapped_column(Boolean, default=False)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    estimate: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    tracker_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ItemDelivery(Base):
+    """An item's delivery settings: the public progress bar, and the stage moves its links may make."""
+
+    __tablename__ = "item_delivery"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    show_progress: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "When the first link starts, move the item to ..." / "when every link is done, move it to ...".
+    started_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id", ondelete="SET NULL"))
+    done_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id", ondelete="SET NULL"))
+
+
+class TrackerHook(Base):
+    """An inbound webhook configured by staff. The secret is not stored: it is derived from SECRET_KEY and
+    `salt` (HMAC), shown once when the hook is made; a copy of the database alone cannot sign a delivery."""
+
+    __tablename__ = "tracker_hooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[HookKind] = mapped_column(str_enum(HookKind, 16))
+    name: Mapped[str] = mapped_column(String(80))
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrackerDelivery(Base):
+    """A delivery that passed its signature check, and what it did. `delivery_key` is the tracker's delivery
+    id (or the body's SHA-256 when the tracker sends none): the same key twice changes nothing."""
+
+    __tablename__ = "tracker_deliveries"
+    __table_args__ = (Index("ix_tracker_deliveries_hook_key", "hook_id", "delivery_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hook_id: Mapped[int] = mapped_column(ForeignKey("tracker_hooks.id", ondelete="CASCADE"))
+    delivery_key: Mapped[str] = mapped_column(String(100))
+    event: Mapped[str] = mapped_column(String(80), default="")
+    outcome: Mapped[DeliveryOutcome] = mapped_column(str_enum(DeliveryOutcome, 16))
+    detail: Mapped[str] = mapped_column(String(500), default="")
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,0 +1,583 @@
+"""The technology roadmap: initiatives, their items, backlog links, delivery progress, tracker webhooks and
+the stage moves they may make. All SQL of the domain lives here.
+
+Internal only: nothing here reads through `visible_items`, because no customer surface calls it, except
+`public_progress`, a plain percentage the item page shows when a PM turned it on for that item.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from app.accounts.models import Role, User
+from app.audit import service as audit
+from app.audit.actions import AuditAction, IntegrationActor
+from app.db import utcnow
+from app.desk import service as desk
+from app.errors import FormInvalid, NotFound
+from app.forms import FormModel, choice, refuse, text, whole_number
+from app.roadmap import service as roadmap
+from app.roadmap.models import Item, Product, Stage
+from app.tech import trackers
+from app.tech.models import (
+    BacklogLink,
+    DeliveryOutcome,
+    HookKind,
+    Initiative,
+    InitiativeStatus,
+    ItemDelivery,
+    TrackerDelivery,
+    TrackerHook,
+    TrackerKind,
+    initiative_items,
+)
+from app.voting.models import Vote
+
+STATUS_LABELS = {InitiativeStatus.proposed: "Proposed", InitiativeStatus.active: "Active",
+                 InitiativeStatus.done: "Done", InitiativeStatus.dropped: "Dropped"}
+
+
+# --- initiatives ----------------------------------------------------------------------------------------
+
+
+def _quarter(value: Any) -> Any:
+    """"" (no quarter) or YYYY-Qn."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        text_value = value.strip().upper()
+        if (len(text_value) == 7 and text_value[:4].isdigit() and text_value[4:6] == "-Q"
+                and text_value[6] in "1234" and 2000 <= int(text_value[:4]) <= 2100):
+            return text_value
+    raise refuse("Choose a quarter, or none.")
+
+
+class InitiativeForm(FormModel):
+    title: Annotated[str, text(200, required="A title is required.", one_line="The title is one line.")] = ""
+    description: Annotated[str, text(20000, newlines=True)] = ""
+    owner_id: Annotated[int | None, whole_number("Choose a staff member, or nobody.", required=False)] = None
+    status: Annotated[InitiativeStatus, choice(InitiativeStatus, "Choose proposed, active, done or dropped.",
+                                               empty=InitiativeStatus.proposed)] = InitiativeStatus.proposed
+    quarter: Annotated[str, BeforeValidator(_quarter)] = ""
+
+    @property
+    def target(self) -> tuple[int | None, int | None]:
+        return (int(self.quarter[:4]), int(self.quarter[-1])) if self.quarter else (None, None)
+
+
+def list_staff(session: Session) -> list[User]:
+    return list(session.scalars(select(User).where(User.role.in_([Role.pm, Role.admin]))
+                                .order_by(User.display_name, User.email)))
+
+
+def resolve_initiative(session: Session, data: InitiativeForm) -> InitiativeForm:
+    if data.owner_id is not None:
+        owner = session.get(User, data.owner_id)
+        if owner is None or owner.role not in (Role.pm, Role.admin):
+            raise FormInvalid({"owner_id": "Choose a staff member, or nobody."})
+    return data
+
+
+def _snapshot(initiative: Initiative) -> dict[str, Any]:
+    return {"title": initiative.title, "description": initiative.description, "owner": initiative.owner_id,
+            "status": initiative.status, "quarter": initiative.quarter_label}
+
+
+def create_initiative(session: Session, *, data: InitiativeForm, actor: User) -> Initiative:
+    year, quarter = data.target
+    initiative = Initiative(title=data.title, description=data.description, owner_id=data.owner_id,
+                            status=data.status, target_year=year, target_quarter=quarter, items=[])
+    session.add(initiative)
+    session.flush()
+    audit.record(session, actor=actor, action=AuditAction.initiative_created, entity=initiative)
+    return initiative
+
+
+def update_initiative(session: Session, *, initiative: Initiative, data: InitiativeForm, actor: User) -> bool:
+    before = _snapshot(initiative)
+    initiative.title, initiative.description = data.title, data.description
+    initiative.owner_id, initiative.status = data.owner_id, data.status
+    initiative.target_year, initiative.target_quarter = data.target
+    changes = audit.diff(before, _snapshot(initiative))
+    if not changes:
+        return False
+    initiative.updated_at = utcnow()
+    audit.record(session, actor=actor, action=AuditAction.initiative_updated, entity=initiative, changes=changes)
+    return True
+
+
+def delete_initiative(session: Session, *, initiative: Initiative, actor: User) -> None:
+    audit.record(session, actor=actor, action=AuditAction.initiative_deleted, entity=initiative)
+    session.delete(initiative)
+    session.flush()
+
+
+def get_initiative(session: Session, initiative_id: int) -> Initiative:
+    initiative = session.scalar(select(Initiative).where(Initiative.id == initiative_id).options(
+        selectinload(Initiative.owner), selectinload(Initiative.items).selectinload(Item.stage),
+        selectinload(Initiative.items).selectinload(Item.product)))
+    if initiative is None:
+        raise NotFound()
+    return initiative
+
+
+@dataclass(frozen=True, slots=True)
+class InitiativeFilters:
+    status: InitiativeStatus | None = None
+    owner_id: int | None = None
+    product_slug: str = ""
+    quarter: str = ""  # "YYYY-Qn", "none", or "" for any
+
+
+def list_initiatives(session: Session, filters: InitiativeFilters = InitiativeFilters()) -> list[Initiative]:
+    stmt = select(Initiative).options(selectinload(Initiative.owner),
+                                      selectinload(Initiative.items).selectinload(Item.product),
+                                      selectinload(Initiative.items).selectinload(Item.stage))
+    if filters.status is not None:
+        stmt = stmt.where(Initiative.status == filters.status)
+    if filters.owner_id is not None:
+        stmt = stmt.where(Initiative.owner_id == filters.owner_id)
+    if filters.quarter == "none":
+        stmt = stmt.where(Initiative.target_year.is_(None))
+    elif filters.quarter:
+        stmt = stmt.where(Initiative.target_year == int(filters.quarter[:4]),
+                          Initiative.target_quarter == int(filters.quarter[-1]))
+    if filters.product_slug:
+        stmt = stmt.where(Initiative.id.in_(
+            select(initiative_items.c.initiative_id).join(Item, Item.id == initiative_items.c.item_id)
+            .join(Product, Product.id == Item.product_id).where(Product.slug == filters.product_slug)))
+    stmt = stmt.order_by(Initiative.target_year.is_(None), Initiative.target_year, Initiative.target_quarter,
+                         Initiative.title, Initiative.id)
+    return list(session.scalars(stmt))
+
+
+def quarters_in_use(session: Session) -> list[tuple[int, int]]:
+    rows = session.execute(select(Initiative.target_year, Initiative.target_quarter)
+                           .where(Initiative.target_year.is_not(None)).distinct()
+                           .order_by(Initiative.target_year, Initiative.target_quarter))
+    return [(int(y), int(q)) for y, q in rows if y is not None and q is not None]
+
+
+def link_item(session: Session, *, initiative: Initiative, item: Item, actor: User) -> bool:
+    if any(i.id == item.id for i in initiative.items):
+        return False
+    initiative.items.append(item)
+    initiative.updated_at = utcnow()
+    audit.record(session, actor=actor, action=AuditAction.initiative_item_linked, entity=initiative,
+                 changes={"item": [None, item.title]})
+    return True
+
+
+def unlink_item(session: Session, *, initiative: Initiative, item_id: int, actor: User) -> Item | None:
+    item = next((i for i in initiative.items if i.id == item_id), None)
+    if item is None:
+        return None
+    initiative.items.remove(item)
+    initiative.updated_at = utcnow()
+    audit.record(session, actor=actor, action=AuditAction.initiative_item_unlinked, entity=initiative,
+                 changes={"item": [item.title, None]})
+    return item
+
+
+def initiatives_for_item(session: Session, item: Item) -> list[Initiative]:
+    return list(session.scalars(select(Initiative).join(initiative_items)
+                                .where(initiative_items.c.item_id == item.id)
+                                .options(selectinload(Initiative.owner)).order_by(Initiative.title)))
+
+
+def item_choices(session: Session, *, exclude: list[int]) -> list[tuple[str, str]]:
+    """Every item (drafts and internal ones too) a PM may link, as (public id, title)."""
+    rows = session.execute(select(Item.public_id, Item.title).where(Item.merged_into_id.is_(None))
+                           .where(Item.id.not_in(exclude) if exclude else Item.id.is_not(None))
+                           .order_by(Item.title).limit(1000))
+    return [(r.public_id, r.title) for r in rows]
+
+
+# --- demand ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InitiativeDemand:
+    voters: int  # distinct people who voted on any of its items
+    organisations: int  # distinct organisations among them
+    weighted: float  # the sum of its items' weighted demand, as the desk computes each
+
+
+def demand_for(session: Session, initiatives: list[Initiative]) -> dict[int, InitiativeDemand]:
+    item_ids = sorted({i.id for initiative in initiatives for i in initiative.items})
+    per_item = desk.demand_by_item(session, item_ids=item_ids, weights=desk.get_weights(session))
+    people: dict[int, tuple[set[int], set[int]]] = {}
+    if item_ids:
+        rows = session.execute(select(Vote.item_id, Vote.user_id, User.organisation_id)
+                               .join(User, User.id == Vote.user_id).where(Vote.item_id.in_(item_ids)))
+        for item_id, user_id, organisation_id in rows:
+            voters, orgs = people.setdefault(item_id, (set(), set()))
+            voters.add(user_id)
+            if organisation_id is not None:
+                orgs.add(organisation_id)
+    result = {}
+    for initiative in initiatives:
+        voters_all: set[int] = set()
+        orgs_all: set[int] = set()
+        for item in initiative.items:
+            voters, orgs = people.get(item.id, (set(), set()))
+            voters_all |= voters
+            orgs_all |= orgs
+        weighted = sum(per_item.get(item.id, (0, 0.0))[1] for item in initiative.items)
+        result[initiative.id] = InitiativeDemand(len(voters_all), len(orgs_all), weighted)
+    return result
+
+
+# --- backlog links and progress -------------------------------------------------------------------------
+
+
+def _estimate(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise refuse("An estimate is a number, like 3 or 0.5.") from exc
+    if not number.is_finite() or number < 0 or number >= 1_000_000:
+        raise refuse("An estimate is a number from 0 to 999999.")
+    return number.quantize(Decimal("0.01"))
+
+
+class LinkForm(FormModel):
+    url: Annotated[str, text(2000, required="Paste the issue's address.", one_line="The address is one line.")] = ""
+    title: Annotated[str, text(300, one_line="The title is one line.")] = ""
+    estimate: Annotated[Decimal | None, BeforeValidator(_estimate)] = None
+
+
+def add_link(session: Session, *, data: LinkForm, actor: User, initiative: Initiative | None = None,
+             item: Item | None = None) -> BacklogLink:
+    """A tracker issue linked by its address; FormInvalid for an address Ahead does not recognise or one
+    already linked here."""
+    try:
+        ref = trackers.recognise(data.url)
+    except trackers.NotAnIssueUrl as exc:
+        raise FormInvalid({"url": str(exc)}) from None
+    return add_link_ref(session, kind=ref.kind, key=ref.key, url=ref.url, title=data.title,
+                        estimate=data.estimate, actor=actor, initiative=initiative, item=item)
+
+
+def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, title: str = "", status: str = "",
+                 done: bool = False, started: bool = False, estimate: Decimal | None = None, actor: User,
+                 initiative: Initiative | None = None, item: Item | None = None) -> BacklogLink:
+    owner = BacklogLink.initiative_id == initiative.id if initiative else BacklogLink.item_id == (item.id if item else 0)
+    if session.scalar(select(BacklogLink.id).where(owner, BacklogLink.kind == kind, BacklogLink.key == key)):
+        raise FormInvalid({"url": f"{key} is linked here already."})
+    link = BacklogLink(initiative_id=initiative.id if initiative else None, item_id=item.id if item else None,
+                       kind=kind, key=key, url=url, title=title, status=status or ("done" if done else "open"),
+                       done=done, started=started or done, estimate=estimate)
+    try:
+        with session.begin_nested():
+            session.add(link)
+            session.flush()
+    except IntegrityError:  # the same key linked by a request that committed meanwhile
+        raise FormInvalid({"url": f"{key} is linked here already."}) from None
+    audit.record(session, actor=actor, action=AuditAction.backlog_link_added,
+                 entity=initiative or item, changes={"link": [None, f"{kind.value} {key}"]})
+    return link
+
+
+def remove_link(session: Session, *, link: BacklogLink, actor: User) -> None:
+    entity = session.get(Initiative, link.initiative_id) if link.initiative_id else session.get(Item, link.item_id)
+    audit.record(session, actor=actor, action=AuditAction.backlog_link_removed, entity=entity,
+                 changes={"link": [f"{link.kind.value} {link.key}", None]})
+    session.delete(link)
+    session.flush()
+
+
+def get_link(session: Session, link_id: int, *, initiative: Initiative | None = None,
+             item: Item | None = None) -> BacklogLink:
+    link = session.get(BacklogLink, link_id)
+    if link is None or (initiative and link.initiative_id != initiative.id) or (item and link.item_id != item.id):
+        raise NotFound()
+    return link
+
+
+def links_of_initiatives(session: Session, ids: list[int]) -> dict[int, list[BacklogLink]]:
+    out: dict[int, list[BacklogLink]] = {i: [] for i in ids}
+    if ids:
+        for link in session.scalars(select(BacklogLink).where(BacklogLink.initiative_id.in_(ids))
+                                    .order_by(BacklogLink.kind, BacklogLink.key)):
+            out[link.initiative_id or 0].append(link)
+    return out
+
+
+def links_of_item(session: Session, item: Item) -> tuple[list[BacklogLink], list[BacklogLink]]:
+    """(the item's own links, the links of the live initiatives that deliver it — proposed or active or done)."""
+    own = list(session.scalars(select(BacklogLink).where(BacklogLink.item_id == item.id)
+                               .order_by(BacklogLink.kind, BacklogLink.key)))
+    via = list(session.scalars(
+        select(BacklogLink).join(Initiative, Initiative.id == BacklogLink.initiative_id)
+        .join(initiative_items, initiative_items.c.initiative_id == Initiative.id)
+        .where(initiative_items.c.item_id == item.id, Initiative.status != InitiativeStatus.dropped)
+        .order_by(BacklogLink.kind, BacklogLink.key)))
+    return own, via
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done: int
+    total: int
+    by_estimate: bool
+    done_estimate: Decimal = Decimal(0)
+    total_estimate: Decimal = Decimal(0)
+    started: int = 0
+
+    @property
+    def percent(self) -> int:
+        if self.by_estimate:
+            return int(self.done_estimate * 100 / self.total_estimate) if self.total_estimate else 0
+        return self.done * 100 // self.total if self.total else 0
+
+    @property
+    def rule(self) -> str:
+        if not self.total:
+            return "No backlog links yet: progress shows once issues are linked."
+        if self.by_estimate:
+            return (f"By estimate: {_plain(self.done_estimate)} of {_plain(self.total_estimate)} estimated points "
+                    f"are done ({self.done} of {self.total} links). Every link has an estimate, so estimates count.")
+        return (f"By count: {self.done} of {self.total} links are done. Estimates count only when every "
+                "link has one.")
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def progress_of(links: list[BacklogLink]) -> Progress:
+    """Done / total by count, or by estimate when every link has one (a partial set of estimates would
+    weigh unestimated work as zero). The same issue linked twice (an item and its initiative) counts once."""
+    unique: dict[tuple[str, str], BacklogLink] = {}
+    for link in links:
+        unique.setdefault((link.kind.value, link.key), link)
+    chosen = list(unique.values())
+    done = sum(1 for link in chosen if link.done)
+    started = sum(1 for link in chosen if link.started or link.done)
+    estimates = [link.estimate for link in chosen]
+    if chosen and all(e is not None for e in estimates):
+        total_estimate = sum((e for e in estimates if e is not None), Decimal(0))
+        if total_estimate > 0:
+            done_estimate = sum((link.estimate for link in chosen if link.done and link.estimate is not None),
+                                Decimal(0))
+            return Progress(done, len(chosen), True, done_estimate, total_estimate, started)
+    return Progress(done, len(chosen), False, started=started)
+
+
+def item_progress(session: Session, item: Item) -> Progress:
+    own, via = links_of_item(session, item)
+    return progress_of(own + via)
+
+
+# --- an item's delivery settings ------------------------------------------------------------------------
+
+
+def get_delivery(session: Session, item: Item) -> ItemDelivery:
+    found = session.get(ItemDelivery, item.id)
+    return found if found is not None else ItemDelivery(item_id=item.id, show_progress=False)
+
+
+class DeliveryForm(FormModel):
+    show_progress: Annotated[bool, BeforeValidator(lambda v: bool(v))] = False
+    started_stage_id: Annotated[int | None, whole_number("Choose a stage, or none.", required=False)] = None
+    done_stage_id: Annotated[int | None, whole_number("Choose a stage, or none.", required=False)] = None
+
+
+def set_delivery(session: Session, *, item: Item, data: DeliveryForm, actor: User) -> bool:
+    stage_ids = {s.id for s in roadmap.list_stages(session)}
+    errors = {name: "Choose a stage, or none." for name in ("started_stage_id", "done_stage_id")
+              if getattr(data, name) is not None and getattr(data, name) not in stage_ids}
+    if errors:
+        raise FormInvalid(errors)
+    delivery = session.get(ItemDelivery, item.id)
+    if delivery is None:
+        delivery = ItemDelivery(item_id=item.id, show_progress=False)
+        session.add(delivery)
+    before = {"public progress": bool(delivery.show_progress), "when started": delivery.started_stage_id,
+              "when done": delivery.done_stage_id}
+    delivery.show_progress = data.show_progress
+    delivery.started_stage_id, delivery.done_stage_id = data.started_stage_id, data.done_stage_id
+    after = {"public progress": data.show_progress, "when started": data.started_stage_id,
+             "when done": data.done_stage_id}
+    changes = audit.diff(before, after)
+    session.flush()
+    if changes:
+        audit.record(session, actor=actor, action=AuditAction.item_delivery_updated, entity=item, changes=changes)
+    return bool(changes)
+
+
+def public_progress(session: Session, item: Item) -> int | None:
+    """The item page's "about N% delivered", when a PM turned it on for this item and it has links; else None.
+    Only the number leaves this function: never a key, a title or an address."""
+    delivery = session.get(ItemDelivery, item.id)
+    if delivery is None or not delivery.show_progress:
+        return None
+    progress = item_progress(session, item)
+    return progress.percent if progress.total else None
+
+
+# --- inbound webhooks -----------------------------------------------------------------------------------
+
+
+class HookForm(FormModel):
+    name: Annotated[str, text(80, required="Give the webhook a name, like “GitHub acme/app”.",
+                              one_line="The name is one line.")] = ""
+    kind: Annotated[HookKind, choice(HookKind, "Choose where the deliveries come from.")] = HookKind.github
+
+
+def create_hook(session: Session, *, data: HookForm, actor: User) -> TrackerHook:
+    hook = TrackerHook(public_id=secrets.token_urlsafe(12), kind=data.kind, name=data.name,
+                       salt=secrets.token_urlsafe(24))
+    session.add(hook)
+    session.flush()
+    audit.record(session, actor=actor, action=AuditAction.tracker_hook_created, entity=hook)
+    return hook
+
+
+def delete_hook(session: Session, *, hook: TrackerHook, actor: User) -> None:
+    audit.record(session, actor=actor, action=AuditAction.tracker_hook_deleted, entity=hook)
+    session.delete(hook)
+    session.flush()
+
+
+def list_hooks(session: Session) -> list[TrackerHook]:
+    return list(session.scalars(select(TrackerHook).order_by(TrackerHook.name, TrackerHook.id)))
+
+
+def get_hook(session: Session, hook_id: int) -> TrackerHook:
+    hook = session.get(TrackerHook, hook_id)
+    if hook is None:
+        raise NotFound()
+    return hook
+
+
+def find_hook(session: Session, *, public_id: str, kind: HookKind) -> TrackerHook | None:
+    if len(public_id) > 32:
+        return None
+    return session.scalar(select(TrackerHook).where(TrackerHook.public_id == public_id, TrackerHook.kind == kind))
+
+
+def list_deliveries(session: Session, *, limit: int = 50) -> list[tuple[TrackerDelivery, str]]:
+    rows = session.execute(select(TrackerDelivery, TrackerHook.name).join(TrackerHook)
+                           .order_by(TrackerDelivery.received_at.desc(), TrackerDelivery.id.desc()).limit(limit))
+    return [(delivery, name) for delivery, name in rows]
+
+
+@dataclass
+class Received:
+    outcome: DeliveryOutcome
+    detail: str
+    matched: int = 0
+    moved: list[str] = field(default_factory=list)
+
+
+def receive(session: Session, *, hook: TrackerHook, parsed: trackers.Parsed, delivery_key: str) -> Received:
+    """Apply a verified delivery: update the links it names (only with news newer than what they hold),
+    then make the stage moves the affected items ask for. Recorded; the same delivery again changes nothing."""
+    now = utcnow()
+    hook.last_delivery_at = now
+    earlier = session.scalar(select(TrackerDelivery.id).where(TrackerDelivery.hook_id == hook.id,
+                                                               TrackerDelivery.delivery_key == delivery_key))
+    if earlier is not None:
+        result = Received(DeliveryOutcome.ignored, "Received before; nothing changed.")
+    elif parsed.ignored:
+        result = Received(DeliveryOutcome.ignored, parsed.ignored)
+    else:
+        result = _apply(session, hook=hook, updates=parsed.updates)
+    session.add(TrackerDelivery(hook_id=hook.id, delivery_key=delivery_key[:100], event=parsed.event[:80],
+                                outcome=result.outcome, detail=result.detail[:500], matched=result.matched,
+                                received_at=now))
+    session.flush()
+    return result
+
+
+def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUpdate]) -> Received:
+    changed: list[BacklogLink] = []
+    unknown: list[str] = []
+    stale: list[str] = []
+    for update in updates:
+        links = list(session.scalars(select(BacklogLink).where(BacklogLink.kind == update.kind,
+                                                               BacklogLink.key == update.key)
+                                     .order_by(BacklogLink.id).with_for_update()))
+        if not links:
+            unknown.append(update.key)
+            continue
+        for link in links:
+            # Older news than the link holds (out of order, or replayed) loses; without a time, it applies.
+            if (update.updated_at is not None and link.tracker_updated_at is not None
+                    and update.updated_at <= link.tracker_updated_at):
+                stale.append(update.key)
+                continue
+            link.status, link.done = update.status[:80], update.done
+            link.started = link.started or update.started or update.done
+            if update.title and not link.title:
+                link.title = update.title
+            if update.updated_at is not None:
+                link.tracker_updated_at = update.updated_at
+            changed.append(link)
+    session.flush()
+    moved = _apply_mappings(session, links=changed, actor=IntegrationActor(f"{hook.name} ({hook.kind.value})"))
+    parts = []
+    if changed:
+        parts.append(f"Updated {', '.join(sorted({link.key for link in changed}))}.")
+    if moved:
+        parts.append(" ".join(moved))
+    if stale:
+        parts.append(f"Older than what is known, kept: {', '.join(sorted(set(stale)))}.")
+    if unknown:
+        parts.append(f"Not linked: {', '.join(sorted(set(unknown)))}.")
+    outcome = DeliveryOutcome.matched if changed else DeliveryOutcome.ignored
+    return Received(outcome, " ".join(parts) or "Nothing to change.", len(changed), moved)
+
+
+def _apply_mappings(session: Session, *, links: list[BacklogLink], actor: IntegrationActor) -> list[str]:
+    """The stage moves the changed links ask for, through the same service as a PM's move."""
+    if not links:
+        return []
+    item_ids = {link.item_id for link in links if link.item_id}
+    initiative_ids = {link.initiative_id for link in links if link.initiative_id}
+    if initiative_ids:
+        item_ids |= set(session.scalars(
+            select(initiative_items.c.item_id).join(Initiative, Initiative.id == initiative_items.c.initiative_id)
+            .where(initiative_items.c.initiative_id.in_(initiative_ids),
+                   Initiative.status != InitiativeStatus.dropped)))
+    if not item_ids:
+        return []
+    deliveries = list(session.scalars(select(ItemDelivery).where(
+        ItemDelivery.item_id.in_(item_ids),
+        or_(ItemDelivery.started_stage_id.is_not(None), ItemDelivery.done_stage_id.is_not(None)))))
+    stages = {s.id: s for s in roadmap.list_stages(session)}
+    messages = []
+    for delivery in deliveries:
+        item = session.scalar(select(Item).where(Item.id == delivery.item_id).options(selectinload(Item.stage)))
+        if item is None:
+            continue
+        progress = item_progress(session, item)
+        target: Stage | None = None
+        if delivery.done_stage_id and progress.total and progress.done == progress.total:
+            target = stages.get(delivery.done_stage_id)
+        elif delivery.started_stage_id and progress.started:
+            target = stages.get(delivery.started_stage_id)
+            # "When the first link starts" moves an item forward only: never back from a later stage.
+            if target is not None and item.stage.position >= target.position:
+                target = None
+        if target is not None and target.id != item.stage_id:
+            old = item.stage.name
+            roadmap.move_item(session, item=item, stage=target, actor=actor)
+            messages.append(f"Moved “{item.title}” from {old} to {target.name}.")
+    return messages
+
+
+def hook_secret(app_secret: str, hook: TrackerHook) -> str:
+    return trackers.derive_secret(app_secret, hook.salt)
