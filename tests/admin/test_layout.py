@@ -19,8 +19,8 @@ async def test_the_phone_menu_names_the_current_section_and_lists_every_one(clie
     sign_in(client, session, make_admin(session))
     compact = _compact((await client.get("/admin/feedback")).text)
     summary = " ".join(re.sub(r"<[^>]+>", " ", compact.split("</summary>")[0]).split())
-    assert summary == "Admin Inbox · 19 sections"
-    assert compact.count('<a href="/admin') == 19
+    assert summary == "Admin Inbox · 20 sections"
+    assert compact.count('<a href="/admin') == 20
     assert '<a href="/admin/feedback" aria-current="page">Inbox</a>' in compact
     assert '<a href="/admin" aria-current' not in compact  # the overview is current only on /admin itself
 
@@ -29,6 +29,6 @@ async def test_a_product_manager_sees_only_their_sections(client, session):
     sign_in(client, session, make_pm(session))
     page = (await client.get("/admin")).text
     compact = _compact(page)
-    assert compact.count('<a href="/admin') == 14 and "14 sections" in compact
+    assert compact.count('<a href="/admin') == 15 and "15 sections" in compact
     assert '<a href="/admin" aria-current="page">Overview</a>' in compact
     assert "/admin/audit" not in page and "/admin/staff" not in page
