@@ -73,11 +73,12 @@ async def item_list(
         staff_sort = roadmap.StaffSort(sort or "updated")
     except ValueError:
         staff_sort = roadmap.StaffSort.updated
+    weights = desk.get_weights(session)
     items, total = roadmap.list_items_for_staff(
         session, viewer, q=q, status=staff_status, product=product or None, stage=stage or None,
-        page=page, per_page=PER_PAGE, sort=staff_sort,
+        page=page, per_page=PER_PAGE, sort=staff_sort, ranking=desk.demand_ranking(weights),
     )
-    demand = desk.demand_by_item(session, item_ids=[i.id for i in items], weights=desk.get_weights(session))
+    demand = desk.demand_by_item(session, item_ids=[i.id for i in items], weights=weights)
     return render(request, "admin/items/list.html", {
         "items": items, "total": total, "page": page, "pages": max(1, ceil(total / PER_PAGE)),
         "q": q, "status": staff_status, "product": product or "", "stage": stage or "",

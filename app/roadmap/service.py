@@ -550,11 +550,15 @@ class StaffStatus(StrEnum):
 class StaffSort(StrEnum):
     updated = "updated"  # last changed first
     votes = "votes"  # most votes first (all time, the item's own counter)
+    demand = "demand"  # heaviest weighted demand first (all time; the ranking comes from the desk)
 
 
 def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", status: StaffStatus = StaffStatus.all,
                          product: str | None = None, stage: str | None = None, page: int = 1,
-                         per_page: int = 50, sort: StaffSort = StaffSort.updated) -> tuple[list[Item], int]:
+                         per_page: int = 50, sort: StaffSort = StaffSort.updated,
+                         ranking: Any = None) -> tuple[list[Item], int]:
+    """A page of items for staff. With `sort=demand`, `ranking` is a subquery (item_id, demand) to order by
+    (the desk's `demand_ranking`: this module knows no weights)."""
     stmt = _apply_filters(select(Item), Filters(product=product, stage=stage))
     if status is StaffStatus.draft:
         stmt = stmt.where(Item.published_at.is_(None))
@@ -564,9 +568,15 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
         ids = [hit.item.id for hit in search.search_items(session, viewer, q, limit=200)]
         stmt = stmt.where(Item.id.in_(ids))
     total = session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    first: list[Any] = []
+    if sort is StaffSort.votes:
+        first = [Item.vote_count.desc()]
+    elif sort is StaffSort.demand and ranking is not None:
+        stmt = stmt.outerjoin(ranking, ranking.c.item_id == Item.id)
+        first = [func.coalesce(ranking.c.demand, 0.0).desc()]
     items = session.scalars(
         stmt.options(*_CARD_OPTIONS)
-        .order_by(*([Item.vote_count.desc()] if sort is StaffSort.votes else []), Item.updated_at.desc(), Item.id.desc())
+        .order_by(*first, Item.updated_at.desc(), Item.id.desc())
         .offset((page - 1) * per_page).limit(per_page)
     )
     return list(items), total

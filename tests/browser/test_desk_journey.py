@@ -1,6 +1,7 @@
 """Browser journey: a PM opens the prioritisation desk from the staff menu, filters it by segment, opens an
-item's demand, enters a RICE estimate and exports the desk as CSV. axe-core on the desk and the demand page,
-light and dark. (Recording a decision with a stage move is not built yet.)"""
+item's demand, enters a RICE estimate, exports the desk as CSV, and records a decision with a stage move: the
+why and the desk's numbers of that moment are in the item's history and the decisions list. axe-core on the
+desk, the demand page, the item editor with its decision and the decisions list, light and dark."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.browser
 
 WANTED = "Bulk shift import"
 OTHER = "Dark mode"
+WHY = "Enterprise customers need it before renewals."
 
 
 def _world(portal: Portal) -> None:
@@ -102,4 +104,25 @@ def test_pm_filters_the_desk_by_segment_opens_the_demand_and_exports(portal: Por
             # reach 1 organisation × impact 3 × 80 % ÷ 2 person-months
             expect(pm.locator('[data-col="rice"]')).to_contain_text("1.2")
         screenshot(pm, f"desk-demand-{scheme}")
+
+        # The decision: from the demand to the item's editor, a stage move with why.
+        pm.get_by_role("link", name="Edit the item").click()
+        expect(pm.get_by_role("heading", level=1)).to_have_text(WANTED)
+        if scheme == "light":
+            pm.get_by_label("Move to stage").select_option(label="In progress")
+            pm.get_by_label("Why (recorded with the desk’s numbers)").first.fill(WHY)
+            pm.get_by_role("button", name="Move", exact=True).click()
+            expect(pm.get_by_text("Moved from Planned to In progress.")).to_be_visible()
+        decisions = pm.get_by_role("region", name="Decisions")
+        expect(decisions).to_contain_text("Planned → In progress")
+        expect(decisions).to_contain_text("Enterprise customers need it before renewals")
+        decisions.get_by_text("Desk numbers then (all time) and the weights in force").click()
+        expect(decisions).to_contain_text("Weighted demand")
+        expect(decisions).to_contain_text("27.00")  # 3 × critical 3 × segment 3, as the CSV said
+        axe_check(pm, f"the item editor with a decision ({scheme})")
+        pm.get_by_role("navigation", name="Admin").get_by_role("link", name="Decisions").first.click()
+        expect(pm.get_by_role("heading", level=1)).to_have_text("Decisions")
+        expect(pm.get_by_role("heading", level=2, name=re.compile(WANTED))).to_be_visible()
+        axe_check(pm, f"the decisions list ({scheme})")
+        screenshot(pm, f"decisions-{scheme}")
     assert not portal.server_errors()

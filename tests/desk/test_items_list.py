@@ -1,0 +1,35 @@
+"""The staff items list sorts by weighted demand as the desk computes it (all time), heaviest first."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.desk.helpers import TITLES, expected_desk, set_up
+from tests.factories import make_admin
+from tests.helpers.http import sign_in
+
+
+@pytest.fixture
+def admin(client, session):  # type: ignore[no-untyped-def]
+    user = make_admin(session, email="ada@example.com", display_name="Ada Admin")
+    sign_in(client, session, user)
+    return user
+
+
+async def test_the_items_list_sorts_by_weighted_demand(client, session, admin):
+    await set_up(client, session)
+    expected = expected_desk("all")
+    page = await client.get("/admin/items?sort=demand")
+    assert page.status_code == 200
+    rows = re.findall(r'<th scope="row"><a href="/admin/items/[^"]+">([^<]+)</a></th>(.*?)</tr>', page.text, re.S)
+    titles = [t for t, _ in rows]
+    want = sorted(("X", "Y", "W"), key=lambda k: -expected[k]["demand"])
+    assert [t for t in titles if t in {TITLES[k] for k in want}] == [TITLES[k] for k in want]
+    shown = [float(re.findall(r'<td class="num">(?:<a [^>]+>)?([0-9.]+)', cells)[1]) for _, cells in rows]
+    assert shown == sorted(shown, reverse=True)  # the column and the order agree, other items included
+    assert re.search(r'aria-sort="descending"><a href="\?sort=demand">Weighted demand', page.text)
+    # The votes sort is still there, and an unknown sort falls back to the latest changed.
+    assert (await client.get("/admin/items?sort=votes")).status_code == 200
+    assert (await client.get("/admin/items?sort=sideways")).status_code == 200
