@@ -25,6 +25,7 @@ statement, so do the network call first and write afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ def handler(kind: str, *, schedule: Sequence[float] = EMAIL_SCHEDULE,
     it, so a module imported twice in tests does no harm)."""
 
     def register(fn: HandlerFn) -> HandlerFn:
-        _kinds[kind] = Kind(kind, fn, tuple(schedule), on_dead, asyncio.iscoroutinefunction(fn))
+        _kinds[kind] = Kind(kind, fn, tuple(schedule), on_dead, inspect.iscoroutinefunction(fn))
         return fn
 
     return register
