@@ -33,7 +33,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BeforeValidator
-from sqlalchemy import Select, exists, func, literal, select, union, update
+from sqlalchemy import and_, exists, func, literal, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from app import outbox
@@ -151,13 +151,6 @@ def announce_idea(session: Session, *, feedback_id: int, author_id: int | None, 
 # --- recipients -------------------------------------------------------------------------------------------
 
 
-def _delivery(kind: EventKind) -> Any:
-    chosen = (select(NotificationPreference.delivery)
-              .where(NotificationPreference.user_id == User.id, NotificationPreference.kind == kind)
-              .correlate(User).scalar_subquery())
-    return func.coalesce(chosen, literal(Delivery.immediately.value))
-
-
 def _stopped(item_id: int) -> Any:
     return exists().where(Follow.item_id == item_id, Follow.user_id == User.id, Follow.stopped_at.is_not(None))
 
@@ -177,23 +170,31 @@ def _candidates(event: Event) -> Any:
     )
 
 
-def recipients(event: Event, item: Item | None) -> Select[Any]:
-    """(user id, email, name, delivery) of everyone to tell, by user id: the fan-out reads it a batch at a
-    time, the staff forms count it."""
+def _concerned(event: Event, item: Item | None) -> Any:
+    """Everyone the event concerns, whatever they chose (User rows); None when nobody can be."""
     wanted = _candidates(event).subquery()
-    stmt = (
-        select(User.id, User.email, User.display_name, _delivery(event.kind).label("delivery"))
-        .where(User.id.in_(select(wanted.c.user_id)), User.is_active.is_(True), User.deleted_at.is_(None))
-        .where(_delivery(event.kind) != Delivery.never.value)
-        .order_by(User.id)
-    )
+    stmt = (select(User.id, User.email, User.display_name).join(wanted, wanted.c.user_id == User.id)
+            .where(User.is_active.is_(True), User.deleted_at.is_(None)))
     if event.actor_id is not None:
         stmt = stmt.where(User.id != event.actor_id)
     if event.kind is EventKind.idea:
         return stmt  # the author hears what became of their idea, even when the item is not published yet
     if item is None:
-        return stmt.where(literal(False))
+        return None
     return stmt.where(readers_of(item), ~_stopped(item.id))
+
+
+def recipients(event: Event, item: Item | None) -> Any:
+    """(user id, email, name, delivery) of everyone to tell, by user id: the fan-out reads it a batch at a
+    time, the staff forms count it."""
+    stmt = _concerned(event, item)
+    if stmt is None:
+        return select(User.id, User.email, User.display_name, literal("never")).where(literal(False))
+    chosen = and_(NotificationPreference.user_id == User.id, NotificationPreference.kind == event.kind)
+    return (stmt.add_columns(func.coalesce(NotificationPreference.delivery, Delivery.immediately.value).label("delivery"))
+            .outerjoin(NotificationPreference, chosen)
+            .where(or_(NotificationPreference.delivery.is_(None), NotificationPreference.delivery != Delivery.never))
+            .order_by(User.id))
 
 
 def count_recipients(session: Session, event: Event, item: Item | None) -> int:
@@ -211,9 +212,19 @@ class Audience:
 
 
 def audience_of(session: Session, *, item: Item, actor: User) -> Audience:
-    counts = {kind: count_recipients(session, Event(kind=kind, key="", item_id=item.id, actor_id=actor.id), item)
-              for kind in FOLLOWER_KINDS}
-    return Audience(per_kind=counts)
+    """`count_recipients` for each kind an item's followers hear of, in two statements: everyone concerned,
+    then those of them who chose "never", per kind."""
+    concerned = _concerned(Event(kind=EventKind.stage, key="", item_id=item.id, actor_id=actor.id), item)
+    if concerned is None:
+        return Audience(per_kind=dict.fromkeys(FOLLOWER_KINDS, 0))
+    people = concerned.with_only_columns(User.id).subquery()
+    total = session.scalar(select(func.count()).select_from(people)) or 0
+    never = dict(session.execute(
+        select(NotificationPreference.kind, func.count())
+        .where(NotificationPreference.user_id.in_(select(people.c.id)),
+               NotificationPreference.delivery == Delivery.never, NotificationPreference.kind.in_(FOLLOWER_KINDS))
+        .group_by(NotificationPreference.kind)).all())
+    return Audience(per_kind={kind: total - never.get(kind, 0) for kind in FOLLOWER_KINDS})
 
 
 def count_answer_audience(session: Session, *, item: Item, actor: User) -> int:
@@ -407,7 +418,7 @@ _WHY_YOU = {
 
 
 def _message(settings: Settings, *, event: Event, item: Item | None, item_visible: bool, user_id: int,
-             name: str, portal_name: str, accent: str) -> tuple[Message, str, str]:
+             name: str, portal_name: str, accent: str, text_html: str) -> tuple[Message, str, str]:
     """The email for one person, its subject line and its unsubscribe URL."""
     headline, text_label = _headline(event, item)
     scope = f"i-{item.public_id}" if item is not None and event.kind is not EventKind.idea else f"k-{event.kind.value}"
@@ -417,7 +428,7 @@ def _message(settings: Settings, *, event: Event, item: Item | None, item_visibl
         "portal_name": portal_name, "accent": accent, "name": name, "headline": headline, "kind": event.kind.value,
         "item_title": item.title if item is not None and item_visible else "", "item_url": link,
         "before": event.before, "after": event.after,
-        "text": event.text, "text_html": str(render_markdown(event.text)) if event.text else "",
+        "text": event.text, "text_html": text_html,
         "text_label": text_label,
         "why_you": _WHY_YOU.get(event.kind, "You get this because you follow this item: you voted for it, "
                                             "commented on it or chose to follow it."),
@@ -439,31 +450,35 @@ def fan_out(session: Session, payload: dict[str, Any], *, settings: Settings) ->
         return 0  # deleted meanwhile: nobody is told about what is gone
     rows = session.execute(recipients(event, item).where(User.id > after).limit(BATCH)).all()
     branding = portal.get_branding(session)
-    weekly = False
+    text_html = str(render_markdown(event.text)) if event.text else ""  # once for the batch, not per person
+    emails: list[outbox_service.Email] = []
+    digest: list[dict[str, Any]] = []
     for user_id, email, display_name, delivery in rows:
+        # An idea's author may not see the item it became (a draft): then the email names no item.
         visible = item is not None and (event.kind is not EventKind.idea or session.scalar(
             select(literal(True)).select_from(User).where(User.id == user_id, readers_of(item))) is not None)
         message, headline, unsubscribe = _message(settings, event=event, item=item, item_visible=visible,
                                                   user_id=user_id, name=display_name or email.split("@", 1)[0],
-                                                  portal_name=branding.portal_name, accent=branding.accent_color)
+                                                  portal_name=branding.portal_name, accent=branding.accent_color,
+                                                  text_html=text_html)
         if delivery == Delivery.weekly.value:
-            weekly = True
-            session.execute(
-                insert_with_conflicts(session.get_bind().dialect.name, DigestEntry)
-                .values(user_id=user_id, item_id=item.id if item is not None else None, kind=event.kind,
-                        event_key=event.key[:120], created_at=utcnow(),
-                        summary={"headline": headline, "path": item.path if visible and item is not None else "",
-                                 "text": event.text[:1000], "text_label": message.context["text_label"]})
-                .on_conflict_do_nothing(index_elements=["user_id", "event_key"])
-            )
-            continue
-        outbox_service.enqueue_email(session, to=email, template=message.template, context=message.context,
-                             key=f"notify:{event.key}:{user_id}", headers=list_unsubscribe_headers(unsubscribe))
-    if weekly:
+            digest.append({"user_id": user_id, "item_id": item.id if item is not None else None, "kind": event.kind,
+                           "event_key": event.key[:120], "created_at": utcnow(),
+                           "summary": {"headline": headline, "path": item.path if visible and item is not None else "",
+                                       "text": event.text[:1000], "text_label": message.context["text_label"]}})
+        else:
+            emails.append(outbox_service.Email(to=email, template=message.template, context=message.context,
+                                               key=f"notify:{event.key}:{user_id}",
+                                               headers=list_unsubscribe_headers(unsubscribe)))
+    outbox_service.enqueue_emails(session, emails)
+    if digest:
+        session.execute(insert_with_conflicts(session.get_bind().dialect.name, DigestEntry)
+                        .on_conflict_do_nothing(index_elements=["user_id", "event_key"]), digest)
         schedule_digest(session)
     if len(rows) == BATCH:
         last = rows[-1][0]
-        outbox_service.enqueue(session, FAN_OUT, {**payload, "after_user": last}, key=f"{FAN_OUT}:{event.key}:after:{last}")
+        outbox_service.enqueue(session, FAN_OUT, {**payload, "after_user": last},
+                               key=f"{FAN_OUT}:{event.key}:after:{last}")
     return len(rows)
 
 

@@ -64,8 +64,26 @@ def enqueue_email(session: Session, *, to: str, template: str, context: dict[str
     body.html) with `context` (JSON values only: it is stored). `key` names the message (an event and a
     recipient): enqueued again it is not sent again, and its Message-ID comes from it. `headers` are added to
     the message (List-Unsubscribe, say)."""
-    enqueue(session, EMAIL_KIND, {"to": to, "template": template, "context": context,
-                                  "headers": dict(headers or {})}, key=f"{EMAIL_KIND}:{key}", run_at=run_at)
+    enqueue_emails(session, [Email(to=to, template=template, context=context, key=key, headers=headers)],
+                   run_at=run_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """One email for `enqueue_emails`: the arguments of `enqueue_email`."""
+
+    to: str
+    template: str
+    context: dict[str, Any]
+    key: str
+    headers: dict[str, str] | None = None
+
+
+def enqueue_emails(session: Session, emails: list[Email], *, run_at: datetime | None = None) -> None:
+    """`enqueue_email` for many emails in one statement (a fan-out's batch)."""
+    enqueue_many(session, EMAIL_KIND, [({"to": e.to, "template": e.template, "context": e.context,
+                                         "headers": dict(e.headers or {})}, f"{EMAIL_KIND}:{e.key}")
+                                       for e in emails], run_at=run_at)
 
 
 def wants_wake(session: Session) -> bool:

@@ -39,7 +39,9 @@ def test_voting_follows_the_item(session):
     voting.cast_vote(session, item=item, user=user, importance=Importance.important)
     assert voting.is_following(session, item=item, user=user)
     voting.unfollow(session, item=item, user=user)
-    assert session.scalar(select(func.count()).select_from(Follow)) == 0
+    assert not voting.is_following(session, item=item, user=user)
+    # The row stays as the opt-out (she voted: without it she would still be told of changes).
+    assert session.scalar(select(func.count()).select_from(Follow).where(Follow.stopped_at.is_(None))) == 0
 
 
 def test_captured_vote_keeps_the_higher_importance(session):
