@@ -76,6 +76,18 @@
     sync();
   });
 
+  // (e) "Scroll sideways for more columns" over a table box, shown only while the box does scroll sideways.
+  ready(function () {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-scroll-hint-for]"), function (hint) {
+      var box = document.getElementById(hint.getAttribute("data-scroll-hint-for"));
+      if (!box) return;
+      function sync() { hint.classList.toggle("is-shown", box.scrollWidth > box.clientWidth + 1); }
+      if (typeof ResizeObserver === "function") new ResizeObserver(sync).observe(box);
+      else window.addEventListener("resize", sync);
+      sync();
+    });
+  });
+
   ready(function () {
     // (b) After a failed submit, move focus to the error summary so it is read out first.
     var summary = document.querySelector(".error-summary");

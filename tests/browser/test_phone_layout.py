@@ -246,3 +246,58 @@ def test_admin_filters_fit_and_the_inbox_stacks_on_a_phone(portal: Portal, open_
             assert button is not None and heading is not None
             gap = heading["y"] - (button["y"] + button["height"])
             assert gap >= 16, f"the notes heading is {gap:.0f} px below the button"
+
+
+def test_wide_admin_tables_say_they_scroll_sideways_and_scroll_from_the_keyboard(portal: Portal,
+                                                                                 open_context: Any) -> None:
+    """The items list and the desk scrolled sideways inside their box on a phone with no sign that they did.
+    Over each, "Scroll sideways for more columns" shows while the box scrolls sideways (and only then); the box
+    is a named region that takes focus and scrolls with the arrow keys. Without JavaScript the line shows on a
+    phone, where the tables always scroll."""
+    from playwright.sync_api import expect
+
+    portal.create_staff("pm@example.com", role=Role.pm, display_name="Pat Manager")
+    with portal.transaction() as session:
+        for n in range(3):
+            make_item(session, title=f"Shift swaps between teams, part {n}")
+
+    def signed_in(**options: Any) -> Any:
+        pm = open_context(**options).new_page()
+        pm.goto("/login")
+        pm.get_by_label(re.compile(r"^Email(\s*\*)?$")).last.fill("pm@example.com")
+        pm.get_by_label(re.compile(r"^Password(\s*\*)?$")).fill(STAFF_PASSWORD)
+        pm.get_by_role("button", name="Sign in", exact=True).click()
+        pm.wait_for_url(re.compile(r"/admin"))
+        return pm
+
+    for scheme in ("light", "dark"):
+        for viewport in (PHONE, LAPTOP):
+            pm = signed_in(viewport=viewport, color_scheme=scheme)
+            for path, name in (("/admin/items", "Items table"), ("/admin/desk", "Desk table")):
+                pm.goto(path)
+                where = f"{path} at {viewport['width']} px ({scheme})"
+                region = pm.get_by_role("region", name=name)
+                overflows = region.evaluate("el => el.scrollWidth > el.clientWidth + 1")
+                hint = pm.get_by_text("Scroll sideways for more columns")
+                if overflows:
+                    expect(hint).to_be_visible()
+                    hint_box, region_box = hint.bounding_box(), region.bounding_box()
+                    assert hint_box and region_box and hint_box["y"] + hint_box["height"] <= region_box["y"], where
+                else:
+                    expect(hint).to_be_hidden()
+                assert overflows or viewport is LAPTOP, f"{where}: expected the table to be wider than a phone"
+                if overflows:
+                    region.focus()
+                    expect(region).to_be_focused()
+                    pm.keyboard.press("ArrowRight")
+                    pm.wait_for_function("el => el.scrollLeft > 0", arg=region.element_handle())
+                if viewport is PHONE:
+                    _no_sideways_scroll(pm, where)
+                    screenshot(pm, f"scroll-hint-{path.rsplit('/', 1)[-1]}-{scheme}")
+                axe_check(pm, where)
+            pm.context.close()
+
+    plain = signed_in(viewport=PHONE, java_script_enabled=False)
+    for path in ("/admin/items", "/admin/desk"):
+        plain.goto(path)
+        expect(plain.get_by_text("Scroll sideways for more columns")).to_be_visible()
