@@ -4,7 +4,7 @@ from app.accounts.models import ApiToken, Identity, Invitation, MagicLink, UsedT
 from app.audit.models import AuditEvent
 from app.changelog.models import ChangelogEntry, changelog_entry_items
 from app.db import Base
-from app.desk.models import Decision
+from app.desk.models import Decision, DeskDay, DeskItemOrg, DeskSpan, DeskState, DeskWindow
 from app.discussion.models import Comment, CommentReport
 from app.feedback.models import Feedback
 from app.notify.models import DigestEntry, NotificationPreference
@@ -34,6 +34,11 @@ __all__ = [
     "CommentReport",
     "ContentRevision",
     "Decision",
+    "DeskDay",
+    "DeskItemOrg",
+    "DeskSpan",
+    "DeskState",
+    "DeskWindow",
     "DigestEntry",
     "Feedback",
     "Follow",

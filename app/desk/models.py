@@ -1,11 +1,25 @@
-"""Decisions on record: a PM's stage move with its reason and the desk's numbers at that moment."""
+"""The desk's tables: decisions on record, and the aggregates of demand the desk reads.
+
+Decisions on record: a PM's stage move with its reason and the desk's numbers at that moment.
+
+Aggregates: demand per item kept in the vote's own transaction, so the desk never scans votes.
+
+Database triggers (app/desk/aggregates.py, made by the migrations) keep these tables equal to a recount of the
+vote rows after every write that changes what a vote counts for: a vote, a withdrawal, a changed importance, a
+merge or its undo moving votes, a person moving organisation (or deleting their account), an organisation's
+segment or revenue changing. `ahead desk-check` recounts them from the raw rows and compares.
+
+Windows are whole UTC days: "the last 30 days" are today and the 29 days before. A row's `seg` is the voter's
+organisation's segment id, 0 for an organisation without one and for people without an organisation.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Date, Float, ForeignKey, Index, Integer, Numeric, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -34,3 +48,78 @@ class Decision(Base):
     weights: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     item: Mapped[Item] = relationship(lazy="raise")
+
+
+class DeskDay(Base):
+    """Votes per item, UTC day and segment: a count and a sum of revenue factors per importance, and the votes
+    of people without an organisation (`lone`)."""
+
+    __tablename__ = "desk_days"
+    __table_args__ = (Index("ix_desk_days_day", "day"),)
+
+    item_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    seg: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n1: Mapped[int] = mapped_column(Integer, default=0)
+    n2: Mapped[int] = mapped_column(Integer, default=0)
+    n3: Mapped[int] = mapped_column(Integer, default=0)
+    f1: Mapped[float] = mapped_column(Float, default=0.0)
+    f2: Mapped[float] = mapped_column(Float, default=0.0)
+    f3: Mapped[float] = mapped_column(Float, default=0.0)
+    lone: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeskWindow(Base):
+    """The same sums over each window (`span` days up to `desk_spans.since`; 0 = all time), with the distinct
+    organisations whose latest vote on the item falls in it and the sum of their revenue."""
+
+    __tablename__ = "desk_windows"
+
+    span: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seg: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n1: Mapped[int] = mapped_column(Integer, default=0)
+    n2: Mapped[int] = mapped_column(Integer, default=0)
+    n3: Mapped[int] = mapped_column(Integer, default=0)
+    f1: Mapped[float] = mapped_column(Float, default=0.0)
+    f2: Mapped[float] = mapped_column(Float, default=0.0)
+    f3: Mapped[float] = mapped_column(Float, default=0.0)
+    lone: Mapped[int] = mapped_column(Integer, default=0)
+    orgs: Mapped[int] = mapped_column(Integer, default=0)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(18, 2), default=Decimal(0))
+
+
+class DeskItemOrg(Base):
+    """One row per item and organisation with voters on it: how many, the day of the latest vote, and the segment
+    and revenue it is counted with in `desk_windows`."""
+
+    __tablename__ = "desk_item_orgs"
+    __table_args__ = (Index("ix_desk_item_orgs_org", "organisation_id"),
+                      Index("ix_desk_item_orgs_latest", "latest_day"))
+
+    item_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    voters: Mapped[int] = mapped_column(Integer)
+    latest_day: Mapped[date] = mapped_column(Date)
+    seg: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+
+
+class DeskSpan(Base):
+    """Each window's first day as `desk_windows` holds it (moved forward by `aggregates.advance`)."""
+
+    __tablename__ = "desk_spans"
+
+    span: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    since: Mapped[date] = mapped_column(Date)
+
+
+class DeskState(Base):
+    """The revenue factor's parameters the sums of factors (`f1`…`f3`) were made with (one row, id 1)."""
+
+    __tablename__ = "desk_state"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    revenue_mode: Mapped[str] = mapped_column(String(20))
+    revenue_unit: Mapped[Decimal] = mapped_column(Numeric(16, 3))
+    revenue_cap: Mapped[Decimal] = mapped_column(Numeric(10, 3))

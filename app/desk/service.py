@@ -33,12 +33,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, null, select
+from sqlalchemy import Float, and_, case, cast, func, literal, null, select, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -46,6 +46,8 @@ from app.accounts.models import User
 from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.db import utcnow
+from app.desk import aggregates
+from app.desk.models import DeskDay, DeskItemOrg, DeskSpan, DeskState, DeskWindow
 from app.errors import NotFound
 from app.feedback.models import Feedback
 from app.forms import FormModel, choice, decimal_number
@@ -181,6 +183,13 @@ def update_weights(session: Session, *, actor: User, weights: Weights) -> bool:
     else:
         row.value = weights.as_record()
     session.flush()
+    revenue = (weights.revenue_mode.value, weights.revenue_unit, weights.revenue_cap)
+    if revenue != (before.revenue_mode.value, before.revenue_unit, before.revenue_cap) or not _aggregated(
+            weights, _kept(session)):
+        # The sums of revenue factors are kept per vote's day and window: counted again with the new factor, in
+        # this transaction, so the desk re-ranks with it at once. Importance and segment weights apply as it reads.
+        aggregates.rebuild(session, today=utcnow().date(), revenue_mode=revenue[0], revenue_unit=revenue[1],
+                           revenue_cap=revenue[2])
     audit.record(session, actor=actor, action=AuditAction.settings_desk, entity_type="setting", label="Desk weights",
                  changes=audit.diff(before.as_record(), weights.as_record()))
     return True
@@ -255,8 +264,23 @@ class DeskQuery:
         return bool(self.product or self.stage or self.tag or self.segment or self.organisation)
 
     def since(self, now: datetime) -> datetime | None:
+        """The window's first instant: midnight UTC of its first day (today is its last)."""
         days = WINDOWS[self.window]
-        return now - timedelta(days=days) if days is not None else None
+        return _midnight(now.date() - timedelta(days=days - 1)) if days is not None else None
+
+    @property
+    def span(self) -> int:
+        return WINDOWS[self.window] or 0
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _week_starts(now: datetime) -> list[datetime]:
+    """The trend's week boundaries, newest first: weeks[0] is the end of today, week k is [weeks[k+1], weeks[k])."""
+    tomorrow = now.date() + timedelta(days=1)
+    return [_midnight(tomorrow - timedelta(days=7 * k)) for k in range(TREND_WEEKS + 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +393,7 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
     revenue = (select(distinct_orgs.c.item_id, func.sum(distinct_orgs.c.revenue).label("revenue"))
                .group_by(distinct_orgs.c.item_id).subquery("desk_revenue"))
 
-    weeks = [now - timedelta(days=7 * k) for k in range(TREND_WEEKS + 1)]  # weeks[0] = now, going back
+    weeks = _week_starts(now)
     trend = (base.add_columns(Vote.item_id.label("item_id"), *[
         func.sum(case((and_(Vote.created_at >= weeks[k + 1], Vote.created_at < weeks[k]), 1), else_=0))
         .label(f"w{k}") for k in range(TREND_WEEKS)])
@@ -417,6 +441,18 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
         .outerjoin(feedback, feedback.c.item_id == Item.id)
         .where(Item.merged_into_id.is_(None))
     )
+    return _filter_and_sort(
+        stmt, query, only_item=only_item, listed=votes.c.item_id.is_not(None), voters=voters,
+        organisations=func.coalesce(votes.c.organisations, 0), nice=func.coalesce(votes.c.nice, 0),
+        important=func.coalesce(votes.c.important, 0), critical=func.coalesce(votes.c.critical, 0),
+        demand=func.coalesce(votes.c.demand, 0.0), revenue=func.coalesce(revenue.c.revenue, 0), rice=rice,
+        feedback=func.coalesce(feedback.c.feedback, 0), trend_total=trend_total)
+
+
+def _filter_and_sort(stmt: AnySelect, query: DeskQuery, *, only_item: int | None, listed: ColumnElement[bool],
+                     voters: Any, organisations: Any, nice: Any, important: Any, critical: Any, demand: Any,
+                     revenue: Any, rice: Any, feedback: Any, trend_total: Any) -> AnySelect:
+    """The desk's filters on items and its order, on either statement (aggregates or vote rows)."""
     if only_item is not None:
         stmt = stmt.where(Item.id == only_item)
     if query.product:
@@ -427,20 +463,19 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
         stmt = stmt.where(Item.id.in_(select(item_tags.c.item_id).join(Tag, Tag.id == item_tags.c.tag_id)
                                       .where(Tag.slug == query.tag)))
     if query.segment or query.organisation is not None:
-        stmt = stmt.where(votes.c.item_id.is_not(None))
+        stmt = stmt.where(listed)
 
     timeframe_order = case((Item.timeframe == Timeframe.now.value, 0), (Item.timeframe == Timeframe.next.value, 1),
                            (Item.timeframe == Timeframe.quarter.value, 2), else_=3)
     keys: dict[Sort, list[Any]] = {
         Sort.item: [func.lower(Item.title)],
         Sort.voters: [voters],
-        Sort.organisations: [func.coalesce(votes.c.organisations, 0)],
-        Sort.importance: [func.coalesce(votes.c.critical, 0), func.coalesce(votes.c.important, 0),
-                          func.coalesce(votes.c.nice, 0)],
-        Sort.demand: [func.coalesce(votes.c.demand, 0.0)],
-        Sort.revenue: [func.coalesce(revenue.c.revenue, 0)],
+        Sort.organisations: [organisations],
+        Sort.importance: [critical, important, nice],
+        Sort.demand: [demand],
+        Sort.revenue: [revenue],
         Sort.rice: [rice],
-        Sort.feedback: [func.coalesce(feedback.c.feedback, 0)],
+        Sort.feedback: [feedback],
         Sort.trend: [trend_total],
         Sort.stage: [Stage.position],
         Sort.timeframe: [timeframe_order, Item.target_year, Item.target_quarter],
@@ -458,6 +493,146 @@ def _desk_statement(session: Session, *, query: DeskQuery, weights: Weights, now
     return stmt.order_by(*order, Item.id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What the aggregates hold: each window's first day as stored, and the revenue factor they were summed with."""
+
+    since: dict[int, date]
+    revenue: tuple[str, Decimal, Decimal] | None
+
+
+def _kept(session: Session) -> _Kept:
+    since = {span: aggregates.as_date(day) for span, day in session.execute(select(DeskSpan.span, DeskSpan.since))}
+    state = session.execute(select(DeskState.revenue_mode, DeskState.revenue_unit, DeskState.revenue_cap)
+                            .where(DeskState.id == 1)).first()
+    return _Kept(since=since, revenue=(state[0], Decimal(state[1]), Decimal(state[2])) if state else None)
+
+
+def _aggregated(weights: Weights, kept: _Kept) -> bool:
+    """The aggregates can answer with these weights: their revenue factor is the one in force."""
+    return kept.revenue == (weights.revenue_mode.value, weights.revenue_unit, weights.revenue_cap)
+
+
+_SUMS = ("n1", "n2", "n3", "f1", "f2", "f3", "lone", "orgs", "revenue")
+
+
+def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights: Weights,
+            only_item: int | None, name: str) -> Any:
+    """Per item, the sums of the window of `span` days ending today (0: all time), in one segment or all.
+
+    The stored window is used as it is when its first day is today's; when the windows have not been moved
+    forward since (`aggregates.advance`), what left the window since is taken out here.
+    """
+    W, D, P = DeskWindow, DeskDay, DeskItemOrg
+    parts: list[AnySelect] = [select(W.item_id, W.seg, *[getattr(W, c) for c in _SUMS]).where(W.span == span)]
+    stored, wanted = kept.since.get(span), aggregates.since_of(span, today)
+    if span and stored is not None and stored < wanted:
+        parts.append(select(D.item_id, D.seg, *[-getattr(D, c) for c in aggregates.COUNTS], literal(0), literal(0))
+                     .where(D.day >= stored, D.day < wanted))
+        parts.append(select(P.item_id, P.seg, *[literal(0) for _ in aggregates.COUNTS], literal(-1), -P.revenue)
+                     .where(P.latest_day >= stored, P.latest_day < wanted))
+    if only_item is not None:
+        parts = [part.where(part.selected_columns[0] == only_item) for part in parts]
+    if segment_id is not None:
+        parts = [part.where(part.selected_columns[1] == segment_id) for part in parts]
+    u = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery(f"{name}_parts")
+    u_cols = {c: u.c[i + 2] for i, c in enumerate(_SUMS)}
+
+    def number(value: Decimal) -> ColumnElement[float]:
+        return literal(float(value), Float)
+
+    factor_sum = (number(weights.nice_to_have) * u_cols["f1"] + number(weights.important) * u_cols["f2"]
+                  + number(weights.critical) * u_cols["f3"])
+    return (select(
+        u.c[0].label("item_id"),
+        func.sum(u_cols["n1"] + u_cols["n2"] + u_cols["n3"]).label("voters"),
+        func.sum(u_cols["orgs"]).label("organisations"), func.sum(u_cols["lone"]).label("lone"),
+        func.sum(u_cols["n1"]).label("nice"), func.sum(u_cols["n2"]).label("important"),
+        func.sum(u_cols["n3"]).label("critical"),
+        func.sum(func.coalesce(cast(Segment.weight, Float), number(Decimal(1))) * factor_sum).label("demand"),
+        func.sum(number(weights.nice_to_have) * u_cols["n1"] + number(weights.important) * u_cols["n2"]
+                 + number(weights.critical) * u_cols["n3"]).label("importance_sum"),
+        func.sum(u_cols["revenue"]).label("revenue"),
+    ).select_from(u).outerjoin(Segment, Segment.id == u.c[1]).group_by(u.c[0]).subquery(name))
+
+
+def _aggregate_statement(*, query: DeskQuery, weights: Weights, now: datetime, kept: _Kept, segment_id: int | None,
+                         only_item: int | None = None) -> AnySelect:
+    """The desk's rows from the aggregates (no organisation filter): each sort reads one window per item."""
+    today = now.date()
+    votes = _window(kept, query.span, today, segment_id, weights, only_item, "desk_votes")
+    feedback = _feedback_counts(query, query.since(now), segment_id, only_item)
+    voters = func.coalesce(votes.c.voters, 0)
+    reach = func.coalesce(votes.c.organisations, 0) + func.coalesce(votes.c.lone, 0)
+    impact = case((voters > 0, cast(votes.c.importance_sum, Float) / voters), else_=null())
+    rice = case(
+        (Item.effort.is_(None) | Item.rice_confidence.is_(None), null()),
+        (voters == 0, literal(0.0, Float)),
+        else_=cast(reach, Float) * impact * cast(Item.rice_confidence, Float) / literal(100.0, Float)
+        / cast(Item.effort, Float),
+    )
+    stmt: AnySelect = (
+        select(
+            Item.id.label("item_pk"), Item.public_id, Item.title, Product.name.label("product"),
+            Stage.name.label("stage"), Item.timeframe, Item.target_year, Item.target_quarter, Item.created_at,
+            Item.published_at, Item.rice_confidence, Item.effort,
+            voters.label("voters"), func.coalesce(votes.c.organisations, 0).label("organisations"),
+            func.coalesce(votes.c.nice, 0).label("nice"), func.coalesce(votes.c.important, 0).label("important"),
+            func.coalesce(votes.c.critical, 0).label("critical"),
+            func.coalesce(votes.c.demand, 0.0).label("demand"), func.coalesce(votes.c.revenue, 0).label("revenue"),
+            reach.label("reach"), impact.label("impact"), rice.label("rice"),
+            func.coalesce(feedback.c.feedback, 0).label("feedback"),
+        )
+        .join(Product, Product.id == Item.product_id)
+        .join(Stage, Stage.id == Item.stage_id)
+        .outerjoin(votes, votes.c.item_id == Item.id)
+        .outerjoin(feedback, feedback.c.item_id == Item.id)
+        .where(Item.merged_into_id.is_(None))
+    )
+    trend_total: Any = literal(0)
+    if query.sort is Sort.trend:
+        trend = _window(kept, TREND_WEEKS * 7, today, segment_id, weights, only_item, "desk_trend")
+        stmt = stmt.outerjoin(trend, trend.c.item_id == Item.id)
+        trend_total = func.coalesce(trend.c.voters, 0)
+    return _filter_and_sort(
+        stmt, query, only_item=only_item, listed=voters > 0, voters=voters,
+        organisations=func.coalesce(votes.c.organisations, 0), nice=func.coalesce(votes.c.nice, 0),
+        important=func.coalesce(votes.c.important, 0), critical=func.coalesce(votes.c.critical, 0),
+        demand=func.coalesce(votes.c.demand, 0.0), revenue=func.coalesce(votes.c.revenue, 0), rice=rice,
+        feedback=func.coalesce(feedback.c.feedback, 0), trend_total=trend_total)
+
+
+def _feedback_counts(query: DeskQuery, since: datetime | None, segment_id: int | None,
+                     only_item: int | None) -> Any:
+    stmt = select(Feedback.item_id.label("item_id"), func.count().label("feedback")).where(
+        Feedback.item_id.is_not(None) if only_item is None else Feedback.item_id == only_item)
+    if since is not None:
+        stmt = stmt.where(Feedback.created_at >= since)
+    if query.organisation is not None:
+        stmt = stmt.where(Feedback.organisation_id == query.organisation)
+    if query.segment:
+        stmt = stmt.where(Feedback.organisation_id.in_(
+            select(Organisation.id).where(Organisation.segment_id == (segment_id if segment_id is not None else -1))))
+    return stmt.group_by(Feedback.item_id).subquery("desk_feedback")
+
+
+def _trends(session: Session, item_ids: list[int], *, segment_id: int | None, today: date) -> dict[int, list[int]]:
+    """Votes per week of these items over the last 12 weeks (oldest first), from the per-day sums."""
+    trends: dict[int, list[int]] = {}
+    if not item_ids:
+        return trends
+    first = today - timedelta(days=TREND_WEEKS * 7 - 1)
+    stmt = (select(DeskDay.item_id, DeskDay.day, func.sum(DeskDay.n1 + DeskDay.n2 + DeskDay.n3))
+            .where(DeskDay.item_id.in_(item_ids), DeskDay.day >= first).group_by(DeskDay.item_id, DeskDay.day))
+    if segment_id is not None:
+        stmt = stmt.where(DeskDay.seg == segment_id)
+    for item_id, day, count in session.execute(stmt):
+        week = (today - aggregates.as_date(day)).days // 7
+        if 0 <= week < TREND_WEEKS and count:
+            trends.setdefault(item_id, [0] * TREND_WEEKS)[TREND_WEEKS - 1 - week] += int(count)
+    return trends
+
+
 def _timeframe_label(row: Any) -> str:
     timeframe = Timeframe(row.timeframe)
     if timeframe is Timeframe.quarter and row.target_year and row.target_quarter:
@@ -467,7 +642,7 @@ def _timeframe_label(row: Any) -> str:
     return timeframe.value.capitalize()
 
 
-def _row(row: Any) -> DeskRow:
+def _row(row: Any, trend: list[int] | None = None) -> DeskRow:
     return DeskRow(
         public_id=row.public_id, title=row.title, product=row.product, stage=row.stage,
         timeframe=_timeframe_label(row), created_at=row.created_at, published=row.published_at is not None,
@@ -477,15 +652,45 @@ def _row(row: Any) -> DeskRow:
         impact=float(row.impact) if row.impact is not None else None,
         rice_confidence=row.rice_confidence, effort=row.effort,
         rice=float(row.rice) if row.rice is not None else None, feedback=int(row.feedback),
-        trend=[int(getattr(row, f"w{k}")) for k in reversed(range(TREND_WEEKS))],
+        trend=trend if trend is not None else [int(getattr(row, f"w{k}")) for k in reversed(range(TREND_WEEKS))],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    stmt: AnySelect
+    aggregated: bool  # from the aggregates (trends read per page), else from the vote rows
+    segment_id: int | None
+    today: date
+
+    def rows(self, session: Session, rows: Any) -> list[DeskRow]:
+        if not self.aggregated:
+            return [_row(r) for r in rows]
+        trends = _trends(session, [r.item_pk for r in rows], segment_id=self.segment_id, today=self.today)
+        return [_row(r, trends.get(r.item_pk, [0] * TREND_WEEKS)) for r in rows]
+
+
+def _plan(session: Session, *, query: DeskQuery, weights: Weights, now: datetime,
+          only_item: int | None = None) -> _Plan:
+    """The desk's statement: from the aggregates, unless an organisation is chosen (its own votes are read, as
+    many as its people cast) or the aggregates were summed with another revenue factor than the one in force."""
+    if query.organisation is None:
+        kept = _kept(session)
+        if _aggregated(weights, kept):
+            segment_id = ((session.scalar(select(Segment.id).where(Segment.slug == query.segment)) or -1)
+                          if query.segment else None)
+            return _Plan(_aggregate_statement(query=query, weights=weights, now=now, kept=kept, segment_id=segment_id,
+                                              only_item=only_item), True, segment_id, now.date())
+    return _Plan(_desk_statement(session, query=query, weights=weights, now=now, only_item=only_item), False, None,
+                 now.date())
 
 
 def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: datetime | None = None,
               per_page: int = PER_PAGE) -> DeskPage:
     """One page of the desk: the items as filtered and sorted, with their figures."""
     now = now or utcnow()
-    stmt = _desk_statement(session, query=query, weights=weights, now=now)
+    plan = _plan(session, query=query, weights=weights, now=now)
+    stmt = plan.stmt
     # The total comes with the page (a window count): the aggregation runs once, not once more to count.
     counted = stmt.add_columns(func.count().over().label("total_rows"))
     rows = session.execute(counted.offset((query.page - 1) * per_page).limit(per_page)).all()
@@ -498,22 +703,28 @@ def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: date
             rows = session.execute(counted.offset((last - 1) * per_page).limit(per_page)).all()
     pages = max(1, math.ceil(total / per_page))
     page = min(query.page, pages)
-    return DeskPage(rows=[_row(r) for r in rows], total=total, page=page, pages=pages, now=now)
+    return DeskPage(rows=plan.rows(session, rows), total=total, page=page, pages=pages, now=now)
 
 
 def desk_rows(session: Session, *, query: DeskQuery, weights: Weights, now: datetime,
               chunk: int = 500) -> Iterator[list[DeskRow]]:
     """Every row of the desk as filtered and sorted, in chunks, read from the database as they are sent."""
-    stmt = _desk_statement(session, query=query, weights=weights, now=now)
-    result = session.execute(stmt.execution_options(yield_per=chunk))
+    plan = _plan(session, query=query, weights=weights, now=now)
+    result = session.execute(plan.stmt.execution_options(yield_per=chunk))
     for part in result.partitions(chunk):
-        yield [_row(r) for r in part]
+        yield plan.rows(session, part)
 
 
 def demand_by_item(session: Session, *, item_ids: list[int], weights: Weights) -> dict[int, tuple[int, float]]:
     """All-time (voters, weighted demand) of these items, as the desk counts them (for the items list)."""
     if not item_ids:
         return {}
+    kept = _kept(session)
+    if _aggregated(weights, kept):
+        totals = _window(kept, 0, utcnow().date(), None, weights, None, "desk_totals")
+        return {item_id: (int(voters or 0), float(demand or 0)) for item_id, voters, demand in session.execute(
+            select(totals.c.item_id, totals.c.voters, totals.c.demand).where(totals.c.item_id.in_(item_ids)))
+            if voters}
     rows = session.execute(
         _voter_rows(DeskQuery(window="all"), None)
         .add_columns(Vote.item_id, func.count(), func.sum(_vote_weight(weights)))
@@ -681,9 +892,9 @@ def item_demand(session: Session, *, item: Item, query: DeskQuery, weights: Weig
     )
     row = None
     if item.merged_into_id is None:
-        rows_for_item = session.execute(
-            _desk_statement(session, query=query, weights=weights, now=now, only_item=item.id)).all()
-        row = _row(rows_for_item[0]) if rows_for_item else None
+        plan = _plan(session, query=query, weights=weights, now=now, only_item=item.id)
+        rows_for_item = plan.rows(session, session.execute(plan.stmt).all())
+        row = rows_for_item[0] if rows_for_item else None
     return Demand(item=item, row=row, askers=askers, organisations=organisations)
 
 

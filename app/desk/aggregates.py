@@ -1,0 +1,392 @@
+"""The SQL that keeps the desk's aggregates (app/desk/models.py) equal to the vote rows.
+
+Triggers on `votes`, `users` and `organisations` change the aggregates in the same transaction as the row, for
+whatever wrote it: the vote command, a captured vote, a merge or its undo, an account deletion, a person moving
+organisation, an organisation's new segment or revenue, plain SQL. Each trigger applies a signed delta:
+
+* counts: the vote(s) as they counted before (-1) and as they count now (+1), summed into the vote's day
+  (`desk_days`) and every window that holds that day (`desk_windows`);
+* organisations: the (item, organisation) pairs the change touches are taken out of the windows, recounted
+  from the vote rows of that organisation's people (bounded by the organisation's size), and put back.
+
+The same statements, dialect by dialect, make `rebuild()` (the migration's backfill, a change of the revenue
+factor's parameters) and `recount()` (what `ahead desk-check` compares with). On PostgreSQL every trigger holds a
+shared advisory lock for its transaction and `advance()` (moving the windows' first days forward) takes it
+exclusively, so a window is never moved while a change to an old day is in flight. SQLite has one writer.
+
+Every statement here is put together from this module's own constants and column names (the `nosec B608` marks);
+values (days, weights) are bound parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Date, Numeric, bindparam, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+SPANS = (0, 30, 84, 90, 365)  # days of each window kept; 0 = all time; 84 = the trend's 12 weeks
+ALL_TIME_SINCE = date(1900, 1, 1)
+LOCK_KEY = 0x6465736B  # "desk": PostgreSQL advisory lock between the triggers and advance()
+COUNTS = ("n1", "n2", "n3", "f1", "f2", "f3", "lone")
+
+
+def since_of(span: int, today: date) -> date:
+    """The first day of the window of `span` days ending today (today included)."""
+    return ALL_TIME_SINCE if span == 0 else today - timedelta(days=span - 1)
+
+
+# --- SQL by dialect ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+
+    @property
+    def pg(self) -> bool:
+        return self.name == "postgresql"
+
+    def day(self, value: str) -> str:
+        return f"(({value}) AT TIME ZONE 'UTC')::date" if self.pg else f"date({value})"
+
+    def real(self, value: str) -> str:
+        return f"CAST({value} AS {'DOUBLE PRECISION' if self.pg else 'REAL'})"
+
+    def least(self, a: str, b: str) -> str:
+        return f"{'least' if self.pg else 'min'}({a}, {b})"
+
+    def differs(self, a: str, b: str) -> str:
+        return f"{a} IS DISTINCT FROM {b}" if self.pg else f"{a} IS NOT {b}"
+
+    def factor(self, revenue: str) -> str:
+        """The revenue factor of an organisation's revenue, with the parameters in `desk_state st`."""
+        r = f"{self.real(f'coalesce({revenue}, 0)')} / {self.real('st.revenue_unit')}"
+        return (f"(CASE st.revenue_mode WHEN 'linear' THEN 1.0 + {r} WHEN 'logarithmic' THEN 1.0 + ln(1.0 + {r}) "
+                f"WHEN 'capped' THEN {self.least(f'1.0 + {r}', self.real('st.revenue_cap'))} ELSE 1.0 END)")
+
+    # A source of signed vote contributions: columns item_id, day, seg, imp, rf, lone, sgn.
+
+    def one_vote(self, row: str, sign: int) -> str:
+        return (f"SELECT {row}.item_id AS item_id, {self.day(f'{row}.created_at')} AS day, "  # nosec B608
+                f"coalesce(o.segment_id, 0) AS seg, {row}.importance AS imp, {self.factor('o.revenue')} AS rf, "
+                f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn "
+                f"FROM desk_state st LEFT JOIN users u ON u.id = {row}.user_id "
+                f"LEFT JOIN organisations o ON o.id = u.organisation_id")
+
+    def all_votes(self) -> str:
+        return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, coalesce(o.segment_id, 0) AS seg, "  # nosec B608
+                f"v.importance AS imp, {self.factor('o.revenue')} AS rf, "
+                f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, 1 AS sgn "
+                f"FROM votes v CROSS JOIN desk_state st JOIN users u ON u.id = v.user_id "
+                f"LEFT JOIN organisations o ON o.id = u.organisation_id")
+
+    def person_moved(self) -> str:
+        def side(org: str, sign: int) -> str:
+            return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608
+                    f"coalesce(o.segment_id, 0) AS seg, v.importance AS imp, {self.factor('o.revenue')} AS rf, "
+                    f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn "
+                    f"FROM votes v CROSS JOIN desk_state st LEFT JOIN organisations o ON o.id = {org} "
+                    f"WHERE v.user_id = NEW.id")
+        return f"{side('OLD.organisation_id', -1)} UNION ALL {side('NEW.organisation_id', 1)}"
+
+    def organisation_changed(self) -> str:
+        def side(row: str, sign: int) -> str:
+            return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608
+                    f"coalesce({row}.segment_id, 0) AS seg, v.importance AS imp, {self.factor(f'{row}.revenue')} AS rf, "
+                    f"0 AS lone, {sign} AS sgn "
+                    f"FROM users u CROSS JOIN votes v CROSS JOIN desk_state st "
+                    f"WHERE u.organisation_id = NEW.id AND v.user_id = u.id")
+        return f"{side('OLD', -1)} UNION ALL {side('NEW', 1)}"
+
+    @staticmethod
+    def _sums(d: str = "d") -> str:
+        imp = {"1": f"{d}.imp = 1", "2": f"{d}.imp = 2", "3": f"{d}.imp NOT IN (1, 2)"}
+        counts = [f"sum(CASE WHEN {imp[k]} THEN {d}.sgn ELSE 0 END)" for k in "123"]
+        factors = [f"sum(CASE WHEN {imp[k]} THEN {d}.sgn * {d}.rf ELSE 0.0 END)" for k in "123"]
+        return ", ".join([*counts, *factors, f"sum({d}.sgn * {d}.lone)"])
+
+    def add_counts(self, source: str) -> list[str]:
+        """Add a source's signed contributions to its days and to every window that holds each day."""
+        cols = ", ".join(COUNTS)
+        update_days = ", ".join(f"{c} = desk_days.{c} + excluded.{c}" for c in COUNTS)
+        update_windows = ", ".join(f"{c} = desk_windows.{c} + excluded.{c}" for c in COUNTS)
+        return [
+            f"INSERT INTO desk_days (item_id, day, seg, {cols}) SELECT d.item_id, d.day, d.seg, {self._sums()} "  # nosec B608
+            f"FROM ({source}) d WHERE true GROUP BY d.item_id, d.day, d.seg "
+            f"ON CONFLICT (item_id, day, seg) DO UPDATE SET {update_days}",
+            f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608
+            f"SELECT sp.span, d.item_id, d.seg, {self._sums()}, 0, 0 FROM ({source}) d "
+            f"JOIN desk_spans sp ON d.day >= sp.since WHERE true GROUP BY sp.span, d.item_id, d.seg "
+            f"ON CONFLICT (span, item_id, seg) DO UPDATE SET {update_windows}",
+        ]
+
+    def refresh_pairs(self, stored: str, raw: str) -> list[str]:
+        """Take the (item, organisation) pairs `stored` selects (over `desk_item_orgs r`) out of the windows,
+        recount those `raw` selects (over `organisations o`, `users u`, `votes v`) and put them back."""
+        return [
+            "UPDATE desk_windows SET orgs = desk_windows.orgs - x.k, revenue = desk_windows.revenue - x.rev "  # nosec B608
+            "FROM (SELECT sp.span AS span, r.item_id AS item_id, r.seg AS seg, count(*) AS k, sum(r.revenue) AS rev "
+            f"FROM desk_item_orgs r JOIN desk_spans sp ON r.latest_day >= sp.since WHERE {stored} "
+            "GROUP BY sp.span, r.item_id, r.seg) x "
+            "WHERE desk_windows.span = x.span AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg",
+            # No alias: SQLite allows none on a trigger's DELETE.
+            "DELETE FROM desk_item_orgs WHERE " + stored.replace("r.item_id", "desk_item_orgs.item_id")  # nosec B608
+            .replace("r.organisation_id", "desk_item_orgs.organisation_id"),
+            self.pairs_from_votes(raw),
+            "INSERT INTO desk_windows (span, item_id, seg, n1, n2, n3, f1, f2, f3, lone, orgs, revenue) "  # nosec B608
+            "SELECT sp.span, r.item_id, r.seg, 0, 0, 0, 0.0, 0.0, 0.0, 0, count(*), sum(r.revenue) "
+            f"FROM desk_item_orgs r JOIN desk_spans sp ON r.latest_day >= sp.since WHERE {stored} "
+            "GROUP BY sp.span, r.item_id, r.seg "
+            "ON CONFLICT (span, item_id, seg) DO UPDATE SET orgs = desk_windows.orgs + excluded.orgs, "
+            "revenue = desk_windows.revenue + excluded.revenue",
+        ]
+
+    def pairs_select(self, raw: str) -> str:
+        # organisations -> their people -> their votes: bounded by the organisation's size (CROSS JOIN keeps
+        # SQLite's planner to that order; PostgreSQL plans it itself).
+        return (f"SELECT v.item_id, o.id, count(*), max({self.day('v.created_at')}), coalesce(o.segment_id, 0), "  # nosec B608
+                f"o.revenue FROM organisations o CROSS JOIN users u CROSS JOIN votes v "
+                f"WHERE u.organisation_id = o.id AND v.user_id = u.id AND {raw} "
+                f"GROUP BY v.item_id, o.id, o.segment_id, o.revenue")
+
+    def pairs_from_votes(self, raw: str) -> str:
+        return ("INSERT INTO desk_item_orgs (item_id, organisation_id, voters, latest_day, seg, revenue) "
+                + self.pairs_select(raw))
+
+
+def _vote_pair(row: str) -> tuple[str, str]:
+    org = f"(SELECT uu.organisation_id FROM users uu WHERE uu.id = {row}.user_id)"  # nosec B608
+    return f"r.item_id = {row}.item_id AND r.organisation_id = {org}", f"o.id = {org} AND v.item_id = {row}.item_id"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    table: str
+    timing: str  # "AFTER INSERT", "AFTER DELETE", "AFTER UPDATE", "BEFORE DELETE", ...
+    body: list[tuple[str | None, list[str]]]  # (condition or None, statements)
+    when: str | None = None
+
+
+def triggers(d: Dialect) -> list[Trigger]:
+    new_pair, old_pair = _vote_pair("NEW"), _vote_pair("OLD")
+    vote_moved = " OR ".join(d.differs(f"OLD.{c}", f"NEW.{c}") for c in ("item_id", "user_id", "created_at"))
+    vote_changed = f"{vote_moved} OR {d.differs('OLD.importance', 'NEW.importance')}"
+    items_of_person = "(SELECT vv.item_id FROM votes vv WHERE vv.user_id = NEW.id)"
+    moved_orgs = "(OLD.organisation_id, NEW.organisation_id)"
+    org_changed = f"{d.differs('OLD.segment_id', 'NEW.segment_id')} OR {d.differs('OLD.revenue', 'NEW.revenue')}"
+    return [
+        Trigger("desk_vote_added", "votes", "AFTER INSERT",
+                [(None, d.add_counts(d.one_vote("NEW", 1)) + d.refresh_pairs(*new_pair))]),
+        Trigger("desk_vote_removed", "votes", "AFTER DELETE",
+                [(None, d.add_counts(d.one_vote("OLD", -1)) + d.refresh_pairs(*old_pair))]),
+        Trigger("desk_vote_changed", "votes", "AFTER UPDATE", [
+            (None, d.add_counts(d.one_vote("OLD", -1)) + d.add_counts(d.one_vote("NEW", 1))),
+            (vote_moved, d.refresh_pairs(*old_pair) + d.refresh_pairs(*new_pair)),
+        ], when=vote_changed),
+        Trigger("desk_person_moved", "users", "AFTER UPDATE", [
+            (None, d.add_counts(d.person_moved())
+             + d.refresh_pairs(f"r.organisation_id IN {moved_orgs} AND r.item_id IN {items_of_person}",
+                               f"o.id IN {moved_orgs} AND v.item_id IN {items_of_person}")),
+        ], when=d.differs("OLD.organisation_id", "NEW.organisation_id")),
+        # A person's votes go before the person, while their organisation still says how they counted.
+        Trigger("desk_person_deleted", "users", "BEFORE DELETE",
+                [(None, ["DELETE FROM votes WHERE user_id = OLD.id"])]),
+        Trigger("desk_organisation_changed", "organisations", "AFTER UPDATE", [
+            (None, d.add_counts(d.organisation_changed())
+             + d.refresh_pairs("r.organisation_id = NEW.id", "o.id = NEW.id")),
+        ], when=org_changed),
+        # Its people leave it first (as deleting it through the app does), so their votes are moved while it
+        # still says what they counted for.
+        Trigger("desk_organisation_deleted", "organisations", "BEFORE DELETE",
+                [(None, ["UPDATE users SET organisation_id = NULL WHERE organisation_id = OLD.id"])]),
+    ]
+
+
+def create_triggers(conn: Connection) -> None:
+    d = Dialect(conn.dialect.name)
+    for trigger in triggers(d):
+        if d.pg:
+            lines = [f"PERFORM pg_advisory_xact_lock_shared({LOCK_KEY});"]
+            for condition, statements in trigger.body:
+                body = "\n".join(f"{s};" for s in statements)
+                lines.append(f"IF {condition} THEN\n{body}\nEND IF;" if condition else body)
+            result = "OLD" if trigger.timing.startswith("BEFORE") else "NULL"
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION {trigger.name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+                + "\n".join(lines) + f"\nRETURN {result};\nEND\n$$")
+            when = f" WHEN ({trigger.when})" if trigger.when else ""
+            conn.exec_driver_sql(f"CREATE TRIGGER {trigger.name} {trigger.timing} ON {trigger.table} FOR EACH ROW"
+                                 f"{when} EXECUTE FUNCTION {trigger.name}()")
+        else:
+            for n, (condition, statements) in enumerate(trigger.body):
+                conditions = [c for c in (trigger.when, condition) if c]
+                when = " WHEN " + " AND ".join(f"({c})" for c in conditions) if conditions else ""
+                name = trigger.name if n == 0 else f"{trigger.name}_{n}"
+                body = "\n".join(f"{s};" for s in statements)
+                conn.exec_driver_sql(f"CREATE TRIGGER {name} {trigger.timing} ON {trigger.table} FOR EACH ROW"
+                                     f"{when}\nBEGIN\n{body}\nEND")
+
+
+def drop_triggers(conn: Connection) -> None:
+    d = Dialect(conn.dialect.name)
+    for trigger in triggers(d):
+        if d.pg:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger.name} ON {trigger.table}")
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger.name}()")
+        else:
+            for n in range(len(trigger.body)):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger.name if n == 0 else f'{trigger.name}_{n}'}")
+
+
+# --- rebuild, advance, recount --------------------------------------------------------------------------------
+
+
+def _connection(target: Session | Connection) -> Connection:
+    return target.connection() if isinstance(target, Session) else target
+
+
+def rebuild(target: Session | Connection, *, today: date, revenue_mode: str = "off",
+            revenue_unit: Decimal = Decimal(100_000), revenue_cap: Decimal = Decimal(3)) -> None:
+    """Empty the aggregates and count them again from the vote rows (the backfill; a new revenue factor)."""
+    conn = _connection(target)
+    d = Dialect(conn.dialect.name)
+    if d.pg:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    for table in ("desk_days", "desk_windows", "desk_item_orgs", "desk_spans", "desk_state"):
+        conn.exec_driver_sql(f"DELETE FROM {table}")  # nosec B608 - the names above, nothing else
+    conn.execute(text("INSERT INTO desk_state (id, revenue_mode, revenue_unit, revenue_cap) "
+                      "VALUES (1, :mode, :unit, :cap)").bindparams(bindparam("unit", type_=Numeric(16, 3)),
+                                                                   bindparam("cap", type_=Numeric(10, 3))),
+                 {"mode": revenue_mode, "unit": revenue_unit, "cap": revenue_cap})
+    conn.execute(text("INSERT INTO desk_spans (span, since) VALUES (:span, :since)")
+                 .bindparams(bindparam("since", type_=Date)),
+                 [{"span": span, "since": since_of(span, today)} for span in SPANS])
+    cols = ", ".join(COUNTS)
+    conn.exec_driver_sql(f"INSERT INTO desk_days (item_id, day, seg, {cols}) "  # nosec B608
+                         f"SELECT d.item_id, d.day, d.seg, {d._sums()} FROM ({d.all_votes()}) d "
+                         f"GROUP BY d.item_id, d.day, d.seg")
+    sums = ", ".join(f"sum(d.{c})" for c in COUNTS)
+    conn.exec_driver_sql(f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608
+                         f"SELECT sp.span, d.item_id, d.seg, {sums}, 0, 0 FROM desk_days d "
+                         f"JOIN desk_spans sp ON d.day >= sp.since GROUP BY sp.span, d.item_id, d.seg")
+    statements = d.refresh_pairs("1 = 1", "1 = 1")
+    conn.exec_driver_sql(statements[2])
+    conn.exec_driver_sql(statements[3])
+
+
+def advance(target: Session | Connection, *, today: date) -> bool:
+    """Move each window's first day to where it is today: what left a window is taken out of it. False when the
+    windows were already current."""
+    conn = _connection(target)
+    def stale_spans() -> dict[int, date]:
+        stored = {int(span): as_date(since) for span, since in conn.execute(text("SELECT span, since FROM desk_spans"))}
+        return {span: since for span, since in stored.items() if span != 0 and since < since_of(span, today)}
+
+    stale = stale_spans()
+    if not stale:
+        return False
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        stale = stale_spans()  # as they are now that no trigger is running
+    minus = ", ".join(f"{c} = desk_windows.{c} - x.{c}" for c in COUNTS)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTS)
+    for span, old in stale.items():
+        params = {"span": span, "old": old, "new": since_of(span, today)}
+        conn.execute(_dated(
+            f"UPDATE desk_windows SET {minus} FROM (SELECT item_id, seg, {sums} FROM desk_days "  # nosec B608
+            "WHERE day >= :old AND day < :new GROUP BY item_id, seg) x "
+            "WHERE desk_windows.span = :span AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg"),
+            params)
+        conn.execute(_dated(
+            "UPDATE desk_windows SET orgs = desk_windows.orgs - x.k, revenue = desk_windows.revenue - x.rev "
+            "FROM (SELECT item_id, seg, count(*) AS k, sum(revenue) AS rev FROM desk_item_orgs "
+            "WHERE latest_day >= :old AND latest_day < :new GROUP BY item_id, seg) x "
+            "WHERE desk_windows.span = :span AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg"),
+            params)
+        conn.execute(text("UPDATE desk_spans SET since = :new WHERE span = :span")
+                     .bindparams(bindparam("new", type_=Date)), params)
+    return True
+
+
+def _dated(sql: str) -> Any:
+    return text(sql).bindparams(bindparam("old", type_=Date), bindparam("new", type_=Date))
+
+
+def as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    table: str
+    key: tuple[Any, ...]
+    stored: tuple[Any, ...] | None
+    recounted: tuple[Any, ...] | None
+
+
+def _close(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-6) for x, y in zip(a, b, strict=True))
+
+
+def _nonzero(rows: Iterable[Any], width: int) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        key = tuple(as_date(k) if isinstance(k, (date, str)) else k for k in row[:width])
+        values = tuple(row[width:])
+        if any(abs(float(v or 0)) > 1e-6 for v in values):
+            out[key] = tuple(v or 0 for v in values)
+    return out
+
+
+def _compare(table: str, stored: Mapping[tuple[Any, ...], tuple[Any, ...]],
+             recounted: Mapping[tuple[Any, ...], tuple[Any, ...]]) -> list[Difference]:
+    return [Difference(table, key, stored.get(key), recounted.get(key))
+            for key in sorted(set(stored) | set(recounted), key=repr)
+            if not _close(stored.get(key), recounted.get(key))]
+
+
+def recount(target: Session | Connection) -> list[Difference]:
+    """Recount every aggregate from the vote rows (with the windows' first days and the revenue factor as stored)
+    and list where the stored aggregates differ. Empty when they are exact."""
+    conn = _connection(target)
+    d = Dialect(conn.dialect.name)
+    cols = ", ".join(COUNTS)
+    days = _nonzero(conn.exec_driver_sql(
+        f"SELECT d.item_id, d.day, d.seg, {d._sums()} FROM ({d.all_votes()}) d GROUP BY d.item_id, d.day, d.seg"), 3)  # nosec B608
+    pairs = {(r[0], r[1]): (r[2], as_date(r[3]), r[4], r[5])
+             for r in conn.exec_driver_sql(d.pairs_select("1 = 1"))}
+    spans = {span: as_date(since) for span, since in conn.execute(text("SELECT span, since FROM desk_spans"))}
+    windows: dict[tuple[Any, ...], list[Any]] = {}
+    for (item_id, day, seg), values in days.items():
+        for span, since in spans.items():
+            if day >= since:
+                row = windows.setdefault((span, item_id, seg), [0] * len(COUNTS) + [0, Decimal(0)])
+                for i, value in enumerate(values):
+                    row[i] += value
+    for (item_id, _org), (_voters, latest, seg, revenue) in pairs.items():
+        for span, since in spans.items():
+            if latest >= since:
+                row = windows.setdefault((span, item_id, seg), [0] * len(COUNTS) + [0, Decimal(0)])
+                row[-2] += 1
+                row[-1] += Decimal(revenue or 0)
+    pair_values = {k: (v[0], v[1].toordinal(), v[2], v[3] or 0) for k, v in pairs.items()}
+    stored_pair_values = {(r[0], r[1]): (r[2], as_date(r[3]).toordinal(), r[4], r[5] or 0) for r in conn.exec_driver_sql(
+        "SELECT item_id, organisation_id, voters, latest_day, seg, revenue FROM desk_item_orgs")}
+    return (
+        _compare("desk_days", _nonzero(conn.exec_driver_sql(f"SELECT item_id, day, seg, {cols} FROM desk_days"), 3),  # nosec B608
+                 days)
+        + _compare("desk_item_orgs", stored_pair_values, pair_values)
+        + _compare("desk_windows", _nonzero(conn.exec_driver_sql(
+            f"SELECT span, item_id, seg, {cols}, orgs, revenue FROM desk_windows"), 3),  # nosec B608
+            _nonzero(((*k, *v) for k, v in windows.items()), 3))
+    )
