@@ -1,4 +1,4 @@
-"""The `ahead` command: serve, worker, outbox, migrate, seed, create-admin, reset-password, reconcile."""
+"""The `ahead` command: serve, worker, outbox, migrate, seed, create-admin, reset-password, reconcile, desk-check."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.accounts import service as accounts
 from app.accounts.models import Role
 from app.config import get_settings
 from app.db import Database
+from app.desk import service as desk
 from app.errors import AppError, FormInvalid
 from app.migrate import upgrade
 from app.outbox import service as outbox_service
@@ -230,6 +231,36 @@ def reconcile(
         raise typer.Exit(3)
     if drifts:
         raise typer.Exit(1)
+
+
+@cli.command("desk-check")
+def desk_check(
+    fix: bool = typer.Option(False, "--fix", help="Count the aggregates again from the vote rows if they differ."),
+) -> None:
+    """Recount the prioritisation desk's aggregates from the vote rows and compare them with what is kept.
+
+    Moves the windows forward to today first. Exit code 0 when every aggregate equals the recount, 1 when some
+    differ (with --fix they are then counted again, in one transaction).
+    """
+    database = _database()
+    try:
+        with database.transaction() as session:
+            desk.advance_windows(session)
+        with database.transaction() as session:
+            differences = desk.check_aggregates(session)
+            for difference in differences[:50]:
+                typer.echo(f"{difference.table} {difference.key}: kept {difference.stored}, "
+                           f"recounted {difference.recounted}")
+            if differences and fix:
+                desk.rebuild_aggregates(session)
+    finally:
+        database.dispose()
+    if not differences:
+        typer.echo("The desk's aggregates equal a recount from the vote rows.")
+        return
+    typer.echo(f"{len(differences)} aggregate row{'' if len(differences) == 1 else 's'} differed from the recount"
+               + ("; counted again from the vote rows." if fix else ". Run `ahead desk-check --fix` to count them again."))
+    raise typer.Exit(1)
 
 
 @cli.command()

@@ -493,6 +493,33 @@ def _filter_and_sort(stmt: AnySelect, query: DeskQuery, *, only_item: int | None
     return stmt.order_by(*order, Item.id)
 
 
+# --- the aggregates: checked, rebuilt, moved forward ------------------------------------------------------------
+
+
+def check_aggregates(session: Session) -> list[aggregates.Difference]:
+    """Recount the aggregates from the vote rows and list where they differ (empty: exact)."""
+    return aggregates.recount(session)
+
+
+def rebuild_aggregates(session: Session) -> None:
+    """Count the aggregates again from the vote rows, with the revenue factor in force."""
+    weights = get_weights(session)
+    aggregates.rebuild(session, today=utcnow().date(), revenue_mode=weights.revenue_mode.value,
+                       revenue_unit=weights.revenue_unit, revenue_cap=weights.revenue_cap)
+
+
+def windows_behind(session: Session, *, now: datetime | None = None) -> bool:
+    """True when a window's first day is not today's: the desk still answers right (it takes out what left the
+    window as it reads), and `advance_windows` saves it that work."""
+    today = (now or utcnow()).date()
+    return any(span and since < aggregates.since_of(span, today) for span, since in _kept(session).since.items())
+
+
+def advance_windows(session: Session, *, now: datetime | None = None) -> bool:
+    """Move the windows' first days to today's (a short write: about a day of per-day sums per window)."""
+    return aggregates.advance(session, today=(now or utcnow()).date())
+
+
 @dataclass(frozen=True, slots=True)
 class _Kept:
     """What the aggregates hold: each window's first day as stored, and the revenue factor they were summed with."""
