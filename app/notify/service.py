@@ -118,12 +118,14 @@ def announce(session: Session, event: Event) -> None:
     outbox_service.enqueue(session, FAN_OUT, event.payload(), key=f"{FAN_OUT}:{event.key}")
 
 
-def announce_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User, message: str = "",
+def announce_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User | None, message: str = "",
                   change_id: int | str) -> None:
-    """A stage move: released items carry their release notes, other moves the PM's message (the reason)."""
+    """A stage move: released items carry their release notes, other moves the PM's message (the reason).
+    `actor` None: a move nobody made by hand (a tracker's webhook), so nobody is left out for making it."""
     kind = stage_kind(new)
     text = item.release_notes if kind is EventKind.released else message
-    announce(session, Event(kind=kind, key=f"move:{item.id}:{change_id}", item_id=item.id, actor_id=actor.id,
+    announce(session, Event(kind=kind, key=f"move:{item.id}:{change_id}", item_id=item.id,
+                            actor_id=actor.id if actor is not None else None,
                             before=old.name, after=new.name, text=text))
 
 

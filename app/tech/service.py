@@ -24,6 +24,7 @@ from app.db import utcnow
 from app.desk import service as desk
 from app.errors import FormInvalid, NotFound
 from app.forms import FormModel, choice, refuse, text, whole_number
+from app.notify import service as notify
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
 from app.tech import trackers
@@ -573,9 +574,12 @@ def _apply_mappings(session: Session, *, links: list[BacklogLink], actor: Integr
             if target is not None and item.stage.position >= target.position:
                 target = None
         if target is not None and target.id != item.stage_id:
-            old = item.stage.name
+            old = item.stage
             roadmap.move_item(session, item=item, stage=target, actor=actor)
-            messages.append(f"Moved “{item.title}” from {old} to {target.name}.")
+            # Its followers hear of it as of a PM's move (a tracker cannot choose "Don't notify").
+            notify.announce_move(session, item=item, old=old, new=target, actor=None,
+                                 change_id=f"tech-{utcnow().timestamp()}")
+            messages.append(f"Moved “{item.title}” from {old.name} to {target.name}.")
     return messages
 
 

@@ -29,6 +29,7 @@ from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_admin, make_item, make_pm, make_user, stage
+from tests.feedback.helpers import make_idea
 from tests.helpers.http import client_for, post_form, sign_in
 from tests.helpers.outbox import deliver
 
@@ -327,3 +328,22 @@ class TestDigestSettings:
         event = session.scalar(select(AuditEvent).where(AuditEvent.action == "settings.digest"))
         assert event is not None and event.changes["timezone"] == ["UTC", "Europe/Berlin"]
 
+
+
+class TestIdeas:
+    async def test_the_author_hears_what_became_of_their_idea(self, web, session, inbox):
+        author = make_user(session, email="author@example.com")
+        idea = make_idea(session, author, title="Blockchain rosters")
+        other = make_idea(session, author, title="Swap shifts")
+        item = make_item(session, title="Shift swaps")
+        sign_in(web, session, make_pm(session))
+        await post_form(web, f"/admin/feedback/{idea.id}/decline", {"decline_reason": "We keep rosters **simple**."},
+                        page=f"/admin/feedback/{idea.id}")
+        await post_form(web, f"/admin/feedback/{other.id}/link", {"item": item.public_id},
+                        page=f"/admin/feedback/{other.id}")
+        await deliver(web)
+        subjects = {str(m["Subject"]): m for m in inbox[0].take() if str(m["To"]) == "author@example.com"}
+        declined = subjects["Your idea “Blockchain rosters” is declined · Ahead"]
+        assert "We keep rosters **simple**." in _parts(declined)[0]
+        linked = subjects["Your idea “Swap shifts” is on the roadmap as “Shift swaps” · Ahead"]
+        assert f"http://testserver{item.path}" in _parts(linked)[0]

@@ -15,6 +15,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.audit.models import AuditEvent
+from app.outbox.models import OutboxJob
 from app.portal import service as portal
 from app.roadmap.models import StageChange
 from app.security import verify_csrf
@@ -239,6 +240,9 @@ async def test_mapping_moves_the_item_as_the_integration(client, session, pm, se
     move = session.query(AuditEvent).filter_by(action="item.moved").one()
     assert move.actor_label == "integration: github hook (github)" and move.actor_id is None
     assert session.query(StageChange).filter_by(item_id=item.id, to_stage_id=item.stage_id).one().changed_by_id is None
+    # Its followers hear of it as of a PM's move: one fan-out job, a release, nobody left out as its actor.
+    job = session.query(OutboxJob).filter_by(kind="notify.fan_out").one()
+    assert (job.payload["kind"], job.payload["item_id"], job.payload["actor_id"]) == ("released", item.id, None)
 
 
 # --- the CSRF exemption is the hooks' alone --------------------------------------------------------------
