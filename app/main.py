@@ -23,6 +23,7 @@ from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
 from app.api import desk as api_desk
+from app.api import tech as api_tech
 from app.api import v1
 from app.changelog import views as changelog_views
 from app.config import ROOT, Settings, get_settings
@@ -214,6 +215,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(admin_router)
     app.include_router(v1.router)
     app.include_router(api_desk.router)
+    app.include_router(api_tech.router)
     app.include_router(tech_views.router)  # signed tracker webhooks: no CSRF (see app/tech/views.py)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
