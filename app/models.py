@@ -22,6 +22,7 @@ from app.tech.models import (
     initiative_items,
 )
 from app.voting.models import Follow, Merge, Vote
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
 
@@ -66,6 +67,8 @@ __all__ = [
     "User",
     "UserSession",
     "Vote",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "changelog_entry_items",
     "initiative_items",
     "item_segments",

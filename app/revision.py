@@ -47,13 +47,15 @@ SHARDS = 16
 VALUE_BITS = 58  # 16 of them sum to less than 2**62: a BIGINT on PostgreSQL, an integer on SQLite
 # One more row, moved only by the portal's settings: what caches settings need not reload per vote.
 SETTINGS_SHARD = SHARDS
-SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets"})
+SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets", "webhook_endpoints"})
 
 # Written on sign-in and by single-use tokens; nothing a page shows depends on them.
 # Staff-only records too: API tokens (their last use is written while the API is read) and the decisions on
-# record, which no portal page shows.
+# record, which no portal page shows. Webhook endpoints move the settings revision only (the subscriptions are
+# cached under it), and the delivery log moves nothing.
 UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions",
-                            "api_tokens", "decisions", "tracker_hooks", "tracker_deliveries"})
+                            "api_tokens", "decisions", "tracker_hooks", "tracker_deliveries", "webhook_endpoints",
+                            "webhook_deliveries"})
 
 _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends

@@ -76,6 +76,12 @@ class AuditAction(StrEnum):
     item_delivery_updated = "item.delivery_updated"
     tracker_hook_created = "tracker_hook.created"
     tracker_hook_deleted = "tracker_hook.deleted"
+    settings_webhooks = "settings.webhooks"
+    webhook_created = "webhook.created"
+    webhook_updated = "webhook.updated"
+    webhook_deleted = "webhook.deleted"
+    webhook_secret_rotated = "webhook.secret_rotated"  # nosec B105 # an audit action name, not a secret
+    webhook_disabled = "webhook.disabled"
 
 
 class IntegrationActor:

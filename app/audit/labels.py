@@ -15,14 +15,14 @@ from app.audit.actions import AuditAction
 AUDIT_TYPES = {
     "item": "Items", "product": "Products", "stage": "Stages", "tag": "Tags", "user": "People and staff",
     "invitation": "Invitations", "setting": "Settings", "organisation": "Organisations", "segment": "Segments",
-    "comment": "Comments", "feedback": "Feedback", "changelog": "Changelog",
+    "comment": "Comments", "feedback": "Feedback", "changelog": "Changelog", "webhook": "Webhooks",
     "initiative": "Initiatives", "tracker_hook": "Tracker webhooks",
     "api_token": "API tokens",  # nosec B105 # a record type's name, not a token
 }
 AUDIT_KINDS = {
     "item": "Item", "product": "Product", "stage": "Stage", "tag": "Tag", "user": "Person",
     "invitation": "Invitation", "setting": "Setting", "organisation": "Organisation", "segment": "Segment",
-    "comment": "Comment", "feedback": "Feedback", "changelog": "Changelog entry",
+    "comment": "Comment", "feedback": "Feedback", "changelog": "Changelog entry", "webhook": "Webhook",
     "initiative": "Initiative", "tracker_hook": "Tracker webhook",
     "api_token": "API token",  # nosec B105 # a record type's name, not a token
 }
@@ -95,6 +95,12 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.changelog_created: "Written",
     AuditAction.changelog_updated: "Changed",
     AuditAction.changelog_deleted: "Deleted",
+    AuditAction.settings_webhooks: "Changed",
+    AuditAction.webhook_created: "Added",
+    AuditAction.webhook_updated: "Changed",
+    AuditAction.webhook_deleted: "Deleted",
+    AuditAction.webhook_secret_rotated: "New signing secret",
+    AuditAction.webhook_disabled: "Turned off after failing for three days",
 }
 AUDIT_FIELDS = {
     "is_released": "Counts as released", "is_closed": "Closed (no votes)", "on_board": "Board column",
@@ -112,6 +118,7 @@ AUDIT_FIELDS = {
     "why": "Why", "scope": "Scope", "expires_at": "Expires", "owner": "Owner",
     "notes": "Notes", "items": "Items", "published_at": "Published at",
     "weekday": "Digest day", "hour": "Digest hour", "timezone": "Portal time zone",
+    "allow_private": "Allow private addresses", "url": "Address", "events": "Events",
 }
 AUDIT_VALUES = {
     "role": {"pm": "Product manager", "admin": "Admin", "customer": "Customer"},

@@ -30,6 +30,7 @@ from app.forms import FormModel, choice, refuse, text, whole_number
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
 from app.roadmap.visibility import visible_items
+from app.webhooks import service as webhooks
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -325,12 +326,35 @@ def create_entry(session: Session, *, data: EntryInput, actor: User) -> Changelo
     session.flush()
     audit.record(session, actor=actor, action=AuditAction.changelog_created, entity=entry, entity_type="changelog",
                  changes=audit.diff({}, _snapshot(entry)))
+    _emit_published(session, entry, was=None)
     return entry
+
+
+def _emit_published(session: Session, entry: ChangelogEntry, *, was: datetime | None) -> None:
+    """`changelog.published` when an entry is published now, or at its time when scheduled (the delivery then
+    checks that it still is). Moving a scheduled time sends it at the new time; the old job finds it moved."""
+    at = entry.published_at
+    if at is None or at == was or not webhooks.wants(session, "changelog.published"):
+        return
+    now = utcnow()
+    if was is not None and was <= now:
+        return  # it was out already
+    items = [{"id": i.public_id, "title": i.title, "visibility": i.visibility.value,
+              "url": webhooks.item_data(i)["url"]} for i in entry.items]
+    data = {"entry": {"id": entry.public_id, "title": entry.title, "notes": entry.notes,
+                      "published_at": webhooks.iso(at), "product": entry.product.slug if entry.product else None,
+                      "items": items}}
+    if at > now:
+        webhooks.emit(session, "changelog.published", data, run_at=at,
+                      check={"changelog_entry": entry.public_id, "published_at": webhooks.iso(at)})
+    else:
+        webhooks.emit(session, "changelog.published", data)
 
 
 def update_entry(session: Session, *, entry: ChangelogEntry, data: EntryInput, actor: User) -> bool:
     """Saves the entry; False when nothing changed."""
     before = _snapshot(entry)
+    was = entry.published_at
     _assign(entry, data)
     entry.items[:] = list(data.items)
     changes = audit.diff(before, _snapshot(entry))
@@ -340,6 +364,7 @@ def update_entry(session: Session, *, entry: ChangelogEntry, data: EntryInput, a
     session.flush()
     audit.record(session, actor=actor, action=AuditAction.changelog_updated, entity=entry, entity_type="changelog",
                  changes=changes)
+    _emit_published(session, entry, was=was)
     return True
 
 

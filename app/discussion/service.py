@@ -41,6 +41,7 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.roadmap.visibility import visible_items
 from app.voting import service as voting
+from app.webhooks import service as webhooks
 
 MAX_BODY = 5000
 MAX_REASON = 500
@@ -384,6 +385,10 @@ def create_comment(session: Session, *, viewer: Viewer, item: Item, body: str,
     session.add(comment)
     session.flush()
     voting.follow(session, item=item, user=user)
+    if webhooks.wants(session, "comment.created"):
+        webhooks.emit(session, "comment.created", {"item": webhooks.item_data(item), "comment": {
+            "id": comment.public_id, "body": text, "official": comment.is_official, "author": webhooks.person(user),
+            "reply_to": parent_public_id or None}})
     return comment
 
 

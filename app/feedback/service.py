@@ -43,6 +43,7 @@ from app.roadmap.models import Item, Product, Stage
 from app.roadmap.visibility import visible_items
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Vote
+from app.webhooks import service as webhooks
 
 MAX_TITLE = 200  # what feedback.title holds
 MAX_BODY = 5000
@@ -135,7 +136,19 @@ def submit_idea(session: Session, *, author: User, data: IdeaInput) -> Feedback:
                     title=data.title, body=data.body, created_at=now, updated_at=now)
     session.add(idea)
     session.flush()
+    _emit_feedback(session, idea, author=author, item=None)
     return idea
+
+
+def _emit_feedback(session: Session, feedback: Feedback, *, author: User, item: Item | None,
+                   captured_by: User | None = None) -> None:
+    if not webhooks.wants(session, "feedback.created"):
+        return
+    webhooks.emit(session, "feedback.created", {
+        "item": webhooks.item_data(item) if item is not None else None,
+        "feedback": {"id": feedback.id, "kind": feedback.kind.value, "title": feedback.title or None,
+                     "body": feedback.body, "author": webhooks.person(author),
+                     "captured_by": webhooks.person(captured_by)}})
 
 
 def clean_reason(body: str) -> str:
@@ -200,6 +213,7 @@ def save_reason(session: Session, *, item: Item, author: User, body: str) -> Sav
                       body=text, created_at=now, updated_at=now)
     session.add(reason)
     session.flush()
+    _emit_feedback(session, reason, author=author, item=item)
     return SavedReason(text=text, change="added", feedback=reason)
 
 
@@ -942,6 +956,7 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
                         created_at=now, updated_at=now)
         session.add(note)
         session.flush()
+        _emit_feedback(session, note, author=customer, item=item, captured_by=actor)
     audit.record(session, actor=actor, action=AuditAction.vote_captured, entity=item, changes={
         "customer": [None, customer.email], "importance": [None, result.importance.label],
         "source": [None, data.source.value], "source_url": [None, data.source_url or None],

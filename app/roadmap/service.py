@@ -39,6 +39,7 @@ from app.roadmap.models import (
 )
 from app.roadmap.timeframes import Timeframe
 from app.roadmap.visibility import visible_items
+from app.webhooks import service as webhooks
 
 BOARD_CARDS_PER_COLUMN = 12
 PAGE_SIZE = 24
@@ -450,7 +451,26 @@ def create_item(session: Session, *, data: ItemInput, author: User, publish: boo
     search.index_item(session, item)
     audit.record(session, actor=author, action=AuditAction.item_created, entity=item,
                  changes=audit.diff({}, _snapshot(item)))
+    if publish:
+        _emit_item(session, "item.published", item, actor=author)
     return item
+
+
+def _emit_item(session: Session, event_type: str, item: Item, *, actor: User | IntegrationActor | None,
+               changes: dict[str, list[Any]] | None = None) -> None:
+    """An item event for the webhooks that want it (nothing is built when none does)."""
+    if not webhooks.wants(session, event_type):
+        return
+    data: dict[str, Any] = {"item": webhooks.item_data(item), "actor": webhooks.person(actor)}
+    if changes is not None:
+        data["changes"] = webhooks.changes(changes)
+    webhooks.emit(session, event_type, data)
+
+
+def _emit_move(session: Session, item: Item, *, old: Stage, new: Stage, actor: User | IntegrationActor | None) -> None:
+    _emit_item(session, "item.stage_changed", item, actor=actor, changes={"stage": [old.name, new.name]})
+    if new.is_released and not old.is_released:
+        _emit_item(session, "item.released", item, actor=actor)
 
 
 def _assign(item: Item, data: ItemInput, *, new: bool = False) -> None:
@@ -487,6 +507,11 @@ def update_item(session: Session, *, item: Item, data: ItemInput, actor: User) -
     if text_before != (item.title, item.summary, item.description):
         search.index_item(session, item)
     audit.record(session, actor=actor, action=AuditAction.item_updated, entity=item, changes=changes)
+    if old_stage.id != data.stage.id:
+        _emit_move(session, item, old=old_stage, new=data.stage, actor=actor)
+    others = {k: v for k, v in changes.items() if k not in ("stage", "internal_notes")}
+    if others:
+        _emit_item(session, "item.updated", item, actor=actor, changes=others)
     return item
 
 
@@ -512,6 +537,7 @@ def move_item(session: Session, *, item: Item, stage: Stage, actor: User | Integ
         changes["release_notes"] = [item.release_notes, release_notes]
         item.release_notes = release_notes
     audit.record(session, actor=actor, action=AuditAction.item_moved, entity=item, changes=changes)
+    _emit_move(session, item, old=old, new=stage, actor=actor)
 
 
 def _record_move(session: Session, *, item: Item, old: Stage, new: Stage, actor: User | IntegrationActor) -> None:
@@ -531,6 +557,8 @@ def set_published(session: Session, *, item: Item, published: bool, actor: User)
     item.updated_at = utcnow()
     audit.record(session, actor=actor, action=AuditAction.item_published if published else AuditAction.item_unpublished,
                  entity=item, changes={"published": [not published, published]})
+    if published:
+        _emit_item(session, "item.published", item, actor=actor)
 
 
 def get_item_for_staff(session: Session, public_id: str) -> Item:

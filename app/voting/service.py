@@ -33,6 +33,7 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import MERGED_REASON, Item
 from app.roadmap.visibility import audience, visible_items
 from app.voting.models import CaptureSource, Follow, Importance, Vote
+from app.webhooks import service as webhooks
 
 TREND_DAYS = 30
 
@@ -134,6 +135,8 @@ def cast_vote(
     The caller checks that the viewer may see the item and that it takes votes.
     """
     roadmap.lock_for_activity(session, item, refused=MERGED_REASON)
+    # Asked before the write, while the revision this request read is still current: no statement of its own.
+    notify = webhooks.wants(session, "vote.created")
     now = utcnow()
     session.flush()  # Core statements do not autoflush: a new item or contact must be stored first
     params = {"p_item": item.id, "p_user": user.id, "p_importance": int(importance), "p_now": now,
@@ -148,6 +151,9 @@ def cast_vote(
             counted = session.execute(writes["count"], params).one()
             session.execute(writes["follow"], params)
     if counted is not None:
+        if notify:
+            webhooks.emit_vote(session, "vote.created", item=item, user=user, importance=importance,
+                               captured_by=captured_by)
         return VoteResult(created=True, importance=importance, count=_counted(item, counted))
     mine = (VOTES.c.item_id == item.id) & (VOTES.c.user_id == user.id)
     new_importance = int(importance)
@@ -169,6 +175,7 @@ def withdraw_vote(session: Session, *, item: Item, user: User) -> bool:
 def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
     """Remove the user's vote and return the item's vote_count after it; None when there was no vote."""
     roadmap.lock_for_activity(session, item, refused=MERGED_REASON)
+    notify = webhooks.wants(session, "vote.removed")  # before the write: see cast_vote
     session.flush()
     since = utcnow() - timedelta(days=TREND_DAYS)
     params = {"p_item": item.id, "p_user": user.id, "p_since": since}
@@ -181,7 +188,11 @@ def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
             return None
         params["p_recent"] = 1 if removed.created_at is not None and removed.created_at >= since else 0
         counted = session.execute(writes["uncount"], params).one()
-    return None if counted is None else _counted(item, counted)
+    if counted is None:
+        return None
+    if notify:
+        webhooks.emit_vote(session, "vote.removed", item=item, user=user)
+    return _counted(item, counted)
 
 
 def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) -> dict[int, Importance]:

@@ -19,8 +19,8 @@ async def test_the_phone_menu_names_the_current_section_and_lists_every_one(clie
     sign_in(client, session, make_admin(session))
     compact = _compact((await client.get("/admin/feedback")).text)
     summary = " ".join(re.sub(r"<[^>]+>", " ", compact.split("</summary>")[0]).split())
-    assert summary == "Admin Inbox · 20 sections"
-    assert compact.count('<a href="/admin') == 20
+    assert summary == "Admin Inbox · 21 sections"
+    assert compact.count('<a href="/admin') == 21
     assert '<a href="/admin/feedback" aria-current="page">Inbox</a>' in compact
     assert '<a href="/admin" aria-current' not in compact  # the overview is current only on /admin itself
 
