@@ -240,6 +240,40 @@ async def item_delivery(request: Request, session: DbSession, user: StaffUser, p
                     kind="success" if changed else "info")
 
 
+# --- import ---------------------------------------------------------------------------------------------
+
+IMPORT_LIMIT = 500_000  # characters: well within the body cap, a few thousand rows
+
+
+def _import_page(request: Request, *, text: str = "", plan: tech.ImportPlan | None = None, error: str = "",
+                 status_code: int = 200) -> Response:
+    return render(request, "admin/tech/import.html", {"text": text, "plan": plan, "error": error,
+                                                      "kind_labels": trackers.KIND_LABELS}, status_code=status_code)
+
+
+@router.get("/tech/import", response_class=HTMLResponse)
+async def import_form(request: Request) -> Response:
+    return _import_page(request)
+
+
+@router.post("/tech/import", response_class=HTMLResponse)
+async def import_csv(request: Request, session: DbSession, user: StaffUser) -> Response:
+    form = await request.form()
+    raw, action = form.get("csv"), form.get("action")
+    text = raw if isinstance(raw, str) else ""
+    if not text.strip():
+        return _import_page(request, error="Paste the CSV first.", status_code=422)
+    if len(text) > IMPORT_LIMIT:
+        return _import_page(request, text=text[:IMPORT_LIMIT], status_code=422,
+                            error=f"Keep it to {IMPORT_LIMIT:,} characters (it has {len(text):,}); import in parts.")
+    plan = tech.plan_import(session, text)
+    if action != "import" or plan.errors:
+        return _import_page(request, text=text, plan=plan, status_code=422 if plan.errors else 200)
+    made, links = tech.apply_import(session, plan, actor=user)
+    return redirect(request, "/admin/tech", flash=f"Imported {links} backlog link{'' if links == 1 else 's'} and "
+                                                  f"{made} new initiative{'' if made == 1 else 's'}.")
+
+
 # --- tracker webhooks -----------------------------------------------------------------------------------
 
 

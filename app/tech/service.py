@@ -7,6 +7,9 @@ Internal only: nothing here reads through `visible_items`, because no customer s
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -585,3 +588,185 @@ def _apply_mappings(session: Session, *, links: list[BacklogLink], actor: Integr
 
 def hook_secret(app_secret: str, hook: TrackerHook) -> str:
     return trackers.derive_secret(app_secret, hook.salt)
+
+
+# --- import from a tracker's CSV export -----------------------------------------------------------------
+
+IMPORT_MAX_ROWS = 5000
+_COLUMNS = {
+    "key": ("key", "issue key", "issue", "id", "identifier", "number"),
+    "title": ("title", "summary", "name"),
+    "status": ("status", "state"),
+    "url": ("url", "link", "address", "html_url", "web_url"),
+    "initiative": ("initiative", "epic", "epic name", "parent", "project"),
+    "kind": ("kind", "tracker"),
+    "done": ("done",),
+    "estimate": ("estimate", "story points", "points", "weight"),
+}
+_DONE_WORDS = frozenset({"done", "closed", "resolved", "merged", "completed", "complete", "shipped", "released"})
+_STARTED_WORDS = frozenset({"in progress", "in review", "started", "doing", "active", "review", "testing"})
+_TRUE = frozenset({"yes", "y", "true", "1", "x"})
+_GITHUB_KEY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d{1,9}$")
+_GITLAB_KEY = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+[#!]\d{1,9}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLink:
+    line: int
+    initiative: str
+    kind: TrackerKind
+    key: str
+    url: str
+    title: str
+    status: str
+    done: bool
+    started: bool
+    estimate: Decimal | None
+    exists: bool  # linked to that initiative already: left as it is
+
+
+@dataclass
+class ImportPlan:
+    links: list[PlannedLink] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    new_initiatives: list[str] = field(default_factory=list)
+
+    @property
+    def new_links(self) -> list[PlannedLink]:
+        return [link for link in self.links if not link.exists]
+
+
+def _kind_of(key: str, given: str) -> TrackerKind | None:
+    if given:
+        try:
+            return TrackerKind(given.strip().lower())
+        except ValueError:
+            return None
+    if trackers.JIRA_KEY.match(key):
+        return TrackerKind.jira
+    if _GITHUB_KEY.match(key):
+        return TrackerKind.github
+    if _GITLAB_KEY.match(key):
+        return TrackerKind.gitlab
+    return None
+
+
+def plan_import(session: Session, text_value: str) -> ImportPlan:
+    """What importing this CSV would do, row by row (nothing is written): a dry run, and the import's plan."""
+    plan = ImportPlan()
+    reader = csv.reader(io.StringIO(text_value.lstrip("\ufeff")))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        plan.errors.append((1, "The first line must name the columns: key, title, status, url, initiative."))
+        return plan
+    names = [h.strip().lower() for h in header]
+    where: dict[str, int] = {}
+    for column, aliases in _COLUMNS.items():
+        for index, name in enumerate(names):
+            if name in aliases and column not in where:
+                where[column] = index
+    if "initiative" not in where or not ({"key", "url"} & set(where)):
+        plan.errors.append((1, "The first line must name an initiative column and a key or url column "
+                               f"(it names: {', '.join(h for h in header if h.strip())[:200] or 'nothing'})."))
+        return plan
+    existing = {i.title.casefold(): i for i in session.scalars(select(Initiative))}
+    linked = {(initiative_id, kind, key) for initiative_id, kind, key in session.execute(
+        select(BacklogLink.initiative_id, BacklogLink.kind, BacklogLink.key).where(BacklogLink.initiative_id.is_not(None)))}
+    seen: set[tuple[str, TrackerKind, str]] = set()
+    new_titles: dict[str, str] = {}
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        plan.errors.append((reader.line_num, f"The file is not CSV there: {exc}."))
+        return plan
+    if len(rows) > IMPORT_MAX_ROWS:
+        plan.errors.append((1, f"Up to {IMPORT_MAX_ROWS} rows at a time; this has {len(rows)}."))
+        return plan
+    for number, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+
+        def cell(column: str, row: list[str] = row) -> str:
+            index = where.get(column)
+            return row[index].strip() if index is not None and index < len(row) else ""
+
+        initiative = " ".join(cell("initiative").split())[:200]
+        if not initiative:
+            plan.errors.append((number, "No initiative named."))
+            continue
+        url, key = cell("url")[:2000], cell("key")[:200]
+        kind: TrackerKind | None
+        if url:
+            try:
+                ref = trackers.recognise(url)
+            except trackers.NotAnIssueUrl:
+                ref = None
+            if ref is not None:
+                kind, key = ref.kind, key or ref.key
+                if cell("kind") == "" and ref.key != key:
+                    key = ref.key
+            else:
+                kind = _kind_of(key, cell("kind")) if key else None
+        else:
+            kind = _kind_of(key, cell("kind")) if key else None
+        if not key or kind is None:
+            plan.errors.append((number, f"Cannot tell the tracker of “{key or url or '(no key)'}”: give its address, or a "
+                                        "kind column (github, gitlab, jira, linear)."))
+            continue
+        status = cell("status")[:80]
+        done = cell("done").lower() in _TRUE if "done" in where and cell("done") else status.lower() in _DONE_WORDS
+        estimate_text = cell("estimate")
+        try:
+            estimate = _estimate(estimate_text) if estimate_text else None
+        except ValueError as exc:
+            plan.errors.append((number, f"{exc} (“{estimate_text[:20]}”)"))
+            continue
+        folded = initiative.casefold()
+        if (folded, kind, key) in seen:
+            plan.errors.append((number, f"{key} is listed twice for “{initiative}”."))
+            continue
+        seen.add((folded, kind, key))
+        found = existing.get(folded)
+        if found is None and folded not in new_titles:
+            new_titles[folded] = initiative
+            plan.new_initiatives.append(initiative)
+        exists = found is not None and (found.id, kind, key) in linked
+        plan.links.append(PlannedLink(number, new_titles.get(folded, found.title if found else initiative), kind, key,
+                                      url, cell("title")[:300], status or ("done" if done else "open"), done,
+                                      done or status.lower() in _STARTED_WORDS, estimate, exists))
+    if not plan.links and not plan.errors:
+        plan.errors.append((2, "No rows under the first line."))
+    return plan
+
+
+def apply_import(session: Session, plan: ImportPlan, *, actor: User) -> tuple[int, int]:
+    """Make the plan's new initiatives (proposed, owned by the importer) and links; (initiatives, links) made."""
+    if plan.errors:
+        raise FormInvalid({"csv": "Fix the rows listed first: nothing is imported while a row is refused."})
+    by_title = {i.title.casefold(): i for i in session.scalars(select(Initiative))}
+    made = 0
+    for title in plan.new_initiatives:
+        if title.casefold() not in by_title:
+            initiative = Initiative(title=title, description="", owner_id=actor.id, status=InitiativeStatus.proposed,
+                                    items=[])
+            session.add(initiative)
+            session.flush()
+            audit.record(session, actor=actor, action=AuditAction.initiative_created, entity=initiative)
+            by_title[title.casefold()] = initiative
+            made += 1
+    links = 0
+    for planned in plan.new_links:
+        initiative = by_title[planned.initiative.casefold()]
+        if session.scalar(select(BacklogLink.id).where(BacklogLink.initiative_id == initiative.id,
+                                                       BacklogLink.kind == planned.kind, BacklogLink.key == planned.key)):
+            continue
+        session.add(BacklogLink(initiative_id=initiative.id, kind=planned.kind, key=planned.key, url=planned.url,
+                                title=planned.title, status=planned.status, done=planned.done,
+                                started=planned.started, estimate=planned.estimate))
+        links += 1
+    session.flush()
+    if links:
+        audit.record(session, actor=actor, action=AuditAction.backlog_links_imported, entity_type="initiative",
+                     label=f"{links} backlog links from a CSV", changes={"links": [None, links]})
+    return made, links

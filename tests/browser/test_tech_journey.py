@@ -113,6 +113,14 @@ def test_pm_links_work_and_a_signed_webhook_moves_the_item(portal: Portal, open_
         expect(page.get_by_role("cell", name="issues.closed")).to_be_visible()
         axe_check(page, f"the webhooks page ({scheme}, {width} px)")
 
+    pm.goto("/admin/tech/import")
+    pm.get_by_label("CSV").fill("key,title,status,initiative\nPAY-7,Ledger,Done,Payments v2\n")
+    pm.get_by_role("button", name="Preview").click()
+    expect(pm.get_by_text("1 new link; 1 new initiative: Payments v2.")).to_be_visible()
+    axe_check(pm, "the import preview")
+    pm.get_by_role("button", name="Import 1 link").click()
+    expect(pm.get_by_text("Imported 1 backlog link and 1 new initiative.")).to_be_visible()
+
     visitor = open_context(color_scheme="light").new_page()
     visitor.goto(first_path)
     expect(visitor.get_by_text("About 50% delivered")).to_be_visible()
