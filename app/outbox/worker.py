@@ -24,9 +24,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.orm import Session
@@ -304,7 +305,7 @@ class Worker:
         session = self._session()
         try:
             if spec.is_async:
-                await spec.run(session, job)  # type: ignore[misc]
+                await cast(Callable[[Session, Job], Awaitable[None]], spec.run)(session, job)
             else:
                 await asyncio.to_thread(spec.run, session, job)
             await asyncio.to_thread(self._commit_done, session, job)
