@@ -95,14 +95,17 @@ class Worker:
     def claim(self, limit: int | None = None) -> list[Job]:
         """Take up to `limit` due jobs (oldest due first) for this worker's lease; committed."""
         now = utcnow()
+        due = (select(OutboxJob.id)
+               .where(OutboxJob.state == JobState.pending, OutboxJob.next_attempt_at <= now,
+                      (OutboxJob.claimed_until.is_(None)) | (OutboxJob.claimed_until < now))
+               .order_by(OutboxJob.next_attempt_at, OutboxJob.id))
+        # An idle worker only reads: no write transaction (on SQLite, the database's write lock) once a second
+        # in every web process when nothing is due.
+        with self.database.new_session(write=False) as probe:
+            if probe.scalar(due.limit(1)) is None:
+                return []
         with self._session() as session:
-            due = (select(OutboxJob.id)
-                   .where(OutboxJob.state == JobState.pending, OutboxJob.next_attempt_at <= now,
-                          (OutboxJob.claimed_until.is_(None)) | (OutboxJob.claimed_until < now))
-                   .order_by(OutboxJob.next_attempt_at, OutboxJob.id)
-                   .limit(limit or self.batch_size)
-                   .with_for_update(skip_locked=True))
-            ids = list(session.scalars(due))
+            ids = list(session.scalars(due.limit(limit or self.batch_size).with_for_update(skip_locked=True)))
             if not ids:
                 session.rollback()
                 return []
