@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.accounts import service as accounts
@@ -16,6 +19,8 @@ from app.db import utcnow
 from app.errors import Forbidden, NotAuthenticated, NotFound
 from app.portal import service as portal
 from app.security import SESSION_COOKIE, session_cookie_value
+
+log = logging.getLogger("ahead.api")
 
 __all__ = ["SESSION_COOKIE"]  # its http name; app.security.cookies(request).session is the one in use
 
@@ -69,13 +74,28 @@ def _token_viewer(request: Request) -> Viewer:
     if token is None:
         raise _refused(_REFUSED)
     if tokens.needs_touch(token, now):
-        own = request.app.state.database.new_session(write=True)
-        try:
-            tokens.mark_used(own, token_id=token.id, now=now)
-            own.commit()
-        finally:
-            own.close()
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            # A write request holds the write lock already (SQLite's BEGIN IMMEDIATE): note it in its own
+            # transaction, where a second writer would wait for this one.
+            tokens.mark_used(session, token_id=token.id, now=now)
+        else:
+            _mark_used_apart(request, token.id, now)
     return Viewer.of(token.user, token_scope=token.scope)
+
+
+def _mark_used_apart(request: Request, token_id: int, now: datetime) -> None:
+    """A read request's transaction stays read-only: the last use goes in a short write of its own. It is a
+    convenience for the token list, so a busy database skips it (the next request, within a minute, tries
+    again) rather than failing the read."""
+    own = request.app.state.database.new_session(write=True)
+    try:
+        tokens.mark_used(own, token_id=token_id, now=now)
+        own.commit()
+    except SQLAlchemyError:
+        own.rollback()
+        log.info("API token %s: last use not noted (database busy)", token_id)
+    finally:
+        own.close()
 
 
 # Documents the scheme in /openapi.json; the header is read by get_viewer above (never a cookie or query).

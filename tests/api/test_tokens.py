@@ -172,6 +172,17 @@ class TestWhatIsKept:
         assert session.scalars(select(ApiToken)).one().last_used_at > first - timedelta(seconds=1)
 
 
+    async def test_a_write_request_notes_the_use_in_its_own_transaction(self, client, session, admin):
+        x = make_item(session)
+        token = await create_token(client, scope="write")
+        client.cookies.clear()
+        response = await client.put(f"/api/v1/items/{x.public_id}/estimate", headers=bearer(token),
+                                    json={"rice_confidence": 10, "effort": 1})
+        assert response.status_code == 200, response.text
+        session.expire_all()
+        assert session.scalars(select(ApiToken)).one().last_used_at is not None
+
+
 class TestOpenApi:
     async def test_the_description_names_the_scheme_on_the_desk_endpoints(self, client):
         schema = (await client.get("/openapi.json")).json()
