@@ -526,13 +526,16 @@ class _Kept:
 
     since: dict[int, date]
     revenue: tuple[str, Decimal, Decimal] | None
+    segment_weights: dict[int, Decimal]
 
 
 def _kept(session: Session) -> _Kept:
     since = {span: aggregates.as_date(day) for span, day in session.execute(select(DeskSpan.span, DeskSpan.since))}
     state = session.execute(select(DeskState.revenue_mode, DeskState.revenue_unit, DeskState.revenue_cap)
                             .where(DeskState.id == 1)).first()
-    return _Kept(since=since, revenue=(state[0], Decimal(state[1]), Decimal(state[2])) if state else None)
+    return _Kept(since=since, revenue=(state[0], Decimal(state[1]), Decimal(state[2])) if state else None,
+                 segment_weights={seg: Decimal(weight) for seg, weight in session.execute(
+                     select(Segment.id, Segment.weight))})
 
 
 def _aggregated(weights: Weights, kept: _Kept) -> bool:
@@ -568,6 +571,10 @@ def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights
     def number(value: Decimal) -> ColumnElement[float]:
         return literal(float(value), Float)
 
+    # The segments' weights written in (a handful of them): cheaper than joining `segments` on every row.
+    weighted = [(seg, number(weight)) for seg, weight in kept.segment_weights.items() if weight != 1]
+    segment_weight: Any = case(*[(u.c[1] == seg, w) for seg, w in weighted], else_=number(Decimal(1))) if weighted \
+        else number(Decimal(1))
     factor_sum = (number(weights.nice_to_have) * u_cols["f1"] + number(weights.important) * u_cols["f2"]
                   + number(weights.critical) * u_cols["f3"])
     return (select(
@@ -576,11 +583,11 @@ def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights
         func.sum(u_cols["orgs"]).label("organisations"), func.sum(u_cols["lone"]).label("lone"),
         func.sum(u_cols["n1"]).label("nice"), func.sum(u_cols["n2"]).label("important"),
         func.sum(u_cols["n3"]).label("critical"),
-        func.sum(func.coalesce(cast(Segment.weight, Float), number(Decimal(1))) * factor_sum).label("demand"),
+        func.sum(segment_weight * factor_sum).label("demand"),
         func.sum(number(weights.nice_to_have) * u_cols["n1"] + number(weights.important) * u_cols["n2"]
                  + number(weights.critical) * u_cols["n3"]).label("importance_sum"),
         func.sum(u_cols["revenue"]).label("revenue"),
-    ).select_from(u).outerjoin(Segment, Segment.id == u.c[1]).group_by(u.c[0]).subquery(name))
+    ).select_from(u).group_by(u.c[0]).subquery(name))
 
 
 def _aggregate_statement(*, query: DeskQuery, weights: Weights, now: datetime, kept: _Kept, segment_id: int | None,
