@@ -1,13 +1,14 @@
 """The prioritisation desk: customer demand per item, computed from the vote rows, for staff only.
 
-Every figure is an aggregation over `votes` at request time, so a vote, a withdrawal, a merge, its undo,
-a weight change or a person moving organisation is on the desk at the next request. (Aggregates kept in
-the vote's own transaction, for a desk that does not scan votes, are a later step.)
+Every figure is read from the aggregates the database keeps in each vote's own transaction (app/desk/
+aggregates.py, equal to a recount of the vote rows: `ahead desk-check`), so a vote, a withdrawal, a merge, its
+undo, a weight change or a person moving organisation is on the desk at the next request. With an organisation
+filter that organisation's own votes are read.
 
 The rules, as the desk page states them ("How it is computed"):
 
-* The votes counted are those cast in the window (`votes.created_at` within the last 30 / 90 / 365 days,
-  or all). A person has at most one vote per item (the unique key), whatever the channel: their own vote,
+* The votes counted are those cast in the window (`votes.created_at` on the last 30 / 90 / 365 UTC days, today
+  included, or all). A person has at most one vote per item (the unique key), whatever the channel: their own vote,
   one a PM captured for them, or one that came with a merged item (a merge keeps one vote per person,
   the higher importance). A withdrawn vote is deleted, so it counts nowhere.
 * A voter counts for the organisation they belong to now (`users.organisation_id`): someone who moved
