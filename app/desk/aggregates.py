@@ -74,14 +74,14 @@ class Dialect:
     # A source of signed vote contributions: columns item_id, day, seg, imp, rf, lone, sgn.
 
     def one_vote(self, row: str, sign: int) -> str:
-        return (f"SELECT {row}.item_id AS item_id, {self.day(f'{row}.created_at')} AS day, "  # nosec B608
+        return (f"SELECT {row}.item_id AS item_id, {self.day(f'{row}.created_at')} AS day, "  # nosec B608  # our own SQL
                 f"coalesce(o.segment_id, 0) AS seg, {row}.importance AS imp, {self.factor('o.revenue')} AS rf, "
                 f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn "
                 f"FROM desk_state st LEFT JOIN users u ON u.id = {row}.user_id "
                 f"LEFT JOIN organisations o ON o.id = u.organisation_id")
 
     def all_votes(self) -> str:
-        return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, coalesce(o.segment_id, 0) AS seg, "  # nosec B608
+        return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, coalesce(o.segment_id, 0) AS seg, "  # nosec B608  # our own SQL
                 f"v.importance AS imp, {self.factor('o.revenue')} AS rf, "
                 f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, 1 AS sgn "
                 f"FROM votes v CROSS JOIN desk_state st JOIN users u ON u.id = v.user_id "
@@ -89,7 +89,7 @@ class Dialect:
 
     def person_moved(self) -> str:
         def side(org: str, sign: int) -> str:
-            return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608
+            return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608  # our own SQL
                     f"coalesce(o.segment_id, 0) AS seg, v.importance AS imp, {self.factor('o.revenue')} AS rf, "
                     f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn "
                     f"FROM votes v CROSS JOIN desk_state st LEFT JOIN organisations o ON o.id = {org} "
@@ -98,7 +98,7 @@ class Dialect:
 
     def organisation_changed(self) -> str:
         def side(row: str, sign: int) -> str:
-            return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608
+            return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608  # our own SQL
                     f"coalesce({row}.segment_id, 0) AS seg, v.importance AS imp, {self.factor(f'{row}.revenue')} AS rf, "
                     f"0 AS lone, {sign} AS sgn "
                     f"FROM users u CROSS JOIN votes v CROSS JOIN desk_state st "
@@ -118,10 +118,10 @@ class Dialect:
         update_days = ", ".join(f"{c} = desk_days.{c} + excluded.{c}" for c in COUNTS)
         update_windows = ", ".join(f"{c} = desk_windows.{c} + excluded.{c}" for c in COUNTS)
         return [
-            f"INSERT INTO desk_days (item_id, day, seg, {cols}) SELECT d.item_id, d.day, d.seg, {self._sums()} "  # nosec B608
+            f"INSERT INTO desk_days (item_id, day, seg, {cols}) SELECT d.item_id, d.day, d.seg, {self._sums()} "  # nosec B608  # our own SQL
             f"FROM ({source}) d WHERE true GROUP BY d.item_id, d.day, d.seg "
             f"ON CONFLICT (item_id, day, seg) DO UPDATE SET {update_days}",
-            f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608
+            f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608  # our own SQL
             f"SELECT sp.span, d.item_id, d.seg, {self._sums()}, 0, 0 FROM ({source}) d "
             f"JOIN desk_spans sp ON d.day >= sp.since WHERE true GROUP BY sp.span, d.item_id, d.seg "
             f"ON CONFLICT (span, item_id, seg) DO UPDATE SET {update_windows}",
@@ -131,16 +131,16 @@ class Dialect:
         """Take the (item, organisation) pairs `stored` selects (over `desk_item_orgs r`) out of the windows,
         recount those `raw` selects (over `organisations o`, `users u`, `votes v`) and put them back."""
         return [
-            "UPDATE desk_windows SET orgs = desk_windows.orgs - x.k, revenue = desk_windows.revenue - x.rev "  # nosec B608
+            "UPDATE desk_windows SET orgs = desk_windows.orgs - x.k, revenue = desk_windows.revenue - x.rev "  # nosec B608  # our own SQL
             "FROM (SELECT sp.span AS span, r.item_id AS item_id, r.seg AS seg, count(*) AS k, sum(r.revenue) AS rev "
             f"FROM desk_item_orgs r JOIN desk_spans sp ON r.latest_day >= sp.since WHERE {stored} "
             "GROUP BY sp.span, r.item_id, r.seg) x "
             "WHERE desk_windows.span = x.span AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg",
             # No alias: SQLite allows none on a trigger's DELETE.
-            "DELETE FROM desk_item_orgs WHERE " + stored.replace("r.item_id", "desk_item_orgs.item_id")  # nosec B608
+            "DELETE FROM desk_item_orgs WHERE " + stored.replace("r.item_id", "desk_item_orgs.item_id")  # nosec B608  # our own SQL
             .replace("r.organisation_id", "desk_item_orgs.organisation_id"),
             self.pairs_from_votes(raw),
-            "INSERT INTO desk_windows (span, item_id, seg, n1, n2, n3, f1, f2, f3, lone, orgs, revenue) "  # nosec B608
+            "INSERT INTO desk_windows (span, item_id, seg, n1, n2, n3, f1, f2, f3, lone, orgs, revenue) "  # nosec B608  # our own SQL
             "SELECT sp.span, r.item_id, r.seg, 0, 0, 0, 0.0, 0.0, 0.0, 0, count(*), sum(r.revenue) "
             f"FROM desk_item_orgs r JOIN desk_spans sp ON r.latest_day >= sp.since WHERE {stored} "
             "GROUP BY sp.span, r.item_id, r.seg "
@@ -151,7 +151,7 @@ class Dialect:
     def pairs_select(self, raw: str) -> str:
         # organisations -> their people -> their votes: bounded by the organisation's size (CROSS JOIN keeps
         # SQLite's planner to that order; PostgreSQL plans it itself).
-        return (f"SELECT v.item_id, o.id, count(*), max({self.day('v.created_at')}), coalesce(o.segment_id, 0), "  # nosec B608
+        return (f"SELECT v.item_id, o.id, count(*), max({self.day('v.created_at')}), coalesce(o.segment_id, 0), "  # nosec B608  # our own SQL
                 f"o.revenue FROM organisations o CROSS JOIN users u CROSS JOIN votes v "
                 f"WHERE u.organisation_id = o.id AND v.user_id = u.id AND {raw} "
                 f"GROUP BY v.item_id, o.id, o.segment_id, o.revenue")
@@ -162,7 +162,7 @@ class Dialect:
 
 
 def _vote_pair(row: str) -> tuple[str, str]:
-    org = f"(SELECT uu.organisation_id FROM users uu WHERE uu.id = {row}.user_id)"  # nosec B608
+    org = f"(SELECT uu.organisation_id FROM users uu WHERE uu.id = {row}.user_id)"  # nosec B608  # our own SQL
     return f"r.item_id = {row}.item_id AND r.organisation_id = {org}", f"o.id = {org} AND v.item_id = {row}.item_id"
 
 
@@ -261,7 +261,7 @@ def rebuild(target: Session | Connection, *, today: date, revenue_mode: str = "o
     if d.pg:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
     for table in ("desk_days", "desk_windows", "desk_item_orgs", "desk_spans", "desk_state"):
-        conn.exec_driver_sql(f"DELETE FROM {table}")  # nosec B608 - the names above, nothing else
+        conn.exec_driver_sql(f"DELETE FROM {table}")  # nosec B608  # our own SQL
     conn.execute(text("INSERT INTO desk_state (id, revenue_mode, revenue_unit, revenue_cap) "
                       "VALUES (1, :mode, :unit, :cap)").bindparams(bindparam("unit", type_=Numeric(16, 3)),
                                                                    bindparam("cap", type_=Numeric(10, 3))),
@@ -270,11 +270,11 @@ def rebuild(target: Session | Connection, *, today: date, revenue_mode: str = "o
                  .bindparams(bindparam("since", type_=Date)),
                  [{"span": span, "since": since_of(span, today)} for span in SPANS])
     cols = ", ".join(COUNTS)
-    conn.exec_driver_sql(f"INSERT INTO desk_days (item_id, day, seg, {cols}) "  # nosec B608
+    conn.exec_driver_sql(f"INSERT INTO desk_days (item_id, day, seg, {cols}) "  # nosec B608  # our own SQL
                          f"SELECT d.item_id, d.day, d.seg, {d._sums()} FROM ({d.all_votes()}) d "
                          f"GROUP BY d.item_id, d.day, d.seg")
     sums = ", ".join(f"sum(d.{c})" for c in COUNTS)
-    conn.exec_driver_sql(f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608
+    conn.exec_driver_sql(f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608  # our own SQL
                          f"SELECT sp.span, d.item_id, d.seg, {sums}, 0, 0 FROM desk_days d "
                          f"JOIN desk_spans sp ON d.day >= sp.since GROUP BY sp.span, d.item_id, d.seg")
     statements = d.refresh_pairs("1 = 1", "1 = 1")
@@ -301,7 +301,7 @@ def advance(target: Session | Connection, *, today: date) -> bool:
     for span, old in stale.items():
         params = {"span": span, "old": old, "new": since_of(span, today)}
         conn.execute(_dated(
-            f"UPDATE desk_windows SET {minus} FROM (SELECT item_id, seg, {sums} FROM desk_days "  # nosec B608
+            f"UPDATE desk_windows SET {minus} FROM (SELECT item_id, seg, {sums} FROM desk_days "  # nosec B608  # our own SQL
             "WHERE day >= :old AND day < :new GROUP BY item_id, seg) x "
             "WHERE desk_windows.span = :span AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg"),
             params)
@@ -362,7 +362,7 @@ def recount(target: Session | Connection) -> list[Difference]:
     d = Dialect(conn.dialect.name)
     cols = ", ".join(COUNTS)
     days = _nonzero(conn.exec_driver_sql(
-        f"SELECT d.item_id, d.day, d.seg, {d._sums()} FROM ({d.all_votes()}) d GROUP BY d.item_id, d.day, d.seg"), 3)  # nosec B608
+        f"SELECT d.item_id, d.day, d.seg, {d._sums()} FROM ({d.all_votes()}) d GROUP BY d.item_id, d.day, d.seg"), 3)  # nosec B608  # our own SQL
     pairs = {(r[0], r[1]): (r[2], as_date(r[3]), r[4], r[5])
              for r in conn.exec_driver_sql(d.pairs_select("1 = 1"))}
     spans = {span: as_date(since) for span, since in conn.execute(text("SELECT span, since FROM desk_spans"))}
@@ -383,10 +383,10 @@ def recount(target: Session | Connection) -> list[Difference]:
     stored_pair_values = {(r[0], r[1]): (r[2], as_date(r[3]).toordinal(), r[4], r[5] or 0) for r in conn.exec_driver_sql(
         "SELECT item_id, organisation_id, voters, latest_day, seg, revenue FROM desk_item_orgs")}
     return (
-        _compare("desk_days", _nonzero(conn.exec_driver_sql(f"SELECT item_id, day, seg, {cols} FROM desk_days"), 3),  # nosec B608
+        _compare("desk_days", _nonzero(conn.exec_driver_sql(f"SELECT item_id, day, seg, {cols} FROM desk_days"), 3),  # nosec B608  # our own SQL
                  days)
         + _compare("desk_item_orgs", stored_pair_values, pair_values)
         + _compare("desk_windows", _nonzero(conn.exec_driver_sql(
-            f"SELECT span, item_id, seg, {cols}, orgs, revenue FROM desk_windows"), 3),  # nosec B608
+            f"SELECT span, item_id, seg, {cols}, orgs, revenue FROM desk_windows"), 3),  # nosec B608  # our own SQL
             _nonzero(((*k, *v) for k, v in windows.items()), 3))
     )
