@@ -53,9 +53,13 @@ SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets", "webhook_endpoi
 # Staff-only records too: API tokens (their last use is written while the API is read) and the decisions on
 # record, which no portal page shows. Webhook endpoints move the settings revision only (the subscriptions are
 # cached under it), and the delivery log moves nothing.
+# Tables no kept page (a visitor's or customer's board or item page) shows. A write to them leaves the pages kept:
+# the outbox's jobs (every email sent and webhook call marks its job), the desk's aggregates and notification
+# choices (staff pages and /me are never kept), digest entries.
 UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audit_events", "content_revisions",
                             "api_tokens", "decisions", "tracker_hooks", "tracker_deliveries", "webhook_endpoints",
-                            "webhook_deliveries"})
+                            "webhook_deliveries", "outbox_jobs", "digest_entries", "notification_preferences",
+                            "desk_days", "desk_windows", "desk_item_orgs", "desk_spans", "desk_state"})
 
 _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 import app.models  # noqa: F401  # every model's table, so that content_tables() lists them all
 from app import revision
 from app.db import Base
+from app.outbox import service as outbox_service
 from tests.factories import make_item, make_user
 
 
@@ -72,6 +73,17 @@ def test_a_write_to_an_unshown_table_or_column_leaves_the_revision(session: Sess
     user.display_name = "Renamed"
     session.flush()
     assert revision.current(session) != before
+
+
+def test_queueing_and_sending_mail_and_moving_the_desk_windows_leave_the_revision(session: Session) -> None:
+    """Every email sent and webhook call marks its outbox job; the desk's aggregates move with each day. None
+    of it is on a kept page, so none of it may empty every worker's page cache."""
+    before = revision.current(session)
+    outbox_service.enqueue_email(session, to="reader@example.com", template="magic_link", context={}, key="kept")
+    session.flush()
+    session.execute(update(Base.metadata.tables["outbox_jobs"]).values(attempts=1))
+    session.connection().exec_driver_sql("UPDATE desk_spans SET since = since WHERE 1 = 0")
+    assert revision.current(session) == before
 
 
 def test_a_plain_session_outside_the_app_is_left_alone() -> None:
