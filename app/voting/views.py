@@ -195,7 +195,7 @@ async def _set_following(request: Request, session: Session, viewer: Viewer, pub
         return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "follow items")
     item, _ = commands.item_to_follow(session, viewer=viewer, public_id=public_id, limits=vote_limits(request))
     voting.set_following(session, viewer=viewer, item=item, following=following)
-    message = ("You follow this item: you will hear when it changes." if following
+    message = ("You follow this item: you hear of its changes as your email choices say." if following
                else "You no longer follow this item.")
     if not _wants_json(request):
         return _back(request, item, next_url, "follow", message)

@@ -254,5 +254,5 @@ def test_without_javascript_the_thanks_on_the_item_page_is_in_the_window(portal:
         ann.get_by_role("button", name="Unfollow").click()
         in_window("You no longer follow this item.")
         ann.get_by_role("button", name="Follow").click()
-        in_window("You follow this item: you will hear when it changes.")
+        in_window("You follow this item: you hear of its changes as your email choices say.")
     assert not portal.server_errors()  # (axe-core needs JavaScript: the item page's axe check is the first journey's)

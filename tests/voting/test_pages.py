@@ -224,7 +224,7 @@ async def test_follow_and_unfollow_and_voting_follows(client, session):
     response = await post_form(client, f"/items/{item.public_id}/follow", {"next": item.path}, page=item.path)
     assert response.status_code == 303 and response.headers["location"] == f"{item.path}#flash"
     page = (await client.get(item.path)).text
-    assert ">Unfollow<" in page and "You follow this item: you will hear when it changes." in page
+    assert ">Unfollow<" in page and "You follow this item: you hear of its changes as your" in page and 'href="/me#notifications-title">email choices</a>' in page
     assert voting.is_following(session, item=item, user=customer)
 
     await post_form(client, f"/items/{item.public_id}/unfollow", {"next": item.path}, page=item.path)
