@@ -140,6 +140,11 @@ class TrackerHook(Base):
     salt: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Refused deliveries (bad signature, stale, unreadable) are counted here, with the latest one's reason,
+    # not kept one row each: whoever knows the address but not the secret cannot fill a table.
+    refused_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_refused_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class TrackerDelivery(Base):

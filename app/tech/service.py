@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 from sqlalchemy import or_, select
+from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -470,6 +471,13 @@ def find_hook(session: Session, *, public_id: str, kind: HookKind) -> TrackerHoo
     if len(public_id) > 32:
         return None
     return session.scalar(select(TrackerHook).where(TrackerHook.public_id == public_id, TrackerHook.kind == kind))
+
+
+def record_refusal(session: Session, *, hook_id: int, reason: str) -> None:
+    """Count a refused delivery on its webhook, with the reason, for the admin page (in a transaction of the
+    caller's own: the refused request's is rolled back)."""
+    session.execute(update_rows(TrackerHook).where(TrackerHook.id == hook_id).values(
+        refused_count=TrackerHook.refused_count + 1, last_refused_at=utcnow(), last_refused_reason=reason[:200]))
 
 
 def list_deliveries(session: Session, *, limit: int = 50) -> list[tuple[TrackerDelivery, str]]:

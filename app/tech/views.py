@@ -15,6 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from app.api.schemas import ErrorBody
 from app.db import utcnow
@@ -69,9 +70,18 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"error": _ERROR_CODES[status], "detail": detail}, status_code=status)
 
 
-def _refused(hook: TrackerHook | None, exc: trackers.Rejected) -> JSONResponse:
-    log.warning("tracker webhook %s refused (%s): %s", hook.public_id if hook else "?",
-                hook.kind.value if hook else "?", exc.reason)
+def _refused(request: Request, session: Session, hook: TrackerHook, exc: trackers.Rejected) -> JSONResponse:
+    """Answer a refused delivery (401/400: the request's transaction rolls back, so nothing it read changes)
+    and count it on the webhook in a short transaction of its own, for the admin page and the log."""
+    log.warning("tracker webhook %s refused (%s): %s", hook.public_id, hook.kind.value, exc.reason)
+    hook_id = hook.id
+    session.rollback()  # SQLite: the request's write lock goes before the short write below takes it
+    own = request.app.state.database.new_session(write=True)
+    try:
+        tech.record_refusal(own, hook_id=hook_id, reason=exc.reason)
+        own.commit()
+    finally:
+        own.close()
     return _error(exc.status, exc.reason)
 
 
@@ -118,7 +128,7 @@ async def github(request: Request, session: DbSession, hook_id: str) -> JSONResp
         else:
             parsed = trackers.parse_github(event, trackers.parse_json(body))
     except trackers.Rejected as exc:
-        return _refused(hook, exc)
+        return _refused(request, session, hook, exc)
     return _done(session, hook, parsed, delivery or _body_key(body))
 
 
@@ -137,7 +147,7 @@ async def gitlab(request: Request, session: DbSession, hook_id: str) -> JSONResp
                              name="X-Gitlab-Token")
         parsed = trackers.parse_gitlab(trackers.parse_json(body))
     except trackers.Rejected as exc:
-        return _refused(hook, exc)
+        return _refused(request, session, hook, exc)
     # Idempotency-Key is the same on GitLab's retries; the event UUID too; without either, the body is.
     return _done(session, hook, parsed, idempotency or uuid or _body_key(body))
 
@@ -158,7 +168,7 @@ async def jira(request: Request, session: DbSession, hook_id: str, secret: str) 
         trackers.check_jira_age(payload, now=utcnow(), tolerance=settings.tracker_webhook_tolerance)
         parsed = trackers.parse_jira(payload)
     except trackers.Rejected as exc:
-        return _refused(hook, exc)
+        return _refused(request, session, hook, exc)
     return _done(session, hook, parsed, identifier or _body_key(body))
 
 
@@ -206,7 +216,7 @@ async def generic(request: Request, session: DbSession, hook_id: str) -> JSONRes
         payload = trackers.parse_json(body)
         parsed = trackers.parse_generic(payload)
     except trackers.Rejected as exc:
-        return _refused(hook, exc)
+        return _refused(request, session, hook, exc)
     given = payload.get("id")
     key = f"id:{given}" if isinstance(given, str) and 0 < len(given) <= 90 else _body_key(body)
     return _done(session, hook, parsed, key)

@@ -23,6 +23,7 @@ from app.tech import service as tech
 from app.tech import trackers
 from app.tech.models import BacklogLink, HookKind, ItemDelivery, TrackerDelivery
 from tests.factories import make_item, make_pm, stage
+from tests.helpers.http import sign_in
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -85,6 +86,22 @@ async def test_github_bad_or_missing_signature_is_401_and_changes_nothing(client
     assert response.status_code == 401 and response.json()["error"] == "unauthorized"
     session.refresh(row)
     assert not row.done and session.query(TrackerDelivery).count() == 0
+
+
+async def test_a_refused_delivery_is_counted_on_its_webhook_with_the_reason(client, session, pm, settings):
+    hook, secret = make_hook(session, pm, HookKind.github, settings)
+    row = link(session, make_item(session), "github", "acme/app#88")
+    body = payload("github_issue_closed.json")
+    headers = github_headers(secret, body) | {"x-hub-signature-256": "sha256=" + "0" * 64}
+    for _ in range(2):
+        assert (await client.post(f"/hooks/github/{hook.public_id}", content=body, headers=headers)).status_code == 401
+    session.refresh(hook)
+    session.refresh(row)
+    assert hook.refused_count == 2 and "signature" in hook.last_refused_reason.lower()
+    assert not row.done and session.query(TrackerDelivery).count() == 0 and hook.last_delivery_at is None
+    sign_in(client, session, pm)
+    page = (await client.get("/admin/tech/hooks")).text
+    assert "2, the latest" in page and hook.last_refused_reason in page
 
 
 async def test_a_body_changed_after_signing_is_refused(client, session, pm, settings):
