@@ -4,7 +4,7 @@ a person sees next to each field.
 A form model (`class IdeaCreate(FormModel)`, next to the service that takes it) says what each field may
 hold with the rules below: `text(...)` for typed text, `whole_number(...)` for ids and numbers,
 `decimal_number(...)` for amounts such as weights, `choice(...)` for a value picked from a list, `checkbox()`
-for a tick, `values_in_text(...)` for several values typed in one box; a model's own validators raise `refuse(message)`. Each rule carries the sentence
+for a tick, `return_path()` for where the form goes back to, `values_in_text(...)` for several values typed in one box; a model's own validators raise `refuse(message)`. Each rule carries the sentence
 shown when it is broken; a pydantic refusal that no rule words (a file sent where text belongs) gets the
 model's `messages` entry or a plain sentence from `_FALLBACK`. Checks that need the database (does this
 product still exist?) stay in the services, which take the validated model.
@@ -117,6 +117,23 @@ def text(limit: int, *, required: str = "", one_line: str = "", collapse: bool =
         if len(value) > limit:
             raise refuse(too_long.format(limit=limit, length=len(value)))
         return value
+
+    return BeforeValidator(check)
+
+
+ADDRESS_LIMIT = 2000  # longer than any address of this site's pages
+
+
+def return_path() -> Any:
+    """Where a form goes back to (`next`, `return_to`): text the route checks is a path of this site. Longer
+    than any page's address, it is dropped (empty: the form goes back to its default page), never refused, so
+    the rest of the form is acted on and nothing typed is lost."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # pydantic refuses it as not text
+        value = clean_text(value).strip()
+        return "" if len(value) > ADDRESS_LIMIT else value
 
     return BeforeValidator(check)
 

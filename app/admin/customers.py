@@ -21,7 +21,7 @@ from app.desk import service as desk
 from app.discussion import service as discussion
 from app.errors import FormInvalid
 from app.feedback import service as feedback
-from app.forms import FormModel, Submitted, read_form, text, whole_number
+from app.forms import FormModel, Submitted, read_form, return_path, whole_number
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import ASCII_DIGITS
@@ -166,18 +166,18 @@ class PersonMove(FormModel):
 
     organisation_id: Annotated[int | None, whole_number("Choose an organisation to move them to.",
                                                         required=False)] = None
-    return_to: Annotated[str, text(2000)] = ""
+    return_to: Annotated[str, return_path()] = ""
 
 
 class PersonActive(accounts.AccountActive):
     """Enabling or disabling a customer's account, from their page or a list."""
 
-    return_to: Annotated[str, text(2000)] = ""
+    return_to: Annotated[str, return_path()] = ""
 
 
 def _return_to(form: Submitted[Any], default: str) -> str:
-    """Where a form on several pages goes back to: its `return_to` when that is an admin path of this site (and
-    not longer than any page's address), the default otherwise."""
+    """Where a form on several pages goes back to: its `return_to` when that is an admin path of this site, the
+    default otherwise (a `return_to` longer than any page's address was dropped by `return_path()`)."""
     sent = form.data or form.partial
     return _admin_path(sent.return_to if sent is not None else "", default)
 
@@ -188,7 +188,7 @@ async def move_person(request: Request, session: DbSession, user: StaffUser, use
     form = await read_form(request, PersonMove)
     back = _return_to(form, f"/admin/people/{person.id}")
     if form.data is None:
-        return redirect(request, back, flash=form.errors["organisation_id"], kind="error")
+        return redirect(request, back, flash=" ".join(form.errors.values()), kind="error")
     target = None
     if form.data.organisation_id is not None:
         target = organisations.get_organisation(session, form.data.organisation_id)

@@ -98,7 +98,7 @@ async def link(request: Request, session: DbSession, user: StaffUser, feedback_i
     entry = _entry(session, feedback_id)
     form = await read_form(request, LinkToItem)
     if form.data is None:
-        return redirect(request, _url(entry), flash=form.errors["item"], kind="error")
+        return redirect(request, _url(entry), flash=" ".join(form.errors.values()), kind="error")
     try:
         target = roadmap.get_item_for_staff(session, form.data.item)
     except NotFound:

@@ -79,7 +79,7 @@ async def merge(request: Request, session: DbSession, viewer: CurrentViewer, use
     item = roadmap.get_item_for_staff(session, public_id)
     form = await read_form(request, MergeInto)
     if form.data is None:
-        return _page(request, session, viewer, item, status_code=422, refused=form.errors["into"])
+        return _page(request, session, viewer, item, status_code=422, refused=" ".join(form.errors.values()))
     into, publish_comments = form.data.into, form.data.publish_comments
     target = _target(session, into)
     if target is None:

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.accounts.views import safe_next
 from app.deps import DbSession, StaffUser
 from app.discussion import service as discussion
-from app.forms import FormModel, read_form, text
+from app.forms import FormModel, read_form, return_path
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -27,7 +27,7 @@ MODERATION = "/admin/moderation"
 class ReturnTo(FormModel):
     """Every staff action on a comment is one button: where its form goes back to is all it sends."""
 
-    return_to: Annotated[str, text(2000)] = ""
+    return_to: Annotated[str, return_path()] = ""
 
 
 async def _back(request: Request) -> str:

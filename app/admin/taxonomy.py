@@ -148,7 +148,7 @@ async def move_stage(request: Request, session: DbSession, user: StaffUser, stag
     stage = roadmap.get_by_id(session, Stage, stage_id)
     form = await read_form(request, StageMove)
     if form.data is None:
-        return redirect(request, "/admin/stages", flash=form.errors["direction"], kind="error")
+        return redirect(request, "/admin/stages", flash=" ".join(form.errors.values()), kind="error")
     up = form.data.direction is Direction.up
     roadmap.move_stage_position(session, stage=stage, direction=-1 if up else 1, actor=user)
     where = "earlier" if up else "later"

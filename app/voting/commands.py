@@ -30,7 +30,7 @@ from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.errors import FormInvalid
 from app.feedback import service as feedback
-from app.forms import FormModel, Submitted, read_values, refuse, text
+from app.forms import FormModel, Submitted, read_values, refuse, return_path, text
 from app.portal.service import counts_shown
 from app.ratelimit import RateLimiter
 from app.roadmap.models import Item
@@ -62,7 +62,7 @@ class VoteSubmit(FormModel):
     importance: Annotated[Importance, BeforeValidator(_importance)] = Importance.important
     reason: Annotated[str | None, text(feedback.MAX_REASON)] = None
     reason_shown: str = ""
-    next: Annotated[str, text(2000)] = ""
+    next: Annotated[str, return_path()] = ""
     widget: Annotated[str, BeforeValidator(lambda value: value if value in WIDGETS else "card")] = "card"
 
     @model_validator(mode="before")
@@ -77,7 +77,7 @@ class ReturnTo(FormModel):
     """A follow or unfollow form: where it goes back to (a path of this site, which safe_next checks; longer
     than any page's address, it is dropped and the form goes back to the item)."""
 
-    next: Annotated[str, text(2000)] = ""
+    next: Annotated[str, return_path()] = ""
 
 
 class VoteWithdrawal(ReturnTo):

@@ -16,10 +16,10 @@ their widget state from app/roadmap/pages.py.
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
-from app.forms import FormModel, Submitted, read_form, read_values
+from app.forms import FormModel, Submitted, read_form
 from app.roadmap.models import Item
 from app.roadmap.pages import VoteForm as RefusedVote
 from app.roadmap.pages import render_item_page
@@ -37,13 +37,6 @@ from app.voting import service as voting
 from app.web import redirect, templates
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
-
-# Transport bounds only: the vote's values are read into commands.VoteSubmit, whose rules give the messages.
-# FastAPI reads a form's fields before the dependencies run, so the body is in before the request's
-# transaction begins (on SQLite a write request holds the write lock from its first statement).
-Small = Annotated[str, Form(max_length=40)]
-Next = Annotated[str, Form(max_length=2000)]
-Reason = Annotated[str | None, Form(max_length=50_000)]  # absent (a card's form): the saved reason stays
 
 WIDGETS = commands.WIDGETS
 _Form = TypeVar("_Form", bound=FormModel)
@@ -109,16 +102,13 @@ async def _item_page_again(request: Request, session: Session, viewer: Viewer, p
 
 
 @router.post("/items/{public_id}/vote", response_class=HTMLResponse)
-async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
-               importance: Small = "", reason: Reason = "", reason_shown: Small = "", next: Next = "",
-               widget: Small = "card") -> Response:
+async def vote(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str) -> Response:
     if viewer.user is None:
         return _sign_in_first(request, voting.get_item_to_vote(session, viewer, public_id), "vote")
-    # Refused, the command says so after its checks on the item (see app/voting/commands.py).
-    form = read_values(commands.VoteSubmit, {"importance": importance, "reason": reason or "",
-                                             "reason_shown": reason_shown, "next": next, "widget": widget})
-    sent = form.data or form.partial  # a refused form's widget and next still count
-    assert sent is not None
+    # Every field is read by commands.VoteSubmit, whose rules give the messages (a `next` too long for any
+    # address is dropped there); refused, the command says so after its checks on the item.
+    form = await read_form(request, commands.VoteSubmit)
+    sent = _sent(form)  # a refused form's widget and next still count
     as_json, widget, next = _wants_json(request), sent.widget, sent.next
     typed = {"importance": form.typed["importance"], "reason": form.typed["reason"]}
     try:
@@ -166,8 +156,8 @@ async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, pu
 
 
 def _sent(form: Submitted[_Form]) -> _Form:
-    """What a one-button form sent: a `next` too long for any page's address is dropped (the form goes back to
-    the item), the rest as sent."""
+    """What a form sent, refused or not: its `next` (one too long for any page's address was dropped by the
+    model: the form goes back to the item) and its widget."""
     sent = form.data or form.partial
     assert sent is not None
     return sent

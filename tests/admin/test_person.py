@@ -106,3 +106,31 @@ async def test_words_people_wrote_are_isolated_so_they_cannot_reverse_the_pages_
     for written in ("Dana \u202eScully", "We need it \u202efor payroll", "Please hurry", "Shift swaps"):
         assert re.search(f"<bdi>{re.escape(written)}</bdi>", page), written
     assert "<h1><bdi>Dana \u202eScully</bdi></h1>" in page
+
+
+async def test_a_return_to_too_long_for_any_address_is_dropped_and_the_move_is_made(client, session):
+    """Not a 500: the form goes back to its default page, the person's, as disabling does."""
+    acme, globex = make_organisation(session, "Acme"), make_organisation(session, "Globex")
+    dana = make_customer(session, acme, display_name="Dana")
+    sign_in(client, session, make_pm(session))
+    page, too_long = f"/admin/people/{dana.id}", "/admin/" + "a" * 2000
+
+    moved = await post_form(client, f"/admin/people/{dana.id}/organisation",
+                            {"organisation_id": str(globex.id), "return_to": too_long}, page=page)
+    assert moved.status_code == 303 and moved.headers["location"] == page
+    assert "Dana now belongs to Globex." in (await client.get(page)).text
+
+    disabled = await post_form(client, f"/admin/people/{dana.id}/active", {"active": "0", "return_to": too_long},
+                               page=page)
+    assert disabled.status_code == 303 and disabled.headers["location"] == page
+    assert "Dana is disabled and signed out everywhere." in (await client.get(page)).text
+
+
+async def test_a_refused_move_says_why_whatever_else_was_sent(client, session):
+    dana = make_customer(session, make_organisation(session, "Acme"), display_name="Dana")
+    sign_in(client, session, make_pm(session))
+    page = f"/admin/people/{dana.id}"
+    refused = await post_form(client, f"/admin/people/{dana.id}/organisation",
+                              {"organisation_id": "twelve", "return_to": "/admin/" + "a" * 2000}, page=page)
+    assert refused.status_code == 303 and refused.headers["location"] == page
+    assert "Choose an organisation to move them to." in (await client.get(page)).text

@@ -13,7 +13,7 @@ from app.roadmap.models import Visibility
 from app.voting import service as voting
 from app.voting.models import Follow, Importance, Vote
 from tests.factories import make_item, make_pm, make_user, stage
-from tests.helpers.http import post_form, sign_in
+from tests.helpers.http import csrf_token, post_form, sign_in
 from tests.voting.helpers import vote_json, widget_text
 
 
@@ -251,6 +251,31 @@ async def test_next_only_leads_back_into_the_portal(client, session):
     response = await post_form(client, f"/items/{item.public_id}/vote",
                                {"importance": "important", "next": "https://evil.example/"})
     assert response.headers["location"] == f"{item.path}#flash"  # the item's page, at the message
+
+
+async def test_a_next_too_long_for_any_address_is_dropped_and_the_vote_with_its_reason_counts(client, session):
+    """As /unvote, /follow and /unfollow do: the form goes back to the item, nothing typed is lost."""
+    item = make_item(session)
+    customer = make_user(session, password=None)
+    sign_in(client, session, customer)
+    too_long = "/" + "a" * 2000
+    response = await post_form(client, f"/items/{item.public_id}/vote",
+                               {"importance": "critical", "reason": "Payroll closes on Fridays", "next": too_long,
+                                "widget": "page"}, page=item.path)
+    assert response.status_code == 303 and response.headers["location"] == f"{item.path}#flash"
+    assert "Your vote is counted: Critical." in (await client.get(item.path)).text
+    reason = session.scalar(select(Feedback).where(Feedback.item_id == item.id))
+    assert reason is not None and reason.body == "Payroll closes on Fridays"
+
+    token = await csrf_token(client, item.path)  # what static/app.js sends
+    fetched = await client.post(f"/items/{item.public_id}/vote",
+                                data={"importance": "nice_to_have", "reason": "Payroll closes on Fridays",
+                                      "reason_shown": "yes", "next": too_long, "widget": "page"},
+                                headers={"X-CSRF-Token": token, "Accept": "application/json"})
+    assert fetched.status_code == 200, fetched.text
+    body = fetched.json()
+    assert (body["vote_count"], body["my_vote"]) == (1, "nice_to_have")
+    assert f'name="next" value="{item.path}"' in body["html"]
 
 
 async def test_me_lists_my_votes_and_follows(client, session):
