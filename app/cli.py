@@ -21,7 +21,7 @@ from app.errors import AppError, FormInvalid
 from app.migrate import upgrade
 from app.outbox import service as outbox_service
 from app.outbox.models import JobState
-from app.outbox.worker import Worker
+from app.outbox.worker import Worker, wake_on_commit
 from app.voting import service as voting
 
 cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False,
@@ -36,6 +36,7 @@ def _database() -> Database:
     database = Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
                         statement_timeout=settings.db_maintenance_statement_timeout or None)
     revision.track(database)  # what a command changes shows at once in every worker
+    wake_on_commit(database)  # and what it enqueues wakes a worker of this process (`ahead worker`) at once
     return database
 
 

@@ -35,7 +35,7 @@ from app.feedback import views as feedback_views
 from app.forms import plain_message
 from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
 from app.notify import views as notify_views
-from app.outbox.worker import Worker
+from app.outbox.worker import Worker, wake_on_commit
 from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.portal import views as portal_views
@@ -184,6 +184,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     revision.track(database)
+    wake_on_commit(database)  # a request that enqueued mail wakes this process's worker at once
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)
     app.state.cookies = cookies = Cookies.for_settings(settings)

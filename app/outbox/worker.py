@@ -44,9 +44,17 @@ PURGE_EVERY_SECONDS = 3600.0
 PURGE_CHUNK = 5000
 
 
-@event.listens_for(Session, "after_commit")
+def wake_on_commit(database: Database) -> None:
+    """A commit of this database's sessions that enqueued jobs wakes the workers of this process (the others
+    poll). Attached to the database's own session factories, as `revision.track` is, never to SQLAlchemy's
+    global Session class: a session of another database or library in the process wakes nobody. Once per
+    factory, however often it is called (the app and the CLI call it on the database they use)."""
+    for factory in {id(f): f for f in (database.read_sessions, database.write_sessions)}.values():
+        if not event.contains(factory, "after_commit", _wake_after_commit):
+            event.listen(factory, "after_commit", _wake_after_commit)
+
+
 def _wake_after_commit(session: Session) -> None:
-    """A commit that enqueued jobs wakes the workers of this process (the others poll)."""
     if service.wants_wake(session):
         registry.wake()
 

@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import outbox
 from app.config import Settings
 from app.db import utcnow
-from app.outbox import service
+from app.outbox import registry, service
 from app.outbox.models import JobState, OutboxJob
-from app.outbox.worker import Worker
+from app.outbox.worker import Worker, wake_on_commit
 from tests.helpers.http import bound_database
 from tests.helpers.smtp import Inbox, free_port, smtp_server
 
@@ -288,3 +289,34 @@ async def test_finished_jobs_older_than_the_keep_days_are_deleted_and_nothing_el
     await worker.run_until_empty()
     assert worker.purge() == 4
     assert {j.key for j in jobs(session)} == {"email:waiting", "email:recent"}
+
+
+class TestWakingTheWorker:
+    """A commit that enqueued something wakes this process's worker: the app's sessions' commits only."""
+
+    @pytest.fixture
+    def woken(self, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+        calls: list[bool] = []
+        monkeypatch.setattr(registry, "wake", lambda: calls.append(True))
+        return calls
+
+    def test_a_commit_of_the_apps_sessions_that_enqueued_wakes_it(self, database, connection, woken):  # type: ignore[no-untyped-def]
+        bound = bound_database(database, connection)
+        wake_on_commit(bound)
+        wake_on_commit(bound)  # once per factory, however often
+        with bound.new_session(write=True) as session:
+            invite(session)
+            session.commit()
+        assert woken == [True]
+        with bound.new_session(write=True) as session:
+            session.commit()  # nothing enqueued: nobody woken
+        assert woken == [True]
+
+    def test_a_session_not_of_the_app_never_wakes_it(self, database, connection, woken):  # type: ignore[no-untyped-def]
+        wake_on_commit(bound_database(database, connection))  # the app's factories listen; others do not
+        for session in (Session(bind=connection, join_transaction_mode="create_savepoint"),
+                        sessionmaker(bind=connection, join_transaction_mode="create_savepoint")()):
+            with session:
+                invite(session, key=f"invite:{id(session)}")
+                session.commit()
+        assert woken == []
