@@ -37,13 +37,17 @@ def _csv_row(row: decisions.DecisionRow) -> list[Any]:
         value = n.get(key)
         return "" if value is None else value
 
+    def figure(key: str) -> str:  # as the desk shows it: 2 decimals (older snapshots kept 4)
+        value = n.get(key)
+        return desk.fixed(float(value)) if value is not None else ""
+
     mix = n.get("importance") or {}
     return [
         d.decided_at.strftime("%Y-%m-%d %H:%M"), row.item_public_id, row.item_title, row.product, d.from_stage_name,
         d.to_stage_name, d.why, d.decided_by_label, number("voters"), number("organisations"),
-        mix.get("nice_to_have", ""), mix.get("important", ""), mix.get("critical", ""), number("weighted_demand"),
-        number("revenue"), number("reach"), number("impact"), number("rice_confidence"), number("effort"),
-        number("rice"), number("feedback"), " ".join(str(v) for v in n.get("trend") or []),
+        mix.get("nice_to_have", ""), mix.get("important", ""), mix.get("critical", ""), figure("weighted_demand"),
+        desk.whole(n["revenue"]) if n.get("revenue") is not None else "", number("reach"), figure("impact"),
+        number("rice_confidence"), number("effort"), figure("rice"), number("feedback"), " ".join(str(v) for v in n.get("trend") or []),
         json.dumps(d.weights, sort_keys=True, ensure_ascii=False),
     ]
 
@@ -55,7 +59,7 @@ async def decision_list(request: Request, session: DbSession) -> Response:
     params = {k: v for k, v in request.query_params.items() if k != "page" and v}
     choices = desk.filter_choices(session)
     return render(request, "admin/decisions.html", {
-        "rows": rows, "total": total, "page": min(query.page, pages), "pages": pages, "filters": query,
+        "rows": rows, "total": total, "page": query.page, "pages": pages, "filters": query,
         "products": choices.products, "stages": choices.stages, "people": decisions.deciders(session),
         "typed": {"from": request.query_params.get("from", ""), "to": request.query_params.get("to", "")},
         "export_link": "/admin/decisions/export.csv" + ("?" + urlencode(params) if params else ""),

@@ -76,8 +76,13 @@ def _export_link(request: Request, path: str) -> str:
     return path + ("?" + urlencode(params) if params else "")
 
 
-def _number(value: float | None, places: int = 2) -> str:
-    return "—" if value is None else f"{value:.{places}f}"
+def _number(value: float | None, places: int = desk.PLACES) -> str:
+    return desk.fixed(value, places, empty="—")
+
+
+def _money(value: Decimal | float | None) -> str:
+    """A revenue on a page: whole currency units with thousands separators (the CSVs and API: no separators)."""
+    return f"{desk.whole(value):,}"
 
 
 def _desk_context(session: Session, query: desk.DeskQuery, weights: desk.Weights) -> dict[str, Any]:
@@ -85,7 +90,7 @@ def _desk_context(session: Session, query: desk.DeskQuery, weights: desk.Weights
         "filters": query, "weights": weights, "segments": desk.list_segment_weights(session),
         "choices": desk.filter_choices(session), "window_labels": desk.WINDOW_LABELS,
         "revenue_modes": desk.REVENUE_MODE_LABELS, "RevenueMode": desk.RevenueMode,
-        "number": _number, "plain": desk.plain, "sparkline": sparkline, "trend_weeks": desk.TREND_WEEKS,
+        "number": _number, "money": _money, "plain": desk.plain, "sparkline": sparkline, "trend_weeks": desk.TREND_WEEKS,
     }
 
 
@@ -117,9 +122,9 @@ def _desk_csv_row(row: desk.DeskRow, now: datetime) -> list[Any]:
     return [
         row.public_id, row.title, row.product, row.stage, row.timeframe, "yes" if row.published else "no",
         row.age_days(now), row.voters, row.organisations, row.nice_to_have, row.important, row.critical,
-        round(row.demand, 2), row.revenue, row.reach, round(row.impact, 2) if row.impact is not None else "",
+        desk.fixed(row.demand), desk.whole(row.revenue), row.reach, desk.fixed(row.impact),
         row.rice_confidence if row.rice_confidence is not None else "",
-        row.effort if row.effort is not None else "", round(row.rice, 2) if row.rice is not None else "",
+        row.effort if row.effort is not None else "", desk.fixed(row.rice),
         row.feedback, " ".join(str(n) for n in row.trend),
     ]
 
@@ -193,8 +198,9 @@ async def save_rice(request: Request, session: DbSession, user: StaffUser, publi
 
 def _demand_csv_row(asker: desk.Asker) -> list[Any]:
     return [
-        asker.name, asker.email, asker.organisation, asker.segment, asker.segment_weight, asker.revenue,
-        asker.importance.label, asker.importance_weight, round(asker.revenue_factor, 4), round(asker.weighted, 2),
+        asker.name, asker.email, asker.organisation, asker.segment, asker.segment_weight, desk.whole(asker.revenue),
+        asker.importance.label, asker.importance_weight, desk.fixed(asker.revenue_factor, desk.FACTOR_PLACES),
+        desk.fixed(asker.weighted),
         asker.voted_at.strftime("%Y-%m-%d %H:%M"), asker.channel, asker.captured_by, asker.source, asker.source_url,
         asker.merged_from, asker.note,
     ]

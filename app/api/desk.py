@@ -76,8 +76,9 @@ async def get_desk(
     """The desk as /admin/desk shows it for the same filters: every item's voters, organisations, importance
     mix, weighted demand, revenue, RICE, private feedback and trend, with the weights in force.
 
-    The figures are computed from the vote rows at request time; the rules are those the desk page states
-    under “How it is computed”.
+    The figures are read from the aggregates each vote's transaction keeps (equal to a recount of the vote rows:
+    `ahead desk-check`); the rules are those the desk page states under “How it is computed”. A page past the
+    last one answers with no rows (`pages` says how many there are).
     """
     query = _query(window=window, product=product, stage=stage, tag=tag, segment=segment,
                    organisation=organisation, sort=sort.value, dir=dir, page=page)
@@ -116,9 +117,7 @@ async def get_item_demand(
     return DemandPublic(
         id=item.public_id, title=item.title, window=window,
         row=DeskRowPublic.of(demand.row, now) if demand.row is not None else None,
-        organisations=[OrganisationDemandPublic(id=o.organisation_id, name=o.name, segment=o.segment,
-                                                revenue=float(o.revenue), people=o.people, weighted_demand=o.weighted)
-                       for o in demand.organisations],
+        organisations=[OrganisationDemandPublic.of(o) for o in demand.organisations],
         people=[AskerPublic.of(a) for a in demand.askers],
     )
 

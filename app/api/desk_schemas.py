@@ -19,7 +19,8 @@ class ImportanceMix(BaseModel):
 
 
 class DeskRowPublic(BaseModel):
-    """One item on the desk, its figures as the desk page and its CSV show them (unrounded here)."""
+    """One item on the desk, its figures as the desk page and its CSV show them: weighted demand, impact and RICE
+    with 2 decimals, revenue in whole currency units."""
 
     id: str = Field(description="The item's public id.", examples=["k7m2xq9p"])
     title: str
@@ -31,13 +32,16 @@ class DeskRowPublic(BaseModel):
     voters: int = Field(description="People whose vote was cast in the window (with the segment/organisation filter).")
     organisations: int = Field(description="Distinct organisations of those voters.")
     importance: ImportanceMix
-    weighted_demand: float = Field(description="Σ importance weight × segment weight × revenue factor.")
-    revenue: float = Field(description="Σ of the yearly revenue of the voters' distinct organisations.")
+    weighted_demand: float = Field(description="Σ importance weight × segment weight × revenue factor, to 2 decimals.")
+    revenue: int = Field(description="Σ of the yearly revenue of the voters' distinct organisations, in whole "
+                                     "currency units.")
     reach: int = Field(description="RICE reach: distinct organisations, a voter without one counting as their own.")
-    impact: float | None = Field(description="RICE impact: mean importance weight; null without voters.")
+    impact: float | None = Field(description="RICE impact: mean importance weight, to 2 decimals; null without "
+                                             "voters.")
     rice_confidence: int | None = Field(description="Percent, entered by a PM.")
     effort: float | None = Field(description="Person-months, entered by a PM.")
-    rice: float | None = Field(description="reach × impact × confidence ÷ effort; null without confidence and effort.")
+    rice: float | None = Field(description="reach × impact × confidence ÷ effort (of the unrounded impact), to 2 "
+                                           "decimals; null without confidence and effort.")
     feedback: int = Field(description="Private feedback linked to the item, written in the window.")
     trend: list[int] = Field(description=f"Votes per week over the last {desk.TREND_WEEKS} weeks, oldest first.")
 
@@ -47,9 +51,9 @@ class DeskRowPublic(BaseModel):
             id=row.public_id, title=row.title, product=row.product, stage=row.stage, timeframe=row.timeframe,
             published=row.published, age_days=row.age_days(now), voters=row.voters, organisations=row.organisations,
             importance=ImportanceMix(nice_to_have=row.nice_to_have, important=row.important, critical=row.critical),
-            weighted_demand=row.demand, revenue=float(row.revenue), reach=row.reach, impact=row.impact,
-            rice_confidence=row.rice_confidence, effort=float(row.effort) if row.effort is not None else None,
-            rice=row.rice, feedback=row.feedback, trend=list(row.trend),
+            weighted_demand=desk.rounded(row.demand) or 0.0, revenue=desk.whole(row.revenue), reach=row.reach,
+            impact=desk.rounded(row.impact), rice_confidence=row.rice_confidence,
+            effort=float(row.effort) if row.effort is not None else None, rice=desk.rounded(row.rice), feedback=row.feedback, trend=list(row.trend),
         )
 
 
@@ -94,9 +98,14 @@ class OrganisationDemandPublic(BaseModel):
     id: int | None
     name: str
     segment: str
-    revenue: float
+    revenue: int = Field(description="Yearly revenue, in whole currency units.")
     people: int
-    weighted_demand: float
+    weighted_demand: float = Field(description="To 2 decimals.")
+
+    @classmethod
+    def of(cls, o: desk.OrganisationDemand) -> OrganisationDemandPublic:
+        return cls(id=o.organisation_id, name=o.name, segment=o.segment, revenue=desk.whole(o.revenue),
+                   people=o.people, weighted_demand=desk.rounded(o.weighted) or 0.0)
 
 
 class AskerPublic(BaseModel):
@@ -107,11 +116,11 @@ class AskerPublic(BaseModel):
     organisation: str
     segment: str
     segment_weight: float
-    revenue: float
+    revenue: int = Field(description="Yearly revenue of their organisation, in whole currency units.")
     importance: Literal["nice_to_have", "important", "critical"]
     importance_weight: float
-    revenue_factor: float
-    weighted_demand: float
+    revenue_factor: float = Field(description="To 4 decimals.")
+    weighted_demand: float = Field(description="To 2 decimals.")
     voted_at: datetime
     channel: Literal["own", "captured"]
     captured_by: str
@@ -122,9 +131,10 @@ class AskerPublic(BaseModel):
     @classmethod
     def of(cls, a: desk.Asker) -> AskerPublic:
         return cls(name=a.name, email=a.email, organisation=a.organisation, segment=a.segment,
-                   segment_weight=float(a.segment_weight), revenue=float(a.revenue), importance=a.importance.key,
-                   importance_weight=float(a.importance_weight), revenue_factor=a.revenue_factor,
-                   weighted_demand=a.weighted, voted_at=a.voted_at,
+                   segment_weight=float(a.segment_weight), revenue=desk.whole(a.revenue), importance=a.importance.key,
+                   importance_weight=float(a.importance_weight),
+                   revenue_factor=desk.rounded(a.revenue_factor, desk.FACTOR_PLACES) or 0.0,
+                   weighted_demand=desk.rounded(a.weighted) or 0.0, voted_at=a.voted_at,
                    channel="captured" if a.channel == "captured" else "own", captured_by=a.captured_by,
                    source=a.source, merged_from=a.merged_from, note=a.note)
 

@@ -168,12 +168,12 @@ def _statement(query: DecisionQuery) -> Any:
 
 def list_decisions(session: Session, *, query: DecisionQuery,
                    per_page: int = PER_PAGE) -> tuple[list[DecisionRow], int, int]:
-    """(rows of the page, total, pages), newest first."""
+    """(rows of the page, total, pages), newest first; no rows for a page past the last one."""
     stmt = _statement(query)
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     pages = max(1, math.ceil(total / per_page))
-    page = min(query.page, pages)
-    rows = session.execute(stmt.offset((page - 1) * per_page).limit(per_page)).all()
+    rows = (session.execute(stmt.offset((query.page - 1) * per_page).limit(per_page)).all()
+            if query.page <= pages else [])
     return [DecisionRow(decision=d, item_title=t, item_public_id=p, product=n) for d, t, p, n in rows], total, pages
 
 

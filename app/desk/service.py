@@ -35,7 +35,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -73,6 +73,27 @@ WEIGHTS_KEY = "desk_weights"
 def plain(value: Decimal) -> str:
     """A decimal as people write it: 2, 1.5, 100 (not 2.000 or 1E+2)."""
     return format(value.normalize(), "f")
+
+
+# How each figure reads wherever it is shown (the pages, both CSVs, the API, the decisions' history and CSV):
+# weighted demand, impact and RICE with 2 decimals, a revenue factor with 4, revenue in whole currency units.
+PLACES = 2
+FACTOR_PLACES = 4
+
+
+def rounded(value: float | None, places: int = PLACES) -> float | None:
+    """The figure as it is shown (None stays None): round(x, 2) reads exactly as f"{x:.2f}"."""
+    return None if value is None else round(float(value), places)
+
+
+def fixed(value: float | None, places: int = PLACES, *, empty: str = "") -> str:
+    """The figure as text with its places (309.00, 1.77): a plain number a spreadsheet reads; `empty` for None."""
+    return empty if value is None else f"{float(value):.{places}f}"
+
+
+def whole(revenue: Decimal | float | str | None) -> int:
+    """A revenue in whole currency units (half up): 519700, on the page with thousands separators."""
+    return int(Decimal(str(revenue or 0)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 # --- weights ----------------------------------------------------------------------------------------------
@@ -316,9 +337,13 @@ class DeskRow:
 class DeskPage:
     rows: list[DeskRow]
     total: int
-    page: int
+    page: int  # the page asked for, even past the last one (then `rows` is empty)
     pages: int
     now: datetime
+
+    @property
+    def past_the_end(self) -> bool:
+        return self.page > self.pages
 
 
 def _vote_weight(weights: Weights) -> ColumnElement[float]:
@@ -480,8 +505,8 @@ def _filter_and_sort(stmt: AnySelect, query: DeskQuery, *, only_item: int | None
         Sort.trend: [trend_total],
         Sort.stage: [Stage.position],
         Sort.timeframe: [timeframe_order, Item.target_year, Item.target_quarter],
-        # Oldest first when descending by age: age grows as created_at shrinks.
-        Sort.age: [Item.created_at.desc() if query.direction == "desc" else Item.created_at.asc()],
+        # Age grows as created_at shrinks: descending age (oldest first) is ascending created_at.
+        Sort.age: [Item.created_at.asc() if query.direction == "desc" else Item.created_at.desc()],
     }
     order: list[Any] = []
     for key in keys[query.sort]:
@@ -731,13 +756,10 @@ def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: date
     rows = session.execute(counted.offset((query.page - 1) * per_page).limit(per_page)).all()
     if rows:
         total = int(rows[0].total_rows)
-    else:  # past the last page (or nothing at all): count, then show the last page
+    else:  # past the last page (or nothing at all): the page asked for is empty, and the count says how many
         total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-        if total and query.page > 1:
-            last = max(1, math.ceil(total / per_page))
-            rows = session.execute(counted.offset((last - 1) * per_page).limit(per_page)).all()
     pages = max(1, math.ceil(total / per_page))
-    page = min(query.page, pages)
+    page = query.page
     return DeskPage(rows=plan.rows(session, rows), total=total, page=page, pages=pages, now=now)
 
 

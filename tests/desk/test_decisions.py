@@ -177,6 +177,10 @@ class TestDecisionsList:
         assert "Not a date: write it as 2026-12-31" in bad.text and len(titles(bad.text)) == 3
         empty = await client.get("/admin/decisions?stage=released")
         assert "No decisions match" in empty.text
+        past = await client.get("/admin/decisions?stage=declined&page=3")  # as the desk: not page 1 passed off as 3
+        assert past.status_code == 200 and titles(past.text) == [] and "Nothing on page 3" in past.text
+        assert "2 decisions matching the filters on 1 page." in words(past.text)
+        assert 'href="?stage=declined&amp;page=1">Go to the last page (page 1)</a>' in past.text
 
     async def test_the_csv_has_the_filtered_decisions_with_their_numbers_neutralised(self, client, session, admin):
         world, _pm = await self._three(client, session, admin)
@@ -217,3 +221,51 @@ class TestOnlyStaffSeeDecisions:
                          "/search?q=Quibblefrost", "/me"):
                 response = await client.get(path)
                 assert secret not in response.text and "Weighted demand" not in response.text, (who, path)
+
+
+class TestOneFigureReadsTheSameEverywhere:
+    async def test_demand_revenue_impact_and_rice_read_alike_on_pages_csvs_api_and_history(self, client, session,
+                                                                                             admin):
+        """One rule per figure: weighted demand, impact and RICE with 2 decimals, revenue in whole currency units
+        (thousands separators on pages only), on the desk, the demand page, both CSVs, the API and the history."""
+        from tests.desk.helpers import csv_rows
+        from tests.helpers.tokens import bearer, create_token
+
+        world = await set_up(client, session)
+        x = world.items["X"]
+        want = expected_desk("all", rice=RICE)["X"]
+        demand, impact, rice = f"{want['demand']:.2f}", f"{want['impact']:.2f}", f"{want['rice']:.2f}"
+        revenue = str(want["revenue"])
+        assert len(revenue) > 3  # so a thousands separator would show
+        await move(client, x, stage(session, "in-progress").id)
+
+        desk_page = await client.get("/admin/desk?window=all")
+        cells = dict(re.findall(r'data-col="(\w+)">(.*?)</td>',
+                                desk_page.text[desk_page.text.index(TITLES["X"]):], re.S)[:12])
+        strip = lambda html: re.sub(r"<[^>]+>", "", html).strip()  # noqa: E731
+        assert (strip(cells["demand"]), strip(cells["rice"])) == (demand, rice)
+        assert strip(cells["revenue"]) == f"{want['revenue']:,}"
+        item_page = words((await client.get(f"/admin/desk/items/{x.public_id}?window=all")).text)
+        assert f"Weighted demand {demand}" in item_page and f"Revenue represented {want['revenue']:,}" in item_page
+        assert f"RICE {rice} = {want['reach']} × {impact} × 80% ÷ 2" in item_page
+
+        desk_csv = {r["Title"]: r for r in csv_rows((await client.get("/admin/desk/export.csv?window=all")).content)}
+        row = desk_csv[TITLES["X"]]
+        assert (row["Weighted demand"], row["Revenue represented"], row["Impact"], row["RICE"]) == (
+            demand, revenue, impact, rice)
+
+        decisions_csv = csv_rows((await client.get("/admin/decisions/export.csv")).content)
+        row = decisions_csv[0]
+        assert (row["Weighted demand"], row["Revenue represented"], row["Impact"], row["RICE"]) == (
+            demand, revenue, impact, rice)
+        history = words((await client.get(f"/admin/items/{x.public_id}")).text)
+        assert f"Weighted demand {demand}" in history and f"Revenue represented {want['revenue']:,}" in history
+        assert f"RICE {rice} (reach {want['reach']} × impact {impact} × 80% ÷ 2 person-months)" in history
+
+        token = await create_token(client)
+        client.cookies.clear()
+        body = (await client.get("/api/v1/desk?window=all", headers=bearer(token))).json()
+        api = next(r for r in body["rows"] if r["title"] == TITLES["X"])
+        assert (f"{api['weighted_demand']:.2f}", str(api["revenue"]), f"{api['impact']:.2f}", f"{api['rice']:.2f}") == (
+            demand, revenue, impact, rice)
+        assert (api["weighted_demand"], api["impact"], api["rice"]) == (float(demand), float(impact), float(rice))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy import select, update
 from app.accounts.models import User
 from app.admin import desk as admin_desk
 from app.audit.models import AuditEvent
+from app.db import utcnow
 from app.feedback.models import Feedback
 from app.roadmap.models import Item
 from app.voting.models import Vote
@@ -164,8 +166,28 @@ class TestEveryFigure:
         assert len(page_rows(first.text)) == 50 and "Page 1 of 2" in first.text
         second = await client.get("/admin/desk?sort=title&dir=asc&page=2")
         assert [t for t, _ in page_rows(second.text)] == ["Item 50"]
+        # Past the last page: nothing on it (not page 1 or the last page passed off as page 99), and a way back.
         beyond = await client.get("/admin/desk?sort=title&dir=asc&page=99")
-        assert [t for t, _ in page_rows(beyond.text)] == ["Item 50"] and "Page 2 of 2" in beyond.text
+        assert beyond.status_code == 200 and "<tbody>" not in beyond.text
+        assert "Nothing on page 99" in beyond.text and "51 items on 2 pages" in beyond.text
+        assert 'href="?sort=title&amp;dir=asc&amp;page=2">Go to the last page (page 2)</a>' in beyond.text
+
+    async def test_sorting_by_age_ascending_lists_the_youngest_first_on_the_page_and_the_csv(
+            self, client, session, admin):
+        product = make_product(session)
+        for title, days in (("Middle", 50), ("Young", 5), ("Old", 300)):
+            make_item(session, product=product, title=title, created_at=utcnow() - timedelta(days=days))
+        ascending = await client.get("/admin/desk?sort=age&dir=asc")
+        assert "sorted by age, ascending" in ascending.text
+        assert [(t, r["age"]) for t, r in page_rows(ascending.text)] == [
+            ("Young", "5 d"), ("Middle", "50 d"), ("Old", "300 d")]
+        descending = await client.get("/admin/desk?sort=age&dir=desc")
+        assert [t for t, _ in page_rows(descending.text)] == ["Old", "Middle", "Young"]
+        # The header's first click sorts the oldest first (descending), as the other columns start biggest first.
+        assert 'sort=age&amp;dir=desc"' in (await client.get("/admin/desk")).text
+        export = await client.get("/admin/desk/export.csv?sort=age&dir=asc")
+        assert [(r["Title"], r["Age (days)"]) for r in csv_rows(export.content)] == [
+            ("Young", "5"), ("Middle", "50"), ("Old", "300")]
 
 
 class TestDemandOfOneItem:
@@ -211,7 +233,7 @@ class TestDemandOfOneItem:
         event = session.scalars(select(AuditEvent).where(AuditEvent.action == "item.estimated")).one()
         assert event.changes == {"rice_confidence": [None, 80], "effort": [None, "2"]}
         page = await client.get(f"/admin/desk/items/{x.public_id}?window=all")
-        assert "4.8 " in re.sub(r"<[^>]+>", " ", page.text)  # 4 × 3.00 × 80% ÷ 2
+        assert "4.80 " in re.sub(r"<[^>]+>", " ", page.text)  # 4 × 3.00 × 80% ÷ 2, to 2 decimals as everywhere
         cleared = await post_form(client, f"/admin/desk/items/{x.public_id}/rice",
                                   {"rice_confidence": "", "effort": ""}, page="/admin/desk")
         assert cleared.status_code == 303
