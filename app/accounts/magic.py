@@ -42,12 +42,14 @@ async def request_link(
     request: Request,
     session: DbSession,
     link_email: Annotated[str, Form(max_length=320)] = "",
-    next: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form()] = "",  # one too long for any address is dropped by the model
 ) -> Response:
     settings: Settings = request.app.state.settings
     limiter, ip = request.app.state.limiter, client_ip(request)
     _limit(limiter, settings.magic_link_ip_rate_limit, f"magic:ip:{ip}")
     form = read_values(accounts.MagicLinkRequest, {"link_email": link_email, "next": next})
+    sent = form.data or form.partial
+    next = sent.next if sent is not None else ""
     if form.data is None:
         return render(request, "accounts/magic_request.html",
                       {"next": safe_next(next, ""), "errors": form.errors, "form": form.typed}, status_code=422)

@@ -29,7 +29,7 @@ from app.audit import service as audit
 from app.audit.actions import AuditAction
 from app.db import insert_with_conflicts, utcnow
 from app.errors import AppError, Conflict, FormInvalid, NotFound
-from app.forms import FormModel, refuse, text
+from app.forms import FormModel, refuse, return_path, text
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
 from app.parsing import clean_identity_claims
@@ -55,7 +55,7 @@ class PasswordSignIn(FormModel):
 
     email: Annotated[str, AfterValidator(normalise_email)] = ""
     password: str = ""
-    next: str = ""
+    next: Annotated[str, return_path()] = ""
 
 
 _DIFFERENT = object()  # what confirm_password becomes when it is not the password typed above it
@@ -266,7 +266,7 @@ class MagicLinkRequest(FormModel):
     """Asking for a sign-in link by email (/login/email); `next` is where the link leads after signing in."""
 
     link_email: Annotated[str, text(320), AfterValidator(_email)] = ""
-    next: str = ""
+    next: Annotated[str, return_path()] = ""
 
 
 class StaffRoleChange(FormModel):

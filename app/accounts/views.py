@@ -13,7 +13,7 @@ from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import User
 from app.deps import CurrentUser, CurrentViewer, DbSession
-from app.forms import read_values
+from app.forms import ADDRESS_LIMIT, read_values
 from app.portal import service as portal
 from app.security import (
     clear_session_cookie,
@@ -32,8 +32,11 @@ LOGIN_FAILED = "That email and password do not match an account. Check both and 
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
-    """Same-site paths only: no scheme, no host, no protocol-relative '//', no backslashes."""
+    """Same-site paths only: no scheme, no host, no protocol-relative '//', no backslashes, and none longer than
+    any page's address (dropped, as the forms' `return_path()` drops it)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    if len(target) > ADDRESS_LIMIT:
         return default
     if any(ord(ch) < 32 for ch in target):
         return default
@@ -84,11 +87,11 @@ async def login(
     session: DbSession,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
-    next: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form()] = "",  # one too long for any address is dropped by the model
 ) -> Response:
     settings = request.app.state.settings
     data = read_values(accounts.PasswordSignIn, {"email": email, "password": password, "next": next}).valid()
-    address, password, ip = data.email, data.password, client_ip(request)
+    address, password, next, ip = data.email, data.password, data.next, client_ip(request)
     # Per address *and* network, plus per network: someone guessing a staff member's password from one place
     # cannot lock them out from everywhere else (a per-address limit alone would).
     request.app.state.limiter.hit(settings.login_ip_rate_limit, f"login:ip:{ip}")

@@ -2,9 +2,9 @@
 
 Every route here needs a staff member (`require_staff`: anyone else gets the 404 of a missing page) and a
 valid CSRF token on unsafe methods. Overview, the prioritisation desk, the decisions on record, products, stages, tags, customers, items, the feedback inbox,
-merging, moderation, the changelog and API tokens (each their own; admins everyone's) are open to every staff
-member; staff accounts, settings, access, email, webhooks and the audit log to admins only (each of those routes takes
-`AdminUser`: a PM gets the same 404 as for a missing page).
+merging, moderation, the technology roadmap, the changelog and API tokens (each their own; admins everyone's) are
+open to every staff member; staff accounts, settings, access, email, webhooks, the desk's weights and the audit log to
+admins only (each of those routes takes `AdminUser`: a PM gets the same 404 as for a missing page).
 """
 
 from __future__ import annotations

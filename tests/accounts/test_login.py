@@ -125,6 +125,14 @@ async def test_next_brings_you_back_to_a_same_site_path(client, session):
     assert response.headers["location"] == "/admin/items?status=draft"
 
 
+async def test_a_next_too_long_for_any_address_is_dropped_and_the_sign_in_goes_through(client, session):
+    pm = make_pm(session)
+    response = await _login(client, pm.email, PASSWORD, next_="/admin/" + "a" * 2000)
+    assert response.status_code == 303 and response.headers["location"] == "/admin"
+    wrong = await _login(client, pm.email, "not the password", next_="/admin/" + "a" * 2000)
+    assert wrong.status_code == 400 and LOGIN_FAILED in wrong.text and "a" * 2000 not in wrong.text
+
+
 async def test_the_header_sign_in_link_comes_back_to_the_same_view(client, session):
     customer = make_user(session, email="cat@customer.example")
     for _ in range(2):  # rendered, then from the page cache

@@ -249,6 +249,16 @@ async def test_next_is_kept_only_when_it_stays_on_the_site(client, session, inbo
     assert response.headers["location"] == "/"
 
 
+async def test_a_next_too_long_for_any_address_is_dropped_and_the_link_is_sent(client, session, inbox):
+    refused = await ask_for_link(client, "not an address", next_="/" + "a" * 2001)
+    assert refused.status_code == 422 and 'value="not an address"' in refused.text  # the address's message only
+    assert "Enter a valid email address" in refused.text and "a" * 2001 not in refused.text
+    asked = await ask_for_link(client, "long@example.com", next_="/" + "a" * 2001)
+    assert asked.status_code == 303 and asked.headers["location"] == "/login/email/sent"
+    path = inbox.link_for("long@example.com")
+    assert (await post_form(client, path, page=path)).headers["location"] == "/"
+
+
 async def test_an_invalid_address_is_shown_again_with_the_problem(client, inbox):
     response = await ask_for_link(client, "not an address")
     assert response.status_code == 422

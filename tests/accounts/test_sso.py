@@ -94,6 +94,10 @@ class TestValidToken:
         assert response.status_code == 303
         assert response.headers["location"] == "/"
 
+    async def test_a_next_too_long_for_any_address_is_dropped_and_the_sign_in_goes_through(self, client):
+        response = await sso(client, hs256(claims()), next_="/" + "a" * 2001)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+
     async def test_a_new_session_id_at_each_sign_in(self, client, session):
         first = (await sso(client, hs256(claims()))).cookies.get("ahead_session")
         second = (await sso(client, hs256(claims()))).cookies.get("ahead_session")
