@@ -217,6 +217,10 @@ async def change_person_active(request: Request, session: DbSession, user: Staff
 
 # --- segments -------------------------------------------------------------------------------------------
 
+# A segment's weight is one of the desk's weights: admins change it, as they change the others (/admin/desk/weights).
+# Staff create, rename and delete segments; a PM's form carries the weight unchanged, and any other is refused.
+ADMINS_SET_WEIGHTS = "Only an admin changes a segment’s weight: it weighs its customers’ votes on the desk."
+
 
 def _segments_page(request: Request, session: Session, *, status_code: int = 200, **extra: Any) -> Response:
     extra.setdefault("form", {"weight": "1"})
@@ -250,6 +254,9 @@ async def create_segment(request: Request, session: DbSession, user: StaffUser) 
         data = form.resolve(partial(organisations.resolve_segment, session))
     except FormInvalid as exc:
         return _segments_page(request, session, status_code=422, errors=exc.errors, form=form.typed)
+    if not user.is_admin and data.weight != Decimal(1):
+        return _segments_page(request, session, status_code=403, errors={"weight": ADMINS_SET_WEIGHTS},
+                              form=form.typed)
     segment = organisations.create_segment(session, data=data, actor=user)
     return redirect(request, "/admin/segments", flash=f"Segment “{segment.name}” created.")
 
@@ -267,6 +274,9 @@ async def update_segment(request: Request, session: DbSession, user: StaffUser, 
         data = form.resolve(partial(organisations.resolve_segment, session, segment=segment))
     except FormInvalid as exc:
         return _segment_page(request, session, segment, status_code=422, errors=exc.errors, form=form.typed)
+    if not user.is_admin and data.weight != segment.weight:
+        return _segment_page(request, session, segment, status_code=403, errors={"weight": ADMINS_SET_WEIGHTS},
+                             form=form.typed)
     changed = organisations.update_segment(session, segment=segment, data=data, actor=user)
     if not changed:
         return redirect(request, "/admin/segments", flash="Nothing changed.", kind="info")

@@ -175,6 +175,10 @@ class TestDecisionsList:
         bad = await client.get("/admin/decisions?from=yesterday")
         assert bad.status_code == 200 and 'value="yesterday"' in bad.text
         assert "Not a date: write it as 2026-12-31" in bad.text and len(titles(bad.text)) == 3
+        assert "From: “yesterday” is not a date; showing all dates." in bad.text
+        both = await client.get(f"/admin/decisions?from=not-a-date&to={until}")
+        assert "From: “not-a-date” is not a date; showing all dates up to " + until + "." in both.text
+        assert titles(both.text) == [TITLES["Y"]]
         empty = await client.get("/admin/decisions?stage=released")
         assert "No decisions match" in empty.text
         past = await client.get("/admin/decisions?stage=declined&page=3")  # as the desk: not page 1 passed off as 3

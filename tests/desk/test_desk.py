@@ -285,6 +285,38 @@ class TestOnlyStaff:
         response = await post_form(client, "/admin/desk/weights", WEIGHTS, page="/admin/desk")
         assert response.status_code == 404
 
+    async def test_a_segments_weight_is_a_desk_weight_only_admins_change(self, client, session):
+        world = build(session)
+        smb = world.segments["smb"]
+        pm = make_pm(session, email="pia@example.com")
+        sign_in(client, session, pm)
+        assert "Admins change the weights, segment weights included" in (await client.get("/admin/desk")).text
+        page = await client.get(f"/admin/segments/{smb.id}")
+        assert 'id="f-weight"' not in page.text and "only an admin changes it" in page.text
+        refused = await post_form(client, f"/admin/segments/{smb.id}", {"name": "Small business", "weight": "9"},
+                                  page=f"/admin/segments/{smb.id}")
+        assert refused.status_code == 403 and "Only an admin changes a segment’s weight" in refused.text
+        session.refresh(smb)
+        assert (smb.name, smb.weight) == ("Smb", SEGMENTS["smb"])
+        created = await post_form(client, "/admin/segments", {"name": "Heavy", "weight": "5"}, page="/admin/segments")
+        assert created.status_code == 403
+        # The PM's own form (the weight carried unchanged) renames the segment.
+        renamed = await post_form(client, f"/admin/segments/{smb.id}", {"name": "Small business", "weight": "1.5"},
+                                  page=f"/admin/segments/{smb.id}")
+        assert renamed.status_code == 303
+        session.refresh(smb)
+        assert (smb.name, smb.weight) == ("Small business", SEGMENTS["smb"])
+
+        admin = make_admin(session, email="ada@example.com")
+        client.cookies.clear()
+        sign_in(client, session, admin)
+        assert 'id="f-weight"' in (await client.get(f"/admin/segments/{smb.id}")).text
+        changed = await post_form(client, f"/admin/segments/{smb.id}", {"name": "Small business", "weight": "3"},
+                                  page=f"/admin/segments/{smb.id}")
+        assert changed.status_code == 303
+        session.refresh(smb)
+        assert smb.weight == Decimal(3)
+
 
 INJECTIONS = ["=HYPERLINK(\"http://evil.example\")", "+1+1", "-2+3", "@SUM(A1)", "\tTabbed", "\rReturn"]
 
