@@ -27,6 +27,8 @@ CSV_HEADER = [
     "Organisations", "Nice to have", "Important", "Critical", "Weighted demand", "Revenue represented", "Reach",
     "Impact", "Confidence (%)", "Effort (person-months)", "RICE", "Private feedback",
     "Votes per week (12 weeks, oldest first)", "Weights in force (JSON)",
+    *[f"{what} ({label})" for label in ("last 30 days", "last 90 days", "last 365 days")
+      for what in ("Voters", "Weighted demand")],
 ]
 
 
@@ -42,6 +44,11 @@ def _csv_row(row: decisions.DecisionRow) -> list[Any]:
         return desk.fixed(float(value)) if value is not None else ""
 
     mix = n.get("importance") or {}
+    # Every window the desk offers was kept (decisions recorded before that kept all time only: empty cells).
+    per_window: list[Any] = []
+    for window in ("30", "90", "365"):
+        figures = (n.get("windows") or {}).get(window)
+        per_window += ([figures["voters"], desk.fixed(float(figures["weighted_demand"]))] if figures else ["", ""])
     return [
         d.decided_at.strftime("%Y-%m-%d %H:%M"), row.item_public_id, row.item_title, row.product, d.from_stage_name,
         d.to_stage_name, d.why, d.decided_by_label, number("voters"), number("organisations"),
@@ -49,6 +56,7 @@ def _csv_row(row: decisions.DecisionRow) -> list[Any]:
         desk.whole(n["revenue"]) if n.get("revenue") is not None else "", number("reach"), figure("impact"),
         number("rice_confidence"), number("effort"), figure("rice"), number("feedback"), " ".join(str(v) for v in n.get("trend") or []),
         json.dumps(d.weights, sort_keys=True, ensure_ascii=False),
+        *per_window,
     ]
 
 

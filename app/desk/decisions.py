@@ -2,8 +2,9 @@
 
 Every stage move made in the item editor (its "Move to stage" control, or the stage field of its form) is a
 decision: `move_item` moves the item through `roadmap.service` and records one row in `decisions`. The why is
-optional; the snapshot is always taken, for the all-time window (whatever the desk showed the PM), so that
-months later the numbers the decision rested on can be read next to today's.
+optional; the snapshot is always taken, for every window the desk offers (30, 90, 365 days and all time: the
+desk opens on 90 days, and whichever the PM was looking at is there), so that months later the numbers the
+decision rested on can be read next to today's.
 """
 
 from __future__ import annotations
@@ -39,22 +40,35 @@ class DecisionWhy(FormModel):
                              too_long="At most {limit} characters ({length} now): say why in a paragraph or two.")] = ""
 
 
+def _figures(row: desk.DeskRow) -> dict[str, Any]:
+    return {
+        "voters": row.voters, "organisations": row.organisations,
+        "importance": {"nice_to_have": row.nice_to_have, "important": row.important, "critical": row.critical},
+        "weighted_demand": round(row.demand, 4), "revenue": desk.plain(row.revenue), "reach": row.reach,
+        "impact": round(row.impact, 4) if row.impact is not None else None,
+        "rice_confidence": row.rice_confidence,
+        "effort": desk.plain(row.effort) if row.effort is not None else None,
+        "rice": round(row.rice, 4) if row.rice is not None else None, "feedback": row.feedback,
+    }
+
+
 def snapshot(session: Session, *, item: Item, now: datetime | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The item's desk numbers for the all-time window, and the weights in force (segments' included)."""
+    """The item's desk numbers for the all-time window (with its trend), and under `windows` those of every window
+    the desk offers (30, 90, 365 days, all), whichever the PM was looking at; and the weights in force (segments'
+    included)."""
     weights = desk.get_weights(session)
-    row = desk.item_demand(session, item=item, query=desk.DeskQuery(window="all"), weights=weights, now=now).row
+    now = now or utcnow()
     numbers: dict[str, Any] = {"window": "all"}
-    if row is not None:
-        numbers.update({
-            "voters": row.voters, "organisations": row.organisations,
-            "importance": {"nice_to_have": row.nice_to_have, "important": row.important, "critical": row.critical},
-            "weighted_demand": round(row.demand, 4), "revenue": desk.plain(row.revenue), "reach": row.reach,
-            "impact": round(row.impact, 4) if row.impact is not None else None,
-            "rice_confidence": row.rice_confidence,
-            "effort": desk.plain(row.effort) if row.effort is not None else None,
-            "rice": round(row.rice, 4) if row.rice is not None else None, "feedback": row.feedback,
-            "trend": list(row.trend), "trend_weeks": desk.TREND_WEEKS,
-        })
+    windows: dict[str, Any] = {}
+    for window in desk.WINDOWS:
+        row = desk.item_row(session, item=item, query=desk.DeskQuery(window=window), weights=weights, now=now)
+        if row is None:
+            continue
+        windows[window] = _figures(row)
+        if window == "all":
+            numbers.update({**_figures(row), "trend": list(row.trend), "trend_weeks": desk.TREND_WEEKS})
+    if windows:
+        numbers["windows"] = windows
     record: dict[str, Any] = dict(weights.as_record())
     record["segments"] = [{"name": s.name, "slug": s.slug, "weight": desk.plain(s.weight)}
                           for s in desk.list_segment_weights(session)]

@@ -27,8 +27,8 @@ from app.roadmap.models import Item
 
 
 class Decision(Base):
-    """One stage move made by staff, with why (optional) and a snapshot of the item's desk numbers (all-time
-    window) and of the weights in force. The stage names and the person are copied too, so the record reads the
+    """One stage move made by staff, with why (optional) and a snapshot of the item's desk numbers (every
+    window: 30, 90, 365 days and all time) and of the weights in force. The stage names and the person are copied too, so the record reads the
     same after a stage is renamed or the person leaves: it is what makes a priority defensible months later."""
 
     __tablename__ = "decisions"

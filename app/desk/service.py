@@ -947,12 +947,19 @@ def item_demand(session: Session, *, item: Item, query: DeskQuery, weights: Weig
          for org_id, group in by_org.items()),
         key=lambda o: (-o.weighted, o.name),
     )
-    row = None
-    if item.merged_into_id is None:
-        plan = _plan(session, query=query, weights=weights, now=now, only_item=item.id)
-        rows_for_item = plan.rows(session, session.execute(plan.stmt).all())
-        row = rows_for_item[0] if rows_for_item else None
-    return Demand(item=item, row=row, askers=askers, organisations=organisations)
+    return Demand(item=item, row=item_row(session, item=item, query=query, weights=weights, now=now), askers=askers,
+                  organisations=organisations)
+
+
+def item_row(session: Session, *, item: Item, query: DeskQuery, weights: Weights,
+             now: datetime | None = None) -> DeskRow | None:
+    """The item's own desk row for the query's window and filters; None for a merged item, or when the filters
+    leave it no vote."""
+    if item.merged_into_id is not None:
+        return None
+    plan = _plan(session, query=query, weights=weights, now=now or utcnow(), only_item=item.id)
+    rows = plan.rows(session, session.execute(plan.stmt).all())
+    return rows[0] if rows else None
 
 
 # --- RICE inputs --------------------------------------------------------------------------------------------

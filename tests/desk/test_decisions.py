@@ -22,7 +22,7 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance
-from tests.desk.helpers import RICE, SEGMENTS, TITLES, WEIGHTS, build, expected_desk, set_up
+from tests.desk.helpers import RICE, SEGMENTS, TITLES, WEIGHTS, WINDOWS, build, expected_desk, set_up
 from tests.factories import make_pm, make_user, stage
 from tests.helpers.http import post_form, sign_in
 
@@ -97,6 +97,22 @@ class TestRecordingADecision:
         assert "<strong>need</strong>" in page.text  # Markdown, rendered
         want = expected_desk("all", rice=RICE)["X"]
         assert f"Weighted demand {want['demand']:.2f}" in text
+        # Every window the desk offers is kept, the 90 days the desk opens on among them: the PM's view is there.
+        assert set(decision.numbers["windows"]) == set(WINDOWS)
+        for window in WINDOWS:
+            kept, expected = again.numbers["windows"][window], expected_desk(window, rice=RICE)["X"]
+            assert (kept["voters"], kept["organisations"], int(float(kept["revenue"]))) == (
+                expected["voters"], expected["organisations"], expected["revenue"]), window
+            assert kept["weighted_demand"] == pytest.approx(expected["demand"], abs=0.0001), window
+            row = (f"{ {'30': 'Last 30 days', '90': 'Last 90 days', '365': 'Last 365 days', 'all': 'All time'}[window]} "
+                   f"{expected['voters']} {expected['organisations']} {expected['demand']:.2f} {expected['revenue']:,} ")
+            assert row in text, row
+        assert expected_desk("90")["X"]["voters"] != want["voters"]  # the windows differ, so the test can tell
+        export = await client.get("/admin/decisions/export.csv")
+        (exported,) = csv.DictReader(io.StringIO(export.content.decode("utf-8-sig"), newline=""))
+        ninety = expected_desk("90", rice=RICE)["X"]
+        assert (exported["Voters (last 90 days)"], exported["Weighted demand (last 90 days)"]) == (
+            str(ninety["voters"]), f"{ninety['demand']:.2f}")
         assert "critical 4" in text and "revenue linear (U 100000)" in text and "Enterprise 2.5" in text
 
     async def test_the_item_forms_stage_field_records_a_decision_too(self, client, session, admin):
