@@ -88,7 +88,7 @@ def test_pm_filters_the_desk_by_segment_opens_the_demand_and_exports(portal: Por
         assert content.startswith(b"\xef\xbb\xbf")
         rows = list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"), newline="")))
         assert [r["Title"] for r in rows] == [WANTED]
-        assert rows[0]["Voters"] == "3" and rows[0]["Weighted demand"] == "27.0"  # 3 × critical 3 × segment 3
+        assert rows[0]["Voters"] == "3" and rows[0]["Weighted demand"] == "27.00"  # 3 × critical 3 × segment 3, 2 decimals as the page
 
         pm.get_by_role("link", name=WANTED).click()
         expect(pm.get_by_role("heading", level=1)).to_have_text(f"Demand: {WANTED}")
@@ -116,8 +116,9 @@ def test_pm_filters_the_desk_by_segment_opens_the_demand_and_exports(portal: Por
         decisions = pm.get_by_role("region", name="Decisions")
         expect(decisions).to_contain_text("Planned → In progress")
         expect(decisions).to_contain_text("Enterprise customers need it before renewals")
-        decisions.get_by_text("Desk numbers then (all time) and the weights in force").click()
+        decisions.get_by_text("Desk numbers then, per window, and the weights in force").click()
         expect(decisions).to_contain_text("Weighted demand")
+        expect(decisions.get_by_role("row", name=re.compile("Last 90 days"))).to_be_visible()  # the desk's opening view
         expect(decisions).to_contain_text("27.00")  # 3 × critical 3 × segment 3, as the CSV said
         axe_check(pm, f"the item editor with a decision ({scheme})")
         pm.get_by_role("navigation", name="Admin").get_by_role("link", name="Decisions").first.click()
