@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy import update as update_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -277,8 +277,12 @@ def add_link(session: Session, *, data: LinkForm, actor: User, initiative: Initi
 def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, title: str = "", status: str = "",
                  done: bool = False, started: bool = False, estimate: Decimal | None = None, actor: User,
                  initiative: Initiative | None = None, item: Item | None = None) -> BacklogLink:
+    try:
+        trackers.check_link(kind, key, url)
+    except trackers.BadLink as exc:
+        raise FormInvalid({exc.field: str(exc)}) from None
     owner = BacklogLink.initiative_id == initiative.id if initiative else BacklogLink.item_id == (item.id if item else 0)
-    if session.scalar(select(BacklogLink.id).where(owner, BacklogLink.kind == kind, BacklogLink.key == key)):
+    if session.scalar(select(BacklogLink.id).where(owner, BacklogLink.kind == kind, _key_is(kind, key))):
         raise FormInvalid({"url": f"{key} is linked here already."})
     link = BacklogLink(initiative_id=initiative.id if initiative else None, item_id=item.id if item else None,
                        kind=kind, key=key, url=url, title=title, status=status or ("done" if done else "open"),
@@ -292,6 +296,13 @@ def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, tit
     audit.record(session, actor=actor, action=AuditAction.backlog_link_added,
                  entity=initiative or item, changes={"link": [None, f"{kind.value} {key}"]})
     return link
+
+
+def _key_is(kind: TrackerKind, key: str) -> Any:
+    """A where clause finding a link by key: GitHub/GitLab paths compare case-insensitively."""
+    if kind in (TrackerKind.github, TrackerKind.gitlab):
+        return func.lower(BacklogLink.key) == key.lower()
+    return BacklogLink.key == key
 
 
 def remove_link(session: Session, *, link: BacklogLink, actor: User) -> None:
@@ -520,7 +531,7 @@ def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUp
     stale: list[str] = []
     for update in updates:
         links = list(session.scalars(select(BacklogLink).where(BacklogLink.kind == update.kind,
-                                                               BacklogLink.key == update.key)
+                                                               _key_is(update.kind, update.key))
                                      .order_by(BacklogLink.id).with_for_update()))
         if not links:
             unknown.append(update.key)
@@ -705,22 +716,31 @@ def plan_import(session: Session, text_value: str) -> ImportPlan:
             continue
         url, key = cell("url")[:2000], cell("key")[:200]
         kind: TrackerKind | None
+        ref: trackers.IssueRef | None = None
         if url:
             try:
                 ref = trackers.recognise(url)
             except trackers.NotAnIssueUrl:
                 ref = None
             if ref is not None:
-                kind, key = ref.kind, key or ref.key
+                kind, key = (_kind_of(key, cell("kind")) if cell("kind") else ref.kind), key or ref.key
                 if cell("kind") == "" and ref.key != key:
                     key = ref.key
             else:
                 kind = _kind_of(key, cell("kind")) if key else None
         else:
             kind = _kind_of(key, cell("kind")) if key else None
+        if url and ref is None:
+            plan.errors.append((number, f"“{url[:80]}” is not an issue's address. {trackers.UNRECOGNISED}"))
+            continue
         if not key or kind is None:
             plan.errors.append((number, f"Cannot tell the tracker of “{key or url or '(no key)'}”: give its address, or a "
                                         "kind column (github, gitlab, jira, linear)."))
+            continue
+        try:
+            trackers.check_link(kind, key, url)
+        except trackers.BadLink as exc:
+            plan.errors.append((number, str(exc)))
             continue
         status = cell("status")[:80]
         done = cell("done").lower() in _TRUE if "done" in where and cell("done") else status.lower() in _DONE_WORDS

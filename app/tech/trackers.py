@@ -74,6 +74,45 @@ def recognise(url: str) -> IssueRef:
     raise NotAnIssueUrl(UNRECOGNISED)
 
 
+KEY_FORMATS = {
+    TrackerKind.github: (re.compile(rf"^{_SEGMENT}/{_SEGMENT}#\d{{1,9}}$"), "owner/repo#88"),
+    TrackerKind.gitlab: (re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})+[#!]\d{{1,9}}$"), "group/project#12 or group/project!7"),
+    TrackerKind.jira: (JIRA_KEY, "PAY-142"),
+    TrackerKind.linear: (re.compile(r"^[A-Z][A-Z0-9]{0,9}-\d{1,9}$"), "ENG-123"),
+}
+
+
+class BadLink(ValueError):
+    """A link's key or address refused; `field` names which (`key` or `url`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def same_key(kind: TrackerKind, a: str, b: str) -> bool:
+    """GitHub owner/repo and GitLab group/project paths are case-insensitive; Jira and Linear keys are not."""
+    if kind in (TrackerKind.github, TrackerKind.gitlab):
+        return a.lower() == b.lower()
+    return a == b
+
+
+def check_link(kind: TrackerKind, key: str, url: str) -> None:
+    """The one check every stored link passes (the form, the API, the CSV import): the key in its tracker's
+    format, and the address, if any, an http(s) address of that very issue (as `recognise` reads it)."""
+    pattern, example = KEY_FORMATS[kind]
+    if not pattern.match(key):
+        raise BadLink("key", f"“{key[:60]}” is not a {KIND_LABELS[kind]} key (like {example}).")
+    if not url:
+        return
+    try:
+        ref = recognise(url)
+    except NotAnIssueUrl as exc:
+        raise BadLink("url", str(exc)) from None
+    if ref.kind != kind or not same_key(kind, ref.key, key):
+        raise BadLink("url", f"The address is of {KIND_LABELS[ref.kind]} {ref.key}, not {KIND_LABELS[kind]} {key}.")
+
+
 # --- signatures -----------------------------------------------------------------------------------------
 
 
