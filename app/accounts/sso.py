@@ -324,6 +324,8 @@ _SECRETS_IN_URLS = (
     (re.compile(r"([?&](?:token|access_token|id_token)=)[^&\s\"]*"), r"\1[redacted]"),
     # Magic links and staff invitations carry their token in the path.
     (re.compile(r"(/login/email/|/invitations/)(?!sent\b)[^/?\s\"]+"), r"\1[redacted]"),
+    # Jira Cloud cannot sign a delivery: its tracker webhook's secret is the address's last segment.
+    (re.compile(r"(/hooks/jira/[^/?\s\"]+/)[^/?\s\"]+"), r"\1[redacted]"),
 )
 
 
