@@ -371,3 +371,14 @@ async def test_a_refused_edit_with_a_segment_id_no_column_holds_names_the_fields
                                        f"/admin/items/{item.public_id}")})
     assert response.status_code == 422
     assert "A title is required." in response.text and "Choose who can see the item." in response.text
+
+
+class TestPastTheLastPage:
+    async def test_a_page_past_the_last_says_so_instead_of_no_items_yet(self, client, session, pm):
+        product = make_product(session)
+        for n in range(3):
+            make_item(session, product=product, title=f"Paged item {n}")
+        page = await client.get("/admin/items?page=4")
+        assert page.status_code == 200 and "No items yet" not in page.text and "Paged item" not in page.text
+        assert "Nothing on page 4" in page.text
+        assert 'href="?page=1">Go to the last page (page 1)</a>' in page.text
