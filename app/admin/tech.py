@@ -295,7 +295,7 @@ def _hooks_page(request: Request, session: Session, *, created: dict[str, str] |
         "errors": errors or {}, "hook_labels": trackers.HOOK_LABELS,
         "kind_options": [(k.value, label) for k, label in trackers.HOOK_LABELS.items()],
         "generic_header": trackers.GENERIC_HEADER,
-    }, status_code=status_code)
+    }, status_code=status_code, headers={"Cache-Control": "no-store"})  # it may show a new webhook's secret
 
 
 @router.get("/tech/hooks", response_class=HTMLResponse)
@@ -308,7 +308,10 @@ async def create_hook(request: Request, session: DbSession, user: StaffUser) -> 
     form = await read_form(request, tech.HookForm)
     if form.data is None:
         return _hooks_page(request, session, form=form.typed, errors=form.errors, status_code=422)
-    hook = tech.create_hook(session, data=form.data, actor=user)
+    try:
+        hook = tech.create_hook(session, data=form.data, actor=user)
+    except FormInvalid as exc:
+        return _hooks_page(request, session, form=form.typed, errors=exc.errors, status_code=422)
     secret = tech.hook_secret(request.app.state.settings.secret_key, hook)
     # Shown on this answer only (never in a flash cookie, never again): the page says to copy it now.
     created = {"name": hook.name, "kind": trackers.HOOK_LABELS[hook.kind],

@@ -453,6 +453,11 @@ class HookForm(FormModel):
 
 
 def create_hook(session: Session, *, data: HookForm, actor: User) -> TrackerHook:
+    """A new webhook; FormInvalid for a name in use (any letter case): reloading the page that showed a new
+    webhook's secret re-submits its form, and must not make a second webhook."""
+    if session.scalar(select(TrackerHook.id).where(func.lower(TrackerHook.name) == data.name.lower())):
+        raise FormInvalid({"name": f"A webhook named “{data.name}” exists already: use it, delete it first, "
+                                   "or choose another name."})
     hook = TrackerHook(public_id=secrets.token_urlsafe(12), kind=data.kind, name=data.name,
                        salt=secrets.token_urlsafe(24))
     session.add(hook)
