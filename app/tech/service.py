@@ -305,6 +305,10 @@ def _key_is(kind: TrackerKind, key: str) -> Any:
     return BacklogLink.key == key
 
 
+def _folded(kind: TrackerKind, key: str) -> str:
+    return key.lower() if kind in (TrackerKind.github, TrackerKind.gitlab) else key
+
+
 def remove_link(session: Session, *, link: BacklogLink, actor: User) -> None:
     entity = session.get(Initiative, link.initiative_id) if link.initiative_id else session.get(Item, link.item_id)
     audit.record(session, actor=actor, action=AuditAction.backlog_link_removed, entity=entity,
@@ -695,7 +699,7 @@ def plan_import(session: Session, text_value: str) -> ImportPlan:
                                f"(it names: {', '.join(h for h in header if h.strip())[:200] or 'nothing'})."))
         return plan
     existing = {i.title.casefold(): i for i in session.scalars(select(Initiative))}
-    linked = {(initiative_id, kind, key) for initiative_id, kind, key in session.execute(
+    linked = {(initiative_id, kind, _folded(kind, key)) for initiative_id, kind, key in session.execute(
         select(BacklogLink.initiative_id, BacklogLink.kind, BacklogLink.key).where(BacklogLink.initiative_id.is_not(None)))}
     seen: set[tuple[str, TrackerKind, str]] = set()
     new_titles: dict[str, str] = {}
@@ -756,15 +760,15 @@ def plan_import(session: Session, text_value: str) -> ImportPlan:
             plan.errors.append((number, f"{exc} (“{estimate_text[:20]}”)"))
             continue
         folded = initiative.casefold()
-        if (folded, kind, key) in seen:
+        if (folded, kind, _folded(kind, key)) in seen:
             plan.errors.append((number, f"{key} is listed twice for “{initiative}”."))
             continue
-        seen.add((folded, kind, key))
+        seen.add((folded, kind, _folded(kind, key)))
         found = existing.get(folded)
         if found is None and folded not in new_titles:
             new_titles[folded] = initiative
             plan.new_initiatives.append(initiative)
-        exists = found is not None and (found.id, kind, key) in linked
+        exists = found is not None and (found.id, kind, _folded(kind, key)) in linked
         plan.links.append(PlannedLink(number, new_titles.get(folded, found.title if found else initiative), kind, key,
                                       url, cell("title")[:300], status or ("done" if done else "open"), done,
                                       done or status.lower() in _STARTED_WORDS, estimate, exists))
@@ -792,7 +796,7 @@ def apply_import(session: Session, plan: ImportPlan, *, actor: User) -> tuple[in
     for planned in plan.new_links:
         initiative = by_title[planned.initiative.casefold()]
         if session.scalar(select(BacklogLink.id).where(BacklogLink.initiative_id == initiative.id,
-                                                       BacklogLink.kind == planned.kind, BacklogLink.key == planned.key)):
+                                                       BacklogLink.kind == planned.kind, _key_is(planned.kind, planned.key))):
             continue
         session.add(BacklogLink(initiative_id=initiative.id, kind=planned.kind, key=planned.key, url=planned.url,
                                 title=planned.title, status=planned.status, done=planned.done,
