@@ -245,7 +245,8 @@ def _text(value: Any, limit: int) -> str:
 
 
 def parse_github(event: str, payload: dict[str, Any]) -> Parsed:
-    """`issues` and `pull_request` events. An issue is done when closed as completed (not as "not planned"),
+    """`issues` and `pull_request` events. An issue is done when closed as completed (not as "not planned" or
+    "duplicate"),
     started once someone is assigned; a pull request is started while open and done when merged."""
     if event not in ("issues", "pull_request"):
         return Parsed(event, [], ignored=f"GitHub event “{event}” is not used.")
@@ -257,10 +258,13 @@ def parse_github(event: str, payload: dict[str, Any]) -> Parsed:
     state = thing.get("state")
     action = _text(payload.get("action"), 40)
     if event == "issues":
-        done = state == "closed" and thing.get("state_reason") != "not_planned"
+        # GitHub's state_reason: "completed" is done; "not_planned" and "duplicate" (and any reason added later)
+        # are closed, not done. A GitHub Enterprise Server too old to send a reason closes as completed.
+        reason = thing.get("state_reason")
+        done = state == "closed" and reason in ("completed", None)
         status = "closed" if state == "closed" else "open"
         if state == "closed" and not done:
-            status = "closed (not planned)"
+            status = f"closed ({_text(reason, 40).replace('_', ' ') or 'not done'})"
         started = done or bool(thing.get("assignees"))
     else:
         merged = bool(thing.get("merged")) or bool(thing.get("merged_at"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from app.tech import trackers
@@ -63,3 +66,15 @@ def test_generic_body_rules():
         trackers.parse_generic({"links": [{"kind": "trello", "key": "x", "done": True}]})
     with pytest.raises(trackers.Rejected, match="updated_at"):
         trackers.parse_generic({"links": [{"kind": "jira", "key": "PAY-1", "done": True, "updated_at": "soon"}]})
+
+
+@pytest.mark.parametrize(("reason", "done", "status"), [
+    ("completed", True, "closed"), ("duplicate", False, "closed (duplicate)"),
+    ("not_planned", False, "closed (not planned)"), (None, True, "closed"),
+])
+def test_a_closed_issue_is_done_only_when_completed(reason, done, status):
+    data = json.loads((Path(__file__).parent / "payloads" / "github_issue_closed.json").read_text())
+    data["issue"]["state_reason"] = reason  # as GitHub's issues webhook documents it: completed, not_planned, duplicate
+    parsed = trackers.parse_github("issues", data)
+    assert (parsed.updates[0].done, parsed.updates[0].status) == (done, status)
+    assert parsed.updates[0].started  # assigned
