@@ -159,7 +159,8 @@ def sign_generic(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={_sign(secret, str(timestamp).encode() + b'.' + body)}"
 
 
-def check_generic(secret: str, body: bytes, header: str | None, *, now: datetime, tolerance: int) -> None:
+def check_generic(secret: str, body: bytes, header: str | None, *, now: datetime, tolerance: int) -> datetime:
+    """The delivery's signed time (`t`), once the signature and its age are checked."""
     if not header:
         raise Rejected(f"No {GENERIC_HEADER} header.")
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
@@ -170,6 +171,7 @@ def check_generic(secret: str, body: bytes, header: str | None, *, now: datetime
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
         raise Rejected("The signature does not match.")
     _check_age(int(stamp), now=now, tolerance=tolerance)
+    return datetime.fromtimestamp(int(stamp), UTC)
 
 
 def _check_age(stamp: int, *, now: datetime, tolerance: int) -> None:
@@ -181,10 +183,12 @@ def _check_age(stamp: int, *, now: datetime, tolerance: int) -> None:
 
 
 def check_jira_age(payload: dict[str, Any], *, now: datetime, tolerance: int) -> None:
-    """Jira's `timestamp` (milliseconds): a replay of an old delivery is refused."""
+    """Jira's `timestamp` (milliseconds): a replay of an old delivery is refused, and so is a delivery without
+    it (Jira always sends it; without it a replay could not be told)."""
     stamp = payload.get("timestamp")
-    if isinstance(stamp, int) and not isinstance(stamp, bool):
-        _check_age(stamp // 1000, now=now, tolerance=tolerance)
+    if not isinstance(stamp, int) or isinstance(stamp, bool):
+        raise Rejected("No `timestamp` (milliseconds) in the delivery: Jira always sends one.", 400)
+    _check_age(stamp // 1000, now=now, tolerance=tolerance)
 
 
 # --- payloads -------------------------------------------------------------------------------------------
@@ -317,9 +321,10 @@ def parse_jira(payload: dict[str, Any]) -> Parsed:
         parse_time(fields.get("updated")), _text(fields.get("summary"), 300))])
 
 
-def parse_generic(payload: dict[str, Any]) -> Parsed:
+def parse_generic(payload: dict[str, Any], *, sent_at: datetime | None = None) -> Parsed:
     """Ahead's own format (see the OpenAPI description): `{"links": [{"kind", "key", "status", "done",
-    "started"?, "updated_at"?, "title"?}]}`, up to 100 links."""
+    "started"?, "updated_at"?, "title"?}]}`, up to 100 links. A link without `updated_at` is news as of
+    `sent_at` (the signed time): it does not override newer dated news a link holds."""
     links = payload.get("links")
     if not isinstance(links, list) or not links or len(links) > 100:
         raise Rejected("`links` must be a list of 1 to 100 objects.", 400)
@@ -339,6 +344,7 @@ def parse_generic(payload: dict[str, Any]) -> Parsed:
         updated_at = parse_time(updated)
         if updated is not None and updated_at is None:
             raise Rejected("`updated_at` must be an ISO 8601 time.", 400)
+        updated_at = updated_at or sent_at
         updates.append(LinkUpdate(kind, key.strip(), _text(entry.get("status"), 80) or ("done" if done else "open"),
                                   bool(started) or done, done, updated_at, _text(entry.get("title"), 300)))
     return Parsed("links", updates)

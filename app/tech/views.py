@@ -43,9 +43,9 @@ Deliveries older than `TRACKER_WEBHOOK_TOLERANCE` seconds (900 by default) are r
                 "started": true, "updated_at": "2026-12-03T09:00:00Z", "title": "optional"}}]}}
 
 `kind` is github, gitlab, jira or linear; `key` as Ahead shows it (`PAY-142`, `acme/app#88`, `group/app!7`,
-`ENG-12`). A link whose `updated_at` is not newer than the one it holds keeps its status. Answers 200 with
-`outcome` (matched or ignored) and `detail`; 401 for a missing or wrong signature, 400 for a stale delivery or
-a body that is not as described, 413 over the body cap."""
+`ENG-12`). A link whose `updated_at` is not newer than the one it holds keeps its status; without `updated_at`,
+the signature's `t` stands for it. Answers 200 with `outcome` (matched or ignored) and `detail`; 401 for a
+missing or wrong signature, 400 for a stale delivery or a body that is not as described, 413 over the body cap."""
 
 
 class HookAnswer(BaseModel):
@@ -211,10 +211,10 @@ async def generic(request: Request, session: DbSession, hook_id: str) -> JSONRes
         return _unknown()
     settings = request.app.state.settings
     try:
-        trackers.check_generic(tech.hook_secret(settings.secret_key, hook), body, signature, now=utcnow(),
-                               tolerance=settings.tracker_webhook_tolerance)
+        sent_at = trackers.check_generic(tech.hook_secret(settings.secret_key, hook), body, signature, now=utcnow(),
+                                         tolerance=settings.tracker_webhook_tolerance)
         payload = trackers.parse_json(body)
-        parsed = trackers.parse_generic(payload)
+        parsed = trackers.parse_generic(payload, sent_at=sent_at)
     except trackers.Rejected as exc:
         return _refused(request, session, hook, exc)
     given = payload.get("id")
