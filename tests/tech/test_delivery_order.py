@@ -8,11 +8,18 @@ import json
 import time
 from datetime import timedelta
 
+import pytest
+
 from app.db import utcnow
 from app.tech import trackers
 from app.tech.models import HookKind, TrackerDelivery
-from tests.factories import make_item
-from tests.tech.test_webhooks import jira_body, link, make_hook, pm  # noqa: F401
+from tests.factories import make_item, make_pm
+from tests.helpers.trackers import jira_body, link, make_hook
+
+
+@pytest.fixture
+def pm(session):  # type: ignore[no-untyped-def]
+    return make_pm(session, email="pat@example.com")
 
 
 async def _send(client, hook, secret, links, *, at):  # type: ignore[no-untyped-def]
@@ -21,7 +28,7 @@ async def _send(client, hook, secret, links, *, at):  # type: ignore[no-untyped-
     return await client.post(f"/hooks/generic/{hook.public_id}", content=body, headers=headers)
 
 
-async def test_an_undated_generic_update_does_not_override_newer_dated_news(client, session, pm, settings):  # noqa: F811
+async def test_an_undated_generic_update_does_not_override_newer_dated_news(client, session, pm, settings):
     hook, secret = make_hook(session, pm, HookKind.generic, settings)
     row = link(session, make_item(session), "jira", "PAY-142")
     session.commit()
@@ -46,7 +53,7 @@ async def test_an_undated_generic_update_does_not_override_newer_dated_news(clie
     assert not row.done and row.status == "Reopened"
 
 
-async def test_a_jira_delivery_without_its_timestamp_is_refused(client, session, pm, settings):  # noqa: F811
+async def test_a_jira_delivery_without_its_timestamp_is_refused(client, session, pm, settings):
     hook, secret = make_hook(session, pm, HookKind.jira, settings)
     row = link(session, make_item(session), "jira", "PAY-142")
     session.commit()

@@ -9,7 +9,7 @@ from app.errors import FormInvalid
 from app.tech import service as tech
 from app.tech.models import HookKind
 from tests.factories import make_item, make_pm
-from tests.tech.test_webhooks import github_headers, payload
+from tests.helpers.trackers import github_headers, payload
 
 pytestmark = pytest.mark.usefixtures("settings")
 

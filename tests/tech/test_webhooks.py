@@ -5,11 +5,8 @@ stage mappings, and the narrow CSRF exemption."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -19,41 +16,16 @@ from app.outbox.models import OutboxJob
 from app.portal import service as portal
 from app.roadmap.models import StageChange
 from app.security import verify_csrf
-from app.tech import service as tech
 from app.tech import trackers
-from app.tech.models import BacklogLink, HookKind, ItemDelivery, TrackerDelivery
+from app.tech.models import HookKind, ItemDelivery, TrackerDelivery
 from tests.factories import make_item, make_pm, stage
 from tests.helpers.http import sign_in
-
-PAYLOADS = Path(__file__).parent / "payloads"
-
-
-def payload(name: str) -> bytes:
-    return (PAYLOADS / name).read_bytes()
+from tests.helpers.trackers import github_headers, jira_body, link, make_hook, payload
 
 
 @pytest.fixture
 def pm(session):  # type: ignore[no-untyped-def]
     return make_pm(session, email="pat@example.com")
-
-
-def make_hook(session, pm, kind: HookKind, settings):  # type: ignore[no-untyped-def]
-    hook = tech.create_hook(session, data=tech.HookForm(name=f"{kind.value} hook", kind=kind), actor=pm)
-    return hook, tech.hook_secret(settings.secret_key, hook)
-
-
-def link(session, item, kind: str, key: str, **extra):  # type: ignore[no-untyped-def]
-    row = BacklogLink(item_id=item.id, kind=kind, key=key, url="", title="", status="open", done=False,
-                      started=False, **extra)
-    session.add(row)
-    session.flush()
-    return row
-
-
-def github_headers(secret: str, body: bytes, event: str = "issues", delivery: str = "d-1") -> dict[str, str]:
-    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"content-type": "application/json", "x-github-event": event, "x-github-delivery": delivery,
-            "x-hub-signature-256": signature}
 
 
 # --- GitHub ---------------------------------------------------------------------------------------------
@@ -192,12 +164,6 @@ async def test_gitlab_token(client, session, pm, settings):
 
 
 # --- Jira -----------------------------------------------------------------------------------------------
-
-
-def jira_body(age_seconds: int = 0) -> bytes:
-    data = json.loads(payload("jira_issue_updated.json"))
-    data["timestamp"] = int((time.time() - age_seconds) * 1000)
-    return json.dumps(data).encode()
 
 
 async def test_jira_secret_in_the_address_and_its_age(client, session, pm, settings):
