@@ -93,6 +93,11 @@ def start_live_server(tmp: Path, *, port: int | None = None, extra_env: dict[str
             "AHEAD_ENV": "development",
             "PORT": str(port),
             "PYTHONUNBUFFERED": "1",
+            # Every journey signs in from 127.0.0.1 against one server that lives for the whole run, often as
+            # the same person: the password limits (tested over HTTP in tests/accounts) would refuse the
+            # thirty-first sign-in of a minute with a 429 once the journeys run quickly.
+            "LOGIN_RATE_LIMIT": "1000/minute",
+            "LOGIN_IP_RATE_LIMIT": "1000/minute",
             **(extra_env or {}),
         }
         # The in-process rate limiter and cache: a shared Redis would carry state between runs.
