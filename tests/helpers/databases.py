@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app import revision
-from app.config import normalise_database_url
+from app.config import get_settings, normalise_database_url
 from app.db import Database
 from app.migrate import upgrade
 
@@ -64,3 +65,21 @@ def connected(url: str) -> Iterator[Database]:
         yield database
     finally:
         database.dispose()
+
+
+@contextmanager
+def cli_database(tmp: Path, monkeypatch: Any, label: str) -> Iterator[Database]:
+    """A migrated database of its own that the `ahead` command finds through DATABASE_URL (and a SECRET_KEY),
+    with the settings cache cleared before and after, dropped afterwards."""
+    url, drop = create_database(tmp, label)
+    upgrade(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
+    get_settings.cache_clear()
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+        get_settings.cache_clear()
+        drop()

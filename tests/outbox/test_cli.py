@@ -7,26 +7,15 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.config import get_settings
-from app.db import Database
-from app.migrate import upgrade
 from app.outbox import service
 from app.outbox.models import JobState, OutboxJob
-from tests.helpers.databases import create_database
+from tests.helpers.databases import cli_database as own_cli_database
 
 
 @pytest.fixture
 def cli_database(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    url, drop = create_database(tmp_path, "outboxcli")
-    upgrade(url)
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
-    get_settings.cache_clear()
-    database = Database(url)
-    yield database
-    database.dispose()
-    get_settings.cache_clear()
-    drop()
+    with own_cli_database(tmp_path, monkeypatch, "outboxcli") as database:
+        yield database
 
 
 def test_outbox_lists_waiting_and_failed_jobs_with_the_reason_and_retries_them(cli_database):

@@ -11,28 +11,18 @@ from typer.testing import CliRunner
 
 from app import cli as cli_module
 from app.cli import cli
-from app.config import get_settings
-from app.db import Database, utcnow
-from app.migrate import upgrade
+from app.db import utcnow
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance, Vote
 from tests.factories import make_item, make_user
-from tests.helpers.databases import create_database
+from tests.helpers.databases import cli_database as own_cli_database
 
 
 @pytest.fixture
 def cli_database(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    url, drop = create_database(tmp_path, "reconcile")
-    upgrade(url)
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
-    get_settings.cache_clear()
-    database = Database(url)
-    yield database
-    database.dispose()
-    get_settings.cache_clear()
-    drop()
+    with own_cli_database(tmp_path, monkeypatch, "reconcile") as database:
+        yield database
 
 
 def test_reconcile_reports_fixes_and_then_finds_nothing(cli_database):
