@@ -57,12 +57,17 @@ run: setup
 	$(BIN)/ahead seed --demo --if-empty
 	$(BIN)/ahead serve --port $(PORT)
 
-# The browser journeys need Debian's Chromium and the npm test tools (axe-core, oidc-provider).
+# The browser journeys need Debian's Chromium and the npm test tools (axe-core, oidc-provider);
+# tests/test_deploy.py runs Debian's nginx with deploy/nginx's configuration.
 test-tools:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "Installing Chromium from apt…"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); }
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "Installing nginx from apt…"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null); }
 	@[ -d tests/node/node_modules ] && [ tests/node/node_modules/.package-lock.json -nt tests/node/package-lock.json ] \
 	  || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # about the longest one waiting request stalls the pages of others on the same worker. SQLite and `ahead`
     # commands wait the whole db_lock_timeout in one go.
     db_lock_wait_slice: float = Field(default=0.02, gt=0, le=600)
+    # PostgreSQL connections each web process keeps (a fixed pool: no overflow, so a burst waits for a free
+    # connection instead of opening more). An instance holds WORKERS x DB_POOL_SIZE; size the server's
+    # max_connections (or PgBouncer's pool) for every instance together (docs/deploy.md). SQLite ignores it.
+    db_pool_size: int = Field(default=5, ge=1, le=200)
     # Bytes. The largest request body accepted anywhere, and on the routes that take a file upload (the
     # branding logo); bigger bodies get 413 before or while they stream in, never read whole into memory.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -137,7 +137,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     settings = settings or get_settings()
     logs.configure()
     owns_database = database is None
-    database = database or Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
+    database = database or Database(settings.database_url, pool_size=settings.db_pool_size,
+                                    lock_timeout=settings.db_lock_timeout,
                                     statement_timeout=settings.db_statement_timeout or None,
                                     lock_wait_slice=settings.db_lock_wait_slice)
 
