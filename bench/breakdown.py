@@ -14,6 +14,10 @@ PostgreSQL "SQL" is the wall time of each round trip (the server's own CPU is no
 --explain prints the plan of every distinct query the board and the item page run; --cprofile PAGE
 prints the functions that cost most for one page.
 
+"reference" is bare FastAPI answering the very bytes of the visitor's board, fetched from the app first, and
+"raw ASGI, same" a raw ASGI app answering them (bench/reference_app.py); "render reference" is the older one,
+the board rendered from memory with the real templates on every request.
+
 "vote/unvote" is the JSON vote of static/app.js: 8 customers (sessions from start_session, CSRF cookie and
 token as the app makes them), each voting for each votable item of the board and withdrawing at once, so
 every request inserts or deletes a vote row; the vote rate limits are raised for it, and what is left is
@@ -29,6 +33,7 @@ import os
 import pstats
 import secrets
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -143,8 +148,9 @@ class Post:
     token: str
 
 
-async def call(app: Any, path: str | Post, cookie: str | None = None) -> int:
-    """One GET (or a Post) through the ASGI app; returns the status."""
+async def call(app: Any, path: str | Post, cookie: str | None = None, keep: list[Any] | None = None) -> int:
+    """One GET (or a Post) through the ASGI app; returns the status (and adds the headers and the body to
+    `keep`, when given)."""
     method, body = "GET", b""
     headers = [(b"host", b"127.0.0.1")]
     if isinstance(path, Post):
@@ -167,12 +173,18 @@ async def call(app: Any, path: str | Post, cookie: str | None = None) -> int:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+            if keep is not None:
+                keep.append([(k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"]])
+                keep.append(b"")
+        elif message["type"] == "http.response.body" and keep is not None:
+            keep[-1] += message.get("body", b"")
 
     await app(scope, receive, send)
     return status
 
 
 VOTE_SESSIONS = 8
+REFERENCES = ("reference", "raw ASGI, same", "render reference")
 
 
 def vote_posts(votes: VoteFixtures) -> list[Post]:
@@ -281,12 +293,12 @@ def main() -> None:
                         help="share of CPU per page in the driver, templates, SQLAlchemy, the framework, app/")
     parser.add_argument("--cprofile", metavar="PAGE", help="profile one page by name, e.g. 'board, visitor'")
     parser.add_argument("--pages", metavar="NAMES",
-                        help="only these pages (comma-separated names, e.g. 'vote/unvote'); the reference always")
+                        help="only these pages (names separated by semicolons, e.g. 'board, visitor;vote/unvote'); the references always")
     args = parser.parse_args()
 
     url = database_url(args.target)
     fixtures = prepare(url)
-    wanted = {name.strip() for name in args.pages.split(",")} if args.pages else None
+    wanted = {name.strip() for name in args.pages.split(";")} if args.pages else None
     secret = secrets.token_urlsafe(48)
     votes = prepare_votes(url, secret, VOTE_SESSIONS) if wanted is None or "vote/unvote" in wanted else None
     # The vote page is one customer after another voting and withdrawing at once: limits out of the way.
@@ -294,25 +306,33 @@ def main() -> None:
                       **VOTE_LIMITS)
     from app.config import Settings
     from app.main import create_app
-    from bench.reference_app import create_app as create_reference
+    from bench import reference_app
 
     settings = Settings()
     app = create_app(settings)
     instrument(app.state.database.engine, in_process=url.startswith("sqlite"))
     instrument_templates()
-    reference = create_reference()
     pages = [
-        Page("reference", reference, ["/"]),
         Page("board, visitor", app, ["/"]),
         Page("board, customer", app, ["/"], fixtures.cookie),
+        Page("now/next/later", app, ["/?view=horizon"]),
         Page("item page", app, fixtures.item_paths),
         Page("search", app, ["/search?q=rep", "/search?q=sch", "/search?q=exp", "/search?q=time+off"]),
         Page("stage page", app, ["/?stage=planned", "/?stage=released&page=3"]),
     ]
+    # The references serve the very bytes of the visitor's board, fetched from the app first (bench/reference_app.py).
+    pages_file = Path(tempfile.mkdtemp(prefix="ahead-breakdown-")) / "pages.json"
+    kept: list[Any] = []
+    asyncio.run(call(app, "/", None, kept))
+    reference_app.save_pages(pages_file, [("/", reference_app.VISITOR, kept[0], kept[1])])
+    os.environ[reference_app.PAGES_ENV] = str(pages_file)
+    pages[:0] = [Page("reference", reference_app.create_app(), ["/"]),
+                 Page("raw ASGI, same", reference_app.create_raw_app(), ["/"]),
+                 Page("render reference", reference_app.create_render_app(), ["/"])]
     if votes is not None:
         pages.append(Page("vote/unvote", app, vote_posts(votes)))
     if wanted is not None:
-        pages = [page for page in pages if page.name == "reference" or page.name in wanted]
+        pages = [page for page in pages if page.name in REFERENCES or page.name in wanted]
 
     async def run() -> None:
         results = []

@@ -1,44 +1,130 @@
-"""The reference the board is measured against: a bare FastAPI app rendering the same page from memory.
+"""The references the pages are measured against: the very bytes the app answered, served with no work at all.
 
-At start-up it reads the board a signed-out visitor sees (the same 4 columns of 12 cards, products,
-stages and tags) from the generated database once, through the same service function, and keeps the
-objects. Every request then renders `roadmap/board.html` — the real template, with its `_card.html`
-includes and the base layout — with the app's own Jinja environment (`app.web.templates`, same filters),
-and touches no database, no middleware, no session, no CSRF. What the real board costs beyond this
-is the price of its queries, its middleware and its dependencies.
+A reference has to do the same work as what it is compared with, less what is being measured: here, the same
+bytes on the wire and nothing else. bench/board.py (and bench/breakdown.py) first fetch each measured page from
+the running app — per audience: a signed-out visitor, a signed-in customer — and write them, with the answer's
+headers (less `date`, `server`, `content-length` and `set-cookie`), to a JSON file (`save_pages`). Two servers
+then answer them from memory, keyed on the path with its query and on whether the request sent a cookie:
 
-    DATABASE_URL=sqlite:////tmp/ahead-bench.db .venv/bin/python -m uvicorn bench.reference_app:create_app \\
+* `create_app`     a bare FastAPI app: one route, `Response(body, headers=…)`; FastAPI's routing, request object
+                   and response class, no middleware, no dependency, no database.
+* `create_raw_app` a raw ASGI callable: a dict lookup and two `send` calls. What uvicorn alone costs.
+
+A ratio of 1.0 to `create_app` means the app adds nothing to what FastAPI costs to send these bytes.
+
+    AHEAD_REFERENCE_PAGES=/tmp/pages.json .venv/bin/python -m uvicorn bench.reference_app:create_app \\
         --factory --workers 2 --port 8101 --no-access-log
 
-bench/board.py starts it on its own.
+`create_render_app` is the older reference (until 2026-12-03): the visitor's board rendered from memory on every
+request with the real templates — a rendering, not a serving, reference; kept for bench/breakdown.py's history.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
-from app.accounts.viewer import ANONYMOUS
-from app.config import normalise_database_url
-from app.db import Database
-from app.portal.service import Branding
-from app.roadmap import service as roadmap
-from app.voting.service import VoteState
-from app.web import templates
+PAGES_ENV = "AHEAD_REFERENCE_PAGES"
+# Per request or per connection, not what the page is: the reference leaves them to its own server.
+_DROPPED = frozenset({"date", "server", "content-length", "set-cookie"})
+VISITOR, CUSTOMER = "visitor", "customer"
 
 # A fixed stand-in for the per-request CSRF token (same length as the real one, an HMAC-SHA256 hex digest).
 _CSRF = "0" * 64
 
 
+def save_pages(target: Path, pages: Iterable[tuple[str, str, list[tuple[str, str]], bytes]]) -> None:
+    """Write (path with query, audience, headers, body) as the references read them."""
+    rows = [{"path": path, "audience": audience,
+             "headers": [[k, v] for k, v in headers if k.lower() not in _DROPPED],
+             "body": body.decode("latin-1")}
+            for path, audience, headers, body in pages]
+    target.write_text(json.dumps(rows))
+
+
+def load_pages() -> dict[tuple[str, str], tuple[list[tuple[bytes, bytes]], bytes]]:
+    rows = json.loads(Path(os.environ[PAGES_ENV]).read_text())
+    return {(row["path"], row["audience"]): ([(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                              for k, v in row["headers"]], row["body"].encode("latin-1"))
+            for row in rows}
+
+
+def create_app() -> FastAPI:
+    """Bare FastAPI answering the captured bytes."""
+    pages = load_pages()
+    by_path = {key: ({k.decode(): v.decode() for k, v in headers}, body)
+               for key, (headers, body) in pages.items()}
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, int]:
+        return {"pages": len(pages)}
+
+    @app.get("/{path:path}")
+    async def page(request: Request, path: str) -> Response:
+        query = request.url.query
+        key = ("/" + path + ("?" + query if query else ""), CUSTOMER if "cookie" in request.headers else VISITOR)
+        found = by_path.get(key)
+        if found is None:
+            return Response(status_code=404)
+        headers, body = found
+        return Response(body, headers=headers)
+
+    return app
+
+
+def create_raw_app() -> Any:
+    """A raw ASGI app answering the captured bytes: what the server alone costs."""
+    pages = load_pages()
+    health = (200, [(b"content-type", b"application/json")], json.dumps({"pages": len(pages)}).encode())
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        query = scope["query_string"]
+        audience = CUSTOMER if any(name == b"cookie" for name, _ in scope["headers"]) else VISITOR
+        found = pages.get((path + ("?" + query.decode("latin-1") if query else ""), audience))
+        if path == "/healthz":
+            status, headers, body = health
+        elif found is None:
+            status, headers, body = 404, [], b""
+        else:
+            status, (headers, body) = 200, found
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+# --- the older rendering reference -----------------------------------------------------------------------
+
+
 def load_board(url: str) -> dict[str, Any]:
     """The board's template context, read once; the ORM objects stay usable after the session closes."""
+    from app.accounts.viewer import ANONYMOUS
+    from app.config import normalise_database_url
+    from app.db import Database
+    from app.portal.service import Branding
+    from app.roadmap import service as roadmap
+    from app.voting.service import VoteState
+
     database = Database(normalise_database_url(url), pool_size=1)
     try:
         with database.transaction() as session:
@@ -63,7 +149,10 @@ def load_board(url: str) -> dict[str, Any]:
     return context
 
 
-def create_app() -> FastAPI:
+def create_render_app() -> FastAPI:
+    """The visitor's board rendered on every request from objects read once (no database, no middleware)."""
+    from app.web import templates
+
     context = load_board(os.environ["DATABASE_URL"])
     cards = sum(len(column.items) for column in context["columns"])
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
