@@ -40,6 +40,7 @@ from app.pagecache import PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.portal import views as portal_views
 from app.ratelimit import RateLimiter
+from app.responses import HeadMiddleware
 from app.roadmap import feeds
 from app.roadmap import views as roadmap_views
 from app.security import (
@@ -221,7 +222,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(tech_views.router)  # signed tracker webhooks: no CSRF (see app/tech/views.py)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
-    # Outermost last: the client's address (trusted proxies only), the body cap, a state of its own per
+    # Outermost last: HEAD answered as GET without the body, the client's address (trusted proxies only), the body cap, a state of its own per
     # request, headers on everything, the CSRF cookie, clean input, then the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
@@ -238,4 +239,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes,
                        upload_paths=UPLOAD_PATHS)
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.proxy_networks)
+    app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
     return app
