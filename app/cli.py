@@ -1,4 +1,5 @@
-"""The `ahead` command: serve, worker, outbox, migrate, seed, create-admin, reset-password, reconcile, desk-check."""
+"""The `ahead` command: serve, worker, outbox, migrate, seed, create-admin, reset-password, reconcile, desk-check,
+backup, restore."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 import getpass
 import signal
 import sys
+from pathlib import Path
 
 import typer
 
+from app import backup as backups
 from app import handlers, logs, revision
 from app import seed as seeding
 from app.accounts import passwords
@@ -322,6 +325,69 @@ def outbox(
                 typer.echo("Send them again with `ahead outbox --retry` (or --retry --id N).")
     finally:
         database.dispose()
+
+
+def _size(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
+
+
+@cli.command()
+def backup(
+    path: Path | None = typer.Argument(None, help="Where to write it (default: backups/ beside a SQLite database, "  # noqa: B008 # typer's way
+                                       "or ./ahead-<time>.dump for PostgreSQL)."),
+    force: bool = typer.Option(False, "--force", help="Replace the file if it exists."),
+) -> None:
+    """Back up the database while the portal keeps serving.
+
+    SQLite: a consistent copy through SQLite's online backup API, checked, as one self-contained file.
+    PostgreSQL: pg_dump's custom format (restore it with pg_restore; docs/deploy.md), if pg_dump is installed.
+    """
+    from datetime import UTC, datetime
+
+    settings = get_settings()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    try:
+        if settings.is_sqlite:
+            database = backups.sqlite_path(settings.database_url)
+            copied = backups.backup_sqlite(settings.database_url,
+                                           path or database.parent / "backups" / f"ahead-{stamp}.db", overwrite=force)
+        else:
+            copied = backups.pg_dump(settings.database_url, path or Path(f"ahead-{stamp}.dump"), overwrite=force)
+    except backups.BackupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    schema = f", schema {copied.revision}" if copied.revision else ""
+    typer.echo(f"Backed up to {copied.path} ({_size(copied.size)}{schema}).")
+
+
+@cli.command()
+def restore(
+    path: Path = typer.Argument(..., help="A backup made by `ahead backup` (SQLite)."),  # noqa: B008 # typer's way
+    force: bool = typer.Option(False, "--force", help="Restore even while a server or worker has the database "
+                               "open (restart them right after)."),
+) -> None:
+    """Restore a SQLite backup into DATABASE_URL's database (made if missing), replacing all it holds.
+
+    Refused while another process (`ahead serve`, `ahead worker`) has the database open, unless --force.
+    A backup from an older release is restored as it is: run `ahead migrate` afterwards. PostgreSQL: use
+    pg_restore (the command is printed).
+    """
+    settings = get_settings()
+    if not settings.is_sqlite:
+        typer.echo("On PostgreSQL, restore a dump made by `ahead backup` (pg_dump) with pg_restore, the servers "
+                   "stopped, e.g.:\n  pg_restore --clean --if-exists --no-owner --dbname=postgresql://USER@HOST/DB "
+                   f"{path}\nthen run `ahead migrate`.", err=True)
+        raise typer.Exit(2)
+    try:
+        restored = backups.restore_sqlite(settings.database_url, path, force=force)
+    except backups.BackupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    from app.migrate import head_revision
+
+    typer.echo(f"Restored {path} into {restored.path} ({_size(restored.size)}, schema {restored.revision}).")
+    if restored.revision != head_revision():
+        typer.echo("The backup's schema is older than this release's: run `ahead migrate` before serving.")
 
 
 def main() -> None:
