@@ -21,7 +21,7 @@ from app.config import get_settings
 from app.db import Database
 from app.desk import service as desk
 from app.errors import AppError, FormInvalid
-from app.migrate import upgrade
+from app.migrate import head_revision, upgrade
 from app.outbox import service as outbox_service
 from app.outbox.models import JobState
 from app.outbox.worker import Worker, wake_on_commit
@@ -383,8 +383,6 @@ def restore(
     except backups.BackupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    from app.migrate import head_revision
-
     typer.echo(f"Restored {path} into {restored.path} ({_size(restored.size)}, schema {restored.revision}).")
     if restored.revision != head_revision():
         typer.echo("The backup's schema is older than this release's: run `ahead migrate` before serving.")
