@@ -13,12 +13,11 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import handlers, health, logs, revision
+from app import assets, handlers, health, logs, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
@@ -26,7 +25,7 @@ from app.api import desk as api_desk
 from app.api import tech as api_tech
 from app.api import v1
 from app.changelog import views as changelog_views
-from app.config import ROOT, Settings, get_settings
+from app.config import Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy
 from app.deps import enforce_private_mode
 from app.discussion import views as discussion_views
@@ -220,7 +219,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(api_desk.router)
     app.include_router(api_tech.router)
     app.include_router(tech_views.router)  # signed tracker webhooks: no CSRF (see app/tech/views.py)
-    app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
+    assets.static.watch = not settings.is_production  # development: an edited file gets its new name at once
+    app.mount("/static", assets.static, name="static")  # content-hashed names (app/assets.py)
 
     # Outermost last: HEAD answered as GET without the body, the client's address (trusted proxies only), the body cap, a state of its own per
     # request, headers on everything, the CSRF cookie, clean input, then the request's transaction.

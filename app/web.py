@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup
 
+from app import assets
 from app.config import ROOT
 from app.markup import plain_text, render_markdown
 from app.portal import service as portal
@@ -68,6 +69,8 @@ templates.env.filters["date"] = _date
 templates.env.filters["iso"] = _iso
 templates.env.filters["plain"] = plain_text
 templates.env.globals["query"] = _query
+# Static files by their content-hashed names (app/assets.py): kept a year by browsers and CDNs.
+templates.env.globals["static_url"] = assets.static.url
 
 
 def _signer(request: Request) -> URLSafeSerializer:

@@ -1,14 +1,19 @@
-"""How answers reach clients (app/responses.py): HEAD wherever GET is."""
+"""How answers reach clients (app/responses.py, app/assets.py): HEAD wherever GET is, static files."""
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.routing import iter_route_contexts
 from starlette.convertors import IntegerConvertor
 
-from app.config import Settings
+from app import assets
+from app.assets import Assets
+from app.config import ROOT, Settings
 from app.main import create_app
 from tests.factories import make_admin, make_item
 from tests.helpers.http import sign_in
@@ -68,3 +73,51 @@ class TestHead:
     async def test_monitors_and_link_checkers(self, client, path):
         head = await client.head(path)
         assert head.status_code == 200 and head.content == b""
+
+
+class TestStaticFiles:
+    async def test_pages_name_static_files_by_their_content_kept_a_year(self, client):
+        page = (await client.get("/")).text
+        css = re.search(r'href="(/static/app\.[0-9a-f]{12}\.css)"', page)
+        js = re.search(r'src="(/static/app\.[0-9a-f]{12}\.js)"', page)
+        assert css and js and re.search(r'href="/static/favicon\.[0-9a-f]{12}\.svg"', page)
+        got = await client.get(css.group(1))
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/css")
+        assert got.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert got.content == (ROOT / "static" / "app.css").read_bytes()
+        assert (await client.get(js.group(1))).content == (ROOT / "static" / "app.js").read_bytes()
+
+    @pytest.mark.parametrize("path", ["/static/app.css", "/static/app.0123456789ab.css"])
+    async def test_the_plain_name_and_an_earlier_release_s_name_still_work_kept_briefly(self, client, path):
+        got = await client.get(path)
+        assert got.status_code == 200 and got.content == (ROOT / "static" / "app.css").read_bytes()
+        assert got.headers["cache-control"] == "public, max-age=300"
+
+    @pytest.mark.parametrize("coding", ["br", "gzip"])
+    async def test_compressed_for_clients_that_take_it(self, client, coding):
+        url = assets.static.url("app.css")
+        got = await client.get(url, headers={"accept-encoding": coding})
+        assert got.headers["content-encoding"] == coding and "accept-encoding" in got.headers["vary"].lower()
+        assert int(got.headers["content-length"]) < len(got.content) / 3  # httpx decodes; the wire was smaller
+        assert got.content == (ROOT / "static" / "app.css").read_bytes()
+        plain = await client.get(url, headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == got.content
+
+    async def test_revalidation_and_what_is_not_there(self, client):
+        url = assets.static.url("app.js")
+        first = await client.get(url)
+        again = await client.get(url, headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert (await client.get("/static/nothing.css")).status_code == 404
+        assert (await client.get("/static/../app/config.py")).status_code == 404
+        assert (await client.post("/static/app.css")).status_code in (403, 405)  # CSRF may refuse it first
+
+    def test_a_file_changed_while_developing_gets_a_new_name(self, tmp_path):
+        (tmp_path / "site.css").write_text("a { color: red }")
+        watched = Assets(tmp_path, watch=True)
+        before = watched.url("site.css")
+        (tmp_path / "site.css").write_text("a { color: blue }")
+        os.utime(tmp_path / "site.css", ns=(time.time_ns() + 10**9,) * 2)
+        assert watched.url("site.css") != before
+        with pytest.raises(LookupError):
+            watched.url("nothing.css")
