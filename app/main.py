@@ -35,7 +35,7 @@ from app.forms import plain_message
 from app.inputs import CleanInputMiddleware, refuse_bad_json, refuse_bad_path
 from app.notify import views as notify_views
 from app.outbox.worker import Worker, wake_on_commit
-from app.pagecache import PageCache
+from app.pagecache import KeptPagesMiddleware, PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.portal import views as portal_views
 from app.ratelimit import RateLimiter
@@ -239,5 +239,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes,
                        upload_paths=UPLOAD_PATHS)
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.proxy_networks)
+    # A cookie-less visitor's page kept finished is answered here, before all of the above (app/pagecache.py).
+    app.add_middleware(KeptPagesMiddleware, cache_getter=lambda: app.state.pages,
+                       database_getter=lambda: app.state.database)
     app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
     return app

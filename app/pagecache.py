@@ -32,6 +32,15 @@ added as people ask for them, and counted then), and each slot's captured value 
 `KEPT_VALUE_CHARACTERS`). Beyond it the least recently used pages go.
 
 Markers carry a random per-process prefix, so nothing a customer types can forge one.
+
+**Finished pages, before the stack** (`KeptPagesMiddleware`). A request with no cookie and no credentials is a
+signed-out visitor with nothing of their own to fill in: no flashes, no account corner, their vote widgets the
+same for all. When such a page holds no form that needs a CSRF token (a visitor's board, Now / Next / Later,
+an item page), its finished answer — the very bytes and headers that went out — is kept with the page, and the
+middleware, outside routing, dependencies and the request's transaction, answers the next such request for the
+same address from it: after reading the content revision, under which the page must still be kept (a change
+anywhere drops it, as for every kept page), and within the same minute. Anything else — another method, any
+cookie, an `Authorization` or conditional header, an address not kept — goes through the whole app as before.
 """
 
 from __future__ import annotations
@@ -97,13 +106,17 @@ class Page:
     open: dict[str, tuple[list[Slot], list[list[int]]]] = field(default_factory=dict)
     variants: dict[Slot, dict[str, str]] = field(default_factory=dict)  # HTML fillers kept, per slot and variant
     size: int = 0  # characters counted against the cache's bound (`measure`, then each kept variant)
+    # The finished answer of a cookie-less visitor, when it needs nothing per request: (status, headers, body).
+    finished: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
+    _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
 
     def measure(self) -> int:
         self.size = (sum(len(p) for p in self.parts if isinstance(p, str))
                      + len(self.values) * KEPT_VALUE_CHARACTERS
-                     + sum(len(html) for by_variant in self.variants.values() for html in by_variant.values()))
+                     + sum(len(html) for by_variant in self.variants.values() for html in by_variant.values())
+                     + (len(self.finished[2]) if self.finished is not None else 0))
         return self.size
 
     def keep(self, slot: Slot, variant: str, html: str) -> None:
@@ -181,8 +194,11 @@ class PageCache:
         self.fillers: dict[str, Filler] = {"account": _Account(), "flashes": _Flashes()}
         self._revision: int | None = None
         self._pages: OrderedDict[tuple[Any, ...], Page] = OrderedDict()
+        # (path, query string) -> the page whose finished answer is kept for it (KeptPagesMiddleware)
+        self._finished: dict[tuple[str, bytes], Page] = {}
         self._characters = 0
         self.hits = self.misses = 0
+        self.finished_hits = 0
 
     def register(self, kind: str, filler: Filler) -> None:
         """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
@@ -207,6 +223,34 @@ class PageCache:
         self.hits += 1
         return page
 
+    def finished(self, rev: int, path: str, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The finished answer kept for this address under revision `rev`, this minute; None if there is none."""
+        page = self._finished.get((path, query))
+        if page is None or rev != self._revision or page._key is None or page._key[-1] != _minute():
+            return None
+        if self._pages.get(page._key) is not page or page.finished is None:
+            return None
+        self._pages.move_to_end(page._key)
+        self.hits += 1
+        self.finished_hits += 1
+        return page.finished
+
+    def might_have(self, path: str, query: bytes) -> bool:
+        """Whether a finished answer may be kept for this address (no revision read yet: cheap)."""
+        return (path, query) in self._finished
+
+    def keep_finished(self, rev: int, key: tuple[Any, ...], path: str, query: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Keep a cookie-less visitor's finished answer with its page (still kept under `rev`)."""
+        page = self._pages.get(key)
+        if page is None or rev != self._revision or page.finished is not None:
+            return
+        page.finished = (status, headers, body)
+        page._address = (path, query)
+        self._finished[(path, query)] = page
+        page.size += len(body)
+        self._grew(page, len(body))
+
     def put(self, rev: int, key: tuple[Any, ...], page: Page) -> None:
         size = page.measure()
         if rev != self._revision or size > self.max_characters:
@@ -214,7 +258,7 @@ class PageCache:
         old = self._pages.pop(key, None)
         if old is not None:
             self._characters -= old.size
-            old._owner = None
+            self._forget(old)
         page._owner, page._key = self, key
         self._pages[key] = page
         self._characters += size
@@ -229,7 +273,12 @@ class PageCache:
         while self._characters > self.max_characters and self._pages:
             _, dropped = self._pages.popitem(last=False)
             self._characters -= dropped.size
-            dropped._owner = None
+            self._forget(dropped)
+
+    def _forget(self, page: Page) -> None:
+        page._owner = None
+        if page._address is not None and self._finished.get(page._address) is page:
+            del self._finished[page._address]
 
     def entries(self) -> list[tuple[tuple[Any, ...], Page]]:
         """The kept pages with their keys, the least recently used first (the next to go)."""
@@ -242,7 +291,12 @@ class PageCache:
         for page in self._pages.values():
             page._owner = None
         self._pages.clear()
+        self._finished.clear()
         self._characters = 0
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
 
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
@@ -264,7 +318,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         context = build()
         return context if isinstance(context, Response) else render(request, template, context)
     rev = revision.current(session)
-    key = (template, request.url.path, request.url.query, who, int(time.time() // 60))
+    key = (template, request.url.path, request.url.query, who, _minute())
     page = cache.get(rev, key)
     if page is None:
         context = build()
@@ -272,7 +326,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
             return context
         page = _capture(cache, request, viewer, template, context)
         cache.put(rev, key, page)
-    return _respond(cache, request, session, viewer, page)
+    return _respond(cache, request, session, viewer, page, rev, key)
 
 
 def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
@@ -304,8 +358,8 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
     return page
 
 
-def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page) -> HTMLResponse:
-    token = csrf_token(request)
+def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page, rev: int,
+             key: tuple[Any, ...]) -> HTMLResponse:
     filling = Filling(request=request, session=session, viewer=viewer, page=page)
     out: list[Any] = page.parts.copy()
     fillers = cache.fillers
@@ -313,8 +367,86 @@ def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewe
         for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
             for i in positions:
                 out[i] = html
-    body = "".join(out).replace(CSRF_MARKER, token)
+    body = "".join(out)
+    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token.
+    needs_token = CSRF_MARKER in body
+    if needs_token:
+        body = body.replace(CSRF_MARKER, csrf_token(request))
     response = HTMLResponse(body)
     for hook in filling.on_response:
         hook(response)
+    finishing: _Finishing | None = request.scope.get(FINISHING)
+    if finishing is not None and not needs_token and not filling.on_response and viewer.user is None:
+        finishing.kept = (cache, rev, key)
     return response
+
+
+# --- finished pages, before the stack -------------------------------------------------------------------
+
+FINISHING = "ahead.finishing"  # in the scope: where `_respond` says the answer may be kept as it goes out
+# What a cookie-less visitor's request may carry and still be answered from a finished page: nothing that
+# identifies them, nothing that asks for something other than the whole page.
+_PERSONAL_HEADERS = frozenset({b"cookie", b"authorization", b"if-none-match", b"if-modified-since", b"range",
+                               b"if-match", b"if-unmodified-since", b"if-range"})
+_DROPPED_HEADERS = frozenset({b"date", b"server"})  # the server's own, per answer
+
+
+@dataclass(slots=True)
+class _Finishing:
+    kept: tuple[PageCache, int, tuple[Any, ...]] | None = None
+
+
+class KeptPagesMiddleware:
+    """Answers a cookie-less visitor's GET from the finished page kept for its address, before the app.
+
+    `revision_reader(database)` gives the content revision as a new transaction would see it; a page kept under
+    another revision is not used (and the app renders and keeps the page again). Anything unusual falls
+    through to the app; so does a database that cannot be read (the app then answers with its own error page).
+    """
+
+    def __init__(self, app: Any, *, cache_getter: Callable[[], PageCache | None], database_getter: Callable[[], Any],
+                 revision_reader: Callable[[Any], int] | None = None) -> None:
+        self.app = app
+        self.cache_getter = cache_getter
+        self.database_getter = database_getter
+        self.revision_reader = revision_reader or revision.peek
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or any(
+                name in _PERSONAL_HEADERS for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        cache = self.cache_getter()
+        path, query = scope["path"], scope["query_string"]
+        if cache is not None and cache.might_have(path, query):
+            try:
+                rev = self.revision_reader(self.database_getter())
+            except Exception:  # the app answers, with its own error page if it must
+                rev = None
+            found = cache.finished(rev, path, query) if rev is not None else None
+            if found is not None:
+                status, headers, body = found
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        finishing = _Finishing()
+        scope[FINISHING] = finishing
+        start: dict[str, Any] | None = None
+        chunks: list[bytes] = []
+
+        async def keeping(message: dict[str, Any]) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body" and start is not None:
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, keeping)
+        if finishing.kept is None or start is None or start["status"] != 200:
+            return
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in _DROPPED_HEADERS]
+        if any(k.lower() == b"set-cookie" for k, _ in headers):
+            return
+        cache, rev, key = finishing.kept
+        cache.keep_finished(rev, key, path, query, start["status"], headers, b"".join(chunks))

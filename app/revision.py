@@ -113,6 +113,16 @@ def current(session: Session) -> int:
     return _read(session)[0]
 
 
+def peek(database: Database) -> int:
+    """The content revision as a new transaction sees it, in a short read session of its own (for answers given
+    before a request's own session is opened: app.pagecache.KeptPagesMiddleware)."""
+    session = database.new_session(write=False)
+    try:
+        return current(session)
+    finally:
+        session.close()
+
+
 def settings(session: Session) -> int:
     """The settings revision: moves when portal settings change, and only then."""
     return _read(session)[1]

@@ -77,16 +77,35 @@ def _signer(request: Request) -> URLSafeSerializer:
     return URLSafeSerializer(request.app.state.settings.secret_key, salt="flash")
 
 
+class LazyCsrfToken:
+    """The request's CSRF token, computed (and its cookie minted) only where a page writes it: a visitor's page
+    without a form costs no token and sets no cookie."""
+
+    __slots__ = ("_request", "_value")
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._value: str | None = None
+
+    def __str__(self) -> str:
+        if self._value is None:
+            self._value = csrf_token(self._request)
+        return self._value
+
+    def __html__(self) -> str:
+        return str(self)
+
+
 def render(request: Request, template: str, context: dict[str, Any] | None = None, *, status_code: int = 200,
            headers: dict[str, str] | None = None) -> HTMLResponse:
-    ctx = page_context(request, context, csrf=csrf_token(request), flashes=read_flashes(request))
+    ctx = page_context(request, context, csrf=LazyCsrfToken(request), flashes=read_flashes(request))
     response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
     if ctx["flashes"]:
         clear_flash_cookie(request, response)
     return response
 
 
-def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str,
+def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str | LazyCsrfToken,
                  flashes: list[dict[str, str]]) -> dict[str, Any]:
     """What every page's layout reads besides the page's own context (app/pagecache.py passes stand-ins
     for the per-request CSRF token and flashes)."""

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
 from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_user
-from tests.helpers.http import CSRF_META, client_for, csrf_token, sign_in
+from tests.helpers.http import CSRF_FIELD, CSRF_META, client_for, csrf_token, sign_in
 
 
 async def test_security_headers_on_pages_errors_and_api(client):
@@ -128,7 +128,9 @@ class TestCsrfTokenBelongsToItsSession:
         page = await client.post("/me/delete", data={"confirm_email": user.email, "csrf_token": token})
         assert page.status_code == 200
         client.cookies.delete("ahead_session")  # as the browser does on the answer's Set-Cookie
-        visitor_token = CSRF_META.search(page.text).group(1)
+        # a visitor's page with no form carries no token at all; the sign-in form's is a visitor's too
+        assert CSRF_META.search(page.text) is None
+        visitor_token = await csrf_token(client, "/login")
         # a visitor's form (sign-in) accepts it: the page's token was made for no session
         response = await client.post("/login", data={"email": "x@example.com", "password": "nope",
                                                      "csrf_token": visitor_token})
@@ -219,7 +221,7 @@ class TestHostPrefixedCookiesOverHttps:
             assert {"secure", "httponly"} <= attributes and "domain" not in attributes and path == ["Path=/"]
             assert "ahead_csrf" not in [c.split("=")[0] for c in page.headers.get_list("set-cookie")]
 
-            token = CSRF_META.search(page.text).group(1)
+            token = CSRF_FIELD.search(page.text).group(1)
             signed_in = await client.post("/login", data={"email": pm.email, "password": PASSWORD,
                                                           "csrf_token": token},
                                           headers={"origin": "https://roadmap.example"})
@@ -241,7 +243,7 @@ class TestHostPrefixedCookiesOverHttps:
                             redis_url="", _env_file=None)
         pm = make_pm(session)
         async with client_for(settings, database, connection, base_url="https://roadmap.example") as client:
-            token = CSRF_META.search((await client.get("/login")).text).group(1)
+            token = CSRF_FIELD.search((await client.get("/login")).text).group(1)
             await client.post("/login", data={"email": pm.email, "password": PASSWORD, "csrf_token": token},
                               headers={"origin": "https://roadmap.example"})
             token = CSRF_META.search((await client.get("/")).text).group(1)

@@ -19,12 +19,19 @@ from app.deps import SESSION_COOKIE
 from app.main import create_app
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+CSRF_FIELD = re.compile(r'<input type="hidden" name="csrf_token" value="([^"]+)">')
 
 
 async def csrf_token(client: httpx.AsyncClient, path: str = "/login") -> str:
-    """Load a page (which sets the CSRF cookie) and return the token its forms carry."""
+    """Load a page (which sets the CSRF cookie) and return the token its forms carry.
+
+    A signed-in person's pages carry it in a meta tag; a visitor's page only where it has a form that needs it
+    (a board has none: it sets no CSRF cookie), so for a visitor on such a page the sign-in page's is taken, as a
+    browser would have it from the form it posts."""
     response = await client.get(path)
-    match = CSRF_META.search(response.text)
+    match = CSRF_META.search(response.text) or CSRF_FIELD.search(response.text)
+    if match is None and path != "/login":
+        return await csrf_token(client, "/login")
     assert match, f"no CSRF token on {path}"
     return match.group(1)
 

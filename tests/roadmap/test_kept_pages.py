@@ -1,0 +1,152 @@
+"""Finished pages answered before the stack (app.pagecache.KeptPagesMiddleware), for every audience.
+
+A cookie-less visitor's board or item page, once rendered, is answered by the middleware from the exact bytes
+that went out; everyone else (signed in, staff, a visitor with a flash message) goes through the app. Each test
+first warms the finished page as a visitor, then checks that nobody else is served it, and that a change shows
+at the next request.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from app import pagecache
+from app.roadmap.models import Visibility
+from app.voting import service as voting
+from app.voting.models import Importance
+from tests.admin.test_access import BLANK
+from tests.factories import make_admin, make_item, make_pm
+from tests.helpers.http import post_form, sign_in
+from tests.roadmap.test_page_cache import _customer
+from tests.voting.helpers import vote_json, widget_text
+
+
+async def _visit(client: httpx.AsyncClient, path: str = "/") -> httpx.Response:
+    client.cookies.clear()
+    response = await client.get(path)
+    assert response.status_code == 200
+    return response
+
+
+async def _warm(app, client: httpx.AsyncClient, path: str = "/") -> httpx.Response:  # type: ignore[no-untyped-def]
+    """Render and keep the page, then check the next visitor is answered by the middleware, byte for byte."""
+    first = await _visit(client, path)
+    before = app.state.pages.finished_hits
+    again = await _visit(client, path)
+    assert app.state.pages.finished_hits == before + 1
+    assert again.content == first.content
+    assert again.headers.get("content-security-policy") == first.headers.get("content-security-policy")
+    assert again.headers["content-type"] == first.headers["content-type"] == "text/html; charset=utf-8"
+    assert "set-cookie" not in again.headers and "set-cookie" not in first.headers  # no CSRF cookie for nothing
+    return again
+
+
+async def test_a_visitors_board_and_item_page_are_answered_finished(app, client, session):
+    item = make_item(session, title="Shift swaps")
+    board = await _warm(app, client)
+    assert widget_text(board.text, item.public_id) == "▲ 0 Sign in to vote"
+    assert 'name="csrf-token"' not in board.text and "csrf_token" not in board.text
+    page = await _warm(app, client, item.path)
+    assert "Shift swaps" in page.text
+    await _warm(app, client, "/?view=horizon")
+
+
+async def test_signed_in_people_and_staff_never_get_the_visitors_finished_page(app, client, session):
+    public = make_item(session, title="Open to all")
+    secret = make_item(session, title="Quokkavault", visibility=Visibility.customers)
+    draft = make_item(session, title="Draftish", published=False)
+    customer, _ = _customer(session, "Enterprise")
+    voting.cast_vote(session, item=public, user=customer, importance=Importance.critical)
+    visitor = await _warm(app, client)
+    assert secret.title not in visitor.text and draft.title not in visitor.text
+    await _warm(app, client, public.path)
+
+    served = app.state.pages.finished_hits
+    sign_in(client, session, customer)
+    board = (await client.get("/")).text
+    assert secret.title in board and "You voted: Critical" in widget_text(board, public.public_id)
+    assert "Sign out" in board and 'name="csrf-token"' in board
+    item_page = (await client.get(public.path)).text
+    assert "Sign in to vote" not in item_page
+
+    client.cookies.clear()
+    sign_in(client, session, make_pm(session))
+    staff_board = (await client.get("/")).text
+    assert draft.title in staff_board and secret.title in staff_board
+    assert app.state.pages.finished_hits == served
+
+
+async def test_any_cookie_goes_through_the_app(app, client, session):
+    """A visitor's flash message is theirs: a request with a cookie is never answered finished."""
+    make_item(session, title="Flashy")
+    await _warm(app, client)
+    served = app.state.pages.finished_hits
+    client.cookies.set("ahead_csrf", "x" * 43)
+    assert (await client.get("/")).status_code == 200
+    assert app.state.pages.finished_hits == served
+
+
+async def test_a_vote_and_an_edit_show_at_the_next_request(app, client, session):
+    item = make_item(session, title="Before the edit")
+    await _warm(app, client)
+    await _warm(app, client, item.path)
+
+    customer, _ = _customer(session)
+    sign_in(client, session, customer)
+    assert (await vote_json(client, item.public_id)).status_code == 200
+    assert widget_text((await _visit(client)).text, item.public_id) == "▲ 1 Sign in to vote"
+    assert "1</strong> vote" in (await _visit(client, item.path)).text
+
+    item.title = "After the edit"
+    session.flush()
+    assert "After the edit" in (await _visit(client)).text
+    assert "After the edit" in (await _visit(client, item.path)).text
+
+
+async def test_a_page_kept_in_another_minute_is_rendered_again(app, client, session, monkeypatch):
+    """Cards say "updated 3 minutes ago": the minute is part of what a finished page is kept for."""
+    make_item(session, title="Timely")
+    await _warm(app, client)
+    served = app.state.pages.finished_hits
+    monkeypatch.setattr(pagecache, "_minute", lambda: 10**12)
+    await _visit(client)
+    assert app.state.pages.finished_hits == served
+    await _visit(client)
+    assert app.state.pages.finished_hits == served + 1
+
+
+async def test_private_mode_turned_on_is_not_bypassed(app, client, session):
+    make_item(session, title="Was public")
+    await _warm(app, client)
+    sign_in(client, session, make_admin(session))
+    response = await post_form(client, "/admin/access", {**BLANK, "private_mode": "1"}, page="/admin/access")
+    assert response.status_code == 303, response.text
+    client.cookies.clear()
+    response = await client.get("/")
+    assert response.status_code in (302, 303) and "/login" in response.headers["location"]
+
+
+async def test_made_up_parameters_and_other_methods_are_not_answered_finished(app, client, session):
+    make_item(session, title="Plain")
+    await _warm(app, client)
+    served = app.state.pages.finished_hits
+    client.cookies.clear()
+    assert (await client.get("/?utm_source=x")).status_code == 200
+    assert (await client.get("/", headers={"authorization": "Bearer nothing"})).status_code == 200
+    assert (await client.get("/", headers={"if-none-match": '"x"'})).status_code == 200
+    assert app.state.pages.finished_hits == served
+
+
+def test_a_kept_finished_answer_counts_against_the_bound_and_goes_with_its_page():
+    cache = pagecache.PageCache(max_characters=1_000)
+    key = ("t", "/", "", ("public", False), pagecache._minute())
+    cache.get(1, key)
+    cache.put(1, key, pagecache.Page(parts=["x" * 100]))
+    cache.keep_finished(1, key, "/", b"", 200, [], b"y" * 300)
+    assert cache.characters == 400 and cache.finished(1, "/", b"") == (200, [], b"y" * 300)
+    assert cache.finished(2, "/", b"") is None  # another revision
+    cache.keep_finished(1, key, "/", b"", 200, [], b"z" * 300)  # kept once per page
+    assert cache.characters == 400
+    other = ("t", "/other", "", ("public", False), pagecache._minute())
+    cache.put(1, other, pagecache.Page(parts=["o" * 700]))  # beyond the bound: the least recently used goes
+    assert cache.finished(1, "/", b"") is None and not cache.might_have("/", b"")
