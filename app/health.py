@@ -39,10 +39,17 @@ def _database_checks(request: Request) -> dict[str, dict[str, str]]:
                 "migrations": _check("fail", "not checked: the database failed")}
     database = _check("ok", "writable (" + session.get_bind().dialect.name + ")")
     current, head = migrate.current_revision(session.connection()), migrate.head_revision()
-    if current != head:
+    if current == head:
+        return {"database": database, "migrations": _check("ok", f"at head {head}")}
+    if current is not None and current not in migrate.known_revisions():
+        # A rolling upgrade: the next release ran its migrations (written to keep this release working) before
+        # its instances start. This instance keeps serving until it is replaced; failing here would take every
+        # instance of this release out of the proxy's rotation at once.
         return {"database": database,
-                "migrations": _check("fail", f"at {current or 'none'}, expected {head}: run `ahead migrate`")}
-    return {"database": database, "migrations": _check("ok", f"at head {head}")}
+                "migrations": _check("newer", f"at {current}, which a newer release made (this one's head is "
+                                              f"{head}): replace this instance with the new release")}
+    return {"database": database,
+            "migrations": _check("fail", f"at {current or 'none'}, expected {head}: run `ahead migrate`")}
 
 
 def _mail_check(settings: Any) -> dict[str, str]:
@@ -55,14 +62,15 @@ def _mail_check(settings: Any) -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 with "ok" or "degraded" (a fallback is in use), 503 with "fail" (do not send traffic)."""
+    """Readiness: 200 with "ok" or "degraded" (a fallback is in use, or a newer release migrated the database),
+    503 with "fail" (do not send traffic)."""
     checks = _database_checks(request)
     limits = request.app.state.limiter.state()
     checks["rate_limits"] = _check(limits.state, limits.detail)
     checks["mail"] = _mail_check(request.app.state.settings)
     if any(check["state"] == "fail" for check in checks.values()):
         status, code = "fail", 503
-    elif limits.state == "degraded":
+    elif limits.state == "degraded" or checks["migrations"]["state"] == "newer":
         status, code = "degraded", 200
     else:
         status, code = "ok", 200

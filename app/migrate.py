@@ -37,7 +37,8 @@ def head_revision() -> str | None:
 
 @lru_cache
 def known_revisions() -> frozenset[str]:
-    """Every schema revision this release's migrations know (a database at any of them can be migrated)."""
+    """Every schema revision this release's migrations know (a database at any of them can be migrated); a
+    database at another was migrated by a newer release."""
     return frozenset(script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions())
 
 

@@ -57,6 +57,23 @@ async def test_pending_migrations_fail(client, monkeypatch):
     assert migrations["state"] == "fail" and "ahead migrate" in migrations["detail"]
 
 
+async def test_a_database_a_newer_release_migrated_keeps_this_release_ready(client, monkeypatch, connection):
+    """A rolling upgrade: the next release migrated the database before its instances start. The instances of
+    this release keep serving (200, degraded) instead of all leaving the proxy's rotation at once."""
+    import app.migrate
+
+    current = app.migrate.current_revision(connection)
+    older = app.migrate.known_revisions() - {current}  # this release, one migration before the database
+    monkeypatch.setattr(app.migrate, "known_revisions", lambda: older)
+    monkeypatch.setattr(app.migrate, "head_revision", lambda: "0001_previous_head")
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    migrations = body["checks"]["migrations"]
+    assert migrations["state"] == "newer" and current in migrations["detail"] and "newer release" in migrations["detail"]
+
+
 async def test_redis_down_is_degraded_not_failed_and_mail_is_not_contacted(database, connection):
     settings = Settings(database_url=database.url, secret_key="k" * 40, base_url="http://testserver",
                         redis_url=f"redis://127.0.0.1:{free_port()}/0",
