@@ -82,6 +82,7 @@ def serve(
         # X-Forwarded-* are for TRUSTED_PROXIES to vouch for (app/perimeter.py); uvicorn would otherwise believe
         # them from 127.0.0.1, a local proxy or not.
         proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_seconds,  # the proxy in front closes idle connections, not us
         log_level="info",
     )
 

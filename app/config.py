@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     sso_jwt_secret: str = ""
     sso_jwt_public_key: str = ""
     workers: int = Field(default=2, ge=1)
+    # Seconds `ahead serve` keeps an idle connection open: longer than a reverse proxy keeps its idle connections to
+    # the app (nginx's upstream keepalive_timeout and AWS load balancers: 60 s; Google's: 600 s, so 620 there), so
+    # that the proxy, never the app, closes one. Otherwise a request the proxy sends on a connection the app is
+    # closing at that moment meets a reset: a vote (POST) answered 502 with nothing wrong, and nginx leaves the
+    # instance out for its fail_timeout (bench/instances.py, keep-alive; uvicorn's own default is 5 s).
+    keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
     # Password sign-in attempts per (address, client IP): someone guessing from one network cannot lock the
     # person out from everywhere, as a per-address limit would.
     login_rate_limit: str = "10/minute"

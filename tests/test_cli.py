@@ -56,3 +56,23 @@ def test_migrate_create_admin_and_reset_password(cli_database):
     unknown = runner.invoke(cli, ["reset-password", "ghost@example.com"], input="whatever password\n")
     assert unknown.exit_code == 1
     assert "No user" in unknown.output
+
+
+def test_serve_keeps_idle_connections_open_longer_than_a_proxy_does(monkeypatch):
+    """nginx keeps idle connections to the app for 60 s: were the app to close one first (uvicorn's default is 5 s),
+    a vote nginx sends on it at that moment would be answered 502 (bench/instances.py, keep-alive)."""
+    import uvicorn
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options))
+    monkeypatch.setenv("PORT", "8000")  # `serve --port` sets it for the workers: put back afterwards
+    get_settings.cache_clear()
+    try:
+        assert CliRunner().invoke(cli, ["serve", "--port", "8123"]).exit_code == 0
+        assert served["timeout_keep_alive"] == 75 and served["port"] == 8123
+        monkeypatch.setenv("KEEP_ALIVE_SECONDS", "620")  # behind Google's load balancers (600 s)
+        get_settings.cache_clear()
+        assert CliRunner().invoke(cli, ["serve"]).exit_code == 0
+        assert served["timeout_keep_alive"] == 620
+    finally:
+        get_settings.cache_clear()
