@@ -5,14 +5,19 @@ whatever wrote it: the vote command, a captured vote, a merge or its undo, an ac
 organisation, an organisation's new segment or revenue, plain SQL. Each trigger applies a signed delta:
 
 * counts: the vote(s) as they counted before (-1) and as they count now (+1), summed into the vote's day
-  (`desk_days`) and every window that holds that day (`desk_windows`);
+  (`desk_days`), the voter's organisation's day (`desk_org_days`) and every window that holds that day
+  (`desk_windows`);
 * organisations: the (item, organisation) pairs the change touches are taken out of the windows, recounted
   from the vote rows of that organisation's people (bounded by the organisation's size), and put back.
 
-The same statements, dialect by dialect, make `rebuild()` (the migration's backfill, a change of the revenue
-factor's parameters) and `recount()` (what `ahead desk-check` compares with). On PostgreSQL every trigger holds a
-shared advisory lock for its transaction and `advance()` (moving the windows' first days forward) takes it
-exclusively, so a window is never moved while a change to an old day is in flight. SQLite has one writer.
+The same statements, dialect by dialect, make `rebuild()` (the migration's backfill) and `recount()` (what
+`ahead desk-check` compares with). Only the windows keep sums of revenue factors: a new revenue factor
+(`refactor()`) recounts them from `desk_org_days` (votes per organisation and day, a factor per organisation), never
+from the vote rows, and `advance()` takes out a day's factors the same way. On PostgreSQL every trigger holds a
+shared advisory lock for its transaction and `advance()` and `refactor()` take it exclusively, so a window is never
+moved or refactored while a change is in flight; a trigger recounting an organisation's pairs first takes that
+organisation's own lock (two organisations in id order), so two transactions never recount the same pair from
+different snapshots (the pair's insert is an upsert besides). SQLite has one writer.
 
 Every statement here is put together from this module's own constants and column names (the `nosec B608` marks);
 values (days, weights) are bound parameters.
@@ -34,7 +39,9 @@ from sqlalchemy.orm import Session
 SPANS = (0, 30, 84, 90, 365)  # days of each window kept; 0 = all time; 84 = the trend's 12 weeks
 ALL_TIME_SINCE = date(1900, 1, 1)
 LOCK_KEY = 0x6465736B  # "desk": PostgreSQL advisory lock between the triggers and advance()
-COUNTS = ("n1", "n2", "n3", "f1", "f2", "f3", "lone")
+COUNTS = ("n1", "n2", "n3", "f1", "f2", "f3", "lone")  # a window's sums
+DAY_COUNTS = ("n1", "n2", "n3", "lone")  # a day's: its factors come from desk_org_days when needed
+ORG_COUNTS = ("n1", "n2", "n3")
 
 
 def since_of(span: int, today: date) -> date:
@@ -71,19 +78,24 @@ class Dialect:
         return (f"(CASE st.revenue_mode WHEN 'linear' THEN 1.0 + {r} WHEN 'logarithmic' THEN 1.0 + ln(1.0 + {r}) "
                 f"WHEN 'capped' THEN {self.least(f'1.0 + {r}', self.real('st.revenue_cap'))} ELSE 1.0 END)")
 
-    # A source of signed vote contributions: columns item_id, day, seg, imp, rf, lone, sgn.
+    def factor_excess(self, revenue: str) -> str:
+        """The factor less 1: what an organisation's votes add to the sums of factors beyond their count (0 without
+        revenue, and in every mode for a revenue of 0, so people without an organisation never add any)."""
+        return f"({self.factor(revenue)} - 1.0)"
+
+    # A source of signed vote contributions: columns item_id, day, seg, imp, rf, lone, sgn, org.
 
     def one_vote(self, row: str, sign: int) -> str:
         return (f"SELECT {row}.item_id AS item_id, {self.day(f'{row}.created_at')} AS day, "  # nosec B608  # our own SQL
                 f"coalesce(o.segment_id, 0) AS seg, {row}.importance AS imp, {self.factor('o.revenue')} AS rf, "
-                f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn "
+                f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn, o.id AS org "
                 f"FROM desk_state st LEFT JOIN users u ON u.id = {row}.user_id "
                 f"LEFT JOIN organisations o ON o.id = u.organisation_id")
 
     def all_votes(self) -> str:
         return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, coalesce(o.segment_id, 0) AS seg, "  # nosec B608  # our own SQL
                 f"v.importance AS imp, {self.factor('o.revenue')} AS rf, "
-                f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, 1 AS sgn "
+                f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, 1 AS sgn, o.id AS org "
                 f"FROM votes v CROSS JOIN desk_state st JOIN users u ON u.id = v.user_id "
                 f"LEFT JOIN organisations o ON o.id = u.organisation_id")
 
@@ -91,7 +103,7 @@ class Dialect:
         def side(org: str, sign: int) -> str:
             return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608  # our own SQL
                     f"coalesce(o.segment_id, 0) AS seg, v.importance AS imp, {self.factor('o.revenue')} AS rf, "
-                    f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn "
+                    f"CASE WHEN o.id IS NULL THEN 1 ELSE 0 END AS lone, {sign} AS sgn, o.id AS org "
                     f"FROM votes v CROSS JOIN desk_state st LEFT JOIN organisations o ON o.id = {org} "
                     f"WHERE v.user_id = NEW.id")
         return f"{side('OLD.organisation_id', -1)} UNION ALL {side('NEW.organisation_id', 1)}"
@@ -100,32 +112,60 @@ class Dialect:
         def side(row: str, sign: int) -> str:
             return (f"SELECT v.item_id AS item_id, {self.day('v.created_at')} AS day, "  # nosec B608  # our own SQL
                     f"coalesce({row}.segment_id, 0) AS seg, v.importance AS imp, {self.factor(f'{row}.revenue')} AS rf, "
-                    f"0 AS lone, {sign} AS sgn "
+                    f"0 AS lone, {sign} AS sgn, {row}.id AS org "
                     f"FROM users u CROSS JOIN votes v CROSS JOIN desk_state st "
                     f"WHERE u.organisation_id = NEW.id AND v.user_id = u.id")
         return f"{side('OLD', -1)} UNION ALL {side('NEW', 1)}"
 
     @staticmethod
-    def _sums(d: str = "d") -> str:
+    def _counts(d: str = "d") -> list[str]:
         imp = {"1": f"{d}.imp = 1", "2": f"{d}.imp = 2", "3": f"{d}.imp NOT IN (1, 2)"}
-        counts = [f"sum(CASE WHEN {imp[k]} THEN {d}.sgn ELSE 0 END)" for k in "123"]
-        factors = [f"sum(CASE WHEN {imp[k]} THEN {d}.sgn * {d}.rf ELSE 0.0 END)" for k in "123"]
-        return ", ".join([*counts, *factors, f"sum({d}.sgn * {d}.lone)"])
+        return [f"sum(CASE WHEN {imp[k]} THEN {d}.sgn ELSE 0 END)" for k in "123"]
 
-    def add_counts(self, source: str) -> list[str]:
-        """Add a source's signed contributions to its days and to every window that holds each day."""
-        cols = ", ".join(COUNTS)
-        update_days = ", ".join(f"{c} = desk_days.{c} + excluded.{c}" for c in COUNTS)
+    @staticmethod
+    def _sums(d: str = "d") -> str:
+        """The window's sums (COUNTS) of a source: counts and sums of factors per importance, people alone."""
+        imp = {"1": f"{d}.imp = 1", "2": f"{d}.imp = 2", "3": f"{d}.imp NOT IN (1, 2)"}
+        factors = [f"sum(CASE WHEN {imp[k]} THEN {d}.sgn * {d}.rf ELSE 0.0 END)" for k in "123"]
+        return ", ".join([*Dialect._counts(d), *factors, f"sum({d}.sgn * {d}.lone)"])
+
+    @staticmethod
+    def _day_sums(d: str = "d") -> str:
+        return ", ".join([*Dialect._counts(d), f"sum({d}.sgn * {d}.lone)"])
+
+    def add_counts(self, source: str, *, organisations: bool = True) -> list[str]:
+        """Add a source's signed contributions to its days, its organisations' days (unless `organisations` is
+        False: a change of an organisation's segment or revenue moves no vote between organisations) and every
+        window that holds each day."""
+        cols, day_cols, org_cols = ", ".join(COUNTS), ", ".join(DAY_COUNTS), ", ".join(ORG_COUNTS)
+        update_days = ", ".join(f"{c} = desk_days.{c} + excluded.{c}" for c in DAY_COUNTS)
+        update_orgs = ", ".join(f"{c} = desk_org_days.{c} + excluded.{c}" for c in ORG_COUNTS)
         update_windows = ", ".join(f"{c} = desk_windows.{c} + excluded.{c}" for c in COUNTS)
-        return [
-            f"INSERT INTO desk_days (item_id, day, seg, {cols}) SELECT d.item_id, d.day, d.seg, {self._sums()} "  # nosec B608  # our own SQL
-            f"FROM ({source}) d WHERE true GROUP BY d.item_id, d.day, d.seg "
+        statements = [
+            f"INSERT INTO desk_days (item_id, day, seg, {day_cols}) SELECT d.item_id, d.day, d.seg, "  # nosec B608  # our own SQL
+            f"{self._day_sums()} FROM ({source}) d WHERE true GROUP BY d.item_id, d.day, d.seg "
             f"ON CONFLICT (item_id, day, seg) DO UPDATE SET {update_days}",
             f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608  # our own SQL
             f"SELECT sp.span, d.item_id, d.seg, {self._sums()}, 0, 0 FROM ({source}) d "
             f"JOIN desk_spans sp ON d.day >= sp.since WHERE true GROUP BY sp.span, d.item_id, d.seg "
             f"ON CONFLICT (span, item_id, seg) DO UPDATE SET {update_windows}",
         ]
+        if organisations:
+            statements.append(
+                f"INSERT INTO desk_org_days (organisation_id, item_id, day, {org_cols}) "  # nosec B608  # our own SQL
+                f"SELECT d.org, d.item_id, d.day, {', '.join(self._counts())} FROM ({source}) d "
+                f"WHERE d.org IS NOT NULL GROUP BY d.org, d.item_id, d.day "
+                f"ON CONFLICT (organisation_id, item_id, day) DO UPDATE SET {update_orgs}")
+        return statements
+
+    def lock_organisations(self, *orgs: str) -> list[str]:
+        """PostgreSQL: wait for any other transaction recounting these organisations' pairs (in id order, so two
+        such transactions never wait for each other); SQLite has one writer already."""
+        if not self.pg:
+            return []
+        if len(orgs) == 2:
+            orgs = (f"least({orgs[0]}, {orgs[1]})", f"greatest({orgs[0]}, {orgs[1]})")
+        return [f"PERFORM pg_advisory_xact_lock({LOCK_KEY}, {org})" for org in orgs]
 
     def refresh_pairs(self, stored: str, raw: str) -> list[str]:
         """Take the (item, organisation) pairs `stored` selects (over `desk_item_orgs r`) out of the windows,
@@ -140,13 +180,18 @@ class Dialect:
             "DELETE FROM desk_item_orgs WHERE " + stored.replace("r.item_id", "desk_item_orgs.item_id")  # nosec B608  # our own SQL
             .replace("r.organisation_id", "desk_item_orgs.organisation_id"),
             self.pairs_from_votes(raw),
+            self.pairs_into_windows(stored),
+        ]
+
+    @staticmethod
+    def pairs_into_windows(stored: str) -> str:
+        return (
             "INSERT INTO desk_windows (span, item_id, seg, n1, n2, n3, f1, f2, f3, lone, orgs, revenue) "  # nosec B608  # our own SQL
             "SELECT sp.span, r.item_id, r.seg, 0, 0, 0, 0.0, 0.0, 0.0, 0, count(*), sum(r.revenue) "
             f"FROM desk_item_orgs r JOIN desk_spans sp ON r.latest_day >= sp.since WHERE {stored} "
             "GROUP BY sp.span, r.item_id, r.seg "
             "ON CONFLICT (span, item_id, seg) DO UPDATE SET orgs = desk_windows.orgs + excluded.orgs, "
-            "revenue = desk_windows.revenue + excluded.revenue",
-        ]
+            "revenue = desk_windows.revenue + excluded.revenue")
 
     def pairs_select(self, raw: str) -> str:
         # organisations -> their people -> their votes: bounded by the organisation's size (CROSS JOIN keeps
@@ -157,12 +202,19 @@ class Dialect:
                 f"GROUP BY v.item_id, o.id, o.segment_id, o.revenue")
 
     def pairs_from_votes(self, raw: str) -> str:
-        return ("INSERT INTO desk_item_orgs (item_id, organisation_id, voters, latest_day, seg, revenue) "
-                + self.pairs_select(raw))
+        # An upsert: the pair was deleted just before, but a transaction that started recounting it without the
+        # organisation's lock (none on SQLite; see lock_organisations) must not fail on the key.
+        upsert = ("ON CONFLICT (item_id, organisation_id) DO UPDATE SET voters = excluded.voters, "
+                  "latest_day = excluded.latest_day, seg = excluded.seg, revenue = excluded.revenue")
+        return f"INSERT INTO desk_item_orgs (item_id, organisation_id, voters, latest_day, seg, revenue) {self.pairs_select(raw)} {upsert}"  # nosec B608  # our own SQL
+
+
+def _organisation_of(row: str) -> str:
+    return f"(SELECT uu.organisation_id FROM users uu WHERE uu.id = {row}.user_id)"  # nosec B608  # our own SQL
 
 
 def _vote_pair(row: str) -> tuple[str, str]:
-    org = f"(SELECT uu.organisation_id FROM users uu WHERE uu.id = {row}.user_id)"  # nosec B608  # our own SQL
+    org = _organisation_of(row)
     return f"r.item_id = {row}.item_id AND r.organisation_id = {org}", f"o.id = {org} AND v.item_id = {row}.item_id"
 
 
@@ -182,17 +234,20 @@ def triggers(d: Dialect) -> list[Trigger]:
     items_of_person = "(SELECT vv.item_id FROM votes vv WHERE vv.user_id = NEW.id)"
     moved_orgs = "(OLD.organisation_id, NEW.organisation_id)"
     org_changed = f"{d.differs('OLD.segment_id', 'NEW.segment_id')} OR {d.differs('OLD.revenue', 'NEW.revenue')}"
+    new_lock, old_lock = d.lock_organisations(_organisation_of("NEW")), d.lock_organisations(_organisation_of("OLD"))
     return [
         Trigger("desk_vote_added", "votes", "AFTER INSERT",
-                [(None, d.add_counts(d.one_vote("NEW", 1)) + d.refresh_pairs(*new_pair))]),
+                [(None, d.add_counts(d.one_vote("NEW", 1)) + new_lock + d.refresh_pairs(*new_pair))]),
         Trigger("desk_vote_removed", "votes", "AFTER DELETE",
-                [(None, d.add_counts(d.one_vote("OLD", -1)) + d.refresh_pairs(*old_pair))]),
+                [(None, d.add_counts(d.one_vote("OLD", -1)) + old_lock + d.refresh_pairs(*old_pair))]),
         Trigger("desk_vote_changed", "votes", "AFTER UPDATE", [
             (None, d.add_counts(d.one_vote("OLD", -1)) + d.add_counts(d.one_vote("NEW", 1))),
-            (vote_moved, d.refresh_pairs(*old_pair) + d.refresh_pairs(*new_pair)),
+            (vote_moved, d.lock_organisations(_organisation_of("OLD"), _organisation_of("NEW"))
+             + d.refresh_pairs(*old_pair) + d.refresh_pairs(*new_pair)),
         ], when=vote_changed),
         Trigger("desk_person_moved", "users", "AFTER UPDATE", [
             (None, d.add_counts(d.person_moved())
+             + d.lock_organisations("OLD.organisation_id", "NEW.organisation_id")
              + d.refresh_pairs(f"r.organisation_id IN {moved_orgs} AND r.item_id IN {items_of_person}",
                                f"o.id IN {moved_orgs} AND v.item_id IN {items_of_person}")),
         ], when=d.differs("OLD.organisation_id", "NEW.organisation_id")),
@@ -200,7 +255,8 @@ def triggers(d: Dialect) -> list[Trigger]:
         Trigger("desk_person_deleted", "users", "BEFORE DELETE",
                 [(None, ["DELETE FROM votes WHERE user_id = OLD.id"])]),
         Trigger("desk_organisation_changed", "organisations", "AFTER UPDATE", [
-            (None, d.add_counts(d.organisation_changed())
+            (None, d.add_counts(d.organisation_changed(), organisations=False)
+             + d.lock_organisations("NEW.id")
              + d.refresh_pairs("r.organisation_id = NEW.id", "o.id = NEW.id")),
         ], when=org_changed),
         # Its people leave it first (as deleting it through the app does), so their votes are moved while it
@@ -253,39 +309,104 @@ def _connection(target: Session | Connection) -> Connection:
     return target.connection() if isinstance(target, Session) else target
 
 
+def _state_params(revenue_mode: str, revenue_unit: Decimal, revenue_cap: Decimal) -> tuple[Any, dict[str, Any]]:
+    return (text("INSERT INTO desk_state (id, revenue_mode, revenue_unit, revenue_cap) VALUES (1, :mode, :unit, :cap) "
+                 "ON CONFLICT (id) DO UPDATE SET revenue_mode = excluded.revenue_mode, "
+                 "revenue_unit = excluded.revenue_unit, revenue_cap = excluded.revenue_cap")
+            .bindparams(bindparam("unit", type_=Numeric(16, 3)), bindparam("cap", type_=Numeric(10, 3))),
+            {"mode": revenue_mode, "unit": revenue_unit, "cap": revenue_cap})
+
+
 def rebuild(target: Session | Connection, *, today: date, revenue_mode: str = "off",
             revenue_unit: Decimal = Decimal(100_000), revenue_cap: Decimal = Decimal(3)) -> None:
-    """Empty the aggregates and count them again from the vote rows (the backfill; a new revenue factor)."""
+    """Empty the aggregates and count them again from the vote rows (the backfill, `ahead desk-check --fix`)."""
     conn = _connection(target)
     d = Dialect(conn.dialect.name)
     if d.pg:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-    for table in ("desk_days", "desk_windows", "desk_item_orgs", "desk_spans", "desk_state"):
+    for table in ("desk_days", "desk_org_days", "desk_windows", "desk_item_orgs", "desk_spans", "desk_state"):
         conn.exec_driver_sql(f"DELETE FROM {table}")  # nosec B608  # our own SQL
-    conn.execute(text("INSERT INTO desk_state (id, revenue_mode, revenue_unit, revenue_cap) "
-                      "VALUES (1, :mode, :unit, :cap)").bindparams(bindparam("unit", type_=Numeric(16, 3)),
-                                                                   bindparam("cap", type_=Numeric(10, 3))),
-                 {"mode": revenue_mode, "unit": revenue_unit, "cap": revenue_cap})
+    conn.execute(*_state_params(revenue_mode, revenue_unit, revenue_cap))
     conn.execute(text("INSERT INTO desk_spans (span, since) VALUES (:span, :since)")
                  .bindparams(bindparam("since", type_=Date)),
                  [{"span": span, "since": since_of(span, today)} for span in SPANS])
-    cols = ", ".join(COUNTS)
-    conn.exec_driver_sql(f"INSERT INTO desk_days (item_id, day, seg, {cols}) "  # nosec B608  # our own SQL
-                         f"SELECT d.item_id, d.day, d.seg, {d._sums()} FROM ({d.all_votes()}) d "
+    day_cols, org_cols = ", ".join(DAY_COUNTS), ", ".join(ORG_COUNTS)
+    conn.exec_driver_sql(f"INSERT INTO desk_days (item_id, day, seg, {day_cols}) "  # nosec B608  # our own SQL
+                         f"SELECT d.item_id, d.day, d.seg, {d._day_sums()} FROM ({d.all_votes()}) d "
                          f"GROUP BY d.item_id, d.day, d.seg")
-    sums = ", ".join(f"sum(d.{c})" for c in COUNTS)
-    conn.exec_driver_sql(f"INSERT INTO desk_windows (span, item_id, seg, {cols}, orgs, revenue) "  # nosec B608  # our own SQL
-                         f"SELECT sp.span, d.item_id, d.seg, {sums}, 0, 0 FROM desk_days d "
-                         f"JOIN desk_spans sp ON d.day >= sp.since GROUP BY sp.span, d.item_id, d.seg")
-    statements = d.refresh_pairs("1 = 1", "1 = 1")
-    conn.exec_driver_sql(statements[2])
-    conn.exec_driver_sql(statements[3])
+    conn.exec_driver_sql(f"INSERT INTO desk_org_days (organisation_id, item_id, day, {org_cols}) "  # nosec B608  # our own SQL
+                         f"SELECT d.org, d.item_id, d.day, {', '.join(d._counts())} FROM ({d.all_votes()}) d "
+                         f"WHERE d.org IS NOT NULL GROUP BY d.org, d.item_id, d.day")
+    # Sums of factors start as the counts (a factor of 1); _add_factors adds what revenue adds.
+    conn.exec_driver_sql("INSERT INTO desk_windows (span, item_id, seg, n1, n2, n3, f1, f2, f3, lone, orgs, revenue) "
+                         "SELECT sp.span, d.item_id, d.seg, sum(d.n1), sum(d.n2), sum(d.n3), sum(d.n1), sum(d.n2), "
+                         "sum(d.n3), sum(d.lone), 0, 0 FROM desk_days d "
+                         "JOIN desk_spans sp ON d.day >= sp.since GROUP BY sp.span, d.item_id, d.seg")
+    _add_factors(conn, d)
+    conn.exec_driver_sql(d.pairs_from_votes("1 = 1"))
+    conn.exec_driver_sql(d.pairs_into_windows("1 = 1"))
+
+
+def refactor(target: Session | Connection, *, revenue_mode: str, revenue_unit: Decimal, revenue_cap: Decimal) -> None:
+    """Sum the windows' revenue factors again with new parameters (mode, unit, cap), from the votes per
+    organisation and day (`desk_org_days`), not from the vote rows: a factor is one organisation's."""
+    conn = _connection(target)
+    d = Dialect(conn.dialect.name)
+    if d.pg:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    conn.execute(*_state_params(revenue_mode, revenue_unit, revenue_cap))
+    conn.exec_driver_sql("UPDATE desk_windows SET f1 = n1, f2 = n2, f3 = n3")
+    _add_factors(conn, d)
+
+
+def _excess(d: Dialect, where: str) -> str:
+    """Per item and segment (and `bucket`, when the where clause's caller groups by one), what revenue adds to the
+    sums of factors of the votes per organisation and day that `where` selects (over `desk_org_days od`)."""
+    x = d.factor_excess("o.revenue")
+    return (f"SELECT od.item_id AS item_id, coalesce(o.segment_id, 0) AS seg, "  # nosec B608  # our own SQL
+            f"sum(od.n1 * {x}) AS g1, sum(od.n2 * {x}) AS g2, sum(od.n3 * {x}) AS g3 "
+            f"FROM desk_org_days od JOIN organisations o ON o.id = od.organisation_id CROSS JOIN desk_state st "
+            f"WHERE {where} GROUP BY od.item_id, coalesce(o.segment_id, 0)")
+
+
+_ADD_EXCESS = ("UPDATE desk_windows SET f1 = desk_windows.f1 + x.g1, f2 = desk_windows.f2 + x.g2, "
+               "f3 = desk_windows.f3 + x.g3 FROM ({source}) x WHERE desk_windows.span = {span} "
+               "AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg")
+
+
+def _add_factors(conn: Connection, d: Dialect) -> None:
+    """Add to each window what revenue adds to its sums of factors (nothing when revenue is off). One pass over
+    `desk_org_days`: each day falls in the shortest window that holds it (its bucket), a window sums the buckets of
+    the windows it contains."""
+    mode = conn.exec_driver_sql("SELECT revenue_mode FROM desk_state WHERE id = 1").scalar()
+    if mode in (None, "off"):
+        return
+    spans = sorted(((as_date(since), int(span)) for span, since in conn.execute(
+        text("SELECT span, since FROM desk_spans"))), reverse=True)  # the shortest window first
+    if not spans:
+        return
+    bucket = ("CASE " + " ".join(f"WHEN od.day >= :b{i} THEN {i}" for i in range(len(spans) - 1))
+              + f" ELSE {len(spans) - 1} END")
+    x = d.factor_excess("o.revenue")
+    buckets = (f"SELECT od.item_id AS item_id, coalesce(o.segment_id, 0) AS seg, {bucket} AS bucket, "  # nosec B608  # our own SQL
+               f"sum(od.n1 * {x}) AS g1, sum(od.n2 * {x}) AS g2, sum(od.n3 * {x}) AS g3 "
+               f"FROM desk_org_days od JOIN organisations o ON o.id = od.organisation_id CROSS JOIN desk_state st "
+               f"WHERE true GROUP BY od.item_id, coalesce(o.segment_id, 0), {bucket}")
+    reach = "CASE sp.span " + " ".join(f"WHEN {span} THEN {i}" for i, (_since, span) in enumerate(spans)) + " END"
+    source = (f"SELECT sp.span AS span, b.item_id AS item_id, b.seg AS seg, sum(b.g1) AS g1, sum(b.g2) AS g2, "  # nosec B608  # our own SQL
+              f"sum(b.g3) AS g3 FROM ({buckets}) b JOIN desk_spans sp ON b.bucket <= {reach} "
+              f"GROUP BY sp.span, b.item_id, b.seg")
+    statement = text(_ADD_EXCESS.format(source=source, span="x.span")).bindparams(
+        *[bindparam(f"b{i}", type_=Date) for i in range(len(spans) - 1)])
+    conn.execute(statement, {f"b{i}": since for i, (since, _span) in enumerate(spans[:-1])})
 
 
 def advance(target: Session | Connection, *, today: date) -> bool:
     """Move each window's first day to where it is today: what left a window is taken out of it. False when the
     windows were already current."""
     conn = _connection(target)
+    d = Dialect(conn.dialect.name)
+
     def stale_spans() -> dict[int, date]:
         stored = {int(span): as_date(since) for span, since in conn.execute(text("SELECT span, since FROM desk_spans"))}
         return {span: since for span, since in stored.items() if span != 0 and since < since_of(span, today)}
@@ -293,11 +414,13 @@ def advance(target: Session | Connection, *, today: date) -> bool:
     stale = stale_spans()
     if not stale:
         return False
-    if conn.dialect.name == "postgresql":
+    if d.pg:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         stale = stale_spans()  # as they are now that no trigger is running
-    minus = ", ".join(f"{c} = desk_windows.{c} - x.{c}" for c in COUNTS)
-    sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTS)
+    # A day's sums of factors: its counts, and what its organisations' revenue adds (from desk_org_days).
+    minus = ", ".join([*(f"{c} = desk_windows.{c} - x.{c}" for c in DAY_COUNTS),
+                       *(f"f{k} = desk_windows.f{k} - x.n{k}" for k in "123")])
+    sums = ", ".join(f"sum({c}) AS {c}" for c in DAY_COUNTS)
     for span, old in stale.items():
         params = {"span": span, "old": old, "new": since_of(span, today)}
         conn.execute(_dated(
@@ -305,6 +428,8 @@ def advance(target: Session | Connection, *, today: date) -> bool:
             "WHERE day >= :old AND day < :new GROUP BY item_id, seg) x "
             "WHERE desk_windows.span = :span AND desk_windows.item_id = x.item_id AND desk_windows.seg = x.seg"),
             params)
+        conn.execute(_dated(_ADD_EXCESS.replace("+ x.g", "- x.g").format(
+            source=_excess(d, "od.day >= :old AND od.day < :new"), span=":span")), params)
         conn.execute(_dated(
             "UPDATE desk_windows SET orgs = desk_windows.orgs - x.k, revenue = desk_windows.revenue - x.rev "
             "FROM (SELECT item_id, seg, count(*) AS k, sum(revenue) AS rev FROM desk_item_orgs "
@@ -382,9 +507,16 @@ def recount(target: Session | Connection) -> list[Difference]:
     pair_values = {k: (v[0], v[1].toordinal(), v[2], v[3] or 0) for k, v in pairs.items()}
     stored_pair_values = {(r[0], r[1]): (r[2], as_date(r[3]).toordinal(), r[4], r[5] or 0) for r in conn.exec_driver_sql(
         "SELECT item_id, organisation_id, voters, latest_day, seg, revenue FROM desk_item_orgs")}
+    day_cols, org_cols = ", ".join(DAY_COUNTS), ", ".join(ORG_COUNTS)
+    day_values = {k: (v[0], v[1], v[2], v[6]) for k, v in days.items()}
+    org_days = _nonzero(conn.exec_driver_sql(
+        f"SELECT d.org, d.item_id, d.day, {', '.join(d._counts())} FROM ({d.all_votes()}) d "  # nosec B608  # our own SQL
+        f"WHERE d.org IS NOT NULL GROUP BY d.org, d.item_id, d.day"), 3)
     return (
-        _compare("desk_days", _nonzero(conn.exec_driver_sql(f"SELECT item_id, day, seg, {cols} FROM desk_days"), 3),  # nosec B608  # our own SQL
-                 days)
+        _compare("desk_days", _nonzero(conn.exec_driver_sql(
+            f"SELECT item_id, day, seg, {day_cols} FROM desk_days"), 3), day_values)  # nosec B608  # our own SQL
+        + _compare("desk_org_days", _nonzero(conn.exec_driver_sql(
+            f"SELECT organisation_id, item_id, day, {org_cols} FROM desk_org_days"), 3), org_days)  # nosec B608  # our own SQL
         + _compare("desk_item_orgs", stored_pair_values, pair_values)
         + _compare("desk_windows", _nonzero(conn.exec_driver_sql(
             f"SELECT span, item_id, seg, {cols}, orgs, revenue FROM desk_windows"), 3),  # nosec B608  # our own SQL

@@ -51,8 +51,9 @@ class Decision(Base):
 
 
 class DeskDay(Base):
-    """Votes per item, UTC day and segment: a count and a sum of revenue factors per importance, and the votes
-    of people without an organisation (`lone`)."""
+    """Votes per item, UTC day and segment: a count per importance, and the votes of people without an
+    organisation (`lone`). The trend reads them; a day leaving a window is taken out of it with them (its sums of
+    revenue factors come from `desk_org_days`)."""
 
     __tablename__ = "desk_days"
     __table_args__ = (Index("ix_desk_days_day", "day"),)
@@ -63,15 +64,29 @@ class DeskDay(Base):
     n1: Mapped[int] = mapped_column(Integer, default=0)
     n2: Mapped[int] = mapped_column(Integer, default=0)
     n3: Mapped[int] = mapped_column(Integer, default=0)
-    f1: Mapped[float] = mapped_column(Float, default=0.0)
-    f2: Mapped[float] = mapped_column(Float, default=0.0)
-    f3: Mapped[float] = mapped_column(Float, default=0.0)
     lone: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class DeskOrgDay(Base):
+    """Votes per organisation, item and UTC day, per importance: the desk filtered by one organisation reads them
+    (as many rows as the organisation has items and days, not votes), and a new revenue factor is summed again from
+    them (a factor is an organisation's)."""
+
+    __tablename__ = "desk_org_days"
+    __table_args__ = (Index("ix_desk_org_days_day", "day"),)
+
+    organisation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    n1: Mapped[int] = mapped_column(Integer, default=0)
+    n2: Mapped[int] = mapped_column(Integer, default=0)
+    n3: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class DeskWindow(Base):
-    """The same sums over each window (`span` days up to `desk_spans.since`; 0 = all time), with the distinct
-    organisations whose latest vote on the item falls in it and the sum of their revenue."""
+    """Sums over each window (`span` days up to `desk_spans.since`; 0 = all time): votes and sums of revenue factors
+    per importance, votes of people without an organisation, the distinct organisations whose latest vote on the
+    item falls in it and the sum of their revenue."""
 
     __tablename__ = "desk_windows"
 
@@ -115,7 +130,7 @@ class DeskSpan(Base):
 
 
 class DeskState(Base):
-    """The revenue factor's parameters the sums of factors (`f1`…`f3`) were made with (one row, id 1)."""
+    """The revenue factor's parameters the windows' sums of factors (`f1`…`f3`) were made with (one row, id 1)."""
 
     __tablename__ = "desk_state"
 

@@ -4,16 +4,13 @@ Revision ID: 8c1d5e7f9a20
 Revises: 9a3c7e5b1d42
 Create Date: 2026-12-03 08:50:00
 
-Creates desk_days, desk_windows, desk_item_orgs, desk_spans and desk_state (app/desk/models.py), the triggers on
-votes, users and organisations that keep them equal to the vote rows (app/desk/aggregates.py, SQLite and
-PostgreSQL), and fills them from the votes already there with the revenue factor in force (portal setting
-`desk_weights`). A later change to the triggers comes with a migration of its own that drops and re-creates them.
+Creates desk_days, desk_windows, desk_item_orgs, desk_spans and desk_state (app/desk/models.py). The triggers that
+keep them equal to the vote rows and their backfill are made by the latest migration that changes them
+(2026-12-03-1130_desk_org_days): they are app/desk/aggregates.py as it is now, which reads tables this revision
+does not have yet. (This revision made them itself until then; a database past it already has them.)
 """
 
-import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from alembic import op
@@ -71,16 +68,6 @@ def upgrade() -> None:
         sa.Column("revenue_cap", sa.Numeric(10, 3), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_desk_state")),
     )
-    conn = op.get_bind()
-    raw = conn.execute(sa.text("SELECT value FROM portal_settings WHERE key = 'desk_weights'")).scalar()
-    weights = raw if isinstance(raw, dict) else json.loads(raw) if isinstance(raw, str) else {}
-    try:
-        mode = str(weights.get("revenue_mode", "off"))
-        unit, cap = Decimal(str(weights.get("revenue_unit", 100_000))), Decimal(str(weights.get("revenue_cap", 3)))
-    except (ArithmeticError, ValueError):
-        mode, unit, cap = "off", Decimal(100_000), Decimal(3)
-    aggregates.create_triggers(conn)
-    aggregates.rebuild(conn, today=datetime.now(UTC).date(), revenue_mode=mode, revenue_unit=unit, revenue_cap=cap)
 
 
 def downgrade() -> None:

@@ -4,7 +4,8 @@ Random sequences of what people and staff do — votes, changed importances, wit
 customer, merges and their undo, people moving organisation or deleting their account, organisations changing
 segment or revenue, votes backdated (time passing), a new revenue factor, windows moved forward — and after each
 step the aggregates are recounted from the raw rows (`ahead desk-check`'s check), and the desk read from them is
-compared, window by window, with the desk computed from the vote rows.
+compared, window by window, segment by segment and organisation by organisation, with the desk computed from the
+vote rows (tests/desk/raw.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app.roadmap import merge as merging
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance, Merge, Vote
 from tests.desk.helpers import RICE, assert_matches, expected_desk, page_rows, set_up
+from tests.desk.raw import raw_desk
 from tests.factories import make_admin, make_item, make_pm, make_product, make_user
 from tests.helpers.http import sign_in
 
@@ -36,12 +38,6 @@ def admin(client, session):  # type: ignore[no-untyped-def]
     user = make_admin(session, email="ada@example.com", display_name="Ada Admin")
     sign_in(client, session, user)
     return user
-
-
-def _raw_desk(session: Session, query: desk.DeskQuery, weights: desk.Weights, now) -> list[desk.DeskRow]:  # type: ignore[no-untyped-def]
-    """The desk as the vote rows give it (the statement the desk used before it kept aggregates)."""
-    stmt = desk._desk_statement(session, query=query, weights=weights, now=now)
-    return [desk._row(r) for r in session.execute(stmt)]
 
 
 def _same(a: desk.DeskRow, b: desk.DeskRow) -> bool:
@@ -67,16 +63,20 @@ def _check(session: Session, step: str, *, pages: bool = True) -> None:
     weights = desk.get_weights(session)
     now = desk.utcnow()
     segments = ["", *list(session.scalars(select(Segment.slug)))]
+    # Each segment, each organisation, and the first organisation within a segment (it is in it or lists nothing).
+    organisations = list(session.scalars(select(Organisation.id).order_by(Organisation.id)))
+    filters = [(segment, None) for segment in segments] + [("", org) for org in organisations] + [
+        (segments[1], organisations[0])]
     for window in desk.WINDOWS:
-        for segment in segments:
-            query = desk.DeskQuery(window=window, segment=segment, sort=desk.Sort.demand)
+        for segment, organisation in filters:
+            query = desk.DeskQuery(window=window, segment=segment, organisation=organisation, sort=desk.Sort.demand)
             plan = desk._plan(session, query=query, weights=weights, now=now)
-            assert plan.aggregated, step
             kept = plan.rows(session, session.execute(plan.stmt).all())
-            raw = _raw_desk(session, query, weights, now)
-            assert [r.public_id for r in kept] == [r.public_id for r in raw], (step, window, segment)
+            raw = raw_desk(session, query, weights, now)
+            where = (step, window, segment, organisation)
+            assert [r.public_id for r in kept] == [r.public_id for r in raw], where
             for k, r in zip(kept, raw, strict=True):
-                assert _same(k, r), (step, window, segment, k, r)
+                assert _same(k, r), (*where, k, r)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
