@@ -297,6 +297,11 @@ class Instance:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP to the process group: it answers nothing, yet the kernel keeps its sockets open."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -677,6 +682,11 @@ async def check_kill(client: httpx.AsyncClient, nginx: Nginx, instances: list[In
         await asyncio.sleep(step)
         victim = instances[1 - k % 2]
         before = sum(tally.gets.values()) + sum(tally.votes.values())
+        if args.hang:
+            # A hung instance (a machine gone without closing its sockets): its connections stay open, unanswered.
+            victim.freeze()
+            print(f"  SIGSTOP {victim.name} at {time.monotonic() - started:.1f} s for {args.hang:g} s", flush=True)
+            await asyncio.sleep(args.hang)
         victim.kill()
         killed_at.append(time.monotonic())
         kills.append(f"{victim.name} at {time.monotonic() - started:.1f} s (after {before} requests)")
@@ -813,6 +823,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=1, help="SIGKILLs during the load (B, then A, ...)")
     parser.add_argument("--idle-rounds", type=int, default=8,
                         help="bursts of the keep-alive check (about 5 s each; 0 leaves it out)")
+    parser.add_argument("--hang", type=float, default=0,
+                        help="seconds each victim is stopped (SIGSTOP: hung, sockets open) before its SIGKILL; "
+                             "not one of the checks above: a hung instance costs requests (bench/README.md)")
     parser.add_argument("--keep-alive-seconds", type=int,
                         help="KEEP_ALIVE_SECONDS for the instances (default: the app's; 5 is uvicorn's own)")
     parser.add_argument("--logs", type=Path, help="copy the instances' and nginx's logs into this folder")
