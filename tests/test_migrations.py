@@ -180,3 +180,55 @@ def test_duplicate_reasons_collapse_to_the_newest_and_stay_one_per_person_and_it
         upgrade(url)
     finally:
         drop()
+
+
+def test_duplicate_links_merge_and_duplicate_hook_names_get_a_number(tmp_path):
+    """2026-12-03-1130_tech_uniques_hook_scope: the same issue on one initiative in two letter cases becomes one
+    link (the oldest, with the newest tracker news); a webhook name used again is numbered; then both are unique."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    before = "5e0b2d7c41a9"
+    url, drop = create_database(tmp_path, "techuniq")
+    try:
+        upgrade(url, before)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO initiatives (id, title, description, status, created_at, updated_at) "
+                              "VALUES (1, 'Exports', '', 'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            links = [  # id, key, status, done, tracker_updated_at
+                (1, "Acme/App#88", "open", False, "2026-12-01 10:00:00"),
+                (2, "acme/app#88", "closed", True, "2026-12-02 10:00:00"),
+                (3, "ACME/app#88", "open", False, None),
+                (4, "acme/app#89", "open", False, None),
+            ]
+            for id_, key, status, done, at in links:
+                conn.execute(text(
+                    "INSERT INTO backlog_links (id, initiative_id, kind, key, url, title, status, started, done, "
+                    "tracker_updated_at, created_at) VALUES (:id, 1, 'github', :key, '', '', :status, :done, :done, "
+                    ":at, CURRENT_TIMESTAMP)"), {"id": id_, "key": key, "status": status, "done": done, "at": at})
+            for id_, kind, name in ((1, "github", "CI"), (2, "generic", "ci"), (3, "jira", "CI (2)"),
+                                    (4, "gitlab", "Other")):
+                conn.execute(text("INSERT INTO tracker_hooks (id, public_id, kind, name, salt, created_at, "
+                                  "refused_count, last_refused_reason) VALUES (:id, :pid, :kind, :name, 's', "
+                                  "CURRENT_TIMESTAMP, 0, '')"), {"id": id_, "pid": f"h{id_}", "kind": kind, "name": name})
+        engine.dispose()
+
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT id, key, status, done FROM backlog_links ORDER BY id")).all()
+            assert [tuple(row) for row in kept] == [(1, "Acme/App#88", "closed", True), (4, "acme/app#89", "open", False)]
+            hooks = conn.execute(text("SELECT id, name, tracker FROM tracker_hooks ORDER BY id")).all()
+            assert [tuple(row) for row in hooks] == [(1, "CI", "github"), (2, "ci (3)", None), (3, "CI (2)", "jira"),
+                                                     (4, "Other", "gitlab")]
+            with pytest.raises(IntegrityError):
+                conn.execute(text("INSERT INTO backlog_links (initiative_id, kind, key, url, title, status, started, "
+                                  "done, created_at) VALUES (1, 'github', 'ACME/APP#89', '', '', 'open', false, "
+                                  "false, CURRENT_TIMESTAMP)"))
+        engine.dispose()
+        downgrade(url, before)
+        upgrade(url)
+    finally:
+        drop()

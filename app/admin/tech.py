@@ -74,10 +74,7 @@ def _is_quarter(value: str) -> bool:
 
 
 def _form_of(initiative: Initiative) -> dict[str, Any]:
-    quarter = (f"{initiative.target_year}-Q{initiative.target_quarter}"
-               if initiative.target_year and initiative.target_quarter else "")
-    return {"title": initiative.title, "description": initiative.description,
-            "owner_id": str(initiative.owner_id or ""), "status": initiative.status.value, "quarter": quarter}
+    return dict(tech.initiative_values(initiative))
 
 
 def _form_context(session: Session, form: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +291,9 @@ def _hooks_page(request: Request, session: Session, *, created: dict[str, str] |
         "deliveries": tech.list_deliveries(session), "created": created, "form": form or {"kind": "github"},
         "errors": errors or {}, "hook_labels": trackers.HOOK_LABELS,
         "kind_options": [(k.value, label) for k, label in trackers.HOOK_LABELS.items()],
+        "tracker_options": [("", "Only for the generic format: choose")]
+                           + [(k.value, label) for k, label in trackers.KIND_LABELS.items()],
+        "reach": {h.id: tech.hook_reach(h) for h in hooks},
         "generic_header": trackers.GENERIC_HEADER,
     }, status_code=status_code, headers={"Cache-Control": "no-store"})  # it may show a new webhook's secret
 

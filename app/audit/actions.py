@@ -73,6 +73,7 @@ class AuditAction(StrEnum):
     initiative_item_unlinked = "initiative.item_unlinked"
     backlog_link_added = "backlog_link.added"
     backlog_link_removed = "backlog_link.removed"
+    backlog_link_updated = "backlog_link.updated"
     backlog_links_imported = "backlog_link.imported"
     item_delivery_updated = "item.delivery_updated"
     tracker_hook_created = "tracker_hook.created"

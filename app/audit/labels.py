@@ -48,6 +48,7 @@ AUDIT_VERBS: dict[AuditAction, str] = {
     AuditAction.initiative_item_unlinked: "Unlinked from an item",
     AuditAction.backlog_link_added: "Backlog link added",
     AuditAction.backlog_link_removed: "Backlog link removed",
+    AuditAction.backlog_link_updated: "Backlog link changed",
     AuditAction.backlog_links_imported: "Backlog links imported from a CSV",
     AuditAction.tracker_hook_created: "Created",
     AuditAction.tracker_hook_deleted: "Deleted",

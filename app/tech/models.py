@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -96,8 +97,6 @@ class BacklogLink(Base):
     __table_args__ = (
         CheckConstraint("(initiative_id IS NULL) <> (item_id IS NULL)", name="one_owner"),
         Index("ix_backlog_links_kind_key", "kind", "key"),
-        Index("uq_backlog_links_initiative_key", "initiative_id", "kind", "key", unique=True),
-        Index("uq_backlog_links_item_key", "item_id", "kind", "key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -113,6 +112,14 @@ class BacklogLink(Base):
     estimate: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
     tracker_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# One issue once per initiative and once per item, whatever the letter case of a GitHub/GitLab path: the database
+# enforces it, since two requests at the same instant both pass the service's look-up. Jira and Linear keys are
+# upper case by their format (trackers.KEY_FORMATS), so lower() folds only what is meant to be folded.
+Index("uq_backlog_links_initiative_key", BacklogLink.initiative_id, BacklogLink.kind, func.lower(BacklogLink.key),
+      unique=True)
+Index("uq_backlog_links_item_key", BacklogLink.item_id, BacklogLink.kind, func.lower(BacklogLink.key), unique=True)
 
 
 class ItemDelivery(Base):
@@ -137,6 +144,12 @@ class TrackerHook(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[HookKind] = mapped_column(str_enum(HookKind, 16))
     name: Mapped[str] = mapped_column(String(80))
+    # The only tracker whose links this webhook's deliveries may update: a tracker's own hook its own kind; a
+    # generic hook the one chosen when it was made (NULL: any tracker, a generic hook made before this existed).
+    tracker: Mapped[TrackerKind | None] = mapped_column(str_enum(TrackerKind, 16))
+    # Optionally narrower: repositories / owners (GitHub), projects / groups (GitLab), project keys (Jira,
+    # Linear), separated by spaces; "" for the whole tracker. See trackers.in_scope.
+    scope: Mapped[str] = mapped_column(String(300), default="", server_default="")
     salt: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -145,6 +158,10 @@ class TrackerHook(Base):
     refused_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_refused_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
+
+
+# A name is a webhook's handle in the admin (and in its deliveries' log): unique in any letter case.
+Index("uq_tracker_hooks_name", func.lower(TrackerHook.name), unique=True)
 
 
 class TrackerDelivery(Base):

@@ -91,6 +91,14 @@ def resolve_initiative(session: Session, data: InitiativeForm) -> InitiativeForm
     return data
 
 
+def initiative_values(initiative: Initiative) -> dict[str, str]:
+    """An initiative as its form's raw values (the editor's starting point, and an API PATCH's)."""
+    quarter = (f"{initiative.target_year}-Q{initiative.target_quarter}"
+               if initiative.target_year and initiative.target_quarter else "")
+    return {"title": initiative.title, "description": initiative.description, "status": initiative.status.value,
+            "owner_id": str(initiative.owner_id or ""), "quarter": quarter}
+
+
 def _snapshot(initiative: Initiative) -> dict[str, Any]:
     return {"title": initiative.title, "description": initiative.description, "owner": initiative.owner_id,
             "status": initiative.status, "quarter": initiative.quarter_label}
@@ -116,6 +124,9 @@ def update_initiative(session: Session, *, initiative: Initiative, data: Initiat
         return False
     initiative.updated_at = utcnow()
     audit.record(session, actor=actor, action=AuditAction.initiative_updated, entity=initiative, changes=changes)
+    if "owner" in changes:  # the loaded owner is the old one: get_initiative loads the new one
+        session.flush()
+        session.expire(initiative, ["owner"])
     return True
 
 
@@ -281,8 +292,7 @@ def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, tit
         trackers.check_link(kind, key, url)
     except trackers.BadLink as exc:
         raise FormInvalid({exc.field: str(exc)}) from None
-    owner = BacklogLink.initiative_id == initiative.id if initiative else BacklogLink.item_id == (item.id if item else 0)
-    if session.scalar(select(BacklogLink.id).where(owner, BacklogLink.kind == kind, _key_is(kind, key))):
+    if _linked_already(session, kind=kind, key=key, initiative=initiative, item=item):
         raise FormInvalid({"url": f"{key} is linked here already."})
     link = BacklogLink(initiative_id=initiative.id if initiative else None, item_id=item.id if item else None,
                        kind=kind, key=key, url=url, title=title, status=status or ("done" if done else "open"),
@@ -298,6 +308,16 @@ def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, tit
     return link
 
 
+def _linked_already(session: Session, *, kind: TrackerKind, key: str, initiative: Initiative | None,
+                    item: Item | None, other_than: int | None = None) -> bool:
+    """The friendly early answer; the unique indexes on lower(key) are what guarantee it."""
+    owner = BacklogLink.initiative_id == initiative.id if initiative else BacklogLink.item_id == (item.id if item else 0)
+    stmt = select(BacklogLink.id).where(owner, BacklogLink.kind == kind, _key_is(kind, key))
+    if other_than is not None:
+        stmt = stmt.where(BacklogLink.id != other_than)
+    return session.scalar(stmt.limit(1)) is not None
+
+
 def _key_is(kind: TrackerKind, key: str) -> Any:
     """A where clause finding a link by key: GitHub/GitLab paths compare case-insensitively."""
     if kind in (TrackerKind.github, TrackerKind.gitlab):
@@ -307,6 +327,54 @@ def _key_is(kind: TrackerKind, key: str) -> Any:
 
 def _folded(kind: TrackerKind, key: str) -> str:
     return key.lower() if kind in (TrackerKind.github, TrackerKind.gitlab) else key
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    """A link's fields after a change (the API's PATCH): whatever was not sent keeps its value."""
+
+    kind: TrackerKind
+    key: str
+    url: str
+    title: str
+    status: str
+    done: bool
+    estimate: Decimal | None
+
+
+def _link_snapshot(link: BacklogLink) -> dict[str, Any]:
+    return {"kind": link.kind.value, "key": link.key, "url": link.url, "title": link.title, "status": link.status,
+            "done": link.done, "estimate": _plain(link.estimate) if link.estimate is not None else None}
+
+
+def update_link(session: Session, *, link: BacklogLink, change: LinkChange, actor: User) -> bool:
+    """Change a link with the checks of a new one (its key in its tracker's format, an address of that very
+    issue, the issue not linked here already); audited on its initiative or item. False when nothing changed."""
+    try:
+        trackers.check_link(change.kind, change.key, change.url)
+    except trackers.BadLink as exc:
+        raise FormInvalid({exc.field: str(exc)}) from None
+    initiative = session.get(Initiative, link.initiative_id) if link.initiative_id else None
+    item = session.get(Item, link.item_id) if link.item_id else None
+    if _linked_already(session, kind=change.kind, key=change.key, initiative=initiative, item=item,
+                       other_than=link.id):
+        raise FormInvalid({"key": f"{change.key} is linked here already."})
+    before = _link_snapshot(link)
+    link.kind, link.key, link.url, link.title = change.kind, change.key, change.url, change.title
+    link.status, link.done, link.estimate = change.status, change.done, change.estimate
+    link.started = link.started or change.done
+    changes = audit.diff(before, _link_snapshot(link))
+    if not changes:
+        return False
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:  # the same key linked by a request that committed meanwhile
+        session.expire(link)
+        raise FormInvalid({"key": f"{change.key} is linked here already."}) from None
+    audit.record(session, actor=actor, action=AuditAction.backlog_link_updated, entity=initiative or item,
+                 changes={f"{link.kind.value} {link.key}: {name}": values for name, values in changes.items()})
+    return True
 
 
 def remove_link(session: Session, *, link: BacklogLink, actor: User) -> None:
@@ -454,20 +522,57 @@ class HookForm(FormModel):
     name: Annotated[str, text(80, required="Give the webhook a name, like “GitHub acme/app”.",
                               one_line="The name is one line.")] = ""
     kind: Annotated[HookKind, choice(HookKind, "Choose where the deliveries come from.")] = HookKind.github
+    # A generic hook's tracker (a tracker's own hook updates its own tracker's links only).
+    tracker: Annotated[TrackerKind | None, choice(TrackerKind, "Choose the tracker whose issues it reports.",
+                                                  empty=None)] = None
+    scope: Annotated[str, text(300, one_line="The scope is one line.")] = ""
+
+
+_HOOK_TRACKER = {HookKind.github: TrackerKind.github, HookKind.gitlab: TrackerKind.gitlab,
+                 HookKind.jira: TrackerKind.jira}
+
+
+def _name_taken(name: str) -> FormInvalid:
+    return FormInvalid({"name": f"A webhook named “{name}” exists already: use it, delete it first, "
+                                "or choose another name."})
 
 
 def create_hook(session: Session, *, data: HookForm, actor: User) -> TrackerHook:
-    """A new webhook; FormInvalid for a name in use (any letter case): reloading the page that showed a new
-    webhook's secret re-submits its form, and must not make a second webhook."""
-    if session.scalar(select(TrackerHook.id).where(func.lower(TrackerHook.name) == data.name.lower())):
-        raise FormInvalid({"name": f"A webhook named “{data.name}” exists already: use it, delete it first, "
-                                   "or choose another name."})
-    hook = TrackerHook(public_id=secrets.token_urlsafe(12), kind=data.kind, name=data.name,
-                       salt=secrets.token_urlsafe(24))
-    session.add(hook)
-    session.flush()
+    """A new webhook, allowed to update one tracker's links (and only those in its scope, when one is given).
+    FormInvalid for a name in use (any letter case: the database's unique index has the last word):
+    reloading the page that showed a new webhook's secret re-submits its form, and must not make a second."""
+    tracker = _HOOK_TRACKER.get(data.kind, data.tracker)
+    if tracker is None:
+        raise FormInvalid({"tracker": "Choose the tracker whose issues it reports."})
+    try:
+        scope = trackers.parse_scope(tracker, data.scope)
+    except ValueError as exc:
+        raise FormInvalid({"scope": str(exc)}) from None
+    if _hook_named(session, data.name):
+        raise _name_taken(data.name)
+    hook = TrackerHook(public_id=secrets.token_urlsafe(12), kind=data.kind, name=data.name, tracker=tracker,
+                       scope=" ".join(scope), salt=secrets.token_urlsafe(24))
+    try:
+        with session.begin_nested():
+            session.add(hook)
+            session.flush()
+    except IntegrityError:  # the same name made by a request that committed meanwhile
+        raise _name_taken(data.name) from None
     audit.record(session, actor=actor, action=AuditAction.tracker_hook_created, entity=hook)
     return hook
+
+
+def _hook_named(session: Session, name: str) -> bool:
+    """The friendly early answer; the unique index on lower(name) is what guarantees it."""
+    return session.scalar(select(TrackerHook.id).where(func.lower(TrackerHook.name) == name.lower())) is not None
+
+
+def hook_reach(hook: TrackerHook) -> str:
+    """What a webhook may update, in words (the admin list, and the reason a delivery outside it is ignored)."""
+    if hook.tracker is None:
+        return "any tracker's issues"
+    label = trackers.KIND_LABELS[hook.tracker]
+    return f"{label} {', '.join(hook.scope.split())} only" if hook.scope else f"{label} issues only"
 
 
 def delete_hook(session: Session, *, hook: TrackerHook, actor: User) -> None:
@@ -538,7 +643,14 @@ def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUp
     changed: list[BacklogLink] = []
     unknown: list[str] = []
     stale: list[str] = []
+    outside: list[str] = []
+    scope = hook.scope.split()
     for update in updates:
+        # A webhook speaks for one tracker (and its scope): a leaked or misused secret reaches no further.
+        if (hook.tracker is not None and update.kind != hook.tracker) or not trackers.in_scope(
+                update.kind, update.key, scope):
+            outside.append(f"{trackers.KIND_LABELS[update.kind]} {update.key}")
+            continue
         links = list(session.scalars(select(BacklogLink).where(BacklogLink.kind == update.kind,
                                                                _key_is(update.kind, update.key))
                                      .order_by(BacklogLink.id).with_for_update()))
@@ -569,6 +681,9 @@ def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUp
         parts.append(f"Older than what is known, kept: {', '.join(sorted(set(stale)))}.")
     if unknown:
         parts.append(f"Not linked: {', '.join(sorted(set(unknown)))}.")
+    if outside:
+        parts.append(f"Not this webhook's to update (it updates {hook_reach(hook)}): "
+                     f"{', '.join(sorted(set(outside)))}.")
     outcome = DeliveryOutcome.matched if changed else DeliveryOutcome.ignored
     return Received(outcome, " ".join(parts) or "Nothing to change.", len(changed), moved)
 
@@ -798,11 +913,15 @@ def apply_import(session: Session, plan: ImportPlan, *, actor: User) -> tuple[in
         if session.scalar(select(BacklogLink.id).where(BacklogLink.initiative_id == initiative.id,
                                                        BacklogLink.kind == planned.kind, _key_is(planned.kind, planned.key))):
             continue
-        session.add(BacklogLink(initiative_id=initiative.id, kind=planned.kind, key=planned.key, url=planned.url,
-                                title=planned.title, status=planned.status, done=planned.done,
-                                started=planned.started, estimate=planned.estimate))
+        try:
+            with session.begin_nested():
+                session.add(BacklogLink(initiative_id=initiative.id, kind=planned.kind, key=planned.key,
+                                        url=planned.url, title=planned.title, status=planned.status,
+                                        done=planned.done, started=planned.started, estimate=planned.estimate))
+                session.flush()
+        except IntegrityError:  # linked by a request that committed meanwhile: there already, as planned
+            continue
         links += 1
-    session.flush()
     if links:
         audit.record(session, actor=actor, action=AuditAction.backlog_links_imported, entity_type="initiative",
                      label=f"{links} backlog links from a CSV", changes={"links": [None, links]})

@@ -113,6 +113,38 @@ def check_link(kind: TrackerKind, key: str, url: str) -> None:
         raise BadLink("url", f"The address is of {KIND_LABELS[ref.kind]} {ref.key}, not {KIND_LABELS[kind]} {key}.")
 
 
+# --- what a webhook may update -----------------------------------------------------------------------
+
+SCOPE_FORMATS = {
+    TrackerKind.github: (re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})?$"), "a repository (acme/app) or an owner (acme)"),
+    TrackerKind.gitlab: (re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$"), "a project (group/app) or a group (group)"),
+    TrackerKind.jira: (re.compile(r"^[A-Z][A-Z0-9_]{0,29}$"), "a project key (PAY)"),
+    TrackerKind.linear: (re.compile(r"^[A-Z][A-Z0-9]{0,9}$"), "a team key (ENG)"),
+}
+
+
+def parse_scope(kind: TrackerKind, value: str) -> list[str]:
+    """A webhook's scope as typed (separated by spaces or commas), checked against its tracker's format;
+    ValueError names the first entry refused. [] is the whole tracker."""
+    entries = [part for part in re.split(r"[\s,]+", value.strip()) if part]
+    pattern, example = SCOPE_FORMATS[kind]
+    for entry in entries:
+        if not pattern.match(entry):
+            raise ValueError(f"“{entry[:60]}” is not {example}.")
+    return entries
+
+
+def in_scope(kind: TrackerKind, key: str, scope: list[str]) -> bool:
+    """Whether a link's key lies in a webhook's scope: the repository or its owner (GitHub), the project or a
+    group above it (GitLab), the project / team key (Jira, Linear). Paths compare in any letter case."""
+    if not scope:
+        return True
+    if kind in (TrackerKind.github, TrackerKind.gitlab):
+        path = re.split(r"[#!]", key, maxsplit=1)[0].lower()
+        return any(path == entry.lower() or path.startswith(entry.lower() + "/") for entry in scope)
+    return key.split("-", 1)[0] in scope
+
+
 # --- signatures -----------------------------------------------------------------------------------------
 
 

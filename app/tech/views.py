@@ -43,7 +43,9 @@ Deliveries older than `TRACKER_WEBHOOK_TOLERANCE` seconds (900 by default) are r
                 "started": true, "updated_at": "2026-12-03T09:00:00Z", "title": "optional"}}]}}
 
 `kind` is github, gitlab, jira or linear; `key` as Ahead shows it (`PAY-142`, `acme/app#88`, `group/app!7`,
-`ENG-12`). A link whose `updated_at` is not newer than the one it holds keeps its status; without `updated_at`,
+`ENG-12`). A generic webhook speaks for the one tracker chosen when it was made, and for the repositories,
+groups or project keys it is limited to, if any: a link of another tracker or outside that scope is not updated
+(the delivery answers `ignored`, saying which keys were not this webhook's to update). A link whose `updated_at` is not newer than the one it holds keeps its status; without `updated_at`,
 the signature's `t` stands for it. Answers 200 with `outcome` (matched or ignored) and `detail`; 401 for a
 missing or wrong signature, 400 for a stale delivery or a body that is not as described, 413 over the body cap."""
 

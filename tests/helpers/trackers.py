@@ -18,8 +18,11 @@ def payload(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
 
-def make_hook(session, pm, kind: HookKind, settings):  # type: ignore[no-untyped-def]
-    hook = tech.create_hook(session, data=tech.HookForm(name=f"{kind.value} hook", kind=kind), actor=pm)
+def make_hook(session, pm, kind: HookKind, settings, *, tracker: str | None = None, scope: str = "",
+              name: str = ""):  # type: ignore[no-untyped-def]
+    """A webhook and its secret; a generic one reports `tracker` (required for it), limited to `scope`."""
+    data = tech.HookForm(name=name or f"{kind.value} hook", kind=kind, tracker=tracker, scope=scope)
+    hook = tech.create_hook(session, data=data, actor=pm)
     return hook, tech.hook_secret(settings.secret_key, hook)
 
 

@@ -29,7 +29,7 @@ async def _send(client, hook, secret, links, *, at):  # type: ignore[no-untyped-
 
 
 async def test_an_undated_generic_update_does_not_override_newer_dated_news(client, session, pm, settings):
-    hook, secret = make_hook(session, pm, HookKind.generic, settings)
+    hook, secret = make_hook(session, pm, HookKind.generic, settings, tracker="jira")
     row = link(session, make_item(session), "jira", "PAY-142")
     session.commit()
     now = int(time.time())

@@ -187,7 +187,7 @@ async def test_jira_secret_in_the_address_and_its_age(client, session, pm, setti
 
 
 async def test_generic_format(client, session, pm, settings):
-    hook, secret = make_hook(session, pm, HookKind.generic, settings)
+    hook, secret = make_hook(session, pm, HookKind.generic, settings, tracker="linear")
     row = link(session, make_item(session), "linear", "ENG-12")
     body = json.dumps({"id": "run-1", "links": [{"kind": "linear", "key": "ENG-12", "status": "In Progress",
                                                   "done": False, "started": True}]}).encode()
