@@ -129,6 +129,36 @@ class LinkCreate(BaseModel):
     estimate: float | None = Field(default=None, ge=0, le=999999)
 
 
+class InitiativeUpdate(BaseModel):
+    """Only the fields sent change; `owner_id` or `quarter` sent as null clear them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    description: str | None = Field(default=None, max_length=20000, pattern=TEXT_PATTERN, description="Markdown.")
+    status: InitiativeStatus | None = None
+    owner_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="A staff member's id, or null.")
+    quarter: str | None = Field(default=None, pattern=r"^20\d\d-Q[1-4]$", description="YYYY-Qn, or null.")
+
+
+class LinkUpdate(BaseModel):
+    """Only the fields sent change. A new `url` alone re-reads the tracker and key from it; a new `kind` or
+    `key` must agree with the address the link keeps (send `url` too, or `""` to drop it). `estimate` null
+    removes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2000, pattern=TEXT_PATTERN)
+    kind: TrackerKind | None = None
+    key: str | None = Field(default=None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    title: str | None = Field(default=None, max_length=300, pattern=TEXT_PATTERN)
+    status: str | None = Field(default=None, max_length=80, pattern=TEXT_PATTERN,
+                               description="As the tracker words it; when left out, a change of `done` sets "
+                                           "`done` or `open`.")
+    done: bool | None = None
+    estimate: float | None = Field(default=None, ge=0, le=999999)
+
+
 class ItemLink(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -188,6 +218,41 @@ async def initiatives_methods() -> None:
     raise HTTPException(status_code=405, headers={"Allow": "GET, HEAD, POST"})
 
 
+@router.patch("/initiatives/{id}", response_model=InitiativePublic, responses=_WRITE, summary="Change an initiative")
+async def update_initiative(session: DbSession, viewer: TokenWriter, id: InitiativeId,
+                            body: InitiativeUpdate) -> InitiativePublic:
+    """As the initiative's page in /admin/tech does, with the same checks (a title, a staff owner, a quarter);
+    audited under the token's owner. Only the fields sent change. Needs a read-write token."""
+    initiative = tech.get_initiative(session, id)
+    sent = body.model_fields_set
+    current = tech.initiative_values(initiative)
+    values = {
+        "title": body.title if "title" in sent and body.title is not None else current["title"],
+        "description": body.description if "description" in sent and body.description is not None
+        else current["description"],
+        "status": body.status.value if "status" in sent and body.status is not None else current["status"],
+        "owner_id": str(body.owner_id or "") if "owner_id" in sent else current["owner_id"],
+        "quarter": (body.quarter or "") if "quarter" in sent else current["quarter"],
+    }
+    form = read_values(tech.InitiativeForm, values)
+    data = form.resolve(lambda d: tech.resolve_initiative(session, d))
+    tech.update_initiative(session, initiative=initiative, data=data, actor=_owner(viewer.user))
+    return _initiative(session, tech.get_initiative(session, id))
+
+
+@router.delete("/initiatives/{id}", status_code=204, responses=_WRITE, summary="Delete an initiative")
+async def delete_initiative(session: DbSession, viewer: TokenWriter, id: InitiativeId) -> None:
+    """With its backlog links; the items it delivered stay. Audited under the token's owner. Needs a read-write
+    token."""
+    tech.delete_initiative(session, initiative=tech.get_initiative(session, id), actor=_owner(viewer.user))
+
+
+@router.api_route("/initiatives/{id}", methods=["PUT", "POST", "OPTIONS"], include_in_schema=False)
+async def initiative_methods(id: InitiativeId) -> None:
+    """Three routes share this path: a 405 names all their methods in `Allow`."""
+    raise HTTPException(status_code=405, headers={"Allow": "GET, HEAD, PATCH, DELETE"})
+
+
 def _owner(user: User | None) -> User:
     assert user is not None  # a token always has its owner
     return user
@@ -222,11 +287,58 @@ async def add_initiative_link(session: DbSession, viewer: TokenWriter, id: Initi
     return LinkPublic.of(_add(session, viewer.user, body, initiative=initiative))
 
 
+def _change(link: BacklogLink, body: LinkUpdate) -> tech.LinkChange:
+    """The link as the PATCH body leaves it: sent fields replace, the rest stays."""
+    sent = body.model_fields_set
+    kind, key, url = link.kind, link.key, link.url
+    if "url" in sent and body.url is not None:
+        url = body.url.strip()
+        if url and body.kind is None and body.key is None:
+            try:
+                ref = trackers.recognise(url)
+            except trackers.NotAnIssueUrl as exc:
+                raise FormInvalid({"url": str(exc)}) from None
+            kind, key, url = ref.kind, ref.key, ref.url
+    kind = body.kind if body.kind is not None else kind
+    key = body.key.strip() if body.key is not None else key
+    done = body.done if body.done is not None else link.done
+    status = link.status
+    if body.status is not None and body.status.strip():
+        status = body.status.strip()
+    elif done != link.done:
+        status = "done" if done else "open"
+    estimate = link.estimate
+    if "estimate" in sent:
+        estimate = Decimal(repr(body.estimate)).quantize(Decimal("0.01")) if body.estimate is not None else None
+    title = body.title.strip() if body.title is not None else link.title
+    return tech.LinkChange(kind=kind, key=key, url=url, title=title, status=status, done=done, estimate=estimate)
+
+
+@router.patch("/initiatives/{id}/links/{link_id}", response_model=LinkPublic, responses=_WRITE,
+              summary="Change a tracker issue linked to an initiative")
+async def update_initiative_link(session: DbSession, viewer: TokenWriter, id: InitiativeId, link_id: LinkId,
+                                 body: LinkUpdate) -> LinkPublic:
+    """Title, status, done, estimate, or the issue itself (with the checks of a new link: the key in its
+    tracker's format, an address of that very issue, not linked here already). Only the fields sent change;
+    audited under the token's owner. Needs a read-write token."""
+    link = tech.get_link(session, link_id, initiative=tech.get_initiative(session, id))
+    tech.update_link(session, link=link, change=_change(link, body), actor=_owner(viewer.user))
+    return LinkPublic.of(link)
+
+
 @router.delete("/initiatives/{id}/links/{link_id}", status_code=204, responses=_WRITE,
                summary="Remove a tracker issue from an initiative")
 async def remove_initiative_link(session: DbSession, viewer: TokenWriter, id: InitiativeId, link_id: LinkId) -> None:
+    """Audited under the token's owner. Needs a read-write token."""
     initiative = tech.get_initiative(session, id)
     tech.remove_link(session, link=tech.get_link(session, link_id, initiative=initiative), actor=_owner(viewer.user))
+
+
+@router.api_route("/initiatives/{id}/links/{link_id}", methods=["GET", "PUT", "POST", "OPTIONS"],
+                  include_in_schema=False)
+async def initiative_link_methods(id: InitiativeId, link_id: LinkId) -> None:
+    """Two routes share this path: a 405 names both of their methods in `Allow`."""
+    raise HTTPException(status_code=405, headers={"Allow": "PATCH, DELETE"})
 
 
 @router.post("/initiatives/{id}/items", response_model=InitiativePublic, responses=_WRITE,
@@ -257,3 +369,27 @@ async def add_item_link(session: DbSession, viewer: TokenWriter, id: ItemId, bod
     return LinkPublic.of(_add(session, viewer.user, body, item=item))
 
 
+
+
+@router.patch("/items/{id}/links/{link_id}", response_model=LinkPublic, responses=_WRITE,
+              summary="Change a tracker issue linked to an item")
+async def update_item_link(session: DbSession, viewer: TokenWriter, id: ItemId, link_id: LinkId,
+                           body: LinkUpdate) -> LinkPublic:
+    """As for an initiative's link. Needs a read-write token."""
+    link = tech.get_link(session, link_id, item=roadmap.get_item_for_staff(session, id))
+    tech.update_link(session, link=link, change=_change(link, body), actor=_owner(viewer.user))
+    return LinkPublic.of(link)
+
+
+@router.delete("/items/{id}/links/{link_id}", status_code=204, responses=_WRITE,
+               summary="Remove a tracker issue from an item")
+async def remove_item_link(session: DbSession, viewer: TokenWriter, id: ItemId, link_id: LinkId) -> None:
+    """Audited under the token's owner. Needs a read-write token."""
+    link = tech.get_link(session, link_id, item=roadmap.get_item_for_staff(session, id))
+    tech.remove_link(session, link=link, actor=_owner(viewer.user))
+
+
+@router.api_route("/items/{id}/links/{link_id}", methods=["GET", "PUT", "POST", "OPTIONS"], include_in_schema=False)
+async def item_link_methods(id: ItemId, link_id: LinkId) -> None:
+    """Two routes share this path: a 405 names both of their methods in `Allow`."""
+    raise HTTPException(status_code=405, headers={"Allow": "PATCH, DELETE"})
