@@ -291,7 +291,7 @@ def _hooks_page(request: Request, session: Session, *, created: dict[str, str] |
         "deliveries": tech.list_deliveries(session), "created": created, "form": form or {"kind": "github"},
         "errors": errors or {}, "hook_labels": trackers.HOOK_LABELS,
         "kind_options": [(k.value, label) for k, label in trackers.HOOK_LABELS.items()],
-        "tracker_options": [("", "Only for the generic format: choose")]
+        "tracker_options": [("", "Choose…")]
                            + [(k.value, label) for k, label in trackers.KIND_LABELS.items()],
         "reach": {h.id: tech.hook_reach(h) for h in hooks},
         "generic_header": trackers.GENERIC_HEADER,

@@ -23,8 +23,8 @@ from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 
-SCOPE_LABELS = {"read": "Read: the desk and demand endpoints, and items as staff see them",
-                "write": "Read and write: also set an item's RICE estimate"}
+SCOPE_LABELS = {"read": "Read: the desk, demand, items as staff see them, and the technology roadmap",
+                "write": "Read and write: also set RICE estimates, and change initiatives and backlog links"}
 
 
 def _page(request: Request, session: Session, user: User, *, status_code: int = 200, **extra: Any) -> Response:

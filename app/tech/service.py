@@ -483,7 +483,8 @@ class DeliveryForm(FormModel):
 
 
 def set_delivery(session: Session, *, item: Item, data: DeliveryForm, actor: User) -> bool:
-    stage_ids = {s.id for s in roadmap.list_stages(session)}
+    stage_names = {s.id: s.name for s in roadmap.list_stages(session)}
+    stage_ids = set(stage_names)
     errors = {name: "Choose a stage, or none." for name in ("started_stage_id", "done_stage_id")
               if getattr(data, name) is not None and getattr(data, name) not in stage_ids}
     if errors:
@@ -492,12 +493,14 @@ def set_delivery(session: Session, *, item: Item, data: DeliveryForm, actor: Use
     if delivery is None:
         delivery = ItemDelivery(item_id=item.id, show_progress=False)
         session.add(delivery)
-    before = {"public progress": bool(delivery.show_progress), "when started": delivery.started_stage_id,
-              "when done": delivery.done_stage_id}
+    # The history shows stage names (as the PM chose them), not the stages' row ids.
+    before = {"public progress": bool(delivery.show_progress),
+              "when started": stage_names.get(delivery.started_stage_id or 0),
+              "when done": stage_names.get(delivery.done_stage_id or 0)}
     delivery.show_progress = data.show_progress
     delivery.started_stage_id, delivery.done_stage_id = data.started_stage_id, data.done_stage_id
-    after = {"public progress": data.show_progress, "when started": data.started_stage_id,
-             "when done": data.done_stage_id}
+    after = {"public progress": data.show_progress, "when started": stage_names.get(data.started_stage_id or 0),
+             "when done": stage_names.get(data.done_stage_id or 0)}
     changes = audit.diff(before, after)
     session.flush()
     if changes:

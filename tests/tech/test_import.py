@@ -45,6 +45,8 @@ async def test_preview_writes_nothing_then_import_makes_initiatives_and_links(cl
     again = await post_form(client, "/admin/tech/import", {"csv": JIRA_EXPORT, "action": "preview"},
                             page="/admin/tech/import")
     assert "0 new links, 3 already linked (left as they are); 0 new initiatives." in again.text
+    assert "Nothing to import: every issue in it is linked already." in again.text
+    assert 'value="import"' not in again.text  # no "Import 0 links" button
 
 
 async def test_refused_rows_are_named_and_nothing_is_imported(client, session, pm):
