@@ -183,13 +183,13 @@ def test_duplicate_reasons_collapse_to_the_newest_and_stay_one_per_person_and_it
 
 
 def test_duplicate_links_merge_and_duplicate_hook_names_get_a_number(tmp_path):
-    """2026-12-03-1130_tech_uniques_hook_scope: the same issue on one initiative in two letter cases becomes one
+    """2026-12-03-1200_tech_uniques_hook_scope: the same issue on one initiative in two letter cases becomes one
     link (the oldest, with the newest tracker news); a webhook name used again is numbered; then both are unique."""
     import pytest
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 
-    before = "5e0b2d7c41a9"
+    before = "3f6a9c2e8d14"
     url, drop = create_database(tmp_path, "techuniq")
     try:
         upgrade(url, before)

@@ -1,8 +1,8 @@
 """Webhook names and links' keys unique in the database; webhooks scoped to one tracker (and optionally narrower)
 
 Revision ID: 8c4f1a2d9e57
-Revises: 5e0b2d7c41a9
-Create Date: 2026-12-03 11:30
+Revises: 3f6a9c2e8d14
+Create Date: 2026-12-03 12:00
 
 Until now only the service looked for a webhook of the same name (any letter case) or a link of the same
 issue (GitHub/GitLab paths in any letter case) on the same initiative or item: two requests at the same instant
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "8c4f1a2d9e57"
-down_revision: str | None = "5e0b2d7c41a9"
+down_revision: str | None = "3f6a9c2e8d14"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
