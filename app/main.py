@@ -171,8 +171,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         description=(
             "Visitors and signed-in people read what they may see; votes need the portal's session and CSRF "
             "token. Staff scripts send a staff API token (`Authorization: Bearer ahead_…`, the `StaffToken` "
-            "scheme; created under Admin › API tokens, shown once) to read the prioritisation desk and an item's "
-            "demand, and with a read-write token to set an item's RICE estimate. With a token the item endpoints "
+            "scheme; created under Admin › API tokens, shown once) to read the prioritisation desk, an item's "
+            "demand and the technology roadmap (initiatives, backlog links, delivery progress), and with a "
+            "read-write token to set an item's RICE estimate and to create, change and delete initiatives and "
+            "backlog links. With a token the item endpoints "
             "answer as staff see them (drafts and internal items included); a token that is unknown, revoked, "
             "expired or whose owner is no longer staff gets 401. Tokens in cookies or query strings are ignored."
         ),
