@@ -5,8 +5,10 @@ same for everyone who sees the same items. So each worker keeps what it rendered
 
     (template, path, query, audience, minute)
 
-under the current content revision (app/revision.py): a vote, an edit or a settings change anywhere
-makes every worker render afresh on its next request, so a cached page is never older than the data.
+under the current content revision (app/revision.py): an edit or a settings change anywhere makes every
+worker render afresh on its next request, so a cached page is never older than the data. A vote moves the
+votes revision only: the counts are filled into the page's vote slots per request (app/voting/widget.py), and
+a page that shows counts elsewhere (sorted by votes, the item page's vote box) is keyed on that revision too.
 
 What differs per person is left open while rendering: the template calls `slot(kind, value)` where it
 would show such a part, and the page keeps a marker there. Each kind of slot has a **filler**,
@@ -106,8 +108,10 @@ class Page:
     open: dict[str, tuple[list[Slot], list[list[int]]]] = field(default_factory=dict)
     variants: dict[Slot, dict[str, str]] = field(default_factory=dict)  # HTML fillers kept, per slot and variant
     size: int = 0  # characters counted against the cache's bound (`measure`, then each kept variant)
-    # The finished answer of a cookie-less visitor, when it needs nothing per request: (status, headers, body).
+    # The finished answer of a cookie-less visitor, when it needs nothing per request: (status, headers, body),
+    # as it was under one votes revision (its counts).
     finished: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+    finished_votes: int | None = None
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
     _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
@@ -119,10 +123,14 @@ class Page:
                      + (len(self.finished[2]) if self.finished is not None else 0))
         return self.size
 
-    def keep(self, slot: Slot, variant: str, html: str) -> None:
-        """Keep a filler's HTML for one slot and variant with the page, counted against the cache's bound."""
+    def keep(self, slot: Slot, variant: str, html: str, *, stale: Callable[[str, str], bool] | None = None) -> None:
+        """Keep a filler's HTML for one slot and variant with the page, counted against the cache's bound; the
+        slot's variants `stale(old, variant)` says are out of date go."""
         by_variant = self.variants.setdefault(slot, {})
         added = len(html) - len(by_variant.get(variant, ""))
+        if stale is not None:
+            for old in [old for old in by_variant if old != variant and stale(old, variant)]:
+                added -= len(by_variant.pop(old))
         by_variant[variant] = html
         self.size += added
         if self._owner is not None:
@@ -143,9 +151,10 @@ class Filling:
     def value(self, slot: Slot) -> Any:
         return self.page.values[slot]
 
-    def variants(self, slots: Sequence[Slot], variants: Sequence[str], make: Callable[[Slot, str], str]) -> list[str]:
+    def variants(self, slots: Sequence[Slot], variants: Sequence[str], make: Callable[[Slot, str], str], *,
+                 stale: Callable[[str, str], bool] | None = None) -> list[str]:
         """The HTML kept for each slot in its variant, made by `make(slot, variant)` (and kept with the page)
-        on first use."""
+        on first use; then the slot's variants `stale(old, variant)` says are out of date are dropped."""
         page = self.page
         kept = page.variants
         out = []
@@ -154,7 +163,7 @@ class Filling:
             html = by_variant.get(variant) if by_variant is not None else None
             if html is None:
                 html = make(slot, variant)
-                page.keep(slot, variant, html)
+                page.keep(slot, variant, html, stale=stale)
             out.append(html)
         return out
 
@@ -223,10 +232,13 @@ class PageCache:
         self.hits += 1
         return page
 
-    def finished(self, rev: int, path: str, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The finished answer kept for this address under revision `rev`, this minute; None if there is none."""
+    def finished(self, rev: int, votes: int, path: str, query: bytes
+                 ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The finished answer kept for this address under content revision `rev` and votes revision `votes`,
+        this minute; None if there is none."""
         page = self._finished.get((path, query))
-        if page is None or rev != self._revision or page._key is None or page._key[-1] != _minute():
+        if (page is None or rev != self._revision or page.finished_votes != votes or page._key is None
+                or page._key[-1] != _minute()):
             return None
         if self._pages.get(page._key) is not page or page.finished is None:
             return None
@@ -239,17 +251,20 @@ class PageCache:
         """Whether a finished answer may be kept for this address (no revision read yet: cheap)."""
         return (path, query) in self._finished
 
-    def keep_finished(self, rev: int, key: tuple[Any, ...], path: str, query: bytes, status: int,
+    def keep_finished(self, rev: int, votes: int, key: tuple[Any, ...], path: str, query: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Keep a cookie-less visitor's finished answer with its page (still kept under `rev`)."""
+        """Keep a cookie-less visitor's finished answer with its page (still kept under `rev`), as it is under
+        votes revision `votes` (it replaces one kept under another)."""
         page = self._pages.get(key)
-        if page is None or rev != self._revision or page.finished is not None:
+        if page is None or rev != self._revision:
             return
+        added = len(body) - (len(page.finished[2]) if page.finished is not None else 0)
         page.finished = (status, headers, body)
+        page.finished_votes = votes
         page._address = (path, query)
         self._finished[(path, query)] = page
-        page.size += len(body)
-        self._grew(page, len(body))
+        page.size += added
+        self._grew(page, added)
 
     def put(self, rev: int, key: tuple[Any, ...], page: Page) -> None:
         size = page.measure()
@@ -301,14 +316,15 @@ def _minute() -> int:
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
                   build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                  signed_in_too: bool = True) -> Response:
+                  signed_in_too: bool = True, counts_in_layout: bool = False) -> Response:
     """`render(request, template, build())`, from this worker's cache when it may be.
 
     `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
     sent as it is and not cached. `params` are the query parameters the page reads: an address with
     any other is rendered but not kept, so made-up addresses cannot crowd out the real pages.
     `signed_in_too=False` caches the page for signed-out visitors only (the item page, whose comment
-    and follow forms are per person throughout).
+    and follow forms are per person throughout). `counts_in_layout`: the page shows vote counts other than in
+    its vote slots (a board sorted by votes, the item page's vote box): it is kept under the votes revision too.
     """
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
@@ -317,8 +333,9 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
             or any(name not in params for name in request.query_params)):
         context = build()
         return context if isinstance(context, Response) else render(request, template, context)
-    rev = revision.current(session)
-    key = (template, request.url.path, request.url.query, who, _minute())
+    rev, votes = revision.both(session)
+    # The minute last: a finished answer is checked against it (PageCache.finished).
+    key = (template, request.url.path, request.url.query, who, votes if counts_in_layout else None, _minute())
     page = cache.get(rev, key)
     if page is None:
         context = build()
@@ -326,7 +343,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
             return context
         page = _capture(cache, request, viewer, template, context)
         cache.put(rev, key, page)
-    return _respond(cache, request, session, viewer, page, rev, key)
+    return _respond(cache, request, session, viewer, page, rev, votes, key)
 
 
 def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
@@ -359,7 +376,7 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
 
 
 def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page, rev: int,
-             key: tuple[Any, ...]) -> HTMLResponse:
+             votes: int, key: tuple[Any, ...]) -> HTMLResponse:
     filling = Filling(request=request, session=session, viewer=viewer, page=page)
     out: list[Any] = page.parts.copy()
     fillers = cache.fillers
@@ -377,7 +394,7 @@ def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewe
         hook(response)
     finishing: _Finishing | None = request.scope.get(FINISHING)
     if finishing is not None and not needs_token and not filling.on_response and viewer.user is None:
-        finishing.kept = (cache, rev, key)
+        finishing.kept = (cache, rev, votes, key)
     return response
 
 
@@ -393,19 +410,19 @@ _DROPPED_HEADERS = frozenset({b"date", b"server"})  # the server's own, per answ
 
 @dataclass(slots=True)
 class _Finishing:
-    kept: tuple[PageCache, int, tuple[Any, ...]] | None = None
+    kept: tuple[PageCache, int, int, tuple[Any, ...]] | None = None
 
 
 class KeptPagesMiddleware:
     """Answers a cookie-less visitor's GET from the finished page kept for its address, before the app.
 
-    `revision_reader(database)` gives the content revision as a new transaction would see it; a page kept under
-    another revision is not used (and the app renders and keeps the page again). Anything unusual falls
+    `revision_reader(database)` gives the content and votes revisions as a new transaction would see them; a page
+    kept under another content revision, or finished under another votes revision, is not used (and the app renders and keeps the page again). Anything unusual falls
     through to the app; so does a database that cannot be read (the app then answers with its own error page).
     """
 
     def __init__(self, app: Any, *, cache_getter: Callable[[], PageCache | None], database_getter: Callable[[], Any],
-                 revision_reader: Callable[[Any], int] | None = None) -> None:
+                 revision_reader: Callable[[Any], tuple[int, int]] | None = None) -> None:
         self.app = app
         self.cache_getter = cache_getter
         self.database_getter = database_getter
@@ -420,10 +437,10 @@ class KeptPagesMiddleware:
         path, query = scope["path"], scope["query_string"]
         if cache is not None and cache.might_have(path, query):
             try:
-                rev = self.revision_reader(self.database_getter())
+                revs: tuple[int, int] | None = self.revision_reader(self.database_getter())
             except Exception:  # the app answers, with its own error page if it must
-                rev = None
-            found = cache.finished(rev, path, query) if rev is not None else None
+                revs = None
+            found = cache.finished(revs[0], revs[1], path, query) if revs is not None else None
             if found is not None:
                 status, headers, body = found
                 await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -448,5 +465,5 @@ class KeptPagesMiddleware:
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in _DROPPED_HEADERS]
         if any(k.lower() == b"set-cookie" for k, _ in headers):
             return
-        cache, rev, key = finishing.kept
-        cache.keep_finished(rev, key, path, query, start["status"], headers, b"".join(chunks))
+        cache, rev, votes, key = finishing.kept
+        cache.keep_finished(rev, votes, key, path, query, start["status"], headers, b"".join(chunks))

@@ -28,6 +28,15 @@ never served after a change it does not show has committed.
 
 Tables that never reach a page (sign-in sessions, single-use tokens, the audit log) do not change it,
 nor do columns a model lists in `__unshown__` (a user's last sign-in time).
+
+**Votes move a revision of their own** (`votes`), on shards of their own: a vote, a withdrawal, a changed
+importance and the follow a vote makes write vote rows, follows and the item's counters, and nothing else a
+kept page shows but the counts. Kept pages stay under the content revision; the counts are filled into them
+per request (app/voting/widget.py), read once per votes revision, and a page whose layout follows the counts
+(sorted by votes or trend, the item page's vote box) is kept under both. What counts as a vote's write is
+decided per statement and conservatively: an INSERT, UPDATE or DELETE of `votes` or `follows`, and an UPDATE of
+`items` that sets the counters and nothing else (its CTEs, if any, writing only those tables); anything else
+moves the content revision as before. The same exactness holds for it: a request reads both in one statement.
 """
 
 from __future__ import annotations
@@ -48,6 +57,11 @@ VALUE_BITS = 58  # 16 of them sum to less than 2**62: a BIGINT on PostgreSQL, an
 # One more row, moved only by the portal's settings: what caches settings need not reload per vote.
 SETTINGS_SHARD = SHARDS
 SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets", "webhook_endpoints"})
+# Then the votes revision's rows (as many as the content's: concurrent voters seldom wait for one row's lock).
+VOTES_SHARDS = range(SHARDS + 1, 2 * SHARDS + 1)
+# What a vote writes: vote rows, follows, and the item's counters (no other column of items).
+VOTE_TABLES = frozenset({"votes", "follows"})
+COUNTER_COLUMNS = frozenset({"vote_count", "trend_count"})
 
 # Written on sign-in and by single-use tokens; nothing a page shows depends on them.
 # Staff-only records too: API tokens (their last use is written while the API is read) and the decisions on
@@ -64,8 +78,10 @@ UNSHOWN_TABLES = frozenset({"user_sessions", "used_tokens", "magic_links", "audi
 _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends
 _SHARD = "ahead_revision_shard"
+_VOTES_SHARD = "ahead_revision_votes_shard"
 # On the connection: the transaction that moved the revision, while nobody has read it since
 _MOVED = "ahead_revision_moved"
+_VOTES_MOVED = "ahead_revision_votes_moved"
 # On the connection: [valid] shared by every value read on it, made invalid when the revision moves there or
 # a transaction or savepoint ends there (a session's remembered value then is read again)
 _STAMP = "ahead_revision_stamp"
@@ -91,20 +107,22 @@ def content_tables() -> list[str]:
 # compilation and caching (about a third of a cached page's CPU when it went through them).
 # bandit B608: only integer constants are formatted into this statement
 _READ = (f"SELECT coalesce(sum(CASE WHEN shard < {SHARDS} THEN value ELSE 0 END), 0), "  # nosec B608
-         f"coalesce(sum(CASE WHEN shard = {SETTINGS_SHARD} THEN value ELSE 0 END), 0) FROM content_revisions")
+         f"coalesce(sum(CASE WHEN shard = {SETTINGS_SHARD} THEN value ELSE 0 END), 0), "
+         f"coalesce(sum(CASE WHEN shard > {SETTINGS_SHARD} THEN value ELSE 0 END), 0) FROM content_revisions")
 
 
-def _read(session: Session) -> tuple[int, int, list[bool]]:
-    memo: tuple[int, int, list[bool]] | None = session.info.get(_INFO_VALUE)
-    if memo is None or not memo[2][0]:
+def _read(session: Session) -> tuple[int, int, int, list[bool]]:
+    memo: tuple[int, int, int, list[bool]] | None = session.info.get(_INFO_VALUE)
+    if memo is None or not memo[3][0]:
         connection = session.connection()
-        content, settings_value = connection.exec_driver_sql(_READ).one()
+        content, settings_value, votes_value = connection.exec_driver_sql(_READ).one()
         info = connection.info
         stamp = info.get(_STAMP)
         if stamp is None:
             stamp = info[_STAMP] = [True]
         info.pop(_MOVED, None)  # read since it moved: the next change moves it again
-        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), stamp)
+        info.pop(_VOTES_MOVED, None)
+        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), int(votes_value), stamp)
     return memo
 
 
@@ -113,12 +131,23 @@ def current(session: Session) -> int:
     return _read(session)[0]
 
 
-def peek(database: Database) -> int:
-    """The content revision as a new transaction sees it, in a short read session of its own (for answers given
-    before a request's own session is opened: app.pagecache.KeptPagesMiddleware)."""
+def votes(session: Session) -> int:
+    """The votes revision: moves with every vote, withdrawal or follow, and only with those (see above)."""
+    return _read(session)[2]
+
+
+def both(session: Session) -> tuple[int, int]:
+    """(content, votes) revisions, read together."""
+    memo = _read(session)
+    return memo[0], memo[2]
+
+
+def peek(database: Database) -> tuple[int, int]:
+    """(content, votes) revisions as a new transaction sees them, in a short read session of its own (for answers
+    given before a request's own session is opened: app.pagecache.KeptPagesMiddleware)."""
     session = database.new_session(write=False)
     try:
-        return current(session)
+        return both(session)
     finally:
         session.close()
 
@@ -131,6 +160,26 @@ def settings(session: Session) -> int:
 def bump(session: Session, *, settings_changed: bool = False) -> None:
     """Move the revision in this session's transaction (normally done by the listeners below)."""
     _move(session.connection(), settings_changed=settings_changed)
+
+
+def _move_votes(connection: Connection) -> None:
+    """Move the votes revision in the connection's transaction: once, unless someone on it read it since."""
+    transaction = connection.get_transaction()
+    info = connection.info
+    if info.get(_VOTES_MOVED) is transaction:
+        return
+    kept = info.get(_VOTES_SHARD)
+    if kept is not None and kept[0] is transaction:
+        shard = kept[1]
+    else:
+        shard = random.choice(VOTES_SHARDS)  # nosec B311 # spreads writes over shards, not a secret
+        info[_VOTES_SHARD] = (transaction, shard)
+    statement = insert_with_conflicts(connection.dialect.name, ContentRevision).values(
+        shard=shard, value=random.getrandbits(VALUE_BITS))  # nosec B311 # a cache revision, not a secret
+    connection.execute(statement.on_conflict_do_update(index_elements=["shard"],
+                                                       set_={"value": statement.excluded.value}))
+    info[_VOTES_MOVED] = transaction
+    _forget_values(connection)
 
 
 def _move(connection: Connection, *, settings_changed: bool = False) -> None:
@@ -172,6 +221,25 @@ def _touched(connection: Connection, tables: set[str]) -> None:
         _move(connection, settings_changed=True)
 
 
+def _a_votes_write(statement: Insert | Update | Delete, name: str) -> bool:
+    """Whether this statement writes only what a vote writes: vote rows, follows, or the items' counters alone
+    (and its CTEs likewise). Anything it cannot tell is not."""
+    if name in VOTE_TABLES:
+        pass
+    elif name == "items" and isinstance(statement, Update):
+        values: dict[Any, Any] = dict(statement._values or {})  # the SET clause of a Core update (columns or names)
+        if not values or {getattr(column, "key", column) for column in values} - COUNTER_COLUMNS:
+            return False
+    else:
+        return False
+    for cte in getattr(statement, "_independent_ctes", ()):
+        element = getattr(cte, "element", None)
+        if not isinstance(element, (Insert, Update, Delete)) or not _a_votes_write(
+                element, getattr(element.table, "name", "")):
+            return False
+    return True
+
+
 # --- the listeners ---------------------------------------------------------------------------------------
 
 
@@ -210,6 +278,9 @@ def _before_execute(connection: Connection, statement: Any, *_args: Any) -> None
             unshown = connection.info.get(_UNSHOWN_UPDATES)
             if unshown is not None and name in unshown:
                 return
+        if _a_votes_write(statement, name):
+            _move_votes(connection)
+            return
     elif isinstance(statement, TextClause):
         match = _DML.match(statement.text)
         if match is None:
@@ -267,6 +338,7 @@ def _forget_values(connection: Connection) -> None:
 def _end_of_transaction(connection: Connection) -> None:
     """A commit or a rollback: the next transaction moves the revision afresh, on a shard it picks."""
     connection.info.pop(_SHARD, None)
+    connection.info.pop(_VOTES_SHARD, None)
     _end_of_savepoint(connection)
 
 
@@ -275,6 +347,7 @@ def _end_of_savepoint(connection: Connection, *_args: Any) -> None:
     # on the transaction's shard, and what a session remembers of the revision is read again.
     info = connection.info
     info.pop(_MOVED, None)
+    info.pop(_VOTES_MOVED, None)
     info.pop(_UNSHOWN_UPDATES, None)
     _forget_values(connection)
 

@@ -64,8 +64,10 @@ def serve_item_page(request: Request, session: Session, viewer: Viewer, public_i
             return RedirectResponse(item.path, status_code=301)
         return _context(request, session, viewer, item)
 
-    # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only.
-    return cached_render(request, session, viewer, TEMPLATE, build, params=ITEM_PARAMS, signed_in_too=False)
+    # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only. The vote
+    # box shows the count outside a slot: kept under the votes revision too.
+    return cached_render(request, session, viewer, TEMPLATE, build, params=ITEM_PARAMS, signed_in_too=False,
+                         counts_in_layout=True)
 
 
 def render_item_page(request: Request, session: Session, viewer: Viewer, item: Item, *,

@@ -65,7 +65,9 @@ async def board(
         context.update(vote_widgets_for_cards(session, viewer, cards))
         return context
 
-    return cached_render(request, session, viewer, "roadmap/board.html", build, params=BOARD_PARAMS)
+    # Sorted by votes, the order itself follows the counts: kept under the votes revision too.
+    return cached_render(request, session, viewer, "roadmap/board.html", build, params=BOARD_PARAMS,
+                         counts_in_layout=filters.sort in roadmap.VOTE_SORTS)
 
 
 @router.get("/items/{public_id}", response_class=HTMLResponse)

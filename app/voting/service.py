@@ -211,6 +211,18 @@ def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) ->
     return {item_id: Importance(importance) for item_id, importance in rows}
 
 
+def counts_of(session: Session, item_ids: Iterable[int]) -> dict[int, int]:
+    """The vote count per item, for the cards of a kept page, in one query (plain SQL: see votes_of)."""
+    ids = [int(i) for i in item_ids]
+    if not ids:
+        return {}
+    rows = session.connection().exec_driver_sql(
+        # bandit B608: the ids pass through int(): nothing else gets in
+        f"SELECT id, vote_count FROM items WHERE id IN ({','.join(map(str, ids))})"  # nosec B608
+    )
+    return {item_id: int(count) for item_id, count in rows}
+
+
 def follow(session: Session, *, item: Item, user: User) -> None:
     """Follow the item; an earlier opt-out of this person (Unfollow, unsubscribe) ends."""
     roadmap.lock_for_activity(session, item)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from app import revision
 from app.pagecache import Filling, PageCache, Slot
 from app.voting import service as voting
 from app.voting.models import Importance
@@ -38,19 +39,47 @@ _BY_KEY: dict[str, Importance] = {importance.key: importance for importance in I
 class VoteWidgets:
     """The page cache's filler for `slot("vote", state)`."""
 
+    def __init__(self) -> None:
+        self._counts_revision: int | None = None
+        self._counts: dict[int, int] = {}  # item id -> its count under `_counts_revision`
+
     def capture(self, value: voting.VoteState) -> tuple[str, voting.VoteState]:
         # Kept for everyone of the audience: without the vote (or reason) of whoever rendered the page.
         return str(value.item_id), dataclasses.replace(value, mine=None, reason=None)
 
+    def counts(self, filling: Filling, item_ids: list[int]) -> dict[int, int]:
+        """The current counts of these items: from what this worker read under the current votes revision, the
+        missing ones in one query."""
+        rev = revision.votes(filling.session)
+        if rev != self._counts_revision:
+            self._counts = {}
+            self._counts_revision = rev
+        known = self._counts
+        missing = [item_id for item_id in item_ids if item_id not in known]
+        if missing:
+            known.update(voting.counts_of(filling.session, missing))
+        return known
+
     def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
+        ids = [int(slot.arg) for slot in slots]
         user = filling.viewer.user
         if user is None:
-            keys = [_UNVOTED] * len(slots)
+            mine_keys = [_UNVOTED] * len(slots)
         else:
-            mine = voting.votes_of(filling.session, user=user, item_ids=[int(slot.arg) for slot in slots])
-            keys = [mine[item_id].key if (item_id := int(slot.arg)) in mine else _UNVOTED for slot in slots]
+            mine = voting.votes_of(filling.session, user=user, item_ids=ids)
+            mine_keys = [mine[item_id].key if item_id in mine else _UNVOTED for item_id in ids]
+        counts = self.counts(filling, ids)
+        # A slot's count where its page shows one (hidden counts stay hidden): "key:count", else "key:".
+        keys = [f"{key}:{counts.get(item_id, 0) if filling.value(slot).count is not None else ''}"
+                for key, item_id, slot in zip(mine_keys, ids, slots, strict=True)]
 
-        def make(slot: Slot, key: str) -> str:
-            return render_widget(filling, dataclasses.replace(filling.value(slot), mine=_BY_KEY.get(key)))
+        def make(slot: Slot, variant: str) -> str:
+            key, _, count = variant.partition(":")
+            state = dataclasses.replace(filling.value(slot), mine=_BY_KEY.get(key),
+                                        count=int(count) if count else None)
+            return render_widget(filling, state)
 
-        return filling.variants(slots, keys, make)
+        def stale(variant: str, current: str) -> bool:
+            return variant.partition(":")[2] != current.partition(":")[2]
+
+        return filling.variants(slots, keys, make, stale=stale)

@@ -103,6 +103,52 @@ async def test_a_vote_and_an_edit_show_at_the_next_request(app, client, session)
     assert "After the edit" in (await _visit(client, item.path)).text
 
 
+async def test_a_vote_keeps_the_page_and_fills_the_new_count(app, client, session):
+    """A vote moves the votes revision only: the kept board is not rendered again, its count is filled in."""
+    item = make_item(session, title="Counted")
+    other = make_item(session, title="Uncounted")
+    customer, _ = _customer(session)
+    sign_in(client, session, customer)  # (a sign-in itself moves the content revision: the user's row)
+    cookie = client.cookies.get("ahead_session")
+    await client.get("/")  # the customer's own kept board
+    await _warm(app, client)
+    client.cookies.set("ahead_session", cookie)
+    misses, kept = app.state.pages.misses, len(app.state.pages)
+    assert (await vote_json(client, item.public_id)).status_code == 200
+
+    board = (await _visit(client)).text
+    assert widget_text(board, item.public_id) == "▲ 1 Sign in to vote"
+    assert widget_text(board, other.public_id) == "▲ 0 Sign in to vote"
+    client.cookies.set("ahead_session", cookie)
+    mine = (await client.get("/")).text
+    assert "You voted: Important" in widget_text(mine, item.public_id) and "▲ 1" in widget_text(mine, item.public_id)
+    assert app.state.pages.misses == misses and len(app.state.pages) == kept  # kept, not rendered again
+
+    served = app.state.pages.finished_hits
+    assert widget_text((await _visit(client)).text, item.public_id) == "▲ 1 Sign in to vote"
+    assert app.state.pages.finished_hits == served + 1  # finished again under the new count
+
+    client.cookies.set("ahead_session", cookie)
+    assert (await vote_json(client, item.public_id, unvote=True)).status_code == 200
+    assert widget_text((await _visit(client)).text, item.public_id) == "▲ 0 Sign in to vote"
+
+
+async def test_an_ordering_by_votes_follows_a_vote(app, client, session):
+    """Sorted by votes, the order is the counts: that page is kept under the votes revision too."""
+    first = make_item(session, title="Alpha first")
+    second = make_item(session, title="Beta second")
+    customer, _ = _customer(session)
+    voting.cast_vote(session, item=first, user=customer, importance=Importance.important)
+    page = (await _visit(client, "/?sort=top")).text
+    assert page.index("Alpha first") < page.index("Beta second")
+    others = [_customer(session)[0] for _ in range(2)]
+    for person in others:
+        sign_in(client, session, person)
+        assert (await vote_json(client, second.public_id)).status_code == 200
+    page = (await _visit(client, "/?sort=top")).text
+    assert page.index("Beta second") < page.index("Alpha first")
+
+
 async def test_a_page_kept_in_another_minute_is_rendered_again(app, client, session, monkeypatch):
     """Cards say "updated 3 minutes ago": the minute is part of what a finished page is kept for."""
     make_item(session, title="Timely")
@@ -139,14 +185,15 @@ async def test_made_up_parameters_and_other_methods_are_not_answered_finished(ap
 
 def test_a_kept_finished_answer_counts_against_the_bound_and_goes_with_its_page():
     cache = pagecache.PageCache(max_characters=1_000)
-    key = ("t", "/", "", ("public", False), pagecache._minute())
+    key = ("t", "/", "", ("public", False), None, pagecache._minute())
     cache.get(1, key)
     cache.put(1, key, pagecache.Page(parts=["x" * 100]))
-    cache.keep_finished(1, key, "/", b"", 200, [], b"y" * 300)
-    assert cache.characters == 400 and cache.finished(1, "/", b"") == (200, [], b"y" * 300)
-    assert cache.finished(2, "/", b"") is None  # another revision
-    cache.keep_finished(1, key, "/", b"", 200, [], b"z" * 300)  # kept once per page
-    assert cache.characters == 400
-    other = ("t", "/other", "", ("public", False), pagecache._minute())
+    cache.keep_finished(1, 7, key, "/", b"", 200, [], b"y" * 300)
+    assert cache.characters == 400 and cache.finished(1, 7, "/", b"") == (200, [], b"y" * 300)
+    assert cache.finished(2, 7, "/", b"") is None  # another content revision
+    assert cache.finished(1, 8, "/", b"") is None  # another votes revision: its counts are not these
+    cache.keep_finished(1, 8, key, "/", b"", 200, [], b"z" * 250)  # replaces the one of the older counts
+    assert cache.characters == 350 and cache.finished(1, 8, "/", b"") == (200, [], b"z" * 250)
+    other = ("t", "/other", "", ("public", False), None, pagecache._minute())
     cache.put(1, other, pagecache.Page(parts=["o" * 700]))  # beyond the bound: the least recently used goes
-    assert cache.finished(1, "/", b"") is None and not cache.might_have("/", b"")
+    assert cache.finished(1, 8, "/", b"") is None and not cache.might_have("/", b"")

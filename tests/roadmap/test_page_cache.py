@@ -190,14 +190,25 @@ def test_revision_changes_with_content_not_with_sign_ins(session):
     assert revision.current(session) != after_user
 
 
-def test_a_vote_moves_the_content_revision_and_a_setting_both(session):
+def test_a_vote_moves_the_votes_revision_only_and_a_setting_both(session):
+    """A vote, a changed importance and a withdrawal leave kept pages kept: only the counts change."""
     from app.portal import service as portal
 
     item = make_item(session)
     customer, _ = _customer(session)
-    content, settings = revision.current(session), revision.settings(session)
+    content, settings, votes = revision.current(session), revision.settings(session), revision.votes(session)
     voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
-    assert revision.current(session) != content and revision.settings(session) == settings
+    assert revision.current(session) == content and revision.settings(session) == settings
+    assert revision.votes(session) != votes
+    votes = revision.votes(session)
+    voting.cast_vote(session, item=item, user=customer, importance=Importance.important)
+    assert revision.votes(session) != votes and revision.current(session) == content
+    votes = revision.votes(session)
+    voting.withdraw_vote(session, item=item, user=customer)
+    assert revision.votes(session) != votes and revision.current(session) == content
+    item.title = "Edited"  # anything else of the item is content
+    session.flush()
+    assert revision.current(session) != content
     content = revision.current(session)
     portal.update_vote_display(session, actor=make_admin(session), hide_counts=True)
     assert revision.current(session) != content and revision.settings(session) != settings
@@ -288,7 +299,8 @@ async def test_the_size_bound_counts_the_widgets_kept_with_a_page_and_drops_the_
     await _as(client, session, bob, "/")
     (first, first_page), (second, second_page), (third, third_page) = cache.entries()
     card = pagecache.Slot("vote", str(items[0].id))
-    assert set(third_page.variants[card]) == {""}  # bob has not voted: only the unvoted widget so far
+    # bob has not voted: only the unvoted widget so far, with the card's count (one vote)
+    assert set(third_page.variants[card]) == {":1"}
     assert cache.characters == first_page.size + second_page.size + third_page.size
     for page in (first_page, second_page, third_page):
         assert page.size == page.measure()  # text, captured values and kept widgets, all counted
@@ -297,7 +309,7 @@ async def test_the_size_bound_counts_the_widgets_kept_with_a_page_and_drops_the_
 
     board = await _as(client, session, alice, "/")
     assert "You voted: Critical" in widget_text(board, items[0].public_id)
-    critical = third_page.variants[card]["critical"]
+    critical = third_page.variants[card]["critical:1"]
     assert third_page.size == before + len(critical)
     assert [key for key, _ in cache.entries()] == [second, third]  # the first page made room
     assert cache.characters == second_page.size + third_page.size <= cache.max_characters

@@ -50,8 +50,15 @@ async def test_a_core_write_to_any_content_table_moves_the_revision_and_drops_th
         misses = app.state.pages.misses
         assert (await client.get("/")).status_code == 200
         assert app.state.pages.misses == misses, "the second visit is served from the cache"
-        before = revision.current(session)
+        before, votes_before = revision.both(session)
         write()
+        if table_name in revision.VOTE_TABLES and not how.startswith("exec_driver_sql"):
+            # What a vote writes moves the votes revision only: the page stays kept, its counts are filled
+            # (tests/roadmap/test_kept_pages.py); plain SQL is not told apart and moves the content revision.
+            assert revision.votes(session) != votes_before and revision.current(session) == before, how
+            assert (await client.get("/")).status_code == 200
+            assert app.state.pages.misses == misses, how
+            continue
         assert revision.current(session) != before, how
         assert (await client.get("/")).status_code == 200
         assert app.state.pages.misses == misses + 1, f"{how}: the kept page was served after the write"
