@@ -32,7 +32,7 @@ people count, and only items with at least one such vote are listed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -597,6 +597,23 @@ def _aggregate_statement(*, query: DeskQuery, weights: Weights, now: datetime, k
     today = now.date()
     votes = _window(kept, query.span, today, segment_id, weights, only_item, "desk_votes", organisation)
     feedback = _feedback_counts(query, query.since(now), segment_id, only_item)
+    joins: list[tuple[Any, Any]] = []
+    trend_total: Any = literal(0)
+    if query.sort is Sort.trend:
+        trend = _window(kept, TREND_WEEKS * 7, today, segment_id, weights, only_item, "desk_trend", organisation)
+        joins.append((trend, trend.c.item_id == Item.id))
+        trend_total = func.coalesce(trend.c.voters, 0)
+    return _desk_select(query, votes=votes, revenue=func.coalesce(votes.c.revenue, 0), feedback=feedback,
+                        only_item=only_item, listed=func.coalesce(votes.c.voters, 0) > 0, joins=joins,
+                        trend_total=trend_total)
+
+
+def _desk_select(query: DeskQuery, *, votes: Any, revenue: Any, feedback: Any, only_item: int | None,
+                 listed: ColumnElement[bool], trend_total: Any, joins: Sequence[tuple[Any, Any]] = (),
+                 extra: Sequence[Any] = ()) -> AnySelect:
+    """The desk's rows over figures per item, filtered and sorted: `votes` has voters, organisations, lone, nice,
+    important, critical, demand and importance_sum per item_id; `revenue` is the revenue represented; `feedback`
+    the feedback per item_id; `joins` outer-join more per-item figures that `extra` columns or `trend_total` read."""
     voters = func.coalesce(votes.c.voters, 0)
     reach = func.coalesce(votes.c.organisations, 0) + func.coalesce(votes.c.lone, 0)
     impact = case((voters > 0, cast(votes.c.importance_sum, Float) / voters), else_=null())
@@ -614,26 +631,22 @@ def _aggregate_statement(*, query: DeskQuery, weights: Weights, now: datetime, k
             voters.label("voters"), func.coalesce(votes.c.organisations, 0).label("organisations"),
             func.coalesce(votes.c.nice, 0).label("nice"), func.coalesce(votes.c.important, 0).label("important"),
             func.coalesce(votes.c.critical, 0).label("critical"),
-            func.coalesce(votes.c.demand, 0.0).label("demand"), func.coalesce(votes.c.revenue, 0).label("revenue"),
+            func.coalesce(votes.c.demand, 0.0).label("demand"), revenue.label("revenue"),
             reach.label("reach"), impact.label("impact"), rice.label("rice"),
-            func.coalesce(feedback.c.feedback, 0).label("feedback"),
+            func.coalesce(feedback.c.feedback, 0).label("feedback"), *extra,
         )
         .join(Product, Product.id == Item.product_id)
         .join(Stage, Stage.id == Item.stage_id)
         .outerjoin(votes, votes.c.item_id == Item.id)
-        .outerjoin(feedback, feedback.c.item_id == Item.id)
-        .where(Item.merged_into_id.is_(None))
     )
-    trend_total: Any = literal(0)
-    if query.sort is Sort.trend:
-        trend = _window(kept, TREND_WEEKS * 7, today, segment_id, weights, only_item, "desk_trend", organisation)
-        stmt = stmt.outerjoin(trend, trend.c.item_id == Item.id)
-        trend_total = func.coalesce(trend.c.voters, 0)
+    for table, on in joins:
+        stmt = stmt.outerjoin(table, on)
+    stmt = stmt.outerjoin(feedback, feedback.c.item_id == Item.id).where(Item.merged_into_id.is_(None))
     return _filter_and_sort(
-        stmt, query, only_item=only_item, listed=voters > 0, voters=voters,
+        stmt, query, only_item=only_item, listed=listed, voters=voters,
         organisations=func.coalesce(votes.c.organisations, 0), nice=func.coalesce(votes.c.nice, 0),
         important=func.coalesce(votes.c.important, 0), critical=func.coalesce(votes.c.critical, 0),
-        demand=func.coalesce(votes.c.demand, 0.0), revenue=func.coalesce(votes.c.revenue, 0), rice=rice,
+        demand=func.coalesce(votes.c.demand, 0.0), revenue=revenue, rice=rice,
         feedback=func.coalesce(feedback.c.feedback, 0), trend_total=trend_total)
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, and_, case, cast, func, literal, null, select
+from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.desk import service as desk
-from app.feedback.models import Feedback
 from app.organisations.models import Organisation, Segment
-from app.roadmap.models import Item, Product, Stage
+from app.roadmap.models import Item
 from app.voting.models import Importance, Vote
 
 
@@ -60,51 +59,11 @@ def desk_statement(session: Session, *, query: desk.DeskQuery, weights: desk.Wei
         .label(f"w{k}") for k in range(desk.TREND_WEEKS)])
         .where(Vote.created_at >= weeks[-1]).group_by(Vote.item_id).subquery("desk_trend"))
 
-    feedback_stmt = select(Feedback.item_id.label("item_id"), func.count().label("feedback")).where(
-        Feedback.item_id.is_not(None) if only_item is None else Feedback.item_id == only_item)
-    if since is not None:
-        feedback_stmt = feedback_stmt.where(Feedback.created_at >= since)
-    if query.organisation is not None:
-        feedback_stmt = feedback_stmt.where(Feedback.organisation_id == query.organisation)
-    if query.segment:
-        feedback_stmt = feedback_stmt.where(Feedback.organisation_id.in_(
-            select(Organisation.id).where(Organisation.segment_id == (segment_id if segment_id is not None else -1))))
-    feedback = feedback_stmt.group_by(Feedback.item_id).subquery("desk_feedback")
+    feedback = desk._feedback_counts(query, since, segment_id, only_item)  # feedback is counted from its rows
 
-    voters = func.coalesce(votes.c.voters, 0)
-    reach = func.coalesce(votes.c.organisations, 0) + func.coalesce(votes.c.lone, 0)
-    impact = case((voters > 0, cast(votes.c.importance_sum, Float) / voters), else_=null())
-    rice = case(
-        (Item.effort.is_(None) | Item.rice_confidence.is_(None), null()),
-        (voters == 0, literal(0.0, Float)),
-        else_=cast(reach, Float) * impact * cast(Item.rice_confidence, Float) / literal(100.0, Float)
-        / cast(Item.effort, Float),
-    )
     trend_total = sum((func.coalesce(trend.c[f"w{k}"], 0) for k in range(desk.TREND_WEEKS)), literal(0))
-    stmt: desk.AnySelect = (
-        select(
-            Item.public_id, Item.title, Product.name.label("product"), Stage.name.label("stage"), Item.timeframe,
-            Item.target_year, Item.target_quarter, Item.created_at, Item.published_at, Item.rice_confidence,
-            Item.effort,
-            voters.label("voters"), func.coalesce(votes.c.organisations, 0).label("organisations"),
-            func.coalesce(votes.c.nice, 0).label("nice"), func.coalesce(votes.c.important, 0).label("important"),
-            func.coalesce(votes.c.critical, 0).label("critical"),
-            func.coalesce(votes.c.demand, 0.0).label("demand"), func.coalesce(revenue.c.revenue, 0).label("revenue"),
-            reach.label("reach"), impact.label("impact"), rice.label("rice"),
-            func.coalesce(feedback.c.feedback, 0).label("feedback"),
-            *[func.coalesce(trend.c[f"w{k}"], 0).label(f"w{k}") for k in range(desk.TREND_WEEKS)],
-        )
-        .join(Product, Product.id == Item.product_id)
-        .join(Stage, Stage.id == Item.stage_id)
-        .outerjoin(votes, votes.c.item_id == Item.id)
-        .outerjoin(revenue, revenue.c.item_id == Item.id)
-        .outerjoin(trend, trend.c.item_id == Item.id)
-        .outerjoin(feedback, feedback.c.item_id == Item.id)
-        .where(Item.merged_into_id.is_(None))
-    )
-    return desk._filter_and_sort(
-        stmt, query, only_item=only_item, listed=votes.c.item_id.is_not(None), voters=voters,
-        organisations=func.coalesce(votes.c.organisations, 0), nice=func.coalesce(votes.c.nice, 0),
-        important=func.coalesce(votes.c.important, 0), critical=func.coalesce(votes.c.critical, 0),
-        demand=func.coalesce(votes.c.demand, 0.0), revenue=func.coalesce(revenue.c.revenue, 0), rice=rice,
-        feedback=func.coalesce(feedback.c.feedback, 0), trend_total=trend_total)
+    return desk._desk_select(
+        query, votes=votes, revenue=func.coalesce(revenue.c.revenue, 0), feedback=feedback, only_item=only_item,
+        listed=votes.c.item_id.is_not(None), trend_total=trend_total,
+        joins=[(revenue, revenue.c.item_id == Item.id), (trend, trend.c.item_id == Item.id)],
+        extra=[func.coalesce(trend.c[f"w{k}"], 0).label(f"w{k}") for k in range(desk.TREND_WEEKS)])
