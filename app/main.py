@@ -161,6 +161,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 # Past the wait it is cancelled; the jobs it claimed go to another worker when their lease ends.
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(worker, timeout=OUTBOX_STOP_SECONDS)
+            if isinstance(watched, revision.SqliteWatcher):
+                watched.close()
             if owns_database:
                 database.dispose()
 
@@ -187,6 +189,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     revision.track(database)
+    # How the kept-pages layer reads the revisions before a request's session: data_version on SQLite. A database
+    # put in app.state later (a test's) is read with a session of its own.
+    app.state.revision_reader = watched = revision.reader_for(database)
+
+    def revision_reader(current: Database) -> tuple[int, int]:
+        return watched(current) if current is database else revision.peek(current)
     wake_on_commit(database)  # a request that enqueued mail wakes this process's worker at once
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)
@@ -243,6 +251,6 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.proxy_networks)
     # A cookie-less visitor's page kept finished is answered here, before all of the above (app/pagecache.py).
     app.add_middleware(KeptPagesMiddleware, cache_getter=lambda: app.state.pages,
-                       database_getter=lambda: app.state.database)
+                       database_getter=lambda: app.state.database, revision_reader=revision_reader)
     app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
     return app

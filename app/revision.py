@@ -43,6 +43,9 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
+import threading
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -150,6 +153,59 @@ def peek(database: Database) -> tuple[int, int]:
         return both(session)
     finally:
         session.close()
+
+
+class SqliteWatcher:
+    """(content, votes) revisions on SQLite without a transaction per request: `PRAGMA data_version`.
+
+    A connection of its own, which never writes, asks SQLite whether anything was committed since it last
+    looked: the pragma's value "is unchanged for commits made on the same database connection" and changes with
+    every commit of any other connection, in this process or another, so on a connection that never writes it
+    changes with every commit. Only then are the revisions read again (on that same connection). The pragma runs
+    outside any transaction (autocommit), so it starts a read of its own and sees every commit that completed
+    before it: what it returns is never older than a change committed before the request came in, and a
+    commit racing with the read below only makes the next call read again. About 3 µs instead of a pooled
+    session's begin, query and commit (≈ 100 µs).
+    """
+
+    def __init__(self, path: str, busy_seconds: float = 15.0) -> None:
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_seconds)
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._known: tuple[int, int] | None = None
+        self.reads = 0  # times the revisions were read again (for the tests and the bench)
+
+    def __call__(self, _database: Any = None) -> tuple[int, int]:
+        with self._lock:
+            version = self._connection.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version or self._known is None:
+                content, _settings, votes_value = self._connection.execute(_READ).fetchone()
+                self._known = (int(content), int(votes_value))
+                self._version = version
+                self.reads += 1
+            return self._known
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+def reader_for(database: Database) -> Callable[[Database], tuple[int, int]]:
+    """The cheapest exact way to read (content, votes) before a request's own session: SQLite's data_version
+    for a database in a file whose sessions are the engine's own; else a short read session (`peek`).
+
+    PostgreSQL keeps `peek`: LISTEN/NOTIFY tells a listener of a commit only some time after the writer's
+    commit returned, so a page could be answered in between for a change already committed (and a connection
+    that listens cannot go through PgBouncer in transaction mode). Sessions bound to another connection (the
+    tests' rolled-back transaction) keep it too: a file connection would not see their uncommitted rows.
+    """
+    engine = database.engine
+    path = engine.url.database
+    bound = database.read_sessions.kw.get("bind")
+    if engine.dialect.name == "sqlite" and bound is engine and path not in (None, "", ":memory:") \
+            and not str(path).startswith("file:"):
+        return SqliteWatcher(str(path))
+    return peek
 
 
 def settings(session: Session) -> int:

@@ -8,14 +8,22 @@ at the next request.
 
 from __future__ import annotations
 
-import httpx
+import sqlite3
 
-from app import pagecache
-from app.roadmap.models import Visibility
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app import pagecache, revision
+from app.accounts.models import User
+from app.config import Settings
+from app.main import create_app
+from app.roadmap.models import Item, Visibility
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.admin.test_access import BLANK
 from tests.factories import make_admin, make_item, make_pm
+from tests.helpers.databases import connected, own_database
 from tests.helpers.http import post_form, sign_in
 from tests.roadmap.test_page_cache import _customer
 from tests.voting.helpers import vote_json, widget_text
@@ -197,3 +205,77 @@ def test_a_kept_finished_answer_counts_against_the_bound_and_goes_with_its_page(
     other = ("t", "/other", "", ("public", False), None, pagecache._minute())
     cache.put(1, other, pagecache.Page(parts=["o" * 700]))  # beyond the bound: the least recently used goes
     assert cache.finished(1, 8, "/", b"") is None and not cache.might_have("/", b"")
+
+
+# --- the revision without a transaction per request: SQLite's data_version -------------------------------
+
+
+def test_sqlite_data_version_sees_every_commit_of_any_other_connection(tmp_path):
+    """The watcher reads the revisions again only when something was committed, and after every commit: the
+    app's own pool, a raw connection as another process would write, a vote (the votes revision)."""
+    with own_database(tmp_path, "watched") as url:
+        if not url.startswith("sqlite"):
+            pytest.skip("SQLite's data_version; PostgreSQL reads the revision in a short session (peek)")
+        with connected(url) as database:
+            watcher = revision.reader_for(database)
+            assert isinstance(watcher, revision.SqliteWatcher)
+            try:
+                first = watcher(database)
+                reads = watcher.reads
+                assert watcher(database) == first and watcher.reads == reads  # nothing committed: no read
+
+                with database.transaction() as session:
+                    item = make_item(session, title="Committed")
+                    item_id = item.id
+                    customer, _ = _customer(session)
+                    customer_id = customer.id
+                after_edit = watcher(database)
+                assert after_edit[0] != first[0] and watcher.reads == reads + 1
+
+                raw = sqlite3.connect(database.engine.url.database)
+                raw.execute("UPDATE content_revisions SET value = value + 1 WHERE shard = 0")
+                raw.commit()
+                raw.close()
+                assert watcher(database)[0] == after_edit[0] + 1
+
+                with database.transaction() as session:
+                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
+                                     importance=Importance.important)
+                content, votes = watcher(database)
+                assert content == after_edit[0] + 1 and votes != after_edit[1]
+                with database.new_session(write=False) as session:
+                    assert (content, votes) == revision.both(session)  # what a request's own read says
+            finally:
+                watcher.close()
+
+
+async def test_on_a_sqlite_file_a_commit_shows_at_the_next_finished_answer(tmp_path):
+    """The whole app on a database file of its own (no test transaction): visitors are answered finished after
+    data_version alone, and every commit (an edit, a vote) shows at the next request."""
+    with own_database(tmp_path, "served") as url:
+        if not url.startswith("sqlite"):
+            pytest.skip("SQLite's data_version")
+        settings = Settings(database_url=url, secret_key="watched-" + "x" * 40, base_url="http://testserver",
+                            redis_url="", _env_file=None)  # type: ignore[call-arg]
+        with connected(url) as database:
+            with database.transaction() as session:
+                item_id, public_id = (item := make_item(session, title="On file")).id, item.public_id
+                customer_id = _customer(session)[0].id
+            app = create_app(settings, database)
+            assert isinstance(app.state.revision_reader, revision.SqliteWatcher)
+            async with LifespanManager(app) as manager, httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+                await _warm(app, client)
+                watcher = app.state.revision_reader
+                reads = watcher.reads
+                await _warm(app, client)  # nothing committed: answered without reading the revisions again
+                assert watcher.reads == reads
+
+                with database.transaction() as session:
+                    session.get(Item, item_id).title = "Edited on file"
+                assert "Edited on file" in (await _visit(client)).text
+
+                with database.transaction() as session:
+                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
+                                     importance=Importance.critical)
+                assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
