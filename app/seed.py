@@ -23,6 +23,7 @@ from app.accounts import passwords
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.accounts.viewer import Viewer
+from app.changelog import service as changelog
 from app.config import get_settings
 from app.db import utcnow
 from app.discussion import service as discussion
@@ -665,6 +666,7 @@ def seed_demo(session: Session) -> str:
                          clock=clock)
     said = _demo_conversations(session, items=items, customers=customers, voters=voters,
                                companies=organisations_by_name, segments=segments, pm=pm, clock=clock)
+    _demo_changelog(session, items=items, products=products, pm=pm)
     summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
     return summary + "\n" + _customer_summary(customers, voters, settings.base_url, password, said)
 
@@ -705,6 +707,53 @@ def _write_item(session: Session, demo: DemoItem, *, clock: _Clock, stages: dict
                                 data=replace(data, stage=item.stage, release_notes=demo.release_notes))
     item.updated_at = last
     return item
+
+
+@dataclass(frozen=True, slots=True)
+class DemoEntry:
+    """A changelog entry the PM wrote over released demo items (titles in ITEMS), published the day after the
+    newest of them shipped; product None: the whole portal."""
+
+    title: str
+    notes: str
+    items: tuple[str, ...]
+    product: str | None = None
+
+
+CHANGELOG: tuple[DemoEntry, ...] = (
+    DemoEntry(
+        "Rotawise Web: sign in with your company account, and see what labour really costs",
+        """Two things larger teams asked for most this year, now on the Business plan.
+
+- **Single sign-on** through SAML: your people sign in with Okta, Entra ID or Google Workspace.
+- A **labour cost report** that puts scheduled and clocked hours next to your sales.
+
+Both are switched on for every Business account; the release notes of each say where to start.""",
+        ("SAML single sign-on (Okta, Microsoft Entra ID)", "Labour cost vs. sales report"), product="web"),
+    DemoEntry(
+        "Winter release: faster rotas and a darker app",
+        """Rotas that build themselves from last week's shape, and an app that is easier on the eyes on a night
+shift. Thank you to everyone who voted for these and told us how you would use them.""",
+        ("Shift templates for recurring weeks", "Dark mode in the mobile app")),
+)
+
+
+def _demo_changelog(session: Session, *, items: list[Item], products: dict[str, Any], pm: User) -> None:
+    """The changelog entries of CHANGELOG, dated after their items; written as drafts and dated by hand, so that
+    seeding history announces nothing (no changelog email, no webhook) as publishing now would."""
+    by_title = {item.title: item for item in items}
+    for demo in CHANGELOG:
+        grouped = [by_title[title] for title in demo.items]
+        at = max(item.released_at for item in grouped if item.released_at is not None) + timedelta(days=1)
+        at = min(at, utcnow() - timedelta(hours=1))
+        data = changelog.EntryInput(title=demo.title, notes=demo.notes,
+                                    product=products[demo.product] if demo.product else None,
+                                    items=sorted(grouped, key=lambda i: i.released_at or at, reverse=True),
+                                    published_at=None)
+        with _dated(session, at):
+            entry = changelog.create_entry(session, data=data, actor=pm)
+        entry.published_at = entry.created_at = entry.updated_at = at
+    session.flush()
 
 
 def _summary(items: list[Item], base_url: str, admin: User | None, pm: User | None, password: str | None) -> str:

@@ -62,6 +62,10 @@ async def test_changelog_has_a_dated_history_and_items_a_coherent_timeline(clien
     # ITEMS lists them oldest release first; the changelog shows the newest first.
     assert positions == sorted(positions, reverse=True)
     assert "Update the app to version 4.2 or later" in page.text
+    # The PM's entries group released items under their own words; the other releases stand alone.
+    entries = [page.text.index(entry.title) for entry in seed.CHANGELOG]
+    assert entries == sorted(entries, reverse=True) and entries[-1] < positions[-1]
+    assert "Thank you to everyone who voted for these" in page.text
     release_dates = sorted(i.released_at for i in _items(session) if i.released_at)
     assert (release_dates[-1] - release_dates[0]).days > 90
 
