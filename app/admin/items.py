@@ -165,12 +165,14 @@ async def update_item(request: Request, session: DbSession, user: StaffUser, pub
     item = roadmap.get_item_for_staff(session, public_id)
     form = await read_form(request, roadmap.ItemUpdate)
     why = await read_form(request, decisions.DecisionWhy)
-    typed = {**form.typed, **why.typed}
+    told = await read_form(request, notify.Notify)
+    typed = {**form.typed, **why.typed, "notify": told.typed["notify"]}
     try:
         data = form.resolve(partial(roadmap.resolve_item, session))
         reason = why.valid().why
+        wanted = told.valid().wanted
     except FormInvalid as exc:
-        errors = {**exc.errors, **why.errors}
+        errors = {**exc.errors, **why.errors, **told.errors}
         return _render_form(request, session, item=item, form=typed, errors=errors, status_code=422)
     old_stage = item.stage
     before = item.updated_at
@@ -180,10 +182,13 @@ async def update_item(request: Request, session: DbSession, user: StaffUser, pub
     flash = "Changes saved."
     if old_stage.id != item.stage_id:
         flash += " " + _moved_message(item, old_stage)
-        # A stage changed in the details form tells the followers, as the Move form does by default.
-        notify.announce_move(session, item=item, old=old_stage, new=item.stage, actor=user,
-                             change_id=f"d{decision.id}" if decision else f"edit-{item.updated_at.timestamp()}")
-        flash += " " + _told_message(notify.audience_of(session, item=item, actor=user).for_stage(item.stage))
+        # The details form offers notify (the default) or not for a stage change, as the Move form does.
+        if wanted:
+            notify.announce_move(session, item=item, old=old_stage, new=item.stage, actor=user,
+                                 change_id=f"d{decision.id}" if decision else f"edit-{item.updated_at.timestamp()}")
+            flash += " " + _told_message(notify.audience_of(session, item=item, actor=user).for_stage(item.stage))
+        else:
+            flash += " Nobody is told by email."
     return redirect(request, _edit_url(item), flash=flash)
 
 
