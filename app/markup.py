@@ -42,7 +42,9 @@ _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
 @lru_cache(maxsize=2048)
-def render_markdown(text: str) -> Markup:
+def render_markdown(text: str, *, base_url: str | None = None) -> Markup:
+    """`base_url` (emails, which have no address of their own): a relative link such as `/items/…` is made
+    absolute against it, so it leads to the portal and not nowhere."""
     html = _md.render(text or "")
     clean = nh3.clean(
         html,
@@ -50,6 +52,7 @@ def render_markdown(text: str) -> Markup:
         attributes=_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="nofollow ugc noopener",
+        url_relative=("rewrite_with_base", base_url.rstrip("/") + "/") if base_url else None,
     )
     return Markup(clean)  # nosec B704 # nh3 has just sanitised it with an allow-list
 
