@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     magic_link_rate_limit: str = "5/hour"
     magic_link_address_rate_limit: str = "10/hour"
     magic_link_ip_rate_limit: str = "30/hour"
+    # Asking for the changelog by email (each request emails a link to confirm): per address from anywhere, and
+    # per client IP, any address.
+    changelog_subscribe_rate_limit: str = "3/hour"
+    changelog_subscribe_ip_rate_limit: str = "20/hour"
     idea_rate_limit: str = "5/hour"
     idea_ip_rate_limit: str = "30/hour"
     comment_rate_limit: str = "10/minute"  # per user
@@ -186,7 +190,8 @@ class Settings(BaseSettings):
         return self
 
     @field_validator("login_rate_limit", "login_ip_rate_limit", "password_change_rate_limit", "magic_link_rate_limit",
-                     "magic_link_address_rate_limit", "magic_link_ip_rate_limit", "idea_rate_limit", "idea_ip_rate_limit", "comment_rate_limit",
+                     "magic_link_address_rate_limit", "magic_link_ip_rate_limit", "changelog_subscribe_rate_limit",
+                     "changelog_subscribe_ip_rate_limit", "idea_rate_limit", "idea_ip_rate_limit", "comment_rate_limit",
                      "comment_ip_rate_limit", "vote_rate_limit", "vote_ip_rate_limit")
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:

@@ -27,12 +27,14 @@ from app.changelog.models import ChangelogEntry, changelog_entry_items
 from app.db import utcnow
 from app.errors import FormInvalid, NotFound
 from app.forms import FormModel, choice, refuse, text, whole_number
+from app.outbox import service as outbox_service
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
 from app.roadmap.visibility import visible_items
 from app.webhooks import service as webhooks
 
 PAGE_SIZE = 20
+MAIL_JOB = "changelog.mail"  # the subscribers' emails for a published entry: app/notify/changelog.py runs it
 FEED_SIZE = 50
 _PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _entry_items = changelog_entry_items
@@ -330,15 +332,24 @@ def create_entry(session: Session, *, data: EntryInput, actor: User) -> Changelo
     return entry
 
 
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _emit_published(session: Session, entry: ChangelogEntry, *, was: datetime | None) -> None:
-    """`changelog.published` when an entry is published now, or at its time when scheduled (the delivery then
-    checks that it still is). Moving a scheduled time sends it at the new time; the old job finds it moved."""
+    """`changelog.published` and the subscribers' emails (MAIL_JOB, app/notify/changelog.py) when an entry is
+    published now, or at its time when scheduled (the job then checks that it still is). Moving a scheduled time
+    sends it at the new time; the old job finds it moved."""
     at = entry.published_at
-    if at is None or at == was or not webhooks.wants(session, "changelog.published"):
+    if at is None or at == was:
         return
     now = utcnow()
     if was is not None and was <= now:
         return  # it was out already
+    outbox_service.enqueue(session, MAIL_JOB, {"entry_id": entry.id, "published_at": iso(at)},
+                           key=f"{MAIL_JOB}:{entry.public_id}:{iso(at)}", run_at=at if at > now else None)
+    if not webhooks.wants(session, "changelog.published"):
+        return
     items = [{"id": i.public_id, "title": i.title, "visibility": i.visibility.value,
               "url": webhooks.item_data(i)["url"]} for i in entry.items]
     data = {"entry": {"id": entry.public_id, "title": entry.title, "notes": entry.notes,

@@ -3,6 +3,10 @@
 The feeds are built for a signed-out visitor, whoever asks: a feed reader must never be handed what a
 signed-in person happens to see. `/changelog.atom` is the overall feed, `/changelog.atom?product=<slug>`
 one product's.
+
+Subscribing by email (app/notify/changelog.py has the rules): a signed-in person's Subscribe button sets their
+changelog choice; a visitor's address gets a link to confirm, and only the link's POST subscribes it. The
+answer to a visitor's request is the same whatever the address.
 """
 
 from __future__ import annotations
@@ -10,18 +14,28 @@ from __future__ import annotations
 from math import ceil
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 
-from app.accounts.viewer import ANONYMOUS
+from app.accounts.viewer import ANONYMOUS, Viewer
+from app.accounts.views import client_ip
 from app.changelog import service as changelog
-from app.deps import CurrentViewer, DbSession
+from app.config import Settings
+from app.deps import CurrentUser, CurrentViewer, DbSession
+from app.errors import RateLimited
+from app.forms import FormModel, choice, read_form
+from app.notify import changelog as subscriptions
+from app.notify.models import Delivery
 from app.parsing import ASCII_DIGITS
 from app.portal import service as portal
 from app.roadmap import service as roadmap
-from app.web import render, templates
+from app.security import verify_csrf
+from app.web import redirect, render, templates
 
 router = APIRouter(include_in_schema=False)
+_CSRF = [Depends(verify_csrf)]
+_PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
 
 Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 
@@ -29,12 +43,25 @@ Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 @router.get("/changelog", response_class=HTMLResponse)
 async def changelog_page(request: Request, session: DbSession, viewer: CurrentViewer, product: Slug = None,
                          page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1) -> Response:
+    return _list_page(request, session, viewer, product=product, page=page)
+
+
+def _list_page(request: Request, session: Session, viewer: Viewer, *, product: str | None = None, page: int = 1,
+               extra: dict[str, object] | None = None, status_code: int = 200) -> Response:
     chosen = changelog.get_product(session, product)
     releases, total = changelog.list_releases(session, viewer, page=page, product=chosen)
     return render(request, "changelog/list.html", {
         "releases": releases, "total": total, "page": page, "pages": max(1, ceil(total / changelog.PAGE_SIZE)),
         "products": roadmap.list_products(session), "product": chosen,
-    })
+        **_subscription(session, viewer), **(extra or {}),
+    }, status_code=status_code)
+
+
+def _subscription(session: Session, viewer: Viewer) -> dict[str, object]:
+    """What the Subscribe control shows: the signed-in person's choice, or the visitors' form."""
+    if viewer.user is None:
+        return {"changelog_choice": None}
+    return {"changelog_choice": subscriptions.choice_of(session, user=viewer.user).value}
 
 
 @router.get("/changelog.atom")
@@ -53,4 +80,84 @@ async def changelog_atom(request: Request, session: DbSession, product: Slug = N
 async def entry_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                      slug: str | None = None) -> Response:
     release = changelog.get_release(session, viewer, public_id)
-    return render(request, "changelog/entry.html", {"release": release})
+    return render(request, "changelog/entry.html", {"release": release, **_subscription(session, viewer)})
+
+
+# --- subscribing by email ---------------------------------------------------------------------------------
+
+
+class ChangelogChoice(FormModel):
+    """A signed-in person's Subscribe / Unsubscribe button."""
+
+    delivery: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.")] = Delivery.immediately
+
+
+@router.post("/changelog/subscription", response_class=HTMLResponse, dependencies=_CSRF)
+async def choose_changelog(request: Request, session: DbSession, user: CurrentUser) -> Response:
+    form = await read_form(request, ChangelogChoice)
+    delivery = form.data.delivery if form.data is not None else Delivery.immediately
+    subscriptions.choose(session, user=user, delivery=delivery)
+    flash = {Delivery.immediately: f"Subscribed: each new changelog entry is emailed to {user.email}.",
+             Delivery.weekly: "Subscribed: new changelog entries come in your weekly digest.",
+             Delivery.never: "Unsubscribed: you get no more changelog emails."}[delivery]
+    return redirect(request, "/changelog#changelog-subscribe", flash=flash)
+
+
+def _limit(request: Request, settings: Settings, email: str) -> None:
+    limiter, ip = request.app.state.limiter, client_ip(request)
+    try:
+        # Per network first (many addresses from one place), then per address from anywhere: a mailbox gets at
+        # most that many confirmation emails, whoever asks, and whether it is subscribed or not.
+        limiter.hit(settings.changelog_subscribe_ip_rate_limit, f"changelog-sub:ip:{ip}")
+        limiter.hit(settings.changelog_subscribe_rate_limit, f"changelog-sub:email:{email}")
+    except RateLimited as exc:
+        raise RateLimited("Too many subscription requests, for this address or from your network. Please try "
+                          "again later, or use the link in the email we sent.",
+                          retry_after=int(exc.headers.get("Retry-After", "60"))) from None
+
+
+@router.post("/changelog/subscribe", response_class=HTMLResponse, dependencies=_CSRF)
+async def subscribe_by_email(request: Request, session: DbSession, viewer: CurrentViewer) -> Response:
+    """A visitor's address: a link to confirm is emailed to it; the answer is the same for every address."""
+    settings: Settings = request.app.state.settings
+    form = await read_form(request, subscriptions.SubscribeRequest)
+    if form.data is None:
+        return _list_page(request, session, viewer, status_code=422,
+                          extra={"subscribe_errors": form.errors, "subscribe_email": form.typed.get("email", "")})
+    email = form.data.email
+    _limit(request, settings, email)
+    subscriptions.ask_to_confirm(session, settings=settings, email=email)
+    return redirect(request, "/changelog#changelog-subscribe",
+                    flash=f"Almost done: we sent a link to {email}. Open it and press Confirm to get new changelog "
+                          f"entries by email; nothing is sent before that. The link works for "
+                          f"{subscriptions.CONFIRM_HOURS} hours.")
+
+
+def _confirmation(request: Request, session: Session, token: str) -> subscriptions.Confirmation | None:
+    return subscriptions.read_confirmation(session, secret=request.app.state.settings.secret_key, token=token)
+
+
+def _unusable(request: Request) -> Response:
+    """Used, expired and forged links look the same; nothing is written."""
+    return render(request, "changelog/confirm.html", {"unusable": True, "hours": subscriptions.CONFIRM_HOURS},
+                  status_code=410, headers=_PRIVATE)
+
+
+@router.get("/changelog-subscription/{token}", response_class=HTMLResponse)
+async def confirm_page(request: Request, session: DbSession, token: str) -> Response:
+    """A button, not the subscription itself: mail scanners that open every link subscribe nobody."""
+    confirmation = _confirmation(request, session, token)
+    if confirmation is None:
+        return _unusable(request)
+    return render(request, "changelog/confirm.html", {"token": token, "email": confirmation.email},
+                  headers=_PRIVATE)
+
+
+@router.post("/changelog-subscription/{token}", response_class=HTMLResponse, dependencies=_CSRF)
+async def confirm_subscription(request: Request, session: DbSession, token: str) -> Response:
+    confirmation = _confirmation(request, session, token)
+    if confirmation is None:
+        return _unusable(request)
+    subscriptions.confirm(session, confirmation)
+    return render(request, "changelog/confirm.html", {"done": True, "email": confirmation.email},
+                  headers=_PRIVATE)

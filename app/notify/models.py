@@ -21,6 +21,7 @@ class EventKind(StrEnum):
     answer = "answer"  # the product team answers officially on an item they follow
     idea = "idea"  # what became of an idea they suggested
     reply = "reply"  # someone replies to their comment
+    changelog = "changelog"  # an entry is published on the changelog (opt-in: no row means never)
 
 
 class Delivery(StrEnum):
@@ -62,3 +63,20 @@ class DigestEntry(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChangelogSubscriber(Base):
+    """An address that asked for the changelog by email without an account, and confirmed it (double opt-in).
+
+    Nothing is stored for an address until its owner clicks the confirmation link: asking costs the asker an
+    email to that address, never a row. `confirmed_at` None: unsubscribed (`unsubscribed_at` says when). A
+    confirmation link made before the latest of the two is void, which makes each link single-use.
+    """
+
+    __tablename__ = "changelog_subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # as email-validator normalised it, lower case
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -66,9 +66,12 @@ KIND_LABELS = {
     EventKind.answer: "The product team answers on an item you follow",
     EventKind.reply: "Someone replies to your comment",
     EventKind.idea: "What became of an idea you suggested",
+    EventKind.changelog: "A new entry is published on the changelog",
 }
 DELIVERY_LABELS = {Delivery.immediately: "Right away", Delivery.weekly: "In a weekly digest",
                    Delivery.never: "Never"}
+# What a person gets before choosing: everything about what they took part in; the changelog only on request.
+DEFAULT_DELIVERY = {EventKind.changelog: Delivery.never}
 FOLLOWER_KINDS = (EventKind.stage, EventKind.released, EventKind.declined, EventKind.answer)
 
 
@@ -335,7 +338,7 @@ def get_preferences(session: Session, *, user: User) -> dict[EventKind, Delivery
     rows = session.execute(select(NotificationPreference.kind, NotificationPreference.delivery)
                            .where(NotificationPreference.user_id == user.id)).all()
     chosen: dict[EventKind, Delivery] = dict(rows)  # (kind, delivery) rows
-    return {kind: chosen.get(kind, Delivery.immediately) for kind in EventKind}
+    return {kind: chosen.get(kind, DEFAULT_DELIVERY.get(kind, Delivery.immediately)) for kind in EventKind}
 
 
 def set_preferences(session: Session, *, user: User, choices: dict[EventKind, Delivery]) -> None:
@@ -349,7 +352,7 @@ def set_preferences(session: Session, *, user: User, choices: dict[EventKind, De
 
 
 class PreferencesUpdate(FormModel):
-    """One choice per kind of event (a missing one keeps `immediately`)."""
+    """One choice per kind of event (a missing one: `immediately`, the changelog `never`)."""
 
     stage: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.")] = Delivery.immediately
     released: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.")] = Delivery.immediately
@@ -357,6 +360,8 @@ class PreferencesUpdate(FormModel):
     answer: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.")] = Delivery.immediately
     reply: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.")] = Delivery.immediately
     idea: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.")] = Delivery.immediately
+    changelog: Annotated[Delivery, choice(Delivery, "Choose right away, weekly or never.",
+                                          empty=Delivery.never)] = Delivery.never
 
     def choices(self) -> dict[EventKind, Delivery]:
         return {kind: getattr(self, kind.value) for kind in EventKind}
@@ -452,7 +457,8 @@ def fan_out(session: Session, payload: dict[str, Any], *, settings: Settings) ->
         return 0  # deleted meanwhile: nobody is told about what is gone
     rows = session.execute(recipients(event, item).where(User.id > after).limit(BATCH)).all()
     branding = portal.get_branding(session)
-    text_html = str(render_markdown(event.text)) if event.text else ""  # once for the batch, not per person
+    # Once for the batch, not per person; relative links made absolute (an email has no address of its own).
+    text_html = str(render_markdown(event.text, base_url=settings.base_url)) if event.text else ""
     emails: list[outbox_service.Email] = []
     digest: list[dict[str, Any]] = []
     for user_id, email, display_name, delivery in rows:
@@ -608,7 +614,8 @@ def send_digests(session: Session, payload: dict[str, Any], *, settings: Setting
         if user is None or not user.is_active or user.deleted_at is not None:
             continue
         changes = [{**e.summary, "url": f"{settings.base_url}{e.summary['path']}" if e.summary.get("path") else "",
-                    "text_html": str(render_markdown(e.summary.get("text", ""))) if e.summary.get("text") else ""}
+                    "text_html": str(render_markdown(e.summary.get("text", ""), base_url=settings.base_url))
+                    if e.summary.get("text") else ""}
                    for e in entries]
         unsubscribe = unsubscribe_url(settings, user_id=user_id, scope="k-digest")
         context = {"portal_name": branding.portal_name, "accent": branding.accent_color, "name": user.name, "changes": changes,

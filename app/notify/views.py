@@ -5,6 +5,8 @@
 * `POST /unsubscribe/<token>` stops it. A mail client's one-click unsubscribe (RFC 8058) posts
   `List-Unsubscribe=One-Click` from its own server, without cookies: the signed token is the authentication, so
   neither a session nor a CSRF token is asked for. Doing it again changes nothing.
+* `/unsubscribe/changelog/<token>`: the same for a visitor subscribed to the changelog by email (no account;
+  app/notify/changelog.py).
 * `/email-preferences/<token>`: the preferences form, reachable from every email without signing in (the token
   is signed for that person and that purpose only). `/me` has the same form for the signed-in person.
 """
@@ -20,7 +22,9 @@ from app.accounts.models import User
 from app.deps import CurrentUser, DbSession
 from app.errors import NotFound
 from app.forms import read_form
+from app.notify import changelog as changelog_mail
 from app.notify import service as notify
+from app.notify.models import ChangelogSubscriber
 from app.security import verify_csrf
 from app.web import redirect, render
 
@@ -70,6 +74,33 @@ async def unsubscribe(request: Request, session: DbSession, token: str) -> Respo
     return render(request, "notify/unsubscribe.html", {"token": token, "what": _what(target), "done": True,
                                                        "preferences_url": notify.preferences_url(
                                                            request.app.state.settings, user_id=target.user.id)},
+                  headers=_PRIVATE)
+
+
+def _changelog_subscriber(request: Request, session: DbSession, token: str) -> ChangelogSubscriber:
+    subscriber = changelog_mail.subscriber_of(session, secret=request.app.state.settings.secret_key, token=token)
+    if subscriber is None:
+        raise NotFound("This unsubscribe link is not valid. Use the newest email's link.")
+    return subscriber
+
+
+@router.get("/unsubscribe/changelog/{token}", response_class=HTMLResponse)
+async def changelog_unsubscribe_page(request: Request, session: DbSession, token: str) -> Response:
+    _changelog_subscriber(request, session, token)
+    return render(request, "notify/unsubscribe.html", {"token": token, "what": "changelog emails", "done": False,
+                                                       "action": f"/unsubscribe/changelog/{token}"},
+                  headers=_PRIVATE)
+
+
+@router.post("/unsubscribe/changelog/{token}", response_class=HTMLResponse)
+async def changelog_unsubscribe(request: Request, session: DbSession, token: str) -> Response:
+    """Signed for this subscriber: the token is the authentication (RFC 8058 one-click), as for the others."""
+    changelog_mail.unsubscribe(session, _changelog_subscriber(request, session, token))
+    form = await request.form()
+    if form.get("List-Unsubscribe") == "One-Click":
+        return PlainTextResponse("Unsubscribed.", headers=_PRIVATE)
+    return render(request, "notify/unsubscribe.html", {"token": token, "what": "changelog emails", "done": True,
+                                                       "action": f"/unsubscribe/changelog/{token}"},
                   headers=_PRIVATE)
 
 

@@ -19,12 +19,14 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from app.accounts.models import User
+from app.admin import items as admin_items
 from app.audit.models import AuditEvent
 from app.config import Settings
 from app.db import utcnow
 from app.notify import service as notify
 from app.notify.models import Delivery, DigestEntry, EventKind
 from app.outbox.models import OutboxJob
+from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import service as voting
 from app.voting.models import Importance
@@ -172,6 +174,36 @@ class TestAStageMove:
         await deliver(web)
         assert inbox[0].take() == []
         assert session.scalar(select(func.count()).select_from(OutboxJob).where(OutboxJob.kind == notify.FAN_OUT)) == 0
+
+    async def test_the_details_forms_stage_field_offers_notify_and_dont_notify_too(self, web, session, inbox):
+        item, _ = _followers(session)
+        sign_in(web, session, make_pm(session))
+        page = (await web.get(f"/admin/items/{item.public_id}")).text
+        details = page[page.index('id="details-title"'):]
+        assert "If you change the stage, tell the people who follow it?" in details
+        assert 'name="notify" value="yes" checked' in details
+        assert "2 people will be told by email or in their weekly digest." in details
+
+        def details_form(stage_slug: str, **extra: str) -> dict:  # type: ignore[type-arg]
+            session.expire(item)
+            loaded = roadmap.get_item_for_staff(session, item.public_id)
+            return {**admin_items._item_form(loaded), "stage_id": str(stage(session, stage_slug).id), **extra}
+
+        quiet = await post_form(web, f"/admin/items/{item.public_id}", details_form("under-consideration", notify="no"),
+                                page=f"/admin/items/{item.public_id}")
+        assert quiet.status_code == 303
+        landed = (await web.get(quiet.headers["location"])).text
+        assert "Nobody is told by email." in landed, re.findall(r"class=\"flash[^>]*>(.*?)<", landed)
+        await deliver(web)
+        assert inbox[0].take() == []
+
+        told = await post_form(web, f"/admin/items/{item.public_id}", details_form("in-progress"),
+                               page=f"/admin/items/{item.public_id}")
+        assert "2 people are told by email." in (await web.get(told.headers["location"])).text
+        await deliver(web)
+        received = _by_recipient(inbox[0].take())
+        assert set(received) == {"voter@example.com", "follower@example.com"}
+        assert str(received["voter@example.com"]["Subject"]).startswith("“Shift swaps” moved from Under consideration to In progress")
 
     async def test_a_decline_carries_the_reason(self, web, session, inbox):
         item, _ = _followers(session)
