@@ -235,6 +235,17 @@ def expected_origin(request: Request) -> tuple[str, str, int] | None:
     return _origin(f"{request.url.scheme}://{host}") if host else None
 
 
+def reached_at(request: Request) -> str:
+    """The address this request was sent to (scheme://host[:port]), as the browser named it."""
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def base_url_differs(request: Request) -> bool:
+    """Whether this request reached the portal at another address than BASE_URL: links in emails and webhook
+    payloads (always BASE_URL) would then lead elsewhere than where this person opened it."""
+    return _origin(reached_at(request)) != _origin(request.app.state.settings.base_url)
+
+
 def verify_origin(request: Request) -> None:
     """Unsafe requests sent by a browser from another site are refused, whatever cookies came with them.
 

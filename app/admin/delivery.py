@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
+from app import security
 from app.deps import AdminUser, DbSession
 from app.forms import read_form
 from app.outbox import mailer
@@ -30,7 +31,8 @@ def _page(request: Request, session: Session, *, view: str = "all", status_code:
     jobs = outbox.recent(session, problems=view == "problems", limit=SHOWN)
     return render(request, "admin/email.html", {
         "smtp": mailer.smtp_summary(settings), "settings": settings, "counts": outbox.counts(session),
-        "jobs": jobs, "view": view if view in VIEWS else "all", "shown": SHOWN, **extra,
+        "jobs": jobs, "view": view if view in VIEWS else "all", "shown": SHOWN,
+        "reached_at": security.reached_at(request), "base_url_differs": security.base_url_differs(request), **extra,
     }, status_code=status_code)
 
 

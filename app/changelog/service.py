@@ -354,6 +354,7 @@ def _emit_published(session: Session, entry: ChangelogEntry, *, was: datetime | 
               "url": webhooks.item_data(i)["url"]} for i in entry.items]
     data = {"entry": {"id": entry.public_id, "title": entry.title, "notes": entry.notes,
                       "published_at": webhooks.iso(at), "product": entry.product.slug if entry.product else None,
+                      "url": webhooks.absolute(entry.path),
                       "items": items}}
     if at > now:
         webhooks.emit(session, "changelog.published", data, run_at=at,

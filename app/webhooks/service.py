@@ -154,12 +154,17 @@ def _loaded(obj: Any, name: str) -> Any:
     return None if name in inspect(obj).unloaded else getattr(obj, name)
 
 
+def absolute(path: str) -> str:
+    """A portal path as the absolute address payloads carry: BASE_URL + path."""
+    return get_settings().base_url + path
+
+
 def item_data(item: Item) -> dict[str, Any]:
     """An item as the payloads carry it (its product and stage when the caller has them loaded)."""
     product, stage = _loaded(item, "product"), _loaded(item, "stage")
     return {
         "id": item.public_id, "title": item.title, "summary": item.summary,
-        "url": get_settings().base_url + item.path, "visibility": item.visibility.value,
+        "url": absolute(item.path), "visibility": item.visibility.value,
         "published": item.published_at is not None, "released_at": iso(item.released_at),
         "product": {"slug": product.slug, "name": product.name} if product is not None else None,
         "stage": {"slug": stage.slug, "name": stage.name} if stage is not None else None,

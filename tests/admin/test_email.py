@@ -4,6 +4,7 @@ answer (real aiosmtpd), and the log of recent deliveries and failures with their
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -126,3 +127,17 @@ async def test_the_log_lists_deliveries_and_failures_with_the_reason_and_failed_
     job = session.scalar(select(OutboxJob).where(OutboxJob.key == "email:refused-lee@example.com"))
     session.refresh(job)
     assert job.state == JobState.pending and job.attempts == 0
+
+
+async def test_the_page_says_where_links_lead_and_warns_when_it_was_opened_elsewhere(client, session, admin):
+    def words(response) -> str:  # type: ignore[no-untyped-def]
+        return flash_of(re.sub(r"<[^>]+>", "", response.text))
+
+    page = words(await client.get("/admin/email"))
+    assert "Links in emails and webhooks lead to (BASE_URL) http://testserver" in page
+    assert "You opened this page at" not in page
+    # Reached through another address (a proxy's, a LAN IP) than BASE_URL: every email's links would lead away.
+    elsewhere = words(await client.get("/admin/email", headers={"Host": "10.0.0.5:8000"}))
+    assert ("You opened this page at http://10.0.0.5:8000, not at http://testserver: the links in every email"
+            in elsewhere)
+    assert "set BASE_URL=http://10.0.0.5:8000" in elsewhere
