@@ -17,7 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import parseaddr
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -93,6 +92,7 @@ class Mailer:
         self.settings = settings
         self._client: aiosmtplib.SMTP | None = None
         self._unreachable: str | None = None  # why the server could not be reached in this batch
+        self._where_text: str | None = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
         target = mail.parse_smtp_url(self.settings.smtp_url)
@@ -152,6 +152,12 @@ class Mailer:
         return answer
 
     def _where(self) -> str:
+        """host:port, for messages; read once per batch, not once per message."""
+        if self._where_text is None:
+            self._where_text = self._read_where()
+        return self._where_text
+
+    def _read_where(self) -> str:
         try:
             target = mail.parse_smtp_url(self.settings.smtp_url)
         except mail.MailError:
@@ -212,7 +218,7 @@ async def deliver(settings: Settings, mailer: Mailer, job: Job,
             await before_accept()
         mail.log_instead(rendered.to, rendered.subject, rendered.text)
         return "logged: SMTP_URL is not set"
-    answer = await mailer.send(rendered.message, sender=parseaddr(settings.mail_from)[1], to=rendered.to,
+    answer = await mailer.send(rendered.message, sender=mail.sender_address(settings.mail_from), to=rendered.to,
                                before_accept=before_accept)
     log.info("Email sent to %s (%s, %s): %s", rendered.to, job.payload.get("template"), rendered.message_id, answer)
     return answer
