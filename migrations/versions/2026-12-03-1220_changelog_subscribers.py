@@ -1,8 +1,8 @@
 """Visitors who subscribed to the changelog by email and confirmed it (double opt-in).
 
-Revision ID: 8c3f1a6d2e57
-Revises: 5e0b2d7c41a9
-Create Date: 2026-12-03 11:30
+Revision ID: b71e4c90a2d3
+Revises: 8c4f1a2d9e57
+Create Date: 2026-12-03 12:20
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from alembic import op
 
 from app.db import UTCDateTime
 
-revision: str = "8c3f1a6d2e57"
-down_revision: str | None = "5e0b2d7c41a9"
+revision: str = "b71e4c90a2d3"
+down_revision: str | None = "8c4f1a2d9e57"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
