@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # Bytes. The largest request body accepted anywhere, and on the routes that take a file upload (the
     # branding logo); bigger bodies get 413 before or while they stream in, never read whole into memory.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Seconds a CDN or other shared cache may keep an answer that is the same for every signed-out visitor
+    # (`Cache-Control: public, max-age=0, s-maxage=N`); 0, the default, lets none keep it (app/responses.py).
+    public_cache_seconds: int = Field(default=0, ge=0, le=86400)
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     # Seconds. A tracker webhook whose format carries its own time (the generic format's signature, Jira's
     # `timestamp`) is refused when it is older (or further in the future) than this: a captured delivery

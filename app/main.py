@@ -39,7 +39,7 @@ from app.pagecache import KeptPagesMiddleware, PageCache
 from app.perimeter import BodyLimitMiddleware, TrustedProxyMiddleware
 from app.portal import views as portal_views
 from app.ratelimit import RateLimiter
-from app.responses import HeadMiddleware
+from app.responses import HeadMiddleware, ResponseMiddleware
 from app.roadmap import feeds
 from app.roadmap import views as roadmap_views
 from app.security import (
@@ -232,8 +232,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     assets.static.watch = not settings.is_production  # development: an edited file gets its new name at once
     app.mount("/static", assets.static, name="static")  # content-hashed names (app/assets.py)
 
-    # Outermost last: HEAD answered as GET without the body, the client's address (trusted proxies only), the body cap, a state of its own per
-    # request, headers on everything, the CSRF cookie, clean input, then the request's transaction.
+    # Outermost last: HEAD answered as GET without the body, ETags, Cache-Control and compression, the client's
+    # address (trusted proxies only), the body cap, a state of its own per request, headers on everything, the
+    # CSRF cookie, clean input, then the request's transaction.
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
     # Query strings and form bodies lose the characters PostgreSQL refuses before any route reads them.
@@ -252,5 +253,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # A cookie-less visitor's page kept finished is answered here, before all of the above (app/pagecache.py).
     app.add_middleware(KeptPagesMiddleware, cache_getter=lambda: app.state.pages,
                        database_getter=lambda: app.state.database, revision_reader=revision_reader)
+    # Entity tags and 304s, Cache-Control, compression (app/responses.py): outside anything that keeps finished
+    # answers for reuse, since what goes out depends on the request's Accept-Encoding.
+    app.add_middleware(ResponseMiddleware, public_seconds=settings.public_cache_seconds, session_cookie=cookies.session)
     app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
     return app

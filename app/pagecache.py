@@ -62,6 +62,7 @@ from sqlalchemy.orm import Session
 
 from app import revision
 from app.accounts.viewer import Viewer
+from app.responses import weak_etag
 from app.roadmap.visibility import audience
 from app.security import clear_flash_cookie, csrf_token
 from app.web import page_context, read_flashes, render, templates
@@ -112,6 +113,7 @@ class Page:
     # as it was under one votes revision (its counts).
     finished: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
     finished_votes: int | None = None
+    digest: str = ""  # of the parts and the slots' places, once per page: the base of every answer's ETag
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
     _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
@@ -372,6 +374,7 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
         slots, places = page.open.setdefault(opened.kind, ([], []))
         slots.append(opened)
         places.append(positions)
+    page.digest = weak_etag(*(p if isinstance(p, str) else f"{_PREFIX}{p.kind}:{p.arg}\x00" for p in page.parts))
     return page
 
 
@@ -380,16 +383,21 @@ def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewe
     filling = Filling(request=request, session=session, viewer=viewer, page=page)
     out: list[Any] = page.parts.copy()
     fillers = cache.fillers
+    filled: list[str] = []
     for kind, (slots, places) in page.open.items():
         for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
+            filled.append(html)
             for i in positions:
                 out[i] = html
     body = "".join(out)
     # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token.
     needs_token = CSRF_MARKER in body
+    token = csrf_token(request) if needs_token else ""
     if needs_token:
-        body = body.replace(CSRF_MARKER, csrf_token(request))
-    response = HTMLResponse(body)
+        body = body.replace(CSRF_MARKER, token)
+    # The ETag: the page's digest, made once, and what this answer filled in (the token included), so it
+    # changes whenever the bytes this person gets do, without hashing the whole page per request.
+    response = HTMLResponse(body, headers={"etag": weak_etag(page.digest, *filled, token)})
     for hook in filling.on_response:
         hook(response)
     finishing: _Finishing | None = request.scope.get(FINISHING)

@@ -1,4 +1,4 @@
-"""How answers reach clients: HEAD wherever GET is, content codings, entity tags.
+"""How answers reach clients: HEAD wherever GET is; entity tags and 304s, Cache-Control and compression.
 
 Plain ASGI middleware, outside everything else (app/main.py), so every route, the static files and the
 error pages behave the same way.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -107,3 +108,166 @@ def none_match(if_none_match: str | None, etag: str) -> bool:
         return True
     opaque = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+
+
+# --- entity tags, Cache-Control, compression: one middleware ----------------------------------------------
+
+# Below this a response goes as it is: the coding's own overhead and the CPU are not worth it.
+MIN_COMPRESS_BYTES = 1024
+# Bytes of compressed bodies kept per process, by entity tag (the least recently used go first).
+KEPT_ENCODED_BYTES = 16 * 1024 * 1024
+TEXT_TYPES = (b"text/", b"application/json", b"application/atom+xml", b"application/xml",
+              b"application/javascript", b"image/svg+xml")
+# Never kept by a CDN, whoever asks: monitors must reach the process itself.
+NOT_PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/me")
+_DROPPED_ON_304 = frozenset({b"content-length", b"content-type", b"content-encoding"})
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _add_vary(headers: list[tuple[bytes, bytes]], *names: bytes) -> None:
+    present = [i for i, (key, _) in enumerate(headers) if key.lower() == b"vary"]
+    values = [v.strip() for i in present for v in headers[i][1].split(b",") if v.strip()]
+    lowered = {v.lower() for v in values}
+    values += [n for n in names if n.lower() not in lowered]
+    for i in reversed(present):
+        del headers[i]
+    headers.append((b"vary", b", ".join(values)))
+
+
+class ResponseMiddleware:
+    """Entity tags and 304s, Cache-Control and compression for the portal's GET answers.
+
+    * **ETag** (weak, `W/"…"`, one tag for every coding of the same bytes): a kept page brings its own, made
+      once per page and variant (app/pagecache.py); any other text answer of 200 (feeds, the API, pages not
+      kept) gets one hashed from its body. An `If-None-Match` naming it is answered 304 without a body. The
+      tag is made from every byte of the answer, the person's own parts included, so nobody gets a 304 for
+      bytes that are not theirs.
+    * **Cache-Control**, where the route set none: `public, max-age=0, s-maxage=N` (PUBLIC_CACHE_SECONDS) for
+      an answer shared by every visitor — no session cookie, no credentials, no cookie set, no CSRF token in
+      it — so a CDN may keep it N seconds while browsers still ask (a visitor who signs in sees their own page
+      at once); `Vary: Cookie` with it, for caches that key on cookies. Anything personal gets
+      `private, no-cache`; a visitor's answer without the setting `no-cache` (revalidated by its ETag).
+    * **Compression**: text above MIN_COMPRESS_BYTES in brotli or gzip as the client accepts, with
+      `Vary: Accept-Encoding`. An answer the same for everyone who gets it (nothing personal, see above) is
+      compressed once per entity tag and kept; a personal one is compressed per answer at cheaper settings.
+      An answer that arrives compressed (static files) or streamed (CSV exports) is left as it is.
+
+    It sits outside the app's other middleware (only HEAD is further out), and must stay outside any that
+    keeps finished answers for reuse: what goes out of here depends on the request's Accept-Encoding.
+    """
+
+    def __init__(self, app: Any, *, public_seconds: int = 0, session_cookie: str = "",
+                 kept_bytes: int = KEPT_ENCODED_BYTES) -> None:
+        self.app = app
+        self.public_seconds = public_seconds
+        self.session_cookie = session_cookie.encode()
+        self.kept_bytes = kept_bytes
+        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._kept_size = 0
+        self.compressed = self.reused = 0  # per-answer compressions made, and kept ones reused
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] | None = None
+        passing = False
+        # If-None-Match is answered here, so the app inside sees an ordinary GET (and a kept finished page may
+        # answer it without the stack, app/pagecache.py); `inner` also carries the request's state back out.
+        inner = {**scope, "headers": [h for h in scope["headers"] if h[0] != b"if-none-match"]}
+
+        async def shaping(message: dict[str, Any]) -> None:
+            nonlocal start, passing
+            if passing:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body" and start is not None:
+                if message.get("more_body", False):  # streamed: as it is
+                    passing = True
+                    await send(start)
+                    await send(message)
+                    return
+                await self._finish(scope, inner, start, message.get("body", b""), send)
+            else:
+                await send(message)
+
+        await self.app(inner, receive, shaping)
+
+    def _personal(self, scope: dict[str, Any], inner: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the answer may differ from the one another visitor gets for the same address."""
+        for key, value in scope["headers"]:
+            if key == b"authorization" or (key == b"cookie" and self.session_cookie
+                                           and self.session_cookie + b"=" in value):
+                return True
+        if _header(headers, b"set-cookie") is not None:
+            return True
+        return bool(inner.get("state", {}).get("csrf_used"))
+
+    async def _finish(self, scope: dict[str, Any], inner: dict[str, Any], start: dict[str, Any], body: bytes,
+                      send: Any) -> None:
+        status: int = start["status"]
+        headers: list[tuple[bytes, bytes]] = list(start.get("headers", []))
+        content_type = _header(headers, b"content-type") or b""
+        text = content_type.startswith(TEXT_TYPES)
+        personal = self._personal(scope, inner, headers)
+        etag_value = _header(headers, b"etag")
+        etag = etag_value.decode("latin-1") if etag_value is not None else None
+        cache_control = _header(headers, b"cache-control")
+        if (status == 200 and etag is None and text and body
+                and (cache_control is None or b"no-store" not in cache_control)):
+            etag = weak_etag(body)
+            headers.append((b"etag", etag.encode()))
+        if status == 200 and cache_control is None:
+            headers.append((b"cache-control", self._cache_control(scope, personal, text)))
+            if not personal and self.public_seconds and text:
+                _add_vary(headers, b"Cookie")
+        encodable = (text and len(body) >= MIN_COMPRESS_BYTES and status not in (204, 304)
+                     and _header(headers, b"content-encoding") is None)
+        if encodable:
+            _add_vary(headers, b"Accept-Encoding")
+        if status == 200 and etag is not None and none_match(request_header(scope, b"if-none-match"), etag):
+            await send({**start, "status": 304, "headers": [h for h in headers if h[0].lower() not in _DROPPED_ON_304]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        coding = chosen_coding(request_header(scope, b"accept-encoding")) if encodable else None
+        if coding is not None:
+            body = self._encoded(body, coding, etag if (status == 200 and not personal) else None)
+            headers = [h for h in headers if h[0].lower() != b"content-length"]
+            headers += [(b"content-encoding", coding.encode()), (b"content-length", str(len(body)).encode())]
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _cache_control(self, scope: dict[str, Any], personal: bool, text: bool) -> bytes:
+        if personal:
+            return b"private, no-cache"
+        if self.public_seconds and text and not scope["path"].startswith(NOT_PUBLIC_PATHS):
+            return f"public, max-age=0, s-maxage={self.public_seconds}".encode()
+        return b"no-cache"
+
+    def _encoded(self, body: bytes, coding: str, etag: str | None) -> bytes:
+        """`body` in `coding`: kept by entity tag when the answer is everyone's, else made for this answer."""
+        if etag is None:
+            self.compressed += 1
+            return compress(body, coding, PER_ANSWER_LEVELS[coding])
+        key = (etag, coding)
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            self.reused += 1
+            return kept
+        self.compressed += 1
+        kept = compress(body, coding, KEPT_LEVELS[coding])
+        if len(kept) <= self.kept_bytes:
+            self._kept[key] = kept
+            self._kept_size += len(kept)
+            while self._kept_size > self.kept_bytes:
+                _, dropped = self._kept.popitem(last=False)
+                self._kept_size -= len(dropped)
+        return kept

@@ -173,6 +173,7 @@ def csrf_token(request: Request) -> str:
     """The token for the page being rendered: bound to the session the browser will hold once it has this
     answer (the one sign-in or sign-out just set, or else the one it sent)."""
     state = request.scope.setdefault("state", {})
+    state["csrf_used"] = True  # the answer holds this person's token: no CDN may keep it (app/responses.py)
     session_value = state["csrf_session"] if "csrf_session" in state else session_cookie_value(request)
     token: str = request.app.state.csrf.form_token(csrf_cookie_value(request), session_value or "")
     return token

@@ -1,4 +1,5 @@
-"""How answers reach clients (app/responses.py, app/assets.py): HEAD wherever GET is, static files."""
+"""How answers reach clients (app/responses.py, app/assets.py): HEAD wherever GET is, conditional GET,
+Cache-Control, compression, static files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
 from starlette.convertors import IntegerConvertor
@@ -15,8 +18,11 @@ from app import assets
 from app.assets import Assets
 from app.config import ROOT, Settings
 from app.main import create_app
-from tests.factories import make_admin, make_item
-from tests.helpers.http import sign_in
+from app.responses import ResponseMiddleware, chosen_coding, none_match
+from app.voting import service as voting
+from app.voting.models import Importance
+from tests.factories import make_admin, make_item, make_user
+from tests.helpers.http import client_for, sign_in
 
 
 def _get_paths() -> Iterator[str]:
@@ -63,8 +69,9 @@ class TestHead:
 
     async def test_a_page_gets_the_get_headers_and_no_body(self, client, session):
         make_item(session, title="Dark mode")
-        got = await client.get("/")
-        head = await client.head("/")
+        plain = {"accept-encoding": "identity"}  # Content-Length is then the length of the page itself
+        got = await client.get("/", headers=plain)
+        head = await client.head("/", headers=plain)
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
         assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
@@ -121,3 +128,128 @@ class TestStaticFiles:
         assert watched.url("site.css") != before
         with pytest.raises(LookupError):
             watched.url("nothing.css")
+
+
+def _middleware(app: Any) -> ResponseMiddleware:
+    layer = app.middleware_stack
+    while not isinstance(layer, ResponseMiddleware):
+        layer = layer.app
+    return layer
+
+
+class TestConditionalGet:
+    async def test_a_second_get_with_the_etag_gets_304_without_a_body(self, client, session):
+        make_item(session, title="Dark mode")
+        for path in ("/", "/changelog.atom", "/api/v1/items"):
+            first = await client.get(path)
+            etag = first.headers["etag"]
+            assert etag.startswith('W/"') and first.status_code == 200
+            again = await client.get(path, headers={"if-none-match": etag})
+            assert again.status_code == 304 and again.content == b"", path
+            assert again.headers["etag"] == etag and "cache-control" in again.headers
+            assert (await client.get(path, headers={"if-none-match": 'W/"other"'})).status_code == 200
+
+    async def test_a_vote_or_an_edit_changes_the_etag(self, client, session):
+        item = make_item(session, title="Dark mode")
+        before = await client.get("/")
+        voting.cast_vote(session, item=item, user=make_user(session), importance=Importance.critical)
+        session.flush()
+        after_vote = await client.get("/", headers={"if-none-match": before.headers["etag"]})
+        assert after_vote.status_code == 200 and after_vote.headers["etag"] != before.headers["etag"]
+        item.title = "Dark mode, everywhere"
+        session.flush()
+        after_edit = await client.get("/", headers={"if-none-match": after_vote.headers["etag"]})
+        assert after_edit.status_code == 200 and "Dark mode, everywhere" in after_edit.text
+        for path in ("/changelog.atom", "/api/v1/items"):
+            old = (await client.get(path)).headers["etag"]
+            make_item(session, title=f"New for {path}", stage_slug="released")  # in the changelog too
+            session.flush()
+            assert (await client.get(path, headers={"if-none-match": old})).status_code == 200
+
+    async def test_a_signed_in_person_never_gets_a_304_for_another_person_s_page(self, app, client, session):
+        item = make_item(session, title="Dark mode")
+        ann, bob = make_user(session), make_user(session)
+        voting.cast_vote(session, item=item, user=ann, importance=Importance.critical)  # the API shows her vote
+        sign_in(client, session, ann)
+        ann_page = await client.get("/")
+        assert (await client.get("/", headers={"if-none-match": ann_page.headers["etag"]})).status_code == 304
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as other:
+            sign_in(other, session, bob)
+            for path in ("/", item.path, "/api/v1/items"):
+                mine = await client.get(path)
+                theirs = await other.get(path, headers={"if-none-match": mine.headers["etag"]})
+                assert theirs.status_code == 200 and theirs.headers["etag"] != mine.headers["etag"], path
+
+    async def test_what_is_not_kept_gets_no_etag(self, client, session):
+        sign_in(client, session, make_admin(session))
+        tokens = await client.get("/admin/tokens")
+        assert tokens.headers["cache-control"] == "no-store" and "etag" not in tokens.headers
+
+
+class TestCacheControl:
+    async def test_off_by_default_no_shared_cache_keeps_anything(self, client, session):
+        make_item(session, title="Dark mode")
+        for path in ("/changelog.atom", "/api/v1/items", "/"):
+            got = await client.get(path)
+            assert "public" not in got.headers["cache-control"] and "no-cache" in got.headers["cache-control"]
+
+    async def test_with_the_setting_a_cdn_may_keep_what_every_visitor_gets(self, settings, database, connection,
+                                                                             session):
+        make_item(session, title="Dark mode")
+        async with client_for(settings.model_copy(update={"public_cache_seconds": 60}), database,
+                              connection) as client:
+            for path in ("/changelog.atom", "/api/v1/items", "/sitemap.xml"):
+                got = await client.get(path)
+                assert got.headers["cache-control"] == "public, max-age=0, s-maxage=60", path
+                assert "cookie" in {v.strip().lower() for v in got.headers["vary"].split(",")}, path
+            # Never: a page that sets a cookie or holds a CSRF token, a health check, a signed-in person, a token.
+            login = await client.get("/login")
+            assert login.headers["cache-control"] == "private, no-cache"
+            assert (await client.get("/healthz")).headers["cache-control"] == "no-cache"
+            bearer = await client.get("/api/v1/items", headers={"authorization": "Bearer ahead_nothing"})
+            assert "public" not in bearer.headers.get("cache-control", "")
+            sign_in(client, session, make_user(session))
+            for path in ("/", "/api/v1/items", "/changelog.atom"):
+                assert (await client.get(path)).headers["cache-control"] == "private, no-cache", path
+
+
+class TestCompression:
+    @pytest.mark.parametrize("path", ["/", "/changelog.atom", "/api/v1/items?per_page=50"])
+    async def test_every_accept_encoding_decodes_to_the_same_answer(self, client, session, path):
+        for n in range(12):
+            make_item(session, title=f"Item number {n} with a longer title to fill the page", stage_slug="released")
+        plain = await client.get(path, headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert "accept-encoding" in plain.headers["vary"].lower()
+        for sent, coding in (("br", "br"), ("gzip", "gzip"), ("gzip, deflate, br, zstd", "br"),
+                             ("br;q=0, gzip;q=0.5", "gzip"), ("*", "br"), ("gzip;q=0, br;q=0", None)):
+            got = await client.get(path, headers={"accept-encoding": sent})
+            assert got.headers.get("content-encoding") == coding, sent
+            assert got.content == plain.content, sent
+            if coding:
+                assert int(got.headers["content-length"]) < len(plain.content) / 2, sent
+
+    async def test_tiny_answers_go_as_they_are(self, client):
+        got = await client.get("/healthz", headers={"accept-encoding": "br, gzip"})
+        assert got.status_code == 200 and "content-encoding" not in got.headers
+        assert int(got.headers["content-length"]) == len(got.content) < 1024
+
+    async def test_an_answer_everyone_gets_is_compressed_once(self, app, client, session):
+        for n in range(6):
+            make_item(session, title=f"Item number {n} with a longer title to fill the page")
+        await client.get("/changelog.atom")  # lifespan started, stack built
+        layer = _middleware(app)
+        before = layer.compressed
+        bodies = {(await client.get("/api/v1/items", headers={"accept-encoding": "br"})).content for _ in range(3)}
+        assert len(bodies) == 1 and layer.compressed == before + 1 and layer.reused >= 2
+        sign_in(client, session, make_user(session))
+        for _ in range(2):
+            await client.get("/api/v1/items", headers={"accept-encoding": "br"})
+        assert layer.compressed == before + 3  # a signed-in person's answer: compressed per answer, not kept
+
+
+def test_accept_encoding_and_if_none_match_parsing():
+    assert chosen_coding(None) is None and chosen_coding("") is None
+    assert chosen_coding("gzip, br") == "br" and chosen_coding("deflate") is None
+    assert chosen_coding("br;q=0.0, gzip") == "gzip" and chosen_coding("*;q=0") is None
+    assert none_match('W/"a", "b"', 'W/"b"') and none_match("*", 'W/"x"') and not none_match('"a"', 'W/"b"')
