@@ -253,3 +253,16 @@ def test_accept_encoding_and_if_none_match_parsing():
     assert chosen_coding("gzip, br") == "br" and chosen_coding("deflate") is None
     assert chosen_coding("br;q=0.0, gzip") == "gzip" and chosen_coding("*;q=0") is None
     assert none_match('W/"a", "b"', 'W/"b"') and none_match("*", 'W/"x"') and not none_match('"a"', 'W/"b"')
+
+
+async def test_a_visitor_s_conditional_get_is_answered_from_the_kept_finished_page(app, client, session):
+    make_item(session, title="Dark mode")
+    client.cookies.clear()
+    for _ in range(3):  # rendered and kept, then served finished
+        first = await client.get("/")
+    hits = app.state.pages.finished_hits
+    assert hits > 0 and "set-cookie" not in first.headers
+    again = await client.get("/", headers={"if-none-match": first.headers["etag"], "accept-encoding": "br"})
+    assert again.status_code == 304 and app.state.pages.finished_hits == hits + 1
+    zipped = await client.get("/", headers={"accept-encoding": "br"})
+    assert zipped.headers["content-encoding"] == "br" and zipped.content == first.content
