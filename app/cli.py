@@ -55,6 +55,9 @@ def _ensure_sqlite_dir() -> None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a container)."),
@@ -83,6 +86,10 @@ def serve(
         # them from 127.0.0.1, a local proxy or not.
         proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_seconds,  # the proxy in front closes idle connections, not us
+        # uvicorn's supervisor pings each worker and replaces one that does not answer within this many
+        # seconds (5 by default). A worker importing the app on a busy machine (25 s seen at load 13 on 2
+        # cores) missed the ping, was killed and started again, and the portal never served.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_level="info",
     )
 
