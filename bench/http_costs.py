@@ -4,8 +4,8 @@
 
 Drives the real app (create_app, AHEAD_ENV=production) through a bare ASGI call, as bench/breakdown.py does,
 and prints the CPU time per request and the bytes sent for: the visitor's board (a cookie-less visitor: the
-kept finished page) and a signed-in customer's board, each without Accept-Encoding, with brotli and with
-gzip, and with a matching If-None-Match (304); the Atom feed and the API's item list likewise. Then the
+kept finished page) and a signed-in customer's board, each through the app without ResponseMiddleware,
+then with it: without Accept-Encoding, with brotli, with gzip, and with a matching If-None-Match (304); the Atom feed and the API's item list likewise. Then the
 cost of compressing the board once (what a kept page pays once per ETag) and of hashing it (what a page
 without a kept ETag pays per answer).
 """
@@ -80,20 +80,25 @@ def main() -> None:
                       BASE_URL="http://testserver")
     from app.config import Settings
     from app.main import create_app
-    from app.responses import KEPT_LEVELS, PER_ANSWER_LEVELS, compress
+    from app.responses import KEPT_LEVELS, PER_ANSWER_LEVELS, ResponseMiddleware, compress
 
     app = create_app(Settings())
+    # The same app without app/responses.ResponseMiddleware: no ETag, no Cache-Control, no compression.
+    bare = create_app(Settings())
+    bare.user_middleware = [m for m in bare.user_middleware if m.cls is not ResponseMiddleware]
     audiences = {"visitor": {}, "customer": {"cookie": fixtures.cookie}}
     paths = {"board": "/", "atom feed": "/changelog.atom", "API list": "/api/v1/items?per_page=50"}
 
     async def run() -> None:
-        print(f"{'answer':<28} {'plain':>14} {'br':>14} {'gzip':>14} {'304':>8}   (CPU ms/req, bytes sent)")
+        print(f"{'answer':<28} {'without':>14} {'plain':>14} {'br':>14} {'gzip':>14} {'304':>8}   "
+              "(CPU ms/req, bytes sent; 'without': no ResponseMiddleware)")
         for page, path in paths.items():
             for who, base in audiences.items():
                 if page != "board" and who == "customer":
                     continue
                 _, headers, _ = await call(app, path, base)
-                cells = []
+                ms, status, size = await measure(bare, path, base, args.requests)
+                cells = [f"{ms:6.2f} {size:7,d}"]
                 for coding in ("", "br", "gzip"):
                     sent = {**base, **({"accept-encoding": coding} if coding else {})}
                     ms, status, size = await measure(app, path, sent, args.requests)
@@ -101,7 +106,7 @@ def main() -> None:
                 ms, status, _ = await measure(app, path, {**base, "if-none-match": headers.get("etag", "")},
                                               args.requests)
                 cells.append(f"{ms:6.2f}" if status == 304 else f"{status}")
-                print(f"{page + ', ' + who:<28} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} {cells[3]:>8}")
+                print(f"{page + ', ' + who:<28} " + " ".join(f"{c:>14}" for c in cells[:4]) + f" {cells[4]:>8}")
         _, _, board = await call(app, "/", {})
         print(f"\nthe visitor's board, {len(board):,} bytes: compressing it once (kept per ETag) costs "
               f"br {cpu_ms(lambda: compress(board, 'br', KEPT_LEVELS['br'])):.2f} ms, "
@@ -116,6 +121,7 @@ def main() -> None:
         asyncio.run(run())
     finally:
         app.state.database.dispose()
+        bare.state.database.dispose()
 
 
 if __name__ == "__main__":
