@@ -198,8 +198,11 @@ class TestCacheControl:
         make_item(session, title="Dark mode")
         async with client_for(settings.model_copy(update={"public_cache_seconds": 60}), database,
                               connection) as client:
-            for path in ("/changelog.atom", "/api/v1/items", "/sitemap.xml"):
+            item = make_item(session, title="Public item")
+            for path in ("/changelog.atom", "/api/v1/items", "/sitemap.xml", "/", item.path):
+                client.cookies.clear()  # a visitor whose pages never minted a cookie (no form on them)
                 got = await client.get(path)
+                assert "set-cookie" not in got.headers, path
                 assert got.headers["cache-control"] == "public, max-age=0, s-maxage=60", path
                 assert "cookie" in {v.strip().lower() for v in got.headers["vary"].split(",")}, path
             # Never: a page that sets a cookie or holds a CSRF token, a health check, a signed-in person, a token.
