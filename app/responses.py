@@ -97,7 +97,10 @@ def weak_etag(*pieces: bytes | str) -> str:
     a weak tag may stand for representations that differ only in their encoding)."""
     digest = hashlib.blake2b(digest_size=12)
     for piece in pieces:
-        digest.update(piece.encode() if isinstance(piece, str) else piece)
+        data = piece.encode() if isinstance(piece, str) else piece
+        # Each piece's length first: ("ab", "c") and ("a", "bc") fill a page differently, so must not match.
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
     return f'W/"{digest.hexdigest()}"'
 
 
