@@ -7,12 +7,14 @@ import asyncio
 import getpass
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from app import backup as backups
-from app import handlers, logs, revision
+from app import handlers, logs, metrics, revision
 from app import seed as seeding
 from app.accounts import passwords
 from app.accounts import service as accounts
@@ -75,23 +77,51 @@ def serve(
         import os
 
         os.environ["PORT"] = str(port)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port or settings.port,
-        workers=None if reload else (workers or settings.workers),
-        reload=reload,
-        # X-Forwarded-* are for TRUSTED_PROXIES to vouch for (app/perimeter.py); uvicorn would otherwise believe
-        # them from 127.0.0.1, a local proxy or not.
-        proxy_headers=False,
-        timeout_keep_alive=settings.keep_alive_seconds,  # the proxy in front closes idle connections, not us
-        # uvicorn's supervisor pings each worker and replaces one that does not answer within this many
-        # seconds (5 by default). A worker importing the app on a busy machine (25 s seen at load 13 on 2
-        # cores) missed the ping, was killed and started again, and the portal never served.
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-        log_level="info",
-    )
+    processes = 1 if reload else (workers or settings.workers)
+    with _shared_metrics(processes > 1 and settings.metrics_enabled):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port or settings.port,
+            workers=None if reload else processes,
+            reload=reload,
+            # X-Forwarded-* are for TRUSTED_PROXIES to vouch for (app/perimeter.py); uvicorn would otherwise believe
+            # them from 127.0.0.1, a local proxy or not.
+            proxy_headers=False,
+            timeout_keep_alive=settings.keep_alive_seconds,  # the proxy in front closes idle connections, not us
+            # uvicorn's supervisor pings each worker and replaces one that does not answer within this many
+            # seconds (5 by default). A worker importing the app on a busy machine (25 s seen at load 13 on 2
+            # cores) missed the ping, was killed and started again, and the portal never served.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            log_level="info",
+        )
+
+
+@contextmanager
+def _shared_metrics(needed: bool) -> Iterator[None]:
+    """With several worker processes, the directory where each writes its metrics for /metrics to add up
+    (app/metrics.py): PROMETHEUS_MULTIPROC_DIR emptied of an earlier run's files, or else a fresh one, removed
+    afterwards. Set in the environment before the workers start, so that they inherit it."""
+    import os
+    import shutil
+    import tempfile
+
+    if not needed:
+        yield
+        return
+    given = os.environ.get(metrics.MULTIPROCESS_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        metrics.reset_directory(given)
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="ahead-metrics-")
+    os.environ[metrics.MULTIPROCESS_ENV] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @cli.command()

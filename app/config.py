@@ -15,6 +15,7 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -147,6 +148,14 @@ class Settings(BaseSettings):
     # workers delete older ones, a few thousand at a time, once an hour.
     outbox_keep_days: int = Field(default=30, ge=1, le=3650)
 
+    # /metrics (Prometheus text format; app/metrics.py). Readable with `Authorization: Bearer METRICS_TOKEN` from
+    # anywhere, and without it only by a direct connection (no proxy header) from METRICS_ALLOWED_IPS (addresses
+    # or CIDRs; loopback by default). To anyone else, and when METRICS_ENABLED is off, /metrics is an unknown
+    # address. Off, requests are not counted either (no per-request cost at all).
+    metrics_enabled: bool = True
+    metrics_token: str = ""
+    metrics_allowed_ips: str = "127.0.0.1, ::1"
+
     _base_url_given: bool = PrivateAttr(default=False)
 
     @field_validator("database_url")
@@ -225,18 +234,30 @@ class Settings(BaseSettings):
     def providers(self) -> list[OidcProvider]:
         return _PROVIDERS.validate_python(json.loads(self.oidc_providers or "[]"))
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allowed_ips")
     @classmethod
-    def _valid_proxies(cls, value: str) -> str:
+    def _valid_networks(cls, value: str, info: ValidationInfo) -> str:
         for entry in _split(value):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(
-                    f"TRUSTED_PROXIES: {entry!r} is not an IP address or network; write e.g. "
+                    f"{(info.field_name or '').upper()}: {entry!r} is not an IP address or network; write e.g. "
                     "'127.0.0.1' or '10.0.0.0/8, 192.168.1.5'"
                 ) from None
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _valid_metrics_token(cls, value: str) -> str:
+        if value and (value.strip().lower() in _PLACEHOLDERS or len(value) < 24 or value != value.strip()):
+            raise ValueError("METRICS_TOKEN must be a random value of at least 24 characters (e.g. `python -c "
+                             "'import secrets; print(secrets.token_urlsafe(32))'`), or empty")
+        return value
+
+    @property
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(entry, strict=False) for entry in _split(self.metrics_allowed_ips)]
 
     @property
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -1,15 +1,24 @@
-"""/healthz (the process answers) and /readyz (each dependency, with its state)."""
+"""/healthz (the process answers), /readyz (each dependency, with its state), and what /metrics reads from the
+database at each scrape (app/metrics.py counts the rest)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from app import migrate
+from app.db import Database
+from app.outbox import service as outbox
+
+log = logging.getLogger("ahead.metrics")
 
 router = APIRouter(include_in_schema=False)
 
@@ -76,3 +85,32 @@ async def readyz(request: Request) -> JSONResponse:
         status, code = "ok", 200
     return JSONResponse({"status": status, "checks": checks}, status_code=code,
                         headers={"cache-control": "no-store"})
+
+
+class OutboxDepth(Collector):
+    """The outbox's depth, read at each scrape: the same for every process, so read once by the one answering
+    (prometheus_client's multiprocess mode cannot add up a custom collector's values anyway)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("ahead_database_up", "Whether the database answered this scrape's query.")
+        try:
+            with self.database.new_session(write=False) as session:
+                depth = outbox.depth(session)
+        except Exception as exc:  # a scrape still reports the requests; this says why the rest is missing
+            log.warning("/metrics: the outbox could not be read: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("ahead_outbox_jobs", "Outbox jobs (email, webhooks) not delivered: pending (of them "
+                                 "due: due now), failed (retries used up, see `ahead outbox`), dead (given up).",
+                                 labels=["state"])
+        for state in ("pending", "due", "failed", "dead"):
+            jobs.add_metric([state], getattr(depth, state))
+        yield jobs
+        yield GaugeMetricFamily("ahead_outbox_oldest_due_seconds", "How long the longest-waiting due outbox job has "
+                                "been due (0: none is): delivery running behind.", value=depth.oldest_due_seconds)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import assets, handlers, health, logs, revision
+from app import assets, handlers, health, logs, metrics, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
 from app.admin.router import router as admin_router
@@ -189,6 +189,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     revision.track(database)
+    if settings.metrics_enabled:
+        metrics.watch_pool(database.engine)
+        metrics.forget_dead_processes()  # the gauges of a worker uvicorn replaced
     # How the kept-pages layer reads the revisions before a request's session: data_version on SQLite. A database
     # put in app.state later (a test's) is read with a session of its own.
     app.state.revision_reader = watched = revision.reader_for(database)
@@ -256,5 +259,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # Entity tags and 304s, Cache-Control, compression (app/responses.py): outside anything that keeps finished
     # answers for reuse, since what goes out depends on the request's Accept-Encoding.
     app.add_middleware(ResponseMiddleware, public_seconds=settings.public_cache_seconds, session_cookie=cookies.session)
+    # Counts and times every answer, and serves /metrics to whom may read it (before the proxy's headers are believed:
+    # it needs the address that connected), pages kept finished and 304s included. Inside HEAD's: a HEAD counts as the GET it runs.
+    app.add_middleware(metrics.MetricsMiddleware, enabled=settings.metrics_enabled, token=settings.metrics_token,
+                       allowed=settings.metrics_networks, page_cache=lambda: getattr(app.state, "pages", None),
+                       extra=lambda: (health.OutboxDepth(app.state.database),))
     app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
     return app

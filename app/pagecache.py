@@ -60,7 +60,7 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from app import revision
+from app import metrics, revision
 from app.accounts.viewer import Viewer
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
@@ -451,6 +451,7 @@ class KeptPagesMiddleware:
             found = cache.finished(revs[0], revs[1], path, query) if revs is not None else None
             if found is not None:
                 status, headers, body = found
+                scope[metrics.ROUTE_KEY] = metrics.KEPT_ROUTE  # answered before routing (app/metrics.py)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return

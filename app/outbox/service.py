@@ -115,6 +115,33 @@ def counts(session: Session) -> Counts:
                   dead=by_state.get(JobState.dead, 0), done_last_day=done)
 
 
+@dataclass(frozen=True)
+class Depth:
+    """What waits in the outbox, for the operator's metrics: each count within the (state, next_attempt_at)
+    index, whatever the number of delivered jobs kept."""
+
+    pending: int
+    due: int
+    failed: int
+    dead: int
+    oldest_due_seconds: float  # how long the longest-waiting due job has been due (0: none is)
+
+
+def depth(session: Session) -> Depth:
+    now = utcnow()
+    waiting = (JobState.pending, JobState.failed, JobState.dead)
+    by_state: dict[JobState, int] = dict(session.execute(
+        select(OutboxJob.state, func.count()).where(OutboxJob.state.in_(waiting)).group_by(OutboxJob.state)).all())
+    due = OutboxJob.state == JobState.pending, OutboxJob.next_attempt_at <= now
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxJob.next_attempt_at)).select_from(OutboxJob).where(*due)).one()
+    if oldest is not None and oldest.tzinfo is None:  # SQLite keeps no offset; aggregates skip the column type
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return Depth(pending=by_state.get(JobState.pending, 0), due=count or 0, failed=by_state.get(JobState.failed, 0),
+                 dead=by_state.get(JobState.dead, 0),
+                 oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
+
+
 def recent(session: Session, *, states: tuple[JobState, ...] | None = None, kind: str | None = None,
            problems: bool = False, limit: int = 50) -> list[OutboxJob]:
     """The latest jobs (newest activity first), of some states and a kind if given; `problems`: failed, dead,
