@@ -238,6 +238,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # Outermost last: HEAD answered as GET without the body, ETags, Cache-Control and compression, the client's
     # address (trusted proxies only), the body cap, a state of its own per request, headers on everything, the
     # CSRF cookie, clean input, then the request's transaction.
+    app.add_middleware(metrics.RouteMiddleware)  # innermost: the route the router matched, for the metrics
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
     # Query strings and form bodies lose the characters PostgreSQL refuses before any route reads them.

@@ -68,10 +68,35 @@ _LOCAL = None if MULTIPROCESS else CollectorRegistry(auto_describe=True)
 
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 UNROUTED = "<unrouted>"  # no route matched: 404s, and anything answered before routing
-# What answers before routing sets as its route (scope[ROUTE_KEY]): a visitor's page kept finished
-# (app.pagecache.KeptPagesMiddleware) counts as KEPT_ROUTE, whichever page it is.
-ROUTE_KEY = "ahead.route"
+# The request's route, for MetricsMiddleware to read once the answer is sent: a dict put in the scope, shared by
+# every copy of the scope the middleware in between make (ETags and HEAD answer from copies), filled by
+# RouteMiddleware next to the router, or by what answers before routing (`name_route`): a visitor's page kept
+# finished (app.pagecache.KeptPagesMiddleware) counts as KEPT_ROUTE, whichever page it is.
+ROUTE_KEY = "ahead.metrics"
 KEPT_ROUTE = "<kept page>"
+
+
+def name_route(scope: dict[str, Any], route: str) -> None:
+    """Count this request under `route` (for what answers it before routing)."""
+    found = scope.get(ROUTE_KEY)
+    if found is not None:
+        found["route"] = route
+
+
+class RouteMiddleware:
+    """Innermost: tells MetricsMiddleware which route the router matched (the router sets it in the scope it was
+    given, which the middleware outside may have copied)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            if route is not None:
+                name_route(scope, route.path)
 
 REQUESTS = Counter("ahead_http_requests", "HTTP requests answered, by route template, method and status.",
                    ["route", "method", "status"], registry=_LOCAL)
@@ -171,6 +196,8 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        named: dict[str, str] = {}
+        scope[ROUTE_KEY] = named
 
         async def watching(message: dict[str, Any]) -> None:
             nonlocal status
@@ -181,10 +208,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, watching)
         finally:
-            self.record(scope, status, time.perf_counter() - started)
+            self.record(scope, named.get("route"), status, time.perf_counter() - started)
 
-    def record(self, scope: dict[str, Any], status: int, seconds: float) -> None:
-        route = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_KEY)
+    def record(self, scope: dict[str, Any], route: str | None, status: int, seconds: float) -> None:
         if route is None:
             route = "/static/{path}" if scope["path"].startswith("/static/") else UNROUTED
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"

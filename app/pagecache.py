@@ -451,7 +451,7 @@ class KeptPagesMiddleware:
             found = cache.finished(revs[0], revs[1], path, query) if revs is not None else None
             if found is not None:
                 status, headers, body = found
-                scope[metrics.ROUTE_KEY] = metrics.KEPT_ROUTE  # answered before routing (app/metrics.py)
+                metrics.name_route(scope, metrics.KEPT_ROUTE)  # answered before routing (app/metrics.py)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
