@@ -107,6 +107,7 @@ DURATION = Histogram("ahead_http_request_duration_seconds", "Time to answer a re
                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20))
 PAGE_CACHE = Counter("ahead_page_cache_lookups", "Rendered pages looked up in the workers' page cache: served "
                      "from it (hit) or rendered (miss).", ["result"], registry=_LOCAL)
+_HIT, _MISS = PAGE_CACHE.labels("hit"), PAGE_CACHE.labels("miss")  # labels() costs a lock and a lookup each time
 POOL_SIZE = Gauge("ahead_db_pool_size", "Database connections the pools of this instance's processes keep "
                   "(DB_POOL_SIZE each).", registry=_LOCAL, multiprocess_mode="livesum")
 POOL_IN_USE = Gauge("ahead_db_pool_checked_out", "Database connections in use by this instance's processes now.",
@@ -226,9 +227,9 @@ class MetricsMiddleware:
             hits, misses = cache.hits, cache.misses
             seen_hits, seen_misses = self._seen
             if hits > seen_hits:
-                PAGE_CACHE.labels("hit").inc(hits - seen_hits)
+                _HIT.inc(hits - seen_hits)
             if misses > seen_misses:
-                PAGE_CACHE.labels("miss").inc(misses - seen_misses)
+                _MISS.inc(misses - seen_misses)
             self._seen = (hits, misses)
 
     def may_read(self, scope: dict[str, Any]) -> bool:
