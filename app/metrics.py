@@ -144,11 +144,14 @@ def watch_pool(engine: Engine) -> None:
     if callable(size):
         POOL_SIZE.set(size())
 
-    def _in_use(*_args: Any) -> None:
+    def _checked_out(*_args: Any) -> None:
         POOL_IN_USE.set(pool.checkedout())
 
-    event.listen(engine, "checkout", _in_use)
-    event.listen(engine, "checkin", _in_use)
+    def _checked_in(*_args: Any) -> None:
+        POOL_IN_USE.set(max(0, pool.checkedout() - 1))  # the event comes before the pool takes it back
+
+    event.listen(engine, "checkout", _checked_out)
+    event.listen(engine, "checkin", _checked_in)
 
 
 class _Local(Collector):

@@ -212,6 +212,24 @@ class TestWhatTheyCount:
         assert "harbourhealth" not in text and "secret.person" not in text
 
 
+def test_the_pool_gauge_follows_connections_out_and_back(tmp_path: Path) -> None:
+    from app import metrics
+    from app.db import make_engine
+
+    engine = make_engine(f"sqlite+pysqlite:///{tmp_path / 'pool.db'}")
+    metrics.watch_pool(engine)
+    try:
+        first = engine.connect()
+        second = engine.connect()
+        assert metrics.POOL_IN_USE._value.get() == 2
+        second.close()
+        assert metrics.POOL_IN_USE._value.get() == 1
+        first.close()
+        assert metrics.POOL_IN_USE._value.get() == 0
+    finally:
+        engine.dispose()
+
+
 # Sent to `ahead serve --workers 2` from outside: a scrape reaches whichever worker the kernel hands the
 # connection to. Counted per process, scrapes would disagree; added up across processes, each says the same.
 def test_with_several_workers_every_scrape_counts_every_workers_requests(tmp_path: Path) -> None:
