@@ -114,7 +114,10 @@ class Server:
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+             "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+             # uvicorn's supervisor kills a worker that misses its ping for 5 s: under wrk on a loaded machine a
+             # busy worker did, and its connections hung until wrk's timeout (as `ahead serve`, app/cli.py)
+             "--timeout-worker-healthcheck", "60"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
