@@ -65,7 +65,7 @@ def _organisation_page(request: Request, session: Session, organisation: Organis
         "members": organisations.list_members(session, organisation=organisation),
         "choices": organisations.list_organisation_choices(session),
         "asked": desk.desk_page(session, query=desk.DeskQuery(organisation=organisation.id, window="all"),
-                                weights=desk.get_weights(session), per_page=ASKED_SHOWN),
+                                weights=desk.desk_weights(session), per_page=ASKED_SHOWN),
         "desk_number": lambda value: f"{value:.2f}", **extra,
     }, status_code=status_code)
 

@@ -88,6 +88,7 @@ def _money(value: Decimal | float | None) -> str:
 def _desk_context(session: Session, query: desk.DeskQuery, weights: desk.Weights) -> dict[str, Any]:
     return {
         "filters": query, "weights": weights, "segments": desk.list_segment_weights(session),
+        "pending": desk.refactor_pending(session),
         "choices": desk.filter_choices(session), "window_labels": desk.WINDOW_LABELS,
         "revenue_modes": desk.REVENUE_MODE_LABELS, "RevenueMode": desk.RevenueMode,
         "number": _number, "money": _money, "plain": desk.plain, "sparkline": sparkline, "trend_weeks": desk.TREND_WEEKS,
@@ -106,7 +107,7 @@ async def desk_page(request: Request, session: DbSession, viewer: CurrentViewer)
             own.commit()
         finally:
             own.close()
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     page = desk.desk_page(session, query=query, weights=weights)
     return render(request, "admin/desk.html", {
         **_desk_context(session, query, weights), "result": page, "page": page.page, "pages": page.pages,
@@ -139,7 +140,7 @@ def _csv_response(pieces: AsyncIterator[bytes], filename: str) -> StreamingRespo
 async def desk_csv(request: Request, session: DbSession) -> Response:
     """The desk as filtered and sorted, every page, read from the database while it is sent."""
     query = desk.DeskQuery.from_params(request.query_params)
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     now = utcnow()
     database = request.app.state.database
 
@@ -163,7 +164,7 @@ async def desk_csv(request: Request, session: DbSession) -> Response:
 def _demand_page(request: Request, session: Session, public_id: str, *, status_code: int = 200,
                  **extra: Any) -> Response:
     query = desk.DeskQuery.from_params(request.query_params)
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     item = desk.get_item(session, public_id)
     demand = desk.item_demand(session, item=item, query=query, weights=weights)
     extra.setdefault("form", {
@@ -209,7 +210,7 @@ def _demand_csv_row(asker: desk.Asker) -> list[Any]:
 @router.get("/desk/items/{public_id}/export.csv")
 async def item_demand_csv(request: Request, session: DbSession, public_id: str) -> Response:
     query = desk.DeskQuery.from_params(request.query_params)
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     item = desk.get_item(session, public_id)
     askers = desk.item_demand(session, item=item, query=query, weights=weights).askers
 
@@ -235,6 +236,7 @@ def _weights_page(request: Request, session: Session, *, status_code: int = 200,
     extra.setdefault("form", _weights_form(weights))
     return render(request, "admin/desk_weights.html", {
         "weights": weights, "segments": desk.list_segment_weights(session), "errors": {}, "plain": desk.plain,
+        "pending": desk.refactor_pending(session), "revenue_modes": desk.REVENUE_MODE_LABELS,
         "revenue_options": [(mode.value, label) for mode, label in desk.REVENUE_MODE_LABELS.items()], **extra,
     }, status_code=status_code)
 
@@ -252,4 +254,7 @@ async def save_weights(request: Request, session: DbSession, admin: AdminUser) -
     weights = form.data.weights()
     if not desk.update_weights(session, actor=admin, weights=weights):
         return redirect(request, "/admin/desk/weights", flash="Nothing changed.", kind="info")
+    if desk.refactor_pending(session) is not None:
+        return redirect(request, "/admin/desk", flash="Weights saved: the desk is re-ranked with the new revenue factor "
+                        "in the background (it says so until it has finished).")
     return redirect(request, "/admin/desk", flash="Weights saved: the desk is ranked with them now.")

@@ -73,7 +73,7 @@ async def item_list(
         staff_sort = roadmap.StaffSort(sort or "updated")
     except ValueError:
         staff_sort = roadmap.StaffSort.updated
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     items, total = roadmap.list_items_for_staff(
         session, viewer, q=q, status=staff_status, product=product or None, stage=stage or None,
         page=page, per_page=PER_PAGE, sort=staff_sort, ranking=desk.demand_ranking(weights),

@@ -47,7 +47,7 @@ def _slug(what: str) -> Any:
 def _weights(session: DbSession, weights: desk.Weights) -> WeightsPublic:
     segments = [SegmentWeight(slug=s.slug, name=s.name, weight=float(s.weight))
                 for s in desk.list_segment_weights(session)]
-    return WeightsPublic.of(weights, segments)
+    return WeightsPublic.of(weights, segments, desk.refactor_pending(session))
 
 
 def _query(**values: Any) -> desk.DeskQuery:
@@ -82,7 +82,7 @@ async def get_desk(
     """
     query = _query(window=window, product=product, stage=stage, tag=tag, segment=segment,
                    organisation=organisation, sort=sort.value, dir=dir, page=page)
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     result = desk.desk_page(session, query=query, weights=weights)
     return DeskPagePublic(
         rows=[DeskRowPublic.of(r, result.now) for r in result.rows], total=result.total, page=result.page,
@@ -110,7 +110,7 @@ async def get_item_demand(
     """Every person whose vote counts for the item in the window, with what it weighs, and the item's demand
     per organisation: the numbers of /admin/desk/items/{id}. Any item, drafts and internal ones included."""
     query = _query(window=window, segment=segment, organisation=organisation)
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     item = desk.get_item(session, id)
     demand = desk.item_demand(session, item=item, query=query, weights=weights)
     now = utcnow()

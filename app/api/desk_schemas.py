@@ -63,6 +63,15 @@ class SegmentWeight(BaseModel):
     weight: float
 
 
+class PendingRevenuePublic(BaseModel):
+    """A new revenue factor saved and still being summed: until it is, the figures use the one in `weights`."""
+
+    started_at: datetime | None = Field(description="When the re-ranking was queued (UTC).")
+    revenue_mode: desk.RevenueMode
+    revenue_unit: float
+    revenue_cap: float
+
+
 class WeightsPublic(BaseModel):
     """The weights in force: with them (and the votes) every figure can be computed again."""
 
@@ -73,12 +82,20 @@ class WeightsPublic(BaseModel):
     revenue_unit: float = Field(description="U in the revenue factor.")
     revenue_cap: float = Field(description="C, the largest factor in the capped mode.")
     segments: list[SegmentWeight]
+    revenue_pending: PendingRevenuePublic | None = Field(
+        default=None, description="A new revenue factor being summed in the background; null when none.")
 
     @classmethod
-    def of(cls, weights: desk.Weights, segments: list[SegmentWeight]) -> WeightsPublic:
+    def of(cls, weights: desk.Weights, segments: list[SegmentWeight],
+           pending: desk.Pending | None = None) -> WeightsPublic:
+        wanted = pending.wanted if pending is not None else None
         return cls(nice_to_have=float(weights.nice_to_have), important=float(weights.important),
                    critical=float(weights.critical), revenue_mode=weights.revenue_mode,
-                   revenue_unit=float(weights.revenue_unit), revenue_cap=float(weights.revenue_cap), segments=segments)
+                   revenue_unit=float(weights.revenue_unit), revenue_cap=float(weights.revenue_cap), segments=segments,
+                   revenue_pending=PendingRevenuePublic(
+                       started_at=pending.started_at, revenue_mode=wanted.revenue_mode,
+                       revenue_unit=float(wanted.revenue_unit), revenue_cap=float(wanted.revenue_cap))
+                   if pending is not None and wanted is not None else None)
 
 
 class DeskPagePublic(BaseModel):

@@ -13,7 +13,9 @@ organisation, an organisation's new segment or revenue, plain SQL. Each trigger 
 The same statements, dialect by dialect, make `rebuild()` (the migration's backfill) and `recount()` (what
 `ahead desk-check` compares with). Only the windows keep sums of revenue factors: a new revenue factor
 (`refactor()`) recounts them from `desk_org_days` (votes per organisation and day, a factor per organisation), never
-from the vote rows, and `advance()` takes out a day's factors the same way. On PostgreSQL every trigger holds a
+from the vote rows, and `advance()` takes out a day's factors the same way. `refactor()` runs in the weights' own
+request on a small desk and in the outbox's worker otherwise (app/desk/service.py, REFACTOR_KIND); until it has run
+`desk_state` keeps the previous factor, which the triggers go on counting with and the desk reads with. On PostgreSQL every trigger holds a
 shared advisory lock for its transaction and `advance()` and `refactor()` take it exclusively, so a window is never
 moved or refactored while a change is in flight; a trigger recounting an organisation's pairs first takes that
 organisation's own lock (two organisations in id order), so two transactions never recount the same pair from

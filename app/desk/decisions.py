@@ -56,7 +56,7 @@ def snapshot(session: Session, *, item: Item, now: datetime | None = None) -> tu
     """The item's desk numbers for the all-time window (with its trend), and under `windows` those of every window
     the desk offers (30, 90, 365 days, all), whichever the PM was looking at; and the weights in force (segments'
     included)."""
-    weights = desk.get_weights(session)
+    weights = desk.desk_weights(session)
     now = now or utcnow()
     numbers: dict[str, Any] = {"window": "all"}
     windows: dict[str, Any] = {}
@@ -70,6 +70,11 @@ def snapshot(session: Session, *, item: Item, now: datetime | None = None) -> tu
     if windows:
         numbers["windows"] = windows
     record: dict[str, Any] = dict(weights.as_record())
+    pending = desk.refactor_pending(session)
+    if pending is not None:
+        # The numbers use the revenue factor above (the one they were counted with); the one saved was being
+        # summed in the background at that moment.
+        record["revenue_pending"] = {k: v for k, v in pending.wanted.as_record().items() if k.startswith("revenue_")}
     record["segments"] = [{"name": s.name, "slug": s.slug, "weight": desk.plain(s.weight)}
                           for s in desk.list_segment_weights(session)]
     return numbers, record

@@ -130,7 +130,9 @@ class DeskSpan(Base):
 
 
 class DeskState(Base):
-    """The revenue factor's parameters the windows' sums of factors (`f1`…`f3`) were made with (one row, id 1)."""
+    """The revenue factor's parameters the windows' sums of factors (`f1`…`f3`) were made with (one row, id 1): the
+    triggers count new votes with it, and the desk reads with it (desk.desk_weights) while a new factor saved in the
+    weights is still being summed by the outbox's worker."""
 
     __tablename__ = "desk_state"
 

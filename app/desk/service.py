@@ -33,16 +33,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
-from sqlalchemy import Float, Numeric, case, cast, false, func, literal, null, select, union_all
+from sqlalchemy import Float, Numeric, case, cast, false, func, literal, null, select, text, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement, Select
 
+from app import outbox
 from app.accounts.models import User
 from app.audit import service as audit
 from app.audit.actions import AuditAction
@@ -53,6 +54,8 @@ from app.errors import NotFound
 from app.feedback.models import Feedback
 from app.forms import FormModel, choice, decimal_number
 from app.organisations.models import Organisation, Segment
+from app.outbox import service as outbox_service
+from app.outbox.models import OutboxJob
 from app.parsing import parse_int
 from app.portal.models import PortalSetting
 from app.roadmap.models import Item, Product, Stage, Tag, item_tags
@@ -195,7 +198,14 @@ class WeightsUpdate(FormModel):
 
 
 def update_weights(session: Session, *, actor: User, weights: Weights) -> bool:
-    """Store the weights (the desk re-ranks at its next request); audited. False when nothing changed."""
+    """Store the weights; audited. False when nothing changed.
+
+    Importance and segment weights apply as the desk reads: it re-ranks with them at its next request. A new
+    revenue factor needs the windows' sums of factors summed again (from `desk_org_days`, one row per organisation,
+    item and day: about a row per vote). On a small portal that is done here, so the desk re-ranks at once; on a
+    large one it is queued (REFACTOR_KIND, in this transaction) and the desk keeps showing every figure with the
+    factor they were counted with, saying so, until the job has run (`desk_weights`, `refactor_pending`).
+    """
     before = get_weights(session)
     if before == weights:
         return False
@@ -206,13 +216,80 @@ def update_weights(session: Session, *, actor: User, weights: Weights) -> bool:
         row.value = weights.as_record()
     session.flush()
     if not _aggregated(weights, _kept(session)):
-        # The windows' sums of revenue factors, summed again with the new factor in this transaction (from the votes
-        # per organisation and day, not the vote rows), so the desk re-ranks with it at once. Importance and segment
-        # weights apply as it reads.
-        _refactor(session, weights)
+        if _small(session):
+            _refactor(session, weights)
+        else:
+            # No payload: the job sums with the weights stored when it runs, so after two quick changes the
+            # last one wins whichever job runs first (the second then finds nothing to do).
+            outbox_service.enqueue(session, REFACTOR_KIND, {})
     audit.record(session, actor=actor, action=AuditAction.settings_desk, entity_type="setting", label="Desk weights",
                  changes=audit.diff(before.as_record(), weights.as_record()))
     return True
+
+
+# A new revenue factor is summed again in the weights' own request below this many rows of desk_org_days: about
+# 0.3-0.5 s there on a busy 2-core machine (bench/README.md); above, in the outbox's worker.
+REFACTOR_IN_REQUEST_ROWS = 50_000
+REFACTOR_KIND = "desk_refactor"
+# The job is retried soon: until it has run, the desk shows the previous revenue factor.
+REFACTOR_SCHEDULE: tuple[float, ...] = (10, 30, 60, 300, 900, 3600, 3600, 3600)
+
+
+def _small(session: Session) -> bool:
+    """Fewer rows in desk_org_days than REFACTOR_IN_REQUEST_ROWS (counted no further than that)."""
+    counted = session.execute(text(
+        "SELECT count(*) FROM (SELECT 1 FROM desk_org_days LIMIT :n) t"), {"n": REFACTOR_IN_REQUEST_ROWS}).scalar()
+    return int(counted or 0) < REFACTOR_IN_REQUEST_ROWS
+
+
+@outbox.handler(REFACTOR_KIND, schedule=REFACTOR_SCHEDULE)
+def refactor_job(session: Session, job: outbox.Job) -> None:
+    """Sum the windows' revenue factors again with the factor stored now (idempotent: nothing to do when the
+    aggregates already hold it). On PostgreSQL the desk's lock is taken before the weights are read, so of two
+    jobs running at once the second sums with what is stored after the first (the last change wins); SQLite's
+    write transaction begins with the first statement and holds the one write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The web process's engine cancels statements after db_statement_timeout (15 s): the sum over every row of
+        # desk_org_days may take longer on a busy server, and it is no request's.
+        session.execute(text("SELECT set_config('statement_timeout', '0', true)"))
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": aggregates.LOCK_KEY})
+    weights = get_weights(session)
+    if not _aggregated(weights, _kept(session)):
+        _refactor(session, weights)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A new revenue factor stored and not yet summed: the desk shows `counted`'s, since `started_at`."""
+
+    started_at: datetime | None  # when the job was queued (None: the weights were stored by other means)
+    counted: Weights  # the weights the desk's figures use meanwhile
+    wanted: Weights
+
+
+def desk_weights(session: Session) -> Weights:
+    """The weights the desk's figures use: those stored, with the revenue factor the aggregates were summed with
+    (the stored one unless a re-sum is pending). Every desk view (page, CSV, API, demand, decisions) reads with
+    these, so no view mixes two factors."""
+    return _as_counted(get_weights(session), _kept(session))
+
+
+def _as_counted(weights: Weights, kept: _Kept) -> Weights:
+    if kept.revenue is None or _aggregated(weights, kept):
+        return weights
+    mode, unit, cap = kept.revenue
+    return replace(weights, revenue_mode=RevenueMode(mode), revenue_unit=unit, revenue_cap=cap)
+
+
+def refactor_pending(session: Session) -> Pending | None:
+    """The pending re-sum of the revenue factor, None when the aggregates hold the factor stored."""
+    wanted = get_weights(session)
+    counted = _as_counted(wanted, _kept(session))
+    if counted == wanted:
+        return None
+    started = session.scalar(select(OutboxJob.created_at).where(OutboxJob.kind == REFACTOR_KIND)
+                             .order_by(OutboxJob.id.desc()).limit(1))
+    return Pending(started_at=started, counted=counted, wanted=wanted)
 
 
 def list_segment_weights(session: Session) -> list[Segment]:
@@ -485,8 +562,17 @@ def _kept(session: Session) -> _Kept:
 
 
 def _aggregated(weights: Weights, kept: _Kept) -> bool:
-    """The aggregates can answer with these weights: their revenue factor is the one in force."""
-    return kept.revenue == (weights.revenue_mode.value, weights.revenue_unit, weights.revenue_cap)
+    """The aggregates can answer with these weights: their revenue factor is the one in force (parameters the mode
+    does not use do not count: off with another unit needs no re-sum)."""
+    return kept.revenue is not None and _factor_key(*kept.revenue) == _factor_key(
+        weights.revenue_mode.value, weights.revenue_unit, weights.revenue_cap)
+
+
+def _factor_key(mode: str, unit: Decimal, cap: Decimal) -> tuple[str, ...]:
+    if mode == RevenueMode.off.value:
+        return (mode,)
+    return (mode, str(unit.normalize())) if mode != RevenueMode.capped.value else (
+        mode, str(unit.normalize()), str(cap.normalize()))
 
 
 _SUMS = ("n1", "n2", "n3", "f1", "f2", "f3", "lone", "orgs", "revenue")
@@ -729,11 +815,9 @@ def _plan(session: Session, *, query: DeskQuery, weights: Weights, now: datetime
           only_item: int | None = None) -> _Plan:
     """The desk's statement, from the aggregates."""
     kept = _kept(session)
-    if not _aggregated(weights, kept):
-        # The weights were stored without update_weights (by hand, a restored backup): the windows' factors are
-        # summed again now, as update_weights would have (from desk_org_days, a few seconds at a million votes).
-        _refactor(session, weights)
-        kept = _kept(session)
+    # The revenue factor the windows hold, whatever the caller passed: a re-sum that finished since the caller
+    # read its weights (or one still pending) never mixes two factors in one answer.
+    weights = _as_counted(weights, kept)
     segment_id = ((session.scalar(select(Segment.id).where(Segment.slug == query.segment)) or -1)
                   if query.segment else None)
     organisation = _organisation(session, query.organisation) if query.organisation is not None else None
@@ -774,6 +858,7 @@ def demand_by_item(session: Session, *, item_ids: list[int], weights: Weights) -
     if not item_ids:
         return {}
     kept = _kept(session)
+    weights = _as_counted(weights, kept)
     if _aggregated(weights, kept):
         totals = _window(kept, 0, utcnow().date(), None, weights, None, "desk_totals")
         return {item_id: (int(voters or 0), float(demand or 0)) for item_id, voters, demand in session.execute(

@@ -229,7 +229,7 @@ class InitiativeDemand:
 
 def demand_for(session: Session, initiatives: list[Initiative]) -> dict[int, InitiativeDemand]:
     item_ids = sorted({i.id for initiative in initiatives for i in initiative.items})
-    per_item = desk.demand_by_item(session, item_ids=item_ids, weights=desk.get_weights(session))
+    per_item = desk.demand_by_item(session, item_ids=item_ids, weights=desk.desk_weights(session))
     people: dict[int, tuple[set[int], set[int]]] = {}
     if item_ids:
         rows = session.execute(select(Vote.item_id, Vote.user_id, User.organisation_id)
