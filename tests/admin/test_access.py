@@ -16,6 +16,7 @@ from app.portal import service as portal
 from app.roadmap.models import Visibility
 from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_user
 from tests.helpers.http import post_form, sign_in
+from tests.helpers.sso import NO_STAFF_RULES
 
 PROVIDERS = [
     {"name": "okta", "label": "Sign in with Okta", "issuer": "https://acme.okta.example", "client_id": "abc",
@@ -42,8 +43,6 @@ def _text(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-BLANK = {"groups_claim": "groups", "admin_emails": "", "admin_domains": "", "admin_groups": "",
-         "pm_emails": "", "pm_domains": "", "pm_groups": ""}
 
 
 class TestPrivateMode:
@@ -53,7 +52,7 @@ class TestPrivateMode:
         assert "Only signed-in people can see the portal" in page.text
         assert "visitors who are not signed in are sent to the sign-in page" in page.text
 
-        response = await post_form(client, "/admin/access", {**BLANK, "private_mode": "1"}, page="/admin/access")
+        response = await post_form(client, "/admin/access", {**NO_STAFF_RULES, "private_mode": "1"}, page="/admin/access")
         assert response.status_code == 303
         saved = await client.get("/admin/access")
         assert "The portal is private" in saved.text
@@ -82,8 +81,8 @@ class TestPrivateMode:
 
     async def test_turning_it_off_opens_the_portal_again_and_both_changes_are_audited(
             self, client, session, admin):
-        await post_form(client, "/admin/access", {**BLANK, "private_mode": "1"}, page="/admin/access")
-        await post_form(client, "/admin/access", BLANK, page="/admin/access")
+        await post_form(client, "/admin/access", {**NO_STAFF_RULES, "private_mode": "1"}, page="/admin/access")
+        await post_form(client, "/admin/access", NO_STAFF_RULES, page="/admin/access")
         client.cookies.delete(SESSION_COOKIE)
         assert (await client.get("/")).status_code == 200
         events = session.scalars(select(AuditEvent).where(AuditEvent.action == "settings.access")
@@ -94,7 +93,7 @@ class TestPrivateMode:
 class TestRoleMapping:
     async def test_the_mapping_is_saved_normalised_and_shown_again(self, client, session, admin):
         response = await post_form(client, "/admin/access", {
-            **BLANK, "groups_claim": "roles",
+            **NO_STAFF_RULES, "groups_claim": "roles",
             "admin_emails": "Dana@Rotawise.example\n dana@rotawise.example", "admin_groups": "roadmap-admins",
             "pm_domains": "product.rotawise.example, @PM.rotawise.example", "pm_groups": "Product Team\nPMs",
         }, page="/admin/access")
@@ -119,7 +118,7 @@ class TestRoleMapping:
 
     async def test_a_bad_value_is_explained_and_nothing_is_saved(self, client, session, admin):
         response = await post_form(client, "/admin/access", {
-            **BLANK, "private_mode": "1", "admin_emails": "dana@rotawise.example\nnot-an-address",
+            **NO_STAFF_RULES, "private_mode": "1", "admin_emails": "dana@rotawise.example\nnot-an-address",
             "pm_domains": "ok.example, bad_domain",
         }, page="/admin/access")
         assert response.status_code == 422
@@ -140,7 +139,7 @@ class TestWhoMayOpenIt:
     async def test_a_pm_gets_not_found_and_cannot_post(self, client, session):
         sign_in(client, session, make_pm(session))
         assert (await client.get("/admin/access")).status_code == 404
-        response = await post_form(client, "/admin/access", {**BLANK, "private_mode": "1"}, page="/admin")
+        response = await post_form(client, "/admin/access", {**NO_STAFF_RULES, "private_mode": "1"}, page="/admin")
         assert response.status_code == 404
         assert portal.get_access(session).private_mode is False
         assert 'href="/admin/access"' not in (await client.get("/admin")).text

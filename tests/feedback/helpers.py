@@ -47,3 +47,11 @@ def make_idea(session: Session, author, title: str = "Export the schedule to Exc
               product=None) -> Feedback:  # type: ignore[no-untyped-def]
     data = feedback.parse_idea(session, title=title, body=body, product_id=str(product.id) if product else "")
     return feedback.submit_idea(session, author=author, data=data)
+
+
+def customer_in_segment(session: Session, segment_name: str | None = None):  # type: ignore[no-untyped-def]
+    """A customer without a password in an organisation of its own, in a new segment of that name (or none);
+    returns (customer, segment)."""
+    segment = make_segment(session, segment_name) if segment_name else None
+    organisation = make_organisation(session, f"Org {segment_name}", segment=segment)
+    return make_customer(session, organisation, password=None), segment

@@ -41,3 +41,9 @@ async def sso(client: httpx.AsyncClient, token: str, next_: str | None = None) -
     if next_ is not None:
         params["next"] = next_
     return await client.get("/sso/jwt", params=params)
+
+
+# The /admin/access form with no staff rules at all (who becomes admin or PM by email, domain or group):
+# tests add the one field they change.
+NO_STAFF_RULES = {"groups_claim": "groups", "admin_emails": "", "admin_domains": "", "admin_groups": "",
+                  "pm_emails": "", "pm_domains": "", "pm_groups": ""}

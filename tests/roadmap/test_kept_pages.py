@@ -21,11 +21,11 @@ from app.main import create_app
 from app.roadmap.models import Item, Visibility
 from app.voting import service as voting
 from app.voting.models import Importance
-from tests.admin.test_access import BLANK
 from tests.factories import make_admin, make_item, make_pm
+from tests.feedback.helpers import customer_in_segment
 from tests.helpers.databases import connected, own_database
 from tests.helpers.http import post_form, sign_in
-from tests.roadmap.test_page_cache import _customer
+from tests.helpers.sso import NO_STAFF_RULES
 from tests.voting.helpers import vote_json, widget_text
 
 
@@ -63,7 +63,7 @@ async def test_signed_in_people_and_staff_never_get_the_visitors_finished_page(a
     public = make_item(session, title="Open to all")
     secret = make_item(session, title="Quokkavault", visibility=Visibility.customers)
     draft = make_item(session, title="Draftish", published=False)
-    customer, _ = _customer(session, "Enterprise")
+    customer, _ = customer_in_segment(session, "Enterprise")
     voting.cast_vote(session, item=public, user=customer, importance=Importance.critical)
     visitor = await _warm(app, client)
     assert secret.title not in visitor.text and draft.title not in visitor.text
@@ -99,7 +99,7 @@ async def test_a_vote_and_an_edit_show_at_the_next_request(app, client, session)
     await _warm(app, client)
     await _warm(app, client, item.path)
 
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     sign_in(client, session, customer)
     assert (await vote_json(client, item.public_id)).status_code == 200
     assert widget_text((await _visit(client)).text, item.public_id) == "▲ 1 Sign in to vote"
@@ -115,7 +115,7 @@ async def test_a_vote_keeps_the_page_and_fills_the_new_count(app, client, sessio
     """A vote moves the votes revision only: the kept board is not rendered again, its count is filled in."""
     item = make_item(session, title="Counted")
     other = make_item(session, title="Uncounted")
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     sign_in(client, session, customer)  # (a sign-in itself moves the content revision: the user's row)
     cookie = client.cookies.get("ahead_session")
     await client.get("/")  # the customer's own kept board
@@ -145,11 +145,11 @@ async def test_an_ordering_by_votes_follows_a_vote(app, client, session):
     """Sorted by votes, the order is the counts: that page is kept under the votes revision too."""
     first = make_item(session, title="Alpha first")
     second = make_item(session, title="Beta second")
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     voting.cast_vote(session, item=first, user=customer, importance=Importance.important)
     page = (await _visit(client, "/?sort=top")).text
     assert page.index("Alpha first") < page.index("Beta second")
-    others = [_customer(session)[0] for _ in range(2)]
+    others = [customer_in_segment(session)[0] for _ in range(2)]
     for person in others:
         sign_in(client, session, person)
         assert (await vote_json(client, second.public_id)).status_code == 200
@@ -173,7 +173,7 @@ async def test_private_mode_turned_on_is_not_bypassed(app, client, session):
     make_item(session, title="Was public")
     await _warm(app, client)
     sign_in(client, session, make_admin(session))
-    response = await post_form(client, "/admin/access", {**BLANK, "private_mode": "1"}, page="/admin/access")
+    response = await post_form(client, "/admin/access", {**NO_STAFF_RULES, "private_mode": "1"}, page="/admin/access")
     assert response.status_code == 303, response.text
     client.cookies.clear()
     response = await client.get("/")
@@ -229,7 +229,7 @@ def test_sqlite_data_version_sees_every_commit_of_any_other_connection(tmp_path)
                 with database.transaction() as session:
                     item = make_item(session, title="Committed")
                     item_id = item.id
-                    customer, _ = _customer(session)
+                    customer, _ = customer_in_segment(session)
                     customer_id = customer.id
                 after_edit = watcher(database)
                 assert after_edit[0] != first[0] and watcher.reads == reads + 1
@@ -262,7 +262,7 @@ async def test_on_a_sqlite_file_a_commit_shows_at_the_next_finished_answer(tmp_p
         with connected(url) as database:
             with database.transaction() as session:
                 item_id, public_id = (item := make_item(session, title="On file")).id, item.public_id
-                customer_id = _customer(session)[0].id
+                customer_id = customer_in_segment(session)[0].id
             app = create_app(settings, database)
             assert isinstance(app.state.revision_reader, revision.SqliteWatcher)
             async with LifespanManager(app) as manager, httpx.AsyncClient(

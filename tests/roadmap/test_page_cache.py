@@ -15,25 +15,13 @@ from sqlalchemy import select
 
 from app import pagecache, revision
 from app.main import create_app
-from app.organisations.models import Organisation, Segment
 from app.roadmap.models import Item, Visibility
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_admin, make_item, make_pm, make_user
+from tests.feedback.helpers import customer_in_segment
 from tests.helpers.http import CSRF_META, post_form, sign_in
 from tests.voting.helpers import vote_json, widget_text
-
-
-def _customer(session, segment_name: str | None = None):  # type: ignore[no-untyped-def]
-    segment = None
-    if segment_name:
-        segment = Segment(name=segment_name, slug=segment_name.lower())
-        session.add(segment)
-        session.flush()
-    org = Organisation(name=f"Org {segment_name}", segment_id=segment.id if segment else None)
-    session.add(org)
-    session.flush()
-    return make_user(session, password=None, organisation_id=org.id), segment
 
 
 async def _as(client: httpx.AsyncClient, session, user, path: str = "/") -> str:  # type: ignore[no-untyped-def]
@@ -53,7 +41,7 @@ async def test_second_visit_is_served_from_the_cache_and_a_vote_shows_at_once(ap
     assert app.state.pages.misses == misses and app.state.pages.hits >= 1
     assert widget_text(again, item.public_id) == widget_text(first, item.public_id) == "▲ 0 Sign in to vote"
 
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     sign_in(client, session, customer)
     assert (await vote_json(client, item.public_id)).status_code == 200
     board = await _as(client, session, None)
@@ -62,7 +50,7 @@ async def test_second_visit_is_served_from_the_cache_and_a_vote_shows_at_once(ap
 
 async def test_each_customer_sees_their_own_votes_and_their_own_csrf_token(client, session):
     items = [make_item(session, title=f"Card {n}") for n in range(3)]
-    alice, _ = _customer(session)
+    alice, _ = customer_in_segment(session)
     bob = make_user(session, password=None, organisation_id=alice.organisation_id)
     voting.cast_vote(session, item=items[1], user=alice, importance=Importance.critical)
 
@@ -84,8 +72,8 @@ async def test_each_customer_sees_their_own_votes_and_their_own_csrf_token(clien
 async def test_what_one_audience_sees_never_reaches_another(client, session):
     make_item(session, title="Open to all")
     secret = make_item(session, title="Quokkavault", visibility=Visibility.customers)
-    enterprise, segment = _customer(session, "Enterprise")
-    starter, _ = _customer(session, "Starter")
+    enterprise, segment = customer_in_segment(session, "Enterprise")
+    starter, _ = customer_in_segment(session, "Starter")
     enterprise_only = make_item(session, title="Zebrafjord", visibility=Visibility.customers, segments=[segment])
     draft = make_item(session, title="Draftish", published=False)
 
@@ -116,7 +104,7 @@ async def test_an_edit_a_setting_and_a_flash_show_at_once(client, session):
     assert response.status_code == 303
     assert "▲" not in widget_text(await _as(client, session, None), item.public_id)
 
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     sign_in(client, session, customer)
     await client.get("/")
     response = await post_form(client, f"/items/{item.public_id}/vote",
@@ -143,7 +131,7 @@ async def test_a_second_worker_sees_a_change_made_through_the_first(app, setting
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as second:
             assert widget_text((await second.get("/")).text, item.public_id) == "▲ 0 Sign in to vote"
-            customer, _ = _customer(session)
+            customer, _ = customer_in_segment(session)
             sign_in(client, session, customer)
             assert (await vote_json(client, item.public_id)).status_code == 200
             assert widget_text((await second.get("/")).text, item.public_id) == "▲ 1 Sign in to vote"
@@ -151,7 +139,7 @@ async def test_a_second_worker_sees_a_change_made_through_the_first(app, setting
 
 async def test_item_page_is_cached_for_visitors_only(app, client, session):
     item = make_item(session, title="Rota export")
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     voting.cast_vote(session, item=item, user=customer, importance=Importance.important)
     visitor_page = await _as(client, session, None, item.path)
     assert "Sign in to vote" in visitor_page
@@ -195,7 +183,7 @@ def test_a_vote_moves_the_votes_revision_only_and_a_setting_both(session):
     from app.portal import service as portal
 
     item = make_item(session)
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     content, settings, votes = revision.current(session), revision.settings(session), revision.votes(session)
     voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
     assert revision.current(session) == content and revision.settings(session) == settings
@@ -264,7 +252,7 @@ async def test_with_counts_hidden_a_vote_ordered_page_never_reaches_those_who_ca
     admin = make_admin(session, password=None)
     portal.update_vote_display(session, actor=admin, hide_counts=True)
     session.flush()
-    customer, _ = _customer(session, "Enterprise")
+    customer, _ = customer_in_segment(session, "Enterprise")
 
     path = "/?stage=planned&sort=top"
     staff_page = await _as(client, session, make_pm(session), path)
@@ -324,7 +312,7 @@ async def test_the_vote_widget_is_the_same_from_a_kept_page_and_a_fresh_one(app,
     """The vote template gets one state type however the page was made: a card rendered fresh (an address
     the cache does not keep) and one filled into a kept page say the same, for each kind of viewer."""
     open_item = make_item(session, title="Open")
-    customer, _ = _customer(session)
+    customer, _ = customer_in_segment(session)
     voting.cast_vote(session, item=open_item, user=customer, importance=Importance.nice_to_have)
     for who in (None, customer, make_user(session, password=None)):
         kept = [await _as(client, session, who, "/") for _ in range(2)][-1]
