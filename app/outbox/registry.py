@@ -69,6 +69,10 @@ class Failed(Exception):  # an outcome: the job can never succeed
 
 
 HandlerFn = Callable[[Any, Job], None] | Callable[[Any, Job], Awaitable[None]]
+
+# Jobs of a kind in a lane of its own are claimed and run apart from the main lane's (emails): a webhook
+# receiver that hangs holds up neither the mail nor, within the lane's concurrency, the other receivers.
+MAIN_LANE = "main"
 OnDead = Callable[[Any, Job], None]
 
 
@@ -79,18 +83,20 @@ class Kind:
     schedule: Sequence[float] = EMAIL_SCHEDULE
     on_dead: OnDead | None = None
     is_async: bool = field(default=False)
+    lane: str = MAIN_LANE
 
 
 _kinds: dict[str, Kind] = {}
 
 
-def handler(kind: str, *, schedule: Sequence[float] = EMAIL_SCHEDULE,
-            on_dead: OnDead | None = None) -> Callable[[HandlerFn], HandlerFn]:
+def handler(kind: str, *, schedule: Sequence[float] = EMAIL_SCHEDULE, on_dead: OnDead | None = None,
+            lane: str = MAIN_LANE) -> Callable[[HandlerFn], HandlerFn]:
     """Register the decorated function as the handler of `kind` (one per kind; registering again replaces
-    it, so a module imported twice in tests does no harm)."""
+    it, so a module imported twice in tests does no harm). A `lane` other than the main one gets its own
+    claim loop in every worker, its jobs run side by side (calls to other systems that may hang)."""
 
     def register(fn: HandlerFn) -> HandlerFn:
-        _kinds[kind] = Kind(kind, fn, tuple(schedule), on_dead, inspect.iscoroutinefunction(fn))
+        _kinds[kind] = Kind(kind, fn, tuple(schedule), on_dead, inspect.iscoroutinefunction(fn), lane)
         return fn
 
     return register
@@ -102,6 +108,15 @@ def kind(name: str) -> Kind | None:
 
 def kinds() -> list[str]:
     return sorted(_kinds)
+
+
+def lanes() -> dict[str, frozenset[str]]:
+    """The kinds of each lane other than the main one."""
+    found: dict[str, set[str]] = {}
+    for spec in _kinds.values():
+        if spec.lane != MAIN_LANE:
+            found.setdefault(spec.lane, set()).add(spec.name)
+    return {lane: frozenset(names) for lane, names in found.items()}
 
 
 def backoff(schedule: Sequence[float], attempts: int) -> float | None:

@@ -12,6 +12,12 @@ when its lease runs out another worker (or the same one, started again) sends it
 Message-ID (derived from the job's key), so the receiving side can tell. Nothing else is sent twice, and
 nothing is lost: a job is only ever finished by the worker holding its lease.
 
+Lanes: kinds registered with a lane of their own (webhook calls) are never claimed by the main loop, which
+sends the emails; `run_forever` gives each lane a claim loop of its own that runs up to LANE_CONCURRENCY of
+its jobs side by side, each in its own task and thread, taking more as soon as one finishes. So a receiver
+that hangs holds up no email, and other receivers only once LANE_CONCURRENCY calls hang at the same time.
+The lanes claim with the same leases, under the same worker name, as the main loop.
+
 The database is only touched in a thread (asyncio.to_thread), so a worker inside a web process never holds
 up that process's requests while it waits for a lock, and SMTP is spoken asynchronously.
 """
@@ -25,6 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
@@ -42,6 +49,7 @@ log = logging.getLogger("ahead.outbox")
 
 PURGE_EVERY_SECONDS = 3600.0
 PURGE_CHUNK = 5000
+LANE_CONCURRENCY = 8  # jobs of one lane (webhook calls) run at once by one worker
 
 # Marking a job done runs once per email: one statement built here, so each run is a compiled-cache hit with
 # bound values. Built per call with the values written in (a JSON payload among them) it was not cached and
@@ -99,8 +107,12 @@ def worker_name() -> str:
 
 
 class Worker:
-    def __init__(self, database: Database, settings: Settings, *, name: str | None = None) -> None:
+    def __init__(self, database: Database, settings: Settings, *, name: str | None = None,
+                 only: frozenset[str] | None = None, skip: frozenset[str] = frozenset()) -> None:
         self.database = database
+        self.only = only  # the kinds this worker claims (a lane's); None: any kind not in `skip`
+        self.skip = skip
+        self._executor: ThreadPoolExecutor | None = None  # a lane's own threads for its handlers
         self.settings = settings
         self.name = name or worker_name()
         self.batch_size = settings.outbox_batch_size
@@ -120,6 +132,10 @@ class Worker:
                .where(OutboxJob.state == JobState.pending, OutboxJob.next_attempt_at <= now,
                       (OutboxJob.claimed_until.is_(None)) | (OutboxJob.claimed_until < now))
                .order_by(OutboxJob.next_attempt_at, OutboxJob.id))
+        if self.only is not None:
+            due = due.where(OutboxJob.kind.in_(sorted(self.only)))
+        elif self.skip:
+            due = due.where(OutboxJob.kind.not_in(sorted(self.skip)))
         # An idle worker only reads: no write transaction (on SQLite, the database's write lock) once a second
         # in every web process when nothing is due.
         with self.database.new_session(write=False) as probe:
@@ -297,9 +313,11 @@ class Worker:
             # Sent but not recorded: its lease runs out and it goes again, with the same Message-ID.
             log.exception("an email was sent but could not be marked done; it will be sent again")
 
-    async def _run_one(self, job: Job, smtp: mailer.Mailer, tally: Tally) -> None:
+    async def _run_one(self, job: Job, smtp: mailer.Mailer | None, tally: Tally) -> None:
         try:
             if job.kind == service.EMAIL_KIND:
+                if smtp is None:
+                    raise Retry("an email reached a lane without an SMTP connection")
                 # The previous email is recorded while this one's envelope goes to the server, and before the
                 # server can accept this one: at most one message is ever out and not yet recorded.
                 result = await mailer.deliver(self.settings, smtp, job, before_accept=lambda: self._recorded(tally))
@@ -331,6 +349,8 @@ class Worker:
         try:
             if spec.is_async:
                 await cast(Callable[[Session, Job], Awaitable[None]], spec.run)(session, job)
+            elif self._executor is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, spec.run, session, job)
             else:
                 await asyncio.to_thread(spec.run, session, job)
             await asyncio.to_thread(self._commit_done, session, job)
@@ -368,8 +388,13 @@ class Worker:
         self.stopping = stop
         woken = asyncio.Event()
         registry.add_waiter(loop, woken)
-        log.info("outbox worker %s started (batch %d, poll every %ss)", self.name, self.batch_size,
-                 self.settings.outbox_poll_seconds)
+        lanes = registry.lanes()
+        self.skip = frozenset().union(*lanes.values()) if lanes else frozenset()
+        lane_tasks = [asyncio.create_task(Worker(self.database, self.settings, name=self.name, only=kinds)
+                                          .run_lane(stop, lane), name=f"outbox-lane-{lane}")
+                      for lane, kinds in sorted(lanes.items())]
+        log.info("outbox worker %s started (batch %d, poll every %ss, lanes: %s)", self.name, self.batch_size,
+                 self.settings.outbox_poll_seconds, ", ".join(sorted(lanes)) or "none")
         purged_at = -PURGE_EVERY_SECONDS
         try:
             while not stop.is_set():
@@ -391,7 +416,55 @@ class Worker:
                 await _wait_any(stop, woken, self.settings.outbox_poll_seconds)
         finally:
             registry.remove_waiter(loop, woken)
+            try:
+                await asyncio.gather(*lane_tasks)
+            finally:
+                for task in lane_tasks:
+                    task.cancel()
             log.info("outbox worker %s stopped", self.name)
+
+    async def run_lane(self, stop: asyncio.Event, lane: str) -> None:
+        """Run this lane's jobs until `stop` is set, up to LANE_CONCURRENCY at once, claiming more as soon as
+        one finishes. On stop the calls under way are finished (each is bounded by its own timeout)."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        registry.add_waiter(loop, woken)
+        self._executor = ThreadPoolExecutor(max_workers=LANE_CONCURRENCY, thread_name_prefix=f"outbox-{lane}")
+        running: set[asyncio.Task[None]] = set()
+        tally = Tally()
+        try:
+            while not stop.is_set():
+                woken.clear()
+                free = LANE_CONCURRENCY - len(running)
+                claimed = 0
+                if free > 0:
+                    try:
+                        jobs = await asyncio.to_thread(self.claim, free)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("outbox worker %s, lane %s: a claim failed; trying again shortly", self.name,
+                                      lane)
+                        jobs = []
+                        await _wait_any(stop, woken, self.settings.outbox_poll_seconds * 5)
+                    claimed = len(jobs)
+                    for job in jobs:
+                        running.add(asyncio.create_task(self._run_one(job, None, tally)))
+                if claimed and claimed == free:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await _wait_any(stop, woken, self.settings.outbox_poll_seconds, *running)
+                running = {task for task in running if not task.done()}
+            if running:
+                await asyncio.wait(running)
+        except asyncio.CancelledError:
+            # Not waited for: the calls under way keep their claims until the lease ends, then go again.
+            for task in running:
+                task.cancel()
+            raise
+        finally:
+            registry.remove_waiter(loop, woken)
+            self._executor.shutdown(wait=False)
 
 
 def _finished_payload(job: Job) -> dict[str, Any]:
@@ -403,10 +476,12 @@ def _finished_payload(job: Job) -> dict[str, Any]:
     return {"payload": {k: v for k, v in job.payload.items() if k != "context"}}
 
 
-async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout: float) -> None:
+async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout: float,
+                    *running: asyncio.Task[None]) -> None:
+    """Until stop, a wake-up, the timeout or the end of any of the `running` tasks (which are not cancelled)."""
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())]
     try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*waits, *running], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiting in waits:
             waiting.cancel()

@@ -142,7 +142,7 @@ def _dead(session: Session, job: outbox.Job) -> None:
                              reason=f"Deliveries failed for three days ({job.attempts} attempts).")
 
 
-@outbox.handler(webhooks.KIND, schedule=THREE_DAYS_SCHEDULE, on_dead=_dead)
+@outbox.handler(webhooks.KIND, schedule=THREE_DAYS_SCHEDULE, on_dead=_dead, lane="webhooks")
 def deliver(session: Session, job: outbox.Job) -> None:
     payload = job.payload
     endpoint = session.get(WebhookEndpoint, int(payload["endpoint_id"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import anyio
 import httpx
@@ -18,9 +19,14 @@ from app.config import Settings
 from app.db import Database
 from app.main import create_app
 from app.outbox.models import JobState, OutboxJob
+from app.outbox.service import enqueue
+from app.portal.models import PortalSetting
+from app.webhooks import service as webhooks
+from app.webhooks.models import WebhookEndpoint
 from tests.helpers.databases import connected, own_database
 from tests.helpers.http import csrf_token
 from tests.helpers.smtp import silent_server, smtp_server
+from tests.webhooks.receiver import receiver
 
 SLOWEST = 2.0  # seconds: far below what the mail server makes the worker wait (30 s held, 15 s timeout)
 
@@ -159,3 +165,45 @@ async def test_a_sign_in_link_arrives_within_a_second_or_two_woken_by_the_commit
                 while not inbox.to("quick@example.com"):
                     await anyio.sleep(0.02)
             assert time.perf_counter() - started < 2.0
+
+
+@pytest.fixture
+def hooks_url(tmp_path: Path) -> Iterator[str]:
+    with own_database(tmp_path, "hooks") as url:  # its webhook jobs stay out of the other tests' outbox
+        yield url
+
+
+async def test_a_hanging_webhook_receiver_holds_up_no_email_and_no_other_receiver(hooks_url, running):
+    """Webhook calls run in a lane of their own: three calls to a receiver that never answers are under way,
+    and an email and a call to another receiver queued after them still go out at once."""
+    with smtp_server() as inbox, receiver() as hanging, receiver() as quick, connected(hooks_url) as own_db:
+        hanging.hang_seconds = 15  # beyond the 10 s a call is given
+        with own_db.transaction() as session:
+            session.add(PortalSetting(key=webhooks.SETTING_KEY, value={"allow_private": True}))
+            slow = WebhookEndpoint(url=hanging.url, secret=webhooks.new_secret(), events=["item.published"])
+            fast = WebhookEndpoint(url=quick.url, secret=webhooks.new_secret(), events=["item.published"])
+            session.add_all([slow, fast])
+            session.flush()
+            event = {"type": "item.published", "timestamp": "2026-01-01T00:00:00Z", "version": 1, "data": {}}
+            for n in range(3):
+                enqueue(session, webhooks.KIND, {"endpoint_id": slow.id, "message_id": f"msg_slow{n}", "event": event},
+                        key=f"webhook:slow{n}")
+        app = create_app(app_settings(hooks_url, inbox.port))
+        async with LifespanManager(app, shutdown_timeout=30) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            with anyio.fail_after(5):
+                while len(hanging.calls) < 3:  # all three calls are under way (and hang)
+                    await anyio.sleep(0.02)
+            with own_db.transaction() as session:
+                enqueue(session, webhooks.KIND, {"endpoint_id": fast.id, "message_id": "msg_fast", "event": event},
+                        key="webhook:fast")
+            token = await csrf_token(client, "/login")
+            answered = await client.post("/login/email", data={"link_email": "after@example.com", "next": "",
+                                                                "csrf_token": token})
+            assert answered.status_code == 303
+            started = time.perf_counter()
+            with anyio.fail_after(10):
+                while not (inbox.to("after@example.com") and quick.calls):
+                    await anyio.sleep(0.02)
+            assert time.perf_counter() - started < SLOWEST
+            assert len(hanging.calls) == 3  # still hanging: nothing waited for them
