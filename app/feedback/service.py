@@ -933,8 +933,10 @@ def _contact(session: Session, *, data: CaptureInput, actor: User) -> tuple[User
 def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: User) -> CaptureResult:
     """Record a customer's vote (and optionally a note) heard by a PM; it counts like any vote.
 
-    One vote per person per item: if they already voted, the higher importance wins. The vote and the
-    note keep who captured them and from where.
+    One vote per person per item. A person who voted themselves keeps their own vote and reason as they
+    are: the capture is refused (nothing recorded, the note included), so the PM hears it and the demand page
+    never shows a PM's note as the customer's reason. Over a vote captured before, the higher importance wins.
+    The vote and the note keep who captured them and from where.
     """
     # Every rule on the item's row as it is once locked, as app/voting/commands.py checks a person's own vote:
     # the page was read before, and a stage move (released, declined) or a merge may have committed since.
@@ -945,6 +947,10 @@ def capture_vote(session: Session, *, item: Item, data: CaptureInput, actor: Use
         customer, created = data.customer, False
     else:
         customer, created = _contact(session, data=data, actor=actor)
+    own = voting.own_vote(session, item=item, user=customer) if not created else None
+    if own is not None:
+        raise Conflict(f"{customer.name} already voted on this item themselves ({own.label}): their own vote and "
+                       "reason stand, so nothing was recorded. What you typed is still in the form.")
     result = voting.cast_vote(session, item=item, user=customer, importance=data.importance, captured_by=actor,
                               source=data.source, source_url=data.source_url, keep_higher=True)
     note = None

@@ -195,6 +195,13 @@ def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
     return _counted(item, counted)
 
 
+def own_vote(session: Session, *, item: Item, user: User) -> Importance | None:
+    """The importance of the vote the user cast themselves on the item (not one staff captured for them)."""
+    importance = session.scalar(select(VOTES.c.importance).where(
+        VOTES.c.item_id == item.id, VOTES.c.user_id == user.id, VOTES.c.captured_by_id.is_(None)))
+    return None if importance is None else Importance(importance)
+
+
 def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) -> dict[int, Importance]:
     """The user's importance per item, for a page of cards, in one query."""
     ids = [int(i) for i in item_ids]

@@ -13,7 +13,7 @@ from app.accounts.models import IdentityKind, User
 from app.audit.models import AuditEvent
 from app.errors import Conflict
 from app.feedback import service as feedback
-from app.feedback.models import Feedback, FeedbackKind
+from app.feedback.models import Feedback
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from app.voting import service as voting
@@ -112,30 +112,32 @@ class TestPlaceholder:
 
 
 class TestCounting:
-    async def test_customer_who_voted_critical_keeps_critical(self, client, session):
+    async def test_customer_who_voted_keeps_their_own_vote_and_reason(self, client, session):
         customer = make_customer(session, make_organisation(session), email="dana@acme.example")
         item = make_item(session)
-        voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
+        voting.cast_vote(session, item=item, user=customer, importance=Importance.nice_to_have)
+        feedback.save_reason(session, item=item, author=customer, body="Our night shift needs it")
         sign_in(client, session, make_pm(session))
 
         found = await client.get(f"/admin/items/{item.public_id}/capture", params={"customer_q": "dana@acme"})
         # The address may break after its "@" on a phone, not mid-word ("harbourhealth.exa / mple").
         assert "dana@<wbr>acme.example" in found.text and f'value="{customer.id}" checked' in found.text
 
-        response = await _capture(client, item, customer=str(customer.id), importance="1", note="Mentioned it again")
-        assert response.status_code == 303
+        response = await _capture(client, item, customer=str(customer.id), importance="3", note="Mentioned it again")
+        assert response.status_code == 409
+        assert "already voted on this item themselves (Nice to have): their own vote and reason stand" in (
+            response.text)
+        assert "Mentioned it again" in response.text  # what the PM typed is still in the form
         [vote] = _votes(session, item)
-        assert vote.importance == Importance.critical and vote.captured_by_id is None  # still their own vote
-        session.refresh(item)
-        assert item.vote_count == 1
-        page = await client.get(response.headers["location"])
-        assert "had already voted; their vote now counts as Critical" in page.text
-        note = session.scalar(select(Feedback).where(Feedback.kind == FeedbackKind.note))
-        assert note is not None and note.body == "Mentioned it again" and note.item_id == item.id
+        assert vote.importance == Importance.nice_to_have and vote.captured_by_id is None  # still their own vote
+        assert list(session.scalars(select(Feedback.body).where(Feedback.item_id == item.id))) == [
+            "Our night shift needs it"]
+        demand = await client.get(f"/admin/desk/items/{item.public_id}")
+        assert "Our night shift needs it" in demand.text and "Mentioned it again" not in demand.text
 
-    async def test_a_lower_vote_is_raised(self, session):
+    async def test_a_lower_captured_vote_is_raised(self, session):
         customer, item, pm = make_user(session), make_item(session), make_pm(session)
-        voting.cast_vote(session, item=item, user=customer, importance=Importance.nice_to_have)
+        voting.cast_vote(session, item=item, user=customer, importance=Importance.nice_to_have, captured_by=pm)
         data = feedback.parse_capture_form(session, {"customer": str(customer.id), "importance": "3", "source": "call"})
         result = feedback.capture_vote(session, item=item, data=data, actor=pm)
         assert result.importance is Importance.critical and not result.vote_created
