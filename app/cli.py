@@ -121,6 +121,8 @@ def _shared_metrics(needed: bool) -> Iterator[None]:
     try:
         yield
     finally:
+        # Out of the environment too: a process started after this one served (a test's) must not write there.
+        os.environ.pop(metrics.MULTIPROCESS_ENV, None)
         shutil.rmtree(directory, ignore_errors=True)
 
 

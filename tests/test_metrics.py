@@ -212,6 +212,29 @@ class TestWhatTheyCount:
         assert "harbourhealth" not in text and "secret.person" not in text
 
 
+def test_serve_gives_its_workers_a_metrics_directory_and_takes_it_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.config import get_settings
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("PORT", "8000")
+    get_settings.cache_clear()
+    try:
+        assert CliRunner().invoke(cli, ["serve", "--workers", "2"]).exit_code == 0
+        assert CliRunner().invoke(cli, ["serve", "--workers", "1"]).exit_code == 0
+    finally:
+        get_settings.cache_clear()
+    [shared, single] = seen
+    assert shared and "ahead-metrics-" in shared and single is None  # one process counts in its own memory
+    # Gone afterwards, from the disk and from the environment a process started later would inherit.
+    assert not Path(shared).exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
 def test_the_pool_gauge_follows_connections_out_and_back(tmp_path: Path) -> None:
     from app import metrics
     from app.db import make_engine
