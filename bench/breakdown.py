@@ -21,7 +21,9 @@ the board rendered from memory with the real templates on every request.
 "vote/unvote" is the JSON vote of static/app.js: 8 customers (sessions from start_session, CSRF cookie and
 token as the app makes them), each voting for each votable item of the board and withdrawing at once, so
 every request inserts or deletes a vote row; the vote rate limits are raised for it, and what is left is
-withdrawn through the voting service at the end. `--pages vote/unvote` measures only that.
+withdrawn through the voting service at the end. `--pages vote/unvote` measures only that, and with it "vote
+reference", bench/reference_vote.py's bare endpoint doing the same writes for the same people (its CPU per vote
+is what the portal's tends to when both are CPU-bound; the database's own time is in neither on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Post:
     body: str
     cookie: str
     token: str
+    user: int = 0  # the X-Bench-User header the vote reference reads (the portal ignores it)
 
 
 async def call(app: Any, path: str | Post, cookie: str | None = None, keep: list[Any] | None = None) -> int:
@@ -156,7 +159,8 @@ async def call(app: Any, path: str | Post, cookie: str | None = None, keep: list
     if isinstance(path, Post):
         method, body, cookie = "POST", path.body.encode(), path.cookie
         headers += [(b"content-type", b"application/x-www-form-urlencoded"), (b"accept", b"application/json"),
-                    (b"x-csrf-token", path.token.encode()), (b"content-length", str(len(body)).encode())]
+                    (b"x-csrf-token", path.token.encode()), (b"content-length", str(len(body)).encode()),
+                    (b"x-bench-user", str(path.user).encode())]
         path = path.path
     raw_path, _, query = path.partition("?")
     if cookie:
@@ -191,10 +195,11 @@ def vote_posts(votes: VoteFixtures) -> list[Post]:
     """Each customer votes for each item and withdraws at once: every request inserts or deletes a vote row."""
     posts = []
     for i, (_, public_id) in enumerate(votes.items):
-        for s, (cookie, token) in enumerate(zip(votes.cookies, votes.tokens, strict=True)):
+        for s, (cookie, token, user) in enumerate(zip(votes.cookies, votes.tokens, votes.user_ids, strict=True)):
             importance = ("nice_to_have", "important", "critical")[(i + s) % 3]
-            posts.append(Post(f"/items/{public_id}/vote", f"importance={importance}&widget=card&next=%2F", cookie, token))
-            posts.append(Post(f"/items/{public_id}/unvote", "widget=card&next=%2F", cookie, token))
+            posts.append(Post(f"/items/{public_id}/vote", f"importance={importance}&widget=card&next=%2F", cookie,
+                              token, user))
+            posts.append(Post(f"/items/{public_id}/unvote", "widget=card&next=%2F", cookie, token, user))
     return posts
 
 
@@ -330,9 +335,15 @@ def main() -> None:
                  Page("raw ASGI, same", reference_app.create_raw_app(), ["/"]),
                  Page("render reference", reference_app.create_render_app(), ["/"])]
     if votes is not None:
+        from bench.reference_vote import create_app as create_vote_reference
+
+        vote_reference = create_vote_reference()
+        instrument(vote_reference.state.database.engine, in_process=url.startswith("sqlite"))
+        pages.append(Page("vote reference", vote_reference, vote_posts(votes)))
         pages.append(Page("vote/unvote", app, vote_posts(votes)))
     if wanted is not None:
-        pages = [page for page in pages if page.name in REFERENCES or page.name in wanted]
+        pages = [page for page in pages if page.name in REFERENCES or page.name in wanted
+                 or (page.name == "vote reference" and "vote/unvote" in wanted)]
 
     async def run() -> None:
         results = []
