@@ -5,6 +5,12 @@ much of the last still overlaps), so a hit costs the same however busy the key i
 kept every hit of the window in a list per key, and the in-memory storage ran a timer thread every
 10 ms to expire them.
 
+In process, limits' own memory storage is used without its expiry thread (`InlineExpiry`): it started a
+`threading.Timer` thread on almost every hit (a new one whenever the last had finished, 10 ms later), which on a
+busy worker meant a thread started per vote, and that thread walked every key while the request waited for the
+interpreter. Expired counters are dropped as they are read (limits does that anyway) and, to bound the memory,
+swept inline at most once a second.
+
 When Redis stops answering, limits are counted in this process instead (each worker with its own
 budget, as without REDIS_URL): sign-in, votes and pages keep working. One warning goes to the log,
 Redis is tried again every `retry_seconds`, and once it answers it is used again.
@@ -32,6 +38,24 @@ log = logging.getLogger("ahead.ratelimit")
 REDIS_TIMEOUT = 0.5
 
 
+class InlineExpiry(MemoryStorage):
+    """limits' in-memory storage, expiring inline instead of in a timer thread (see the module's docstring)."""
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timer.cancel()  # the one MemoryStorage starts (harmless, but not needed)
+        self._next_sweep = 0.0
+
+    # MemoryStorage calls this (its name mangled) before every change of a counter, and started a thread there.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
 @lru_cache(maxsize=64)
 def _parsed(limit: str) -> RateLimitItem:
     return parse(limit)
@@ -48,7 +72,7 @@ class LimiterState:
 class RateLimiter:
     def __init__(self, redis_url: str = "", *, retry_seconds: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._memory = SlidingWindowCounterRateLimiter(InlineExpiry())
         self._redis: SlidingWindowCounterRateLimiter | None = None
         if redis_url:
             storage = storage_from_string(redis_url, wrap_exceptions=True, socket_connect_timeout=REDIS_TIMEOUT,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -39,6 +41,29 @@ def test_in_process_each_worker_counts_alone():
     key = f"test:{uuid.uuid4().hex}"
     assert _hits_allowed([RateLimiter()], key, 8) == 5
     assert _hits_allowed([RateLimiter(), RateLimiter()], key, 16) == 10  # two processes, two budgets
+
+
+def test_in_process_counting_starts_no_thread():
+    # limits' own memory storage started a timer thread on almost every hit (one per vote on a busy worker).
+    limiter = RateLimiter()
+    before = set(threading.enumerate())
+    for n in range(300):
+        limiter.hit("100000/minute", f"vote:user:{n}")
+        limiter.hit("1000000/minute", "vote:ip:127.0.0.1")
+    assert set(threading.enumerate()) <= before
+
+
+def test_in_process_counters_of_past_windows_are_swept(monkeypatch):
+    limiter = RateLimiter()
+    storage = limiter._memory.storage
+    limiter.hit("5/second", "old")
+    assert storage.storage  # counted
+    later = time.time() + 60  # both windows of "old" are long over
+    monkeypatch.setattr(time, "time", lambda: later)
+    storage._next_sweep = 0.0  # a sweep is due
+    limiter.hit("5/second", "new")
+    assert [key for key in storage.storage if "old" in key] == []
+    assert [key for key in storage.storage if "new" in key]
 
 
 def test_through_redis_two_workers_share_one_limit():
