@@ -53,7 +53,7 @@ class InlineExpiry(MemoryStorage):
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self.SWEEP_SECONDS
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]  # name-mangled, MemoryStorage's own
 
 
 @lru_cache(maxsize=64)
