@@ -30,6 +30,9 @@ from app.migrate import upgrade
 from app.roadmap.models import Stage
 from tests.helpers.databases import create_database
 
+# Seconds a live server may take to answer /healthz: importing the app took 25 s at load 13 on 2 cores.
+START_SECONDS = 120
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -106,11 +109,14 @@ def start_live_server(tmp: Path, *, port: int | None = None, extra_env: dict[str
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", str(workers)],
+                 "--port", str(port), "--workers", str(workers),
+                 # as `ahead serve` does: on a busy machine a worker still importing the app misses uvicorn's
+                 # 5 s ping, is killed and started again, and the server never answers
+                 "--timeout-worker-healthcheck", "60"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         server = LiveServer(url=base, database=database, log_path=log_path, default_stages=default_stages)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_SECONDS
         while True:
             if process.poll() is not None:
                 pytest.fail(f"the server exited with {process.returncode}:\n{server.log_tail()}", pytrace=False)
@@ -118,7 +124,7 @@ def start_live_server(tmp: Path, *, port: int | None = None, extra_env: dict[str
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /healthz within 30 s:\n{server.log_tail()}", pytrace=False)
+                pytest.fail(f"the server did not answer /healthz within {START_SECONDS} s:\n{server.log_tail()}", pytrace=False)
             time.sleep(0.1)
         yield server
     finally:
