@@ -203,6 +203,9 @@ def page_rows(html: str) -> list[tuple[str, dict[str, object]]]:
         cells = {name: re.sub(r"<[^>]+>", "", value).strip()
                  for name, value in re.findall(r'data-col="(\w+)">(.*?)</td>', tr, re.S)}
         trend = re.search(r'aria-label="Votes per week, oldest first: ([0-9, ]+)"', tr).group(1)
+        # The 12-week total is labelled inside the trend cell, not a bare number beside the RICE column.
+        total = sum(int(n) for n in trend.split(", "))
+        assert f"{total} in 12 wk" in cells["trend"] and re.search(fr"{total} votes? in the last 12 weeks", tr)
         rows.append((title, {
             "voters": int(cells["voters"]), "organisations": int(cells["organisations"]),
             "mix": tuple(int(n) for n in re.findall(r"\d+", cells["mix"])),
