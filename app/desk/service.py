@@ -84,14 +84,26 @@ PLACES = 2
 FACTOR_PLACES = 4
 
 
+def half_up(value: Decimal | float, places: int = PLACES) -> Decimal:
+    """The figure rounded half up on its exact value, the one rule of every place a figure is shown.
+
+    A float sum carries binary noise (145.345 is stored as 145.34499…, 427.365 as 427.36500…1), so Python's
+    round() and f"{x:.2f}" round exact half-cents one way or the other by accident. Rounding to 9 places first
+    drops that noise (weights have at most 3 decimals, so the true value never needs more), then a Decimal
+    rounds the half up: 145.345 → 145.35 and 427.365 → 427.37 alike.
+    """
+    exact = Decimal(repr(round(float(value), 9)))
+    return exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
 def rounded(value: float | None, places: int = PLACES) -> float | None:
-    """The figure as it is shown (None stays None): round(x, 2) reads exactly as f"{x:.2f}"."""
-    return None if value is None else round(float(value), places)
+    """The figure as it is shown (None stays None), for JSON: reads exactly as `fixed` writes it."""
+    return None if value is None else float(half_up(value, places))
 
 
 def fixed(value: float | None, places: int = PLACES, *, empty: str = "") -> str:
     """The figure as text with its places (309.00, 1.77): a plain number a spreadsheet reads; `empty` for None."""
-    return empty if value is None else f"{float(value):.{places}f}"
+    return empty if value is None else format(half_up(value, places), "f")
 
 
 def whole(revenue: Decimal | float | str | None) -> int:

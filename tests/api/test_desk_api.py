@@ -4,11 +4,15 @@ token sets."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import select
 
 from app.audit.models import AuditEvent
 from app.roadmap.models import Item, Visibility
+from app.voting import service as voting
+from app.voting.models import Importance
 from tests.desk.helpers import (
     CRIT,
     MID,
@@ -20,6 +24,7 @@ from tests.desk.helpers import (
     TITLES,
     WINDOWS,
     assert_matches,
+    csv_rows,
     expected_desk,
     final_votes,
     page_rows,
@@ -27,6 +32,7 @@ from tests.desk.helpers import (
     set_up,
 )
 from tests.factories import make_admin, make_item, make_product
+from tests.feedback.helpers import make_customer, make_organisation, make_segment
 from tests.helpers.http import sign_in
 from tests.helpers.tokens import bearer, create_token
 
@@ -193,3 +199,30 @@ class TestWhatAStaffTokenSees:
             assert response.status_code == 200 and response.json()["title"] == item.title
         listing = await client.get("/api/v1/items?per_page=100", headers=bearer(token))
         assert {internal.public_id, draft.public_id} <= {i["id"] for i in listing.json()["items"]}
+
+
+class TestRounding:
+    """Exact half-cents round half up alike on the page, in the CSV and in the API, whatever way the float sum
+    of the weights happens to be stored (145.345 is 145.34499… as a float, 427.365 is 427.36500…)."""
+
+    @pytest.mark.parametrize(("segment_weight", "shown"), [
+        ("145.345", "145.35"), ("427.365", "427.37"), ("145.344", "145.34"), ("0.005", "0.01"),
+    ])
+    async def test_half_a_cent_rounds_up_everywhere(self, client, session, admin, segment_weight, shown):  # type: ignore[no-untyped-def]
+        segment = make_segment(session, "Halves")
+        segment.weight = Decimal(segment_weight)
+        item = make_item(session, title="Half cents")
+        voting.cast_vote(session, item=item, user=make_customer(session, make_organisation(session, segment=segment)),
+                         importance=Importance.nice_to_have)
+        session.flush()
+
+        [(_, row)] = page_rows((await client.get("/admin/desk")).text)
+        assert f"{row['demand']:.2f}" == shown
+        [csv_row] = csv_rows((await client.get("/admin/desk/export.csv")).content)
+        assert csv_row["Weighted demand"] == shown
+        token = await create_token(client)
+        [api_row] = (await api_get(client, "/api/v1/desk", token)).json()["rows"]
+        assert f"{api_row['weighted_demand']:.2f}" == shown and api_row["weighted_demand"] == float(shown)
+        page = await client.get(f"/admin/desk/items/{item.public_id}")
+        assert f"<strong>{shown}</strong>" in page.text or f">{shown}<" in page.text
+        assert "rounded half up on its exact value" in page.text
