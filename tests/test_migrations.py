@@ -232,3 +232,44 @@ def test_duplicate_links_merge_and_duplicate_hook_names_get_a_number(tmp_path):
         upgrade(url)
     finally:
         drop()
+
+
+def test_a_webhooks_latest_refusal_moves_to_its_slot_and_back(tmp_path):
+    """2026-12-03-1250_tracker_refusals: a webhook's count and latest refusal become its slot `count % 20`,
+    numbered `count`; a downgrade puts the count, time and reason back on the webhook."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    before = "b71e4c90a2d3"
+    url, drop = create_database(tmp_path, "refusals")
+    try:
+        upgrade(url, before)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            for id_, count, reason in ((1, 23, "The signature does not match."), (2, 0, "")):
+                conn.execute(text(
+                    "INSERT INTO tracker_hooks (id, public_id, kind, name, salt, created_at, refused_count, "
+                    "last_refused_at, last_refused_reason) VALUES (:id, :pid, 'github', :name, 's', CURRENT_TIMESTAMP, "
+                    ":count, :at, :reason)"), {"id": id_, "pid": f"h{id_}", "name": f"hook {id_}", "count": count,
+                                                "at": "2026-12-03 10:00:00" if count else None, "reason": reason})
+        engine.dispose()
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT hook_id, slot, seq, reason FROM tracker_refusals")).all()
+            assert [tuple(r) for r in rows] == [(1, 3, 23, "The signature does not match.")]
+            with pytest.raises(IntegrityError):  # the names' unique index survived the table's rewrite
+                conn.execute(text("INSERT INTO tracker_hooks (public_id, kind, name, salt, created_at) "
+                                  "VALUES ('h3', 'gitlab', 'HOOK 1', 's', CURRENT_TIMESTAMP)"))
+        engine.dispose()
+        downgrade(url, before)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            hooks = conn.execute(text("SELECT id, refused_count, last_refused_reason, last_refused_at IS NOT NULL "
+                                      "FROM tracker_hooks ORDER BY id")).all()
+            assert [tuple(r) for r in hooks] == [(1, 23, "The signature does not match.", True), (2, 0, "", False)]
+        engine.dispose()
+        upgrade(url)
+    finally:
+        drop()

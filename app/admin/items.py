@@ -325,8 +325,10 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
         context.setdefault("delivery_form", {"show_progress": delivery.show_progress,
                                              "started_stage_id": str(delivery.started_stage_id or ""),
                                              "done_stage_id": str(delivery.done_stage_id or "")})
+        progress = tech.progress_of(own + via)
         context.update(initiatives=tech.initiatives_for_item(session, item), own_links=own, via_links=via,
-                       progress=tech.progress_of(own + via), kind_labels=KIND_LABELS,
+                       progress=progress, regression=tech.delivery_regression(item, progress),
+                       kind_labels=KIND_LABELS,
                        initiative_status_labels=tech.STATUS_LABELS)
         return render(request, "admin/items/edit.html", context, status_code=status_code)
     return render(request, "admin/items/new.html", context, status_code=status_code)

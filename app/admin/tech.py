@@ -22,7 +22,7 @@ from app.roadmap.models import Item
 from app.roadmap.timeframes import quarter_choices
 from app.tech import service as tech
 from app.tech import trackers
-from app.tech.models import HookKind, Initiative, InitiativeStatus, TrackerHook
+from app.tech.models import REFUSALS_KEPT, HookKind, Initiative, InitiativeStatus, TrackerHook
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -113,6 +113,7 @@ def _initiative_page(request: Request, session: Session, initiative: Initiative,
     return render(request, "admin/tech/initiative.html", {
         "initiative": initiative, "form": form, "errors": errors or {}, "links": links,
         "progress": tech.progress_of(links), "demand": tech.demand_for(session, [initiative])[initiative.id],
+        "regressions": tech.item_regressions(session, initiative.items),
         "item_choices": tech.item_choices(session, exclude=[i.id for i in initiative.items]),
         "link_form": link_form or {}, "link_errors": link_errors or {}, "kind_labels": trackers.KIND_LABELS,
         "status_labels": tech.STATUS_LABELS, **_form_context(session, form),
@@ -229,12 +230,16 @@ async def item_delivery(request: Request, session: DbSession, user: StaffUser, p
     item = roadmap.get_item_for_staff(session, public_id)
     form = await read_form(request, tech.DeliveryForm)
     try:
-        changed = tech.set_delivery(session, item=item, data=form.valid(), actor=user)
+        saved = tech.set_delivery(session, item=item, data=form.valid(), actor=user)
     except FormInvalid as exc:
         return item_pages.render_edit_page(request, session, item, extra={"delivery_form": form.typed,
                                                                           "delivery_errors": exc.errors})
-    return redirect(request, _item_url(item), flash="Delivery settings saved." if changed else "Nothing changed.",
-                    kind="success" if changed else "info")
+    if not saved.changed:
+        return redirect(request, _item_url(item), flash="Nothing changed.", kind="info")
+    flash = "Delivery settings saved."
+    if saved.moved:
+        flash += f" {saved.moved[:-1]}: its linked work already says so."
+    return redirect(request, _item_url(item), flash=flash)
 
 
 # --- import ---------------------------------------------------------------------------------------------
@@ -293,7 +298,8 @@ def _hooks_page(request: Request, session: Session, *, created: dict[str, str] |
         "kind_options": [(k.value, label) for k, label in trackers.HOOK_LABELS.items()],
         "tracker_options": [("", "Choose…")]
                            + [(k.value, label) for k, label in trackers.KIND_LABELS.items()],
-        "reach": {h.id: tech.hook_reach(h) for h in hooks},
+        "reach": {h.id: tech.hook_reach(h) for h in hooks}, "refused": tech.refusals_by_hook(session),
+        "refusals_kept": REFUSALS_KEPT,
         "generic_header": trackers.GENERIC_HEADER,
     }, status_code=status_code, headers={"Cache-Control": "no-store"})  # it may show a new webhook's secret
 

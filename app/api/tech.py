@@ -69,12 +69,15 @@ class LinkPublic(BaseModel):
     started: bool
     done: bool
     estimate: float | None
+    initiative: int | None = Field(description="The initiative it hangs off, or null for an item's own link: the "
+                                               "same issue is listed once for each initiative that links it.")
 
     @classmethod
     def of(cls, link: BacklogLink) -> LinkPublic:
         return cls(id=link.id, kind=link.kind, key=link.key, url=link.url, title=link.title, status=link.status,
                    started=link.started, done=link.done,
-                   estimate=float(link.estimate) if link.estimate is not None else None)
+                   estimate=float(link.estimate) if link.estimate is not None else None,
+                   initiative=link.initiative_id)
 
 
 class OwnerPublic(BaseModel):
@@ -116,7 +119,11 @@ class InitiativeCreate(BaseModel):
 
 
 class LinkCreate(BaseModel):
-    """An issue by its address (the tracker and key are read from it), or by `kind` and `key`."""
+    """An issue by its address (the tracker and key are read from it), or by `kind` and `key`.
+
+    One status per tracker issue: when the issue is linked elsewhere already, the new link takes what Ahead
+    knows of it (status, done, the tracker's updated-at, and its title unless one is sent); `status` and `done`
+    sent are then ignored. A later webhook delivery, or a PATCH of `status` or `done`, updates every link of it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -169,8 +176,9 @@ class ItemDeliveryPublic(BaseModel):
     item: str
     initiatives: list[int]
     links: list[LinkPublic] = Field(description="The item's own links.")
-    via_initiatives: list[LinkPublic] = Field(description="The links of the live initiatives that deliver it.")
-    progress: ProgressPublic
+    via_initiatives: list[LinkPublic] = Field(description="The links of the live initiatives that deliver it, once "
+                                                          "per initiative (`initiative` says whose).")
+    progress: ProgressPublic = Field(description="Each tracker issue counts once, however many of these list it.")
 
 
 # --- routes ---------------------------------------------------------------------------------------------

@@ -153,11 +153,6 @@ class TrackerHook(Base):
     salt: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Refused deliveries (bad signature, stale, unreadable) are counted here, with the latest one's reason,
-    # not kept one row each: whoever knows the address but not the secret cannot fill a table.
-    refused_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    last_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_refused_reason: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 # A name is a webhook's handle in the admin (and in its deliveries' log): unique in any letter case.
@@ -179,3 +174,23 @@ class TrackerDelivery(Base):
     detail: Mapped[str] = mapped_column(String(500), default="")
     matched: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+REFUSALS_KEPT = 20
+
+
+class TrackerRefusal(Base):
+    """A refused delivery (bad or missing signature, stale, unreadable): its time and reason, in one of a webhook's
+    REFUSALS_KEPT slots, the oldest overwritten. Bounded: whoever knows the address but not the secret cannot fill
+    a table. `seq` numbers a webhook's refusals (the highest is how many there have been); slot = seq % kept.
+
+    Written apart from the webhook's row (a valid delivery holds that row's lock while it runs) and without
+    waiting for any lock: a refusal that would have to wait is not recorded (tech.record_refusal)."""
+
+    __tablename__ = "tracker_refusals"
+
+    hook_id: Mapped[int] = mapped_column(ForeignKey("tracker_hooks.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    refused_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(String(200), default="")

@@ -16,9 +16,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, or_, select
+from sqlalchemy import text as sql
 from sqlalchemy import update as update_rows
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from app.accounts.models import Role, User
@@ -33,6 +35,7 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
 from app.tech import trackers
 from app.tech.models import (
+    REFUSALS_KEPT,
     BacklogLink,
     DeliveryOutcome,
     HookKind,
@@ -42,6 +45,7 @@ from app.tech.models import (
     TrackerDelivery,
     TrackerHook,
     TrackerKind,
+    TrackerRefusal,
     initiative_items,
 )
 from app.voting.models import Vote
@@ -297,6 +301,13 @@ def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, tit
     link = BacklogLink(initiative_id=initiative.id if initiative else None, item_id=item.id if item else None,
                        kind=kind, key=key, url=url, title=title, status=status or ("done" if done else "open"),
                        done=done, started=started or done, estimate=estimate)
+    known = _known_issue(session, kind=kind, key=key)
+    if known is not None:
+        # One status per tracker issue: what Ahead knows of it (from its webhooks, or set on another link) wins
+        # over a fresh link's defaults, so a closed issue linked to a second initiative is closed there too.
+        link.status, link.done, link.started = known.status, known.done, known.started
+        link.tracker_updated_at = known.tracker_updated_at
+        link.title = title or known.title
     try:
         with session.begin_nested():
             session.add(link)
@@ -306,6 +317,13 @@ def add_link_ref(session: Session, *, kind: TrackerKind, key: str, url: str, tit
     audit.record(session, actor=actor, action=AuditAction.backlog_link_added,
                  entity=initiative or item, changes={"link": [None, f"{kind.value} {key}"]})
     return link
+
+
+def _known_issue(session: Session, *, kind: TrackerKind, key: str) -> BacklogLink | None:
+    """The link holding the newest news of an issue linked elsewhere (dated tracker news first), or None."""
+    return session.scalar(select(BacklogLink).where(BacklogLink.kind == kind, _key_is(kind, key))
+                          .order_by(BacklogLink.tracker_updated_at.is_(None), BacklogLink.tracker_updated_at.desc(),
+                                    BacklogLink.id.desc()).limit(1))
 
 
 def _linked_already(session: Session, *, kind: TrackerKind, key: str, initiative: Initiative | None,
@@ -372,6 +390,12 @@ def update_link(session: Session, *, link: BacklogLink, change: LinkChange, acto
     except IntegrityError:  # the same key linked by a request that committed meanwhile
         session.expire(link)
         raise FormInvalid({"key": f"{change.key} is linked here already."}) from None
+    if {"status", "done"} & set(changes):
+        # One status per tracker issue: the issue's other links (other initiatives, items) say the same.
+        session.execute(update_rows(BacklogLink).where(
+            BacklogLink.kind == link.kind, _key_is(link.kind, link.key), BacklogLink.id != link.id,
+        ).values(status=link.status, done=link.done, **({"started": True} if link.started else {}))
+            .execution_options(synchronize_session="fetch"))
     audit.record(session, actor=actor, action=AuditAction.backlog_link_updated, entity=initiative or item,
                  changes={f"{link.kind.value} {link.key}: {name}": values for name, values in changes.items()})
     return True
@@ -449,7 +473,7 @@ def progress_of(links: list[BacklogLink]) -> Progress:
     weigh unestimated work as zero). The same issue linked twice (an item and its initiative) counts once."""
     unique: dict[tuple[str, str], BacklogLink] = {}
     for link in links:
-        unique.setdefault((link.kind.value, link.key), link)
+        unique.setdefault((link.kind.value, _folded(link.kind, link.key)), link)
     chosen = list(unique.values())
     done = sum(1 for link in chosen if link.done)
     started = sum(1 for link in chosen if link.started or link.done)
@@ -482,7 +506,16 @@ class DeliveryForm(FormModel):
     done_stage_id: Annotated[int | None, whole_number("Choose a stage, or none.", required=False)] = None
 
 
-def set_delivery(session: Session, *, item: Item, data: DeliveryForm, actor: User) -> bool:
+@dataclass(frozen=True, slots=True)
+class DeliverySaved:
+    changed: bool
+    moved: str | None = None  # the stage move the saved mapping made at once, in words
+
+
+def set_delivery(session: Session, *, item: Item, data: DeliveryForm, actor: User) -> DeliverySaved:
+    """Save an item's delivery settings. A stage mapping applies at once to the work already under way (the
+    links started or all done before it was saved): the move is the PM's, in the history and the audit log,
+    as if they had moved the item themselves; later moves, made by a delivery, are the integration's."""
     stage_names = {s.id: s.name for s in roadmap.list_stages(session)}
     stage_ids = set(stage_names)
     errors = {name: "Choose a stage, or none." for name in ("started_stage_id", "done_stage_id")
@@ -503,9 +536,16 @@ def set_delivery(session: Session, *, item: Item, data: DeliveryForm, actor: Use
              "when done": stage_names.get(data.done_stage_id or 0)}
     changes = audit.diff(before, after)
     session.flush()
-    if changes:
-        audit.record(session, actor=actor, action=AuditAction.item_delivery_updated, entity=item, changes=changes)
-    return bool(changes)
+    if not changes:
+        return DeliverySaved(False)
+    audit.record(session, actor=actor, action=AuditAction.item_delivery_updated, entity=item, changes=changes)
+    moved = None
+    if {"when started", "when done"} & set(changes):
+        if "stage" not in item.__dict__:  # a caller that loaded the item bare
+            session.refresh(item, ["stage"])
+        moved = _follow_mapping(session, item=item, delivery=delivery,
+                                stages={s.id: s for s in roadmap.list_stages(session)}, actor=actor)
+    return DeliverySaved(True, moved)
 
 
 def public_progress(session: Session, item: Item) -> int | None:
@@ -514,8 +554,35 @@ def public_progress(session: Session, item: Item) -> int | None:
     delivery = session.get(ItemDelivery, item.id)
     if delivery is None or not delivery.show_progress:
         return None
+    # Once released, declined or merged the item's stage says it all: a bar (which tracker news may still move,
+    # e.g. an issue reopened after the release) would contradict it next to "Released — voting is closed".
+    if item.stage.is_closed or item.merged_into_id is not None:
+        return None
     progress = item_progress(session, item)
     return progress.percent if progress.total else None
+
+
+def delivery_regression(item: Item, progress: Progress) -> str | None:
+    """What staff should hear when a released item's linked work is no longer all done (an issue reopened after
+    the release, or linked since): customers no longer see a bar, but the stage may need a second look. The
+    item's stage must be loaded."""
+    if not item.stage.is_released or not progress.total or progress.done == progress.total:
+        return None
+    undone = progress.total - progress.done
+    return (f"{item.stage.name}, but {undone} of {progress.total} linked issue{'' if progress.total == 1 else 's'} "
+            f"{'is' if undone == 1 else 'are'} not done (reopened or linked after the release?). Customers see "
+            f"the stage, not the progress bar; move the item back if the release is not complete.")
+
+
+def item_regressions(session: Session, items: list[Item]) -> dict[int, str]:
+    """delivery_regression for each released item of a list (an initiative's), by item id."""
+    found = {}
+    for item in items:
+        if item.stage.is_released:
+            message = delivery_regression(item, item_progress(session, item))
+            if message:
+                found[item.id] = message
+    return found
 
 
 # --- inbound webhooks -----------------------------------------------------------------------------------
@@ -575,7 +642,12 @@ def hook_reach(hook: TrackerHook) -> str:
     if hook.tracker is None:
         return "any tracker's issues"
     label = trackers.KIND_LABELS[hook.tracker]
-    return f"{label} {', '.join(hook.scope.split())} only" if hook.scope else f"{label} issues only"
+    return f"{label} {', '.join(hook.scope.split())} only" if hook.scope else f"{label} {_WHAT[hook.tracker]} only"
+
+
+# What a tracker's links may be: GitHub and GitLab links are pull / merge requests too (trackers.recognise).
+_WHAT = {TrackerKind.github: "issues and pull requests", TrackerKind.gitlab: "issues and merge requests",
+         TrackerKind.jira: "issues", TrackerKind.linear: "issues"}
 
 
 def delete_hook(session: Session, *, hook: TrackerHook, actor: User) -> None:
@@ -601,17 +673,82 @@ def find_hook(session: Session, *, public_id: str, kind: HookKind) -> TrackerHoo
     return session.scalar(select(TrackerHook).where(TrackerHook.public_id == public_id, TrackerHook.kind == kind))
 
 
-def record_refusal(session: Session, *, hook_id: int, reason: str) -> None:
-    """Count a refused delivery on its webhook, with the reason, for the admin page (in a transaction of the
-    caller's own: the refused request's is rolled back)."""
-    session.execute(update_rows(TrackerHook).where(TrackerHook.id == hook_id).values(
-        refused_count=TrackerHook.refused_count + 1, last_refused_at=utcnow(), last_refused_reason=reason[:200]))
+_REFUSAL_LOCK = 0x74726566  # PostgreSQL advisory lock class of refusal writers ("tref"), with the hook's id
 
 
-def list_deliveries(session: Session, *, limit: int = 50) -> list[tuple[TrackerDelivery, str]]:
+def record_refusal(session: Session, *, hook_id: int, reason: str) -> bool:
+    """Keep a refused delivery's time and reason in its webhook's next slot (the oldest of REFUSALS_KEPT goes),
+    in `session`'s own short transaction, committed here; False when it was not recorded.
+
+    Never waits on a lock: the answer is 401 whatever happens here. The webhook's row is not written (a valid
+    delivery holds its lock while it runs); refusal writers of one webhook take turns through a PostgreSQL
+    advisory lock they only try for; SQLite's busy timeout is 0 for this write (the database's single write lock
+    may be a delivery's). A refusal that finds a lock taken is skipped: the server log has it."""
+    dialect = session.get_bind().dialect.name
+    previous_busy = None
+    try:
+        if dialect == "postgresql":
+            session.execute(sql("SELECT set_config('lock_timeout', '10ms', true)"))
+            if not session.scalar(select(func.pg_try_advisory_xact_lock(_REFUSAL_LOCK, hook_id))):
+                session.rollback()
+                return False
+        elif dialect == "sqlite":
+            previous_busy = session.scalar(sql("PRAGMA busy_timeout"))
+            session.execute(sql("PRAGMA busy_timeout = 0"))
+        seq = (session.scalar(select(func.max(TrackerRefusal.seq)).where(TrackerRefusal.hook_id == hook_id)) or 0) + 1
+        slot = seq % REFUSALS_KEPT
+        session.execute(delete_rows(TrackerRefusal).where(TrackerRefusal.hook_id == hook_id,
+                                                          TrackerRefusal.slot == slot))
+        session.add(TrackerRefusal(hook_id=hook_id, slot=slot, seq=seq, refused_at=utcnow(), reason=reason[:200]))
+        session.commit()
+        return True
+    except DBAPIError:  # a lock taken (SQLite busy, PostgreSQL lock_timeout), or the webhook deleted meanwhile
+        session.rollback()
+        return False
+    finally:
+        if previous_busy is not None:
+            session.execute(sql(f"PRAGMA busy_timeout = {int(previous_busy)}"))
+            session.rollback()
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A webhook's refusals: how many there have been, and the latest's time and reason."""
+
+    count: int
+    latest_at: Any
+    latest_reason: str
+
+
+def refusals_by_hook(session: Session) -> dict[int, Refused]:
+    latest = {}
+    for row in session.scalars(select(TrackerRefusal).order_by(TrackerRefusal.hook_id, TrackerRefusal.seq)):
+        latest[row.hook_id] = Refused(row.seq, row.refused_at, row.reason)
+    return latest
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A line of the webhooks' log: a delivery that passed its checks (matched, ignored) or one refused."""
+
+    at: Any
+    hook_name: str
+    event: str
+    outcome: str  # "Matched", "Ignored", "Refused"
+    detail: str
+
+
+def list_deliveries(session: Session, *, limit: int = 50) -> list[LogEntry]:
+    """The latest deliveries, accepted and refused (the last REFUSALS_KEPT of each webhook), newest first."""
     rows = session.execute(select(TrackerDelivery, TrackerHook.name).join(TrackerHook)
                            .order_by(TrackerDelivery.received_at.desc(), TrackerDelivery.id.desc()).limit(limit))
-    return [(delivery, name) for delivery, name in rows]
+    entries = [LogEntry(d.received_at, name, d.event, "Matched" if d.outcome is DeliveryOutcome.matched else "Ignored",
+                        d.detail) for d, name in rows]
+    refused = session.execute(select(TrackerRefusal, TrackerHook.name).join(TrackerHook)
+                              .order_by(TrackerRefusal.refused_at.desc()).limit(limit))
+    entries += [LogEntry(r.refused_at, name, "", "Refused", r.reason) for r, name in refused]
+    entries.sort(key=lambda e: e.at, reverse=True)
+    return entries[:limit]
 
 
 @dataclass
@@ -646,6 +783,8 @@ def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUp
     changed: list[BacklogLink] = []
     unknown: list[str] = []
     stale: list[str] = []
+    undated: list[str] = []
+    same: list[str] = []
     outside: list[str] = []
     scope = hook.scope.split()
     for update in updates:
@@ -661,17 +800,24 @@ def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUp
             unknown.append(update.key)
             continue
         for link in links:
-            # Older news than the link holds (out of order, or replayed) loses; without a time, it applies.
-            if (update.updated_at is not None and link.tracker_updated_at is not None
-                    and update.updated_at <= link.tracker_updated_at):
+            # Older news than the link holds (out of order, or replayed) loses; so does undated news (a payload
+            # without the issue's updated-at) once the link holds dated news: it cannot be shown to be newer.
+            if link.tracker_updated_at is not None and update.updated_at is None:
+                undated.append(update.key)
+                continue
+            if link.tracker_updated_at is not None and update.updated_at is not None \
+                    and update.updated_at <= link.tracker_updated_at:
                 stale.append(update.key)
                 continue
-            link.status, link.done = update.status[:80], update.done
-            link.started = link.started or update.started or update.done
-            if update.title and not link.title:
-                link.title = update.title
             if update.updated_at is not None:
                 link.tracker_updated_at = update.updated_at
+            status, started = update.status[:80], link.started or update.started or update.done
+            if (link.status, link.done, link.started) == (status, update.done, started):
+                same.append(update.key)  # a repeat under another delivery id, or an edit of another field
+                continue
+            link.status, link.done, link.started = status, update.done, started
+            if update.title and not link.title:
+                link.title = update.title
             changed.append(link)
     session.flush()
     moved = _apply_mappings(session, links=changed, actor=IntegrationActor(f"{hook.name} ({hook.kind.value})"))
@@ -680,8 +826,12 @@ def _apply(session: Session, *, hook: TrackerHook, updates: list[trackers.LinkUp
         parts.append(f"Updated {', '.join(sorted({link.key for link in changed}))}.")
     if moved:
         parts.append(" ".join(moved))
+    if same:
+        parts.append(f"Nothing new for {', '.join(sorted(set(same)))}: status and done as known.")
     if stale:
         parts.append(f"Older than what is known, kept: {', '.join(sorted(set(stale)))}.")
+    if undated:
+        parts.append(f"Undated (no updated-at) while dated news is known, kept: {', '.join(sorted(set(undated)))}.")
     if unknown:
         parts.append(f"Not linked: {', '.join(sorted(set(unknown)))}.")
     if outside:
@@ -713,23 +863,33 @@ def _apply_mappings(session: Session, *, links: list[BacklogLink], actor: Integr
         item = session.scalar(select(Item).where(Item.id == delivery.item_id).options(selectinload(Item.stage)))
         if item is None:
             continue
-        progress = item_progress(session, item)
-        target: Stage | None = None
-        if delivery.done_stage_id and progress.total and progress.done == progress.total:
-            target = stages.get(delivery.done_stage_id)
-        elif delivery.started_stage_id and progress.started:
-            target = stages.get(delivery.started_stage_id)
-            # "When the first link starts" moves an item forward only: never back from a later stage.
-            if target is not None and item.stage.position >= target.position:
-                target = None
-        if target is not None and target.id != item.stage_id:
-            old = item.stage
-            roadmap.move_item(session, item=item, stage=target, actor=actor)
-            # Its followers hear of it as of a PM's move (a tracker cannot choose "Don't notify").
-            notify.announce_move(session, item=item, old=old, new=target, actor=None,
-                                 change_id=f"tech-{utcnow().timestamp()}")
-            messages.append(f"Moved “{item.title}” from {old.name} to {target.name}.")
+        message = _follow_mapping(session, item=item, delivery=delivery, stages=stages, actor=actor)
+        if message:
+            messages.append(message)
     return messages
+
+
+def _follow_mapping(session: Session, *, item: Item, delivery: ItemDelivery, stages: dict[int, Stage],
+                    actor: User | IntegrationActor) -> str | None:
+    """Move the item where its mapping and its links' progress say (a tracker's delivery, or a PM saving the
+    mapping); what was done, in words, or None. The item's stage must be loaded."""
+    progress = item_progress(session, item)
+    target: Stage | None = None
+    if delivery.done_stage_id and progress.total and progress.done == progress.total:
+        target = stages.get(delivery.done_stage_id)
+    elif delivery.started_stage_id and progress.started:
+        target = stages.get(delivery.started_stage_id)
+        # "When the first link starts" moves an item forward only: never back from a later stage.
+        if target is not None and item.stage.position >= target.position:
+            target = None
+    if target is None or target.id == item.stage_id:
+        return None
+    old = item.stage
+    roadmap.move_item(session, item=item, stage=target, actor=actor)
+    # Its followers hear of it as of a PM's move (neither a tracker nor the settings form offers "Don't notify").
+    notify.announce_move(session, item=item, old=old, new=target, actor=actor if isinstance(actor, User) else None,
+                         change_id=f"tech-{utcnow().timestamp()}")
+    return f"Moved “{item.title}” from {old.name} to {target.name}."
 
 
 def hook_secret(app_secret: str, hook: TrackerHook) -> str:

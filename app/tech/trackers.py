@@ -228,7 +228,13 @@ def check_jira_age(payload: dict[str, Any], *, now: datetime, tolerance: int) ->
 
 @dataclass(frozen=True, slots=True)
 class LinkUpdate:
-    """What a delivery says of one tracker issue."""
+    """What a delivery says of one tracker issue.
+
+    `updated_at` dates the news: the issue's own updated-at, or else the delivery's time where the format carries
+    one (the generic format's signed `t`, Jira's `timestamp`). GitHub and GitLab carry none, so news without the
+    issue's updated-at is undated (None): it applies to a link that holds no dated news, never over dated news
+    (service._apply), whichever tracker it comes from.
+    """
 
     kind: TrackerKind
     key: str
@@ -348,9 +354,14 @@ def parse_jira(payload: dict[str, Any]) -> Parsed:
     status = fields.get("status") or {}
     category = (status.get("statusCategory") or {}).get("key")
     done = category == "done"
+    # Without the issue's `updated`, the delivery's own `timestamp` (checked for age) dates the news, as the
+    # generic format's signed `t` does.
+    stamp = payload.get("timestamp")
+    sent_at = (datetime.fromtimestamp(stamp / 1000, UTC)
+               if isinstance(stamp, int) and not isinstance(stamp, bool) and 0 <= stamp < 10**14 else None)
     return Parsed(event, [LinkUpdate(
         TrackerKind.jira, key, _text(status.get("name"), 80), done or category == "indeterminate", done,
-        parse_time(fields.get("updated")), _text(fields.get("summary"), 300))])
+        parse_time(fields.get("updated")) or sent_at, _text(fields.get("summary"), 300))])
 
 
 def parse_generic(payload: dict[str, Any], *, sent_at: datetime | None = None) -> Parsed:
@@ -369,14 +380,22 @@ def parse_generic(payload: dict[str, Any], *, sent_at: datetime | None = None) -
         except ValueError as exc:
             raise Rejected("`kind` must be one of github, gitlab, jira, linear.", 400) from exc
         key, done = entry.get("key"), entry.get("done")
-        if not isinstance(key, str) or not key.strip() or len(key) > 200 or not isinstance(done, bool):
-            raise Rejected("Each link needs a `key` (text) and `done` (true or false).", 400)
+        if not isinstance(key, str) or not key.strip() or len(key) > 200:
+            raise Rejected("Each link needs a `key` (text, up to 200 characters).", 400)
+        # JSON booleans only: "false" (a string) is truthy in Python and would read as true.
+        if not isinstance(done, bool):
+            raise Rejected("`done` must be true or false (a JSON boolean).", 400)
         started = entry.get("started", done)
+        if not isinstance(started, bool):
+            raise Rejected("`started` must be true or false (a JSON boolean).", 400)
+        for name in ("status", "title"):
+            if entry.get(name) is not None and not isinstance(entry.get(name), str):
+                raise Rejected(f"`{name}` must be text.", 400)
         updated = entry.get("updated_at")
         updated_at = parse_time(updated)
         if updated is not None and updated_at is None:
             raise Rejected("`updated_at` must be an ISO 8601 time.", 400)
         updated_at = updated_at or sent_at
         updates.append(LinkUpdate(kind, key.strip(), _text(entry.get("status"), 80) or ("done" if done else "open"),
-                                  bool(started) or done, done, updated_at, _text(entry.get("title"), 300)))
+                                  started or done, done, updated_at, _text(entry.get("title"), 300)))
     return Parsed("links", updates)

@@ -46,7 +46,9 @@ Deliveries older than `TRACKER_WEBHOOK_TOLERANCE` seconds (900 by default) are r
 `ENG-12`). A generic webhook speaks for the one tracker chosen when it was made, and for the repositories,
 groups or project keys it is limited to, if any: a link of another tracker or outside that scope is not updated
 (the delivery answers `ignored`, saying which keys were not this webhook's to update). A link whose `updated_at` is not newer than the one it holds keeps its status; without `updated_at`,
-the signature's `t` stands for it. Answers 200 with `outcome` (matched or ignored) and `detail`; 401 for a
+the signature's `t` stands for it. `done` and `started` are JSON booleans: any other value (`"false"`, a string,
+too) is refused with 400 naming the field. A link the delivery tells nothing new (same status, done and started)
+is left as it is and the answer says so. Answers 200 with `outcome` (matched or ignored) and `detail`; 401 for a
 missing or wrong signature, 400 for a stale delivery or a body that is not as described, 413 over the body cap."""
 
 
@@ -74,14 +76,16 @@ def _error(status: int, detail: str) -> JSONResponse:
 
 def _refused(request: Request, session: Session, hook: TrackerHook, exc: trackers.Rejected) -> JSONResponse:
     """Answer a refused delivery (401/400: the request's transaction rolls back, so nothing it read changes)
-    and count it on the webhook in a short transaction of its own, for the admin page and the log."""
+    and keep its time and reason among the webhook's last refusals, in a short transaction of its own that
+    waits for no lock (skipped if it would: the answer is the same), for the admin page; the log has it all."""
     log.warning("tracker webhook %s refused (%s): %s", hook.public_id, hook.kind.value, exc.reason)
     hook_id = hook.id
     session.rollback()  # SQLite: the request's write lock goes before the short write below takes it
-    own = request.app.state.database.new_session(write=True)
+    # Not a write session: on SQLite that would wait at BEGIN IMMEDIATE for the write lock.
+    own = request.app.state.database.new_session(write=False)
     try:
-        tech.record_refusal(own, hook_id=hook_id, reason=exc.reason)
-        own.commit()
+        if not tech.record_refusal(own, hook_id=hook_id, reason=exc.reason):
+            log.info("tracker webhook %s: refusal not kept (a lock was taken)", hook.public_id)
     finally:
         own.close()
     return _error(exc.status, exc.reason)
@@ -104,7 +108,19 @@ def _header(request: Request, name: str, limit: int = 200) -> str:
     return value if len(value) <= limit else ""
 
 
-def _done(session: Any, hook: TrackerHook, parsed: trackers.Parsed, key: str) -> JSONResponse:
+def _find_hook(request: Request, public_id: str, kind: HookKind) -> TrackerHook | None:
+    """The webhook, read in a short read-only transaction of its own: the request's own (a write one) begins only
+    once a delivery has passed its checks, so on SQLite a refused one never waits for the database's write lock
+    that a valid delivery may hold."""
+    own = request.app.state.database.new_session(write=False)
+    try:
+        return tech.find_hook(own, public_id=public_id, kind=kind)
+    finally:
+        own.close()
+
+
+def _done(session: Session, hook: TrackerHook, parsed: trackers.Parsed, key: str) -> JSONResponse:
+    hook = tech.get_hook(session, hook.id)  # in the request's transaction now (the delivery updates it)
     result = tech.receive(session, hook=hook, parsed=parsed, delivery_key=key)
     return JSONResponse({"outcome": result.outcome.value, "detail": result.detail})
 
@@ -120,7 +136,7 @@ async def github(request: Request, session: DbSession, hook_id: str) -> JSONResp
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    hook = tech.find_hook(session, public_id=hook_id, kind=HookKind.github)
+    hook = _find_hook(request, hook_id, HookKind.github)
     if hook is None:
         return _unknown()
     try:
@@ -141,7 +157,7 @@ async def gitlab(request: Request, session: DbSession, hook_id: str) -> JSONResp
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    hook = tech.find_hook(session, public_id=hook_id, kind=HookKind.gitlab)
+    hook = _find_hook(request, hook_id, HookKind.gitlab)
     if hook is None:
         return _unknown()
     try:
@@ -160,7 +176,7 @@ async def jira(request: Request, session: DbSession, hook_id: str, secret: str) 
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    hook = tech.find_hook(session, public_id=hook_id, kind=HookKind.jira)
+    hook = _find_hook(request, hook_id, HookKind.jira)
     if hook is None:
         return _unknown()
     settings = request.app.state.settings
@@ -208,7 +224,7 @@ async def generic(request: Request, session: DbSession, hook_id: str) -> JSONRes
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    hook = tech.find_hook(session, public_id=hook_id, kind=HookKind.generic)
+    hook = _find_hook(request, hook_id, HookKind.generic)
     if hook is None:
         return _unknown()
     settings = request.app.state.settings

@@ -27,8 +27,8 @@ def make_hook(session, pm, kind: HookKind, settings, *, tracker: str | None = No
 
 
 def link(session, item, kind: str, key: str, **extra):  # type: ignore[no-untyped-def]
-    row = BacklogLink(item_id=item.id, kind=kind, key=key, url="", title="", status="open", done=False,
-                      started=False, **extra)
+    row = BacklogLink(item_id=item.id, kind=kind, key=key, **({"url": "", "title": "", "status": "open", "done": False,
+                                                              "started": False} | extra))
     session.add(row)
     session.flush()
     return row

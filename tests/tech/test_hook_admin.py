@@ -33,3 +33,12 @@ async def test_the_secret_page_is_no_store_and_a_reload_makes_no_second_webhook(
     other = await post_form(client, "/admin/tech/hooks", {"name": "Jira payments", "kind": "jira"},
                             page="/admin/tech/hooks")
     assert other.status_code == 200 and session.query(TrackerHook).count() == 2
+
+
+async def test_the_updates_column_names_pull_and_merge_requests(client, session, pm):
+    for name, kind in (("GitHub acme/app", "github"), ("GitLab platform", "gitlab"), ("Jira payments", "jira")):
+        made = await post_form(client, "/admin/tech/hooks", {"name": name, "kind": kind}, page="/admin/tech/hooks")
+        assert made.status_code == 200
+    page = (await client.get("/admin/tech/hooks")).text
+    assert "GitHub issues and pull requests only" in page and "GitLab issues and merge requests only" in page
+    assert "Jira issues only" in page and "GitHub issues only" not in page

@@ -23,8 +23,8 @@ key = "log-test-" + "k" * 32
 settings = Settings(database_url=url, secret_key=key, _env_file=None)
 engine = create_engine(url)
 with engine.begin() as conn:
-    conn.execute(text("INSERT INTO tracker_hooks (public_id, kind, name, salt, created_at, refused_count) "
-                      "VALUES ('hookpub1', 'jira', 'Jira', 'salt-1', '2026-01-01 00:00:00', 0)"))
+    conn.execute(text("INSERT INTO tracker_hooks (public_id, kind, name, salt, created_at) "
+                      "VALUES ('hookpub1', 'jira', 'Jira', 'salt-1', '2026-01-01 00:00:00')"))
 secret = trackers.derive_secret(key, "salt-1")
 app = create_app(settings)
 with socket.socket() as s:

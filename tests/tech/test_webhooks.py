@@ -17,7 +17,7 @@ from app.portal import service as portal
 from app.roadmap.models import StageChange
 from app.security import verify_csrf
 from app.tech import trackers
-from app.tech.models import HookKind, ItemDelivery, TrackerDelivery
+from app.tech.models import REFUSALS_KEPT, HookKind, ItemDelivery, TrackerDelivery, TrackerRefusal
 from tests.factories import make_item, make_pm, stage
 from tests.helpers.http import sign_in
 from tests.helpers.trackers import github_headers, jira_body, link, make_hook, payload
@@ -60,20 +60,27 @@ async def test_github_bad_or_missing_signature_is_401_and_changes_nothing(client
     assert not row.done and session.query(TrackerDelivery).count() == 0
 
 
-async def test_a_refused_delivery_is_counted_on_its_webhook_with_the_reason(client, session, pm, settings):
+async def test_refused_deliveries_are_kept_the_last_twenty_with_time_and_reason(client, session, pm, settings):
     hook, secret = make_hook(session, pm, HookKind.github, settings)
     row = link(session, make_item(session), "github", "acme/app#88")
     body = payload("github_issue_closed.json")
     headers = github_headers(secret, body) | {"x-hub-signature-256": "sha256=" + "0" * 64}
-    for _ in range(2):
+    for _ in range(REFUSALS_KEPT + 3):
         assert (await client.post(f"/hooks/github/{hook.public_id}", content=body, headers=headers)).status_code == 401
-    session.refresh(hook)
+    missing = {k: v for k, v in headers.items() if k != "x-hub-signature-256"}
+    assert (await client.post(f"/hooks/github/{hook.public_id}", content=body, headers=missing)).status_code == 401
     session.refresh(row)
-    assert hook.refused_count == 2 and "signature" in hook.last_refused_reason.lower()
-    assert not row.done and session.query(TrackerDelivery).count() == 0 and hook.last_delivery_at is None
+    kept = session.query(TrackerRefusal).filter_by(hook_id=hook.id).order_by(TrackerRefusal.seq).all()
+    assert len(kept) == REFUSALS_KEPT and kept[-1].seq == REFUSALS_KEPT + 4  # bounded, the newest kept
+    assert kept[-1].reason == "No X-Hub-Signature-256 header." and kept[0].reason == "The signature does not match."
+    assert not row.done and session.query(TrackerDelivery).count() == 0
+    session.refresh(hook)
+    assert hook.last_delivery_at is None
     sign_in(client, session, pm)
     page = (await client.get("/admin/tech/hooks")).text
-    assert "2, the latest" in page and hook.last_refused_reason in page
+    assert f"{REFUSALS_KEPT + 4}, the latest" in page and "No X-Hub-Signature-256 header." in page
+    log = page.split('id="deliveries-title"', 1)[1]
+    assert log.count(">Refused</span>") == REFUSALS_KEPT and log.count("The signature does not match.") == 19
 
 
 async def test_a_body_changed_after_signing_is_refused(client, session, pm, settings):
