@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -37,6 +38,9 @@ from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.roadmap.models import Confidence, Item, Stage, Visibility
 from app.roadmap.timeframes import Timeframe, current_quarter, quarter_choices
+from app.tech import service as tech
+from app.tech import trackers
+from app.tech.models import HookKind, InitiativeStatus
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Follow, Importance, Vote
 
@@ -667,6 +671,7 @@ def seed_demo(session: Session) -> str:
     said = _demo_conversations(session, items=items, customers=customers, voters=voters,
                                companies=organisations_by_name, segments=segments, pm=pm, clock=clock)
     _demo_changelog(session, items=items, products=products, pm=pm)
+    _demo_tech(session, items=items, pm=pm, admin=admin, when=clock.days_ago(3))
     summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
     return summary + "\n" + _customer_summary(customers, voters, settings.base_url, password, said)
 
@@ -753,6 +758,63 @@ def _demo_changelog(session: Session, *, items: list[Item], products: dict[str, 
         with _dated(session, at):
             entry = changelog.create_entry(session, data=data, actor=pm)
         entry.published_at = entry.created_at = entry.updated_at = at
+    session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class DemoInitiative:
+    """An engineering initiative of the demo's technology roadmap, the items it delivers (titles in ITEMS) and
+    its tracker issues as (address, status, done, estimate)."""
+
+    title: str
+    description: str
+    quarter: str
+    items: tuple[str, ...]
+    links: tuple[tuple[str, str, bool, int], ...]
+
+
+INITIATIVES: tuple[DemoInitiative, ...] = (
+    DemoInitiative(
+        "Offline-first sync engine for the mobile app",
+        "Replace the app's request-per-action calls with a local store that syncs when a connection comes back. "
+        "Unblocks clocking in without signal and shift swaps that survive a dropped connection.",
+        "2027-Q1", ("Clock in without mobile signal", "Swap shifts from the mobile app"),
+        (("https://github.com/rotawise/mobile/issues/412", "closed", True, 5),
+         ("https://github.com/rotawise/mobile/pull/418", "open", False, 3),
+         ("https://github.com/rotawise/mobile/issues/431", "open", False, 8))),
+    DemoInitiative(
+        "Schedule grid rewrite (virtualised, accessible)",
+        "A new schedule grid that renders only the visible rows and is built on the ARIA grid pattern from the "
+        "start: large rotas open at once, and keyboards and screen readers reach every cell.",
+        "2026-Q4", ("Schedules for 1,000+ staff load in under a second",
+                    "Screen reader and keyboard support for the schedule grid"),
+        (("https://rotawise.atlassian.net/browse/WEB-201", "Done", True, 5),
+         ("https://rotawise.atlassian.net/browse/WEB-214", "In Progress", False, 5),
+         ("https://rotawise.atlassian.net/browse/WEB-230", "To Do", False, 3))),
+)
+
+
+def _demo_tech(session: Session, *, items: list[Item], pm: User, admin: User, when: datetime) -> None:
+    """The technology roadmap behind some in-flight items: INITIATIVES, their links (statuses as a tracker last
+    reported them; nothing is fetched), a GitHub webhook limited to the mobile repository (its secret is not shown:
+    delete it and make one to connect a real repository), and a public progress bar on one item."""
+    by_title = {item.title: item for item in items}
+    with _dated(session, when):
+        for demo in INITIATIVES:
+            data = tech.InitiativeForm(title=demo.title, description=demo.description, owner_id=pm.id,
+                                       status=InitiativeStatus.active, quarter=demo.quarter)
+            initiative = tech.create_initiative(session, data=data, actor=pm)
+            for title in demo.items:
+                tech.link_item(session, initiative=initiative, item=by_title[title], actor=pm)
+            for url, status, done, estimate in demo.links:
+                ref = trackers.recognise(url)
+                tech.add_link_ref(session, kind=ref.kind, key=ref.key, url=ref.url, status=status, done=done,
+                                  started=done or status == "In Progress" or "/pull/" in url,
+                                  estimate=Decimal(estimate), actor=pm, initiative=initiative)
+        tech.create_hook(session, data=tech.HookForm(name="GitHub rotawise/mobile", kind=HookKind.github,
+                                                     scope="rotawise/mobile"), actor=admin)
+        grid = by_title["Schedules for 1,000+ staff load in under a second"]
+        tech.set_delivery(session, item=grid, data=tech.DeliveryForm(show_progress=True), actor=pm)
     session.flush()
 
 

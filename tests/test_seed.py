@@ -274,3 +274,21 @@ def test_the_seed_output_and_the_readme_count_the_customers_the_people_page_list
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert f"{with_account} customer accounts with real votes" in readme
     assert f"({len(customers)} people on the People page)" in readme
+
+
+async def test_the_technology_roadmap_starts_with_initiatives_links_and_a_webhook(client, session, seeded):
+    from app.tech.models import BacklogLink, Initiative, TrackerHook
+
+    initiatives = list(session.scalars(select(Initiative).order_by(Initiative.title)))
+    assert len(initiatives) == 2 and all(i.owner_id is not None for i in initiatives)
+    assert session.query(BacklogLink).count() == 6 and session.query(TrackerHook).count() == 1
+    staff = session.scalar(select(User).where(User.email == seed.PM_EMAIL))
+    sign_in(client, session, staff)
+    listed = (await client.get("/admin/tech")).text
+    assert "Offline-first sync engine" in listed and "Schedule grid rewrite" in listed and "No links" not in listed
+    grid = session.scalar(select(Item).where(Item.title == "Schedules for 1,000+ staff load in under a second"))
+    assert "38% delivered" in (await client.get(f"/admin/items/{grid.public_id}")).text  # 5 of 13 points
+    assert "GitHub rotawise/mobile" in (await client.get("/admin/tech/hooks")).text
+    client.cookies.clear()
+    page = (await client.get(grid.path)).text
+    assert "About 38% delivered" in page and "WEB-201" not in page
