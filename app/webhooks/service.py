@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator
 from sqlalchemy import func, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app import revision
 from app.accounts.models import Role, User
@@ -40,7 +40,7 @@ from app.errors import NotFound
 from app.forms import FormModel, checkbox, refuse, text
 from app.outbox import service as outbox
 from app.portal.models import PortalSetting
-from app.roadmap.models import Item
+from app.roadmap.models import Item, Product, Stage
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 KIND = "webhook"
@@ -159,9 +159,20 @@ def absolute(path: str) -> str:
     return get_settings().base_url + path
 
 
+def _related(item: Item, name: str, model: type[Product] | type[Stage], key: int | None) -> Any:
+    """The item's product or stage: the loaded one, else from the session (its identity map, mostly)."""
+    loaded = _loaded(item, name)
+    if loaded is not None or key is None:
+        return loaded
+    session = object_session(item)
+    return session.get(model, key) if session is not None else None
+
+
 def item_data(item: Item) -> dict[str, Any]:
-    """An item as the payloads carry it (its product and stage when the caller has them loaded)."""
-    product, stage = _loaded(item, "product"), _loaded(item, "stage")
+    """An item as every payload carries it (the one serializer of items): its product and stage always, loaded
+    by the caller or fetched here (the relationships are lazy="raise")."""
+    product = _related(item, "product", Product, item.product_id)
+    stage = _related(item, "stage", Stage, item.stage_id)
     return {
         "id": item.public_id, "title": item.title, "summary": item.summary,
         "url": absolute(item.path), "visibility": item.visibility.value,

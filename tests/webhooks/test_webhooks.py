@@ -103,7 +103,8 @@ class TestDelivery:
         assert [c.path for c in hook.calls] == ["/hooks/ahead?source=roadmap"] * 2
         moved, released = (verified(endpoint, c) for c in hook.calls)
         assert moved["type"] == "item.stage_changed" and moved["version"] == 1
-        assert moved["data"]["changes"] == {"stage": {"before": "Planned", "after": "Released"}}
+        assert moved["data"]["changes"] == {"stage": {"before": {"slug": "planned", "name": "Planned"},
+                                                          "after": {"slug": "released", "name": "Released"}}}
         assert moved["data"]["item"]["id"] == item.public_id and moved["data"]["item"]["title"] == "Dark mode"
         assert moved["data"]["actor"] == {"email": "ada@example.com", "name": admin.display_name}
         assert released["type"] == "item.released" and released["data"]["item"]["stage"]["name"] == "Released"
@@ -306,7 +307,7 @@ class TestVotes:
 
     async def test_vote_events_reach_a_subscriber(self, client, session, admin, hook):
         endpoint = await add_endpoint(client, session, hook.url, ["vote.created", "vote.removed"])
-        item = make_item(session, title="Dark mode")
+        item = make_item(session, title="Dark mode", product=make_product(session, name="Mobile app", slug="mobile"))
         voter = make_user(session, email="maya@harbour.example", password=None)
         sign_in(client, session, voter)
         await post_form(client, f"/items/{item.public_id}/vote", {"importance": "critical", "next": "/"})
@@ -318,6 +319,9 @@ class TestVotes:
         assert created["type"] == "vote.created" and created["data"]["vote"]["importance"] == "critical"
         assert created["data"]["vote"]["voter"]["email"] == "maya@harbour.example"
         assert removed["type"] == "vote.removed" and removed["data"]["item"]["title"] == "Dark mode"
+        for payload in (created, removed):  # the item as every other event gives it
+            assert payload["data"]["item"]["product"] == {"slug": "mobile", "name": "Mobile app"}
+            assert payload["data"]["item"]["stage"] is not None and payload["data"]["item"]["stage"]["slug"]
 
 
 def test_every_event_is_documented():
