@@ -468,7 +468,8 @@ def _emit_item(session: Session, event_type: str, item: Item, *, actor: User | I
 
 
 def _emit_move(session: Session, item: Item, *, old: Stage, new: Stage, actor: User | IntegrationActor | None) -> None:
-    _emit_item(session, "item.stage_changed", item, actor=actor, changes={"stage": [old.name, new.name]})
+    _emit_item(session, "item.stage_changed", item, actor=actor, changes={"stage": [
+        {"slug": old.slug, "name": old.name}, {"slug": new.slug, "name": new.name}]})  # as item.stage gives it
     if new.is_released and not old.is_released:
         _emit_item(session, "item.released", item, actor=actor)
 
