@@ -225,6 +225,13 @@ async def move_item(request: Request, session: DbSession, user: StaffUser, publi
         return redirect(request, _edit_url(item), flash="Choose a stage to move the item to.", kind="error")
     if stage.id == item.stage_id:
         return redirect(request, _edit_url(item), flash=f"The item is already in {stage.name}.", kind="info")
+    if stage.is_released and told.data.message.strip():
+        # A release emails its release notes; a message here would go nowhere, so it is refused, kept as typed.
+        return _render_form(request, session, item=item, form=_item_form(item), status_code=422, extra={
+            "move": {"stage_id": raw or "", "why": why.typed["why"], "release_notes": notes.typed["release_notes"],
+                     "notify": told.typed["notify"], "message": told.typed["message"]},
+            "move_errors": {"message": f"A release emails its release notes, not this message: put what you want to "
+                                       f"say in the release notes, or clear this box to move it to {stage.name}."}})
     old_stage = item.stage
     decision = decisions.move_item(session, item=item, stage=stage, why=why.data.why, actor=user,
                                    release_notes=notes.data.release_notes if "release_notes" in form else None)

@@ -91,12 +91,12 @@ async def post_comment(request: Request, session: DbSession, viewer: CurrentView
 
 
 def _tell(session: Session, viewer: Viewer, item: Item, comment: Comment, *, parent: str, notify_choice: str) -> str:
-    """Who hears of the comment: staff answer officially (the followers, unless "Don't notify"); a customer's
-    reply reaches the authors of the comment it answers and of its thread's first comment."""
+    """Who hears of the comment: staff answer officially (the followers, unless "Don't notify"); a reply
+    reaches the authors of the comment it answers and of its thread's first comment. "Don't notify" only
+    silences the broadcast to the followers: the author of a comment staff reply to still hears of the reply
+    (as a reply, unless they opted out), since it is addressed to them."""
     assert viewer.user is not None
-    if viewer.is_staff:
-        if notify_choice == "no":
-            return " Nobody is told by email."
+    if viewer.is_staff and notify_choice != "no":
         count = notify.count_answer_audience(session, item=item, actor=viewer.user)
         notify.announce_answer(session, comment=comment, actor=viewer.user)
         return f" {count} {'person is' if count == 1 else 'people are'} told." if count else ""
@@ -105,7 +105,9 @@ def _tell(session: Session, viewer: Viewer, item: Item, comment: Comment, *, par
         if parent:
             replied.append(discussion.get_comment(session, viewer=viewer, public_id=parent).comment.id)
         notify.announce_reply(session, comment=comment, replied_to=replied, actor=viewer.user)
-    return ""
+        if viewer.is_staff:
+            return " The followers are not told; the comment’s author hears of your reply."
+    return " Nobody is told by email." if viewer.is_staff else ""
 
 
 @router.get("/comments/{public_id}", response_class=HTMLResponse)

@@ -215,6 +215,21 @@ class TestAStageMove:
         text, html = _parts(message)
         assert "It overlaps with *Open shifts*." in text and "<em>Open shifts</em>" in html
 
+    async def test_a_message_typed_for_a_release_is_refused_as_typed_not_dropped(self, web, session, inbox):
+        item, _ = _followers(session)
+        sign_in(web, session, make_pm(session))
+        refused = await _move(web, item, stage(session, "released").id, message="Thanks for **waiting**!")
+        assert refused.status_code == 422
+        assert "A release emails its release notes, not this message" in refused.text
+        assert "Thanks for **waiting**!</textarea>" in refused.text  # kept as typed
+        session.expire(item)
+        assert item.stage_id != stage(session, "released").id  # not moved
+        await deliver(web)
+        assert inbox[0].take() == []
+
+        moved = await _move(web, item, stage(session, "released").id)
+        assert moved.status_code == 303
+
     async def test_many_followers_are_told_in_batches_of_jobs(self, web, session, inbox, monkeypatch):
         monkeypatch.setattr(notify, "BATCH", 2)
         item = make_item(session)
@@ -341,6 +356,27 @@ class TestComments:
         received = _by_recipient(inbox[0].take())
         assert set(received) == {pm.email}
         assert str(received[pm.email]["Subject"]).startswith("A reply to your comment on “Shift swaps”")
+
+    async def test_dont_notify_on_a_staff_reply_silences_the_followers_not_the_comments_author(
+            self, web, session, inbox):
+        item, people = _followers(session)
+        sign_in(web, session, people["voter"])
+        await post_form(web, f"/items/{item.public_id}/comments", {"body": "Will it work offline?"}, page=item.path)
+        question = session.execute(select(notify.Comment.public_id).where(notify.Comment.item_id == item.id)).scalar_one()
+        await deliver(web)
+        inbox[0].take()
+        web.cookies.clear()
+        sign_in(web, session, make_pm(session))
+        page = (await web.get(item.path)).text
+        assert "Either way, the author of the comment you reply to hears of your reply." in page
+
+        answered = await post_form(web, f"/items/{item.public_id}/comments",
+                                   {"body": "Yes, it will.", "parent": question, "notify": "no"}, page=item.path)
+        assert "the comment’s author hears of your reply" in (await web.get(answered.headers["location"])).text
+        await deliver(web)
+        received = _by_recipient(inbox[0].take())
+        assert set(received) == {"voter@example.com"}  # not the other followers
+        assert str(received["voter@example.com"]["Subject"]).startswith("A reply to your comment on “Shift swaps”")
 
 
 class TestDigestSettings:
