@@ -100,6 +100,17 @@ class TestEntries:
         feed = feedparser.parse((await visitor.get("/changelog.atom")).content)
         assert [e.title for e in feed.entries] == ["Dark mode"]
 
+    async def test_the_feeds_links_from_notes_are_absolute_as_in_the_emails(self, client, visitor, session, pm):
+        item = released(session, "Dark mode", 5, release_notes="See [the changelog](/changelog).")
+        await write_entry(client, items=[str(item.id)], notes="More on [the roadmap](/roadmap).")
+        released(session, "Audit trail", 3, release_notes="Read [the guide](/docs/audit).")
+
+        feed = feedparser.parse((await visitor.get("/changelog.atom")).content, sanitize_html=False,
+                                resolve_relative_uris=False)
+        hrefs = re.findall(r'href="([^"]+)"', " ".join(e.content[0].value for e in feed.entries))
+        assert {"http://testserver/roadmap", "http://testserver/docs/audit"} <= set(hrefs)
+        assert all(h.startswith("http://testserver/") for h in hrefs), hrefs
+
     async def test_a_scheduled_entry_appears_at_its_time(self, client, visitor, session, pm):
         item = released(session, "Dark mode", 5)
         at = (utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
