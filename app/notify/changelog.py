@@ -264,8 +264,9 @@ def fan_out(session: Session, payload: dict[str, Any], *, settings: Settings) ->
         visitors = _visitors(session, after)
         for subscriber_id, email in visitors:
             unsubscribe = unsubscribe_url(settings, subscriber_id=subscriber_id)
+            # A visitor has no account, so no preferences page: the email says so, and unsubscribing is all.
             emails.append(_email(entry, email, {**common, "name": "", "unsubscribe_url": unsubscribe,
-                                                "preferences_url": ""}, unsubscribe))
+                                                "preferences_url": "", "visitor": True}, unsubscribe))
         count, last = count + len(visitors), (visitors[-1][0] if visitors else 0)
         if len(visitors) < BATCH:
             phase = "done"

@@ -142,6 +142,9 @@ class TestAVisitor:
         entry = session.scalar(select(changelog.ChangelogEntry).where(changelog.ChangelogEntry.title == "Spring release"))
         assert entry is not None and f"http://testserver{entry.path}" in text
         assert 'href="http://testserver/"' in html  # the notes' relative link, made absolute
+        # No account, so no preferences link: the email says unsubscribing is all there is.
+        assert "no account: there is nothing else to set" in text and "no account: there is nothing else to set" in html
+        assert "Choose what you hear about" not in text
         assert str(message["List-Unsubscribe-Post"]).strip() == "List-Unsubscribe=One-Click"
         header = re.fullmatch(r"<http://testserver(/unsubscribe/changelog/[^>]+)>", str(message["List-Unsubscribe"]).strip())
         assert header, message["List-Unsubscribe"]
