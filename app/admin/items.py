@@ -64,6 +64,7 @@ async def item_list(
     stage: Slug = None,
     page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1,
     sort: Slug = None,
+    dir: Slug = None,  # the desk's name for it, so a shared link reads the same
 ) -> Response:
     try:
         staff_status = roadmap.StaffStatus(status or "all")
@@ -73,10 +74,11 @@ async def item_list(
         staff_sort = roadmap.StaffSort(sort or "updated")
     except ValueError:
         staff_sort = roadmap.StaffSort.updated
+    ascending = dir == "asc"  # anything else: the column's first direction, most / heaviest / latest first
     weights = desk.desk_weights(session)
     items, total = roadmap.list_items_for_staff(
         session, viewer, q=q, status=staff_status, product=product or None, stage=stage or None,
-        page=page, per_page=PER_PAGE, sort=staff_sort, ranking=desk.demand_ranking(weights),
+        page=page, per_page=PER_PAGE, sort=staff_sort, ascending=ascending, ranking=desk.demand_ranking(weights),
     )
     demand = desk.demand_by_item(session, item_ids=[i.id for i in items], weights=weights)
     return render(request, "admin/items/list.html", {
@@ -85,7 +87,7 @@ async def item_list(
         "filtered": bool(q.strip() or staff_status is not roadmap.StaffStatus.all or product or stage),
         "products": roadmap.list_products(session), "stages": roadmap.list_stages(session),
         "status_labels": STATUS_LABELS, "visibility_short": VISIBILITY_SHORT,
-        "sort": staff_sort, "demand": demand,
+        "sort": staff_sort, "ascending": ascending, "demand": demand,
     })
 
 

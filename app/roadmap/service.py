@@ -584,10 +584,11 @@ class StaffSort(StrEnum):
 
 def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", status: StaffStatus = StaffStatus.all,
                          product: str | None = None, stage: str | None = None, page: int = 1,
-                         per_page: int = 50, sort: StaffSort = StaffSort.updated,
+                         per_page: int = 50, sort: StaffSort = StaffSort.updated, ascending: bool = False,
                          ranking: Any = None) -> tuple[list[Item], int]:
     """A page of items for staff. With `sort=demand`, `ranking` is a subquery (item_id, demand) to order by
-    (the desk's `demand_ranking`: this module knows no weights)."""
+    (the desk's `demand_ranking`: this module knows no weights). `ascending` reverses the sort (fewest votes,
+    lightest demand, oldest change first); ties stay latest changed first."""
     stmt = _apply_filters(select(Item), Filters(product=product, stage=stage))
     if status is StaffStatus.draft:
         stmt = stmt.where(Item.published_at.is_(None))
@@ -599,10 +600,13 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
     total = session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
     first: list[Any] = []
     if sort is StaffSort.votes:
-        first = [Item.vote_count.desc()]
+        first = [Item.vote_count.asc() if ascending else Item.vote_count.desc()]
     elif sort is StaffSort.demand and ranking is not None:
         stmt = stmt.outerjoin(ranking, ranking.c.item_id == Item.id)
-        first = [func.coalesce(ranking.c.demand, 0.0).desc()]
+        demand = func.coalesce(ranking.c.demand, 0.0)
+        first = [demand.asc() if ascending else demand.desc()]
+    elif ascending:
+        first = [Item.updated_at.asc(), Item.id.asc()]
     items = session.scalars(
         stmt.options(*_CARD_OPTIONS)
         .order_by(*first, Item.updated_at.desc(), Item.id.desc())
