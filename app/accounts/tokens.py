@@ -82,8 +82,10 @@ def revoke_token(session: Session, *, token_id: int, actor: User) -> ApiToken:
         token.revoked_at = utcnow()
         session.flush()
         audit.record(session, actor=actor, action=AuditAction.api_token_revoked, entity_type="api_token",
-                     label=f"{token.name} ({token.prefix}…)",
-                     changes={"revoked": [False, True], "owner": [token.user.email, token.user.email]})
+                     # Whose token it was is part of what was revoked, not a change: in the label, so the entry
+                     # does not read as if the owner changed.
+                     label=f"{token.name} ({token.prefix}…) of {token.user.email}",
+                     changes={"revoked": [False, True]})
     return token
 
 

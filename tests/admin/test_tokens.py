@@ -37,6 +37,21 @@ async def test_created_listed_with_scope_and_expiry_and_audited(client, session)
     assert "Revoked" in (await client.get("/admin/tokens")).text
 
 
+async def test_the_revocation_is_audited_with_only_what_changed(client, session):
+    admin = make_admin(session, email="ada@example.com", display_name="Ada Admin")
+    sign_in(client, session, make_pm(session, email="pia@example.com"))
+    await create_token(client, name="Quarterly review")
+    sign_in(client, session, admin)
+    row = session.scalars(select(ApiToken)).one()
+    await post_form(client, f"/admin/tokens/{row.id}/revoke", {}, page="/admin/tokens")
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "api_token.revoked")).one()
+    assert event.changes == {"revoked": [False, True]}
+    page = (await client.get("/admin/audit")).text
+    assert f"Quarterly review ({row.prefix}…) of pia@example.com" in page
+    entry = page.split("of pia@example.com", 1)[1].split("</tr>", 1)[0]
+    assert entry.count("<del>") == 1 and "<del>no</del>" in entry  # revoked no → yes, and no "owner" → itself
+
+
 async def test_a_pm_manages_their_own_and_an_admin_everyones(client, session):
     admin = make_admin(session, display_name="Ada Admin")
     pm = make_pm(session, display_name="Pia PM")
