@@ -27,6 +27,8 @@ from app.accounts.viewer import Viewer
 from app.changelog import service as changelog
 from app.config import get_settings
 from app.db import utcnow
+from app.desk import decisions
+from app.desk import service as desk
 from app.discussion import service as discussion
 from app.discussion.models import CommentReport
 from app.errors import FormInvalid
@@ -672,6 +674,7 @@ def seed_demo(session: Session) -> str:
                                companies=organisations_by_name, segments=segments, pm=pm, clock=clock)
     _demo_changelog(session, items=items, products=products, pm=pm)
     _demo_tech(session, items=items, pm=pm, admin=admin, when=clock.days_ago(3))
+    _demo_desk(session, items=items, stages=stages, pm=pm)
     summary = _summary(items, settings.base_url, admin if admin_new else None, pm if pm_new else None, password)
     return summary + "\n" + _customer_summary(customers, voters, settings.base_url, password, said)
 
@@ -792,6 +795,32 @@ INITIATIVES: tuple[DemoInitiative, ...] = (
          ("https://rotawise.atlassian.net/browse/WEB-214", "In Progress", False, 5),
          ("https://rotawise.atlassian.net/browse/WEB-230", "To Do", False, 3))),
 )
+
+
+# The prioritisation desk's own inputs, so a new PM sees RICE and decisions on record, not only "—":
+# RICE confidence (percent) and effort (person-months) on a few items, entered as on the item's demand page...
+DEMO_RICE = (
+    ("Open shifts that qualified staff can claim", 80, Decimal(3)),
+    ("Demand forecasting from point-of-sale data", 50, Decimal(6)),
+    ("Stream the audit log to your SIEM", 70, Decimal(2)),
+    ("Clock in without mobile signal", 90, Decimal("1.5")),
+)
+# ...and stage moves recorded with why, as the Move form records them (after the votes, so the snapshot has the
+# desk's numbers of today).
+DEMO_DECISIONS = (
+    ("Stream the audit log to your SIEM", "planned",
+     "High weighted demand on the desk, and customers' security reviews ask for it; about two person-months."),
+    ("Clock in from Apple Watch and Wear OS", "declined",
+     "Few voters and little weighted demand; clocking in without signal on the phone answers most of the need."),
+)
+
+
+def _demo_desk(session: Session, *, items: list[Item], stages: dict[str, Stage], pm: User) -> None:
+    by_title = {item.title: item for item in items}
+    for title, confidence, effort in DEMO_RICE:
+        desk.set_rice(session, item=by_title[title], confidence=confidence, effort=effort, actor=pm)
+    for title, stage, why in DEMO_DECISIONS:
+        decisions.move_item(session, item=by_title[title], stage=stages[stage], why=why, actor=pm)
 
 
 def _demo_tech(session: Session, *, items: list[Item], pm: User, admin: User, when: datetime) -> None:

@@ -15,6 +15,7 @@ from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.accounts.viewer import ANONYMOUS
 from app.audit import service as audit
+from app.desk.models import Decision
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Visibility
 from tests.helpers.http import post_form, sign_in
@@ -292,3 +293,19 @@ async def test_the_technology_roadmap_starts_with_initiatives_links_and_a_webhoo
     client.cookies.clear()
     page = (await client.get(grid.path)).text
     assert "About 38% delivered" in page and "WEB-201" not in page
+
+
+async def test_the_desk_has_rice_and_decisions_on_record(client, session, seeded):
+    """A new PM sees the desk's features with the demo: RICE figures, and decisions with their snapshot."""
+    sign_in(client, session, session.scalars(select(User).where(User.email == seed.PM_EMAIL)).one())
+    page = await client.get("/admin/desk?window=all&sort=rice")
+    rice = re.findall(r'data-col="rice">([^<]*)</td>', page.text)
+    assert sum(1 for r in rice if r.strip() not in ("", "—")) == len(seed.DEMO_RICE)
+    recorded = list(session.scalars(select(Decision)))
+    stage_names = {s.slug: s.name for s in roadmap.list_stages(session)}
+    assert {(d.to_stage_name, d.why) for d in recorded} == {
+        (stage_names[stage], why) for _, stage, why in seed.DEMO_DECISIONS}
+    assert all(d.numbers["voters"] > 0 and d.weights for d in recorded)  # the snapshot of the moment
+    decisions_page = await client.get("/admin/decisions")
+    assert all(why in decisions_page.text for _, _, why in seed.DEMO_DECISIONS) or all(
+        why.replace("'", "&#39;") in decisions_page.text for _, _, why in seed.DEMO_DECISIONS)
