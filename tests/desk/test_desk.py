@@ -402,7 +402,7 @@ class TestItemsList:
             numbers = re.findall(r'<td class="num">(?:<a [^>]+>)?([0-9.]+)', cells[TITLES[key]])
             assert int(numbers[0]) == expected[key]["voters"]
             assert float(numbers[1]) == pytest.approx(expected[key]["demand"], abs=0.006)
-        assert re.search(r'aria-sort="descending"><a href="\?sort=votes">Votes', page.text)
+        assert re.search(r'aria-sort="descending"><a href="\?sort=votes&amp;dir=asc">Votes', page.text)
 
 
 class TestLongDemand:
