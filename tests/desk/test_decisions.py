@@ -140,6 +140,18 @@ class TestRecordingADecision:
         page = await client.get(f"/admin/items/{world.items['W'].public_id}")
         assert "No reason recorded." in page.text
 
+    async def test_rice_entered_on_an_item_nobody_voted_for_reads_as_such(self, client, session, admin):
+        """RICE is 0 without voters, and there is no impact to show: the history and the list once answered 500."""
+        world = build(session)
+        item = world.items["W"]
+        session.execute(update(Item).where(Item.id == item.id).values(rice_confidence=80, effort=2))
+        session.commit()
+        assert (await move(client, item, stage(session, "in-progress").id)).status_code == 303
+        for path in ("/admin/decisions", f"/admin/items/{item.public_id}"):
+            page = await client.get(path)
+            assert page.status_code == 200
+            assert "0.00 (nobody voted in this window)" in words(page.text)
+
     async def test_a_too_long_why_is_refused_keeps_the_text_and_moves_nothing(self, client, session, admin):
         world = build(session)
         w = world.items["W"]
