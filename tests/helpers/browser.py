@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
 from app.config import ROOT
-from app.db import Database
+from app.db import Database, utcnow
+from app.desk import aggregates
 from app.models import metadata
 from app.roadmap import service as roadmap
 from app.roadmap.models import Product, Stage
@@ -72,6 +73,9 @@ def empty_database(database: Database, default_stages: list[dict[str, Any]]) -> 
                 else:
                     session.add(Stage(**row))
             session.flush()
+        # The desk's state and windows rows are the migration's, not the app's: put them back as a new database has them
+        # (without them the triggers count no window and the desk's filters list nothing).
+        aggregates.rebuild(session, today=utcnow().date())
 
 
 @dataclass
