@@ -20,13 +20,13 @@ their widget state from app/roadmap/pages.py.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
@@ -187,11 +187,22 @@ async def _unvote_direct(request: Request) -> Response:
     return await unvote(request, session, viewer, public_id)
 
 
+class _DirectRoute(Route):
+    """A plain route that names itself in the scope as FastAPI's routes do (`scope["route"]`): FastAPI's router
+    does not, and the metrics count a request under the route's template (app/metrics.RouteMiddleware)."""
+
+    def matches(self, scope: Any) -> tuple[Match, Any]:
+        match, child_scope = super().matches(scope)
+        if match != Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 def direct_routes() -> list[Route]:
     """POST /items/{public_id}/vote and /unvote as plain Starlette routes, for the app to put ahead of its
     routers (form posts and fetches alike: one code path). Not in the OpenAPI description, as before."""
-    return [Route("/items/{public_id}/vote", _vote_direct, methods=["POST"], include_in_schema=False),
-            Route("/items/{public_id}/unvote", _unvote_direct, methods=["POST"], include_in_schema=False)]
+    return [_DirectRoute("/items/{public_id}/vote", _vote_direct, methods=["POST"], include_in_schema=False),
+            _DirectRoute("/items/{public_id}/unvote", _unvote_direct, methods=["POST"], include_in_schema=False)]
 
 
 def _sent(form: Submitted[_Form]) -> _Form:
