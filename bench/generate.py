@@ -316,11 +316,11 @@ def quarter_of(when: datetime) -> tuple[int, int]:
     return when.year, (when.month - 1) // 3 + 1
 
 
-def generate(url: str, *, scale: float, seed: int, analyze: bool) -> None:
+def generate(url: str, *, scale: float, seed: int, analyze: bool, votes: int | None = None) -> None:
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
     n_items, n_users = max(50, int(10_000 * scale)), max(100, int(100_000 * scale))
-    n_orgs, n_votes = max(10, int(2_000 * scale)), int(1_000_000 * scale)
+    n_orgs, n_votes = max(10, int(2_000 * scale)), int(1_000_000 * scale) if votes is None else votes
     phase = Phase()
     print(f"target: {make_url(url).render_as_string(hide_password=True)}  (scale {scale}: {n_items:,} items, "
           f"{n_users:,} customers, {n_orgs:,} organisations, {n_votes:,} votes)", flush=True)
@@ -567,6 +567,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", help="a SQLite file path, or a postgresql:// URL (database name with 'bench')")
     parser.add_argument("--scale", type=float, default=1.0, help="1 = 10,000 items, 100,000 customers, 1M votes")
+    parser.add_argument("--votes", type=int, default=None,
+                        help="this many votes whatever the scale (e.g. 100000 at scale 1: the same 10,000 items "
+                             "with a tenth of the votes); at most one per item and customer")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--replace", action="store_true", help="overwrite an existing file / bench database")
     parser.add_argument("--drop", action="store_true", help="only remove the file / drop the bench database")
@@ -581,7 +584,7 @@ def main() -> None:
         return
     prepare(url, replace=args.replace)
     analyze = args.analyze == "yes" or (args.analyze == "auto" and not url.startswith("sqlite"))
-    generate(url, scale=args.scale, seed=args.seed, analyze=analyze)
+    generate(url, scale=args.scale, seed=args.seed, analyze=analyze, votes=args.votes)
 
 
 if __name__ == "__main__":
