@@ -10,6 +10,10 @@ then answer them from memory, keyed on the path with its query and on whether th
                    and response class, no middleware, no dependency, no database.
 * `create_raw_app` a raw ASGI callable: a dict lookup and two `send` calls. What uvicorn alone costs.
 
+A request carrying `If-None-Match` is answered with the captured revalidation of that page (the app's 304: its
+headers, no body) when one was captured (`revalidating(audience)`): both references then compare nothing, they
+only answer the 304 the app answered, which is the least a server can do for a conditional GET.
+
 A ratio of 1.0 to `create_app` means the app adds nothing to what FastAPI costs to send these bytes.
 
     AHEAD_REFERENCE_PAGES=/tmp/pages.json .venv/bin/python -m uvicorn bench.reference_app:create_app \\
@@ -42,6 +46,16 @@ VISITOR, CUSTOMER = "visitor", "customer"
 _CSRF = "0" * 64
 
 
+def revalidating(audience: str) -> str:
+    """The key of an audience's conditional GET (If-None-Match sent) of a page."""
+    return audience + " 304"
+
+
+def _audience(cookie: bool, conditional: bool) -> str:
+    audience = CUSTOMER if cookie else VISITOR
+    return revalidating(audience) if conditional else audience
+
+
 def save_pages(target: Path, pages: Iterable[tuple[str, str, list[tuple[str, str]], bytes]]) -> None:
     """Write (path with query, audience, headers, body) as the references read them."""
     rows = [{"path": path, "audience": audience,
@@ -72,12 +86,13 @@ def create_app() -> FastAPI:
     @app.get("/{path:path}")
     async def page(request: Request, path: str) -> Response:
         query = request.url.query
-        key = ("/" + path + ("?" + query if query else ""), CUSTOMER if "cookie" in request.headers else VISITOR)
+        conditional = "if-none-match" in request.headers
+        key = ("/" + path + ("?" + query if query else ""), _audience("cookie" in request.headers, conditional))
         found = by_path.get(key)
         if found is None:
             return Response(status_code=404)
         headers, body = found
-        return Response(body, headers=headers)
+        return Response(body, status_code=304 if conditional else 200, headers=headers)
 
     return app
 
@@ -98,16 +113,18 @@ def create_raw_app() -> Any:
                     return
         path = scope["path"]
         query = scope["query_string"]
-        audience = CUSTOMER if any(name == b"cookie" for name, _ in scope["headers"]) else VISITOR
+        names = {name for name, _ in scope["headers"]}
+        conditional = b"if-none-match" in names
+        audience = _audience(b"cookie" in names, conditional)
         found = pages.get((path + ("?" + query.decode("latin-1") if query else ""), audience))
         if path == "/healthz":
             status, headers, body = health
         elif found is None:
             status, headers, body = 404, [], b""
         else:
-            status, (headers, body) = 200, found
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            status, (headers, body) = 304 if conditional else 200, found
+        length = [] if status == 304 else [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, *length]})
         await send({"type": "http.response.body", "body": body})
 
     return app
