@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -73,8 +74,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 DEFAULT_SQLITE_BUSY_SECONDS = 15.0
 
 
+# A pooled PostgreSQL connection idle longer than this is pinged before it is handed out (see
+# `_check_pooled_connections`): a busy worker's connections come back within milliseconds and are not pinged;
+# the outbox worker's and a quiet hour's are, as `pool_pre_ping` did.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
 def make_engine(url: str, *, pool_size: int = 5, foreign_keys: bool = True, lock_timeout: float | None = None,
-                statement_timeout: float | None = None) -> Engine:
+                statement_timeout: float | None = None, ping_after_idle: float = PING_AFTER_IDLE_SECONDS) -> Engine:
     """The engine; `lock_timeout` and `statement_timeout` in seconds (None: the database's own default, none).
 
     PostgreSQL: `lock_timeout` and `statement_timeout` on every connection. SQLite locks the whole database
@@ -86,8 +93,9 @@ def make_engine(url: str, *, pool_size: int = 5, foreign_keys: bool = True, lock
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy})
         _prepare_sqlite(engine, foreign_keys=foreign_keys, busy_ms=_ms(busy))
         return engine
-    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0)
     _prepare_postgresql(engine, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    _check_pooled_connections(engine, ping_after_idle=ping_after_idle)
     return engine
 
 
@@ -116,6 +124,57 @@ def _prepare_postgresql(engine: Engine, *, lock_timeout: float | None, statement
             for name, value in values.items():
                 cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
         dbapi_connection.autocommit = autocommit
+
+
+def _check_pooled_connections(engine: Engine, *, ping_after_idle: float) -> None:
+    """Find a dead pooled connection before a transaction does, at no round trip on a busy worker.
+
+    `pool_pre_ping` pinged on every checkout: a `SELECT 1` round trip (and its Python) before every request's
+    first statement, about a tenth of a vote's CPU. A connection the server or a firewall dropped is almost
+    always one that sat in the pool for a while, so only one idle longer than `ping_after_idle` is pinged;
+    a failed ping makes the pool replace it (SQLAlchemy's checkout retry, as with pre-ping). One used a moment
+    ago and dead anyway (the server restarted just now) fails on its first statement instead: that is marked
+    (`lost_before_any_statement`), and DbSessionMiddleware runs the request again on a fresh connection —
+    safe because nothing of its transaction reached the database. Every statement is counted on the
+    connection for that (one attribute set per statement).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["ahead_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info["ahead_ran"] = False
+        idle_since = record.info.get("ahead_idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= ping_after_idle:
+            return  # just opened, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool throws this connection away and hands out a new one (SQLAlchemy retries the checkout).
+            raise DisconnectionError(f"pooled connection idle for {time.monotonic() - idle_since:.0f} s is dead") from exc
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _ran(conn: Any, *_args: Any) -> None:
+        conn.info["ahead_ran"] = True
+
+    @event.listens_for(engine, "handle_error")
+    def _mark_lost(context: Any) -> None:
+        connection = context.connection
+        if context.is_disconnect and connection is not None and not connection.info.get("ahead_ran", True):
+            context.sqlalchemy_exception.ahead_lost_before_any_statement = True
+
+
+def lost_before_any_statement(exc: BaseException) -> bool:
+    """The error of a connection found dead at its first statement since it left the pool (PostgreSQL).
+
+    Nothing the transaction meant to do reached the database: running the whole request again on another
+    connection does it exactly once. A connection lost later in a transaction is not marked (the server
+    rolled that transaction back too, but the request may have acted on what it read), nor a failed COMMIT,
+    which is the one place a write may or may not have happened.
+    """
+    return bool(getattr(exc, "ahead_lost_before_any_statement", False))
 
 
 def _prepare_sqlite(engine: Engine, *, foreign_keys: bool = True, busy_ms: int = 15000) -> None:
@@ -224,7 +283,8 @@ AfterCommit = Callable[[], Awaitable[None]]
 class RequestSession:
     """The lazily opened session of one request; the middleware below ends it."""
 
-    __slots__ = ("_after_commit", "_database", "_session", "_write", "committed", "lock_refused", "replayable")
+    __slots__ = ("_after_commit", "_database", "_session", "_write", "committed", "connection_lost", "lock_refused",
+                 "replayable")
 
     def __init__(self, database: Database, *, write: bool) -> None:
         self._database = database
@@ -235,6 +295,9 @@ class RequestSession:
         # Set with the 503 of a statement that ran out of lock wait (app.main): the middleware may run the
         # request again instead of sending it, unless part of it was already committed (`end_transaction`).
         self.lock_refused = False
+        # Set by app.main's handler when the request's connection was found dead at its first statement
+        # (`lost_before_any_statement`): the middleware runs the request again once, on a fresh connection.
+        self.connection_lost = False
         self.replayable = True
 
     @property
@@ -348,21 +411,32 @@ class DbSessionMiddleware:
         database = self.database_getter()
         started = time.monotonic()
         pause = getattr(database, "lock_wait_slice", None)
-        if not pause:
+        if not pause and str(getattr(database, "url", "")).startswith("sqlite"):
+            # A file has no connection to lose, and no lock wait in slices: one run.
             await self._run(scope, receive, send, RequestSession(database, write=write), started=started,
-                            retry_until=None)
+                            retry_until=None, reconnect=False)
             return
-        deadline = started + (database.lock_timeout or 0)
+        deadline = started + (database.lock_timeout or 0) if pause else None
         replay = _Replay(scope, receive)
-        backoff = pause
+        backoff = pause or 0.0
         waiting = False
+        reconnected = False
         try:
             while True:
                 holder = RequestSession(database, write=write)
                 run_started = time.monotonic()
-                again = await self._run(scope, replay.receive(), send, holder, started=started, retry_until=deadline)
+                again = await self._run(scope, replay.receive(), send, holder, started=started, retry_until=deadline,
+                                        reconnect=not reconnected)
                 if not again:
                     return
+                if holder.connection_lost:
+                    # Once, at once: the pool has dropped the dead connection (and those opened before it).
+                    log.warning("%s %s: its connection was found dead; running it again", scope["method"],
+                                scope["path"])
+                    reconnected = True
+                    replay.restore()
+                    continue
+                assert deadline is not None  # nothing else runs a request again  # nosec B101
                 if not waiting:
                     waiting = True
                     self._waiting += 1
@@ -378,8 +452,9 @@ class DbSessionMiddleware:
                 self._waiting -= 1
 
     async def _run(self, scope: dict[str, Any], receive: Any, send: Any, holder: RequestSession, *,
-                   started: float, retry_until: float | None) -> bool:
-        """One run of the app; True when it ran out of lock wait and should run again (nothing was sent)."""
+                   started: float, retry_until: float | None, reconnect: bool) -> bool:
+        """One run of the app; True when it should run again, nothing sent: it ran out of lock wait, or (when
+        `reconnect`) its connection was found dead before any statement ran."""
         scope.setdefault("state", {})["db"] = holder
         replaced = False
         again = False
@@ -387,6 +462,10 @@ class DbSessionMiddleware:
         async def send_wrapper(message: dict[str, Any]) -> None:
             nonlocal replaced, again
             if message["type"] == "http.response.start":
+                if holder.connection_lost and reconnect and holder.replayable:
+                    again = True
+                    holder.finish(success=False)
+                    return
                 if holder.lock_refused:
                     if holder.replayable and retry_until is not None and time.monotonic() < retry_until:
                         again = True

@@ -26,7 +26,7 @@ from app.api import tech as api_tech
 from app.api import v1
 from app.changelog import views as changelog_views
 from app.config import Settings, get_settings
-from app.db import Database, DbSessionMiddleware, database_busy
+from app.db import Database, DbSessionMiddleware, database_busy, lost_before_any_statement
 from app.deps import enforce_private_mode
 from app.discussion import views as discussion_views
 from app.errors import AppError, FormInvalid, NotAuthenticated
@@ -112,10 +112,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, exc: OperationalError) -> Response:
+        holder = request.scope.get("state", {}).get("db")
+        if holder is not None and lost_before_any_statement(exc):
+            # DbSessionMiddleware runs the request again on a fresh connection instead of sending this.
+            holder.connection_lost = True
+            log.warning("%s %s: %s", request.method, request.url.path, str(exc.orig).strip())
+            _without_database(request)
+            return _error_response(request, 500, "Something went wrong",
+                                   "Something broke on our side. Nothing you sent was changed; please try again.",
+                                   "server_error")
         busy = database_busy(exc)
         if busy is None:
             return await server_error(request, exc)
-        holder = request.scope.get("state", {}).get("db")
         if busy.waited_for_lock and holder is not None:
             # DbSessionMiddleware may run the request again instead of sending this; it logs the 503 it sends.
             holder.lock_refused = True

@@ -402,6 +402,10 @@ def _forget_values(connection: Connection) -> None:
 
 def _end_of_transaction(connection: Connection) -> None:
     """A commit or a rollback: the next transaction moves the revision afresh, on a shard it picks."""
+    if connection.invalidated:
+        # The rollback of a connection found dead: the pool cleared what it noted with the DBAPI connection,
+        # and reading `info` now would raise instead of letting the rollback finish.
+        return
     connection.info.pop(_SHARD, None)
     connection.info.pop(_VOTES_SHARD, None)
     _end_of_savepoint(connection)

@@ -20,12 +20,19 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.accounts import service as accounts
 from app.config import Settings
-from app.db import Database, DbSessionMiddleware, after_commit, database_busy
+from app.db import (
+    Database,
+    DbSessionMiddleware,
+    after_commit,
+    database_busy,
+    lost_before_any_statement,
+    make_engine,
+)
 from app.deps import SESSION_COOKIE
 from app.errors import DatabaseBusy
 from app.feedback.models import Feedback
@@ -184,6 +191,74 @@ def test_timeouts_have_defaults_and_refuse_nonsense(own_url):
         == (5.0, 15.0, 0.0)
     with pytest.raises(ValueError, match="db_lock_timeout"):
         Settings(database_url=own_url, db_lock_timeout=0, _env_file=None)  # type: ignore[call-arg]
+
+
+def _kill_other_connections(url: str) -> int:
+    """End every other server connection to the database, as a PostgreSQL restart or a failover would."""
+    killer = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with killer.connect() as conn:
+            return len(conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all())
+    finally:
+        killer.dispose()
+
+
+class TestADeadPooledConnection:
+    """PostgreSQL connections the server dropped while they sat in the pool (there is no pre-ping per checkout):
+    nobody sees an error, and nothing is written twice."""
+
+    @pytest.fixture(autouse=True)
+    def _postgresql_only(self, own_url: str) -> None:
+        if not own_url.startswith("postgresql"):
+            pytest.skip("a SQLite database is a file: no connection to lose")
+
+    async def test_a_vote_on_a_connection_killed_a_moment_ago_is_counted_once(self, live_app, own_url,
+                                                                              locks_database, customer_and_item):
+        token, public_id, item_id = customer_and_item
+        live_app.cookies.set(SESSION_COOKIE, token)
+        csrf = await csrf_token(live_app, "/")  # the pool now holds a connection used a moment ago
+        assert _kill_other_connections(own_url) >= 1
+
+        voted = await live_app.post(f"/items/{public_id}/vote", data={"importance": "critical", "widget": "card"},
+                                    headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+        assert voted.status_code == 200, voted.text
+        assert voted.json()["my_vote"] == "critical" and voted.json()["vote_count"] == 1
+        locks_database.engine.dispose()  # the test's own pooled connections were killed too
+        assert _written(locks_database, item_id)[:3] == (1, 1, 1)
+        assert (await live_app.get("/")).status_code == 200  # the pool serves the next request as usual
+
+    def test_a_connection_idle_for_a_while_is_pinged_and_replaced_before_use(self, own_url):
+        engine = make_engine(own_url, ping_after_idle=0.0)
+        try:
+            with engine.connect() as conn:
+                first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            _kill_other_connections(own_url)
+            with engine.connect() as conn:  # no error: the ping found it dead and the pool opened another
+                assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
+        finally:
+            engine.dispose()
+
+    def test_only_a_connection_lost_before_its_first_statement_is_marked_for_running_again(self, own_url):
+        engine = make_engine(own_url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            with engine.connect() as conn:  # used a moment ago: not pinged
+                _kill_other_connections(own_url)
+                with pytest.raises(OperationalError) as first:
+                    conn.exec_driver_sql("SELECT 1")
+            assert first.value.connection_invalidated and lost_before_any_statement(first.value)
+
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")  # the transaction has begun: a lost connection now is not replayed
+                _kill_other_connections(own_url)
+                with pytest.raises(OperationalError) as later:
+                    conn.exec_driver_sql("SELECT 1")
+            assert later.value.connection_invalidated and not lost_before_any_statement(later.value)
+        finally:
+            engine.dispose()
 
 
 class TestAfterCommit:
