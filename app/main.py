@@ -213,6 +213,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)
     app.state.pages = PageCache()
     vote_widget.register(app.state.pages)  # the cards' vote widgets in kept pages
+    roadmap_views.keep_search_pages(app.state.pages)  # search pages, bounded apart from the boards
     templates.env.auto_reload = not settings.is_production
 
     _install_error_handlers(app)

@@ -31,7 +31,9 @@ cards say "updated 3 minutes ago". A page is cached only when it was read in a r
 
 The size bound counts everything a page keeps: its text, every variant a filler kept with it (they are
 added as people ask for them, and counted then), and each slot's captured value (as
-`KEPT_VALUE_CHARACTERS`). Beyond it the least recently used pages go.
+`KEPT_VALUE_CHARACTERS`). Beyond it the least recently used pages go. Pages whose addresses anyone can make
+up in any number (a search per query) are put in a group with a bound of its own (`PageCache.bound`,
+`cached_render(group=...)`): past it, that group's least recently used go, so they never push out the boards.
 
 Markers carry a random per-process prefix, so nothing a customer types can forge one.
 
@@ -114,6 +116,7 @@ class Page:
     finished: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
     finished_votes: int | None = None
     digest: str = ""  # of the parts and the slots' places, once per page: the base of every answer's ETag
+    group: str | None = None  # the bounded share of the cache it counts against (`PageCache.bound`), if any
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
     _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
@@ -208,6 +211,9 @@ class PageCache:
         # (path, query string) -> the page whose finished answer is kept for it (KeptPagesMiddleware)
         self._finished: dict[tuple[str, bytes], Page] = {}
         self._characters = 0
+        # Shares of the bound for pages anyone can make up (a search per query): their own least recently used go
+        # first, so they cannot crowd out the boards. Group -> (its bound, its pages' keys oldest first, characters).
+        self._groups: dict[str, tuple[int, OrderedDict[tuple[Any, ...], None], list[int]]] = {}
         self.hits = self.misses = 0
         self.finished_hits = 0
 
@@ -216,6 +222,14 @@ class PageCache:
         if not re.fullmatch(r"\w+", kind) or kind in self.fillers:
             raise ValueError(f"slot kind {kind!r} is taken or not a word")
         self.fillers[kind] = filler
+
+    def bound(self, group: str, max_characters: int) -> None:
+        """Let the pages put in `group` count for at most `max_characters` together (and the whole bound as usual)."""
+        self._groups[group] = (max_characters, OrderedDict(), [0])
+
+    def group_characters(self, group: str) -> int:
+        """What the pages of a bounded group count for now."""
+        return self._groups[group][2][0]
 
     @property
     def characters(self) -> int:
@@ -231,6 +245,8 @@ class PageCache:
             self.misses += 1
             return None
         self._pages.move_to_end(key)
+        if page.group is not None:
+            self._groups[page.group][1].move_to_end(key)
         self.hits += 1
         return page
 
@@ -270,7 +286,8 @@ class PageCache:
 
     def put(self, rev: int, key: tuple[Any, ...], page: Page) -> None:
         size = page.measure()
-        if rev != self._revision or size > self.max_characters:
+        if rev != self._revision or size > self.max_characters or (
+                page.group is not None and size > self._groups[page.group][0]):
             return
         old = self._pages.pop(key, None)
         if old is not None:
@@ -279,14 +296,26 @@ class PageCache:
         page._owner, page._key = self, key
         self._pages[key] = page
         self._characters += size
-        self._drop_beyond_bound()
+        if page.group is not None:
+            _, keys, characters = self._groups[page.group]
+            keys[key] = None
+            characters[0] += size
+        self._drop_beyond_bound(page.group)
 
     def _grew(self, page: Page, added: int) -> None:
         if page._key is not None and self._pages.get(page._key) is page:
             self._characters += added
-            self._drop_beyond_bound()
+            if page.group is not None:
+                self._groups[page.group][2][0] += added
+            self._drop_beyond_bound(page.group)
 
-    def _drop_beyond_bound(self) -> None:
+    def _drop_beyond_bound(self, group: str | None = None) -> None:
+        if group is not None:
+            bound, keys, characters = self._groups[group]
+            while characters[0] > bound and keys:
+                dropped = self._pages.pop(next(iter(keys)))
+                self._characters -= dropped.size
+                self._forget(dropped)
         while self._characters > self.max_characters and self._pages:
             _, dropped = self._pages.popitem(last=False)
             self._characters -= dropped.size
@@ -296,6 +325,11 @@ class PageCache:
         page._owner = None
         if page._address is not None and self._finished.get(page._address) is page:
             del self._finished[page._address]
+        if page.group is not None and page._key is not None:
+            _, keys, characters = self._groups[page.group]
+            if page._key in keys:
+                del keys[page._key]
+                characters[0] -= page.size
 
     def entries(self) -> list[tuple[tuple[Any, ...], Page]]:
         """The kept pages with their keys, the least recently used first (the next to go)."""
@@ -310,6 +344,9 @@ class PageCache:
         self._pages.clear()
         self._finished.clear()
         self._characters = 0
+        for _, keys, characters in self._groups.values():
+            keys.clear()
+            characters[0] = 0
 
 
 def _minute() -> int:
@@ -318,7 +355,7 @@ def _minute() -> int:
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
                   build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                  signed_in_too: bool = True, counts_in_layout: bool = False) -> Response:
+                  signed_in_too: bool = True, counts_in_layout: bool = False, group: str | None = None) -> Response:
     """`render(request, template, build())`, from this worker's cache when it may be.
 
     `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
@@ -327,6 +364,8 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     `signed_in_too=False` caches the page for signed-out visitors only (the item page, whose comment
     and follow forms are per person throughout). `counts_in_layout`: the page shows vote counts other than in
     its vote slots (a board sorted by votes, the item page's vote box): it is kept under the votes revision too.
+    `group`: a share of the cache bounded on its own (`PageCache.bound`), for pages whose addresses anyone can make
+    up in any number (a search per query): they push out each other, never the boards.
     """
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
@@ -344,6 +383,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         if isinstance(context, Response):
             return context
         page = _capture(cache, request, viewer, template, context)
+        page.group = group
         cache.put(rev, key, page)
     return _respond(cache, request, session, viewer, page, rev, votes, key)
 

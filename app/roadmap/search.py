@@ -6,7 +6,7 @@ table — see `INDEX_TABLES`):
 
 * SQLite: an FTS5 table `item_search` (rowid = item id; columns title, summary, body) with a prefix
   index for 2-4 characters. A query is every word as a quoted prefix term, ANDed (`"slack"* AND
-  "integ"*`), ranked by bm25 with weights title 10, summary 4, body 1.
+  "integ"*`; a one-character word is a whole word, `"a"`: see `is_prefix`), ranked by bm25 with weights title 10, summary 4, body 1.
 * PostgreSQL: a table `item_search` (item_id; document, a tsvector of all three fields weighted A, B
   and C; heading, its title and summary part) with a GIN index on each tsvector. A query is the words as
   prefix lexemes, ANDed (`'slack':* & 'integ':*`), ranked by ts_rank_cd with weights title (A) 1.0,
@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -46,6 +47,7 @@ from app.roadmap.models import Item
 from app.roadmap.visibility import visible_items
 
 MAX_QUERY_WORDS = 6
+MIN_PREFIX = 2  # a shorter query word matches only itself (`is_prefix`)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 # The tables the migration makes for the index (FTS5 keeps its data in the `_…` shadow tables). They
@@ -150,15 +152,22 @@ def query_words(q: str) -> list[str]:
     return seen[:MAX_QUERY_WORDS]
 
 
+def is_prefix(word: str) -> bool:
+    """Whether a query word stands for every word that begins with it. A single character stands for itself
+    alone: as a prefix, "a" would be most of the index's words, and the work of a search with it the whole index."""
+    return len(word) >= MIN_PREFIX
+
+
 def fts5_query(prefixes: Sequence[str]) -> str:
     """`"slack"* AND "integ"*`: every word a quoted prefix term, so FTS5 reads none of it as syntax."""
-    return " AND ".join('"' + word.replace('"', '""') + '"*' for word in prefixes)
+    return " AND ".join('"' + word.replace('"', '""') + ('"*' if is_prefix(word) else '"') for word in prefixes)
 
 
 def tsquery(prefixes: Sequence[str], *, weights: str = "") -> str:
     """`'slack':* & 'integ':*`, cast to tsquery as it is (never parsed by a text search configuration);
     `weights="A"` finds the words in the title only."""
-    return " & ".join(_pg_quote(word) + ":*" + weights for word in prefixes)
+    return " & ".join(_pg_quote(word) + (":*" if is_prefix(word) else ":" if weights else "") + weights
+                      for word in prefixes)
 
 
 class Tier(IntEnum):
@@ -290,30 +299,40 @@ def _fold_mapped(text: str) -> tuple[str, list[int] | None]:
     return "".join(out), origin
 
 
+@lru_cache(maxsize=256)
+def _matcher(prefixes: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern for all the query's words, made once per query: a word beginning with one of them (a
+    single-character word only as a whole word, as the index matches it). Query words are `\\w+`, so two
+    matches never overlap; the shortest word is tried first where several begin the same word."""
+    alternatives = sorted(prefixes, key=len)
+    return re.compile(r"(?<!\w)(?:" + "|".join(
+        re.escape(p) + ("" if is_prefix(p) else r"(?!\w)") for p in alternatives) + ")")
+
+
 def _match_spans(text: str, prefixes: list[str]) -> list[tuple[int, int]]:
     """Where words of `text` start with a query word, as sorted spans of the original text."""
     folded, origin = _fold_mapped(text)
     spans: list[tuple[int, int]] = []
-    for prefix in prefixes:
-        for m in re.finditer(r"(?<!\w)" + re.escape(prefix), folded):
-            if origin is None:
-                spans.append((m.start(), m.end()))
-                continue
-            start, end = origin[m.start()], origin[m.end() - 1] + 1
-            while end < len(text) and unicodedata.combining(text[end]):
-                end += 1  # keep a decomposed accent with its letter
-            spans.append((start, end))
-    return sorted(spans)
+    for m in _matcher(tuple(prefixes)).finditer(folded):
+        if origin is None:
+            spans.append((m.start(), m.end()))
+            continue
+        start, end = origin[m.start()], origin[m.end() - 1] + 1
+        while end < len(text) and unicodedata.combining(text[end]):
+            end += 1  # keep a decomposed accent with its letter
+        spans.append((start, end))
+    return spans
 
 
 def snippet(item: Item, prefixes: list[str], width: int = 180) -> str:
-    """The summary, or the part of the description around the first match."""
+    """The summary when it holds a query word (or the description does not), else the part of the description
+    around the first match."""
+    if item.summary and _matcher(tuple(prefixes)).search(fold(item.summary)):
+        return item.summary  # the description is not even flattened
     text = plain_text(item.description, limit=5000)
     positions = [start for start, _ in _match_spans(text, prefixes)]
-    if item.summary and (not positions or any(w.startswith(p) for p in prefixes for w in words(item.summary))):
-        return item.summary
     if not positions:
-        return plain_text(text, limit=width)
+        return item.summary or plain_text(text, limit=width)
     start = max(0, min(positions) - width // 3)
     piece = text[start:start + width]
     if start > 0:

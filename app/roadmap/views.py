@@ -9,13 +9,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.pagecache import cached_render
+from app.pagecache import PageCache, cached_render
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
 from app.roadmap.pages import serve_item_page, vote_widgets_for_cards
 from app.roadmap.timeframes import Timeframe
-from app.web import render
 
 router = APIRouter(include_in_schema=False)
 
@@ -77,9 +76,27 @@ async def item_page(request: Request, session: DbSession, viewer: CurrentViewer,
     return serve_item_page(request, session, viewer, public_id, slug)
 
 
+SEARCH_RESULTS = 30  # hits a search page shows
+# Search pages are kept like the board, in a share of the page cache of their own: anyone can make up queries in
+# any number, and they must push out each other, never the boards (about 300 pages of 12 k characters per worker).
+SEARCH_GROUP = "search"
+SEARCH_KEPT_CHARACTERS = 4_000_000
+
+
+def keep_search_pages(cache: PageCache) -> None:
+    """Give the search pages their own share of `cache` (at start-up)."""
+    cache.bound(SEARCH_GROUP, SEARCH_KEPT_CHARACTERS)
+
+
 @router.get("/search", response_class=HTMLResponse)
 async def search_page(request: Request, session: DbSession, viewer: CurrentViewer,
                       q: Annotated[str, Query(max_length=200)] = "") -> Response:
-    hits = search_service.search_items(session, viewer, q) if q.strip() else []
-    return render(request, "roadmap/search.html", {"q": q, "hits": hits})
+    def build() -> dict[str, Any]:
+        # One hit more than the page shows says whether there are more, without counting them all.
+        hits = search_service.search_items(session, viewer, q, limit=SEARCH_RESULTS + 1) if q.strip() else []
+        return {"q": q, "hits": hits[:SEARCH_RESULTS], "more": len(hits) > SEARCH_RESULTS}
+
+    # The hits depend on the content and the audience only (no counts, no "3 minutes ago"): kept as the board is.
+    return cached_render(request, session, viewer, "roadmap/search.html", build, params=frozenset({"q"}),
+                         group=SEARCH_GROUP)
 

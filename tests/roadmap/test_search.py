@@ -179,3 +179,110 @@ def test_other_scripts_long_words_and_underscores(session):
     assert len(found(session, "supercalifragilistic")) == 1
     assert found(session, "max_shift") == ["Set max_shift_length per team"]
     assert found(session, "max") == ["Set max_shift_length per team"]
+
+
+async def test_more_hits_than_the_page_shows_are_announced_as_more(client, session):
+    for n in range(31):
+        make_item(session, title=f"Rota template {n}")
+
+    page = await search(client, "rota")
+
+    assert len(result_titles(page)) == 30
+    assert "More than 30 results for “rota”: the 30 best are shown." in page
+    assert "30 results for" not in page.replace("More than 30 results for", "")
+
+
+async def test_exactly_a_page_of_hits_is_counted_as_it_is(client, session):
+    for n in range(30):
+        make_item(session, title=f"Rota template {n}")
+
+    page = await search(client, "rota")
+
+    assert len(result_titles(page)) == 30
+    assert "30 results for “rota”" in page and "More than" not in page
+
+
+# --- search pages kept like the board (app/pagecache.py), per audience, under the content revision ---------
+
+
+async def _visitor_search(client, q: str) -> str:  # type: ignore[no-untyped-def]
+    client.cookies.clear()
+    return await search(client, q)
+
+
+async def test_a_repeated_search_is_answered_kept_and_an_edit_shows_at_once(app, client, session):
+    make_item(session, title="Forecast labour costs")
+    draft = make_item(session, title="Forecast overtime", published=False)
+
+    first = await _visitor_search(client, "forecast")
+    misses, finished = app.state.pages.misses, app.state.pages.finished_hits
+    again = await _visitor_search(client, "forecast")
+
+    assert app.state.pages.misses == misses and app.state.pages.finished_hits == finished + 1
+    assert again == first and result_titles(again) == ["Forecast labour costs"]
+
+    draft.published_at = utcnow()
+    session.flush()
+    assert result_titles(await _visitor_search(client, "forecast")) == ["Forecast overtime", "Forecast labour costs"]
+
+
+async def test_staff_searches_are_never_kept_nor_served_to_visitors(app, client, session):
+    from tests.helpers.http import sign_in
+
+    make_item(session, title="Forecast labour costs")
+    make_item(session, title="Forecast overtime", published=False)
+    make_item(session, title="Forecast internal", visibility=Visibility.internal)
+    pm = make_pm(session)
+
+    sign_in(client, session, pm)
+    staff_titles = set(result_titles(await search(client, "forecast")))
+    assert staff_titles == {"Forecast labour costs", "Forecast overtime", "Forecast internal"}
+    assert result_titles(await _visitor_search(client, "forecast")) == ["Forecast labour costs"]
+    assert result_titles(await _visitor_search(client, "forecast")) == ["Forecast labour costs"]  # kept
+    sign_in(client, session, pm)
+    assert set(result_titles(await search(client, "forecast"))) == staff_titles
+
+
+async def test_made_up_searches_push_out_each_other_not_the_board(app, client, session):
+    from app.roadmap.views import SEARCH_GROUP
+
+    make_item(session, title="Forecast labour costs")
+    cache = app.state.pages
+    page_size = len(await _visitor_search(client, "forecast"))
+    cache.clear()
+    client.cookies.clear()
+    for _ in range(2):  # kept, then kept finished
+        assert (await client.get("/")).status_code == 200
+    # Room for the board and ten search pages in all, six of them for searches (a kept search page with its
+    # finished answer counts about twice its size): twelve made-up searches would push the board out unbounded.
+    cache.max_characters = cache.characters + page_size * 10
+    cache.bound(SEARCH_GROUP, page_size * 6)
+
+    for n in range(12):
+        await _visitor_search(client, f"forecast q{n}")
+
+    assert cache.group_characters(SEARCH_GROUP) <= page_size * 6
+    misses = cache.misses
+    client.cookies.clear()
+    assert (await client.get("/")).status_code == 200  # the board is still kept
+    await _visitor_search(client, "forecast q11")  # and so is the latest search
+    assert cache.misses == misses
+    await _visitor_search(client, "forecast q0")  # the oldest went
+    assert cache.misses == misses + 1
+
+
+def test_a_single_character_is_a_whole_word_not_the_beginning_of_every_word(session):
+    make_item(session, title="Plan a rota", summary="", description="Weekly.")
+    make_item(session, title="Automation rules", summary="", description="Triggers.")
+    make_item(session, title="Vitamin C reminders", summary="", description="Daily.")
+
+    assert found(session, "a") == ["Plan a rota"]
+    assert found(session, "c remind") == ["Vitamin C reminders"]
+    assert found(session, "au") == ["Automation rules"]
+
+
+async def test_a_single_character_is_highlighted_only_as_a_whole_word(client, session):
+    make_item(session, title="Plan a rota", summary="", description="Weekly.")
+
+    assert "Pl<mark>a</mark>n" not in (page := await search(client, "a rota"))
+    assert "Plan <mark>a</mark> <mark>rota</mark>" in page
