@@ -17,6 +17,9 @@ page:
   now/next/later   /?view=horizon, signed out
   item page        /items/<id>/<slug>, cycling through the items on the board (a wrk Lua script)
   search           /search?q=<prefix>, cycling through common one- and two-word prefixes
+  search, distinct /search?q=..., a query that never repeats in the run (one- and two-word prefixes of the data
+                   set's own title words, each query once across all wrk threads, no warm-up): every request
+                   is a search the app has not kept; no reference (it would need every page's bytes)
   vote/unvote      (--votes, or --only-votes without the pages) 400 distinct customers, each signed in
                    with start_session and given a CSRF cookie and its token, POST /items/<id>/vote and
                    /unvote the way static/app.js does (form body, X-CSRF-Token, Accept: application/json)
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -81,6 +85,7 @@ TARGETS = {
     "item page": Target(ratio=0.6, tail=3.0),
     "board, customer": Target(of_visitor=0.5),
     "search": Target(p99_ms=150),
+    "search, distinct": Target(p99_ms=150),
     "vote/unvote": Target(),  # ≥ 0.7 of the vote reference and ≥ 1,000/s on PostgreSQL: vote_report()
 }
 
@@ -240,6 +245,45 @@ def lua_cycle(paths: list[str], directory: Path, name: str) -> Path:
     script.write_text(
         f"local paths = {{{quoted}}}\nlocal i = 0\n"
         "request = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n"
+    )
+    return script
+
+
+def distinct_queries(url: str, count: int = 60_000, seed: int = 13) -> list[str]:
+    """`count` searches no two of which are the same query (after the app's own folding): one-word prefixes of
+    three letters or more of the words in the items' titles, and pairs of them, shuffled."""
+    from app.db import Database
+    from app.roadmap import search
+    from app.roadmap.models import Item
+
+    database = Database(url, pool_size=1)
+    try:
+        with database.transaction() as session:
+            vocabulary = sorted({w for title in session.scalars(select(Item.title)) for w in search.words(title)
+                                 if len(w) >= 3 and w.isalpha()})
+    finally:
+        database.dispose()
+    prefixes = sorted({w[:n] for w in vocabulary for n in range(3, len(w) + 1)})
+    rng = random.Random(seed)
+    queries: dict[tuple[str, ...], str] = {(p,): p for p in prefixes}
+    while len(queries) < count and len(prefixes) > 1:
+        first, second = rng.sample(prefixes, 2)
+        queries.setdefault(tuple(search.query_words(f"{first} {second}")), f"{first} {second}")
+    chosen = list(queries.values())
+    rng.shuffle(chosen)
+    return chosen[:count]
+
+
+def lua_distinct(queries: list[str], directory: Path, threads: int) -> Path:
+    """A wrk script in which thread k requests queries k, k + threads, k + 2 × threads, ...: no query twice."""
+    quoted = ", ".join('"' + q.replace(" ", "+") + '"' for q in queries)  # words only: nothing else to escape
+    script = directory / "search-distinct.lua"
+    script.write_text(
+        f"local queries = {{{quoted}}}\nlocal threads = {threads}\nlocal made = 0\n"
+        "function setup(thread)\n  thread:set(\"id\", made)\n  made = made + 1\nend\n"
+        "local i = -1\n"
+        "request = function()\n  i = i + 1\n  local n = (i * threads + id) % #queries + 1\n"
+        "  return wrk.format(\"GET\", \"/search?q=\" .. queries[n])\nend\n"
     )
     return script
 
@@ -675,6 +719,9 @@ def main() -> None:
                         help="the reference and the vote/unvote load only, not the pages")
     parser.add_argument("--vote-sessions", type=int, default=400, metavar="N",
                         help="distinct signed-in customers for the vote load (default 400)")
+    parser.add_argument("--pages", metavar="NAMES",
+                        help="only these pages, names separated by semicolons (e.g. 'search;search, distinct'); "
+                             "'search, distinct' is measured only when named here")
     parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                         help="first wait up to this long (at most 1800) for the 1-minute load average to fall "
                              "below the number of CPUs: other work on a shared machine skews every figure")
@@ -734,6 +781,9 @@ def main() -> None:
                 measured.append(Measured("search", search_paths))
             elif measured:
                 print(f"  search             skipped: /search answered {search_status} on this database")
+            wanted = {name.strip() for name in args.pages.split(";")} if args.pages else None
+            if wanted is not None:
+                measured = [page for page in measured if page.name in wanted]
             if not measured:  # the vote load alone: its own figure, no page reference
                 measured_pages: list[Measured] = [Measured("board, visitor", ["/"])]
             else:
@@ -760,6 +810,12 @@ def main() -> None:
                 on_app = run_wrk(page.name, app.base + url, args, header=header, script=script)
                 on_raw = run_wrk(f"  raw: {page.name}", raw.base + url, args, header=header, script=script)
                 rows.append((on_app, on_bare, on_raw))
+            if wanted is not None and "search, distinct" in wanted:
+                queries = distinct_queries(url_db)
+                print(f"  search, distinct: {len(queries):,} distinct queries, each asked once at most")
+                script = lua_distinct(queries, directory, args.threads)
+                rows.append((run_wrk("search, distinct", app.base + "/", args, script=script, warmup=False),
+                             None, None))
             if args.votes:
                 rows.append((vote_unvote_load(app, url_db, env, args, directory), None, None))
         finally:
