@@ -22,10 +22,13 @@ from app.web import render
 
 router = APIRouter(include_in_schema=False)
 
+# The snapshot's main figures are the all-time window's; the header says so, as it does for the windows after it.
+ALL_TIME = [f"{what} (all time)" for what in (
+    "Voters", "Organisations", "Nice to have", "Important", "Critical", "Weighted demand", "Revenue represented",
+    "Reach", "Impact")]
 CSV_HEADER = [
-    "Decided at (UTC)", "Item id", "Item", "Product", "From stage", "To stage", "Why", "Decided by", "Voters",
-    "Organisations", "Nice to have", "Important", "Critical", "Weighted demand", "Revenue represented", "Reach",
-    "Impact", "Confidence (%)", "Effort (person-months)", "RICE", "Private feedback",
+    "Decided at (UTC)", "Item id", "Item", "Product", "From stage", "To stage", "Why", "Decided by", *ALL_TIME,
+    "Confidence (%)", "Effort (person-months)", "RICE (all time)", "Private feedback (all time)",
     "Votes per week (12 weeks, oldest first)", "Weights in force (JSON)",
     *[f"{what} ({label})" for label in ("last 30 days", "last 90 days", "last 365 days")
       for what in ("Voters", "Weighted demand")],

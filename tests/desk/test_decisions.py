@@ -226,9 +226,13 @@ class TestDecisionsList:
         assert row["Item"] == TITLES["X"] and row["Item id"] == world.items["X"].public_id
         assert (row["From stage"], row["To stage"], row["Decided by"]) == ("Planned", "In progress", "Ada Admin")
         assert row["Why"] == "'=HYPERLINK(\"http://evil.example\")"  # neutralised for spreadsheets
-        assert int(row["Voters"]) == want["voters"] and int(row["Reach"]) == want["reach"]
-        assert float(row["Weighted demand"]) == pytest.approx(want["demand"], abs=0.0001)
-        assert float(row["RICE"]) == pytest.approx(want["rice"], abs=0.0001)
+        assert int(row["Voters (all time)"]) == want["voters"] and int(row["Reach (all time)"]) == want["reach"]
+        assert float(row["Weighted demand (all time)"]) == pytest.approx(want["demand"], abs=0.0001)
+        assert float(row["RICE (all time)"]) == pytest.approx(want["rice"], abs=0.0001)
+        # Every figure that depends on a window names it, as the per-window columns next to them do.
+        windowed = ("Voters", "Organisations", "Nice to have", "Important", "Critical", "Weighted demand",
+                    "Revenue represented", "Reach", "Impact", "RICE", "Private feedback")
+        assert not [name for name in row if name.split(" (")[0] in windowed and "(" not in name]
         assert '"critical": "4"' in row["Weights in force (JSON)"]
         everything = await client.get("/admin/decisions/export.csv")
         assert len(list(csv.DictReader(io.StringIO(everything.content.decode("utf-8-sig"), newline="")))) == 3
@@ -288,7 +292,8 @@ class TestOneFigureReadsTheSameEverywhere:
 
         decisions_csv = csv_rows((await client.get("/admin/decisions/export.csv")).content)
         row = decisions_csv[0]
-        assert (row["Weighted demand"], row["Revenue represented"], row["Impact"], row["RICE"]) == (
+        assert (row["Weighted demand (all time)"], row["Revenue represented (all time)"], row["Impact (all time)"],
+                row["RICE (all time)"]) == (
             demand, revenue, impact, rice)
         history = words((await client.get(f"/admin/items/{x.public_id}")).text)
         assert f"Weighted demand {demand}" in history and f"Revenue represented {want['revenue']:,}" in history
