@@ -5,7 +5,8 @@ behind the staff dependency and the CSRF check.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,7 @@ from app import csvexport
 from app.db import utcnow
 from app.deps import AdminUser, CurrentViewer, DbSession, StaffUser
 from app.desk import service as desk
+from app.errors import AppError
 from app.forms import read_form
 from app.web import redirect, render
 
@@ -56,10 +58,80 @@ def sparkline(trend: list[int], *, width: int = 60, height: int = 20) -> dict[st
             "last": points[-1] if points else (0, height), "total": sum(trend)}
 
 
-def _sort_links(request: Request, query: desk.DeskQuery) -> dict[str, str]:
+# What the window a link falls back to is called in a sentence ("showing the last 90 days").
+_WINDOW_PHRASES = {"30": "the last 30 days", "90": "the last 90 days", "365": "the last 365 days", "all": "all time"}
+
+
+def _shown(value: str) -> str:
+    """A value from the URL as a notice quotes it: short enough to read (the page escapes it)."""
+    return value if len(value) <= 40 else value[:39] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Misread:
+    """A value of a desk URL that was not understood, and what the page shows instead."""
+
+    problem: str  # "window=7 is not one of 30, 90, 365, all"
+    instead: str  # "showing the last 90 days"
+
+    def __str__(self) -> str:
+        return f"{self.problem}: {self.instead}."
+
+
+def read_query(session: Session, params: Mapping[str, str]) -> tuple[desk.DeskQuery, list[Misread]]:
+    """The desk's query from a URL, and what was not understood in it.
+
+    A shared link that was mistyped (window=7, organisation=abc, a deleted segment) must not show another view
+    as if it were the one asked for: the page shows what it shows instead and says so, the CSV refuses.
+    """
+    query = desk.DeskQuery.from_params(params)
+    notes: list[Misread] = []
+    window = params.get("window") or ""
+    if window and window != query.window:
+        notes.append(Misread(f"window={_shown(window)} is not one of {', '.join(desk.WINDOWS)}",
+                             f"showing {_WINDOW_PHRASES[query.window]}"))
+    sort = params.get("sort") or ""
+    if sort and sort != query.sort.value:
+        notes.append(Misread(f"sort={_shown(sort)} is not a column of the desk",
+                             f"sorted by {dict(COLUMNS)[query.sort].lower()}"))
+    direction = params.get("dir") or ""
+    if direction and direction != query.direction:
+        notes.append(Misread(f"dir={_shown(direction)} is not asc or desc",
+                             f"sorted {'descending' if query.direction == 'desc' else 'ascending'}"))
+    organisation = (params.get("organisation") or "").strip()
+    if organisation and query.organisation is None:
+        notes.append(Misread(f"organisation={_shown(organisation)} is not an organisation’s number",
+                             "showing all organisations"))
+    page = params.get("page") or ""
+    if page and not (page.isdigit() and int(page) == query.page):
+        notes.append(Misread(f"page={_shown(page)} is not a page number", "showing page 1"))
+    for name in ("product", "stage", "tag", "segment"):
+        raw = (params.get(name) or "").strip()
+        if raw and not getattr(query, name):  # longer than a slug can be
+            notes.append(Misread(f"No {name} {_shown(raw)}", f"showing all {name}s"))
+    missing = desk.unknown_filters(session, query=query)
+    for name in missing:
+        notes.append(Misread(f"No {name} {_shown(str(getattr(query, name)))}", f"showing all {name}s"))
+    if missing:
+        query = replace(query, product="" if "product" in missing else query.product,
+                        stage="" if "stage" in missing else query.stage, tag="" if "tag" in missing else query.tag,
+                        segment="" if "segment" in missing else query.segment,
+                        organisation=None if "organisation" in missing else query.organisation)
+    return query, notes
+
+
+def _query_params(query: desk.DeskQuery) -> dict[str, str]:
+    """The URL parameters of the view shown (without its page): what the page's links carry, so that a value the
+    page did not understand is not passed on to the next page, the CSV or an item's demand."""
+    params = {"window": query.window, "product": query.product, "stage": query.stage, "tag": query.tag,
+              "segment": query.segment, "organisation": str(query.organisation or ""), "sort": query.sort.value,
+              "dir": query.direction}
+    return {k: v for k, v in params.items() if v}
+
+
+def _sort_links(query: desk.DeskQuery) -> dict[str, str]:
     """Each column's header link: the other direction when it is the sorted column, its first direction else."""
-    base = dict(request.query_params.items())
-    base.pop("page", None)
+    base = _query_params(query)
     links = {}
     for sort, _label in COLUMNS:
         if sort is query.sort:
@@ -71,9 +143,15 @@ def _sort_links(request: Request, query: desk.DeskQuery) -> dict[str, str]:
     return links
 
 
-def _export_link(request: Request, path: str) -> str:
-    params = {k: v for k, v in request.query_params.items() if k != "page" and v}
+def _link(path: str, params: Mapping[str, str]) -> str:
     return path + ("?" + urlencode(params) if params else "")
+
+
+def _refuse_misread(notes: list[Misread]) -> None:
+    """A CSV link with a value that was not understood exports nothing rather than another view."""
+    if notes:
+        raise AppError(". ".join(n.problem for n in notes) + ". Nothing was exported: correct the link, or use "
+                       "Export CSV on the page, which exports what it shows.")
 
 
 def _number(value: float | None, places: int = desk.PLACES) -> str:
@@ -97,7 +175,7 @@ def _desk_context(session: Session, query: desk.DeskQuery, weights: desk.Weights
 
 @router.get("/desk", response_class=HTMLResponse)
 async def desk_page(request: Request, session: DbSession, viewer: CurrentViewer) -> Response:
-    query = desk.DeskQuery.from_params(request.query_params)
+    query, notes = read_query(session, request.query_params)
     if desk.windows_behind(session):
         # The first desk of a new day moves the windows forward, in a short transaction of its own (the figures
         # are right either way: a window behind has what left it taken out as it is read).
@@ -111,11 +189,11 @@ async def desk_page(request: Request, session: DbSession, viewer: CurrentViewer)
     page = desk.desk_page(session, query=query, weights=weights)
     return render(request, "admin/desk.html", {
         **_desk_context(session, query, weights), "result": page, "page": page.page, "pages": page.pages,
-        "columns": COLUMNS, "sort_links": _sort_links(request, query),
-        "export_link": _export_link(request, "/admin/desk/export.csv"),
+        "columns": COLUMNS, "sort_links": _sort_links(query), "notes": notes,
+        "export_link": _link("/admin/desk/export.csv", _query_params(query)),
         # An item's demand opens with the desk's window, segment and organisation.
-        "item_query": urlencode({k: v for k, v in request.query_params.items()
-                                 if k in ("window", "segment", "organisation") and v}),
+        "item_query": urlencode({k: v for k, v in _query_params(query).items()
+                                 if k in ("window", "segment", "organisation")}),
     })
 
 
@@ -139,7 +217,8 @@ def _csv_response(pieces: AsyncIterator[bytes], filename: str) -> StreamingRespo
 @router.get("/desk/export.csv")
 async def desk_csv(request: Request, session: DbSession) -> Response:
     """The desk as filtered and sorted, every page, read from the database while it is sent."""
-    query = desk.DeskQuery.from_params(request.query_params)
+    query, notes = read_query(session, request.query_params)
+    _refuse_misread(notes)
     weights = desk.desk_weights(session)
     now = utcnow()
     database = request.app.state.database
@@ -161,9 +240,15 @@ async def desk_csv(request: Request, session: DbSession) -> Response:
 # --- the demand of one item ----------------------------------------------------------------------------------
 
 
+def _demand_query(session: Session, request: Request) -> tuple[desk.DeskQuery, list[Misread]]:
+    """An item's demand reads the desk's window, segment and organisation (the desk's other parameters are not its)."""
+    return read_query(session, {k: v for k, v in request.query_params.items()
+                                if k in ("window", "segment", "organisation")})
+
+
 def _demand_page(request: Request, session: Session, public_id: str, *, status_code: int = 200,
                  **extra: Any) -> Response:
-    query = desk.DeskQuery.from_params(request.query_params)
+    query, notes = _demand_query(session, request)
     weights = desk.desk_weights(session)
     item = desk.get_item(session, public_id)
     demand = desk.item_demand(session, item=item, query=query, weights=weights)
@@ -172,9 +257,10 @@ def _demand_page(request: Request, session: Session, public_id: str, *, status_c
         "effort": desk.plain(item.effort) if item.effort is not None else "",
     })
     return render(request, "admin/desk_item.html", {
-        **_desk_context(session, query, weights), "demand": demand, "item": item, "errors": {},
-        "export_link": _export_link(request, f"/admin/desk/items/{item.public_id}/export.csv"),
-        "back_link": _export_link(request, "/admin/desk"), "people_shown": PEOPLE_SHOWN, **extra,
+        **_desk_context(session, query, weights), "demand": demand, "item": item, "errors": {}, "notes": notes,
+        "export_link": _link(f"/admin/desk/items/{item.public_id}/export.csv",
+                             {k: v for k, v in _query_params(query).items() if k in ("window", "segment", "organisation")}),
+        "back_link": _link("/admin/desk", _query_params(query)), "people_shown": PEOPLE_SHOWN, **extra,
     }, status_code=status_code)
 
 
@@ -209,7 +295,8 @@ def _demand_csv_row(asker: desk.Asker) -> list[Any]:
 
 @router.get("/desk/items/{public_id}/export.csv")
 async def item_demand_csv(request: Request, session: DbSession, public_id: str) -> Response:
-    query = desk.DeskQuery.from_params(request.query_params)
+    query, notes = _demand_query(session, request)
+    _refuse_misread(notes)
     weights = desk.desk_weights(session)
     item = desk.get_item(session, public_id)
     askers = desk.item_demand(session, item=item, query=query, weights=weights).askers

@@ -382,6 +382,20 @@ class DeskQuery:
         return WINDOWS[self.window] or 0
 
 
+def unknown_filters(session: Session, *, query: DeskQuery) -> list[str]:
+    """The query's filters that name nothing existing (their URL parameters: "product", "organisation", …).
+
+    Such a filter would match no vote, so a mistyped shared link would read "No items match": the desk says
+    which value it did not find and shows the view without it instead.
+    """
+    checks: list[tuple[str, object, Any]] = [
+        ("product", query.product, Product.slug), ("stage", query.stage, Stage.slug), ("tag", query.tag, Tag.slug),
+        ("segment", query.segment, Segment.slug), ("organisation", query.organisation, Organisation.id),
+    ]
+    return [name for name, value, column in checks
+            if value and session.scalar(select(column).where(column == value).limit(1)) is None]
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
