@@ -49,6 +49,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,11 @@ def lua_cycle(paths: list[str], directory: Path, name: str) -> Path:
         "request = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n"
     )
     return script
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def distinct_queries(url: str, count: int = 60_000, seed: int = 13) -> list[str]:
@@ -731,6 +737,9 @@ def main() -> None:
     args.votes = args.votes or args.only_votes
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install -y wrk")
+    # On a shared machine another run may hold these ports: wrk would then measure its servers, not ours.
+    if taken := [port for port in range(args.port, args.port + 4) if port_taken(port)]:
+        sys.exit(f"port(s) {', '.join(map(str, taken))} already in use: choose another --port")
 
     if args.wait_quiet:
         deadline = time.monotonic() + min(args.wait_quiet, 1800)

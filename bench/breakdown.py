@@ -14,6 +14,9 @@ PostgreSQL "SQL" is the wall time of each round trip (the server's own CPU is no
 --explain prints the plan of every distinct query the board and the item page run; --cprofile PAGE
 prints the functions that cost most for one page.
 
+"search" cycles through four common prefixes (kept pages after the first of each); "search, distinct" asks a
+query no request of the run asked before (bench/board.py's `distinct_queries`), so each is a search rendered anew.
+
 "reference" is bare FastAPI answering the very bytes of the visitor's board, fetched from the app first, and
 "raw ASGI, same" a raw ASGI app answering them (bench/reference_app.py); "render reference" is the older one,
 the board rendered from memory with the real templates on every request.
@@ -45,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.board import VOTE_LIMITS, VoteFixtures, clean_up_votes, prepare, prepare_votes
+from bench.board import VOTE_LIMITS, VoteFixtures, clean_up_votes, distinct_queries, prepare, prepare_votes
 from bench.generate import database_url
 
 
@@ -228,7 +231,7 @@ async def measure(page: Page, requests: int, warmup: int) -> Figures:
             raise RuntimeError(f"{page.name}: {page.paths[i % len(page.paths)]} answered {status}")
     TALLY.reset()
     start, wall = time.process_time(), time.perf_counter()
-    for i in range(requests):
+    for i in range(warmup, warmup + requests):  # after the warm-up's: a list that never repeats stays so
         await call(page.app, page.paths[i % len(page.paths)], page.cookie)
     cpu, wall = time.process_time() - start, time.perf_counter() - wall
     return Figures(page.name, cpu / requests * 1000, TALLY.queries / requests, TALLY.sql / requests * 1000,
@@ -323,6 +326,8 @@ def main() -> None:
         Page("now/next/later", app, ["/?view=horizon"]),
         Page("item page", app, fixtures.item_paths),
         Page("search", app, ["/search?q=rep", "/search?q=sch", "/search?q=exp", "/search?q=time+off"]),
+        # Never the same query twice (warm-up included, up to 5,000 requests): every search is one not kept.
+        Page("search, distinct", app, [f"/search?q={q.replace(' ', '+')}" for q in distinct_queries(url, 5_000)]),
         Page("stage page", app, ["/?stage=planned", "/?stage=released&page=3"]),
     ]
     # The references serve the very bytes of the visitor's board, fetched from the app first (bench/reference_app.py).
