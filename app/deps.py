@@ -11,11 +11,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app import revision
 from app.accounts import service as accounts
 from app.accounts import tokens
 from app.accounts.models import TokenScope, User
 from app.accounts.viewer import ANONYMOUS, Viewer
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.errors import Forbidden, NotAuthenticated, NotFound
 from app.portal import service as portal
 from app.security import SESSION_COOKIE, session_cookie_value
@@ -53,6 +54,50 @@ async def get_viewer(request: Request) -> Viewer:
 
 
 CurrentViewer = Annotated[Viewer, Depends(get_viewer)]
+
+
+class SignedInViewers:
+    """Who a session cookie stands for, with the (content, votes) revisions, for the pages answered to signed-in
+    people before the stack (app.pagecache.KeptPagesMiddleware).
+
+    The lookup is `load_session`'s, the one `get_viewer` makes (unknown, expired, inactive: nobody). With SQLite's
+    `data_version` watcher (app/revision.py) what it found is kept per worker, keyed by the cookie, until anything
+    is committed anywhere: a sign-out or a revoked session (a deleted row), a changed role, a deactivated account,
+    a person moved to another organisation or an organisation to another segment are all commits, so each shows at
+    the next request. The expiry is checked per request. Elsewhere (PostgreSQL) the session is read per request, in
+    the same short transaction as the revisions.
+    """
+
+    MAX_KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._version: int | None = None
+        self._kept: dict[str, tuple[Viewer, datetime]] = {}
+
+    def __call__(self, database: Database, token: str, *,
+                 watcher: revision.SqliteWatcher | None = None) -> tuple[int, int, Viewer | None]:
+        if watcher is None:
+            with database.new_session(write=False) as session:
+                content, votes = revision.both(session)
+                row = accounts.load_session(session, token)
+                return content, votes, Viewer.of(row.user, row.id) if row is not None else None
+        content, votes = watcher(database)
+        if watcher.version != self._version:
+            self._kept.clear()
+            self._version = watcher.version
+        kept = self._kept.get(token)
+        if kept is None:
+            # Read after the data_version above: never older than what it says was committed.
+            with database.new_session(write=False) as session:
+                row = accounts.load_session(session, token)
+                if row is None:
+                    return content, votes, None
+                kept = (Viewer.of(row.user, row.id), row.expires_at)
+            if len(self._kept) >= self.MAX_KEPT:
+                self._kept.clear()
+            self._kept[token] = kept
+        viewer, expires_at = kept
+        return content, votes, viewer if expires_at > utcnow() else None
 
 API_PREFIX = "/api/"
 _REFUSED = "The API token is not valid: unknown, revoked or expired, or its owner is no longer staff."

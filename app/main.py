@@ -20,6 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app import assets, handlers, health, logs, metrics, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
+from app.accounts.viewer import Viewer
 from app.admin.router import router as admin_router
 from app.api import desk as api_desk
 from app.api import tech as api_tech
@@ -27,7 +28,7 @@ from app.api import v1
 from app.changelog import views as changelog_views
 from app.config import Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy, lost_before_any_statement
-from app.deps import enforce_private_mode
+from app.deps import SignedInViewers, enforce_private_mode
 from app.discussion import views as discussion_views
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.feedback import views as feedback_views
@@ -206,6 +207,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     def revision_reader(current: Database) -> tuple[int, int]:
         return watched(current) if current is database else revision.peek(current)
+
+    signed_in_viewers = SignedInViewers()
+
+    def signed_in_reader(current: Database, token: str) -> tuple[int, int, Viewer | None]:
+        own = current is database and isinstance(watched, revision.SqliteWatcher)
+        return signed_in_viewers(current, token, watcher=watched if own else None)  # type: ignore[arg-type]
     wake_on_commit(database)  # a request that enqueued mail wakes this process's worker at once
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)
@@ -266,8 +273,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                        upload_paths=UPLOAD_PATHS)
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.proxy_networks)
     # A cookie-less visitor's page kept finished is answered here, before all of the above (app/pagecache.py).
+    # So is a signed-in customer's page kept for their audience, filled in with their own parts.
     app.add_middleware(KeptPagesMiddleware, cache_getter=lambda: app.state.pages,
-                       database_getter=lambda: app.state.database, revision_reader=revision_reader)
+                       database_getter=lambda: app.state.database, revision_reader=revision_reader,
+                       signed_in_reader=signed_in_reader, session_cookie=cookies.session, csrf_cookie=cookies.csrf)
     # Entity tags and 304s, Cache-Control, compression (app/responses.py): outside anything that keeps finished
     # answers for reuse, since what goes out depends on the request's Accept-Encoding.
     app.add_middleware(ResponseMiddleware, public_seconds=settings.public_cache_seconds, session_cookie=cookies.session)

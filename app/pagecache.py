@@ -49,6 +49,7 @@ cookie, an `Authorization` or conditional header, an address not kept — goes t
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -61,6 +62,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 from sqlalchemy.orm import Session
+from starlette.requests import cookie_parser
 
 from app import metrics, revision
 from app.accounts.viewer import Viewer
@@ -74,10 +76,15 @@ _PREFIX = f"\x00{_NONCE}:"
 _MARKER = re.compile(re.escape(_PREFIX) + r"(\w+):([^\x00]*)\x00")
 # Not a slot: replaced in the finished page in one pass (it is in every form, fillers' HTML included).
 CSRF_MARKER = Markup(f"\x00{_NONCE}!csrf\x00")  # nosec B704 # a marker made of a random nonce, no outside input
+_CSRF_BYTES = str(CSRF_MARKER).encode()
 
 MAX_CHARACTERS = 32_000_000  # per worker: a board is ~50 k characters, a customer's with its widgets ~250 k
 # What a slot's captured value counts for in the size bound (a small frozen object: a few ids and a title).
 KEPT_VALUE_CHARACTERS = 200
+# Filled pieces kept encoded with their digests (the strings are the pages' own kept variants).
+MAX_PIECES = 20_000
+# What a person's filled slots kept with a page count for, besides a pointer per slot (Page.keep_filled).
+FILLED_CHARACTERS = 100
 
 
 class Slot(NamedTuple):
@@ -120,12 +127,44 @@ class Page:
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
     _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
+    # The headers the app sent with this page to a signed-in person (their length and ETag aside), and the
+    # addresses (path, query string, audience) the signed-in fast path answers from it (KeptPagesMiddleware).
+    signed_in_headers: list[tuple[bytes, bytes]] | None = None
+    _signed_in_addresses: list[tuple[str, bytes, Any]] = field(default_factory=list)
+    _encoded: list[bytes] | None = None
+    _filled: dict[tuple[str, int | None], tuple[int, list[str]]] = field(default_factory=dict)
+
+    def encoded(self) -> list[bytes]:
+        """The parts as UTF-8, made once (and counted against the cache's bound); a slot's place is empty."""
+        if self._encoded is None:
+            self._encoded = [p.encode() if isinstance(p, str) else b"" for p in self.parts]
+            self._add(sum(len(p) for p in self._encoded))
+        return self._encoded
+
+    def filled_for(self, kind: str, viewer_id: int | None, revision: int) -> list[str] | None:
+        """What a filler kept of this page's slots of `kind` for one person (None: a visitor) under `revision`."""
+        kept = self._filled.get((kind, viewer_id))
+        return kept[1] if kept is not None and kept[0] == revision else None
+
+    def keep_filled(self, kind: str, viewer_id: int | None, revision: int, filled: list[str]) -> None:
+        """Keep a filler's pieces for one person under `revision` (what it fills them with, not their HTML: the
+        strings are the page's own kept variants), counted against the cache's bound."""
+        if (kind, viewer_id) not in self._filled:
+            self._add(FILLED_CHARACTERS + 8 * len(filled))
+        self._filled[(kind, viewer_id)] = (revision, filled)
+
+    def _add(self, added: int) -> None:
+        self.size += added
+        if self._owner is not None:
+            self._owner._grew(self, added)
 
     def measure(self) -> int:
         self.size = (sum(len(p) for p in self.parts if isinstance(p, str))
                      + len(self.values) * KEPT_VALUE_CHARACTERS
                      + sum(len(html) for by_variant in self.variants.values() for html in by_variant.values())
-                     + (len(self.finished[2]) if self.finished is not None else 0))
+                     + (len(self.finished[2]) if self.finished is not None else 0)
+                     + (sum(len(p) for p in self._encoded) if self._encoded is not None else 0)
+                     + sum(FILLED_CHARACTERS + 8 * len(filled) for _, filled in self._filled.values()))
         return self.size
 
     def keep(self, slot: Slot, variant: str, html: str, *, stale: Callable[[str, str], bool] | None = None) -> None:
@@ -147,11 +186,23 @@ class Filling:
     """What a filler gets for one request of one kept page."""
 
     request: Request
-    session: Session
     viewer: Viewer
     page: Page
+    # The request's session, or (before the stack) one opened on first use: a page whose parts are all known
+    # costs no session at all.
+    open_session: Callable[[], Session]
     csrf: Markup = CSRF_MARKER  # put this where the token goes: the whole page is filled in one pass
     on_response: list[Callable[[Response], None]] = field(default_factory=list)
+    # The votes revision when it was read before any session (the signed-in fast path): fillers use it rather than
+    # ask the session for it.
+    votes_revision: int | None = None
+    opened: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self.opened is None:
+            self.opened = self.open_session()
+        return self.opened
 
     def value(self, slot: Slot) -> Any:
         return self.page.values[slot]
@@ -174,14 +225,30 @@ class Filling:
 
 
 class _Account:
-    """The header's account corner of a signed-in person."""
+    """The header's account corner of a signed-in person.
+
+    It shows the name and whether the link goes to the staff or the customer settings, with the token's marker:
+    rendered once per (name, staff or not) and kept, so a signed-in page costs no template per request."""
+
+    MAX_KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, bool], str] = {}
 
     def capture(self, value: Any) -> tuple[str, Any]:
         return "", None
 
     def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
-        html = templates.env.get_template("_account.html").render(
-            request=filling.request, viewer=filling.viewer, csrf_token=filling.csrf)
+        viewer = filling.viewer
+        key = (viewer.user.name if viewer.user is not None else "", viewer.is_staff)
+        html = self._kept.get(key) if viewer.user is not None else None
+        if html is None:
+            html = templates.env.get_template("_account.html").render(
+                request=filling.request, viewer=viewer, csrf_token=filling.csrf)
+            if viewer.user is not None:
+                if len(self._kept) >= self.MAX_KEPT:
+                    self._kept.clear()
+                self._kept[key] = html
         return [html] * len(slots)
 
 
@@ -210,12 +277,16 @@ class PageCache:
         self._pages: OrderedDict[tuple[Any, ...], Page] = OrderedDict()
         # (path, query string) -> the page whose finished answer is kept for it (KeptPagesMiddleware)
         self._finished: dict[tuple[str, bytes], Page] = {}
+        # (path, query string, audience) -> the page a signed-in person of that audience is answered from there
+        self._signed_in: dict[tuple[str, bytes, Any], Page] = {}
+        self._pieces: dict[str, tuple[bytes, str]] = {}  # filled piece -> it encoded, its digest (piece)
         self._characters = 0
         # Shares of the bound for pages anyone can make up (a search per query): their own least recently used go
         # first, so they cannot crowd out the boards. Group -> (its bound, its pages' keys oldest first, characters).
         self._groups: dict[str, tuple[int, OrderedDict[tuple[Any, ...], None], list[int]]] = {}
         self.hits = self.misses = 0
         self.finished_hits = 0
+        self.signed_in_hits = 0
 
     def register(self, kind: str, filler: Filler) -> None:
         """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
@@ -264,6 +335,50 @@ class PageCache:
         self.hits += 1
         self.finished_hits += 1
         return page.finished
+
+    def signed_in_page(self, rev: int, votes: int, path: str, query: bytes, who: Any) -> Page | None:
+        """The page kept for a signed-in person of audience `who` at this address, if it is still the one kept
+        under content revision `rev`, this minute, and (for a page whose layout follows the counts) under votes
+        revision `votes`; None otherwise."""
+        page = self._signed_in.get((path, query, who))
+        if page is None or rev != self._revision or page._key is None or page._key[-1] != _minute():
+            return None
+        if page._key[4] is not None and page._key[4] != votes:
+            return None
+        if self._pages.get(page._key) is not page or page.signed_in_headers is None:
+            return None
+        self._pages.move_to_end(page._key)
+        self.hits += 1
+        self.signed_in_hits += 1
+        return page
+
+    def piece(self, html: str) -> tuple[bytes, str]:
+        """One filled piece of a page encoded, and its digest (for the ETag), kept until the revision changes:
+        fillers hand out the same kept strings again and again."""
+        known = self._pieces.get(html)
+        if known is None:
+            if len(self._pieces) >= MAX_PIECES:
+                self._pieces.clear()
+            data = html.encode()
+            known = self._pieces[html] = (data, hashlib.blake2b(data, digest_size=12).hexdigest())
+        return known
+
+    def might_have_signed_in(self) -> bool:
+        """Whether any page may be answered to a signed-in person before the stack (cheap)."""
+        return bool(self._signed_in)
+
+    def keep_signed_in(self, rev: int, key: tuple[Any, ...], path: str, query: bytes, who: Any,
+                       headers: list[tuple[bytes, bytes]]) -> None:
+        """Answer signed-in people of audience `who` at this address from the page kept under `key` (still kept
+        under `rev`), with the headers the app sent with it."""
+        page = self._pages.get(key)
+        if page is None or rev != self._revision:
+            return
+        page.signed_in_headers = headers
+        address = (path, query, who)
+        if address not in page._signed_in_addresses:
+            page._signed_in_addresses.append(address)
+        self._signed_in[address] = page
 
     def might_have(self, path: str, query: bytes) -> bool:
         """Whether a finished answer may be kept for this address (no revision read yet: cheap)."""
@@ -330,6 +445,9 @@ class PageCache:
             if page._key in keys:
                 del keys[page._key]
                 characters[0] -= page.size
+        for address in page._signed_in_addresses:
+            if self._signed_in.get(address) is page:
+                del self._signed_in[address]
 
     def entries(self) -> list[tuple[tuple[Any, ...], Page]]:
         """The kept pages with their keys, the least recently used first (the next to go)."""
@@ -343,6 +461,8 @@ class PageCache:
             page._owner = None
         self._pages.clear()
         self._finished.clear()
+        self._signed_in.clear()
+        self._pieces.clear()
         self._characters = 0
         for _, keys, characters in self._groups.values():
             keys.clear()
@@ -420,30 +540,43 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
 
 def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page, rev: int,
              votes: int, key: tuple[Any, ...]) -> HTMLResponse:
-    filling = Filling(request=request, session=session, viewer=viewer, page=page)
-    out: list[Any] = page.parts.copy()
-    fillers = cache.fillers
-    filled: list[str] = []
-    for kind, (slots, places) in page.open.items():
-        for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
-            filled.append(html)
-            for i in positions:
-                out[i] = html
-    body = "".join(out)
-    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token.
-    needs_token = CSRF_MARKER in body
-    token = csrf_token(request) if needs_token else ""
-    if needs_token:
-        body = body.replace(CSRF_MARKER, token)
-    # The ETag: the page's digest, made once, and what this answer filled in (the token included), so it
-    # changes whenever the bytes this person gets do, without hashing the whole page per request.
-    response = HTMLResponse(body, headers={"etag": weak_etag(page.digest, *filled, token)})
+    filling = Filling(request=request, viewer=viewer, page=page, open_session=lambda: session)
+    body, etag, needs_token = _assemble(cache, filling)
+    response = HTMLResponse(body, headers={"etag": etag})
     for hook in filling.on_response:
         hook(response)
     finishing: _Finishing | None = request.scope.get(FINISHING)
-    if finishing is not None and not needs_token and not filling.on_response and viewer.user is None:
-        finishing.kept = (cache, rev, votes, key)
+    if finishing is not None and not filling.on_response:
+        if viewer.user is None and not needs_token:
+            finishing.kept = (cache, rev, votes, key)
+        elif viewer.user is not None:
+            finishing.signed_in = (cache, rev, key, key[3])
     return response
+
+
+def _assemble(cache: PageCache, filling: Filling) -> tuple[bytes, str, bool]:
+    """The page with its slots filled for this request: (body, ETag, whether it holds a CSRF token). The app and
+    the signed-in fast path both answer with it, so their bytes cannot differ. Built from bytes: the page's text
+    and each filled piece are encoded once and kept (`Page.encoded`, `PageCache.piece`)."""
+    page = filling.page
+    out = page.encoded().copy()
+    fillers = cache.fillers
+    tags: list[str] = []
+    for kind, (slots, places) in page.open.items():
+        for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
+            data, tag = cache.piece(html)
+            tags.append(tag)
+            for i in positions:
+                out[i] = data
+    body = b"".join(out)
+    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token.
+    needs_token = _CSRF_BYTES in body
+    token = csrf_token(filling.request) if needs_token else ""
+    if needs_token:
+        body = body.replace(_CSRF_BYTES, token.encode())
+    # The ETag: the page's digest, made once, and what this answer filled in (each piece by its digest, the token
+    # included), so it changes whenever the bytes this person gets do, without hashing the page per request.
+    return body, weak_etag(page.digest, "".join(tags), token), needs_token
 
 
 # --- finished pages, before the stack -------------------------------------------------------------------
@@ -459,28 +592,61 @@ _DROPPED_HEADERS = frozenset({b"date", b"server"})  # the server's own, per answ
 @dataclass(slots=True)
 class _Finishing:
     kept: tuple[PageCache, int, int, tuple[Any, ...]] | None = None
+    # A signed-in person's page: (cache, content revision, key, audience) it was answered from
+    signed_in: tuple[PageCache, int, tuple[Any, ...], Any] | None = None
+
+
+# (content revision, votes revision, viewer or None) for a session cookie's value, read before the stack
+SignedInReader = Callable[[Any, str], tuple[int, int, Viewer | None]]
 
 
 class KeptPagesMiddleware:
-    """Answers a cookie-less visitor's GET from the finished page kept for its address, before the app.
+    """Answers kept pages before the app: a cookie-less visitor's GET from the finished page kept for its address,
+    and a signed-in person's GET from the page kept for their audience, their own parts filled in.
 
     `revision_reader(database)` gives the content and votes revisions as a new transaction would see them; a page
-    kept under another content revision, or finished under another votes revision, is not used (and the app renders and keeps the page again). Anything unusual falls
-    through to the app; so does a database that cannot be read (the app then answers with its own error page).
+    kept under another content revision, or finished under another votes revision, is not used (and the app
+    renders and keeps the page again). Anything unusual falls through to the app; so does a database that cannot be
+    read (the app then answers with its own error page).
+
+    A signed-in person is answered here only when their request carries exactly the session and CSRF cookies (no
+    flash message, nothing else), `signed_in_reader(database, session cookie)` says whose session it is — a
+    customer's or a signed-in person's without an organisation, never staff —, and the app already answered
+    someone of the same audience at this address from the page still kept: the page is filled in as the app fills
+    it (`_assemble`: their votes on its cards, their name, their CSRF token) and sent with the headers the app sent.
     """
 
     def __init__(self, app: Any, *, cache_getter: Callable[[], PageCache | None], database_getter: Callable[[], Any],
-                 revision_reader: Callable[[Any], tuple[int, int]] | None = None) -> None:
+                 revision_reader: Callable[[Any], tuple[int, int]] | None = None,
+                 signed_in_reader: SignedInReader | None = None, session_cookie: str = "",
+                 csrf_cookie: str = "") -> None:
         self.app = app
         self.cache_getter = cache_getter
         self.database_getter = database_getter
         self.revision_reader = revision_reader or revision.peek
+        self.signed_in_reader = signed_in_reader
+        self.session_cookie = session_cookie
+        self.csrf_cookie = csrf_cookie
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or any(
-                name in _PERSONAL_HEADERS for name, _ in scope["headers"]):
+        if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
+        cookie: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"cookie" and cookie is None:
+                cookie = value
+            elif name in _PERSONAL_HEADERS:
+                await self.app(scope, receive, send)
+                return
+        if cookie is None:
+            await self._visitor(scope, receive, send)
+        elif self.signed_in_reader is not None:
+            await self._signed_in(scope, receive, send, cookie)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _visitor(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         cache = self.cache_getter()
         path, query = scope["path"], scope["query_string"]
         if cache is not None and cache.might_have(path, query):
@@ -516,3 +682,70 @@ class KeptPagesMiddleware:
             return
         cache, rev, votes, key = finishing.kept
         cache.keep_finished(rev, votes, key, path, query, start["status"], headers, b"".join(chunks))
+
+    async def _signed_in(self, scope: dict[str, Any], receive: Any, send: Any, cookie: bytes) -> None:
+        cache = self.cache_getter()
+        if cache is None:
+            await self.app(scope, receive, send)
+            return
+        jar = cookie_parser(cookie.decode("latin-1"))
+        token, csrf = jar.get(self.session_cookie), jar.get(self.csrf_cookie)
+        # Only the session and its CSRF cookie: a flash message, a missing CSRF cookie (the app would mint one)
+        # or the sign-in flow's own cookie are the app's to handle.
+        if token and csrf and len(jar) == 2 and len(csrf) <= 100:
+            if cache.might_have_signed_in() and await self._answer_signed_in(scope, send, cache, token):
+                return
+            finishing = _Finishing()
+            scope[FINISHING] = finishing
+        else:
+            finishing = None
+        start: dict[str, Any] | None = None
+
+        async def noting(message: dict[str, Any]) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            await send(message)
+
+        await self.app(scope, receive, noting)
+        if finishing is None or finishing.signed_in is None or start is None or start["status"] != 200:
+            return
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in _DROPPED_HEADERS]
+        if any(k.lower() == b"set-cookie" for k, _ in headers):
+            return
+        cache, rev, key, who = finishing.signed_in
+        cache.keep_signed_in(rev, key, scope["path"], scope["query_string"], who, headers)
+
+    async def _answer_signed_in(self, scope: dict[str, Any], send: Any, cache: PageCache, token: str) -> bool:
+        assert self.signed_in_reader is not None  # nosec B101 # checked by the caller
+        database = self.database_getter()
+        try:
+            content, votes, viewer = self.signed_in_reader(database, token)
+        except Exception:  # the app answers, with its own error page if it must
+            return False
+        if viewer is None or viewer.user is None:  # signed out, expired or unknown: the app's
+            return False
+        who = audience(viewer)
+        if who is None:  # staff: never from kept pages
+            return False
+        page = cache.signed_in_page(content, votes, scope["path"], scope["query_string"], who)
+        if page is None or page.signed_in_headers is None:
+            return False
+        state = scope.get("state")
+        scope["state"] = dict(state or {})  # this request's own, as IsolatedStateMiddleware would give it
+        filling = Filling(request=Request(scope), viewer=viewer, page=page, votes_revision=votes,
+                          open_session=lambda: database.new_session(write=False))
+        try:
+            body, etag, _ = _assemble(cache, filling)
+        finally:
+            if filling.opened is not None:
+                filling.opened.close()
+        if filling.on_response:  # nothing of the kind without a flash cookie; the app's to handle if ever
+            scope["state"] = state
+            return False
+        headers = [(k, str(len(body)).encode() if k == b"content-length" else etag.encode() if k == b"etag" else v)
+                   for k, v in page.signed_in_headers]
+        metrics.name_route(scope, metrics.KEPT_ROUTE)  # answered before routing (app/metrics.py)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True

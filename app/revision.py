@@ -193,6 +193,11 @@ class SqliteWatcher:
                 self.reads += 1
             return self._known
 
+    @property
+    def version(self) -> int | None:
+        """The data_version the last call saw: it moves with every commit (of another connection) after it."""
+        return self._version
+
     def close(self) -> None:
         with self._lock:
             self._connection.close()

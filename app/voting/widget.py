@@ -50,17 +50,35 @@ class VoteWidgets:
     def counts(self, filling: Filling, item_ids: list[int]) -> dict[int, int]:
         """The current counts of these items: from what this worker read under the current votes revision, the
         missing ones in one query."""
-        rev = revision.votes(filling.session)
-        if rev != self._counts_revision:
-            self._counts = {}
-            self._counts_revision = rev
+        self._current(filling)
         known = self._counts
         missing = [item_id for item_id in item_ids if item_id not in known]
         if missing:
             known.update(voting.counts_of(filling.session, missing))
         return known
 
+    def _current(self, filling: Filling) -> int:
+        """The votes revision; what was read under an older one is forgotten."""
+        rev = filling.votes_revision if filling.votes_revision is not None else revision.votes(filling.session)
+        if rev != self._counts_revision:
+            self._counts = {}
+            self._counts_revision = rev
+        return rev
+
     def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
+        # What this person's widgets on this page are is kept with the page under the votes revision: a vote,
+        # withdrawal or importance change anywhere moves it, and the next request reads their votes again.
+        user = filling.viewer.user
+        viewer_id = user.id if user is not None else None
+        rev = self._current(filling)
+        kept = filling.page.filled_for(KIND, viewer_id, rev)
+        if kept is not None:
+            return kept
+        filled = self._fill(filling, slots)
+        filling.page.keep_filled(KIND, viewer_id, rev, filled)
+        return filled
+
+    def _fill(self, filling: Filling, slots: Sequence[Slot]) -> list[str]:
         ids = [int(slot.arg) for slot in slots]
         user = filling.viewer.user
         if user is None:
