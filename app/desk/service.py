@@ -39,6 +39,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
+from pydantic import ValidationInfo, field_validator
 from sqlalchemy import Float, Numeric, case, cast, false, func, literal, null, select, text, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement, Select
@@ -52,7 +53,7 @@ from app.desk import aggregates
 from app.desk.models import DeskDay, DeskItemOrg, DeskOrgDay, DeskSpan, DeskState, DeskWindow
 from app.errors import NotFound
 from app.feedback.models import Feedback
-from app.forms import FormModel, choice, decimal_number
+from app.forms import FormModel, choice, decimal_number, refuse
 from app.organisations.models import Organisation, Segment
 from app.outbox import service as outbox_service
 from app.outbox.models import OutboxJob
@@ -184,6 +185,8 @@ def _weights_from(value: Mapping[str, Any]) -> Weights:
 
 _DEFAULTS = Weights()
 WEIGHT_MESSAGE = "A number from 0 to 1000, with at most three decimals, such as 2 or 1.5."
+ALL_ZERO_MESSAGE = ("Nice to have, important and critical cannot all be 0: every vote would weigh 0 and every item "
+                    "would show a weighted demand of 0.00. Give at least one of them a weight above 0.")
 
 
 def _weight() -> Any:
@@ -203,6 +206,15 @@ class WeightsUpdate(FormModel):
     revenue_cap: Annotated[Decimal, decimal_number("A factor from 1 to 1000, such as 3.", minimum=Decimal(1),
                                                    maximum=Decimal(1000), places=3,
                                                    thousands=True)] = _DEFAULTS.revenue_cap
+
+    @field_validator("critical")
+    @classmethod
+    def _one_above_zero(cls, critical: Decimal, info: ValidationInfo) -> Decimal:
+        # With every importance weight at 0 every vote weighs 0: each item's demand is 0.00 and the desk ranks
+        # nothing. (Shown next to the last of the three, the one checked after the other two.)
+        if critical == 0 and info.data.get("nice_to_have") == 0 and info.data.get("important") == 0:
+            raise refuse(ALL_ZERO_MESSAGE)
+        return critical
 
     def weights(self) -> Weights:
         return Weights(nice_to_have=self.nice_to_have, important=self.important, critical=self.critical,

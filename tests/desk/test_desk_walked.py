@@ -12,9 +12,9 @@ from sqlalchemy import select
 from app.accounts.models import User
 from app.feedback.models import Feedback, FeedbackKind
 from app.voting import service as voting
-from tests.desk.helpers import TITLES, csv_rows, page_rows, set_up
+from tests.desk.helpers import TITLES, WEIGHTS, csv_rows, page_rows, set_up
 from tests.factories import make_admin
-from tests.helpers.http import sign_in
+from tests.helpers.http import post_form, sign_in
 
 
 @pytest.fixture
@@ -97,3 +97,21 @@ class TestWithdrawnVotesNotes:
         assert "counts nowhere" not in text
         assert ("a note left with it was sent to the team, so it stays in the feedback inbox and in the "
                 "private-feedback count") in text
+
+
+class TestWeightsThatRankNothing:
+    async def test_all_three_importance_weights_at_zero_are_refused_with_what_was_typed_kept(self, client, session,
+                                                                                            admin):
+        await set_up(client, session)  # critical 4, linear revenue
+        desk_before = page_rows((await client.get("/admin/desk?window=all")).text)
+        typed = {**WEIGHTS, "nice_to_have": "0", "important": "0.000", "critical": "0", "revenue_unit": "250000"}
+        refused = await post_form(client, "/admin/desk/weights", typed, page="/admin/desk/weights")
+        assert refused.status_code == 422
+        assert "cannot all be 0: every vote would weigh 0" in words(refused.text)
+        for name, value in (("nice_to_have", "0"), ("important", "0.000"), ("critical", "0"), ("revenue_unit", "250000")):
+            assert re.search(fr'name="{name}"[^>]*value="{re.escape(value)}"', refused.text), name
+        assert page_rows((await client.get("/admin/desk?window=all")).text) == desk_before  # nothing was saved
+        # One weight above 0 is a choice a PM may make (only critical votes count): it is saved.
+        only_critical = {**WEIGHTS, "nice_to_have": "0", "important": "0", "critical": "1"}
+        saved = await post_form(client, "/admin/desk/weights", only_critical, page="/admin/desk/weights")
+        assert saved.status_code == 303
