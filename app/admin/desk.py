@@ -158,6 +158,18 @@ def _number(value: float | None, places: int = desk.PLACES) -> str:
     return desk.fixed(value, places, empty="—")
 
 
+def _impact_parts(row: desk.DeskRow, weights: desk.Weights) -> tuple[str, int] | None:
+    """Impact as the fraction it is: the voters' importance weights summed, and the voters (126 and 71 for an
+    impact of 1.774…). The demand page writes RICE with it, so that its formula multiplies out to the RICE shown;
+    with the impact rounded to 1.77 it would not (the RICE is computed on the exact impact)."""
+    voters = row.nice_to_have + row.important + row.critical
+    if not voters:
+        return None
+    total = (weights.nice_to_have * row.nice_to_have + weights.important * row.important
+             + weights.critical * row.critical)
+    return desk.plain(total), voters
+
+
 def _money(value: Decimal | float | None) -> str:
     """A revenue on a page: whole currency units with thousands separators (the CSVs and API: no separators)."""
     return f"{desk.whole(value):,}"
@@ -258,6 +270,7 @@ def _demand_page(request: Request, session: Session, public_id: str, *, status_c
     })
     return render(request, "admin/desk_item.html", {
         **_desk_context(session, query, weights), "demand": demand, "item": item, "errors": {}, "notes": notes,
+        "impact_parts": _impact_parts(demand.row, weights) if demand.row else None,
         "export_link": _link(f"/admin/desk/items/{item.public_id}/export.csv",
                              {k: v for k, v in _query_params(query).items() if k in ("window", "segment", "organisation")}),
         "back_link": _link("/admin/desk", _query_params(query)), "people_shown": PEOPLE_SHOWN, **extra,

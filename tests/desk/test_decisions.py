@@ -283,7 +283,10 @@ class TestOneFigureReadsTheSameEverywhere:
         assert strip(cells["revenue"]) == f"{want['revenue']:,}"
         item_page = words((await client.get(f"/admin/desk/items/{x.public_id}?window=all")).text)
         assert f"Weighted demand {demand}" in item_page and f"Revenue represented {want['revenue']:,}" in item_page
-        assert f"RICE {rice} = {want['reach']} × {impact} × 80% ÷ 2" in item_page
+        nice, important, critical = want["mix"]  # the impact as its fraction: weights 1, 2, 4
+        fraction = f"{nice + 2 * important + 4 * critical} ÷ {nice + important + critical}"
+        assert f"RICE {rice} = {want['reach']} × ({fraction}) × 80% ÷ 2" in item_page
+        assert f"impact {fraction} ≈ {impact}" in item_page
 
         desk_csv = {r["Title"]: r for r in csv_rows((await client.get("/admin/desk/export.csv?window=all")).content)}
         row = desk_csv[TITLES["X"]]

@@ -115,3 +115,28 @@ class TestWeightsThatRankNothing:
         only_critical = {**WEIGHTS, "nice_to_have": "0", "important": "0", "critical": "1"}
         saved = await post_form(client, "/admin/desk/weights", only_critical, page="/admin/desk/weights")
         assert saved.status_code == 303
+
+
+class TestTheRiceFormulaMultipliesOut:
+    async def test_the_figures_written_in_the_formula_give_the_rice_shown(self, client, session, admin):
+        from app.desk.service import half_up
+
+        world = await set_up(client, session)  # X has confidence 80% and effort 2 (RICE in tests/desk/helpers.py)
+        for window in ("30", "90", "365", "all"):
+            text = words((await client.get(f"/admin/desk/items/{world.items['X'].public_id}?window={window}")).text)
+            found = re.search(r"RICE (\S+) = (\d+) × \(([\d.]+) ÷ (\d+)\) × (\d+)% ÷ ([\d.]+)", text)
+            assert found, (window, text[text.index("RICE"):][:120])
+            shown, reach, weights, voters, confidence, effort = found.groups()
+            exact = int(reach) * float(weights) / int(voters) * int(confidence) / 100 / float(effort)
+            assert str(half_up(exact)) == shown, (window, found.group(0))
+
+
+class TestRoundedOnceIsSaid:
+    async def test_the_page_says_rounded_parts_may_not_add_up_to_the_total(self, client, session, admin):
+        world = await set_up(client, session)
+        demand = words((await client.get(f"/admin/desk/items/{world.items['X'].public_id}?window=all")).text)
+        assert ("added up, the rounded figures here and in the CSV may differ from the total by a few hundredths"
+                in demand)
+        assert "and only once: no figure is computed from rounded ones" in demand  # its "How it is computed"
+        desk = words((await client.get("/admin/desk")).text)
+        assert "may add up to a few hundredths more or less than the total shown" in desk
