@@ -37,6 +37,8 @@ from app.web import redirect, render
 router = APIRouter(include_in_schema=False)
 
 PER_PAGE = 50
+# The item's page names its heaviest voters; its demand page lists them all.
+DEMAND_SHOWN = 5
 
 VISIBILITY_LABELS = {
     Visibility.public: "Public",
@@ -168,17 +170,25 @@ async def update_item(request: Request, session: DbSession, user: StaffUser, pub
     form = await read_form(request, roadmap.ItemUpdate)
     why = await read_form(request, decisions.DecisionWhy)
     told = await read_form(request, notify.Notify)
-    typed = {**form.typed, **why.typed, "notify": told.typed["notify"]}
+    rice = await read_form(request, desk.RiceUpdate)
+    # The RICE fields are the editor's since issue 10's walk; a form without them (a script, an older page) leaves
+    # the estimate as it is rather than clearing it.
+    with_rice = "rice_confidence" in (await request.form())
+    typed = {**form.typed, **why.typed, "notify": told.typed["notify"], **(rice.typed if with_rice else {})}
     try:
         data = form.resolve(partial(roadmap.resolve_item, session))
         reason = why.valid().why
         wanted = told.valid().wanted
+        estimate = rice.valid() if with_rice else None
     except FormInvalid as exc:
-        errors = {**exc.errors, **why.errors, **told.errors}
+        errors = {**exc.errors, **why.errors, **told.errors, **(rice.errors if with_rice else {})}
         return _render_form(request, session, item=item, form=typed, errors=errors, status_code=422)
     old_stage = item.stage
     before = item.updated_at
     decision = decisions.update_item(session, item=item, data=data, why=reason, actor=user)
+    if estimate is not None:
+        # The demand page's "Save estimate" does the same: one service function, its validation and its audit.
+        desk.set_rice(session, item=item, confidence=estimate.rice_confidence, effort=estimate.effort, actor=user)
     if item.updated_at == before:
         return redirect(request, _edit_url(item), flash="Nothing changed.", kind="info")
     flash = "Changes saved."
@@ -273,6 +283,8 @@ def _item_form(item: Item) -> dict[str, Any]:
         "confidence": item.confidence.value if item.confidence else "", "visibility": item.visibility.value,
         "release_notes": item.release_notes, "internal_notes": item.internal_notes,
         "tags": [str(t.id) for t in item.tags], "segments": [str(s.id) for s in item.segments], "why": "",
+        "rice_confidence": str(item.rice_confidence) if item.rice_confidence is not None else "",
+        "effort": desk.plain(item.effort) if item.effort is not None else "",
     }
 
 
@@ -325,6 +337,11 @@ def _render_form(request: Request, session: Session, *, item: Item | None, form:
         context.update(audit_verbs=AUDIT_VERBS, audit_fields=AUDIT_FIELDS, audit_values=AUDIT_VALUES)
         context["merged"] = merging.current_merge(session, item=item)
         context["decisions"] = decisions.list_for_item(session, item=item)
+        # Who wants it, in the desk's default window (the demand page has the others, and everyone).
+        window = desk.DeskQuery()
+        context.update(demand=desk.item_demand(session, item=item, query=window, weights=desk.desk_weights(session)),
+                       demand_window=desk.WINDOW_LABELS[window.window].lower(), demand_number=desk.fixed,
+                       demand_shown=DEMAND_SHOWN)
         context.setdefault("move", {"stage_id": str(item.stage_id), "why": ""})
         actor = request.state.viewer.user
         context["audience"] = notify.audience_of(session, item=item, actor=actor)
