@@ -32,7 +32,7 @@ people count, and only items with at least one such vote are listed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import ValidationInfo, field_validator
-from sqlalchemy import Float, Numeric, case, cast, false, func, literal, null, select, text, union_all
+from sqlalchemy import Float, Numeric, case, cast, false, func, literal, null, select, text, true, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -65,6 +65,14 @@ from app.voting.models import Importance, Merge, Vote
 
 # A select of any columns (SQLAlchemy 2.1 types a select by the tuple of its columns).
 AnySelect = Select[*tuple[Any, ...]]
+# The items a statement is narrowed to: one (an item's own row), a page's, or all of them (None).
+Only = int | Sequence[int] | None
+
+
+def _among(column: Any, only: int | Sequence[int]) -> ColumnElement[bool]:
+    narrowed: ColumnElement[bool] = column == only if isinstance(only, int) else column.in_(only)
+    return narrowed
+
 
 PER_PAGE = 50
 TREND_WEEKS = 12
@@ -505,12 +513,20 @@ def _voter_rows(query: DeskQuery, segment_id: int | None) -> AnySelect:
     return stmt
 
 
-def _filter_and_sort(stmt: AnySelect, query: DeskQuery, *, only_item: int | None, listed: ColumnElement[bool],
-                     voters: Any, organisations: Any, nice: Any, important: Any, critical: Any, demand: Any,
-                     revenue: Any, rice: Any, feedback: Any, trend_total: Any) -> AnySelect:
-    """The desk's filters on items and its order, on either statement (aggregates or vote rows)."""
+# The figures each sort orders by, in order of precedence (`_figures` names them).
+_SORT_FIGURES: dict[Sort, tuple[str, ...]] = {
+    Sort.voters: ("voters",), Sort.organisations: ("organisations",), Sort.importance: ("critical", "important", "nice"),
+    Sort.demand: ("demand",), Sort.revenue: ("revenue",), Sort.rice: ("rice",), Sort.feedback: ("feedback",),
+    Sort.trend: ("trend",),
+}
+
+
+def _filter_and_sort(stmt: AnySelect, query: DeskQuery, *, only_item: Only, listed: ColumnElement[bool],
+                     figures: Mapping[str, Any]) -> AnySelect:
+    """The desk's filters on items and its order, on either statement (aggregates or vote rows); `figures` holds at
+    least the ones the sort orders by."""
     if only_item is not None:
-        stmt = stmt.where(Item.id == only_item)
+        stmt = stmt.where(_among(Item.id, only_item))
     if query.product:
         stmt = stmt.where(Product.slug == query.product)
     if query.stage:
@@ -523,23 +539,16 @@ def _filter_and_sort(stmt: AnySelect, query: DeskQuery, *, only_item: int | None
 
     timeframe_order = case((Item.timeframe == Timeframe.now.value, 0), (Item.timeframe == Timeframe.next.value, 1),
                            (Item.timeframe == Timeframe.quarter.value, 2), else_=3)
-    keys: dict[Sort, list[Any]] = {
+    item_keys: dict[Sort, list[Any]] = {
         Sort.item: [func.lower(Item.title)],
-        Sort.voters: [voters],
-        Sort.organisations: [organisations],
-        Sort.importance: [critical, important, nice],
-        Sort.demand: [demand],
-        Sort.revenue: [revenue],
-        Sort.rice: [rice],
-        Sort.feedback: [feedback],
-        Sort.trend: [trend_total],
         Sort.stage: [Stage.position],
         Sort.timeframe: [timeframe_order, Item.target_year, Item.target_quarter],
         # Age grows as created_at shrinks: descending age (oldest first) is ascending created_at.
         Sort.age: [Item.created_at.asc() if query.direction == "desc" else Item.created_at.desc()],
     }
+    keys = item_keys.get(query.sort) or [figures[name] for name in _SORT_FIGURES[query.sort]]
     order: list[Any] = []
-    for key in keys[query.sort]:
+    for key in keys:
         if query.sort is Sort.age:
             order.append(key)
         elif query.direction == "desc":
@@ -637,15 +646,16 @@ def _organisation(session: Session, organisation_id: int) -> _Organisation:
 
 
 def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights: Weights,
-            only_item: int | None, name: str, organisation: _Organisation | None = None) -> Any:
+            only_item: Only, name: str, organisation: _Organisation | None = None,
+            sums: Collection[str] | None = None) -> Any:
     """Per item, the sums of the window of `span` days ending today (0: all time), in one segment or all, or of
-    one organisation's votes.
+    one organisation's votes: all of `_WINDOW_SUMS`, or only `sums` (what the desk's order reads).
 
     The stored window is used as it is when its first day is today's; when the windows have not been moved
     forward since (`aggregates.advance`), what left the window since is taken out here.
     """
     if organisation is not None:
-        return _organisation_window(organisation, span, today, segment_id, weights, only_item, name)
+        return _organisation_window(organisation, span, today, segment_id, weights, only_item, name, sums)
     W, D, P, OD = DeskWindow, DeskDay, DeskItemOrg, DeskOrgDay
     parts: list[AnySelect] = [select(W.item_id, W.seg, *[getattr(W, c) for c in _SUMS]).where(W.span == span)]
     stored, wanted = kept.since.get(span), aggregates.since_of(span, today)
@@ -661,7 +671,7 @@ def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights
         parts.append(select(P.item_id, P.seg, *[literal(0) for _ in aggregates.COUNTS], literal(-1), -P.revenue)
                      .where(P.latest_day >= stored, P.latest_day < wanted))
     if only_item is not None:
-        parts = [part.where(part.selected_columns[0] == only_item) for part in parts]
+        parts = [part.where(_among(part.selected_columns[0], only_item)) for part in parts]
     if segment_id is not None:
         parts = [part.where(part.selected_columns[1] == segment_id) for part in parts]
     u = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery(f"{name}_parts")
@@ -676,21 +686,21 @@ def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights
         else number(Decimal(1))
     factor_sum = (number(weights.nice_to_have) * u_cols["f1"] + number(weights.important) * u_cols["f2"]
                   + number(weights.critical) * u_cols["f3"])
-    return (select(
-        u.c[0].label("item_id"),
-        func.sum(u_cols["n1"] + u_cols["n2"] + u_cols["n3"]).label("voters"),
-        func.sum(u_cols["orgs"]).label("organisations"), func.sum(u_cols["lone"]).label("lone"),
-        func.sum(u_cols["n1"]).label("nice"), func.sum(u_cols["n2"]).label("important"),
-        func.sum(u_cols["n3"]).label("critical"),
-        func.sum(segment_weight * factor_sum).label("demand"),
-        func.sum(number(weights.nice_to_have) * u_cols["n1"] + number(weights.important) * u_cols["n2"]
-                 + number(weights.critical) * u_cols["n3"]).label("importance_sum"),
-        func.sum(u_cols["revenue"]).label("revenue"),
-    ).select_from(u).group_by(u.c[0]).subquery(name))
+    columns = {
+        "voters": u_cols["n1"] + u_cols["n2"] + u_cols["n3"], "organisations": u_cols["orgs"], "lone": u_cols["lone"],
+        "nice": u_cols["n1"], "important": u_cols["n2"], "critical": u_cols["n3"],
+        "demand": segment_weight * factor_sum,
+        "importance_sum": number(weights.nice_to_have) * u_cols["n1"] + number(weights.important) * u_cols["n2"]
+        + number(weights.critical) * u_cols["n3"],
+        "revenue": u_cols["revenue"],
+    }
+    return (select(u.c[0].label("item_id"), *[func.sum(value).label(label) for label, value in columns.items()
+                                              if sums is None or label in sums])
+            .select_from(u).group_by(u.c[0]).subquery(name))
 
 
 def _organisation_window(org: _Organisation, span: int, today: date, segment_id: int | None, weights: Weights,
-                         only_item: int | None, name: str) -> Any:
+                         only_item: Only, name: str, sums: Collection[str] | None) -> Any:
     """`_window`'s columns for one organisation's votes, from its votes per item and day: one segment weight and
     one revenue factor weigh them all, and it is one organisation (reach 1, its revenue) wherever it voted."""
     OD = DeskOrgDay
@@ -698,7 +708,7 @@ def _organisation_window(org: _Organisation, span: int, today: date, segment_id:
     if span:
         stmt = stmt.where(OD.day >= aggregates.since_of(span, today))
     if only_item is not None:
-        stmt = stmt.where(OD.item_id == only_item)
+        stmt = stmt.where(_among(OD.item_id, only_item))
     if segment_id is not None and segment_id != org.seg:
         stmt = stmt.where(false())
     voters = func.sum(OD.n1 + OD.n2 + OD.n3)
@@ -707,17 +717,20 @@ def _organisation_window(org: _Organisation, span: int, today: date, segment_id:
                               + literal(float(weights.important), Float) * OD.n2
                               + literal(float(weights.critical), Float) * OD.n3)
     weight = float(org.segment_weight) * weights.revenue_factor(org.revenue)
-    return stmt.add_columns(
-        voters.label("voters"), case((voted, 1), else_=0).label("organisations"), literal(0).label("lone"),
-        func.sum(OD.n1).label("nice"), func.sum(OD.n2).label("important"), func.sum(OD.n3).label("critical"),
-        (literal(weight, Float) * importance_sum).label("demand"), importance_sum.label("importance_sum"),
-        case((voted, literal(org.revenue or Decimal(0), Numeric(14, 2))), else_=0).label("revenue"),
-    ).group_by(OD.item_id).subquery(name)
+    columns = {
+        "voters": voters, "organisations": case((voted, 1), else_=0), "lone": literal(0),
+        "nice": func.sum(OD.n1), "important": func.sum(OD.n2), "critical": func.sum(OD.n3),
+        "demand": literal(weight, Float) * importance_sum, "importance_sum": importance_sum,
+        "revenue": case((voted, literal(org.revenue or Decimal(0), Numeric(14, 2))), else_=0),
+    }
+    return stmt.add_columns(*[value.label(label) for label, value in columns.items() if sums is None or label in sums]
+                            ).group_by(OD.item_id).subquery(name)
 
 
 def _aggregate_statement(*, query: DeskQuery, weights: Weights, now: datetime, kept: _Kept, segment_id: int | None,
-                         organisation: _Organisation | None, only_item: int | None = None) -> AnySelect:
-    """The desk's rows from the aggregates: each sort reads one window per item (or the organisation's days)."""
+                         organisation: _Organisation | None, only_item: Only = None) -> AnySelect:
+    """The desk's rows from the aggregates, every figure: each sort reads one window per item (or the
+    organisation's days)."""
     today = now.date()
     votes = _window(kept, query.span, today, segment_id, weights, only_item, "desk_votes", organisation)
     feedback = _feedback_counts(query, query.since(now), segment_id, only_item)
@@ -732,32 +745,85 @@ def _aggregate_statement(*, query: DeskQuery, weights: Weights, now: datetime, k
                         trend_total=trend_total)
 
 
-def _desk_select(query: DeskQuery, *, votes: Any, revenue: Any, feedback: Any, only_item: int | None,
+# The window's sums each sort reads to put every item in order (`_ranking_statement`); the sorts not listed read
+# none (item columns, the feedback or the trend's window).
+_SORT_SUMS: dict[Sort, frozenset[str]] = {
+    Sort.voters: frozenset({"voters"}), Sort.organisations: frozenset({"organisations"}),
+    Sort.importance: frozenset({"nice", "important", "critical"}), Sort.demand: frozenset({"demand"}),
+    Sort.revenue: frozenset({"revenue"}), Sort.rice: frozenset({"voters", "organisations", "lone", "importance_sum"}),
+}
+
+
+def _ranking_statement(*, query: DeskQuery, weights: Weights, now: datetime, kept: _Kept, segment_id: int | None,
+                       organisation: _Organisation | None) -> AnySelect:
+    """The desk's order: the ids of the items as filtered and sorted, each sort summing only what it orders by.
+
+    Summing every figure of the window for every item to show 50 of them cost most of PostgreSQL's time (a
+    hash aggregate of ~32,000 window rows with nine sums, one of them numeric); the page's rows get their other
+    figures afterwards (`_Plan.page_rows`), from their own window rows only. The same expressions as the full
+    statement (`_figures`), so the order is the one the figures shown give.
+    """
+    today = now.date()
+    listed_by_votes = bool(query.segment) or query.organisation is not None
+    sums = _SORT_SUMS.get(query.sort, frozenset()) | ({"voters"} if listed_by_votes else set())
+    stmt: AnySelect = (select(Item.id.label("item_pk"))
+                       .join(Product, Product.id == Item.product_id).join(Stage, Stage.id == Item.stage_id)
+                       .where(Item.merged_into_id.is_(None)))
+    figures: dict[str, Any] = {}
+    if sums:
+        votes = _window(kept, query.span, today, segment_id, weights, None, "desk_votes", organisation, sums)
+        stmt = stmt.outerjoin(votes, votes.c.item_id == Item.id)
+        figures = _figures(votes)
+    if query.sort is Sort.feedback:
+        feedback = _feedback_counts(query, query.since(now), segment_id, None)
+        stmt = stmt.outerjoin(feedback, feedback.c.item_id == Item.id)
+        figures["feedback"] = func.coalesce(feedback.c.feedback, 0)
+    if query.sort is Sort.trend:
+        trend = _window(kept, TREND_WEEKS * 7, today, segment_id, weights, None, "desk_trend", organisation,
+                        {"voters"})
+        stmt = stmt.outerjoin(trend, trend.c.item_id == Item.id)
+        figures["trend"] = func.coalesce(trend.c.voters, 0)
+    listed = figures["voters"] > 0 if listed_by_votes else true()
+    return _filter_and_sort(stmt, query, only_item=None, listed=listed, figures=figures)
+
+
+def _figures(votes: Any) -> dict[str, Any]:
+    """The desk's figures per item over a `_window` subquery, as SQL: those its columns give (a window narrowed to
+    some sums gives only what they make)."""
+    c = votes.c
+    figures: dict[str, Any] = {name: func.coalesce(c[name], 0) for name in (
+        "voters", "organisations", "nice", "important", "critical", "revenue") if name in c}
+    if "demand" in c:
+        figures["demand"] = func.coalesce(c.demand, 0.0)
+    if {"voters", "organisations", "lone", "importance_sum"} <= set(c.keys()):
+        voters = figures["voters"]
+        reach = figures["organisations"] + func.coalesce(c.lone, 0)
+        impact = case((voters > 0, cast(c.importance_sum, Float) / voters), else_=null())
+        figures |= {"reach": reach, "impact": impact, "rice": case(
+            (Item.effort.is_(None) | Item.rice_confidence.is_(None), null()),
+            (voters == 0, literal(0.0, Float)),
+            else_=cast(reach, Float) * impact * cast(Item.rice_confidence, Float) / literal(100.0, Float)
+            / cast(Item.effort, Float),
+        )}
+    return figures
+
+
+def _desk_select(query: DeskQuery, *, votes: Any, revenue: Any, feedback: Any, only_item: Only,
                  listed: ColumnElement[bool], trend_total: Any, joins: Sequence[tuple[Any, Any]] = (),
                  extra: Sequence[Any] = ()) -> AnySelect:
     """The desk's rows over figures per item, filtered and sorted: `votes` has voters, organisations, lone, nice,
     important, critical, demand and importance_sum per item_id; `revenue` is the revenue represented; `feedback`
     the feedback per item_id; `joins` outer-join more per-item figures that `extra` columns or `trend_total` read."""
-    voters = func.coalesce(votes.c.voters, 0)
-    reach = func.coalesce(votes.c.organisations, 0) + func.coalesce(votes.c.lone, 0)
-    impact = case((voters > 0, cast(votes.c.importance_sum, Float) / voters), else_=null())
-    rice = case(
-        (Item.effort.is_(None) | Item.rice_confidence.is_(None), null()),
-        (voters == 0, literal(0.0, Float)),
-        else_=cast(reach, Float) * impact * cast(Item.rice_confidence, Float) / literal(100.0, Float)
-        / cast(Item.effort, Float),
-    )
+    figures = _figures(votes) | {"revenue": revenue, "feedback": func.coalesce(feedback.c.feedback, 0),
+                                 "trend": trend_total}
+    shown = ("voters", "organisations", "nice", "important", "critical", "demand", "revenue", "reach", "impact",
+             "rice", "feedback")
     stmt: AnySelect = (
         select(
             Item.id.label("item_pk"), Item.public_id, Item.title, Product.name.label("product"),
             Stage.name.label("stage"), Item.timeframe, Item.target_year, Item.target_quarter, Item.created_at,
             Item.published_at, Item.rice_confidence, Item.effort,
-            voters.label("voters"), func.coalesce(votes.c.organisations, 0).label("organisations"),
-            func.coalesce(votes.c.nice, 0).label("nice"), func.coalesce(votes.c.important, 0).label("important"),
-            func.coalesce(votes.c.critical, 0).label("critical"),
-            func.coalesce(votes.c.demand, 0.0).label("demand"), revenue.label("revenue"),
-            reach.label("reach"), impact.label("impact"), rice.label("rice"),
-            func.coalesce(feedback.c.feedback, 0).label("feedback"), *extra,
+            *[figures[name].label(name) for name in shown], *extra,
         )
         .join(Product, Product.id == Item.product_id)
         .join(Stage, Stage.id == Item.stage_id)
@@ -766,18 +832,12 @@ def _desk_select(query: DeskQuery, *, votes: Any, revenue: Any, feedback: Any, o
     for table, on in joins:
         stmt = stmt.outerjoin(table, on)
     stmt = stmt.outerjoin(feedback, feedback.c.item_id == Item.id).where(Item.merged_into_id.is_(None))
-    return _filter_and_sort(
-        stmt, query, only_item=only_item, listed=listed, voters=voters,
-        organisations=func.coalesce(votes.c.organisations, 0), nice=func.coalesce(votes.c.nice, 0),
-        important=func.coalesce(votes.c.important, 0), critical=func.coalesce(votes.c.critical, 0),
-        demand=func.coalesce(votes.c.demand, 0.0), revenue=revenue, rice=rice,
-        feedback=func.coalesce(feedback.c.feedback, 0), trend_total=trend_total)
+    return _filter_and_sort(stmt, query, only_item=only_item, listed=listed, figures=figures)
 
 
-def _feedback_counts(query: DeskQuery, since: datetime | None, segment_id: int | None,
-                     only_item: int | None) -> Any:
+def _feedback_counts(query: DeskQuery, since: datetime | None, segment_id: int | None, only_item: Only) -> Any:
     stmt = select(Feedback.item_id.label("item_id"), func.count().label("feedback")).where(
-        Feedback.item_id.is_not(None) if only_item is None else Feedback.item_id == only_item)
+        Feedback.item_id.is_not(None) if only_item is None else _among(Feedback.item_id, only_item))
     if since is not None:
         stmt = stmt.where(Feedback.created_at >= since)
     if query.organisation is not None:
@@ -837,10 +897,40 @@ def _row(row: Any, trend: list[int] | None = None) -> DeskRow:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    stmt: AnySelect
+    """What the desk's statements are made of, once read: the query, the weights the aggregates hold, the filter's
+    segment and organisation."""
+
+    query: DeskQuery
+    weights: Weights
+    kept: _Kept
     segment_id: int | None
     organisation: _Organisation | None
-    today: date
+    now: datetime
+
+    @property
+    def today(self) -> date:
+        return self.now.date()
+
+    def statement(self, only_item: Only = None) -> AnySelect:
+        """Every figure of the items as filtered and sorted (all of them, or `only_item`)."""
+        return _aggregate_statement(query=self.query, weights=self.weights, now=self.now, kept=self.kept,
+                                    segment_id=self.segment_id, organisation=self.organisation, only_item=only_item)
+
+    @property
+    def stmt(self) -> AnySelect:
+        return self.statement()
+
+    def ranking(self) -> AnySelect:
+        """The ids of the items as filtered and sorted, from what the sort reads only."""
+        return _ranking_statement(query=self.query, weights=self.weights, now=self.now, kept=self.kept,
+                                  segment_id=self.segment_id, organisation=self.organisation)
+
+    def page_rows(self, session: Session, item_ids: Sequence[int]) -> list[DeskRow]:
+        """These items' rows with every figure, in the order given (the ranking's)."""
+        if not item_ids:
+            return []
+        by_id = {r.item_pk: r for r in session.execute(self.statement(item_ids).order_by(None))}
+        return self.rows(session, [by_id[item_id] for item_id in item_ids])
 
     def rows(self, session: Session, rows: Any) -> list[DeskRow]:
         """The rows with their trends (read for these rows only)."""
@@ -849,9 +939,8 @@ class _Plan:
         return [_row(r, trends.get(r.item_pk, [0] * TREND_WEEKS)) for r in rows]
 
 
-def _plan(session: Session, *, query: DeskQuery, weights: Weights, now: datetime,
-          only_item: int | None = None) -> _Plan:
-    """The desk's statement, from the aggregates."""
+def _plan(session: Session, *, query: DeskQuery, weights: Weights, now: datetime) -> _Plan:
+    """The desk's statements, from the aggregates."""
     kept = _kept(session)
     # The revenue factor the windows hold, whatever the caller passed: a re-sum that finished since the caller
     # read its weights (or one still pending) never mixes two factors in one answer.
@@ -859,34 +948,35 @@ def _plan(session: Session, *, query: DeskQuery, weights: Weights, now: datetime
     segment_id = ((session.scalar(select(Segment.id).where(Segment.slug == query.segment)) or -1)
                   if query.segment else None)
     organisation = _organisation(session, query.organisation) if query.organisation is not None else None
-    return _Plan(_aggregate_statement(query=query, weights=weights, now=now, kept=kept, segment_id=segment_id,
-                                      organisation=organisation, only_item=only_item),
-                 segment_id, organisation, now.date())
+    return _Plan(query, weights, kept, segment_id, organisation, now)
 
 
 def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: datetime | None = None,
               per_page: int = PER_PAGE) -> DeskPage:
-    """One page of the desk: the items as filtered and sorted, with their figures."""
+    """One page of the desk: the items as filtered and sorted, with their figures.
+
+    Two statements: the order of every item (with only what the sort reads) cut to the page, then every figure of
+    the page's items only."""
     now = now or utcnow()
     plan = _plan(session, query=query, weights=weights, now=now)
-    stmt = plan.stmt
-    # The total comes with the page (a window count): the aggregation runs once, not once more to count.
-    counted = stmt.add_columns(func.count().over().label("total_rows"))
-    rows = session.execute(counted.offset((query.page - 1) * per_page).limit(per_page)).all()
-    if rows:
-        total = int(rows[0].total_rows)
+    ranking = plan.ranking()
+    # The total comes with the page (a window count): the ranking runs once, not once more to count.
+    counted = ranking.add_columns(func.count().over().label("total_rows"))
+    ranked = session.execute(counted.offset((query.page - 1) * per_page).limit(per_page)).all()
+    if ranked:
+        total = int(ranked[0].total_rows)
     else:  # past the last page (or nothing at all): the page asked for is empty, and the count says how many
-        total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+        total = session.scalar(select(func.count()).select_from(ranking.order_by(None).subquery())) or 0
     pages = max(1, math.ceil(total / per_page))
-    page = query.page
-    return DeskPage(rows=plan.rows(session, rows), total=total, page=page, pages=pages, now=now)
+    return DeskPage(rows=plan.page_rows(session, [r.item_pk for r in ranked]), total=total, page=query.page,
+                    pages=pages, now=now)
 
 
 def desk_rows(session: Session, *, query: DeskQuery, weights: Weights, now: datetime,
               chunk: int = 500) -> Iterator[list[DeskRow]]:
     """Every row of the desk as filtered and sorted, in chunks, read from the database as they are sent."""
     plan = _plan(session, query=query, weights=weights, now=now)
-    result = session.execute(plan.stmt.execution_options(yield_per=chunk))
+    result = session.execute(plan.statement().execution_options(yield_per=chunk))
     for part in result.partitions(chunk):
         yield plan.rows(session, part)
 
@@ -1077,8 +1167,8 @@ def item_row(session: Session, *, item: Item, query: DeskQuery, weights: Weights
     leave it no vote."""
     if item.merged_into_id is not None:
         return None
-    plan = _plan(session, query=query, weights=weights, now=now or utcnow(), only_item=item.id)
-    rows = plan.rows(session, session.execute(plan.stmt).all())
+    plan = _plan(session, query=query, weights=weights, now=now or utcnow())
+    rows = plan.rows(session, session.execute(plan.statement(item.id)).all())
     return rows[0] if rows else None
 
 
