@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -60,27 +60,28 @@ class SignedInViewers:
     """Who a session cookie stands for, with the (content, votes) revisions, for the pages answered to signed-in
     people before the stack (app.pagecache.KeptPagesMiddleware).
 
-    The lookup is `load_session`'s, the one `get_viewer` makes (unknown, expired, inactive: nobody). With SQLite's
-    `data_version` watcher (app/revision.py) what it found is kept per worker, keyed by the cookie, until anything
-    is committed anywhere: a sign-out or a revoked session (a deleted row), a changed role, a deactivated account,
-    a person moved to another organisation or an organisation to another segment are all commits, so each shows at
-    the next request. The expiry is checked per request. Elsewhere (PostgreSQL) the session is read per request, in
-    the same short transaction as the revisions.
+    The lookup checks what `load_session`, the one `get_viewer` makes, checks (unknown, expired, inactive: nobody),
+    as plain columns (`accounts.session_columns`); the viewer made from them is kept per worker, keyed by the cookie,
+    and used again while the row reads the same. With SQLite's `data_version` watcher (app/revision.py) the row
+    itself is kept until anything is committed anywhere: a sign-out or a revoked session (a deleted row), a changed
+    role, a deactivated account, a person moved to another organisation or an organisation to another segment are
+    all commits, so each shows at the next request; the expiry is checked per request. Elsewhere (PostgreSQL) the
+    row is read per request, in the same short transaction as the revisions.
     """
 
     MAX_KEPT = 10_000
 
     def __init__(self) -> None:
         self._version: int | None = None
-        self._kept: dict[str, tuple[Viewer, datetime]] = {}
+        self._kept: dict[str, tuple[tuple[Any, ...], Viewer]] = {}  # cookie -> (its row, the viewer made of it)
 
     def __call__(self, database: Database, token: str, *,
                  watcher: revision.SqliteWatcher | None = None) -> tuple[int, int, Viewer | None]:
         if watcher is None:
             with database.new_session(write=False) as session:
                 content, votes = revision.both(session)
-                row = accounts.load_session(session, token)
-                return content, votes, Viewer.of(row.user, row.id) if row is not None else None
+                row = accounts.session_columns(session, token)
+            return content, votes, self._viewer(token, row) if row is not None else None
         content, votes = watcher(database)
         if watcher.version != self._version:
             self._kept.clear()
@@ -89,15 +90,28 @@ class SignedInViewers:
         if kept is None:
             # Read after the data_version above: never older than what it says was committed.
             with database.new_session(write=False) as session:
-                row = accounts.load_session(session, token)
-                if row is None:
-                    return content, votes, None
-                kept = (Viewer.of(row.user, row.id), row.expires_at)
-            if len(self._kept) >= self.MAX_KEPT:
-                self._kept.clear()
-            self._kept[token] = kept
-        viewer, expires_at = kept
-        return content, votes, viewer if expires_at > utcnow() else None
+                row = accounts.session_columns(session, token)
+            if row is None:
+                return content, votes, None
+            viewer = self._viewer(token, row)
+        else:
+            row, viewer = kept
+        return content, votes, viewer if row[2] > utcnow() else None
+
+    def _viewer(self, token: str, row: tuple[Any, ...]) -> Viewer:
+        kept = self._kept.get(token)
+        if kept is not None and kept[0] == row:
+            return kept[1]
+        session_id, user_id, _expires_at, display_name, email, role, is_active, organisation_id, segment_id = row
+        # A detached User of the columns pages read (name, role, organisation), never added to a session.
+        user = User(id=user_id, display_name=display_name, email=email, role=role, is_active=is_active,
+                    organisation_id=organisation_id)
+        viewer = Viewer(user=user, session_id=session_id, segment_id=segment_id)
+        if len(self._kept) >= self.MAX_KEPT:
+            self._kept.clear()
+        self._kept[token] = (row, viewer)
+        return viewer
+
 
 API_PREFIX = "/api/"
 _REFUSED = "The API token is not valid: unknown, revoked or expired, or its owner is no longer staff."

@@ -207,6 +207,28 @@ def load_session(session: Session, token: str) -> UserSession | None:
     return row
 
 
+# The same lookup as columns (no ORM objects): for the pages answered before the stack, which keep the viewer
+# they make from it for as long as the row reads the same (app/deps.py SignedInViewers).
+_SESSION_COLUMNS = (
+    select(UserSession.id, UserSession.user_id, UserSession.expires_at, User.display_name, User.email, User.role, User.is_active,
+           User.organisation_id, Organisation.segment_id)
+    .join(User, User.id == UserSession.user_id)
+    .outerjoin(Organisation, Organisation.id == User.organisation_id)
+    .where(UserSession.id == bindparam("session_id"))
+)
+
+
+def session_columns(session: Session, token: str) -> tuple[Any, ...] | None:
+    """What `load_session` checks and a viewer needs of a session, as one row of plain values: (session id, user id, expiry,
+    display name, email, role, active, organisation id, segment id), after the session's id; None when `load_session` would say no one."""
+    if not token or len(token) > 100:
+        return None
+    row = session.execute(_SESSION_COLUMNS, {"session_id": _digest(token)}).one_or_none()
+    if row is None or row.expires_at <= utcnow() or not row.is_active:
+        return None
+    return tuple(row)
+
+
 def end_session(session: Session, token: str) -> None:
     session.execute(delete(UserSession).where(UserSession.id == _digest(token)))
 
