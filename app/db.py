@@ -436,7 +436,7 @@ class DbSessionMiddleware:
                     reconnected = True
                     replay.restore()
                     continue
-                assert deadline is not None  # nothing else runs a request again  # nosec B101
+                assert deadline is not None  # nosec B101 # only a lock wait runs a request again, with a deadline
                 if not waiting:
                     waiting = True
                     self._waiting += 1
