@@ -212,7 +212,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     def signed_in_reader(current: Database, token: str) -> tuple[int, int, Viewer | None]:
         own = current is database and isinstance(watched, revision.SqliteWatcher)
-        return signed_in_viewers(current, token, watcher=watched if own else None)  # type: ignore[arg-type]
+        return signed_in_viewers(current, token, watcher=watched if own else None)  # type: ignore[arg-type]  # a SqliteWatcher whenever own is true
     wake_on_commit(database)  # a request that enqueued mail wakes this process's worker at once
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)
