@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -172,6 +172,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                     await asyncio.wait_for(worker, timeout=OUTBOX_STOP_SECONDS)
             if isinstance(watched, revision.SqliteWatcher):
                 watched.close()
+            elif isinstance(watched, revision.PostgresWatcher):
+                await watched.drain()
+                await watched.close()
             if owns_database:
                 database.dispose()
 
@@ -201,11 +204,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if settings.metrics_enabled:
         metrics.watch_pool(database.engine)
         metrics.forget_dead_processes()  # the gauges of a worker uvicorn replaced
-    # How the kept-pages layer reads the revisions before a request's session: data_version on SQLite. A database
-    # put in app.state later (a test's) is read with a session of its own.
+    # How the kept-pages layer reads the revisions before a request's session: data_version on SQLite, a single-flight
+    # read per worker on PostgreSQL. A database put in app.state later (a test's) is read with a session of its own.
     app.state.revision_reader = watched = revision.reader_for(database)
 
-    def revision_reader(current: Database) -> tuple[int, int]:
+    def revision_reader(current: Database) -> tuple[int, int] | Awaitable[tuple[int, int]]:
         return watched(current) if current is database else revision.peek(current)
 
     signed_in_viewers = SignedInViewers()

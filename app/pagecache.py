@@ -54,7 +54,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -604,9 +604,10 @@ class KeptPagesMiddleware:
     """Answers kept pages before the app: a cookie-less visitor's GET from the finished page kept for its address,
     and a signed-in person's GET from the page kept for their audience, their own parts filled in.
 
-    `revision_reader(database)` gives the content and votes revisions as a new transaction would see them; a page
-    kept under another content revision, or finished under another votes revision, is not used (and the app
-    renders and keeps the page again). Anything unusual falls through to the app; so does a database that cannot be
+    `revision_reader(database)` gives the content and votes revisions as a new transaction would see them, or an
+    awaitable of them (PostgreSQL's single-flight read, app.revision.PostgresWatcher); a page kept under another
+    content revision, or finished under another votes revision, is not used (and the app renders and keeps the page
+    again). Anything unusual falls through to the app; so does a database that cannot be
     read (the app then answers with its own error page).
 
     A signed-in person is answered here only when their request carries exactly the session and CSRF cookies (no
@@ -617,7 +618,7 @@ class KeptPagesMiddleware:
     """
 
     def __init__(self, app: Any, *, cache_getter: Callable[[], PageCache | None], database_getter: Callable[[], Any],
-                 revision_reader: Callable[[Any], tuple[int, int]] | None = None,
+                 revision_reader: Callable[[Any], tuple[int, int] | Awaitable[tuple[int, int]]] | None = None,
                  signed_in_reader: SignedInReader | None = None, session_cookie: str = "",
                  csrf_cookie: str = "") -> None:
         self.app = app
@@ -650,8 +651,10 @@ class KeptPagesMiddleware:
         cache = self.cache_getter()
         path, query = scope["path"], scope["query_string"]
         if cache is not None and cache.might_have(path, query):
+            revs: tuple[int, int] | None
             try:
-                revs: tuple[int, int] | None = self.revision_reader(self.database_getter())
+                read = self.revision_reader(self.database_getter())
+                revs = read if isinstance(read, tuple) else await read
             except Exception:  # the app answers, with its own error page if it must
                 revs = None
             found = cache.finished(revs[0], revs[1], path, query) if revs is not None else None

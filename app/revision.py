@@ -41,14 +41,17 @@ moves the content revision as before. The same exactness holds for it: a request
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from itertools import chain
 from typing import Any
 
+import psycopg
 from sqlalchemy import BigInteger, Connection, Delete, Insert, SmallInteger, Update, event, inspect
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import TextClause
@@ -203,21 +206,132 @@ class SqliteWatcher:
             self._connection.close()
 
 
-def reader_for(database: Database) -> Callable[[Database], tuple[int, int]]:
-    """The cheapest exact way to read (content, votes) before a request's own session: SQLite's data_version
-    for a database in a file whose sessions are the engine's own; else a short read session (`peek`).
+Revisions = tuple[int, int]
+# How long a request waits for the read it joined before it goes through the app, which reads the revision in its
+# own session (a database that answers slowly then slows those requests, not every kept page of the worker).
+READ_TIMEOUT_SECONDS = 0.5
 
-    PostgreSQL keeps `peek`: LISTEN/NOTIFY tells a listener of a commit only some time after the writer's
-    commit returned, so a page could be answered in between for a change already committed (and a connection
-    that listens cannot go through PgBouncer in transaction mode). Sessions bound to another connection (the
-    tests' rolled-back transaction) keep it too: a file connection would not see their uncommitted rows.
+
+class SingleFlight:
+    """A read of the revisions shared by the requests of one worker (one event loop), never older than any of them.
+
+    A request may only be answered from a read that *started* after it arrived: a write whose commit returned
+    before the request came in is then seen. So a request that arrives while a read is in flight does not take
+    that read's answer; it waits for the next read, which starts as soon as the one in flight ends and serves
+    every request that arrived in between. At most one read is in flight and one queued per worker, however many
+    requests wait, and under load each read answers many of them: the round trip is paid per batch, not per
+    request, and the event loop serves other requests meanwhile instead of blocking on a pooled session.
+
+    `fetch` makes one read; a read that fails or takes longer than `timeout` fails every request that waited
+    for it (they go through the app), and `reset` runs before the next read (the PostgreSQL reader drops its
+    connection then, so a broken or hung one is replaced).
+    """
+
+    def __init__(self, fetch: Callable[[], Awaitable[Revisions]], *, timeout: float = READ_TIMEOUT_SECONDS,
+                 reset: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._fetch = fetch
+        self._reset = reset
+        self._timeout = timeout
+        self._running: asyncio.Future[Revisions] | None = None  # the read in flight
+        self._queued: asyncio.Future[Revisions] | None = None  # the read that starts when it ends
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reads = 0  # reads started (for the tests and the bench)
+
+    def __call__(self, _database: Any = None) -> Awaitable[Revisions]:
+        """The revisions from a read that starts after this call: the one about to start, or the queued one."""
+        loop = asyncio.get_running_loop()
+        if self._running is None:
+            future = self._running = loop.create_future()
+            self._start(future)
+        else:
+            if self._queued is None:
+                self._queued = loop.create_future()
+            future = self._queued
+        # A request given up (its client went away) must not cancel the read the others wait for.
+        return asyncio.shield(future)
+
+    def _start(self, future: asyncio.Future[Revisions]) -> None:
+        self.reads += 1
+        task = asyncio.get_running_loop().create_task(self._read(future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, future: asyncio.Future[Revisions]) -> None:
+        try:
+            value = await asyncio.wait_for(self._fetch(), self._timeout)
+        except Exception as error:  # each waiting request goes through the app, which answers for itself
+            if self._reset is not None:
+                with contextlib.suppress(Exception):
+                    await self._reset()
+            future.set_exception(error)
+            future.exception()  # retrieved here: nobody may be waiting any more
+        else:
+            future.set_result(value)
+        finally:
+            if not future.done():  # this task was cancelled (the loop is closing): its waiters are too
+                future.cancel()
+            queued, self._queued = self._queued, None
+            self._running = queued
+            if queued is not None:
+                self._start(queued)
+
+    async def drain(self) -> None:
+        """Wait for the reads in flight (at shutdown, before the connection goes)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class PostgresWatcher(SingleFlight):
+    """(content, votes) revisions on PostgreSQL, single-flight per worker on a connection of its own.
+
+    The connection is outside the pool, in autocommit: each read is one statement, its own transaction, whose
+    snapshot is taken when the server receives it, so after every commit that returned before the read was sent
+    (and `SingleFlight` sends it only after the requests it answers arrived). No session state, no prepared
+    statement (`prepare_threshold=None`) and no LISTEN: it works through PgBouncer in transaction mode too. It is
+    opened at the first read, and opened again after a read failed.
+    """
+
+    def __init__(self, conninfo: str, *, timeout: float = READ_TIMEOUT_SECONDS) -> None:
+        super().__init__(self._query, timeout=timeout, reset=self.close)
+        self._conninfo = conninfo
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+
+    async def _query(self) -> Revisions:
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = self._connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, prepare_threshold=None, application_name="ahead revision")
+        cursor = await connection.execute(_READ)
+        row = await cursor.fetchone()
+        if row is None:  # an aggregate always answers one row
+            raise RuntimeError("the revision read returned no row")
+        return int(row[0]), int(row[2])
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+def reader_for(database: Database) -> Callable[[Database], Revisions | Awaitable[Revisions]]:
+    """The cheapest exact way to read (content, votes) before a request's own session: SQLite's data_version
+    for a database in a file whose sessions are the engine's own; on PostgreSQL a single-flight read per worker
+    on a connection of its own (`PostgresWatcher`); else a short read session (`peek`).
+
+    PostgreSQL does not use LISTEN/NOTIFY: a listener hears of a commit only some time after the writer's commit
+    returned, so a page could be answered in between for a change already committed (and a connection that
+    listens cannot go through PgBouncer in transaction mode). Sessions bound to another connection (the tests'
+    rolled-back transaction) keep `peek`: a connection of its own would not see their uncommitted rows.
     """
     engine = database.engine
     path = engine.url.database
     bound = database.read_sessions.kw.get("bind")
-    if engine.dialect.name == "sqlite" and bound is engine and path not in (None, "", ":memory:") \
-            and not str(path).startswith("file:"):
+    if bound is not engine:
+        return peek
+    if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:") and not str(path).startswith("file:"):
         return SqliteWatcher(str(path))
+    if engine.dialect.name == "postgresql":
+        return PostgresWatcher(engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
     return peek
 
 

@@ -8,6 +8,7 @@ at the next request.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import httpx
@@ -217,7 +218,7 @@ def test_sqlite_data_version_sees_every_commit_of_any_other_connection(tmp_path)
     app's own pool, a raw connection as another process would write, a vote (the votes revision)."""
     with own_database(tmp_path, "watched") as url:
         if not url.startswith("sqlite"):
-            pytest.skip("SQLite's data_version; PostgreSQL reads the revision in a short session (peek)")
+            pytest.skip("SQLite's data_version; PostgreSQL's reader is tested below")
         with connected(url) as database:
             watcher = revision.reader_for(database)
             assert isinstance(watcher, revision.SqliteWatcher)
@@ -281,3 +282,42 @@ async def test_on_a_sqlite_file_a_commit_shows_at_the_next_finished_answer(tmp_p
                     voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
                                      importance=Importance.critical)
                 assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
+
+
+# --- PostgreSQL: a single-flight read per worker on a connection of its own -----------------------------------
+
+
+async def test_on_postgresql_a_commit_shows_at_the_next_finished_answer(tmp_path):
+    """The whole app on a PostgreSQL database of its own (no test transaction): visitors are answered finished
+    after the worker's shared read, concurrent visitors share reads, and every commit (an edit, a vote) shows at
+    the next request. The rule itself, with reads held in flight on purpose: test_revision_single_flight.py."""
+    with own_database(tmp_path, "served") as url:
+        if not url.startswith("postgresql"):
+            pytest.skip("PostgreSQL's reader; SQLite's data_version is tested above")
+        settings = Settings(database_url=url, secret_key="watched-" + "x" * 40, base_url="http://testserver",
+                            redis_url="", _env_file=None)  # type: ignore[call-arg]
+        with connected(url) as database:
+            with database.transaction() as session:
+                item_id, public_id = (item := make_item(session, title="On the server")).id, item.public_id
+                customer_id = customer_in_segment(session)[0].id
+            app = create_app(settings, database)
+            watcher = app.state.revision_reader
+            assert isinstance(watcher, revision.PostgresWatcher)
+            async with LifespanManager(app) as manager, httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+                board = await _warm(app, client)
+                reads, hits = watcher.reads, app.state.pages.finished_hits
+                together = await asyncio.gather(*(client.get("/") for _ in range(20)))
+                assert [r.content for r in together] == [board.content] * 20
+                assert app.state.pages.finished_hits == hits + 20
+                assert watcher.reads - reads <= 3  # one read in flight, the rest queued behind it: not 20
+
+                with database.transaction() as session:
+                    session.get(Item, item_id).title = "Edited on the server"
+                assert "Edited on the server" in (await _visit(client)).text
+
+                with database.transaction() as session:
+                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
+                                     importance=Importance.critical)
+                assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
+            assert watcher._connection is None  # closed with the app
