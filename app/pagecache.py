@@ -53,6 +53,7 @@ import hashlib
 import re
 import secrets
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -327,7 +328,7 @@ class PageCache:
         this minute; None if there is none."""
         page = self._finished.get((path, query))
         if (page is None or rev != self._revision or page.finished_votes != votes or page._key is None
-                or page._key[-1] != _minute()):
+                or page._key[-1] != _minute(page._key[1])):
             return None
         if self._pages.get(page._key) is not page or page.finished is None:
             return None
@@ -469,8 +470,12 @@ class PageCache:
             characters[0] = 0
 
 
-def _minute() -> int:
-    return int(time.time() // 60)
+def _minute(path: str = "") -> int:
+    """The minute a page of this path is kept for (cards say "updated 3 minutes ago": each minute it is rendered
+    again). Each path's minute starts at a second of its own, from its text, so that a worker's kept pages (the
+    board's 48 item pages) are not all rendered again in the same second, holding the worker for the sum of their
+    renders while its other requests wait; a page's relative times are still never more than a minute old."""
+    return int((time.time() + zlib.crc32(path.encode()) % 60) // 60)
 
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
@@ -496,7 +501,8 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         return context if isinstance(context, Response) else render(request, template, context)
     rev, votes = revision.both(session)
     # The minute last: a finished answer is checked against it (PageCache.finished).
-    key = (template, request.url.path, request.url.query, who, votes if counts_in_layout else None, _minute())
+    path = request.url.path
+    key = (template, path, request.url.query, who, votes if counts_in_layout else None, _minute(path))
     page = cache.get(rev, key)
     if page is None:
         context = build()
