@@ -342,7 +342,7 @@ class PageCache:
         under content revision `rev`, this minute, and (for a page whose layout follows the counts) under votes
         revision `votes`; None otherwise."""
         page = self._signed_in.get((path, query, who))
-        if page is None or rev != self._revision or page._key is None or page._key[-1] != _minute():
+        if page is None or rev != self._revision or page._key is None or page._key[-1] != _minute(page._key[1]):
             return None
         if page._key[4] is not None and page._key[4] != votes:
             return None

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app import deps
+from app import deps, pagecache
 from app.accounts import service as accounts
 from app.accounts.models import Role, User, UserSession
 from app.config import Settings
@@ -99,6 +100,16 @@ async def test_the_kept_answer_is_the_apps_byte_for_byte(app, client, session):
     client.cookies.set(SESSION, person.token)
     client.cookies.set(CSRF, person.csrf)
     assert (await client.get("/", headers={"if-none-match": kept.headers["etag"]})).status_code == 304
+
+
+async def test_the_kept_page_is_answered_late_in_the_clocks_minute_too(app, client, session, monkeypatch):
+    """A path's minute starts at a second of its own (app.pagecache._minute; "/" four seconds before the clock's):
+    the page kept for the person's audience is still answered before the stack in those seconds."""
+    start = 1_800_000_000  # the first second of a clock minute
+    monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: start + 58.5))
+    make_item(session, title="Late in the minute")
+    customer, _ = customer_in_segment(session, "Enterprise")
+    assert "Late in the minute" in (await _kept(app, client, Person(session, customer))).text
 
 
 async def test_each_audience_gets_only_its_own_people_and_items(app, client, session):
