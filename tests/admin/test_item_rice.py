@@ -102,7 +102,7 @@ class TestTheEditorShowsWhoWantsIt:
         text = words((await client.get(f"/admin/items/{x.public_id}")).text)
         assert (f"In the last 90 days (the desk’s default window): {want['voters']} voters from "
                 f"{want['organisations']} organisations, weighted demand {want['demand']:.2f}") in text
-        assert "Ann (Acme) · critical" in text  # a voter, by name (critical: her vote on Z came with its merge)
+        assert f"({want['mix'][0]} nice to have · {want['mix'][1]} important · {want['mix'][2]} critical)" in text
         page = (await client.get(f"/admin/items/{x.public_id}")).text
         assert f'<a href="/admin/desk/items/{x.public_id}">Its demand page</a>' in page
 
