@@ -141,7 +141,7 @@ def main() -> None:
         rows = session.scalar(select(func.count()).select_from(DeskOrgDay))
         start = desk.get_weights(session)
     print(f"desk_org_days rows: {rows:,}; in-request limit {desk.REFACTOR_IN_REQUEST_ROWS:,}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     changes = [
         replace(start, revenue_mode=desk.RevenueMode.linear, revenue_unit=Decimal(250_000)),
         replace(start, revenue_mode=desk.RevenueMode.logarithmic, revenue_unit=Decimal(100_000)),
@@ -170,7 +170,7 @@ def main() -> None:
                     desk.refactor_job(session, outbox.Job(0, desk.REFACTOR_KIND, {}, "bench", 0))
                 return (time.perf_counter() - started) * 1000
             longest, done = 0.0, False
-            while not done:
+            while not done:  # refactor_job's loop, timed
                 started = time.perf_counter()
                 with database.transaction() as session:
                     done = desk.refactor_step(session)

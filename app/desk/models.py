@@ -70,10 +70,10 @@ class DeskDay(Base):
 class DeskOrgDay(Base):
     """Votes per organisation, item and UTC day, per importance: the desk filtered by one organisation reads them
     (as many rows as the organisation has items and days, not votes), and a new revenue factor is summed again from
-    them (a factor is an organisation's)."""
+    them (a factor is an organisation's), a range of items at a time (hence the index on item_id)."""
 
     __tablename__ = "desk_org_days"
-    __table_args__ = (Index("ix_desk_org_days_day", "day"),)
+    __table_args__ = (Index("ix_desk_org_days_day", "day"), Index("ix_desk_org_days_item", "item_id"))
 
     organisation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -86,7 +86,12 @@ class DeskOrgDay(Base):
 class DeskWindow(Base):
     """Sums over each window (`span` days up to `desk_spans.since`; 0 = all time): votes and sums of revenue factors
     per importance, votes of people without an organisation, the distinct organisations whose latest vote on the
-    item falls in it and the sum of their revenue."""
+    item falls in it and the sum of their revenue.
+
+    Two sets of sums of factors: `f1`…`f3` are those of the even generations of the revenue factor
+    (`desk_state.generation`), `g1`…`g3` those of the odd ones. The desk reads the current generation's; the other
+    set is filled with the next factor while a change is summed, a range of items at a time (aggregates.refactor_step),
+    and is garbage otherwise."""
 
     __tablename__ = "desk_windows"
 
@@ -102,6 +107,9 @@ class DeskWindow(Base):
     lone: Mapped[int] = mapped_column(Integer, default=0)
     orgs: Mapped[int] = mapped_column(Integer, default=0)
     revenue: Mapped[Decimal] = mapped_column(Numeric(18, 2), default=Decimal(0))
+    g1: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    g2: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    g3: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class DeskItemOrg(Base):
@@ -130,9 +138,14 @@ class DeskSpan(Base):
 
 
 class DeskState(Base):
-    """The revenue factor's parameters the windows' sums of factors (`f1`…`f3`) were made with (one row, id 1): the
-    triggers count new votes with it, and the desk reads with it (desk.desk_weights) while a new factor saved in the
-    weights is still being summed by the outbox's worker."""
+    """The revenue factor the desk reads with (one row, id 1): its parameters, and its generation, whose parity says
+    which set of sums of factors in `desk_windows` is its (even: `f1`…`f3`, odd: `g1`…`g3`). The triggers count new
+    votes with it, and the desk reads with it (desk.desk_weights) while a new factor saved in the weights is still
+    being summed by the outbox's worker.
+
+    That new factor is the next generation (`next_revenue_*`): the other set of sums holds it for the items up to
+    `next_through` (NULL: no next generation), which the triggers keep up to date as they keep the current one. When
+    every item is filled the generation is moved on in one statement (aggregates.refactor_step)."""
 
     __tablename__ = "desk_state"
 
@@ -140,3 +153,8 @@ class DeskState(Base):
     revenue_mode: Mapped[str] = mapped_column(String(20))
     revenue_unit: Mapped[Decimal] = mapped_column(Numeric(16, 3))
     revenue_cap: Mapped[Decimal] = mapped_column(Numeric(10, 3))
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_revenue_mode: Mapped[str | None] = mapped_column(String(20))
+    next_revenue_unit: Mapped[Decimal | None] = mapped_column(Numeric(16, 3))
+    next_revenue_cap: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))
+    next_through: Mapped[int | None] = mapped_column(Integer)

@@ -276,18 +276,36 @@ def _small(session: Session) -> bool:
 
 @outbox.handler(REFACTOR_KIND, schedule=REFACTOR_SCHEDULE)
 def refactor_job(session: Session, job: outbox.Job) -> None:
-    """Sum the windows' revenue factors again with the factor stored now (idempotent: nothing to do when the
-    aggregates already hold it). On PostgreSQL the desk's lock is taken before the weights are read, so of two
-    jobs running at once the second sums with what is stored after the first (the last change wins); SQLite's
-    write transaction begins with the first statement and holds the one write lock."""
+    """Sum the windows' revenue factors again with the factor stored now, a batch of items per transaction (each
+    committed here), so votes wait for one batch at most (idempotent: nothing to do when the aggregates already hold
+    it). A worker killed midway leaves the batches committed so far: the job runs again (its lease runs out) and goes
+    on after them."""
+    while not refactor_step(session):
+        session.commit()
+
+
+# Items per batch of the revenue-factor job: at 1M votes about 9,000 rows of desk_org_days (their items' rows are
+# scattered over the table), 0.2-0.5 s of the desk's lock at a load of 10-12 on 2 cores (bench/README.md). Sizing
+# the batches by time instead (aiming at 40 ms) made thousands of one-item batches at that load: a 400 s job.
+REFACTOR_BATCH_ITEMS = 100
+
+
+def refactor_step(session: Session, *, items: int | None = None) -> bool:
+    """One batch of the re-sum of the revenue factor (aggregates.refactor_step: `items` items, REFACTOR_BATCH_ITEMS
+    when None), with the weights stored now; True when there is nothing more to do (the desk reads with them).
+
+    On PostgreSQL the desk's lock is taken before the weights are read, so a change saved meanwhile is the one
+    summed from the next batch on (from the first item again: the last change wins); SQLite's write transaction
+    begins with the first statement and holds the one write lock."""
     if session.get_bind().dialect.name == "postgresql":
-        # The web process's engine cancels statements after db_statement_timeout (15 s): the sum over every row of
-        # desk_org_days may take longer on a busy server, and it is no request's.
-        session.execute(text("SELECT set_config('statement_timeout', '0', true)"))
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": aggregates.LOCK_KEY})
     weights = get_weights(session)
-    if not _aggregated(weights, _kept(session)):
-        _refactor(session, weights)
+    if _aggregated(weights, _kept(session)):
+        aggregates.drop_next(session)
+        return True
+    return aggregates.refactor_step(session, revenue_mode=weights.revenue_mode.value,
+                                    revenue_unit=weights.revenue_unit, revenue_cap=weights.revenue_cap,
+                                    items=items or REFACTOR_BATCH_ITEMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,15 +615,16 @@ class _Kept:
     since: dict[int, date]
     revenue: tuple[str, Decimal, Decimal] | None
     segment_weights: dict[int, Decimal]
+    generation: int = 0  # its parity says which set of sums of factors is the revenue factor's (DeskWindow)
 
 
 def _kept(session: Session) -> _Kept:
     since = {span: aggregates.as_date(day) for span, day in session.execute(select(DeskSpan.span, DeskSpan.since))}
-    state = session.execute(select(DeskState.revenue_mode, DeskState.revenue_unit, DeskState.revenue_cap)
-                            .where(DeskState.id == 1)).first()
+    state = session.execute(select(DeskState.revenue_mode, DeskState.revenue_unit, DeskState.revenue_cap,
+                                   DeskState.generation).where(DeskState.id == 1)).first()
     return _Kept(since=since, revenue=(state[0], Decimal(state[1]), Decimal(state[2])) if state else None,
                  segment_weights={seg: Decimal(weight) for seg, weight in session.execute(
-                     select(Segment.id, Segment.weight))})
+                     select(Segment.id, Segment.weight))}, generation=state[3] if state else 0)
 
 
 def _aggregated(weights: Weights, kept: _Kept) -> bool:
@@ -657,7 +676,9 @@ def _window(kept: _Kept, span: int, today: date, segment_id: int | None, weights
     if organisation is not None:
         return _organisation_window(organisation, span, today, segment_id, weights, only_item, name, sums)
     W, D, P, OD = DeskWindow, DeskDay, DeskItemOrg, DeskOrgDay
-    parts: list[AnySelect] = [select(W.item_id, W.seg, *[getattr(W, c) for c in _SUMS]).where(W.span == span)]
+    factors = dict(zip(aggregates.FACTOR_SETS[0], aggregates.FACTOR_SETS[kept.generation % 2], strict=True))
+    parts: list[AnySelect] = [select(W.item_id, W.seg, *[getattr(W, factors.get(c, c)) for c in _SUMS])
+                              .where(W.span == span)]
     stored, wanted = kept.since.get(span), aggregates.since_of(span, today)
     if span and stored is not None and stored < wanted:
         # A day's sums of factors are its counts plus what its organisations' revenue adds (as aggregates.advance).

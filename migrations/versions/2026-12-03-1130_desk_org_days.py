@@ -7,18 +7,17 @@ Create Date: 2026-12-03 11:30:00
 desk_org_days holds votes per organisation, item and UTC day and importance: the desk filtered by an organisation
 reads it instead of that organisation's votes, and a new revenue factor is summed again from it instead of the
 vote rows (app/desk/aggregates.py). desk_days loses its sums of factors (the windows keep them; a day leaving a
-window takes its factors from desk_org_days). The triggers are dropped and made again as app/desk/aggregates.py
-now writes them, and every aggregate is counted again from the votes with the revenue factor in force (portal
-setting `desk_weights`).
+window takes its factors from desk_org_days). The triggers are dropped; 2026-12-03-1530_desk_factor_generations
+makes them again as app/desk/aggregates.py now writes them (they read columns this revision does not have) and
+counts every aggregate from the votes with the revenue factor in force (portal setting `desk_weights`) where they
+were never counted. (A database migrated before that revision existed had its triggers made and its aggregates
+counted here.)
 
 Downgrade: back to the tables of 8c1d5e7f9a20 without triggers (their code is no longer here); upgrading again
 counts everything afresh.
 """
 
-import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,16 +28,6 @@ revision: str = "3f6a9c2e8d14"
 down_revision: str | None = "5e0b2d7c41a9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _revenue_factor(conn: sa.Connection) -> tuple[str, Decimal, Decimal]:
-    raw = conn.execute(sa.text("SELECT value FROM portal_settings WHERE key = 'desk_weights'")).scalar()
-    weights = raw if isinstance(raw, dict) else json.loads(raw) if isinstance(raw, str) else {}
-    try:
-        return (str(weights.get("revenue_mode", "off")), Decimal(str(weights.get("revenue_unit", 100_000))),
-                Decimal(str(weights.get("revenue_cap", 3))))
-    except (ArithmeticError, ValueError):
-        return "off", Decimal(100_000), Decimal(3)
 
 
 def upgrade() -> None:
@@ -55,9 +44,9 @@ def upgrade() -> None:
     with op.batch_alter_table("desk_days") as batch:
         for name in ("f1", "f2", "f3"):
             batch.drop_column(name)
-    mode, unit, cap = _revenue_factor(conn)
-    aggregates.create_triggers(conn)
-    aggregates.rebuild(conn, today=datetime.now(UTC).date(), revenue_mode=mode, revenue_unit=unit, revenue_cap=cap)
+    # The desk's tables are emptied: the next revision counts them again from the votes (no desk_state row).
+    for table in ("desk_days", "desk_windows", "desk_item_orgs", "desk_spans", "desk_state"):
+        conn.exec_driver_sql(f"DELETE FROM {table}")  # nosec B608  # our own table names
 
 
 def downgrade() -> None:
