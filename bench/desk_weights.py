@@ -175,6 +175,9 @@ def main() -> None:
                 with database.transaction() as session:
                     done = desk.refactor_step(session)
                 longest = max(longest, (time.perf_counter() - started) * 1000)
+                if not done:
+                    with database.transaction() as session:
+                        desk.pause_between_batches(session)
             return longest
 
         voters.start()
