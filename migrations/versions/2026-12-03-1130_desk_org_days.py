@@ -7,7 +7,7 @@ Create Date: 2026-12-03 11:30:00
 desk_org_days holds votes per organisation, item and UTC day and importance: the desk filtered by an organisation
 reads it instead of that organisation's votes, and a new revenue factor is summed again from it instead of the
 vote rows (app/desk/aggregates.py). desk_days loses its sums of factors (the windows keep them; a day leaving a
-window takes its factors from desk_org_days). The triggers are dropped; 2026-12-03-1530_desk_factor_generations
+window takes its factors from desk_org_days). The triggers are dropped; 2026-12-03-1605_desk_factor_generations
 makes them again as app/desk/aggregates.py now writes them (they read columns this revision does not have) and
 counts every aggregate from the votes with the revenue factor in force (portal setting `desk_weights`) where they
 were never counted. (A database migrated before that revision existed had its triggers made and its aggregates

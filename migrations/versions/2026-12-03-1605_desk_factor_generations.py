@@ -9,8 +9,8 @@ never counted (no desk_state row: a database coming from before 2026-12-03-1130_
 from the votes with the revenue factor in force (portal setting `desk_weights`).
 
 Revision ID: 6b2e9d4f1a37
-Revises: 3f9a61c0d8e2
-Create Date: 2026-12-03 15:30
+Revises: 7e31c8ec1506
+Create Date: 2026-12-03 16:05
 
 Downgrade: the columns and the index go, and the triggers with them (their code is no longer here); upgrading
 again makes them.
@@ -29,7 +29,7 @@ from alembic import op
 from app.desk import aggregates
 
 revision: str = "6b2e9d4f1a37"
-down_revision: str | None = "3f9a61c0d8e2"
+down_revision: str | None = "7e31c8ec1506"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
