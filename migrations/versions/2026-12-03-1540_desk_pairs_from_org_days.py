@@ -8,7 +8,9 @@ The triggers on votes, users and organisations are dropped and made again as app
 them: a pair's voters and latest day come from the organisation's votes per item and day, which the same trigger
 keeps just before. What they keep is unchanged, so nothing is counted again.
 
-Downgrade: the triggers are made again from the code that is here (the previous version's code is not).
+Downgrade: the triggers are dropped (the previous version's code is not here, and the code that is reads columns
+of 2026-12-03-1605_desk_factor_generations that a downgrade has taken away: SQLite then refuses any later
+ALTER TABLE).
 """
 
 from collections.abc import Sequence
@@ -30,6 +32,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    conn = op.get_bind()
-    aggregates.drop_triggers(conn)
-    aggregates.create_triggers(conn)
+    aggregates.drop_triggers(op.get_bind())
