@@ -637,6 +637,74 @@ def vote_report(first: Result, app: Result, last: Result, kind: str) -> None:
           f"{f'  ({app.errors} errors)' if app.errors else ''}")
 
 
+def background_votes_load(app: Server, url: str, env: dict[str, str], args: argparse.Namespace) -> None:
+    """Issue 13's "visitor board while 100 votes/s arrive in the background ≥ 0.8 of the same board without
+    votes": wrk reads the visitor's board twice, first with nothing writing, then while paced clients cast and
+    withdraw votes at `--background-votes` per second through the real JSON vote route (each vote withdrawn by the
+    next request of the same pair, so every request changes a count and moves the votes revision); then every
+    counter is checked against its vote rows and what is left withdrawn."""
+    import threading
+
+    rate = args.background_votes
+    fixtures = prepare_votes(url, env["SECRET_KEY"], 50)
+    pairs = [(n, public_id) for n in range(len(fixtures.cookies)) for _, public_id in fixtures.items]
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    counter = iter(range(10**9))
+    senders = max(4, rate // 6)  # each paced at rate / senders: one request waits for its answer before the next
+
+    def send() -> None:
+        interval = senders / rate
+        due = time.monotonic()
+        while not stop.is_set():
+            with lock:
+                i = next(counter)
+            n, public_id = pairs[(i // 2) % len(pairs)]
+            action, body = ("vote", "importance=important&widget=card") if i % 2 == 0 else ("unvote", "widget=card")
+            request = urllib.request.Request(
+                f"{app.base}/items/{public_id}/{action}", data=body.encode(), method="POST",
+                headers={"Cookie": fixtures.cookies[n], "X-CSRF-Token": fixtures.tokens[n],
+                         "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                status = 0
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+            due += interval
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    try:
+        quiet = run_wrk("board, visitor (no votes)", app.base + "/", args)
+        threads = [threading.Thread(target=send, daemon=True) for _ in range(senders)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        busy = run_wrk(f"board, visitor ({rate} votes/s)", app.base + "/", args)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        seconds = time.monotonic() - started
+        check = check_votes(url, fixtures)
+    finally:
+        stop.set()
+        withdrawn = clean_up_votes(url, fixtures)
+    after = check_votes(url, fixtures)
+    sent = sum(statuses.values())
+    ratio = busy.rps / quiet.rps if quiet.rps else 0.0
+    exact = not check.drifted and not after.drifted
+    print(f"  votes in the background: {sent} in {seconds:.1f} s ({sent / seconds:.0f}/s asked {rate}/s, warm-up "
+          f"included); answers: " + ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items())))
+    print(f"  counts after: {'exact' if exact else 'DRIFTED'} (clean-up withdrew {withdrawn})")
+    print(f"board, visitor while {rate} votes/s arrive: {busy.rps:.0f} req/s (p50 {busy.p50_ms:.1f}, p99 "
+          f"{busy.p99_ms:.1f} ms) vs {quiet.rps:.0f} without (p50 {quiet.p50_ms:.1f}, p99 {quiet.p99_ms:.1f} ms): "
+          f"{ratio:.2f}   ≥ 0.8 {verdict(ratio >= 0.8 and busy.errors == 0)}, counts exact {verdict(exact)}")
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
@@ -728,6 +796,9 @@ def main() -> None:
     parser.add_argument("--pages", metavar="NAMES",
                         help="only these pages, names separated by semicolons (e.g. 'search;search, distinct'); "
                              "'search, distinct' is measured only when named here")
+    parser.add_argument("--background-votes", type=int, default=0, metavar="PER_SECOND",
+                        help="also the visitor's board without votes and while this many votes per second arrive "
+                             "through the vote route (issue 13: ≥ 0.8 of the board without votes; e.g. 100)")
     parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                         help="first wait up to this long (at most 1800) for the 1-minute load average to fall "
                              "below the number of CPUs: other work on a shared machine skews every figure")
@@ -758,7 +829,7 @@ def main() -> None:
            "PYTHONPATH": str(ROOT), "PORT": str(args.port),
            "BASE_URL": f"http://127.0.0.1:{args.port}"}
     env.pop("REDIS_URL", None)
-    if args.votes:
+    if args.votes or args.background_votes:
         env.update(VOTE_LIMITS)
         print(f"rate limits for the vote load: VOTE_RATE_LIMIT={env['VOTE_RATE_LIMIT']} (per customer), "
               f"VOTE_IP_RATE_LIMIT={env['VOTE_IP_RATE_LIMIT']} (per address; all of wrk is 127.0.0.1), in process "
@@ -825,6 +896,8 @@ def main() -> None:
                 script = lua_distinct(queries, directory, args.threads)
                 rows.append((run_wrk("search, distinct", app.base + "/", args, script=script, warmup=False),
                              None, None))
+            if args.background_votes:
+                background_votes_load(app, url_db, env, args)
             if args.votes:
                 rows.append((vote_unvote_load(app, url_db, env, args, directory), None, None))
         finally:
@@ -832,7 +905,7 @@ def main() -> None:
                 server.stop()
 
     report(rows)
-    busiest = max(r.load for row in rows for r in row if r is not None)
+    busiest = max((r.load for row in rows for r in row if r is not None), default=os.getloadavg()[0])
     print(f"\nload average: up to {busiest:.1f} on {os.cpu_count()} CPUs during the run")
     if busiest >= (os.cpu_count() or 1):
         print(f"WARNING: the load average reached {busiest:.1f} on {os.cpu_count()} CPUs: other processes took part "
