@@ -540,8 +540,16 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
         slots, places = page.open.setdefault(opened.kind, ([], []))
         slots.append(opened)
         places.append(positions)
-    page.digest = weak_etag(*(p if isinstance(p, str) else f"{_PREFIX}{p.kind}:{p.arg}\x00" for p in page.parts))
+    page.digest = page_digest(page.parts)
     return page
+
+
+def page_digest(parts: list[str | Slot]) -> str:
+    """The base of a page's ETags: its text and where its slots are, the same in every worker and instance (the
+    markers' random nonce left out), so a client revalidating with one worker's tag gets its 304 from any other
+    serving the same bytes."""
+    return weak_etag(*(p.replace(_NONCE, "") if isinstance(p, str) else f"\x00slot:{p.kind}:{p.arg}\x00"
+                       for p in parts))
 
 
 def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page, rev: int,

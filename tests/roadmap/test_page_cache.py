@@ -322,3 +322,34 @@ async def test_the_vote_widget_is_the_same_from_a_kept_page_and_a_fresh_one(app,
     assert "You voted: Nice to have" in widget_text(kept := await _as(client, session, customer, "/"),
                                                     open_item.public_id)
     assert "\x00" not in kept
+
+
+_DIGEST_IN_A_NEW_PROCESS = """
+import sys
+from app import pagecache
+text = sys.argv[1]
+parts = ["<form>", str(pagecache.CSRF_MARKER), text, pagecache.Slot("votes", "12"), "</form>"]
+print(pagecache._NONCE, pagecache.page_digest(parts))
+"""
+
+
+def _digest_in_a_new_process(text: str) -> tuple[str, str]:
+    """(the process's marker nonce, the digest of a page with a CSRF marker, `text` and a slot) in a fresh
+    interpreter: what another worker or instance would make of the same page."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _DIGEST_IN_A_NEW_PROCESS, text], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return out[0], out[1]
+
+
+def test_every_worker_tags_the_same_page_alike():
+    """A browser revalidating the board with the ETag one worker sent gets its 304 from any other worker or
+    instance: the page's digest leaves out the random nonce each process marks its slots and CSRF field with
+    (it did not, and with two workers half the revalidations were answered in full)."""
+    nonce_a, first = _digest_in_a_new_process("<p>Dark mode</p>")
+    nonce_b, second = _digest_in_a_new_process("<p>Dark mode</p>")
+    assert nonce_a != nonce_b  # two processes, two markers
+    assert first == second
+    assert _digest_in_a_new_process("<p>Light mode</p>")[1] != first
