@@ -210,9 +210,14 @@ class TestADeadPooledConnection:
     nobody sees an error, and nothing is written twice."""
 
     @pytest.fixture(autouse=True)
-    def _postgresql_only(self, own_url: str) -> None:
+    def _postgresql_only(self, own_url: str, locks_database: Database) -> Iterator[None]:
         if not own_url.startswith("postgresql"):
             pytest.skip("a SQLite database is a file: no connection to lose")
+        yield
+        # The module's other tests share `locks_database`, whose pooled connections these tests kill too: a pool
+        # used again within its ping interval would hand a dead one to the next test (a failure that came and
+        # went with the machine's speed).
+        locks_database.engine.dispose()
 
     async def test_a_vote_on_a_connection_killed_a_moment_ago_is_counted_once(self, live_app, own_url,
                                                                               locks_database, customer_and_item):
