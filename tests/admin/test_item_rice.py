@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 
 import pytest
@@ -16,6 +15,7 @@ from app.roadmap import service as roadmap
 from app.roadmap.models import Item
 from tests.desk.helpers import expected_desk, set_up
 from tests.factories import make_admin
+from tests.helpers.http import page_words as words
 from tests.helpers.http import post_form, sign_in
 
 
@@ -24,10 +24,6 @@ def admin(client, session):  # type: ignore[no-untyped-def]
     user = make_admin(session, email="ada@example.com", display_name="Ada Admin")
     sign_in(client, session, user)
     return user
-
-
-def words(page: str) -> str:
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
 def editor_form(session, item: Item) -> dict:  # type: ignore[no-untyped-def, type-arg]

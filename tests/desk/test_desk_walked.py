@@ -3,7 +3,6 @@ the words about withdrawn votes and about rounding. Each test fails on the desk 
 
 from __future__ import annotations
 
-import html
 import re
 
 import pytest
@@ -14,6 +13,7 @@ from app.feedback.models import Feedback, FeedbackKind
 from app.voting import service as voting
 from tests.desk.helpers import TITLES, WEIGHTS, csv_rows, page_rows, set_up
 from tests.factories import make_admin
+from tests.helpers.http import page_words as words
 from tests.helpers.http import post_form, sign_in
 
 
@@ -22,10 +22,6 @@ def admin(client, session):  # type: ignore[no-untyped-def]
     user = make_admin(session, email="ada@example.com", display_name="Ada Admin")
     sign_in(client, session, user)
     return user
-
-
-def words(page: str) -> str:
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
 class TestAMistypedLinkSaysSo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -73,3 +74,8 @@ async def client_for(settings: Settings, database: Database, connection: Connect
 
             remember_app(c, app)
             yield c
+
+
+def page_words(page: str) -> str:
+    """A page's text as a reader sees it: tags dropped, entities decoded, runs of white space one space."""
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
