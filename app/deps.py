@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated, Any
@@ -56,27 +57,38 @@ async def get_viewer(request: Request) -> Viewer:
 CurrentViewer = Annotated[Viewer, Depends(get_viewer)]
 
 
+# (content revision, votes revision, the viewer or None): who a session cookie stands for, before the stack
+SignedIn = tuple[int, int, Viewer | None]
+
+
 class SignedInViewers:
     """Who a session cookie stands for, with the (content, votes) revisions, for the pages answered to signed-in
     people before the stack (app.pagecache.KeptPagesMiddleware).
 
     The lookup checks what `load_session`, the one `get_viewer` makes, checks (unknown, expired, inactive: nobody),
     as plain columns (`accounts.session_columns`); the viewer made from them is kept per worker, keyed by the cookie,
-    and used again while the row reads the same. With SQLite's `data_version` watcher (app/revision.py) the row
-    itself is kept until anything is committed anywhere: a sign-out or a revoked session (a deleted row), a changed
-    role, a deactivated account, a person moved to another organisation or an organisation to another segment are
-    all commits, so each shows at the next request; the expiry is checked per request. Elsewhere (PostgreSQL) the
-    row is read per request, in the same short transaction as the revisions.
+    and used again while the row reads the same. A kept row's expiry is checked per request. What else can change
+    the row must show at the next request: a sign-out or a revoked session (a deleted row), a changed role, a
+    deactivated account, a person moved to another organisation or an organisation to another segment.
+
+    * With SQLite's `data_version` watcher (app/revision.py) the row is kept until anything is committed anywhere:
+      each of those is a commit.
+    * With PostgreSQL's single-flight read (`read_after`) the row is kept while the content and the sessions
+      revisions read the same: every write of `user_sessions` moves the sessions revision, and the person, their
+      organisation and its segment are content tables (only a user's last sign-in time and password hash are
+      `__unshown__`, and no viewer is made of them). A row not kept is read after the revisions, off the event loop.
+    * Elsewhere (a database other than the app's own, e.g. a test's rolled-back transaction) the row is read per
+      request, in the same short transaction as the revisions.
     """
 
     MAX_KEPT = 10_000
 
     def __init__(self) -> None:
-        self._version: int | None = None
+        self._version: int | None = None  # SQLite: the data_version the kept rows were read after
+        self._under: tuple[int, int] | None = None  # PostgreSQL: the (content, sessions) revisions they were read after
         self._kept: dict[str, tuple[tuple[Any, ...], Viewer]] = {}  # cookie -> (its row, the viewer made of it)
 
-    def __call__(self, database: Database, token: str, *,
-                 watcher: revision.SqliteWatcher | None = None) -> tuple[int, int, Viewer | None]:
+    def __call__(self, database: Database, token: str, *, watcher: revision.SqliteWatcher | None = None) -> SignedIn:
         if watcher is None:
             with database.new_session(write=False) as session:
                 content, votes = revision.both(session)
@@ -89,8 +101,7 @@ class SignedInViewers:
         kept = self._kept.get(token)
         if kept is None:
             # Read after the data_version above: never older than what it says was committed.
-            with database.new_session(write=False) as session:
-                row = accounts.session_columns(session, token)
+            row = _session_columns(database, token)
             if row is None:
                 return content, votes, None
             viewer = self._viewer(token, row)
@@ -98,7 +109,27 @@ class SignedInViewers:
             row, viewer = kept
         return content, votes, viewer if row[2] > utcnow() else None
 
-    def _viewer(self, token: str, row: tuple[Any, ...]) -> Viewer:
+    async def read_after(self, watcher: revision.PostgresWatcher, database: Database, token: str) -> SignedIn:
+        """PostgreSQL: the revisions from the worker's shared read (one that started after this request arrived,
+        `SingleFlight`), and the viewer kept under the same (content, sessions) revisions or read after them."""
+        content, votes, sessions = await watcher()
+        under = (content, sessions)
+        if under != self._under:
+            self._kept.clear()
+            self._under = under
+        kept = self._kept.get(token)
+        if kept is None:
+            row = await asyncio.to_thread(_session_columns, database, token)
+            if row is None:
+                return content, votes, None
+            # Kept only if no other request saw other revisions meanwhile: a row is used again only by requests
+            # whose read answered the revisions it was read after (then nothing it shows moved since).
+            viewer = self._viewer(token, row, keep=self._under == under)
+        else:
+            row, viewer = kept
+        return content, votes, viewer if row[2] > utcnow() else None
+
+    def _viewer(self, token: str, row: tuple[Any, ...], *, keep: bool = True) -> Viewer:
         kept = self._kept.get(token)
         if kept is not None and kept[0] == row:
             return kept[1]
@@ -107,10 +138,16 @@ class SignedInViewers:
         user = User(id=user_id, display_name=display_name, email=email, role=role, is_active=is_active,
                     organisation_id=organisation_id)
         viewer = Viewer(user=user, session_id=session_id, segment_id=segment_id)
-        if len(self._kept) >= self.MAX_KEPT:
-            self._kept.clear()
-        self._kept[token] = (row, viewer)
+        if keep:
+            if len(self._kept) >= self.MAX_KEPT:
+                self._kept.clear()
+            self._kept[token] = (row, viewer)
         return viewer
+
+
+def _session_columns(database: Database, token: str) -> tuple[Any, ...] | None:
+    with database.new_session(write=False) as session:
+        return accounts.session_columns(session, token)
 
 
 API_PREFIX = "/api/"

@@ -20,7 +20,6 @@ from starlette.middleware.sessions import SessionMiddleware
 from app import assets, handlers, health, logs, metrics, revision
 from app.accounts import magic, me, oidc, sso
 from app.accounts import views as accounts_views
-from app.accounts.viewer import Viewer
 from app.admin.router import router as admin_router
 from app.api import desk as api_desk
 from app.api import tech as api_tech
@@ -28,7 +27,7 @@ from app.api import v1
 from app.changelog import views as changelog_views
 from app.config import Settings, get_settings
 from app.db import Database, DbSessionMiddleware, database_busy, lost_before_any_statement
-from app.deps import SignedInViewers, enforce_private_mode
+from app.deps import SignedIn, SignedInViewers, enforce_private_mode
 from app.discussion import views as discussion_views
 from app.errors import AppError, FormInvalid, NotAuthenticated
 from app.feedback import views as feedback_views
@@ -208,14 +207,19 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # read per worker on PostgreSQL. A database put in app.state later (a test's) is read with a session of its own.
     app.state.revision_reader = watched = revision.reader_for(database)
 
-    def revision_reader(current: Database) -> tuple[int, int] | Awaitable[tuple[int, int]]:
+    def revision_reader(current: Database) -> revision.Revisions | Awaitable[revision.Watched]:
         return watched(current) if current is database else revision.peek(current)
 
+    # Who a session cookie stands for, kept per worker: until a commit on SQLite, until the content or sessions
+    # revision moves on PostgreSQL (awaited: the worker's shared read), read per request on another database.
     signed_in_viewers = SignedInViewers()
 
-    def signed_in_reader(current: Database, token: str) -> tuple[int, int, Viewer | None]:
-        own = current is database and isinstance(watched, revision.SqliteWatcher)
-        return signed_in_viewers(current, token, watcher=watched if own else None)  # type: ignore[arg-type]  # a SqliteWatcher whenever own is true
+    def signed_in_reader(current: Database, token: str) -> SignedIn | Awaitable[SignedIn]:
+        if current is database and isinstance(watched, revision.PostgresWatcher):
+            return signed_in_viewers.read_after(watched, current, token)
+        if current is database and isinstance(watched, revision.SqliteWatcher):
+            return signed_in_viewers(current, token, watcher=watched)
+        return signed_in_viewers(current, token)
     wake_on_commit(database)  # a request that enqueued mail wakes this process's worker at once
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)

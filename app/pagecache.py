@@ -610,8 +610,9 @@ class _Finishing:
     signed_in: tuple[PageCache, int, tuple[Any, ...], Any] | None = None
 
 
-# (content revision, votes revision, viewer or None) for a session cookie's value, read before the stack
-SignedInReader = Callable[[Any, str], tuple[int, int, Viewer | None]]
+# (content revision, votes revision, viewer or None) for a session cookie's value, read before the stack: at once,
+# or awaitable (PostgreSQL's single-flight read, app/deps.py SignedInViewers.read_after)
+SignedInReader = Callable[[Any, str], tuple[int, int, Viewer | None] | Awaitable[tuple[int, int, Viewer | None]]]
 
 
 class KeptPagesMiddleware:
@@ -619,20 +620,21 @@ class KeptPagesMiddleware:
     and a signed-in person's GET from the page kept for their audience, their own parts filled in.
 
     `revision_reader(database)` gives the content and votes revisions as a new transaction would see them, or an
-    awaitable of them (PostgreSQL's single-flight read, app.revision.PostgresWatcher); a page kept under another
-    content revision, or finished under another votes revision, is not used (and the app renders and keeps the page
-    again). Anything unusual falls through to the app; so does a database that cannot be
-    read (the app then answers with its own error page).
+    awaitable of them, first of what the read gives (PostgreSQL's single-flight read, app.revision.PostgresWatcher,
+    gives the sessions revision too); a page kept under another content revision, or finished under another votes
+    revision, is not used (and the app renders and keeps the page again). Anything unusual falls through to the app;
+    so does a database that cannot be read (the app then answers with its own error page).
 
     A signed-in person is answered here only when their request carries exactly the session and CSRF cookies (no
-    flash message, nothing else), `signed_in_reader(database, session cookie)` says whose session it is — a
+    flash message, nothing else), `signed_in_reader(database, session cookie)` says whose session it is (at once or
+    awaited, as the revisions) — a
     customer's or a signed-in person's without an organisation, never staff —, and the app already answered
     someone of the same audience at this address from the page still kept: the page is filled in as the app fills
     it (`_assemble`: their votes on its cards, their name, their CSRF token) and sent with the headers the app sent.
     """
 
     def __init__(self, app: Any, *, cache_getter: Callable[[], PageCache | None], database_getter: Callable[[], Any],
-                 revision_reader: Callable[[Any], tuple[int, int] | Awaitable[tuple[int, int]]] | None = None,
+                 revision_reader: Callable[[Any], tuple[int, int] | Awaitable[tuple[int, ...]]] | None = None,
                  signed_in_reader: SignedInReader | None = None, session_cookie: str = "",
                  csrf_cookie: str = "") -> None:
         self.app = app
@@ -665,7 +667,7 @@ class KeptPagesMiddleware:
         cache = self.cache_getter()
         path, query = scope["path"], scope["query_string"]
         if cache is not None and cache.might_have(path, query):
-            revs: tuple[int, int] | None
+            revs: tuple[int, ...] | None
             try:
                 read = self.revision_reader(self.database_getter())
                 revs = read if isinstance(read, tuple) else await read
@@ -737,7 +739,8 @@ class KeptPagesMiddleware:
         assert self.signed_in_reader is not None  # nosec B101 # checked by the caller
         database = self.database_getter()
         try:
-            content, votes, viewer = self.signed_in_reader(database, token)
+            read = self.signed_in_reader(database, token)
+            content, votes, viewer = read if isinstance(read, tuple) else await read
         except Exception:  # the app answers, with its own error page if it must
             return False
         if viewer is None or viewer.user is None:  # signed out, expired or unknown: the app's

@@ -37,6 +37,12 @@ per request (app/voting/widget.py), read once per votes revision, and a page who
 decided per statement and conservatively: an INSERT, UPDATE or DELETE of `votes` or `follows`, and an UPDATE of
 `items` that sets the counters and nothing else (its CTEs, if any, writing only those tables); anything else
 moves the content revision as before. The same exactness holds for it: a request reads both in one statement.
+
+**Sign-in sessions move a revision of their own too** (`sessions`), on a few shards after the votes': every
+INSERT, UPDATE or DELETE of `user_sessions` (a sign-in, a sign-out, a revoked session, "sign out everywhere", a
+changed expiry) moves it, and no page's. It lets PostgreSQL's workers keep who a session cookie stands for
+(app/deps.py `SignedInViewers`) until the content or the sessions revision moves: what else a viewer is made of
+(the person's name, role, activity, organisation and its segment) is in content tables already.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from itertools import chain
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from sqlalchemy import BigInteger, Connection, Delete, Insert, SmallInteger, Update, event, inspect
@@ -65,11 +71,15 @@ SETTINGS_SHARD = SHARDS
 SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets", "webhook_endpoints"})
 # Then the votes revision's rows (as many as the content's: concurrent voters seldom wait for one row's lock).
 VOTES_SHARDS = range(SHARDS + 1, 2 * SHARDS + 1)
+# Then the sessions revision's: fewer, sign-ins are rarer than votes (still seldom a wait for one row's lock).
+SESSIONS_SHARDS = range(2 * SHARDS + 1, 2 * SHARDS + 5)
+SESSION_TABLES = frozenset({"user_sessions"})
 # What a vote writes: vote rows, follows, and the item's counters (no other column of items).
 VOTE_TABLES = frozenset({"votes", "follows"})
 COUNTER_COLUMNS = frozenset({"vote_count", "trend_count"})
 
-# Written on sign-in and by single-use tokens; nothing a page shows depends on them.
+# Written on sign-in and by single-use tokens; nothing a page shows depends on them (sign-in sessions move the
+# sessions revision, for the viewers kept per worker: SESSION_TABLES).
 # Staff-only records too: API tokens (their last use is written while the API is read) and the decisions on
 # record, which no portal page shows. Webhook endpoints move the settings revision only (the subscriptions are
 # cached under it), and the delivery log moves nothing.
@@ -85,9 +95,11 @@ _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends
 _SHARD = "ahead_revision_shard"
 _VOTES_SHARD = "ahead_revision_votes_shard"
+_SESSIONS_SHARD = "ahead_revision_sessions_shard"
 # On the connection: the transaction that moved the revision, while nobody has read it since
 _MOVED = "ahead_revision_moved"
 _VOTES_MOVED = "ahead_revision_votes_moved"
+_SESSIONS_MOVED = "ahead_revision_sessions_moved"
 # On the connection: [valid] shared by every value read on it, made invalid when the revision moves there or
 # a transaction or savepoint ends there (a session's remembered value then is read again)
 _STAMP = "ahead_revision_stamp"
@@ -111,10 +123,12 @@ def content_tables() -> list[str]:
 
 # Plain SQL on the session's connection: read on every request, it skips the ORM's statement
 # compilation and caching (about a third of a cached page's CPU when it went through them).
+# Its columns: content, settings, votes, sessions.
 # bandit B608: only integer constants are formatted into this statement
 _READ = (f"SELECT coalesce(sum(CASE WHEN shard < {SHARDS} THEN value ELSE 0 END), 0), "  # nosec B608
          f"coalesce(sum(CASE WHEN shard = {SETTINGS_SHARD} THEN value ELSE 0 END), 0), "
-         f"coalesce(sum(CASE WHEN shard > {SETTINGS_SHARD} THEN value ELSE 0 END), 0) FROM content_revisions")
+         f"coalesce(sum(CASE WHEN shard BETWEEN {VOTES_SHARDS[0]} AND {VOTES_SHARDS[-1]} THEN value ELSE 0 END), 0), "
+         f"coalesce(sum(CASE WHEN shard >= {SESSIONS_SHARDS[0]} THEN value ELSE 0 END), 0) FROM content_revisions")
 
 
 # The move, in each driver's parameter style (psycopg: pyformat; sqlite3: named). Its table is an unshown one, so
@@ -125,18 +139,20 @@ _UPSERT_SQLITE = ("INSERT INTO content_revisions (shard, value) VALUES (:shard, 
                   "ON CONFLICT (shard) DO UPDATE SET value = excluded.value")
 
 
-def _read(session: Session) -> tuple[int, int, int, list[bool]]:
-    memo: tuple[int, int, int, list[bool]] | None = session.info.get(_INFO_VALUE)
-    if memo is None or not memo[3][0]:
+def _read(session: Session) -> tuple[int, int, int, int, list[bool]]:
+    memo: tuple[int, int, int, int, list[bool]] | None = session.info.get(_INFO_VALUE)
+    if memo is None or not memo[4][0]:
         connection = session.connection()
-        content, settings_value, votes_value = connection.exec_driver_sql(_READ).one()
+        content, settings_value, votes_value, sessions_value = connection.exec_driver_sql(_READ).one()
         info = connection.info
         stamp = info.get(_STAMP)
         if stamp is None:
             stamp = info[_STAMP] = [True]
         info.pop(_MOVED, None)  # read since it moved: the next change moves it again
         info.pop(_VOTES_MOVED, None)
-        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), int(votes_value), stamp)
+        info.pop(_SESSIONS_MOVED, None)
+        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), int(votes_value), int(sessions_value),
+                                            stamp)
     return memo
 
 
@@ -148,6 +164,11 @@ def current(session: Session) -> int:
 def votes(session: Session) -> int:
     """The votes revision: moves with every vote, withdrawal or follow, and only with those (see above)."""
     return _read(session)[2]
+
+
+def sessions(session: Session) -> int:
+    """The sessions revision: moves with every write of `user_sessions`, and only with those (see above)."""
+    return _read(session)[3]
 
 
 def both(session: Session) -> tuple[int, int]:
@@ -190,7 +211,7 @@ class SqliteWatcher:
         with self._lock:
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version or self._known is None:
-                content, _settings, votes_value = self._connection.execute(_READ).fetchone()
+                content, _settings, votes_value, _sessions = self._connection.execute(_READ).fetchone()
                 self._known = (int(content), int(votes_value))
                 self._version = version
                 self.reads += 1
@@ -207,12 +228,15 @@ class SqliteWatcher:
 
 
 Revisions = tuple[int, int]
+# PostgreSQL's read: (content, votes, sessions), one statement (the sessions revision for the kept viewers).
+Watched = tuple[int, int, int]
+_Read = TypeVar("_Read")
 # How long a request waits for the read it joined before it goes through the app, which reads the revision in its
 # own session (a database that answers slowly then slows those requests, not every kept page of the worker).
 READ_TIMEOUT_SECONDS = 0.5
 
 
-class SingleFlight:
+class SingleFlight(Generic[_Read]):
     """A read of the revisions shared by the requests of one worker (one event loop), never older than any of them.
 
     A request may only be answered from a read that *started* after it arrived: a write whose commit returned
@@ -227,17 +251,17 @@ class SingleFlight:
     connection then, so a broken or hung one is replaced).
     """
 
-    def __init__(self, fetch: Callable[[], Awaitable[Revisions]], *, timeout: float = READ_TIMEOUT_SECONDS,
+    def __init__(self, fetch: Callable[[], Awaitable[_Read]], *, timeout: float = READ_TIMEOUT_SECONDS,
                  reset: Callable[[], Awaitable[None]] | None = None) -> None:
         self._fetch = fetch
         self._reset = reset
         self._timeout = timeout
-        self._running: asyncio.Future[Revisions] | None = None  # the read in flight
-        self._queued: asyncio.Future[Revisions] | None = None  # the read that starts when it ends
+        self._running: asyncio.Future[_Read] | None = None  # the read in flight
+        self._queued: asyncio.Future[_Read] | None = None  # the read that starts when it ends
         self._tasks: set[asyncio.Task[None]] = set()
         self.reads = 0  # reads started (for the tests and the bench)
 
-    def __call__(self, _database: Any = None) -> Awaitable[Revisions]:
+    def __call__(self, _database: Any = None) -> Awaitable[_Read]:
         """The revisions from a read that starts after this call: the one about to start, or the queued one."""
         loop = asyncio.get_running_loop()
         if self._running is None:
@@ -250,13 +274,13 @@ class SingleFlight:
         # A request given up (its client went away) must not cancel the read the others wait for.
         return asyncio.shield(future)
 
-    def _start(self, future: asyncio.Future[Revisions]) -> None:
+    def _start(self, future: asyncio.Future[_Read]) -> None:
         self.reads += 1
         task = asyncio.get_running_loop().create_task(self._read(future))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read(self, future: asyncio.Future[Revisions]) -> None:
+    async def _read(self, future: asyncio.Future[_Read]) -> None:
         try:
             value = await asyncio.wait_for(self._fetch(), self._timeout)
         except Exception as error:  # each waiting request goes through the app, which answers for itself
@@ -281,8 +305,9 @@ class SingleFlight:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class PostgresWatcher(SingleFlight):
-    """(content, votes) revisions on PostgreSQL, single-flight per worker on a connection of its own.
+class PostgresWatcher(SingleFlight[Watched]):
+    """(content, votes, sessions) revisions on PostgreSQL, single-flight per worker on a connection of its own (the
+    visitors' pages use the first two; the signed-in people's the sessions revision too, app/deps.py).
 
     The connection is outside the pool, in autocommit: each read is one statement, its own transaction, whose
     snapshot is taken when the server receives it, so after every commit that returned before the read was sent
@@ -296,7 +321,7 @@ class PostgresWatcher(SingleFlight):
         self._conninfo = conninfo
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
-    async def _query(self) -> Revisions:
+    async def _query(self) -> Watched:
         connection = self._connection
         if connection is None or connection.closed:
             connection = self._connection = await psycopg.AsyncConnection.connect(
@@ -305,7 +330,7 @@ class PostgresWatcher(SingleFlight):
         row = await cursor.fetchone()
         if row is None:  # an aggregate always answers one row
             raise RuntimeError("the revision read returned no row")
-        return int(row[0]), int(row[2])
+        return int(row[0]), int(row[2]), int(row[3])
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -313,7 +338,7 @@ class PostgresWatcher(SingleFlight):
             await connection.close()
 
 
-def reader_for(database: Database) -> Callable[[Database], Revisions | Awaitable[Revisions]]:
+def reader_for(database: Database) -> Callable[[Database], Revisions | Awaitable[Watched]]:
     """The cheapest exact way to read (content, votes) before a request's own session: SQLite's data_version
     for a database in a file whose sessions are the engine's own; on PostgreSQL a single-flight read per worker
     on a connection of its own (`PostgresWatcher`); else a short read session (`peek`).
@@ -356,18 +381,27 @@ def _upsert(connection: Connection, shard: int) -> None:
 
 def _move_votes(connection: Connection) -> None:
     """Move the votes revision in the connection's transaction: once, unless someone on it read it since."""
+    _move_apart(connection, VOTES_SHARDS, _VOTES_SHARD, _VOTES_MOVED)
+
+
+def _move_sessions(connection: Connection) -> None:
+    """Move the sessions revision in the connection's transaction: once, unless someone on it read it since."""
+    _move_apart(connection, SESSIONS_SHARDS, _SESSIONS_SHARD, _SESSIONS_MOVED)
+
+
+def _move_apart(connection: Connection, shards: range, shard_key: str, moved_key: str) -> None:
     transaction = connection.get_transaction()
     info = connection.info
-    if info.get(_VOTES_MOVED) is transaction:
+    if info.get(moved_key) is transaction:
         return
-    kept = info.get(_VOTES_SHARD)
+    kept = info.get(shard_key)
     if kept is not None and kept[0] is transaction:
         shard = kept[1]
     else:
-        shard = random.choice(VOTES_SHARDS)  # nosec B311 # spreads writes over shards, not a secret
-        info[_VOTES_SHARD] = (transaction, shard)
+        shard = random.choice(shards)  # nosec B311 # spreads writes over shards, not a secret
+        info[shard_key] = (transaction, shard)
     _upsert(connection, shard)
-    info[_VOTES_MOVED] = transaction
+    info[moved_key] = transaction
     _forget_values(connection)
 
 
@@ -401,6 +435,8 @@ def _move(connection: Connection, *, settings_changed: bool = False) -> None:
 def _touched(connection: Connection, tables: set[str]) -> None:
     if tables - UNSHOWN_TABLES:
         _move(connection)
+    if tables & SESSION_TABLES:
+        _move_sessions(connection)
     if tables & SETTINGS_TABLES:
         _move(connection, settings_changed=True)
 
@@ -527,6 +563,7 @@ def _end_of_transaction(connection: Connection) -> None:
         return
     connection.info.pop(_SHARD, None)
     connection.info.pop(_VOTES_SHARD, None)
+    connection.info.pop(_SESSIONS_SHARD, None)
     _end_of_savepoint(connection)
 
 
@@ -536,6 +573,7 @@ def _end_of_savepoint(connection: Connection, *_args: Any) -> None:
     info = connection.info
     info.pop(_MOVED, None)
     info.pop(_VOTES_MOVED, None)
+    info.pop(_SESSIONS_MOVED, None)
     info.pop(_UNSHOWN_UPDATES, None)
     _forget_values(connection)
 
