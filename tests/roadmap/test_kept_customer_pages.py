@@ -9,19 +9,25 @@ never the previous person's, and that the things that end or change a session sh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import event
 
-from app import deps, pagecache
+from app import deps, pagecache, revision
 from app.accounts import service as accounts
 from app.accounts.models import Role, User, UserSession
 from app.config import Settings
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.main import create_app
 from app.organisations import service as organisations
 from app.organisations.models import Organisation
@@ -239,62 +245,162 @@ async def test_a_flash_message_or_a_missing_csrf_cookie_goes_through_the_app(app
     assert app.state.pages.signed_in_hits == served
 
 
-# --- the session looked up once per commit: SQLite's data_version -------------------------------------------
+# --- the whole app on a database of its own: the session kept per worker -------------------------------------
 
 
-async def test_on_a_sqlite_file_sessions_are_kept_until_a_commit_and_each_change_shows(tmp_path, monkeypatch):
-    """The whole app on a database file of its own: a signed-in person's session is looked up once and kept while
-    nothing is committed; a revoked session, a move to another segment, a new role and an expiry each show at the
-    next request."""
-    with own_database(tmp_path, "signed-in") as url:
-        if not url.startswith("sqlite"):
-            pytest.skip("SQLite's data_version; PostgreSQL reads the session per request")
-        settings = Settings(database_url=url, secret_key="signed-in-" + "x" * 40, base_url="http://testserver",
-                            redis_url="", _env_file=None)  # type: ignore[call-arg]
-        with connected(url) as database:
+@contextlib.asynccontextmanager
+async def _own_app(database: Database, url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    settings = Settings(database_url=url, secret_key="signed-in-" + "x" * 40, base_url="http://testserver",
+                        redis_url="", _env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings, database)
+    async with LifespanManager(app) as manager, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+        yield app, client
+
+
+class Statements:
+    """The statements run on the app's own pool (the revision readers' connections are apart from it)."""
+
+    def __init__(self, database: Database) -> None:
+        self.count = 0
+        event.listen(database.engine, "before_cursor_execute", self._counted)
+
+    def _counted(self, *_args: Any) -> None:
+        self.count += 1
+
+
+async def test_on_the_apps_own_database_sessions_are_kept_and_each_change_shows_at_the_next_request(
+        tmp_path, monkeypatch):
+    """The whole app on a database of its own (SQLite file or PostgreSQL, no test transaction): a signed-in person's
+    session is looked up once and kept (SQLite: until a commit; PostgreSQL: until the content or sessions revision
+    moves), so a kept page is answered without a statement on the app's pool; a sign-out on this worker, a revoked
+    session, "sign out everywhere", a move to another organisation or segment, a new role, a deactivation, a
+    shorter expiry and an expiry that passes each show at the next request."""
+    with own_database(tmp_path, "signed-in") as url, connected(url) as database:
+        with database.transaction() as session:
+            customer, enterprise = customer_in_segment(session, "Enterprise")
+            other, startup = customer_in_segment(session, "Startup")
+            enterprise_item = make_item(session, title="Enterprise-only", visibility=Visibility.customers,
+                                        segments=[enterprise])
+            startup_item = make_item(session, title="Startup-only", visibility=Visibility.customers,
+                                     segments=[startup])
+            customer.display_name, other.display_name = "Kept Customer", "Other Customer"
+            person, revoked, leaving = Person(session, customer), Person(session, other), Person(session, other)
+            phone, laptop = Person(session, customer), Person(session, customer)
+            customer_id, other_id = customer.id, other.id
+            enterprise_org_id, startup_org_id, startup_id = customer.organisation_id, other.organisation_id, startup.id
+        async with _own_app(database, url) as (app, client):
+            watcher = app.state.revision_reader
+            assert isinstance(watcher, revision.SqliteWatcher | revision.PostgresWatcher)
+            statements = Statements(database)
+            for someone in (person, revoked, leaving, phone, laptop):
+                await _kept(app, client, someone)
+            before, reads = statements.count, watcher.reads
+            page = (await _kept(app, client, person)).text
+            assert enterprise_item.title in page and "Kept Customer" in page
+            assert statements.count == before  # neither the revisions nor the session read on the app's pool
+            if isinstance(watcher, revision.SqliteWatcher):
+                assert watcher.reads == reads  # nothing committed: nothing read again
+
+            # signing out on this worker, the cookie sent again
+            client.cookies.set(SESSION, leaving.token)
+            client.cookies.set(CSRF, leaving.csrf)  # type: ignore[arg-type]  # set by its first page
+            assert (await post_form(client, "/logout")).status_code == 303
+            assert "Other Customer" not in (await leaving.get(client)).text
+            assert "Other Customer" in (await _kept(app, client, revoked)).text  # their other session is on
+
+            # a session revoked in another transaction (another worker, the admin area)
             with database.transaction() as session:
-                customer, enterprise = customer_in_segment(session, "Enterprise")
-                other, startup = customer_in_segment(session, "Startup")
-                enterprise_item = make_item(session, title="Enterprise-only", visibility=Visibility.customers,
-                                            segments=[enterprise])
-                startup_item = make_item(session, title="Startup-only", visibility=Visibility.customers,
-                                         segments=[startup])
-                customer.display_name, other.display_name = "Kept Customer", "Other Customer"
-                person, revoked = Person(session, customer), Person(session, other)
-                customer_id, startup_org_id = customer.id, other.organisation_id
-            app = create_app(settings, database)
-            async with LifespanManager(app) as manager, httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-                for someone in (person, revoked):
-                    await _kept(app, client, someone)
-                watcher = app.state.revision_reader
-                reads = watcher.reads
-                page = (await _kept(app, client, person)).text
-                assert enterprise_item.title in page and "Kept Customer" in page
-                assert watcher.reads == reads  # nothing committed: neither revisions nor session read again
+                accounts.end_session(session, revoked.token)
+            assert "Other Customer" not in (await revoked.get(client)).text
 
-                with database.transaction() as session:
-                    accounts.end_session(session, revoked.token)
-                assert "Other Customer" not in (await revoked.get(client)).text
-
-                with database.transaction() as session:
-                    session.get(User, customer_id).organisation_id = startup_org_id
-                page = (await person.get(client)).text
-                assert startup_item.title in page and enterprise_item.title not in page
-
-                with database.transaction() as session:
-                    session.get(User, customer_id).role = Role.pm
-                served = app.state.pages.signed_in_hits
-                assert "Kept Customer" in (await person.get(client)).text
-                assert app.state.pages.signed_in_hits == served  # staff: the app's
-
-                with database.transaction() as session:
-                    session.get(User, customer_id).role = Role.customer
-                    for row in session.query(UserSession).filter_by(user_id=customer_id):
-                        row.expires_at = utcnow() + timedelta(seconds=1)
-                assert "Kept Customer" in (await _kept(app, client, person)).text
-                later = utcnow() + timedelta(seconds=5)
-                monkeypatch.setattr(deps, "utcnow", lambda: later)  # the kept session's expiry
-                monkeypatch.setattr(accounts, "utcnow", lambda: later)  # the app's own lookup
-                page = (await person.get(client)).text  # expired since: nothing committed, still ended
+            # "sign out everywhere": a new password ends every session of the person, and changes nothing shown
+            with database.transaction() as session:
+                content = revision.current(session)
+                accounts.set_password(session, user=session.get(User, customer_id), password_hash="x")
+            with database.new_session(write=False) as session:
+                assert revision.current(session) == content  # so the sessions revision alone said it
+            for someone in (phone, laptop):
+                page = (await someone.get(client)).text
                 assert "Kept Customer" not in page and re.search(r">\s*Sign in\s*<", page)
+
+            with database.transaction() as session:
+                person.token = accounts.start_session(session, user=session.get(User, customer_id))
+            assert "Kept Customer" in (await _kept(app, client, person)).text
+
+            # moved to another organisation, in another segment; then their organisation to another segment
+            with database.transaction() as session:
+                session.get(User, customer_id).organisation_id = startup_org_id
+            page = (await person.get(client)).text
+            assert startup_item.title in page and enterprise_item.title not in page
+            with database.transaction() as session:
+                session.get(User, customer_id).organisation_id = enterprise_org_id
+                session.get(Organisation, enterprise_org_id).segment_id = startup_id
+            page = (await person.get(client)).text
+            assert startup_item.title in page and enterprise_item.title not in page
+
+            # a new role (staff are never answered from kept pages), and back
+            with database.transaction() as session:
+                session.get(User, customer_id).role = Role.pm
+            served = app.state.pages.signed_in_hits
+            assert "Kept Customer" in (await person.get(client)).text
+            assert app.state.pages.signed_in_hits == served  # staff: the app's
+            with database.transaction() as session:
+                session.get(User, customer_id).role = Role.customer
+
+            # a shorter expiry, then the moment it passes (nothing committed by then)
+            with database.transaction() as session:
+                for row in session.query(UserSession).filter_by(user_id=customer_id):
+                    row.expires_at = utcnow() + timedelta(seconds=1)
+            assert "Kept Customer" in (await _kept(app, client, person)).text
+            later = utcnow() + timedelta(seconds=5)
+            with monkeypatch.context() as clock:
+                clock.setattr(deps, "utcnow", lambda: later)  # the kept session's expiry
+                clock.setattr(accounts, "utcnow", lambda: later)  # the app's own lookup
+                page = (await person.get(client)).text
+                assert "Kept Customer" not in page and re.search(r">\s*Sign in\s*<", page)
+
+            # a deactivated account
+            with database.transaction() as session:
+                other_person = Person(session, session.get(User, other_id))
+            assert "Other Customer" in (await _kept(app, client, other_person)).text
+            with database.transaction() as session:
+                session.get(User, other_id).is_active = False
+            page = (await other_person.get(client)).text
+            assert "Other Customer" not in page and re.search(r">\s*Sign in\s*<", page)
+
+
+async def test_on_postgresql_signed_in_people_share_the_workers_revision_read(tmp_path, monkeypatch):
+    """PostgreSQL: concurrent signed-in requests share the worker's single-flight read and none opens a session of
+    its own; a revision read that fails sends the request through the app (which answers it, signed in)."""
+    with own_database(tmp_path, "signed-in-pg") as url, connected(url) as database:
+        if not url.startswith("postgresql"):
+            pytest.skip("PostgreSQL's single-flight read; SQLite's data_version is tested above")
+        with database.transaction() as session:
+            customer, _ = customer_in_segment(session, "Enterprise")
+            customer.display_name = "Kept Customer"
+            person = Person(session, customer)
+        async with _own_app(database, url) as (app, client):
+            watcher = app.state.revision_reader
+            assert isinstance(watcher, revision.PostgresWatcher)
+            statements = Statements(database)
+            kept = await _kept(app, client, person)
+            before, reads, hits = statements.count, watcher.reads, app.state.pages.signed_in_hits
+            client.cookies.clear()
+            client.cookies.set(SESSION, person.token)
+            client.cookies.set(CSRF, person.csrf)  # type: ignore[arg-type]  # set by its first page
+            together = await asyncio.gather(*(client.get("/") for _ in range(20)))
+            assert [r.content for r in together] == [kept.content] * 20
+            assert app.state.pages.signed_in_hits == hits + 20
+            assert watcher.reads - reads <= 3  # one read in flight, the rest queued behind it: not 20
+            assert statements.count == before  # the viewer kept: no session per request
+
+            async def failing() -> revision.Watched:
+                raise ConnectionError("server closed the connection")
+
+            monkeypatch.setattr(watcher, "_fetch", failing)
+            hits = app.state.pages.signed_in_hits
+            page = (await person.get(client)).text
+            assert "Kept Customer" in page and app.state.pages.signed_in_hits == hits  # the app answered
+            monkeypatch.undo()
+            assert "Kept Customer" in (await _kept(app, client, person)).text

@@ -8,15 +8,33 @@ longer served.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, delete, false, insert, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    false,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 import app.models  # noqa: F401  # every model's table, so that content_tables() lists them all
 from app import revision
+from app.accounts import service as accounts
+from app.accounts.models import UserSession
 from app.db import Base
 from app.outbox import service as outbox_service
+from app.voting import service as voting
+from app.voting.models import Importance
 from tests.factories import make_item, make_user
 
 
@@ -80,6 +98,43 @@ def test_a_write_to_an_unshown_table_or_column_leaves_the_revision(session: Sess
     user.display_name = "Renamed"
     session.flush()
     assert revision.current(session) != before
+
+
+def test_every_write_of_a_sign_in_session_moves_the_sessions_revision_and_nothing_else(session: Session) -> None:
+    """What PostgreSQL's workers keep signed-in viewers under (app/deps.py SignedInViewers): a sign-in, a changed
+    expiry, a sign-out, "sign out everywhere", by the ORM, Core or plain SQL, each move the sessions revision; none
+    moves what pages are kept under (content, votes, settings), and a vote does not move the sessions revision."""
+    user = make_user(session, password=None)
+    sessions = Base.metadata.tables["user_sessions"]
+    tokens: list[str] = []
+
+    def expire_sooner() -> None:
+        for row in session.scalars(select(UserSession).where(UserSession.user_id == user.id)):
+            row.expires_at = row.expires_at - timedelta(days=1)
+        session.flush()
+
+    writes = {
+        "sign-in": lambda: tokens.append(accounts.start_session(session, user=user)),
+        "a shorter expiry (ORM)": expire_sooner,
+        "a changed row (Core)": lambda: session.execute(update(sessions).values(user_agent="Changed")),
+        "sign-out": lambda: accounts.end_session(session, tokens[0]),
+        "sign out everywhere": lambda: accounts.end_all_sessions(session, user=user),
+        "plain SQL": lambda: session.connection().exec_driver_sql("DELETE FROM user_sessions WHERE 1 = 0"),
+    }
+
+    def read() -> tuple[int, int, int]:
+        return revision.current(session), revision.votes(session), revision.settings(session)
+
+    tokens.append(accounts.start_session(session, user=user))
+    for how, write in writes.items():
+        before, sessions_before = read(), revision.sessions(session)
+        write()
+        assert revision.sessions(session) != sessions_before, how
+        assert read() == before, how
+
+    item, before = make_item(session, title="Voted"), revision.sessions(session)
+    voting.cast_vote(session, item=item, user=user, importance=Importance.important)
+    assert revision.sessions(session) == before
 
 
 def test_queueing_and_sending_mail_and_moving_the_desk_windows_leave_the_revision(session: Session) -> None:
