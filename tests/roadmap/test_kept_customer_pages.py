@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from types import SimpleNamespace
@@ -404,3 +405,42 @@ async def test_on_postgresql_signed_in_people_share_the_workers_revision_read(tm
             assert "Kept Customer" in page and app.state.pages.signed_in_hits == hits  # the app answered
             monkeypatch.undo()
             assert "Kept Customer" in (await _kept(app, client, person)).text
+
+
+async def test_a_row_read_while_another_request_saw_newer_revisions_is_not_kept(monkeypatch):
+    """The exactness rule for kept viewers (app/deps.py SignedInViewers.read_after): a row is used again only by
+    requests whose revision read answered the revisions it was read after. Request A's row read is slow; meanwhile
+    B's read answers a moved sessions revision (a sign-out, a new expiry) and B reads the row anew. A's row, read
+    before, serves A but is not kept: C, under B's revisions, gets B's row without a read of its own."""
+    later = utcnow() + timedelta(days=1)
+    rows = {"A": ("sid", 1, later, "Before", "a@example.com", Role.customer, True, None, None),
+            "B": ("sid", 1, later, "After", "a@example.com", Role.customer, True, None, None)}
+    answers = iter([(1, 0, 10), (1, 0, 11), (1, 0, 11)])  # (content, votes, sessions) of three reads, in turn
+    reading: list[str] = []
+    slow = threading.Event()
+
+    async def read() -> revision.Watched:
+        return next(answers)
+
+    def columns(_database: Any, _token: str) -> tuple[Any, ...]:  # in a worker thread, as the app's
+        who = "A" if not reading else "B"
+        reading.append(who)
+        if who == "A":
+            slow.wait(5)
+        return rows[who]
+
+    monkeypatch.setattr(deps, "_session_columns", columns)
+    viewers = deps.SignedInViewers()
+    watcher = revision.SingleFlight(read)
+    first = asyncio.ensure_future(viewers.read_after(watcher, None, "cookie"))  # type: ignore[arg-type]  # any reader of three
+    for _ in range(1000):
+        if reading:
+            break
+        await asyncio.sleep(0.001)
+    _, _, b = await viewers.read_after(watcher, None, "cookie")  # type: ignore[arg-type]  # as above
+    slow.set()
+    _, _, a = await first
+    assert a is not None and a.user is not None and a.user.display_name == "Before"
+    assert b is not None and b.user is not None and b.user.display_name == "After"
+    _, _, c = await viewers.read_after(watcher, None, "cookie")  # type: ignore[arg-type]  # as above
+    assert c is b and reading == ["A", "B"]
