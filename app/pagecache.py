@@ -57,6 +57,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
 from fastapi import Request
@@ -133,14 +134,22 @@ class Page:
     signed_in_headers: list[tuple[bytes, bytes]] | None = None
     _signed_in_addresses: list[tuple[str, bytes, Any]] = field(default_factory=list)
     _encoded: list[bytes] | None = None
+    _marked: list[tuple[int, list[bytes]]] | None = None
     _filled: dict[tuple[str, int | None], tuple[int, list[str]]] = field(default_factory=dict)
 
     def encoded(self) -> list[bytes]:
         """The parts as UTF-8, made once (and counted against the cache's bound); a slot's place is empty."""
         if self._encoded is None:
             self._encoded = [p.encode() if isinstance(p, str) else b"" for p in self.parts]
+            self._marked = [(i, part.split(_CSRF_BYTES)) for i, part in enumerate(self._encoded) if _CSRF_BYTES in part]
             self._add(sum(len(p) for p in self._encoded))
         return self._encoded
+
+    def marked(self) -> list[tuple[int, list[bytes]]]:
+        """The encoded parts that hold the CSRF token's marker: (where, the part cut at each marker)."""
+        self.encoded()
+        assert self._marked is not None  # nosec B101 # made with the encoded parts
+        return self._marked
 
     def filled_for(self, kind: str, viewer_id: int | None, revision: int) -> list[str] | None:
         """What a filler kept of this page's slots of `kind` for one person (None: a visitor) under `revision`."""
@@ -280,7 +289,7 @@ class PageCache:
         self._finished: dict[tuple[str, bytes], Page] = {}
         # (path, query string, audience) -> the page a signed-in person of that audience is answered from there
         self._signed_in: dict[tuple[str, bytes, Any], Page] = {}
-        self._pieces: dict[str, tuple[bytes, str]] = {}  # filled piece -> it encoded, its digest (piece)
+        self._pieces: dict[str, tuple[bytes, str, list[bytes] | None]] = {}  # filled piece -> piece()
         self._characters = 0
         # Shares of the bound for pages anyone can make up (a search per query): their own least recently used go
         # first, so they cannot crowd out the boards. Group -> (its bound, its pages' keys oldest first, characters).
@@ -353,15 +362,17 @@ class PageCache:
         self.signed_in_hits += 1
         return page
 
-    def piece(self, html: str) -> tuple[bytes, str]:
-        """One filled piece of a page encoded, and its digest (for the ETag), kept until the revision changes:
-        fillers hand out the same kept strings again and again."""
+    def piece(self, html: str) -> tuple[bytes, str, list[bytes] | None]:
+        """One filled piece of a page encoded, its digest (for the ETag) and, when it holds the CSRF token's marker,
+        the piece cut at each marker; kept until the revision changes: fillers hand out the same kept strings
+        again and again."""
         known = self._pieces.get(html)
         if known is None:
             if len(self._pieces) >= MAX_PIECES:
                 self._pieces.clear()
             data = html.encode()
-            known = self._pieces[html] = (data, hashlib.blake2b(data, digest_size=12).hexdigest())
+            known = self._pieces[html] = (data, hashlib.blake2b(data, digest_size=12).hexdigest(),
+                                          data.split(_CSRF_BYTES) if _CSRF_BYTES in data else None)
         return known
 
     def might_have_signed_in(self) -> bool:
@@ -576,18 +587,26 @@ def _assemble(cache: PageCache, filling: Filling) -> tuple[bytes, str, bool]:
     out = page.encoded().copy()
     fillers = cache.fillers
     tags: list[str] = []
+    marked = page.marked()
+    pieces_marked: list[tuple[int, list[bytes]]] = []
     for kind, (slots, places) in page.open.items():
         for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
-            data, tag = cache.piece(html)
+            data, tag, cut = cache.piece(html)
             tags.append(tag)
             for i in positions:
                 out[i] = data
-    body = b"".join(out)
-    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token.
-    needs_token = _CSRF_BYTES in body
+            if cut is not None:
+                for i in positions:
+                    pieces_marked.append((i, cut))
+    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token. Where
+    # the token goes is known from the kept parts and pieces (each cut at its markers once): no search per answer.
+    needs_token = bool(marked or pieces_marked)
     token = csrf_token(filling.request) if needs_token else ""
     if needs_token:
-        body = body.replace(_CSRF_BYTES, token.encode())
+        token_bytes = token.encode()
+        for i, cut in chain(marked, pieces_marked):
+            out[i] = token_bytes.join(cut)
+    body = b"".join(out)
     # The ETag: the page's digest, made once, and what this answer filled in (each piece by its digest, the token
     # included), so it changes whenever the bytes this person gets do, without hashing the page per request.
     return body, weak_etag(page.digest, "".join(tags), token), needs_token
