@@ -67,7 +67,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import cookie_parser
 
 from app import metrics, revision
-from app.accounts.viewer import Viewer
+from app.accounts.viewer import ANONYMOUS, Viewer
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
 from app.security import clear_flash_cookie, csrf_token
@@ -297,6 +297,7 @@ class PageCache:
         self.hits = self.misses = 0
         self.finished_hits = 0
         self.signed_in_hits = 0
+        self.refills = 0  # finished answers filled again under a new votes revision before the stack
 
     def register(self, kind: str, filler: Filler) -> None:
         """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
@@ -345,6 +346,18 @@ class PageCache:
         self.hits += 1
         self.finished_hits += 1
         return page.finished
+
+    def refillable(self, rev: int, votes: int, path: str, query: bytes) -> Page | None:
+        """The page whose finished answer is kept for this address under content revision `rev`, this minute, but
+        under a votes revision other than `votes`, when only its vote slots follow the counts (its layout does not:
+        not kept under the votes revision): its answer can be filled again without the app. None otherwise."""
+        page = self._finished.get((path, query))
+        if (page is None or rev != self._revision or page.finished is None or page.finished_votes == votes
+                or page._key is None or page._key[4] is not None or page._key[-1] != _minute(page._key[1])):
+            return None
+        if self._pages.get(page._key) is not page:
+            return None
+        return page
 
     def signed_in_page(self, rev: int, votes: int, path: str, query: bytes, who: Any) -> Page | None:
         """The page kept for a signed-in person of audience `who` at this address, if it is still the one kept
@@ -693,6 +706,8 @@ class KeptPagesMiddleware:
             except Exception:  # the app answers, with its own error page if it must
                 revs = None
             found = cache.finished(revs[0], revs[1], path, query) if revs is not None else None
+            if found is None and revs is not None:
+                found = self._refill(scope, cache, revs[0], revs[1], path, query)
             if found is not None:
                 status, headers, body = found
                 metrics.name_route(scope, metrics.KEPT_ROUTE)  # answered before routing (app/metrics.py)
@@ -720,6 +735,39 @@ class KeptPagesMiddleware:
             return
         cache, rev, votes, key = finishing.kept
         cache.keep_finished(rev, votes, key, path, query, start["status"], headers, b"".join(chunks))
+
+    def _refill(self, scope: dict[str, Any], cache: PageCache, rev: int, votes: int, path: str, query: bytes
+                ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """A visitor's finished answer made again here after a vote moved the votes revision, from its page still
+        kept: its vote slots filled with the counts as they are now (one short read of the counts, once per votes
+        revision and worker), as the app would fill them, and kept under `votes`. Without this every vote sent the
+        next visitor of every kept address through the whole app, in every worker. None (the app answers) when the
+        page cannot be filled here."""
+        page = cache.refillable(rev, votes, path, query)
+        key = page._key if page is not None else None
+        if page is None or page.finished is None or key is None:
+            return None
+        status, headers, _ = page.finished
+        database = self.database_getter()
+        state = scope.get("state")
+        scope["state"] = dict(state or {})  # this request's own, as IsolatedStateMiddleware would give it
+        filling = Filling(request=Request(scope), viewer=ANONYMOUS, page=page, votes_revision=votes,
+                          open_session=lambda: database.new_session(write=False))
+        try:
+            body, etag, needs_token = _assemble(cache, filling)
+        except Exception:  # the app answers, with its own error page if it must
+            return None
+        finally:
+            scope["state"] = state
+            if filling.opened is not None:
+                filling.opened.close()
+        if needs_token or filling.on_response:  # never so for a page kept finished; the app's if ever
+            return None
+        headers = [(k, str(len(body)).encode() if k == b"content-length" else etag.encode() if k == b"etag" else v)
+                   for k, v in headers]
+        cache.keep_finished(rev, votes, key, path, query, status, headers, body)
+        cache.refills += 1
+        return status, headers, body
 
     async def _signed_in(self, scope: dict[str, Any], receive: Any, send: Any, cookie: bytes) -> None:
         cache = self.cache_getter()

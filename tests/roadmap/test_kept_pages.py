@@ -144,6 +144,54 @@ async def test_a_vote_keeps_the_page_and_fills_the_new_count(app, client, sessio
     assert widget_text((await _visit(client)).text, item.public_id) == "▲ 0 Sign in to vote"
 
 
+async def test_after_a_vote_the_visitors_answer_is_filled_again_before_the_stack_as_the_app_fills_it(
+        app, client, session):
+    """A vote moves only the votes revision: the next visitor's board is made from the kept page with the new
+    counts by the middleware (no route, no render), byte for byte what the app answers for it."""
+    item = make_item(session, title="Refilled")
+    other = make_item(session, title="Untouched")
+    customer, _ = customer_in_segment(session)
+    sign_in(client, session, customer)  # (a sign-in moves the content revision: the user's row)
+    cookie = client.cookies.get("ahead_session")
+    await _warm(app, client)
+    client.cookies.set("ahead_session", cookie)
+    assert (await vote_json(client, item.public_id)).status_code == 200
+
+    pages = app.state.pages
+    refills, misses, served = pages.refills, pages.misses, pages.finished_hits
+    refilled = await _visit(client)
+    assert pages.refills == refills + 1 and pages.misses == misses  # not through the app's route
+    assert widget_text(refilled.text, item.public_id) == "▲ 1 Sign in to vote"
+    assert widget_text(refilled.text, other.public_id) == "▲ 0 Sign in to vote"
+    assert "set-cookie" not in refilled.headers and 'name="csrf-token"' not in refilled.text
+    again = await _visit(client)  # kept under the new votes revision: finished as before
+    assert pages.finished_hits == served + 1 and pages.refills == refills + 1 and again.content == refilled.content
+
+    pages.clear()  # the app renders it afresh: the same bytes, the same validator
+    rendered = await _visit(client)
+    assert rendered.content == refilled.content
+    assert rendered.headers["etag"] == refilled.headers["etag"]
+    assert rendered.headers["content-length"] == refilled.headers["content-length"]
+    assert rendered.headers.get("content-security-policy") == refilled.headers.get("content-security-policy")
+
+
+async def test_pages_whose_layout_follows_the_counts_are_never_filled_again_before_the_stack(app, client, session):
+    """Sorted by votes, or an item page with its vote box: the page itself is kept under the votes revision, so
+    a vote sends its next visitor through the app, which renders it again."""
+    item = make_item(session, title="Boxed")
+    customer, _ = customer_in_segment(session)
+    sign_in(client, session, customer)
+    cookie = client.cookies.get("ahead_session")
+    await _warm(app, client, "/?sort=top")
+    await _warm(app, client, item.path)
+    client.cookies.set("ahead_session", cookie)
+    assert (await vote_json(client, item.public_id)).status_code == 200
+    refills = app.state.pages.refills
+    assert "1</strong> vote" in (await _visit(client, item.path)).text
+    await _visit(client, "/?sort=top")
+    assert app.state.pages.refills == refills
+
+
 async def test_an_ordering_by_votes_follows_a_vote(app, client, session):
     """Sorted by votes, the order is the counts: that page is kept under the votes revision too."""
     first = make_item(session, title="Alpha first")
