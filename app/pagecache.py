@@ -736,6 +736,31 @@ class KeptPagesMiddleware:
         cache, rev, votes, key = finishing.kept
         cache.keep_finished(rev, votes, key, path, query, start["status"], headers, b"".join(chunks))
 
+    def _fill_here(self, scope: dict[str, Any], cache: PageCache, page: Page, viewer: Viewer, votes: int,
+                   headers: list[tuple[bytes, bytes]]) -> tuple[bytes, list[tuple[bytes, bytes]], bool] | None:
+        """A kept page filled for `viewer` before the stack, as the app fills it (`_assemble`), with a state of the
+        request's own: (body, `headers` with the body's length and ETag, whether it holds a CSRF token); None when
+        a filler left something only the app does (a flash to clear). The request's state is as it came in when
+        the app is to answer instead (None, or an exception)."""
+        database = self.database_getter()
+        state = scope.get("state")
+        scope["state"] = dict(state or {})  # this request's own, as IsolatedStateMiddleware would give it
+        filling = Filling(request=Request(scope), viewer=viewer, page=page, votes_revision=votes,
+                          open_session=lambda: database.new_session(write=False))
+        try:
+            body, etag, needs_token = _assemble(cache, filling)
+        except Exception:
+            scope["state"] = state
+            raise
+        finally:
+            if filling.opened is not None:
+                filling.opened.close()
+        if filling.on_response:
+            scope["state"] = state
+            return None
+        return body, [(k, str(len(body)).encode() if k == b"content-length" else etag.encode() if k == b"etag" else v)
+                      for k, v in headers], needs_token
+
     def _refill(self, scope: dict[str, Any], cache: PageCache, rev: int, votes: int, path: str, query: bytes
                 ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """A visitor's finished answer made again here after a vote moved the votes revision, from its page still
@@ -748,23 +773,13 @@ class KeptPagesMiddleware:
         if page is None or page.finished is None or key is None:
             return None
         status, headers, _ = page.finished
-        database = self.database_getter()
-        state = scope.get("state")
-        scope["state"] = dict(state or {})  # this request's own, as IsolatedStateMiddleware would give it
-        filling = Filling(request=Request(scope), viewer=ANONYMOUS, page=page, votes_revision=votes,
-                          open_session=lambda: database.new_session(write=False))
         try:
-            body, etag, needs_token = _assemble(cache, filling)
+            filled = self._fill_here(scope, cache, page, ANONYMOUS, votes, headers)
         except Exception:  # the app answers, with its own error page if it must
             return None
-        finally:
-            scope["state"] = state
-            if filling.opened is not None:
-                filling.opened.close()
-        if needs_token or filling.on_response:  # never so for a page kept finished; the app's if ever
+        if filled is None or filled[2]:  # a flash or a CSRF token: never so for a page kept finished; the app's if ever
             return None
-        headers = [(k, str(len(body)).encode() if k == b"content-length" else etag.encode() if k == b"etag" else v)
-                   for k, v in headers]
+        body, headers, _ = filled
         cache.keep_finished(rev, votes, key, path, query, status, headers, body)
         cache.refills += 1
         return status, headers, body
@@ -818,20 +833,10 @@ class KeptPagesMiddleware:
         page = cache.signed_in_page(content, votes, scope["path"], scope["query_string"], who)
         if page is None or page.signed_in_headers is None:
             return False
-        state = scope.get("state")
-        scope["state"] = dict(state or {})  # this request's own, as IsolatedStateMiddleware would give it
-        filling = Filling(request=Request(scope), viewer=viewer, page=page, votes_revision=votes,
-                          open_session=lambda: database.new_session(write=False))
-        try:
-            body, etag, _ = _assemble(cache, filling)
-        finally:
-            if filling.opened is not None:
-                filling.opened.close()
-        if filling.on_response:  # nothing of the kind without a flash cookie; the app's to handle if ever
-            scope["state"] = state
+        filled = self._fill_here(scope, cache, page, viewer, votes, page.signed_in_headers)
+        if filled is None:  # nothing of the kind without a flash cookie; the app's to handle if ever
             return False
-        headers = [(k, str(len(body)).encode() if k == b"content-length" else etag.encode() if k == b"etag" else v)
-                   for k, v in page.signed_in_headers]
+        body, headers, _ = filled
         metrics.name_route(scope, metrics.KEPT_ROUTE)  # answered before routing (app/metrics.py)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
