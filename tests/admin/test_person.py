@@ -14,7 +14,7 @@ from app.discussion import service as discussion
 from app.feedback import service as feedback
 from app.voting import service as voting
 from app.voting.models import CaptureSource, Importance
-from tests.factories import make_item, make_pm, make_user
+from tests.factories import make_admin, make_item, make_pm, make_user
 from tests.feedback.helpers import make_customer, make_idea, make_organisation, make_segment
 from tests.helpers.http import post_form, sign_in
 
@@ -30,6 +30,15 @@ async def test_the_list_links_to_each_person_and_carries_no_forms(client, sessio
     assert f'<a href="/admin/people/{dana.id}">Dana Scully</a>' in page
     assert f"/admin/people/{dana.id}/organisation" not in page and f"/admin/people/{dana.id}/active" not in page
     assert "Disable" not in page and "Customers who have signed in" not in page
+
+
+async def test_the_list_links_to_the_staff_page_only_for_those_who_may_open_it(client, session):
+    sign_in(client, session, make_pm(session))
+    page = (await client.get("/admin/people")).text
+    assert 'href="/admin/staff"' not in page and "managed by the portal's admins" in page
+    assert (await client.get("/admin/staff")).status_code == 404  # what the link would have led a PM to
+    sign_in(client, session, make_admin(session))
+    assert 'href="/admin/staff"' in (await client.get("/admin/people")).text
 
 
 async def test_a_person_page_shows_what_they_did(client, session):
