@@ -220,6 +220,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         if current is database and isinstance(watched, revision.SqliteWatcher):
             return signed_in_viewers(current, token, watcher=watched)
         return signed_in_viewers(current, token)
+    # Who a session cookie stands for on the vote's route, kept under the revisions its transaction reads.
+    app.state.vote_viewers = SignedInViewers()
     wake_on_commit(database)  # a request that enqueued mail wakes this process's worker at once
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)

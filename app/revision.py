@@ -33,7 +33,8 @@ nor do columns a model lists in `__unshown__` (a user's last sign-in time).
 importance and the follow a vote makes write vote rows, follows and the item's counters, and nothing else a
 kept page shows but the counts. Kept pages stay under the content revision; the counts are filled into them
 per request (app/voting/widget.py), read once per votes revision, and a page whose layout follows the counts
-(sorted by votes or trend, the item page's vote box) is kept under both. What counts as a vote's write is
+(sorted by votes or trend, the item page's vote box) is kept under both. On PostgreSQL the vote's own statement
+writes the votes revision's move, as one more CTE (`votes_move_in_statement`): one round trip less per vote. What counts as a vote's write is
 decided per statement and conservatively: an INSERT, UPDATE or DELETE of `votes` or `follows`, and an UPDATE of
 `items` that sets the counters and nothing else (its CTEs, if any, writing only those tables); anything else
 moves the content revision as before. The same exactness holds for it: a request reads both in one statement.
@@ -154,6 +155,12 @@ def _read(session: Session) -> tuple[int, int, int, int, list[bool]]:
         memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), int(votes_value), int(sessions_value),
                                             stamp)
     return memo
+
+
+def read_all(session: Session) -> tuple[int, int, int, int]:
+    """(content, settings, votes, sessions) as this session sees them: the one read every value above shares."""
+    memo = _read(session)
+    return memo[0], memo[1], memo[2], memo[3]
 
 
 def current(session: Session) -> int:
@@ -379,6 +386,27 @@ def _upsert(connection: Connection, shard: int) -> None:
     connection.exec_driver_sql(upsert, {"shard": shard, "value": value})
 
 
+def votes_move_in_statement(session: Session) -> tuple[int, int] | None:
+    """The votes revision's move as (shard, value) for a statement to write itself (PostgreSQL's vote: the upsert of
+    `content_revisions` as one more CTE of the vote's statement, one round trip less), or None when this transaction
+    moved it already and nobody read it since. Once this returns, the move counts as made: the caller must run the
+    statement that writes it in this transaction (a failure there fails the transaction, and its move with it)."""
+    connection = session.connection()
+    transaction = connection.get_transaction()
+    info = connection.info
+    if info.get(_VOTES_MOVED) is transaction:
+        return None
+    kept = info.get(_VOTES_SHARD)
+    if kept is not None and kept[0] is transaction:
+        shard = kept[1]
+    else:
+        shard = random.choice(VOTES_SHARDS)  # nosec B311 # spreads writes over shards, not a secret
+        info[_VOTES_SHARD] = (transaction, shard)
+    info[_VOTES_MOVED] = transaction
+    _forget_values(connection)
+    return shard, random.getrandbits(VALUE_BITS)  # nosec B311 # a cache revision only has to change
+
+
 def _move_votes(connection: Connection) -> None:
     """Move the votes revision in the connection's transaction: once, unless someone on it read it since."""
     _move_apart(connection, VOTES_SHARDS, _VOTES_SHARD, _VOTES_MOVED)
@@ -454,8 +482,12 @@ def _a_votes_write(statement: Insert | Update | Delete, name: str) -> bool:
         return False
     for cte in getattr(statement, "_independent_ctes", ()):
         element = getattr(cte, "element", None)
-        if not isinstance(element, (Insert, Update, Delete)) or not _a_votes_write(
-                element, getattr(element.table, "name", "")):
+        if not isinstance(element, (Insert, Update, Delete)):
+            return False
+        name = getattr(element.table, "name", "")
+        # The votes revision's own move, written by the statement (`votes_move_in_statement`)
+        if not (name == ContentRevision.__tablename__ and isinstance(element, Insert)) and not _a_votes_write(
+                element, name):
             return False
     return True
 

@@ -32,7 +32,7 @@ from app.api.schemas import (
     VoteCreate,
     VoteStatePublic,
 )
-from app.deps import CurrentViewer, DbSession
+from app.deps import CurrentViewer, DbSession, Voter
 from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
 from app.parsing import ASCII_DIGITS
@@ -191,7 +191,7 @@ def _public(item: Any, state: voting.VoteState) -> VoteStatePublic:
              dependencies=[Depends(verify_csrf)],
              responses={**_BAD_BODY, **_WRITE, **_NOT_FOUND, **_CLOSED, **_INVALID},
              summary="Vote for an item, or change your vote's importance", response_description="Your vote.")
-async def vote_for_item(request: Request, session: DbSession, viewer: CurrentViewer,
+async def vote_for_item(request: Request, session: DbSession, viewer: Voter,
                         id: Annotated[str, _ID], body: VoteCreate) -> VoteStatePublic:
     """Vote with an importance; voting again changes the importance (still one vote per person).
 
@@ -209,7 +209,7 @@ async def vote_for_item(request: Request, session: DbSession, viewer: CurrentVie
                dependencies=[Depends(verify_csrf)],
                responses={**_WRITE, **_NOT_FOUND, **_CLOSED, **_INVALID},
                summary="Withdraw your vote", response_description="Your vote is gone (`my_vote` is null).")
-async def withdraw_vote(request: Request, session: DbSession, viewer: CurrentViewer,
+async def withdraw_vote(request: Request, session: DbSession, viewer: Voter,
                         id: Annotated[str, _ID]) -> VoteStatePublic:
     """Withdraw your vote; withdrawing when you had not voted changes nothing and is not an error.
 

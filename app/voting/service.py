@@ -24,6 +24,7 @@ from sqlalchemy import Integer, and_, bindparam, case, delete, func, select, upd
 from sqlalchemy.orm import Session, aliased, joinedload, load_only, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app import revision
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
 from app.db import in_chunks, insert_with_conflicts, utcnow
@@ -40,6 +41,7 @@ TREND_DAYS = 30
 ITEMS = Item.__table__
 VOTES = Vote.__table__
 FOLLOWS = Follow.__table__
+REVISIONS = revision.ContentRevision.__table__
 
 
 def _dialect(session: Session) -> str:
@@ -79,13 +81,17 @@ def _writes(dialect: str) -> dict[str, Any]:
         ).on_conflict_do_update(index_elements=["item_id", "user_id"], set_={"stopped_at": None}).cte("new_follow")
         removed = remove.returning(VOTES.c.item_id, VOTES.c.created_at).cte("removed")
         recent = select(case((removed.c.created_at >= p("p_since", type_=VOTES.c.created_at.type), 1), else_=0))
-        return {
-            "cast": update(ITEMS).add_cte(inserted).add_cte(followed).where(ITEMS.c.id.in_(select(inserted.c.item_id)))
-            .values(plus_one).returning(*counters),
-            "withdraw": update(ITEMS).add_cte(removed).where(ITEMS.c.id.in_(select(removed.c.item_id)))
-            .values(vote_count=ITEMS.c.vote_count - 1, trend_count=ITEMS.c.trend_count - recent.scalar_subquery())
-            .returning(*counters),
-        }
+        cast = (update(ITEMS).add_cte(inserted).add_cte(followed).where(ITEMS.c.id.in_(select(inserted.c.item_id)))
+                .values(plus_one).returning(*counters))
+        withdraw = (update(ITEMS).add_cte(removed).where(ITEMS.c.id.in_(select(removed.c.item_id)))
+                    .values(vote_count=ITEMS.c.vote_count - 1, trend_count=ITEMS.c.trend_count - recent.scalar_subquery())
+                    .returning(*counters))
+        # The same, moving the votes revision too (revision.votes_move_in_statement): its upsert as one more CTE, run
+        # whatever the vote changes (a move with nothing changed costs a kept page's refill, never a stale one).
+        move = insert(REVISIONS).values(shard=p("p_rev_shard"), value=p("p_rev_value"))
+        moved = move.on_conflict_do_update(index_elements=["shard"], set_={"value": move.excluded.value}).cte("moved")
+        return {"cast": cast, "withdraw": withdraw,
+                "cast, moving": cast.add_cte(moved), "withdraw, moving": withdraw.add_cte(moved)}
     this_item = ITEMS.c.id == p("p_item")
     return {
         "new_vote": new_vote.returning(VOTES.c.id),
@@ -96,6 +102,16 @@ def _writes(dialect: str) -> dict[str, Any]:
         "uncount": update(ITEMS).where(this_item).returning(*counters)
         .values(vote_count=ITEMS.c.vote_count - 1, trend_count=ITEMS.c.trend_count - p("p_recent", type_=Integer)),
     }
+
+
+def _moving(session: Session, write: str, params: dict[str, Any]) -> str:
+    """PostgreSQL's vote or withdrawal as the statement that moves the votes revision itself, when it must move
+    (its shard and value put in `params`), or as it is."""
+    move = revision.votes_move_in_statement(session)
+    if move is None:
+        return write
+    params["p_rev_shard"], params["p_rev_value"] = move
+    return f"{write}, moving"
 
 
 def _counted(item: Item, row: Any) -> int:
@@ -144,7 +160,7 @@ def cast_vote(
               "p_source_url": source_url}
     writes = _writes(_dialect(session))
     if "cast" in writes:
-        counted = session.execute(writes["cast"], params).first()
+        counted = session.execute(writes[_moving(session, "cast", params)], params).first()
     else:
         counted = None
         if session.execute(writes["new_vote"], params).first() is not None:
@@ -181,7 +197,7 @@ def _withdraw(session: Session, *, item: Item, user: User) -> int | None:
     params = {"p_item": item.id, "p_user": user.id, "p_since": since}
     writes = _writes(_dialect(session))
     if "withdraw" in writes:
-        counted = session.execute(writes["withdraw"], params).first()
+        counted = session.execute(writes[_moving(session, "withdraw", params)], params).first()
     else:
         removed = session.execute(writes["remove"], params).first()
         if removed is None:

@@ -9,7 +9,8 @@ Accept: application/json, and swaps the returned widget HTML in place).
 
 The vote and the withdrawal are the portal's busiest writes: `direct_routes()` serves them as plain Starlette routes
 ahead of the FastAPI router, which call the app's dependencies themselves (see there) instead of having FastAPI
-solve them per request.
+solve them per request, and take the person from app/deps.py `get_voter` (the session kept per worker, so that a
+vote's transaction has no statement for it).
 
 The routes are adapters around app/voting/commands.py (`vote`, `withdraw`), which the API shares: a hidden
 item answers exactly like a missing one (404, before anything else is looked at); a released or declined
@@ -30,7 +31,7 @@ from starlette.routing import Match, Route
 
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
-from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_viewer
+from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter
 from app.errors import FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
 from app.inputs import refuse_bad_path
@@ -171,10 +172,11 @@ async def _direct(request: Request) -> tuple[Session, Viewer, str]:
     """The dependencies of the vote routes, called directly: FastAPI solving them cost more CPU per vote than
     the vote's own statements. Each raises what it raised as a dependency, and the app's handlers answer it."""
     await refuse_bad_path(request)
+    viewer = await get_voter(request)  # first: enforce_private_mode asks get_viewer, which takes it
     await enforce_private_mode(request)
     await verify_csrf(request)
     session: Session = request.state.db.session
-    return session, await get_viewer(request), request.path_params["public_id"]
+    return session, viewer, request.path_params["public_id"]
 
 
 async def _vote_direct(request: Request) -> Response:

@@ -10,26 +10,20 @@ never the previous person's, and that the things that end or change a session sh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import threading
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy import event
 
 from app import deps, pagecache, revision
 from app.accounts import service as accounts
 from app.accounts.models import Role, User, UserSession
-from app.config import Settings
 from app.db import Database, utcnow
-from app.main import create_app
 from app.organisations import service as organisations
 from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
@@ -39,32 +33,8 @@ from tests.factories import make_admin, make_item, make_user
 from tests.feedback.helpers import customer_in_segment
 from tests.helpers.databases import connected, own_database
 from tests.helpers.http import CSRF_META, post_form
+from tests.helpers.people import CSRF, SESSION, Person, own_app
 from tests.voting.helpers import widget_text
-
-SESSION, CSRF = "ahead_session", "ahead_csrf"
-
-
-class Person:
-    """A browser of one signed-in person: their session cookie, and the CSRF cookie their first page set."""
-
-    def __init__(self, session, user: User) -> None:  # type: ignore[no-untyped-def]
-        self.user = user
-        self.token = accounts.start_session(session, user=user)
-        self.csrf: str | None = None
-
-    async def get(self, client: httpx.AsyncClient, path: str = "/") -> httpx.Response:
-        client.cookies.clear()
-        client.cookies.set(SESSION, self.token)
-        if self.csrf is not None:
-            client.cookies.set(CSRF, self.csrf)
-        response = await client.get(path)
-        assert response.status_code == 200
-        self.csrf = self.csrf or response.cookies.get(CSRF)
-        return response
-
-    def form_token(self, app) -> str:  # type: ignore[no-untyped-def]
-        assert self.csrf is not None
-        return str(app.state.csrf.form_token(self.csrf, self.token))
 
 
 async def _kept(app, client: httpx.AsyncClient, person: Person, path: str = "/") -> httpx.Response:  # type: ignore[no-untyped-def]
@@ -249,16 +219,6 @@ async def test_a_flash_message_or_a_missing_csrf_cookie_goes_through_the_app(app
 # --- the whole app on a database of its own: the session kept per worker -------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _own_app(database: Database, url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = Settings(database_url=url, secret_key="signed-in-" + "x" * 40, base_url="http://testserver",
-                        redis_url="", _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, database)
-    async with LifespanManager(app) as manager, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-        yield app, client
-
-
 class Statements:
     """The statements run on the app's own pool (the revision readers' connections are apart from it)."""
 
@@ -290,7 +250,7 @@ async def test_on_the_apps_own_database_sessions_are_kept_and_each_change_shows_
             phone, laptop = Person(session, customer), Person(session, customer)
             customer_id, other_id = customer.id, other.id
             enterprise_org_id, startup_org_id, startup_id = customer.organisation_id, other.organisation_id, startup.id
-        async with _own_app(database, url) as (app, client):
+        async with own_app(database, url) as (app, client):
             watcher = app.state.revision_reader
             assert isinstance(watcher, revision.SqliteWatcher | revision.PostgresWatcher)
             statements = Statements(database)
@@ -381,7 +341,7 @@ async def test_on_postgresql_signed_in_people_share_the_workers_revision_read(tm
             customer, _ = customer_in_segment(session, "Enterprise")
             customer.display_name = "Kept Customer"
             person = Person(session, customer)
-        async with _own_app(database, url) as (app, client):
+        async with own_app(database, url) as (app, client):
             watcher = app.state.revision_reader
             assert isinstance(watcher, revision.PostgresWatcher)
             statements = Statements(database)

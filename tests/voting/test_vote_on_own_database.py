@@ -1,0 +1,192 @@
+"""The vote and the withdrawal on the app's own database (a SQLite file or PostgreSQL, no test transaction).
+
+The vote's route keeps who a session cookie stands for per worker, under the revisions its transaction reads for
+its settings anyway (app/deps.py SignedInViewers.in_transaction), instead of looking the session up in every vote's
+transaction. These tests check that every change that ends or narrows a session counts at the next vote as it did
+before, that the person the vote is recorded for is the one the cookie stands for, that what the vote writes beyond
+the vote row (the reason, the webhook's payload) names them, and that a vote's transaction has no statement for the
+session once it is kept.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import event, func, select
+
+from app import deps
+from app.accounts import service as accounts
+from app.accounts.models import User, UserSession
+from app.db import Database, utcnow
+from app.feedback.models import Feedback
+from app.organisations.models import Organisation
+from app.outbox.models import OutboxJob
+from app.portal import service as portal
+from app.roadmap.models import Item, Visibility
+from app.voting.models import Follow, Vote
+from app.webhooks import service as webhooks
+from tests.factories import make_admin, make_item
+from tests.feedback.helpers import customer_in_segment
+from tests.helpers.databases import connected, own_database
+from tests.helpers.people import CSRF, SESSION, Person, own_app
+
+
+class Statements:
+    """The SQL run on the app's pool (the revision reader's connection is apart from it)."""
+
+    def __init__(self, database: Database) -> None:
+        self.seen: list[str] = []
+        event.listen(database.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.seen.append(" ".join(statement.split()))
+
+    def since(self, mark: int) -> list[str]:
+        return self.seen[mark:]
+
+
+async def _vote(app: Any, client: httpx.AsyncClient, person: Person, item: Item | str, *, unvote: bool = False,
+                importance: str = "critical", widget: str = "card", reason: str | None = None) -> httpx.Response:
+    """What static/app.js posts for the person: their cookies, the CSRF token of their page, JSON back."""
+    public_id = item if isinstance(item, str) else item.public_id
+    client.cookies.clear()
+    client.cookies.set(SESSION, person.token)
+    client.cookies.set(CSRF, person.csrf)  # type: ignore[arg-type]  # set by their first page
+    data = {"widget": widget, "next": "/"}
+    if not unvote:
+        data["importance"] = importance
+    if reason is not None:
+        data["reason"] = reason
+    return await client.post(f"/items/{public_id}/{'unvote' if unvote else 'vote'}", data=data,
+                             headers={"X-CSRF-Token": person.form_token(app), "Accept": "application/json"})
+
+
+def _votes(database: Database, item_id: int) -> tuple[int, int]:
+    """(vote rows, the item's counter) as a new transaction sees them."""
+    with database.new_session(write=False) as session:
+        rows = session.scalar(select(func.count()).select_from(Vote).where(Vote.item_id == item_id)) or 0
+        return rows, session.scalar(select(Item.vote_count).where(Item.id == item_id)) or 0
+
+
+async def test_votes_on_the_apps_own_database_count_for_the_cookies_person_and_every_ended_session_is_refused(
+        tmp_path, monkeypatch):
+    with own_database(tmp_path, "vote-kept") as url, connected(url) as database:
+        with database.transaction() as session:
+            customer, enterprise = customer_in_segment(session, "Enterprise")
+            other, _ = customer_in_segment(session, "Startup")
+            customer.display_name = "Kept Voter"
+            public = make_item(session, title="Open to all")
+            segment_item = make_item(session, title="Enterprise-only", visibility=Visibility.customers,
+                                     segments=[enterprise])
+            person, leaving, revoked = Person(session, customer), Person(session, other), Person(session, other)
+            ids = {"customer": customer.id, "other": other.id, "public": public.id, "segment": segment_item.id,
+                   "org": customer.organisation_id}
+            public_id, segment_public_id = public.public_id, segment_item.public_id
+        async with own_app(database, url) as (app, client):
+            statements = Statements(database)
+            for someone in (person, leaving, revoked):
+                await someone.get(client)  # their CSRF cookies
+
+            # A vote, then a second one: the second's transaction reads the revisions once and not the session (the
+            # first read it, the worker keeping it from then on).
+            response = await _vote(app, client, person, segment_public_id)
+            assert response.status_code == 200 and response.json()["my_vote"] == "critical"
+            mark = len(statements.seen)
+            response = await _vote(app, client, person, public_id, importance="important")
+            assert response.status_code == 200
+            assert response.json()["my_vote"] == "important" and response.json()["vote_count"] == 1
+            ran = statements.since(mark)
+            assert not [s for s in ran if "user_sessions" in s], ran
+            assert len([s for s in ran if s.startswith("SELECT coalesce(sum(")]) == 1, ran
+            with database.new_session(write=False) as session:
+                voters = set(session.scalars(select(Vote.user_id).where(Vote.item_id.in_([ids["public"],
+                                                                                       ids["segment"]]))))
+                assert voters == {ids["customer"]}  # the cookie's person, and only them
+                assert session.scalar(select(func.count()).select_from(Follow).where(
+                    Follow.user_id == ids["customer"])) == 2  # a vote follows the item
+            assert _votes(database, ids["public"]) == (1, 1)
+            response = await _vote(app, client, person, public_id, unvote=True)
+            assert response.status_code == 200 and response.json()["my_vote"] is None
+            assert _votes(database, ids["public"]) == (0, 0)
+
+            # signed out on this worker: the old cookie votes no more
+            client.cookies.set(SESSION, leaving.token)
+            client.cookies.set(CSRF, leaving.csrf)  # type: ignore[arg-type]  # set by its first page
+            assert (await client.post("/logout", data={"csrf_token": leaving.form_token(app)})).status_code == 303
+            assert (await _vote(app, client, leaving, public_id)).status_code == 401
+            assert (await _vote(app, client, revoked, public_id)).status_code == 200  # their other session is on
+            assert _votes(database, ids["public"]) == (1, 1)
+
+            # a session revoked in another transaction (another worker, the admin area)
+            with database.transaction() as session:
+                accounts.end_session(session, revoked.token)
+            assert (await _vote(app, client, revoked, public_id, unvote=True)).status_code == 401
+            assert _votes(database, ids["public"]) == (1, 1)
+
+            # the person's organisation moved out of the item's segment: the item is not there for them
+            assert (await _vote(app, client, person, segment_public_id, importance="nice_to_have")).status_code == 200
+            with database.transaction() as session:
+                session.get(Organisation, ids["org"]).segment_id = None
+            assert (await _vote(app, client, person, segment_public_id, unvote=True)).status_code == 404
+            assert _votes(database, ids["segment"]) == (1, 1)
+
+            # an expiry that passes between two votes, nothing committed meanwhile
+            with database.transaction() as session:
+                for row in session.scalars(select(UserSession).where(UserSession.user_id == ids["customer"])):
+                    row.expires_at = utcnow() + timedelta(seconds=1)
+            assert (await _vote(app, client, person, public_id)).status_code == 200
+            later = utcnow() + timedelta(seconds=5)
+            with monkeypatch.context() as clock:
+                clock.setattr(deps, "utcnow", lambda: later)  # the kept session's expiry
+                clock.setattr(accounts, "utcnow", lambda: later)  # the transaction's own lookup
+                assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 401
+            assert _votes(database, ids["public"]) == (2, 2)
+
+            # a deactivated account
+            with database.transaction() as session:
+                person.token = accounts.start_session(session, user=session.get(User, ids["customer"]))
+            assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 200
+            with database.transaction() as session:
+                session.get(User, ids["customer"]).is_active = False
+            assert (await _vote(app, client, person, public_id)).status_code == 401
+            assert _votes(database, ids["public"]) == (1, 1)
+
+
+async def test_a_vote_with_its_reason_and_a_webhook_names_the_person_on_the_apps_own_database(tmp_path):
+    """What the vote writes beyond the vote row uses the person as the database has them: the private reason is
+    theirs, the webhook's payload names them, and settings read under the worker's revisions apply (counts
+    hidden from customers: the JSON says no count)."""
+    with own_database(tmp_path, "vote-kept-reason") as url, connected(url) as database:
+        with database.transaction() as session:
+            customer, _ = customer_in_segment(session, "Enterprise")
+            customer.display_name = "Reasoned Voter"
+            admin = make_admin(session)
+            item = make_item(session, title="Reasons please")
+            webhooks.create_endpoint(session, data=webhooks.EndpointCreate(
+                url="https://hooks.example.com/ahead", events=("vote.created",)), actor=admin)
+            person = Person(session, customer)
+            customer_id, email, public_id, item_id, path = (customer.id, customer.email, item.public_id, item.id,
+                                                            item.path)
+            admin_id = admin.id
+        async with own_app(database, url) as (app, client):
+            await person.get(client)
+            await person.get(client, path)
+            response = await _vote(app, client, person, public_id, widget="page", reason="We run night shifts.")
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["my_vote"] == "critical" and "follow_html" in body
+            with database.new_session(write=False) as session:
+                reason = session.scalar(select(Feedback).where(Feedback.item_id == item_id))
+                assert reason is not None and reason.author_id == customer_id
+                assert reason.body == "We run night shifts."
+                events = [job.payload["event"] for job in session.scalars(select(OutboxJob))
+                          if job.kind == webhooks.KIND]
+            assert [e["data"]["vote"]["voter"] for e in events if e["type"] == "vote.created"] == [
+                {"email": email, "name": "Reasoned Voter"}]
+
+            with database.transaction() as session:
+                portal.update_vote_display(session, actor=session.get(User, admin_id), hide_counts=True)
+            response = await _vote(app, client, person, public_id, importance="nice_to_have")
+            assert response.status_code == 200 and response.json()["vote_count"] is None
