@@ -392,18 +392,9 @@ def votes_move_in_statement(session: Session) -> tuple[int, int] | None:
     moved it already and nobody read it since. Once this returns, the move counts as made: the caller must run the
     statement that writes it in this transaction (a failure there fails the transaction, and its move with it)."""
     connection = session.connection()
-    transaction = connection.get_transaction()
-    info = connection.info
-    if info.get(_VOTES_MOVED) is transaction:
+    shard = _claim(connection, VOTES_SHARDS, _VOTES_SHARD, _VOTES_MOVED)
+    if shard is None:
         return None
-    kept = info.get(_VOTES_SHARD)
-    if kept is not None and kept[0] is transaction:
-        shard = kept[1]
-    else:
-        shard = random.choice(VOTES_SHARDS)  # nosec B311 # spreads writes over shards, not a secret
-        info[_VOTES_SHARD] = (transaction, shard)
-    info[_VOTES_MOVED] = transaction
-    _forget_values(connection)
     return shard, random.getrandbits(VALUE_BITS)  # nosec B311 # a cache revision only has to change
 
 
@@ -418,19 +409,27 @@ def _move_sessions(connection: Connection) -> None:
 
 
 def _move_apart(connection: Connection, shards: range, shard_key: str, moved_key: str) -> None:
+    shard = _claim(connection, shards, shard_key, moved_key)
+    if shard is not None:
+        _upsert(connection, shard)
+
+
+def _claim(connection: Connection, shards: range, shard_key: str, moved_key: str) -> int | None:
+    """The shard this transaction moves one of the revisions apart on (picked at its first move and kept), the move
+    counted as made from now on; None when it moved already and nobody on the connection read it since."""
     transaction = connection.get_transaction()
     info = connection.info
     if info.get(moved_key) is transaction:
-        return
+        return None
     kept = info.get(shard_key)
     if kept is not None and kept[0] is transaction:
-        shard = kept[1]
+        shard: int = kept[1]
     else:
         shard = random.choice(shards)  # nosec B311 # spreads writes over shards, not a secret
         info[shard_key] = (transaction, shard)
-    _upsert(connection, shard)
     info[moved_key] = transaction
     _forget_values(connection)
+    return shard
 
 
 def _move(connection: Connection, *, settings_changed: bool = False) -> None:
