@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
@@ -96,9 +97,9 @@ class SignedInViewers:
     * With SQLite's `data_version` watcher (app/revision.py) the row is kept until anything is committed anywhere:
       each of those is a commit.
     * With PostgreSQL's single-flight read (`read_after`) the row is kept while the content and the sessions
-      revisions read the same: every write of `user_sessions` moves the sessions revision, and the person, their
-      organisation and its segment are content tables (only a user's last sign-in time and password hash are
-      `__unshown__`, and no viewer is made of them). A row not kept is read after the revisions, off the event loop.
+      revisions read the same: the database's triggers move the sessions revision on every write of
+      `user_sessions` and of what a viewer reads of the person and their organisation, whoever writes them (SQL by
+      hand too, app/revision.py). A row not kept is read after the revisions, off the event loop.
     * Elsewhere (a database other than the app's own, e.g. a test's rolled-back transaction) the row is read per
       request, in the same short transaction as the revisions.
     * For the vote's routes (`in_transaction`, an instance of its own: app.state.vote_viewers) the row is kept while
@@ -111,9 +112,8 @@ class SignedInViewers:
     MAX_KEPT = 10_000
 
     def __init__(self) -> None:
-        self._version: int | None = None  # SQLite: the data_version the kept rows were read after
-        # PostgreSQL, and the vote's routes: the (content, sessions) revisions they were read after
-        self._under: tuple[int, int] | None = None
+        # What the kept rows were read after: SQLite's data_version, or the (content, sessions) revisions
+        self._under: Hashable = None
         self._kept: dict[str, tuple[tuple[Any, ...], Viewer]] = {}  # cookie -> (its row, the viewer made of it)
 
     def __call__(self, database: Database, token: str, *, watcher: revision.SqliteWatcher | None = None) -> SignedIn:
@@ -123,19 +123,8 @@ class SignedInViewers:
                 row = accounts.session_columns(session, token)
             return content, votes, self._viewer(token, row) if row is not None else None
         content, votes = watcher(database)
-        if watcher.version != self._version:
-            self._kept.clear()
-            self._version = watcher.version
-        kept = self._kept.get(token)
-        if kept is None:
-            # Read after the data_version above: never older than what it says was committed.
-            row = _session_columns(database, token)
-            if row is None:
-                return content, votes, None
-            viewer = self._viewer(token, row)
-        else:
-            row, viewer = kept
-        return content, votes, viewer if row[2] > utcnow() else None
+        # Read after the data_version: never older than what it says was committed.
+        return content, votes, self._of(watcher.version, token, lambda: _session_columns(database, token))
 
     def in_transaction(self, session: Session, token: str) -> Viewer | None:
         """Who the cookie stands for, for a write request (the vote's route, app/voting/views.py): kept while the
@@ -144,40 +133,42 @@ class SignedInViewers:
         (None) for an unknown, expired or inactive session, as `load_session`. The kept viewer's person is a `User`
         of no session: `in_session` gives the request its own."""
         memo = revision.read_all(session)
-        under = (memo[0], memo[3])
-        if under != self._under:
-            self._kept.clear()
-            self._under = under
-        kept = self._kept.get(token)
-        if kept is None:
-            # Read after the revisions, in the same transaction: never older than they say.
-            row = accounts.session_columns(session, token)
-            if row is None:
-                return None
-            viewer = self._viewer(token, row)
-        else:
-            row, viewer = kept
-        return viewer if row[2] > utcnow() else None
+        # Read after the revisions, in the same transaction: never older than they say.
+        return self._of((memo[0], memo[3]), token, lambda: accounts.session_columns(session, token))
 
     async def read_after(self, watcher: revision.PostgresWatcher, database: Database, token: str) -> SignedIn:
         """PostgreSQL: the revisions from the worker's shared read (one that started after this request arrived,
         `SingleFlight`), and the viewer kept under the same (content, sessions) revisions or read after them."""
         content, votes, sessions = await watcher()
         under = (content, sessions)
-        if under != self._under:
-            self._kept.clear()
-            self._under = under
-        kept = self._kept.get(token)
+        kept = self._kept_under(under, token)
         if kept is None:
             row = await asyncio.to_thread(_session_columns, database, token)
             if row is None:
                 return content, votes, None
             # Kept only if no other request saw other revisions meanwhile: a row is used again only by requests
             # whose read answered the revisions it was read after (then nothing it shows moved since).
-            viewer = self._viewer(token, row, keep=self._under == under)
-        else:
-            row, viewer = kept
-        return content, votes, viewer if row[2] > utcnow() else None
+            kept = row, self._viewer(token, row, keep=self._under == under)
+        return content, votes, _unexpired(*kept)
+
+    def _of(self, under: Hashable, token: str, read: Callable[[], tuple[Any, ...] | None]) -> Viewer | None:
+        """The viewer kept for the cookie under `under`, else made of the row `read` gives (None: nobody) and kept;
+        None once the session has expired."""
+        kept = self._kept_under(under, token)
+        if kept is None:
+            row = read()
+            if row is None:
+                return None
+            kept = row, self._viewer(token, row)
+        return _unexpired(*kept)
+
+    def _kept_under(self, under: Hashable, token: str) -> tuple[tuple[Any, ...], Viewer] | None:
+        """The (row, viewer) kept for the cookie, if it was read under `under`; what was kept under anything else
+        is dropped."""
+        if under != self._under:
+            self._kept.clear()
+            self._under = under
+        return self._kept.get(token)
 
     def _viewer(self, token: str, row: tuple[Any, ...], *, keep: bool = True) -> Viewer:
         kept = self._kept.get(token)
@@ -193,6 +184,11 @@ class SignedInViewers:
                 self._kept.clear()
             self._kept[token] = (row, viewer)
         return viewer
+
+
+def _unexpired(row: tuple[Any, ...], viewer: Viewer) -> Viewer | None:
+    """A kept viewer while its session's expiry (the row's third column) is ahead, checked per request."""
+    return viewer if row[2] > utcnow() else None
 
 
 def in_session(session: Session, viewer: Viewer) -> Viewer:

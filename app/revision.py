@@ -39,11 +39,13 @@ decided per statement and conservatively: an INSERT, UPDATE or DELETE of `votes`
 `items` that sets the counters and nothing else (its CTEs, if any, writing only those tables); anything else
 moves the content revision as before. The same exactness holds for it: a request reads both in one statement.
 
-**Sign-in sessions move a revision of their own too** (`sessions`), on a few shards after the votes': every
-INSERT, UPDATE or DELETE of `user_sessions` (a sign-in, a sign-out, a revoked session, "sign out everywhere", a
-changed expiry) moves it, and no page's. It lets PostgreSQL's workers keep who a session cookie stands for
-(app/deps.py `SignedInViewers`) until the content or the sessions revision moves: what else a viewer is made of
-(the person's name, role, activity, organisation and its segment) is in content tables already.
+**Sign-in sessions move a revision of their own too** (`sessions`), on a few shards after the votes', and the
+database moves it, not the app: triggers (migrations/versions/2026-12-04-0500_sessions_revision_triggers.py) move
+it on every write of `user_sessions` (a sign-in, a sign-out, a revoked session, "sign out everywhere", a changed
+expiry), on a change of what a viewer reads of a person (name, email, role, active, organisation) or of an
+organisation's segment, and on a deleted person or organisation, whoever writes them: the app, or SQL by hand. It
+lets the workers keep who a session cookie stands for (app/deps.py `SignedInViewers`) until the content or the
+sessions revision moves; no page is kept under it.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ SETTINGS_SHARD = SHARDS
 SETTINGS_TABLES = frozenset({"portal_settings", "portal_assets", "webhook_endpoints"})
 # Then the votes revision's rows (as many as the content's: concurrent voters seldom wait for one row's lock).
 VOTES_SHARDS = range(SHARDS + 1, 2 * SHARDS + 1)
-# Then the sessions revision's: fewer, sign-ins are rarer than votes (still seldom a wait for one row's lock).
+# Then the sessions revision's: fewer, sign-ins are rarer than votes (still seldom a wait for one row's lock). Moved
+# by the database's triggers (above), whose migration names these shards.
 SESSIONS_SHARDS = range(2 * SHARDS + 1, 2 * SHARDS + 5)
 SESSION_TABLES = frozenset({"user_sessions"})
 # What a vote writes: vote rows, follows, and the item's counters (no other column of items).
@@ -96,11 +99,9 @@ _INFO_VALUE = "ahead_revision"
 # On the connection: (transaction, shard) of the transaction that moved the revision, until it ends
 _SHARD = "ahead_revision_shard"
 _VOTES_SHARD = "ahead_revision_votes_shard"
-_SESSIONS_SHARD = "ahead_revision_sessions_shard"
 # On the connection: the transaction that moved the revision, while nobody has read it since
 _MOVED = "ahead_revision_moved"
 _VOTES_MOVED = "ahead_revision_votes_moved"
-_SESSIONS_MOVED = "ahead_revision_sessions_moved"
 # On the connection: [valid] shared by every value read on it, made invalid when the revision moves there or
 # a transaction or savepoint ends there (a session's remembered value then is read again)
 _STAMP = "ahead_revision_stamp"
@@ -151,7 +152,6 @@ def _read(session: Session) -> tuple[int, int, int, int, list[bool]]:
             stamp = info[_STAMP] = [True]
         info.pop(_MOVED, None)  # read since it moved: the next change moves it again
         info.pop(_VOTES_MOVED, None)
-        info.pop(_SESSIONS_MOVED, None)
         memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), int(votes_value), int(sessions_value),
                                             stamp)
     return memo
@@ -174,7 +174,7 @@ def votes(session: Session) -> int:
 
 
 def sessions(session: Session) -> int:
-    """The sessions revision: moves with every write of `user_sessions`, and only with those (see above)."""
+    """The sessions revision: moved by the database's triggers on what a signed-in viewer is made of (see above)."""
     return _read(session)[3]
 
 
@@ -392,7 +392,7 @@ def votes_move_in_statement(session: Session) -> tuple[int, int] | None:
     moved it already and nobody read it since. Once this returns, the move counts as made: the caller must run the
     statement that writes it in this transaction (a failure there fails the transaction, and its move with it)."""
     connection = session.connection()
-    shard = _claim(connection, VOTES_SHARDS, _VOTES_SHARD, _VOTES_MOVED)
+    shard = _claim(connection)
     if shard is None:
         return None
     return shard, random.getrandbits(VALUE_BITS)  # nosec B311 # a cache revision only has to change
@@ -400,34 +400,25 @@ def votes_move_in_statement(session: Session) -> tuple[int, int] | None:
 
 def _move_votes(connection: Connection) -> None:
     """Move the votes revision in the connection's transaction: once, unless someone on it read it since."""
-    _move_apart(connection, VOTES_SHARDS, _VOTES_SHARD, _VOTES_MOVED)
-
-
-def _move_sessions(connection: Connection) -> None:
-    """Move the sessions revision in the connection's transaction: once, unless someone on it read it since."""
-    _move_apart(connection, SESSIONS_SHARDS, _SESSIONS_SHARD, _SESSIONS_MOVED)
-
-
-def _move_apart(connection: Connection, shards: range, shard_key: str, moved_key: str) -> None:
-    shard = _claim(connection, shards, shard_key, moved_key)
+    shard = _claim(connection)
     if shard is not None:
         _upsert(connection, shard)
 
 
-def _claim(connection: Connection, shards: range, shard_key: str, moved_key: str) -> int | None:
-    """The shard this transaction moves one of the revisions apart on (picked at its first move and kept), the move
+def _claim(connection: Connection) -> int | None:
+    """The shard this transaction moves the votes revision on (picked at its first move and kept), the move
     counted as made from now on; None when it moved already and nobody on the connection read it since."""
     transaction = connection.get_transaction()
     info = connection.info
-    if info.get(moved_key) is transaction:
+    if info.get(_VOTES_MOVED) is transaction:
         return None
-    kept = info.get(shard_key)
+    kept = info.get(_VOTES_SHARD)
     if kept is not None and kept[0] is transaction:
         shard: int = kept[1]
     else:
-        shard = random.choice(shards)  # nosec B311 # spreads writes over shards, not a secret
-        info[shard_key] = (transaction, shard)
-    info[moved_key] = transaction
+        shard = random.choice(VOTES_SHARDS)  # nosec B311 # spreads writes over shards, not a secret
+        info[_VOTES_SHARD] = (transaction, shard)
+    info[_VOTES_MOVED] = transaction
     _forget_values(connection)
     return shard
 
@@ -463,7 +454,8 @@ def _touched(connection: Connection, tables: set[str]) -> None:
     if tables - UNSHOWN_TABLES:
         _move(connection)
     if tables & SESSION_TABLES:
-        _move_sessions(connection)
+        # The database's trigger moves the sessions revision: what this connection read of it is read again.
+        _forget_values(connection)
     if tables & SETTINGS_TABLES:
         _move(connection, settings_changed=True)
 
@@ -594,7 +586,6 @@ def _end_of_transaction(connection: Connection) -> None:
         return
     connection.info.pop(_SHARD, None)
     connection.info.pop(_VOTES_SHARD, None)
-    connection.info.pop(_SESSIONS_SHARD, None)
     _end_of_savepoint(connection)
 
 
@@ -604,7 +595,6 @@ def _end_of_savepoint(connection: Connection, *_args: Any) -> None:
     info = connection.info
     info.pop(_MOVED, None)
     info.pop(_VOTES_MOVED, None)
-    info.pop(_SESSIONS_MOVED, None)
     info.pop(_UNSHOWN_UPDATES, None)
     _forget_values(connection)
 

@@ -8,6 +8,7 @@ longer served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -30,12 +31,13 @@ from sqlalchemy.orm import Session
 import app.models  # noqa: F401  # every model's table, so that content_tables() lists them all
 from app import revision
 from app.accounts import service as accounts
-from app.accounts.models import UserSession
+from app.accounts.models import Role, UserSession
 from app.db import Base
 from app.outbox import service as outbox_service
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_item, make_user
+from tests.feedback.helpers import make_organisation, make_segment
 
 
 def _first_plain_column(table: Table) -> str:
@@ -117,9 +119,10 @@ def test_every_write_of_a_sign_in_session_moves_the_sessions_revision_and_nothin
         "sign-in": lambda: tokens.append(accounts.start_session(session, user=user)),
         "a shorter expiry (ORM)": expire_sooner,
         "a changed row (Core)": lambda: session.execute(update(sessions).values(user_agent="Changed")),
+        "plain SQL": lambda: session.connection().exec_driver_sql(
+            "UPDATE user_sessions SET user_agent = 'By hand'"),
         "sign-out": lambda: accounts.end_session(session, tokens[0]),
         "sign out everywhere": lambda: accounts.end_all_sessions(session, user=user),
-        "plain SQL": lambda: session.connection().exec_driver_sql("DELETE FROM user_sessions WHERE 1 = 0"),
     }
 
     def read() -> tuple[int, int, int]:
@@ -135,6 +138,35 @@ def test_every_write_of_a_sign_in_session_moves_the_sessions_revision_and_nothin
     item, before = make_item(session, title="Voted"), revision.sessions(session)
     voting.cast_vote(session, item=item, user=user, importance=Importance.important)
     assert revision.sessions(session) == before
+    user.last_login_at = user.created_at  # nothing kept of a viewer reads it
+    session.flush()
+    assert revision.sessions(session) == before
+
+
+def test_what_a_kept_viewer_is_made_of_moves_the_sessions_revision(session: Session) -> None:
+    """A person's name, email, role, activity and organisation, an organisation's segment, a deleted person: the
+    database's triggers move the sessions revision (and the app the content revision, as for any content)."""
+    organisation = make_organisation(session, "Moved Ltd")
+    user = make_user(session, password=None)
+    segment = make_segment(session, "Moved to")
+
+    def set_to(target: object, name: str, value: object) -> Callable[[], None]:
+        return lambda: setattr(target, name, value)
+
+    changes = {
+        "name": set_to(user, "display_name", "Renamed"),
+        "email": set_to(user, "email", "renamed@example.com"),
+        "role": set_to(user, "role", Role.admin),
+        "deactivated": set_to(user, "is_active", False),
+        "organisation": set_to(user, "organisation_id", organisation.id),
+        "segment": set_to(organisation, "segment_id", segment.id),
+        "deleted": lambda: session.delete(user),
+    }
+    for how, change in changes.items():
+        before = revision.sessions(session)
+        change()
+        session.flush()
+        assert revision.sessions(session) != before, how
 
 
 def test_queueing_and_sending_mail_and_moving_the_desk_windows_leave_the_revision(session: Session) -> None:

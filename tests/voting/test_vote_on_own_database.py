@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import event, func, select
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
 
 from app import deps
 from app.accounts import service as accounts
@@ -190,3 +191,49 @@ async def test_a_vote_with_its_reason_and_a_webhook_names_the_person_on_the_apps
                 portal.update_vote_display(session, actor=session.get(User, admin_id), hide_counts=True)
             response = await _vote(app, client, person, public_id, importance="nice_to_have")
             assert response.status_code == 200 and response.json()["vote_count"] is None
+
+
+async def test_sessions_people_and_organisations_changed_by_hand_with_sql_count_at_the_next_request(tmp_path):
+    """What an operator does with SQL, on a connection the app does not watch and without moving any revision by
+    hand: the database's triggers move the sessions revision, so neither the vote's kept person nor the signed-in
+    board keeps a session deleted or expired by hand, a person deactivated or made other by hand, or an
+    organisation moved out of an item's segment by hand."""
+    with own_database(tmp_path, "vote-by-hand") as url, connected(url) as database:
+        with database.transaction() as session:
+            customer, enterprise = customer_in_segment(session, "Enterprise")
+            customer.display_name = "Hand Edited"
+            public = make_item(session, title="Open to all")
+            segment_item = make_item(session, title="Enterprise-only", visibility=Visibility.customers,
+                                     segments=[enterprise])
+            deleted, expired, deactivated = (Person(session, customer) for _ in range(3))
+            ids = {"customer": customer.id, "org": customer.organisation_id, "public": public.id}
+            public_id, segment_public_id = public.public_id, segment_item.public_id
+        by_hand = create_engine(make_url(url))  # not the app's engine: no listener of app/revision.py sees this
+
+        def sql(statement: str, **params: Any) -> None:
+            with by_hand.begin() as connection:
+                connection.execute(text(statement), params)
+
+        digest = accounts._digest  # the row's id, as the operator finds it in the table
+        async with own_app(database, url) as (app, client):
+            try:
+                for someone in (deleted, expired, deactivated):
+                    assert "Hand Edited" in (await someone.get(client)).text
+                    assert (await _vote(app, client, someone, public_id)).status_code == 200  # kept from now on
+
+                sql("DELETE FROM user_sessions WHERE id = :id", id=digest(deleted.token))
+                assert (await _vote(app, client, deleted, public_id, unvote=True)).status_code == 401
+                client.cookies.set(SESSION, deleted.token)
+                assert "Hand Edited" not in (await client.get("/")).text  # the board too: signed out
+
+                sql("UPDATE user_sessions SET expires_at = CURRENT_TIMESTAMP WHERE id = :id", id=digest(expired.token))
+                assert (await _vote(app, client, expired, public_id, unvote=True)).status_code == 401
+
+                assert (await _vote(app, client, deactivated, segment_public_id)).status_code == 200
+                sql("UPDATE organisations SET segment_id = NULL WHERE id = :id", id=ids["org"])
+                assert (await _vote(app, client, deactivated, segment_public_id, unvote=True)).status_code == 404
+                sql("UPDATE users SET is_active = :no WHERE id = :id", no=False, id=ids["customer"])
+                assert (await _vote(app, client, deactivated, public_id, unvote=True)).status_code == 401
+                assert _votes(database, ids["public"]) == (1, 1)  # the vote of the kept session, left as it was
+            finally:
+                by_hand.dispose()
