@@ -62,7 +62,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
 from bench.generate import database_url
@@ -237,6 +237,29 @@ def prepare(url: str) -> Fixtures:
                             item_paths=[item.path for item in items], cards=len(items))
     finally:
         database.dispose()
+
+
+# What the vote loads churn: every vote inserts or deletes rows of these, or updates them.
+CHURNED = ("votes", "follows", "items", "content_revisions", "user_sessions", "desk_days", "desk_org_days",
+           "desk_windows", "desk_item_orgs")
+
+
+def vacuum_churned(url: str) -> str:
+    """PostgreSQL: VACUUM (ANALYZE) the tables the vote loads churn when the server's autovacuum is off (it is on
+    this machine kind, and on by default elsewhere). Without it every run's dead rows stay: an evening of vote loads
+    left `follows` with 20 live rows behind tens of thousands of dead ones, and later runs measured that."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            if connection.exec_driver_sql("SHOW autovacuum").scalar() == "on":
+                return "PostgreSQL autovacuum: on"
+            started = time.monotonic()
+            for table in CHURNED:
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+            return (f"PostgreSQL autovacuum: off on this server; vacuumed what vote loads churn "
+                    f"({', '.join(CHURNED)}) in {time.monotonic() - started:.1f} s")
+    finally:
+        engine.dispose()
 
 
 def lua_cycle(paths: list[str], directory: Path, name: str) -> Path:
@@ -820,6 +843,8 @@ def main() -> None:
     url_db = url = database_url(args.target)
     kind = "sqlite" if url.startswith("sqlite") else "postgresql"
     fixtures = prepare(url)
+    if kind == "postgresql":
+        print(vacuum_churned(url))
     print(f"database: {make_url(url).render_as_string(hide_password=True)} ({kind}); {fixtures.cards} cards on the "
           f"board; customer {fixtures.customer}")
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency (after {args.warmup} s of "
