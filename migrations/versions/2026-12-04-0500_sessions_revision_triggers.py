@@ -49,7 +49,7 @@ def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            f"CREATE FUNCTION {_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+            f"CREATE FUNCTION {_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"  # nosec B608 # this module's constants only
             f"INSERT INTO content_revisions (shard, value) VALUES ({FIRST_SHARD} + mod(txid_current(), {SHARDS})::int,"
             f" floor(random() * {VALUE_MASK + 1})::bigint)\n"
             "ON CONFLICT (shard) DO UPDATE SET value = excluded.value;\n"
@@ -61,7 +61,7 @@ def upgrade() -> None:
     for name, table, _events, sqlite in TRIGGERS:
         for suffix, event in sqlite:
             conn.exec_driver_sql(
-                f"CREATE TRIGGER {name}_{suffix} AFTER {event} ON {table} FOR EACH ROW BEGIN\n"
+                f"CREATE TRIGGER {name}_{suffix} AFTER {event} ON {table} FOR EACH ROW BEGIN\n"  # nosec B608 # this module's constants only
                 f"INSERT INTO content_revisions (shard, value) VALUES ({FIRST_SHARD} + (random() & {SHARDS - 1}),"
                 f" random() & {VALUE_MASK})\n"
                 "ON CONFLICT (shard) DO UPDATE SET value = excluded.value;\nEND")
