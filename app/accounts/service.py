@@ -202,7 +202,8 @@ def load_session(session: Session, token: str) -> UserSession | None:
     if not token or len(token) > 100:
         return None
     row = session.scalar(_SESSION_BY_ID, {"session_id": _digest(token)})
-    if row is None or row.expires_at <= utcnow() or not row.user.is_active:
+    # No person: deleted by hand where foreign keys were off (SQLite's shell), their sessions left behind.
+    if row is None or row.expires_at <= utcnow() or row.user is None or not row.user.is_active:
         return None
     return row
 
