@@ -98,6 +98,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            # A body that is not JSON at all: 400, as the API's description says (its fields would be positions).
+            return _error_response(request, 400, "Bad request", "The body is not valid JSON.", "bad_json")
         fields = {".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]): plain_message(e) for e in exc.errors()}
         detail = "; ".join(f"{k}: {v}" for k, v in fields.items())
         return _error_response(request, 422, "Please check the request", detail, "invalid", extra={"fields": fields})

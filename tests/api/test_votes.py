@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.feedback.models import Feedback, FeedbackKind
 from app.roadmap.models import Visibility
 from app.voting import service as voting
-from app.voting.models import Importance
+from app.voting.models import Importance, Vote
 from tests.factories import make_item, make_pm, make_user
 from tests.helpers.http import csrf_token, sign_in
 
@@ -92,6 +92,12 @@ async def test_errors_hidden_closed_invalid_and_too_many(client, session, app):
                                  json={"importance": "important"})
     assert response.status_code == 409
     assert response.json() == {"error": "conflict", "detail": "Released — voting is closed."}
+
+    response = await client.post(f"/api/v1/items/{item.public_id}/vote", content=b'{"importance": "importa',
+                                 headers={**headers, "Content-Type": "application/json"})
+    assert response.status_code == 400  # as /openapi.json says
+    assert response.json() == {"error": "bad_json", "detail": "The body is not valid JSON."}
+    assert session.scalar(select(Vote).where(Vote.item_id == item.id)) is None  # nothing counted
 
     response = await client.post(f"/api/v1/items/{item.public_id}/vote", headers=headers,
                                  json={"importance": "urgent"})
