@@ -13,6 +13,7 @@ import logging
 import random
 import sqlite3
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -580,6 +581,20 @@ class _Replay:
             return message
 
         return receive
+
+
+# What `listen_once` has attached, by target. Not `event.contains`: SQLAlchemy keys its registry by the target's
+# id(), and a sessionmaker's listeners live on the class it made, which the registry outlives; a new factory at a
+# dead one's address would look attached and never be (seen as a wake-up lost in a test run, 2026-12-04).
+_attached: weakref.WeakKeyDictionary[Any, set[tuple[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def listen_once(target: Any, name: str, fn: Callable[..., Any]) -> None:
+    """`event.listen`, once per target, name and function however often it is called."""
+    done = _attached.setdefault(target, set())
+    if (name, fn) not in done:
+        event.listen(target, name, fn)
+        done.add((name, fn))
 
 
 def insert_with_conflicts(dialect_name: str, table: Any) -> Any:

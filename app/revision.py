@@ -61,11 +61,11 @@ from itertools import chain
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from sqlalchemy import BigInteger, Connection, Delete, Insert, SmallInteger, Update, event, inspect
+from sqlalchemy import BigInteger, Connection, Delete, Insert, SmallInteger, Update, inspect
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import TextClause
 
-from app.db import Base, Database
+from app.db import Base, Database, listen_once
 
 SHARDS = 16
 VALUE_BITS = 58  # 16 of them sum to less than 2**62: a BIGINT on PostgreSQL, an integer on SQLite
@@ -491,25 +491,20 @@ def track(database: Database) -> None:
     what the ORM knows of a flush. Once per engine and factory, however often it is called (each app of a
     process calls it, on its own database or one it shares)."""
     engine = database.engine
-    _listen(engine, "before_execute", _before_execute)
-    _listen(engine, "before_cursor_execute", _before_driver_sql)
-    _listen(engine, "commit", _end_of_transaction)
-    _listen(engine, "rollback", _end_of_transaction)
-    _listen(engine, "rollback_savepoint", _end_of_savepoint)
-    _listen(engine, "release_savepoint", _forget_values_event)
+    listen_once(engine, "before_execute", _before_execute)
+    listen_once(engine, "before_cursor_execute", _before_driver_sql)
+    listen_once(engine, "commit", _end_of_transaction)
+    listen_once(engine, "rollback", _end_of_transaction)
+    listen_once(engine, "rollback_savepoint", _end_of_savepoint)
+    listen_once(engine, "release_savepoint", _forget_values_event)
     for factory in {id(f): f for f in (database.read_sessions, database.write_sessions)}.values():
         track_sessions(factory)
 
 
 def track_sessions(target: sessionmaker[Session] | Session) -> None:
     """The ORM's part for the sessions of one factory (or one session): a flush of `__unshown__` changes only."""
-    _listen(target, "before_flush", _before_flush)
-    _listen(target, "after_flush_postexec", _after_flush)
-
-
-def _listen(target: Any, name: str, fn: Any) -> None:
-    if not event.contains(target, name, fn):
-        event.listen(target, name, fn)
+    listen_once(target, "before_flush", _before_flush)
+    listen_once(target, "after_flush_postexec", _after_flush)
 
 
 def _before_execute(connection: Connection, statement: Any, *_args: Any) -> None:

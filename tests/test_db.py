@@ -10,6 +10,7 @@ write transaction (BEGIN IMMEDIATE) and the limit is the busy timeout: the same 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.accounts import service as accounts
 from app.config import Settings
@@ -30,6 +32,7 @@ from app.db import (
     DbSessionMiddleware,
     after_commit,
     database_busy,
+    listen_once,
     lost_before_any_statement,
     make_engine,
 )
@@ -552,3 +555,22 @@ class TestFormBodyBeforeTheDatabase:
     async def test_other_bodies_are_left_to_stream(self) -> None:
         arrived, body = await self.run("POST", b"application/octet-stream", [b"a", b"b"])
         assert arrived == 0 and body == b"ab"
+
+
+def test_every_new_session_factory_gets_its_listener_even_at_a_dead_ones_address() -> None:
+    """The app's factories are made once, the tests' by the hundred: each one's commits must be heard."""
+    engine = create_engine("sqlite://")
+    heard: list[int] = []
+
+    def hear(_session: Session) -> None:
+        heard.append(1)
+
+    for n in range(1, 41):
+        factory = sessionmaker(bind=engine)
+        listen_once(factory, "after_commit", hear)
+        listen_once(factory, "after_commit", hear)  # once, however often
+        with factory() as session:
+            session.commit()
+        assert len(heard) == n, f"factory {n} was never listened to"
+        del factory
+        gc.collect()

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, event, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import Database, utcnow
+from app.db import Database, listen_once, utcnow
 from app.outbox import mailer, registry, service
 from app.outbox.models import JobState, OutboxJob
 from app.outbox.registry import Failed, Job, Retry
@@ -71,8 +71,7 @@ def wake_on_commit(database: Database) -> None:
     global Session class: a session of another database or library in the process wakes nobody. Once per
     factory, however often it is called (the app and the CLI call it on the database they use)."""
     for factory in {id(f): f for f in (database.read_sessions, database.write_sessions)}.values():
-        if not event.contains(factory, "after_commit", _wake_after_commit):
-            event.listen(factory, "after_commit", _wake_after_commit)
+        listen_once(factory, "after_commit", _wake_after_commit)
 
 
 def _wake_after_commit(session: Session) -> None:
