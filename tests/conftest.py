@@ -102,3 +102,15 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-un
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             remember_app(c, app)
             yield c
+
+
+@pytest.fixture
+def still_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept pages' clock stopped: a page is kept per minute (app/pagecache.py), so a test counting the cache's
+    hits and misses could see a miss it did not cause when a minute turns between two of its visits."""
+    from types import SimpleNamespace
+
+    from app import pagecache
+
+    now = pagecache.time.time()
+    monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: now))

@@ -258,6 +258,7 @@ def test_accept_encoding_and_if_none_match_parsing():
     assert none_match('W/"a", "b"', 'W/"b"') and none_match("*", 'W/"x"') and not none_match('"a"', 'W/"b"')
 
 
+@pytest.mark.usefixtures("still_minute")  # a minute turning between the visits would make a miss
 async def test_a_visitor_s_conditional_get_is_answered_from_the_kept_finished_page(app, client, session):
     make_item(session, title="Dark mode")
     client.cookies.clear()

@@ -31,6 +31,9 @@ from tests.helpers.http import post_form, sign_in
 from tests.helpers.sso import NO_STAFF_RULES
 from tests.voting.helpers import vote_json, widget_text
 
+# Counts of the cache's hits and misses: a minute turning between two visits would add a miss.
+pytestmark = pytest.mark.usefixtures("still_minute")
+
 
 async def _visit(client: httpx.AsyncClient, path: str = "/") -> httpx.Response:
     client.cookies.clear()

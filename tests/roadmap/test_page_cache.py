@@ -10,6 +10,7 @@ import re
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
@@ -22,6 +23,9 @@ from tests.factories import make_admin, make_item, make_pm, make_user
 from tests.feedback.helpers import customer_in_segment
 from tests.helpers.http import CSRF_META, post_form, sign_in
 from tests.voting.helpers import vote_json, widget_text
+
+# Counts of the cache's hits and misses: a minute turning between two visits would add a miss.
+pytestmark = pytest.mark.usefixtures("still_minute")
 
 
 async def _as(client: httpx.AsyncClient, session, user, path: str = "/") -> str:  # type: ignore[no-untyped-def]

@@ -39,6 +39,9 @@ from app.voting.models import Importance
 from tests.factories import make_item, make_user
 from tests.feedback.helpers import make_organisation, make_segment
 
+# Counts of the cache's hits and misses: a minute turning between two visits would add a miss.
+pytestmark = pytest.mark.usefixtures("still_minute")
+
 
 def _first_plain_column(table: Table) -> str:
     """A column an `UPDATE … SET c = c` may name: not computed, not part of the key where there is another."""

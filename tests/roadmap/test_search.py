@@ -13,6 +13,9 @@ from app.roadmap.search import search_items
 from tests.factories import make_item, make_pm
 from tests.roadmap.helpers import result_titles
 
+# Counts of the cache's hits and misses: a minute turning between two visits would add a miss.
+pytestmark = pytest.mark.usefixtures("still_minute")
+
 
 async def search(client, q: str) -> str:  # type: ignore[no-untyped-def]
     response = await client.get("/search", params={"q": q})
