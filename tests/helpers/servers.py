@@ -24,6 +24,7 @@ import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.cli import SERVING_LOOP
 from app.config import ROOT
 from app.db import Database
 from app.migrate import upgrade
@@ -112,7 +113,8 @@ def start_live_server(tmp: Path, *, port: int | None = None, extra_env: dict[str
                  "--port", str(port), "--workers", str(workers),
                  # as `ahead serve` does: on a busy machine a worker still importing the app misses uvicorn's
                  # 5 s ping, is killed and started again, and the server never answers
-                 "--timeout-worker-healthcheck", "60"],
+                 "--timeout-worker-healthcheck", "60",
+                 "--loop", SERVING_LOOP],  # `ahead serve`'s: the journeys go through its accepting of connections
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         server = LiveServer(url=base, database=database, log_path=log_path, default_stages=default_stages)

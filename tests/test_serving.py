@@ -1,0 +1,157 @@
+"""`ahead serve`'s event loop (app/serving.py): uvloop, with the waiting connections taken in a few per turn.
+
+Each test runs a real uvicorn on that loop in a thread, on a socket the test made, with clients that connected
+before the server started: a burst waiting in the kernel's queue, as when many visitors arrive at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+
+from app import serving
+from app.cli import SERVING_LOOP
+from tests.helpers.servers import free_port
+
+
+class CountingSocket(socket.socket):
+    """A listening socket that notes each connection it hands out, and can fail its first accepts."""
+
+    def __init__(self, failures: list[OSError] | None = None) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.accepted = 0
+        self.failures = list(failures or [])
+        self.failed_at: float | None = None
+        self.first_taken_at: float | None = None
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures:
+            self.failed_at = time.monotonic()
+            raise self.failures.pop(0)
+        connection = super().accept()
+        self.accepted += 1
+        self.first_taken_at = self.first_taken_at or time.monotonic()
+        return connection
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@contextmanager
+def served(sock: CountingSocket) -> Iterator[uvicorn.Server]:
+    server = uvicorn.Server(uvicorn.Config(hello, loop=SERVING_LOOP, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the server did not stop"
+        sock.close()
+
+
+def listening(sock: CountingSocket) -> int:
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port: int = sock.getsockname()[1]
+    return port
+
+
+def ask(port: int, count: int) -> list[socket.socket]:
+    """`count` connections, each with its request sent: they wait in the kernel until the server takes them."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        clients.append(client)
+    return clients
+
+
+def answer(client: socket.socket) -> bytes:
+    chunks = []
+    while chunk := client.recv(4096):
+        chunks.append(chunk)
+    client.close()
+    return b"".join(chunks)
+
+
+def test_serve_runs_on_this_loop():
+    assert uvicorn.Config(hello, loop=SERVING_LOOP).get_loop_factory() is serving.new_event_loop
+
+
+def test_a_burst_is_taken_in_a_few_at_a_time_and_every_connection_is_answered(monkeypatch):
+    sock = CountingSocket()
+    port = listening(sock)
+    clients = ask(port, 12)
+    taken: list[int] = []
+    accept = serving.Listener._accept
+
+    def counted(self: serving.Listener) -> None:
+        before = sock.accepted
+        accept(self)
+        taken.append(sock.accepted - before)
+
+    monkeypatch.setattr(serving.Listener, "_accept", counted)
+    with served(sock):
+        answers = [answer(client) for client in clients]
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"hello") for a in answers)
+    assert sum(taken) == 12
+    # libuv takes one a turn (twelve turns for twelve); all at once unbalanced the workers
+    assert max(taken) == serving.ACCEPT_BATCH == 4
+
+
+def test_out_of_file_descriptors_it_pauses_and_then_takes_the_waiting_connections(monkeypatch):
+    monkeypatch.setattr(serving, "_PAUSE_WHEN_OUT", 0.2)
+    sock = CountingSocket(failures=[OSError(errno.EMFILE, "Too many open files")])
+    port = listening(sock)
+    clients = ask(port, 2)
+    with served(sock):
+        answers = [answer(client) for client in clients]
+    assert all(a.endswith(b"hello") for a in answers)
+    assert sock.failed_at is not None and sock.first_taken_at is not None
+    assert sock.first_taken_at - sock.failed_at >= 0.2  # waited out the pause instead of spinning on the error
+
+
+def test_it_stops_cleanly_and_then_the_port_refuses_connections():
+    sock = CountingSocket()
+    port = listening(sock)
+    with served(sock):  # stopping asserts the server's thread ends
+        assert answer(ask(port, 1)[0]).endswith(b"hello")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_one_worker_given_an_address_listens_the_same_way(monkeypatch):
+    """`ahead serve` with WORKERS=1: uvicorn gives the loop an address, not a socket."""
+    taken: list[int] = []
+    accept = serving.Listener._accept
+    monkeypatch.setattr(serving.Listener, "_accept", lambda self: (taken.append(1), accept(self))[1])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port, loop=SERVING_LOOP, lifespan="off",
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert answer(ask(port, 1)[0]).endswith(b"hello")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert taken, "the connection was accepted by uvloop's own server, not app/serving.py's"
+    with pytest.raises(ConnectionRefusedError):  # the socket it made is closed with it
+        socket.create_connection(("127.0.0.1", port), timeout=2)
