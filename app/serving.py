@@ -41,7 +41,7 @@ class Listener:
                  ) -> None:
         self._loop, self._sock, self._protocol_factory = loop, sock, protocol_factory
         self._owns_socket = owns_socket  # made for it (one worker); else uvicorn's, which closes it
-        self._serving = False
+        self._serving = self._closed = False
         self._connecting: set[asyncio.Task[Any]] = set()
         sock.listen(backlog)  # uvicorn binds the socket; listening is create_server's part, as in asyncio's
         sock.setblocking(False)
@@ -49,7 +49,7 @@ class Listener:
         self._start()
 
     def _start(self) -> None:
-        if not self._serving and self._sock.fileno() != -1:
+        if not self._serving and not self._closed and self._sock.fileno() != -1:  # (a pause may end after close)
             self._loop.add_reader(self._sock.fileno(), self._accept)
             self._serving = True
 
@@ -69,7 +69,7 @@ class Listener:
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
-                log.error("out of %s: not accepting connections for %.0f s", exc.strerror, _PAUSE_WHEN_OUT)
+                log.error("accepting a connection failed (%s): trying again in %.0f s", exc.strerror, _PAUSE_WHEN_OUT)
                 self._stop()
                 self._loop.call_later(_PAUSE_WHEN_OUT, self._start)
                 return
@@ -89,6 +89,7 @@ class Listener:
 
     def close(self) -> None:
         """Stop accepting (the connections already taken in are uvicorn's to finish)."""
+        self._closed = True
         self._stop()
         if self._owns_socket:
             self._sock.close()
