@@ -57,6 +57,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
@@ -71,7 +72,7 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
 from app.security import clear_flash_cookie, csrf_token
-from app.web import page_context, read_flashes, render, templates
+from app.web import page_context, read_flashes, render, rendered_at, templates
 
 _NONCE = secrets.token_hex(8)
 _PREFIX = f"\x00{_NONCE}:"
@@ -499,7 +500,16 @@ def _minute(path: str = "") -> int:
     again). Each path's minute starts at a second of its own, from its text, so that a worker's kept pages (the
     board's 48 item pages) are not all rendered again in the same second, holding the worker for the sum of their
     renders while its other requests wait; a page's relative times are still never more than a minute old."""
-    return int((time.time() + zlib.crc32(path.encode()) % 60) // 60)
+    return int((time.time() + _offset(path)) // 60)
+
+
+def _offset(path: str) -> int:
+    return zlib.crc32(path.encode()) % 60
+
+
+def _minute_began(path: str, minute: int) -> datetime:
+    """When `minute` (`_minute(path)`) began for a page of this path: what the page says "3 minutes ago" from."""
+    return datetime.fromtimestamp(minute * 60 - _offset(path), UTC)
 
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
@@ -532,13 +542,14 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         context = build()
         if isinstance(context, Response):
             return context
-        page = _capture(cache, request, viewer, template, context)
+        page = _capture(cache, request, viewer, template, context, began=_minute_began(path, key[-1]))
         page.group = group
         cache.put(rev, key, page)
     return _respond(cache, request, session, viewer, page, rev, votes, key)
 
 
-def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any]) -> Page:
+def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any], *,
+             began: datetime) -> Page:
     page = Page(parts=[])
     fillers = cache.fillers
 
@@ -550,7 +561,11 @@ def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, 
 
     ctx = {**page_context(request, context, csrf=CSRF_MARKER, flashes=[]), "request": request, "viewer": viewer,
            "slot": slot, "account_slot": viewer.user is not None}
-    html = templates.env.get_template(template).render(ctx)
+    pinned = rendered_at.set(began)  # the same bytes from every worker this minute
+    try:
+        html = templates.env.get_template(template).render(ctx)
+    finally:
+        rendered_at.reset(pinned)
     pieces = _MARKER.split(html)
     where: dict[Slot, list[int]] = {}
     for i in range(0, len(pieces), 3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -28,10 +29,20 @@ templates.env.lstrip_blocks = True
 templates.env.auto_reload = False
 
 
+# The moment a page says "3 minutes ago" from. A kept page (app/pagecache.py) is rendered as of the start of the
+# minute it is kept for, so that every worker and instance rendering it in that minute sends the same bytes, and
+# the same ETag: a client revalidating with one worker's tag gets its 304 from any other.
+rendered_at: ContextVar[datetime | None] = ContextVar("rendered_at", default=None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _ago(value: datetime | None) -> str:
     if value is None:
         return ""
-    seconds = (datetime.now(UTC) - value).total_seconds()
+    seconds = ((rendered_at.get() or _now()) - value).total_seconds()
     if seconds < 60:
         return "just now"
     for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app import pagecache, revision
+from app import pagecache, revision, web
 from app.accounts.models import User
 from app.config import Settings
 from app.main import create_app
@@ -27,7 +28,7 @@ from app.voting.models import Importance
 from tests.factories import make_admin, make_item, make_pm
 from tests.feedback.helpers import customer_in_segment
 from tests.helpers.databases import connected, own_database
-from tests.helpers.http import post_form, sign_in
+from tests.helpers.http import client_for, post_form, sign_in
 from tests.helpers.sso import NO_STAFF_RULES
 from tests.voting.helpers import vote_json, widget_text
 
@@ -216,7 +217,8 @@ async def test_a_page_kept_in_another_minute_is_rendered_again(app, client, sess
     make_item(session, title="Timely")
     await _warm(app, client)
     served = app.state.pages.finished_hits
-    monkeypatch.setattr(pagecache, "_minute", lambda _path="": 10**12)
+    later = pagecache._minute("/") + 1
+    monkeypatch.setattr(pagecache, "_minute", lambda _path="": later)
     await _visit(client)
     assert app.state.pages.finished_hits == served
     await _visit(client)
@@ -403,3 +405,27 @@ async def test_on_postgresql_a_commit_shows_at_the_next_finished_answer(tmp_path
                                      importance=Importance.critical)
                 assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
             assert watcher._connection is None  # closed with the app
+
+
+async def test_every_worker_rendering_a_page_in_its_minute_sends_the_same_bytes_and_etag(
+        client, session, settings, database, connection, monkeypatch):
+    """A client revalidating with one worker's ETag gets its 304 from another only if both rendered the same
+    bytes: "Updated 4 minutes ago" is said from the start of the page's minute, not the second of the render."""
+    began = (int(time.time()) // 60) * 60 - pagecache._offset("/")  # a minute of the board's
+    item = make_item(session, title="Said the same everywhere")
+    item.updated_at = datetime.fromtimestamp(began - 270, UTC)  # 4.5 minutes before the minute began
+    session.flush()
+
+    def at(second: float) -> None:
+        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: second))
+        monkeypatch.setattr(web, "_now", lambda: datetime.fromtimestamp(second, UTC))
+
+    at(began + 1)  # this worker renders the board at the minute's first second: 4 min 31 s after the update
+    first = await client.get("/")
+    async with client_for(settings, database, connection) as other:  # another worker, a cache of its own
+        at(began + 59)  # and that one at its last: 5 min 29 s after
+        second = await other.get("/")
+        assert "4 minutes ago" in first.text and "4 minutes ago" in second.text
+        assert second.headers["etag"] == first.headers["etag"]
+        again = await other.get("/", headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304
