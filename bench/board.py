@@ -18,7 +18,7 @@ page:
   item page        /items/<id>/<slug>, cycling through the items on the board (a wrk Lua script)
   search           /search?q=<prefix>, cycling through common one- and two-word prefixes
   search, distinct /search?q=..., a query that never repeats in the run (one- and two-word prefixes of the data
-                   set's own title words, each query once across all wrk threads, no warm-up): every request
+                   set's own title words, each query once across all wrk threads and its warm-up): every request
                    is a search the app has not kept; no reference (it would need every page's bytes)
   vote/unvote      (--votes, or --only-votes without the pages) 400 distinct customers, each signed in
                    with start_session and given a CSRF cookie and its token, POST /items/<id>/vote and
@@ -133,13 +133,17 @@ class Result:
 class Server:
     """A uvicorn process group; stop() ends the whole group (master and workers)."""
 
+    # The event loop of every server a run starts, the app's and the references' alike: `ahead serve`'s
+    # (app/cli.py, uvloop accepting every waiting connection at once) unless --loop says otherwise.
+    loop = "app.serving:new_event_loop"
+
     def __init__(self, name: str, app: str, port: int, env: dict[str, str], workers: int, log_dir: Path) -> None:
         self.name, self.port = name, port
         self.log_path = log_dir / f"{name}.log"
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+             "--workers", str(workers), "--loop", Server.loop, "--no-access-log", "--log-level", "warning",
              # uvicorn's supervisor kills a worker that misses its ping for 5 s: under wrk on a loaded machine a
              # busy worker did, and its connections hung until wrk's timeout (as `ahead serve`, app/cli.py)
              "--timeout-worker-healthcheck", "60"],
@@ -303,10 +307,10 @@ def distinct_queries(url: str, count: int = 60_000, seed: int = 13) -> list[str]
     return chosen[:count]
 
 
-def lua_distinct(queries: list[str], directory: Path, threads: int) -> Path:
+def lua_distinct(queries: list[str], directory: Path, threads: int, name: str = "search-distinct") -> Path:
     """A wrk script in which thread k requests queries k, k + threads, k + 2 × threads, ...: no query twice."""
     quoted = ", ".join('"' + q.replace(" ", "+") + '"' for q in queries)  # words only: nothing else to escape
-    script = directory / "search-distinct.lua"
+    script = directory / f"{name}.lua"
     script.write_text(
         f"local queries = {{{quoted}}}\nlocal threads = {threads}\nlocal made = 0\n"
         "function setup(thread)\n  thread:set(\"id\", made)\n  made = made + 1\nend\n"
@@ -329,15 +333,17 @@ def _ms(value: str) -> float:
 
 
 def run_wrk(name: str, url: str, args: argparse.Namespace, *, header: str | None = None,
-            script: Path | None = None, warmup: bool = True) -> Result:
+            script: Path | None = None, warmup: bool = True, warmup_script: Path | None = None) -> Result:
+    """`warmup_script`: the warm-up's own requests (default: the run's)."""
     base = ["wrk", f"-t{args.threads}", f"-c{args.connections}", "--latency", "--timeout", "5s"]
     if header:
         base += ["-H", header]
+    if warmup:
+        warm_script = warmup_script or script
+        subprocess.run([*base, *(["-s", str(warm_script)] if warm_script else []), f"-d{args.warmup}s", url],
+                       capture_output=True, text=True, timeout=args.warmup + 30, check=False)
     if script:
         base += ["-s", str(script)]
-    if warmup:
-        subprocess.run([*base, f"-d{args.warmup}s", url], capture_output=True, text=True, timeout=args.warmup + 30,
-                       check=False)
     load = os.getloadavg()[0]
     out = subprocess.run([*base, f"-d{args.duration}s", url], capture_output=True, text=True,
                          timeout=args.duration + 60, check=True).stdout
@@ -805,6 +811,9 @@ def main() -> None:
     parser.add_argument("target", help="the database bench/generate.py filled: SQLite path or postgresql:// URL")
     parser.add_argument("--port", type=int, default=8710, help="the app's port; the references use the next two, the vote reference the third")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--loop", default=Server.loop,
+                        help="uvicorn's --loop for every server started: asyncio, uvloop (accepting one new "
+                             "connection per turn of the loop) or the default, `ahead serve`'s")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (at most 60)")
@@ -829,6 +838,7 @@ def main() -> None:
     args.duration = max(1, min(args.duration, 60))
     args.warmup = max(0, min(args.warmup, 10))
     args.votes = args.votes or args.only_votes
+    Server.loop = args.loop
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install -y wrk")
     # On a shared machine another run may hold these ports: wrk would then measure its servers, not ours.
@@ -848,7 +858,7 @@ def main() -> None:
     print(f"database: {make_url(url).render_as_string(hide_password=True)} ({kind}); {fixtures.cards} cards on the "
           f"board; customer {fixtures.customer}")
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency (after {args.warmup} s of "
-          f"warm-up); {args.workers} uvicorn workers each; {os.cpu_count()} CPUs")
+          f"warm-up); {args.workers} uvicorn workers each, {args.loop} loop; {os.cpu_count()} CPUs")
 
     env = {**os.environ, "DATABASE_URL": url, "AHEAD_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
            "PYTHONPATH": str(ROOT), "PORT": str(args.port),
@@ -917,9 +927,14 @@ def main() -> None:
                 rows.append((on_app, on_bare, on_raw))
             if wanted is not None and "search, distinct" in wanted:
                 queries = distinct_queries(url_db)
-                print(f"  search, distinct: {len(queries):,} distinct queries, each asked once at most")
-                script = lua_distinct(queries, directory, args.threads)
-                rows.append((run_wrk("search, distinct", app.base + "/", args, script=script, warmup=False),
+                # The warm-up (as every other page has) asks the other half: no query is asked twice, warm-up
+                # included, and the run meets workers that have served searches before, as a running portal's do.
+                half = len(queries) // 2
+                print(f"  search, distinct: {len(queries):,} distinct queries, each asked once at most "
+                      f"({half:,} for the warm-up, {len(queries) - half:,} for the run)")
+                script = lua_distinct(queries[:half], directory, args.threads)
+                warm = lua_distinct(queries[half:], directory, args.threads, name="search-distinct-warm-up")
+                rows.append((run_wrk("search, distinct", app.base + "/", args, script=script, warmup_script=warm),
                              None, None))
             if args.background_votes:
                 background_votes_load(app, url_db, env, args)
