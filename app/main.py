@@ -12,10 +12,11 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Match
 
 from app import assets, handlers, health, logs, metrics, revision
 from app.accounts import magic, me, oidc, sso
@@ -90,6 +91,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
+            if (moved := _without_trailing_slash(request)) is not None:
+                return RedirectResponse(moved, status_code=308)
             return _error_response(request, 404, "Page not found", "There is nothing at this address.", "not_found")
         titles = {405: "Method not allowed", 413: "Too large"}
         codes = {413: "too_large"}  # the body cap (app/perimeter.py), as when it answers without the app
@@ -181,6 +184,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 database.dispose()
 
     app = FastAPI(
+        # Starlette's own redirect of "/changelog/" to "/changelog" is built from the request's Host header, for
+        # POSTs too (307, body and CSRF token sent again): ours is relative, for GET and HEAD (http_error).
+        redirect_slashes=False,
         title="Ahead",
         version="1",
         summary="Read the product roadmap: items, stages, timeframes and release notes.",
@@ -299,3 +305,16 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                        extra=lambda: (health.OutboxDepth(app.state.database),))
     app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
     return app
+
+
+def _without_trailing_slash(request: Request) -> str | None:
+    """For a GET or HEAD of "/changelog/" that has no page, "/changelog" (with its query) if that has one: a
+    relative address, never one made from the Host header. None otherwise (a POST is not sent elsewhere)."""
+    path = request.url.path
+    if request.method not in ("GET", "HEAD") or not path.endswith("/") or path == "/":
+        return None
+    stripped = "/" + path.strip("/")  # one leading slash: "//host" would be another site's address
+    scope = {**request.scope, "path": stripped}
+    if not any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+        return None
+    return stripped + (f"?{request.url.query}" if request.url.query else "")

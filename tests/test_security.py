@@ -49,6 +49,21 @@ async def test_unknown_page_is_a_friendly_404_in_the_site_look(client):
     assert 'class="site-header"' in response.text
 
 
+async def test_a_trailing_slash_redirects_relatively_never_to_the_host_header(client, session):
+    """Starlette's own redirect was built from the Host header, for a POST too (307: body and CSRF token sent
+    again): behind a proxy passing Host through, a link to "/changelog/" led to the attacker's site."""
+    item = make_item(session, title="Slash")
+    evil = {"host": "evil.example"}
+    moved = await client.get("/changelog/?page=2", headers=evil)
+    assert moved.status_code == 308 and moved.headers["location"] == "/changelog?page=2"
+    assert (await client.head("/changelog/", headers=evil)).headers["location"] == "/changelog"
+    posted = await client.post(f"/items/{item.public_id}/vote/", headers=evil, data={"importance": "important"})
+    assert posted.status_code == 404 and "location" not in posted.headers
+    for nowhere in ("/no-such-page/", "/%2Fevil.example/"):
+        answer = await client.get(nowhere, headers=evil)
+        assert answer.status_code == 404 and "location" not in answer.headers, nowhere
+
+
 async def test_unknown_api_path_answers_json(client):
     response = await client.get("/api/v1/nothing-here")
     assert response.status_code == 404
