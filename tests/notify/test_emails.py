@@ -204,6 +204,9 @@ class TestAStageMove:
         received = _by_recipient(inbox[0].take())
         assert set(received) == {"voter@example.com", "follower@example.com"}
         assert str(received["voter@example.com"]["Subject"]).startswith("“Shift swaps” moved from Under consideration to In progress")
+        text, html = _parts(received["voter@example.com"])
+        assert text.count("moved from Under consideration to In progress") == 1  # the headline says it, once
+        assert html.split("<body", 1)[1].count("In progress") == 1
 
     async def test_a_decline_carries_the_reason(self, web, session, inbox):
         item, _ = _followers(session)
