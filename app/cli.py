@@ -95,8 +95,8 @@ def serve(
             # seconds (5 by default). A worker importing the app on a busy machine (25 s seen at load 13 on 2
             # cores) missed the ping, was killed and started again, and the portal never served.
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-            # uvloop, with every waiting connection accepted at once (app/serving.py): uvloop's own accept takes
-            # one per turn of a busy loop, and a burst of new visitors waited seconds to get in.
+            # uvloop, with waiting connections taken in a few per turn of the loop (app/serving.py): uvloop's own
+            # accept takes one per turn of a busy loop, and a burst of new visitors waited seconds to get in.
             loop=SERVING_LOOP,
             log_level="info",
         )

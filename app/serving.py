@@ -10,8 +10,9 @@ happened to be idle took all 64 connections, kept them alive, and served the run
 So the listening socket is read here instead of by libuv, `ACCEPT_BATCH` connections per turn, each handed to
 uvloop as an accepted socket, which serves it exactly as one it accepted itself. A burst is in after a few
 turns, and a worker with short turns (the idle one) still takes no more than its share (bench/README.md,
-"uvloop's accept"). Only the plain case uvicorn uses is taken over (a socket given, no TLS: TLS ends at the
-proxy, docs/deploy.md); anything else goes to uvloop's own `create_server`.
+"uvloop's accept"). Only the plain cases uvicorn uses are taken over (the socket its supervisor bound, or one
+worker's IP address and port; no TLS: TLS ends at the proxy, docs/deploy.md); anything else goes to uvloop's
+own `create_server`.
 """
 
 from __future__ import annotations
