@@ -61,7 +61,22 @@ from itertools import chain
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from sqlalchemy import BigInteger, Connection, Delete, Insert, SmallInteger, Update, inspect
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Delete,
+    Insert,
+    Select,
+    SmallInteger,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    inspect,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import TextClause
 
@@ -141,20 +156,88 @@ _UPSERT_SQLITE = ("INSERT INTO content_revisions (shard, value) VALUES (:shard, 
                   "ON CONFLICT (shard) DO UPDATE SET value = excluded.value")
 
 
+# The revisions this process read last (content, settings, votes, sessions): what `guess` offers a vote.
+_last_read: tuple[int, int, int, int] | None = None
+
+
 def _read(session: Session) -> tuple[int, int, int, int, list[bool]]:
+    global _last_read
     memo: tuple[int, int, int, int, list[bool]] | None = session.info.get(_INFO_VALUE)
     if memo is None or not memo[4][0]:
         connection = session.connection()
         content, settings_value, votes_value, sessions_value = connection.exec_driver_sql(_READ).one()
-        info = connection.info
-        stamp = info.get(_STAMP)
-        if stamp is None:
-            stamp = info[_STAMP] = [True]
-        info.pop(_MOVED, None)  # read since it moved: the next change moves it again
-        info.pop(_VOTES_MOVED, None)
-        memo = session.info[_INFO_VALUE] = (int(content), int(settings_value), int(votes_value), int(sessions_value),
-                                            stamp)
+        values = (int(content), int(settings_value), int(votes_value), int(sessions_value))
+        if not session.info.get(_GUESSED):  # a guess is not a read: what was read last stays what was read
+            _last_read = values
+        memo = session.info[_INFO_VALUE] = (*values, _stamp(connection))
     return memo
+
+
+def _stamp(connection: Connection) -> list[bool]:
+    """The connection's stamp, for a value about to be remembered; it counts as read since any move on it."""
+    info = connection.info
+    stamp = info.get(_STAMP)
+    if stamp is None:
+        stamp = info[_STAMP] = [True]
+    info.pop(_MOVED, None)  # read since it moved: the next change moves it again
+    info.pop(_VOTES_MOVED, None)
+    return stamp
+
+
+# --- guessing the revisions: the vote's one statement ------------------------------------------------------
+
+_GUESSED = "ahead_revision_guessed"
+
+
+def guess(session: Session) -> tuple[int, int, int] | None:
+    """Take the revisions this process read last as this session's, with no statement, for a request that checks
+    them in its one statement before anything it did counts (PostgreSQL's vote: `app/voting/service.py`
+    `cast_at_once`, `guessed_cte`): returns the (content, settings, sessions) the statement must find, or None
+    when nothing was read yet, or this session holds revisions it read or guessed already.
+
+    Until that statement confirms them (`confirmed`), nothing computed from them may be answered, committed or
+    kept as true: the request must be rolled back and run again without a guess (`guess_failed`). What caches
+    fill meanwhile under the guessed values is still right: a value read under a wrong guess is filed under
+    revisions that will not come back (they are random), and one read under a right guess was current then.
+    """
+    last = _last_read
+    memo = session.info.get(_INFO_VALUE)
+    if last is None or (memo is not None and memo[4][0]):
+        return None
+    session.info[_GUESSED] = True
+    session.info[_INFO_VALUE] = (*last, _stamp(session.connection()))
+    return last[0], last[1], last[3]
+
+
+def confirmed(session: Session) -> None:
+    """The statement found the guessed revisions: they are this session's, as if read."""
+    session.info.pop(_GUESSED, None)
+
+
+def guess_failed(session: Session) -> None:
+    """The statement did not confirm the guess (or never ran): the caller rolls back; the next read is real."""
+    session.info.pop(_GUESSED, None)
+    session.info.pop(_INFO_VALUE, None)
+
+
+def guessing(session: Session) -> bool:
+    return bool(session.info.get(_GUESSED))
+
+
+def guessed_cte() -> Any:
+    """For the statement that confirms a guess: a CTE of one row (`ok`) when the content, settings and sessions
+    revisions are `p_rev_content`, `p_rev_settings` and `p_rev_sessions` in the statement's snapshot, else none."""
+    table = ContentRevision.__table__
+    shard, value = table.c.shard, table.c.value
+
+    def total(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
+
+    return select(literal(True).label("ok")).select_from(table).having(and_(
+        total(shard < SHARDS) == bindparam("p_rev_content", type_=BigInteger()),
+        total(shard == SETTINGS_SHARD) == bindparam("p_rev_settings", type_=BigInteger()),
+        total(shard >= SESSIONS_SHARDS[0]) == bindparam("p_rev_sessions", type_=BigInteger()),
+    )).cte("guessed")
 
 
 def read_all(session: Session) -> tuple[int, int, int, int]:
@@ -471,9 +554,17 @@ def _a_votes_write(statement: Insert | Update | Delete, name: str) -> bool:
             return False
     else:
         return False
+    return _ctes_write_votes(statement)
+
+
+def _ctes_write_votes(statement: Any, *, reads_allowed: bool = False) -> bool:
+    """Whether the statement's CTEs write only what a vote writes (`_a_votes_write`; the votes revision's own move
+    too). `reads_allowed`: a SELECT's CTEs may read as well (PostgreSQL's vote at once)."""
     for cte in getattr(statement, "_independent_ctes", ()):
         element = getattr(cte, "element", None)
         if not isinstance(element, (Insert, Update, Delete)):
+            if reads_allowed and isinstance(element, Select):
+                continue
             return False
         name = getattr(element.table, "name", "")
         # The votes revision's own move, written by the statement (`votes_move_in_statement`)
@@ -481,6 +572,12 @@ def _a_votes_write(statement: Insert | Update | Delete, name: str) -> bool:
                 element, name):
             return False
     return True
+
+
+def _written_by_ctes(statement: Select[Any]) -> set[str]:
+    """The tables a SELECT's data-modifying CTEs write (named by `add_cte`; "" for one of no single table)."""
+    return {getattr(cte.element.table, "name", "") for cte in getattr(statement, "_independent_ctes", ())
+            if isinstance(getattr(cte, "element", None), (Insert, Update, Delete))}
 
 
 # --- the listeners ---------------------------------------------------------------------------------------
@@ -519,6 +616,16 @@ def _before_execute(connection: Connection, statement: Any, *_args: Any) -> None
         if _a_votes_write(statement, name):
             _move_votes(connection)
             return
+    elif isinstance(statement, Select):
+        # A SELECT that writes through its CTEs (PostgreSQL's vote at once): as the statements they are.
+        written = _written_by_ctes(statement)
+        if not written:
+            return
+        if _ctes_write_votes(statement, reads_allowed=True):
+            _move_votes(connection)
+            return
+        _touched(connection, written)
+        return
     elif isinstance(statement, TextClause):
         match = _DML.match(statement.text)
         if match is None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     delete,
     false,
     insert,
+    literal,
     select,
     update,
 )
@@ -91,6 +92,43 @@ def test_a_core_insert_through_the_session_moves_the_revision(session: Session) 
     before = revision.current(session)
     session.execute(insert(Base.metadata.tables["tags"]).values(name="Core tag", slug="core-tag"))
     assert revision.current(session) != before
+
+
+def test_a_select_that_writes_through_its_ctes_moves_what_they_write(session: Session) -> None:
+    """PostgreSQL's data-modifying CTEs in a SELECT (the vote at once, app/voting/service.py): a CTE writing a
+    content table moves the content revision; CTEs writing only what a vote writes move the votes revision alone."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite has no data-modifying CTEs")
+    item, voter = make_item(session), make_user(session, password=None)
+    items = Base.metadata.tables["items"]
+    content, votes = revision.both(session)
+    renamed = update(items).where(items.c.id == item.id).values(title="Renamed by a CTE").returning(items.c.id)
+    session.execute(select(literal(1)).add_cte(renamed.cte("renamed")))
+    assert revision.current(session) != content
+    content, votes = revision.both(session)
+    counted = (update(items).where(items.c.id == item.id).values(vote_count=items.c.vote_count + 1)
+               .returning(items.c.id))
+    session.execute(select(literal(1)).add_cte(counted.cte("counted")))
+    assert revision.both(session)[0] == content and revision.votes(session) != votes
+    assert voter.id is not None
+
+
+def test_a_guess_is_the_last_read_until_a_statement_confirms_it(session: Session) -> None:
+    """`revision.guess` offers what this process read last, once per session; what a guess fills is forgotten
+    when it fails, and the next read is a real one."""
+    read = revision.read_all(session)  # a real read: the process's last
+    session.rollback()
+    guessed = revision.guess(session)
+    assert guessed == (read[0], read[1], read[3]) and revision.guessing(session)
+    assert revision.guess(session) is None  # once per session
+    revision.guess_failed(session)
+    assert not revision.guessing(session)
+    session.execute(insert(Base.metadata.tables["tags"]).values(name="Guessed tag", slug="guessed-tag"))
+    assert revision.current(session) != read[0]  # read for real: the write moved it
+    session.rollback()
+    assert revision.guess(session) is not None
+    revision.confirmed(session)
+    assert not revision.guessing(session)
 
 
 def test_a_write_to_an_unshown_table_or_column_leaves_the_revision(session: Session) -> None:
