@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
-from app.errors import FormInvalid
+from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
 from app.forms import FormModel, Submitted, read_values, refuse, return_path, text
 from app.portal.service import counts_shown
@@ -95,9 +95,16 @@ class VoteLimits:
     per_person: str  # e.g. "60/minute"
     per_address: str
     address: str
+    # Counted already for this request (PostgreSQL's vote at once tried first, then ran the usual way): True, or
+    # what the count refused
+    counted: bool | RateLimited = False
 
     def hit(self, user: User) -> None:
         """Count one action; RateLimited when the person or the address is over its budget."""
+        if isinstance(self.counted, RateLimited):
+            raise self.counted
+        if self.counted:
+            return
         self.limiter.hit(self.per_person, f"vote:user:{user.id}")
         self.limiter.hit(self.per_address, f"vote:ip:{self.address}")
 
@@ -160,6 +167,33 @@ def vote(session: Session, *, viewer: Viewer, public_id: str, form: Submitted[Vo
                                shown=shown)
     return Voted(item=item, created=result.created, importance=result.importance, reason_change=change,
                  state=replace(state, reason=text))
+
+
+def vote_at_once(session: Session, *, viewer: Viewer, public_id: str, importance: Importance,
+                 guessed: tuple[int, int, int]) -> Voted | None:
+    """The vote as one statement (PostgreSQL: `voting.cast_at_once`), for the vote's routes under guessed revisions
+    (`revision.guess`), after the checks that need no item (a valid form with no reason). None when the usual way
+    (`vote`) must answer: the caller rolls back and runs it. The caller counts the rate limit after it (and rolls
+    back when over the budget): the statement checked the item's rules first, as `vote` does."""
+    user = voting.require_voter(viewer)
+    shown = counts_shown(session, viewer)
+    done = voting.cast_at_once(session, viewer=viewer, user=user, public_id=public_id, importance=importance,
+                               guessed=guessed)
+    if done is None:
+        return None
+    return Voted(item=done.item, created=done.created, importance=importance, reason_change="",
+                 state=voting.state_at_once(done, mine=importance, shown=shown))
+
+
+def withdraw_at_once(session: Session, *, viewer: Viewer, public_id: str,
+                     guessed: tuple[int, int, int]) -> Withdrawn | None:
+    """The withdrawal as one statement, as `vote_at_once`."""
+    user = voting.require_voter(viewer)
+    shown = counts_shown(session, viewer)
+    done = voting.withdraw_at_once(session, viewer=viewer, user=user, public_id=public_id, guessed=guessed)
+    if done is None:
+        return None
+    return Withdrawn(item=done.item, removed=done.created, state=voting.state_at_once(done, mine=None, shown=shown))
 
 
 def withdraw(session: Session, *, viewer: Viewer, public_id: str, limits: VoteLimits,

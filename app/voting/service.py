@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import Integer, and_, bindparam, case, delete, func, literal, select, true, update
 from sqlalchemy.orm import Session, aliased, joinedload, load_only, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -31,7 +31,7 @@ from app.db import in_chunks, insert_with_conflicts, utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
 from app.portal.service import counts_shown  # the vote display setting, applied to a viewer
 from app.roadmap import service as roadmap
-from app.roadmap.models import MERGED_REASON, Item
+from app.roadmap.models import MERGED_REASON, Item, Stage
 from app.roadmap.visibility import audience, visible_items
 from app.voting.models import CaptureSource, Follow, Importance, Vote
 from app.webhooks import service as webhooks
@@ -42,6 +42,7 @@ ITEMS = Item.__table__
 VOTES = Vote.__table__
 FOLLOWS = Follow.__table__
 REVISIONS = revision.ContentRevision.__table__
+STAGES = Stage.__table__
 
 
 def _dialect(session: Session) -> str:
@@ -102,6 +103,146 @@ def _writes(dialect: str) -> dict[str, Any]:
         "uncount": update(ITEMS).where(this_item).returning(*counters)
         .values(vote_count=ITEMS.c.vote_count - 1, trend_count=ITEMS.c.trend_count - p("p_recent", type_=Integer)),
     }
+
+
+# --- PostgreSQL's vote at once: one statement with the item's lookup, its rules and the revisions' check -------
+
+_AT_ONCE: dict[tuple[str, object], Any] = {}
+
+
+def _at_once(kind: str, viewer: Viewer) -> Any:
+    """The vote (`kind` "cast") or the withdrawal ("withdraw") as **one statement** (PostgreSQL), built once per
+    audience (the visibility rule is part of it): the item looked up through `visible_items` and locked, as
+    `get_item_to_vote` does, but only while the revisions are what the request guessed (`revision.guessed_cte`);
+    then, for an item that takes votes, what `_writes` does (the vote or its removal, the counter, the follow, the
+    votes revision's move) and, for a vote that was there, its new importance. Its one row says what happened:
+    `guess_ok`, the item's columns (none: missing or hidden), `is_closed`, and `created` / `changed` / `removed`
+    with the counter after it. Statement by statement the same as the vote's three, in one round trip."""
+    key = (kind, audience(viewer))
+    statement = _AT_ONCE.get(key)
+    if statement is not None:
+        return statement
+    p = bindparam
+    visible = visible_items(viewer).whereclause
+    assert visible is not None  # nosec B101 # the rule always has a condition (not merged, at least)
+    guessed = revision.guessed_cte()
+    target = (select(ITEMS.c.id, ITEMS.c.public_id, ITEMS.c.slug, ITEMS.c.title, ITEMS.c.vote_count,
+                     ITEMS.c.merged_into_id, STAGES.c.is_closed, STAGES.c.name.label("stage_name"))
+              .select_from(ITEMS.join(STAGES, STAGES.c.id == ITEMS.c.stage_id))
+              .where(visible, ITEMS.c.public_id == p("p_public_id"), select(guessed.c.ok).exists())
+              .with_for_update(of=ITEMS, key_share=True).cte("target"))
+    open_item = (select(target.c.id).where(target.c.is_closed.is_(False), target.c.merged_into_id.is_(None))
+                 .cte("open_item"))
+    move = insert_with_conflicts("postgresql", REVISIONS).from_select(["shard", "value"], select(
+        p("p_rev_shard", type_=REVISIONS.c.shard.type), p("p_rev_value", type_=REVISIONS.c.value.type))
+        .where(select(open_item.c.id).exists()))
+    moved = move.on_conflict_do_update(index_elements=["shard"], set_={"value": move.excluded.value}).cte("moved")
+    if kind == "cast":
+        new_vote = insert_with_conflicts("postgresql", VOTES).from_select(
+            ["item_id", "user_id", "importance", "created_at", "updated_at", "source_url"],
+            select(open_item.c.id, p("p_user", type_=Integer), p("p_importance", type_=VOTES.c.importance.type),
+                   p("p_now", type_=VOTES.c.created_at.type), p("p_now", type_=VOTES.c.updated_at.type), literal("")),
+        ).on_conflict_do_nothing(index_elements=["item_id", "user_id"]).returning(VOTES.c.item_id, VOTES.c.user_id)
+        inserted = new_vote.cte("new_vote")
+        followed = insert_with_conflicts("postgresql", FOLLOWS).from_select(
+            ["item_id", "user_id", "created_at"],
+            select(inserted.c.item_id, inserted.c.user_id, p("p_now", type_=FOLLOWS.c.created_at.type)),
+        ).on_conflict_do_update(index_elements=["item_id", "user_id"], set_={"stopped_at": None}).cte("new_follow")
+        counted = (update(ITEMS).where(ITEMS.c.id.in_(select(inserted.c.item_id)))
+                   .values(vote_count=ITEMS.c.vote_count + 1, trend_count=ITEMS.c.trend_count + 1)
+                   .returning(ITEMS.c.vote_count).cte("counted"))
+        # A vote that was there takes the new importance (the statement's snapshot has no row the insert above made)
+        changed = (update(VOTES).where(VOTES.c.item_id.in_(select(open_item.c.id)), VOTES.c.user_id == p("p_user"))
+                   .values(importance=p("p_importance"), updated_at=p("p_now")).returning(VOTES.c.item_id)
+                   .cte("changed"))
+        done = [select(counted.c.vote_count).scalar_subquery().label("counted"),
+                select(inserted.c.item_id).exists().label("created"),
+                select(changed.c.item_id).exists().label("changed")]
+        ctes: tuple[Any, ...] = (inserted, followed, counted, changed, moved)
+    else:
+        removed = (delete(VOTES).where(VOTES.c.item_id.in_(select(open_item.c.id)), VOTES.c.user_id == p("p_user"))
+                   .returning(VOTES.c.item_id, VOTES.c.created_at).cte("removed"))
+        recent = select(case((removed.c.created_at >= p("p_since", type_=VOTES.c.created_at.type), 1), else_=0))
+        counted = (update(ITEMS).where(ITEMS.c.id.in_(select(removed.c.item_id)))
+                   .values(vote_count=ITEMS.c.vote_count - 1,
+                           trend_count=ITEMS.c.trend_count - recent.scalar_subquery())
+                   .returning(ITEMS.c.vote_count).cte("counted"))
+        done = [select(counted.c.vote_count).scalar_subquery().label("counted"),
+                select(removed.c.item_id).exists().label("removed")]
+        ctes = (removed, counted, moved)
+    statement = (select(select(guessed.c.ok).exists().label("guess_ok"), target.c.id, target.c.public_id, target.c.slug,
+                        target.c.title, target.c.vote_count, target.c.merged_into_id, target.c.is_closed,
+                        target.c.stage_name, *done)
+                 .select_from(select(literal(1).label("one")).subquery("one").outerjoin(target, true())))
+    for cte in ctes:
+        statement = statement.add_cte(cte)
+    _AT_ONCE[key] = statement
+    return statement
+
+
+@dataclass(frozen=True, slots=True)
+class AtOnce:
+    """What PostgreSQL's vote at once did: the item (as the widget needs it), and what changed."""
+
+    item: Item  # transient: the columns the widget and the answer read (id, public_id, slug, title, vote_count)
+    created: bool  # a new vote (the vote) / a vote removed (the withdrawal)
+    count: int  # the item's vote_count after it
+
+
+def at_once_possible(session: Session, viewer: Viewer) -> bool:
+    """Whether the vote and the withdrawal can run as one statement: PostgreSQL, a signed-in customer (staff see
+    everything, their audience is not kept), the revisions guessed for the session (`revision.guess`)."""
+    return (viewer.user is not None and not viewer.is_staff and revision.guessing(session)
+            and _dialect(session) == "postgresql")
+
+
+def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str, importance: Importance,
+                 guessed: tuple[int, int, int]) -> AtOnce | None:
+    """The vote in one statement (`_at_once`), for a session whose revisions were guessed: None when it did nothing
+    the vote could answer (the guess was wrong, the item is missing, hidden or closed, or a vote of the same person
+    came in between): the caller rolls back and runs the vote the usual way, which says why. Webhooks that want
+    the vote are the usual way's too (the caller asks `webhooks.wants` first)."""
+    if webhooks.wants(session, "vote.created"):
+        return None
+    params = _at_once_params(session, user, public_id, guessed)
+    params.update(p_importance=int(importance), p_now=utcnow())
+    row = session.execute(_at_once("cast", viewer), params).one()
+    if not row.guess_ok or row.id is None or row.is_closed or row.merged_into_id is not None:
+        return None
+    if row.created:
+        return AtOnce(item=_transient_item(row), created=True, count=row.counted)
+    if row.changed:
+        return AtOnce(item=_transient_item(row), created=False, count=row.vote_count)
+    return None
+
+
+def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str,
+                     guessed: tuple[int, int, int]) -> AtOnce | None:
+    """The withdrawal in one statement, as `cast_at_once`; `created` says whether a vote was removed."""
+    if webhooks.wants(session, "vote.removed"):
+        return None
+    params = _at_once_params(session, user, public_id, guessed)
+    params["p_since"] = utcnow() - timedelta(days=TREND_DAYS)
+    row = session.execute(_at_once("withdraw", viewer), params).one()
+    if not row.guess_ok or row.id is None or row.is_closed or row.merged_into_id is not None:
+        return None
+    return AtOnce(item=_transient_item(row), created=bool(row.removed),
+                  count=row.counted if row.removed else row.vote_count)
+
+
+def _at_once_params(session: Session, user: User, public_id: str, guessed: tuple[int, int, int]) -> dict[str, Any]:
+    move = revision.votes_move_in_statement(session)
+    assert move is not None  # nosec B101 # the transaction's first write: nothing moved it yet
+    content, settings_value, sessions_value = guessed
+    return {"p_public_id": public_id, "p_user": user.id, "p_rev_content": content, "p_rev_settings": settings_value,
+            "p_rev_sessions": sessions_value, "p_rev_shard": move[0], "p_rev_value": move[1]}
+
+
+def _transient_item(row: Any) -> Item:
+    """The item as the answer needs it, from the statement's row: not in the session, no stage (its rules were
+    checked by the statement), nothing else loads."""
+    return Item(id=row.id, public_id=row.public_id, slug=row.slug, title=row.title, vote_count=row.vote_count,
+                merged_into_id=None)
 
 
 def _moving(session: Session, write: str, params: dict[str, Any]) -> str:
@@ -522,6 +663,13 @@ def state_after(session: Session, *, viewer: Viewer, item: Item, mine: Importanc
     if shown and count is None:
         count = current_count(session, item=item)
     return VoteState.of(item, count=count if shown else None, mine=mine, signed_in=viewer.user is not None)
+
+
+def state_at_once(done: AtOnce, *, mine: Importance | None, shown: bool) -> VoteState:
+    """The widget's state after a vote or withdrawal at once: the item took votes (the statement checked)."""
+    item = done.item
+    return VoteState(item_id=item.id, public_id=item.public_id, title=item.title, path=item.path,
+                     count=done.count if shown else None, mine=mine, closed_reason=None, signed_in=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ their widget state from app/roadmap/pages.py.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -29,10 +31,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.routing import Match, Route
 
+from app import revision
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter
-from app.errors import FormInvalid, NotAuthenticated, RateLimited
+from app.errors import AppError, FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
 from app.inputs import refuse_bad_path
 from app.roadmap.models import Item
@@ -53,11 +56,16 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "").split(",")[0]
 
 
+# In the request's state: the vote's rate limit counted already (True, or its refusal), by the vote at once
+_COUNTED = "vote_counted"
+
+
 def vote_limits(request: Request) -> commands.VoteLimits:
     """The budget votes, withdrawals and follows share: one per person, and a larger one per address."""
     settings = request.app.state.settings
     return commands.VoteLimits(limiter=request.app.state.limiter, per_person=settings.vote_rate_limit,
-                               per_address=settings.vote_ip_rate_limit, address=client_ip(request))
+                               per_address=settings.vote_ip_rate_limit, address=client_ip(request),
+                               counted=request.scope.get("state", {}).get(_COUNTED, False))
 
 
 def _widget_html(request: Request, viewer: Viewer, item: Item, state: voting.VoteState, *, widget: str,
@@ -128,6 +136,12 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
         if as_json:
             raise
         return await _item_page_again(request, session, viewer, public_id, typed, {}, limited=exc)
+    return _voted(request, viewer, done, as_json=as_json, widget=widget, next_url=next)
+
+
+def _voted(request: Request, viewer: Viewer, done: commands.Voted, *, as_json: bool, widget: str,
+           next_url: str) -> Response:
+    """The answer to a vote counted: back where the form was, or the widget as JSON."""
     item = done.item
     noted = REASON_NOTES.get(done.reason_change, "")
     if done.created:
@@ -135,12 +149,13 @@ async def vote(request: Request, session: DbSession, viewer: CurrentViewer, publ
     else:
         message = f"Your vote is now {done.importance.label}.{noted}"
     if not as_json:
-        return _back(request, item, next, f"vote-{item.public_id}", message)
+        return _back(request, item, next_url, f"vote-{item.public_id}", message)
     extra = {}
     if widget == "page" and done.created:
         # Voting followed the item: the page's follow button says so too.
         extra["follow_html"] = _follow_html(request, viewer, item, next_url=item.path, following=True)
-    return _vote_json(request, viewer, item, done.state, widget=widget, next_url=next, message=message, extra=extra)
+    return _vote_json(request, viewer, item, done.state, widget=widget, next_url=next_url, message=message,
+                      extra=extra)
 
 
 REASON_NOTES = {"added": " Thank you for telling us why.", "updated": " Your reason is updated.",
@@ -154,10 +169,14 @@ async def unvote(request: Request, session: DbSession, viewer: CurrentViewer, pu
     widget, next = sent.widget, sent.next
     done = commands.withdraw(session, viewer=viewer, public_id=public_id, limits=vote_limits(request),
                              with_reason=_wants_json(request) and widget == "page")
+    return _withdrawn(request, viewer, done, widget=widget, next_url=next)
+
+
+def _withdrawn(request: Request, viewer: Viewer, done: commands.Withdrawn, *, widget: str, next_url: str) -> Response:
     message = "Your vote is withdrawn." if done.removed else "You had not voted for this item."
     if not _wants_json(request):
-        return _back(request, done.item, next, f"vote-{done.item.public_id}", message)
-    return _vote_json(request, viewer, done.item, done.state, widget=widget, next_url=next, message=message)
+        return _back(request, done.item, next_url, f"vote-{done.item.public_id}", message)
+    return _vote_json(request, viewer, done.item, done.state, widget=widget, next_url=next_url, message=message)
 
 
 # --- the direct routes of the vote and the withdrawal -------------------------------------------------------
@@ -180,13 +199,169 @@ async def _direct(request: Request) -> tuple[Session, Viewer, str]:
 
 
 async def _vote_direct(request: Request) -> Response:
+    answer = await _at_once(request, _vote_at_once)
+    if answer is not None:
+        return answer
     session, viewer, public_id = await _direct(request)
     return await vote(request, session, viewer, public_id)
 
 
 async def _unvote_direct(request: Request) -> Response:
+    answer = await _at_once(request, _unvote_at_once)
+    if answer is not None:
+        return answer
     session, viewer, public_id = await _direct(request)
     return await unvote(request, session, viewer, public_id)
+
+
+# --- PostgreSQL: the vote and the withdrawal at once ----------------------------------------------------------
+
+_Attempt = Callable[[Request, tuple[int, int, int]], Awaitable[Response | None]]
+
+
+async def _at_once(request: Request, attempt: _Attempt) -> Response | None:
+    """On PostgreSQL, first the vote (or withdrawal) as one statement: the revisions this worker read last are
+    taken as the request's (`revision.guess`: no statement), so the kept session's person and the cached settings
+    need none either, and the vote's statement itself checks them while it looks up the item and writes
+    (`voting.cast_at_once`). Whatever else happens (a guess gone stale, a refusal of any kind, a form the
+    statement does not take: a reason, the item page's widget, which shows it), everything done under the guess
+    is dropped (the transaction rolled back, the viewer forgotten) and the request runs the usual way, which
+    reads the revisions and answers. Only the rate limit's count is kept, so that the request counts once."""
+    session: Session = request.state.db.session
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    async with _slots(request):
+        guessed = revision.guess(session)
+        if guessed is None:
+            return None
+        try:
+            answer = await attempt(request, guessed)
+        except AppError:
+            answer = None
+        if answer is not None:
+            return answer
+        _start_over(request, session)
+    return None
+
+
+def _slots(request: Request) -> asyncio.Semaphore:
+    """How many votes at once a worker runs: one connection of its pool fewer than the pool holds. Each takes its
+    connection on the event loop and writes in a thread; more at once would leave the next one, or any other
+    request, waiting for a connection with the loop stopped."""
+    loop = asyncio.get_running_loop()
+    kept: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = getattr(request.app.state, "vote_slots", None)
+    if kept is None or kept[0] is not loop:  # a semaphore belongs to one loop (an app may outlive one: the tests)
+        pool_size = getattr(request.state.db.session.get_bind().engine.pool, "size", lambda: 2)()
+        kept = request.app.state.vote_slots = (loop, asyncio.Semaphore(max(1, pool_size - 1)))
+    return kept[1]
+
+
+def _start_over(request: Request, session: Session) -> None:
+    """Drop what the vote at once did under its guess: the usual way runs next, from the start."""
+    revision.guess_failed(session)
+    session.rollback()
+    session.expunge_all()  # the kept person it took in (`in_session`) too: the usual way takes it in again
+    request.scope["state"]["viewer"] = None
+
+
+async def _at_once_checks(request: Request, form_model: type[_Form]) -> tuple[Session, Viewer, str, _Form] | None:
+    """What the vote at once checks before its statement, under the guess: the route's dependencies, a signed-in
+    customer, a valid form that the card's widget or a plain form sent (the item page's JSON widget shows the
+    person's reason: the usual way reads it). The rate limit comes after the statement (`_count_once`)."""
+    session, viewer, public_id = await _direct(request)
+    if not voting.at_once_possible(session, viewer):
+        return None
+    form = await read_form(request, form_model)
+    sent = form.data
+    if sent is None or getattr(sent, "reason", None) is not None or (_wants_json(request)
+                                                                     and getattr(sent, "widget", "") == "page"):
+        return None
+    return session, viewer, public_id, sent
+
+
+def _count_once(request: Request, viewer: Viewer) -> bool:
+    """The rate limit after the vote at once found its item open (the rules come first, as the usual way's): counted
+    for the request, so that running it the usual way does not count it again. False when over the budget: the
+    caller's transaction is rolled back, and the usual way answers the refusal after its own checks on the item."""
+    assert viewer.user is not None  # nosec B101 # at_once_possible: signed in
+    try:
+        vote_limits(request).hit(viewer.user)
+    except RateLimited as exc:
+        request.scope["state"][_COUNTED] = exc
+        return False
+    request.scope["state"][_COUNTED] = True
+    return True
+
+
+_Done = TypeVar("_Done")
+
+
+async def _off_the_loop(session: Session, write: Callable[[], _Done | None]) -> _Done | None:
+    """The vote's statement and commit in a thread: while they wait for the database (and its locks), the worker's
+    event loop answers other requests, above all the kept pages a vote would otherwise hold up.
+
+    The thread gives the connection back to the pool whatever happens (`write` commits; nothing written, or an
+    error: rolled back here), never waiting for the loop to do it: a request of the same loop waiting for a
+    connection stops the loop, and would wait for ever for one that only the loop could give back."""
+    def run() -> _Done | None:
+        try:
+            done = write()
+        except BaseException:
+            session.rollback()
+            raise
+        if done is None:
+            session.rollback()
+        return done
+
+    return await asyncio.to_thread(run)
+
+
+def _commit_at_once(request: Request, session: Session) -> None:
+    """The statement confirmed the guess and counted: commit now, before the answer is made. The vote's locks (the
+    item's row, the desk's aggregates and its organisation's lock) are held for the statement and its commit only,
+    not while the widget renders, which other votes for the item or organisation would wait for. Everything the
+    answer shows is known already (a failed commit still answers 500, never a vote that was not stored)."""
+    revision.confirmed(session)
+    request.state.db.end_transaction()
+
+
+async def _vote_at_once(request: Request, guessed: tuple[int, int, int]) -> Response | None:
+    checked = await _at_once_checks(request, commands.VoteSubmit)
+    if checked is None:
+        return None
+    session, viewer, public_id, sent = checked
+
+    def write() -> commands.Voted | None:
+        done = commands.vote_at_once(session, viewer=viewer, public_id=public_id, importance=sent.importance,
+                                     guessed=guessed)
+        if done is None or not _count_once(request, viewer):
+            return None
+        _commit_at_once(request, session)
+        return done
+
+    done = await _off_the_loop(session, write)
+    if done is None:
+        return None
+    return _voted(request, viewer, done, as_json=_wants_json(request), widget=sent.widget, next_url=sent.next)
+
+
+async def _unvote_at_once(request: Request, guessed: tuple[int, int, int]) -> Response | None:
+    checked = await _at_once_checks(request, commands.VoteWithdrawal)
+    if checked is None:
+        return None
+    session, viewer, public_id, sent = checked
+
+    def write() -> commands.Withdrawn | None:
+        done = commands.withdraw_at_once(session, viewer=viewer, public_id=public_id, guessed=guessed)
+        if done is None or not _count_once(request, viewer):
+            return None
+        _commit_at_once(request, session)
+        return done
+
+    done = await _off_the_loop(session, write)
+    if done is None:
+        return None
+    return _withdrawn(request, viewer, done, widget=sent.widget, next_url=sent.next)
 
 
 class _DirectRoute(Route):

@@ -141,11 +141,14 @@ async def test_the_command_holds_the_rules_for_any_caller(session, app):
 
 # Statements per request once the worker keeps the person's session (app/deps.py get_voter): the revisions (for the
 # settings and the kept session), the locked item, the vote. PostgreSQL: the vote itself is one statement (insert,
-# counter, follow and the votes revision's move in CTEs); SQLite runs those steps one by one.
+# counter, follow and the votes revision's move in CTEs); SQLite runs those steps one by one. The portal's own vote
+# routes on PostgreSQL (a form, a fetch): all of it in one statement, the revisions guessed and checked by it
+# (app/voting/views.py `_at_once`).
 STATEMENTS = {
     "postgresql": {"vote": 3, "revote": 4, "withdraw": 3},
     "sqlite": {"vote": 6, "revote": 5, "withdraw": 5},
 }
+AT_ONCE = {"vote": 1, "revote": 1, "withdraw": 1}
 
 
 @pytest.mark.parametrize("caller", CALLERS)
@@ -180,7 +183,7 @@ async def test_a_vote_costs_the_same_few_statements_from_every_caller(client, se
     webhooks.wants(session, "vote.created")
     await send("withdraw")  # nothing to withdraw yet: the worker reads the session and keeps it
     engine = session.get_bind().engine
-    expected = STATEMENTS[engine.dialect.name]
+    expected = AT_ONCE if engine.dialect.name == "postgresql" and caller != "api" else STATEMENTS[engine.dialect.name]
     event.listen(engine, "before_cursor_execute", count)
     try:
         for action, importance in (("vote", "important"), ("revote", "critical"), ("withdraw", "")):
