@@ -5,7 +5,8 @@ shape**: BEGIN, the app's own vote statement (`app.voting.service` builds it: on
 update and the follow in one statement of data-modifying CTEs; a withdrawal the delete and the uncount; SQLite the
 same steps one by one), so the desk's triggers on `votes` run in it exactly as they run for the portal, then
 COMMIT. A vote that finds the person's vote already there changes its importance with the same UPDATE the app
-runs. The person is the `X-Bench-User` header's user id (bench/board.py's wrk script sends it; the portal ignores
+runs. Like the portal's vote at once (app/voting/views.py), the transaction runs in a thread, off the event loop.
+The person is the `X-Bench-User` header's user id (bench/board.py's wrk script sends it; the portal ignores
 it), the item comes from a map of public ids read at start-up, and the answer is a small JSON body.
 
 Not done here, and so the price of the portal's own work when compared: the middleware, FastAPI's dependencies,
@@ -20,6 +21,7 @@ bench/board.py (`--votes`, `--only-votes`) starts it on its own, before and afte
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from datetime import timedelta
@@ -86,13 +88,14 @@ def vote_routes(app: FastAPI, url: str) -> Database:
     async def vote(public_id: str, request: Request) -> JSONResponse:
         form = parse_qs((await request.body()).decode())
         importance = _IMPORTANCES[form.get("importance", ["important"])[0]]
-        created, count = cast(items[public_id], int(request.headers["x-bench-user"]), importance)
+        created, count = await asyncio.to_thread(cast, items[public_id], int(request.headers["x-bench-user"]),
+                                                 importance)
         return JSONResponse({"item": public_id, "vote_count": count, "my_vote": importance.key, "created": created})
 
     @app.post("/items/{public_id}/unvote")
     async def unvote(public_id: str, request: Request) -> JSONResponse:
         await request.body()
-        count = withdraw(items[public_id], int(request.headers["x-bench-user"]))
+        count = await asyncio.to_thread(withdraw, items[public_id], int(request.headers["x-bench-user"]))
         return JSONResponse({"item": public_id, "vote_count": count, "my_vote": None, "removed": count is not None})
 
     return database
