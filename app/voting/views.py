@@ -296,33 +296,33 @@ def _count_once(request: Request, viewer: Viewer) -> bool:
 _Done = TypeVar("_Done")
 
 
-async def _off_the_loop(session: Session, write: Callable[[], _Done | None]) -> _Done | None:
-    """The vote's statement and commit in a thread: while they wait for the database (and its locks), the worker's
-    event loop answers other requests, above all the kept pages a vote would otherwise hold up.
+async def _write_at_once(request: Request, session: Session, viewer: Viewer,
+                         statement: Callable[[], _Done | None]) -> _Done | None:
+    """The vote's statement (`statement`: the command at once), the rate limit and the commit, in a thread: while they
+    wait for the database (and its locks), the worker's event loop answers other requests, above all the kept pages
+    a vote would otherwise hold up. None when the usual way must answer (nothing written).
 
-    The thread gives the connection back to the pool whatever happens (`write` commits; nothing written, or an
-    error: rolled back here), never waiting for the loop to do it: a request of the same loop waiting for a
-    connection stops the loop, and would wait for ever for one that only the loop could give back."""
+    It commits as soon as the statement confirmed the guess and the count allowed it, before the answer is made: the
+    vote's locks (the item's row, the desk's aggregates) are held for the statement and its commit only, not while the
+    widget renders, which other votes for the item would wait for. Everything the answer shows is known already (a
+    failed commit still answers 500, never a vote that was not stored). The thread gives the connection back to the
+    pool whatever happens (committed, or rolled back here), never waiting for the loop to do it: a request of the
+    same loop waiting for a connection stops the loop, and would wait for ever for one only the loop could give back.
+    """
     def run() -> _Done | None:
         try:
-            done = write()
+            done = statement()
+            if done is None or not _count_once(request, viewer):
+                session.rollback()
+                return None
         except BaseException:
             session.rollback()
             raise
-        if done is None:
-            session.rollback()
+        revision.confirmed(session)
+        request.state.db.end_transaction()
         return done
 
     return await asyncio.to_thread(run)
-
-
-def _commit_at_once(request: Request, session: Session) -> None:
-    """The statement confirmed the guess and counted: commit now, before the answer is made. The vote's locks (the
-    item's row, the desk's aggregates and its organisation's lock) are held for the statement and its commit only,
-    not while the widget renders, which other votes for the item or organisation would wait for. Everything the
-    answer shows is known already (a failed commit still answers 500, never a vote that was not stored)."""
-    revision.confirmed(session)
-    request.state.db.end_transaction()
 
 
 async def _vote_at_once(request: Request, guessed: tuple[int, int, int]) -> Response | None:
@@ -330,16 +330,8 @@ async def _vote_at_once(request: Request, guessed: tuple[int, int, int]) -> Resp
     if checked is None:
         return None
     session, viewer, public_id, sent = checked
-
-    def write() -> commands.Voted | None:
-        done = commands.vote_at_once(session, viewer=viewer, public_id=public_id, importance=sent.importance,
-                                     guessed=guessed)
-        if done is None or not _count_once(request, viewer):
-            return None
-        _commit_at_once(request, session)
-        return done
-
-    done = await _off_the_loop(session, write)
+    done = await _write_at_once(request, session, viewer, lambda: commands.vote_at_once(
+        session, viewer=viewer, public_id=public_id, importance=sent.importance, guessed=guessed))
     if done is None:
         return None
     return _voted(request, viewer, done, as_json=_wants_json(request), widget=sent.widget, next_url=sent.next)
@@ -350,15 +342,8 @@ async def _unvote_at_once(request: Request, guessed: tuple[int, int, int]) -> Re
     if checked is None:
         return None
     session, viewer, public_id, sent = checked
-
-    def write() -> commands.Withdrawn | None:
-        done = commands.withdraw_at_once(session, viewer=viewer, public_id=public_id, guessed=guessed)
-        if done is None or not _count_once(request, viewer):
-            return None
-        _commit_at_once(request, session)
-        return done
-
-    done = await _off_the_loop(session, write)
+    done = await _write_at_once(request, session, viewer, lambda: commands.withdraw_at_once(
+        session, viewer=viewer, public_id=public_id, guessed=guessed))
     if done is None:
         return None
     return _withdrawn(request, viewer, done, widget=sent.widget, next_url=sent.next)
