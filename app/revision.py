@@ -68,6 +68,7 @@ from sqlalchemy import (
     Insert,
     Select,
     SmallInteger,
+    String,
     Update,
     and_,
     bindparam,
@@ -226,14 +227,21 @@ def guessing(session: Session) -> bool:
 
 def guessed_cte() -> Any:
     """For the statement that confirms a guess: a CTE of one row (`ok`) when the content, settings and sessions
-    revisions are `p_rev_content`, `p_rev_settings` and `p_rev_sessions` in the statement's snapshot, else none."""
+    revisions are `p_rev_content`, `p_rev_settings` and `p_rev_sessions` in the statement's snapshot, else none.
+
+    It also sets the transaction's `lock_timeout` to `p_lock_timeout` (e.g. "5000ms"; None: as it is), read
+    before the statement locks anything (the rows it locks are filtered on this CTE): a statement run off the event
+    loop waits for its locks in PostgreSQL's queue, in turn, instead of the request's short slices and reruns
+    (`DB_LOCK_WAIT_SLICE`), which on a busy item kept some votes waiting until they answered 503."""
     table = ContentRevision.__table__
     shard, value = table.c.shard, table.c.value
 
     def total(condition: Any) -> Any:
         return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
 
-    return select(literal(True).label("ok")).select_from(table).having(and_(
+    waits = func.set_config("lock_timeout", func.coalesce(bindparam("p_lock_timeout", type_=String()),
+                                                          func.current_setting("lock_timeout")), True)
+    return select(literal(True).label("ok"), waits.label("lock_timeout")).select_from(table).having(and_(
         total(shard < SHARDS) == bindparam("p_rev_content", type_=BigInteger()),
         total(shard == SETTINGS_SHARD) == bindparam("p_rev_settings", type_=BigInteger()),
         total(shard >= SESSIONS_SHARDS[0]) == bindparam("p_rev_sessions", type_=BigInteger()),

@@ -197,14 +197,16 @@ def at_once_possible(session: Session, viewer: Viewer) -> bool:
 
 
 def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str, importance: Importance,
-                 guessed: tuple[int, int, int]) -> AtOnce | None:
+                 guessed: tuple[int, int, int], lock_timeout: float | None = None) -> AtOnce | None:
     """The vote in one statement (`_at_once`), for a session whose revisions were guessed: None when it did nothing
     the vote could answer (the guess was wrong, the item is missing, hidden or closed, or a vote of the same person
     came in between): the caller rolls back and runs the vote the usual way, which says why. Webhooks that want
-    the vote are the usual way's too (the caller asks `webhooks.wants` first)."""
+    the vote are the usual way's too (the caller asks `webhooks.wants` first). `lock_timeout` (seconds; None: the
+    connection's own): how long the statement waits for its locks, in turn (`revision.guessed_cte`): for a caller off the event
+    loop, the database's whole lock timeout."""
     if webhooks.wants(session, "vote.created"):
         return None
-    params = _at_once_params(session, user, public_id, guessed)
+    params = _at_once_params(session, user, public_id, guessed, lock_timeout)
     params.update(p_importance=int(importance), p_now=utcnow())
     row = session.execute(_at_once("cast", viewer), params).one()
     if not row.guess_ok or row.id is None or row.is_closed or row.merged_into_id is not None:
@@ -217,11 +219,11 @@ def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str
 
 
 def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str,
-                     guessed: tuple[int, int, int]) -> AtOnce | None:
+                     guessed: tuple[int, int, int], lock_timeout: float | None = None) -> AtOnce | None:
     """The withdrawal in one statement, as `cast_at_once`; `created` says whether a vote was removed."""
     if webhooks.wants(session, "vote.removed"):
         return None
-    params = _at_once_params(session, user, public_id, guessed)
+    params = _at_once_params(session, user, public_id, guessed, lock_timeout)
     params["p_since"] = utcnow() - timedelta(days=TREND_DAYS)
     row = session.execute(_at_once("withdraw", viewer), params).one()
     if not row.guess_ok or row.id is None or row.is_closed or row.merged_into_id is not None:
@@ -230,12 +232,14 @@ def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id:
                   count=row.counted if row.removed else row.vote_count)
 
 
-def _at_once_params(session: Session, user: User, public_id: str, guessed: tuple[int, int, int]) -> dict[str, Any]:
+def _at_once_params(session: Session, user: User, public_id: str, guessed: tuple[int, int, int],
+                    lock_timeout: float | None) -> dict[str, Any]:
     move = revision.votes_move_in_statement(session)
     assert move is not None  # nosec B101 # the transaction's first write: nothing moved it yet
     content, settings_value, sessions_value = guessed
     return {"p_public_id": public_id, "p_user": user.id, "p_rev_content": content, "p_rev_settings": settings_value,
-            "p_rev_sessions": sessions_value, "p_rev_shard": move[0], "p_rev_value": move[1]}
+            "p_rev_sessions": sessions_value, "p_rev_shard": move[0], "p_rev_value": move[1],
+            "p_lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms" if lock_timeout else None}
 
 
 def _transient_item(row: Any) -> Item:

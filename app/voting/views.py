@@ -325,13 +325,20 @@ async def _write_at_once(request: Request, session: Session, viewer: Viewer,
     return await asyncio.to_thread(run)
 
 
+def _lock_timeout(request: Request) -> float | None:
+    """The database's whole lock timeout (`DB_LOCK_TIMEOUT`): the vote at once waits that long, off the loop."""
+    timeout: float | None = getattr(request.app.state.database, "lock_timeout", None)
+    return timeout
+
+
 async def _vote_at_once(request: Request, guessed: tuple[int, int, int]) -> Response | None:
     checked = await _at_once_checks(request, commands.VoteSubmit)
     if checked is None:
         return None
     session, viewer, public_id, sent = checked
     done = await _write_at_once(request, session, viewer, lambda: commands.vote_at_once(
-        session, viewer=viewer, public_id=public_id, importance=sent.importance, guessed=guessed))
+        session, viewer=viewer, public_id=public_id, importance=sent.importance, guessed=guessed,
+        lock_timeout=_lock_timeout(request)))
     if done is None:
         return None
     return _voted(request, viewer, done, as_json=_wants_json(request), widget=sent.widget, next_url=sent.next)
@@ -343,7 +350,7 @@ async def _unvote_at_once(request: Request, guessed: tuple[int, int, int]) -> Re
         return None
     session, viewer, public_id, sent = checked
     done = await _write_at_once(request, session, viewer, lambda: commands.withdraw_at_once(
-        session, viewer=viewer, public_id=public_id, guessed=guessed))
+        session, viewer=viewer, public_id=public_id, guessed=guessed, lock_timeout=_lock_timeout(request)))
     if done is None:
         return None
     return _withdrawn(request, viewer, done, widget=sent.widget, next_url=sent.next)

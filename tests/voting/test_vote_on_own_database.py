@@ -10,27 +10,31 @@ session once it is kept.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
-from app import deps
+from app import deps, revision
 from app.accounts import service as accounts
 from app.accounts.models import User, UserSession
+from app.accounts.viewer import Viewer
 from app.db import Database, utcnow
 from app.feedback.models import Feedback
 from app.organisations.models import Organisation
 from app.outbox.models import OutboxJob
 from app.portal import service as portal
 from app.roadmap.models import Item, Visibility
-from app.voting.models import Follow, Vote
+from app.voting import service as voting
+from app.voting.models import Follow, Importance, Vote
 from app.webhooks import service as webhooks
 from tests.factories import make_admin, make_item
 from tests.feedback.helpers import customer_in_segment
-from tests.helpers.databases import connected, own_database
+from tests.helpers.databases import connected, own_database, server_url
 from tests.helpers.people import CSRF, SESSION, Person, own_app
 
 
@@ -275,3 +279,43 @@ async def test_settings_another_worker_changed_count_at_the_next_vote_and_a_refu
                 importance = session.scalar(select(Vote.importance).where(Vote.item_id == item_id))
             assert importance == 2  # "important": the refused votes changed nothing
             assert _votes(database, item_id) == (1, 1)
+
+
+def test_the_vote_at_once_waits_for_a_held_item_in_turn_not_in_slices(tmp_path):
+    """The vote at once runs off the event loop, so it waits for its locks the database's whole lock timeout, in
+    PostgreSQL's queue (`revision.guessed_cte`), not the request's short slice: on a busy item the slices and reruns
+    left some votes waiting until they answered 503. Here the item's row is held 0.3 s, 15 slices."""
+    if server_url() is None:
+        pytest.skip("the vote at once is PostgreSQL's")
+    with own_database(tmp_path, "vote-waits") as url:
+        with connected(url) as setup, setup.transaction() as session:
+            customer, segment = customer_in_segment(session, "Enterprise")
+            item = make_item(session, title="Held for a moment")
+            user_id, segment_id, public_id, item_id = customer.id, segment.id, item.public_id, item.id
+        database = Database(url, lock_timeout=5, lock_wait_slice=0.02)
+        revision.track(database)
+        holder = create_engine(make_url(url))
+        try:
+            with database.new_session(write=False) as session:
+                revision.read_all(session)  # what the worker read last: the guess
+            session = database.new_session(write=True)
+            guessed = revision.guess(session)
+            assert guessed is not None
+            with holder.connect() as other:
+                other.execute(text("BEGIN"))
+                other.execute(text("SELECT id FROM items WHERE id = :id FOR UPDATE"), {"id": item_id})
+                release = threading.Timer(0.3, other.execute, (text("COMMIT"),))
+                release.start()
+                viewer = Viewer(user=session.get(User, user_id), segment_id=segment_id)
+                assert viewer.user is not None
+                done = voting.cast_at_once(session, viewer=viewer, user=viewer.user, public_id=public_id,
+                                           importance=Importance.critical, guessed=guessed,
+                                           lock_timeout=database.lock_timeout)
+                release.join()
+            assert done is not None and done.created and done.count == 1
+            session.commit()
+            session.close()
+            assert _votes(database, item_id) == (1, 1)
+        finally:
+            holder.dispose()
+            database.dispose()
