@@ -4,10 +4,11 @@ The routes are adapters: they parse the request, call `vote` or `withdraw`, and 
 or answer JSON. Everything a vote must get right happens here, in this order, for every caller:
 
 1. the item, looked up through the visibility rule with its row locked (a hidden item is a missing one:
-   NotFound), so what follows reads the item as it is now, and a merge or a stage change waits for us;
+   NotFound; so is a merged one, which the rule hides), so what follows reads the item as it is now, and a
+   merge or a stage change waits for us;
 2. the rules on the locked row: the person is signed in (NotAuthenticated), the item takes votes (not
-   released, declined or merged: Conflict), the importance and the note are valid (FormInvalid, every
-   field at once);
+   released or declined, nor merged by a merge that committed while the vote waited for the row: Conflict),
+   the importance and the note are valid (FormInvalid, every field at once);
 3. the rate limit (RateLimited), one budget per person and a larger one per address, shared with follows;
 4. the write: the vote (one statement on PostgreSQL) and, when the request has one, the private "tell us
    why" reason — one per person and item, edited in place (feedback.save_reason);
@@ -143,8 +144,8 @@ def vote(session: Session, *, viewer: Viewer, public_id: str, form: Submitted[Vo
     before as it is (a card, an API call without one); text replaces it; "" takes it back (the item page's
     form, which showed it). `with_reason`: the widget's state carries the reason (the item page), read when
     the vote did not say it.
-    Refusals, in this order: NotFound (missing or hidden), NotAuthenticated, Conflict (released, declined,
-    merged), FormInvalid ({"importance": …, "reason": …}, every field at once), RateLimited.
+    Refusals, in this order: NotFound (missing, hidden or merged), NotAuthenticated, Conflict (released, declined,
+    or merged while the vote waited for the item's lock), FormInvalid ({"importance": …, "reason": …}, every field at once), RateLimited.
     """
     if form is None:
         form = read_values(VoteSubmit, {"importance": importance, "reason": reason,
