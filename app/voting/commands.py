@@ -145,7 +145,8 @@ def vote(session: Session, *, viewer: Viewer, public_id: str, form: Submitted[Vo
     form, which showed it). `with_reason`: the widget's state carries the reason (the item page), read when
     the vote did not say it.
     Refusals, in this order: NotFound (missing, hidden or merged), NotAuthenticated, Conflict (released, declined,
-    or merged while the vote waited for the item's lock), FormInvalid ({"importance": …, "reason": …}, every field at once), RateLimited.
+    or merged while the vote waited for the item's lock), FormInvalid ({"importance": …, "reason": …}, every field
+    at once), RateLimited.
     """
     if form is None:
         form = read_values(VoteSubmit, {"importance": importance, "reason": reason,

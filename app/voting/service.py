@@ -184,16 +184,15 @@ def _at_once(kind: str, viewer: Viewer) -> Any:
 class AtOnce:
     """What PostgreSQL's vote at once did: the item (as the widget needs it), and what changed."""
 
-    item: Item  # transient: the columns the widget and the answer read (id, public_id, slug, title, vote_count)
+    item: Item  # transient: the columns the widget and the answer read (id, public_id, slug, title)
     created: bool  # a new vote (the vote) / a vote removed (the withdrawal)
     count: int  # the item's vote_count after it
 
 
-def at_once_possible(session: Session, viewer: Viewer) -> bool:
-    """Whether the vote and the withdrawal can run as one statement: PostgreSQL, a signed-in customer (staff see
-    everything, their audience is not kept), the revisions guessed for the session (`revision.guess`)."""
-    return (viewer.user is not None and not viewer.is_staff and revision.guessing(session)
-            and _dialect(session) == "postgresql")
+def at_once_possible(viewer: Viewer) -> bool:
+    """Whether this viewer's vote and withdrawal can run as one statement (the caller is on PostgreSQL, with the
+    revisions guessed): a signed-in customer (staff see everything, their audience is not kept)."""
+    return viewer.user is not None and not viewer.is_staff
 
 
 def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str, importance: Importance,
@@ -202,14 +201,14 @@ def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str
     the vote could answer (the guess was wrong, the item is missing, hidden or closed, or a vote of the same person
     came in between): the caller rolls back and runs the vote the usual way, which says why. Webhooks that want
     the vote are the usual way's too (the caller asks `webhooks.wants` first). `lock_timeout` (seconds; None: the
-    connection's own): how long the statement waits for its locks, in turn (`revision.guessed_cte`): for a caller off the event
-    loop, the database's whole lock timeout."""
+    connection's own): how long the statement waits for its locks, in turn (`revision.guessed_cte`); for a caller
+    off the event loop, the database's whole lock timeout."""
     if webhooks.wants(session, "vote.created"):
         return None
     params = _at_once_params(session, user, public_id, guessed, lock_timeout)
     params.update(p_importance=int(importance), p_now=utcnow())
     row = session.execute(_at_once("cast", viewer), params).one()
-    if not row.guess_ok or row.id is None or row.is_closed or row.merged_into_id is not None:
+    if not _took_votes(row):
         return None
     if row.created:
         return AtOnce(item=_transient_item(row), created=True, count=row.counted)
@@ -226,7 +225,7 @@ def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id:
     params = _at_once_params(session, user, public_id, guessed, lock_timeout)
     params["p_since"] = utcnow() - timedelta(days=TREND_DAYS)
     row = session.execute(_at_once("withdraw", viewer), params).one()
-    if not row.guess_ok or row.id is None or row.is_closed or row.merged_into_id is not None:
+    if not _took_votes(row):
         return None
     return AtOnce(item=_transient_item(row), created=bool(row.removed),
                   count=row.counted if row.removed else row.vote_count)
@@ -242,11 +241,15 @@ def _at_once_params(session: Session, user: User, public_id: str, guessed: tuple
             "p_lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms" if lock_timeout else None}
 
 
+def _took_votes(row: Any) -> bool:
+    """Whether the statement found its guess right and the item there and taking votes."""
+    return bool(row.guess_ok) and row.id is not None and not row.is_closed and row.merged_into_id is None
+
+
 def _transient_item(row: Any) -> Item:
     """The item as the answer needs it, from the statement's row: not in the session, no stage (its rules were
-    checked by the statement), nothing else loads."""
-    return Item(id=row.id, public_id=row.public_id, slug=row.slug, title=row.title, vote_count=row.vote_count,
-                merged_into_id=None)
+    checked by the statement), no counter (the answer's count is `AtOnce.count`), nothing else loads."""
+    return Item(id=row.id, public_id=row.public_id, slug=row.slug, title=row.title, merged_into_id=None)
 
 
 def _moving(session: Session, write: str, params: dict[str, Any]) -> str:

@@ -269,7 +269,7 @@ async def _at_once_checks(request: Request, form_model: type[_Form]) -> tuple[Se
     customer, a valid form that the card's widget or a plain form sent (the item page's JSON widget shows the
     person's reason: the usual way reads it). The rate limit comes after the statement (`_count_once`)."""
     session, viewer, public_id = await _direct(request)
-    if not voting.at_once_possible(session, viewer):
+    if not voting.at_once_possible(viewer):
         return None
     form = await read_form(request, form_model)
     sent = form.data
