@@ -407,6 +407,35 @@ async def test_on_postgresql_a_commit_shows_at_the_next_finished_answer(tmp_path
             assert watcher._connection is None  # closed with the app
 
 
+async def test_on_postgresql_visitors_asking_at_once_after_a_vote_share_one_refill(tmp_path):
+    """After a vote, the visitors who ask for the board at once (one worker, its shared revision read) all get the
+    new count from one refill before the stack: no route, the same bytes for all."""
+    with own_database(tmp_path, "refilled") as url:
+        if not url.startswith("postgresql"):
+            pytest.skip("PostgreSQL's shared revision read; SQLite's refill is tested above")
+        settings = Settings(database_url=url, secret_key="refilled-" + "x" * 40, base_url="http://testserver",
+                            redis_url="", _env_file=None)  # type: ignore[call-arg]
+        with connected(url) as database:
+            with database.transaction() as session:
+                item_id, public_id = (item := make_item(session, title="Counted")).id, item.public_id
+                other = make_item(session, title="Not voted").public_id
+                customer_id = customer_in_segment(session)[0].id
+            app = create_app(settings, database)
+            async with LifespanManager(app) as manager, httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+                await _warm(app, client)
+                with database.transaction() as session:
+                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
+                                     importance=Importance.critical)
+                pages = app.state.pages
+                refills, misses = pages.refills, pages.misses
+                together = await asyncio.gather(*(client.get("/") for _ in range(20)))
+                assert {widget_text(r.text, public_id) for r in together} == {"▲ 1 Sign in to vote"}
+                assert {widget_text(r.text, other) for r in together} == {"▲ 0 Sign in to vote"}
+                assert len({r.content for r in together}) == 1
+                assert pages.refills == refills + 1 and pages.misses == misses  # one refill, not the app's route
+
+
 async def test_every_worker_rendering_a_page_in_its_minute_sends_the_same_bytes_and_etag(
         client, session, settings, database, connection, monkeypatch):
     """A client revalidating with one worker's ETag gets its 304 from another only if both rendered the same
