@@ -31,11 +31,25 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import Integer, Select, cast, column, func, literal, literal_column, not_, select, table, text
+from sqlalchemy import (
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    literal_column,
+    not_,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, joinedload
@@ -44,7 +58,7 @@ from sqlalchemy.sql.expression import ColumnClause
 from app.accounts.viewer import Viewer
 from app.markup import plain_text
 from app.roadmap.models import Item
-from app.roadmap.visibility import visible_items
+from app.roadmap.visibility import audience, visible_items
 
 MAX_QUERY_WORDS = 6
 MIN_PREFIX = 2  # a shorter query word matches only itself (`is_prefix`)
@@ -204,13 +218,14 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     prefixes = query_words(q)
     if not prefixes:
         return []
-    tier_query = _sqlite_tier if session.get_bind().dialect.name == "sqlite" else _postgres_tier
+    dialect = session.get_bind().dialect.name
     ids: list[int] = []
     tiers: dict[int, Tier] = {}
     for tier in Tier:
         ranked = tier is not Tier.anywhere or len(prefixes) > 1
-        stmt = tier_query(visible_items(viewer).with_only_columns(Item.id), prefixes, tier, ranked=ranked)
-        found = list(session.scalars(stmt.order_by(Item.updated_at.desc(), Item.id.desc()).limit(limit - len(ids))))
+        params = _tier_params(dialect, prefixes, tier)
+        params["q_limit"] = limit - len(ids)
+        found = list(session.scalars(_tier_statement(dialect, viewer, tier, ranked=ranked), params))
         ids.extend(found)
         tiers.update(dict.fromkeys(found, tier))
         if len(ids) >= limit:
@@ -218,9 +233,7 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     if not ids:
         return []
     # The hits' rows in one more statement (stage and product joined in), put back in rank order.
-    loaded = {item.id: item for item in session.scalars(
-        select(Item).where(Item.id.in_(ids)).options(joinedload(Item.stage), joinedload(Item.product))
-    )}
+    loaded = {item.id: item for item in session.scalars(_hits_statement(), {"q_ids": ids})}
     return [
         SearchHit(item=item, title_html=highlight(item.title, prefixes),
                   snippet_html=highlight(snippet(item, prefixes), prefixes), tier=tiers[item.id])
@@ -250,26 +263,60 @@ def count_visible(session: Session, viewer: Viewer) -> int:
     return session.scalar(stmt) or 0
 
 
-def _sqlite_tier(stmt: Select[int], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[int]:
+# A tier's statement per (database, audience, tier, ranked), built once: the query's words, the limit and the hits'
+# ids are its parameters (`_tier_params`), so a search builds no statement and SQLAlchemy finds its compiled form
+# without walking a new one. Audiences are few (one per segment); the bound only guards against the unforeseen.
+_TIER_STATEMENTS: dict[tuple[str, object, Tier, bool], Select[int]] = {}
+_MAX_TIER_STATEMENTS = 1000
+
+
+def _tier_statement(dialect: str, viewer: Viewer, tier: Tier, *, ranked: bool) -> Select[int]:
+    key = (dialect, audience(viewer) or "staff", tier, ranked)
+    statement = _TIER_STATEMENTS.get(key)
+    if statement is None:
+        base = visible_items(viewer).with_only_columns(Item.id)
+        statement = (_sqlite_tier if dialect == "sqlite" else _postgres_tier)(base, tier, ranked=ranked)
+        statement = statement.order_by(Item.updated_at.desc(), Item.id.desc()).limit(
+            bindparam("q_limit", type_=Integer))
+        if len(_TIER_STATEMENTS) >= _MAX_TIER_STATEMENTS:
+            _TIER_STATEMENTS.clear()
+        _TIER_STATEMENTS[key] = statement
+    return statement
+
+
+def _tier_params(dialect: str, prefixes: Sequence[str], tier: Tier) -> dict[str, Any]:
+    """The query's words as the tier's statement takes them: an FTS5 expression, or PostgreSQL's tsqueries."""
+    if dialect != "sqlite":
+        return {"q_every": tsquery(prefixes), "q_title": tsquery(prefixes, weights="A")}
     every = fts5_query(prefixes)
     in_title, in_heading = f"{{title}} : ({every})", f"{{title summary}} : ({every})"
-    expression = {Tier.title: in_title, Tier.heading: f"{in_heading} NOT {in_title}",
-                  Tier.anywhere: f"({every}) NOT {in_heading}"}[tier]
+    return {"q_match": {Tier.title: in_title, Tier.heading: f"{in_heading} NOT {in_title}",
+                        Tier.anywhere: f"({every}) NOT {in_heading}"}[tier]}
+
+
+@cache
+def _hits_statement() -> Select[Item]:
+    """The hits' rows by id (`q_ids`), their stage and product joined in."""
+    return (select(Item).where(Item.id.in_(bindparam("q_ids", expanding=True)))
+            .options(joinedload(Item.stage), joinedload(Item.product)))
+
+
+def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
     fts: ColumnClause[Any] = literal_column("item_search")
     columns = [_fts.c.rowid.label("item_id")]
     if ranked:
         columns.append(func.bm25(fts, 10.0, 4.0, 1.0).label("rank"))
-    hits = select(*columns).where(fts.op("MATCH")(expression)).subquery("hits")
+    hits = select(*columns).where(fts.op("MATCH")(bindparam("q_match", type_=Text))).subquery("hits")
     stmt = stmt.join(hits, hits.c.item_id == Item.id)
     return stmt.order_by(hits.c.rank) if ranked else stmt  # bm25: lower is better
 
 
-def _postgres_tier(stmt: Select[int], prefixes: Sequence[str], tier: Tier, *, ranked: bool) -> Select[int]:
-    every = cast(literal(tsquery(prefixes)), TSQUERY)
+def _postgres_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
+    every = cast(bindparam("q_every", type_=Text), TSQUERY)
     matches = _pg.c.document.op("@@", is_comparison=True)
     heading = _pg.c.heading.op("@@", is_comparison=True)  # the small GIN index on title + summary
     in_heading = heading(every)
-    in_title = heading(cast(literal(tsquery(prefixes, weights="A")), TSQUERY))
+    in_title = heading(cast(bindparam("q_title", type_=Text), TSQUERY))
     if tier is Tier.title:
         where = [in_title]
     elif tier is Tier.heading:

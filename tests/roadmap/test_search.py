@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from app.accounts.viewer import ANONYMOUS
+from app.accounts.viewer import ANONYMOUS, Viewer
 from app.db import utcnow
-from app.roadmap.models import Visibility
+from app.roadmap.models import Visibility, item_segments
 from app.roadmap.search import search_items
 from tests.factories import make_item, make_pm
+from tests.feedback.helpers import make_customer, make_organisation, make_segment
 from tests.roadmap.helpers import result_titles
 
 # Counts of the cache's hits and misses: a minute turning between two visits would add a miss.
@@ -289,3 +290,33 @@ async def test_a_single_character_is_highlighted_only_as_a_whole_word(client, se
 
     assert "Pl<mark>a</mark>n" not in (page := await search(client, "a rota"))
     assert "Plan <mark>a</mark> <mark>rota</mark>" in page
+
+
+def test_each_audience_finds_only_its_own_items_one_after_the_other(session):
+    """Search statements are built once per audience and kept: asked in turn by a customer of one segment, of
+    another, of none, a signed-out visitor and staff, each finds what it may see and nothing another may."""
+    enterprise, retail = make_segment(session, "Enterprise"), make_segment(session, "Retail")
+    for_enterprise = make_item(session, title="Forecast for enterprise", visibility=Visibility.customers)
+    session.execute(item_segments.insert().values(item_id=for_enterprise.id, segment_id=enterprise.id))
+    make_item(session, title="Forecast for customers", visibility=Visibility.customers)
+    make_item(session, title="Forecast for everyone")
+    make_item(session, title="Forecast internal", visibility=Visibility.internal)
+    viewers = {
+        "enterprise": Viewer(user=make_customer(session, make_organisation(session, "E", segment=enterprise)),
+                             segment_id=enterprise.id),
+        "retail": Viewer(user=make_customer(session, make_organisation(session, "R", segment=retail)),
+                         segment_id=retail.id),
+        "no segment": Viewer(user=make_customer(session, make_organisation(session, "N"))),
+        "visitor": ANONYMOUS,
+        "staff": Viewer(user=make_pm(session)),
+    }
+    expected = {
+        "enterprise": ["Forecast for customers", "Forecast for enterprise", "Forecast for everyone"],
+        "retail": ["Forecast for customers", "Forecast for everyone"],
+        "no segment": ["Forecast for customers", "Forecast for everyone"],
+        "visitor": ["Forecast for everyone"],
+        "staff": ["Forecast for customers", "Forecast for enterprise", "Forecast for everyone", "Forecast internal"],
+    }
+    for _ in range(2):
+        for name, viewer in viewers.items():
+            assert sorted(hit.item.title for hit in search_items(session, viewer, "forec")) == expected[name], name
