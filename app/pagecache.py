@@ -88,6 +88,8 @@ KEPT_VALUE_CHARACTERS = 200
 MAX_PIECES = 20_000
 # What a person's filled slots kept with a page count for, besides a pointer per slot (Page.keep_filled).
 FILLED_CHARACTERS = 100
+# Addresses of a bounded group's pages remembered as asked for (PageCache.admits): about 200 bytes each.
+SIGHTED_KEYS = 20_000
 
 
 class Slot(NamedTuple):
@@ -295,6 +297,9 @@ class PageCache:
         # Shares of the bound for pages anyone can make up (a search per query): their own least recently used go
         # first, so they cannot crowd out the boards. Group -> (its bound, its pages' keys oldest first, characters).
         self._groups: dict[str, tuple[int, OrderedDict[tuple[Any, ...], None], list[int]]] = {}
+        # Per group, the addresses asked for lately (`admits`), oldest first.
+        self._sighted: dict[str, OrderedDict[tuple[Any, ...], None]] = {}
+        self.unadmitted = 0  # pages of a bounded group rendered and not kept: their address was new
         self.hits = self.misses = 0
         self.finished_hits = 0
         self.signed_in_hits = 0
@@ -307,8 +312,26 @@ class PageCache:
         self.fillers[kind] = filler
 
     def bound(self, group: str, max_characters: int) -> None:
-        """Let the pages put in `group` count for at most `max_characters` together (and the whole bound as usual)."""
+        """Let the pages put in `group` count for at most `max_characters` together (and the whole bound as usual).
+        A page of the group is kept from the second time its address is asked for (`admits`)."""
         self._groups[group] = (max_characters, OrderedDict(), [0])
+        self._sighted[group] = OrderedDict()
+
+    def admits(self, group: str, key: tuple[Any, ...]) -> bool:
+        """Whether a page of a bounded group may be kept: only once its address was asked for before (by anyone of
+        the same audience), so that queries asked once, most of them, cost no keeping and push out nothing. The
+        addresses seen are remembered apart from the revisions (what is asked for, not what it shows), the
+        `SIGHTED_KEYS` latest per group."""
+        sighted = self._sighted[group]
+        address = key[:4]  # template, path, query, audience: not the revisions or the minute
+        if address in sighted:
+            sighted.move_to_end(address)
+            return True
+        sighted[address] = None
+        if len(sighted) > SIGHTED_KEYS:
+            sighted.popitem(last=False)
+        self.unadmitted += 1
+        return False
 
     def group_characters(self, group: str) -> int:
         """What the pages of a bounded group count for now."""
@@ -524,7 +547,8 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     and follow forms are per person throughout). `counts_in_layout`: the page shows vote counts other than in
     its vote slots (a board sorted by votes, the item page's vote box): it is kept under the votes revision too.
     `group`: a share of the cache bounded on its own (`PageCache.bound`), for pages whose addresses anyone can make
-    up in any number (a search per query): they push out each other, never the boards.
+    up in any number (a search per query): they push out each other, never the boards, and are kept only from the
+    second time their address is asked for (`PageCache.admits`).
     """
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
@@ -542,6 +566,8 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         context = build()
         if isinstance(context, Response):
             return context
+        if group is not None and not cache.admits(group, key):  # asked for the first time: rendered, not kept
+            return render(request, template, context)
         page = _capture(cache, request, viewer, template, context, began=_minute_began(path, key[-1]))
         page.group = group
         cache.put(rev, key, page)

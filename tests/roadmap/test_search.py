@@ -217,13 +217,19 @@ async def _visitor_search(client, q: str) -> str:  # type: ignore[no-untyped-def
 async def test_a_repeated_search_is_answered_kept_and_an_edit_shows_at_once(app, client, session):
     make_item(session, title="Forecast labour costs")
     draft = make_item(session, title="Forecast overtime", published=False)
+    pages = app.state.pages
 
+    # Asked for the first time: rendered, not kept (most queries are asked once); the second time, kept.
+    characters, unadmitted = pages.characters, pages.unadmitted
     first = await _visitor_search(client, "forecast")
-    misses, finished = app.state.pages.misses, app.state.pages.finished_hits
+    assert pages.characters == characters and pages.unadmitted == unadmitted + 1
+    second = await _visitor_search(client, "forecast")
+    assert pages.characters > characters and pages.unadmitted == unadmitted + 1
+    misses, finished = pages.misses, pages.finished_hits
     again = await _visitor_search(client, "forecast")
 
-    assert app.state.pages.misses == misses and app.state.pages.finished_hits == finished + 1
-    assert again == first and result_titles(again) == ["Forecast labour costs"]
+    assert pages.misses == misses and pages.finished_hits == finished + 1
+    assert again == second == first and result_titles(again) == ["Forecast labour costs"]
 
     draft.published_at = utcnow()
     session.flush()
@@ -263,7 +269,8 @@ async def test_made_up_searches_push_out_each_other_not_the_board(app, client, s
     cache.bound(SEARCH_GROUP, page_size * 6)
 
     for n in range(12):
-        await _visitor_search(client, f"forecast q{n}")
+        for _ in range(2):  # kept from the second time it is asked for
+            await _visitor_search(client, f"forecast q{n}")
 
     assert cache.group_characters(SEARCH_GROUP) <= page_size * 6
     misses = cache.misses
@@ -320,3 +327,25 @@ def test_each_audience_finds_only_its_own_items_one_after_the_other(session):
     for _ in range(2):
         for name, viewer in viewers.items():
             assert sorted(hit.item.title for hit in search_items(session, viewer, "forec")) == expected[name], name
+
+
+async def test_a_search_not_kept_yet_is_answered_as_the_kept_one_is(app, client, session):
+    """The first answer to a query (rendered, not kept) and the next ones (kept) are the same to a visitor: the same
+    bytes, no cookie. The first answer's validator is its own (a hash of its bytes, not the kept page's): revalidated,
+    it gets the page again with the kept page's validator, which then answers 304."""
+    make_item(session, title="Forecast labour costs")
+    client.cookies.clear()
+    answers = []
+    for _ in range(3):  # rendered; rendered and kept; answered finished
+        client.cookies.clear()
+        answers.append(await client.get("/search", params={"q": "forec"}))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].content == answers[1].content == answers[2].content
+    assert not any("set-cookie" in a.headers for a in answers)
+    assert answers[1].headers["etag"] == answers[2].headers["etag"]
+    client.cookies.clear()
+    first = await client.get("/search", params={"q": "forec"}, headers={"if-none-match": answers[0].headers["etag"]})
+    assert first.status_code == 200 and first.headers["etag"] == answers[2].headers["etag"]
+    client.cookies.clear()
+    kept = await client.get("/search", params={"q": "forec"}, headers={"if-none-match": answers[2].headers["etag"]})
+    assert kept.status_code == 304
