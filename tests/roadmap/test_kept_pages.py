@@ -9,9 +9,12 @@ at the next request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -21,6 +24,7 @@ from asgi_lifespan import LifespanManager
 from app import pagecache, revision, web
 from app.accounts.models import User
 from app.config import Settings
+from app.db import Database
 from app.main import create_app
 from app.roadmap.models import Item, Visibility
 from app.voting import service as voting
@@ -336,36 +340,51 @@ def test_sqlite_data_version_sees_every_commit_of_any_other_connection(tmp_path)
                 watcher.close()
 
 
+async def _an_edit_and_a_vote_show_at_once(client: httpx.AsyncClient, database: Database, item_id: int,
+                                           customer_id: int, title: str) -> None:
+    """Commits outside the app (an edit, then a vote) each show at the next visitor's request."""
+    with database.transaction() as session:
+        item = session.get(Item, item_id)
+        item.title, public_id = title, item.public_id
+    assert title in (await _visit(client)).text
+
+    with database.transaction() as session:
+        voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
+                         importance=Importance.critical)
+    assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
+
+
+@contextlib.contextmanager
+def _served(tmp_path: Path, name: str, kind: str, skip: str) -> Iterator[tuple[Settings, Database]]:
+    """A database of its own of the run's kind (the test is skipped on the other, with `skip` as the reason), its
+    settings for a whole app without a test transaction, and a connection to it."""
+    with own_database(tmp_path, name) as url:
+        if not url.startswith(kind):
+            pytest.skip(skip)
+        settings = Settings(database_url=url, secret_key=f"{name}-" + "x" * 40, base_url="http://testserver",
+                            redis_url="", _env_file=None)  # type: ignore[call-arg]
+        with connected(url) as database:
+            yield settings, database
+
+
 async def test_on_a_sqlite_file_a_commit_shows_at_the_next_finished_answer(tmp_path):
     """The whole app on a database file of its own (no test transaction): visitors are answered finished after
     data_version alone, and every commit (an edit, a vote) shows at the next request."""
-    with own_database(tmp_path, "served") as url:
-        if not url.startswith("sqlite"):
-            pytest.skip("SQLite's data_version")
-        settings = Settings(database_url=url, secret_key="watched-" + "x" * 40, base_url="http://testserver",
-                            redis_url="", _env_file=None)  # type: ignore[call-arg]
-        with connected(url) as database:
-            with database.transaction() as session:
-                item_id, public_id = (item := make_item(session, title="On file")).id, item.public_id
-                customer_id = customer_in_segment(session)[0].id
-            app = create_app(settings, database)
-            assert isinstance(app.state.revision_reader, revision.SqliteWatcher)
-            async with LifespanManager(app) as manager, httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-                await _warm(app, client)
-                watcher = app.state.revision_reader
-                reads = watcher.reads
-                await _warm(app, client)  # nothing committed: answered without reading the revisions again
-                assert watcher.reads == reads
+    with _served(tmp_path, "served", "sqlite", "SQLite's data_version") as (settings, database):
+        with database.transaction() as session:
+            item_id = make_item(session, title="On file").id
+            customer_id = customer_in_segment(session)[0].id
+        app = create_app(settings, database)
+        assert isinstance(app.state.revision_reader, revision.SqliteWatcher)
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            await _warm(app, client)
+            watcher = app.state.revision_reader
+            reads = watcher.reads
+            await _warm(app, client)  # nothing committed: answered without reading the revisions again
+            assert watcher.reads == reads
 
-                with database.transaction() as session:
-                    session.get(Item, item_id).title = "Edited on file"
-                assert "Edited on file" in (await _visit(client)).text
-
-                with database.transaction() as session:
-                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
-                                     importance=Importance.critical)
-                assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
+            await _an_edit_and_a_vote_show_at_once(client, database, item_id, customer_id, "Edited on file")
 
 
 # --- PostgreSQL: a single-flight read per worker on a connection of its own -----------------------------------
@@ -375,65 +394,50 @@ async def test_on_postgresql_a_commit_shows_at_the_next_finished_answer(tmp_path
     """The whole app on a PostgreSQL database of its own (no test transaction): visitors are answered finished
     after the worker's shared read, concurrent visitors share reads, and every commit (an edit, a vote) shows at
     the next request. The rule itself, with reads held in flight on purpose: test_revision_single_flight.py."""
-    with own_database(tmp_path, "served") as url:
-        if not url.startswith("postgresql"):
-            pytest.skip("PostgreSQL's reader; SQLite's data_version is tested above")
-        settings = Settings(database_url=url, secret_key="watched-" + "x" * 40, base_url="http://testserver",
-                            redis_url="", _env_file=None)  # type: ignore[call-arg]
-        with connected(url) as database:
-            with database.transaction() as session:
-                item_id, public_id = (item := make_item(session, title="On the server")).id, item.public_id
-                customer_id = customer_in_segment(session)[0].id
-            app = create_app(settings, database)
-            watcher = app.state.revision_reader
-            assert isinstance(watcher, revision.PostgresWatcher)
-            async with LifespanManager(app) as manager, httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-                board = await _warm(app, client)
-                reads, hits = watcher.reads, app.state.pages.finished_hits
-                together = await asyncio.gather(*(client.get("/") for _ in range(20)))
-                assert [r.content for r in together] == [board.content] * 20
-                assert app.state.pages.finished_hits == hits + 20
-                assert watcher.reads - reads <= 3  # one read in flight, the rest queued behind it: not 20
+    skip = "PostgreSQL's reader; SQLite's data_version is tested above"
+    with _served(tmp_path, "served", "postgresql", skip) as (settings, database):
+        with database.transaction() as session:
+            item_id = make_item(session, title="On the server").id
+            customer_id = customer_in_segment(session)[0].id
+        app = create_app(settings, database)
+        watcher = app.state.revision_reader
+        assert isinstance(watcher, revision.PostgresWatcher)
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            board = await _warm(app, client)
+            reads, hits = watcher.reads, app.state.pages.finished_hits
+            together = await asyncio.gather(*(client.get("/") for _ in range(20)))
+            assert [r.content for r in together] == [board.content] * 20
+            assert app.state.pages.finished_hits == hits + 20
+            assert watcher.reads - reads <= 3  # one read in flight, the rest queued behind it: not 20
 
-                with database.transaction() as session:
-                    session.get(Item, item_id).title = "Edited on the server"
-                assert "Edited on the server" in (await _visit(client)).text
-
-                with database.transaction() as session:
-                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
-                                     importance=Importance.critical)
-                assert widget_text((await _visit(client)).text, public_id) == "▲ 1 Sign in to vote"
-            assert watcher._connection is None  # closed with the app
+            await _an_edit_and_a_vote_show_at_once(client, database, item_id, customer_id, "Edited on the server")
+        assert watcher._connection is None  # closed with the app
 
 
 async def test_on_postgresql_visitors_asking_at_once_after_a_vote_share_one_refill(tmp_path):
     """After a vote, the visitors who ask for the board at once (one worker, its shared revision read) all get the
     new count from one refill before the stack: no route, the same bytes for all."""
-    with own_database(tmp_path, "refilled") as url:
-        if not url.startswith("postgresql"):
-            pytest.skip("PostgreSQL's shared revision read; SQLite's refill is tested above")
-        settings = Settings(database_url=url, secret_key="refilled-" + "x" * 40, base_url="http://testserver",
-                            redis_url="", _env_file=None)  # type: ignore[call-arg]
-        with connected(url) as database:
+    skip = "PostgreSQL's shared revision read; SQLite's refill is tested above"
+    with _served(tmp_path, "refilled", "postgresql", skip) as (settings, database):
+        with database.transaction() as session:
+            item_id, public_id = (item := make_item(session, title="Counted")).id, item.public_id
+            other = make_item(session, title="Not voted").public_id
+            customer_id = customer_in_segment(session)[0].id
+        app = create_app(settings, database)
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            await _warm(app, client)
             with database.transaction() as session:
-                item_id, public_id = (item := make_item(session, title="Counted")).id, item.public_id
-                other = make_item(session, title="Not voted").public_id
-                customer_id = customer_in_segment(session)[0].id
-            app = create_app(settings, database)
-            async with LifespanManager(app) as manager, httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-                await _warm(app, client)
-                with database.transaction() as session:
-                    voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
-                                     importance=Importance.critical)
-                pages = app.state.pages
-                refills, misses = pages.refills, pages.misses
-                together = await asyncio.gather(*(client.get("/") for _ in range(20)))
-                assert {widget_text(r.text, public_id) for r in together} == {"▲ 1 Sign in to vote"}
-                assert {widget_text(r.text, other) for r in together} == {"▲ 0 Sign in to vote"}
-                assert len({r.content for r in together}) == 1
-                assert pages.refills == refills + 1 and pages.misses == misses  # one refill, not the app's route
+                voting.cast_vote(session, item=session.get(Item, item_id), user=session.get(User, customer_id),
+                                 importance=Importance.critical)
+            pages = app.state.pages
+            refills, misses = pages.refills, pages.misses
+            together = await asyncio.gather(*(client.get("/") for _ in range(20)))
+            assert {widget_text(r.text, public_id) for r in together} == {"▲ 1 Sign in to vote"}
+            assert {widget_text(r.text, other) for r in together} == {"▲ 0 Sign in to vote"}
+            assert len({r.content for r in together}) == 1
+            assert pages.refills == refills + 1 and pages.misses == misses  # one refill, not the app's route
 
 
 async def test_every_worker_rendering_a_page_in_its_minute_sends_the_same_bytes_and_etag(
