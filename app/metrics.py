@@ -96,7 +96,16 @@ class RouteMiddleware:
         finally:
             route = scope.get("route")
             if route is not None:
-                name_route(scope, route.path)
+                name_route(scope, _template(scope, route))
+
+
+def _template(scope: dict[str, Any], route: Any) -> str:
+    """The matched route's whole template. FastAPI keeps an included router's routes as they were declared (`/changelog`
+    under the prefix `/admin`) and says in its own part of the scope what the prefix made of it (`/admin/changelog`);
+    a route of the app's own router (the vote's) is whole as it is."""
+    included = scope.get("fastapi", {}).get("effective_route_context")
+    path = getattr(included, "path_format", None) if getattr(included, "original_route", None) is route else None
+    return path or str(route.path)
 
 REQUESTS = Counter("ahead_http_requests", "HTTP requests answered, by route template, method and status.",
                    ["route", "method", "status"], registry=_LOCAL)

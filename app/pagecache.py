@@ -408,8 +408,11 @@ class PageCache:
             if len(self._pieces) >= MAX_PIECES:
                 self._pieces.clear()
             data = html.encode()
-            known = self._pieces[html] = (data, hashlib.blake2b(data, digest_size=12).hexdigest(),
-                                          data.split(_CSRF_BYTES) if _CSRF_BYTES in data else None)
+            # The digest leaves the markers' random nonce out, as `page_digest` does: the same piece gets the same tag
+            # in every worker and instance (a customer's vote forms hold the token's marker).
+            known = self._pieces[html] = (
+                data, hashlib.blake2b(html.replace(_NONCE, "").encode(), digest_size=12).hexdigest(),
+                data.split(_CSRF_BYTES) if _CSRF_BYTES in data else None)
         return known
 
     def might_have_signed_in(self) -> bool:

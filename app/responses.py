@@ -28,8 +28,12 @@ class HeadMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http" or scope["method"] == "GET":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "HEAD":
+            # A 405 from a route that takes GET says so of HEAD too (`Allow: GET, HEAD`): it is answered.
+            await self.app(scope, receive, _allowing_head(send))
             return
 
         async def without_body(message: dict[str, Any]) -> None:
@@ -40,6 +44,21 @@ class HeadMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+def _allowing_head(send: Any) -> Any:
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 405:
+            headers = message.get("headers", [])
+            for i, (key, value) in enumerate(headers):
+                methods = [m.strip() for m in value.split(b",")] if key.lower() == b"allow" else []
+                if b"GET" in methods and b"HEAD" not in methods:
+                    headers = [*headers[:i], (key, b", ".join([*methods, b"HEAD"])), *headers[i + 1:]]
+                    message = {**message, "headers": headers}
+                    break
+        await send(message)
+
+    return sending
 
 
 # --- content codings -------------------------------------------------------------------------------------
@@ -69,12 +88,13 @@ def chosen_coding(accept_encoding: str | None) -> str | None:
     for item in accept_encoding.lower().split(","):
         name, _, params = item.strip().partition(";")
         q = 1.0
-        params = params.strip()
-        if params.startswith("q="):
-            try:
-                q = float(params[2:])
-            except ValueError:
-                q = 0.0
+        for param in params.split(";"):  # q may follow other parameters: "gzip;level=9;q=0"
+            key, _, value = param.strip().partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
         accepted[name.strip()] = q
     for coding in PREFERRED:
         if accepted.get(coding, accepted.get("*", 0.0)) > 0:
@@ -83,10 +103,10 @@ def chosen_coding(accept_encoding: str | None) -> str | None:
 
 
 def request_header(scope: MutableMapping[str, Any], name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    """A list-valued request header (Accept-Encoding, If-None-Match) as one value: sent on several lines, its
+    lines joined by commas, as RFC 9110 §5.3 reads them."""
+    values = [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+    return ", ".join(values) if values else None
 
 
 # --- validators ------------------------------------------------------------------------------------------
@@ -156,7 +176,10 @@ class ResponseMiddleware:
       an answer shared by every visitor — no session cookie, no credentials, no cookie set, no CSRF token in
       it — so a CDN may keep it N seconds while browsers still ask (a visitor who signs in sees their own page
       at once); `Vary: Cookie` with it, for caches that key on cookies. Anything personal gets
-      `private, no-cache`; a visitor's answer without the setting `no-cache` (revalidated by its ETag).
+      `private, no-cache`; a visitor's answer without the setting `no-cache` (revalidated by its ETag). Only
+      answers of 200 may be public: an error page or a redirect gets `private, no-cache` when personal (it may
+      hold the person's name and token, or name an item only they may see), else `no-cache` (a 404 or a slug's
+      301 for a visitor may be a customer's page).
     * **Compression**: text above MIN_COMPRESS_BYTES in brotli or gzip as the client accepts, with
       `Vary: Accept-Encoding`. An answer the same for everyone who gets it (nothing personal, see above) is
       compressed once per entity tag and kept; a personal one is compressed per answer at cheaper settings.
@@ -228,8 +251,11 @@ class ResponseMiddleware:
                 and (cache_control is None or b"no-store" not in cache_control)):
             etag = weak_etag(body)
             headers.append((b"etag", etag.encode()))
-        if status == 200 and cache_control is None:
-            headers.append((b"cache-control", self._cache_control(scope, personal, text)))
+        if cache_control is None:
+            if status == 200:
+                headers.append((b"cache-control", self._cache_control(scope, personal, text)))
+            else:  # an error page or a redirect: never kept by a shared cache, nor reused unasked by a browser
+                headers.append((b"cache-control", b"private, no-cache" if personal else b"no-cache"))
             if not personal and self.public_seconds and text:
                 _add_vary(headers, b"Cookie")
         encodable = (text and len(body) >= MIN_COMPRESS_BYTES and status not in (204, 304)

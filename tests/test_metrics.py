@@ -21,13 +21,14 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from app.accounts.models import Role
 from app.config import ROOT, Settings
 from app.db import Database, utcnow
 from app.main import create_app
 from app.migrate import upgrade
 from app.outbox import service as outbox
 from tests.factories import make_item, make_user
-from tests.helpers.http import bound_database
+from tests.helpers.http import bound_database, sign_in
 from tests.helpers.servers import free_port
 
 TOKEN = "metrics-token-" + "m" * 24
@@ -147,6 +148,21 @@ class TestWhatTheyCount:
             after, "ahead_http_requests_total")
         # Nothing about the item or who asked: the template, never the address.
         assert item.public_id not in after and item.slug not in after and "Harbour" not in after
+
+    async def test_a_route_under_a_prefix_is_counted_under_its_whole_template(
+            self, settings: Settings, database: Database, connection: Connection, session: Session) -> None:
+        """The admin's pages are declared under the prefix /admin: each counts as itself, not as the public page
+        of the same name (found by a walk-through: /admin/changelog was counted as /changelog, /admin as "")."""
+        admin = make_user(session, role=Role.admin)
+        async with client_for(settings, database, connection) as client:
+            sign_in(client, session, admin)
+            assert (await client.get("/admin/changelog")).status_code == 200
+            assert (await client.get("/admin")).status_code == 200
+            assert (await client.get("/changelog")).status_code == 200
+            client.cookies.clear()
+            counted = {labels["route"] for labels in series((await scrape(client)).text, "ahead_http_requests_total")}
+        assert {"/admin/changelog", "/admin", "/changelog"} <= counted
+        assert "" not in counted
 
     async def test_no_visitor_can_make_them_grow(self, settings: Settings, database: Database,
                                                  connection: Connection) -> None:

@@ -19,9 +19,11 @@ from app.assets import Assets
 from app.config import ROOT, Settings
 from app.main import create_app
 from app.responses import ResponseMiddleware, chosen_coding, none_match, weak_etag
+from app.roadmap.models import Visibility
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_admin, make_item, make_user
+from tests.feedback.helpers import customer_in_segment
 from tests.helpers.http import client_for, sign_in
 
 
@@ -75,6 +77,11 @@ class TestHead:
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
         assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+
+    async def test_a_method_not_allowed_names_head_where_get_is(self, client):
+        refused = await client.post("/changelog")
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+        assert (await client.head("/changelog")).status_code == 200  # as the answer says
 
     @pytest.mark.parametrize("path", ["/static/app.css", "/healthz", "/changelog.atom", "/api/v1/items"])
     async def test_monitors_and_link_checkers(self, client, path):
@@ -215,6 +222,35 @@ class TestCacheControl:
             for path in ("/", "/api/v1/items", "/changelog.atom"):
                 assert (await client.get(path)).headers["cache-control"] == "private, no-cache", path
 
+    async def test_error_pages_and_redirects_are_never_kept_for_others(self, settings, database, connection, session):
+        """With the setting on, only answers of 200 may be public: a signed-in person's 404, 403 or redirect holds
+        their name and token, or names an item only they may see; a visitor's 404 for a customer-only item must not
+        reach the customer. Found by a walk-through: these went out with no Cache-Control at all."""
+        async with client_for(settings.model_copy(update={"public_cache_seconds": 60}), database,
+                              connection) as client:
+            item = make_item(session, title="Customer item", visibility=Visibility.customers)
+            customer, _ = customer_in_segment(session)
+            short = f"/items/{item.public_id}"
+            for path in (item.path, short, "/items/zzzzzzzz/nothing", "/search?q=" + "x" * 201):
+                client.cookies.clear()
+                got = await client.get(path, follow_redirects=False)
+                assert got.status_code in (404, 422), path
+                assert got.headers["cache-control"] == "no-cache", path
+            sign_in(client, session, customer)
+            moved = await client.get(short, follow_redirects=False)
+            assert moved.status_code == 301 and moved.headers["cache-control"] == "private, no-cache"
+            for path in ("/items/zzzzzzzz/nothing", "/admin"):
+                got = await client.get(path, follow_redirects=False)
+                assert got.status_code in (303, 403, 404), path
+                assert got.headers["cache-control"] == "private, no-cache", path
+
+    async def test_an_address_answering_html_or_json_by_accept_varies_on_it(self, client, session):
+        make_item(session, title="Shift swaps between teams")
+        for accept in ("text/html", "application/json"):
+            got = await client.get("/ideas/similar", params={"q": "shift swaps"}, headers={"accept": accept})
+            assert got.status_code == 200
+            assert "accept" in {v.strip().lower() for v in got.headers["vary"].split(",")}, accept
+
 
 class TestCompression:
     @pytest.mark.parametrize("path", ["/", "/changelog.atom", "/api/v1/items?per_page=50"])
@@ -256,6 +292,17 @@ def test_accept_encoding_and_if_none_match_parsing():
     assert chosen_coding("gzip, br") == "br" and chosen_coding("deflate") is None
     assert chosen_coding("br;q=0.0, gzip") == "gzip" and chosen_coding("*;q=0") is None
     assert none_match('W/"a", "b"', 'W/"b"') and none_match("*", 'W/"x"') and not none_match('"a"', 'W/"b"')
+    # q after other parameters still counts (a walk-through's "gzip;level=9;q=0" got gzip)
+    assert chosen_coding("gzip;level=9;q=0") is None and chosen_coding("br;foo=1;q=0, gzip") == "gzip"
+
+
+async def test_a_list_header_sent_on_several_lines_counts_as_one(client, session):
+    """RFC 9110 §5.3: If-None-Match on two lines is one list (the tag on the second line was ignored)."""
+    make_item(session, title="Dark mode")
+    client.cookies.clear()
+    etag = (await client.get("/changelog.atom")).headers["etag"]
+    again = await client.get("/changelog.atom", headers=[("if-none-match", 'W/"other"'), ("if-none-match", etag)])
+    assert again.status_code == 304
 
 
 @pytest.mark.usefixtures("still_minute")  # a minute turning between the visits would make a miss

@@ -125,6 +125,9 @@ async def logout(request: Request, session: DbSession) -> Response:
     rotate_csrf(request)
     response = redirect(request, "/", flash="You are signed out.")
     clear_session_cookie(request, response)
+    # The browser forgets the pages it kept of this person: Back after signing out on a shared computer shows
+    # nothing of theirs (pages are `private, no-cache`, which history navigation may still show unasked).
+    response.headers["Clear-Site-Data"] = '"cache"'
     return response
 
 

@@ -80,6 +80,10 @@ async def submit_idea(request: Request, session: DbSession, user: CurrentUser, v
                     flash="Thank you. Your idea has reached the product team; you can see what becomes of it here.")
 
 
+# The same address answers HTML or JSON by the request's Accept: a cache must key on it too.
+_BY_ACCEPT = {"Vary": "Accept"}
+
+
 @router.get("/ideas/similar")
 async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
                   q: Annotated[str, Query(max_length=feedback.MAX_TITLE)] = "") -> Response:
@@ -92,9 +96,10 @@ async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
             {"title": s.item.title, "url": s.item.path, "product": s.item.product.name, "stage": s.item.stage.name,
              "votes": s.item.vote_count if shown else None}
             for s in suggestions
-        ])
+        ], headers=_BY_ACCEPT)
     return render(request, "feedback/_similar.html", {"suggestions": suggestions, "checked": True,
-                                                      "asked": bool(feedback.similar_words(q))})
+                                                      "asked": bool(feedback.similar_words(q))}, headers=_BY_ACCEPT)
+
 
 
 @router.post("/me/reasons/{feedback_id}/delete", response_class=HTMLResponse)

@@ -54,8 +54,11 @@ async def test_sign_out_ends_the_session_on_the_server(client, session):
     pm = make_pm(session)
     response = await _login(client, pm.email, PASSWORD)
     stolen = response.cookies.get("ahead_session")
-    await post_form(client, "/logout", page="/admin")
+    signed_out = await post_form(client, "/logout", page="/admin")
     assert session.scalar(select(func.count()).select_from(UserSession)) == 0
+    # The browser is told to forget the pages it kept of this person: Back after signing out on a shared
+    # computer otherwise showed a customer's item page and name from Chromium's cache (seen in a walk-through).
+    assert signed_out.headers["clear-site-data"] == '"cache"'
     client.cookies.clear()
     client.cookies.set("ahead_session", stolen)
     again = await client.get("/admin")
