@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import unquote_plus
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -544,8 +545,10 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     """`render(request, template, build())`, from this worker's cache when it may be.
 
     `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
-    sent as it is and not cached. `params` are the query parameters the page reads: an address with
-    any other is rendered but not kept, so made-up addresses cannot crowd out the real pages.
+    sent as it is and not cached. `params` are the query parameters the page reads: an address with others too
+    (a campaign's `utm_source`, a click id, a made-up one) is answered the page of the address without them, kept
+    under that address and made as for it (its sign-in link comes back there): such links cost what the plain
+    address costs, and made-up addresses cannot crowd out the real pages.
     `signed_in_too=False` caches the page for signed-out visitors only (the item page, whose comment
     and follow forms are per person throughout). `counts_in_layout`: the page shows vote counts other than in
     its vote slots (a board sorted by votes, the item page's vote box): it is kept under the votes revision too.
@@ -556,10 +559,11 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
     if (cache is None or who is None or request.state.db.is_write
-            or (viewer.user is not None and not signed_in_too)
-            or any(name not in params for name in request.query_params)):
+            or (viewer.user is not None and not signed_in_too)):
         context = build()
         return context if isinstance(context, Response) else render(request, template, context)
+    if any(name not in params for name in request.query_params):
+        request = _without_other_params(request, params)
     rev, votes = revision.both(session)
     # The minute last: a finished answer is checked against it (PageCache.finished).
     path = request.url.path
@@ -575,6 +579,17 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
         page.group = group
         cache.put(rev, key, page)
     return _respond(cache, request, session, viewer, page, rev, votes, key)
+
+
+def _without_other_params(request: Request, params: frozenset[str]) -> Request:
+    """The request as if for its address without the query parameters the page does not read (each kept one as it
+    was sent). Not answered finished before the stack at its own address (`FINISHING` left out): the finished answer
+    of the plain address is kept when someone asks for that one."""
+    kept = [part for part in request.scope["query_string"].split(b"&")
+            if unquote_plus(part.split(b"=", 1)[0].decode("latin-1")) in params]
+    scope = {key: value for key, value in request.scope.items() if key != FINISHING}
+    scope["query_string"] = b"&".join(kept)
+    return Request(scope, request.receive)
 
 
 def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any], *,

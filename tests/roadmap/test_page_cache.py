@@ -231,16 +231,27 @@ def test_revision_still_moves_after_its_rows_were_deleted(session):
     assert revision.current(session) != emptied
 
 
-async def test_addresses_with_made_up_parameters_are_served_but_not_kept(app, client, session):
+async def test_parameters_a_page_does_not_read_get_the_page_without_them(app, client, session):
+    """A campaign's link (`?utm_source=…`), a click id or a made-up parameter is answered the kept page of the
+    address without it, byte for byte, made as for that address (its sign-in link comes back there, never to
+    someone's campaign): no page kept per made-up address, no render per request (a walk-through measured such
+    links at 37 req/s against 2,400 for the plain board: each was rendered from scratch)."""
     item = make_item(session, title="Kept or not")
-    await client.get("/?sort=newest")
-    kept = len(app.state.pages)
+    client.cookies.clear()
+    plain = await client.get("/?sort=newest")
+    pages = app.state.pages
+    kept, misses = len(pages), pages.misses
     for n in range(5):
-        response = await client.get(f"/?utm_source=x{n}")
-        assert response.status_code == 200 and item.title in response.text
-    assert len(app.state.pages) == kept
-    await client.get(f"{item.path}?page=1")
-    assert len(app.state.pages) == kept + 1
+        client.cookies.clear()
+        response = await client.get(f"/?utm_source=x{n}&sort=newest&fbclid=y{n}")
+        assert response.status_code == 200 and response.content == plain.content
+        assert "utm_source" not in response.text and "fbclid" not in response.text
+    assert len(pages) == kept and pages.misses == misses
+    client.cookies.clear()
+    first = await client.get(f"{item.path}?page=1&utm_campaign=launch")  # kept as the item's page 1
+    assert "utm_campaign" not in first.text and len(pages) == kept + 1
+    client.cookies.clear()
+    assert (await client.get(f"{item.path}?page=1")).content == first.content and len(pages) == kept + 1
 
 
 async def test_with_counts_hidden_a_vote_ordered_page_never_reaches_those_who_cannot_see_counts(client, session):
