@@ -701,6 +701,21 @@ class _Finishing:
     signed_in: tuple[PageCache, int, tuple[Any, ...], Any] | None = None
 
 
+# Query parameters that only say where a visitor came from (campaigns, ad and newsletter click ids): no page reads them.
+_TRACKING = frozenset({b"fbclid", b"gclid", b"dclid", b"gbraid", b"wbraid", b"msclkid", b"yclid", b"igshid",
+                       b"mc_cid", b"mc_eid", b"_hsenc", b"_hsmi"})
+
+
+def _untracked(query: bytes) -> bytes:
+    """The query string without tracking parameters (`utm_*` and `_TRACKING`), the others as they were sent."""
+    if not query:
+        return query
+    parts = query.split(b"&")
+    kept = [part for part in parts
+            if not ((name := part.split(b"=", 1)[0].lower()).startswith(b"utm_") or name in _TRACKING)]
+    return query if len(kept) == len(parts) else b"&".join(kept)
+
+
 # (content revision, votes revision, viewer or None) for a session cookie's value, read before the stack: at once,
 # or awaitable (PostgreSQL's single-flight read, app/deps.py SignedInViewers.read_after)
 SignedInReader = Callable[[Any, str], tuple[int, int, Viewer | None] | Awaitable[tuple[int, int, Viewer | None]]]
@@ -756,7 +771,9 @@ class KeptPagesMiddleware:
 
     async def _visitor(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         cache = self.cache_getter()
-        path, query = scope["path"], scope["query_string"]
+        # A campaign's or an ad's link is answered the finished page of the address without its tracking
+        # parameters, which no page reads (the app answers the same: `cached_render`).
+        path, query = scope["path"], _untracked(scope["query_string"])
         if cache is not None and cache.might_have(path, query):
             revs: tuple[int, ...] | None
             try:

@@ -274,12 +274,25 @@ async def test_made_up_parameters_and_other_methods_are_not_answered_finished(ap
     await _warm(app, client)
     served = app.state.pages.finished_hits
     client.cookies.clear()
-    assert (await client.get("/?utm_source=x")).status_code == 200
+    assert (await client.get("/?made_up=x")).status_code == 200
     assert (await client.get("/", headers={"authorization": "Bearer nothing"})).status_code == 200
     assert app.state.pages.finished_hits == served
     # If-None-Match is answered outside (app/responses.py), from the kept finished answer's ETag.
     assert (await client.get("/", headers={"if-none-match": '"x"'})).status_code == 200
     assert app.state.pages.finished_hits == served + 1
+
+
+async def test_a_campaign_link_is_answered_the_finished_page_of_its_plain_address(app, client, session):
+    """`?utm_source=…`, an ad's click id: parameters no page reads, answered before the stack from the plain
+    address's finished page, byte for byte what the app answers for it; other parameters are kept as sent."""
+    make_item(session, title="Plain")
+    board = await _warm(app, client)
+    sorted_board = await _warm(app, client, "/?sort=newest")
+    served = app.state.pages.finished_hits
+    for path, expected in (("/?utm_source=newsletter&utm_medium=email", board),
+                           ("/?fbclid=abc&sort=newest&gclid=x", sorted_board)):
+        assert (await _visit(client, path)).content == expected.content, path
+    assert app.state.pages.finished_hits == served + 2
 
 
 def test_a_kept_finished_answer_counts_against_the_bound_and_goes_with_its_page():
