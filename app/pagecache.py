@@ -585,11 +585,17 @@ def _without_other_params(request: Request, params: frozenset[str]) -> Request:
     """The request as if for its address without the query parameters the page does not read (each kept one as it
     was sent). Not answered finished before the stack at its own address (`FINISHING` left out): the finished answer
     of the plain address is kept when someone asks for that one."""
-    kept = [part for part in request.scope["query_string"].split(b"&")
-            if unquote_plus(part.split(b"=", 1)[0].decode("latin-1")) in params]
     scope = {key: value for key, value in request.scope.items() if key != FINISHING}
-    scope["query_string"] = b"&".join(kept)
+    scope["query_string"] = _query_keeping(request.scope["query_string"],
+                                           lambda name: unquote_plus(name.decode("latin-1")) in params)
     return Request(scope, request.receive)
+
+
+def _query_keeping(query: bytes, keep: Callable[[bytes], bool]) -> bytes:
+    """The query string with only the parameters whose name (as sent) `keep` says yes to, each as it was sent."""
+    parts = query.split(b"&")
+    kept = [part for part in parts if keep(part.split(b"=", 1)[0])]
+    return query if len(kept) == len(parts) else b"&".join(kept)
 
 
 def _capture(cache: PageCache, request: Request, viewer: Viewer, template: str, context: dict[str, Any], *,
@@ -708,12 +714,11 @@ _TRACKING = frozenset({b"fbclid", b"gclid", b"dclid", b"gbraid", b"wbraid", b"ms
 
 def _untracked(query: bytes) -> bytes:
     """The query string without tracking parameters (`utm_*` and `_TRACKING`), the others as they were sent."""
-    if not query:
-        return query
-    parts = query.split(b"&")
-    kept = [part for part in parts
-            if not ((name := part.split(b"=", 1)[0].lower()).startswith(b"utm_") or name in _TRACKING)]
-    return query if len(kept) == len(parts) else b"&".join(kept)
+    return _query_keeping(query, lambda name: not _tracking(name.lower())) if query else query
+
+
+def _tracking(name: bytes) -> bool:
+    return name.startswith(b"utm_") or name in _TRACKING
 
 
 # (content revision, votes revision, viewer or None) for a session cookie's value, read before the stack: at once,

@@ -101,7 +101,6 @@ async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
                                                       "asked": bool(feedback.similar_words(q))}, headers=_BY_ACCEPT)
 
 
-
 @router.post("/me/reasons/{feedback_id}/delete", response_class=HTMLResponse)
 async def delete_reason(request: Request, session: DbSession, viewer: CurrentViewer, user: CurrentUser,
                         feedback_id: str) -> Response:

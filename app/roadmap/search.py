@@ -263,9 +263,9 @@ def count_visible(session: Session, viewer: Viewer) -> int:
     return session.scalar(stmt) or 0
 
 
-# A tier's statement per (database, audience, tier, ranked), built once: the query's words, the limit and the hits'
-# ids are its parameters (`_tier_params`), so a search builds no statement and SQLAlchemy finds its compiled form
-# without walking a new one. Audiences are few (one per segment); the bound only guards against the unforeseen.
+# A tier's statement per (database, audience, tier, ranked), built once: the query's words (`_tier_params`) and the
+# limit are its parameters (the hits' ids are `_hits_statement`'s), so a search builds no statement and SQLAlchemy
+# finds its compiled form without walking a new one. Audiences are few (one per segment); the bound only guards against the unforeseen.
 _TIER_STATEMENTS: dict[tuple[str, object, Tier, bool], Select[int]] = {}
 _MAX_TIER_STATEMENTS = 1000
 
