@@ -207,7 +207,7 @@ def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str
         return None
     params = _at_once_params(session, user, public_id, guessed, lock_timeout)
     params.update(p_importance=int(importance), p_now=utcnow())
-    row = session.execute(_at_once("cast", viewer), params).one()
+    row = session.connection().execute(_at_once("cast", viewer), params).one()  # Core: no ORM step
     if not _took_votes(row):
         return None
     if row.created:
@@ -224,7 +224,7 @@ def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id:
         return None
     params = _at_once_params(session, user, public_id, guessed, lock_timeout)
     params["p_since"] = utcnow() - timedelta(days=TREND_DAYS)
-    row = session.execute(_at_once("withdraw", viewer), params).one()
+    row = session.connection().execute(_at_once("withdraw", viewer), params).one()
     if not _took_votes(row):
         return None
     return AtOnce(item=_transient_item(row), created=bool(row.removed),
