@@ -248,6 +248,35 @@
     window.setTimeout(function () { live.textContent = text || ""; }, 60);
   }
 
+  // Back and Forward show a page as it was when it was left: after a vote or a follow sent from this tab since
+  // then, a page from the browser's history may show the old one, so it is loaded again. This tab's
+  // sessionStorage holds when a vote or a follow last changed something, and per address when its page was last
+  // fetched; a page kept whole in memory (the back/forward cache) knows itself since when it is current.
+  var CHANGED = "ahead:votes-changed";
+  var fetchedKey = "ahead:fetched:" + location.pathname + location.search;
+  var currentSince = Date.now();
+  function stored(key) {
+    try { return Number(window.sessionStorage.getItem(key)) || 0; } catch (e) { return 0; }
+  }
+  function store(key, value) {
+    try { window.sessionStorage.setItem(key, String(value)); } catch (e) { /* storage off: nothing kept */ }
+  }
+  function loadAgain() {
+    // Never for the answer to a form sent: loading it again would send the form again.
+    if (!document.querySelector('meta[name="ahead-answer-to-post"]')) window.location.reload();
+  }
+  var navigation = window.performance && performance.getEntriesByType ?
+    performance.getEntriesByType("navigation")[0] : null;
+  if (navigation && navigation.type === "back_forward") {
+    // Parsed again from the browser's cache: as current as when this address was last fetched.
+    if (stored(CHANGED) > stored(fetchedKey)) loadAgain();
+  } else {
+    store(fetchedKey, currentSince);
+  }
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && stored(CHANGED) > currentSince) loadAgain();
+  });
+
   // The region exists before anything changes: screen readers ignore regions created with their text.
   if (document.readyState !== "loading") liveRegion();
   else document.addEventListener("DOMContentLoaded", liveRegion);
@@ -290,6 +319,8 @@
     }).then(function (result) {
       form.removeAttribute("aria-busy");
       if (result.ok && result.data.html) {
+        currentSince = Date.now();  // this page shows the change; pages in the history do not
+        store(CHANGED, currentSince);
         var holder = document.createElement("div");
         holder.innerHTML = result.data.html.trim();
         var fresh = holder.firstElementChild;

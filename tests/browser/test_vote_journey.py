@@ -71,7 +71,7 @@ def test_a_customer_votes_from_the_keyboard_without_a_reload(portal: Portal, ope
         "href", f"/login?next={path}")
 
     # A customer, keyboard only: Tab to the importance, arrow to Critical, say why, Enter.
-    ann = _signed_in(open_context, portal, "ann@customer.example")
+    ann = _signed_in(open_context, portal, "ann@customer.example", browser_cache=True)  # Back and Forward below
     ann.goto(path)
     ann.evaluate("() => { window.__sameDocument = true; }")
     _tab_to(ann, f"#vote-{public_id} input[name=importance]")
@@ -154,10 +154,27 @@ def test_a_customer_votes_from_the_keyboard_without_a_reload(portal: Portal, ope
     screenshot(ann, "vote-board-voted")
     axe_check(ann, "board with votes")
 
+    # Back to the item page, from the browser's history: it shows the vote sent from the board since, not the
+    # withdrawal it showed when it was left; Forward, the board keeps it too.
+    ann.go_back()
+    widget = ann.locator(f"#vote-{public_id}")
+    expect(widget).to_contain_text("You voted: Nice to have")
+    expect(widget).to_contain_text("3 votes")
+    ann.go_forward()
+    expect(ann.locator(f"#vote-{public_id}")).to_contain_text("You voted: Nice to have")
+
     # A released item says why there is nothing to vote on.
     ann.goto(released_path)
     expect(ann.locator(".vote-box")).to_contain_text("Released — voting is closed.")
     expect(ann.locator(".vote-box").get_by_role("button")).to_have_count(0)
+
+    # Signing out empties the browser's cache of the portal: on a shared computer, Back shows the page as a visitor
+    # gets it now, not Ann's.
+    ann.get_by_role("button", name="Sign out").click()
+    expect(ann.get_by_text("You are signed out.")).to_be_visible()
+    ann.go_back()
+    expect(ann.locator(".vote-box")).to_contain_text("Released — voting is closed.")
+    expect(ann.get_by_role("button", name="Sign out")).to_have_count(0)
     assert not portal.server_errors()
 
 

@@ -32,6 +32,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # No name resolves but loopback's (contexts with `browser_cache` have no route to refuse other hosts)
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -131,11 +133,15 @@ class Contexts:
     opened: list[Any] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
 
-    def __call__(self, **options: Any) -> Any:
+    def __call__(self, *, browser_cache: bool = False, **options: Any) -> Any:
+        """A new context. Its requests to anywhere but 127.0.0.1 are refused by a route, except with
+        `browser_cache`: Playwright turns the browser's HTTP cache off in a context with routes, and a journey
+        through Back and Forward needs it as people have it (the host resolver rules above still hold)."""
         # bypass_csp: the app's CSP (rightly) forbids the script injection axe-core needs.
         context = self.browser.new_context(base_url=self.base_url, bypass_csp=True, **options)
         context.set_default_timeout(TIMEOUT_MS)
-        context.route("**/*", loopback_only)
+        if not browser_cache:
+            context.route("**/*", loopback_only)
         context.on("page", lambda page: page.on("pageerror", lambda exc: self.page_errors.append(str(exc))))
         self.opened.append(context)
         return context
