@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from app.errors import DatabaseBusy
+from app.ratelimit import counting_once
 
 log = logging.getLogger("ahead.db")
 
@@ -406,6 +407,10 @@ class DbSessionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        with counting_once():  # a rate limit counts a request once, however often it runs (app/ratelimit.py)
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         write = scope["method"] not in ("GET", "HEAD", "OPTIONS") or scope["path"].startswith(self.write_get_prefixes)
         if write and _is_form(scope):
             receive = await _body_first(receive)

@@ -14,6 +14,10 @@ swept inline at most once a second.
 When Redis stops answering, limits are counted in this process instead (each worker with its own
 budget, as without REDIS_URL): sign-in, votes and pages keep working. One warning goes to the log,
 Redis is tried again every `retry_seconds`, and once it answers it is used again.
+
+A request counts each of its hits once (`counting_once`), however often app/db.py's DbSessionMiddleware runs it:
+after a slice of lock wait on PostgreSQL it runs the request again from the start, and a comment or a sign-in that
+waited for a busy row was counted once per run, so a burst of votes on an item refused its comments early.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -56,6 +62,20 @@ class InlineExpiry(MemoryStorage):
             self._MemoryStorage__expire_events()  # type: ignore[attr-defined]  # name-mangled, MemoryStorage's own
 
 
+# The hits the current request counted, by (limit, key): None where allowed, else the Retry-After it was refused with.
+_COUNTED: ContextVar[dict[tuple[str, str], int | None] | None] = ContextVar("ahead_counted_hits", default=None)
+
+
+@contextmanager
+def counting_once() -> Iterator[None]:
+    """Within it (one request, all its runs), a hit already counted says again what it said, without counting."""
+    token = _COUNTED.set({})
+    try:
+        yield
+    finally:
+        _COUNTED.reset(token)
+
+
 @lru_cache(maxsize=64)
 def _parsed(limit: str) -> RateLimitItem:
     return parse(limit)
@@ -87,7 +107,13 @@ class RateLimiter:
     def hit(self, limit: str, *keys: str) -> None:
         """Count one hit against every key; raise RateLimited once any of them is over its limit."""
         item = _parsed(limit)
+        counted = _COUNTED.get()
         for key in keys:
+            if counted is not None and (limit, key) in counted:
+                retry_after = counted[(limit, key)]
+                if retry_after is not None:
+                    raise RateLimited(retry_after=retry_after)
+                continue
             limiter = self._limiter()
             try:
                 allowed = limiter.hit(item, key)
@@ -100,8 +126,11 @@ class RateLimiter:
             else:
                 if limiter is self._redis and self._down_since is not None:
                     self._came_back()
-            if reset is not None:
-                raise RateLimited(retry_after=max(1, int(reset - time.time())))
+            retry_after = None if reset is None else max(1, int(reset - time.time()))
+            if counted is not None:
+                counted[(limit, key)] = retry_after
+            if retry_after is not None:
+                raise RateLimited(retry_after=retry_after)
 
     def state(self) -> LimiterState:
         """For /readyz: pings Redis, or when it is down tries it again once a retry is due (never more often)."""

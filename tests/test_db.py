@@ -37,10 +37,11 @@ from app.db import (
     make_engine,
 )
 from app.deps import SESSION_COOKIE
-from app.errors import DatabaseBusy
+from app.errors import DatabaseBusy, RateLimited
 from app.feedback.models import Feedback
 from app.main import create_app
 from app.organisations.models import Organisation
+from app.ratelimit import RateLimiter
 from app.roadmap.models import Item
 from app.voting.models import Follow, Vote
 from tests.factories import make_item, make_user
@@ -339,7 +340,8 @@ class TestARequestRunsAgainAfterALockWait:
     """DbSessionMiddleware runs a request again when a statement ran out of its slice of lock wait."""
 
     @staticmethod
-    def _app(database: Any, runs: list[dict[str, Any]], *, refusals: int, commit_early: bool = False):  # type: ignore[no-untyped-def]
+    def _app(database: Any, runs: list[dict[str, Any]], *, refusals: int, commit_early: bool = False,  # type: ignore[no-untyped-def]
+             limiter: RateLimiter | None = None):
         app = FastAPI()
 
         async def told() -> None:
@@ -351,6 +353,11 @@ class TestARequestRunsAgainAfterALockWait:
                    "greeting": getattr(request.state, "greeting", None), "after_commit": False}
             runs.append(run)
             request.state.mark = len(runs)
+            if limiter is not None:  # as a comment or a sign-in counts, before it waits for a row
+                try:
+                    limiter.hit("2/minute", "echo:ann", "echo:127.0.0.1")
+                except RateLimited:
+                    return JSONResponse({"error": "too_many"}, status_code=429)
             request.state.db.session.execute(text("SELECT 1"))
             after_commit(request, told)
             if commit_early:
@@ -395,6 +402,21 @@ class TestARequestRunsAgainAfterALockWait:
         assert [run["left_over"] for run in runs] == [None] * 3  # each run starts from the state as it came in
         assert [run["greeting"] for run in runs] == ["hello"] * 3
         assert [run["after_commit"] for run in runs] == [False, False, True]
+
+    async def test_a_rate_limit_counts_the_request_once_however_often_it_runs(self, database):
+        limiter = RateLimiter()
+        runs: list[dict[str, Any]] = []
+        app = self._app(_Sliced(database, lock_timeout=5), runs, refusals=3, limiter=limiter)
+        sent, _ = await self._call(app, b"hello world")
+        assert len(runs) == 4
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]  # not 429 at its third run
+        # One hit of the two a minute is left for the next request, for the person and the address.
+        sent, _ = await self._call(app, b"hello again")
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+        with pytest.raises(RateLimited):
+            limiter.hit("2/minute", "echo:ann")
+        with pytest.raises(RateLimited):
+            limiter.hit("2/minute", "echo:127.0.0.1")
 
     async def test_the_503_goes_out_once_the_lock_timeout_has_passed(self, database):
         runs: list[dict[str, Any]] = []
