@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import DateTime, MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -27,6 +27,8 @@ from sqlalchemy.types import TypeDecorator
 
 from app.errors import DatabaseBusy
 from app.ratelimit import counting_once
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("ahead.db")
 
@@ -255,6 +257,24 @@ class Database:
             self.engine.execution_options(ahead_write=True), expire_on_commit=False
         )
 
+    # The running loop's off-loop slots, made at the first use (a class default: tests make bound copies by hand)
+    _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def off_loop_slots(self) -> asyncio.Semaphore:
+        """How many requests of the running event loop may hold a connection of this pool while they wait for a
+        thread (the vote at once, a search): one fewer than the pool holds. A loop that asks the pool for a
+        connection when none is free stops until one comes back, and a connection held by a request waiting off the
+        loop only comes back through the loop: one is always left for it."""
+        loop = asyncio.get_running_loop()
+        kept = self._slots
+        if kept is None or kept[0] is not loop:  # a semaphore belongs to one loop (a database may outlive one: tests)
+            kept = self._slots = (loop, asyncio.Semaphore(self.off_loop_slot_count))
+        return kept[1]
+
+    @property
+    def off_loop_slot_count(self) -> int:
+        return max(1, getattr(self.engine.pool, "size", lambda: 2)() - 1)
+
     def new_session(self, *, write: bool) -> Session:
         return (self.write_sessions if write else self.read_sessions)()
 
@@ -305,6 +325,10 @@ class RequestSession:
     @property
     def is_write(self) -> bool:
         return self._write
+
+    @property
+    def database(self) -> Database:
+        return self._database
 
     @property
     def session(self) -> Session:
@@ -375,6 +399,52 @@ _FAILED_BODY = (
 # The longest pause between two runs of a request waiting for a lock: short enough that a released lock is
 # noticed soon, long enough that waiting requests leave most of the worker's time to everyone else.
 MAX_LOCK_PAUSE = 0.25
+
+
+OFF_LOOP = "ahead.off_loop"  # in the request's state: it holds one of the database's off-loop slots
+
+
+class OffLoopMiddleware:
+    """Requests for `paths` (GET, HEAD: the searches) wait for one of the database's off-loop slots
+    (`Database.off_loop_slots`) before anything of theirs runs, and then do their slow part in a thread
+    (`run_off_loop`): the search's statements, loading and marking its hits, and the page's render. Waiting, they
+    hold no connection. Run on the event loop, a search held it for the whole search, round trips included, and a
+    kept page, answered in a fraction of a millisecond, waited behind every search ahead of it: under a flood of
+    searches that no one asked before, the kept board's median went from under a millisecond to 0.1 s (SQLite) and
+    1 s (PostgreSQL). Half of the slots at most go to these requests (the rest stay for the votes), and a worker
+    runs that many at once: more threads made each search dearer (the interpreter's lock, passed between them) and
+    left the loop less of it (bench/README.md, "a search flood")."""
+
+    def __init__(self, app: Any, *, database_getter: Callable[[], Database], paths: frozenset[str]) -> None:
+        self.app = app
+        self.database_getter = database_getter
+        self.paths = paths
+        self._own: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        database = self.database_getter()
+        async with self._share(database), database.off_loop_slots():
+            scope.setdefault("state", {})[OFF_LOOP] = True
+            await self.app(scope, receive, send)
+
+    def _share(self, database: Database) -> asyncio.Semaphore:
+        """This middleware's share of the running loop's slots: half of them, at least one."""
+        loop = asyncio.get_running_loop()
+        own = self._own
+        if own is None or own[0] is not loop:
+            own = self._own = (loop, asyncio.Semaphore(max(1, database.off_loop_slot_count // 2)))
+        return own[1]
+
+
+async def run_off_loop(request: Any, work: Callable[[], _T]) -> _T:
+    """`work()` in a thread when the request holds an off-loop slot (`OffLoopMiddleware`), else here. The work may
+    use the request's session: its connection, taken on the loop, stays the request's."""
+    if request.scope.get("state", {}).get(OFF_LOOP):
+        return await asyncio.to_thread(work)
+    return work()
 
 
 class DbSessionMiddleware:

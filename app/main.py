@@ -27,7 +27,7 @@ from app.api import tech as api_tech
 from app.api import v1
 from app.changelog import views as changelog_views
 from app.config import Settings, get_settings
-from app.db import Database, DbSessionMiddleware, database_busy, lost_before_any_statement
+from app.db import Database, DbSessionMiddleware, OffLoopMiddleware, database_busy, lost_before_any_statement
 from app.deps import SignedIn, SignedInViewers, enforce_private_mode
 from app.discussion import views as discussion_views
 from app.errors import AppError, FormInvalid, NotAuthenticated
@@ -60,6 +60,9 @@ log = logging.getLogger("ahead")
 # POST routes that take a file (the branding logo): their bodies may reach MAX_UPLOAD_BYTES, others
 # MAX_BODY_BYTES.
 UPLOAD_PATHS = ("/admin/settings",)
+
+# GET routes whose slow part runs in a thread, each waiting for a slot of the pool first (app/db.py OffLoopMiddleware).
+OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar"})
 
 # Seconds a stopping web process gives its outbox worker to finish the message in hand.
 OUTBOX_STOP_SECONDS = 20.0
@@ -277,6 +280,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(metrics.RouteMiddleware)  # innermost: the route the router matched, for the metrics
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
+    # A search waits for one of the pool's off-loop slots, holding nothing, and searches in a thread (app/db.py).
+    app.add_middleware(OffLoopMiddleware, database_getter=lambda: app.state.database, paths=OFF_LOOP_PATHS)
     # Query strings and form bodies lose the characters PostgreSQL refuses before any route reads them.
     app.add_middleware(CleanInputMiddleware)
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the

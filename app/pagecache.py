@@ -70,6 +70,7 @@ from starlette.requests import cookie_parser
 
 from app import metrics, revision
 from app.accounts.viewer import ANONYMOUS, Viewer
+from app.db import run_off_loop
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
 from app.security import clear_flash_cookie, csrf_token
@@ -556,12 +557,58 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     up in any number (a search per query): they push out each other, never the boards, and are kept only from the
     second time their address is asked for (`PageCache.admits`).
     """
+    plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
+                 counts_in_layout=counts_in_layout, group=group)
+    if plan is None:
+        context = build()
+        return context if isinstance(context, Response) else render(request, template, context)
+    return _answer(plan, session, viewer, plan.page if plan.page is not None else _made(plan, viewer, template, build))
+
+
+async def cached_render_off_loop(request: Request, session: Session, viewer: Viewer, template: str,
+                                 build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
+                                 group: str | None = None) -> Response:
+    """`cached_render` for a page whose `build` is slow (a search): `build`, and the render of what it gives, run in a
+    thread when the request holds an off-loop slot (app.db.run_off_loop). The cache is looked up, filled and answered
+    from here, on the event loop, which alone touches it (it is not thread-safe)."""
+    plan = _plan(request, session, viewer, template, params=params, signed_in_too=True, counts_in_layout=False,
+                 group=group)
+    if plan is None:
+        def rendered() -> Response:
+            context = build()
+            return context if isinstance(context, Response) else render(request, template, context)
+
+        return await run_off_loop(request, rendered)
+    kept: _Plan = plan  # (for the closure: not None)
+    made = kept.page if kept.page is not None else await run_off_loop(
+        request, lambda: _made(kept, viewer, template, build))
+    return _answer(kept, session, viewer, made)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Where a cached page is looked for: the cache, the request as the page reads it, the revisions, the key, the
+    page if kept, and whether a page made now is to be kept (`PageCache.admits`)."""
+
+    cache: PageCache
+    request: Request
+    rev: int
+    votes: int
+    key: tuple[Any, ...]
+    page: Page | None
+    admitted: bool
+    group: str | None
+
+
+def _plan(request: Request, session: Session, viewer: Viewer, template: str, *, params: frozenset[str],
+          signed_in_too: bool, counts_in_layout: bool, group: str | None) -> _Plan | None:
+    """None when the page is not cached for this request (no cache, staff, a write, a signed-in person on a page kept
+    for visitors only)."""
     who = audience(viewer)
     cache: PageCache | None = getattr(request.app.state, "pages", None)
     if (cache is None or who is None or request.state.db.is_write
             or (viewer.user is not None and not signed_in_too)):
-        context = build()
-        return context if isinstance(context, Response) else render(request, template, context)
+        return None
     if any(name not in params for name in request.query_params):
         request = _without_other_params(request, params)
     rev, votes = revision.both(session)
@@ -569,16 +616,32 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     path = request.url.path
     key = (template, path, request.url.query, who, votes if counts_in_layout else None, _minute(path))
     page = cache.get(rev, key)
-    if page is None:
-        context = build()
-        if isinstance(context, Response):
-            return context
-        if group is not None and not cache.admits(group, key):  # asked for the first time: rendered, not kept
-            return render(request, template, context)
-        page = _capture(cache, request, viewer, template, context, began=_minute_began(path, key[-1]))
-        page.group = group
-        cache.put(rev, key, page)
-    return _respond(cache, request, session, viewer, page, rev, votes, key)
+    # Asked for the first time, a page of a group is rendered, not kept
+    admitted = page is not None or group is None or cache.admits(group, key)
+    return _Plan(cache, request, rev, votes, key, page, admitted, group)
+
+
+def _made(plan: _Plan, viewer: Viewer, template: str, build: Callable[[], dict[str, Any] | Response]
+          ) -> Page | Response:
+    """The page built and rendered for keeping, or the response to send as it is: a redirect `build` gave, or the
+    page rendered but not kept (not admitted). Touches nothing of the cache: it may run in a thread."""
+    context = build()
+    if isinstance(context, Response):
+        return context
+    if not plan.admitted:
+        return render(plan.request, template, context)
+    page = _capture(plan.cache, plan.request, viewer, template, context,
+                    began=_minute_began(plan.request.url.path, plan.key[-1]))
+    page.group = plan.group
+    return page
+
+
+def _answer(plan: _Plan, session: Session, viewer: Viewer, made: Page | Response) -> Response:
+    if isinstance(made, Response):
+        return made
+    if plan.page is None:
+        plan.cache.put(plan.rev, plan.key, made)
+    return _respond(plan.cache, plan.request, session, viewer, made, plan.rev, plan.votes, plan.key)
 
 
 def _without_other_params(request: Request, params: frozenset[str]) -> Request:

@@ -734,6 +734,40 @@ def background_votes_load(app: Server, url: str, env: dict[str, str], args: argp
           f"{ratio:.2f}   ≥ 0.8 {verdict(ratio >= 0.8 and busy.errors == 0)}, counts exact {verdict(exact)}")
 
 
+def background_searches_load(app: Server, url: str, args: argparse.Namespace, directory: Path) -> None:
+    """The kept board while never-repeated searches flood the same workers (a walk-through's finding: a search the
+    app has not kept blocks the worker's loop while it runs, and a kept page waits behind every one ahead of it):
+    a few readers of the visitor's board (wrk, `--board-readers` connections) first alone, then while
+    `--background-searches` connections of another wrk ask searches no request asked before. Prints the board's
+    p50/p99 in both and the searches' own req/s and p99."""
+    queries = distinct_queries(url)
+    half = len(queries) // 2
+    readers = argparse.Namespace(**{**vars(args), "connections": args.board_readers, "threads": 1})
+    flood = ["wrk", f"-t{args.threads}", f"-c{args.background_searches}", "--latency", "--timeout", "5s"]
+    # The flood's warm-up first (the other half of the queries): the run meets workers that have searched before.
+    subprocess.run([*flood, "-s", str(lua_distinct(queries[half:], directory, args.threads, name="flood-warm-up")),
+                    f"-d{args.warmup}s", app.base + "/"], capture_output=True, text=True, timeout=args.warmup + 30,
+                   check=False)
+    quiet = run_wrk("board, visitor (no searches)", app.base + "/", readers)
+    seconds = args.duration + args.warmup + 2  # outlasts the board's wrk, its warm-up included
+    searching = subprocess.Popen(
+        [*flood, "-s", str(lua_distinct(queries[:half], directory, args.threads, name="flood")), f"-d{seconds}s",
+         app.base + "/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        busy = run_wrk(f"board, visitor ({args.background_searches} connections searching)", app.base + "/", readers)
+        out, _ = searching.communicate(timeout=seconds + 60)
+    finally:
+        if searching.poll() is None:
+            searching.kill()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    print(f"  searches in the background: {rps:.0f} req/s, p99 {p99:.0f} ms")
+    print(f"board, visitor ({args.board_readers} connections) while {args.background_searches} connections search: "
+          f"{busy.rps:.0f} req/s, p50 {busy.p50_ms:.1f}, p99 {busy.p99_ms:.1f} ms; alone {quiet.rps:.0f} req/s, "
+          f"p50 {quiet.p50_ms:.1f}, p99 {quiet.p99_ms:.1f} ms")
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
@@ -831,6 +865,11 @@ def main() -> None:
     parser.add_argument("--background-votes", type=int, default=0, metavar="PER_SECOND",
                         help="also the visitor's board without votes and while this many votes per second arrive "
                              "through the vote route (issue 13: ≥ 0.8 of the board without votes; e.g. 100)")
+    parser.add_argument("--background-searches", type=int, default=0, metavar="CONNECTIONS",
+                        help="also the visitor's board read by a few connections (--board-readers) alone and while "
+                             "this many connections ask never-repeated searches (e.g. 48)")
+    parser.add_argument("--board-readers", type=int, default=4, metavar="CONNECTIONS",
+                        help="connections reading the board with --background-searches (default 4)")
     parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                         help="first wait up to this long (at most 1800) for the 1-minute load average to fall "
                              "below the number of CPUs: other work on a shared machine skews every figure")
@@ -938,6 +977,8 @@ def main() -> None:
                              None, None))
             if args.background_votes:
                 background_votes_load(app, url_db, env, args)
+            if args.background_searches:
+                background_searches_load(app, url_db, args, directory)
             if args.votes:
                 rows.append((vote_unvote_load(app, url_db, env, args, directory), None, None))
         finally:

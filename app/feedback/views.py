@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.accounts.views import client_ip
+from app.db import run_off_loop
 from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
@@ -89,7 +90,8 @@ async def similar(request: Request, session: DbSession, viewer: CurrentViewer,
                   q: Annotated[str, Query(max_length=feedback.MAX_TITLE)] = "") -> Response:
     """Items resembling a title being typed, only those the viewer may see: an HTML fragment, or JSON
     (`votes` is null when the portal hides vote counts from this viewer)."""
-    suggestions = feedback.similar_items(session, viewer, title=q)
+    # A search: in a thread, the event loop free meanwhile (app.db.OffLoopMiddleware, as /search)
+    suggestions = await run_off_loop(request, lambda: feedback.similar_items(session, viewer, title=q))
     if "application/json" in request.headers.get("accept", "").split(",")[0]:
         shown = counts_shown(session, viewer)
         return JSONResponse([

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.pagecache import PageCache, cached_render
+from app.pagecache import PageCache, cached_render, cached_render_off_loop
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
@@ -97,6 +97,7 @@ async def search_page(request: Request, session: DbSession, viewer: CurrentViewe
         return {"q": q, "hits": hits[:SEARCH_RESULTS], "more": len(hits) > SEARCH_RESULTS}
 
     # The hits depend on the content and the audience only (no counts, no "3 minutes ago"): kept as the board is.
-    return cached_render(request, session, viewer, "roadmap/search.html", build, params=frozenset({"q"}),
-                         group=SEARCH_GROUP)
+    # Searched and rendered in a thread, the event loop free meanwhile (app.db.OffLoopMiddleware).
+    return await cached_render_off_loop(request, session, viewer, "roadmap/search.html", build,
+                                        params=frozenset({"q"}), group=SEARCH_GROUP)
 

@@ -34,6 +34,7 @@ from starlette.routing import Match, Route
 from app import revision
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
+from app.db import RequestSession
 from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter
 from app.errors import AppError, FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
@@ -245,15 +246,10 @@ async def _at_once(request: Request, attempt: _Attempt) -> Response | None:
 
 
 def _slots(request: Request) -> asyncio.Semaphore:
-    """How many votes at once a worker runs: one connection of its pool fewer than the pool holds. Each takes its
-    connection on the event loop and writes in a thread; more at once would leave the next one, or any other
-    request, waiting for a connection with the loop stopped."""
-    loop = asyncio.get_running_loop()
-    kept: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = getattr(request.app.state, "vote_slots", None)
-    if kept is None or kept[0] is not loop:  # a semaphore belongs to one loop (an app may outlive one: the tests)
-        pool_size = getattr(request.state.db.session.get_bind().engine.pool, "size", lambda: 2)()
-        kept = request.app.state.vote_slots = (loop, asyncio.Semaphore(max(1, pool_size - 1)))
-    return kept[1]
+    """How many votes at once a worker runs, searches included: one connection of its pool fewer than the pool holds
+    (`Database.off_loop_slots`). Each takes its connection on the event loop and writes in a thread."""
+    holder: RequestSession = request.state.db
+    return holder.database.off_loop_slots()
 
 
 def _start_over(request: Request, session: Session) -> None:

@@ -349,3 +349,31 @@ async def test_a_search_not_kept_yet_is_answered_as_the_kept_one_is(app, client,
     client.cookies.clear()
     kept = await client.get("/search", params={"q": "forec"}, headers={"if-none-match": answers[2].headers["etag"]})
     assert kept.status_code == 304
+
+
+async def test_a_kept_page_is_answered_while_a_search_runs(client, session, monkeypatch):
+    """A search runs in a thread (app.db.OffLoopMiddleware): the worker's event loop answers the kept board meanwhile,
+    instead of waiting for every search ahead of it."""
+    import asyncio
+    import threading
+
+    from app.roadmap import search as search_module
+
+    make_item(session, title="Slack integration")
+    assert (await client.get("/")).status_code == 200  # the board kept
+    searching, release = threading.Event(), threading.Event()
+    real = search_module.search_items
+
+    def slow_search(*args, **kwargs):  # type: ignore[no-untyped-def]
+        searching.set()
+        release.wait(timeout=3)  # on the event loop, this would hold every other request for 3 s
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "search_items", slow_search)
+    search = asyncio.create_task(client.get("/search", params={"q": "slack"}))
+    while not searching.is_set():
+        await asyncio.sleep(0.01)
+    board = await asyncio.wait_for(client.get("/"), timeout=2)
+    assert board.status_code == 200 and not release.is_set() and not search.done()
+    release.set()
+    assert result_titles((await search).text) == ["Slack integration"]
