@@ -646,11 +646,17 @@ def _answer(plan: _Plan, session: Session, viewer: Viewer, made: Page | Response
 
 def _without_other_params(request: Request, params: frozenset[str]) -> Request:
     """The request as if for its address without the query parameters the page does not read (each kept one as it
-    was sent). Not answered finished before the stack at its own address (`FINISHING` left out): the finished answer
-    of the plain address is kept when someone asks for that one."""
+    was sent), as `at_address` makes it."""
+    return at_address(request, _query_keeping(request.scope["query_string"],
+                                              lambda name: unquote_plus(name.decode("latin-1")) in params))
+
+
+def at_address(request: Request, query: bytes) -> Request:
+    """The request as if for its path with this query string, for a page to be made and kept as for that address.
+    Not answered finished before the stack at its own address (`FINISHING` left out): the finished answer of that
+    address is kept when someone asks for it."""
     scope = {key: value for key, value in request.scope.items() if key != FINISHING}
-    scope["query_string"] = _query_keeping(request.scope["query_string"],
-                                           lambda name: unquote_plus(name.decode("latin-1")) in params)
+    scope["query_string"] = query
     return Request(scope, request.receive)
 
 

@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, ValidationInfo, field_validator
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
+from app import revision
 from app.accounts.models import User
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.audit import service as audit
@@ -116,6 +117,32 @@ def list_stages(session: Session) -> list[Stage]:
 
 def list_tags(session: Session) -> list[Tag]:
     return list(session.scalars(select(Tag).order_by(Tag.name)))
+
+
+@dataclass(frozen=True, slots=True)
+class KnownSlugs:
+    """The slugs a board filter can name: every product, tag and stage."""
+
+    products: frozenset[str]
+    tags: frozenset[str]
+    stages: frozenset[str]
+
+
+_known_slugs: tuple[int, KnownSlugs] | None = None  # (content revision, the slugs), per process
+
+
+def known_slugs(session: Session) -> KnownSlugs:
+    """The slugs there are, read once per content revision (products, tags and stages are content): a filter naming
+    none of them is no filter (app/roadmap/views.py, `board`)."""
+    global _known_slugs
+    rev = revision.both(session)[0]
+    kept = _known_slugs
+    if kept is None or kept[0] != rev:
+        slugs = KnownSlugs(products=frozenset(session.scalars(select(Product.slug))),
+                           tags=frozenset(session.scalars(select(Tag.slug))),
+                           stages=frozenset(session.scalars(select(Stage.slug))))
+        kept = _known_slugs = (rev, slugs)
+    return kept[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from math import ceil
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.pagecache import PageCache, cached_render, cached_render_off_loop
+from app.pagecache import PageCache, at_address, cached_render, cached_render_off_loop
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
@@ -38,8 +39,21 @@ async def board(
     view: Slug = None,
     page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1,
 ) -> Response:
-    filters = roadmap.for_viewer(session, viewer,
-                                 roadmap.Filters.parse(product=product, tag=tag, stage=stage, sort=sort))
+    # What the address asks for, as the page reads it: a sort that is not one (or not this viewer's), another view
+    # than Now/Next/Later or a page of a list that has none are the defaults, as the page shows them; a product, tag
+    # or stage no one has is `UNKNOWN_SLUG` (nothing matches it, as nothing matched the name sent). The page is made
+    # and kept as for the address that says only that (`_board_query`): made-up values, repeated or reordered
+    # parameters cost what that address costs, and cannot crowd out the real pages (each was a page rendered anew on
+    # the event loop: a flood of them held up every worker's kept board).
+    known = roadmap.known_slugs(session)
+    filters = roadmap.for_viewer(session, viewer, roadmap.Filters.parse(
+        product=_known(product, known.products), tag=_known(tag, known.tags), stage=_known(stage, known.stages),
+        sort=sort))
+    shown = "horizon" if view == "horizon" else "board"
+    page = page if shown == "board" and filters.stage else 1
+    query = _board_query(filters, sort_sent=sort, view=shown, page=page)
+    if query != request.scope["query_string"]:
+        request = at_address(request, query)
 
     def build() -> dict[str, Any]:
         context: dict[str, Any] = {
@@ -48,7 +62,7 @@ async def board(
             "stages": roadmap.list_stages(session),
             "tags": roadmap.list_tags(session),
             "sorts": roadmap.sort_options(session, viewer),
-            "view": "horizon" if view == "horizon" else "board",
+            "view": shown,
         }
         if context["view"] == "horizon":
             context["horizons"] = roadmap.get_horizons(session, viewer, filters)
@@ -67,6 +81,30 @@ async def board(
     # Sorted by votes, the order itself follows the counts: kept under the votes revision too.
     return cached_render(request, session, viewer, "roadmap/board.html", build, params=BOARD_PARAMS,
                          counts_in_layout=filters.sort in roadmap.VOTE_SORTS)
+
+
+# What a filter naming no product, tag or stage there is becomes: never a slug (slugify strips dashes at the ends), and
+# one the address may carry (the page's own links keep it).
+UNKNOWN_SLUG = "-"
+
+
+def _known(slug: str | None, known: frozenset[str]) -> str | None:
+    return (slug if slug in known else UNKNOWN_SLUG) if slug else None
+
+
+def _board_query(filters: roadmap.Filters, *, sort_sent: str | None, view: str, page: int) -> bytes:
+    """The board's address for what it shows, its parameters in the filter form's order (templates/roadmap/
+    _filters.html; the pages' own links keep it, app.web's `query`): each filter in use, the sort when one was asked
+    for (the form sends the default too), the page after the first, the Now/Next/Later view."""
+    pairs = [(name, value) for name, value in (("product", filters.product), ("tag", filters.tag),
+                                                ("stage", filters.stage)) if value]
+    if sort_sent == filters.sort.value:
+        pairs.append(("sort", sort_sent))
+    if page > 1:
+        pairs.append(("page", str(page)))
+    if view == "horizon":
+        pairs.append(("view", view))
+    return urlencode(pairs).encode("ascii")
 
 
 @router.get("/items/{public_id}", response_class=HTMLResponse)
