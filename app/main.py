@@ -62,7 +62,7 @@ log = logging.getLogger("ahead")
 UPLOAD_PATHS = ("/admin/settings",)
 
 # GET routes whose slow part runs in a thread, each waiting for a slot of the pool first (app/db.py OffLoopMiddleware).
-OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar"})
+OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar", "/api/v1/items"})
 
 # Seconds a stopping web process gives its outbox worker to finish the message in hand.
 OUTBOX_STOP_SECONDS = 20.0

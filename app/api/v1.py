@@ -32,6 +32,7 @@ from app.api.schemas import (
     VoteCreate,
     VoteStatePublic,
 )
+from app.db import run_off_loop
 from app.deps import CurrentViewer, DbSession, Voter
 from app.discussion import service as discussion
 from app.errors import NotAuthenticated, NotFound
@@ -103,13 +104,17 @@ async def list_items(
     Filters combine (an item must match all of them); a slug that matches nothing gives an empty page,
     not an error. `total` counts the matching items over all pages.
     """
-    filters = roadmap.for_viewer(session, viewer, roadmap.Filters(product=product, tag=tag, stage=stage, sort=sort))
-    items, total = roadmap.list_items(session, viewer, filters, page=page, per_page=per_page)
-    base_url = request.app.state.settings.base_url
-    mine = voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items])
-    shown = counts_shown(session, viewer)
-    return ItemPage(items=[ItemPublic.of(i, base_url=base_url, my_vote=mine.get(i.id), show_count=shown)
-                           for i in items], total=total, page=page, per_page=per_page, sort=filters.sort)
+    def listed() -> ItemPage:
+        filters = roadmap.for_viewer(session, viewer, roadmap.Filters(product=product, tag=tag, stage=stage, sort=sort))
+        items, total = roadmap.list_items(session, viewer, filters, page=page, per_page=per_page)
+        base_url = request.app.state.settings.base_url
+        mine = voting.votes_of(session, user=viewer.user, item_ids=[i.id for i in items])
+        shown = counts_shown(session, viewer)
+        return ItemPage(items=[ItemPublic.of(i, base_url=base_url, my_vote=mine.get(i.id), show_count=shown)
+                               for i in items], total=total, page=page, per_page=per_page, sort=filters.sort)
+
+    # In a thread, the event loop free meanwhile: nothing of it is kept (app.db.OffLoopMiddleware)
+    return await run_off_loop(request, listed)
 
 
 _MERGED: dict[int | str, dict[str, Any]] = {
