@@ -60,6 +60,14 @@ def _revision(connection: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
+def _private_file(path: Path) -> Path:
+    """`path` made anew, empty, readable and writable by its owner only: a backup holds everything the portal keeps
+    (email addresses, password hashes, sessions), and is written into it from the start."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    return path
+
+
 def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
     """A consistent copy of the SQLite database at `url`, written to `destination` (refused if it exists,
     unless `overwrite`); the portal may go on serving and writing meanwhile."""
@@ -72,8 +80,7 @@ def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False) -> Co
     if destination.exists() and not overwrite:
         raise BackupError(f"{destination} exists already; choose another name, or --force to replace it")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
-    partial.unlink(missing_ok=True)
+    partial = _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
     # Read-only: the backup can never change the database, nor take its write lock.
     source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
@@ -192,7 +199,7 @@ def pg_dump(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
     if parsed.password:
         environment["PGPASSWORD"] = str(parsed.password)
     dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    partial = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
+    partial = _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
     try:
         # --format=custom: compressed, and pg_restore can pick tables, run in parallel, or --clean first.
         result = subprocess.run(  # nosec B603 # a fixed binary with an argument list, no shell

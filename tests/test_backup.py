@@ -193,6 +193,8 @@ class TestSqliteBackup:
         assert made.exit_code == 0, made.output
         [backup] = (sqlite_database.parent / "backups").glob("ahead-*.db")
         assert str(backup) in made.output
+        # It holds every address, password hash and session: its owner's only, whatever the umask
+        assert backup.stat().st_mode & 0o777 == 0o600
 
 
 class TestSqliteRestore:
@@ -270,6 +272,7 @@ def test_on_postgresql_backup_is_a_pg_dump_and_restore_points_at_pg_restore(
         made = runner.invoke(cli, ["backup", str(dump)])
         assert made.exit_code == 0, made.output
         assert dump.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
+        assert dump.stat().st_mode & 0o777 == 0o600
         listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, check=True)
         assert "TABLE public organisations" in listing.stdout
         again = runner.invoke(cli, ["restore", str(dump)])
