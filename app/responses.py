@@ -80,8 +80,8 @@ def compress(body: bytes, coding: str, level: int) -> bytes:
 
 
 def chosen_coding(accept_encoding: str | None) -> str | None:
-    """The coding to answer in, from the request's Accept-Encoding: brotli, then gzip, when the client takes
-    it (q above 0); None for the body as it is."""
+    """The coding to answer in, from the request's Accept-Encoding: the one the client prefers (its q), brotli
+    before gzip between equals, when the client takes it (q above 0); None for the body as it is."""
     if not accept_encoding:
         return None
     accepted: dict[str, float] = {}
@@ -96,10 +96,12 @@ def chosen_coding(accept_encoding: str | None) -> str | None:
                 except ValueError:
                     q = 0.0
         accepted[name.strip()] = q
-    for coding in PREFERRED:
-        if accepted.get(coding, accepted.get("*", 0.0)) > 0:
-            return coding
-    return None
+    # The client's preference first (the highest q), ours between equals: "br;q=0.5, gzip" is gzip.
+    def weight(coding: str) -> float:
+        return accepted.get(coding, accepted.get("*", 0.0))
+
+    best = max(PREFERRED, key=lambda coding: (weight(coding), -PREFERRED.index(coding)))
+    return best if weight(best) > 0 else None
 
 
 def request_header(scope: MutableMapping[str, Any], name: bytes) -> str | None:

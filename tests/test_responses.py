@@ -294,6 +294,9 @@ def test_accept_encoding_and_if_none_match_parsing():
     assert none_match('W/"a", "b"', 'W/"b"') and none_match("*", 'W/"x"') and not none_match('"a"', 'W/"b"')
     # q after other parameters still counts (a walk-through's "gzip;level=9;q=0" got gzip)
     assert chosen_coding("gzip;level=9;q=0") is None and chosen_coding("br;foo=1;q=0, gzip") == "gzip"
+    # The client's preference first, ours between equals (a walk-through's "br;q=0.5, gzip;q=1" got brotli)
+    assert chosen_coding("br;q=0.5, gzip;q=1") == "gzip" and chosen_coding("gzip;q=0.8, br;q=0.8") == "br"
+    assert chosen_coding("*;q=0.5, gzip;q=0.9") == "gzip"
 
 
 async def test_a_list_header_sent_on_several_lines_counts_as_one(client, session):
