@@ -405,7 +405,7 @@ OFF_LOOP = "ahead.off_loop"  # in the request's state: it holds one of the datab
 
 
 class OffLoopMiddleware:
-    """Requests for `paths` (GET, HEAD: the searches) wait for one of the database's off-loop slots
+    """Requests for `paths` (GET, HEAD: the searches, the API's item list) wait for one of the database's off-loop slots
     (`Database.off_loop_slots`) before anything of theirs runs, and then do their slow part in a thread
     (`run_off_loop`): the search's statements, loading and marking its hits, and the page's render. Waiting, they
     hold no connection. Run on the event loop, a search held it for the whole search, round trips included, and a
