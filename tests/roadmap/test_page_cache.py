@@ -94,6 +94,14 @@ async def test_what_one_audience_sees_never_reaches_another(client, session):
         assert "Open to all" in board and secret.title not in board and enterprise_only.title not in board
     for board in (enterprise_board, starter_board, visitor_board, no_org_board):
         assert draft.title not in board
+    # Made-up values of the board's parameters get the kept board of the plain address: each audience's own
+    made_up = ("/?sort=x1", "/?page=9&view=grid", "/?sort=x1&sort=newest&page=02")
+    for who, shown, hidden in ((starter, [secret.title], [enterprise_only.title, draft.title]),
+                               (enterprise, [secret.title, enterprise_only.title], [draft.title]),
+                               (None, ["Open to all"], [secret.title, enterprise_only.title, draft.title])):
+        for path in made_up:
+            board = await _as(client, session, who, path)
+            assert all(title in board for title in shown) and not any(title in board for title in hidden), path
 
 
 async def test_an_edit_a_setting_and_a_flash_show_at_once(client, session):
