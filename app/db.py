@@ -257,19 +257,17 @@ class Database:
             self.engine.execution_options(ahead_write=True), expire_on_commit=False
         )
 
-    # The running loop's off-loop slots, made at the first use (a class default: tests make bound copies by hand)
-    _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+    # The off-loop slots, made at the first use (a class default: tests make bound copies by hand)
+    _slots: PerLoopSemaphore | None = None
 
     def off_loop_slots(self) -> asyncio.Semaphore:
         """How many requests of the running event loop may hold a connection of this pool while they wait for a
         thread (the vote at once, a search): one fewer than the pool holds. A loop that asks the pool for a
         connection when none is free stops until one comes back, and a connection held by a request waiting off the
         loop only comes back through the loop: one is always left for it."""
-        loop = asyncio.get_running_loop()
-        kept = self._slots
-        if kept is None or kept[0] is not loop:  # a semaphore belongs to one loop (a database may outlive one: tests)
-            kept = self._slots = (loop, asyncio.Semaphore(self.off_loop_slot_count))
-        return kept[1]
+        if self._slots is None:
+            self._slots = PerLoopSemaphore(lambda: self.off_loop_slot_count)
+        return self._slots.get()
 
     @property
     def off_loop_slot_count(self) -> int:
@@ -401,6 +399,21 @@ _FAILED_BODY = (
 MAX_LOCK_PAUSE = 0.25
 
 
+class PerLoopSemaphore:
+    """A semaphore of `size()` for the running event loop: one belongs to one loop, and a database or an app may
+    outlive one (the tests)."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self._size = size
+        self._kept: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def get(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._kept is None or self._kept[0] is not loop:
+            self._kept = (loop, asyncio.Semaphore(self._size()))
+        return self._kept[1]
+
+
 OFF_LOOP = "ahead.off_loop"  # in the request's state: it holds one of the database's off-loop slots
 
 
@@ -419,24 +432,17 @@ class OffLoopMiddleware:
         self.app = app
         self.database_getter = database_getter
         self.paths = paths
-        self._own: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        # This middleware's share of the slots: half of them, at least one
+        self._share = PerLoopSemaphore(lambda: max(1, database_getter().off_loop_slot_count // 2))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         database = self.database_getter()
-        async with self._share(database), database.off_loop_slots():
+        async with self._share.get(), database.off_loop_slots():
             scope.setdefault("state", {})[OFF_LOOP] = True
             await self.app(scope, receive, send)
-
-    def _share(self, database: Database) -> asyncio.Semaphore:
-        """This middleware's share of the running loop's slots: half of them, at least one."""
-        loop = asyncio.get_running_loop()
-        own = self._own
-        if own is None or own[0] is not loop:
-            own = self._own = (loop, asyncio.Semaphore(max(1, database.off_loop_slot_count // 2)))
-        return own[1]
 
 
 async def run_off_loop(request: Any, work: Callable[[], _T]) -> _T:

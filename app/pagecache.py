@@ -560,8 +560,7 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
                  counts_in_layout=counts_in_layout, group=group)
     if plan is None:
-        context = build()
-        return context if isinstance(context, Response) else render(request, template, context)
+        return _rendered(request, template, build)
     return _answer(plan, session, viewer, plan.page if plan.page is not None else _made(plan, viewer, template, build))
 
 
@@ -574,15 +573,17 @@ async def cached_render_off_loop(request: Request, session: Session, viewer: Vie
     plan = _plan(request, session, viewer, template, params=params, signed_in_too=True, counts_in_layout=False,
                  group=group)
     if plan is None:
-        def rendered() -> Response:
-            context = build()
-            return context if isinstance(context, Response) else render(request, template, context)
-
-        return await run_off_loop(request, rendered)
+        return await run_off_loop(request, lambda: _rendered(request, template, build))
     kept: _Plan = plan  # (for the closure: not None)
     made = kept.page if kept.page is not None else await run_off_loop(
         request, lambda: _made(kept, viewer, template, build))
     return _answer(kept, session, viewer, made)
+
+
+def _rendered(request: Request, template: str, build: Callable[[], dict[str, Any] | Response]) -> Response:
+    """A page not cached for this request: built and rendered, or what `build` answered instead."""
+    context = build()
+    return context if isinstance(context, Response) else render(request, template, context)
 
 
 @dataclass(slots=True)

@@ -347,6 +347,14 @@ def run_wrk(name: str, url: str, args: argparse.Namespace, *, header: str | None
     load = os.getloadavg()[0]
     out = subprocess.run([*base, f"-d{args.duration}s", url], capture_output=True, text=True,
                          timeout=args.duration + 60, check=True).stdout
+    result = wrk_result(name, out, load)
+    print(f"  {name:<18} {result.rps:8.0f} req/s   p50 {result.p50_ms:6.1f} ms   p99 {result.p99_ms:6.1f} ms"
+          f"{f'   ERRORS {result.errors}' if result.errors else ''}   (load average before: {load:.1f})", flush=True)
+    return result
+
+
+def wrk_result(name: str, out: str, load: float) -> Result:
+    """What wrk's report (`--latency`) says: req/s, p50, p99, requests, errors (non-2xx/3xx and socket errors)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
@@ -358,10 +366,7 @@ def run_wrk(name: str, url: str, args: argparse.Namespace, *, header: str | None
         errors += sum(int(g) for g in m.groups())
     if requests == 0 or "requests in" not in out:
         print(out, flush=True)
-    result = Result(name, rps, p50, p99, requests, errors, load, out)
-    print(f"  {name:<18} {rps:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms"
-          f"{f'   ERRORS {errors}' if errors else ''}   (load average before: {load:.1f})", flush=True)
-    return result
+    return Result(name, rps, p50, p99, requests, errors, load, out)
 
 
 # --- the vote/unvote load ------------------------------------------------------------------------------
@@ -760,9 +765,9 @@ def background_searches_load(app: Server, url: str, args: argparse.Namespace, di
     finally:
         if searching.poll() is None:
             searching.kill()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
-    print(f"  searches in the background: {rps:.0f} req/s, p99 {p99:.0f} ms")
+    searches = wrk_result("searches", out, os.getloadavg()[0])
+    print(f"  searches in the background: {searches.rps:.0f} req/s, p99 {searches.p99_ms:.0f} ms"
+          f"{f', ERRORS {searches.errors}' if searches.errors else ''}")
     print(f"board, visitor ({args.board_readers} connections) while {args.background_searches} connections search: "
           f"{busy.rps:.0f} req/s, p50 {busy.p50_ms:.1f}, p99 {busy.p99_ms:.1f} ms; alone {quiet.rps:.0f} req/s, "
           f"p50 {quiet.p50_ms:.1f}, p99 {quiet.p99_ms:.1f} ms")
