@@ -141,6 +141,8 @@ class Page:
     _encoded: list[bytes] | None = None
     _marked: list[tuple[int, list[bytes]]] | None = None
     _filled: dict[tuple[str, int | None], tuple[int, list[str]]] = field(default_factory=dict)
+    # Per person (None: a visitor), how the page was last put together for them (`_assemble`)
+    _assembled: dict[int | None, _Assembly] = field(default_factory=dict)
 
     def encoded(self) -> list[bytes]:
         """The parts as UTF-8, made once (and counted against the cache's bound); a slot's place is empty."""
@@ -179,8 +181,21 @@ class Page:
                      + sum(len(html) for by_variant in self.variants.values() for html in by_variant.values())
                      + (len(self.finished[2]) if self.finished is not None else 0)
                      + (sum(len(p) for p in self._encoded) if self._encoded is not None else 0)
-                     + sum(FILLED_CHARACTERS + 8 * len(filled) for _, filled in self._filled.values()))
+                     + sum(FILLED_CHARACTERS + 8 * len(filled) for _, filled in self._filled.values())
+                     + sum(assembly.size() for assembly in self._assembled.values()))
         return self.size
+
+    def assembled(self, viewer_id: int | None, filled: list[list[str]]) -> _Assembly | None:
+        """How the page was put together for this person the last time, if its slots were filled the same."""
+        kept = self._assembled.get(viewer_id)
+        return kept if kept is not None and kept.filled == filled else None
+
+    def keep_assembled(self, viewer_id: int | None, assembly: _Assembly) -> None:
+        """Keep how the page was put together for this person (pointers to bytes kept anyway: the page's parts and
+        the cache's pieces), counted against the cache's bound."""
+        before = self._assembled.get(viewer_id)
+        self._assembled[viewer_id] = assembly
+        self._add(assembly.size() - (before.size() if before is not None else 0))
 
     def keep(self, slot: Slot, variant: str, html: str, *, stale: Callable[[str, str], bool] | None = None) -> None:
         """Keep a filler's HTML for one slot and variant with the page, counted against the cache's bound; the
@@ -194,6 +209,28 @@ class Page:
         self.size += added
         if self._owner is not None:
             self._owner._grew(self, added)
+
+
+@dataclass(slots=True, frozen=True)
+class _Assembly:
+    """A page put together for one person: the bytes to join, in order, the CSRF token going at `token_at`; and
+    the pieces' digests for the ETag. Valid while the fillers fill the page's slots with the same HTML (`filled`)."""
+
+    filled: list[list[str]]
+    chunks: list[bytes]
+    token_at: list[int]
+    tags: str
+
+    def size(self) -> int:
+        return FILLED_CHARACTERS + 8 * (len(self.chunks) + len(self.token_at))
+
+    def body(self, token: bytes) -> bytes:
+        if not self.token_at:
+            return b"".join(self.chunks)
+        chunks = self.chunks.copy()
+        for i in self.token_at:
+            chunks[i] = token
+        return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -730,34 +767,51 @@ def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewe
 def _assemble(cache: PageCache, filling: Filling) -> tuple[bytes, str, bool]:
     """The page with its slots filled for this request: (body, ETag, whether it holds a CSRF token). The app and
     the signed-in fast path both answer with it, so their bytes cannot differ. Built from bytes: the page's text
-    and each filled piece are encoded once and kept (`Page.encoded`, `PageCache.piece`)."""
+    and each filled piece are encoded once and kept (`Page.encoded`, `PageCache.piece`); and how they go together
+    is kept per person while the fillers fill the slots with the same HTML (a customer's board again: their token
+    put in, nothing else done)."""
     page = filling.page
-    out = page.encoded().copy()
     fillers = cache.fillers
+    filled = [list(fillers[kind].fill(filling, slots)) for kind, (slots, _) in page.open.items()]
+    user = filling.viewer.user
+    viewer_id = user.id if user is not None else None
+    assembly = page.assembled(viewer_id, filled)
+    if assembly is None:
+        assembly = _assembly(cache, page, filled)
+        page.keep_assembled(viewer_id, assembly)
+    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token. Where
+    # the token goes is known from the kept parts and pieces (each cut at its markers once): no search per answer.
+    needs_token = bool(assembly.token_at)
+    token = csrf_token(filling.request) if needs_token else ""
+    # The ETag: the page's digest, made once, and what this answer filled in (each piece by its digest, the token
+    # included), so it changes whenever the bytes this person gets do, without hashing the page per request.
+    return assembly.body(token.encode()), weak_etag(page.digest, assembly.tags, token), needs_token
+
+
+def _assembly(cache: PageCache, page: Page, filled: list[list[str]]) -> _Assembly:
+    """The page's parts with these filled pieces in their places, cut where the CSRF token goes."""
+    out: list[bytes | list[bytes]] = list(page.encoded())
     tags: list[str] = []
-    marked = page.marked()
-    pieces_marked: list[tuple[int, list[bytes]]] = []
-    for kind, (slots, places) in page.open.items():
-        for positions, html in zip(places, fillers[kind].fill(filling, slots), strict=True):
+    for (slots, places), pieces in zip(page.open.values(), filled, strict=True):
+        for positions, html in zip(places, pieces, strict=True):
             data, tag, cut = cache.piece(html)
             tags.append(tag)
             for i in positions:
-                out[i] = data
-            if cut is not None:
-                for i in positions:
-                    pieces_marked.append((i, cut))
-    # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token. Where
-    # the token goes is known from the kept parts and pieces (each cut at its markers once): no search per answer.
-    needs_token = bool(marked or pieces_marked)
-    token = csrf_token(filling.request) if needs_token else ""
-    if needs_token:
-        token_bytes = token.encode()
-        for i, cut in chain(marked, pieces_marked):
-            out[i] = token_bytes.join(cut)
-    body = b"".join(out)
-    # The ETag: the page's digest, made once, and what this answer filled in (each piece by its digest, the token
-    # included), so it changes whenever the bytes this person gets do, without hashing the page per request.
-    return body, weak_etag(page.digest, "".join(tags), token), needs_token
+                out[i] = cut if cut is not None else data
+    for i, cut in page.marked():
+        out[i] = cut
+    chunks: list[bytes] = []
+    token_at: list[int] = []
+    for part in out:
+        if isinstance(part, bytes):
+            chunks.append(part)
+            continue
+        for n, between in enumerate(part):
+            if n:
+                token_at.append(len(chunks))
+                chunks.append(b"")
+            chunks.append(between)
+    return _Assembly(filled=filled, chunks=chunks, token_at=token_at, tags="".join(tags))
 
 
 # --- finished pages, before the stack -------------------------------------------------------------------

@@ -79,6 +79,32 @@ async def test_the_kept_answer_is_the_apps_byte_for_byte(app, client, session):
     assert (await client.get("/", headers={"if-none-match": kept.headers["etag"]})).status_code == 304
 
 
+async def test_a_persons_page_is_put_together_once_and_each_browser_gets_its_own_token(app, client, session):
+    """How a kept page goes together for one person is kept (pagecache._assemble): their second browser gets the
+    same page with its own session's token and ETag, never the first browser's; their vote makes it anew."""
+    item = make_item(session, title="Rota export")
+    customer, _ = customer_in_segment(session, "Enterprise")
+    laptop, phone = Person(session, customer), Person(session, customer)  # two sessions of one person
+    first = await _kept(app, client, laptop)
+    (_, page), = app.state.pages.entries()
+    assembly = page._assembled[customer.id]
+    second = await _kept(app, client, phone)
+    assert page._assembled[customer.id] is assembly  # put together once for the person
+    laptop_token, phone_token = _token_in(first.text), _token_in(second.text)
+    assert (laptop_token, phone_token) == (laptop.form_token(app), phone.form_token(app))
+    assert laptop_token != phone_token and laptop_token not in second.text and phone_token not in first.text
+    assert first.text.replace(laptop_token, "T") == second.text.replace(phone_token, "T")
+    assert first.headers["etag"] != second.headers["etag"]
+    assert "You voted" not in widget_text(second.text, item.public_id)
+
+    voting.cast_vote(session, item=item, user=customer, importance=Importance.critical)
+    session.flush()
+    again = await _kept(app, client, laptop)
+    assert "You voted: Critical" in widget_text(again.text, item.public_id)
+    assert _token_in(again.text) == laptop_token and again.headers["etag"] != first.headers["etag"]
+    assert page._assembled[customer.id] is not assembly
+
+
 async def test_the_kept_page_is_answered_late_in_the_clocks_minute_too(app, client, session, monkeypatch):
     """A path's minute starts at a second of its own (app.pagecache._minute; "/" four seconds before the clock's):
     the page kept for the person's audience is still answered before the stack in those seconds."""

@@ -354,8 +354,13 @@ async def test_the_size_bound_counts_the_widgets_kept_with_a_page_and_drops_the_
     board = await _as(client, session, alice, "/")
     assert "You voted: Critical" in widget_text(board, items[0].public_id)
     critical = third_page.variants[card]["critical:1"]
-    # and what alice's three widgets are, kept with the page under the votes revision
-    assert third_page.size == before + len(critical) + pagecache.FILLED_CHARACTERS + 8 * len(items)
+    # and what alice's three widgets are, kept with the page under the votes revision, and how her page goes
+    # together (pointers: a size per pointer, like the widgets')
+    assembly = third_page._assembled[alice.id]
+    assert third_page.size == (before + len(critical) + pagecache.FILLED_CHARACTERS + 8 * len(items)
+                               + assembly.size())
+    assert assembly.size() == pagecache.FILLED_CHARACTERS + 8 * (len(assembly.chunks) + len(assembly.token_at))
+    assert third_page.size == third_page.measure()
     assert [key for key, _ in cache.entries()] == [second, third]  # the first page made room
     assert cache.characters == second_page.size + third_page.size <= cache.max_characters
     assert first not in dict(cache.entries())
