@@ -300,6 +300,12 @@ class Database:
 AfterCommit = Callable[[], Awaitable[None]]
 
 
+def _has_work(session: Session) -> bool:
+    """Whether committing the session would do anything: a transaction begun, or objects added, changed or deleted
+    that a flush would write."""
+    return session.in_transaction() or bool(session.new or session.deleted or session.dirty)
+
+
 class RequestSession:
     """The lazily opened session of one request; the middleware below ends it."""
 
@@ -358,7 +364,8 @@ class RequestSession:
             return
         try:
             if success:
-                self._session.commit()
+                if _has_work(self._session):  # not after `end_transaction` with nothing since: an empty commit
+                    self._session.commit()
                 self.committed = True
             else:
                 self._session.rollback()

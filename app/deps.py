@@ -64,6 +64,18 @@ async def get_voter(request: Request) -> Viewer:
     kept per worker under the revisions the vote's transaction reads for its settings anyway
     (`SignedInViewers.in_transaction`), so that a vote has no statement of its own for the session once kept. An API
     call with credentials, or no session cookie: `get_viewer`."""
+    return await _voter(request, attach=True)
+
+
+async def kept_voter(request: Request) -> Viewer:
+    """`get_voter` with the kept person as it is kept, a `User` of no session shared by the worker's requests, not
+    one of the request's session (`in_session`): for PostgreSQL's vote at once, whose statement takes only the
+    person's id. Read-only: nothing may change it or give it to a session. A request that goes on the usual way
+    forgets it first (the vote's `_start_over`), and `get_voter` then gives it its own."""
+    return await _voter(request, attach=False)
+
+
+async def _voter(request: Request, *, attach: bool) -> Viewer:
     cached: Viewer | None = request.scope.get("state", {}).get("viewer")
     if cached is not None:
         return cached
@@ -72,7 +84,7 @@ async def get_voter(request: Request) -> Viewer:
         return await get_viewer(request)
     session: Session = request.state.db.session
     kept = request.app.state.vote_viewers.in_transaction(session, token)
-    viewer = in_session(session, kept) if kept is not None else ANONYMOUS
+    viewer = ANONYMOUS if kept is None else in_session(session, kept) if attach else kept
     request.state.viewer = viewer
     return viewer
 

@@ -434,6 +434,46 @@ class TestARequestRunsAgainAfterALockWait:
         assert len(runs) == 1
 
 
+@pytest.mark.parametrize("after", ["an object added", "a statement", "nothing"])
+async def test_what_a_request_does_after_ending_its_transaction_is_committed_too(locks_database, after):
+    """`end_transaction` commits and the session stays usable: whatever the request does with it afterwards is
+    committed when it ends (and a request that did nothing more has nothing more to commit); its after-commit
+    tasks run."""
+    with locks_database.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS end_marks (label VARCHAR(40))"))
+        conn.execute(text("DELETE FROM end_marks"))
+    told: list[bool] = []
+    app = FastAPI()
+
+    async def tell() -> None:
+        told.append(True)
+
+    @app.post("/work")
+    async def work(request: Request) -> JSONResponse:
+        session = request.state.db.session
+        session.execute(text("INSERT INTO end_marks (label) VALUES ('before')"))
+        request.state.db.after_commit(tell)
+        request.state.db.end_transaction()
+        if after == "an object added":
+            session.add(Organisation(name="Added after the end"))
+        elif after == "a statement":
+            session.execute(text("INSERT INTO end_marks (label) VALUES ('after')"))
+        return JSONResponse({"ok": True})
+
+    app.add_middleware(DbSessionMiddleware, database_getter=lambda: locks_database)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        assert (await client.post("/work")).status_code == 200
+    with locks_database.engine.connect() as conn:
+        marks = sorted(conn.scalars(text("SELECT label FROM end_marks")))
+        added = conn.scalar(select(func.count()).select_from(Organisation).where(
+            Organisation.name == "Added after the end"))
+    assert marks == (["after", "before"] if after == "a statement" else ["before"])
+    assert added == (1 if after == "an object added" else 0)
+    assert told == [True]
+    with locks_database.transaction() as session:
+        session.execute(Organisation.__table__.delete().where(Organisation.name == "Added after the end"))
+
+
 @pytest.fixture(scope="module")
 def live_server(own_url: str) -> Iterator[str]:
     """The app behind uvicorn, one worker (one event loop), as in production with DB_LOCK_TIMEOUT at 2 s."""

@@ -35,7 +35,7 @@ from app import revision
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.db import RequestSession
-from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter
+from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter, kept_voter
 from app.errors import AppError, FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
 from app.inputs import refuse_bad_path
@@ -188,11 +188,13 @@ def _withdrawn(request: Request, viewer: Viewer, done: commands.Withdrawn, *, wi
 APP_DEPENDENCIES_CALLED = ("refuse_bad_path", "enforce_private_mode", "refuse_bad_json")
 
 
-async def _direct(request: Request) -> tuple[Session, Viewer, str]:
+async def _direct(request: Request, *, at_once: bool = False) -> tuple[Session, Viewer, str]:
     """The dependencies of the vote routes, called directly: FastAPI solving them cost more CPU per vote than
-    the vote's own statements. Each raises what it raised as a dependency, and the app's handlers answer it."""
+    the vote's own statements. Each raises what it raised as a dependency, and the app's handlers answer it. The
+    vote at once takes the kept person as it is (`kept_voter`: its statement needs their id only)."""
     await refuse_bad_path(request)
-    viewer = await get_voter(request)  # first: enforce_private_mode asks get_viewer, which takes it
+    # First: enforce_private_mode asks get_viewer, which takes it
+    viewer = await (kept_voter(request) if at_once else get_voter(request))
     await enforce_private_mode(request)
     await verify_csrf(request)
     session: Session = request.state.db.session
@@ -264,7 +266,7 @@ async def _at_once_checks(request: Request, form_model: type[_Form]) -> tuple[Se
     """What the vote at once checks before its statement, under the guess: the route's dependencies, a signed-in
     customer, a valid form that the card's widget or a plain form sent (the item page's JSON widget shows the
     person's reason: the usual way reads it). The rate limit comes after the statement (`_count_once`)."""
-    session, viewer, public_id = await _direct(request)
+    session, viewer, public_id = await _direct(request, at_once=True)
     if not voting.at_once_possible(viewer):
         return None
     form = await read_form(request, form_model)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from app import deps, revision
@@ -104,6 +104,9 @@ async def test_votes_on_the_apps_own_database_count_for_the_cookies_person_and_e
             assert response.json()["my_vote"] == "important" and response.json()["vote_count"] == 1
             ran = statements.since(mark)
             assert not [s for s in ran if "user_sessions" in s], ran
+            kept_people = [viewer.user for _, viewer in app.state.vote_viewers._kept.values()]
+            assert [user.id for user in kept_people] == [ids["customer"]]
+            assert inspect(kept_people[0]).session_id is None  # shared by the worker's votes: never any one's
             if database.engine.dialect.name == "postgresql":
                 # the vote at once: the revisions guessed, and checked by the vote's one statement
                 assert len(ran) == 1 and ran[0].startswith("WITH guessed AS"), ran
