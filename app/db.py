@@ -276,6 +276,32 @@ class Database:
     def new_session(self, *, write: bool) -> Session:
         return (self.write_sessions if write else self.read_sessions)()
 
+    def read_rows(self, sql: str) -> list[Any]:
+        """The rows of one read-only statement, run on a pooled connection outside any transaction: on PostgreSQL in
+        autocommit, one round trip (no BEGIN, no ROLLBACK), and no session or result objects. For the small reads made
+        on the event loop before the stack (a kept page's vote counts, `app.pagecache.Filling.read_rows`); the
+        engine's statement events do not see it. A connection that fails is dropped from the pool."""
+        raw = self.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection  # psycopg's Connection here
+            if self.engine.dialect.name == "postgresql":
+                driver.autocommit = True
+                try:
+                    return list(driver.execute(sql).fetchall())
+                finally:
+                    driver.autocommit = False
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction outside a request (CLI, seeding, workers)."""

@@ -58,7 +58,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote_plus
 
@@ -249,6 +248,9 @@ class Filling:
     # ask the session for it.
     votes_revision: int | None = None
     opened: Session | None = None
+    # Before the stack: one read-only statement's rows, outside any transaction (`Database.read_rows`), for fillers
+    # that need a plain read rather than the session (None: they use the session)
+    read_rows: Callable[[str], list[Any]] | None = None
 
     @property
     def session(self) -> Session:
@@ -792,7 +794,7 @@ def _assembly(cache: PageCache, page: Page, filled: list[list[str]]) -> _Assembl
     """The page's parts with these filled pieces in their places, cut where the CSRF token goes."""
     out: list[bytes | list[bytes]] = list(page.encoded())
     tags: list[str] = []
-    for (slots, places), pieces in zip(page.open.values(), filled, strict=True):
+    for (_, places), pieces in zip(page.open.values(), filled, strict=True):
         for positions, html in zip(places, pieces, strict=True):
             data, tag, cut = cache.piece(html)
             tags.append(tag)
@@ -951,7 +953,7 @@ class KeptPagesMiddleware:
         state = scope.get("state")
         scope["state"] = dict(state or {})  # this request's own, as IsolatedStateMiddleware would give it
         filling = Filling(request=Request(scope), viewer=viewer, page=page, votes_revision=votes,
-                          open_session=lambda: database.new_session(write=False))
+                          open_session=lambda: database.new_session(write=False), read_rows=database.read_rows)
         try:
             body, etag, needs_token = _assemble(cache, filling)
         except Exception:

@@ -434,6 +434,28 @@ class TestARequestRunsAgainAfterALockWait:
         assert len(runs) == 1
 
 
+def test_read_rows_reads_outside_any_transaction_and_a_failed_read_leaves_the_pool_usable(locks_database):
+    """`Database.read_rows`, the kept pages' plain reads before the stack: its rows as tuples; on PostgreSQL in
+    autocommit (no BEGIN: the statement's own transaction), and the connection goes back to the pool as it came."""
+    database = locks_database
+    assert [tuple(row) for row in database.read_rows("SELECT 1, 'one'")] == [(1, "one")]
+    postgresql = database.engine.dialect.name == "postgresql"
+    if postgresql:  # a transaction begun before the statement would have started earlier than it
+        assert database.read_rows("SELECT now() = statement_timestamp()") == [(True,)]
+    with pytest.raises(Exception, match="no_such_table"):
+        database.read_rows("SELECT * FROM no_such_table")
+    assert [tuple(row) for row in database.read_rows("SELECT 2")] == [(2,)]
+    held = [database.engine.raw_connection() for _ in range(database.engine.pool.size())]
+    try:
+        if postgresql:
+            assert not any(raw.driver_connection.autocommit for raw in held)
+    finally:
+        for raw in held:
+            raw.close()
+    with database.new_session(write=False) as session:  # sessions still run in transactions of their own
+        assert session.execute(text("SELECT 3")).scalar() == 3
+
+
 @pytest.mark.parametrize("after", ["an object added", "a statement", "nothing"])
 async def test_what_a_request_does_after_ending_its_transaction_is_committed_too(locks_database, after):
     """`end_transaction` commits and the session stays usable: whatever the request does with it afterwards is

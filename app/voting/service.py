@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -366,32 +366,44 @@ def own_vote(session: Session, *, item: Item, user: User) -> Importance | None:
     return None if importance is None else Importance(importance)
 
 
-def votes_of(session: Session, *, user: User | None, item_ids: Iterable[int]) -> dict[int, Importance]:
-    """The user's importance per item, for a page of cards, in one query."""
+# A plain read outside any transaction (`app.db.Database.read_rows`): the kept pages' fillers before the stack
+ReadRows = Callable[[str], list[Any]]
+
+
+def votes_of(session: Session | None, *, user: User | None, item_ids: Iterable[int],
+             read_rows: ReadRows | None = None) -> dict[int, Importance]:
+    """The user's importance per item, for a page of cards, in one query: in the session, or with `read_rows`
+    outside any (a kept page filled before the stack)."""
     ids = [int(i) for i in item_ids]
     if user is None or not ids:
         return {}
     # Asked on every page of cards a customer loads, from the page cache too: plain SQL with the ids
     # written in (integers, converted above, so nothing else can get into the statement) skips the
     # statement building and the expansion of fifty bound parameters, most of this call's CPU.
-    rows = session.connection().exec_driver_sql(
-        # bandit B608: user.id and the ids pass through int(): nothing else gets in
-        f"SELECT item_id, importance FROM votes WHERE user_id = {int(user.id)} "  # nosec B608
-        f"AND item_id IN ({','.join(map(str, ids))})"
-    )
+    rows = _plain_rows(session, read_rows,
+                       # bandit B608: user.id and the ids pass through int(): nothing else gets in
+                       f"SELECT item_id, importance FROM votes WHERE user_id = {int(user.id)} "  # nosec B608
+                       f"AND item_id IN ({','.join(map(str, ids))})")
     return {item_id: Importance(importance) for item_id, importance in rows}
 
 
-def counts_of(session: Session, item_ids: Iterable[int]) -> dict[int, int]:
-    """The vote count per item, for the cards of a kept page, in one query (plain SQL: see votes_of)."""
+def counts_of(session: Session | None, item_ids: Iterable[int], *, read_rows: ReadRows | None = None
+              ) -> dict[int, int]:
+    """The vote count per item, for the cards of a kept page, in one query (plain SQL, in the session or outside
+    any: see votes_of)."""
     ids = [int(i) for i in item_ids]
     if not ids:
         return {}
-    rows = session.connection().exec_driver_sql(
-        # bandit B608: the ids pass through int(): nothing else gets in
-        f"SELECT id, vote_count FROM items WHERE id IN ({','.join(map(str, ids))})"  # nosec B608
-    )
+    # bandit B608: the ids pass through int(): nothing else gets in
+    rows = _plain_rows(session, read_rows, f"SELECT id, vote_count FROM items WHERE id IN ({','.join(map(str, ids))})")  # nosec B608
     return {item_id: int(count) for item_id, count in rows}
+
+
+def _plain_rows(session: Session | None, read_rows: ReadRows | None, sql: str) -> list[Any]:
+    if read_rows is not None:
+        return read_rows(sql)
+    assert session is not None  # nosec B101 # one or the other
+    return list(session.connection().exec_driver_sql(sql).all())
 
 
 def follow(session: Session, *, item: Item, user: User) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from sqlalchemy.orm import Session
+
 from app import revision
 from app.pagecache import Filling, PageCache, Slot
 from app.voting import service as voting
@@ -36,6 +38,12 @@ def render_widget(filling: Filling, state: voting.VoteState, *, widget: str = "c
 _BY_KEY: dict[str, Importance] = {importance.key: importance for importance in Importance}
 
 
+def _session(filling: Filling) -> Session | None:
+    """The session for the filler's reads, or None before the stack: a plain read outside any transaction there
+    (`Filling.read_rows`: no session opened for it, one round trip)."""
+    return None if filling.read_rows is not None else filling.session
+
+
 class VoteWidgets:
     """The page cache's filler for `slot("vote", state)`."""
 
@@ -54,7 +62,7 @@ class VoteWidgets:
         known = self._counts
         missing = [item_id for item_id in item_ids if item_id not in known]
         if missing:
-            known.update(voting.counts_of(filling.session, missing))
+            known.update(voting.counts_of(_session(filling), missing, read_rows=filling.read_rows))
         return known
 
     def _current(self, filling: Filling) -> int:
@@ -84,7 +92,7 @@ class VoteWidgets:
         if user is None:
             mine_keys = [_UNVOTED] * len(slots)
         else:
-            mine = voting.votes_of(filling.session, user=user, item_ids=ids)
+            mine = voting.votes_of(_session(filling), user=user, item_ids=ids, read_rows=filling.read_rows)
             mine_keys = [mine[item_id].key if item_id in mine else _UNVOTED for item_id in ids]
         counts = self.counts(filling, ids)
         # A slot's count where its page shows one (hidden counts stay hidden): "key:count", else "key:".

@@ -56,6 +56,8 @@ def bound_database(database: Database, connection: Connection) -> Database:
     bound.url, bound.engine = database.url, database.engine
     bound.read_sessions = bound.write_sessions = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    # The plain reads before the stack on the same transaction (the app's own database reads outside any)
+    bound.read_rows = lambda sql: list(connection.exec_driver_sql(sql).all())  # type: ignore[method-assign]
     return bound
 
 
