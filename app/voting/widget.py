@@ -11,7 +11,7 @@ variant and kept with the page (the cache counts it against its size).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -31,8 +31,57 @@ def register(cache: PageCache) -> None:
 
 
 def render_widget(filling: Filling, state: voting.VoteState, *, widget: str = "card") -> str:
-    return templates.env.get_template("voting/_vote.html").render(
-        request=filling.request, viewer=filling.viewer, vote=state, widget=widget, csrf_token=filling.csrf)
+    request = filling.request
+
+    def render(shown: voting.VoteState) -> str:
+        return templates.env.get_template("voting/_vote.html").render(
+            request=request, viewer=filling.viewer, vote=shown, widget=widget, csrf_token=filling.csrf)
+
+    if widget != "card":
+        return render(state)
+    # The address the card's forms come back to, when signed in (the template's `here`)
+    return CARDS.html(render, state, (request.url.path, request.url.query))
+
+
+# Stand-ins for a card's count while its widget is rendered for every count at once (`CardWidgets`); the second
+# checks that the count is all the first stands for in the HTML.
+_STAND_IN, _CHECK = "7350019283746511", "7350019283746513"
+
+
+class CardWidgets:
+    """A card's vote widget (`voting/_vote.html`, widget "card") rendered once for all its counts, per worker: with a
+    stand-in count, which each use replaces. A vote changes one card's count, and a board kept by the page cache is
+    filled again after every vote; the JSON answer to a vote shows the card with its new count too.
+
+    Rendered each time instead: a count of one ("1 vote"), hidden counts, and a widget whose HTML holds the
+    stand-in's digits for anything else (checked once with a second stand-in). The key is the state but its count,
+    and what the caller says the rendering also depends on (the address its forms come back to)."""
+
+    MAX_KEPT = 4096
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[object, ...], str] = {}
+
+    def html(self, render: Callable[[voting.VoteState], str], state: voting.VoteState,
+             depends_on: tuple[object, ...]) -> str:
+        count = state.count
+        if count is None or count == 1:
+            return render(state)
+        key = (dataclasses.replace(state, count=None), *depends_on)
+        template = self._kept.get(key)
+        if template is None:
+            template = render(dataclasses.replace(state, count=int(_STAND_IN)))
+            if template.replace(_STAND_IN, _CHECK) != render(dataclasses.replace(state, count=int(_CHECK))):
+                template = ""  # kept as such: rendered each time
+            if len(self._kept) >= self.MAX_KEPT:
+                self._kept.clear()
+            self._kept[key] = template
+        if not template:
+            return render(state)
+        return template.replace(_STAND_IN, str(count))
+
+
+CARDS = CardWidgets()
 
 
 _BY_KEY: dict[str, Importance] = {importance.key: importance for importance in Importance}
