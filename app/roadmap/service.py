@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,7 +40,7 @@ from app.roadmap.models import (
     item_tags,
 )
 from app.roadmap.timeframes import Timeframe
-from app.roadmap.visibility import visible_items
+from app.roadmap.visibility import audience, visible_items
 from app.webhooks import service as webhooks
 
 BOARD_CARDS_PER_COLUMN = 12
@@ -288,6 +289,36 @@ def list_items(session: Session, viewer: Viewer, filters: Filters, *, page: int 
         .limit(per_page)
     )
     return list(items), total
+
+
+# (content revision, minute) -> (audience, filters but the sort) -> how many pages the list has, per process
+_page_counts: tuple[tuple[int, int], dict[tuple[Any, ...], int]] | None = None
+MAX_PAGE_COUNTS = 10_000
+
+
+def page_count(session: Session, viewer: Viewer, filters: Filters, *, per_page: int = PAGE_SIZE) -> int:
+    """How many pages `list_items` has for this viewer and these filters (1 when there are none): read once per
+    content revision, minute (scheduled items appear on their minute) and audience, so that a page number past the end
+    costs no count per request (app/roadmap/views.py, `board`); staff's are counted each time."""
+    global _page_counts
+    who = audience(viewer)
+    if who is None:
+        return _pages(session, viewer, filters, per_page)
+    under = (revision.both(session)[0], int(time.time() // 60))
+    kept = _page_counts
+    if kept is None or kept[0] != under or len(kept[1]) >= MAX_PAGE_COUNTS:
+        kept = _page_counts = (under, {})
+    key = (who, filters.product, filters.tag, filters.stage, per_page)
+    pages = kept[1].get(key)
+    if pages is None:
+        pages = kept[1][key] = _pages(session, viewer, filters, per_page)
+    return pages
+
+
+def _pages(session: Session, viewer: Viewer, filters: Filters, per_page: int) -> int:
+    base = _apply_filters(visible_items(viewer), filters)
+    total = session.scalar(base.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    return max(1, -(-total // per_page))
 
 
 def get_horizons(session: Session, viewer: Viewer, filters: Filters, *, limit: int = 200) -> dict[Timeframe, list[Item]]:

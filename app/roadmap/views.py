@@ -40,7 +40,8 @@ async def board(
     page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1,
 ) -> Response:
     # What the address asks for, as the page reads it: a sort that is not one (or not this viewer's), another view
-    # than Now/Next/Later or a page of a list that has none are the defaults, as the page shows them; a product, tag
+    # than Now/Next/Later or a page of a list that has none are the defaults, as the page shows them, and a page past
+    # the list's end is its last page; a product, tag
     # or stage no one has is `UNKNOWN_SLUG` (nothing matches it, as nothing matched the name sent). The page is made
     # and kept as for the address that says only that (`_board_query`): made-up values, repeated or reordered
     # parameters cost what that address costs, and cannot crowd out the real pages (each was a page rendered anew on
@@ -51,6 +52,8 @@ async def board(
         sort=sort))
     shown = "horizon" if view == "horizon" else "board"
     page = page if shown == "board" and filters.stage else 1
+    if page > 1:  # past the end: the last page (and its address)
+        page = min(page, roadmap.page_count(session, viewer, filters))
     query = _board_query(filters, sort_sent=sort, view=shown, page=page)
     if query != request.scope["query_string"]:
         request = at_address(request, query)

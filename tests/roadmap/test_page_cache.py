@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -293,6 +294,36 @@ async def test_made_up_filter_values_are_the_page_of_the_address_that_says_what_
         assert len(pages) == kept and pages.misses == misses
     assert "Webhooks" in (await visit("/?sort=x1")).text
     assert "No items match these filters" in (await visit("/?tag=nope3")).text
+
+
+async def test_a_page_past_the_end_of_a_list_is_its_last_page(app, client, session):
+    """`?stage=planned&page=50` of a list with two pages is its second page, kept once for all such numbers, for
+    visitors and for the customers who see more items alike. A walk-through found each number a page of its own,
+    rendered on the event loop (a flood of them held up the kept board), saying the stage was empty."""
+    from app.roadmap import service as roadmap
+
+    enterprise_a, enterprise = customer_in_segment(session, "Enterprise")
+    titles = [f"Planned {n:02d}" for n in range(roadmap.PAGE_SIZE + 2)]
+    for title in titles:
+        make_item(session, title=title)
+    for n in range(roadmap.PAGE_SIZE):  # only the segment's customers have a third page
+        make_item(session, title=f"Enterprise {n:02d}", visibility=Visibility.customers, segments=[enterprise])
+    session.flush()
+    pages = app.state.pages
+
+    async def seen(who: Any, number: int) -> str:  # each sign-in its own token: the page but the token
+        page = await _as(client, session, who, f"/?stage=planned&page={number}")
+        token = CSRF_META.search(page)
+        return page.replace(token.group(1), "TOKEN") if token else page
+
+    for who, last in ((None, 2), (enterprise_a, 3)):
+        page = await seen(who, last)
+        assert "Nothing here yet" not in page and f"Page {last} of {last}" in page, who
+        kept, misses = len(pages), pages.misses
+        for number in (last + 1, 50, 10_000):
+            assert await seen(who, number) == page, (who, number)
+        assert len(pages) == kept and pages.misses == misses
+    assert "Enterprise" not in await _as(client, session, None, "/?stage=planned&page=3")
 
 
 async def test_with_counts_hidden_a_vote_ordered_page_never_reaches_those_who_cannot_see_counts(client, session):
