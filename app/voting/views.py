@@ -246,7 +246,7 @@ async def _at_once(request: Request, attempt: _Attempt) -> Response | None:
     if session.get_bind().dialect.name != "postgresql":
         return None
     arrived = time.monotonic()
-    async with _one_per_item(request) as turn, _slots(request):
+    async with _item_turn(request) as turn, _slots(request):
         request.scope["state"][_WAITED] = time.monotonic() - arrived
         request.scope["state"][_TURN] = turn
         guessed = revision.guess(session)
@@ -263,22 +263,26 @@ async def _at_once(request: Request, attempt: _Attempt) -> Response | None:
 
 
 class _ItemGates:
-    """One vote at once per item at a time in a worker, the others for the item waiting here, holding no off-loop slot
-    and no connection: votes waiting for an item's row (held by someone else: staff changing it, a long transaction)
-    took every slot, and votes for every other item, the searches and the API's list waited behind them (a
-    walk-through: 10.6 s with the row held 12 s). The database takes the item's votes one at a time anyway (its row's
-    counter). A vote that waits here longer than the lock timeout answers 503, as one waiting for the row would."""
+    """The votes at once for one item hold all but one of a worker's off-loop slots at most, the others for the item
+    waiting here, holding no slot and no connection: votes waiting for an item's row (held by someone else: staff
+    changing it, a long transaction) took every slot, and votes for every other item, the searches and the API's
+    list waited behind them (a walk-through: 10.6 s with the row held 12 s). One at a time per item was tried: the
+    item's next vote then waited for a slot only once the previous had its answer, and the votes' p99 doubled under
+    wrk (bench/README.md). A vote that waits here longer than the lock timeout answers 503, as one waiting for the
+    row would."""
 
     def __init__(self) -> None:
-        self._gates: dict[tuple[asyncio.AbstractEventLoop, str], list[Any]] = {}  # -> [lock, users]
+        # (loop, item) -> [its turns, how many votes hold or wait for one]
+        self._gates: dict[tuple[asyncio.AbstractEventLoop, str], list[Any]] = {}
 
     @contextlib.asynccontextmanager
-    async def one_at_a_time(self, public_id: str, timeout: float | None) -> AsyncIterator[_Turn]:
-        """The item's turn, until the block ends or the turn is given up (`_Turn.give_up`, once the vote committed)."""
+    async def turn(self, public_id: str, *, width: int, timeout: float | None) -> AsyncIterator[_Turn]:
+        """One of the item's `width` turns, until the block ends or the turn is given up (`_Turn.give_up`, once the
+        vote committed)."""
         key = (asyncio.get_running_loop(), public_id)
         gate = self._gates.get(key)
         if gate is None:
-            gate = self._gates[key] = [asyncio.Lock(), 0]
+            gate = self._gates[key] = [asyncio.Semaphore(width), 0]
         gate[1] += 1
         try:
             try:
@@ -297,25 +301,27 @@ class _ItemGates:
 
 
 class _Turn:
-    """An item's turn for a vote at once (`_ItemGates`): the next vote for the item goes once this one has committed,
-    not after its answer is made too."""
+    """An item's turn for a vote at once (`_ItemGates`), given up once the vote has committed, not after its answer
+    is made too."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_gate",)
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock: asyncio.Lock | None = lock
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self._gate: asyncio.Semaphore | None = gate
 
     def give_up(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
 
 
 _ITEM_GATES = _ItemGates()
 
 
-def _one_per_item(request: Request) -> contextlib.AbstractAsyncContextManager[_Turn]:
-    return _ITEM_GATES.one_at_a_time(request.path_params["public_id"], _lock_timeout(request))
+def _item_turn(request: Request) -> contextlib.AbstractAsyncContextManager[_Turn]:
+    holder: RequestSession = request.state.db
+    return _ITEM_GATES.turn(request.path_params["public_id"], width=max(1, holder.database.off_loop_slot_count - 1),
+                            timeout=_lock_timeout(request))
 
 
 def _slots(request: Request) -> asyncio.Semaphore:
