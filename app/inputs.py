@@ -55,13 +55,27 @@ def _urlencoded_fix(match: re.Match[bytes]) -> bytes:
 
 
 def clean_urlencoded(data: bytes) -> bytes:
-    """A complete query string or urlencoded body that decodes to the same fields, minus bad characters.
+    """A complete query string or urlencoded body that decodes to the same fields, minus bad characters: removed
+    until none is left, since removing one may join what stood around it into another (`%E2%80%00%AA`).
 
     Lone surrogates cannot come through this channel: their UTF-8 forms are invalid and decode to U+FFFD.
     """
     if b"%" not in data and not _RAW_CONTROLS.search(data):
         return data
-    return _URLENCODED_FIXES.sub(_urlencoded_fix, data)
+    while True:
+        cleaned = _URLENCODED_FIXES.sub(_urlencoded_fix, data)
+        if cleaned == data:
+            return cleaned
+        data = cleaned
+
+
+def _strip_raw(data: bytes) -> bytes:
+    """`_RAW_CONTROLS` removed until none is left (removing one may join the bytes around it into another)."""
+    while True:
+        cleaned = _RAW_CONTROLS.sub(b"", data)
+        if cleaned == data:
+            return cleaned
+        data = cleaned
 
 
 class _UrlencodedStream:
@@ -75,7 +89,12 @@ class _UrlencodedStream:
             if cut != -1:  # not inside a bidi control's escapes either
                 cut = next((m.start() for m in _BIDI_HEAD.finditer(data, max(0, cut - 6), cut)), cut)
                 data, self._carry = data[:cut], data[cut:]
-        return clean_urlencoded(data)
+        cleaned = clean_urlencoded(data)
+        if not final:  # what a removal left at the end may start a bidi control the next chunk ends: held too
+            head = _BIDI_HEAD.search(cleaned)
+            if head is not None:
+                cleaned, self._carry = cleaned[:head.start()], cleaned[head.start():] + self._carry
+        return cleaned
 
 
 _FILENAME = re.compile(rb"filename\*?\s*=", re.IGNORECASE)
@@ -97,6 +116,16 @@ class _MultipartStream:
         self._headers = b""
         self._text = True
 
+    def _cleaned(self, part: bytes, *, final: bool, text: bool) -> bytes:
+        """A piece of a part sent on before its end: controls stripped from text, and a last byte or two that may
+        start a bidi control (also one a removal left) put back, for the next chunk to say what it is."""
+        cleaned = _strip_raw(part) if text else part
+        if final:
+            return cleaned
+        whole = _whole_characters(cleaned)
+        self._buffer = cleaned[len(whole):] + self._buffer
+        return whole
+
     def feed(self, chunk: bytes, final: bool) -> bytes:
         self._buffer += chunk
         out: list[bytes] = []
@@ -106,16 +135,14 @@ class _MultipartStream:
                 if end == -1:
                     keep = 0 if final else 3  # a CRLFCRLF may straddle chunks
                     part = self._buffer[: max(0, len(self._buffer) - keep)]
-                    if not final:
-                        part = _whole_characters(part)
                     self._buffer = self._buffer[len(part):]
                     if len(self._headers) < _MAX_HEADER_MEMORY:
                         self._headers += part
-                    out.append(_RAW_CONTROLS.sub(b"", part))
+                    out.append(self._cleaned(part, final=final, text=True))
                     break
                 part = self._buffer[:end]
                 self._headers += part
-                out.append(_RAW_CONTROLS.sub(b"", part) + b"\r\n\r\n")
+                out.append(_strip_raw(part) + b"\r\n\r\n")
                 self._text = not _FILENAME.search(self._headers)
                 self._buffer = self._buffer[end + 4:]
                 self._in_headers = False
@@ -124,13 +151,11 @@ class _MultipartStream:
                 if at == -1:
                     keep = 0 if final else len(self._delimiter) - 1
                     part = self._buffer[: max(0, len(self._buffer) - keep)]
-                    if not final:
-                        part = _whole_characters(part)
                     self._buffer = self._buffer[len(part):]
-                    out.append(_RAW_CONTROLS.sub(b"", part) if self._text else part)
+                    out.append(self._cleaned(part, final=final, text=self._text))
                     break
                 part = self._buffer[:at]
-                out.append((_RAW_CONTROLS.sub(b"", part) if self._text else part) + self._delimiter)
+                out.append((_strip_raw(part) if self._text else part) + self._delimiter)
                 self._buffer = self._buffer[at + len(self._delimiter):]
                 self._in_headers, self._headers = True, b""
         data = b"".join(out)
