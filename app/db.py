@@ -451,7 +451,8 @@ OFF_LOOP = "ahead.off_loop"  # in the request's state: it holds one of the datab
 
 
 class OffLoopMiddleware:
-    """Requests for `paths` (GET, HEAD: the searches, the API's item list) wait for one of the database's off-loop slots
+    """Requests for `paths` or paths under `prefixes` (GET, HEAD: the searches, the API's items, the changelog's
+    pages and feeds, the sitemap) wait for one of the database's off-loop slots
     (`Database.off_loop_slots`) before anything of theirs runs, and then do their slow part in a thread
     (`run_off_loop`): the search's statements, loading and marking its hits, and the page's render. Waiting, they
     hold no connection. Run on the event loop, a search held it for the whole search, round trips included, and a
@@ -461,15 +462,18 @@ class OffLoopMiddleware:
     runs that many at once: more threads made each search dearer (the interpreter's lock, passed between them) and
     left the loop less of it (bench/README.md, "a search flood")."""
 
-    def __init__(self, app: Any, *, database_getter: Callable[[], Database], paths: frozenset[str]) -> None:
+    def __init__(self, app: Any, *, database_getter: Callable[[], Database], paths: frozenset[str],
+                 prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.database_getter = database_getter
         self.paths = paths
+        self.prefixes = prefixes
         # This middleware's share of the slots: half of them, at least one
         self._share = PerLoopSemaphore(lambda: max(1, database_getter().off_loop_slot_count // 2))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] not in ("GET", "HEAD"):
+        if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD")
+                or (scope["path"] not in self.paths and not scope["path"].startswith(self.prefixes))):
             await self.app(scope, receive, send)
             return
         database = self.database_getter()

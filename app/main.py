@@ -62,7 +62,9 @@ log = logging.getLogger("ahead")
 UPLOAD_PATHS = ("/admin/settings",)
 
 # GET routes whose slow part runs in a thread, each waiting for a slot of the pool first (app/db.py OffLoopMiddleware).
-OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar", "/api/v1/items"})
+OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar", "/api/v1/items", "/changelog", "/changelog.atom",
+                            "/sitemap.xml"})
+OFF_LOOP_PREFIXES = ("/api/v1/items/", "/changelog/")
 
 # Seconds a stopping web process gives its outbox worker to finish the message in hand.
 OUTBOX_STOP_SECONDS = 20.0
@@ -281,7 +283,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
                        write_get_prefixes=("/auth/", "/sso/"))
     # A search waits for one of the pool's off-loop slots, holding nothing, and searches in a thread (app/db.py).
-    app.add_middleware(OffLoopMiddleware, database_getter=lambda: app.state.database, paths=OFF_LOOP_PATHS)
+    app.add_middleware(OffLoopMiddleware, database_getter=lambda: app.state.database, paths=OFF_LOOP_PATHS,
+                       prefixes=OFF_LOOP_PREFIXES)
     # Query strings and form bodies lose the characters PostgreSQL refuses before any route reads them.
     app.add_middleware(CleanInputMiddleware)
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the

@@ -62,7 +62,7 @@ from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote_plus
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 from starlette.requests import cookie_parser
@@ -81,6 +81,7 @@ _MARKER = re.compile(re.escape(_PREFIX) + r"(\w+):([^\x00]*)\x00")
 # Not a slot: replaced in the finished page in one pass (it is in every form, fillers' HTML included).
 CSRF_MARKER = Markup(f"\x00{_NONCE}!csrf\x00")  # nosec B704 # a marker made of a random nonce, no outside input
 _CSRF_BYTES = str(CSRF_MARKER).encode()
+HTML = "text/html; charset=utf-8"
 
 MAX_CHARACTERS = 32_000_000  # per worker: a board is ~50 k characters, a customer's with its widgets ~250 k
 # What a slot's captured value counts for in the size bound (a small frozen object: a few ids and a title).
@@ -130,6 +131,7 @@ class Page:
     finished_votes: int | None = None
     digest: str = ""  # of the parts and the slots' places, once per page: the base of every answer's ETag
     group: str | None = None  # the bounded share of the cache it counts against (`PageCache.bound`), if any
+    media_type: str = HTML  # what it is answered as (a feed, a sitemap: their own)
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
     _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
@@ -581,7 +583,8 @@ def _minute_began(path: str, minute: int) -> datetime:
 
 def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
                   build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                  signed_in_too: bool = True, counts_in_layout: bool = False, group: str | None = None) -> Response:
+                  signed_in_too: bool = True, counts_in_layout: bool = False, group: str | None = None,
+                  media_type: str = HTML) -> Response:
     """`render(request, template, build())`, from this worker's cache when it may be.
 
     `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
@@ -594,35 +597,43 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     its vote slots (a board sorted by votes, the item page's vote box): it is kept under the votes revision too.
     `group`: a share of the cache bounded on its own (`PageCache.bound`), for pages whose addresses anyone can make
     up in any number (a search per query): they push out each other, never the boards, and are kept only from the
-    second time their address is asked for (`PageCache.admits`).
+    second time their address is asked for (`PageCache.admits`). `media_type`: what the template makes, for a page
+    that is not HTML (a feed, the sitemap).
     """
     plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
-                 counts_in_layout=counts_in_layout, group=group)
+                 counts_in_layout=counts_in_layout, group=group, media_type=media_type)
     if plan is None:
-        return _rendered(request, template, build)
+        return _rendered(request, template, build, media_type)
     return _answer(plan, session, viewer, plan.page if plan.page is not None else _made(plan, viewer, template, build))
 
 
 async def cached_render_off_loop(request: Request, session: Session, viewer: Viewer, template: str,
                                  build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                                 group: str | None = None) -> Response:
-    """`cached_render` for a page whose `build` is slow (a search): `build`, and the render of what it gives, run in a
-    thread when the request holds an off-loop slot (app.db.run_off_loop). The cache is looked up, filled and answered
-    from here, on the event loop, which alone touches it (it is not thread-safe)."""
-    plan = _plan(request, session, viewer, template, params=params, signed_in_too=True, counts_in_layout=False,
-                 group=group)
+                                 signed_in_too: bool = True, group: str | None = None,
+                                 media_type: str = HTML) -> Response:
+    """`cached_render` for a page whose `build` is slow (a search, the sitemap): `build`, and the render of what it
+    gives, run in a thread when the request holds an off-loop slot (app.db.run_off_loop). The cache is looked up,
+    filled and answered from here, on the event loop, which alone touches it (it is not thread-safe)."""
+    plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
+                 counts_in_layout=False, group=group, media_type=media_type)
     if plan is None:
-        return await run_off_loop(request, lambda: _rendered(request, template, build))
+        return await run_off_loop(request, lambda: _rendered(request, template, build, media_type))
     kept: _Plan = plan  # (for the closure: not None)
     made = kept.page if kept.page is not None else await run_off_loop(
         request, lambda: _made(kept, viewer, template, build))
     return _answer(kept, session, viewer, made)
 
 
-def _rendered(request: Request, template: str, build: Callable[[], dict[str, Any] | Response]) -> Response:
+def _rendered(request: Request, template: str, build: Callable[[], dict[str, Any] | Response],
+              media_type: str = HTML) -> Response:
     """A page not cached for this request: built and rendered, or what `build` answered instead."""
     context = build()
-    return context if isinstance(context, Response) else render(request, template, context)
+    if isinstance(context, Response):
+        return context
+    response = render(request, template, context)
+    if media_type != HTML:
+        response.headers["content-type"] = media_type
+    return response
 
 
 @dataclass(slots=True)
@@ -638,10 +649,11 @@ class _Plan:
     page: Page | None
     admitted: bool
     group: str | None
+    media_type: str
 
 
 def _plan(request: Request, session: Session, viewer: Viewer, template: str, *, params: frozenset[str],
-          signed_in_too: bool, counts_in_layout: bool, group: str | None) -> _Plan | None:
+          signed_in_too: bool, counts_in_layout: bool, group: str | None, media_type: str) -> _Plan | None:
     """None when the page is not cached for this request (no cache, staff, a write, a signed-in person on a page kept
     for visitors only)."""
     who = audience(viewer)
@@ -658,7 +670,7 @@ def _plan(request: Request, session: Session, viewer: Viewer, template: str, *, 
     page = cache.get(rev, key)
     # Asked for the first time, a page of a group is rendered, not kept
     admitted = page is not None or group is None or cache.admits(group, key)
-    return _Plan(cache, request, rev, votes, key, page, admitted, group)
+    return _Plan(cache, request, rev, votes, key, page, admitted, group, media_type)
 
 
 def _made(plan: _Plan, viewer: Viewer, template: str, build: Callable[[], dict[str, Any] | Response]
@@ -669,10 +681,10 @@ def _made(plan: _Plan, viewer: Viewer, template: str, build: Callable[[], dict[s
     if isinstance(context, Response):
         return context
     if not plan.admitted:
-        return render(plan.request, template, context)
+        return _rendered(plan.request, template, lambda: context, plan.media_type)
     page = _capture(plan.cache, plan.request, viewer, template, context,
                     began=_minute_began(plan.request.url.path, plan.key[-1]))
-    page.group = plan.group
+    page.group, page.media_type = plan.group, plan.media_type
     return page
 
 
@@ -751,10 +763,10 @@ def page_digest(parts: list[str | Slot]) -> str:
 
 
 def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page, rev: int,
-             votes: int, key: tuple[Any, ...]) -> HTMLResponse:
+             votes: int, key: tuple[Any, ...]) -> Response:
     filling = Filling(request=request, viewer=viewer, page=page, open_session=lambda: session)
     body, etag, needs_token = _assemble(cache, filling)
-    response = HTMLResponse(body, headers={"etag": etag})
+    response = Response(body, media_type=page.media_type, headers={"etag": etag})
     for hook in filling.on_response:
         hook(response)
     finishing: _Finishing | None = request.scope.get(FINISHING)

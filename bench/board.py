@@ -773,6 +773,36 @@ def background_searches_load(app: Server, url: str, args: argparse.Namespace, di
           f"p50 {quiet.p50_ms:.1f}, p99 {quiet.p99_ms:.1f} ms")
 
 
+def flood_load(app: Server, args: argparse.Namespace, fixtures: Fixtures) -> None:
+    """The kept board while one ordinary address floods the same workers (a walk-through's finding: made on the event
+    loop per request, the changelog's feed, the sitemap or the API's item held the kept board at a median of 0.3-1.7 s,
+    the sitemap at none answered): `--board-readers` connections read the visitor's board alone, then while
+    `--flood-connections` connections of another wrk ask each of `--flood` in turn. `{item}` in a path is an item of
+    the board. Prints the board's req/s, p50 and p99 each time, and the flood's own."""
+    readers = argparse.Namespace(**{**vars(args), "connections": args.board_readers, "threads": 1})
+    item = fixtures.item_paths[0].split("/")[2]
+    quiet = run_wrk("board, visitor (alone)", app.base + "/", readers)
+    print(f"board, visitor ({args.board_readers} connections) alone: {quiet.rps:.0f} req/s, p50 {quiet.p50_ms:.1f}, "
+          f"p99 {quiet.p99_ms:.1f} ms")
+    for path in [p.strip().replace("{item}", item) for p in args.flood.split(";") if p.strip()]:
+        seconds = args.duration + args.warmup + 2  # outlasts the board's wrk, its warm-up included
+        flood = subprocess.Popen(
+            ["wrk", f"-t{args.threads}", f"-c{args.flood_connections}", "--latency", "--timeout", "5s",
+             f"-d{seconds}s", app.base + path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)
+            busy = run_wrk(f"board, visitor (while {path})", app.base + "/", readers)
+            out, _ = flood.communicate(timeout=seconds + 60)
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+        flooding = wrk_result(path, out, os.getloadavg()[0])
+        print(f"board, visitor while {args.flood_connections} connections ask {path}: {busy.rps:.0f} req/s, "
+              f"p50 {busy.p50_ms:.1f}, p99 {busy.p99_ms:.1f} ms{f', ERRORS {busy.errors}' if busy.errors else ''}; "
+              f"{path} itself {flooding.rps:.0f} req/s, p99 {flooding.p99_ms:.0f} ms"
+              f"{f', ERRORS {flooding.errors}' if flooding.errors else ''}")
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
@@ -874,7 +904,13 @@ def main() -> None:
                         help="also the visitor's board read by a few connections (--board-readers) alone and while "
                              "this many connections ask never-repeated searches (e.g. 48)")
     parser.add_argument("--board-readers", type=int, default=4, metavar="CONNECTIONS",
-                        help="connections reading the board with --background-searches (default 4)")
+                        help="connections reading the board with --background-searches or --flood (default 4)")
+    parser.add_argument("--flood", metavar="PATHS",
+                        help="also the visitor's board read by a few connections (--board-readers) alone and while "
+                             "--flood-connections ask each of these paths in turn (separated by semicolons; {item} is "
+                             "an item's id), e.g. '/changelog.atom;/sitemap.xml;/api/v1/items/{item}'")
+    parser.add_argument("--flood-connections", type=int, default=16, metavar="CONNECTIONS",
+                        help="connections asking each --flood path (default 16)")
     parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                         help="first wait up to this long (at most 1800) for the 1-minute load average to fall "
                              "below the number of CPUs: other work on a shared machine skews every figure")
@@ -984,6 +1020,8 @@ def main() -> None:
                 background_votes_load(app, url_db, env, args)
             if args.background_searches:
                 background_searches_load(app, url_db, args, directory)
+            if args.flood:
+                flood_load(app, args, fixtures)
             if args.votes:
                 rows.append((vote_unvote_load(app, url_db, env, args, directory), None, None))
         finally:

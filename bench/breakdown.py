@@ -339,6 +339,11 @@ def main() -> None:
         # Never the same query twice (warm-up included, up to 5,000 requests): every search is one not kept.
         Page("search, distinct", app, [f"/search?q={q.replace(' ', '+')}" for q in distinct_queries(url, 5_000)]),
         Page("stage page", app, ["/?stage=planned", "/?stage=released&page=3"]),
+        # Public addresses a visitor's flood could hold a worker with (a walk-through's finding)
+        Page("changelog", app, ["/changelog"]),
+        Page("changelog feed", app, ["/changelog.atom"]),
+        Page("item, API", app, [f"/api/v1/items/{path.split('/')[2]}" for path in fixtures.item_paths]),
+        Page("comments, API", app, [f"/api/v1/items/{path.split('/')[2]}/comments" for path in fixtures.item_paths]),
     ]
     # The references serve the very bytes of the visitor's board, fetched from the app first (bench/reference_app.py).
     pages_file = Path(tempfile.mkdtemp(prefix="ahead-breakdown-")) / "pages.json"

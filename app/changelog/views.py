@@ -15,7 +15,7 @@ from math import ceil
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.accounts.viewer import ANONYMOUS, Viewer
@@ -27,11 +27,11 @@ from app.errors import RateLimited
 from app.forms import FormModel, choice, read_form
 from app.notify import changelog as subscriptions
 from app.notify.models import Delivery
+from app.pagecache import cached_render_off_loop
 from app.parsing import ASCII_DIGITS
-from app.portal import service as portal
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
-from app.web import redirect, render, templates
+from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 _CSRF = [Depends(verify_csrf)]
@@ -40,21 +40,39 @@ _PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Po
 Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 
 
+# The changelog's pages and feeds are kept (app/pagecache.py) and made in a thread (app.db.OffLoopMiddleware): each
+# took 10-300 ms of the worker (the sitemap lists every public item), and a flood of any one of them, made on the
+# event loop per request, held the kept board waiting behind it. What is shown depends on the content, the
+# audience and the time (a scheduled entry appears when its time comes): kept per content revision and minute.
+LIST_TEMPLATE = "changelog/list.html"
+ENTRY_TEMPLATE = "changelog/entry.html"
+FEED_TEMPLATE = "changelog/feed.atom"
+ATOM = "application/atom+xml; charset=utf-8"
+
+
 @router.get("/changelog", response_class=HTMLResponse)
 async def changelog_page(request: Request, session: DbSession, viewer: CurrentViewer, product: Slug = None,
                          page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1) -> Response:
-    return _list_page(request, session, viewer, product=product, page=page)
+    # A signed-in person's Subscribe control is theirs: kept for visitors only
+    return await cached_render_off_loop(request, session, viewer, LIST_TEMPLATE,
+                                        lambda: _list_context(session, viewer, product=product, page=page),
+                                        params=frozenset({"product", "page"}), signed_in_too=False)
 
 
-def _list_page(request: Request, session: Session, viewer: Viewer, *, product: str | None = None, page: int = 1,
-               extra: dict[str, object] | None = None, status_code: int = 200) -> Response:
+def _list_context(session: Session, viewer: Viewer, *, product: str | None = None, page: int = 1
+                  ) -> dict[str, object]:
     chosen = changelog.get_product(session, product)
     releases, total = changelog.list_releases(session, viewer, page=page, product=chosen)
-    return render(request, "changelog/list.html", {
+    return {
         "releases": releases, "total": total, "page": page, "pages": max(1, ceil(total / changelog.PAGE_SIZE)),
-        "products": roadmap.list_products(session), "product": chosen,
-        **_subscription(session, viewer), **(extra or {}),
-    }, status_code=status_code)
+        "products": roadmap.list_products(session), "product": chosen, **_subscription(session, viewer),
+    }
+
+
+def _list_page(request: Request, session: Session, viewer: Viewer, *, extra: dict[str, object],
+               status_code: int) -> Response:
+    """The list as it answers a refused form (never kept)."""
+    return render(request, LIST_TEMPLATE, {**_list_context(session, viewer), **extra}, status_code=status_code)
 
 
 def _subscription(session: Session, viewer: Viewer) -> dict[str, object]:
@@ -66,21 +84,28 @@ def _subscription(session: Session, viewer: Viewer) -> dict[str, object]:
 
 @router.get("/changelog.atom")
 async def changelog_atom(request: Request, session: DbSession, product: Slug = None) -> Response:
-    chosen = changelog.get_product(session, product)
-    releases, _ = changelog.list_releases(session, ANONYMOUS, per_page=changelog.FEED_SIZE, product=chosen)
-    body = templates.get_template("changelog/feed.atom").render(
-        releases=releases, base_url=request.app.state.settings.base_url, branding=portal.get_branding(session),
-        updated=changelog.latest_update(releases), product=chosen,
-    )
-    return Response(body, media_type="application/atom+xml; charset=utf-8")
+    def build() -> dict[str, object]:
+        chosen = changelog.get_product(session, product)
+        releases, _ = changelog.list_releases(session, ANONYMOUS, per_page=changelog.FEED_SIZE, product=chosen)
+        return {"releases": releases, "updated": changelog.latest_update(releases), "product": chosen}
+
+    # A visitor's feed, whoever asks: kept as the visitors' (a feed reader sends no cookie: answered before the stack)
+    return await cached_render_off_loop(request, session, ANONYMOUS, FEED_TEMPLATE, build,
+                                        params=frozenset({"product"}), media_type=ATOM)
 
 
 @router.get("/changelog/{public_id}", response_class=HTMLResponse)
 @router.get("/changelog/{public_id}/{slug}", response_class=HTMLResponse)
 async def entry_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                      slug: str | None = None) -> Response:
-    release = changelog.get_release(session, viewer, public_id)
-    return render(request, "changelog/entry.html", {"release": release, **_subscription(session, viewer)})
+    def build() -> dict[str, object] | Response:
+        release = changelog.get_release(session, viewer, public_id)
+        # One address per entry: a made-up or outdated slug leads to it (and is not kept as a page of its own)
+        if release.entry is not None and (slug or "") != release.entry.slug:
+            return RedirectResponse(release.path, status_code=301)
+        return {"release": release, **_subscription(session, viewer)}
+
+    return await cached_render_off_loop(request, session, viewer, ENTRY_TEMPLATE, build, signed_in_too=False)
 
 
 # --- subscribing by email ---------------------------------------------------------------------------------

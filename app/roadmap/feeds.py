@@ -9,19 +9,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from app.accounts.viewer import ANONYMOUS
 from app.deps import DbSession
+from app.pagecache import cached_render_off_loop
 from app.roadmap import service as roadmap
-from app.web import templates
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/sitemap.xml")
 async def sitemap(request: Request, session: DbSession) -> Response:
-    body = templates.get_template("roadmap/sitemap.xml").render(
-        items=roadmap.list_public_items(session), base_url=request.app.state.settings.base_url,
-    )
-    return Response(body, media_type="application/xml; charset=utf-8")
+    # Every public item: 0.3 s and 1.2 MB at 10k items. Kept (per content revision and minute, answered to a
+    # crawler before the stack) and made in a thread (app.db.OffLoopMiddleware): made on the event loop per request,
+    # a few crawlers held every other request of the worker.
+    return await cached_render_off_loop(request, session, ANONYMOUS, "roadmap/sitemap.xml",
+                                        lambda: {"items": roadmap.list_public_items(session)},
+                                        media_type="application/xml; charset=utf-8")
 
 
 @router.get("/robots.txt")
