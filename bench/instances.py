@@ -45,7 +45,8 @@ The checks (each PASS or FAIL, with its figures):
                 requests again, so one instance at a time is down). Then:
                 - no GET failed: every page read answered 200 (nginx passed the ones the dead instance dropped to
                   the other; how many it passed on is printed);
-                - no vote lost: every vote answered 2xx is a row in the database;
+                - no vote lost: every vote answered 2xx is a row in the database; with `--graceful` (SIGTERM, a
+                  deployment's stop) no vote answered with an error at all (nginx passes the vote routes on);
                 - a vote that got an error (502: its instance died with it) is either in the database already or
                   not at all, never half: the client sends it again (a vote is idempotent: one per person and item,
                   the second a no-op, the message says which), and afterwards the vote rows are exactly the votes
@@ -687,10 +688,14 @@ async def check_kill(client: httpx.AsyncClient, nginx: Nginx, instances: list[In
             victim.freeze()
             print(f"  SIGSTOP {victim.name} at {time.monotonic() - started:.1f} s for {args.hang:g} s", flush=True)
             await asyncio.sleep(args.hang)
-        victim.kill()
+        if args.graceful:
+            # A deployment's stop: SIGTERM, the instance finishes what it has in hand and closes its connections
+            await asyncio.to_thread(victim.stop)
+        else:
+            victim.kill()
         killed_at.append(time.monotonic())
         kills.append(f"{victim.name} at {time.monotonic() - started:.1f} s (after {before} requests)")
-        print(f"  SIGKILL {kills[-1]}", flush=True)
+        print(f"  {'SIGTERM' if args.graceful else 'SIGKILL'} {kills[-1]}", flush=True)
         await asyncio.sleep(3)
         victim.start()
         await asyncio.to_thread(victim.wait_ready)
@@ -732,7 +737,7 @@ async def check_kill(client: httpx.AsyncClient, nginx: Nginx, instances: list[In
     still_missing = tally.acknowledged - load_rows
     verdicts.append(verdict(
         "kill: votes", not lost and not extra and not still_missing and again.get("200", 0) == len(tally.failed)
-        and near_kill == len(tally.failed),
+        and near_kill == len(tally.failed) and not (args.graceful and tally.failed),
         f"{votes} votes sent: {dict(tally.votes)}; acknowledged 2xx and not in the database: {len(lost)}; "
         f"answered with an error: {len(tally.failed)} {dict(tally.failed_statuses)} ({near_kill} within 1 s of a "
         f"kill), of which {failed_in_db} were "
@@ -804,7 +809,8 @@ async def run(args: argparse.Namespace, data: Data, instances: list[Instance], n
         ]
         if args.idle_rounds:
             verdicts.append(await check_keep_alive(client, nginx, data, args.idle_rounds))
-        print(f"kill: {args.duration:.0f} s of load through nginx, {args.kills} SIGKILL(s)", flush=True)
+        print(f"kill: {args.duration:.0f} s of load through nginx, {args.kills} "
+              f"{'SIGTERM' if args.graceful else 'SIGKILL'}(s)", flush=True)
         verdicts += await check_kill(client, nginx, instances, data, args)
     return verdicts
 
@@ -821,6 +827,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="clients of the load")
     parser.add_argument("--duration", type=float, default=20, help="seconds of load (at most 300)")
     parser.add_argument("--kills", type=int, default=1, help="SIGKILLs during the load (B, then A, ...)")
+    parser.add_argument("--graceful", action="store_true",
+                        help="stop the instance with SIGTERM instead (a deployment's stop): then no vote may come "
+                             "back with an error at all (nginx retries the vote routes, deploy/nginx)")
     parser.add_argument("--idle-rounds", type=int, default=8,
                         help="bursts of the keep-alive check (about 5 s each; 0 leaves it out)")
     parser.add_argument("--hang", type=float, default=0,

@@ -24,6 +24,7 @@ from tests.admin.helpers import item_form
 from tests.factories import make_admin, make_item, make_pm, make_product, make_user, stage
 from tests.helpers.http import post_form, sign_in
 from tests.helpers.outbox import deliver
+from tests.voting.helpers import vote_json
 from tests.webhooks.receiver import receiver
 
 ALL_ITEM_EVENTS = ["item.published", "item.updated", "item.stage_changed", "item.released"]
@@ -322,6 +323,26 @@ class TestVotes:
         for payload in (created, removed):  # the item as every other event gives it
             assert payload["data"]["item"]["product"] == {"slug": "mobile", "name": "Mobile app"}
             assert payload["data"]["item"]["stage"] is not None and payload["data"]["item"]["stage"]["slug"]
+
+    async def test_a_vote_and_a_withdrawal_sent_twice_count_once_and_tell_once(self, client, session, admin, hook):
+        """What nginx's retry of a vote does (deploy/nginx/ahead/locations.conf: the vote routes are retried even
+        once sent, as idempotent): the same vote twice is one vote, one count, one event; so is a withdrawal."""
+        endpoint = await add_endpoint(client, session, hook.url, ["vote.created", "vote.removed"])
+        item = make_item(session, title="Retried")
+        sign_in(client, session, make_user(session, email="twice@harbour.example", password=None))
+        for _ in range(2):
+            answer = await vote_json(client, item.public_id, "critical")
+            assert answer.status_code == 200 and answer.json()["vote_count"] == 1
+        session.refresh(item)
+        assert item.vote_count == 1
+        for _ in range(2):
+            answer = await vote_json(client, item.public_id, unvote=True)
+            assert answer.status_code == 200 and answer.json()["vote_count"] == 0
+        session.refresh(item)
+        assert item.vote_count == 0
+
+        await deliver(client)
+        assert [verified(endpoint, c)["type"] for c in hook.calls] == ["vote.created", "vote.removed"]
 
 
 def test_every_event_is_documented():
