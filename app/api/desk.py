@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from app.api.desk_schemas import (
     AskerPublic,
@@ -27,6 +27,7 @@ from app.db import utcnow
 from app.deps import DbSession, TokenReader, TokenWriter
 from app.desk import service as desk
 from app.parsing import ASCII_DIGITS
+from app.responses import weak_etag
 
 router = APIRouter(prefix="/api/v1", tags=["desk (staff token)"])
 
@@ -58,6 +59,7 @@ def _query(**values: Any) -> desk.DeskQuery:
 @router.get("/desk", response_model=DeskPagePublic, responses=_TOKEN, summary="The prioritisation desk",
             response_description="One page of the desk (50 items).")
 async def get_desk(
+    response: Response,
     session: DbSession,
     _viewer: TokenReader,
     window: Annotated[Window, Query(description="Votes cast in the last 30, 90 or 365 days, or all.")] = "90",
@@ -84,12 +86,16 @@ async def get_desk(
                    organisation=organisation, sort=sort.value, dir=dir, page=page)
     weights = desk.desk_weights(session)
     result = desk.desk_page(session, query=query, weights=weights)
-    return DeskPagePublic(
+    answer = DeskPagePublic(
         rows=[DeskRowPublic.of(r, result.now) for r in result.rows], total=result.total, page=result.page,
         pages=result.pages, per_page=desk.PER_PAGE, window=window, sort=query.sort,
         dir="asc" if query.direction == "asc" else "desc", weights=_weights(session, weights),
         computed_at=result.now,
     )
+    # The tag of the figures, not of the moment they were read: a script or a dashboard asking again with
+    # If-None-Match gets a 304 while they are unchanged (weak: the body it keeps differs only in computed_at).
+    response.headers["etag"] = weak_etag(answer.model_dump_json(exclude={"computed_at"}))
+    return answer
 
 
 _ID = Path(max_length=64, description="The item's public id.")

@@ -131,6 +131,26 @@ class TestPaging:
         body = response.json()
         assert (body["rows"], body["page"], body["pages"], body["total"]) == ([], 2, 1, 3)
 
+    async def test_asked_again_unchanged_it_answers_304_and_after_a_vote_the_new_figures(self, client, session, admin):
+        item = make_item(session, title="Tagged")
+        token = await create_token(client)
+        first = await api_get(client, "/api/v1/desk", token)
+        again = await api_get(client, "/api/v1/desk", token)
+        assert first.json()["computed_at"] != again.json()["computed_at"]  # read afresh each time
+        tag = first.headers["etag"]
+        assert again.headers["etag"] == tag and first.headers["cache-control"] == "private, no-cache"
+        saved = dict(client.cookies)
+        client.cookies.clear()
+        unchanged = await client.get("/api/v1/desk", headers={**bearer(token), "if-none-match": tag})
+        assert unchanged.status_code == 304 and unchanged.content == b""
+        voting.cast_vote(session, item=item, user=make_customer(session), importance=Importance.critical)
+        session.flush()
+        changed = await client.get("/api/v1/desk", headers={**bearer(token), "if-none-match": tag})
+        assert changed.status_code == 200 and changed.headers["etag"] != tag
+        assert changed.json()["rows"][0]["voters"] == 1
+        for name, value in saved.items():
+            client.cookies.set(name, value)
+
 
 class TestDemandOfOneItem:
     async def test_every_person_with_what_their_vote_weighs(self, client, session, admin):
