@@ -283,7 +283,7 @@ def list_items(session: Session, viewer: Viewer, filters: Filters, *, page: int 
                per_page: int = PAGE_SIZE) -> tuple[list[Item], int]:
     filters = for_viewer(session, viewer, filters)
     base = _apply_filters(visible_items(viewer), filters)
-    total = session.scalar(base.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    total = _count(session, base)
     items = session.scalars(
         base.options(*_CARD_OPTIONS).order_by(*_card_order(filters.sort, viewer)).offset((page - 1) * per_page)
         .limit(per_page)
@@ -316,9 +316,17 @@ def page_count(session: Session, viewer: Viewer, filters: Filters, *, per_page: 
 
 
 def _pages(session: Session, viewer: Viewer, filters: Filters, per_page: int) -> int:
-    base = _apply_filters(visible_items(viewer), filters)
-    total = session.scalar(base.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    return pages_of(_count(session, _apply_filters(visible_items(viewer), filters)), per_page)
+
+
+def pages_of(total: int, per_page: int = PAGE_SIZE) -> int:
+    """How many pages `total` items make (1 when there are none: an empty list still has its page)."""
     return max(1, -(-total // per_page))
+
+
+def _count(session: Session, stmt: Select[Any]) -> int:
+    """How many rows `stmt` selects (its order and columns aside)."""
+    return session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
 
 
 def get_horizons(session: Session, viewer: Viewer, filters: Filters, *, limit: int = 200) -> dict[Timeframe, list[Item]]:
@@ -655,7 +663,7 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
     if q.strip():
         ids = [hit.item.id for hit in search.search_items(session, viewer, q, limit=200)]
         stmt = stmt.where(Item.id.in_(ids))
-    total = session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    total = _count(session, stmt)
     first: list[Any] = []
     if sort is StaffSort.votes:
         first = [Item.vote_count.asc() if ascending else Item.vote_count.desc()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from math import ceil
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -72,7 +71,7 @@ async def board(
             context["horizon_labels"] = {Timeframe.now: "Now", Timeframe.next: "Next", Timeframe.later: "Later"}
         elif filters.stage:
             items, total = roadmap.list_items(session, viewer, filters, page=page)
-            context.update(items=items, total=total, page=page, pages=max(1, ceil(total / roadmap.PAGE_SIZE)),
+            context.update(items=items, total=total, page=page, pages=roadmap.pages_of(total),
                            stage=next((s for s in context["stages"] if s.slug == filters.stage), None))
         else:
             context["columns"] = roadmap.get_board(session, viewer, filters)
