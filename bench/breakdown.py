@@ -400,6 +400,8 @@ def main() -> None:
             profiler.enable()
             await measure(page, args.requests, 0)
             profiler.disable()
+            if os.environ.get("PROFILE_DUMP"):  # for pstats' callers and callees: PROFILE_DUMP=/tmp/vote.prof
+                profiler.dump_stats(os.environ["PROFILE_DUMP"])
             pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("PROFILE_LINES", "25")))
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.db import utcnow
@@ -377,3 +379,37 @@ async def test_a_kept_page_is_answered_while_a_search_runs(client, session, monk
     assert board.status_code == 200 and not release.is_set() and not search.done()
     release.set()
     assert result_titles((await search).text) == ["Slack integration"]
+
+
+# --- folding for the highlights -------------------------------------------------------------------------------
+
+_TEXT = st.text(alphabet=st.one_of(st.sampled_from("aZ …ﬁéÉèüΣςİßǺñÑ\u0301\u0308\u0344日"), st.characters()), max_size=40)
+
+
+@given(_TEXT)
+@settings(max_examples=3000, deadline=None)
+def test_folding_drops_accents_and_case_and_maps_each_piece_back_to_its_character(text):
+    """What a highlight cuts the original text by: each folded character's origin is the character it came from."""
+    import unicodedata
+
+    from app.roadmap import search
+
+    lowered = unicodedata.normalize("NFKD", text.lower())
+    assert search.fold(text) == "".join(ch for ch in lowered if not unicodedata.combining(ch))
+    folded, origin = search._fold_mapped(text)
+    each = [search.fold(ch) for ch in text]
+    assert folded == "".join(each)
+    if origin is None:
+        assert text.isascii()
+        return
+    assert len(origin) == len(folded)
+    for index, piece in enumerate(each):
+        assert "".join(folded[i] for i in range(len(folded)) if origin[i] == index) == piece
+
+
+def test_a_match_after_typographic_characters_is_marked_in_the_original_text():
+    from app.roadmap.search import highlight
+
+    assert str(highlight("…ﬁnal “Café” export", ["cafe", "export"])) == (
+        "…ﬁnal “<mark>Café</mark>” <mark>export</mark>")
+    assert str(highlight("Ｅxport naïve", ["export", "naive"])) == "<mark>Ｅxport</mark> <mark>naïve</mark>"
