@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match
 
 from app import assets, handlers, health, logs, metrics, revision
@@ -290,8 +289,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # Authlib keeps the OIDC state, nonce and PKCE verifier here between /auth/{name}/start and the
     # callback: a signed cookie of its own, gone after 10 minutes; sent only to /auth/ over http, and over
     # https to every path, which the __Host- prefix requires.
-    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=cookies.oidc,
-                       max_age=600, path=cookies.oidc_path, same_site="lax", https_only=cookies.secure)
+    app.add_middleware(oidc.OidcStateMiddleware, prefix="/auth/", secret_key=settings.secret_key,
+                       session_cookie=cookies.oidc, max_age=600, path=cookies.oidc_path, https_only=cookies.secure)
     app.add_middleware(CsrfCookieMiddleware, cookies=cookies)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(IsolatedStateMiddleware)

@@ -141,16 +141,27 @@ class CsrfTokens:
     included) does not work for the session that sign-in starts.
     """
 
+    MAX_KEPT = 10_000
+
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(("csrf:" + secret).encode()).digest()
+        # (cookie, session) -> token: a vote checks the token sent and puts the same one in the widget it answers
+        # with, and a person's next request has the same pair; anyone can make pairs up, so it starts again when full
+        self._kept: dict[tuple[str, str], str] = {}
 
     def new_cookie_value(self) -> str:
         return secrets.token_urlsafe(32)
 
     def form_token(self, cookie_value: str, session_value: str = "") -> str:
-        # Length-prefixed, so that no other split of the same characters gives the same message.
-        message = f"{len(cookie_value)}:{cookie_value}:{session_value}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        token = self._kept.get((cookie_value, session_value))
+        if token is None:
+            # Length-prefixed, so that no other split of the same characters gives the same message.
+            message = f"{len(cookie_value)}:{cookie_value}:{session_value}".encode()
+            token = hmac.new(self._key, message, hashlib.sha256).hexdigest()
+            if len(self._kept) >= self.MAX_KEPT:
+                self._kept.clear()
+            self._kept[(cookie_value, session_value)] = token
+        return token
 
     def valid(self, cookie_value: str | None, session_value: str | None, submitted: str | None) -> bool:
         if not cookie_value or not submitted:

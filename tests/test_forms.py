@@ -12,6 +12,8 @@ import re
 from typing import Annotated, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app.accounts import service as accounts
@@ -387,3 +389,53 @@ class TestTranslation:
             self.Example.model_validate({"name": 5, "count": "many", "size": "big"})
         assert form_errors(self.Example, refused.value) == {
             "name": "Send this as text.", "count": "Give how many, in digits.", "size": "Give a size in digits."}
+
+
+# --- reading a urlencoded body ---------------------------------------------------------------------------------
+
+_BODY_PIECES = st.sampled_from([b"a", b"b", b"=", b"&", b"+", b"%", b"%2", b"%26", b"%3D", b"%E2%80", b"\xc3\xa9",
+                                b";", b" ", b"\xff", b"%zz", b"%00", b"importance", b"reason"])
+
+
+@given(st.lists(_BODY_PIECES, max_size=14).map(b"".join), st.integers(min_value=1, max_value=7))
+@settings(max_examples=2000, deadline=None)
+def test_a_urlencoded_body_gives_the_pairs_starlettes_parser_gives(body, chunk):
+    """app.forms.parse_urlencoded stands in for Starlette's FormParser (python-multipart's parser, byte by byte):
+    every pair the same, whatever the body and however it arrived in chunks."""
+    import asyncio
+
+    from starlette.datastructures import Headers
+    from starlette.formparsers import FormParser
+
+    from app.forms import parse_urlencoded
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for start in range(0, len(body), chunk):
+            yield body[start:start + chunk]
+
+    async def starlettes() -> list[tuple[str, object]]:
+        parser = FormParser(Headers({"content-type": "application/x-www-form-urlencoded"}), stream())
+        return list((await parser.parse()).multi_items())
+
+    assert parse_urlencoded(body) == asyncio.run(starlettes())
+
+
+@pytest.mark.parametrize("token_in", ["body", "header"])
+async def test_a_vote_form_is_read_the_same_whoever_read_its_body_first(client, session, token_in):
+    """The CSRF token in the body (verify_csrf reads the form first, with Starlette's parser) or in the header (the
+    form is read once, by read_form): the same fields either way, the last of a repeated one counting."""
+    from tests.helpers.http import csrf_token
+    from tests.voting.helpers import widget_text
+
+    item = make_item(session, title="Shift swaps")
+    sign_in(client, session, make_user(session, password=None))
+    token = await csrf_token(client, "/")
+    body = "importance=important&importance=critical&next=%2F&widget=card"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    if token_in == "body":
+        body += f"&csrf_token={token}"
+    else:
+        headers["x-csrf-token"] = token
+    response = await client.post(f"/items/{item.public_id}/vote", content=body.encode(), headers=headers)
+    assert response.status_code == 303, response.text[:300]
+    assert widget_text((await client.get("/")).text, item.public_id).startswith("▲ 1 You voted: Critical")

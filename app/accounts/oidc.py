@@ -29,6 +29,7 @@ from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from joserfc.errors import JoseError
+from starlette.middleware.sessions import SessionMiddleware
 
 from app.accounts import service as accounts
 from app.accounts.models import IdentityKind
@@ -41,6 +42,26 @@ from app.security import verify_csrf
 from app.web import render
 
 log = logging.getLogger("ahead.oidc")
+
+class OidcStateMiddleware:
+    """Starlette's SessionMiddleware, which keeps Authlib's state, nonce and PKCE verifier in a signed cookie between
+    /auth/{name}/start and the callback, for the sign-in's own paths only (`prefix`): everywhere else it parsed every
+    request's cookies and wrapped every answer for a cookie no other route reads (a vote paid for it too). The
+    cookie is not refreshed by pages visited meanwhile: it lasts its 10 minutes from the sign-in's start."""
+
+    def __init__(self, app: Any, *, prefix: str, secret_key: str, session_cookie: str, max_age: int, path: str,
+                 https_only: bool) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.with_state = SessionMiddleware(app, secret_key=secret_key, session_cookie=session_cookie, max_age=max_age,
+                                            path=path, same_site="lax", https_only=https_only)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.with_state(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
