@@ -63,7 +63,7 @@ UPLOAD_PATHS = ("/admin/settings",)
 # GET routes whose slow part runs in a thread, each waiting for a slot of the pool first (app/db.py OffLoopMiddleware).
 OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar", "/api/v1/items", "/changelog", "/changelog.atom",
                             "/sitemap.xml"})
-OFF_LOOP_PREFIXES = ("/api/v1/items/", "/changelog/")
+OFF_LOOP_PREFIXES = ("/api/v1/items/", "/changelog/", "/items/")
 
 # Seconds a stopping web process gives its outbox worker to finish the message in hand.
 OUTBOX_STOP_SECONDS = 20.0

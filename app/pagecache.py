@@ -49,6 +49,7 @@ cookie, an `Authorization` or conditional header, an address not kept — goes t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -347,6 +348,9 @@ class PageCache:
         self.finished_hits = 0
         self.signed_in_hits = 0
         self.refills = 0  # finished answers filled again under a new votes revision before the stack
+        # (content revision, key) -> the page being made in a thread for it (`cached_render_off_loop`), awaited by
+        # the requests for the same page meanwhile instead of each making it again
+        self.in_flight: dict[tuple[Any, ...], asyncio.Future[Page | None]] = {}
 
     def register(self, kind: str, filler: Filler) -> None:
         """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
@@ -609,19 +613,48 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
 
 async def cached_render_off_loop(request: Request, session: Session, viewer: Viewer, template: str,
                                  build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                                 signed_in_too: bool = True, group: str | None = None,
-                                 media_type: str = HTML) -> Response:
-    """`cached_render` for a page whose `build` is slow (a search, the sitemap): `build`, and the render of what it
-    gives, run in a thread when the request holds an off-loop slot (app.db.run_off_loop). The cache is looked up,
-    filled and answered from here, on the event loop, which alone touches it (it is not thread-safe)."""
+                                 signed_in_too: bool = True, counts_in_layout: bool = False,
+                                 group: str | None = None, media_type: str = HTML) -> Response:
+    """`cached_render` for a page whose `build` is slow (a search, an item page, the sitemap): `build`, and the render
+    of what it gives, run in a thread when the request holds an off-loop slot (app.db.run_off_loop). The cache is
+    looked up, filled and answered from here, on the event loop, which alone touches it (it is not thread-safe)."""
     plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
-                 counts_in_layout=False, group=group, media_type=media_type)
+                 counts_in_layout=counts_in_layout, group=group, media_type=media_type)
     if plan is None:
         return await run_off_loop(request, lambda: _rendered(request, template, build, media_type))
     kept: _Plan = plan  # (for the closure: not None)
-    made = kept.page if kept.page is not None else await run_off_loop(
-        request, lambda: _made(kept, viewer, template, build))
+    if kept.page is not None:
+        return _answer(kept, session, viewer, kept.page)
+
+    def make() -> Awaitable[Page | Response]:
+        return run_off_loop(request, lambda: _made(kept, viewer, template, build))
+
+    made = await (_made_once(kept, make) if kept.admitted else make())
     return _answer(kept, session, viewer, made)
+
+
+async def _made_once(plan: _Plan, make: Callable[[], Awaitable[Page | Response]]) -> Page | Response:
+    """`make()`, or the page another request is making for the same key under the same content revision (a popular
+    item page in its next minute: made once, however many ask meanwhile, as on the event loop it was). Only a page
+    is shared, never a response (a redirect, or an error): each of those waiting then makes its own."""
+    flights = plan.cache.in_flight
+    flight = (plan.rev, plan.key)
+    pending = flights.get(flight)
+    if pending is not None:
+        page = await asyncio.shield(pending)
+        if page is not None:
+            plan.page = page  # kept by the one who made it: answered from it, not put again
+            return page
+        return await make()
+    future: asyncio.Future[Page | None] = asyncio.get_running_loop().create_future()
+    flights[flight] = future
+    made: Page | Response | None = None
+    try:
+        made = await make()
+        return made
+    finally:
+        del flights[flight]
+        future.set_result(made if isinstance(made, Page) else None)
 
 
 def _rendered(request: Request, template: str, build: Callable[[], dict[str, Any] | Response],
@@ -693,6 +726,7 @@ def _answer(plan: _Plan, session: Session, viewer: Viewer, made: Page | Response
         return made
     if plan.page is None:
         plan.cache.put(plan.rev, plan.key, made)
+        plan.page = made
     return _respond(plan.cache, plan.request, session, viewer, made, plan.rev, plan.votes, plan.key)
 
 

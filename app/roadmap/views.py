@@ -113,7 +113,7 @@ def _board_query(filters: roadmap.Filters, *, sort_sent: str | None, view: str, 
 @router.get("/items/{public_id}/{slug}", response_class=HTMLResponse)
 async def item_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                     slug: str | None = None) -> Response:
-    return serve_item_page(request, session, viewer, public_id, slug)
+    return await serve_item_page(request, session, viewer, public_id, slug)
 
 
 SEARCH_RESULTS = 30  # hits a search page shows

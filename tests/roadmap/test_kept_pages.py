@@ -229,16 +229,29 @@ async def test_a_page_kept_in_another_minute_is_rendered_again(app, client, sess
     assert app.state.pages.finished_hits == served + 1
 
 
-async def test_a_page_in_its_next_minute_is_rendered_once_however_many_visitors_ask_at_once(
-        app, client, session, monkeypatch):
-    item = make_item(session, title="Timely too")
-    first = await _warm(app, client, item.path)
-    cache: pagecache.PageCache = app.state.pages
-    misses, later = cache.misses, time.time() + 60
-    monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
-    together = await asyncio.gather(*(client.get(item.path) for _ in range(10)))
-    assert [r.content for r in together] == [first.content] * 10
-    assert cache.misses == misses + 1  # rendered by the first, kept for the other nine
+async def test_a_page_in_its_next_minute_is_rendered_once_however_many_visitors_ask_at_once(tmp_path, monkeypatch):
+    """An item page is made in a thread (app.db.OffLoopMiddleware): the visitors asking while it is made wait for it
+    instead of each making it again. On a database of its own: the requests run side by side, each in its own
+    transaction, as in a server (the test transaction's savepoints would interleave)."""
+    with own_database(tmp_path, "minute") as url, connected(url) as database:
+        with database.transaction() as session:
+            path = make_item(session, title="Timely too").path
+        settings = Settings(database_url=url, secret_key="minute-" + "x" * 40, base_url="http://testserver",
+                            redis_url="", _env_file=None)  # type: ignore[call-arg]
+        app = create_app(settings, database)
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+            first = await _warm(app, client, path)
+            cache: pagecache.PageCache = app.state.pages
+            later, renders = time.time() + 60, []
+            capture = pagecache._capture
+            monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+            monkeypatch.setattr(pagecache, "_capture", lambda *a, **k: renders.append(1) or capture(*a, **k))
+            together = await asyncio.gather(*(client.get(path) for _ in range(10)))
+            assert [r.status_code for r in together] == [200] * 10
+            assert [r.content for r in together] == [first.content] * 10
+            assert len(renders) == 1  # rendered by the first, kept for the other nine
+            assert not cache.in_flight
 
 
 def test_the_pages_of_a_board_are_rendered_again_each_minute_but_not_all_in_the_same_second(monkeypatch):
