@@ -56,6 +56,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -754,23 +755,32 @@ def background_searches_load(app: Server, url: str, args: argparse.Namespace, di
                     f"-d{args.warmup}s", app.base + "/"], capture_output=True, text=True, timeout=args.warmup + 30,
                    check=False)
     quiet = run_wrk("board, visitor (no searches)", app.base + "/", readers)
-    seconds = args.duration + args.warmup + 2  # outlasts the board's wrk, its warm-up included
-    searching = subprocess.Popen(
-        [*flood, "-s", str(lua_distinct(queries[:half], directory, args.threads, name="flood")), f"-d{seconds}s",
-         app.base + "/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1)
-        busy = run_wrk(f"board, visitor ({args.background_searches} connections searching)", app.base + "/", readers)
-        out, _ = searching.communicate(timeout=seconds + 60)
-    finally:
-        if searching.poll() is None:
-            searching.kill()
+    busy, out = _board_while(app, readers, f"board, visitor ({args.background_searches} connections searching)",
+                             lambda seconds: [*flood, "-s", str(lua_distinct(queries[:half], directory, args.threads,
+                                                                             name="flood")), f"-d{seconds}s",
+                                              app.base + "/"])
     searches = wrk_result("searches", out, os.getloadavg()[0])
     print(f"  searches in the background: {searches.rps:.0f} req/s, p99 {searches.p99_ms:.0f} ms"
           f"{f', ERRORS {searches.errors}' if searches.errors else ''}")
     print(f"board, visitor ({args.board_readers} connections) while {args.background_searches} connections search: "
           f"{busy.rps:.0f} req/s, p50 {busy.p50_ms:.1f}, p99 {busy.p99_ms:.1f} ms; alone {quiet.rps:.0f} req/s, "
           f"p50 {quiet.p50_ms:.1f}, p99 {quiet.p99_ms:.1f} ms")
+
+
+def _board_while(app: Server, readers: argparse.Namespace, name: str, background: Callable[[int], list[str]]
+                 ) -> tuple[Result, str]:
+    """The visitor's board read by `readers` while `background(seconds)`, another wrk's command, runs for longer than
+    that read (its warm-up included): the board's result and the other wrk's report."""
+    seconds = readers.duration + readers.warmup + 2
+    process = subprocess.Popen(background(seconds), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        busy = run_wrk(name, app.base + "/", readers)
+        out, _ = process.communicate(timeout=seconds + 60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return busy, out
 
 
 def flood_load(app: Server, args: argparse.Namespace, fixtures: Fixtures) -> None:
@@ -785,17 +795,10 @@ def flood_load(app: Server, args: argparse.Namespace, fixtures: Fixtures) -> Non
     print(f"board, visitor ({args.board_readers} connections) alone: {quiet.rps:.0f} req/s, p50 {quiet.p50_ms:.1f}, "
           f"p99 {quiet.p99_ms:.1f} ms")
     for path in [p.strip().replace("{item}", item) for p in args.flood.split(";") if p.strip()]:
-        seconds = args.duration + args.warmup + 2  # outlasts the board's wrk, its warm-up included
-        flood = subprocess.Popen(
-            ["wrk", f"-t{args.threads}", f"-c{args.flood_connections}", "--latency", "--timeout", "5s",
-             f"-d{seconds}s", app.base + path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1)
-            busy = run_wrk(f"board, visitor (while {path})", app.base + "/", readers)
-            out, _ = flood.communicate(timeout=seconds + 60)
-        finally:
-            if flood.poll() is None:
-                flood.kill()
+        busy, out = _board_while(app, readers, f"board, visitor (while {path})",
+                                 lambda seconds, path=path: ["wrk", f"-t{args.threads}", f"-c{args.flood_connections}",
+                                                             "--latency", "--timeout", "5s", f"-d{seconds}s",
+                                                             app.base + path])
         flooding = wrk_result(path, out, os.getloadavg()[0])
         print(f"board, visitor while {args.flood_connections} connections ask {path}: {busy.rps:.0f} req/s, "
               f"p50 {busy.p50_ms:.1f}, p99 {busy.p99_ms:.1f} ms{f', ERRORS {busy.errors}' if busy.errors else ''}; "
