@@ -21,7 +21,7 @@ from app.discussion import service as discussion
 from app.errors import NotFound
 from app.feedback import service as feedback
 from app.notify import service as notify
-from app.pagecache import cached_render_off_loop
+from app.pagecache import at_address, cached_render_off_loop
 from app.parsing import parse_int
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
@@ -54,6 +54,14 @@ class CommentForm:
 async def serve_item_page(request: Request, session: Session, viewer: Viewer, public_id: str,
                           slug: str | None = None) -> Response:
     """The item page at /items/{public_id}/{slug}, or the redirect to its right address."""
+    # Kept as for the address that says only the comments' page it shows (`page=2`, never `page=02` or `page=x`), and
+    # a page past the discussion's end leads to its last: made-up values cannot each be a page kept (a walk-through's
+    # 2,500 of them pushed the board out of the cache).
+    asked = _page_number(request.query_params.get("page"))
+    canonical = f"page={asked}".encode() if asked > 1 else b""
+    if request.scope["query_string"] != canonical:
+        request = at_address(request, canonical)
+
     def build() -> dict[str, Any] | Response:
         try:
             item = roadmap.get_visible_item(session, viewer, public_id)
@@ -62,7 +70,11 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
             return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
         if slug != item.slug and item.slug:
             return RedirectResponse(item.path, status_code=301)
-        return _context(request, session, viewer, item)
+        context = _context(request, session, viewer, item)
+        shown = context["comments"].page
+        if shown != asked:
+            return RedirectResponse(f"{item.path}?page={shown}" if shown > 1 else item.path, status_code=302)
+        return context
 
     # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only. The vote
     # box shows the count outside a slot: kept under the votes revision too. Made in a thread (a signed-in person's,

@@ -164,3 +164,45 @@ async def test_the_kept_board_is_answered_while_these_are_made(client, session, 
     assert not release.is_set() and not slow.done()
     release.set()
     assert (await slow).status_code == 200
+
+
+async def test_made_up_spellings_of_an_address_are_kept_as_the_one_address_they_mean(app, client, session):
+    """A walk-through's thousands of `?page=N`, `?page=x…` and repeated `product=` each kept a page of their own and
+    pushed the board out of the cache: each is now answered as the address that says what it shows."""
+    mobile = make_product(session, name="Mobile", slug="mobile")
+    released(session, "Offline mode", 4, product=mobile)
+    item = make_item(session, title="Discussed")
+    for path in ("/changelog", "/changelog?product=mobile", "/changelog.atom?product=mobile", item.path):
+        await _visit(client, path)
+    kept = len(app.state.pages)
+    for path in ("/changelog?page=1", "/changelog?page=01", "/changelog?page=1&page=1",
+                 "/changelog?product=ZZZ!!&product=mobile", "/changelog?page=abc&product=mobile&page=1",
+                 "/changelog.atom?product=junk1&product=mobile", "/changelog.atom?product=junk2&product=mobile",
+                 f"{item.path}?page=x1", f"{item.path}?page=1", f"{item.path}?page=0001"):
+        client.cookies.clear()
+        answer = await client.get(path)
+        assert answer.status_code in (200, 422), (path, answer.status_code)
+    assert len(app.state.pages) == kept
+    # A page past the end leads to the last (one page here): not a page kept per number
+    for path, last in (("/changelog?page=9999", "/changelog"), ("/changelog?product=mobile&page=50",
+                                                                  "/changelog?product=mobile"),
+                       (f"{item.path}?page=7", item.path)):
+        client.cookies.clear()
+        moved = await client.get(path)
+        assert moved.status_code == 302 and moved.headers["location"] == last, path
+    assert len(app.state.pages) == kept
+    assert "Offline mode" in (await _visit(client, "/changelog.atom?product=junk3&product=mobile")).text
+
+
+def test_a_failed_csrf_check_keeps_nothing_and_no_long_value_is_kept():
+    """Anyone can send made-up cookies of any size: only tokens the app renders for cookies it makes are kept."""
+    from app.security import CsrfTokens
+
+    tokens = CsrfTokens("s" * 40)
+    assert not tokens.valid("c" * 43, "x" * 30_000, "forged")
+    assert not tokens.valid("d" * 30_000, "", "forged")
+    assert tokens._kept == {}
+    token = tokens.form_token("c" * 43, "s" * 43)
+    assert tokens.valid("c" * 43, "s" * 43, token) and len(tokens._kept) == 1
+    tokens.form_token("e" * 101, "s" * 43)
+    assert len(tokens._kept) == 1
