@@ -38,7 +38,7 @@ from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFo
 from app.forms import FormModel, text, validate_form
 from app.markup import plain_text
 from app.roadmap import service as roadmap
-from app.roadmap.models import Item
+from app.roadmap.models import Item, item_path
 from app.roadmap.visibility import visible_items
 from app.voting import service as voting
 from app.webhooks import service as webhooks
@@ -643,9 +643,8 @@ def get_comment_for_staff(session: Session, *, public_id: str) -> Comment:
 
 
 def _flagged(comment: Comment, title: str, item_public_id: str, slug: str, who: User | None) -> Flagged:
-    path = f"/items/{item_public_id}/{slug}" if slug else f"/items/{item_public_id}"
     return Flagged(public_id=comment.public_id, body=comment.body, author_name=_author_name(who),
-                   created_at=comment.created_at, item_title=title, item_path=path,
+                   created_at=comment.created_at, item_title=title, item_path=item_path(item_public_id, slug),
                    is_hidden=comment.hidden_at is not None, hidden_at=comment.hidden_at)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
 from app.organisations.models import Segment
-from app.roadmap.timeframes import Timeframe, horizon_of_quarter
+from app.roadmap.timeframes import Timeframe, horizon_of_quarter, timeframe_label
 
 # Why a merged item takes no votes: the vote widget, and a vote that lost the race with the merge.
 MERGED_REASON = "Merged into another item — voting is closed"
@@ -75,6 +75,11 @@ item_segments = Table(
 )
 
 
+def item_path(public_id: str, slug: str) -> str:
+    """An item's page: its public id, then its slug when it has one."""
+    return f"/items/{public_id}/{slug}" if slug else f"/items/{public_id}"
+
+
 class Item(Base):
     """A roadmap item. `id` never leaves the server; public URLs use the random `public_id`."""
 
@@ -128,11 +133,7 @@ class Item(Base):
 
     @property
     def timeframe_label(self) -> str:
-        if self.timeframe is Timeframe.quarter and self.target_year and self.target_quarter:
-            return f"{self.target_year} Q{self.target_quarter}"
-        if self.timeframe is Timeframe.quarter:
-            return "Later"
-        return self.timeframe.value.capitalize()
+        return timeframe_label(self.timeframe, self.target_year, self.target_quarter)
 
     @property
     def planned_timeframe(self) -> str | None:
@@ -153,7 +154,7 @@ class Item(Base):
 
     @property
     def path(self) -> str:
-        return f"/items/{self.public_id}/{self.slug}" if self.slug else f"/items/{self.public_id}"
+        return item_path(self.public_id, self.slug)
 
     def can_be_voted(self) -> bool:
         """Released, declined (closed stages) and merged items take no votes. The stage must be loaded."""

@@ -30,6 +30,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum
 from functools import cache, lru_cache
 from typing import Any
@@ -57,7 +58,8 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from app.accounts.viewer import Viewer
 from app.markup import plain_text
-from app.roadmap.models import Item
+from app.roadmap.models import Item, Product, Stage, item_path
+from app.roadmap.timeframes import Timeframe, timeframe_label
 from app.roadmap.visibility import audience, visible_items
 
 MAX_QUERY_WORDS = 6
@@ -219,8 +221,62 @@ class SearchHit:
 
 
 def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[SearchHit]:
-    """Items this viewer may see that contain every word of `q` as a word prefix, best first, with the
-    matches highlighted.
+    """Items this viewer may see that contain every word of `q` as a word prefix, best first (`ranked`), with the
+    matches highlighted: the items as ORM instances, their stage and product loaded, for code that goes on
+    with them (similar-item suggestions). The search page takes `found` instead."""
+    prefixes = query_words(q)
+    ranked = _ranked(session, viewer, prefixes, limit)
+    if not ranked:
+        return []
+    # The hits' rows in one more statement (stage and product joined in), put back in rank order.
+    loaded = {item.id: item for item in session.scalars(_hits_statement(), {"q_ids": list(ranked)})}
+    return [
+        SearchHit(item=item, title_html=highlight(item.title, prefixes),
+                  snippet_html=highlight(snippet(item.summary, item.description, prefixes), prefixes), tier=tier)
+        for item, tier in ((loaded[item_id], tier) for item_id, tier in ranked.items())
+    ]
+
+
+def ranked_ids(session: Session, viewer: Viewer, q: str, *, limit: int) -> list[int]:
+    """The ids of `search_items`' hits, in its order, without loading or highlighting them (the staff list)."""
+    return list(_ranked(session, viewer, query_words(q), limit))
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A hit as the search page shows it, made from plain columns: loading each hit as an ORM item with its
+    stage and product was over a third of a search's own CPU."""
+
+    path: str
+    title_html: Markup
+    snippet_html: Markup
+    product: str
+    stage: str
+    released_at: datetime | None  # when it shipped; None unless its stage is a released one
+    timeframe: str | None  # while it is still ahead (`Item.planned_timeframe`)
+
+
+def found(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[Found]:
+    """`search_items`' hits, in its order, as the search page shows them."""
+    prefixes = query_words(q)
+    ranked = _ranked(session, viewer, prefixes, limit)
+    if not ranked:
+        return []
+    rows = {row.id: row for row in session.connection().execute(_found_statement(), {"q_ids": list(ranked)})}
+    return [
+        Found(path=item_path(row.public_id, row.slug), title_html=highlight(row.title, prefixes),
+              snippet_html=highlight(snippet(row.summary, row.description, prefixes), prefixes),
+              product=row.product, stage=row.stage,
+              released_at=row.released_at if row.is_released else None,
+              timeframe=None if row.is_released or row.is_closed else timeframe_label(
+                  row.timeframe, row.target_year, row.target_quarter))
+        for row in (rows[item_id] for item_id in ranked)
+    ]
+
+
+def _ranked(session: Session, viewer: Viewer, prefixes: list[str], limit: int) -> dict[int, Tier]:
+    """The ids of the items this viewer may see that contain every word (`prefixes`) as a word prefix, best first,
+    each with its tier.
 
     Hits come in tiers (`Tier`): title, then title or summary, then anywhere. Within a tier they are
     ranked by the weighted score (bm25 with title 10, summary 4, body 1 on SQLite; ts_rank_cd with
@@ -231,30 +287,18 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     index keeps every word once, so a score would only reward short descriptions, and ranking every
     description that mentions a common word is what made such searches slow.
     """
-    prefixes = query_words(q)
+    ranked: dict[int, Tier] = {}
     if not prefixes:
-        return []
+        return ranked
     dialect = session.get_bind().dialect.name
-    ids: list[int] = []
-    tiers: dict[int, Tier] = {}
     for tier in Tier:
-        ranked = tier is not Tier.anywhere or len(prefixes) > 1
         params = _tier_params(dialect, prefixes, tier)
-        params["q_limit"] = limit - len(ids)
-        found = list(session.scalars(_tier_statement(dialect, viewer, tier, ranked=ranked), params))
-        ids.extend(found)
-        tiers.update(dict.fromkeys(found, tier))
-        if len(ids) >= limit:
+        params["q_limit"] = limit - len(ranked)
+        statement = _tier_statement(dialect, viewer, tier, ranked=tier is not Tier.anywhere or len(prefixes) > 1)
+        ranked.update(dict.fromkeys(session.scalars(statement, params), tier))
+        if len(ranked) >= limit:
             break
-    if not ids:
-        return []
-    # The hits' rows in one more statement (stage and product joined in), put back in rank order.
-    loaded = {item.id: item for item in session.scalars(_hits_statement(), {"q_ids": ids})}
-    return [
-        SearchHit(item=item, title_html=highlight(item.title, prefixes),
-                  snippet_html=highlight(snippet(item, prefixes), prefixes), tier=tiers[item.id])
-        for item in (loaded[item_id] for item_id in ids)
-    ]
+    return ranked
 
 
 def count_matches(session: Session, viewer: Viewer, q: str) -> int:
@@ -315,6 +359,17 @@ def _hits_statement() -> Select[Item]:
     """The hits' rows by id (`q_ids`), their stage and product joined in."""
     return (select(Item).where(Item.id.in_(bindparam("q_ids", expanding=True)))
             .options(joinedload(Item.stage), joinedload(Item.product)))
+
+
+@cache
+def _found_statement() -> Select[int, str, str, str, str, str, Timeframe, int | None, int | None, datetime | None,
+                                   str, str, bool, bool]:
+    """What the search page shows of the hits (`q_ids`), as plain columns."""
+    return (select(Item.id, Item.public_id, Item.slug, Item.title, Item.summary, Item.description, Item.timeframe,
+                   Item.target_year, Item.target_quarter, Item.released_at, Product.name.label("product"),
+                   Stage.name.label("stage"), Stage.is_released, Stage.is_closed)
+            .join(Product, Product.id == Item.product_id).join(Stage, Stage.id == Item.stage_id)
+            .where(Item.id.in_(bindparam("q_ids", expanding=True))))
 
 
 def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
@@ -414,15 +469,15 @@ def _match_spans(text: str, prefixes: list[str]) -> list[tuple[int, int]]:
     return spans
 
 
-def snippet(item: Item, prefixes: list[str], width: int = 180) -> str:
+def snippet(summary: str, description: str, prefixes: list[str], width: int = 180) -> str:
     """The summary when it holds a query word (or the description does not), else the part of the description
     around the first match."""
-    if item.summary and _matcher(tuple(prefixes)).search(fold(item.summary)):
-        return item.summary  # the description is not even flattened
-    text = plain_text(item.description, limit=5000)
+    if summary and _matcher(tuple(prefixes)).search(fold(summary)):
+        return summary  # the description is not even flattened
+    text = plain_text(description, limit=5000)
     positions = [start for start, _ in _match_spans(text, prefixes)]
     if not positions:
-        return item.summary or plain_text(text, limit=width)
+        return summary or plain_text(text, limit=width)
     start = max(0, min(positions) - width // 3)
     piece = text[start:start + width]
     if start > 0:

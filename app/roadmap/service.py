@@ -661,7 +661,7 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
     elif status is StaffStatus.published:
         stmt = stmt.where(Item.published_at.is_not(None))
     if q.strip():
-        ids = [hit.item.id for hit in search.search_items(session, viewer, q, limit=200)]
+        ids = search.ranked_ids(session, viewer, q, limit=200)
         stmt = stmt.where(Item.id.in_(ids))
     total = _count(session, stmt)
     first: list[Any] = []

@@ -16,6 +16,15 @@ class Timeframe(StrEnum):
     quarter = "quarter"
 
 
+def timeframe_label(timeframe: Timeframe, year: int | None, quarter: int | None) -> str:
+    """How a timeframe reads: "2027 Q1" for a target quarter, else "Now", "Next" or "Later"."""
+    if timeframe is Timeframe.quarter and year and quarter:
+        return f"{year} Q{quarter}"
+    if timeframe is Timeframe.quarter:
+        return "Later"
+    return timeframe.value.capitalize()
+
+
 def current_quarter(today: date | None = None) -> tuple[int, int]:
     today = today or date.today()
     return today.year, (today.month - 1) // 3 + 1

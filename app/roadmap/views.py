@@ -133,7 +133,7 @@ async def search_page(request: Request, session: DbSession, viewer: CurrentViewe
                       q: Annotated[str, Query(max_length=200)] = "") -> Response:
     def build() -> dict[str, Any]:
         # One hit more than the page shows says whether there are more, without counting them all.
-        hits = search_service.search_items(session, viewer, q, limit=SEARCH_RESULTS + 1) if q.strip() else []
+        hits = search_service.found(session, viewer, q, limit=SEARCH_RESULTS + 1) if q.strip() else []
         return {"q": q, "hits": hits[:SEARCH_RESULTS], "more": len(hits) > SEARCH_RESULTS}
 
     # The hits depend on the content and the audience only (no counts, no "3 minutes ago"): kept as the board is.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -12,9 +13,10 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.db import utcnow
 from app.roadmap.models import Visibility, item_segments
 from app.roadmap.search import search_items
-from tests.factories import make_item, make_pm
+from app.roadmap.timeframes import Timeframe
+from tests.factories import make_item, make_pm, make_product
 from tests.feedback.helpers import make_customer, make_organisation, make_segment
-from tests.roadmap.helpers import result_titles
+from tests.roadmap.helpers import released, result_titles
 
 # Counts of the cache's hits and misses: a minute turning between two visits would add a miss.
 pytestmark = pytest.mark.usefixtures("still_minute")
@@ -65,6 +67,27 @@ async def test_matches_in_the_description_show_a_highlighted_snippet(client, ses
 
     assert result_titles(page) == ["Reporting"]
     assert "<mark>webhook</mark>s for every report event" in page
+
+
+async def test_each_hit_links_to_its_item_and_says_where_it_stands(client, session):
+    """The line under a hit: product and stage, then the day it shipped, or its timeframe while it is ahead."""
+    gantt = make_product(session, name="Gantt & Co")
+    planned = make_item(session, product=gantt, title="Export planned", timeframe=Timeframe.quarter,
+                        target_year=2027, target_quarter=2, updated_at=utcnow() - timedelta(days=1))
+    shipped = released(session, "Export shipped", 9, product=gantt, updated_at=utcnow() - timedelta(days=2))
+    declined = make_item(session, product=gantt, title="Export declined", stage_slug="declined",
+                         updated_at=utcnow() - timedelta(days=3))
+
+    page = await search(client, "export")
+
+    hits = re.findall(r'<li class="search-hit">\s*<h2><a href="([^"]*)">.*?<p class="muted">(.*?)</p>', page,
+                      re.DOTALL)
+    assert [(path, " ".join(re.sub(r"<[^>]+>", " ", line).split())) for path, line in hits] == [
+        (f"/items/{planned.public_id}/export-planned", "Gantt &amp; Co · Planned · 2027 Q2"),
+        (f"/items/{shipped.public_id}/export-shipped", "Gantt &amp; Co · Released 9 March 2026"),
+        (f"/items/{declined.public_id}/export-declined", "Gantt &amp; Co · Declined"),
+    ]
+    assert '<time datetime="2026-03-09T12:00:00Z">' in page
 
 
 async def test_a_title_match_ranks_above_a_body_match(client, session):
@@ -364,14 +387,14 @@ async def test_a_kept_page_is_answered_while_a_search_runs(client, session, monk
     make_item(session, title="Slack integration")
     assert (await client.get("/")).status_code == 200  # the board kept
     searching, release = threading.Event(), threading.Event()
-    real = search_module.search_items
+    real = search_module.found
 
     def slow_search(*args, **kwargs):  # type: ignore[no-untyped-def]
         searching.set()
         release.wait(timeout=3)  # on the event loop, this would hold every other request for 3 s
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search_module, "search_items", slow_search)
+    monkeypatch.setattr(search_module, "found", slow_search)
     search = asyncio.create_task(client.get("/search", params={"q": "slack"}))
     while not searching.is_set():
         await asyncio.sleep(0.01)
