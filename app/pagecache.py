@@ -56,11 +56,11 @@ import secrets
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlencode
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -735,6 +735,20 @@ def _without_other_params(request: Request, params: frozenset[str]) -> Request:
     was sent), as `at_address` makes it."""
     return at_address(request, _query_keeping(request.scope["query_string"],
                                               lambda name: unquote_plus(name.decode("latin-1")) in params))
+
+
+def canonical_query(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """The query string holding only these parameters (those with a value), in this order."""
+    return urlencode([(name, value) for name, value in pairs if value])
+
+
+def at_canonical(request: Request, pairs: Iterable[tuple[str, str | None]]) -> Request:
+    """The request as if for the one address that says what its page shows (`canonical_query(pairs)`), for the page to
+    be made and kept as for that address: made-up spellings, repeated or reordered parameters and values past the
+    end cost what that address costs, and cannot each be a page kept (a walk-through's thousands pushed the board out
+    of the cache)."""
+    query = canonical_query(pairs).encode("ascii")
+    return request if request.scope["query_string"] == query else at_address(request, query)
 
 
 def at_address(request: Request, query: bytes) -> Request:

@@ -5,7 +5,6 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 
 from __future__ import annotations
 
-from math import ceil
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -14,6 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.audit import service as audit
 from app.audit.labels import audit_labels
 from app.deps import AdminUser, DbSession
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.web import render
 
@@ -32,6 +32,6 @@ async def audit_log(request: Request, session: DbSession, admin: AdminUser,
     events, total = audit.list_events(session, page=page, per_page=AUDIT_PER_PAGE, entity_type=type)
     types = audit.list_entity_types(session)
     return render(request, "admin/audit.html", {
-        "events": events, "total": total, "page": page, "pages": max(1, ceil(total / AUDIT_PER_PAGE)),
+        "events": events, "total": total, "page": page, "pages": pages_of(total, AUDIT_PER_PAGE),
         "type": type, "types": types, **audit_labels(),
     })

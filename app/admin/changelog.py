@@ -6,7 +6,6 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 from __future__ import annotations
 
 from functools import partial
-from math import ceil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -19,6 +18,7 @@ from app.db import utcnow
 from app.deps import DbSession, StaffUser
 from app.errors import FormInvalid
 from app.forms import read_form
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.web import redirect, render
@@ -34,7 +34,7 @@ async def entry_list(request: Request, session: DbSession,
                      page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1) -> Response:
     entries, total = changelog.list_entries_for_staff(session, page=page)
     return render(request, "admin/changelog/list.html", {
-        "entries": entries, "total": total, "page": page, "pages": max(1, ceil(total / 50)), "now": utcnow(),
+        "entries": entries, "total": total, "page": page, "pages": pages_of(total, 50), "now": utcnow(),
     })
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import partial
-from math import ceil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -24,6 +23,7 @@ from app.feedback import service as feedback
 from app.forms import FormModel, Submitted, read_form, return_path, whole_number
 from app.organisations import service as organisations
 from app.organisations.models import Organisation, Segment
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.voting import service as voting
@@ -139,7 +139,7 @@ async def people(request: Request, session: DbSession,
                                                 per_page=organisations.PEOPLE_PER_PAGE)
     return render(request, "admin/people.html", {
         "people": users, "total": total, "page": page,
-        "pages": max(1, ceil(total / organisations.PEOPLE_PER_PAGE)), "q": q, "organisation": organisation,
+        "pages": pages_of(total, organisations.PEOPLE_PER_PAGE), "q": q, "organisation": organisation,
         "filtered": bool(q.strip() or organisation), "choices": organisations.list_organisation_choices(session),
         "no_organisation": organisations.NO_ORGANISATION,
     })

@@ -7,7 +7,6 @@ app/admin/router.py includes this router in the admin router (staff only, CSRF-c
 from __future__ import annotations
 
 from functools import partial
-from math import ceil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -22,6 +21,7 @@ from app.feedback.models import Feedback, FeedbackKind, FeedbackState
 from app.forms import FormModel, read_form, text, typed_values
 from app.notify import service as notify
 from app.organisations import service as organisations
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item
@@ -55,7 +55,7 @@ async def inbox(request: Request, session: DbSession, state: Choice = "", kind: 
     entries, total = feedback.list_inbox(session, filters=filters, page=page, per_page=feedback.INBOX_PER_PAGE)
     return render(request, "admin/feedback/inbox.html", {
         "entries": entries, "total": total, "page": page,
-        "pages": max(1, ceil(total / feedback.INBOX_PER_PAGE)), "filters": filters,
+        "pages": pages_of(total, feedback.INBOX_PER_PAGE), "filters": filters,
         "products": roadmap.list_products(session), "organisations": organisations.list_organisation_choices(session),
         "state_labels": feedback.STATE_LABELS, "kind_labels": feedback.KIND_LABELS,
     })

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import partial
-from math import ceil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -25,6 +24,7 @@ from app.feedback import service as feedback
 from app.forms import FormModel, choice, read_form
 from app.notify import service as notify
 from app.organisations import service as organisations
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
@@ -82,7 +82,7 @@ async def item_list(
     )
     demand = desk.demand_by_item(session, item_ids=[i.id for i in items], weights=weights)
     return render(request, "admin/items/list.html", {
-        "items": items, "total": total, "page": page, "pages": max(1, ceil(total / PER_PAGE)),
+        "items": items, "total": total, "page": page, "pages": pages_of(total, PER_PAGE),
         "q": q, "status": staff_status, "product": product or "", "stage": stage or "",
         "filtered": bool(q.strip() or staff_status is not roadmap.StaffStatus.all or product or stage),
         "products": roadmap.list_products(session), "stages": roadmap.list_stages(session),

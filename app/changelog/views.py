@@ -11,9 +11,7 @@ answer to a visitor's request is the same whatever the address.
 
 from __future__ import annotations
 
-from math import ceil
 from typing import Annotated
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -28,7 +26,8 @@ from app.errors import RateLimited
 from app.forms import FormModel, choice, read_form
 from app.notify import changelog as subscriptions
 from app.notify.models import Delivery
-from app.pagecache import at_address, cached_render_off_loop
+from app.pagecache import at_canonical, cached_render_off_loop, canonical_query
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
 from app.security import verify_csrf
@@ -54,16 +53,14 @@ ATOM = "application/atom+xml; charset=utf-8"
 @router.get("/changelog", response_class=HTMLResponse)
 async def changelog_page(request: Request, session: DbSession, viewer: CurrentViewer, product: Slug = None,
                          page: Annotated[int, Query(ge=1, le=10_000), ASCII_DIGITS] = 1) -> Response:
-    # Kept as for the address that says only what the page shows (made-up spellings, repeated parameters and pages
-    # past the end are not pages kept one by one: a walk-through's thousands pushed the board out of the cache)
-    request = _at_canonical(request, [("product", product), ("page", str(page) if page > 1 else None)])
+    # Kept as for the address that says only what the page shows; a page past the end leads to the last
+    request = at_canonical(request, [("product", product), ("page", str(page) if page > 1 else None)])
 
     def build() -> dict[str, object] | Response:
         context = _list_context(session, viewer, product=product, page=page)
         last = context["pages"]
         if isinstance(last, int) and page > last:  # past the end: its last page
-            query = urlencode([(k, v) for k, v in (("product", product), ("page", str(last) if last > 1 else None))
-                               if v])
+            query = canonical_query([("product", product), ("page", str(last) if last > 1 else None)])
             return RedirectResponse(f"/changelog{'?' + query if query else ''}", status_code=302)
         return context
 
@@ -72,18 +69,12 @@ async def changelog_page(request: Request, session: DbSession, viewer: CurrentVi
                                         params=frozenset({"product", "page"}), signed_in_too=False)
 
 
-def _at_canonical(request: Request, pairs: list[tuple[str, str | None]]) -> Request:
-    """The request as if for the address holding only these parameters (those not None), in this order."""
-    query = urlencode([(name, value) for name, value in pairs if value]).encode()
-    return request if request.scope["query_string"] == query else at_address(request, query)
-
-
 def _list_context(session: Session, viewer: Viewer, *, product: str | None = None, page: int = 1
                   ) -> dict[str, object]:
     chosen = changelog.get_product(session, product)
     releases, total = changelog.list_releases(session, viewer, page=page, product=chosen)
     return {
-        "releases": releases, "total": total, "page": page, "pages": max(1, ceil(total / changelog.PAGE_SIZE)),
+        "releases": releases, "total": total, "page": page, "pages": pages_of(total, changelog.PAGE_SIZE),
         "products": roadmap.list_products(session), "product": chosen, **_subscription(session, viewer),
     }
 
@@ -110,7 +101,7 @@ async def changelog_atom(request: Request, session: DbSession, product: Slug = N
 
     # A visitor's feed, whoever asks: kept as the visitors' (a feed reader sends no cookie: answered before the stack),
     # as for the address naming only the product read
-    request = _at_canonical(request, [("product", product)])
+    request = at_canonical(request, [("product", product)])
     return await cached_render_off_loop(request, session, ANONYMOUS, FEED_TEMPLATE, build,
                                         params=frozenset({"product"}), media_type=ATOM)
 

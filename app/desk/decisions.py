@@ -9,7 +9,6 @@ decision rested on can be read next to today's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,6 +24,7 @@ from app.db import utcnow
 from app.desk import service as desk
 from app.desk.models import Decision
 from app.forms import FormModel, text
+from app.paging import pages_of
 from app.parsing import parse_int
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, Product, Stage
@@ -190,7 +190,7 @@ def list_decisions(session: Session, *, query: DecisionQuery,
     """(rows of the page, total, pages), newest first; no rows for a page past the last one."""
     stmt = _statement(query)
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    pages = max(1, math.ceil(total / per_page))
+    pages = pages_of(total, per_page)
     rows = (session.execute(stmt.offset((query.page - 1) * per_page).limit(per_page)).all()
             if query.page <= pages else [])
     return [DecisionRow(decision=d, item_title=t, item_public_id=p, product=n) for d, t, p, n in rows], total, pages

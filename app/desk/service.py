@@ -58,6 +58,7 @@ from app.forms import FormModel, choice, decimal_number, refuse
 from app.organisations.models import Organisation, Segment
 from app.outbox import service as outbox_service
 from app.outbox.models import OutboxJob
+from app.paging import pages_of
 from app.parsing import parse_int
 from app.portal.models import PortalSetting
 from app.roadmap.models import Item, Product, Stage, Tag, item_tags
@@ -999,7 +1000,7 @@ def desk_page(session: Session, *, query: DeskQuery, weights: Weights, now: date
         total = int(ranked[0].total_rows)
     else:  # past the last page (or nothing at all): the page asked for is empty, and the count says how many
         total = session.scalar(select(func.count()).select_from(ranking.order_by(None).subquery())) or 0
-    pages = max(1, math.ceil(total / per_page))
+    pages = pages_of(total, per_page)
     return DeskPage(rows=plan.page_rows(session, [r.item_pk for r in ranked]), total=total, page=query.page,
                     pages=pages, now=now)
 

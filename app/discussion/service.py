@@ -21,7 +21,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from math import ceil
 from typing import Annotated, Any, cast
 
 from sqlalchemy import CursorResult, and_, distinct, exists, func, literal, or_, select, update
@@ -37,6 +36,7 @@ from app.discussion.models import Comment, CommentReport
 from app.errors import Conflict, Forbidden, FormInvalid, NotAuthenticated, NotFound
 from app.forms import FormModel, text, validate_form
 from app.markup import plain_text
+from app.paging import pages_of
 from app.roadmap import service as roadmap
 from app.roadmap.models import Item, item_path
 from app.roadmap.visibility import visible_items
@@ -205,7 +205,7 @@ def list_comments(session: Session, *, viewer: Viewer, item: Item, page: int = 1
         counted = counted.where(or_(Comment.parent_id.is_(None), parent.hidden_at.is_(None)))
     live_tops, live_replies, kept_tops, pinned_id = session.execute(counted).one()
     paged_total = live_tops - (1 if pinned_id is not None else 0) + kept_tops
-    pages = max(1, ceil(paged_total / per_page))
+    pages = pages_of(paged_total, per_page)
     page = min(max(page, 1), pages)
 
     top = _TOP

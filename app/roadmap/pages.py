@@ -21,7 +21,7 @@ from app.discussion import service as discussion
 from app.errors import NotFound
 from app.feedback import service as feedback
 from app.notify import service as notify
-from app.pagecache import at_address, cached_render_off_loop
+from app.pagecache import at_canonical, cached_render_off_loop
 from app.parsing import parse_int
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
@@ -58,9 +58,7 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
     # a page past the discussion's end leads to its last: made-up values cannot each be a page kept (a walk-through's
     # 2,500 of them pushed the board out of the cache).
     asked = _page_number(request.query_params.get("page"))
-    canonical = f"page={asked}".encode() if asked > 1 else b""
-    if request.scope["query_string"] != canonical:
-        request = at_address(request, canonical)
+    request = at_canonical(request, [("page", str(asked) if asked > 1 else None)])
 
     def build() -> dict[str, Any] | Response:
         try:

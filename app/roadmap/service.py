@@ -26,6 +26,7 @@ from app.db import utcnow
 from app.errors import Conflict, FormInvalid, NotFound
 from app.forms import FormModel, checkbox, choice, refuse, text, whole_number
 from app.organisations.models import Segment
+from app.paging import pages_of
 from app.portal import service as portal
 from app.roadmap import search
 from app.roadmap.models import (
@@ -317,11 +318,6 @@ def page_count(session: Session, viewer: Viewer, filters: Filters, *, per_page: 
 
 def _pages(session: Session, viewer: Viewer, filters: Filters, per_page: int) -> int:
     return pages_of(_count(session, _apply_filters(visible_items(viewer), filters)), per_page)
-
-
-def pages_of(total: int, per_page: int = PAGE_SIZE) -> int:
-    """How many pages `total` items make (1 when there are none: an empty list still has its page)."""
-    return max(1, -(-total // per_page))
 
 
 def _count(session: Session, stmt: Select[Any]) -> int:

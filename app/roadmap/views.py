@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.pagecache import PageCache, at_address, cached_render, cached_render_off_loop
+from app.pagecache import PageCache, at_canonical, cached_render, cached_render_off_loop
+from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
 from app.roadmap import service as roadmap
@@ -42,7 +42,7 @@ async def board(
     # than Now/Next/Later or a page of a list that has none are the defaults, as the page shows them, and a page past
     # the list's end is its last page; a product, tag
     # or stage no one has is `UNKNOWN_SLUG` (nothing matches it, as nothing matched the name sent). The page is made
-    # and kept as for the address that says only that (`_board_query`): made-up values, repeated or reordered
+    # and kept as for the address that says only that (`_board_params`): made-up values, repeated or reordered
     # parameters cost what that address costs, and cannot crowd out the real pages (each was a page rendered anew on
     # the event loop: a flood of them held up every worker's kept board).
     known = roadmap.known_slugs(session)
@@ -53,9 +53,7 @@ async def board(
     page = page if shown == "board" and filters.stage else 1
     if page > 1:  # past the end: the last page (and its address)
         page = min(page, roadmap.page_count(session, viewer, filters))
-    query = _board_query(filters, sort_sent=sort, view=shown, page=page)
-    if query != request.scope["query_string"]:
-        request = at_address(request, query)
+    request = at_canonical(request, _board_params(filters, sort_sent=sort, view=shown, page=page))
 
     def build() -> dict[str, Any]:
         context: dict[str, Any] = {
@@ -71,7 +69,7 @@ async def board(
             context["horizon_labels"] = {Timeframe.now: "Now", Timeframe.next: "Next", Timeframe.later: "Later"}
         elif filters.stage:
             items, total = roadmap.list_items(session, viewer, filters, page=page)
-            context.update(items=items, total=total, page=page, pages=roadmap.pages_of(total),
+            context.update(items=items, total=total, page=page, pages=pages_of(total, roadmap.PAGE_SIZE),
                            stage=next((s for s in context["stages"] if s.slug == filters.stage), None))
         else:
             context["columns"] = roadmap.get_board(session, viewer, filters)
@@ -94,19 +92,14 @@ def _known(slug: str | None, known: frozenset[str]) -> str | None:
     return (slug if slug in known else UNKNOWN_SLUG) if slug else None
 
 
-def _board_query(filters: roadmap.Filters, *, sort_sent: str | None, view: str, page: int) -> bytes:
+def _board_params(filters: roadmap.Filters, *, sort_sent: str | None, view: str, page: int
+                  ) -> list[tuple[str, str | None]]:
     """The board's address for what it shows, its parameters in the filter form's order (templates/roadmap/
     _filters.html; the pages' own links keep it, app.web's `query`): each filter in use, the sort when one was asked
     for (the form sends the default too), the page after the first, the Now/Next/Later view."""
-    pairs = [(name, value) for name, value in (("product", filters.product), ("tag", filters.tag),
-                                                ("stage", filters.stage)) if value]
-    if sort_sent == filters.sort.value:
-        pairs.append(("sort", sort_sent))
-    if page > 1:
-        pairs.append(("page", str(page)))
-    if view == "horizon":
-        pairs.append(("view", view))
-    return urlencode(pairs).encode("ascii")
+    return [("product", filters.product), ("tag", filters.tag), ("stage", filters.stage),
+            ("sort", sort_sent if sort_sent == filters.sort.value else None),
+            ("page", str(page) if page > 1 else None), ("view", view if view == "horizon" else None)]
 
 
 @router.get("/items/{public_id}", response_class=HTMLResponse)
