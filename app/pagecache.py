@@ -732,8 +732,8 @@ def _answer(plan: _Plan, session: Session, viewer: Viewer, made: Page | Response
 
 def _without_other_params(request: Request, params: frozenset[str]) -> Request:
     """The request as if for its address without the query parameters the page does not read (each kept one as it
-    was sent), as `at_address` makes it."""
-    return at_address(request, _query_keeping(request.scope["query_string"],
+    was sent), as `_at_address` makes it."""
+    return _at_address(request, _query_keeping(request.scope["query_string"],
                                               lambda name: unquote_plus(name.decode("latin-1")) in params))
 
 
@@ -748,10 +748,10 @@ def at_canonical(request: Request, pairs: Iterable[tuple[str, str | None]]) -> R
     end cost what that address costs, and cannot each be a page kept (a walk-through's thousands pushed the board out
     of the cache)."""
     query = canonical_query(pairs).encode("ascii")
-    return request if request.scope["query_string"] == query else at_address(request, query)
+    return request if request.scope["query_string"] == query else _at_address(request, query)
 
 
-def at_address(request: Request, query: bytes) -> Request:
+def _at_address(request: Request, query: bytes) -> Request:
     """The request as if for its path with this query string, for a page to be made and kept as for that address.
     Not answered finished before the stack at its own address (`FINISHING` left out): the finished answer of that
     address is kept when someone asks for it."""

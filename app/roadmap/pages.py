@@ -66,8 +66,9 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
         except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
             target = merging.find_merge_target(session, viewer, public_id)
             return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
-        if slug != item.slug and item.slug:
-            return RedirectResponse(item.path, status_code=301)
+        if slug != item.slug and item.slug:  # its one address, at the page of comments asked for
+            query = request.scope["query_string"].decode("ascii")
+            return RedirectResponse(f"{item.path}?{query}" if query else item.path, status_code=301)
         context = _context(request, session, viewer, item)
         shown = context["comments"].page
         if shown != asked:

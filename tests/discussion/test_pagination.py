@@ -121,6 +121,8 @@ class TestPages:
         assert past.status_code == 302 and past.headers["location"] == f"{item.path}?page=2"  # one address per page
         assert comment_ids(section((await client.get(past.headers["location"])).text)) == [
             c.public_id for c in rows[50:]]
+        without_slug = await client.get(f"/items/{item.public_id}?page=2&utm_source=mail")
+        assert without_slug.status_code == 301 and without_slug.headers["location"] == f"{item.path}?page=2"
         for nonsense in ("0", "-1", "two", "99999999999"):
             shown = section((await client.get(f"{item.path}?page={nonsense}", follow_redirects=True)).text)
             assert comment_ids(shown)[0] == rows[0].public_id
