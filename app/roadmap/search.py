@@ -228,12 +228,13 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     ranked = _ranked(session, viewer, prefixes, limit)
     if not ranked:
         return []
-    # The hits' rows in one more statement (stage and product joined in), put back in rank order.
+    # The hits' rows in one more statement (stage and product joined in), put back in rank order; on PostgreSQL an
+    # item deleted between the two statements is left out.
     loaded = {item.id: item for item in session.scalars(_hits_statement(), {"q_ids": list(ranked)})}
     return [
         SearchHit(item=item, title_html=highlight(item.title, prefixes),
                   snippet_html=highlight(snippet(item.summary, item.description, prefixes), prefixes), tier=tier)
-        for item, tier in ((loaded[item_id], tier) for item_id, tier in ranked.items())
+        for item_id, tier in ranked.items() if (item := loaded.get(item_id)) is not None
     ]
 
 
@@ -263,6 +264,7 @@ def found(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[
     if not ranked:
         return []
     rows = {row.id: row for row in session.connection().execute(_found_statement(), {"q_ids": list(ranked)})}
+    # (an item deleted between the two statements on PostgreSQL is left out)
     return [
         Found(path=item_path(row.public_id, row.slug), title_html=highlight(row.title, prefixes),
               snippet_html=highlight(snippet(row.summary, row.description, prefixes), prefixes),
@@ -270,7 +272,7 @@ def found(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[
               released_at=row.released_at if row.is_released else None,
               timeframe=None if row.is_released or row.is_closed else timeframe_label(
                   row.timeframe, row.target_year, row.target_quarter))
-        for row in (rows[item_id] for item_id in ranked)
+        for row in (rows.get(item_id) for item_id in ranked) if row is not None
     ]
 
 
