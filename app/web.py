@@ -62,10 +62,11 @@ def _iso(value: datetime | None) -> str:
 
 
 def _query(request: Request, **changes: Any) -> str:
-    """The current query string with some parameters changed (None removes one)."""
+    """The current query string with some parameters changed (None removes one). The first page is the address
+    without `page` (its one address: `?page=1` is answered as it, but not from the kept pages before the stack)."""
     params = dict(request.query_params.items())
     for key, value in changes.items():
-        if value is None or value == "":
+        if value is None or value == "" or (key == "page" and value == 1):
             params.pop(key, None)
         else:
             params[key] = str(value)
