@@ -66,7 +66,7 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
         except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one
             target = merging.find_merge_target(session, viewer, public_id)
             return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
-        if slug != item.slug and item.slug:  # its one address, at the page of comments asked for
+        if (slug or "") != item.slug:  # its one address (with no slug: a title without Latin letters), at the page asked
             query = request.scope["query_string"].decode("ascii")
             return RedirectResponse(f"{item.path}?{query}" if query else item.path, status_code=301)
         context = _context(request, session, viewer, item)
