@@ -65,7 +65,7 @@ def _detail_page(request: Request, session: Session, viewer: Any, entry: feedbac
                  item_q: str = "", status_code: int = 200, **extra: Any) -> Response:
     found: list[Item] = []
     if item_q.strip():
-        found = roadmap.list_items_for_staff(session, viewer, q=item_q, per_page=10)[0]
+        found = roadmap.list_items_for_staff(session, q=item_q, per_page=10)[0]
     fb = entry.feedback
     extra.setdefault("item_form", feedback.idea_item_form(session, fb))
     return render(request, "admin/feedback/detail.html", {

@@ -77,7 +77,7 @@ async def item_list(
     ascending = dir == "asc"  # anything else: the column's first direction, most / heaviest / latest first
     weights = desk.desk_weights(session)
     items, total = roadmap.list_items_for_staff(
-        session, viewer, q=q, status=staff_status, product=product or None, stage=stage or None,
+        session, q=q, status=staff_status, product=product or None, stage=stage or None,
         page=page, per_page=PER_PAGE, sort=staff_sort, ascending=ascending, ranking=desk.demand_ranking(weights),
     )
     demand = desk.demand_by_item(session, item_ids=[i.id for i in items], weights=weights)

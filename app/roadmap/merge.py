@@ -308,7 +308,7 @@ def merge_candidates(session: Session, viewer: Viewer, *, source: Item, q: str, 
     """Items B could be merged into, found by title through the staff item search."""
     if not q.strip():
         return []
-    items, _ = roadmap.list_items_for_staff(session, viewer, q=q, per_page=limit + 1)
+    items, _ = roadmap.list_items_for_staff(session, q=q, per_page=limit + 1)
     return [i for i in items if i.id != source.id and i.merged_into_id is None][:limit]
 
 

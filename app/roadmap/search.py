@@ -43,6 +43,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
+    false,
     func,
     literal,
     literal_column,
@@ -238,9 +239,17 @@ def search_items(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -
     ]
 
 
-def ranked_ids(session: Session, viewer: Viewer, q: str, *, limit: int) -> list[int]:
-    """The ids of `search_items`' hits, in its order, without loading or highlighting them (the staff list)."""
-    return list(_ranked(session, viewer, query_words(q), limit))
+def matching_ids(dialect: str, q: str) -> Select[int]:
+    """The ids of every item holding each word of `q` as a word prefix, anywhere, whoever may see it, unranked and
+    uncounted: the staff list filters by it (every match, however many, with the list's own filters and order)."""
+    prefixes = query_words(q)
+    if not prefixes:
+        return select(Item.id).where(false())
+    if dialect == "sqlite":
+        fts: ColumnClause[Any] = literal_column("item_search")
+        return select(_fts.c.rowid).where(fts.op("MATCH")(fts5_query(prefixes)))
+    every = cast(literal(tsquery(prefixes)), TSQUERY)
+    return select(_pg.c.item_id).where(_pg.c.document.op("@@", is_comparison=True)(every))
 
 
 @dataclass(frozen=True, slots=True)

@@ -644,7 +644,7 @@ class StaffSort(StrEnum):
     demand = "demand"  # heaviest weighted demand first (all time; the ranking comes from the desk)
 
 
-def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", status: StaffStatus = StaffStatus.all,
+def list_items_for_staff(session: Session, *, q: str = "", status: StaffStatus = StaffStatus.all,
                          product: str | None = None, stage: str | None = None, page: int = 1,
                          per_page: int = 50, sort: StaffSort = StaffSort.updated, ascending: bool = False,
                          ranking: Any = None) -> tuple[list[Item], int]:
@@ -657,8 +657,7 @@ def list_items_for_staff(session: Session, viewer: Viewer, *, q: str = "", statu
     elif status is StaffStatus.published:
         stmt = stmt.where(Item.published_at.is_not(None))
     if q.strip():
-        ids = search.ranked_ids(session, viewer, q, limit=200)
-        stmt = stmt.where(Item.id.in_(ids))
+        stmt = stmt.where(Item.id.in_(search.matching_ids(session.get_bind().dialect.name, q)))
     total = _count(session, stmt)
     first: list[Any] = []
     if sort is StaffSort.votes:

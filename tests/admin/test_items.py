@@ -267,6 +267,18 @@ class TestTheForm:
         nothing = (await client.get("/admin/items?q=zebra")).text
         assert "No items match" in nothing
 
+    async def test_a_search_finds_every_match_however_many_with_the_other_filters(self, client, session, pm):
+        """The walk-through: the staff search stopped at its 200 best matches (\"200 items\" for 428), and the
+        filters applied after that cut."""
+        product = make_product(session)
+        for n in range(203):
+            make_item(session, product=product, title=f"Export format {n:03d}", published=n != 202)
+
+        found = (await client.get("/admin/items?q=expo")).text
+        assert "203 items" in " ".join(found.split()) and "Page 1 of 5" in found
+        drafts = (await client.get("/admin/items?q=expo&status=draft")).text
+        assert "Export format 202" in drafts and "Export format 201" not in drafts
+
     async def test_a_long_list_is_counted_and_paged(self, client, session, pm):
         product = make_product(session)
         for n in range(51):
