@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -75,12 +76,20 @@ def _query(request: Request, **changes: Any) -> str:
     return "?" + urlencode(params) if params else request.url.path
 
 
+def _paged(request: Request, params: Mapping[str, str], page: int) -> str:
+    """Another page of the list at this path, carrying only `params` besides (what the page understood of its query:
+    a value it refused is not passed on from page to page)."""
+    carried = {**params, "page": str(page)} if page > 1 else dict(params)
+    return request.url.path + ("?" + urlencode(carried) if carried else "")
+
+
 templates.env.filters["markdown"] = render_markdown
 templates.env.filters["ago"] = _ago
 templates.env.filters["date"] = _date
 templates.env.filters["iso"] = _iso
 templates.env.filters["plain"] = plain_text
 templates.env.globals["query"] = _query
+templates.env.globals["paged"] = _paged
 # Static files by their content-hashed names (app/assets.py): kept a year by browsers and CDNs.
 templates.env.globals["static_url"] = assets.static.url
 

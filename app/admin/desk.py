@@ -203,6 +203,7 @@ async def desk_page(request: Request, session: DbSession, viewer: CurrentViewer)
         **_desk_context(session, query, weights), "result": page, "page": page.page, "pages": page.pages,
         "columns": COLUMNS, "sort_links": _sort_links(query), "notes": notes,
         "export_link": _link("/admin/desk/export.csv", _query_params(query)),
+        "page_params": _query_params(query),  # the page links carry only what the desk understood
         # An item's demand opens with the desk's window, segment and organisation.
         "item_query": urlencode({k: v for k, v in _query_params(query).items()
                                  if k in ("window", "segment", "organisation")}),

@@ -170,7 +170,13 @@ class TestEveryFigure:
         beyond = await client.get("/admin/desk?sort=title&dir=asc&page=99")
         assert beyond.status_code == 200 and "<tbody>" not in beyond.text
         assert "Nothing on page 99" in beyond.text and "51 items on 2 pages" in beyond.text
-        assert 'href="?sort=title&amp;dir=asc&amp;page=2">Go to the last page (page 2)</a>' in beyond.text
+        assert ('href="/admin/desk?window=90&amp;sort=title&amp;dir=asc&amp;page=2">Go to the last page (page 2)</a>'
+                in beyond.text)
+        # The page links carry what the desk understood, not a value it refused (its notice would follow every page)
+        refused = await client.get("/admin/desk?window=90d&sort=bogus&x=1")
+        assert "window=90d is not one of 30, 90, 365, all" in refused.text
+        assert re.findall(r'href="([^"]*)" rel="next"', refused.text) == ["/admin/desk?window=90&amp;sort=demand&amp;"
+                                                                           "dir=desc&amp;page=2"]
 
     async def test_sorting_by_age_ascending_lists_the_youngest_first_on_the_page_and_the_csv(
             self, client, session, admin):

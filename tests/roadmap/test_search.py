@@ -129,6 +129,7 @@ async def test_no_match_and_empty_query(client, session):
     assert "No matches" in await search(client, "zebra")
     empty = await search(client, "   ")
     assert "result" not in empty and "No matches" not in empty
+    assert "<title>Search · " in empty  # not "Search:     ·"
 
 
 # --- the full-text index behind it (SQLite FTS5 / PostgreSQL tsvector), through the service -------------
