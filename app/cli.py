@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from app import backup as backups
 from app import handlers, logs, metrics, revision
@@ -433,7 +434,12 @@ def restore(
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:  # a setting missing or wrong: what to set, not a traceback
+        for error in exc.errors():
+            typer.echo(f"ahead: {error['msg'].removeprefix('Value error, ')}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

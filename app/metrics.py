@@ -182,7 +182,8 @@ def exposition(extra: Iterable[Collector] = ()) -> bytes:
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Headers a proxy adds: a request carrying one came through a proxy, not from the address that connected.
-_FORWARDED = frozenset((b"x-forwarded-for", b"forwarded", b"x-real-ip"))
+_FORWARDED = frozenset((b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-client-ip", b"true-client-ip",
+                        b"cf-connecting-ip", b"fastly-client-ip", b"x-cluster-client-ip"))
 
 
 class MetricsMiddleware:

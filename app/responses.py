@@ -259,7 +259,8 @@ class ResponseMiddleware:
             else:  # an error page or a redirect: never kept by a shared cache, nor reused unasked by a browser
                 headers.append((b"cache-control", b"private, no-cache" if personal else b"no-cache"))
             if not personal and self.public_seconds and text:
-                _add_vary(headers, b"Cookie")
+                # A cookie or a token (Authorization: Bearer) makes another answer: a CDN keeps them apart
+                _add_vary(headers, b"Cookie", b"Authorization")
         encodable = (text and len(body) >= MIN_COMPRESS_BYTES and status not in (204, 304)
                      and _header(headers, b"content-encoding") is None)
         if encodable:

@@ -80,3 +80,24 @@ def test_serve_keeps_idle_connections_open_longer_than_a_proxy_does(monkeypatch)
         assert served["timeout_keep_alive"] == 620
     finally:
         get_settings.cache_clear()
+
+
+def test_a_missing_setting_is_one_line_saying_what_to_set_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """The walk-through: `ahead backup` under AHEAD_ENV=production without BASE_URL printed 45 lines of traceback."""
+    from app.cli import main
+
+    monkeypatch.setenv("AHEAD_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'ahead.db'}")
+    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
+    monkeypatch.delenv("BASE_URL", raising=False)
+    monkeypatch.setattr("sys.argv", ["ahead", "backup", str(tmp_path / "copy.db")])
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main()
+    finally:
+        get_settings.cache_clear()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ahead: BASE_URL must be set when AHEAD_ENV=production") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -94,7 +94,8 @@ class TestWhoMayRead:
         for trusted in ("", "127.0.0.1"):
             proxied = settings.model_copy(update={"trusted_proxies": trusted})
             async with client_for(proxied, database, connection) as client:
-                for header in ("x-forwarded-for", "x-real-ip", "forwarded"):
+                for header in ("x-forwarded-for", "x-real-ip", "forwarded", "x-client-ip", "true-client-ip",
+                               "cf-connecting-ip"):
                     answer = await scrape(client, **{header: "127.0.0.1"})
                     assert answer.status_code == 404, (trusted, header)
 
