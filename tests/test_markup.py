@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 
 import feedparser
+import pytest
 
-from app.markup import render_markdown
+from app.markup import plain_text, render_markdown
 from tests.factories import make_item, make_user
 from tests.helpers.http import post_form, sign_in
 from tests.roadmap.helpers import released
@@ -67,3 +68,19 @@ async def test_descriptions_release_notes_and_the_feed_keep_no_image(client, ses
     assert entry.title == "Dashboards"
     assert not _IMG.search(entry.content[0].value) and ">our dashboard</a>" in entry.content[0].value
     assert "tracker.example/p.gif" in entry.content[0].value  # still reachable, as a link a reader chooses
+
+
+@pytest.mark.parametrize(("markdown", "text"), [
+    ("# Heading\n\nSome **bold**, _italic_ and `code`.", "Heading Some bold, italic and code."),
+    # What reads as text stays as written (the walk-through's snippets read "rest period", "open :")
+    ("A real-time (beta) feature! snake_case_names, 3 * 4 = 12, 2*3*4.",
+     "A real-time (beta) feature! snake_case_names, 3 * 4 = 12, 2*3*4."),
+    ("Open (9-17): the rest-period [draft]", "Open (9-17): the rest-period [draft]"),
+    ("> quoted\n> more\n\n- one\n- two\n1. first\n2) second", "quoted more one two first second"),
+    ('See [the docs](https://example.com/x "Title"), ![a chart](/c.png) and <https://example.com>.',
+     "See the docs, a chart and https://example.com."),
+    ("```python\nprint(1)\n```\nafter\n\n---\n\n~~gone~~ ***both***", "print(1) after gone both"),
+    ("<script>alert(3)</script>", "<script>alert(3)</script>"),  # text: escaped wherever it is shown
+])
+def test_plain_text_drops_markdown_s_marks_and_keeps_what_reads_as_text(markdown, text):
+    assert plain_text(markdown) == text
