@@ -742,6 +742,12 @@ def canonical_query(pairs: Iterable[tuple[str, str | None]]) -> str:
     return urlencode([(name, value) for name, value in pairs if value])
 
 
+def canonical_address(path: str, pairs: Iterable[tuple[str, str | None]]) -> str:
+    """`path` with `canonical_query(pairs)`: where a redirect to a page's one address leads."""
+    query = canonical_query(pairs)
+    return f"{path}?{query}" if query else path
+
+
 def at_canonical(request: Request, pairs: Iterable[tuple[str, str | None]]) -> Request:
     """The request as if for the one address that says what its page shows (`canonical_query(pairs)`), for the page to
     be made and kept as for that address: made-up spellings, repeated or reordered parameters and values past the

@@ -26,7 +26,7 @@ from app.errors import RateLimited
 from app.forms import FormModel, choice, read_form
 from app.notify import changelog as subscriptions
 from app.notify.models import Delivery
-from app.pagecache import at_canonical, cached_render_off_loop, canonical_query
+from app.pagecache import at_canonical, cached_render_off_loop, canonical_address
 from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -60,8 +60,9 @@ async def changelog_page(request: Request, session: DbSession, viewer: CurrentVi
         context = _list_context(session, viewer, product=product, page=page)
         last = context["pages"]
         if isinstance(last, int) and page > last:  # past the end: its last page
-            query = canonical_query([("product", product), ("page", str(last) if last > 1 else None)])
-            return RedirectResponse(f"/changelog{'?' + query if query else ''}", status_code=302)
+            return RedirectResponse(canonical_address("/changelog", [("product", product),
+                                                                     ("page", str(last) if last > 1 else None)]),
+                                    status_code=302)
         return context
 
     # A signed-in person's Subscribe control is theirs: kept for visitors only

@@ -21,7 +21,7 @@ from app.discussion import service as discussion
 from app.errors import NotFound
 from app.feedback import service as feedback
 from app.notify import service as notify
-from app.pagecache import at_canonical, cached_render_off_loop
+from app.pagecache import at_canonical, cached_render_off_loop, canonical_address
 from app.parsing import parse_int
 from app.roadmap import merge as merging
 from app.roadmap import service as roadmap
@@ -58,7 +58,7 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
     # a page past the discussion's end leads to its last: made-up values cannot each be a page kept (a walk-through's
     # 2,500 of them pushed the board out of the cache).
     asked = _page_number(request.query_params.get("page"))
-    request = at_canonical(request, [("page", str(asked) if asked > 1 else None)])
+    request = at_canonical(request, [("page", str(asked) if asked > 1 else None)])  # as `_at_page` says it
 
     def build() -> dict[str, Any] | Response:
         try:
@@ -67,12 +67,11 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
             target = merging.find_merge_target(session, viewer, public_id)
             return RedirectResponse(target.path, status_code=301, headers=merging.REDIRECT_HEADERS)
         if (slug or "") != item.slug:  # its one address (with no slug: a title without Latin letters), at the page asked
-            query = request.scope["query_string"].decode("ascii")
-            return RedirectResponse(f"{item.path}?{query}" if query else item.path, status_code=301)
+            return RedirectResponse(_at_page(item, asked), status_code=301)
         context = _context(request, session, viewer, item)
         shown = context["comments"].page
         if shown != asked:
-            return RedirectResponse(f"{item.path}?page={shown}" if shown > 1 else item.path, status_code=302)
+            return RedirectResponse(_at_page(item, shown), status_code=302)
         return context
 
     # Signed-in people get their own vote box, follow button and comment forms: cached for visitors only. The vote
@@ -104,6 +103,11 @@ def _context(request: Request, session: Session, viewer: Viewer, item: Item, *,
             "answer_audience": notify.count_answer_audience(session, item=item, actor=viewer.user)
             if viewer.is_staff and viewer.user is not None else None,
             **vote_widget_for_item_page(session, viewer, item, refused=vote_form)}
+
+
+def _at_page(item: Item, page: int) -> str:
+    """The item page's one address for a page of its comments."""
+    return canonical_address(item.path, [("page", str(page) if page > 1 else None)])
 
 
 def _page_number(value: str | None) -> int:
