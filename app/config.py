@@ -161,7 +161,13 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
-        return normalise_database_url(value)
+        url = normalise_database_url(value)
+        if url and not url.startswith(("sqlite+pysqlite://", "postgresql+psycopg://")):
+            # Refused here, in one line, rather than by whichever command reaches the database first (a traceback
+            # from SQLAlchemy, or pg_dump trying the host). Only the scheme is repeated: the rest may hold a password.
+            scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+            raise ValueError(f"DATABASE_URL must be a sqlite:/// or postgresql:// address, not {scheme[:40]!r}")
+        return url
 
     @field_validator("base_url")
     @classmethod

@@ -101,3 +101,24 @@ def test_a_missing_setting_is_one_line_saying_what_to_set_not_a_traceback(tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("ahead: BASE_URL must be set when AHEAD_ENV=production") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_database_url_of_another_kind_is_one_line_before_any_command_reaches_for_it(tmp_path, monkeypatch, capsys):
+    """The walk-through: `DATABASE_URL=bogus://x ahead backup` ran pg_dump against host "x"; `ahead migrate` printed
+    SQLAlchemy's traceback."""
+    from app.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", "mysql://ahead:hunter2@db/ahead")
+    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
+    for command in (["backup", str(tmp_path / "copy.dump")], ["migrate"]):
+        monkeypatch.setattr("sys.argv", ["ahead", *command])
+        get_settings.cache_clear()
+        try:
+            with pytest.raises(SystemExit) as stopped:
+                main()
+        finally:
+            get_settings.cache_clear()
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "ahead: DATABASE_URL must be a sqlite:/// or postgresql:// address, not 'mysql'"
+    assert not (tmp_path / "copy.dump").exists()

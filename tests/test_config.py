@@ -17,6 +17,15 @@ def test_plain_database_urls_use_the_chosen_drivers(given, expected):
     assert normalise_database_url(given) == expected
 
 
+@pytest.mark.parametrize("given", ["bogus://x", "mysql://u:secret@db/ahead", "postgresql+asyncpg://u@db/ahead",
+                                   "/var/lib/ahead.db"])
+def test_a_database_url_ahead_cannot_use_is_refused_without_repeating_it(given):
+    with pytest.raises(ValidationError, match="DATABASE_URL must be a sqlite:/// or postgresql:// address") as caught:
+        Settings(database_url=given, secret_key="k" * 40, _env_file=None)
+    message = caught.value.errors()[0]["msg"]  # what `ahead` prints (app.cli.main)
+    assert "secret" not in message and "db/ahead" not in message
+
+
 def test_production_refuses_to_start_without_a_secret_key():
     with pytest.raises(ValidationError, match="SECRET_KEY must be set"):
         Settings(ahead_env="production", secret_key="", _env_file=None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import CurrentViewer, DbSession
-from app.pagecache import PageCache, at_canonical, cached_render, cached_render_off_loop
+from app.pagecache import PageCache, at_canonical, cached_render, cached_render_off_loop, canonical_address
 from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import search as search_service
@@ -40,19 +40,22 @@ async def board(
 ) -> Response:
     # What the address asks for, as the page reads it: a sort that is not one (or not this viewer's), another view
     # than Now/Next/Later or a page of a list that has none are the defaults, as the page shows them, and a page past
-    # the list's end is its last page; a product, tag
-    # or stage no one has is `UNKNOWN_SLUG` (nothing matches it, as nothing matched the name sent). The page is made
-    # and kept as for the address that says only that (`_board_params`): made-up values, repeated or reordered
-    # parameters cost what that address costs, and cannot crowd out the real pages (each was a page rendered anew on
-    # the event loop: a flood of them held up every worker's kept board).
+    # the list's end leads to its last page; a product, tag or stage no one has is `UNKNOWN_SLUG` (nothing matches
+    # it, as nothing matched the name sent). The page is made and kept as for the address that says only that
+    # (`_board_params`): made-up values, repeated or reordered parameters cost what that address costs, and cannot
+    # crowd out the real pages (each was a page rendered anew on the event loop: a flood of them held up every
+    # worker's kept board).
     known = roadmap.known_slugs(session)
     filters = roadmap.for_viewer(session, viewer, roadmap.Filters.parse(
         product=_known(product, known.products), tag=_known(tag, known.tags), stage=_known(stage, known.stages),
         sort=sort))
     shown = "horizon" if view == "horizon" else "board"
-    page = page if shown == "board" and filters.stage else 1
-    if page > 1:  # past the end: the last page (and its address)
-        page = min(page, roadmap.page_count(session, viewer, filters))
+    page = page if shown == "board" and filters.stage not in (None, UNKNOWN_SLUG) else 1
+    if page > 1 and page > (last := roadmap.page_count(session, viewer, filters)):
+        # Past the end: to the last page's own address, as the changelog's and the comments' pages do (the number
+        # asked for is not kept, nor shown in the address bar as if it were a page)
+        return RedirectResponse(canonical_address("/", _board_params(filters, sort_sent=sort, view=shown, page=last)),
+                                status_code=302)
     request = at_canonical(request, _board_params(filters, sort_sent=sort, view=shown, page=page))
 
     def build() -> dict[str, Any]:
