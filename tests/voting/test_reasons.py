@@ -129,8 +129,9 @@ async def test_with_javascript_the_widget_shows_the_confirmation_and_the_saved_r
     gone = (await client.post(f"/items/{item.public_id}/unvote", data={"next": item.path, "widget": "page"},
                               headers={"X-CSRF-Token": token, "Accept": "application/json"})).json()
     assert "Your vote is withdrawn." in gone["html"] and "Your reason ·" not in gone["html"]
-    assert _textarea(gone["html"]) == ""  # the box starts again: the reason went with the vote
-    assert "Tell us why (optional)" in gone["html"] and 'name="reason_shown"' not in gone["html"]
+    # The reason stays with the team, and the box says so: voting again as it is gives it again, emptied takes it back
+    assert _textarea(gone["html"]) == "We run 24/7, in three time zones."
+    assert "Your reason from before (optional)" in gone["html"] and 'name="reason_shown"' in gone["html"]
     assert _reasons(session, item) == ["We run 24/7, in three time zones."]  # the team keeps what was said
 
 
@@ -168,8 +169,10 @@ def test_a_merge_keeps_one_reason_per_person_on_the_item_it_keeps(session):
 
 async def test_a_withdrawn_votes_reason_is_marked_so_everywhere_and_can_be_deleted(client, session):
     """Withdrawing keeps the reason for the team, marked as belonging to a withdrawn vote (inbox, person page,
-    /me, where its author may delete it); the item page's box starts again. Voting again with an empty box
-    brings the reason back with the vote; with text, the text replaces it."""
+    /me, where its author may delete it); the item page's box shows it, as the reason from before. Voting again with
+    the box as shown gives it again; emptied, it is taken back; with other text, the text replaces it. (A
+    walk-through: the box was empty after a withdrawal, and voting with it empty brought back a reason the page
+    no longer showed.)"""
     item = make_item(session, title="Shift swaps")
     customer = make_user(session, password=None, display_name="Ann Lee")
     sign_in(client, session, customer)
@@ -178,9 +181,9 @@ async def test_a_withdrawn_votes_reason_is_marked_so_everywhere_and_can_be_delet
 
     page = (await client.get(item.path)).text
     assert "Your vote is withdrawn." in page
-    assert "Tell us why (optional)" in page and "Edit your reason" not in page and "empty the box" not in page
-    assert _textarea(page) == "" and 'name="reason_shown"' not in page and "Your reason ·" not in page
-    assert ">Vote</button>" in page
+    assert "Your reason from before (optional)" in page and "You withdrew your vote" in page
+    assert _textarea(page) == "Night shifts lose an hour." and 'name="reason_shown"' in page
+    assert "Your reason ·" not in page and "Edit your reason" not in page and ">Vote</button>" in page
 
     me = (await client.get("/me")).text
     assert re.search(r"Why it matters to you</strong>\s*<span class=\"muted\">\(vote withdrawn\)</span>", me)
@@ -195,14 +198,19 @@ async def test_a_withdrawn_votes_reason_is_marked_so_everywhere_and_can_be_delet
     assert re.search(r"Night shifts lose an hour\.(?:</bdi>)?</a>\s*<span class=\"badge\">Reason with a vote</span>\s*"
                      r"<span class=\"badge\">Vote withdrawn</span>", person)
 
-    # Voting again with an empty box: the reason comes back with the vote, and nothing says withdrawn.
+    # Voting again with the box as shown: the reason comes back with the vote, and nothing says withdrawn.
     client.cookies.clear()
     sign_in(client, session, customer)
-    await _page_vote(client, item, "important", "")
+    await _page_vote(client, item, "important", "Night shifts lose an hour.", shown=True)
     page = (await client.get(item.path)).text
     assert "Your reason · only the product team reads it Night shifts lose an hour." in widget_text(page, item.public_id)
     me = (await client.get("/me")).text
     assert "(vote withdrawn)" not in me and "Delete this reason" in me
+    # Withdrawn again and the box emptied: voting takes the reason back.
+    await post_form(client, f"/items/{item.public_id}/unvote", {"next": item.path, "widget": "page"}, page=item.path)
+    await _page_vote(client, item, "important", "", shown=True)
+    page = (await client.get(item.path)).text
+    assert _reasons(session, item) == [] and "Your reason ·" not in page and _textarea(page) == ""
     # With text after a withdrawal: the text replaces it (still one reason).
     await post_form(client, f"/items/{item.public_id}/unvote", {"next": item.path, "widget": "page"}, page=item.path)
     await _page_vote(client, item, "important", "Two hours now.")
