@@ -42,10 +42,12 @@ group). Traffic goes to 127.0.0.1 only; every run is time-bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -346,12 +348,53 @@ def run_wrk(name: str, url: str, args: argparse.Namespace, *, header: str | None
     if script:
         base += ["-s", str(script)]
     load = os.getloadavg()[0]
+    before, started, children = cpu_ticks(), time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([*base, f"-d{args.duration}s", url], capture_output=True, text=True,
                          timeout=args.duration + 60, check=True).stdout
+    seconds, waited = time.monotonic() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = cpu_used(before, cpu_ticks(), seconds)
+    if used:  # wrk has ended: its time is its parent's, this process's, once waited for
+        used["wrk"] = (waited.ru_utime + waited.ru_stime - children.ru_utime - children.ru_stime) / seconds
     result = wrk_result(name, out, load)
     print(f"  {name:<18} {result.rps:8.0f} req/s   p50 {result.p50_ms:6.1f} ms   p99 {result.p99_ms:6.1f} ms"
           f"{f'   ERRORS {result.errors}' if result.errors else ''}   (load average before: {load:.1f})", flush=True)
+    if used:
+        print(f"  {'':<18} CPU in cores by command: {', '.join(f'{c} {v:.2f}' for c, v in used.items())}; ms per "
+              f"request: {', '.join(f'{c} {1000 * v * args.duration / max(1, result.requests):.2f}' for c, v in used.items())}",
+              flush=True)
     return result
+
+
+def cpu_ticks() -> dict[tuple[int, int], tuple[str, int]]:
+    """The CPU time so far (user + system, in clock ticks) of every process: (pid, start time) -> (command name,
+    ticks); this process's (its threads send the background votes) is "bench". Empty where there is no /proc."""
+    ticks: dict[tuple[int, int], tuple[str, int]] = {}
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            name = "bench" if int(entry.name) == me else stat[stat.index("(") + 1:stat.rindex(")")].split("/")[0]
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks[(int(entry.name), int(fields[19]))] = (name, int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def cpu_used(before: dict[tuple[int, int], tuple[str, int]], after: dict[tuple[int, int], tuple[str, int]],
+             seconds: float) -> dict[str, float]:
+    """Cores each command name used between two `cpu_ticks`, busiest first, under 0.02 left out: where a run's CPU
+    went (the app's workers and the references are "python", PostgreSQL's backends "postgres"), so that a ratio comes
+    with its cause. A process started meanwhile counts with all its time, one ended meanwhile not at all (wrk: see
+    `run_wrk`)."""
+    per_tick = 1 / (os.sysconf("SC_CLK_TCK") * max(seconds, 1e-3))
+    used: dict[str, float] = {}
+    for key, (name, total) in after.items():
+        used[name] = used.get(name, 0.0) + (total - before.get(key, (name, 0))[1]) * per_tick
+    return {name: cores for name, cores in sorted(used.items(), key=lambda kv: -kv[1]) if cores >= 0.02}
 
 
 def wrk_result(name: str, out: str, load: float) -> Result:
