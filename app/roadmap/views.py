@@ -46,10 +46,12 @@ async def board(
     # crowd out the real pages (each was a page rendered anew on the event loop: a flood of them held up every
     # worker's kept board).
     known = roadmap.known_slugs(session)
+    shown = "horizon" if view == "horizon" else "board"
+    if shown == "horizon":
+        stage = None  # Now/Next/Later has no stage filter to show, nor to clear: a stage there is a made-up value too
     filters = roadmap.for_viewer(session, viewer, roadmap.Filters.parse(
         product=_known(product, known.products), tag=_known(tag, known.tags), stage=_known(stage, known.stages),
         sort=sort))
-    shown = "horizon" if view == "horizon" else "board"
     page = page if shown == "board" and filters.stage not in (None, UNKNOWN_SLUG) else 1
     if page > 1 and page > (last := roadmap.page_count(session, viewer, filters)):
         # Past the end: to the last page's own address, as the changelog's and the comments' pages do (the number
