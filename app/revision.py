@@ -190,7 +190,7 @@ def _stamp(connection: Connection) -> list[bool]:
 _GUESSED = "ahead_revision_guessed"
 
 
-def guess(session: Session) -> tuple[int, int, int] | None:
+def guess(session: Session, *, detached: bool = False) -> tuple[int, int, int] | None:
     """Take the revisions this process read last as this session's, with no statement, for a request that checks
     them in its one statement before anything it did counts (PostgreSQL's vote: `app/voting/service.py`
     `cast_at_once`, `guessed_cte`): returns the (content, settings, sessions) the statement must find, or None
@@ -200,13 +200,17 @@ def guess(session: Session) -> tuple[int, int, int] | None:
     kept as true: the request must be rolled back and run again without a guess (`guess_failed`). What caches
     fill meanwhile under the guessed values is still right: a value read under a wrong guess is filed under
     revisions that will not come back (they are random), and one read under a right guess was current then.
+
+    `detached`: the statement runs apart from the session (`app.db.DriverTransaction`), which then takes no
+    connection for the guess; once that statement has committed, `forget` drops the guess (as a commit on the
+    session's own connection would).
     """
     last = _last_read
     memo = session.info.get(_INFO_VALUE)
     if last is None or (memo is not None and memo[4][0]):
         return None
     session.info[_GUESSED] = True
-    session.info[_INFO_VALUE] = (*last, _stamp(session.connection()))
+    session.info[_INFO_VALUE] = (*last, [True] if detached else _stamp(session.connection()))
     return last[0], last[1], last[3]
 
 
@@ -215,10 +219,15 @@ def confirmed(session: Session) -> None:
     session.info.pop(_GUESSED, None)
 
 
-def guess_failed(session: Session) -> None:
-    """The statement did not confirm the guess (or never ran): the caller rolls back; the next read is real."""
+def forget(session: Session) -> None:
+    """What the session read or guessed is read again at its next use (a detached statement committed a move)."""
     session.info.pop(_GUESSED, None)
     session.info.pop(_INFO_VALUE, None)
+
+
+def guess_failed(session: Session) -> None:
+    """The statement did not confirm the guess (or never ran): the caller rolls back; the next read is real."""
+    forget(session)
 
 
 def guessing(session: Session) -> bool:
@@ -487,6 +496,12 @@ def votes_move_in_statement(session: Session) -> tuple[int, int] | None:
     if shard is None:
         return None
     return shard, random.getrandbits(VALUE_BITS)  # nosec B311 # a cache revision only has to change
+
+
+def votes_move_detached() -> tuple[int, int]:
+    """The votes revision's move as (shard, value) for a statement that runs apart from any session and writes it
+    itself (PostgreSQL's vote at once through the driver): any shard, a fresh value."""
+    return random.choice(VOTES_SHARDS), random.getrandbits(VALUE_BITS)  # nosec B311 # a cache revision only has to change
 
 
 def _move_votes(connection: Connection) -> None:

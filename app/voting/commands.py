@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
+from app.db import DriverTransaction
 from app.errors import FormInvalid, RateLimited
 from app.feedback import service as feedback
 from app.forms import FormModel, Submitted, read_values, refuse, return_path, text
@@ -172,7 +173,8 @@ def vote(session: Session, *, viewer: Viewer, public_id: str, form: Submitted[Vo
 
 
 def vote_at_once(session: Session, *, viewer: Viewer, public_id: str, importance: Importance,
-                 guessed: tuple[int, int, int], lock_timeout: float | None = None) -> Voted | None:
+                 guessed: tuple[int, int, int], lock_timeout: float | None = None,
+                 driver: DriverTransaction | None = None) -> Voted | None:
     """The vote as one statement (PostgreSQL: `voting.cast_at_once`), for the vote's routes under guessed revisions
     (`revision.guess`), after the checks that need no item (a valid form with no reason). None when the usual way
     (`vote`) must answer: the caller rolls back and runs it. The caller counts the rate limit after it (and rolls
@@ -180,7 +182,7 @@ def vote_at_once(session: Session, *, viewer: Viewer, public_id: str, importance
     user = voting.require_voter(viewer)
     shown = counts_shown(session, viewer)
     done = voting.cast_at_once(session, viewer=viewer, user=user, public_id=public_id, importance=importance,
-                               guessed=guessed, lock_timeout=lock_timeout)
+                               guessed=guessed, lock_timeout=lock_timeout, driver=driver)
     if done is None:
         return None
     return Voted(item=done.item, created=done.created, importance=importance, reason_change="",
@@ -188,12 +190,13 @@ def vote_at_once(session: Session, *, viewer: Viewer, public_id: str, importance
 
 
 def withdraw_at_once(session: Session, *, viewer: Viewer, public_id: str,
-                     guessed: tuple[int, int, int], lock_timeout: float | None = None) -> Withdrawn | None:
+                     guessed: tuple[int, int, int], lock_timeout: float | None = None,
+                     driver: DriverTransaction | None = None) -> Withdrawn | None:
     """The withdrawal as one statement, as `vote_at_once`."""
     user = voting.require_voter(viewer)
     shown = counts_shown(session, viewer)
     done = voting.withdraw_at_once(session, viewer=viewer, user=user, public_id=public_id, guessed=guessed,
-                                   lock_timeout=lock_timeout)
+                                   lock_timeout=lock_timeout, driver=driver)
     if done is None:
         return None
     return Withdrawn(item=done.item, removed=done.created, state=voting.state_at_once(done, mine=None, shown=shown))

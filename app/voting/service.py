@@ -27,7 +27,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import revision
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
-from app.db import in_chunks, insert_with_conflicts, utcnow
+from app.db import DriverTransaction, in_chunks, insert_with_conflicts, utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
 from app.portal.service import counts_shown  # the vote display setting, applied to a viewer
 from app.roadmap import service as roadmap
@@ -196,18 +196,20 @@ def at_once_possible(viewer: Viewer) -> bool:
 
 
 def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str, importance: Importance,
-                 guessed: tuple[int, int, int], lock_timeout: float | None = None) -> AtOnce | None:
+                 guessed: tuple[int, int, int], lock_timeout: float | None = None,
+                 driver: DriverTransaction | None = None) -> AtOnce | None:
     """The vote in one statement (`_at_once`), for a session whose revisions were guessed: None when it did nothing
     the vote could answer (the guess was wrong, the item is missing, hidden or closed, or a vote of the same person
     came in between): the caller rolls back and runs the vote the usual way, which says why. Webhooks that want
     the vote are the usual way's too (the caller asks `webhooks.wants` first). `lock_timeout` (seconds; None: the
     connection's own): how long the statement waits for its locks, in turn (`revision.guessed_cte`); for a caller
-    off the event loop, the database's whole lock timeout."""
+    off the event loop, the database's whole lock timeout. `driver`: the statement runs there, in its transaction,
+    rather than on the session's connection (`app.db.DriverTransaction`: the caller commits it)."""
     if webhooks.wants(session, "vote.created"):
         return None
-    params = _at_once_params(session, user, public_id, guessed, lock_timeout)
+    params = _at_once_params(session, user, public_id, guessed, lock_timeout, detached=driver is not None)
     params.update(p_importance=int(importance), p_now=utcnow())
-    row = session.connection().execute(_at_once("cast", viewer), params).one()  # Core: no ORM step
+    row = _at_once_row(session, "cast", viewer, params, driver)
     if not _took_votes(row):
         return None
     if row.created:
@@ -218,13 +220,14 @@ def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str
 
 
 def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str,
-                     guessed: tuple[int, int, int], lock_timeout: float | None = None) -> AtOnce | None:
+                     guessed: tuple[int, int, int], lock_timeout: float | None = None,
+                     driver: DriverTransaction | None = None) -> AtOnce | None:
     """The withdrawal in one statement, as `cast_at_once`; `created` says whether a vote was removed."""
     if webhooks.wants(session, "vote.removed"):
         return None
-    params = _at_once_params(session, user, public_id, guessed, lock_timeout)
+    params = _at_once_params(session, user, public_id, guessed, lock_timeout, detached=driver is not None)
     params["p_since"] = utcnow() - timedelta(days=TREND_DAYS)
-    row = session.connection().execute(_at_once("withdraw", viewer), params).one()
+    row = _at_once_row(session, "withdraw", viewer, params, driver)
     if not _took_votes(row):
         return None
     return AtOnce(item=_transient_item(row), created=bool(row.removed),
@@ -232,13 +235,59 @@ def withdraw_at_once(session: Session, *, viewer: Viewer, user: User, public_id:
 
 
 def _at_once_params(session: Session, user: User, public_id: str, guessed: tuple[int, int, int],
-                    lock_timeout: float | None) -> dict[str, Any]:
-    move = revision.votes_move_in_statement(session)
+                    lock_timeout: float | None, *, detached: bool = False) -> dict[str, Any]:
+    """The statement's parameters; `detached`: it runs apart from the session (its own transaction moves the votes
+    revision, which the session's connection knows nothing of)."""
+    move = revision.votes_move_detached() if detached else revision.votes_move_in_statement(session)
     assert move is not None  # nosec B101 # the transaction's first write: nothing moved it yet
     content, settings_value, sessions_value = guessed
     return {"p_public_id": public_id, "p_user": user.id, "p_rev_content": content, "p_rev_settings": settings_value,
             "p_rev_sessions": sessions_value, "p_rev_shard": move[0], "p_rev_value": move[1],
             "p_lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms" if lock_timeout else None}
+
+
+def _at_once_row(session: Session, kind: str, viewer: Viewer, params: dict[str, Any],
+                 driver: DriverTransaction | None) -> Any:
+    """The statement's one row, on the session's connection (Core: no ORM step) or through the driver alone."""
+    if driver is None:
+        return session.connection().execute(_at_once(kind, viewer), params).one()
+    return driver.run(*_driver_at_once(kind, viewer, session.get_bind().dialect).bound(params))
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverSql:
+    """A statement compiled once for psycopg: its text, its own constants (the visibility rule's values, the
+    revision shards' bounds) as the driver takes them, and the conversions of the parameters a call gives."""
+
+    sql: str
+    constants: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    def bound(self, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        params = dict(self.constants)
+        for name, value in given.items():
+            processor = self.processors.get(name)
+            params[name] = value if processor is None else processor(value)
+        return self.sql, params
+
+
+_AT_ONCE_DRIVER: dict[tuple[str, object], _DriverSql] = {}
+
+
+def _driver_at_once(kind: str, viewer: Viewer, dialect: Any) -> _DriverSql:
+    """`_at_once(kind, viewer)` compiled for the driver, once per audience (as `_at_once` is built)."""
+    key = (kind, audience(viewer))
+    made = _AT_ONCE_DRIVER.get(key)
+    if made is None:
+        compiled = _at_once(kind, viewer).compile(dialect=dialect)
+        # What SQLAlchemy's execution would do to each value (its types' bind processors): done here once for the
+        # constants and per call for the `p_` parameters the caller gives.
+        processors = {name: processor for name, processor in compiled._bind_processors.items()
+                      if processor is not None}
+        constants = {name: (processors[name](value) if name in processors else value)
+                     for name, value in compiled.params.items() if not name.startswith("p_")}
+        made = _AT_ONCE_DRIVER[key] = _DriverSql(compiled.string, constants, processors)
+    return made
 
 
 def _took_votes(row: Any) -> bool:

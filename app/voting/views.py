@@ -36,7 +36,7 @@ from starlette.routing import Match, Route
 from app import revision
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
-from app.db import RequestSession
+from app.db import DriverTransaction, LostBeforeAnyStatement, RequestSession
 from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter, kept_voter
 from app.errors import AppError, DatabaseBusy, FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
@@ -242,18 +242,21 @@ async def _at_once(request: Request, attempt: _Attempt) -> Response | None:
     statement does not take: a reason, the item page's widget, which shows it), everything done under the guess
     is dropped (the transaction rolled back, the viewer forgotten) and the request runs the usual way, which
     reads the revisions and answers. Only the rate limit's count is kept, so that the request counts once."""
-    session: Session = request.state.db.session
+    holder: RequestSession = request.state.db
+    session: Session = holder.session
     if session.get_bind().dialect.name != "postgresql":
         return None
     arrived = time.monotonic()
     async with _item_turn(request) as turn, _slots(request):
         request.scope["state"][_WAITED] = time.monotonic() - arrived
         request.scope["state"][_TURN] = turn
-        guessed = revision.guess(session)
+        guessed = revision.guess(session, detached=holder.database.drives_writes)
         if guessed is None:
             return None
         try:
             answer = await attempt(request, guessed)
+        except DatabaseBusy:
+            raise  # it waited the whole lock timeout already: the 503, not a second wait the usual way
         except AppError:
             answer = None
         if answer is not None:
@@ -372,10 +375,15 @@ _Done = TypeVar("_Done")
 
 
 async def _write_at_once(request: Request, session: Session, viewer: Viewer,
-                         statement: Callable[[], _Done | None]) -> _Done | None:
+                         statement: Callable[[DriverTransaction | None], _Done | None]) -> _Done | None:
     """The vote's statement (`statement`: the command at once), the rate limit and the commit, in a thread: while they
     wait for the database (and its locks), the worker's event loop answers other requests, above all the kept pages
     a vote would otherwise hold up. None when the usual way must answer (nothing written).
+
+    Where the database allows it (`Database.drives_writes`: PostgreSQL outside the tests' transaction) the statement
+    runs in a transaction of its own through psycopg alone (`DriverTransaction`), not on the session's connection:
+    the session's checkout, SQLAlchemy's execution and the ORM's commit cost more CPU than the statement (bench/
+    README.md). A connection found dead at the statement is dropped, and the usual way runs (nothing was written).
 
     It commits as soon as the statement confirmed the guess and the count allowed it, before the answer is made: the
     vote's locks (the item's row, the desk's aggregates) are held for the statement and its commit only, not while the
@@ -384,18 +392,32 @@ async def _write_at_once(request: Request, session: Session, viewer: Viewer,
     pool whatever happens (committed, or rolled back here), never waiting for the loop to do it: a request of the
     same loop waiting for a connection stops the loop, and would wait for ever for one only the loop could give back.
     """
+    holder: RequestSession = request.state.db
+
     def run() -> _Done | None:
+        # Not when the session holds a connection already (a person not kept yet was read): one connection a vote
+        driver = (holder.database.driver_transaction()
+                  if holder.database.drives_writes and not session.in_transaction() else None)
         try:
-            done = statement()
+            done = statement(driver)
             if done is None or not _count_once(request, viewer):
-                session.rollback()
+                (driver or session).rollback()
                 return None
+            revision.confirmed(session)
+            if driver is None:
+                holder.end_transaction()
+            else:
+                driver.commit()
+            revision.forget(session)  # the vote moved the votes revision: read again, if read at all
+            return done
+        except LostBeforeAnyStatement:
+            return None
         except BaseException:
-            session.rollback()
+            (driver or session).rollback()
             raise
-        revision.confirmed(session)
-        request.state.db.end_transaction()
-        return done
+        finally:
+            if driver is not None:
+                driver.close()
 
     try:
         return await asyncio.to_thread(run)
@@ -424,9 +446,9 @@ async def _vote_at_once(request: Request, guessed: tuple[int, int, int]) -> Resp
     if checked is None:
         return None
     session, viewer, public_id, sent = checked
-    done = await _write_at_once(request, session, viewer, lambda: commands.vote_at_once(
+    done = await _write_at_once(request, session, viewer, lambda driver: commands.vote_at_once(
         session, viewer=viewer, public_id=public_id, importance=sent.importance, guessed=guessed,
-        lock_timeout=_lock_timeout(request)))
+        lock_timeout=_lock_timeout(request), driver=driver))
     if done is None:
         return None
     return _voted(request, viewer, done, as_json=_wants_json(request), widget=sent.widget, next_url=sent.next)
@@ -437,8 +459,9 @@ async def _unvote_at_once(request: Request, guessed: tuple[int, int, int]) -> Re
     if checked is None:
         return None
     session, viewer, public_id, sent = checked
-    done = await _write_at_once(request, session, viewer, lambda: commands.withdraw_at_once(
-        session, viewer=viewer, public_id=public_id, guessed=guessed, lock_timeout=_lock_timeout(request)))
+    done = await _write_at_once(request, session, viewer, lambda driver: commands.withdraw_at_once(
+        session, viewer=viewer, public_id=public_id, guessed=guessed, lock_timeout=_lock_timeout(request),
+        driver=driver))
     if done is None:
         return None
     return _withdrawn(request, viewer, done, widget=sent.widget, next_url=sent.next)

@@ -25,7 +25,7 @@ from app import deps, revision
 from app.accounts import service as accounts
 from app.accounts.models import User, UserSession
 from app.accounts.viewer import Viewer
-from app.db import Database, utcnow
+from app.db import Database, DriverTransaction, utcnow
 from app.feedback.models import Feedback
 from app.organisations.models import Organisation
 from app.outbox.models import OutboxJob
@@ -41,11 +41,21 @@ from tests.helpers.people import CSRF, SESSION, Person, own_app
 
 
 class Statements:
-    """The SQL run on the app's pool (the revision reader's connection is apart from it)."""
+    """The SQL run on the app's pool through SQLAlchemy (the revision reader's connection is apart from it), and
+    through the driver alone (`driven`: PostgreSQL's vote at once, app.db.DriverTransaction)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         self.seen: list[str] = []
+        self.driven: list[str] = []
         event.listen(database.engine, "before_cursor_execute", self._seen)
+        if monkeypatch is not None:
+            run = DriverTransaction.run
+
+            def recorded(transaction: DriverTransaction, sql: str, params: dict[str, Any]) -> Any:
+                self.driven.append(" ".join(sql.split()))
+                return run(transaction, sql, params)
+
+            monkeypatch.setattr(DriverTransaction, "run", recorded)
 
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.seen.append(" ".join(statement.split()))
@@ -92,7 +102,7 @@ async def test_votes_on_the_apps_own_database_count_for_the_cookies_person_and_e
                    "org": customer.organisation_id}
             public_id, segment_public_id = public.public_id, segment_item.public_id
         async with own_app(database, url) as (app, client):
-            statements = Statements(database)
+            statements = Statements(database, monkeypatch)
             for someone in (person, leaving, revoked):
                 await someone.get(client)  # their CSRF cookies
 
@@ -100,7 +110,7 @@ async def test_votes_on_the_apps_own_database_count_for_the_cookies_person_and_e
             # first read it, the worker keeping it from then on).
             response = await _vote(app, client, person, segment_public_id)
             assert response.status_code == 200 and response.json()["my_vote"] == "critical"
-            mark = len(statements.seen)
+            mark, driven = len(statements.seen), len(statements.driven)
             response = await _vote(app, client, person, public_id, importance="important")
             assert response.status_code == 200
             assert response.json()["my_vote"] == "important" and response.json()["vote_count"] == 1
@@ -110,8 +120,10 @@ async def test_votes_on_the_apps_own_database_count_for_the_cookies_person_and_e
             assert [user.id for user in kept_people] == [ids["customer"]]
             assert inspect(kept_people[0]).session_id is None  # shared by the worker's votes: never any one's
             if database.engine.dialect.name == "postgresql":
-                # the vote at once: the revisions guessed, and checked by the vote's one statement
-                assert len(ran) == 1 and ran[0].startswith("WITH guessed AS"), ran
+                # the vote at once: the revisions guessed, and checked by the vote's one statement, which runs
+                # through the driver alone: nothing on the session's connection
+                assert ran == [], ran
+                assert [s[:16] for s in statements.driven[driven:]] == ["WITH guessed AS "], statements.driven
             else:
                 assert len([s for s in ran if s.startswith("SELECT coalesce(sum(")]) == 1, ran
             with database.new_session(write=False) as session:
@@ -370,6 +382,67 @@ async def test_votes_waiting_for_a_held_item_leave_the_other_items_their_turn(tm
             assert {s for s, _ in answers} <= {200, 503} and all(took < 4.0 for _, took in answers), answers
             assert _votes(database, held_id) == (len(counted), len(counted))
             assert _votes(database, free_id) == (1, 1)  # one person, their importance changed
+        finally:
+            holder.dispose()
+            database.dispose()
+
+
+@pytest.mark.skipif(server_url() is None, reason="the vote at once through the driver alone is PostgreSQL's")
+async def test_a_vote_at_once_on_a_connection_the_server_closed_is_counted_once_the_usual_way(tmp_path):
+    """The vote at once takes a pooled connection through the driver alone (app.db.DriverTransaction), outside
+    SQLAlchemy's handling of dead connections: one the server closed (a restart, a failover) fails at its first
+    statement, before anything reached the database. It is dropped and the vote runs the usual way: answered, and
+    counted once."""
+    with own_database(tmp_path, "vote-lost") as url, connected(url) as database, connected(url) as checking:
+        with database.transaction() as session:
+            customer, _ = customer_in_segment(session, "Enterprise")
+            item = make_item(session, title="Through a restart")
+            person, public_id, item_id = Person(session, customer), item.public_id, item.id
+        async with own_app(database, url) as (app, client):
+            statements = Statements(database, monkeypatch=None)
+            await person.get(client)
+            assert (await _vote(app, client, person, public_id)).status_code == 200  # the worker read its revisions
+            assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 200
+            with checking.engine.connect() as admin:  # every connection of the app's pool, closed by the server
+                closed = admin.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND application_name <> 'ahead revision'")).scalar()
+            assert closed
+            mark = len(statements.seen)
+            response = await _vote(app, client, person, public_id, importance="important")
+            assert response.status_code == 200, response.text
+            assert response.json()["my_vote"] == "important" and response.json()["vote_count"] == 1
+            assert any("INSERT INTO votes" in s or "new_vote" in s for s in statements.since(mark))  # the usual way
+            assert _votes(checking, item_id) == (1, 1)
+
+
+@pytest.mark.skipif(server_url() is None, reason="the vote at once through the driver alone is PostgreSQL's")
+async def test_a_vote_at_once_that_waited_its_whole_lock_timeout_answers_503_at_once(tmp_path):
+    """Through the driver alone, PostgreSQL's lock timeout is the 503 every request answers when it waited too long
+    (Retry-After, nothing counted), after one wait: not a second one the usual way."""
+    with own_database(tmp_path, "vote-busy") as url:
+        database = Database(url, lock_timeout=0.4)
+        revision.track(database)
+        holder = create_engine(make_url(url))
+        try:
+            with database.transaction() as session:
+                person = Person(session, customer_in_segment(session)[0])
+                item = make_item(session, title="Held too long")
+                item_id, public_id = item.id, item.public_id
+            async with own_app(database, url) as (app, client):
+                await person.get(client)
+                assert (await _vote(app, client, person, public_id)).status_code == 200  # a guess to take
+                assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 200
+                with holder.connect() as other:
+                    other.execute(text("BEGIN"))
+                    other.execute(text("SELECT id FROM items WHERE id = :id FOR UPDATE"), {"id": item_id})
+                    started = time.monotonic()
+                    response = await _vote(app, client, person, public_id)
+                    took = time.monotonic() - started
+                    other.execute(text("COMMIT"))
+            assert response.status_code == 503 and response.headers["retry-after"], response.text
+            assert 0.35 < took < 0.75, took
+            assert _votes(database, item_id) == (0, 0)
         finally:
             holder.dispose()
             database.dispose()
