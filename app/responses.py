@@ -13,6 +13,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]  # ships no type information
+from starlette.requests import cookie_parser
 
 
 class HeadMiddleware:
@@ -230,14 +231,25 @@ class ResponseMiddleware:
         await self.app(inner, receive, shaping)
 
     def _personal(self, scope: dict[str, Any], inner: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether the answer may differ from the one another visitor gets for the same address."""
+        """Whether the answer may differ from the one another visitor gets for the same address: a session cookie
+        or credentials sent, a cookie set, a CSRF token in it, or anyone the app signed in for it. The cookie is
+        read as the app reads it (`ahead_session =…` with a space or a tab still names it: a walk-through's API list
+        for staff went out public), and whoever the app took the request for counts whatever the header said."""
         for key, value in scope["headers"]:
-            if key == b"authorization" or (key == b"cookie" and self.session_cookie
-                                           and self.session_cookie + b"=" in value):
+            if key == b"authorization" or (key == b"cookie" and self.session_cookie and self._names_session(value)):
                 return True
         if _header(headers, b"set-cookie") is not None:
             return True
-        return bool(inner.get("state", {}).get("csrf_used"))
+        state = inner.get("state", {})
+        viewer = state.get("viewer")
+        return bool(state.get("csrf_used")) or getattr(viewer, "user", None) is not None
+
+    def _names_session(self, cookie: bytes) -> bool:
+        if self.session_cookie not in cookie:
+            return False
+        if self.session_cookie + b"=" in cookie:
+            return True
+        return self.session_cookie.decode("latin-1") in cookie_parser(cookie.decode("latin-1"))
 
     async def _finish(self, scope: dict[str, Any], inner: dict[str, Any], start: dict[str, Any], body: bytes,
                       send: Any) -> None:

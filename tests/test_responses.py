@@ -15,8 +15,10 @@ from fastapi.routing import iter_route_contexts
 from starlette.convertors import IntegerConvertor
 
 from app import assets
+from app.accounts import service as accounts
 from app.assets import Assets
 from app.config import ROOT, Settings
+from app.deps import SESSION_COOKIE
 from app.main import create_app
 from app.responses import ResponseMiddleware, chosen_coding, none_match, weak_etag
 from app.roadmap.models import Visibility
@@ -218,9 +220,21 @@ class TestCacheControl:
             assert (await client.get("/healthz")).headers["cache-control"] == "no-cache"
             bearer = await client.get("/api/v1/items", headers={"authorization": "Bearer ahead_nothing"})
             assert "public" not in bearer.headers.get("cache-control", "")
+            staff = make_admin(session)
+            internal = make_item(session, title="Internal plan", visibility=Visibility.internal)
             sign_in(client, session, make_user(session))
             for path in ("/", "/api/v1/items", "/changelog.atom"):
                 assert (await client.get(path)).headers["cache-control"] == "private, no-cache", path
+            # The session cookie spelled as the app still reads it, a space or a tab before "=", or after another
+            # cookie: the staff's list (an internal item in it) is theirs, never public (a walk-through's went out
+            # `public, s-maxage=60`)
+            token = accounts.start_session(session, user=staff)
+            client.cookies.clear()
+            for cookie in (f"{SESSION_COOKIE} ={token}", f"{SESSION_COOKIE}\t= {token}", f"a=1;{SESSION_COOKIE} ={token}"):
+                for path in ("/api/v1/items", f"/api/v1/items/{internal.public_id}"):
+                    got = await client.get(path, headers={"cookie": cookie})
+                    assert got.status_code == 200, (cookie, path)
+                    assert got.headers["cache-control"] == "private, no-cache", (cookie, path)
 
     async def test_error_pages_and_redirects_are_never_kept_for_others(self, settings, database, connection, session):
         """With the setting on, only answers of 200 may be public: a signed-in person's 404, 403 or redirect holds
