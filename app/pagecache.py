@@ -708,13 +708,14 @@ def _plan(request: Request, session: Session, viewer: Viewer, template: str, *, 
 
 def _made(plan: _Plan, viewer: Viewer, template: str, build: Callable[[], dict[str, Any] | Response]
           ) -> Page | Response:
-    """The page built and rendered for keeping, or the response to send as it is: a redirect `build` gave, or the
-    page rendered but not kept (not admitted). Touches nothing of the cache: it may run in a thread."""
+    """The page built and rendered as for keeping, or the response to send as it is (a redirect `build` gave). A
+    page not admitted (`_Plan.admitted`) is made the same way and answered, not kept: its ETag is then the one the
+    kept page will have (a search's first answer had a tag of its own, so a browser holding it got 200s once the
+    page was kept, and two workers gave two tags for the same bytes). Touches nothing of the cache: it may run in a
+    thread."""
     context = build()
     if isinstance(context, Response):
         return context
-    if not plan.admitted:
-        return _rendered(plan.request, template, lambda: context, plan.media_type)
     page = _capture(plan.cache, plan.request, viewer, template, context,
                     began=_minute_began(plan.request.url.path, plan.key[-1]))
     page.group, page.media_type = plan.group, plan.media_type
@@ -724,6 +725,8 @@ def _made(plan: _Plan, viewer: Viewer, template: str, build: Callable[[], dict[s
 def _answer(plan: _Plan, session: Session, viewer: Viewer, made: Page | Response) -> Response:
     if isinstance(made, Response):
         return made
+    if not plan.admitted:  # answered, not kept, nor its finished answer
+        return _respond(plan.cache, plan.request, session, viewer, made, plan.rev, plan.votes, plan.key, keep=False)
     if plan.page is None:
         plan.cache.put(plan.rev, plan.key, made)
         plan.page = made
@@ -817,14 +820,15 @@ def page_digest(parts: list[str | Slot]) -> str:
 
 
 def _respond(cache: PageCache, request: Request, session: Session, viewer: Viewer, page: Page, rev: int,
-             votes: int, key: tuple[Any, ...]) -> Response:
+             votes: int, key: tuple[Any, ...], *, keep: bool = True) -> Response:
+    """The page filled for this request; `keep`: its finished answer may be kept for the next (a kept page's)."""
     filling = Filling(request=request, viewer=viewer, page=page, open_session=lambda: session)
     body, etag, needs_token = _assemble(cache, filling)
     response = Response(body, media_type=page.media_type, headers={"etag": etag})
     for hook in filling.on_response:
         hook(response)
     finishing: _Finishing | None = request.scope.get(FINISHING)
-    if finishing is not None and not filling.on_response:
+    if keep and finishing is not None and not filling.on_response:
         if viewer.user is None and not needs_token:
             finishing.kept = (cache, rev, votes, key)
         elif viewer.user is not None:
