@@ -68,19 +68,31 @@ def _private_file(path: Path) -> Path:
     return path
 
 
+def _prepared(destination: Path, *, overwrite: bool) -> tuple[Path, Path]:
+    """Where a backup goes (resolved) and the private partial file it is written to first, beside it. What cannot be
+    written is a BackupError saying why, in one line (a walk-through: a directory, a file where a directory should
+    be, /proc printed tracebacks)."""
+    destination = destination.resolve()
+    if destination.is_dir():
+        raise BackupError(f"{destination} is a directory; give the backup's file name (in it, or elsewhere)")
+    if destination.exists() and not overwrite:
+        raise BackupError(f"{destination} exists already; choose another name, or --force to replace it")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        return destination, _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
+    except OSError as exc:
+        raise BackupError(f"Cannot write {destination}: {exc.strerror or exc}") from None
+
+
 def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
     """A consistent copy of the SQLite database at `url`, written to `destination` (refused if it exists,
     unless `overwrite`); the portal may go on serving and writing meanwhile."""
     source_path = sqlite_path(url)
     if not source_path.exists():
         raise BackupError(f"There is no database at {source_path}")
-    destination = destination.resolve()
-    if destination == source_path.resolve():
+    if destination.resolve() == source_path.resolve():
         raise BackupError("The backup cannot be the database itself")
-    if destination.exists() and not overwrite:
-        raise BackupError(f"{destination} exists already; choose another name, or --force to replace it")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
+    destination, partial = _prepared(destination, overwrite=overwrite)
     # Read-only: the backup can never change the database, nor take its write lock.
     source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
@@ -190,16 +202,12 @@ def pg_dump(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
     if binary is None:
         raise BackupError("pg_dump is not installed here. Install PostgreSQL's client tools (Debian: "
                           "postgresql-client, the server's major version or newer), or run pg_dump where they are")
-    destination = destination.resolve()
-    if destination.exists() and not overwrite:
-        raise BackupError(f"{destination} exists already; choose another name, or --force to replace it")
-    destination.parent.mkdir(parents=True, exist_ok=True)
     parsed = make_url(url)
     environment = dict(os.environ)
     if parsed.password:
         environment["PGPASSWORD"] = str(parsed.password)
     dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    partial = _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
+    destination, partial = _prepared(destination, overwrite=overwrite)
     try:
         # --format=custom: compressed, and pg_restore can pick tables, run in parallel, or --clean first.
         result = subprocess.run(  # nosec B603 # a fixed binary with an argument list, no shell

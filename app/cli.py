@@ -419,6 +419,9 @@ def restore(
     """
     settings = get_settings()
     if not settings.is_sqlite:
+        if not path.is_file():
+            typer.echo(f"There is no backup at {path}.", err=True)
+            raise typer.Exit(1)
         typer.echo("On PostgreSQL, restore a dump made by `ahead backup` (pg_dump) with pg_restore, the servers "
                    "stopped, e.g.:\n  pg_restore --clean --if-exists --no-owner --dbname=postgresql://USER@HOST/DB "
                    f"{path}\nthen run `ahead migrate`.", err=True)

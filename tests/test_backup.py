@@ -188,6 +188,22 @@ class TestSqliteBackup:
         assert runner.invoke(cli, ["backup", str(existing), "--force"]).exit_code == 0
         assert len(_names(existing)) == 2000
 
+    def test_a_place_it_cannot_write_to_is_one_line_saying_so(self, sqlite_database: Path, tmp_path: Path) -> None:
+        """A walk-through: a directory (with --force too), a file where a directory should be and /proc printed
+        Python's tracebacks."""
+        (tmp_path / "a-directory").mkdir()
+        (tmp_path / "a-file").write_text("not a directory")
+        for args, says in ((["backup", str(tmp_path / "a-directory")], "is a directory"),
+                           (["backup", str(tmp_path / "a-directory"), "--force"], "is a directory"),
+                           (["backup", str(tmp_path / "a-file" / "x.db")], "Cannot write"),
+                           (["backup", "/proc/ahead-backup.db"], "Cannot write")):
+            refused = runner.invoke(cli, args)
+            assert refused.exit_code == 1, (args, refused.output)
+            assert says in refused.output and "Traceback" not in refused.output, (args, refused.output)
+            assert len(refused.output.strip().splitlines()) == 1, refused.output
+        assert (tmp_path / "a-directory").is_dir() and not any((tmp_path / "a-directory").iterdir())
+        assert (tmp_path / "a-file").read_text() == "not a directory"
+
     def test_without_a_path_it_goes_beside_the_database(self, sqlite_database: Path) -> None:
         made = runner.invoke(cli, ["backup"])
         assert made.exit_code == 0, made.output
@@ -278,3 +294,5 @@ def test_on_postgresql_backup_is_a_pg_dump_and_restore_points_at_pg_restore(
         again = runner.invoke(cli, ["restore", str(dump)])
         assert again.exit_code == 2
         assert "pg_restore --clean --if-exists" in again.output
+        missing = runner.invoke(cli, ["restore", str(tmp_path / "no-such.dump")])
+        assert missing.exit_code == 1 and "There is no backup at" in missing.output
