@@ -58,6 +58,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from app.responses import ASKED_HEAD
+
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Whether this process writes its values to the shared directory: decided by prometheus_client when it was
 # first imported, from the environment then (`ahead serve` sets it before starting the workers).
@@ -181,9 +183,19 @@ def exposition(extra: Iterable[Collector] = ()) -> bytes:
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-# Headers a proxy adds: a request carrying one came through a proxy, not from the address that connected.
-_FORWARDED = frozenset((b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-client-ip", b"true-client-ip",
-                        b"cf-connecting-ip", b"fastly-client-ip", b"x-cluster-client-ip"))
+# Headers a proxy adds: a request carrying one came through a proxy, not from the address that connected. Besides
+# these names, any that `_forwarded` recognises by its parts (X-Forwarded-*, *-Client-IP, X-Envoy-*, ...), with
+# underscores read as dashes (some servers pass `X_Forwarded_For` on as it is).
+_FORWARDED = frozenset((b"forwarded", b"via", b"x-real-ip", b"true-client-ip", b"cf-connecting-ip",
+                        b"x-original-forwarded-for", b"x-azure-socketip"))
+_FORWARDED_PARTS = (b"forwarded", b"client-ip", b"clientip", b"connecting-ip")
+_FORWARDED_PREFIXES = (b"x-forwarded", b"x-envoy-", b"x-original-")
+
+
+def _forwarded(name: bytes) -> bool:
+    name = name.replace(b"_", b"-")
+    return (name in _FORWARDED or name.startswith(_FORWARDED_PREFIXES)
+            or any(part in name for part in _FORWARDED_PARTS))
 
 
 class MetricsMiddleware:
@@ -227,7 +239,7 @@ class MetricsMiddleware:
     def record(self, scope: dict[str, Any], route: str | None, status: int, seconds: float) -> None:
         if route is None:
             route = "/static/{path}" if scope["path"].startswith("/static/") else UNROUTED
-        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        method = "HEAD" if scope.get(ASKED_HEAD) else scope["method"] if scope["method"] in _METHODS else "OTHER"
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:
@@ -249,9 +261,10 @@ class MetricsMiddleware:
         headers = scope["headers"]
         if self.token:
             given = next((value for name, value in headers if name == b"authorization"), b"")
-            if hmac.compare_digest(given, b"Bearer " + self.token):
+            scheme, _, credentials = given.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token):
                 return True
-        if any(name in _FORWARDED for name, _ in headers):
+        if any(_forwarded(name) for name, _ in headers):
             return False
         client = scope.get("client")
         try:

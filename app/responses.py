@@ -44,7 +44,11 @@ class HeadMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        await self.app({**scope, "method": "GET", ASKED_HEAD: True}, receive, without_body)
+
+
+# In the scope HeadMiddleware passes in: the request was a HEAD (the metrics count it as one)
+ASKED_HEAD = "ahead.asked_head"
 
 
 def _allowing_head(send: Any) -> Any:

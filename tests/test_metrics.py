@@ -94,8 +94,12 @@ class TestWhoMayRead:
         for trusted in ("", "127.0.0.1"):
             proxied = settings.model_copy(update={"trusted_proxies": trusted})
             async with client_for(proxied, database, connection) as client:
+                # ... and those a walk-through found let through: the one RFC 9110 has every proxy add, the rest of
+                # the X-Forwarded family, other vendors' client addresses, and underscores for dashes
                 for header in ("x-forwarded-for", "x-real-ip", "forwarded", "x-client-ip", "true-client-ip",
-                               "cf-connecting-ip"):
+                               "cf-connecting-ip", "via", "x-forwarded-host", "x-forwarded-proto", "x-forwarded",
+                               "forwarded-for", "x-original-forwarded-for", "client-ip", "akamai-client-ip",
+                               "x-azure-clientip", "x-envoy-external-address", "x_forwarded_for"):
                     answer = await scrape(client, **{header: "127.0.0.1"})
                     assert answer.status_code == 404, (trusted, header)
 
@@ -104,7 +108,9 @@ class TestWhoMayRead:
         with_token = settings.model_copy(update={"metrics_token": TOKEN})
         async with client_for(with_token, database, connection, peer="198.51.100.20") as client:
             assert (await scrape(client, authorization=f"Bearer {TOKEN}")).status_code == 200
+            assert (await scrape(client, authorization=f"bearer {TOKEN}")).status_code == 200  # the scheme's any case
             assert (await scrape(client, authorization=f"Bearer {TOKEN[:-1]}")).status_code == 404
+            assert (await scrape(client, authorization=f"Basic {TOKEN}")).status_code == 404
             assert (await scrape(client, authorization=TOKEN)).status_code == 404
             assert (await client.get(f"/metrics?token={TOKEN}")).status_code == 404
 
@@ -149,6 +155,20 @@ class TestWhatTheyCount:
             after, "ahead_http_requests_total")
         # Nothing about the item or who asked: the template, never the address.
         assert item.public_id not in after and item.slug not in after and "Harbour" not in after
+
+    async def test_a_head_counts_as_a_head(self, settings: Settings, database: Database,
+                                           connection: Connection) -> None:
+        """Uptime monitors send HEAD, answered as the GET inside (app.responses.HeadMiddleware): it was counted as a
+        GET, and the HEAD series the metrics list never appeared (a walk-through)."""
+        async with client_for(settings, database, connection) as client:
+            before = (await scrape(client)).text
+            for _ in range(3):
+                assert (await client.head("/healthz")).status_code == 200
+            after = (await scrape(client)).text
+        for method, more in (("HEAD", 3), ("GET", 0)):
+            labels = {"route": "/healthz", "method": method, "status": "200"}
+            assert value(after, "ahead_http_requests_total", **labels) == value(
+                before, "ahead_http_requests_total", **labels) + more, method
 
     async def test_a_route_under_a_prefix_is_counted_under_its_whole_template(
             self, settings: Settings, database: Database, connection: Connection, session: Session) -> None:
