@@ -296,7 +296,10 @@ async def test_made_up_filter_values_are_the_page_of_the_address_that_says_what_
             assert (await visit(path)).content == plain.content, path
         assert len(pages) == kept and pages.misses == misses
     assert "Webhooks" in (await visit("/?sort=x1")).text
-    assert "No items match these filters" in (await visit("/?tag=nope3")).text
+    unknown = (await visit("/?tag=nope3")).text
+    assert "No items match these filters" in unknown
+    # The filter chosen is shown as such, not as "All tags" beside "1 chosen" (a walk-through)
+    assert '<option value="-" selected>No such tag</option>' in unknown and "No such product" not in unknown
 
 
 async def test_a_page_past_the_end_of_a_list_leads_to_its_last_page(app, client, session):
