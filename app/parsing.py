@@ -55,7 +55,8 @@ def clean_identity_claims(claims: _Claims) -> _Claims:
 
 
 _ASCII_INT = re.compile(r"[+-]?[0-9]{1,18}")
-_QUERY_INT = re.compile(r"-?[0-9]{1,18}")
+_QUERY_INT = re.compile(r"-?[0-9]+")
+_QUERY_INT_DIGITS = 40  # more digits than any bound needs; a longer one is refused before int() reads it
 
 
 def parse_int(raw: Any, *, minimum: int = 0, maximum: int = INT32_MAX) -> int | None:
@@ -78,8 +79,13 @@ def parse_int(raw: Any, *, minimum: int = 0, maximum: int = INT32_MAX) -> int | 
 
 
 def _whole_number_in_ascii_digits(value: Any) -> Any:
-    if isinstance(value, str) and not _QUERY_INT.fullmatch(value):
-        raise ValueError("Give a whole number in the digits 0-9.")
+    if isinstance(value, str):
+        if not _QUERY_INT.fullmatch(value):
+            raise ValueError("Give a whole number in the digits 0-9.")
+        if len(value.lstrip("-")) > _QUERY_INT_DIGITS:
+            raise ValueError("That number is far too large.")
+        # a number of 19 to 40 digits is a number all the same: the parameter's own bounds say what it may be (a
+        # walk-through's page=99999999999999999999 was told to use digits)
     return value
 
 

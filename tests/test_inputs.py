@@ -283,3 +283,10 @@ async def test_integer_query_parameters_take_ascii_digits_only(client, session, 
         response = await client.get(path, params={"page": page})
         assert response.status_code == 422, (path, page, response.status_code)
     assert (await client.get("/api/v1/items", params={"page": "1"})).json()["page"] == 1
+
+
+async def test_a_page_number_too_large_says_so_not_that_it_is_not_digits(client, session):
+    """A walk-through: page=99999999999999999999 (20 digits) was told "Give a whole number in the digits 0-9"."""
+    for page, says in (("99999999999999999999", "10000"), ("9" * 41, "far too large")):
+        response = await client.get("/api/v1/items", params={"page": page})
+        assert response.status_code == 422 and says in response.text and "digits 0-9" not in response.text, page
