@@ -80,7 +80,7 @@ async def _voter(request: Request, *, attach: bool) -> Viewer:
     if cached is not None:
         return cached
     token = session_cookie_value(request)
-    if not token or (request.url.path.startswith(API_PREFIX) and "authorization" in request.headers):
+    if not token or (request.scope["path"].startswith(API_PREFIX) and "authorization" in request.headers):
         return await get_viewer(request)
     session: Session = request.state.db.session
     kept = request.app.state.vote_viewers.in_transaction(session, token)
