@@ -84,41 +84,37 @@ def test_serve_keeps_idle_connections_open_longer_than_a_proxy_does(monkeypatch)
 
 def test_a_missing_setting_is_one_line_saying_what_to_set_not_a_traceback(tmp_path, monkeypatch, capsys):
     """The walk-through: `ahead backup` under AHEAD_ENV=production without BASE_URL printed 45 lines of traceback."""
-    from app.cli import main
-
     monkeypatch.setenv("AHEAD_ENV", "production")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'ahead.db'}")
     monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
     monkeypatch.delenv("BASE_URL", raising=False)
-    monkeypatch.setattr("sys.argv", ["ahead", "backup", str(tmp_path / "copy.db")])
+    assert _main_exits(monkeypatch, ["backup", str(tmp_path / "copy.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ahead: BASE_URL must be set when AHEAD_ENV=production") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _main_exits(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> object:
+    """The `ahead` command's exit code for `args`, its settings read afresh from the environment."""
+    from app.cli import main
+
+    monkeypatch.setattr("sys.argv", ["ahead", *args])
     get_settings.cache_clear()
     try:
         with pytest.raises(SystemExit) as stopped:
             main()
     finally:
         get_settings.cache_clear()
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ahead: BASE_URL must be set when AHEAD_ENV=production") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    return stopped.value.code
 
 
 def test_a_database_url_of_another_kind_is_one_line_before_any_command_reaches_for_it(tmp_path, monkeypatch, capsys):
     """The walk-through: `DATABASE_URL=bogus://x ahead backup` ran pg_dump against host "x"; `ahead migrate` printed
     SQLAlchemy's traceback."""
-    from app.cli import main
-
     monkeypatch.setenv("DATABASE_URL", "mysql://ahead:hunter2@db/ahead")
     monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
     for command in (["backup", str(tmp_path / "copy.dump")], ["migrate"]):
-        monkeypatch.setattr("sys.argv", ["ahead", *command])
-        get_settings.cache_clear()
-        try:
-            with pytest.raises(SystemExit) as stopped:
-                main()
-        finally:
-            get_settings.cache_clear()
-        assert stopped.value.code == 2
+        assert _main_exits(monkeypatch, command) == 2
         err = capsys.readouterr().err
         assert err.strip() == "ahead: DATABASE_URL must be a sqlite:/// or postgresql:// address, not 'mysql'"
     assert not (tmp_path / "copy.dump").exists()

@@ -11,8 +11,10 @@ session once it is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -62,6 +64,19 @@ class Statements:
 
     def since(self, mark: int) -> list[str]:
         return self.seen[mark:]
+
+
+@contextlib.contextmanager
+def _with_a_holder(url: str, *, lock_timeout: float) -> Iterator[tuple[Database, Any]]:
+    """The app's database with this lock timeout, and an engine of its own to hold rows locked with."""
+    database = Database(url, lock_timeout=lock_timeout)
+    revision.track(database)
+    holder = create_engine(make_url(url))
+    try:
+        yield database, holder
+    finally:
+        holder.dispose()
+        database.dispose()
 
 
 async def _vote(app: Any, client: httpx.AsyncClient, person: Person, item: Item | str, *, unvote: bool = False,
@@ -345,46 +360,39 @@ async def test_votes_waiting_for_a_held_item_leave_the_other_items_their_turn(tm
     503 or, once the row is free, count; the counts stay exact."""
     if server_url() is None:
         pytest.skip("the vote at once is PostgreSQL's")
-    with own_database(tmp_path, "vote-turns") as url:
-        database = Database(url, lock_timeout=1.5)
-        revision.track(database)
-        holder = create_engine(make_url(url))
-        try:
-            with database.transaction() as session:
-                people = [Person(session, customer_in_segment(session)[0]) for _ in range(8)]
-                held, free = make_item(session, title="Held by someone"), make_item(session, title="Free")
-                held_id, free_id, held_public, free_public = held.id, free.id, held.public_id, free.public_id
-            async with own_app(database, url) as (app, client):
-                for person in people:
-                    await person.get(client)  # their CSRF cookies
-                assert (await _vote(app, client, people[0], free_public)).status_code == 200  # a guess to take
-                client.cookies.clear()
+    with own_database(tmp_path, "vote-turns") as url, _with_a_holder(url, lock_timeout=1.5) as (database, holder):
+        with database.transaction() as session:
+            people = [Person(session, customer_in_segment(session)[0]) for _ in range(8)]
+            held, free = make_item(session, title="Held by someone"), make_item(session, title="Free")
+            held_id, free_id, held_public, free_public = held.id, free.id, held.public_id, free.public_id
+        async with own_app(database, url) as (app, client):
+            for person in people:
+                await person.get(client)  # their CSRF cookies
+            assert (await _vote(app, client, people[0], free_public)).status_code == 200  # a guess to take
+            client.cookies.clear()
 
-                async def vote(person: Person, public_id: str) -> tuple[int, float]:
-                    started = time.monotonic()
-                    response = await client.post(
-                        f"/items/{public_id}/vote", data={"widget": "card", "next": "/", "importance": "critical"},
-                        headers={"X-CSRF-Token": person.form_token(app), "Accept": "application/json",
-                                 "Cookie": f"{SESSION}={person.token}; {CSRF}={person.csrf}"})
-                    return response.status_code, time.monotonic() - started
+            async def vote(person: Person, public_id: str) -> tuple[int, float]:
+                started = time.monotonic()
+                response = await client.post(
+                    f"/items/{public_id}/vote", data={"widget": "card", "next": "/", "importance": "critical"},
+                    headers={"X-CSRF-Token": person.form_token(app), "Accept": "application/json",
+                             "Cookie": f"{SESSION}={person.token}; {CSRF}={person.csrf}"})
+                return response.status_code, time.monotonic() - started
 
-                assert database.off_loop_slot_count < len(people) - 1
-                with holder.connect() as other:
-                    other.execute(text("BEGIN"))
-                    other.execute(text("SELECT id FROM items WHERE id = :id FOR UPDATE"), {"id": held_id})
-                    waiting = [asyncio.create_task(vote(person, held_public)) for person in people[1:]]
-                    await asyncio.sleep(0.3)
-                    status, took = await vote(people[0], free_public)
-                    assert status == 200 and took < 1.0, took
-                    other.execute(text("COMMIT"))
-                    answers = await asyncio.gather(*waiting)
-            counted = [s for s, _ in answers if s == 200]
-            assert {s for s, _ in answers} <= {200, 503} and all(took < 4.0 for _, took in answers), answers
-            assert _votes(database, held_id) == (len(counted), len(counted))
-            assert _votes(database, free_id) == (1, 1)  # one person, their importance changed
-        finally:
-            holder.dispose()
-            database.dispose()
+            assert database.off_loop_slot_count < len(people) - 1
+            with holder.connect() as other:
+                other.execute(text("BEGIN"))
+                other.execute(text("SELECT id FROM items WHERE id = :id FOR UPDATE"), {"id": held_id})
+                waiting = [asyncio.create_task(vote(person, held_public)) for person in people[1:]]
+                await asyncio.sleep(0.3)
+                status, took = await vote(people[0], free_public)
+                assert status == 200 and took < 1.0, took
+                other.execute(text("COMMIT"))
+                answers = await asyncio.gather(*waiting)
+        counted = [s for s, _ in answers if s == 200]
+        assert {s for s, _ in answers} <= {200, 503} and all(took < 4.0 for _, took in answers), answers
+        assert _votes(database, held_id) == (len(counted), len(counted))
+        assert _votes(database, free_id) == (1, 1)  # one person, their importance changed
 
 
 @pytest.mark.skipif(server_url() is None, reason="the vote at once through the driver alone is PostgreSQL's")
@@ -420,29 +428,22 @@ async def test_a_vote_at_once_on_a_connection_the_server_closed_is_counted_once_
 async def test_a_vote_at_once_that_waited_its_whole_lock_timeout_answers_503_at_once(tmp_path):
     """Through the driver alone, PostgreSQL's lock timeout is the 503 every request answers when it waited too long
     (Retry-After, nothing counted), after one wait: not a second one the usual way."""
-    with own_database(tmp_path, "vote-busy") as url:
-        database = Database(url, lock_timeout=1.0)
-        revision.track(database)
-        holder = create_engine(make_url(url))
-        try:
-            with database.transaction() as session:
-                person = Person(session, customer_in_segment(session)[0])
-                item = make_item(session, title="Held too long")
-                item_id, public_id = item.id, item.public_id
-            async with own_app(database, url) as (app, client):
-                await person.get(client)
-                assert (await _vote(app, client, person, public_id)).status_code == 200  # a guess to take
-                assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 200
-                with holder.connect() as other:
-                    other.execute(text("BEGIN"))
-                    other.execute(text("SELECT id FROM items WHERE id = :id FOR UPDATE"), {"id": item_id})
-                    started = time.monotonic()
-                    response = await _vote(app, client, person, public_id)
-                    took = time.monotonic() - started
-                    other.execute(text("COMMIT"))
-            assert response.status_code == 503 and response.headers["retry-after"], response.text
-            assert 0.95 < took < 1.9, took  # one wait of 1 s; the usual way after it would be a second
-            assert _votes(database, item_id) == (0, 0)
-        finally:
-            holder.dispose()
-            database.dispose()
+    with own_database(tmp_path, "vote-busy") as url, _with_a_holder(url, lock_timeout=1.0) as (database, holder):
+        with database.transaction() as session:
+            person = Person(session, customer_in_segment(session)[0])
+            item = make_item(session, title="Held too long")
+            item_id, public_id = item.id, item.public_id
+        async with own_app(database, url) as (app, client):
+            await person.get(client)
+            assert (await _vote(app, client, person, public_id)).status_code == 200  # a guess to take
+            assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 200
+            with holder.connect() as other:
+                other.execute(text("BEGIN"))
+                other.execute(text("SELECT id FROM items WHERE id = :id FOR UPDATE"), {"id": item_id})
+                started = time.monotonic()
+                response = await _vote(app, client, person, public_id)
+                took = time.monotonic() - started
+                other.execute(text("COMMIT"))
+        assert response.status_code == 503 and response.headers["retry-after"], response.text
+        assert 0.95 < took < 1.9, took  # one wait of 1 s; the usual way after it would be a second
+        assert _votes(database, item_id) == (0, 0)
