@@ -72,15 +72,21 @@ def _prepared(destination: Path, *, overwrite: bool) -> tuple[Path, Path]:
     """Where a backup goes (resolved) and the private partial file it is written to first, beside it. What cannot be
     written is a BackupError saying why, in one line (a walk-through: a directory, a file where a directory should
     be, /proc printed tracebacks)."""
-    destination = destination.resolve()
-    if destination.is_dir():
-        raise BackupError(f"{destination} is a directory; give the backup's file name (in it, or elsewhere)")
-    if destination.exists() and not overwrite:
-        raise BackupError(f"{destination} exists already; choose another name, or --force to replace it")
     try:
+        destination = destination.resolve()
+        if destination.is_dir():
+            raise BackupError(f"{destination} is a directory; give the backup's file name (in it, or elsewhere)")
+        if destination.exists() or destination.is_symlink():
+            if not destination.is_file():  # a device, a FIFO, a socket: --force would have replaced it by the dump
+                raise BackupError(f"{destination} is not a regular file; give the backup's file name")
+            if not overwrite:
+                raise BackupError(f"{destination} exists already; choose another name, or --force to replace it")
+        for parent in reversed(destination.parents):
+            if parent.exists() and not parent.is_dir():
+                raise BackupError(f"Cannot write {destination}: {parent} is not a directory")
         destination.parent.mkdir(parents=True, exist_ok=True)
         return destination, _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a loop of links, no permission, /proc
         raise BackupError(f"Cannot write {destination}: {exc.strerror or exc}") from None
 
 

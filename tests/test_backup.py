@@ -4,6 +4,7 @@ running server unless told to; on PostgreSQL backup is pg_dump's custom format."
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -193,16 +194,23 @@ class TestSqliteBackup:
         Python's tracebacks."""
         (tmp_path / "a-directory").mkdir()
         (tmp_path / "a-file").write_text("not a directory")
+        fifo = tmp_path / "a-fifo"
+        os.mkfifo(fifo)
         for args, says in ((["backup", str(tmp_path / "a-directory")], "is a directory"),
                            (["backup", str(tmp_path / "a-directory"), "--force"], "is a directory"),
-                           (["backup", str(tmp_path / "a-file" / "x.db")], "Cannot write"),
-                           (["backup", "/proc/ahead-backup.db"], "Cannot write")):
+                           (["backup", str(tmp_path / "a-file" / "x.db")], "a-file is not a directory"),
+                           (["backup", "/proc/ahead-backup.db"], "Cannot write"),
+                           (["backup", str(tmp_path / ("a" * 300 + ".db"))], "File name too long"),
+                           # a device or a FIFO was replaced by the dump with --force (a walk-through: /dev/full)
+                           (["backup", str(fifo), "--force"], "is not a regular file"),
+                           (["backup", "/dev/null", "--force"], "is not a regular file")):
             refused = runner.invoke(cli, args)
             assert refused.exit_code == 1, (args, refused.output)
             assert says in refused.output and "Traceback" not in refused.output, (args, refused.output)
             assert len(refused.output.strip().splitlines()) == 1, refused.output
         assert (tmp_path / "a-directory").is_dir() and not any((tmp_path / "a-directory").iterdir())
         assert (tmp_path / "a-file").read_text() == "not a directory"
+        assert fifo.is_fifo() and Path("/dev/null").is_char_device()
 
     def test_without_a_path_it_goes_beside_the_database(self, sqlite_database: Path) -> None:
         made = runner.invoke(cli, ["backup"])
