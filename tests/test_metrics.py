@@ -99,9 +99,21 @@ class TestWhoMayRead:
                 for header in ("x-forwarded-for", "x-real-ip", "forwarded", "x-client-ip", "true-client-ip",
                                "cf-connecting-ip", "via", "x-forwarded-host", "x-forwarded-proto", "x-forwarded",
                                "forwarded-for", "x-original-forwarded-for", "client-ip", "akamai-client-ip",
-                               "x-azure-clientip", "x-envoy-external-address", "x_forwarded_for"):
+                               "x-azure-clientip", "x-envoy-external-address", "x_forwarded_for",
+                               # ... and those a second one found: what any header outside a scraper's means
+                               "cdn-loop", "cf-ray", "x-request-start", "x-amzn-trace-id", "x-scheme",
+                               "max-forwards", "x-originating-ip", "x-appengine-user-ip", "x-made-up"):
                     answer = await scrape(client, **{header: "127.0.0.1"})
                     assert answer.status_code == 404, (trusted, header)
+
+    async def test_what_prometheus_sends_reads_them(self, settings: Settings, database: Database,
+                                                    connection: Connection) -> None:
+        async with client_for(settings, database, connection) as client:
+            answer = await scrape(client, **{
+                "accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                "accept-encoding": "gzip", "user-agent": "Prometheus/2.53.0",
+                "x-prometheus-scrape-timeout-seconds": "10"})
+        assert answer.status_code == 200 and "ahead_http_requests_total" in answer.text
 
     async def test_the_token_opens_them_from_anywhere(self, settings: Settings, database: Database,
                                                       connection: Connection) -> None:
