@@ -58,7 +58,7 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
     # a page past the discussion's end leads to its last: made-up values cannot each be a page kept (a walk-through's
     # 2,500 of them pushed the board out of the cache).
     asked = _page_number(request.query_params.get("page"))
-    request = at_canonical(request, [("page", str(asked) if asked > 1 else None)])  # as `_at_page` says it
+    request = at_canonical(request, _page_params(asked))
 
     def build() -> dict[str, Any] | Response:
         try:
@@ -107,7 +107,12 @@ def _context(request: Request, session: Session, viewer: Viewer, item: Item, *,
 
 def _at_page(item: Item, page: int) -> str:
     """The item page's one address for a page of its comments."""
-    return canonical_address(item.path, [("page", str(page) if page > 1 else None)])
+    return canonical_address(item.path, _page_params(page))
+
+
+def _page_params(page: int) -> list[tuple[str, str | None]]:
+    """The item page's parameters for a page of its comments: none for the first."""
+    return [("page", str(page) if page > 1 else None)]
 
 
 def _page_number(value: str | None) -> int:

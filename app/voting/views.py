@@ -406,8 +406,8 @@ async def _write_at_once(request: Request, session: Session, viewer: Viewer,
             if done is None or not _count_once(request, viewer):
                 (driver or session).rollback()
                 return None
-            revision.confirmed(session)
             if driver is None:
+                revision.confirmed(session)
                 holder.end_transaction()
             else:
                 driver.commit()
