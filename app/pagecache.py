@@ -73,7 +73,7 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.db import run_off_loop
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
-from app.security import clear_flash_cookie, csrf_token
+from app.security import FLASH_COOKIE, clear_flash_cookie, csrf_token
 from app.web import page_context, read_flashes, render, rendered_at, templates
 
 _NONCE = secrets.token_hex(8)
@@ -126,7 +126,7 @@ class Page:
     open: dict[str, tuple[list[Slot], list[list[int]]]] = field(default_factory=dict)
     variants: dict[Slot, dict[str, str]] = field(default_factory=dict)  # HTML fillers kept, per slot and variant
     size: int = 0  # characters counted against the cache's bound (`measure`, then each kept variant)
-    # The finished answer of a cookie-less visitor, when it needs nothing per request: (status, headers, body),
+    # The finished answer of a visitor (no session, no flash), when it needs nothing per request: (status, headers, body),
     # as it was under one votes revision (its counts).
     finished: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
     finished_votes: int | None = None
@@ -485,7 +485,7 @@ class PageCache:
 
     def keep_finished(self, rev: int, votes: int, key: tuple[Any, ...], path: str, query: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Keep a cookie-less visitor's finished answer with its page (still kept under `rev`), as it is under
+        """Keep a visitor's finished answer with its page (still kept under `rev`), as it is under
         votes revision `votes` (it replaces one kept under another)."""
         page = self._pages.get(key)
         if page is None or rev != self._revision:
@@ -889,8 +889,9 @@ def _assembly(cache: PageCache, page: Page, filled: list[list[str]]) -> _Assembl
 # --- finished pages, before the stack -------------------------------------------------------------------
 
 FINISHING = "ahead.finishing"  # in the scope: where `_respond` says the answer may be kept as it goes out
-# What a cookie-less visitor's request may carry and still be answered from a finished page: nothing that
-# identifies them, nothing that asks for something other than the whole page.
+# What a visitor's request may carry and still be answered from a finished page: nothing that identifies them (a
+# cookie header is read first: cookies the app never reads pass), nothing that asks for something other than the
+# whole page.
 _PERSONAL_HEADERS = frozenset({b"cookie", b"authorization", b"if-none-match", b"if-modified-since", b"range",
                                b"if-match", b"if-unmodified-since", b"if-range"})
 _DROPPED_HEADERS = frozenset({b"date", b"server"})  # the server's own, per answer
@@ -923,7 +924,8 @@ SignedInReader = Callable[[Any, str], tuple[int, int, Viewer | None] | Awaitable
 
 
 class KeptPagesMiddleware:
-    """Answers kept pages before the app: a cookie-less visitor's GET from the finished page kept for its address,
+    """Answers kept pages before the app: a visitor's GET from the finished page kept for its address (a visitor: no
+    session cookie and no flash message; cookies the app never reads do not count),
     and a signed-in person's GET from the page kept for their audience, their own parts filled in.
 
     `revision_reader(database)` gives the content and votes revisions as a new transaction would see them, or an
@@ -932,8 +934,8 @@ class KeptPagesMiddleware:
     revision, is not used (and the app renders and keeps the page again). Anything unusual falls through to the app;
     so does a database that cannot be read (the app then answers with its own error page).
 
-    A signed-in person is answered here only when their request carries exactly the session and CSRF cookies (no
-    flash message, nothing else), `signed_in_reader(database, session cookie)` says whose session it is (at once or
+    A signed-in person is answered here only when their request carries the session and CSRF cookies and no flash
+    message, `signed_in_reader(database, session cookie)` says whose session it is (at once or
     awaited, as the revisions) — a
     customer's or a signed-in person's without an organisation, never staff —, and the app already answered
     someone of the same audience at this address from the page still kept: the page is filled in as the app fills
@@ -943,7 +945,7 @@ class KeptPagesMiddleware:
     def __init__(self, app: Any, *, cache_getter: Callable[[], PageCache | None], database_getter: Callable[[], Any],
                  revision_reader: Callable[[Any], tuple[int, int] | Awaitable[tuple[int, ...]]] | None = None,
                  signed_in_reader: SignedInReader | None = None, session_cookie: str = "",
-                 csrf_cookie: str = "") -> None:
+                 csrf_cookie: str = "", flash_cookie: str = FLASH_COOKIE) -> None:
         self.app = app
         self.cache_getter = cache_getter
         self.database_getter = database_getter
@@ -951,6 +953,7 @@ class KeptPagesMiddleware:
         self.signed_in_reader = signed_in_reader
         self.session_cookie = session_cookie
         self.csrf_cookie = csrf_cookie
+        self.flash_cookie = flash_cookie
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -965,8 +968,15 @@ class KeptPagesMiddleware:
                 return
         if cookie is None:
             await self._visitor(scope, receive, send)
+            return
+        # Read as the app reads it (Starlette's parser): a cookie the app never reads (a consent banner's, an
+        # analytics script's, the CSRF cookie a form left) changes nothing of the answer, and the visitor carrying
+        # it is answered as a cookie-less one; a session or a flash message is the app's, or the signed-in path's.
+        jar = cookie_parser(cookie.decode("latin-1"))
+        if self.session_cookie not in jar and self.flash_cookie not in jar:
+            await self._visitor(scope, receive, send)
         elif self.signed_in_reader is not None:
-            await self._signed_in(scope, receive, send, cookie)
+            await self._signed_in(scope, receive, send, jar)
         else:
             await self.app(scope, receive, send)
 
@@ -1061,16 +1071,15 @@ class KeptPagesMiddleware:
         cache.refills += 1
         return status, headers, body
 
-    async def _signed_in(self, scope: dict[str, Any], receive: Any, send: Any, cookie: bytes) -> None:
+    async def _signed_in(self, scope: dict[str, Any], receive: Any, send: Any, jar: dict[str, str]) -> None:
         cache = self.cache_getter()
         if cache is None:
             await self.app(scope, receive, send)
             return
-        jar = cookie_parser(cookie.decode("latin-1"))
         token, csrf = jar.get(self.session_cookie), jar.get(self.csrf_cookie)
-        # Only the session and its CSRF cookie: a flash message, a missing CSRF cookie (the app would mint one)
-        # or the sign-in flow's own cookie are the app's to handle.
-        if token and csrf and len(jar) == 2 and len(csrf) <= 100:
+        # The session and its CSRF cookie, and no flash message: a flash (shown once, then cleared) and a missing
+        # CSRF cookie (the app would mint one) are the app's to handle. Cookies the app never reads do not matter.
+        if token and csrf and self.flash_cookie not in jar and len(csrf) <= 100:
             if cache.might_have_signed_in() and await self._answer_signed_in(scope, send, cache, token):
                 return
             finishing = _Finishing()

@@ -242,6 +242,22 @@ async def test_a_flash_message_or_a_missing_csrf_cookie_goes_through_the_app(app
     assert app.state.pages.signed_in_hits == served
 
 
+async def test_cookies_the_app_never_reads_beside_the_session_still_get_the_kept_page(app, client, session):
+    """An analytics or consent cookie beside a customer's session: their own page from the kept one, as without it."""
+    customer, _ = customer_in_segment(session)
+    person = Person(session, customer)
+    alone = await _kept(app, client, person)
+    served = app.state.pages.signed_in_hits
+    client.cookies.clear()
+    for name, value in ((SESSION, person.token), (CSRF, person.csrf), ("_ga", "GA1.1.123.456"),
+                        ("cookieconsent_status", "dismiss")):
+        client.cookies.set(name, value)
+    response = await client.get("/")
+    assert app.state.pages.signed_in_hits == served + 1
+    assert response.content == alone.content
+    assert customer.name in response.text and "private" in response.headers["cache-control"]
+
+
 # --- the whole app on a database of its own: the session kept per worker -------------------------------------
 
 

@@ -1,9 +1,9 @@
 """Finished pages answered before the stack (app.pagecache.KeptPagesMiddleware), for every audience.
 
-A cookie-less visitor's board or item page, once rendered, is answered by the middleware from the exact bytes
-that went out; everyone else (signed in, staff, a visitor with a flash message) goes through the app. Each test
-first warms the finished page as a visitor, then checks that nobody else is served it, and that a change shows
-at the next request.
+A visitor's board or item page, once rendered, is answered by the middleware from the exact bytes that went out
+(cookies the app never reads do not count); everyone else (signed in, staff, a visitor with a flash message) goes
+through the app. Each test first warms the finished page as a visitor, then checks that nobody else is served it,
+and that a change shows at the next request.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from starlette.requests import Request
 
 from app import pagecache, revision, web
 from app.accounts.models import User
@@ -95,13 +96,41 @@ async def test_signed_in_people_and_staff_never_get_the_visitors_finished_page(a
     assert app.state.pages.finished_hits == served
 
 
-async def test_any_cookie_goes_through_the_app(app, client, session):
-    """A visitor's flash message is theirs: a request with a cookie is never answered finished."""
+async def test_cookies_the_app_never_reads_still_get_the_finished_page(app, client, session):
+    """A consent banner's or an analytics script's cookie, or the CSRF cookie a form left, changes nothing of a
+    visitor's answer: they are answered the finished page, byte for byte and public, as a visitor without cookies."""
+    make_item(session, title="Crumbs")
+    kept = await _warm(app, client)
+    for jar in ({"_ga": "GA1.1.123.456", "cookieconsent_status": "dismiss"}, {"ahead_csrf": "x" * 43},
+                {"ahead_csrf": "x" * 43, "sessionid": "a-sibling-apps", "csrftoken": "theirs"}):
+        client.cookies.clear()
+        served = app.state.pages.finished_hits
+        response = await client.get("/", headers={"cookie": "; ".join(f"{k}={v}" for k, v in jar.items())})
+        assert app.state.pages.finished_hits == served + 1, jar
+        assert response.content == kept.content
+        assert response.headers.get("cache-control") == kept.headers.get("cache-control")
+        assert "set-cookie" not in response.headers
+
+
+async def test_a_session_or_a_flash_message_goes_through_the_app(app, client, session):
+    """A flash message is shown once and cleared, a session is someone's (or an ended one, which the app reads as
+    nobody's): never the visitors' finished page, however the cookie is spelled or whatever comes with it."""
     make_item(session, title="Flashy")
     await _warm(app, client)
     served = app.state.pages.finished_hits
-    client.cookies.set("ahead_csrf", "x" * 43)
-    assert (await client.get("/")).status_code == 200
+    for header in ("ahead_flash=something", "_ga=1; ahead_flash=x", "ahead_session=ended-long-ago",
+                   "ahead_session =ended-long-ago; _ga=1", "_ga=1;ahead_session\t=x"):
+        client.cookies.clear()
+        response = await client.get("/", headers={"cookie": header})
+        assert response.status_code == 200, header
+        assert app.state.pages.finished_hits == served, header
+
+    request = Request({"type": "http", "app": app, "method": "GET", "path": "/", "headers": [], "query_string": b""})
+    flash = web.redirect(request, "/", flash="Saved, and shown once.").headers["set-cookie"].split(";")[0]
+    client.cookies.clear()
+    shown = await client.get("/", headers={"cookie": f"_ga=GA1.1.2.3; {flash}"})
+    assert "Saved, and shown once." in shown.text
+    assert 'ahead_flash=""' in shown.headers["set-cookie"]  # cleared
     assert app.state.pages.finished_hits == served
 
 
