@@ -59,7 +59,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote_plus, urlencode
 
 from fastapi import Request
@@ -135,7 +135,9 @@ class Page:
     media_type: str = HTML  # what it is answered as (a feed, a sitemap: their own)
     _owner: PageCache | None = None
     _key: tuple[Any, ...] | None = None
-    _address: tuple[str, bytes] | None = None  # (path, query string) the finished answer is kept for
+    # The addresses (path, query string) the finished answer is answered at: its own, and a few it was asked for with
+    # parameters it does not read (a launch's `?ref=` link), the oldest of those going first (`_index_address`)
+    _addresses: list[tuple[str, bytes]] = field(default_factory=list)
     # The headers the app sent with this page to a signed-in person (their length and ETag aside), and the
     # addresses (path, query string, audience) the signed-in fast path answers from it (KeptPagesMiddleware).
     signed_in_headers: list[tuple[bytes, bytes]] | None = None
@@ -474,10 +476,8 @@ class PageCache:
         if page is None or rev != self._revision:
             return
         page.signed_in_headers = headers
-        address = (path, query, who)
-        if address not in page._signed_in_addresses:
-            page._signed_in_addresses.append(address)
-        self._signed_in[address] = page
+        _index_address(self._signed_in, page._signed_in_addresses, (path, query, who), (key[1], key[2].encode(), who),
+                       page)
 
     def might_have(self, path: str, query: bytes) -> bool:
         """Whether a finished answer may be kept for this address (no revision read yet: cheap)."""
@@ -493,8 +493,7 @@ class PageCache:
         added = len(body) - (len(page.finished[2]) if page.finished is not None else 0)
         page.finished = (status, headers, body)
         page.finished_votes = votes
-        page._address = (path, query)
-        self._finished[(path, query)] = page
+        _index_address(self._finished, page._addresses, (path, query), (key[1], key[2].encode()), page)
         page.size += added
         self._grew(page, added)
 
@@ -537,8 +536,9 @@ class PageCache:
 
     def _forget(self, page: Page) -> None:
         page._owner = None
-        if page._address is not None and self._finished.get(page._address) is page:
-            del self._finished[page._address]
+        for kept_at in page._addresses:
+            if self._finished.get(kept_at) is page:
+                del self._finished[kept_at]
         if page.group is not None and page._key is not None:
             _, keys, characters = self._groups[page.group]
             if page._key in keys:
@@ -566,6 +566,29 @@ class PageCache:
         for _, keys, characters in self._groups.values():
             keys.clear()
             characters[0] = 0
+
+
+# Addresses a kept page is answered at before the stack besides its own: links with parameters it does not read (a
+# campaign's, a launch site's `?ref=`) are answered from it, but made-up ones, each answered once by the app, must not
+# grow the worker's memory without bound: each `/?x=N` was kept as an address of the board until the next change.
+MAX_OTHER_ADDRESSES = 8
+
+_Address = TypeVar("_Address", bound=tuple[Any, ...])
+
+
+def _index_address(index: dict[_Address, Page], addresses: list[_Address], address: _Address, own: _Address,
+                   page: Page) -> None:
+    """Answer `page` at `address` (in `index`, listed in the page's `addresses`): its own address always, at most
+    `MAX_OTHER_ADDRESSES` others, the one kept longest going first."""
+    if address in addresses:
+        addresses.remove(address)
+    elif address != own and sum(1 for kept_at in addresses if kept_at != own) >= MAX_OTHER_ADDRESSES:
+        oldest = next(kept_at for kept_at in addresses if kept_at != own)
+        addresses.remove(oldest)
+        if index.get(oldest) is page:
+            del index[oldest]
+    addresses.append(address)
+    index[address] = page
 
 
 def _minute(path: str = "") -> int:
@@ -762,9 +785,10 @@ def at_canonical(request: Request, pairs: Iterable[tuple[str, str | None]]) -> R
 
 def _at_address(request: Request, query: bytes) -> Request:
     """The request as if for its path with this query string, for a page to be made and kept as for that address.
-    Not answered finished before the stack at its own address (`FINISHING` left out): the finished answer of that
-    address is kept when someone asks for it."""
-    scope = {key: value for key, value in request.scope.items() if key != FINISHING}
+    Its answer, the page of that address, may still be answered finished before the stack at the address it was asked
+    at (`FINISHING` kept): a launch site's `?ref=` link then costs what the page's own address costs after its first
+    visit, and made-up addresses are a few at most per page (`MAX_OTHER_ADDRESSES`)."""
+    scope = dict(request.scope)
     scope["query_string"] = query
     return Request(scope, request.receive)
 

@@ -242,6 +242,16 @@ async def test_a_flash_message_or_a_missing_csrf_cookie_goes_through_the_app(app
     assert app.state.pages.signed_in_hits == served
 
 
+async def test_made_up_parameters_do_not_each_keep_an_address_of_a_customers_page(app, client, session):
+    customer, _ = customer_in_segment(session)
+    person = Person(session, customer)
+    alone = await _kept(app, client, person)
+    for n in range(3 * pagecache.MAX_OTHER_ADDRESSES):
+        assert customer.name in (await person.get(client, f"/?x={n}")).text
+    assert len(app.state.pages._signed_in) <= 1 + pagecache.MAX_OTHER_ADDRESSES
+    assert (await _kept(app, client, person)).content == alone.content
+
+
 async def test_cookies_the_app_never_reads_beside_the_session_still_get_the_kept_page(app, client, session):
     """An analytics or consent cookie beside a customer's session: their own page from the kept one, as without it."""
     customer, _ = customer_in_segment(session)

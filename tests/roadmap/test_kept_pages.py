@@ -134,6 +134,26 @@ async def test_a_session_or_a_flash_message_goes_through_the_app(app, client, se
     assert app.state.pages.finished_hits == served
 
 
+async def test_a_link_with_parameters_no_page_reads_is_answered_finished_and_made_up_ones_keep_nothing_more(
+        app, client, session):
+    """A launch site's `?ref=` link is answered from the kept board after its first visit, byte for byte; made-up
+    parameters, each answered the same page by the app, are not each kept as an address of it (a worker's memory
+    grew with every one until the next change), and the board's own address stays answered finished."""
+    make_item(session, title="Launch day")
+    kept = await _warm(app, client)
+    pages = app.state.pages
+    await _visit(client, "/?ref=producthunt")
+    served = pages.finished_hits
+    assert (await _visit(client, "/?ref=producthunt")).content == kept.content
+    assert pages.finished_hits == served + 1
+    for n in range(3 * pagecache.MAX_OTHER_ADDRESSES):
+        assert (await _visit(client, f"/?x={n}")).content == kept.content
+    assert len(pages._finished) <= 1 + pagecache.MAX_OTHER_ADDRESSES
+    served = pages.finished_hits
+    assert (await _visit(client)).content == kept.content
+    assert pages.finished_hits == served + 1
+
+
 async def test_a_vote_and_an_edit_show_at_the_next_request(app, client, session):
     item = make_item(session, title="Before the edit")
     await _warm(app, client)
