@@ -74,7 +74,7 @@ from app.db import run_off_loop
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
 from app.security import FLASH_COOKIE, clear_flash_cookie, csrf_token
-from app.web import page_context, read_flashes, render, rendered_at, templates
+from app.web import flash_cookie_sent, page_context, read_flashes, render, rendered_at, templates
 
 _NONCE = secrets.token_hex(8)
 _PREFIX = f"\x00{_NONCE}:"
@@ -318,11 +318,12 @@ class _Flashes:
         return "", None
 
     def fill(self, filling: Filling, slots: Sequence[Slot]) -> Sequence[str]:
-        flashes = read_flashes(filling.request)
+        request = filling.request
+        flashes = read_flashes(request)
+        if flashes or flash_cookie_sent(request):  # one that does not verify is cleared too (`web.flash_cookie_sent`)
+            filling.on_response.append(lambda response: clear_flash_cookie(request, response))
         if not flashes:
             return [""] * len(slots)
-        request = filling.request
-        filling.on_response.append(lambda response: clear_flash_cookie(request, response))
         return [templates.env.get_template("_flashes.html").render(flashes=flashes)] * len(slots)
 
 

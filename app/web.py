@@ -121,9 +121,15 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
            headers: dict[str, str] | None = None) -> HTMLResponse:
     ctx = page_context(request, context, csrf=LazyCsrfToken(request), flashes=read_flashes(request))
     response = templates.TemplateResponse(request, template, ctx, status_code=status_code, headers=headers)
-    if ctx["flashes"]:
+    if ctx["flashes"] or flash_cookie_sent(request):
         clear_flash_cookie(request, response)
     return response
+
+
+def flash_cookie_sent(request: Request) -> bool:
+    """Whether the request carries a flash cookie, shown or not: one that does not verify (forged, from an older
+    key) is cleared as a shown one is, or it would send every later page past the kept pages (app/pagecache.py)."""
+    return cookies(request).flash in request.cookies
 
 
 def page_context(request: Request, context: dict[str, Any] | None, *, csrf: str | LazyCsrfToken,

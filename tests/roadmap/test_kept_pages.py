@@ -133,6 +133,14 @@ async def test_a_session_or_a_flash_message_goes_through_the_app(app, client, se
     assert 'ahead_flash=""' in shown.headers["set-cookie"]  # cleared
     assert app.state.pages.finished_hits == served
 
+    # One that does not verify (forged, or signed with an older key) is not shown, and is cleared as well: kept, it
+    # sent every later page of that browser past the finished pages
+    for path in ("/", "/?view=horizon", "/changelog"):
+        client.cookies.clear()
+        forged = await client.get(path, headers={"cookie": "_ga=1; ahead_flash=INJECTEDTEXT"})
+        assert forged.status_code == 200 and "INJECTEDTEXT" not in forged.text
+        assert 'ahead_flash=""' in forged.headers["set-cookie"], path
+
 
 async def test_a_link_with_parameters_no_page_reads_is_answered_finished_and_made_up_ones_keep_nothing_more(
         app, client, session):
