@@ -45,6 +45,7 @@ Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 # event loop per request, held the kept board waiting behind it. What is shown depends on the content, the
 # audience and the time (a scheduled entry appears when its time comes): kept per content revision and minute.
 LIST_TEMPLATE = "changelog/list.html"
+SUBSCRIBE_TEMPLATE = "changelog/subscribe.html"
 ENTRY_TEMPLATE = "changelog/entry.html"
 FEED_TEMPLATE = "changelog/feed.atom"
 ATOM = "application/atom+xml; charset=utf-8"
@@ -80,10 +81,13 @@ def _list_context(session: Session, viewer: Viewer, *, product: str | None = Non
     }
 
 
-def _list_page(request: Request, session: Session, viewer: Viewer, *, extra: dict[str, object],
-               status_code: int) -> Response:
-    """The list as it answers a refused form (never kept)."""
-    return render(request, LIST_TEMPLATE, {**_list_context(session, viewer), **extra}, status_code=status_code)
+def _subscribe_page(request: Request, session: Session, viewer: Viewer, *, errors: dict[str, str] | None = None,
+                    email: str = "", status_code: int = 200) -> Response:
+    """The visitors' Subscribe form, as asked for or as a refused one answers (the typed address kept); a signed-in
+    person's own button."""
+    return render(request, SUBSCRIBE_TEMPLATE, {"subscribe_errors": errors or {},
+                                                "subscribe_email": email, **_subscription(session, viewer)},
+                  status_code=status_code, headers={"X-Robots-Tag": "noindex"})
 
 
 def _subscription(session: Session, viewer: Viewer) -> dict[str, object]:
@@ -105,6 +109,14 @@ async def changelog_atom(request: Request, session: DbSession, product: Slug = N
     request = at_canonical(request, [("product", product)])
     return await cached_render_off_loop(request, session, ANONYMOUS, FEED_TEMPLATE, build,
                                         params=frozenset({"product"}), media_type=ATOM)
+
+
+@router.get("/changelog/subscribe", response_class=HTMLResponse)
+async def subscribe_page(request: Request, session: DbSession, viewer: CurrentViewer) -> Response:
+    """The visitors' form to subscribe by email. The changelog's pages link to it rather than hold it: a visitor's
+    page with a form needs a CSRF cookie and token, and such a page is never kept finished, shared by a CDN or
+    answered 304 (a walk-through's uptime checks and link checkers got a new cookie and ETag on every request)."""
+    return _subscribe_page(request, session, viewer)
 
 
 @router.get("/changelog/{public_id}", response_class=HTMLResponse)
@@ -160,12 +172,14 @@ async def subscribe_by_email(request: Request, session: DbSession, viewer: Curre
     settings: Settings = request.app.state.settings
     form = await read_form(request, subscriptions.SubscribeRequest)
     if form.data is None:
-        return _list_page(request, session, viewer, status_code=422,
-                          extra={"subscribe_errors": form.errors, "subscribe_email": form.typed.get("email", "")})
+        return _subscribe_page(request, session, viewer, errors=form.errors, email=form.typed.get("email", ""),
+                               status_code=422)
     email = form.data.email
     _limit(request, settings, email)
     subscriptions.ask_to_confirm(session, settings=settings, email=email)
-    return redirect(request, "/changelog#changelog-subscribe",
+    # Back to the form's page, whose message is in view (the changelog's, at its top, was not: the page opened at its
+    # Subscribe card, far below)
+    return redirect(request, "/changelog/subscribe",
                     flash=f"Almost done: we sent a link to {email}. Open it and press Confirm to get new changelog "
                           f"entries by email; nothing is sent before that. The link works for "
                           f"{subscriptions.CONFIRM_HOURS} hours.")

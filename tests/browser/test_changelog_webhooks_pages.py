@@ -54,7 +54,7 @@ def test_changelog_and_webhook_pages_are_accessible_light_and_dark(portal: Porta
         product = session.get(Product, shipped[0].product_id)
         assert product is not None
         product_slug = product.slug
-        paths_public = ["/changelog", f"/changelog?product={product_slug}", entry.path]
+        paths_public = ["/changelog", f"/changelog?product={product_slug}", entry.path, "/changelog/subscribe"]
         paths_staff = ["/admin/changelog", "/admin/changelog/new", f"/admin/changelog/{entry.public_id}",
                        f"/admin/items/{planned.public_id}", "/admin/webhooks", "/admin/webhooks/new",
                        f"/admin/webhooks/{endpoint.id}"]

@@ -63,6 +63,32 @@ async def test_a_feed_reader_and_a_crawler_are_answered_the_kept_feed_and_sitema
     assert revalidated.status_code == 304
 
 
+async def test_a_visitors_changelog_and_entry_pages_hold_no_form_and_are_kept_finished_and_answered_304(
+        app, client, session):
+    """The Subscribe form is a page of its own: the changelog's pages link to it, set no cookie, are answered before
+    the stack after their first visit and 304 to a matching ETag (they minted a CSRF cookie for every visitor)."""
+    released(session, "Offline mode", 4)
+    entry = ChangelogEntry(public_id="entry9s", slug="spring-release", title="Spring release", notes="Notes.",
+                           published_at=utcnow() - timedelta(hours=1))
+    session.add(entry)
+    session.flush()
+    for path in ("/changelog", entry.path):
+        first = await _visit(client, path)
+        assert "set-cookie" not in first.headers and 'name="csrf_token"' not in first.text
+        assert 'href="/changelog/subscribe"' in first.text and 'name="email"' not in first.text
+        served = app.state.pages.finished_hits
+        again = await _visit(client, path)
+        assert app.state.pages.finished_hits == served + 1 and again.content == first.content
+        assert again.headers["etag"] == first.headers["etag"]
+        revalidated = await client.get(path, headers={"if-none-match": first.headers["etag"]})
+        assert revalidated.status_code == 304
+
+    form = await _visit(client, "/changelog/subscribe")
+    assert 'action="/changelog/subscribe"' in form.text and 'name="email"' in form.text
+    assert 'name="csrf_token"' in form.text and "set-cookie" in form.headers
+    assert form.headers["x-robots-tag"] == "noindex"
+
+
 async def test_what_customers_see_never_reaches_a_visitors_kept_changelog_feed_or_sitemap(app, client, session):
     released(session, "Public export", 3)
     secret = released(session, "Quokka ledger", 4, visibility=Visibility.customers)
