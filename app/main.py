@@ -301,7 +301,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes,
                        upload_paths=UPLOAD_PATHS)
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.proxy_networks)
-    # A visitor's page kept finished (no session, no flash message) is answered here, before all of the above (app/pagecache.py).
+    # A visitor's page kept finished (no session, no flash message) is answered here, before all of the above
+    # (app/pagecache.py).
     # So is a signed-in customer's page kept for their audience, filled in with their own parts.
     app.add_middleware(KeptPagesMiddleware, cache_getter=lambda: app.state.pages,
                        database_getter=lambda: app.state.database, revision_reader=revision_reader,

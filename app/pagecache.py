@@ -126,8 +126,8 @@ class Page:
     open: dict[str, tuple[list[Slot], list[list[int]]]] = field(default_factory=dict)
     variants: dict[Slot, dict[str, str]] = field(default_factory=dict)  # HTML fillers kept, per slot and variant
     size: int = 0  # characters counted against the cache's bound (`measure`, then each kept variant)
-    # The finished answer of a visitor (no session, no flash), when it needs nothing per request: (status, headers, body),
-    # as it was under one votes revision (its counts).
+    # The finished answer of a visitor (no session, no flash), when it needs nothing per request: (status, headers,
+    # body), as it was under one votes revision (its counts).
     finished: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
     finished_votes: int | None = None
     digest: str = ""  # of the parts and the slots' places, once per page: the base of every answer's ETag
@@ -570,8 +570,9 @@ class PageCache:
 
 
 # Addresses a kept page is answered at before the stack besides its own: links with parameters it does not read (a
-# campaign's, a launch site's `?ref=`) are answered from it, but made-up ones, each answered once by the app, must not
-# grow the worker's memory without bound: each `/?x=N` was kept as an address of the board until the next change.
+# campaign's, a launch site's `?ref=`) are answered from it, but made-up ones (`/?x=1`, `/?x=2`, …), each answered
+# once by the app, must not each stay an address of the page until the next change: a worker's memory would grow
+# with every one.
 MAX_OTHER_ADDRESSES = 8
 
 _Address = TypeVar("_Address", bound=tuple[Any, ...])
