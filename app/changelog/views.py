@@ -82,12 +82,13 @@ def _list_context(session: Session, viewer: Viewer, *, product: str | None = Non
 
 
 def _subscribe_page(request: Request, session: Session, viewer: Viewer, *, errors: dict[str, str] | None = None,
-                    email: str = "", status_code: int = 200) -> Response:
-    """The visitors' Subscribe form, as asked for or as a refused one answers (the typed address kept); a signed-in
-    person's own button."""
-    return render(request, SUBSCRIBE_TEMPLATE, {"subscribe_errors": errors or {},
+                    email: str = "", refused: str = "", status_code: int = 200,
+                    headers: dict[str, str] | None = None) -> Response:
+    """The visitors' Subscribe form, as asked for or as a refused one answers (the typed address kept, the refusal
+    said at the top: an invalid address, too many requests); a signed-in person's own button."""
+    return render(request, SUBSCRIBE_TEMPLATE, {"subscribe_errors": errors or {}, "subscribe_refused": refused,
                                                 "subscribe_email": email, **_subscription(session, viewer)},
-                  status_code=status_code, headers={"X-Robots-Tag": "noindex"})
+                  status_code=status_code, headers={"X-Robots-Tag": "noindex", **(headers or {})})
 
 
 def _subscription(session: Session, viewer: Viewer) -> dict[str, object]:
@@ -175,7 +176,11 @@ async def subscribe_by_email(request: Request, session: DbSession, viewer: Curre
         return _subscribe_page(request, session, viewer, errors=form.errors, email=form.typed.get("email", ""),
                                status_code=422)
     email = form.data.email
-    _limit(request, settings, email)
+    try:
+        _limit(request, settings, email)
+    except RateLimited as refusal:  # the form again, with what was typed (a walk-through's 429 page lost it)
+        return _subscribe_page(request, session, viewer, email=form.typed.get("email", ""), refused=refusal.detail,
+                               status_code=429, headers={"Retry-After": refusal.headers["Retry-After"]})
     subscriptions.ask_to_confirm(session, settings=settings, email=email)
     # Back to the form's page, whose message is in view (the changelog's, at its top, was not: the page opened at its
     # Subscribe card, far below)

@@ -86,8 +86,10 @@ def _changelog_subscriber(request: Request, session: DbSession, token: str) -> C
 
 @router.get("/unsubscribe/changelog/{token}", response_class=HTMLResponse)
 async def changelog_unsubscribe_page(request: Request, session: DbSession, token: str) -> Response:
-    _changelog_subscriber(request, session, token)
-    return render(request, "notify/unsubscribe.html", {"token": token, "what": "changelog emails", "done": False,
+    subscriber = _changelog_subscriber(request, session, token)
+    # The address named, as the confirmation page names it: someone with several can tell which one stops
+    return render(request, "notify/unsubscribe.html", {"token": token, "what": f"changelog emails to {subscriber.email}",
+                                                       "done": False,
                                                        "action": f"/unsubscribe/changelog/{token}"},
                   headers=_PRIVATE)
 
@@ -95,11 +97,13 @@ async def changelog_unsubscribe_page(request: Request, session: DbSession, token
 @router.post("/unsubscribe/changelog/{token}", response_class=HTMLResponse)
 async def changelog_unsubscribe(request: Request, session: DbSession, token: str) -> Response:
     """Signed for this subscriber: the token is the authentication (RFC 8058 one-click), as for the others."""
-    changelog_mail.unsubscribe(session, _changelog_subscriber(request, session, token))
+    subscriber = _changelog_subscriber(request, session, token)
+    changelog_mail.unsubscribe(session, subscriber)
     form = await request.form()
     if form.get("List-Unsubscribe") == "One-Click":
         return PlainTextResponse("Unsubscribed.", headers=_PRIVATE)
-    return render(request, "notify/unsubscribe.html", {"token": token, "what": "changelog emails", "done": True,
+    return render(request, "notify/unsubscribe.html", {"token": token, "what": f"changelog emails to {subscriber.email}",
+                                                       "done": True,
                                                        "action": f"/unsubscribe/changelog/{token}"},
                   headers=_PRIVATE)
 

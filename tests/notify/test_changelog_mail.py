@@ -149,6 +149,8 @@ class TestAVisitor:
         header = re.fullmatch(r"<http://testserver(/unsubscribe/changelog/[^>]+)>", str(message["List-Unsubscribe"]).strip())
         assert header, message["List-Unsubscribe"]
 
+        # The page names the address it stops (someone with several can tell which)
+        assert "Stop changelog emails to reader@example.com?" in (await stranger.get(header.group(1))).text
         clicked = await stranger.post(header.group(1), data={"List-Unsubscribe": "One-Click"})  # no session, no CSRF
         assert clicked.status_code == 200
         assert (await stranger.post(header.group(1), data={"List-Unsubscribe": "One-Click"})).status_code == 200
@@ -195,9 +197,16 @@ class TestAVisitor:
         refused = await _subscribe(stranger, "not an address")
         assert refused.status_code == 422 and "valid email address" in refused.text
         assert 'value="not an address"' in refused.text
+        assert "<title>Error: " in refused.text and 'id="subscribe-error" role="alert"' in refused.text
         for _ in range(3):
             assert (await _subscribe(stranger, "flood@example.com")).status_code == 303
-        assert (await _subscribe(stranger, "flood@example.com")).status_code == 429
+        # Too many: the form again with what was typed, the refusal said where it is seen (a walk-through's 429 page
+        # lost the address)
+        flooded = await _subscribe(stranger, "flood@example.com")
+        assert flooded.status_code == 429 and int(flooded.headers["retry-after"]) > 0
+        assert 'value="flood@example.com"' in flooded.text and "Too many subscription requests" in flooded.text
+        assert "<title>Error: " in flooded.text and 'action="/changelog/subscribe"' in flooded.text
+        assert 'class="error-summary" role="alert"' in flooded.text
         assert (await _subscribe(stranger, "other@example.com")).status_code == 303
 
 
@@ -208,6 +217,9 @@ class TestASignedInPerson:
         sign_in(web, session, person)
         page = await web.get("/changelog")
         assert 'action="/changelog/subscription"' in page.text and 'name="email"' not in page.text
+        own = (await web.get("/changelog/subscribe")).text  # their button, under the page's one heading
+        assert 'action="/changelog/subscription"' in own and 'name="email"' not in own
+        assert "changelog-subscribe-title" not in own and own.count("<h1") == 1
         me = await web.get("/me")
         assert "A new entry is published on the changelog" in me.text
         assert notify.get_preferences(session, user=person)[EventKind.changelog] is Delivery.never  # opt-in
