@@ -13,10 +13,11 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -287,29 +288,37 @@ async def test_a_page_kept_in_another_minute_is_rendered_again(app, client, sess
     assert app.state.pages.finished_hits == served + 1
 
 
-async def test_a_page_in_its_next_minute_is_rendered_once_however_many_visitors_ask_at_once(tmp_path, monkeypatch):
-    """An item page is made in a thread (app.db.OffLoopMiddleware): the visitors asking while it is made wait for it
-    instead of each making it again. On a database of its own: the requests run side by side, each in its own
-    transaction, as in a server (the test transaction's savepoints would interleave)."""
-    with own_database(tmp_path, "minute") as url, connected(url) as database:
+@contextlib.asynccontextmanager
+async def _app_of_its_own(tmp_path: Path, label: str, title: str
+                          ) -> AsyncIterator[tuple[Any, httpx.AsyncClient, str]]:
+    """The app on a database of its own holding one item (its page's path): requests run side by side, each in its
+    own transaction, as in a server (the test transaction's savepoints would interleave)."""
+    with own_database(tmp_path, label) as url, connected(url) as database:
         with database.transaction() as session:
-            path = make_item(session, title="Timely too").path
+            path = make_item(session, title=title).path
         settings = Settings(database_url=url, secret_key="minute-" + "x" * 40, base_url="http://testserver",
                             redis_url="", _env_file=None)  # type: ignore[call-arg]
         app = create_app(settings, database)
         async with LifespanManager(app) as manager, httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-            first = await _warm(app, client, path)
-            cache: pagecache.PageCache = app.state.pages
-            later, renders = time.time() + 60, []
-            capture = pagecache._capture
-            monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
-            monkeypatch.setattr(pagecache, "_capture", lambda *a, **k: renders.append(1) or capture(*a, **k))
-            together = await asyncio.gather(*(client.get(path) for _ in range(10)))
-            assert [r.status_code for r in together] == [200] * 10
-            assert [r.content for r in together] == [first.content] * 10
-            assert len(renders) == 1  # rendered by the first, kept for the other nine
-            assert not cache.in_flight
+            yield app, client, path
+
+
+async def test_a_page_in_its_next_minute_is_rendered_once_however_many_visitors_ask_at_once(tmp_path, monkeypatch):
+    """An item page is made in a thread (app.db.OffLoopMiddleware): the visitors asking while it is made do not each
+    make it again."""
+    async with _app_of_its_own(tmp_path, "minute", "Timely too") as (app, client, path):
+        first = await _warm(app, client, path)
+        cache: pagecache.PageCache = app.state.pages
+        later, renders = time.time() + 60, []
+        capture = pagecache._capture
+        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+        monkeypatch.setattr(pagecache, "_capture", lambda *a, **k: renders.append(1) or capture(*a, **k))
+        together = await asyncio.gather(*(client.get(path) for _ in range(10)))
+        assert [r.status_code for r in together] == [200] * 10
+        assert [r.content for r in together] == [first.content] * 10
+        assert len(renders) == 1  # rendered by the first, kept for the other nine
+        assert not cache.in_flight
 
 
 async def test_while_a_page_is_made_for_its_next_minute_other_visitors_get_the_last_minutes_at_once(
@@ -317,39 +326,32 @@ async def test_while_a_page_is_made_for_its_next_minute_other_visitors_get_the_l
     """Visitors asking while an item page is made again for its new minute are answered the page of the minute before
     (the same content and counts; its relative times a minute old for the render's milliseconds) instead of waiting
     for the render: those waits set the item page's p99. The page is still made once, and kept for the new minute."""
-    with own_database(tmp_path, "minute-wait") as url, connected(url) as database:
-        with database.transaction() as session:
-            path = make_item(session, title="Timely three").path
-        settings = Settings(database_url=url, secret_key="minute-" + "x" * 40, base_url="http://testserver",
-                            redis_url="", _env_file=None)  # type: ignore[call-arg]
-        app = create_app(settings, database)
-        async with LifespanManager(app) as manager, httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
-            first = await _warm(app, client, path)
-            cache: pagecache.PageCache = app.state.pages
-            later, renders = time.time() + 60, []
-            started, release = threading.Event(), threading.Event()
-            capture = pagecache._capture
+    async with _app_of_its_own(tmp_path, "minute-wait", "Timely three") as (app, client, path):
+        first = await _warm(app, client, path)
+        cache: pagecache.PageCache = app.state.pages
+        later, renders = time.time() + 60, []
+        started, release = threading.Event(), threading.Event()
+        capture = pagecache._capture
 
-            def held(*args, **kwargs):  # type: ignore[no-untyped-def]
-                renders.append(1)
-                started.set()
-                assert release.wait(10)
-                return capture(*args, **kwargs)
+        def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+            renders.append(1)
+            started.set()
+            assert release.wait(10)
+            return capture(*args, **kwargs)
 
-            monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
-            monkeypatch.setattr(pagecache, "_capture", held)
-            making = asyncio.create_task(client.get(path))
-            assert await asyncio.to_thread(started.wait, 10)
-            meanwhile = await asyncio.wait_for(client.get(path), 5)  # not held by the render in progress
-            assert meanwhile.status_code == 200 and meanwhile.content == first.content
-            release.set()
-            made = await making
-            assert made.status_code == 200 and "Timely three" in made.text
-            assert len(renders) == 1 and not cache.in_flight
-            served = cache.finished_hits
-            again = await _visit(client, path)  # the new minute's page, kept
-            assert again.content == made.content and cache.finished_hits == served + 1
+        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+        monkeypatch.setattr(pagecache, "_capture", held)
+        making = asyncio.create_task(client.get(path))
+        assert await asyncio.to_thread(started.wait, 10)
+        meanwhile = await asyncio.wait_for(client.get(path), 5)  # not held by the render in progress
+        assert meanwhile.status_code == 200 and meanwhile.content == first.content
+        release.set()
+        made = await making
+        assert made.status_code == 200 and "Timely three" in made.text
+        assert len(renders) == 1 and not cache.in_flight
+        served = cache.finished_hits
+        again = await _visit(client, path)  # the new minute's page, kept
+        assert again.content == made.content and cache.finished_hits == served + 1
 
 
 def test_the_pages_of_a_board_are_rendered_again_each_minute_but_not_all_in_the_same_second(monkeypatch):
