@@ -86,12 +86,7 @@ def _changelog_subscriber(request: Request, session: DbSession, token: str) -> C
 
 @router.get("/unsubscribe/changelog/{token}", response_class=HTMLResponse)
 async def changelog_unsubscribe_page(request: Request, session: DbSession, token: str) -> Response:
-    subscriber = _changelog_subscriber(request, session, token)
-    # The address named, as the confirmation page names it: someone with several can tell which one stops
-    return render(request, "notify/unsubscribe.html", {"token": token, "what": f"changelog emails to {subscriber.email}",
-                                                       "done": False,
-                                                       "action": f"/unsubscribe/changelog/{token}"},
-                  headers=_PRIVATE)
+    return _changelog_unsubscribe_page(request, token, _changelog_subscriber(request, session, token), done=False)
 
 
 @router.post("/unsubscribe/changelog/{token}", response_class=HTMLResponse)
@@ -102,9 +97,15 @@ async def changelog_unsubscribe(request: Request, session: DbSession, token: str
     form = await request.form()
     if form.get("List-Unsubscribe") == "One-Click":
         return PlainTextResponse("Unsubscribed.", headers=_PRIVATE)
+    return _changelog_unsubscribe_page(request, token, subscriber, done=True)
+
+
+def _changelog_unsubscribe_page(request: Request, token: str, subscriber: ChangelogSubscriber, *, done: bool
+                                ) -> Response:
+    """The page of a visitor's changelog unsubscribe link, before or after; it names the address, as the confirmation
+    page does: someone with several can tell which one stops."""
     return render(request, "notify/unsubscribe.html", {"token": token, "what": f"changelog emails to {subscriber.email}",
-                                                       "done": True,
-                                                       "action": f"/unsubscribe/changelog/{token}"},
+                                                       "done": done, "action": f"/unsubscribe/changelog/{token}"},
                   headers=_PRIVATE)
 
 
