@@ -245,7 +245,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.cookies = cookies = Cookies.for_settings(settings)
     app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)
     app.state.pages = PageCache()
-    vote_widget.register(app.state.pages)  # the cards' vote widgets in kept pages
+    widgets = vote_widget.register(app.state.pages)  # the cards' vote widgets in kept pages
+    if isinstance(watched, revision.PostgresWatcher):  # a vote's new counts come with the worker's revision read
+        watched.follow_counts(widgets.followed, widgets.seen)
     roadmap_views.keep_search_pages(app.state.pages)  # search pages, bounded apart from the boards
     templates.env.auto_reload = not settings.is_production
 

@@ -13,6 +13,11 @@ turns, and a worker with short turns (the idle one) still takes no more than its
 "uvloop's accept"). Only the plain cases uvicorn uses are taken over (the socket its supervisor bound, or one
 worker's IP address and port; no TLS: TLS ends at the proxy, docs/deploy.md); anything else goes to uvloop's
 own `create_server`.
+
+Each worker also hands Python's GIL over more often (`GIL_SWITCH_SECONDS`): the vote at once, the searches and the
+item pages made off the loop run in threads, and every database call releases the GIL; the loop, wanting it back,
+waited up to Python's default 5 ms for a thread that held it. With votes arriving in the background the kept board
+then made 7,200-7,800 req/s; with 1 ms, 9,200-9,800 (bench/README.md, the board while votes arrive).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +129,12 @@ def _ip_address(host: Any) -> bool:
     return True
 
 
+# How long a thread may hold the GIL while another (the event loop) waits for it (Python's default: 5 ms)
+GIL_SWITCH_SECONDS = 0.001
+
+
 def new_event_loop() -> Loop:
-    """For uvicorn's `loop` setting, which calls it in each worker ("app.serving:new_event_loop")."""
+    """For uvicorn's `loop` setting, which calls it in each worker ("app.serving:new_event_loop"); sets the
+    worker's GIL switch interval (see the module's docstring)."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return Loop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -90,6 +91,14 @@ def answer(client: socket.socket) -> bytes:
 
 def test_serve_runs_on_this_loop():
     assert uvicorn.Config(hello, loop=SERVING_LOOP).get_loop_factory() is serving.new_event_loop
+
+
+def test_a_worker_hands_the_gil_to_its_loop_within_a_millisecond(monkeypatch):
+    """A thread (a vote, a search) holds the GIL at most `GIL_SWITCH_SECONDS` while the loop waits for it."""
+    monkeypatch.setattr(sys, "setswitchinterval", lambda seconds: set_to.append(seconds))
+    set_to: list[float] = []
+    serving.new_event_loop().close()
+    assert set_to == [serving.GIL_SWITCH_SECONDS] and serving.GIL_SWITCH_SECONDS <= 0.001
 
 
 def test_a_burst_is_taken_in_a_few_at_a_time_and_every_connection_is_answered(monkeypatch):

@@ -559,11 +559,51 @@ async def test_on_postgresql_visitors_asking_at_once_after_a_vote_share_one_refi
                                  importance=Importance.critical)
             pages = app.state.pages
             refills, misses = pages.refills, pages.misses
+            # The new counts come with the worker's revision read: the refill reads nothing on the event loop
+            own_reads: list[str] = []
+            read_rows = database.read_rows
+            database.read_rows = lambda sql: own_reads.append(sql) or read_rows(sql)  # type: ignore[method-assign]
             together = await asyncio.gather(*(client.get("/") for _ in range(20)))
             assert {widget_text(r.text, public_id) for r in together} == {"▲ 1 Sign in to vote"}
             assert {widget_text(r.text, other) for r in together} == {"▲ 0 Sign in to vote"}
             assert len({r.content for r in together}) == 1
             assert pages.refills == refills + 1 and pages.misses == misses  # one refill, not the app's route
+            assert own_reads == []
+
+
+async def test_on_postgresql_the_revision_read_brings_the_followed_counts_only_after_a_vote(tmp_path):
+    """`PostgresWatcher.follow_counts`: a read that finds the votes revision moved from the one the follower knows
+    hands it the followed items' counts as they are after that revision; a read that finds it unchanged does not
+    read them (one statement, as before)."""
+    skip = "PostgreSQL's shared revision read"
+    with _served(tmp_path, "followed", "postgresql", skip) as (_settings, database):
+        with database.transaction() as session:
+            voted, quiet = make_item(session, title="Voted"), make_item(session, title="Quiet")
+            ids = [voted.id, quiet.id]
+            customer_id = customer_in_segment(session)[0].id
+        watcher = revision.reader_for(database)
+        assert isinstance(watcher, revision.PostgresWatcher)
+        known: list[int | None] = [None]
+        seen: list[tuple[int, dict[int, int]]] = []
+
+        def keep(votes: int, counts: dict[int, int]) -> None:
+            seen.append((votes, counts))
+            known[0] = votes
+
+        watcher.follow_counts(lambda: (known[0], ids), keep)
+        try:
+            first = await watcher()
+            assert seen == [(first[1], {ids[0]: 0, ids[1]: 0})]
+            assert await watcher() == first and len(seen) == 1  # nothing moved: no counts read
+
+            with database.transaction() as session:
+                voting.cast_vote(session, item=session.get(Item, ids[0]), user=session.get(User, customer_id),
+                                 importance=Importance.critical)
+            after = await watcher()
+            assert after[1] != first[1]
+            assert seen[-1] == (after[1], {ids[0]: 1, ids[1]: 0})
+        finally:
+            await watcher.close()
 
 
 async def test_every_worker_rendering_a_page_in_its_minute_sends_the_same_bytes_and_etag(
