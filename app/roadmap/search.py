@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -505,13 +505,19 @@ def highlight(text: str, prefixes: list[str]) -> Markup:
     spans = _match_spans(text, prefixes)
     if not spans:
         return escape(text)
-    # Escaped pieces joined as plain strings, made Markup once: a Markup per piece costs more than the search.
+    # Escaped pieces joined as plain strings, made Markup once: a Markup per piece costs more than the search. Most
+    # titles and snippets hold nothing to escape: their pieces are taken as they are (escaping each made a Markup
+    # per piece, 7 a hit, a tenth of a never-repeated search's CPU).
+    escaped: Callable[[str], str] = escape if _TO_ESCAPE.search(text) else str
     out: list[str] = []
     pos = 0
     for start, end in spans:
         if start < pos:
             continue
-        out += (escape(text[pos:start]), "<mark>", escape(text[start:end]), "</mark>")
+        out += (escaped(text[pos:start]), "<mark>", escaped(text[start:end]), "</mark>")
         pos = end
-    out.append(escape(text[pos:]))
+    out.append(escaped(text[pos:]))
     return Markup("".join(out))  # nosec B704 # every piece of the text is escaped above; the marks are ours
+
+
+_TO_ESCAPE = re.compile("[&<>\"']")  # what markupsafe's escape replaces

@@ -460,3 +460,12 @@ def test_a_match_after_typographic_characters_is_marked_in_the_original_text():
     assert str(highlight("…ﬁnal “Café” export", ["cafe", "export"])) == (
         "…ﬁnal “<mark>Café</mark>” <mark>export</mark>")
     assert str(highlight("Ｅxport naïve", ["export", "naive"])) == "<mark>Ｅxport</mark> <mark>naïve</mark>"
+
+
+def test_a_highlighted_text_is_escaped_around_and_inside_its_marks():
+    from app.roadmap.search import highlight
+
+    assert str(highlight("Tom's <b>export</b> & \"Jerry\"", ["export", "jer"])) == (
+        "Tom&#39;s &lt;b&gt;<mark>export</mark>&lt;/b&gt; &amp; &#34;<mark>Jer</mark>ry&#34;")
+    assert str(highlight("<export>", ["export"])) == "&lt;<mark>export</mark>&gt;"
+    assert str(highlight("Plain export text", ["export"])) == "Plain <mark>export</mark> text"
