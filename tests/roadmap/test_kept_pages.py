@@ -628,3 +628,17 @@ async def test_every_worker_rendering_a_page_in_its_minute_sends_the_same_bytes_
         assert second.headers["etag"] == first.headers["etag"]
         again = await other.get("/", headers={"if-none-match": first.headers["etag"]})
         assert again.status_code == 304
+
+
+def test_the_counts_a_revision_read_brings_are_bounded_to_the_items_asked_for_latest():
+    """What a vote costs each worker's revision read is bounded: the items the kept pages asked for last, at most
+    `MAX_FOLLOWED`, an item asked for again counting as new."""
+    from app.voting.widget import VoteWidgets
+
+    widgets = VoteWidgets()
+    widgets._want(range(1, 151))
+    widgets._want([3])
+    known, followed = widgets.followed()
+    assert known is None
+    assert len(followed) == VoteWidgets.MAX_FOLLOWED and followed[-1] == 3
+    assert followed[:-1] == list(range(152 - VoteWidgets.MAX_FOLLOWED, 151))
