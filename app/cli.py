@@ -100,6 +100,7 @@ def serve(
             # accept takes one per turn of a busy loop, and a burst of new visitors waited seconds to get in.
             loop=SERVING_LOOP,
             log_level="info",
+            access_log=settings.access_log,  # off unless ACCESS_LOG: the proxy logs each request (app/config.py)
         )
 
 

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # closing at that moment meets a reset: a vote (POST) answered 502 with nothing wrong, and nginx leaves the
     # instance out for its fail_timeout (bench/instances.py, keep-alive; uvicorn's own default is 5 s).
     keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
+    # uvicorn's line per request from `ahead serve`. Off by default: the proxy in front logs every request already
+    # (deploy/nginx), and the line cost a kept page about a third of its throughput (a walk-through: 4,900 req/s with
+    # it against 6,900 without, bench/README.md). Magic-link and SSO tokens are taken out of it when on.
+    access_log: bool = False
     # Password sign-in attempts per (address, client IP): someone guessing from one network cannot lock the
     # person out from everywhere, as a per-address limit would.
     login_rate_limit: str = "10/minute"
