@@ -50,6 +50,7 @@ from app.security import (
     SecurityHeadersMiddleware,
 )
 from app.tech import views as tech_views
+from app.voting import service as voting_service
 from app.voting import views as voting_views
 from app.voting import widget as vote_widget
 from app.web import redirect, render, templates
@@ -247,7 +248,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.pages = PageCache()
     widgets = vote_widget.register(app.state.pages)  # the cards' vote widgets in kept pages
     if isinstance(watched, revision.PostgresWatcher):  # a vote's new counts come with the worker's revision read
-        watched.follow_counts(widgets.followed, widgets.seen)
+        watched.follow_counts(widgets.followed, widgets.seen, voting_service.counts_sql)
     roadmap_views.keep_search_pages(app.state.pages)  # search pages, bounded apart from the boards
     templates.env.auto_reload = not settings.is_production
 

@@ -149,13 +149,6 @@ _READ = (f"SELECT coalesce(sum(CASE WHEN shard < {SHARDS} THEN value ELSE 0 END)
          f"coalesce(sum(CASE WHEN shard >= {SESSIONS_SHARDS[0]} THEN value ELSE 0 END), 0) FROM content_revisions")
 
 
-def counts_statement(item_ids: Sequence[int]) -> str:
-    """The vote counts of these items, as (id, count) rows (`PostgresWatcher.follow_counts`): plain SQL, its ids
-    written in (passed through int())."""
-    # bandit B608: only integers are formatted into this statement
-    return f"SELECT id, vote_count FROM items WHERE id IN ({','.join(str(int(i)) for i in item_ids)})"  # nosec B608
-
-
 # The move, in each driver's parameter style (psycopg: pyformat; sqlite3: named). Its table is an unshown one, so
 # the listener that sees it (_before_driver_sql) moves nothing more.
 _UPSERT_PG = ("INSERT INTO content_revisions (shard, value) VALUES (%(shard)s, %(value)s) "
@@ -434,19 +427,20 @@ class PostgresWatcher(SingleFlight[Watched]):
         super().__init__(self._query, timeout=timeout, reset=self.close)
         self._conninfo = conninfo
         self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._followed: Callable[[], tuple[int | None, Sequence[int]]] | None = None
-        self._seen: Callable[[int, dict[int, int]], None] | None = None
+        self._following: tuple[Callable[[], tuple[int | None, Sequence[int]]], Callable[[int, dict[int, int]], None],
+                               Callable[[Sequence[int]], str]] | None = None  # (`follow_counts`)
 
     def follow_counts(self, followed: Callable[[], tuple[int | None, Sequence[int]]],
-                      seen: Callable[[int, dict[int, int]], None]) -> None:
+                      seen: Callable[[int, dict[int, int]], None], statement: Callable[[Sequence[int]], str]) -> None:
         """After a read that finds the votes revision moved from the one `followed()` gives — (votes revision known,
-        item ids) —, the vote counts of those items, read at once on the same connection and handed to `seen(votes
-        revision, counts)` before the requests waiting for the read go on: they refill the kept pages that show
+        item ids) —, the vote counts of those items, read at once on the same connection with `statement(ids)` (the
+        voting domain's, (id, count) rows) and handed to `seen(votes revision, counts)` before the requests waiting
+        for the read go on: they refill the kept pages that show
         counts (app/voting/widget.py) without a read of their own on the event loop, where it held every request of
         the worker for a round trip after each vote. The counts are read after the revision, so they are at least
         as new as it (a vote committed in between shows too, as it may). A quiet read stays one statement: a single
         statement for both, its subquery planned on every read, cost PostgreSQL more than the votes' reads saved."""
-        self._followed, self._seen = followed, seen
+        self._following = followed, seen, statement
 
     async def _query(self) -> Watched:
         connection = self._connection
@@ -458,11 +452,12 @@ class PostgresWatcher(SingleFlight[Watched]):
         if row is None:  # an aggregate always answers one row
             raise RuntimeError("the revision read returned no row")
         votes = int(row[2])
-        if self._followed is not None and self._seen is not None:
-            known, ids = self._followed()
+        if self._following is not None:
+            followed, seen, statement = self._following
+            known, ids = followed()
             if ids and votes != known:
-                counted = await connection.execute(counts_statement(ids))
-                self._seen(votes, {int(item_id): int(count) for item_id, count in await counted.fetchall()})
+                counted = await connection.execute(statement(ids))
+                seen(votes, {int(item_id): int(count) for item_id, count in await counted.fetchall()})
         return int(row[0]), votes, int(row[3])
 
     async def close(self) -> None:

@@ -443,9 +443,14 @@ def counts_of(session: Session | None, item_ids: Iterable[int], *, read_rows: Re
     ids = [int(i) for i in item_ids]
     if not ids:
         return {}
+    return {item_id: int(count) for item_id, count in _plain_rows(session, read_rows, counts_sql(ids))}
+
+
+def counts_sql(item_ids: Iterable[int]) -> str:
+    """`counts_of`'s statement for these items (at least one): (id, vote_count) rows, its ids written in. PostgreSQL's
+    revision read runs it too, for the kept pages' items after a vote (`app.revision.PostgresWatcher.follow_counts`)."""
     # bandit B608: the ids pass through int(): nothing else gets in
-    rows = _plain_rows(session, read_rows, f"SELECT id, vote_count FROM items WHERE id IN ({','.join(map(str, ids))})")  # nosec B608
-    return {item_id: int(count) for item_id, count in rows}
+    return f"SELECT id, vote_count FROM items WHERE id IN ({','.join(str(int(i)) for i in item_ids)})"  # nosec B608
 
 
 def _plain_rows(session: Session | None, read_rows: ReadRows | None, sql: str) -> list[Any]:

@@ -590,7 +590,7 @@ async def test_on_postgresql_the_revision_read_brings_the_followed_counts_only_a
             seen.append((votes, counts))
             known[0] = votes
 
-        watcher.follow_counts(lambda: (known[0], ids), keep)
+        watcher.follow_counts(lambda: (known[0], ids), keep, voting.counts_sql)
         try:
             first = await watcher()
             assert seen == [(first[1], {ids[0]: 0, ids[1]: 0})]
