@@ -26,6 +26,7 @@ did: an item does not outrank a title match by repeating a word throughout its d
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -306,6 +307,8 @@ def _ranked(session: Session, viewer: Viewer, prefixes: list[str], limit: int) -
     for tier in Tier:
         params = _tier_params(dialect.name, prefixes, tier)
         params["q_limit"] = limit - len(ranked)
+        if dialect.name == "sqlite":
+            params["q_seen"] = json.dumps(list(ranked))
         statement = _tier_statement(dialect, viewer, tier, ranked=tier is not Tier.anywhere or len(prefixes) > 1)
         ranked.update(dict.fromkeys(statement.first_column(connection, params), tier))
         if len(ranked) >= limit:
@@ -340,7 +343,7 @@ def count_visible(session: Session, viewer: Viewer) -> int:
 # (one per segment); the bound only guards against the unforeseen.
 _TIER_STATEMENTS: dict[tuple[type[Dialect], object, Tier, bool], _DriverSelect] = {}
 _MAX_TIER_STATEMENTS = 1000
-_SEARCH_PARAMS = frozenset({"q_match", "q_every", "q_title", "q_limit"})  # what `_ranked` gives each run
+_SEARCH_PARAMS = frozenset({"q_match", "q_seen", "q_every", "q_title", "q_limit"})  # what `_ranked` gives each run
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,10 +393,12 @@ def _tier_params(dialect: str, prefixes: Sequence[str], tier: Tier) -> dict[str,
     """The query's words as the tier's statement takes them: an FTS5 expression, or PostgreSQL's tsqueries."""
     if dialect != "sqlite":
         return {"q_every": tsquery(prefixes), "q_title": tsquery(prefixes, weights="A")}
+    # Each tier's match leaves out the tiers above it by their ids (`q_seen`, `_sqlite_tier`), not by FTS5's NOT, which
+    # walks the words' entries once more for the other side: a tier below runs only when the ones above found fewer than
+    # their limit, so every item they match that this viewer may see is among those ids.
     every = fts5_query(prefixes)
-    in_title, in_heading = f"{{title}} : ({every})", f"{{title summary}} : ({every})"
-    return {"q_match": {Tier.title: in_title, Tier.heading: f"{in_heading} NOT {in_title}",
-                        Tier.anywhere: f"({every}) NOT {in_heading}"}[tier]}
+    return {"q_match": {Tier.title: f"{{title}} : ({every})", Tier.heading: f"{{title summary}} : ({every})",
+                        Tier.anywhere: every}[tier]}
 
 
 @cache
@@ -421,6 +426,9 @@ def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
         columns.append(func.bm25(fts, 10.0, 4.0, 1.0).label("rank"))
     hits = select(*columns).where(fts.op("MATCH")(bindparam("q_match", type_=Text))).subquery("hits")
     stmt = stmt.join(hits, hits.c.item_id == Item.id)
+    if tier is not Tier.title:  # the ids the tiers above found, a JSON array (`_tier_params`)
+        seen: Select[Any] = select(column("value")).select_from(func.json_each(bindparam("q_seen", type_=Text)))
+        stmt = stmt.where(Item.id.not_in(seen.scalar_subquery()))
     return stmt.order_by(hits.c.rank) if ranked else stmt  # bm25: lower is better
 
 

@@ -160,6 +160,22 @@ def test_titles_then_summaries_then_descriptions_newest_first_fill_the_page(sess
     assert found(session, "rotas")[2:] == ["Body 0", "Body 1", "Body 2", "Body 3"]
 
 
+def test_an_item_found_in_a_tier_above_is_not_found_again_below(session):
+    """An item whose title, summary and description all hold the word is one hit, in the title's place, and the
+    page still fills with the items after it (each tier leaves out what the tiers above found)."""
+    now = utcnow()
+    make_item(session, title="Rotas", summary="Rotas for every team", description="Rotas, rotas, rotas.",
+              updated_at=now)  # the newest: the description tier (newest first) would take it first again
+    make_item(session, title="Summary hit", summary="Rotas for the weekend", description="Rotas again.",
+              updated_at=now - timedelta(days=1))
+    for days in range(3):
+        make_item(session, title=f"Body {days}", summary="", description="Mentions rotas in passing.",
+                  updated_at=now - timedelta(days=10 + days))
+
+    assert found(session, "rota", limit=4) == ["Rotas", "Summary hit", "Body 0", "Body 1"]
+    assert found(session, "rota") == ["Rotas", "Summary hit", "Body 0", "Body 1", "Body 2"]
+
+
 def test_words_may_match_in_different_fields_and_a_title_word_counts_most(session):
     now = utcnow()
     make_item(session, title="Slack alerts", summary="", description="Built on the integration platform.",
