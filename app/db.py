@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -338,6 +339,41 @@ class Database:
 class LostBeforeAnyStatement(Exception):
     """The pooled connection a `DriverTransaction` took was found dead at its first statement: nothing reached the
     database, and the caller may do the same work another way (its session, on another connection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSql:
+    """A statement compiled once for one database and run as its SQL straight to the driver (`DriverTransaction.run`,
+    `Connection.exec_driver_sql`): for hot statements whose execution through SQLAlchemy cost more than the statement
+    (the vote at once; a search's tier statements, bench/README.md). Its text; its constants (the values written into
+    the statement, such as an audience's visibility rule) as the driver takes them; what SQLAlchemy's execution would
+    do to each value (its types' bind processors), done here once for the constants and per call for the parameters
+    a call gives; and for a positional driver (SQLite's `?`) the order of the parameters. Rows come back as the
+    driver gives them: no result processing (no dates parsed from SQLite's text, no enums), so for plain columns."""
+
+    sql: str
+    constants: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+    order: tuple[str, ...] | None  # positional: the parameters' names in order; None for a named style
+
+    @classmethod
+    def compiled(cls, statement: Any, dialect: Any, *, given_prefix: str) -> DriverSql:
+        """`statement` for `dialect`; the parameters named `given_prefix…` come with each call, the rest are its own."""
+        compiled = statement.compile(dialect=dialect)
+        processors = {name: processor for name, processor in compiled._bind_processors.items()
+                      if processor is not None}
+        constants = {name: (processors[name](value) if name in processors else value)
+                     for name, value in compiled.params.items() if not name.startswith(given_prefix)}
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        return cls(compiled.string, constants, processors, order)
+
+    def bound(self, given: dict[str, Any]) -> tuple[str, Any]:
+        """The SQL and its parameters as the driver takes them (a dict, or a tuple for a positional driver)."""
+        params = dict(self.constants)
+        for name, value in given.items():
+            processor = self.processors.get(name)
+            params[name] = value if processor is None else processor(value)
+        return self.sql, (params if self.order is None else tuple(params[name] for name in self.order))
 
 
 class DriverTransaction:

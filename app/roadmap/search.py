@@ -59,6 +59,7 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.sql.expression import ColumnClause
 
 from app.accounts.viewer import Viewer
+from app.db import DriverSql
 from app.markup import plain_text
 from app.roadmap.models import Item, Product, Stage, item_path
 from app.roadmap.timeframes import Timeframe, timeframe_label
@@ -310,7 +311,7 @@ def _ranked(session: Session, viewer: Viewer, prefixes: list[str], limit: int) -
         if dialect.name == "sqlite":
             params["q_seen"] = json.dumps(list(ranked))
         statement = _tier_statement(dialect, viewer, tier, ranked=tier is not Tier.anywhere or len(prefixes) > 1)
-        ranked.update(dict.fromkeys(statement.first_column(connection, params), tier))
+        ranked.update(dict.fromkeys((row[0] for row in connection.exec_driver_sql(*statement.bound(params))), tier))
         if len(ranked) >= limit:
             break
     return ranked
@@ -338,51 +339,22 @@ def count_visible(session: Session, viewer: Viewer) -> int:
     return session.scalar(stmt) or 0
 
 
-# A tier's statement per (database, audience, tier, ranked), built and compiled once: the query's words
-# (`_tier_params`) and the limit are its parameters, so a search builds and compiles no statement. Audiences are few
-# (one per segment); the bound only guards against the unforeseen.
-_TIER_STATEMENTS: dict[tuple[type[Dialect], object, Tier, bool], _DriverSelect] = {}
+# A tier's statement per (database, audience, tier, ranked), built and compiled once and run straight to the driver
+# (`DriverSql`): through the ORM each of a search's one to three tier statements cost about 0.07 ms of CPU more on
+# either database (bench/README.md). The query's words, the ids found above and the limit are its `q_` parameters
+# (`_tier_params`). Audiences are few (one per segment); the bound only guards against the unforeseen.
+_TIER_STATEMENTS: dict[tuple[type[Dialect], object, Tier, bool], DriverSql] = {}
 _MAX_TIER_STATEMENTS = 1000
-_SEARCH_PARAMS = frozenset({"q_match", "q_seen", "q_every", "q_title", "q_limit"})  # what `_ranked` gives each run
 
 
-@dataclass(frozen=True, slots=True)
-class _DriverSelect:
-    """A SELECT compiled once for one database, run as its SQL straight to the driver (`exec_driver_sql`). A search runs
-    one to three tier statements: executed by the ORM, the compiled statement's lookup and the result's machinery cost
-    about 0.07 ms of CPU a statement on either database (bench/README.md), more than PostgreSQL's whole heading tier."""
-
-    sql: str
-    order: tuple[str, ...] | None  # the parameters' order for a positional driver (SQLite's `?`); None: named
-    fixed: dict[str, Any]  # the statement's own values (the audience's rules, bm25's weights), as the driver takes them
-
-    @classmethod
-    def of(cls, statement: Select[Any], dialect: Dialect, given: frozenset[str]) -> _DriverSelect:
-        """`statement` for `dialect`; the parameters named in `given` come with each run, the others are its own."""
-        compiled = statement.compile(dialect=dialect)
-        fixed: dict[str, Any] = {}
-        for name, value in compiled.params.items():
-            if name not in given:
-                processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-                fixed[name] = processor(value) if processor is not None else value
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        return cls(compiled.string, order, fixed)
-
-    def first_column(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
-        """The first column of the rows, as the driver gives it (no type's processing: for ids and counts)."""
-        values = {**self.fixed, **params}
-        arguments = tuple(values[name] for name in self.order) if self.order is not None else values
-        return [row[0] for row in connection.exec_driver_sql(self.sql, arguments)]
-
-
-def _tier_statement(dialect: Dialect, viewer: Viewer, tier: Tier, *, ranked: bool) -> _DriverSelect:
+def _tier_statement(dialect: Dialect, viewer: Viewer, tier: Tier, *, ranked: bool) -> DriverSql:
     key = (type(dialect), audience(viewer) or "staff", tier, ranked)
     statement = _TIER_STATEMENTS.get(key)
     if statement is None:
         base = visible_items(viewer).with_only_columns(Item.id)
         select_ = (_sqlite_tier if dialect.name == "sqlite" else _postgres_tier)(base, tier, ranked=ranked)
         select_ = select_.order_by(Item.updated_at.desc(), Item.id.desc()).limit(bindparam("q_limit", type_=Integer))
-        statement = _DriverSelect.of(select_, dialect, _SEARCH_PARAMS)
+        statement = DriverSql.compiled(select_, dialect, given_prefix="q_")
         if len(_TIER_STATEMENTS) >= _MAX_TIER_STATEMENTS:
             _TIER_STATEMENTS.clear()
         _TIER_STATEMENTS[key] = statement

@@ -27,7 +27,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import revision
 from app.accounts.models import User
 from app.accounts.viewer import Viewer
-from app.db import DriverTransaction, in_chunks, insert_with_conflicts, utcnow
+from app.db import DriverSql, DriverTransaction, in_chunks, insert_with_conflicts, utcnow
 from app.errors import Conflict, FormInvalid, NotAuthenticated, NotFound
 from app.portal.service import counts_shown  # the vote display setting, applied to a viewer
 from app.roadmap import service as roadmap
@@ -254,39 +254,16 @@ def _at_once_row(session: Session, kind: str, viewer: Viewer, params: dict[str, 
     return driver.run(*_driver_at_once(kind, viewer, session.get_bind().dialect).bound(params))
 
 
-@dataclass(frozen=True, slots=True)
-class _DriverSql:
-    """A statement compiled once for psycopg: its text, its own constants (the visibility rule's values, the
-    revision shards' bounds) as the driver takes them, and the conversions of the parameters a call gives."""
-
-    sql: str
-    constants: dict[str, Any]
-    processors: dict[str, Callable[[Any], Any]]
-
-    def bound(self, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        params = dict(self.constants)
-        for name, value in given.items():
-            processor = self.processors.get(name)
-            params[name] = value if processor is None else processor(value)
-        return self.sql, params
+_AT_ONCE_DRIVER: dict[tuple[str, object], DriverSql] = {}
 
 
-_AT_ONCE_DRIVER: dict[tuple[str, object], _DriverSql] = {}
-
-
-def _driver_at_once(kind: str, viewer: Viewer, dialect: Any) -> _DriverSql:
-    """`_at_once(kind, viewer)` compiled for the driver, once per audience (as `_at_once` is built)."""
+def _driver_at_once(kind: str, viewer: Viewer, dialect: Any) -> DriverSql:
+    """`_at_once(kind, viewer)` compiled for the driver, once per audience (as `_at_once` is built); the caller's
+    parameters are the `p_` ones."""
     key = (kind, audience(viewer))
     made = _AT_ONCE_DRIVER.get(key)
     if made is None:
-        compiled = _at_once(kind, viewer).compile(dialect=dialect)
-        # What SQLAlchemy's execution would do to each value (its types' bind processors): done here once for the
-        # constants and per call for the `p_` parameters the caller gives.
-        processors = {name: processor for name, processor in compiled._bind_processors.items()
-                      if processor is not None}
-        constants = {name: (processors[name](value) if name in processors else value)
-                     for name, value in compiled.params.items() if not name.startswith("p_")}
-        made = _AT_ONCE_DRIVER[key] = _DriverSql(compiled.string, constants, processors)
+        made = _AT_ONCE_DRIVER[key] = DriverSql.compiled(_at_once(kind, viewer), dialect, given_prefix="p_")
     return made
 
 
