@@ -121,6 +121,66 @@ def test_the_search_index_is_built_for_existing_items_and_a_downgrade_restores_t
         drop()
 
 
+def test_items_indexed_before_case_folding_are_found_by_ss_after_it_and_a_downgrade_folds_them_back(tmp_path):
+    """2026-12-05-2110_search_case_folding indexes again the items whose words case folding changes ('Straße' ->
+    'strasse'); its downgrade gives them the lower-cased words again. Items in ASCII are left as they are."""
+    from sqlalchemy import text
+
+    from app.accounts.viewer import ANONYMOUS
+    from app.db import Database
+    from app.roadmap.search import search_items
+
+    url, drop = create_database(tmp_path, "casefold")
+    try:
+        upgrade(url, "c82d8e1bc9e0")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO products (id, slug, name, description, position, created_at) "
+                              "VALUES (1, 'web', 'Web app', '', 0, CURRENT_TIMESTAMP)"))
+            stage_id = conn.execute(text("SELECT id FROM stages WHERE slug = 'planned'")).scalar()
+            for n, title in enumerate(["Straße names", "Dark mode"], start=1):
+                conn.execute(text(
+                    "INSERT INTO items (id, public_id, slug, product_id, stage_id, title, summary, description, "
+                    "internal_notes, release_notes, timeframe, visibility, vote_count, trend_count, published_at, "
+                    "created_at, updated_at) VALUES (:id, :pid, :slug, 1, :stage, :title, '', '', '', '', "
+                    "'next', 'public', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                    {"id": n, "pid": f"fold{n}", "slug": f"item-{n}", "stage": stage_id, "title": title})
+                # indexed as that release's app did: lower-cased ('straße')
+                if engine.dialect.name == "sqlite":
+                    conn.execute(text("INSERT INTO item_search (rowid, title, summary, body) VALUES (:id, :t, '', '')"),
+                                 {"id": n, "t": title.lower()})
+                else:
+                    vector = " ".join(f"'{word}':{i}A" for i, word in enumerate(title.lower().split(), start=1))
+                    conn.execute(text("INSERT INTO item_search (item_id, document, heading) VALUES "
+                                      "(:id, CAST(:v AS tsvector), CAST(:v AS tsvector))"), {"id": n, "v": vector})
+        engine.dispose()
+
+        def titles(q: str) -> list[str]:
+            db = Database(url)
+            try:
+                with db.transaction() as session:
+                    return [hit.item.title for hit in search_items(session, ANONYMOUS, q)]
+            finally:
+                db.dispose()
+
+        assert titles("strasse") == []  # the old index holds 'straße'
+        upgrade(url)
+        assert titles("strasse") == ["Straße names"]
+        assert titles("dark") == ["Dark mode"]
+
+        downgrade(url, "c82d8e1bc9e0")
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                found = conn.execute(text("SELECT rowid FROM item_search WHERE item_search MATCH 'straße'")).all()
+            else:
+                found = conn.execute(text("SELECT item_id FROM item_search WHERE document @@ 'straße'::tsquery")).all()
+            assert [row[0] for row in found] == [1]
+        engine.dispose()
+    finally:
+        drop()
+
+
 def test_duplicate_reasons_collapse_to_the_newest_and_stay_one_per_person_and_item(tmp_path):
     """2026-12-03-0615_one_reason_per_vote: each "Update my vote" with text used to add a reason; the newest
     of a person's reasons on an item is kept, everything else (other people, other items, ideas) stays."""

@@ -82,14 +82,16 @@ _PG_MAX_POSITION = 16383  # tsvector positions stop there
 
 
 def fold(text: str) -> str:
-    """Lower case without accents, so 'Résumé' is found by 'resume'."""
+    """Case folded without accents, so 'Résumé' is found by 'resume' and 'Straße' by 'strasse' (Unicode's case
+    folding, not lower case: 'ß' is 'ss', as a German reader types it). The index holds words folded so: changing
+    this means indexing every item again (migrations/versions/2026-12-05-2110_search_case_folding.py did)."""
     if text.isascii():
         return text.lower()  # nothing to decompose: the common case, without a pass per character
     # The combining marks removed by one `translate` (C), not a generator per character (a search's hits folded
     # their text this way: a quarter of a never-repeated search's CPU with the spans below)
     if len(_UNCOMBINED) > _MAX_UNCOMBINED:
         _UNCOMBINED.clear()
-    return unicodedata.normalize("NFKD", text.lower()).translate(_UNCOMBINED)
+    return unicodedata.normalize("NFKD", text.casefold()).translate(_UNCOMBINED)
 
 
 class _Uncombined(dict[int, int | None]):

@@ -59,6 +59,19 @@ async def test_accents_are_folded_both_ways(client, session):
     assert result_titles(await search(client, "NAÏVE")) == ["Naive date handling"]
 
 
+async def test_a_sharp_s_is_found_as_ss_and_ss_as_a_sharp_s(client, session):
+    """Case folding, not lower case: a German reader types 'strasse' for 'Straße', and either finds both."""
+    make_item(session, title="Straße names in addresses")
+    make_item(session, title="Grosse Schichtpläne", description="Für große Teams.")
+
+    page = await search(client, "strasse")
+    assert result_titles(page) == ["Straße names in addresses"]
+    assert "<mark>Straße</mark> names" in page
+    assert result_titles(await search(client, "STRAẞE")) == ["Straße names in addresses"]  # the capital sharp s
+    assert result_titles(await search(client, "große")) == ["Grosse Schichtpläne"]
+    assert "Für <mark>große</mark> <mark>Teams</mark>." in await search(client, "grosse teams")
+
+
 async def test_matches_in_the_description_show_a_highlighted_snippet(client, session):
     make_item(session, title="Reporting", summary="",
               description="Long intro. " * 30 + "Then we add **webhooks** for every report event.")
@@ -457,8 +470,8 @@ def test_folding_drops_accents_and_case_and_maps_each_piece_back_to_its_characte
 
     from app.roadmap import search
 
-    lowered = unicodedata.normalize("NFKD", text.lower())
-    assert search.fold(text) == "".join(ch for ch in lowered if not unicodedata.combining(ch))
+    folded_case = unicodedata.normalize("NFKD", text.casefold())  # Unicode's case folding: 'ß' is 'ss'
+    assert search.fold(text) == "".join(ch for ch in folded_case if not unicodedata.combining(ch))
     folded, origin = search._fold_mapped(text)
     each = [search.fold(ch) for ch in text]
     assert folded == "".join(each)
