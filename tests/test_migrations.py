@@ -75,6 +75,24 @@ def test_upgrading_keeps_existing_rows(tmp_path):
         drop()
 
 
+def _add_public_items(conn, items):  # type: ignore[no-untyped-def]
+    """A product (id 1) and published public items, ids 1, 2, ... in order, as (title, description): rows as the
+    schema had them from the full-text search's revision on, written without the app's code."""
+    from sqlalchemy import text
+
+    conn.execute(text("INSERT INTO products (id, slug, name, description, position, created_at) "
+                      "VALUES (1, 'web', 'Web app', '', 0, CURRENT_TIMESTAMP)"))
+    stage_id = conn.execute(text("SELECT id FROM stages WHERE slug = 'planned'")).scalar()
+    for n, (title, description) in enumerate(items, start=1):
+        conn.execute(text(
+            "INSERT INTO items (id, public_id, slug, product_id, stage_id, title, summary, description, "
+            "internal_notes, release_notes, timeframe, visibility, vote_count, trend_count, published_at, "
+            "created_at, updated_at) VALUES (:id, :pid, :slug, 1, :stage, :title, '', :description, '', '', "
+            "'next', 'public', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+            {"id": n, "pid": f"mig{n}", "slug": f"item-{n}", "stage": stage_id, "title": title,
+             "description": description})
+
+
 def test_the_search_index_is_built_for_existing_items_and_a_downgrade_restores_the_word_index(tmp_path):
     """2026-11-25-1931_full_text_search indexes the items already there; its downgrade refills search_terms."""
     from sqlalchemy import text
@@ -89,18 +107,7 @@ def test_the_search_index_is_built_for_existing_items_and_a_downgrade_restores_t
         upgrade(url, before)
         engine = create_engine(url)
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO products (id, slug, name, description, position, created_at) "
-                              "VALUES (1, 'web', 'Web app', '', 0, CURRENT_TIMESTAMP)"))
-            stage_id = conn.execute(text("SELECT id FROM stages WHERE slug = 'planned'")).scalar()
-            for n, (title, description) in enumerate([("Résumé parsing", "Reads CVs."),
-                                                       ("Dark mode", "Easier on the eyes at night.")], start=1):
-                conn.execute(text(
-                    "INSERT INTO items (id, public_id, slug, product_id, stage_id, title, summary, description, "
-                    "internal_notes, release_notes, timeframe, visibility, vote_count, trend_count, published_at, "
-                    "created_at, updated_at) VALUES (:id, :pid, :slug, 1, :stage, :title, '', :description, '', '', "
-                    "'next', 'public', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
-                    {"id": n, "pid": f"mig{n}", "slug": f"item-{n}", "stage": stage_id, "title": title,
-                     "description": description})
+            _add_public_items(conn, [("Résumé parsing", "Reads CVs."), ("Dark mode", "Easier on the eyes at night.")])
         engine.dispose()
 
         upgrade(url)
@@ -135,16 +142,8 @@ def test_items_indexed_before_case_folding_are_found_by_ss_after_it_and_a_downgr
         upgrade(url, "c82d8e1bc9e0")
         engine = create_engine(url)
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO products (id, slug, name, description, position, created_at) "
-                              "VALUES (1, 'web', 'Web app', '', 0, CURRENT_TIMESTAMP)"))
-            stage_id = conn.execute(text("SELECT id FROM stages WHERE slug = 'planned'")).scalar()
+            _add_public_items(conn, [("Straße names", ""), ("Dark mode", "")])
             for n, title in enumerate(["Straße names", "Dark mode"], start=1):
-                conn.execute(text(
-                    "INSERT INTO items (id, public_id, slug, product_id, stage_id, title, summary, description, "
-                    "internal_notes, release_notes, timeframe, visibility, vote_count, trend_count, published_at, "
-                    "created_at, updated_at) VALUES (:id, :pid, :slug, 1, :stage, :title, '', '', '', '', "
-                    "'next', 'public', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
-                    {"id": n, "pid": f"fold{n}", "slug": f"item-{n}", "stage": stage_id, "title": title})
                 # indexed as that release's app did: lower-cased ('straße')
                 if engine.dialect.name == "sqlite":
                     conn.execute(text("INSERT INTO item_search (rowid, title, summary, body) VALUES (:id, :t, '', '')"),

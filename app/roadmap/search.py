@@ -308,10 +308,8 @@ def _ranked(session: Session, viewer: Viewer, prefixes: list[str], limit: int) -
     connection = session.connection()
     dialect = connection.dialect
     for tier in Tier:
-        params = _tier_params(dialect.name, prefixes, tier)
+        params = _tier_params(dialect.name, prefixes, tier, found=ranked)
         params["q_limit"] = limit - len(ranked)
-        if dialect.name == "sqlite":
-            params["q_seen"] = json.dumps(list(ranked))
         statement = _tier_statement(dialect, viewer, tier, ranked=tier is not Tier.anywhere or len(prefixes) > 1)
         ranked.update(dict.fromkeys((row[0] for row in connection.exec_driver_sql(*statement.bound(params))), tier))
         if len(ranked) >= limit:
@@ -363,16 +361,19 @@ def _tier_statement(dialect: Dialect, viewer: Viewer, tier: Tier, *, ranked: boo
     return statement
 
 
-def _tier_params(dialect: str, prefixes: Sequence[str], tier: Tier) -> dict[str, Any]:
-    """The query's words as the tier's statement takes them: an FTS5 expression, or PostgreSQL's tsqueries."""
+def _tier_params(dialect: str, prefixes: Sequence[str], tier: Tier, *, found: Iterable[int]) -> dict[str, Any]:
+    """The query's words as the tier's statement takes them: an FTS5 expression, or PostgreSQL's tsqueries; on SQLite
+    also the ids the tiers above `found`."""
     if dialect != "sqlite":
         return {"q_every": tsquery(prefixes), "q_title": tsquery(prefixes, weights="A")}
     # Each tier's match leaves out the tiers above it by their ids (`q_seen`, `_sqlite_tier`), not by FTS5's NOT, which
     # walks the words' entries once more for the other side: a tier below runs only when the ones above found fewer than
     # their limit, so every item they match that this viewer may see is among those ids.
     every = fts5_query(prefixes)
-    return {"q_match": {Tier.title: f"{{title}} : ({every})", Tier.heading: f"{{title summary}} : ({every})",
-                        Tier.anywhere: every}[tier]}
+    if tier is Tier.title:
+        return {"q_match": f"{{title}} : ({every})"}
+    return {"q_match": f"{{title summary}} : ({every})" if tier is Tier.heading else every,
+            "q_seen": json.dumps(list(found))}
 
 
 @cache
@@ -400,7 +401,7 @@ def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
         columns.append(func.bm25(fts, 10.0, 4.0, 1.0).label("rank"))
     hits = select(*columns).where(fts.op("MATCH")(bindparam("q_match", type_=Text))).subquery("hits")
     stmt = stmt.join(hits, hits.c.item_id == Item.id)
-    if tier is not Tier.title:  # the ids the tiers above found, a JSON array (`_tier_params`)
+    if tier is not Tier.title:  # the ids the tiers above found, a JSON array (`_tier_params`'s `q_seen`)
         seen: Select[Any] = select(column("value")).select_from(func.json_each(bindparam("q_seen", type_=Text)))
         stmt = stmt.where(Item.id.not_in(seen.scalar_subquery()))
     return stmt.order_by(hits.c.rank) if ranked else stmt  # bm25: lower is better
