@@ -183,17 +183,23 @@ class TestNginxConfiguration:
             page = client.get(f"https://127.0.0.1:{port}/", headers={
                 "x-forwarded-for": "203.0.113.9", "x-forwarded-host": "evil.example", "proxy": "http://evil"})
             metrics = client.get(f"https://127.0.0.1:{port}/metrics")
+            ready = client.get(f"https://127.0.0.1:{port}/readyz")
+            alive = client.get(f"https://127.0.0.1:{port}/healthz")
         assert plain.status_code == 301
         assert plain.headers["location"] == "https://127.0.0.1/items/abc?x=1"
         assert page.status_code == 200
         assert "max-age=31536000" in page.headers["strict-transport-security"]
-        request = healthy.requests[-1]
+        request = next(r for r in healthy.requests if r["path"] == "/")
         # The client's own claim stays on the left; the app reads from the right (TRUSTED_PROXIES).
         assert request["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
         assert request["x-forwarded-proto"] == "https"
         assert request["x-forwarded-host"] == "" and request["proxy"] == ""
         assert metrics.status_code == 404
         assert all(r["path"] != "/metrics" for r in healthy.requests)
+        # Readiness names the schema's revision and the mail and Redis set-up: instances only, never the public
+        assert ready.status_code == 404
+        assert all(r["path"] != "/readyz" for r in healthy.requests)
+        assert alive.status_code == 200 and healthy.requests[-1]["path"] == "/healthz"
 
     def test_only_the_votes_are_declared_retryable(self) -> None:
         text = (nginx.LOCATIONS.read_text() + nginx.SITE.read_text())
