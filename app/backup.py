@@ -102,6 +102,11 @@ def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False) -> Co
     # Read-only: the backup can never change the database, nor take its write lock.
     source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
+        # An empty file (a command run without DATABASE_URL names the default one) made a "backup" that restore
+        # then refused: said now, with nothing written (a walk-through).
+        if _revision(source) is None:
+            raise BackupError(f"{source_path} is not an Ahead database (it has no schema revision): is DATABASE_URL "
+                              "set? Nothing was written")
         target = sqlite3.connect(partial)
         try:
             source.backup(target, pages=-1)  # one step: one snapshot (see the module's docstring)

@@ -24,7 +24,7 @@ from app.config import get_settings
 from app.db import Database
 from app.desk import service as desk
 from app.errors import AppError, FormInvalid
-from app.migrate import head_revision, upgrade
+from app.migrate import current_revision, head_revision, upgrade
 from app.outbox import service as outbox_service
 from app.outbox.models import JobState
 from app.outbox.worker import Worker, wake_on_commit
@@ -39,11 +39,36 @@ def _database() -> Database:
     command waiting on one may itself hold locks that requests wait for), but its own statement timeout,
     none by default: an export or an import reads or writes every row in one go."""
     settings = get_settings()
+    _require_schema(settings.database_url)
     database = Database(settings.database_url, lock_timeout=settings.db_lock_timeout,
                         statement_timeout=settings.db_maintenance_statement_timeout or None)
     revision.track(database)  # what a command changes shows at once in every worker
     wake_on_commit(database)  # and what it enqueues wakes a worker of this process (`ahead worker`) at once
     return database
+
+
+def _require_schema(url: str) -> None:
+    """Stop a command, with what to do, when its database holds no Ahead schema: run without DATABASE_URL (the
+    default SQLite file) or before `ahead migrate`, a command printed a traceback from its first query and left an
+    empty database file behind (a walk-through). A SQLite file that is not there is not made."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:" and not Path(database).exists():
+        found = None
+    else:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                found = current_revision(connection)
+        finally:
+            engine.dispose()
+    if found is None:
+        typer.echo(f"The database {shown} holds no Ahead schema: run `ahead migrate` first (or set DATABASE_URL "
+                   "to the portal's database).", err=True)
+        raise typer.Exit(1)
 
 
 def _ensure_sqlite_dir() -> None:
@@ -186,6 +211,7 @@ def _new_password_hash() -> str:
 @cli.command("create-admin")
 def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
     """Create an admin account; the password is read from standard input."""
+    _require_schema(get_settings().database_url)  # before the password is asked for
     password_hash = _new_password_hash()
     database = _database()
     try:
@@ -206,6 +232,7 @@ def create_admin(email: str, name: str = typer.Option("", help="Display name."))
 @cli.command("reset-password")
 def reset_password(email: str) -> None:
     """Set a new password for a locked-out user (read from standard input); ends their sessions."""
+    _require_schema(get_settings().database_url)  # before the password is asked for
     password_hash = _new_password_hash()
     database = _database()
     try:

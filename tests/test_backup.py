@@ -212,6 +212,25 @@ class TestSqliteBackup:
         assert (tmp_path / "a-file").read_text() == "not a directory"
         assert fifo.is_fifo() and Path("/dev/null").is_char_device()
 
+    def test_a_database_without_the_schema_is_refused_and_nothing_is_written(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A walk-through: run without DATABASE_URL, backup copied the empty default file and said it had backed up;
+        restore then refused the copy."""
+        empty = tmp_path / "data" / "ahead.db"
+        empty.parent.mkdir()
+        sqlite3.connect(empty).close()
+        _point_at(monkeypatch, empty)
+        try:
+            refused = runner.invoke(cli, ["backup", str(tmp_path / "out" / "backup.db")])
+            beside = runner.invoke(cli, ["backup"])
+        finally:
+            get_settings.cache_clear()
+        for answer in (refused, beside):
+            assert answer.exit_code == 1, answer.output
+            assert "is not an Ahead database" in answer.output and "Traceback" not in answer.output
+        assert not any((tmp_path / "out").iterdir())  # no backup, no partial file
+        assert not any((empty.parent / "backups").iterdir())
+
     def test_without_a_path_it_goes_beside_the_database(self, sqlite_database: Path) -> None:
         made = runner.invoke(cli, ["backup"])
         assert made.exit_code == 0, made.output

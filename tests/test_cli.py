@@ -1,5 +1,7 @@
 """The `ahead` command as an operator uses it."""
 
+import sqlite3
+
 import pytest
 from typer.testing import CliRunner
 
@@ -122,3 +124,26 @@ def test_a_database_url_of_another_kind_is_one_line_before_any_command_reaches_f
         err = capsys.readouterr().err
         assert err.strip() == "ahead: DATABASE_URL must be a sqlite:/// or postgresql:// address, not 'mysql'"
     assert not (tmp_path / "copy.dump").exists()
+
+
+def test_a_command_on_a_database_without_the_schema_says_to_migrate_and_makes_no_file(tmp_path, monkeypatch):
+    """A walk-through: run without DATABASE_URL (the default SQLite file), reset-password printed a traceback from
+    its first query and left an empty database behind."""
+    missing = tmp_path / "nothing-here.db"
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a file, but no schema
+    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
+    runner = CliRunner()
+    try:
+        for path in (missing, empty):
+            monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
+            get_settings.cache_clear()
+            for args in (["reset-password", "boss@example.com"], ["create-admin", "boss@example.com"], ["reconcile"]):
+                refused = runner.invoke(cli, args, input="a long enough password\n")
+                assert refused.exit_code == 1, (path, args, refused.output)
+                assert "holds no Ahead schema: run `ahead migrate` first" in refused.output, refused.output
+                assert "Traceback" not in refused.output
+        assert not missing.exists()
+        assert empty.stat().st_size == 0
+    finally:
+        get_settings.cache_clear()
