@@ -23,9 +23,13 @@ then made 7,200-7,800 req/s; with 1 ms, 9,200-9,800 (bench/README.md, the board 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import ipaddress
 import logging
+import multiprocessing
+import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -135,6 +139,29 @@ GIL_SWITCH_SECONDS = 0.001
 
 def new_event_loop() -> Loop:
     """For uvicorn's `loop` setting, which calls it in each worker ("app.serving:new_event_loop"); sets the
-    worker's GIL switch interval (see the module's docstring)."""
+    worker's GIL switch interval (see the module's docstring), and has a supervised worker stop with its supervisor
+    (`stop_with_supervisor`)."""
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    stop_with_supervisor()
     return Loop()
+
+
+PR_SET_PDEATHSIG = 1  # Linux's prctl(2): the signal the kernel sends this process when its parent ends
+
+
+def stop_with_supervisor() -> None:
+    """In a worker that uvicorn's supervisor started (`ahead serve` with more than one worker: a process spawned by
+    multiprocessing), have the kernel send it SIGTERM when the supervisor ends, however it ends. A supervisor killed
+    outright (SIGKILL, the out-of-memory killer) left its workers serving, with nobody to replace one that hangs,
+    and holding the port, so that the instance could not be started again until someone found them (a
+    walk-through). SIGTERM is the graceful stop: what is in hand is answered first. Linux only; nothing elsewhere,
+    nor in a process of its own (one worker: the server itself)."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("a worker could not ask to stop with its supervisor: %s", os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != parent.pid:  # the supervisor ended before the request was made: nobody will send it
+        os.kill(os.getpid(), signal.SIGTERM)

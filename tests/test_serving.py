@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,70 @@ def test_one_worker_given_an_address_listens_the_same_way(monkeypatch):
     assert taken, "the connection was accepted by uvloop's own server, not app/serving.py's"
     with pytest.raises(ConnectionRefusedError):  # the socket it made is closed with it
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+HELLO_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+'''
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_the_workers_stop_when_their_supervisor_is_killed_outright(tmp_path):
+    """A walk-through killed `ahead serve`'s supervisor with SIGKILL: its two workers went on serving with nobody to
+    replace them, and held the port, so the instance could not be started again."""
+    import os
+    import signal
+    import subprocess
+
+    (tmp_path / "hello.py").write_text(HELLO_APP)
+    port = free_port()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "hello:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "2", "--loop", SERVING_LOOP, "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "the workers never answered"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as client:
+                    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if b"hello" in client.recv(4096):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        workers += [pid for pid in _children(supervisor.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers outlived their supervisor"
+            time.sleep(0.1)
+        with pytest.raises(OSError):  # and the port is free: nothing listens there any more
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(timeout=10)
+        for pid in workers:  # left behind if the test failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
