@@ -281,6 +281,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(tech_views.router)  # signed tracker webhooks: no CSRF (see app/tech/views.py)
     assets.static.watch = not settings.is_production  # development: an edited file gets its new name at once
     app.mount("/static", assets.static, name="static")  # content-hashed names (app/assets.py)
+    metrics.named_routes(app.router.routes)  # FastAPI's /openapi.json counted under its own name, not "<unrouted>"
 
     # Outermost last: HEAD answered as GET without the body, ETags, Cache-Control and compression, the client's
     # address (trusted proxies only), the body cap, a state of its own per request, headers on everything, the

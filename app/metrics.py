@@ -57,6 +57,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match, Route
 
 from app.responses import ASKED_HEAD
 
@@ -99,6 +100,25 @@ class RouteMiddleware:
             route = scope.get("route")
             if route is not None:
                 name_route(scope, _template(scope, route))
+
+
+class NamedRoute(Route):
+    """A plain route that names itself in the scope as FastAPI's routes do (`scope["route"]`): a plain Starlette
+    route does not, and its requests were counted as `<unrouted>` (the vote's routes, FastAPI's /openapi.json)."""
+
+    def matches(self, scope: Any) -> tuple[Match, Any]:
+        match, child_scope = super().matches(scope)
+        if match != Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+def named_routes(routes: list[Any]) -> None:
+    """The plain routes among `routes` (FastAPI's own /openapi.json) made `NamedRoute`s, in place."""
+    for index, route in enumerate(routes):
+        if type(route) is Route:
+            routes[index] = NamedRoute(route.path, route.endpoint, methods=list(route.methods or ()) or None,
+                                       name=route.name, include_in_schema=route.include_in_schema)
 
 
 def _template(scope: dict[str, Any], route: Any) -> str:

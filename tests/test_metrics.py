@@ -197,6 +197,23 @@ class TestWhatTheyCount:
         assert {"/admin/changelog", "/admin", "/changelog"} <= counted
         assert "" not in counted
 
+    async def test_the_api_description_is_counted_under_its_own_name(
+            self, settings: Settings, database: Database, connection: Connection) -> None:
+        """FastAPI's /openapi.json is a plain route: it was counted as "<unrouted>", which the operator's guide
+        says are the requests no route matched (a walk-through)."""
+        unrouted = {"route": "<unrouted>", "method": "GET", "status": "200"}
+        async with client_for(settings, database, connection) as client:
+            before = (await scrape(client)).text
+            assert (await client.get("/openapi.json")).status_code == 200
+            assert (await client.head("/openapi.json")).status_code == 200
+            after = (await scrape(client)).text
+        for method in ("GET", "HEAD"):
+            labels = {"route": "/openapi.json", "method": method, "status": "200"}
+            assert value(after, "ahead_http_requests_total", **labels) == value(
+                before, "ahead_http_requests_total", **labels) + 1, method
+        assert value(after, "ahead_http_requests_total", **unrouted) == value(
+            before, "ahead_http_requests_total", **unrouted)
+
     async def test_no_visitor_can_make_them_grow(self, settings: Settings, database: Database,
                                                  connection: Connection) -> None:
         async with client_for(settings, database, connection, peer="203.0.113.9") as client:

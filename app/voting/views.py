@@ -31,7 +31,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
-from starlette.routing import Match, Route
+from starlette.routing import Route
 
 from app import revision
 from app.accounts.viewer import Viewer
@@ -41,6 +41,7 @@ from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter, 
 from app.errors import AppError, DatabaseBusy, FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
 from app.inputs import refuse_bad_path
+from app.metrics import NamedRoute
 from app.pagecache import CSRF_MARKER
 from app.roadmap.models import Item
 from app.roadmap.pages import VoteForm as RefusedVote
@@ -470,22 +471,11 @@ async def _unvote_at_once(request: Request, guessed: tuple[int, int, int]) -> Re
     return _withdrawn(request, viewer, done, widget=sent.widget, next_url=sent.next)
 
 
-class _DirectRoute(Route):
-    """A plain route that names itself in the scope as FastAPI's routes do (`scope["route"]`): FastAPI's router
-    does not, and the metrics count a request under the route's template (app/metrics.RouteMiddleware)."""
-
-    def matches(self, scope: Any) -> tuple[Match, Any]:
-        match, child_scope = super().matches(scope)
-        if match != Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
-
-
 def direct_routes() -> list[Route]:
     """POST /items/{public_id}/vote and /unvote as plain Starlette routes, for the app to put ahead of its
     routers (form posts and fetches alike: one code path). Not in the OpenAPI description, as before."""
-    return [_DirectRoute("/items/{public_id}/vote", _vote_direct, methods=["POST"], include_in_schema=False),
-            _DirectRoute("/items/{public_id}/unvote", _unvote_direct, methods=["POST"], include_in_schema=False)]
+    return [NamedRoute("/items/{public_id}/vote", _vote_direct, methods=["POST"], include_in_schema=False),
+            NamedRoute("/items/{public_id}/unvote", _unvote_direct, methods=["POST"], include_in_schema=False)]
 
 
 def _sent(form: Submitted[_Form]) -> _Form:
