@@ -47,16 +47,17 @@ def _database() -> Database:
     return database
 
 
-def _require_schema(url: str) -> None:
+def _require_schema(database_url: str) -> None:
     """Stop a command, with what to do, when its database holds no Ahead schema: run without DATABASE_URL (the
     default SQLite file) or before `ahead migrate`, a command printed a traceback from its first query and left an
-    empty database file behind (a walk-through). A SQLite file that is not there is not made."""
+    empty database file behind (a walk-through). Asked on a plain engine of its own: the app's engine would put a
+    SQLite file in WAL mode, and a file that is not there is not made."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    shown = make_url(url).render_as_string(hide_password=True)
-    database = make_url(url).database if url.startswith("sqlite") else None
-    if database and database != ":memory:" and not Path(database).exists():
+    url = make_url(database_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():
         found = None
     else:
         engine = create_engine(url)
@@ -66,8 +67,8 @@ def _require_schema(url: str) -> None:
         finally:
             engine.dispose()
     if found is None:
-        typer.echo(f"The database {shown} holds no Ahead schema: run `ahead migrate` first (or set DATABASE_URL "
-                   "to the portal's database).", err=True)
+        typer.echo(f"The database {url.render_as_string(hide_password=True)} holds no Ahead schema: run `ahead "
+                   "migrate` first (or set DATABASE_URL to the portal's database).", err=True)
         raise typer.Exit(1)
 
 
@@ -211,10 +212,9 @@ def _new_password_hash() -> str:
 @cli.command("create-admin")
 def create_admin(email: str, name: str = typer.Option("", help="Display name.")) -> None:
     """Create an admin account; the password is read from standard input."""
-    _require_schema(get_settings().database_url)  # before the password is asked for
-    password_hash = _new_password_hash()
-    database = _database()
+    database = _database()  # a database without the schema is refused before the password is asked for
     try:
+        password_hash = _new_password_hash()
         with database.transaction() as session:
             user = accounts.create_user(session, email=email, role=Role.admin, password_hash=password_hash,
                                         display_name=name)
@@ -232,10 +232,9 @@ def create_admin(email: str, name: str = typer.Option("", help="Display name."))
 @cli.command("reset-password")
 def reset_password(email: str) -> None:
     """Set a new password for a locked-out user (read from standard input); ends their sessions."""
-    _require_schema(get_settings().database_url)  # before the password is asked for
-    password_hash = _new_password_hash()
-    database = _database()
+    database = _database()  # a database without the schema is refused before the password is asked for
     try:
+        password_hash = _new_password_hash()
         with database.transaction() as session:
             user = accounts.get_user_by_email(session, email)
             if user is None:
