@@ -19,6 +19,7 @@ Rules, decided here for pages and API alike:
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
@@ -147,19 +148,29 @@ def _shown(viewer: Viewer, comment: type[Comment] = Comment) -> list[Any]:
     return [] if viewer.is_staff else [comment.hidden_at.is_(None)]
 
 
-# The aliases the item page's discussion queries use, made once: making one per request, and its columns' proxies
-# as they are first touched, was most of a cold item page's CPU (the statements are cached by SQLAlchemy anyway).
-_PIN = aliased(Comment, name="pin")
-_REPLY = aliased(Comment, name="reply")
-_PARENT = aliased(Comment, name="parent")
-_TOP = aliased(Comment, name="top")
-_AUTHOR = aliased(User, name="author")
+class _Aliases(threading.local):
+    """The aliases the item page's discussion queries use, made once per thread: making them per request, and their
+    columns' proxies as they are first touched, was most of a cold item page's CPU (the statements are cached by
+    SQLAlchemy anyway). Not one set for all threads: an alias fills in its adapted columns lazily, and two threads
+    doing that at once for the first time could each build its own column where the other's was expected, and the
+    page failed (`NoSuchColumnError` for 'author.id' among many first requests at once, tests/voting/
+    test_concurrency.py; tests/discussion/test_aliases.py)."""
+
+    def __init__(self) -> None:
+        self.pin = aliased(Comment, name="pin")
+        self.reply = aliased(Comment, name="reply")
+        self.parent = aliased(Comment, name="parent")
+        self.top = aliased(Comment, name="top")
+        self.author = aliased(User, name="author")
+
+
+_ALIASES = _Aliases()
 
 
 def _pinned_id(item_id: int) -> Any:
     """The id of the item's pinned thread, as a subquery. Only the most recent pin counts, should two ever
     have been stored."""
-    pin = _PIN
+    pin = _ALIASES.pin
     return select(func.max(pin.id)).where(
         pin.item_id == item_id, pin.parent_id.is_(None), pin.is_pinned.is_(True), pin.deleted_at.is_(None),
         pin.hidden_at.is_(None)).scalar_subquery()
@@ -168,7 +179,7 @@ def _pinned_id(item_id: int) -> Any:
 def _paged_threads(viewer: Viewer, item_id: int, pinned_id: int | None, top: type[Comment]) -> list[Any]:
     """What makes `top` a thread that is paged: it starts a thread the viewer sees, is not the pinned one
     (shown on every page), and is not deleted, unless a live reply keeps it as a placeholder."""
-    reply = _REPLY
+    reply = _ALIASES.reply
     kept = exists().where(reply.parent_id == top.id, reply.deleted_at.is_(None), *_shown(viewer, reply))
     return [top.item_id == item_id, top.parent_id.is_(None), *_shown(viewer, top),
             *([top.id != pinned_id] if pinned_id is not None else []), or_(top.deleted_at.is_(None), kept)]
@@ -189,7 +200,7 @@ def list_comments(session: Session, *, viewer: Viewer, item: Item, page: int = 1
     that the viewer may see the item. Two queries however long the discussion, the counts then the page
     (and with `after`, the cursor's place).
     """
-    parent = _PARENT
+    parent = _ALIASES.parent
     live = Comment.deleted_at.is_(None)
     is_reply = Comment.parent_id.is_not(None)
     counted = (
@@ -208,7 +219,7 @@ def list_comments(session: Session, *, viewer: Viewer, item: Item, page: int = 1
     pages = pages_of(paged_total, per_page)
     page = min(max(page, 1), pages)
 
-    top = _TOP
+    top = _ALIASES.top
     page_ids = select(top.id).where(*_paged_threads(viewer, item.id, pinned_id, top)).order_by(top.created_at, top.id)
     if after is not None:
         cursor = session.execute(select(Comment.created_at, Comment.id).where(
@@ -234,7 +245,7 @@ def list_comments(session: Session, *, viewer: Viewer, item: Item, page: int = 1
         reports = exists().where(CommentReport.comment_id == Comment.id, CommentReport.reporter_id == me)
     else:
         reports = literal(0)
-    author = _AUTHOR
+    author = _ALIASES.author
     rows = session.execute(
         select(Comment, author, reports)
         .outerjoin(author, author.id == Comment.author_id)

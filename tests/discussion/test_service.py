@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from datetime import timedelta
 
 import pytest
@@ -12,10 +14,11 @@ from app.audit.models import AuditEvent
 from app.discussion import service as discussion
 from app.discussion.models import Comment
 from app.errors import Conflict, Forbidden, FormInvalid, NotFound
-from app.roadmap.models import Visibility
+from app.roadmap.models import Item, Visibility
 from app.voting import service as voting
 from tests.discussion.helpers import comment
 from tests.factories import make_item, make_pm, make_user
+from tests.helpers.databases import connected, own_database
 
 
 def threads(session, item, viewer):  # type: ignore[no-untyped-def]
@@ -168,3 +171,43 @@ def test_an_author_without_a_name_is_not_shown_by_their_email(session):
     comment(session, item, make_pm(session, email="pat@vendor.example", display_name=""), "Hello")
     shown = discussion.list_comments(session, viewer=ANONYMOUS, item=item).threads
     assert [t.author_name for t in shown] == ["Customer", "Product team"]
+
+
+def test_many_threads_reading_a_discussion_for_the_first_time_at_once_all_get_it(tmp_path):
+    """The item page renders off the event loop, in a pool of threads, and the discussion's aliases fill in their
+    columns as they are first used: once shared by all threads, two doing that at once for the first time could
+    each build its own column, and one page among many first ones failed with a 500 (NoSuchColumnError
+    'author.id', seen in tests/voting/test_concurrency.py). Each thread now has aliases of its own."""
+    with own_database(tmp_path, "aliases") as url, connected(url) as database:
+        with database.transaction() as session:
+            item, ann = make_item(session), make_user(session, display_name="Ann")
+            comment(session, item, ann, "Will this support SAML?")
+            item_id = item.id
+        readers = 4  # within the smallest pool (PostgreSQL: 5 per instance)
+        start = threading.Barrier(readers)
+        seen: list[tuple[int, list[str]]] = []
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            with database.new_session(write=False) as session:
+                item = session.get(Item, item_id)
+                start.wait(timeout=30)
+                try:
+                    found = discussion.list_comments(session, viewer=ANONYMOUS, item=item)
+                    seen.append((id(discussion._ALIASES.author), [t.author_name for t in found.threads]))
+                except BaseException as error:
+                    failed.append(error)
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)  # threads switch often, as on a busy server
+        try:
+            workers = [threading.Thread(target=read) for _ in range(readers)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        finally:
+            sys.setswitchinterval(interval)
+    assert failed == []
+    assert [names for _, names in seen] == [["Ann"]] * readers
+    assert len({alias for alias, _ in seen}) == readers  # no thread's aliases are another's
