@@ -73,7 +73,7 @@ from app.accounts.viewer import ANONYMOUS, Viewer
 from app.db import run_off_loop
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
-from app.security import FLASH_COOKIE, clear_flash_cookie, csrf_token
+from app.security import FLASH_COOKIE, clear_flash_cookie, csrf_tokens
 from app.web import flash_cookie_sent, page_context, read_flashes, render, rendered_at, templates
 
 _NONCE = secrets.token_hex(8)
@@ -898,10 +898,11 @@ def _assemble(cache: PageCache, filling: Filling) -> tuple[bytes, str, bool]:
     # A page without a form that needs it (a visitor's board) mints no CSRF cookie and computes no token. Where
     # the token goes is known from the kept parts and pieces (each cut at its markers once): no search per answer.
     needs_token = bool(assembly.token_at)
-    token = csrf_token(filling.request) if needs_token else ""
+    token, masked = csrf_tokens(filling.request) if needs_token else ("", "")
     # The ETag: the page's digest, made once, and what this answer filled in (each piece by its digest, the token
-    # included), so it changes whenever the bytes this person gets do, without hashing the page per request.
-    return assembly.body(token.encode()), weak_etag(page.digest, assembly.tags, token), needs_token
+    # included), so it changes whenever the bytes this person gets do, without hashing the page per request. The
+    # bare token, not this answer's mask of it: a page kept by the browser holds a mask as good as any other.
+    return assembly.body(masked.encode()), weak_etag(page.digest, assembly.tags, token), needs_token
 
 
 def _assembly(cache: PageCache, page: Page, filled: list[list[str]]) -> _Assembly:

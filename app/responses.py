@@ -15,6 +15,8 @@ from typing import Any
 import brotli  # type: ignore[import-untyped]  # ships no type information
 from starlette.requests import cookie_parser
 
+from app.security import CSRF_MASKED
+
 
 class HeadMiddleware:
     """Answers HEAD as the GET of the same address would be answered, without the body.
@@ -171,6 +173,13 @@ def _add_vary(headers: list[tuple[bytes, bytes]], *names: bytes) -> None:
     headers.append((b"vary", b", ".join(values)))
 
 
+def _unmasked_body(inner: dict[str, Any], body: bytes) -> bytes:
+    """The body as the ETag sees it: with the bare CSRF token where this answer put its mask of it
+    (app/security.py `csrf_tokens`), so that the tag changes when the page does, not with each answer's mask."""
+    pair: tuple[str, str] | None = inner.get("state", {}).get(CSRF_MASKED)
+    return body if pair is None else body.replace(pair[1].encode(), pair[0].encode())
+
+
 class ResponseMiddleware:
     """Entity tags and 304s, Cache-Control and compression for the portal's GET answers.
 
@@ -178,7 +187,8 @@ class ResponseMiddleware:
       once per page and variant (app/pagecache.py); any other text answer of 200 (feeds, the API, pages not
       kept) gets one hashed from its body. An `If-None-Match` naming it is answered 304 without a body. The
       tag is made from every byte of the answer, the person's own parts included, so nobody gets a 304 for
-      bytes that are not theirs.
+      bytes that are not theirs; the CSRF token counts as itself, not as this answer's mask of it (a copy with
+      another mask is as good).
     * **Cache-Control**, where the route set none: `public, max-age=0, s-maxage=N` (PUBLIC_CACHE_SECONDS) for
       an answer shared by every visitor — no session cookie, no credentials, no cookie set, no CSRF token in
       it — so a CDN may keep it N seconds while browsers still ask (a visitor who signs in sees their own page
@@ -267,7 +277,7 @@ class ResponseMiddleware:
         cache_control = _header(headers, b"cache-control")
         if (status == 200 and etag is None and text and body
                 and (cache_control is None or b"no-store" not in cache_control)):
-            etag = weak_etag(body)
+            etag = weak_etag(_unmasked_body(inner, body))
             headers.append((b"etag", etag.encode()))
         if cache_control is None:
             if status == 200:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -142,6 +143,12 @@ class CsrfTokens:
     Without the server's key a cookie planted by a sibling subdomain is useless; and because the session
     cookie is part of the message, a token fetched before signing in (by anyone, the visitor's own browser
     included) does not work for the session that sign-in starts.
+
+    Pages carry the token masked afresh for each answer (`masked`): a random pad and the token XOR the pad. The
+    token itself is the same for a person's whole session, and sits in compressed pages beside text an attacker
+    can choose (the search box shows `q`): from the compressed lengths of many answers, a BREACH-style attack
+    could guess it a character at a time. A value that differs in every answer gives those lengths nothing to
+    converge on. `valid` takes a masked token and, for pages rendered before masking, the bare one.
     """
 
     MAX_KEPT = 10_000
@@ -170,9 +177,34 @@ class CsrfTokens:
     def valid(self, cookie_value: str | None, session_value: str | None, submitted: str | None) -> bool:
         if not cookie_value or not submitted:
             return False
+        plain = unmasked(submitted)
+        if plain is None:
+            return False
         # A check that may fail keeps nothing: anyone can send made-up cookies of any size (a walk-through's 2,000
         # refused requests with 30 KB cookies kept 245 MB); the token rendered into the answer is kept.
-        return hmac.compare_digest(self.form_token(cookie_value, session_value or "", keep=False), submitted)
+        return hmac.compare_digest(self.form_token(cookie_value, session_value or "", keep=False), plain)
+
+
+TOKEN_HEX = 64  # a form token: HMAC-SHA256 in hex
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def masked(token: str) -> str:
+    """`token` as a page carries it: a fresh random pad, then the token XOR the pad, in hex (twice as long)."""
+    pad = secrets.token_bytes(TOKEN_HEX // 2)
+    hidden = int(token, 16) ^ int.from_bytes(pad)
+    return pad.hex() + f"{hidden:0{TOKEN_HEX}x}"
+
+
+def unmasked(submitted: str) -> str | None:
+    """The token a submitted value stands for: a masked one unmasked, a bare one (a page rendered before tokens
+    were masked) as it is; None for anything else."""
+    if len(submitted) not in (TOKEN_HEX, 2 * TOKEN_HEX) or not _HEX.fullmatch(submitted):
+        return None
+    if len(submitted) == TOKEN_HEX:
+        return submitted
+    pad, hidden = submitted[:TOKEN_HEX], submitted[TOKEN_HEX:]
+    return f"{int(pad, 16) ^ int(hidden, 16):0{TOKEN_HEX}x}"
 
 
 def csrf_cookie_value(request: Request) -> str:
@@ -187,13 +219,25 @@ def csrf_cookie_value(request: Request) -> str:
 
 
 def csrf_token(request: Request) -> str:
-    """The token for the page being rendered: bound to the session the browser will hold once it has this
-    answer (the one sign-in or sign-out just set, or else the one it sent)."""
+    """The token for the page being rendered, masked for this answer (`CsrfTokens`): bound to the session the
+    browser will hold once it has this answer (the one sign-in or sign-out just set, or else the one it sent)."""
+    return csrf_tokens(request)[1]
+
+
+def csrf_tokens(request: Request) -> tuple[str, str]:
+    """(the token, the token masked for this answer): one mask per answer, wherever the answer puts the token. The
+    bare token is for what must stay the same from answer to answer, the ETag (app/responses.py)."""
     state = request.scope.setdefault("state", {})
     state["csrf_used"] = True  # the answer holds this person's token: no CDN may keep it (app/responses.py)
     session_value = state["csrf_session"] if "csrf_session" in state else session_cookie_value(request)
     token: str = request.app.state.csrf.form_token(csrf_cookie_value(request), session_value or "")
-    return token
+    pair: tuple[str, str] | None = state.get(CSRF_MASKED)
+    if pair is None or pair[0] != token:  # none yet, or sign-in or sign-out changed the token since
+        pair = state[CSRF_MASKED] = (token, masked(token))
+    return pair
+
+
+CSRF_MASKED = "csrf_masked"  # the request state's (token, masked token) of its answer
 
 
 def rotate_csrf(request: Request, *, session_token: str = "") -> None:

@@ -1,11 +1,16 @@
 """Headers on every response, and CSRF on every form POST."""
 
 
+import secrets
+
 import pytest
 from sqlalchemy import func, select
 
 from app.accounts.models import UserSession
+from app.deps import SESSION_COOKIE
+from app.voting import service as voting
 from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_user
+from tests.helpers.csrf import unmasked_tokens
 from tests.helpers.http import CSRF_FIELD, CSRF_META, client_for, csrf_token, sign_in
 
 
@@ -300,3 +305,46 @@ def _touch_oidc_session(app):  # type: ignore[no-untyped-def]
     async def touch(request: Request) -> dict[str, str]:
         request.session["state"] = "x"
         return {}
+
+
+def _page_token(page: str) -> str:
+    match = CSRF_META.search(page)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.mark.parametrize("path", ["/", "ITEM"])  # a kept page, filled per person; a page rendered per request
+async def test_each_answer_carries_the_token_masked_afresh_and_each_mask_works(client, session, path):
+    """The token sits in compressed pages beside text anyone can choose (the search box shows `q`): the same
+    value in every answer would let compressed lengths give it away a character at a time (BREACH). Each answer
+    masks it afresh; the page's ETag stays the same, so a browser's copy is still revalidated."""
+    item, customer = make_item(session, title="Shift swaps"), make_user(session)
+    sign_in(client, session, customer)
+    path = item.path if path == "ITEM" else path
+    answers = [await client.get(path) for _ in range(3)]
+    tokens = [_page_token(answer.text) for answer in answers]
+    assert len(set(tokens)) == 3 and all(len(token) == 128 for token in tokens)
+    assert len({unmasked_tokens(answer.text) for answer in answers}) == 1  # the same page but for the mask
+    assert len({answer.headers["etag"] for answer in answers}) == 1
+    assert (await client.get(path, headers={"if-none-match": answers[0].headers["etag"]})).status_code == 304
+    for token, action in zip(tokens, ["follow", "unfollow", "follow"], strict=True):
+        response = await client.post(f"/items/{item.public_id}/{action}", data={"csrf_token": token})
+        assert response.status_code == 303, action
+    assert voting.is_following(session, item=item, user=customer)
+
+
+async def test_a_changed_made_up_or_other_sessions_token_is_refused_and_a_bare_one_still_works(app, client, session):
+    item, customer, other = make_item(session), make_user(session), make_user(session)
+    sign_in(client, session, other)
+    others = _page_token((await client.get("/me")).text)
+    sign_in(client, session, customer)
+    token = _page_token((await client.get("/me")).text)
+    changed = token[:100] + ("0" if token[100] != "0" else "1") + token[101:]
+    bare = app.state.csrf.form_token(client.cookies["ahead_csrf"], client.cookies[SESSION_COOKIE])
+    for refused in (others, changed, secrets.token_hex(64), token.upper(), token[:64], token + "0", ""):
+        response = await client.post(f"/items/{item.public_id}/follow", data={"csrf_token": refused})
+        assert response.status_code == 403, refused
+    assert not voting.is_following(session, item=item, user=customer)
+    # A page rendered before tokens were masked (open in a browser across an upgrade) still posts.
+    assert (await client.post(f"/items/{item.public_id}/follow", data={"csrf_token": bare})).status_code == 303
+    assert voting.is_following(session, item=item, user=customer)
