@@ -69,11 +69,15 @@ class RateLimited(AppError):
 
 class CsrfFailed(AppError):
     status_code = 403
-    title = "This form has expired"
+    title = "This form can no longer be sent"
 
     def __init__(self) -> None:
+        # What makes a token stop working, in a person's words: it is bound to the session and the CSRF cookie
+        # (app/security.py), and has no time limit of its own.
         super().__init__(
-            "The form was open too long or came from another site. Go back, reload the page and try again."
+            "Nothing was changed. The page was opened before you signed in or out (perhaps in another tab) or "
+            "before your browser was restarted, or the form came from another site. Go back, copy anything you "
+            "typed, reload the page and send it again."
         )
 
     @property

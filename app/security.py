@@ -186,6 +186,7 @@ class CsrfTokens:
 
 
 TOKEN_HEX = 64  # a form token: HMAC-SHA256 in hex
+CSRF_MASKED = "csrf_masked"  # the request state's (token, masked token) of its answer
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -236,8 +237,6 @@ def csrf_tokens(request: Request) -> tuple[str, str]:
         pair = state[CSRF_MASKED] = (token, masked(token))
     return pair
 
-
-CSRF_MASKED = "csrf_masked"  # the request state's (token, masked token) of its answer
 
 
 def rotate_csrf(request: Request, *, session_token: str = "") -> None:
