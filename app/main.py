@@ -244,7 +244,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     handlers.load()  # every domain's outbox handlers, for the worker below and `ahead worker`
     app.state.csrf = CsrfTokens(settings.secret_key)
     app.state.cookies = cookies = Cookies.for_settings(settings)
-    app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds)
+    app.state.limiter = RateLimiter(settings.redis_url, retry_seconds=settings.redis_retry_seconds,
+                                    key_secret=settings.secret_key)
     app.state.pages = PageCache()
     widgets = vote_widget.register(app.state.pages)  # the cards' vote widgets in kept pages
     if isinstance(watched, revision.PostgresWatcher):  # a vote's new counts come with the worker's revision read

@@ -22,6 +22,8 @@ waited for a busy row was counted once per run, so a burst of votes on an item r
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -90,8 +92,14 @@ class LimiterState:
 
 
 class RateLimiter:
+    """Counts hits per key, in Redis when REDIS_URL is set (one limit for every worker and instance), else in the
+    process. With `key_secret` (the app passes SECRET_KEY) what a key names after its kind — an email address, an
+    IP address, a person's id — is stored as a keyed hash: whoever reads Redis or a memory dump finds no one's
+    address in the limits ("login:email-ip:" and 32 hex characters)."""
+
     def __init__(self, redis_url: str = "", *, retry_seconds: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, key_secret: str = "") -> None:
+        self._key = hashlib.sha256(("ratelimit:" + key_secret).encode()).digest() if key_secret else b""
         self._memory = SlidingWindowCounterRateLimiter(InlineExpiry())
         self._redis: SlidingWindowCounterRateLimiter | None = None
         if redis_url:
@@ -108,7 +116,8 @@ class RateLimiter:
         """Count one hit against every key; raise RateLimited once any of them is over its limit."""
         item = _parsed(limit)
         counted = _COUNTED.get()
-        for key in keys:
+        for given in keys:
+            key = self._stored(given)
             if counted is not None and (limit, key) in counted:
                 retry_after = counted[(limit, key)]
                 if retry_after is not None:
@@ -131,6 +140,14 @@ class RateLimiter:
                 counted[(limit, key)] = retry_after
             if retry_after is not None:
                 raise RateLimited(retry_after=retry_after)
+
+    def _stored(self, key: str) -> str:
+        """The key as counted: "kind:sub-kind:" kept readable, what follows as its keyed hash (with a key)."""
+        if not self._key:
+            return key
+        kind, sub, named = key.split(":", 2) if key.count(":") >= 2 else ("", "", key)
+        digest = hmac.new(self._key, named.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{kind}:{sub}:{digest}"
 
     def state(self) -> LimiterState:
         """For /readyz: pings Redis, or when it is down tries it again once a retry is due (never more often)."""

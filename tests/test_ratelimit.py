@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from app.errors import RateLimited
 from app.ratelimit import RateLimiter
@@ -151,3 +152,23 @@ async def test_pages_sign_in_and_votes_work_with_redis_down(database, connection
             assert voted.status_code == 303
     assert session.scalar(select(Vote).where(Vote.item_id == item.id, Vote.user_id == customer.id)) is not None
     assert len([r for r in caplog.records if r.name == "ahead.ratelimit"]) == 1
+
+
+def test_whoever_reads_the_counters_finds_no_email_or_address_in_them():
+    """The login and sign-in-link limits are keyed by email address and IP address: with the app's secret, Redis
+    (and a worker's memory) hold a keyed hash of them, and each key still counts on its own."""
+    person = f"ann.{uuid.uuid4().hex[:8]}@example.com"
+    key, other = f"login:email-ip:{person}|203.0.113.9", f"login:email-ip:{person}|203.0.113.10"
+    limiters = [RateLimiter(key_secret="s" * 40)]
+    if _redis_running():
+        limiters.append(RateLimiter("redis://127.0.0.1:6379/0", key_secret="s" * 40))
+    for limiter in limiters:
+        assert _hits_allowed([limiter], key, 7) == 5 and _hits_allowed([limiter], other, 2) == 2
+    counted = list(limiters[0]._memory.storage.storage)
+    if len(limiters) > 1:
+        store = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        counted += [k.decode() for k in store.scan_iter(match="*login:email-ip:*", count=1000)]
+    assert any("login:email-ip:" in k for k in counted)
+    assert not [k for k in counted if "example.com" in k or "203.0.113" in k or "ann." in k]
+    # Another secret, other keys: nobody can hash a list of addresses to find who tried to sign in.
+    assert RateLimiter(key_secret="t" * 40)._stored(key) != limiters[0]._stored(key)
