@@ -153,8 +153,8 @@ class _Aliases(threading.local):
     columns' proxies as they are first touched, was most of a cold item page's CPU (the statements are cached by
     SQLAlchemy anyway). Not one set for all threads: an alias fills in its adapted columns lazily, and two threads
     doing that at once for the first time could each build its own column where the other's was expected, and the
-    page failed (`NoSuchColumnError` for 'author.id' among many first requests at once, tests/voting/
-    test_concurrency.py; tests/discussion/test_aliases.py)."""
+    page failed (`NoSuchColumnError` for 'author.id' among many first requests at once: tests/voting/
+    test_concurrency.py, tests/discussion/test_service.py)."""
 
     def __init__(self) -> None:
         self.pin = aliased(Comment, name="pin")
