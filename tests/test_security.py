@@ -10,7 +10,7 @@ from app.accounts.models import UserSession
 from app.deps import SESSION_COOKIE
 from app.voting import service as voting
 from tests.factories import PASSWORD, make_admin, make_item, make_pm, make_user
-from tests.helpers.csrf import unmasked_tokens
+from tests.helpers.csrf import page_token, unmasked_tokens
 from tests.helpers.http import CSRF_FIELD, CSRF_META, client_for, csrf_token, sign_in
 
 
@@ -307,12 +307,6 @@ def _touch_oidc_session(app):  # type: ignore[no-untyped-def]
         return {}
 
 
-def _page_token(page: str) -> str:
-    match = CSRF_META.search(page)
-    assert match is not None
-    return match.group(1)
-
-
 @pytest.mark.parametrize("path", ["/", "ITEM"])  # a kept page, filled per person; a page rendered per request
 async def test_each_answer_carries_the_token_masked_afresh_and_each_mask_works(client, session, path):
     """The token sits in compressed pages beside text anyone can choose (the search box shows `q`): the same
@@ -322,7 +316,7 @@ async def test_each_answer_carries_the_token_masked_afresh_and_each_mask_works(c
     sign_in(client, session, customer)
     path = item.path if path == "ITEM" else path
     answers = [await client.get(path) for _ in range(3)]
-    tokens = [_page_token(answer.text) for answer in answers]
+    tokens = [page_token(answer.text) for answer in answers]
     assert len(set(tokens)) == 3 and all(len(token) == 128 for token in tokens)
     assert len({unmasked_tokens(answer.text) for answer in answers}) == 1  # the same page but for the mask
     assert len({answer.headers["etag"] for answer in answers}) == 1
@@ -336,9 +330,9 @@ async def test_each_answer_carries_the_token_masked_afresh_and_each_mask_works(c
 async def test_a_changed_made_up_or_other_sessions_token_is_refused_and_a_bare_one_still_works(app, client, session):
     item, customer, other = make_item(session), make_user(session), make_user(session)
     sign_in(client, session, other)
-    others = _page_token((await client.get("/me")).text)
+    others = page_token((await client.get("/me")).text)
     sign_in(client, session, customer)
-    token = _page_token((await client.get("/me")).text)
+    token = page_token((await client.get("/me")).text)
     changed = token[:100] + ("0" if token[100] != "0" else "1") + token[101:]
     bare = app.state.csrf.form_token(client.cookies["ahead_csrf"], client.cookies[SESSION_COOKIE])
     for refused in (others, changed, secrets.token_hex(64), token.upper(), token[:64], token + "0", ""):

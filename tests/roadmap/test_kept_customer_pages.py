@@ -32,9 +32,9 @@ from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_admin, make_item, make_user
 from tests.feedback.helpers import customer_in_segment
-from tests.helpers.csrf import unmasked_tokens
+from tests.helpers.csrf import page_token, unmasked_tokens
 from tests.helpers.databases import connected, own_database
-from tests.helpers.http import CSRF_META, post_form
+from tests.helpers.http import post_form
 from tests.helpers.people import CSRF, SESSION, Person, own_app
 from tests.voting.helpers import widget_text
 
@@ -54,10 +54,9 @@ async def _kept(app, client: httpx.AsyncClient, person: Person, path: str = "/")
 
 def _token_in(page: str) -> str:
     """The page's CSRF token, unmasked."""
-    match = CSRF_META.search(page)
-    assert match is not None
-    token = unmasked(match.group(1))
-    assert token is not None and token != match.group(1)  # masked
+    carried = page_token(page)
+    token = unmasked(carried)
+    assert token is not None and token != carried  # masked
     return token
 
 
