@@ -48,7 +48,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.board import VOTE_LIMITS, VoteFixtures, clean_up_votes, distinct_queries, prepare, prepare_votes
+from bench.board import (
+    VOTE_LIMITS,
+    VoteFixtures,
+    clean_up_votes,
+    cpu_ticks,
+    distinct_queries,
+    prepare,
+    prepare_votes,
+)
 from bench.generate import database_url
 
 
@@ -222,6 +230,7 @@ class Figures:
     sql_ms: float
     template_ms: float
     wall_ms: float  # what one request occupies a worker: CPU, and the waits for the database
+    database_ms: float = 0.0  # PostgreSQL's processes' CPU (from /proc; 0 on SQLite, whose CPU is this process's)
 
 
 async def measure(page: Page, requests: int, warmup: int, concurrency: int = 1) -> Figures:
@@ -234,15 +243,19 @@ async def measure(page: Page, requests: int, warmup: int, concurrency: int = 1) 
     # single-flight read): queries too, which the engine's instrumentation does not see.
     reader = getattr(getattr(page.app, "state", None), "revision_reader", None)
     reads = getattr(reader, "reads", 0)
+    ticks = cpu_ticks()
     start, wall = time.process_time(), time.perf_counter()
     # After the warm-up's paths (a list that never repeats stays so), `concurrency` requests at a time in one loop.
     for first in range(warmup, warmup + requests, concurrency):
         await asyncio.gather(*(call(page.app, page.paths[i % len(page.paths)], page.cookie)
                                for i in range(first, min(first + concurrency, warmup + requests))))
     cpu, wall = time.process_time() - start, time.perf_counter() - wall
+    after = cpu_ticks()
+    database = sum(total - ticks.get(key, (name, 0))[1] for key, (name, total) in after.items() if name == "postgres")
     queries = TALLY.queries + getattr(reader, "reads", 0) - reads
     return Figures(page.name, cpu / requests * 1000, queries / requests, TALLY.sql / requests * 1000,
-                   TALLY.template / requests * 1000, wall / requests * 1000)
+                   TALLY.template / requests * 1000, wall / requests * 1000,
+                   database / os.sysconf("SC_CLK_TCK") / requests * 1000)
 
 
 def explain(statements: dict[str, list[float]], params: dict[str, Any], engine: Any) -> None:
@@ -375,18 +388,21 @@ def main() -> None:
                 pages.remove(page)
         ref = results[0].cpu_ms
         print(f"\n{'page':<18} {'CPU ms/req':>10} {'queries':>8} {'SQL ms':>7} {'template ms':>11} {'rest ms':>8} "
-              f"{'ref/page':>8} {'wall ms':>8}")
+              f"{'ref/page':>8} {'wall ms':>8}" + ("" if url.startswith("sqlite") else f" {'PG CPU ms':>9}"))
         for r in results:
             sql_cpu = r.sql_ms if url.startswith("sqlite") else 0.0
             print(f"{r.name:<18} {r.cpu_ms:10.2f} {r.queries:8.1f} {r.sql_ms:7.2f} {r.template_ms:11.2f} "
-                  f"{r.cpu_ms - sql_cpu - r.template_ms:8.2f} {ref / r.cpu_ms:8.2f} {r.wall_ms:8.2f}")
+                  f"{r.cpu_ms - sql_cpu - r.template_ms:8.2f} {ref / r.cpu_ms:8.2f} {r.wall_ms:8.2f}"
+                  + ("" if url.startswith("sqlite") else f" {r.database_ms:9.2f}"))
         print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; SQL ms is "
               f"{'CPU in SQLite' if url.startswith('sqlite') else 'round-trip wall time, not in CPU ms'}; "
               "rest = middleware, routing, dependencies, SQLAlchemy and the ORM; wall = CPU and the waits for the "
               "database, commits included, per request with " + (
                   f"{args.concurrency} at a time; queries count the revision reader's shared reads too)"
                   if args.concurrency > 1 else
-                  "one at a time: a worker that blocks on the database tops out near 1,000 / wall req/s)"))
+                  "one at a time: a worker that blocks on the database tops out near 1,000 / wall req/s)")
+              + ("" if url.startswith("sqlite") else " PG CPU ms = PostgreSQL's processes' CPU per request, from /proc,"
+                 " whatever else they did meanwhile"))
         if args.explain:
             TALLY.reset()
             for page in [p for p in pages if p.name.startswith("board")] or pages[1:]:

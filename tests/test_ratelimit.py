@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from app.errors import RateLimited
-from app.ratelimit import RateLimiter
+from app.ratelimit import RateLimiter, counting_once
 from tests.factories import PASSWORD, make_item, make_user
 from tests.helpers.http import client_for, csrf_token, post_form
 from tests.helpers.servers import free_port
@@ -44,6 +45,25 @@ def test_in_process_each_worker_counts_alone():
     assert _hits_allowed([RateLimiter(), RateLimiter()], key, 16) == 10  # two processes, two budgets
 
 
+@pytest.mark.parametrize("url", ["", "redis://127.0.0.1:6379/0"])
+def test_asking_whether_a_hit_would_count_counts_nothing(url):
+    """What the vote at once asks before its statement (app/voting/views.py `_may_count`): it spends no budget, says
+    no once the budget is spent, and within a request says what the request's own hit said."""
+    if url and not _redis_running():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    limiter, key = RateLimiter(url, key_secret="s" * 32), f"vote:user:{uuid.uuid4().hex}"
+    assert all(limiter.allows("2/day", key) for _ in range(5))
+    limiter.hit("2/day", key)
+    assert limiter.allows("2/day", key)
+    limiter.hit("2/day", key)
+    assert not limiter.allows("2/day", key)
+    with counting_once():
+        other = f"vote:user:{uuid.uuid4().hex}"
+        limiter.hit("1/day", other)  # the request's own hit, the budget's last
+        assert limiter.allows("1/day", other)  # counted already: a second run of the request is not refused
+    assert not limiter.allows("1/day", other)
+
+
 def test_in_process_counting_starts_no_thread():
     # limits' own memory storage started a timer thread on almost every hit (one per vote on a busy worker).
     limiter = RateLimiter()
@@ -56,15 +76,40 @@ def test_in_process_counting_starts_no_thread():
 
 def test_in_process_counters_of_past_windows_are_swept(monkeypatch):
     limiter = RateLimiter()
-    storage = limiter._memory.storage
+    counters = limiter._memory.counters
     limiter.hit("5/second", "old")
-    assert storage.storage  # counted
+    assert counters  # counted
     later = time.time() + 60  # both windows of "old" are long over
     monkeypatch.setattr(time, "time", lambda: later)
-    storage._next_sweep = 0.0  # a sweep is due
+    limiter._memory._next_sweep = 0.0  # a sweep is due
     limiter.hit("5/second", "new")
-    assert [key for key in storage.storage if "old" in key] == []
-    assert [key for key in storage.storage if "new" in key]
+    assert [key for key, _ in counters if "old" in key] == []
+    assert [key for key, _ in counters if "new" in key]
+
+
+def test_in_process_the_last_windows_hits_weigh_as_much_as_it_still_overlaps(monkeypatch):
+    """limits' sliding-window counter arithmetic, counted in the process (app.ratelimit.Windows): 10 hits an hour,
+    all spent late in one window; a quarter into the next, three quarters of them still count (7.5, read as 7), so
+    three more are allowed, and the fourth is told when one will be."""
+    now = [3600 * 1000 + 3500.0]  # late in an hour's window
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    limiter, key = RateLimiter(), "vote:user:1"
+    assert _hits_allowed_at("10/hour", limiter, key, 12) == 10
+    now[0] = 3600 * 1001 + 900.0  # a quarter into the next window
+    assert _hits_allowed_at("10/hour", limiter, key, 5) == 3
+    with pytest.raises(RateLimited) as refused:
+        limiter.hit("10/hour", key)
+    # 7.5 + 3 = 10.5 now; under 10 again once the last window's weight is under 7, at 30 % into this one: 1,080 s
+    assert int(refused.value.headers["Retry-After"]) == 1080 - 900
+
+
+def _hits_allowed_at(limit: str, limiter: RateLimiter, key: str, attempts: int) -> int:
+    allowed = 0
+    for _ in range(attempts):
+        with contextlib.suppress(RateLimited):
+            limiter.hit(limit, key)
+            allowed += 1
+    return allowed
 
 
 def test_through_redis_two_workers_share_one_limit():
@@ -164,7 +209,7 @@ def test_whoever_reads_the_counters_finds_no_email_or_address_in_them():
         limiters.append(RateLimiter("redis://127.0.0.1:6379/0", key_secret="s" * 40))
     for limiter in limiters:
         assert _hits_allowed([limiter], key, 7) == 5 and _hits_allowed([limiter], other, 2) == 2
-    counted = list(limiters[0]._memory.storage.storage)
+    counted = [key for key, _ in limiters[0]._memory.counters]
     if len(limiters) > 1:
         store = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         counted += [k.decode() for k in store.scan_iter(match="*login:email-ip:*", count=1000)]

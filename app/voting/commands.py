@@ -110,6 +110,13 @@ class VoteLimits:
         self.limiter.hit(self.per_person, f"vote:user:{user.id}")
         self.limiter.hit(self.per_address, f"vote:ip:{self.address}")
 
+    def allows(self, user: User) -> bool:
+        """Whether `hit` would count one more action now, counting nothing."""
+        if isinstance(self.counted, RateLimited):
+            return False
+        return self.counted or (self.limiter.allows(self.per_person, f"vote:user:{user.id}")
+                                and self.limiter.allows(self.per_address, f"vote:ip:{self.address}"))
+
 
 @dataclass(frozen=True, slots=True)
 class Voted:

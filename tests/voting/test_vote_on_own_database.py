@@ -22,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from app import deps, revision
 from app.accounts import service as accounts
@@ -447,3 +448,31 @@ async def test_a_vote_at_once_that_waited_its_whole_lock_timeout_answers_503_at_
         assert response.status_code == 503 and response.headers["retry-after"], response.text
         assert 0.95 < took < 1.9, took  # one wait of 1 s; the usual way after it would be a second
         assert _votes(database, item_id) == (0, 0)
+
+
+@pytest.mark.skipif(server_url() is None, reason="the vote at once through the driver alone is PostgreSQL's")
+async def test_connections_the_votes_at_once_wrote_on_go_back_to_the_pool_writing_in_transactions(tmp_path):
+    """The vote at once is a statement alone (autocommit: no BEGIN and COMMIT round trips) on a connection of the
+    pool, which every other write then gets: given back still autocommitting, a session's changes on it would be
+    written statement by statement, and a request failing halfway would leave its first half behind."""
+    with own_database(tmp_path, "vote-alone") as url, connected(url) as database:
+        with database.transaction() as session:
+            person = Person(session, customer_in_segment(session)[0])
+            public_ids = [make_item(session, title=f"Alone {n}").public_id for n in range(3)]
+            item_id = session.scalar(select(Item.id).where(Item.public_id == public_ids[0]))
+        async with own_app(database, url) as (app, client):
+            await person.get(client)
+            for public_id in public_ids * 2:
+                assert (await _vote(app, client, person, public_id)).status_code == 200
+                assert (await _vote(app, client, person, public_id, unvote=True)).status_code == 200
+            assert (await _vote(app, client, person, public_ids[0])).status_code == 200
+            pooled = [database.engine.raw_connection() for _ in range(database.engine.pool.size())]  # type: ignore[attr-defined]
+            try:
+                assert [raw.driver_connection.autocommit for raw in pooled] == [False] * len(pooled)
+            finally:
+                for raw in pooled:
+                    raw.close()
+        with pytest.raises(IntegrityError), database.transaction() as session:
+            session.execute(text("UPDATE items SET vote_count = 99 WHERE id = :id"), {"id": item_id})
+            session.execute(text("INSERT INTO votes (item_id, user_id) VALUES (:id, NULL)"), {"id": item_id})
+        assert _votes(database, item_id) == (1, 1)  # the failed write's first half is not there
