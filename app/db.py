@@ -8,7 +8,6 @@ measurements behind that choice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import random
@@ -311,10 +310,10 @@ class Database:
         bind = self.write_sessions.kw.get("bind")
         return self.engine.dialect.name == "postgresql" and isinstance(bind, Engine) and bind.pool is self.engine.pool
 
-    def driver_transaction(self, *, alone: bool = False) -> DriverTransaction:
-        """A transaction on a pooled connection through psycopg alone (`DriverTransaction`; see `drives_writes`);
-        `alone`: one statement, its own transaction."""
-        return DriverTransaction(self.engine, alone=alone)
+    def driver_transaction(self) -> DriverTransaction:
+        """One statement, its own transaction, on a pooled connection through psycopg alone (`DriverTransaction`; see
+        `drives_writes`)."""
+        return DriverTransaction(self.engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -378,43 +377,38 @@ class DriverSql:
 
 
 class DriverTransaction:
-    """One transaction on a connection of the engine's pool, through psycopg alone: no Session, no SQLAlchemy
-    Connection, no result objects. For PostgreSQL's vote at once (app/voting), whose one statement cost less than the
-    ORM's steps around it: a checkout through the session, the execution's bookkeeping, the ORM's commit (together
-    about 0.4 ms of a vote's 1.6-1.9 ms of CPU, bench/README.md).
+    """One statement that is its own transaction (psycopg's autocommit) on a connection of the engine's pool, through
+    psycopg alone: no Session, no SQLAlchemy Connection, no result objects. For PostgreSQL's vote at once (app/voting),
+    whose one statement cost less than the ORM's steps around it: a checkout through the session, the execution's
+    bookkeeping, the ORM's commit (together about 0.4 ms of a vote's 1.6-1.9 ms of CPU, bench/README.md); and in
+    autocommit it is one round trip instead of three (BEGIN, the statement, COMMIT: about 0.1 ms of the client's CPU
+    and 0.07 ms of PostgreSQL's more).
 
-    The statement comes compiled with its parameters in psycopg's style (`run`); the engine's statement events do not
-    see it, so the statement must do its own revision bookkeeping (the vote's moves its votes revision itself). The
-    pool's checkout and checkin events run as for any connection (the idle ping, the timeouts set at connect).
-    `close` always gives the connection back, rolling back whatever was not committed. Errors: a lock or statement
-    timeout is `DatabaseBusy` (the 503 every request answers); a connection dead at the first statement is
-    `LostBeforeAnyStatement` (the connection is dropped from the pool); anything else is the driver's error, after
-    the rollback.
+    The statement comes compiled with its parameters in psycopg's style (`run`) and is written once `run` returns; the
+    engine's statement events do not see it, so it must do its own revision bookkeeping (the vote's moves its votes
+    revision itself). The pool's checkout and checkin events run as for any connection (the idle ping, the timeouts set
+    at connect). `close` always gives the connection back, out of autocommit, or drops it: a session given an
+    autocommitting connection would write statement by statement. Errors: a lock or statement timeout is
+    `DatabaseBusy` (the 503 every request answers); a connection dead at the statement is `LostBeforeAnyStatement`
+    (the connection is dropped from the pool; had the server run the statement before the connection died, a caller
+    running its write again must find it done: the vote and the withdrawal are idempotent); anything else is the
+    driver's error."""
 
-    `alone`: the one statement is its own transaction (psycopg's autocommit), written once `run` returns: one round
-    trip instead of three (BEGIN, the statement, COMMIT), about 0.1 ms of the client's CPU and 0.07 ms of
-    PostgreSQL's a statement here (bench/README.md). The connection goes back to the pool out of autocommit, or is
-    dropped: a session given an autocommitting connection would write statement by statement."""
+    __slots__ = ("_pooled",)
 
-    __slots__ = ("_alone", "_pooled", "_ran")
-
-    def __init__(self, engine: Engine, *, alone: bool = False) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._pooled: Any = engine.raw_connection()
-        self._ran = False
-        self._alone = alone
-        if alone:
-            driver: Any = self._pooled.driver_connection
-            try:
-                driver.autocommit = True  # idle, as the pool gives it: nothing to end first
-            except psycopg.Error as exc:
-                self._pooled.invalidate()
-                self._pooled.close()
-                raise LostBeforeAnyStatement from exc
+        driver: Any = self._pooled.driver_connection
+        try:
+            driver.autocommit = True  # idle, as the pool gives it: nothing to end first
+        except psycopg.Error as exc:
+            self._pooled.invalidate()
+            self._pooled.close()
+            raise LostBeforeAnyStatement from exc
 
     def run(self, sql: str, params: dict[str, Any]) -> Any:
-        """The first row of `sql` (a named tuple), or None."""
+        """The first row of `sql` (a named tuple), or None. Call it once."""
         driver: Any = self._pooled.driver_connection
-        first, self._ran = not self._ran, True
         try:
             with driver.cursor(row_factory=namedtuple_row) as cursor:
                 cursor.execute(sql, params)
@@ -422,26 +416,16 @@ class DriverTransaction:
         except psycopg.Error as exc:
             if driver.closed or driver.broken:
                 self._pooled.invalidate()
-                if first:
-                    raise LostBeforeAnyStatement from exc
-                raise
-            self.rollback()
+                raise LostBeforeAnyStatement from exc
             busy = database_busy(exc)
             if busy is not None:
                 raise busy from exc
             raise
 
-    def commit(self) -> None:
-        self._pooled.driver_connection.commit()
-
-    def rollback(self) -> None:
-        with contextlib.suppress(psycopg.Error):
-            self._pooled.driver_connection.rollback()
-
     def close(self) -> None:
-        """Back to the pool (its reset rolls back a transaction left open), never in autocommit (`alone`)."""
+        """Back to the pool, out of autocommit (or dropped)."""
         driver = self._pooled.driver_connection  # None once invalidated
-        if self._alone and driver is not None:
+        if driver is not None:
             try:
                 driver.autocommit = False
             except psycopg.Error:

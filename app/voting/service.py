@@ -204,7 +204,7 @@ def cast_at_once(session: Session, *, viewer: Viewer, user: User, public_id: str
     the vote are the usual way's too (the caller asks `webhooks.wants` first). `lock_timeout` (seconds; None: the
     connection's own): how long the statement waits for its locks, in turn (`revision.guessed_cte`); for a caller
     off the event loop, the database's whole lock timeout. `driver`: the statement runs there, in its transaction,
-    rather than on the session's connection (`app.db.DriverTransaction`: the caller commits it)."""
+    rather than on the session's connection (`app.db.DriverTransaction`: the statement commits by itself)."""
     if webhooks.wants(session, "vote.created"):
         return None
     params = _at_once_params(session, user, public_id, guessed, lock_timeout, detached=driver is not None)

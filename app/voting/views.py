@@ -392,7 +392,7 @@ async def _write_at_once(request: Request, session: Session, viewer: Viewer,
     a vote would otherwise hold up. None when the usual way must answer (nothing written).
 
     Where the database allows it (`Database.drives_writes`: PostgreSQL outside the tests' transaction) the statement
-    is a transaction of its own through psycopg alone (`DriverTransaction`, `alone`: autocommit, one round trip), not
+    is a transaction of its own through psycopg alone (`DriverTransaction`: autocommit, one round trip), not
     on the session's connection: the session's checkout, SQLAlchemy's execution and the ORM's commit cost more CPU
     than the statement, and BEGIN and COMMIT as round trips of their own 0.17 ms more (bench/README.md). The rate
     limit is then looked at before the statement and counted after it, once it wrote (`_may_count`); on the session's
@@ -426,12 +426,12 @@ async def _write_at_once(request: Request, session: Session, viewer: Viewer,
             raise
 
     def alone() -> _Done | None:
-        # The statement is its own transaction (one round trip, `DriverTransaction`'s `alone`), so the budget is looked
+        # The statement is its own transaction (one round trip, `DriverTransaction`), so the budget is looked
         # at before it and counted after it, only when it wrote: a refused vote spends nothing, as the usual way's.
         if not _may_count(request, viewer):
             return None  # over the budget: the usual way answers the refusal after its own checks on the item
         try:
-            driver = holder.database.driver_transaction(alone=True)
+            driver = holder.database.driver_transaction()
         except LostBeforeAnyStatement:
             return None
         try:
