@@ -165,7 +165,9 @@ class RateLimiter:
                     raise RateLimited(retry_after=retry_after)
                 continue
             wait = self._count(limit, key, count=True)
-            retry_after = None if wait is None else max(1, int(wait))
+            # Whole seconds after which a hit is allowed again: rounded down, a client waiting just that long was
+            # refused once more (a walk-through's finding)
+            retry_after = None if wait is None else max(1, int(wait) + 1)
             if counted is not None:
                 counted[(limit, key)] = retry_after
             if retry_after is not None:

@@ -99,8 +99,14 @@ def test_in_process_the_last_windows_hits_weigh_as_much_as_it_still_overlaps(mon
     assert _hits_allowed_at("10/hour", limiter, key, 5) == 3
     with pytest.raises(RateLimited) as refused:
         limiter.hit("10/hour", key)
-    # 7.5 + 3 = 10.5 now; under 10 again once the last window's weight is under 7, at 30 % into this one: 1,080 s
-    assert int(refused.value.headers["Retry-After"]) == 1080 - 900
+    # 7.5 + 3 = 10.5 now; under 10 again once the last window's weight is under 7, just after 30 % into this one
+    # (1,080 s): told to wait the whole seconds past it, so that a client waiting just that long is let in
+    retry_after = int(refused.value.headers["Retry-After"])
+    assert retry_after == 1080 - 900 + 1
+    now[0] += retry_after - 1
+    assert _hits_allowed_at("10/hour", limiter, key, 1) == 0
+    now[0] += 1
+    assert _hits_allowed_at("10/hour", limiter, key, 1) == 1
 
 
 def _hits_allowed_at(limit: str, limiter: RateLimiter, key: str, attempts: int) -> int:

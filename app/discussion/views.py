@@ -78,9 +78,9 @@ async def post_comment(request: Request, session: DbSession, viewer: CurrentView
     if not discussion.can_comment(viewer):
         return redirect(request, f"/login?next={quote(item.path + '#comments')}",
                         flash="Please sign in to comment.", kind="info")
-    _limit(request, viewer)
     try:
         data = form.valid()
+        _limit(request, viewer)  # after the form's own checks: an empty or too long comment spends no budget
         comment = discussion.create_comment(session, viewer=viewer, item=item, body=data.body,
                                             parent_public_id=data.parent or None)
     except FormInvalid as exc:

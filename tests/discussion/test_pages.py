@@ -271,6 +271,15 @@ async def test_comments_are_rate_limited_per_user_with_a_readable_429(client, se
     assert session.scalar(select(Comment).where(Comment.body == "three")) is None
 
 
+async def test_a_comment_refused_for_what_it_says_spends_no_budget(client, session, app):
+    """An empty comment is refused for what it is (422) and counts for nothing: the budget is for comments posted."""
+    app.state.settings.comment_rate_limit = "2/day"
+    item, ann = make_item(session), make_user(session)
+    sign_in(client, session, ann)
+    assert [(await post_comment(client, item, body)).status_code for body in ("", "  ", "one", "two", "three")] == [
+        422, 422, 303, 303, 429]
+
+
 async def test_comments_are_rate_limited_per_address_across_people(client, session, app):
     app.state.settings.comment_ip_rate_limit = "3/day"
     item = make_item(session)
