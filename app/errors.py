@@ -58,13 +58,27 @@ class RateLimited(AppError):
 
     def __init__(self, detail: str = "", *, retry_after: int = 60) -> None:
         super().__init__(
-            detail or "You are going a little fast. Please wait a minute and try again.",
+            detail or f"You are going a little fast. Please wait {wait_words(retry_after)} and try again.",
             headers={"Retry-After": str(retry_after)},
         )
 
     @property
     def code(self) -> str:
         return "rate_limited"
+
+
+def wait_words(seconds: int) -> str:
+    """A wait as a person reads it: "a minute" up to one (a limit per minute is most of them), then "about 5
+    minutes", "about 3 hours", "about 2 days" (rounded up: waiting what it says is enough)."""
+    if seconds <= 60:
+        return "a minute"
+    minutes = -(-seconds // 60)
+    if minutes <= 90:
+        return f"about {minutes} minutes"
+    hours = -(-seconds // 3600)
+    if hours <= 36:
+        return f"about {hours} hours"
+    return f"about {-(-seconds // 86400)} days"
 
 
 class CsrfFailed(AppError):

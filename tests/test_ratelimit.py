@@ -223,3 +223,12 @@ def test_whoever_reads_the_counters_finds_no_email_or_address_in_them():
     assert not [k for k in counted if "example.com" in k or "203.0.113" in k or "ann." in k]
     # Another secret, other keys: nobody can hash a list of addresses to find who tried to sign in.
     assert RateLimiter(key_secret="t" * 40)._stored(key) != limiters[0]._stored(key)
+
+
+def test_a_refusal_names_the_wait_its_retry_after_gives():
+    """The 429's words: a per-minute limit says "a minute" as before, a longer one its wait (a 2/day limit said "a
+    minute" too), always rounded up."""
+    assert [RateLimited(retry_after=s).detail.split("wait ")[1].split(" and")[0]
+            for s in (1, 60, 61, 5400, 5401, 129600, 129601)] == [
+        "a minute", "a minute", "about 2 minutes", "about 90 minutes", "about 2 hours", "about 36 hours",
+        "about 2 days"]

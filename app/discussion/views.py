@@ -23,7 +23,7 @@ from app.db import utcnow
 from app.deps import CurrentUser, CurrentViewer, DbSession
 from app.discussion import service as discussion
 from app.discussion.models import Comment
-from app.errors import FormInvalid, NotAuthenticated
+from app.errors import FormInvalid, NotAuthenticated, RateLimited
 from app.forms import read_values
 from app.notify import service as notify
 from app.roadmap import service as roadmap
@@ -65,9 +65,16 @@ def _limit(request: Request, viewer: Viewer) -> None:
 
 
 async def _item_page_again(request: Request, session: Session, viewer: Viewer, item: Item,
-                           form: dict[str, str], errors: dict[str, str]) -> Response:
-    """The item page as its own route renders it, with the refused comment form, status 422."""
-    return render_item_page(request, session, viewer, item, comment_form=CommentForm(form, errors), status_code=422)
+                           form: dict[str, str], errors: dict[str, str], *,
+                           limited: RateLimited | None = None) -> Response:
+    """The item page as its own route renders it, with the refused comment form, status 422; over the rate limit,
+    429 with the limit's notice in the form's place for messages, what was typed kept."""
+    if limited is None:
+        return render_item_page(request, session, viewer, item, comment_form=CommentForm(form, errors),
+                                status_code=422)
+    notice = f"{limited.detail} What you typed is still here."
+    return render_item_page(request, session, viewer, item, comment_form=CommentForm(form, {"body": notice}),
+                            status_code=429, headers=dict(limited.headers))
 
 
 @router.post("/items/{public_id}/comments", response_class=HTMLResponse)
@@ -85,6 +92,8 @@ async def post_comment(request: Request, session: DbSession, viewer: CurrentView
                                             parent_public_id=data.parent or None)
     except FormInvalid as exc:
         return await _item_page_again(request, session, viewer, item, form.typed, exc.errors)
+    except RateLimited as exc:
+        return await _item_page_again(request, session, viewer, item, form.typed, {}, limited=exc)
     flash = "Your reply is posted." if comment.parent_id else "Your comment is posted."
     flash += _tell(session, viewer, item, comment, parent=data.parent, notify_choice=notify_choice)
     return redirect(request, _comment_url(session, viewer, item, comment), flash=flash)

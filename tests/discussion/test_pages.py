@@ -9,6 +9,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 
 from app.discussion.models import Comment
+from app.errors import wait_words
 from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
 from tests.discussion.helpers import comment, comment_ids, post_comment, press_staff_button, section
@@ -265,10 +266,18 @@ async def test_comments_are_rate_limited_per_user_with_a_readable_429(client, se
     sign_in(client, session, ann)
     assert (await post_comment(client, item, "one")).status_code == 303
     assert (await post_comment(client, item, "two")).status_code == 303
-    limited = await post_comment(client, item, "three")
+    limited = await post_comment(client, item, "Three, typed with care")
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
-    assert "Too many requests" in limited.text and "wait a minute" in limited.text
-    assert session.scalar(select(Comment).where(Comment.body == "three")) is None
+    assert "Your comment was not posted" in limited.text
+    # the wait the page names is the one Retry-After gives (2/day: hours, where "a minute" was always said)
+    assert f"Please wait {wait_words(int(limited.headers['retry-after']))} and" in limited.text
+    assert ">Three, typed with care</textarea>" in limited.text  # nothing typed is lost
+    assert session.scalar(select(Comment).where(Comment.body == "Three, typed with care")) is None
+    first = session.scalar(select(Comment).where(Comment.body == "one"))
+    assert first is not None
+    reply = await post_comment(client, item, "A reply, kept too", parent=first.public_id)
+    assert reply.status_code == 429 and "Your reply was not posted" in reply.text
+    assert ">A reply, kept too</textarea>" in reply.text
 
 
 async def test_a_comment_refused_for_what_it_says_spends_no_budget(client, session, app):

@@ -7,6 +7,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.errors import wait_words
 from app.feedback.models import Feedback, FeedbackKind
 from app.organisations.models import Organisation
 from app.roadmap.models import Visibility
@@ -318,7 +319,8 @@ async def test_votes_are_rate_limited_per_person(client, session, app):
                                {"importance": "nice_to_have", "reason": "Every Monday", "next": item.path,
                                 "widget": "page"}, page=item.path)
     assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
-    assert "wait a minute" in response.text and "Your vote was not counted yet" in response.text
+    assert "Your vote was not counted yet" in response.text
+    assert f"Please wait {wait_words(int(response.headers['retry-after']))} and" in response.text  # as Retry-After
     assert ">Every Monday</textarea>" in response.text and 'value="nice_to_have" checked' in response.text
     response = await post_form(client, f"/items/{item.public_id}/unvote", {"next": "/"})
     assert response.status_code == 429 and "Too many requests" in response.text
