@@ -55,9 +55,9 @@ class Windows:
     SWEEP_SECONDS = 1.0
 
     def __init__(self) -> None:
-        # (key, limit) -> [window number, hits in it, hits in the window before]; expiry: seconds a window lasts
+        # (key, limit) -> [window number, hits in it, hits in the window before]
         self.counters: dict[tuple[str, str], list[int]] = {}
-        self._expiry: dict[str, float] = {}
+        self._limits: dict[str, tuple[int, float]] = {}  # limit -> (hits allowed, seconds a window lasts)
         self._lock = threading.Lock()
         self._next_sweep = 0.0
 
@@ -87,17 +87,17 @@ class Windows:
         return expiry * (1 - (amount - current) / previous) - into
 
     def _item(self, limit: str) -> tuple[int, float]:
-        expiry = self._expiry.get(limit)
-        item = _parsed(limit)
-        if expiry is None:
-            expiry = self._expiry[limit] = float(item.get_expiry())
-        return item.amount, expiry
+        known = self._limits.get(limit)
+        if known is None:
+            item = _parsed(limit)
+            known = self._limits[limit] = (item.amount, float(item.get_expiry()))
+        return known
 
     def _sweep(self, now: float) -> None:
         """Drop the counters whose windows are over (caller holds the lock)."""
         self._next_sweep = now + self.SWEEP_SECONDS
         gone = [key for key, (window, _, _) in self.counters.items()
-                if window + 2 <= now // self._expiry[key[1]]]
+                if window + 2 <= now // self._limits[key[1]][1]]
         for key in gone:
             del self.counters[key]
 

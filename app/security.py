@@ -238,7 +238,6 @@ def csrf_tokens(request: Request) -> tuple[str, str]:
     return pair
 
 
-
 def rotate_csrf(request: Request, *, session_token: str = "") -> None:
     """A fresh token at sign-in (pass the new session's cookie value) and sign-out (nothing): pages
     rendered later in this request carry a token for the new session."""
