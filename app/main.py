@@ -258,8 +258,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     sso.load_keys(settings)  # an unusable SSO_JWT_SECRET / SSO_JWT_PUBLIC_KEY stops start-up with its reason
     sso.install_access_log_redaction()  # host-app SSO tokens and magic links travel in URLs
 
-    # The vote and the withdrawal first, as plain routes that call the app's dependencies themselves.
-    app.router.routes[:0] = voting_views.direct_routes()
+    # The vote, the withdrawal and the search page first, as plain routes that call the app's dependencies themselves.
+    app.router.routes[:0] = [*voting_views.direct_routes(), *roadmap_views.direct_routes()]
     app.include_router(health.router)
     app.include_router(roadmap_views.router)
     app.include_router(discussion_views.router)

@@ -37,10 +37,9 @@ from app import revision
 from app.accounts.viewer import Viewer
 from app.accounts.views import client_ip, safe_next
 from app.db import DriverTransaction, LostBeforeAnyStatement, RequestSession
-from app.deps import CurrentViewer, DbSession, enforce_private_mode, get_voter, kept_voter
+from app.deps import CurrentViewer, DbSession, as_the_app_would, get_voter, kept_voter
 from app.errors import AppError, DatabaseBusy, FormInvalid, NotAuthenticated, RateLimited
 from app.forms import FormModel, Submitted, read_form
-from app.inputs import refuse_bad_path
 from app.metrics import NamedRoute
 from app.pagecache import CSRF_MARKER
 from app.roadmap.models import Item
@@ -198,20 +197,11 @@ def _withdrawn(request: Request, viewer: Viewer, done: commands.Withdrawn, *, wi
 
 # --- the direct routes of the vote and the withdrawal -------------------------------------------------------
 
-# What FastAPI runs before a portal route, in its order: the app's dependencies (app.main.create_app; the third,
-# refuse_bad_json, looks only at JSON bodies of routes that declare one, which these do not), then this router's
-# own (verify_csrf). tests/voting/test_pages.py fails when the app's list changes, so that it is changed here too.
-APP_DEPENDENCIES_CALLED = ("refuse_bad_path", "enforce_private_mode", "refuse_bad_json")
-
-
 async def _direct(request: Request, *, at_once: bool = False) -> tuple[Session, Viewer, str]:
-    """The dependencies of the vote routes, called directly: FastAPI solving them cost more CPU per vote than
-    the vote's own statements. Each raises what it raised as a dependency, and the app's handlers answer it. The
-    vote at once takes the kept person as it is (`kept_voter`: its statement needs their id only)."""
-    await refuse_bad_path(request)
-    # First: enforce_private_mode asks get_viewer, which takes it
-    viewer = await (kept_voter(request) if at_once else get_voter(request))
-    await enforce_private_mode(request)
+    """The dependencies of the vote routes, called directly (`as_the_app_would`, then this router's own, verify_csrf):
+    FastAPI solving them cost more CPU per vote than the vote's own statements. The vote at once takes the kept person
+    as it is (`kept_voter`: its statement needs their id only)."""
+    viewer = await as_the_app_would(request, kept_voter if at_once else get_voter)
     await verify_csrf(request)
     session: Session = request.state.db.session
     return session, viewer, request.path_params["public_id"]

@@ -11,9 +11,9 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 from starlette.routing import Route
 
+from app.deps import APP_DEPENDENCIES_CALLED
 from app.portal import service as portal
 from app.voting.models import Vote
-from app.voting.views import APP_DEPENDENCIES_CALLED
 from tests.factories import make_item, make_pm, make_user
 from tests.helpers.http import csrf_token, sign_in
 
