@@ -31,7 +31,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 from functools import cache, lru_cache
 from typing import Any
@@ -52,6 +52,8 @@ from sqlalchemy import (
     select,
     table,
     text,
+    true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 from sqlalchemy.engine import Connection, Dialect
@@ -273,20 +275,31 @@ class Found:
 def found(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[Found]:
     """`search_items`' hits, in its order, as the search page shows them."""
     prefixes = query_words(q)
+    if not prefixes:
+        return []
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # The tiers and the hits' columns in one statement (`_found_at_once`)
+        statement = _found_at_once(connection.dialect, viewer, ranked_anywhere=len(prefixes) > 1)
+        params = {**_tier_params("postgresql", prefixes, Tier.title, found=()), "q_limit": limit}
+        return [_shown(row, prefixes, timeframe=Timeframe(row.timeframe),
+                       released_at=row.released_at and row.released_at.astimezone(UTC))
+                for row in connection.exec_driver_sql(*statement.bound(params))]
     ranked = _ranked(session, viewer, prefixes, limit)
     if not ranked:
         return []
-    rows = {row.id: row for row in session.connection().execute(_found_statement(), {"q_ids": list(ranked)})}
-    # (an item deleted between the two statements on PostgreSQL is left out)
-    return [
-        Found(path=item_path(row.public_id, row.slug), title_html=highlight(row.title, prefixes),
-              snippet_html=highlight(snippet(row.summary, row.description, prefixes), prefixes),
-              product=row.product, stage=row.stage,
-              released_at=row.released_at if row.is_released else None,
-              timeframe=None if row.is_released or row.is_closed else timeframe_label(
-                  row.timeframe, row.target_year, row.target_quarter))
-        for row in (rows.get(item_id) for item_id in ranked) if row is not None
-    ]
+    rows = {row.id: row for row in connection.execute(_found_statement(), {"q_ids": list(ranked)})}
+    return [_shown(row, prefixes, timeframe=row.timeframe, released_at=row.released_at)
+            for row in (rows.get(item_id) for item_id in ranked) if row is not None]
+
+
+def _shown(row: Any, prefixes: list[str], *, timeframe: Timeframe, released_at: datetime | None) -> Found:
+    """A hit's row (`_found_columns`) as the page shows it, the query's words marked."""
+    return Found(path=item_path(row.public_id, row.slug), title_html=highlight(row.title, prefixes),
+                 snippet_html=highlight(snippet(row.summary, row.description, prefixes), prefixes),
+                 product=row.product, stage=row.stage, released_at=released_at if row.is_released else None,
+                 timeframe=None if row.is_released or row.is_closed else timeframe_label(
+                     timeframe, row.target_year, row.target_quarter))
 
 
 def _ranked(session: Session, viewer: Viewer, prefixes: list[str], limit: int) -> dict[int, Tier]:
@@ -383,15 +396,60 @@ def _hits_statement() -> Select[Item]:
             .options(joinedload(Item.stage), joinedload(Item.product)))
 
 
+def _found_columns() -> tuple[Any, ...]:
+    """What the search page shows of a hit, as plain columns (`_shown`)."""
+    return (Item.id, Item.public_id, Item.slug, Item.title, Item.summary, Item.description, Item.timeframe,
+            Item.target_year, Item.target_quarter, Item.released_at, Product.name.label("product"),
+            Stage.name.label("stage"), Stage.is_released, Stage.is_closed)
+
+
 @cache
-def _found_statement() -> Select[int, str, str, str, str, str, Timeframe, int | None, int | None, datetime | None,
-                                   str, str, bool, bool]:
-    """What the search page shows of the hits (`q_ids`), as plain columns."""
-    return (select(Item.id, Item.public_id, Item.slug, Item.title, Item.summary, Item.description, Item.timeframe,
-                   Item.target_year, Item.target_quarter, Item.released_at, Product.name.label("product"),
-                   Stage.name.label("stage"), Stage.is_released, Stage.is_closed)
+def _found_statement() -> Select[Any]:
+    """The hits' columns (`_found_columns`) by id (`q_ids`)."""
+    return (select(*_found_columns())
             .join(Product, Product.id == Item.product_id).join(Stage, Stage.id == Item.stage_id)
             .where(Item.id.in_(bindparam("q_ids", expanding=True))))
+
+
+# PostgreSQL's search page as one statement per (database, audience, whether the last tier is ranked), as
+# `_TIER_STATEMENTS` are kept.
+_FOUND_AT_ONCE: dict[tuple[type[Dialect], object, bool], DriverSql] = {}
+
+
+def _found_at_once(dialect: Dialect, viewer: Viewer, *, ranked_anywhere: bool) -> DriverSql:
+    """PostgreSQL: the tiers of `_ranked` and the hits' columns in **one statement** (a round trip instead of two to
+    four; the tiers' own work is the same). Each tier is a CTE of its best hits in order, numbered, limited to what
+    the tiers above left of `q_limit`: a tier whose limit is 0 is not run at all (PostgreSQL's LIMIT 0 reads nothing
+    of its plan), as the loop of `_ranked` does not ask for it. PostgreSQL's tiers are disjoint by their conditions
+    (`_postgres_tier`), so none needs the ids found above. Rows: `_found_columns` in tier and rank order."""
+    key = (type(dialect), audience(viewer) or "staff", ranked_anywhere)
+    statement = _FOUND_AT_ONCE.get(key)
+    if statement is not None:
+        return statement
+    left: Any = bindparam("q_limit", type_=Integer)
+    numbered = []
+    for tier in Tier:
+        ranked = tier is not Tier.anywhere or ranked_anywhere
+        base = visible_items(viewer).with_only_columns(Item.id, Item.updated_at)
+        best = (_postgres_tier(base, tier, ranked=ranked, rank_column=True)
+                .order_by(Item.updated_at.desc(), Item.id.desc()).limit(left).subquery(f"best_{tier.name}"))
+        order = [best.c.rank.desc(), best.c.updated_at.desc(), best.c.id.desc()]
+        hits = select(best.c.id, literal(int(tier)).label("tier"),
+                      func.row_number().over(order_by=order).label("place")).cte(f"tier_{tier.name}")
+        numbered.append(hits)
+        left = left - select(func.count()).select_from(hits).scalar_subquery()
+    every = union_all(*(select(hits.c.id, hits.c.tier, hits.c.place) for hits in numbered)).subquery("hits")
+    # Each hit's columns looked up by its id: a lookup per hit, whatever the planner guesses of how many hits the
+    # tiers' limits leave (joined plainly, or LATERAL without the LIMIT, which PostgreSQL flattens into a plain join,
+    # it read every item to join a few: 28 ms for "re").
+    shown = (select(*_found_columns()).join(Product, Product.id == Item.product_id)
+             .join(Stage, Stage.id == Item.stage_id).where(Item.id == every.c.id).limit(1).lateral("shown"))
+    select_ = select(*shown.c).select_from(every.join(shown, true())).order_by(every.c.tier, every.c.place)
+    statement = DriverSql.compiled(select_, dialect, given_prefix="q_")
+    if len(_FOUND_AT_ONCE) >= _MAX_TIER_STATEMENTS:
+        _FOUND_AT_ONCE.clear()
+    _FOUND_AT_ONCE[key] = statement
+    return statement
 
 
 def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
@@ -407,7 +465,8 @@ def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
     return stmt.order_by(hits.c.rank) if ranked else stmt  # bm25: lower is better
 
 
-def _postgres_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:
+def _postgres_tier(stmt: Select[*tuple[Any, ...]], tier: Tier, *, ranked: bool,
+                   rank_column: bool = False) -> Select[*tuple[Any, ...]]:
     # The query's tsqueries as parameters PostgreSQL reads as tsquery, not text cast to it: with the prepared
     # statement's generic plan, a cast was made again for every row checked and ranked (the "anywhere" tier 1.55 ->
     # 1.31 ms of PostgreSQL's CPU, bench/README.md).
@@ -423,7 +482,11 @@ def _postgres_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int
     else:
         where = [matches(every), not_(in_heading)]
     stmt = stmt.join(_pg, _pg.c.item_id == Item.id).where(*where)
-    return stmt.order_by(func.ts_rank_cd(_PG_WEIGHTS, _pg.c.document, every).desc()) if ranked else stmt
+    rank: Any = func.ts_rank_cd(_PG_WEIGHTS, _pg.c.document, every) if ranked else literal(0.0)
+    if rank_column:  # the rank as a column `rank` too (0 when unranked), ordered by once
+        rank = rank.label("rank")
+        stmt = stmt.add_columns(rank)
+    return stmt.order_by(rank.desc()) if ranked else stmt
 
 
 # --- showing the hits ----------------------------------------------------------------------------------

@@ -127,6 +127,17 @@ async def test_a_title_match_ranks_above_a_body_match(client, session):
     assert result_titles(await search(client, "webhooks")) == ["Webhooks", "Audit export", "Notification settings"]
 
 
+async def test_within_a_tier_the_closer_match_ranks_above_the_newer(client, session):
+    # Both titles hold both words: the one where they stand together scores higher on either database (bm25 favours
+    # the shorter title, ts_rank_cd the shorter cover), and goes first although the other changed since.
+    now = utcnow()
+    make_item(session, title="Calendar sync", updated_at=now - timedelta(days=30))
+    make_item(session, title="Calendar export with a nightly sync option for teams", updated_at=now)
+
+    assert result_titles(await search(client, "calendar sync")) == [
+        "Calendar sync", "Calendar export with a nightly sync option for teams"]
+
+
 async def test_markup_in_a_title_is_shown_as_text(client, session):
     make_item(session, title='<script>alert("x")</script> Script runner <img src=x onerror=alert(1)>')
 
