@@ -476,9 +476,18 @@ def resolve_item(session: Session, data: ItemCreate) -> ItemInput:
 
 
 def slugify(text: str, limit: int = 80) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    """An address's words for `text`: ASCII letters and digits joined by hyphens, case folded as search folds it ("ß"
+    is "ss", "ﬁ" is "fi"), accents dropped, and the Latin letters that have no ASCII base written as their usual
+    spelling ("æ" as "ae", "ø" as "o"); any other character separates words."""
+    folded = unicodedata.normalize("NFKD", text.casefold()).translate(_SPELLED_OUT)
+    ascii_text = folded.encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:limit].rstrip("-")
+
+
+# Letters Unicode does not decompose into an ASCII letter and an accent, after case folding
+_SPELLED_OUT = str.maketrans({"æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ħ": "h",
+                              "ı": "i", "ŧ": "t"})
 
 
 def _new_public_id(session: Session) -> str:
