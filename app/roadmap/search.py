@@ -279,7 +279,8 @@ def found(session: Session, viewer: Viewer, q: str, *, limit: int = 30) -> list[
         return []
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        # The tiers and the hits' columns in one statement (`_found_at_once`)
+        # The tiers and the hits' columns in one statement (`_found_at_once`), its rows as the driver gives them (no
+        # SQLAlchemy result processing: the enum and the UTC time made here)
         statement = _found_at_once(connection.dialect, viewer, ranked_anywhere=len(prefixes) > 1)
         params = {**_tier_params("postgresql", prefixes, Tier.title, found=()), "q_limit": limit}
         return [_shown(row, prefixes, timeframe=Timeframe(row.timeframe),
@@ -361,16 +362,22 @@ _MAX_TIER_STATEMENTS = 1000
 
 
 def _tier_statement(dialect: Dialect, viewer: Viewer, tier: Tier, *, ranked: bool) -> DriverSql:
-    key = (type(dialect), audience(viewer) or "staff", tier, ranked)
-    statement = _TIER_STATEMENTS.get(key)
-    if statement is None:
+    def compiled() -> DriverSql:
         base = visible_items(viewer).with_only_columns(Item.id)
         select_ = (_sqlite_tier if dialect.name == "sqlite" else _postgres_tier)(base, tier, ranked=ranked)
         select_ = select_.order_by(Item.updated_at.desc(), Item.id.desc()).limit(bindparam("q_limit", type_=Integer))
-        statement = DriverSql.compiled(select_, dialect, given_prefix="q_")
-        if len(_TIER_STATEMENTS) >= _MAX_TIER_STATEMENTS:
-            _TIER_STATEMENTS.clear()
-        _TIER_STATEMENTS[key] = statement
+        return DriverSql.compiled(select_, dialect, given_prefix="q_")
+
+    return _kept(_TIER_STATEMENTS, (type(dialect), audience(viewer) or "staff", tier, ranked), compiled)
+
+
+def _kept(statements: dict[Any, DriverSql], key: Any, compiled: Callable[[], DriverSql]) -> DriverSql:
+    """The statement kept under `key`, else `compiled()` kept there (the bound only guards against the unforeseen)."""
+    statement = statements.get(key)
+    if statement is None:
+        if len(statements) >= _MAX_TIER_STATEMENTS:
+            statements.clear()
+        statement = statements[key] = compiled()
     return statement
 
 
@@ -422,10 +429,11 @@ def _found_at_once(dialect: Dialect, viewer: Viewer, *, ranked_anywhere: bool) -
     the tiers above left of `q_limit`: a tier whose limit is 0 is not run at all (PostgreSQL's LIMIT 0 reads nothing
     of its plan), as the loop of `_ranked` does not ask for it. PostgreSQL's tiers are disjoint by their conditions
     (`_postgres_tier`), so none needs the ids found above. Rows: `_found_columns` in tier and rank order."""
-    key = (type(dialect), audience(viewer) or "staff", ranked_anywhere)
-    statement = _FOUND_AT_ONCE.get(key)
-    if statement is not None:
-        return statement
+    return _kept(_FOUND_AT_ONCE, (type(dialect), audience(viewer) or "staff", ranked_anywhere),
+                 lambda: _compiled_at_once(dialect, viewer, ranked_anywhere=ranked_anywhere))
+
+
+def _compiled_at_once(dialect: Dialect, viewer: Viewer, *, ranked_anywhere: bool) -> DriverSql:
     left: Any = bindparam("q_limit", type_=Integer)
     numbered = []
     for tier in Tier:
@@ -445,11 +453,7 @@ def _found_at_once(dialect: Dialect, viewer: Viewer, *, ranked_anywhere: bool) -
     shown = (select(*_found_columns()).join(Product, Product.id == Item.product_id)
              .join(Stage, Stage.id == Item.stage_id).where(Item.id == every.c.id).limit(1).lateral("shown"))
     select_ = select(*shown.c).select_from(every.join(shown, true())).order_by(every.c.tier, every.c.place)
-    statement = DriverSql.compiled(select_, dialect, given_prefix="q_")
-    if len(_FOUND_AT_ONCE) >= _MAX_TIER_STATEMENTS:
-        _FOUND_AT_ONCE.clear()
-    _FOUND_AT_ONCE[key] = statement
-    return statement
+    return DriverSql.compiled(select_, dialect, given_prefix="q_")
 
 
 def _sqlite_tier(stmt: Select[int], tier: Tier, *, ranked: bool) -> Select[int]:

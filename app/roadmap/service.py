@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
@@ -476,11 +475,10 @@ def resolve_item(session: Session, data: ItemCreate) -> ItemInput:
 
 
 def slugify(text: str, limit: int = 80) -> str:
-    """An address's words for `text`: ASCII letters and digits joined by hyphens, case folded as search folds it ("ß"
-    is "ss", "ﬁ" is "fi"), accents dropped, and the Latin letters that have no ASCII base written as their usual
-    spelling ("æ" as "ae", "ø" as "o"); any other character separates words."""
-    folded = unicodedata.normalize("NFKD", text.casefold()).translate(_SPELLED_OUT)
-    ascii_text = folded.encode("ascii", "ignore").decode()
+    """An address's words for `text`: ASCII letters and digits joined by hyphens, folded as search folds words
+    (`search.fold`: "ß" is "ss", "ﬁ" is "fi", accents dropped), and the Latin letters that have no ASCII base written
+    as their usual spelling ("æ" as "ae", "ø" as "o"); any other character separates words."""
+    ascii_text = search.fold(text).translate(_SPELLED_OUT).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:limit].rstrip("-")
 
