@@ -39,6 +39,16 @@ async def test_a_word_prefix_finds_the_whole_word_and_is_highlighted(client, ses
     assert "1 result for “integ”" in page
 
 
+async def test_the_page_says_the_words_back_without_the_spaces_around_them(client, session):
+    make_item(session, title="Calendar sync")
+
+    page = await search(client, "  calendar   sync ")
+
+    assert "1 result for “calendar sync”" in page
+    assert "<title>Search: calendar sync ·" in page
+    assert 'value="  calendar   sync "' in page  # the box keeps what was typed
+
+
 async def test_every_word_must_match(client, session):
     make_item(session, title="Slack integration")
     make_item(session, title="Teams integration")
