@@ -19,7 +19,7 @@ from app.accounts import service as accounts
 from app.accounts import tokens
 from app.accounts.models import TokenScope, User
 from app.accounts.viewer import ANONYMOUS, Viewer
-from app.db import Database, utcnow
+from app.db import Database, RequestSession, utcnow
 from app.errors import Forbidden, NotAuthenticated, NotFound
 from app.inputs import refuse_bad_path
 from app.portal import service as portal
@@ -330,11 +330,30 @@ async def enforce_private_mode(request: Request) -> None:
     path = request.url.path
     if path.startswith(PRIVATE_MODE_OPEN):
         return
+    await _revisions_shared(request)
     if not portal.get_access(request.state.db.session).private_mode:
         return
     viewer = await get_viewer(request)
     if viewer.user is None:
         raise NotAuthenticated("This roadmap is private. Please sign in to see it.")
+
+
+async def _revisions_shared(request: Request) -> None:
+    """On PostgreSQL, a read request (GET, HEAD) takes its revisions from the worker's shared read (`PostgresWatcher`,
+    awaited: one read for every request waiting) rather than a statement of its own, which the portal's access
+    setting (read under the settings revision, just below) sent first, on the event loop: BEGIN and the read, two
+    round trips during which the worker answered nothing else (bench/README.md). A read that fails or takes too long
+    leaves the request to read its own, as before; so does a request that writes, or has read them already."""
+    holder: RequestSession = request.state.db
+    watcher = getattr(request.app.state, "revision_reader", None)
+    if (request.method not in ("GET", "HEAD") or holder.is_write or not isinstance(watcher, revision.PostgresWatcher)
+            or holder.database is not request.app.state.database or revision.has_read(holder.session)):
+        return
+    try:
+        read = await watcher()
+    except Exception:  # the request reads its own (as the kept pages' layer falls back to the app)
+        return
+    revision.adopt(holder.session, read)
 
 
 # What app.main declares as the app's own dependencies, in its order: `as_the_app_would` calls them for a plain route.

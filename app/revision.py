@@ -174,6 +174,26 @@ def _read(session: Session) -> tuple[int, int, int, int, list[bool]]:
     return memo
 
 
+def has_read(session: Session) -> bool:
+    """Whether the session holds revisions it read (or took: `adopt`, `guess`) that still stand."""
+    memo = session.info.get(_INFO_VALUE)
+    return memo is not None and bool(memo[4][0])
+
+
+def adopt(session: Session, read: Watched) -> None:
+    """The revisions of the worker's shared read (`PostgresWatcher`: a read that started after the request arrived)
+    as this session's own, as if it had read them first: a read request then sends no statement for them. Whatever
+    the session reads afterwards is as new as they are or newer, as after a read of its own, and a change it makes
+    itself makes it read them again (the connection's stamp, as for a read). Nothing when it holds revisions already."""
+    global _last_read
+    if has_read(session):
+        return
+    content, votes, sessions = read
+    values = (content, read.settings, votes, sessions)
+    _last_read = values
+    session.info[_INFO_VALUE] = (*values, _stamp(session.connection()))
+
+
 def _stamp(connection: Connection) -> list[bool]:
     """The connection's stamp, for a value about to be remembered; it counts as read since any move on it."""
     info = connection.info
@@ -335,8 +355,20 @@ class SqliteWatcher:
 
 
 Revisions = tuple[int, int]
-# PostgreSQL's read: (content, votes, sessions), one statement (the sessions revision for the kept viewers).
-Watched = tuple[int, int, int]
+
+
+class Watched(tuple[int, int, int]):
+    """PostgreSQL's read: (content, votes, sessions), one statement (the sessions revision for the kept viewers), and
+    the settings revision read with them (`settings`): a read request takes all four as its own (`adopt`)."""
+
+    settings: int
+
+    def __new__(cls, content: int, votes: int, sessions: int, settings: int) -> Watched:
+        read = super().__new__(cls, (content, votes, sessions))
+        read.settings = settings
+        return read
+
+
 _Read = TypeVar("_Read")
 # How long a request waits for the read it joined before it goes through the app, which reads the revision in its
 # own session (a database that answers slowly then slows those requests, not every kept page of the worker).
@@ -458,7 +490,7 @@ class PostgresWatcher(SingleFlight[Watched]):
             if ids and votes != known:
                 counted = await connection.execute(statement(ids))
                 seen(votes, {int(item_id): int(count) for item_id, count in await counted.fetchall()})
-        return int(row[0]), votes, int(row[3])
+        return Watched(int(row[0]), votes, int(row[3]), int(row[1]))
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

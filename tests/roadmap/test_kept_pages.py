@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import event
 from starlette.requests import Request
 
 from app import pagecache, revision, web
@@ -539,6 +540,51 @@ async def test_on_postgresql_a_commit_shows_at_the_next_finished_answer(tmp_path
 
             await _an_edit_and_a_vote_show_at_once(client, database, item_id, customer_id, "Edited on the server")
         assert watcher._connection is None  # closed with the app
+
+
+async def test_on_postgresql_a_page_the_app_makes_takes_its_revisions_from_the_workers_shared_read(tmp_path):
+    """A request the app answers itself (a search, a customer's page) reads no revisions of its own: its first
+    dependency did, on the event loop, holding the worker's other requests for two round trips. They come from the
+    worker's shared read instead, one that started after the request arrived: an edit committed just before is on
+    the answer, made or kept."""
+    skip = "PostgreSQL's shared revision read"
+    with _served(tmp_path, "adopted", "postgresql", skip) as (settings, database):
+        with database.transaction() as session:
+            item_id = make_item(session, title="Brass lantern").id
+            customer_id = customer_in_segment(session)[0].id
+        app = create_app(settings, database)
+        watcher = app.state.revision_reader
+        assert isinstance(watcher, revision.PostgresWatcher)
+        statements: list[str] = []
+
+        def noted(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        def own_reads() -> list[str]:
+            return [s for s in statements if s.lstrip().upper().startswith("SELECT") and "content_revisions" in s]
+
+        event.listen(database.engine, "before_cursor_execute", noted)
+        try:
+            async with LifespanManager(app) as manager, httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client:
+                for title in ("Brass lantern", "Brass kettle", "Brass lamp"):
+                    with database.transaction() as session:
+                        session.get(Item, item_id).title = title
+                    statements.clear()
+                    reads = watcher.reads
+                    for _ in range(2):  # made, then kept (a search is kept from its second ask)
+                        found = await _visit(client, "/search?q=brass")
+                        assert f"<mark>Brass</mark> {title.split()[1]}" in found.text  # the query's word marked
+                    assert watcher.reads > reads and own_reads() == []
+
+                with database.transaction() as session:
+                    sign_in(client, session, session.get(User, customer_id))
+                statements.clear()
+                board = await client.get("/")
+                assert board.status_code == 200 and "Brass lamp" in board.text
+                assert own_reads() == []
+        finally:
+            event.remove(database.engine, "before_cursor_execute", noted)
 
 
 async def test_on_postgresql_visitors_asking_at_once_after_a_vote_share_one_refill(tmp_path):
