@@ -154,6 +154,28 @@ def index_texts(connection: Connection, rows: Iterable[tuple[int, str, str, str]
     return written
 
 
+def index_next(connection: Connection, *, after_id: int = 0, limit: int = 500) -> tuple[int, int] | None:
+    """Index again the next `limit` items after `after_id` (by id), from their title, summary and description as
+    they are, in the connection's transaction: (how many, the last id), or None when none was left. `ahead reindex`
+    calls it batch by batch, after text was changed with SQL by hand, which the index does not follow."""
+    rows = connection.execute(select(Item.id, Item.title, Item.summary, Item.description)
+                              .where(Item.id > after_id).order_by(Item.id).limit(limit)).all()
+    if not rows:
+        return None
+    return index_texts(connection, rows), rows[-1][0]
+
+
+def drop_missing(connection: Connection) -> int:
+    """Drop the index's entries of items that are gone: deleted with SQL by hand on SQLite, whose index (an FTS5
+    table) has no foreign key; PostgreSQL's deletes them with their item (ON DELETE CASCADE). How many went."""
+    if connection.dialect.name != "sqlite":
+        return 0
+    return connection.execute(_SQLITE_DROP_MISSING).rowcount
+
+
+_SQLITE_DROP_MISSING = text("DELETE FROM item_search WHERE rowid NOT IN (SELECT id FROM items)")
+
+
 def _write(connection: Connection, chunk: list[dict[str, object]], *, sqlite: bool) -> int:
     if sqlite:
         # FTS5 has no upsert: the old entry goes first (deleting a missing rowid is a no-op).
