@@ -37,6 +37,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -405,8 +406,8 @@ class Worker:
                     tally = await self.run_batch()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("outbox worker %s: a batch failed; trying again shortly", self.name)
+                except Exception as exc:
+                    _failed(exc, "outbox worker %s: a batch failed; trying again shortly", self.name)
                     tally = Tally()
                     await _wait_any(stop, woken, self.settings.outbox_poll_seconds * 5)
                     continue
@@ -441,9 +442,9 @@ class Worker:
                         jobs = await asyncio.to_thread(self.claim, free)
                     except asyncio.CancelledError:
                         raise
-                    except Exception:
-                        log.exception("outbox worker %s, lane %s: a claim failed; trying again shortly", self.name,
-                                      lane)
+                    except Exception as exc:
+                        _failed(exc, "outbox worker %s, lane %s: a claim failed; trying again shortly", self.name,
+                                lane)
                         jobs = []
                         await _wait_any(stop, woken, self.settings.outbox_poll_seconds * 5)
                     claimed = len(jobs)
@@ -489,3 +490,14 @@ async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout: float,
 async def run_until_empty(database: Database, settings: Settings, *, max_batches: int | None = None) -> Tally:
     """Run the queue to empty now, in the caller's event loop (tests, `ahead outbox --run`)."""
     return await Worker(database, settings).run_until_empty(max_batches=max_batches)
+
+
+def _failed(exc: Exception, message: str, *args: Any) -> None:
+    """A batch's or a lane's claim failed: a database connection lost (PostgreSQL restarted, its backend ended; the
+    pool replaces the connection and the next try goes through) in one line, as a request's is; anything else with
+    its traceback."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        cause = str(exc.orig or exc).strip().splitlines()
+        log.warning(message + " (its database connection was lost: %s)", *args, cause[0] if cause else "")
+    else:
+        log.error(message, *args, exc_info=exc)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import outbox
@@ -320,3 +321,30 @@ class TestWakingTheWorker:
                 invite(session, key=f"invite:{id(session)}")
                 session.commit()
         assert woken == []
+
+
+@pytest.mark.parametrize("lost", [True, False], ids=["connection lost", "anything else"])
+async def test_a_failed_batch_is_logged_in_one_line_when_the_database_connection_was_lost(
+        worker, monkeypatch, caplog, lost):  # type: ignore[no-untyped-def]
+    """PostgreSQL restarted or the worker's backend ended: the pool replaces the connection and the next batch goes
+    through, so the operator's log says so in a line (as a request's does), not with an ERROR's traceback; any
+    other failure keeps its traceback."""
+    stop = asyncio.Event()
+    cause = Exception("terminating connection due to administrator command")
+
+    async def failing() -> None:
+        stop.set()  # the worker carries on after a pause: it ends here instead
+        raise OperationalError("SELECT ... FROM outbox_jobs", {}, cause, connection_invalidated=lost)
+
+    monkeypatch.setattr(worker, "run_batch", failing)
+    monkeypatch.setattr(worker, "purge", lambda: None)
+    with caplog.at_level("WARNING", logger="ahead.outbox"):
+        await asyncio.wait_for(worker.run_forever(stop), 10)
+
+    [record] = [r for r in caplog.records if "a batch failed" in r.getMessage()]
+    if lost:
+        assert record.levelname == "WARNING" and record.exc_info is None
+        assert record.getMessage().endswith("(its database connection was lost: terminating connection due to "
+                                            "administrator command)")
+    else:
+        assert record.levelname == "ERROR" and record.exc_info is not None
