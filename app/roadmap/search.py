@@ -157,9 +157,12 @@ def index_texts(connection: Connection, rows: Iterable[tuple[int, str, str, str]
 def index_next(connection: Connection, *, after_id: int = 0, limit: int = 500) -> tuple[int, int] | None:
     """Index again the next `limit` items after `after_id` (by id), from their title, summary and description as
     they are, in the connection's transaction: (how many, the last id), or None when none was left. `ahead reindex`
-    calls it batch by batch, after text was changed with SQL by hand, which the index does not follow."""
+    calls it batch by batch, after text was changed with SQL by hand, which the index does not follow. The rows are
+    read FOR SHARE (PostgreSQL; SQLite's writer holds the whole database): an edit of one of them meanwhile waits for
+    this batch and writes its own entry after it, never under the text read here."""
     rows = connection.execute(select(Item.id, Item.title, Item.summary, Item.description)
-                              .where(Item.id > after_id).order_by(Item.id).limit(limit)).all()
+                              .where(Item.id > after_id).order_by(Item.id).limit(limit)
+                              .with_for_update(read=True)).all()
     if not rows:
         return None
     return index_texts(connection, rows), rows[-1][0]
