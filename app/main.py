@@ -180,6 +180,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 # Past the wait it is cancelled; the jobs it claimed go to another worker when their lease ends.
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(worker, timeout=OUTBOX_STOP_SECONDS)
+            # Pages being made again for their new minute (app.pagecache `_refresh`) finish before the database goes
+            await app.state.pages.drain()
             if isinstance(watched, revision.SqliteWatcher):
                 watched.close()
             elif isinstance(watched, revision.PostgresWatcher):

@@ -45,12 +45,20 @@ middleware, outside routing, dependencies and the request's transaction, answers
 same address from it: after reading the content revision, under which the page must still be kept (a change
 anywhere drops it, as for every kept page), and within the same minute. Anything else — another method, any
 cookie, an `Authorization` or conditional header, an address not kept — goes through the whole app as before.
+
+**A minute turning** (`_stale`). A visitor's page kept in one of the last `STALE_MINUTES` minutes, under the same
+revisions, is answered at once when its minute has turned — by the app to the first visitor, whose request starts
+making it for the new minute apart from any request (`_refresh`: a session of its own, one page at a time per worker),
+and before the stack to the others meanwhile; the new page is kept when made. Only what changes with time alone (its
+relative times, a scheduled changelog entry appearing) is behind, for the milliseconds of the render. After a quiet
+minute every kept page had turned, and the first visitors each waited for the renders of all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -70,7 +78,7 @@ from starlette.requests import cookie_parser
 
 from app import metrics, revision
 from app.accounts.viewer import ANONYMOUS, Viewer
-from app.db import run_off_loop
+from app.db import Database, RequestSession, run_off_loop
 from app.responses import weak_etag
 from app.roadmap.visibility import audience
 from app.security import FLASH_COOKIE, clear_flash_cookie, csrf_tokens
@@ -93,6 +101,13 @@ MAX_PIECES = 20_000
 FILLED_CHARACTERS = 100
 # Addresses of a bounded group's pages remembered as asked for (PageCache.admits): about 200 bytes each.
 SIGHTED_KEYS = 20_000
+# How many minutes old a visitor's kept page may be and still be answered while it is made again for this minute
+# (`_stale`): the first visitors after a quiet spell get it at once, rather than each waiting for the renders of every
+# page whose minute turned meanwhile. Its content and counts are the current ones (the same revisions); only what
+# changes with time alone (relative times, a scheduled changelog entry) is behind, for the render's milliseconds.
+STALE_MINUTES = 10
+
+log = logging.getLogger(__name__)
 
 
 class Slot(NamedTuple):
@@ -354,6 +369,23 @@ class PageCache:
         # (content revision, key) -> the page being made in a thread for it (`cached_render_off_loop`), awaited by
         # the requests for the same page meanwhile instead of each making it again
         self.in_flight: dict[tuple[Any, ...], asyncio.Future[Page | None]] = {}
+        # The pages being made again for their new minute apart from any request (`_stale`), awaited at shutdown
+        self.refreshing: set[asyncio.Task[None]] = set()
+        self.refreshes = 0  # pages made again that way and kept
+        self._refresh_slot: asyncio.Semaphore | None = None
+
+    def refresh_slot(self) -> asyncio.Semaphore:
+        """What a page made again apart from any request holds while it is made (`_refresh`): one at a time per worker.
+        After a quiet minute a worker has dozens to make; several threads making them at once took the interpreter's
+        lock from the event loop most of the time, and the visitors answered meanwhile waited for it."""
+        if self._refresh_slot is None:
+            self._refresh_slot = asyncio.Semaphore(1)
+        return self._refresh_slot
+
+    async def drain(self) -> None:
+        """Wait for the pages being made again apart from any request (at shutdown, before the database goes)."""
+        while self.refreshing:
+            await asyncio.gather(*self.refreshing, return_exceptions=True)
 
     def register(self, kind: str, filler: Filler) -> None:
         """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
@@ -413,10 +445,14 @@ class PageCache:
     def finished(self, rev: int, votes: int, path: str, query: bytes
                  ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """The finished answer kept for this address under content revision `rev` and votes revision `votes`,
-        this minute; None if there is none."""
+        this minute, or in one of the last `STALE_MINUTES` while the page is being made for this one (as the app
+        answers it meanwhile: `_stale`); None if there is none."""
         page = self._finished.get((path, query))
-        if (page is None or rev != self._revision or page.finished_votes != votes or page._key is None
-                or page._key[-1] != _minute(page._key[1])):
+        if page is None or rev != self._revision or page.finished_votes != votes or page._key is None:
+            return None
+        now = _minute(page._key[1])
+        if page._key[-1] != now and not (now - page._key[-1] <= STALE_MINUTES
+                                         and (rev, (*page._key[:-1], now)) in self.in_flight):
             return None
         if self._pages.get(page._key) is not page or page.finished is None:
             return None
@@ -614,14 +650,21 @@ def _minute_began(path: str, minute: int) -> datetime:
     return datetime.fromtimestamp(minute * 60 - _offset(path), UTC)
 
 
-def cached_render(request: Request, session: Session, viewer: Viewer, template: str,
-                  build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                  signed_in_too: bool = True, counts_in_layout: bool = False, group: str | None = None,
-                  media_type: str = HTML) -> Response:
-    """`render(request, template, build())`, from this worker's cache when it may be.
+# What a page is made from: `build(session)` reads what it shows with `session` (the request's, or for a visitor's page
+# made again apart from any request, one of its own: `_stale`) and gives its template's context, or a response to send
+# instead (a redirect).
+Build = Callable[[Session], dict[str, Any] | Response]
+
+
+def cached_render(request: Request, session: Session, viewer: Viewer, template: str, build: Build, *,
+                  params: frozenset[str] = frozenset(), signed_in_too: bool = True, counts_in_layout: bool = False,
+                  group: str | None = None, media_type: str = HTML) -> Response:
+    """`render(request, template, build(session))`, from this worker's cache when it may be.
 
     `build` runs only on a miss; it may return a response instead of a context (a redirect), which is
-    sent as it is and not cached. `params` are the query parameters the page reads: an address with others too
+    sent as it is and not cached. It reads with the session it is given, never another: a visitor's page whose minute
+    turned is made again with a session of its own after the visitor was answered the page kept before (`_stale`).
+    `params` are the query parameters the page reads: an address with others too
     (a campaign's `utm_source`, a click id, a made-up one) is answered the page of the address without them, kept
     under that address and made as for it (its sign-in link comes back there): such links cost what the plain
     address costs, and made-up addresses cannot crowd out the real pages.
@@ -636,44 +679,108 @@ def cached_render(request: Request, session: Session, viewer: Viewer, template: 
     plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
                  counts_in_layout=counts_in_layout, group=group, media_type=media_type)
     if plan is None:
-        return _rendered(request, template, build, media_type)
-    return _answer(plan, session, viewer, plan.page if plan.page is not None else _made(plan, viewer, template, build))
+        return _rendered(request, session, template, build, media_type)
+    if plan.page is None and (earlier := _stale(plan, viewer, template, build)) is not None:
+        return _respond(plan.cache, plan.request, session, viewer, earlier, plan.rev, plan.votes, plan.key, keep=False)
+    return _answer(plan, session, viewer,
+                   plan.page if plan.page is not None else _made(plan, session, viewer, template, build))
 
 
-async def cached_render_off_loop(request: Request, session: Session, viewer: Viewer, template: str,
-                                 build: Callable[[], dict[str, Any] | Response], *, params: frozenset[str] = frozenset(),
-                                 signed_in_too: bool = True, counts_in_layout: bool = False,
-                                 group: str | None = None, media_type: str = HTML) -> Response:
+async def cached_render_off_loop(request: Request, session: Session, viewer: Viewer, template: str, build: Build, *,
+                                 params: frozenset[str] = frozenset(), signed_in_too: bool = True,
+                                 counts_in_layout: bool = False, group: str | None = None,
+                                 media_type: str = HTML) -> Response:
     """`cached_render` for a page whose `build` is slow (a search, an item page, the sitemap): `build`, and the render
     of what it gives, run in a thread when the request holds an off-loop slot (app.db.run_off_loop). The cache is
     looked up, filled and answered from here, on the event loop, which alone touches it (it is not thread-safe)."""
     plan = _plan(request, session, viewer, template, params=params, signed_in_too=signed_in_too,
                  counts_in_layout=counts_in_layout, group=group, media_type=media_type)
     if plan is None:
-        return await run_off_loop(request, lambda: _rendered(request, template, build, media_type))
+        return await run_off_loop(request, lambda: _rendered(request, session, template, build, media_type))
     kept: _Plan = plan  # (for the closure: not None)
     if kept.page is not None:
         return _answer(kept, session, viewer, kept.page)
-    earlier = _earlier_while_made(kept)
+    earlier = _stale(kept, viewer, template, build)
     if earlier is not None:
         return _respond(kept.cache, kept.request, session, viewer, earlier, kept.rev, kept.votes, kept.key, keep=False)
 
     def make() -> Awaitable[Page | Response]:
-        return run_off_loop(request, lambda: _made(kept, viewer, template, build))
+        return run_off_loop(request, lambda: _made(kept, session, viewer, template, build))
 
     made = await (_made_once(kept, make) if kept.admitted else make())
     return _answer(kept, session, viewer, made)
 
 
-def _earlier_while_made(plan: _Plan) -> Page | None:
-    """While another request of this worker makes the page for its new minute, the page kept for the minute before
-    under the same revisions (content, and votes for a page that shows counts): answered meanwhile rather than waiting
-    for the render, its relative times a minute old for the few milliseconds the render takes. The waits set the item
-    page's p99 (each page's minute turning held its visitors for its render in a thread: 5-8 ms, bench/README.md).
-    None otherwise: the request makes the page, or waits for it."""
-    if not plan.admitted or (plan.rev, plan.key) not in plan.cache.in_flight:
+def _stale(plan: _Plan, viewer: Viewer, template: str, build: Build) -> Page | None:
+    """The page kept for one of the last `STALE_MINUTES` minutes under the same revisions (content, and votes for a
+    page that shows counts), when the page for this minute is being made: answered meanwhile rather than waiting for
+    the render, its relative times some minutes old for the milliseconds the render takes. None otherwise: the request
+    makes the page, or waits for it.
+
+    Another request of this worker may be making it. Else, for a visitor, it is made now apart from any request
+    (`_refresh`) and this one is answered at once too: after a quiet minute every kept page's minute had turned, and
+    the first visitors each waited for the renders of all of them (the item pages' p99 0.2-0.6 s, bench/README.md).
+    A signed-in person's page is made by their own request as before (their viewer is their request's)."""
+    if not plan.admitted:
         return None
-    return plan.cache.peek(plan.rev, (*plan.key[:-1], plan.key[-1] - 1))
+    earlier = next((page for back in range(1, STALE_MINUTES + 1)
+                    if (page := plan.cache.peek(plan.rev, (*plan.key[:-1], plan.key[-1] - back))) is not None), None)
+    if earlier is None:
+        return None
+    if (plan.rev, plan.key) in plan.cache.in_flight or (viewer.user is None and _refresh(plan, viewer, template, build)):
+        return earlier
+    return None
+
+
+def _refresh(plan: _Plan, viewer: Viewer, template: str, build: Build) -> bool:
+    """Make the page of `plan` for its minute apart from the request that asked (in a thread, with a read session of
+    its own, holding an off-loop slot as a request would: app.db.OffLoopMiddleware), kept when done if the revisions
+    are still those of `plan`; the requests for it meanwhile are answered the page kept before (`_stale`). False when
+    it cannot be: the app's sessions share one connection (the tests' transaction), which a thread must not use
+    beside the requests."""
+    database: Database | None = getattr(plan.request.app.state, "database", None)
+    if database is None or database.read_sessions.kw.get("bind") is not database.engine:
+        return False
+    cache, flight = plan.cache, (plan.rev, plan.key)
+    future: asyncio.Future[Page | None] = asyncio.get_running_loop().create_future()
+    cache.in_flight[flight] = future
+
+    async def refresh() -> None:
+        made: Page | Response | None = None
+        try:
+            async with cache.refresh_slot(), database.off_loop_slots():
+                made = await asyncio.to_thread(_made_apart, plan, database, viewer, template, build)
+            if isinstance(made, Page):
+                cache.put(plan.rev, plan.key, made)  # not kept if the content changed meanwhile (a new revision)
+                cache.refreshes += 1
+        except Exception:  # the next request makes it, or answers the error
+            log.warning("a kept page could not be made again for its new minute (%s)", plan.request.url.path,
+                        exc_info=True)
+        finally:
+            del cache.in_flight[flight]
+            future.set_result(made if isinstance(made, Page) else None)
+
+    task = asyncio.get_running_loop().create_task(refresh(), name=f"page refresh {plan.request.url.path}")
+    cache.refreshing.add(task)
+    task.add_done_callback(cache.refreshing.discard)
+    return True
+
+
+def _made_apart(plan: _Plan, database: Database, viewer: Viewer, template: str, build: Build) -> Page | Response | None:
+    """`_made` with a read session of its own (in a thread: `_refresh`), the request as the page reads it (its address)
+    with that session in its state; None when the revisions read now are not the plan's (the page would be made from
+    other content: the next request makes its own)."""
+    db = RequestSession(database, write=False)
+    session = db.session
+    try:
+        rev, votes = revision.both(session)
+        if rev != plan.rev or (plan.key[4] is not None and votes != plan.key[4]):
+            return None
+        request = Request({**plan.request.scope, "state": {"db": db}}, plan.request.receive)
+        return _made(_Plan(plan.cache, request, plan.rev, plan.votes, plan.key, None, plan.admitted, plan.group,
+                           plan.media_type), session, viewer, template, build)
+    finally:
+        session.close()
 
 
 async def _made_once(plan: _Plan, make: Callable[[], Awaitable[Page | Response]]) -> Page | Response:
@@ -700,10 +807,9 @@ async def _made_once(plan: _Plan, make: Callable[[], Awaitable[Page | Response]]
         future.set_result(made if isinstance(made, Page) else None)
 
 
-def _rendered(request: Request, template: str, build: Callable[[], dict[str, Any] | Response],
-              media_type: str = HTML) -> Response:
+def _rendered(request: Request, session: Session, template: str, build: Build, media_type: str = HTML) -> Response:
     """A page not cached for this request: built and rendered, or what `build` answered instead."""
-    context = build()
+    context = build(session)
     if isinstance(context, Response):
         return context
     response = render(request, template, context)
@@ -749,14 +855,13 @@ def _plan(request: Request, session: Session, viewer: Viewer, template: str, *, 
     return _Plan(cache, request, rev, votes, key, page, admitted, group, media_type)
 
 
-def _made(plan: _Plan, viewer: Viewer, template: str, build: Callable[[], dict[str, Any] | Response]
-          ) -> Page | Response:
+def _made(plan: _Plan, session: Session, viewer: Viewer, template: str, build: Build) -> Page | Response:
     """The page built and rendered as for keeping, or the response to send as it is (a redirect `build` gave). A
     page not admitted (`_Plan.admitted`) is made the same way and answered, not kept: its ETag is then the one the
     kept page will have (a search's first answer had a tag of its own, so a browser holding it got 200s once the
     page was kept, and two workers gave two tags for the same bytes). Touches nothing of the cache: it may run in a
     thread."""
-    context = build()
+    context = build(session)
     if isinstance(context, Response):
         return context
     page = _capture(plan.cache, plan.request, viewer, template, context,

@@ -868,6 +868,24 @@ def flood_load(app: Server, args: argparse.Namespace, fixtures: Fixtures) -> Non
               f"{f', ERRORS {flooding.errors}' if flooding.errors else ''}")
 
 
+def after_quiet_load(app: Server, args: argparse.Namespace, measured: list[Measured]) -> None:
+    """The item pages (and the visitor's board) each time after a quiet minute and more, when every kept page's minute
+    has turned: a portal's first visitors after a lull, which `board.py`'s runs never meet (each warm-up makes every page
+    just before). `--after-quiet` rounds of: 62 s of quiet, then wrk over the pages for `--duration` seconds, no
+    warm-up. Prints each round's req/s, p50, p99 and the slowest request; the pages' own runs above are the steady
+    figures to compare with (each round's line as theirs, and its slowest request)."""
+    wanted = [page for page in measured if page.name in ("item page", "board, visitor")]
+    directory = Path(tempfile.mkdtemp(prefix="ahead-quiet-"))
+    paths = [path for page in wanted for path in page.paths]
+    script = lua_cycle(paths, directory, "after-quiet")
+    print(f"\nafter a quiet minute ({len(paths)} pages: the board and its item pages in turn, no warm-up):")
+    for round_ in range(1, args.after_quiet + 1):
+        time.sleep(62)
+        result = run_wrk(f"round {round_}", app.base + "/", args, script=script, warmup=False)
+        slowest = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", result.output, re.MULTILINE)
+        print(f"  {'':<18} the slowest request {slowest.group(1) if slowest else '?'}", flush=True)
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
@@ -979,6 +997,9 @@ def main() -> None:
                              "an item's id), e.g. '/changelog.atom;/sitemap.xml;/api/v1/items/{item}'")
     parser.add_argument("--flood-connections", type=int, default=16, metavar="CONNECTIONS",
                         help="connections asking each --flood path (default 16)")
+    parser.add_argument("--after-quiet", type=int, default=0, metavar="ROUNDS",
+                        help="also the board and its item pages right after a quiet minute, this many times "
+                             "(62 s of quiet before each)")
     parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                         help="first wait up to this long (at most 1800) for the 1-minute load average to fall "
                              "below the number of CPUs: other work on a shared machine skews every figure")
@@ -1090,6 +1111,8 @@ def main() -> None:
                 background_searches_load(app, url_db, args, directory)
             if args.flood:
                 flood_load(app, args, fixtures)
+            if args.after_quiet:
+                after_quiet_load(app, args, measured_pages)
             if args.votes:
                 rows.append((vote_unvote_load(app, url_db, env, args, directory), None, None))
         finally:

@@ -57,7 +57,7 @@ async def changelog_page(request: Request, session: DbSession, viewer: CurrentVi
     # Kept as for the address that says only what the page shows; a page past the end leads to the last
     request = at_canonical(request, [("product", product), ("page", str(page) if page > 1 else None)])
 
-    def build() -> dict[str, object] | Response:
+    def build(session: Session) -> dict[str, object] | Response:
         context = _list_context(session, viewer, product=product, page=page)
         last = context["pages"]
         if isinstance(last, int) and page > last:  # past the end: its last page
@@ -100,7 +100,7 @@ def _subscription(session: Session, viewer: Viewer) -> dict[str, object]:
 
 @router.get("/changelog.atom")
 async def changelog_atom(request: Request, session: DbSession, product: Slug = None) -> Response:
-    def build() -> dict[str, object]:
+    def build(session: Session) -> dict[str, object]:
         chosen = changelog.get_product(session, product)
         releases, _ = changelog.list_releases(session, ANONYMOUS, per_page=changelog.FEED_SIZE, product=chosen)
         return {"releases": releases, "updated": changelog.latest_update(releases), "product": chosen}
@@ -124,7 +124,7 @@ async def subscribe_page(request: Request, session: DbSession, viewer: CurrentVi
 @router.get("/changelog/{public_id}/{slug}", response_class=HTMLResponse)
 async def entry_page(request: Request, session: DbSession, viewer: CurrentViewer, public_id: str,
                      slug: str | None = None) -> Response:
-    def build() -> dict[str, object] | Response:
+    def build(session: Session) -> dict[str, object] | Response:
         release = changelog.get_release(session, viewer, public_id)
         # One address per entry: a made-up or outdated slug leads to it (and is not kept as a page of its own)
         if release.entry is not None and (slug or "") != release.entry.slug:

@@ -23,7 +23,7 @@ async def sitemap(request: Request, session: DbSession) -> Response:
     # crawler before the stack) and made in a thread (app.db.OffLoopMiddleware): made on the event loop per request,
     # a few crawlers held every other request of the worker.
     return await cached_render_off_loop(request, session, ANONYMOUS, "roadmap/sitemap.xml",
-                                        lambda: {"items": roadmap.list_public_items(session)},
+                                        lambda session: {"items": roadmap.list_public_items(session)},
                                         media_type="application/xml; charset=utf-8")
 
 

@@ -60,7 +60,7 @@ async def serve_item_page(request: Request, session: Session, viewer: Viewer, pu
     asked = _page_number(request.query_params.get("page"))
     request = at_canonical(request, _page_params(asked))
 
-    def build() -> dict[str, Any] | Response:
+    def build(session: Session) -> dict[str, Any] | Response:
         try:
             item = roadmap.get_visible_item(session, viewer, public_id)
         except NotFound:  # a merged item leads to the one it was merged into, for those who may see that one

@@ -65,7 +65,7 @@ async def board(
                                 status_code=302)
     request = at_canonical(request, _board_params(filters, sort_sent=sort, view=shown, page=page))
 
-    def build() -> dict[str, Any]:
+    def build(session: Session) -> dict[str, Any]:
         context: dict[str, Any] = {
             "filters": filters,
             "products": roadmap.list_products(session),
@@ -152,7 +152,7 @@ async def _search_direct(request: Request) -> Response:
 
 
 async def search_page(request: Request, session: Session, viewer: Viewer, q: str) -> Response:
-    def build() -> dict[str, Any]:
+    def build(session: Session) -> dict[str, Any]:
         # One hit more than the page shows says whether there are more, without counting them all.
         hits = search_service.found(session, viewer, q, limit=SEARCH_RESULTS + 1) if q.strip() else []
         return {"q": q, "hits": hits[:SEARCH_RESULTS], "more": len(hits) > SEARCH_RESULTS}
