@@ -323,9 +323,12 @@ async def test_a_page_long_unasked_is_rendered_once_however_many_visitors_ask_at
         assert not cache.in_flight and not cache.refreshing and cache.refreshes == 0
 
 
-def _held_capture(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], threading.Event, threading.Event]:
-    """`_capture` (a page's render) counted, and held until the test releases it once it started: (renders, started,
-    release)."""
+def _minutes_later_held(monkeypatch: pytest.MonkeyPatch, minutes: int = 1
+                        ) -> tuple[list[int], threading.Event, threading.Event]:
+    """The kept pages' clock `minutes` on, and `_capture` (a page's render) counted and held until the test releases it
+    once it started: (renders, started, release)."""
+    later = time.time() + 60 * minutes
+    monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
     renders: list[int] = []
     started, release = threading.Event(), threading.Event()
     capture = pagecache._capture
@@ -353,9 +356,7 @@ async def test_after_a_quiet_spell_visitors_get_the_kept_page_at_once_while_it_i
         path = "/" if page == "board" else item_path
         first = await _warm(app, client, path)
         cache: pagecache.PageCache = app.state.pages
-        later = time.time() + 60 * minutes
-        renders, started, release = _held_capture(monkeypatch)
-        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+        renders, started, release = _minutes_later_held(monkeypatch, minutes)
         served = cache.finished_hits
         try:
             # Neither the first visitor nor the next waits for the render under way; the first's request started it,
@@ -383,9 +384,7 @@ async def test_pages_made_again_after_a_quiet_spell_are_made_one_at_a_time(tmp_p
         for path in ("/", item_path):
             await _warm(app, client, path)
         cache: pagecache.PageCache = app.state.pages
-        later = time.time() + 60
-        renders, started, release = _held_capture(monkeypatch)
-        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+        renders, started, release = _minutes_later_held(monkeypatch)
         try:
             for path in ("/", item_path):
                 assert (await asyncio.wait_for(_visit(client, path), 5)).status_code == 200
@@ -404,9 +403,7 @@ async def test_a_page_made_again_while_the_content_changes_is_not_kept_over_the_
     async with _app_of_its_own(tmp_path, "quiet-edit", "Before the edit") as (app, client, path):
         await _warm(app, client, path)
         cache: pagecache.PageCache = app.state.pages
-        later = time.time() + 60
-        renders, started, release = _held_capture(monkeypatch)
-        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+        renders, started, release = _minutes_later_held(monkeypatch)
         try:
             assert "Before the edit" in (await asyncio.wait_for(_visit(client, path), 5)).text
             assert await asyncio.to_thread(started.wait, 10)
