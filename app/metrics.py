@@ -139,6 +139,10 @@ DURATION = Histogram("ahead_http_request_duration_seconds", "Time to answer a re
 PAGE_CACHE = Counter("ahead_page_cache_lookups", "Rendered pages looked up in the workers' page cache: served "
                      "from it (hit) or rendered (miss).", ["result"], registry=_LOCAL)
 _HIT, _MISS = PAGE_CACHE.labels("hit"), PAGE_CACHE.labels("miss")  # labels() costs a lock and a lookup each time
+PAGE_REFRESHES = Counter("ahead_page_refreshes", "Kept pages made again for their new minute apart from any request, "
+                         "in a burst after a quiet spell (app/pagecache.py): made and kept, dropped (the content "
+                         "changed meanwhile, or the page is now a redirect) or failed (logged).", ["outcome"],
+                         registry=_LOCAL)
 POOL_SIZE = Gauge("ahead_db_pool_size", "Database connections the pools of this instance's processes keep "
                   "(DB_POOL_SIZE each).", registry=_LOCAL, multiprocess_mode="livesum")
 POOL_IN_USE = Gauge("ahead_db_pool_checked_out", "Database connections in use by this instance's processes now.",

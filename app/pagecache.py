@@ -46,12 +46,13 @@ same address from it: after reading the content revision, under which the page m
 anywhere drops it, as for every kept page), and within the same minute. Anything else — another method, any
 cookie, an `Authorization` or conditional header, an address not kept — goes through the whole app as before.
 
-**A minute turning** (`_stale`). A visitor's page kept in one of the last `STALE_MINUTES` minutes, under the same
-revisions, is answered at once when its minute has turned — by the app to the first visitor, whose request starts
-making it for the new minute apart from any request (`_refresh`: a session of its own, one page at a time per worker),
-and before the stack to the others meanwhile; the new page is kept when made. Only what changes with time alone (its
-relative times, a scheduled changelog entry appearing) is behind, for the milliseconds of the render. After a quiet
-minute every kept page had turned, and the first visitors each waited for the renders of all of them.
+**A minute turning** (`_stale`). A page whose minute has turned is made again by the request that finds it so, which
+waits for it: a lone visitor gets this minute's page. Only when the worker is already making pages (a burst after a
+quiet spell: every kept page's minute had turned, and the first visitors each waited for the renders of all of them)
+is a visitor answered the page kept in one of the last `STALE_MINUTES` minutes under the same revisions, at once, and
+the page queued to be made apart from any request (`_refresh`: a session of its own, one page at a time per worker);
+those asking for it meanwhile get the same, before the stack. Only what changes with time alone (relative times, a
+scheduled changelog entry appearing) is behind, until the page is made again.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from urllib.parse import unquote_plus, urlencode
 from fastapi import Request
 from fastapi.responses import Response
 from markupsafe import Markup
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.requests import cookie_parser
 
@@ -101,13 +103,13 @@ MAX_PIECES = 20_000
 FILLED_CHARACTERS = 100
 # Addresses of a bounded group's pages remembered as asked for (PageCache.admits): about 200 bytes each.
 SIGHTED_KEYS = 20_000
-# How many minutes old a visitor's kept page may be and still be answered while it is made again for this minute
-# (`_stale`): the first visitors after a quiet spell get it at once, rather than each waiting for the renders of every
-# page whose minute turned meanwhile. Its content and counts are the current ones (the same revisions); only what
-# changes with time alone (relative times, a scheduled changelog entry) is behind, for the render's milliseconds.
+# How many minutes old a kept page may be and still be answered while the worker makes pages for this minute
+# (`_stale`): in a burst after a quiet spell, the visitors get it at once rather than each waiting for the renders of
+# every page whose minute turned meanwhile. Its content and counts are the current ones (the same revisions); only what
+# changes with time alone (relative times, a scheduled changelog entry) is behind, until the page is made again.
 STALE_MINUTES = 10
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ahead.pagecache")
 
 
 class Slot(NamedTuple):
@@ -384,8 +386,8 @@ class PageCache:
 
     async def drain(self) -> None:
         """Wait for the pages being made again apart from any request (at shutdown, before the database goes)."""
-        while self.refreshing:
-            await asyncio.gather(*self.refreshing, return_exceptions=True)
+        while pending := {task for task in self.refreshing if not task.done()}:
+            await asyncio.wait(pending)
 
     def register(self, kind: str, filler: Filler) -> None:
         """Fill the slots a template opens with `slot(kind, value)` by `filler`."""
@@ -713,21 +715,21 @@ async def cached_render_off_loop(request: Request, session: Session, viewer: Vie
 
 def _stale(plan: _Plan, viewer: Viewer, template: str, build: Build) -> Page | None:
     """The page kept for one of the last `STALE_MINUTES` minutes under the same revisions (content, and votes for a
-    page that shows counts), when the page for this minute is being made: answered meanwhile rather than waiting for
-    the render, its relative times some minutes old for the milliseconds the render takes. None otherwise: the request
-    makes the page, or waits for it.
-
-    Another request of this worker may be making it. Else, for a visitor, it is made now apart from any request
-    (`_refresh`) and this one is answered at once too: after a quiet minute every kept page's minute had turned, and
-    the first visitors each waited for the renders of all of them (the item pages' p99 0.2-0.6 s, bench/README.md).
-    A signed-in person's page is made by their own request as before (their viewer is their request's)."""
+    page that shows counts), to answer rather than wait for the page of this minute: while it is being made (by another
+    request, or apart from any), and, for a visitor, when this worker is making other pages already — a burst after a
+    quiet spell, when every kept page's minute had turned and the first visitors each waited for the renders of all of
+    them (the item pages' p99 0.2-0.8 s, bench/README.md) —, the page then queued to be made apart (`_refresh`). None
+    otherwise: the request makes the page and waits for it, so a lone visitor (a quiet portal's every visitor) gets
+    this minute's, relative times and scheduled changelog entries included. A signed-in person's page is made by their
+    own request (their viewer is their request's)."""
     if not plan.admitted:
         return None
     earlier = next((page for back in range(1, STALE_MINUTES + 1)
                     if (page := plan.cache.peek(plan.rev, (*plan.key[:-1], plan.key[-1] - back))) is not None), None)
     if earlier is None:
         return None
-    if (plan.rev, plan.key) in plan.cache.in_flight or (viewer.user is None and _refresh(plan, viewer, template, build)):
+    flights = plan.cache.in_flight
+    if (plan.rev, plan.key) in flights or (flights and viewer.user is None and _refresh(plan, viewer, template, build)):
         return earlier
     return None
 
@@ -749,11 +751,22 @@ def _refresh(plan: _Plan, viewer: Viewer, template: str, build: Build) -> bool:
         made: Page | Response | None = None
         try:
             async with cache.refresh_slot(), database.off_loop_slots():
-                made = await asyncio.to_thread(_made_apart, plan, database, viewer, template, build)
+                try:
+                    made = await asyncio.to_thread(_made_apart, plan, database, viewer, template, build)
+                except DBAPIError as error:
+                    if not error.connection_invalidated:
+                        raise
+                    # A pooled connection found dead (the database restarted): dropped from the pool; once more on
+                    # another, as a request would be run again
+                    made = await asyncio.to_thread(_made_apart, plan, database, viewer, template, build)
             if isinstance(made, Page):
                 cache.put(plan.rev, plan.key, made)  # not kept if the content changed meanwhile (a new revision)
                 cache.refreshes += 1
+                metrics.PAGE_REFRESHES.labels("made").inc()
+            else:
+                metrics.PAGE_REFRESHES.labels("dropped").inc()
         except Exception:  # the next request makes it, or answers the error
+            metrics.PAGE_REFRESHES.labels("failed").inc()
             log.warning("a kept page could not be made again for its new minute (%s)", plan.request.url.path,
                         exc_info=True)
         finally:
