@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 from starlette.requests import Request
 
@@ -457,6 +458,16 @@ async def test_a_page_made_again_while_the_content_changes_is_not_kept_over_the_
         assert renders.count(pagecache_item_template()) == 2  # the one made before the edit, then the edit's visitor's
 
 
+def _refreshes(metrics_text: str) -> dict[str, float]:
+    """`ahead_page_refreshes_total` by outcome, as /metrics says it."""
+    counts = {"made": 0.0, "dropped": 0.0, "failed": 0.0}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "ahead_page_refreshes_total":
+                counts[sample.labels["outcome"]] = sample.value
+    return counts
+
+
 def pagecache_item_template() -> str:
     from app.roadmap.pages import TEMPLATE
 
@@ -480,6 +491,7 @@ async def test_a_page_whose_remaking_fails_is_made_by_the_next_visitor(tmp_path,
             return held(*args, **kwargs)
 
         monkeypatch.setattr(pagecache, "_capture", failing_once)
+        before = _refreshes((await client.get("/metrics")).text)
         try:
             making = await _busy(client, started)
             assert (await _visit(client, path)).content == first.content
@@ -489,6 +501,8 @@ async def test_a_page_whose_remaking_fails_is_made_by_the_next_visitor(tmp_path,
         await making
         assert cache.refreshes == 0 and not cache.in_flight
         assert "could not be made again" in caplog.text and "ahead.pagecache" in caplog.text
+        after = _refreshes((await client.get("/metrics")).text)  # what the operator's dashboard sees
+        assert after["failed"] == before["failed"] + 1 and after["made"] == before["made"]
         again = await _visit(client, path)  # nothing is being made now: made for this visitor
         assert b"Made again" in again.content and cache.refreshes == 0 and renders.count(pagecache_item_template()) == 1
 
