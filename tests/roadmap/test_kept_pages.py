@@ -32,6 +32,7 @@ from app.config import Settings
 from app.db import Database
 from app.main import create_app
 from app.roadmap.models import Item, Visibility
+from app.roadmap.pages import TEMPLATE as ITEM_TEMPLATE
 from app.voting import service as voting
 from app.voting.models import Importance
 from tests.factories import make_admin, make_item, make_pm
@@ -306,24 +307,35 @@ async def _app_of_its_own(tmp_path: Path, label: str, title: str
             yield app, client, path
 
 
-def _minutes_later_held(monkeypatch: pytest.MonkeyPatch, minutes: int = 1
-                        ) -> tuple[list[str], threading.Event, threading.Event]:
-    """The kept pages' clock `minutes` on, and `_capture` (a page's render) counted by template and held until the test
-    releases it once it started: (templates rendered, started, release)."""
+def _minutes_later_counted(monkeypatch: pytest.MonkeyPatch, minutes: int = 1) -> list[str]:
+    """The kept pages' clock `minutes` on, and `_capture` (a page's render) counted: the templates rendered."""
     later = time.time() + 60 * minutes
     monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
     renders: list[str] = []
+    capture = pagecache._capture
+
+    def counted(cache, request, viewer, template, *args, **kwargs):  # type: ignore[no-untyped-def]
+        renders.append(template)
+        return capture(cache, request, viewer, template, *args, **kwargs)
+
+    monkeypatch.setattr(pagecache, "_capture", counted)
+    return renders
+
+
+def _minutes_later_held(monkeypatch: pytest.MonkeyPatch, minutes: int = 1
+                        ) -> tuple[list[str], threading.Event, threading.Event]:
+    """`_minutes_later_counted`, each render held until the test releases it once one started: (templates rendered,
+    started, release)."""
     started, release = threading.Event(), threading.Event()
     capture = pagecache._capture
 
-    def held(cache, request, viewer, template, *args, **kwargs):  # type: ignore[no-untyped-def]
-        renders.append(template)
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
         started.set()
         assert release.wait(10)
-        return capture(cache, request, viewer, template, *args, **kwargs)
+        return capture(*args, **kwargs)
 
     monkeypatch.setattr(pagecache, "_capture", held)
-    return renders, started, release
+    return _minutes_later_counted(monkeypatch, minutes), started, release  # counted as they start, before the hold
 
 
 async def _busy(client: httpx.AsyncClient, started: threading.Event) -> asyncio.Task[httpx.Response]:
@@ -349,10 +361,7 @@ async def test_a_lone_visitor_after_a_quiet_spell_gets_this_minutes_page(tmp_pat
         first = await _warm(app, client, "/")
         assert "Updated <time" in first.text and "just now" in first.text
         cache: pagecache.PageCache = app.state.pages
-        later, renders = time.time() + 180, []
-        capture = pagecache._capture
-        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
-        monkeypatch.setattr(pagecache, "_capture", lambda *a, **k: renders.append(1) or capture(*a, **k))
+        renders = _minutes_later_counted(monkeypatch, 3)
         page = await _visit(client, "/")
         assert "just now" not in page.text and "minutes ago" in page.text
         assert len(renders) == 1 and not cache.refreshing and cache.refreshes == 0
@@ -365,10 +374,7 @@ async def test_a_page_long_unasked_is_rendered_once_however_many_visitors_ask_at
     async with _app_of_its_own(tmp_path, "minute", "Timely too") as (app, client, path):
         await _warm(app, client, path)
         cache: pagecache.PageCache = app.state.pages
-        later, renders = time.time() + 60 * (pagecache.STALE_MINUTES + 1), []
-        capture = pagecache._capture
-        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
-        monkeypatch.setattr(pagecache, "_capture", lambda *a, **k: renders.append(1) or capture(*a, **k))
+        renders = _minutes_later_counted(monkeypatch, pagecache.STALE_MINUTES + 1)
         together = await asyncio.gather(*(client.get(path) for _ in range(10)))
         assert [r.status_code for r in together] == [200] * 10
         assert len({r.content for r in together}) == 1 and b"Timely too" in together[0].content
@@ -456,7 +462,7 @@ async def test_a_page_made_again_while_the_content_changes_is_not_kept_over_the_
         await cache.drain()
         response = await client.get(path, follow_redirects=True)
         assert "After the edit" in response.text and "Before the edit" not in response.text
-        assert renders.count(pagecache_item_template()) == 2  # the one made before the edit, then the edit's visitor's
+        assert renders.count(ITEM_TEMPLATE) == 2  # the one made before the edit, then the edit's visitor's
 
 
 def _refreshes(metrics_text: str) -> dict[str, float]:
@@ -467,12 +473,6 @@ def _refreshes(metrics_text: str) -> dict[str, float]:
             if sample.name == "ahead_page_refreshes_total":
                 counts[sample.labels["outcome"]] = sample.value
     return counts
-
-
-def pagecache_item_template() -> str:
-    from app.roadmap.pages import TEMPLATE
-
-    return TEMPLATE
 
 
 async def test_a_page_whose_remaking_fails_is_made_by_the_next_visitor(tmp_path, monkeypatch, caplog):
@@ -487,7 +487,7 @@ async def test_a_page_whose_remaking_fails_is_made_by_the_next_visitor(tmp_path,
         failures = [RuntimeError("the database went away")]
 
         def failing_once(*args, **kwargs):  # type: ignore[no-untyped-def]
-            if failures and args[3] == pagecache_item_template():
+            if failures and args[3] == ITEM_TEMPLATE:
                 raise failures.pop()
             return held(*args, **kwargs)
 
@@ -505,7 +505,7 @@ async def test_a_page_whose_remaking_fails_is_made_by_the_next_visitor(tmp_path,
         after = _refreshes((await client.get("/metrics")).text)  # what the operator's dashboard sees
         assert after["failed"] == before["failed"] + 1 and after["made"] == before["made"]
         again = await _visit(client, path)  # nothing is being made now: made for this visitor
-        assert b"Made again" in again.content and cache.refreshes == 0 and renders.count(pagecache_item_template()) == 1
+        assert b"Made again" in again.content and cache.refreshes == 0 and renders.count(ITEM_TEMPLATE) == 1
 
 
 async def test_a_signed_in_persons_page_is_made_by_their_own_request_when_its_minute_turned(tmp_path, monkeypatch):
@@ -518,10 +518,7 @@ async def test_a_signed_in_persons_page_is_made_by_their_own_request_when_its_mi
             sign_in(client, session, customer)
         assert (await client.get("/")).status_code == 200
         cache: pagecache.PageCache = app.state.pages
-        later, renders = time.time() + 60, []
-        capture = pagecache._capture
-        monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
-        monkeypatch.setattr(pagecache, "_capture", lambda *a, **k: renders.append(1) or capture(*a, **k))
+        renders = _minutes_later_counted(monkeypatch)
         response = await client.get("/")
         assert response.status_code == 200 and "For customers" in response.text
         assert len(renders) == 1 and not cache.refreshing and cache.refreshes == 0
