@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -182,6 +183,23 @@ class Server:
             except ProcessLookupError:
                 pass
         self.log.close()
+
+
+def keeps_alive(server: Server, path: str) -> None:
+    """wrk keeps its connections open; a server answering `Connection: close` would have it open one per request,
+    a TCP handshake more per request than a server that does not: no comparison. Two requests on one connection,
+    as wrk sends them, and neither answer may say it closes."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        for _ in range(2):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            if response.will_close:
+                raise RuntimeError(f"{server.name} closes the connection after each answer "
+                                   f"(Connection: {response.getheader('connection')}): wrk would reconnect per request")
+    finally:
+        connection.close()
 
 
 def fetch(url: str, cookie: str | None = None) -> tuple[int, str]:
@@ -1083,6 +1101,8 @@ def main() -> None:
             servers.append(raw)
             bare.wait_ready("/healthz")
             raw.wait_ready("/healthz")
+            for server in (app, bare, raw):
+                keeps_alive(server, measured_pages[0].paths[0])
 
             print("\nmeasuring (each page: bare FastAPI, the app, raw ASGI, in turn):")
             for page in measured:
