@@ -23,7 +23,7 @@ from app.db import Database, RequestSession, utcnow
 from app.errors import Forbidden, NotAuthenticated, NotFound
 from app.inputs import refuse_bad_path
 from app.portal import service as portal
-from app.security import SESSION_COOKIE, forget_ended_session, session_cookie_value
+from app.security import SESSION_COOKIE, session_cookie_value
 
 log = logging.getLogger("ahead.api")
 
@@ -53,8 +53,6 @@ async def get_viewer(request: Request) -> Viewer:
         row = accounts.load_session(request.state.db.session, token)
         if row is not None:
             viewer = Viewer.of(row.user, row.id)
-        else:
-            forget_ended_session(request)
     request.state.viewer = viewer
     return viewer
 
@@ -87,8 +85,6 @@ async def _voter(request: Request, *, attach: bool) -> Viewer:
         return await get_viewer(request)
     session: Session = request.state.db.session
     kept = request.app.state.vote_viewers.in_transaction(session, token)
-    if kept is None:
-        forget_ended_session(request)
     viewer = ANONYMOUS if kept is None else in_session(session, kept) if attach else kept
     request.state.viewer = viewer
     return viewer

@@ -75,20 +75,6 @@ def clear_flash_cookie(request: Request, response: Any) -> None:
     response.delete_cookie(names.flash, path="/", secure=names.secure, httponly=True, samesite="lax")
 
 
-SESSION_ENDED = "session_ended"  # in the request's state: its session cookie names no live session
-
-
-def forget_ended_session(request: Request) -> None:
-    """The request's session cookie names no live session (signed out elsewhere, expired, ended by a password change
-    or a closed account): its answer expires the cookie (`CsrfCookieMiddleware`), so that the browser stops sending
-    it and its next pages are a visitor's, kept and shared, not each made again for a session that is gone; and the
-    forms this answer holds carry a token bound to no session, as the browser's next request will be. A sign-in in
-    the same request binds them to its new session instead (`rotate_csrf`) and keeps its cookie."""
-    state = request.scope.setdefault("state", {})
-    state[SESSION_ENDED] = True
-    state.setdefault("csrf_session", "")
-
-
 def clear_session_cookie(request: Request, response: Any) -> None:
     # A __Host- cookie is replaced (here: expired) only by one with the same flags.
     names = cookies(request)
@@ -262,16 +248,12 @@ def rotate_csrf(request: Request, *, session_token: str = "") -> None:
 
 
 class CsrfCookieMiddleware:
-    """Sets the CSRF cookie when a page minted a new one, and expires a session cookie that names no live session
-    (`forget_ended_session`) unless the answer sets or expires it itself (a sign-in, a sign-out)."""
+    """Sets the CSRF cookie when a page minted a new one."""
 
     def __init__(self, app: Any, *, cookies: Cookies) -> None:
         self.app = app
         self.name = cookies.csrf
         self.secure = cookies.secure
-        self.session_prefix = f"{cookies.session}=".encode()
-        expired = f'{cookies.session}=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; HttpOnly; SameSite=Lax'
-        self.session_expired = (expired + ("; Secure" if cookies.secure else "")).encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -286,9 +268,6 @@ class CsrfCookieMiddleware:
                     if self.secure:
                         cookie += "; Secure"
                     message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
-                if state.get(SESSION_ENDED) and not any(
-                        k == b"set-cookie" and v.startswith(self.session_prefix) for k, v in message.get("headers", [])):
-                    message["headers"] = [*message.get("headers", []), (b"set-cookie", self.session_expired)]
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
