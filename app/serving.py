@@ -9,10 +9,19 @@ happened to be idle took all 64 connections, kept them alive, and served the run
 
 So the listening socket is read here instead of by libuv, `ACCEPT_BATCH` connections per turn, each handed to
 uvloop as an accepted socket, which serves it exactly as one it accepted itself. A burst is in after a few
-turns, and a worker with short turns (the idle one) still takes no more than its share (bench/README.md,
-"uvloop's accept"). Only the plain cases uvicorn uses are taken over (the socket its supervisor bound, or one
-worker's IP address and port; no TLS: TLS ends at the proxy, docs/deploy.md); anything else goes to uvloop's
-own `create_server`.
+turns (bench/README.md, "uvloop's accept").
+
+Workers sharing the socket also keep each other's counts of connections held (`Peers`: a few bytes of shared
+memory), and one holding more than the fewest held elsewhere waits before taking more, the longer the further ahead
+(`ACCEPT_WAIT_PER_CONNECTION`, at most `ACCEPT_WAIT_MAX`), so that the one holding fewer takes them. Without it the
+split of a burst followed whichever worker's turns were shortest at that moment: 64 connections opened at once went
+12 / 52, and kept alive, the worker with 52 answered each request 52 / 32 times later than an even split would have,
+for as long as they stayed open (the never-repeated search's p99 191 ms at 12 / 52 against 120-134 ms at 32 / 32
+and 28 / 36, bench/README.md). A worker that is not ahead takes a connection at once, as before: waiting on its own
+count alone (tried first) held up every request of a client opening a connection per request.
+
+Only the plain cases uvicorn uses are taken over (the socket its supervisor bound, or one worker's IP address and
+port; no TLS: TLS ends at the proxy, docs/deploy.md); anything else goes to uvloop's own `create_server`.
 
 Each worker also hands Python's GIL over more often (`GIL_SWITCH_SECONDS`): the vote at once, the searches and the
 item pages made off the loop run in threads, and every database call releases the GIL; the loop, wanting it back,
@@ -23,16 +32,23 @@ then made 7,200-7,800 req/s; with 1 ms, 9,200-9,800 (bench/README.md, the board 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
+import fcntl
 import ipaddress
 import logging
+import mmap
 import multiprocessing
 import os
 import signal
 import socket
+import stat
+import struct
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvloop
@@ -40,6 +56,13 @@ import uvloop
 log = logging.getLogger("ahead.serving")
 
 ACCEPT_BATCH = 4  # per turn of the loop: 1 is libuv's; 128 unbalanced the workers (above)
+# Workers sharing the socket: one holding more connections than the fewest held elsewhere (by more than
+# ACCEPT_SLACK) waits this long per connection it is ahead before taking more, at most ACCEPT_WAIT_MAX
+ACCEPT_SLACK = 2
+ACCEPT_WAIT_PER_CONNECTION = 0.0005  # seconds
+ACCEPT_WAIT_MAX = 0.02  # seconds
+LONG_LIVED = 1.0  # seconds: connections living this long on average are balanced (a start assumes so)
+LIFETIME_WEIGHT = 0.1  # of each closed connection in the average
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PAUSE_WHEN_OUT = 1.0  # seconds without accepting when the process is out of file descriptors (as asyncio)
 
@@ -54,6 +77,12 @@ class Listener:
         self._owns_socket = owns_socket  # made for it (one worker); else uvicorn's, which closes it
         self._serving = self._closed = False
         self._connecting: set[asyncio.Task[Any]] = set()
+        self._holding = 0  # connections taken in and not yet closed
+        # How long this worker's connections have lived lately (a moving average, seconds): long-lived ones are
+        # balanced across the workers, those of a client opening one per request are not (`_accept`)
+        self.lifetime = LONG_LIVED
+        # Other workers take connections from the same socket: their counts, where they can be shared
+        self.peers = None if owns_socket else Peers.join(sock)
         sock.listen(backlog)  # uvicorn binds the socket; listening is create_server's part, as in asyncio's
         sock.setblocking(False)
         self.sockets = [sock]
@@ -69,12 +98,45 @@ class Listener:
             self._loop.remove_reader(self._sock.fileno())
             self._serving = False
 
+    @property
+    def holding(self) -> int:
+        """Connections taken in and not yet closed."""
+        return self._holding
+
+    def _held(self, change: int) -> None:
+        self._holding += change
+        if self.peers is not None:
+            self.peers.publish(self._holding)
+
     def _accept(self) -> None:
+        """The socket has connections waiting: take a few now, or, holding more than another worker sharing the
+        socket, after a wait that grows with how far ahead (the other takes them meanwhile). Only while this
+        worker's connections are long-lived: those of a client opening one per request spread over the workers as
+        they come and go, and waiting would only hold each request up (a throughput lost to it: 12,000 -> 7,000
+        req/s, bench/README.md). Holding no more than the slack, no worker can be further ahead: the others' counts
+        are not read."""
+        fewest = (self.peers.fewest_elsewhere()
+                  if self.peers is not None and self._holding > ACCEPT_SLACK and self.lifetime >= LONG_LIVED else None)
+        ahead = self._holding - fewest if fewest is not None else 0
+        if ahead <= ACCEPT_SLACK:
+            self._take()
+            return
+        self._stop()
+        self._loop.call_later(min(ACCEPT_WAIT_MAX, ahead * ACCEPT_WAIT_PER_CONNECTION), self._after_wait)
+
+    def _after_wait(self) -> None:
+        if self._closed:
+            return
+        if self._take():  # whatever is still waiting, then listen again (not when out of descriptors: paused)
+            self._start()
+
+    def _take(self) -> bool:
+        """Up to `ACCEPT_BATCH` waiting connections; False when out of file descriptors (accepting is paused)."""
         for _ in range(ACCEPT_BATCH):
             try:
                 connection, _address = self._sock.accept()
             except (BlockingIOError, InterruptedError):
-                return  # none left
+                return True  # none left
             except ConnectionAbortedError:
                 continue  # the client gave up before we took it
             except OSError as exc:
@@ -83,17 +145,34 @@ class Listener:
                 log.error("accepting a connection failed (%s): trying again in %.0f s", exc.strerror, _PAUSE_WHEN_OUT)
                 self._stop()
                 self._loop.call_later(_PAUSE_WHEN_OUT, self._start)
-                return
+                return False
             connection.setblocking(False)
+            self._held(1)
             task = self._loop.create_task(self._serve(connection))
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
+        return True
 
     async def _serve(self, connection: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(self._protocol_factory, connection)
+            await self._loop.connect_accepted_socket(self._counted, connection)
         except OSError:
+            self._held(-1)
             connection.close()  # gone before it could be served: nothing was read from it
+
+    def _counted(self) -> asyncio.BaseProtocol:
+        """The server's protocol for a connection, which says when the connection ends (`holding`, `lifetime`)."""
+        protocol = self._protocol_factory()
+        lost = protocol.connection_lost
+        opened = time.monotonic()
+
+        def connection_lost(exc: Exception | None) -> None:
+            self._held(-1)
+            self.lifetime += (time.monotonic() - opened - self.lifetime) * LIFETIME_WEIGHT
+            lost(exc)
+
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol
 
     def is_serving(self) -> bool:
         return self._serving
@@ -102,11 +181,104 @@ class Listener:
         """Stop accepting (the connections already taken in are uvicorn's to finish)."""
         self._closed = True
         self._stop()
+        if self.peers is not None:
+            self.peers.leave()
+            self.peers = None
         if self._owns_socket:
             self._sock.close()
 
     async def wait_closed(self) -> None:
         return None
+
+
+class Peers:
+    """The counts of connections held by the workers sharing one listening socket: a small file mapped into each
+    (in /dev/shm where there is one), named after the socket (its inode, the same in every worker: they inherit it
+    from the supervisor). A slot per worker: its process id and its count, which only it writes; a slot whose process
+    has ended is taken by the next worker to join, and its count is never read. Nothing here is needed to serve: if
+    the file cannot be made, workers take connections as they come."""
+
+    SLOTS = 64
+    _SLOT = struct.Struct("qq")  # process id, connections held
+
+    def __init__(self, path: str, fd: int, mapped: mmap.mmap, slot: int) -> None:
+        self.path, self._fd, self._map, self._slot = path, fd, mapped, slot
+        self._offset, self._pid = slot * self._SLOT.size, os.getpid()
+
+    @classmethod
+    def join(cls, sock: socket.socket) -> Peers | None:
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # nosec B108 # our own file, 0600
+        try:
+            path = os.path.join(folder, f"ahead-accept-{os.getuid()}-{os.fstat(sock.fileno()).st_ino}")
+            # Never through a link someone else put there, never a file that is not this user's own
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return None
+        try:
+            found = os.fstat(fd)
+            if found.st_uid != os.getuid() or not stat.S_ISREG(found.st_mode):
+                raise ValueError(f"{path} is not this user's own file")
+            size = cls.SLOTS * cls._SLOT.size
+            with _locked(fd):
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+                mapped = mmap.mmap(fd, size)
+                for slot in range(cls.SLOTS):
+                    pid, _ = cls._SLOT.unpack_from(mapped, slot * cls._SLOT.size)
+                    if pid == 0 or not _alive(pid):
+                        cls._SLOT.pack_into(mapped, slot * cls._SLOT.size, os.getpid(), 0)
+                        return cls(path, fd, mapped, slot)
+                mapped.close()
+        except (OSError, ValueError):
+            pass
+        os.close(fd)
+        return None
+
+    def publish(self, holding: int) -> None:
+        self._SLOT.pack_into(self._map, self._offset, self._pid, holding)
+
+    def fewest_elsewhere(self) -> int | None:
+        """The fewest connections another live worker on the socket holds; None when there is none."""
+        fewest: int | None = None
+        for slot in range(self.SLOTS):
+            if slot == self._slot:
+                continue
+            pid, holding = self._SLOT.unpack_from(self._map, slot * self._SLOT.size)
+            if pid and (fewest is None or holding < fewest) and _alive(pid):
+                fewest = holding
+        return fewest
+
+    def leave(self) -> None:
+        """Free the slot; the last worker to leave removes the file."""
+        try:
+            with _locked(self._fd):
+                self._SLOT.pack_into(self._map, self._offset, 0, 0)
+                if not any(self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0] for slot in range(self.SLOTS)):
+                    os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            self._map.close()
+            os.close(self._fd)
+
+
+@contextlib.contextmanager
+def _locked(fd: int) -> Iterator[None]:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Loop(uvloop.Loop):
