@@ -77,10 +77,14 @@ class Listener:
         self._owns_socket = owns_socket  # made for it (one worker); else uvicorn's, which closes it
         self._serving = self._closed = False
         self._connecting: set[asyncio.Task[Any]] = set()
-        self._holding = 0  # connections taken in and not yet closed
+        self._holding = 0  # connections taken in and not yet closed, as counted here
+        # uvicorn's own set of this server's open connections, once a protocol shows it: it follows a connection
+        # that changes protocol (a WebSocket upgrade), which the count here cannot (its close is the new one's)
+        self._connections: set[Any] | None = None
         # How long this worker's connections have lived lately (a moving average, seconds): long-lived ones are
-        # balanced across the workers, those of a client opening one per request are not (`_accept`)
-        self.lifetime = LONG_LIVED
+        # balanced across the workers, those of a client opening one per request are not (`_accept`). A new worker
+        # assumes long-lived ones, firmly enough that a health check's connection or two changes nothing.
+        self.lifetime = 10 * LONG_LIVED
         # Other workers take connections from the same socket: their counts, where they can be shared
         self.peers = None if owns_socket else Peers.join(sock)
         sock.listen(backlog)  # uvicorn binds the socket; listening is create_server's part, as in asyncio's
@@ -100,13 +104,14 @@ class Listener:
 
     @property
     def holding(self) -> int:
-        """Connections taken in and not yet closed."""
-        return self._holding
+        """Connections taken in and not yet closed: uvicorn's count where known (a connection taken over by another
+        protocol included), else this one's."""
+        return len(self._connections) if self._connections is not None else self._holding
 
     def _held(self, change: int) -> None:
         self._holding += change
         if self.peers is not None:
-            self.peers.publish(self._holding)
+            self.peers.publish(self.holding)
 
     def _accept(self) -> None:
         """The socket has connections waiting: take a few now, or, holding more than another worker sharing the
@@ -115,9 +120,10 @@ class Listener:
         they come and go, and waiting would only hold each request up (a throughput lost to it: 12,000 -> 7,000
         req/s, bench/README.md). Holding no more than the slack, no worker can be further ahead: the others' counts
         are not read."""
+        holding = self.holding
         fewest = (self.peers.fewest_elsewhere()
-                  if self.peers is not None and self._holding > ACCEPT_SLACK and self.lifetime >= LONG_LIVED else None)
-        ahead = self._holding - fewest if fewest is not None else 0
+                  if self.peers is not None and holding > ACCEPT_SLACK and self.lifetime >= LONG_LIVED else None)
+        ahead = holding - fewest if fewest is not None else 0
         if ahead <= ACCEPT_SLACK:
             self._take()
             return
@@ -165,13 +171,16 @@ class Listener:
         protocol = self._protocol_factory()
         lost = protocol.connection_lost
         opened = time.monotonic()
+        if self._connections is None and isinstance(connections := getattr(protocol, "connections", None), set):
+            self._connections = connections
 
         def connection_lost(exc: Exception | None) -> None:
+            lost(exc)  # (uvicorn's set forgets the connection here)
             self._held(-1)
             self.lifetime += (time.monotonic() - opened - self.lifetime) * LIFETIME_WEIGHT
-            lost(exc)
 
-        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        # An attribute of this one protocol object, which its transport calls when the connection ends
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # noted here, then uvicorn's
         return protocol
 
     def is_serving(self) -> bool:
@@ -208,20 +217,22 @@ class Peers:
     @classmethod
     def join(cls, sock: socket.socket) -> Peers | None:
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # nosec B108 # our own file, 0600
+        path = folder
         try:
             path = os.path.join(folder, f"ahead-accept-{os.getuid()}-{os.fstat(sock.fileno()).st_ino}")
             # Never through a link someone else put there, never a file that is not this user's own
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError:
-            return None
+        except OSError as exc:
+            return cls._without(path, exc)
         try:
             found = os.fstat(fd)
             if found.st_uid != os.getuid() or not stat.S_ISREG(found.st_mode):
-                raise ValueError(f"{path} is not this user's own file")
+                raise ValueError("not this user's own file")
             size = cls.SLOTS * cls._SLOT.size
             with _locked(fd):
-                if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)
+                # The space taken for real before the file is mapped: a mapping past what a full /dev/shm can hold
+                # kills the process at its first touch (SIGBUS), which no exception handler sees
+                os.posix_fallocate(fd, 0, size)
                 mapped = mmap.mmap(fd, size)
                 for slot in range(cls.SLOTS):
                     pid, _ = cls._SLOT.unpack_from(mapped, slot * cls._SLOT.size)
@@ -229,9 +240,19 @@ class Peers:
                         cls._SLOT.pack_into(mapped, slot * cls._SLOT.size, os.getpid(), 0)
                         return cls(path, fd, mapped, slot)
                 mapped.close()
-        except (OSError, ValueError):
-            pass
-        os.close(fd)
+                raise ValueError(f"all {cls.SLOTS} slots taken")
+        except (OSError, ValueError) as exc:
+            with contextlib.suppress(OSError):
+                found = os.fstat(fd)
+                if found.st_uid == os.getuid() and found.st_size == 0:  # made here and never set up: not left behind
+                    os.unlink(path)
+            os.close(fd)
+            return cls._without(path, exc)
+
+    @staticmethod
+    def _without(path: str, exc: Exception) -> None:
+        log.warning("workers cannot share their connection counts (%s: %s): each takes connections as they come",
+                    path, exc)
         return None
 
     def publish(self, holding: int) -> None:
@@ -272,13 +293,28 @@ def _locked(fd: int) -> Iterator[None]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether `pid` is a worker on the socket still: this process, or one running under the same supervisor (where
+    /proc tells; elsewhere, any process with that id). A slot's process id taken by an unrelated process after its
+    worker ended must not count, its count frozen at whatever the worker held then."""
+    if pid == os.getpid():
         return True
-    return True
+    if not _PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            fields = stat_file.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != b"Z" and int(fields[1]) == os.getppid()
+
+
+_PROC = os.path.isdir("/proc/self")
 
 
 class Loop(uvloop.Loop):

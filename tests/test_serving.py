@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -201,6 +202,27 @@ def test_a_worker_whose_connections_are_short_lived_takes_each_new_one_at_once(m
             client.close()
 
 
+def test_connections_taken_over_by_another_protocol_are_counted_out_when_they_end():
+    """A WebSocket upgrade hands the connection to another protocol object, whose end the first never hears of:
+    counted by that first one, anyone could push a worker's count up for good with upgrade requests (a walk-through:
+    1,720 after a second of them), and a worker started later then took every new connection."""
+    sock = CountingSocket()
+    port = listening(sock)
+    upgrade = (b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with served(sock) as server:
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(upgrade)
+                assert client.recv(4096).startswith(b"HTTP/1.1 ")
+        until(lambda: listener(server).holding == 0, "the upgraded connections counted out")
+        # and what the other workers read says so once the worker next takes or ends a connection of its own
+        assert answer(ask(port, 1)[0]).endswith(b"hello")
+        peers = listener(server).peers
+        assert peers is not None
+        until(lambda: serving.Peers._SLOT.unpack_from(peers._map, peers._offset) == (os.getpid(), 0), "published")
+
+
 class TestPeers:
     """The workers' shared counts: a slot each, a dead worker's slot taken again, the file gone with the last."""
 
@@ -216,6 +238,11 @@ class TestPeers:
             # a worker that ended holding nothing would otherwise hold every other back
             serving.Peers._SLOT.pack_into(first._map, serving.Peers._SLOT.size, dead, 0)
             assert first.fewest_elsewhere() is None
+            # nor does a live process that took a dead worker's id: it is no worker of this supervisor
+            with subprocess.Popen(["sleep", "30"]) as stranger:
+                serving.Peers._SLOT.pack_into(first._map, serving.Peers._SLOT.size, stranger.pid, 0)
+                assert first.fewest_elsewhere() is None
+                stranger.kill()
             second = serving.Peers.join(sock)
             assert second is not None and second._slot == 1
             second.publish(3)
@@ -225,6 +252,23 @@ class TestPeers:
             first.leave()
         assert not os.path.exists(first.path)  # the last to leave removes the file
         sock.close()
+
+    def test_without_room_in_dev_shm_the_workers_serve_unbalanced_and_say_so(self, monkeypatch, caplog):
+        """A full /dev/shm: the file's space is taken before it is mapped, so the worker hears of it as an error
+        (mapped without it, the first write killed the worker with SIGBUS, and its replacements after it)."""
+
+        def full(fd: int, offset: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", full)
+        sock = CountingSocket()
+        port = listening(sock)
+        name = f"ahead-accept-{os.getuid()}-{os.fstat(sock.fileno()).st_ino}"
+        with served(sock) as server:
+            assert answer(ask(port, 1)[0]).endswith(b"hello")
+            assert listener(server).peers is None
+        assert "cannot share their connection counts" in caplog.text and "No space left" in caplog.text
+        assert not any(os.path.exists(os.path.join(folder, name)) for folder in ("/dev/shm", tempfile.gettempdir()))
 
     def test_a_file_of_someone_elses_is_not_used(self, tmp_path, monkeypatch):
         sock = CountingSocket()
