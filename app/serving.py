@@ -63,6 +63,7 @@ ACCEPT_WAIT_PER_CONNECTION = 0.0005  # seconds
 ACCEPT_WAIT_MAX = 0.02  # seconds
 LONG_LIVED = 1.0  # seconds: connections living this long on average are balanced (a start assumes so)
 LIFETIME_WEIGHT = 0.1  # of each closed connection in the average
+PUBLISH_EVERY = 1.0  # seconds: a worker's count is published at least this often (as well as on each change)
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PAUSE_WHEN_OUT = 1.0  # seconds without accepting when the process is out of file descriptors (as asyncio)
 
@@ -87,6 +88,8 @@ class Listener:
         self.lifetime = 10 * LONG_LIVED
         # Other workers take connections from the same socket: their counts, where they can be shared
         self.peers = None if owns_socket else Peers.join(sock)
+        if self.peers is not None:
+            loop.call_later(PUBLISH_EVERY, self._publish_now_and_then)
         sock.listen(backlog)  # uvicorn binds the socket; listening is create_server's part, as in asyncio's
         sock.setblocking(False)
         self.sockets = [sock]
@@ -96,6 +99,13 @@ class Listener:
         if not self._serving and not self._closed and self._sock.fileno() != -1:  # (a pause may end after close)
             self._loop.add_reader(self._sock.fileno(), self._accept)
             self._serving = True
+
+    def _publish_now_and_then(self) -> None:
+        """The count published every `PUBLISH_EVERY` seconds as well: a connection taken over by another protocol (a
+        WebSocket upgrade) ends without a word to this one, and the others would read the count from before."""
+        if not self._closed and self.peers is not None:
+            self.peers.publish(self.holding)
+            self._loop.call_later(PUBLISH_EVERY, self._publish_now_and_then)
 
     def _stop(self) -> None:
         if self._serving:
@@ -133,8 +143,12 @@ class Listener:
     def _after_wait(self) -> None:
         if self._closed:
             return
-        if self._take():  # whatever is still waiting, then listen again (not when out of descriptors: paused)
-            self._start()
+        paused = False
+        try:
+            paused = not self._take()  # whatever is still waiting
+        finally:  # then listen again, whatever happened (not when out of descriptors: paused, started later)
+            if not paused:
+                self._start()
 
     def _take(self) -> bool:
         """Up to `ACCEPT_BATCH` waiting connections; False when out of file descriptors (accepting is paused)."""
@@ -165,6 +179,8 @@ class Listener:
         except OSError:
             self._held(-1)
             connection.close()  # gone before it could be served: nothing was read from it
+            return
+        self._held(0)  # now in the server's own count
 
     def _counted(self) -> asyncio.BaseProtocol:
         """The server's protocol for a connection, which says when the connection ends (`holding`, `lifetime`)."""
@@ -274,7 +290,11 @@ class Peers:
         try:
             with _locked(self._fd):
                 self._SLOT.pack_into(self._map, self._offset, 0, 0)
-                if not any(self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0] for slot in range(self.SLOTS)):
+                others = (self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0] for slot in range(self.SLOTS))
+                mapped, named = os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)
+                # the last one here removes the file, not one made since under the same name (this one removed)
+                if (not any(pid and _alive(pid) for pid in others)
+                        and (mapped.st_dev, mapped.st_ino) == (named.st_dev, named.st_ino)):
                     os.unlink(self.path)
         except OSError:
             pass

@@ -253,6 +253,37 @@ class TestPeers:
         assert not os.path.exists(first.path)  # the last to leave removes the file
         sock.close()
 
+    def test_the_last_to_leave_removes_its_own_file_only(self):
+        """A dead worker's slot does not keep the file; a file made since under the same name (the first removed by
+        hand, or by logind's RemoveIPC) is another's and stays."""
+        sock = CountingSocket()
+        listening(sock)
+        ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                               text=True, check=True)
+        first = serving.Peers.join(sock)
+        assert first is not None
+        serving.Peers._SLOT.pack_into(first._map, serving.Peers._SLOT.size, int(ended.stdout), 7)
+        os.unlink(first.path)
+        second = serving.Peers.join(sock)  # a worker started since: a new file under the same name
+        assert second is not None and second._slot == 0
+        first.leave()
+        assert os.path.exists(second.path)
+        serving.Peers._SLOT.pack_into(second._map, serving.Peers._SLOT.size, int(ended.stdout), 7)
+        second.leave()  # the only live one: the dead one's slot does not keep the file
+        assert not os.path.exists(second.path)
+        sock.close()
+
+    def test_a_worker_publishes_what_it_holds(self):
+        sock = CountingSocket()
+        port = listening(sock)
+        with served(sock) as server:
+            held = kept_open(port, 5)
+            peers = listener(server).peers
+            assert peers is not None
+            until(lambda: serving.Peers._SLOT.unpack_from(peers._map, peers._offset) == (os.getpid(), 5), "published")
+            for client in held:
+                client.close()
+
     def test_without_room_in_dev_shm_the_workers_serve_unbalanced_and_say_so(self, monkeypatch, caplog):
         """A full /dev/shm: the file's space is taken before it is mapped, so the worker hears of it as an error
         (mapped without it, the first write killed the worker with SIGBUS, and its replacements after it)."""
