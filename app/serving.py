@@ -100,11 +100,16 @@ class Listener:
             self._loop.add_reader(self._sock.fileno(), self._accept)
             self._serving = True
 
+    def _publish(self) -> None:
+        """This worker's count, for the others to read."""
+        if self.peers is not None:
+            self.peers.publish(self.holding)
+
     def _publish_now_and_then(self) -> None:
         """The count published every `PUBLISH_EVERY` seconds as well: a connection taken over by another protocol (a
         WebSocket upgrade) ends without a word to this one, and the others would read the count from before."""
         if not self._closed and self.peers is not None:
-            self.peers.publish(self.holding)
+            self._publish()
             self._loop.call_later(PUBLISH_EVERY, self._publish_now_and_then)
 
     def _stop(self) -> None:
@@ -120,8 +125,7 @@ class Listener:
 
     def _held(self, change: int) -> None:
         self._holding += change
-        if self.peers is not None:
-            self.peers.publish(self.holding)
+        self._publish()
 
     def _accept(self) -> None:
         """The socket has connections waiting: take a few now, or, holding more than another worker sharing the
@@ -180,7 +184,7 @@ class Listener:
             self._held(-1)
             connection.close()  # gone before it could be served: nothing was read from it
             return
-        self._held(0)  # now in the server's own count
+        self._publish()  # now in the server's own count
 
     def _counted(self) -> asyncio.BaseProtocol:
         """The server's protocol for a connection, which says when the connection ends (`holding`, `lifetime`)."""
@@ -251,7 +255,7 @@ class Peers:
                 os.posix_fallocate(fd, 0, size)
                 mapped = mmap.mmap(fd, size)
                 for slot in range(cls.SLOTS):
-                    pid, _ = cls._SLOT.unpack_from(mapped, slot * cls._SLOT.size)
+                    pid, _ = cls._read(mapped, slot)
                     if pid == 0 or not _alive(pid):
                         cls._SLOT.pack_into(mapped, slot * cls._SLOT.size, os.getpid(), 0)
                         return cls(path, fd, mapped, slot)
@@ -271,6 +275,12 @@ class Peers:
                     path, exc)
         return None
 
+    @classmethod
+    def _read(cls, mapped: mmap.mmap, slot: int) -> tuple[int, int]:
+        """A slot's (process id, connections held)."""
+        pid, holding = cls._SLOT.unpack_from(mapped, slot * cls._SLOT.size)
+        return pid, holding
+
     def publish(self, holding: int) -> None:
         self._SLOT.pack_into(self._map, self._offset, self._pid, holding)
 
@@ -280,7 +290,7 @@ class Peers:
         for slot in range(self.SLOTS):
             if slot == self._slot:
                 continue
-            pid, holding = self._SLOT.unpack_from(self._map, slot * self._SLOT.size)
+            pid, holding = self._read(self._map, slot)
             if pid and (fewest is None or holding < fewest) and _alive(pid):
                 fewest = holding
         return fewest
@@ -290,7 +300,7 @@ class Peers:
         try:
             with _locked(self._fd):
                 self._SLOT.pack_into(self._map, self._offset, 0, 0)
-                others = (self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0] for slot in range(self.SLOTS))
+                others = (self._read(self._map, slot)[0] for slot in range(self.SLOTS))
                 mapped, named = os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)
                 # the last one here removes the file, not one made since under the same name (this one removed)
                 if (not any(pid and _alive(pid) for pid in others)

@@ -220,7 +220,24 @@ def test_connections_taken_over_by_another_protocol_are_counted_out_when_they_en
         assert answer(ask(port, 1)[0]).endswith(b"hello")
         peers = listener(server).peers
         assert peers is not None
-        until(lambda: serving.Peers._SLOT.unpack_from(peers._map, peers._offset) == (os.getpid(), 0), "published")
+        until(lambda: published(peers) == (os.getpid(), 0), "published")
+
+
+def ended_pid() -> int:
+    """The process id of a process that has ended."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    return int(ended.stdout)
+
+
+def published(peers: serving.Peers) -> tuple[int, int]:
+    """What the other workers read of this one: (its process id, connections held)."""
+    return serving.Peers._read(peers._map, peers._slot)
+
+
+def second_slot(peers: serving.Peers, pid: int, holding: int) -> None:
+    """Another worker's slot, as if it had written it."""
+    serving.Peers._SLOT.pack_into(peers._map, serving.Peers._SLOT.size, pid, holding)
 
 
 class TestPeers:
@@ -229,18 +246,16 @@ class TestPeers:
     def test_a_dead_workers_slot_is_ignored_and_taken_by_the_next(self):
         sock = CountingSocket()
         listening(sock)
-        ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                               text=True, check=True)
-        dead = int(ended.stdout)
+        dead = ended_pid()
         first = serving.Peers.join(sock)
         assert first is not None
         try:
             # a worker that ended holding nothing would otherwise hold every other back
-            serving.Peers._SLOT.pack_into(first._map, serving.Peers._SLOT.size, dead, 0)
+            second_slot(first, dead, 0)
             assert first.fewest_elsewhere() is None
             # nor does a live process that took a dead worker's id: it is no worker of this supervisor
             with subprocess.Popen(["sleep", "30"]) as stranger:
-                serving.Peers._SLOT.pack_into(first._map, serving.Peers._SLOT.size, stranger.pid, 0)
+                second_slot(first, stranger.pid, 0)
                 assert first.fewest_elsewhere() is None
                 stranger.kill()
             second = serving.Peers.join(sock)
@@ -258,17 +273,16 @@ class TestPeers:
         hand, or by logind's RemoveIPC) is another's and stays."""
         sock = CountingSocket()
         listening(sock)
-        ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                               text=True, check=True)
+        dead = ended_pid()
         first = serving.Peers.join(sock)
         assert first is not None
-        serving.Peers._SLOT.pack_into(first._map, serving.Peers._SLOT.size, int(ended.stdout), 7)
+        second_slot(first, dead, 7)
         os.unlink(first.path)
         second = serving.Peers.join(sock)  # a worker started since: a new file under the same name
         assert second is not None and second._slot == 0
         first.leave()
         assert os.path.exists(second.path)
-        serving.Peers._SLOT.pack_into(second._map, serving.Peers._SLOT.size, int(ended.stdout), 7)
+        second_slot(second, dead, 7)
         second.leave()  # the only live one: the dead one's slot does not keep the file
         assert not os.path.exists(second.path)
         sock.close()
@@ -280,7 +294,7 @@ class TestPeers:
             held = kept_open(port, 5)
             peers = listener(server).peers
             assert peers is not None
-            until(lambda: serving.Peers._SLOT.unpack_from(peers._map, peers._offset) == (os.getpid(), 5), "published")
+            until(lambda: published(peers) == (os.getpid(), 5), "published")
             for client in held:
                 client.close()
 
