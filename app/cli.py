@@ -332,8 +332,8 @@ def reindex(
             indexed, after = indexed + done[0], done[1]
     finally:
         database.dispose()
-    gone = f"; {dropped} entr{'y' if dropped == 1 else 'ies'} of deleted items dropped" if dropped else ""
-    typer.echo(f"Search index rebuilt: {indexed} item{'' if indexed == 1 else 's'}{gone}.")
+    gone = f"; {dropped:,} entr{'y' if dropped == 1 else 'ies'} of deleted items dropped" if dropped else ""
+    typer.echo(f"Search index rebuilt: {indexed:,} item{'' if indexed == 1 else 's'}{gone}.")
 
 
 @cli.command("desk-check")
@@ -407,7 +407,7 @@ def outbox(
         with database.transaction() as session:
             if retry:
                 count = outbox_service.retry(session, job_ids=list(job_id) if job_id else None)
-                typer.echo(f"{count} job{'' if count == 1 else 's'} queued again.")
+                typer.echo(f"{count:,} job{'' if count == 1 else 's'} queued again.")
                 return
             counts = outbox_service.counts(session)
             typer.echo(f"Waiting: {counts.pending} ({counts.due} due now). Failed: {counts.failed}. "
