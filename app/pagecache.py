@@ -43,8 +43,11 @@ same for all. When such a page holds no form that needs a CSRF token (a visitor'
 an item page), its finished answer — the very bytes and headers that went out — is kept with the page, and the
 middleware, outside routing, dependencies and the request's transaction, answers the next such request for the
 same address from it: after reading the content revision, under which the page must still be kept (a change
-anywhere drops it, as for every kept page), and within the same minute. Anything else — another method, any
-cookie, an `Authorization` or conditional header, an address not kept — goes through the whole app as before.
+anywhere drops it, as for every kept page), and within the same minute. So is a request whose session cookie names
+nobody (a session ended in another tab or by an administrator, expired, made up): the app would answer it as a
+visitor, with the same bytes, and ResponseMiddleware marks it private as it marks every answer to a request naming
+a session. Anything else — another method, a flash message, an `Authorization` or conditional header, an address
+not kept — goes through the whole app as before (a live session: see below).
 
 **A minute turning** (`_stale`). A page whose minute has turned is made again by the request that finds it so, which
 waits for it: a lone visitor gets this minute's page. Only when the worker is already making pages (a burst after a
@@ -81,7 +84,7 @@ from starlette.requests import cookie_parser
 from app import metrics, revision
 from app.accounts.viewer import ANONYMOUS, Viewer
 from app.db import Database, RequestSession, run_off_loop
-from app.responses import weak_etag
+from app.responses import VISITORS_BYTES, weak_etag
 from app.roadmap.visibility import audience
 from app.security import FLASH_COOKIE, clear_flash_cookie, csrf_tokens
 from app.web import flash_cookie_sent, page_context, read_flashes, render, rendered_at, templates
@@ -1088,7 +1091,7 @@ SignedInReader = Callable[[Any, str], tuple[int, int, Viewer | None] | Awaitable
 
 class KeptPagesMiddleware:
     """Answers kept pages before the app: a visitor's GET from the finished page kept for its address (a visitor: no
-    session cookie and no flash message; cookies the app never reads do not count),
+    flash message, and no session cookie or one that names nobody; cookies the app never reads do not count),
     and a signed-in person's GET from the page kept for their audience, their own parts filled in.
 
     `revision_reader(database)` gives the content and votes revisions as a new transaction would see them, or an
@@ -1155,14 +1158,7 @@ class KeptPagesMiddleware:
                 revs = read if isinstance(read, tuple) else await read
             except Exception:  # the app answers, with its own error page if it must
                 revs = None
-            found = cache.finished(revs[0], revs[1], path, query) if revs is not None else None
-            if found is None and revs is not None:
-                found = self._refill(scope, cache, revs[0], revs[1], path, query)
-            if found is not None:
-                status, headers, body = found
-                metrics.name_route(scope, metrics.KEPT_ROUTE)  # answered before routing (app/metrics.py)
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+            if revs is not None and await self._send_visitors(scope, send, cache, revs[0], revs[1], path, query):
                 return
         finishing = _Finishing()
         scope[FINISHING] = finishing
@@ -1185,6 +1181,23 @@ class KeptPagesMiddleware:
             return
         cache, rev, votes, key = finishing.kept
         cache.keep_finished(rev, votes, key, path, query, start["status"], headers, b"".join(chunks))
+
+    async def _send_visitors(self, scope: dict[str, Any], send: Any, cache: PageCache, rev: int, votes: int,
+                             path: str, query: bytes, *, named_session: bool = False) -> bool:
+        """Send the visitors' finished answer kept for this address (its query without tracking parameters) under these
+        revisions (made again here when only the counts moved, `_refill`); False when there is none (the app answers).
+        `named_session`: the request's session cookie names nobody (ResponseMiddleware makes the answer private, and
+        is told its bytes are every visitor's, compressed once for all)."""
+        found = cache.finished(rev, votes, path, query) or self._refill(scope, cache, rev, votes, path, query)
+        if found is None:
+            return False
+        if named_session:
+            scope[VISITORS_BYTES] = True
+        status, headers, body = found
+        metrics.name_route(scope, metrics.KEPT_ROUTE)  # answered before routing (app/metrics.py)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     def _fill_here(self, scope: dict[str, Any], cache: PageCache, page: Page, viewer: Viewer, votes: int,
                    headers: list[tuple[bytes, bytes]]) -> tuple[bytes, list[tuple[bytes, bytes]], bool] | None:
@@ -1240,15 +1253,19 @@ class KeptPagesMiddleware:
             await self.app(scope, receive, send)
             return
         token, csrf = jar.get(self.session_cookie), jar.get(self.csrf_cookie)
-        # The session and its CSRF cookie, and no flash message: a flash (shown once, then cleared) and a missing
-        # CSRF cookie (the app would mint one) are the app's to handle. Cookies the app never reads do not matter.
-        if token and csrf and self.flash_cookie not in jar and len(csrf) <= 100:
-            if cache.might_have_signed_in() and await self._answer_signed_in(scope, send, cache, token):
+        # No flash message (shown once, then cleared: the app's to handle). Cookies the app never reads do not matter.
+        # A live session needs its CSRF cookie too (the app would mint one); a session cookie that names nobody
+        # (signed out elsewhere, ended, expired, made up) is a visitor's, who needs none on the pages kept finished.
+        finishing = None
+        if token and self.flash_cookie not in jar and len(csrf or "") <= 100:
+            signed_in = bool(csrf) and cache.might_have_signed_in()
+            address = scope["path"], _untracked(scope["query_string"])
+            if ((signed_in or cache.might_have(*address))
+                    and await self._answer_signed_in(scope, send, cache, token, address, signed_in=signed_in)):
                 return
-            finishing = _Finishing()
-            scope[FINISHING] = finishing
-        else:
-            finishing = None
+            if csrf:
+                finishing = _Finishing()
+                scope[FINISHING] = finishing
         start: dict[str, Any] | None = None
 
         async def noting(message: dict[str, Any]) -> None:
@@ -1266,7 +1283,11 @@ class KeptPagesMiddleware:
         cache, rev, key, who = finishing.signed_in
         cache.keep_signed_in(rev, key, scope["path"], scope["query_string"], who, headers)
 
-    async def _answer_signed_in(self, scope: dict[str, Any], send: Any, cache: PageCache, token: str) -> bool:
+    async def _answer_signed_in(self, scope: dict[str, Any], send: Any, cache: PageCache, token: str,
+                                address: tuple[str, bytes], *, signed_in: bool) -> bool:
+        """A request with a session cookie: answered from the page kept for the person's audience (`signed_in`:
+        such pages are kept), or, when the cookie names nobody, as a visitor — the visitors' finished answer, which
+        is what the app would answer (ResponseMiddleware still marks it private: the request named a session)."""
         assert self.signed_in_reader is not None  # nosec B101 # checked by the caller
         database = self.database_getter()
         try:
@@ -1274,10 +1295,10 @@ class KeptPagesMiddleware:
             content, votes, viewer = read if isinstance(read, tuple) else await read
         except Exception:  # the app answers, with its own error page if it must
             return False
-        if viewer is None or viewer.user is None:  # signed out, expired or unknown: the app's
-            return False
+        if viewer is None or viewer.user is None:  # signed out, ended, expired or unknown: a visitor
+            return await self._send_visitors(scope, send, cache, content, votes, *address, named_session=True)
         who = audience(viewer)
-        if who is None:  # staff: never from kept pages
+        if who is None or not signed_in:  # staff: never from kept pages; nor anyone without a CSRF cookie
             return False
         page = cache.signed_in_page(content, votes, scope["path"], scope["query_string"], who)
         if page is None or page.signed_in_headers is None:

@@ -154,6 +154,10 @@ TEXT_TYPES = (b"text/", b"application/json", b"application/atom+xml", b"applicat
 # Never kept by a CDN, whoever asks: monitors must reach the process itself.
 NOT_PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/me")
 _DROPPED_ON_304 = frozenset({b"content-length", b"content-type", b"content-encoding"})
+# Set in the scope by whatever inside answered with the very bytes every visitor gets (a visitors' page kept finished,
+# sent to a request whose session cookie names nobody: app/pagecache.py): personal by its request, so private, yet
+# its compression is everyone's, kept by entity tag.
+VISITORS_BYTES = "ahead.visitors_bytes"
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -198,7 +202,8 @@ class ResponseMiddleware:
       hold the person's name and token, or name an item only they may see), else `no-cache` (a 404 or a slug's
       301 for a visitor may be a customer's page).
     * **Compression**: text above MIN_COMPRESS_BYTES in brotli or gzip as the client accepts, with
-      `Vary: Accept-Encoding`. An answer the same for everyone who gets it (nothing personal, see above) is
+      `Vary: Accept-Encoding`. An answer the same for everyone who gets it (nothing personal, see above, or
+      the visitors' very bytes sent to a request naming a session that names nobody: `VISITORS_BYTES`) is
       compressed once per entity tag and kept; a personal one is compressed per answer at cheaper settings.
       An answer that arrives compressed (static files) or streamed (CSV exports) is left as it is.
 
@@ -297,7 +302,8 @@ class ResponseMiddleware:
             return
         coding = chosen_coding(request_header(scope, b"accept-encoding")) if encodable else None
         if coding is not None:
-            body = self._encoded(body, coding, etag if (status == 200 and not personal) else None)
+            shared = not personal or inner.get(VISITORS_BYTES, False)
+            body = self._encoded(body, coding, etag if (status == 200 and shared) else None)
             headers = [h for h in headers if h[0].lower() != b"content-length"]
             headers += [(b"content-encoding", coding.encode()), (b"content-length", str(len(body)).encode())]
         await send({**start, "headers": headers})

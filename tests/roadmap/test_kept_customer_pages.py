@@ -26,6 +26,7 @@ from app.accounts.models import Role, User, UserSession
 from app.db import Database, utcnow
 from app.organisations import service as organisations
 from app.organisations.models import Organisation
+from app.responses import ResponseMiddleware
 from app.roadmap.models import Visibility
 from app.security import unmasked
 from app.voting import service as voting
@@ -54,6 +55,13 @@ async def _kept(app, client: httpx.AsyncClient, person: Person, path: str = "/")
         response = await person.get(client, path)
     assert app.state.pages.signed_in_hits == before + 1
     return response
+
+
+def _response_layer(app) -> ResponseMiddleware:  # type: ignore[no-untyped-def]
+    layer = app.middleware_stack
+    while not isinstance(layer, ResponseMiddleware):
+        layer = layer.app
+    return layer
 
 
 def _token_in(page: str) -> str:
@@ -187,6 +195,70 @@ async def test_sign_out_and_revoked_sessions_end_at_the_next_request(app, client
     session.flush()
     page = (await revoked.get(client)).text
     assert "Signedin Person" not in page and secret.title not in page
+
+
+async def test_a_session_cookie_that_names_nobody_gets_the_visitors_kept_page(app, client, session):
+    """A browser still sending the cookie of a session that ended (signed out in another tab, revoked), or a made-up
+    one, is a visitor: answered the visitors' finished page before the stack, the bytes and headers the app answers
+    such a request, marked private (it named a session); nothing of the person's. A live session never is."""
+    customer, _ = customer_in_segment(session, "Enterprise")
+    customer.display_name = "Signedin Person"
+    secret = make_item(session, title="Quokkavault", visibility=Visibility.customers)
+    make_item(session, title="Open roadmap item")
+    person = Person(session, customer)
+    assert "Signedin Person" in (await _kept(app, client, person)).text
+    accounts.end_session(session, person.token)
+    session.flush()
+    pages = app.state.pages
+
+    by_app = await person.get(client)  # nothing kept finished yet: the app answers the ended session's cookie
+    assert "Signedin Person" not in by_app.text and secret.title not in by_app.text
+    client.cookies.clear()
+    for _ in range(2):  # a visitor's first request keeps the answer finished
+        visitor = await client.get("/")
+    finished = pages.finished_hits
+    for cookies in ({SESSION: person.token, CSRF: person.csrf}, {SESSION: person.token}, {SESSION: "made-up"},
+                    {SESSION: person.token, CSRF: person.csrf, "_ga": "GA1.1.1.2"}):
+        client.cookies.clear()
+        for name, value in cookies.items():
+            client.cookies.set(name, value)  # type: ignore[arg-type]  # the CSRF cookie set by the first page
+        response = await client.get("/")
+        finished += 1
+        assert pages.finished_hits == finished, cookies  # before the stack
+        assert response.status_code == 200 and response.content == visitor.content == by_app.content
+        for header in ("etag", "content-type", "content-security-policy", "x-frame-options"):
+            assert response.headers.get(header) == by_app.headers.get(header), header
+        assert response.headers["cache-control"] == "private, no-cache" == by_app.headers["cache-control"]
+        assert "set-cookie" not in response.headers
+
+    # compressed once for every visitor and every such cookie (the same bytes), not per answer
+    layer = _response_layer(app)
+    compressed = layer.compressed
+    answers = []
+    for cookie in ("ahead_session=made-up", "ahead_session=made-up", None):
+        client.cookies.clear()
+        answers.append(await client.get("/", headers={"accept-encoding": "br", **({"cookie": cookie} if cookie else {})}))
+    assert all(a.headers["content-encoding"] == "br" and a.content == visitor.content for a in answers)
+    assert len({a.headers["content-length"] for a in answers}) == 1 and layer.compressed <= compressed + 1
+    assert [a.headers["cache-control"] for a in answers] == ["private, no-cache"] * 2 + ["no-cache"]
+    finished += 3
+    assert pages.finished_hits == finished
+
+    # with a flash message the app answers (it shows it once, then clears it)
+    client.cookies.set("ahead_flash", "something")
+    assert (await client.get("/")).status_code == 200
+    assert pages.finished_hits == finished
+
+    # a live session is never answered the visitors' page, with or without its CSRF cookie
+    other = Person(session, customer)
+    other_page = await _kept(app, client, other)
+    assert "Signedin Person" in other_page.text and secret.title in other_page.text
+    client.cookies.clear()
+    client.cookies.set(SESSION, other.token)
+    response = await client.get("/")
+    assert "Signedin Person" in response.text and secret.title in response.text
+    assert CSRF in response.cookies  # the app's answer, which mints the cookie
+    assert pages.finished_hits == finished
 
 
 async def test_a_new_organisation_segment_role_or_deactivation_applies_at_the_next_request(app, client, session):
@@ -332,6 +404,14 @@ async def test_on_the_apps_own_database_sessions_are_kept_and_each_change_shows_
             assert (await post_form(client, "/logout")).status_code == 303
             assert "Other Customer" not in (await leaving.get(client)).text
             assert "Other Customer" in (await _kept(app, client, revoked)).text  # their other session is on
+            # the ended session's cookie, sent again, gets the visitors' page kept finished, before the stack
+            client.cookies.clear()
+            for _ in range(2):
+                visitor = (await client.get("/")).content
+            finished = app.state.pages.finished_hits
+            dead = await leaving.get(client)
+            assert app.state.pages.finished_hits == finished + 1 and dead.content == visitor
+            assert dead.headers["cache-control"] == "private, no-cache"
 
             # a session revoked in another transaction (another worker, the admin area)
             with database.transaction() as session:

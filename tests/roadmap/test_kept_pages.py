@@ -117,18 +117,26 @@ async def test_cookies_the_app_never_reads_still_get_the_finished_page(app, clie
         assert "set-cookie" not in response.headers
 
 
-async def test_a_session_or_a_flash_message_goes_through_the_app(app, client, session):
-    """A flash message is shown once and cleared, a session is someone's (or an ended one, which the app reads as
-    nobody's): never the visitors' finished page, however the cookie is spelled or whatever comes with it."""
+async def test_a_flash_message_goes_through_the_app_and_a_session_naming_nobody_gets_the_page_marked_private(
+        app, client, session):
+    """A flash message is shown once and cleared: never the visitors' finished page, however the cookie is spelled
+    or whatever comes with it. A session cookie that names nobody (ended, made up) is a visitor's: the finished page,
+    marked private as the app marks any answer to a request naming a session (a live one: test_kept_customer_pages)."""
     make_item(session, title="Flashy")
-    await _warm(app, client)
+    public = await _warm(app, client)
     served = app.state.pages.finished_hits
-    for header in ("ahead_flash=something", "_ga=1; ahead_flash=x", "ahead_session=ended-long-ago",
-                   "ahead_session =ended-long-ago; _ga=1", "_ga=1;ahead_session\t=x"):
+    for header in ("ahead_flash=something", "_ga=1; ahead_flash=x", "ahead_session=x; ahead_flash=y"):
         client.cookies.clear()
         response = await client.get("/", headers={"cookie": header})
         assert response.status_code == 200, header
         assert app.state.pages.finished_hits == served, header
+    for header in ("ahead_session=ended-long-ago", "ahead_session =ended-long-ago; _ga=1", "_ga=1;ahead_session\t=x"):
+        client.cookies.clear()
+        response = await client.get("/", headers={"cookie": header})
+        served += 1
+        assert app.state.pages.finished_hits == served, header
+        assert response.content == public.content and public.headers["cache-control"] == "no-cache"
+        assert response.headers["cache-control"] == "private, no-cache", header
 
     request = Request({"type": "http", "app": app, "method": "GET", "path": "/", "headers": [], "query_string": b""})
     flash = web.redirect(request, "/", flash="Saved, and shown once.").headers["set-cookie"].split(";")[0]
