@@ -61,6 +61,10 @@ log = logging.getLogger("ahead")
 # MAX_BODY_BYTES.
 UPLOAD_PATHS = ("/admin/settings",)
 
+# GET routes that act instead of showing: the sign-in flows (OIDC's start and callback, the host app's SSO link) spend
+# one-time tokens, open accounts and sessions. Their transaction writes from the start; a HEAD of them is refused.
+SIGN_IN_GETS = ("/auth/", "/sso/")
+
 # GET routes whose slow part runs in a thread, each waiting for a slot of the pool first (app/db.py OffLoopMiddleware).
 OFF_LOOP_PATHS = frozenset({"/search", "/ideas/similar", "/api/v1/items", "/changelog", "/changelog.atom",
                             "/sitemap.xml"})
@@ -291,7 +295,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # CSRF cookie, clean input, then the request's transaction.
     app.add_middleware(metrics.RouteMiddleware)  # innermost: the route the router matched, for the metrics
     app.add_middleware(DbSessionMiddleware, database_getter=lambda: app.state.database,
-                       write_get_prefixes=("/auth/", "/sso/"))
+                       write_get_prefixes=SIGN_IN_GETS)
     # A search waits for one of the pool's off-loop slots, holding nothing, and searches in a thread (app/db.py).
     app.add_middleware(OffLoopMiddleware, database_getter=lambda: app.state.database, paths=OFF_LOOP_PATHS,
                        prefixes=OFF_LOOP_PREFIXES)
@@ -323,7 +327,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(metrics.MetricsMiddleware, enabled=settings.metrics_enabled, token=settings.metrics_token,
                        allowed=settings.metrics_networks, page_cache=lambda: getattr(app.state, "pages", None),
                        extra=lambda: (health.OutboxDepth(app.state.database),))
-    app.add_middleware(HeadMiddleware)  # outermost: inside, a HEAD is the GET it stands for
+    # Outermost: inside, a HEAD is the GET it stands for, except where a GET acts (signs in): there a 405.
+    app.add_middleware(HeadMiddleware, acting_prefixes=SIGN_IN_GETS)
     return app
 
 

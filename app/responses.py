@@ -25,13 +25,20 @@ class HeadMiddleware:
     HEAD: they got 405. Here a HEAD request runs as a GET inside (so routing, dependencies, caching and
     headers are the GET's) and only the body is dropped on the way out; Content-Length stays the one the
     GET would send, as RFC 9110 §9.3.2 allows. The server's own scope keeps saying HEAD (the access log).
+
+    Not under `acting_prefixes`: GET routes that act rather than show (the sign-in callbacks spend a one-time token,
+    open an account and a session). HEAD must be safe — link checkers, scanners and previews send it —, so there it
+    reaches the router as HEAD, which answers 405 `Allow: GET` (a walk-through's HEAD of an SSO link signed the
+    person in and spent the token their browser's GET then needed).
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, acting_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.acting_prefixes = acting_prefixes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] == "GET":
+        if (scope["type"] != "http" or scope["method"] == "GET"
+                or (self.acting_prefixes and scope["path"].startswith(self.acting_prefixes))):
             await self.app(scope, receive, send)
             return
         if scope["method"] != "HEAD":
@@ -296,7 +303,10 @@ class ResponseMiddleware:
                      and _header(headers, b"content-encoding") is None)
         if encodable:
             _add_vary(headers, b"Accept-Encoding")
-        if status == 200 and etag is not None and none_match(request_header(scope, b"if-none-match"), etag):
+        # Not when the answer sets a cookie: a 304 would keep the client's copy and replace what it was made with (a
+        # new CSRF cookie under the old form's token, from `If-None-Match: *`).
+        if (status == 200 and etag is not None and none_match(request_header(scope, b"if-none-match"), etag)
+                and _header(headers, b"set-cookie") is None):
             await send({**start, "status": 304, "headers": [h for h in headers if h[0].lower() not in _DROPPED_ON_304]})
             await send({"type": "http.response.body", "body": b""})
             return

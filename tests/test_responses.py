@@ -67,9 +67,12 @@ class TestHead:
                 continue
             assert head.content == b"", path
             assert head.headers.get("content-type") == got.headers.get("content-type"), path
-        # The one GET route that is not one: the vote's other methods, answered 405 with `Allow: POST, DELETE`.
-        assert refused == ["/api/v1/items/nothing-here/vote"]
-        assert differ == []
+        # The GET route that is not one: the vote's other methods, answered 405 with `Allow: POST, DELETE`; and the
+        # GETs that act (sign-in callbacks spend one-time tokens): HEAD must be safe, so it is refused there.
+        acting = [p for p in GET_PATHS if p.startswith(("/auth/", "/sso/"))]
+        assert acting == ["/auth/nothing-here/callback", "/auth/nothing-here/start", "/sso/jwt"]
+        assert refused == sorted(["/api/v1/items/nothing-here/vote", *acting])
+        assert [(path, head) for path, _, head in differ] == [(path, 405) for path in acting]
 
     async def test_a_page_gets_the_get_headers_and_no_body(self, client, session):
         make_item(session, title="Dark mode")
@@ -188,6 +191,15 @@ class TestConditionalGet:
                 mine = await client.get(path)
                 theirs = await other.get(path, headers={"if-none-match": mine.headers["etag"]})
                 assert theirs.status_code == 200 and theirs.headers["etag"] != mine.headers["etag"], path
+
+    async def test_an_answer_that_sets_a_cookie_is_never_a_304(self, client):
+        """`If-None-Match: *` matches any page; a 304 that sets a new CSRF cookie would leave the browser's copy of the
+        form with a token made for the old one (a walk-through's finding)."""
+        client.cookies.clear()
+        page = await client.get("/login", headers={"if-none-match": "*"})
+        assert page.status_code == 200 and "set-cookie" in page.headers and 'name="csrf_token"' in page.text
+        again = await client.get("/login", headers={"if-none-match": page.headers["etag"]})
+        assert again.status_code == 304 and "set-cookie" not in again.headers  # the cookie kept: the same page
 
     async def test_what_is_not_kept_gets_no_etag(self, client, session):
         sign_in(client, session, make_admin(session))

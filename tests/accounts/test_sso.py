@@ -98,6 +98,18 @@ class TestValidToken:
         response = await sso(client, hs256(claims()), next_="/" + "a" * 2001)
         assert response.status_code == 303 and response.headers["location"] == "/"
 
+    async def test_a_head_of_the_link_spends_nothing_and_the_browsers_get_signs_in(self, client, session):
+        """Link checkers, scanners and previews send HEAD: it must not sign anyone in or spend the one-time token
+        (a walk-through's HEAD did both, and the person's own click then failed as a replay)."""
+        token = hs256(claims())
+        head = await client.head("/sso/jwt", params={"token": token, "next": "/"})
+        assert head.status_code == 405 and head.headers["allow"] == "GET"
+        assert "set-cookie" not in head.headers
+        assert count(session, User) == 0 and count(session, UserSession) == 0
+        response = await sso(client, token)
+        assert response.status_code == 303 and response.cookies.get("ahead_session")
+        assert count(session, User) == 1
+
     async def test_a_new_session_id_at_each_sign_in(self, client, session):
         first = (await sso(client, hs256(claims()))).cookies.get("ahead_session")
         second = (await sso(client, hs256(claims()))).cookies.get("ahead_session")
