@@ -68,10 +68,11 @@ def _private_file(path: Path) -> Path:
     return path
 
 
-def _prepared(destination: Path, *, overwrite: bool) -> tuple[Path, Path]:
-    """Where a backup goes (resolved) and the private partial file it is written to first, beside it. What cannot be
-    written is a BackupError saying why, in one line (a walk-through: a directory, a file where a directory should
-    be, /proc printed tracebacks)."""
+def _prepared(destination: Path, *, overwrite: bool, make_directory: bool) -> tuple[Path, Path]:
+    """Where a backup goes (resolved) and the private partial file it is written to first, beside it; its directory
+    made only when `make_directory` (the default place, not a path someone typed: a typo made folders, at / too).
+    What cannot be written is a BackupError saying why, in one line (a walk-through: a directory, a file where a
+    directory should be, /proc printed tracebacks)."""
     try:
         destination = destination.resolve()
         if destination.is_dir():
@@ -84,13 +85,15 @@ def _prepared(destination: Path, *, overwrite: bool) -> tuple[Path, Path]:
         for parent in reversed(destination.parents):
             if parent.exists() and not parent.is_dir():
                 raise BackupError(f"Cannot write {destination}: {parent} is not a directory")
+        if not make_directory and not destination.parent.is_dir():
+            raise BackupError(f"There is no directory {destination.parent}; create it first, or give another path")
         destination.parent.mkdir(parents=True, exist_ok=True)
         return destination, _private_file(destination.with_name(f".{destination.name}.partial-{os.getpid()}"))
     except OSError as exc:  # a name too long, a loop of links, no permission, /proc
         raise BackupError(f"Cannot write {destination}: {exc.strerror or exc}") from None
 
 
-def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
+def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False, make_directory: bool = False) -> Copied:
     """A consistent copy of the SQLite database at `url`, written to `destination` (refused if it exists,
     unless `overwrite`); the portal may go on serving and writing meanwhile."""
     source_path = sqlite_path(url)
@@ -98,7 +101,7 @@ def backup_sqlite(url: str, destination: Path, *, overwrite: bool = False) -> Co
         raise BackupError(f"There is no database at {source_path}")
     if destination.resolve() == source_path.resolve():
         raise BackupError("The backup cannot be the database itself")
-    destination, partial = _prepared(destination, overwrite=overwrite)
+    destination, partial = _prepared(destination, overwrite=overwrite, make_directory=make_directory)
     # Read-only: the backup can never change the database, nor take its write lock.
     source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
@@ -206,7 +209,7 @@ def restore_sqlite(url: str, backup: Path, *, force: bool = False) -> Copied:
     return Copied(target_path, target_path.stat().st_size, revision)
 
 
-def pg_dump(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
+def pg_dump(url: str, destination: Path, *, overwrite: bool = False, make_directory: bool = False) -> Copied:
     """`pg_dump --format=custom` of the PostgreSQL database at `url` into `destination` (restore it with
     pg_restore). The password goes through the environment, never the command line others can read."""
     binary = shutil.which("pg_dump")
@@ -218,7 +221,7 @@ def pg_dump(url: str, destination: Path, *, overwrite: bool = False) -> Copied:
     if parsed.password:
         environment["PGPASSWORD"] = str(parsed.password)
     dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    destination, partial = _prepared(destination, overwrite=overwrite)
+    destination, partial = _prepared(destination, overwrite=overwrite, make_directory=make_directory)
     try:
         # --format=custom: compressed, and pg_restore can pick tables, run in parallel, or --clean first.
         result = subprocess.run(  # nosec B603 # a fixed binary with an argument list, no shell

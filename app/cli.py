@@ -449,7 +449,8 @@ def backup(
         if settings.is_sqlite:
             database = backups.sqlite_path(settings.database_url)
             copied = backups.backup_sqlite(settings.database_url,
-                                           path or database.parent / "backups" / f"ahead-{stamp}.db", overwrite=force)
+                                           path or database.parent / "backups" / f"ahead-{stamp}.db", overwrite=force,
+                                           make_directory=path is None)
         else:
             copied = backups.pg_dump(settings.database_url, path or Path(f"ahead-{stamp}.dump"), overwrite=force)
     except backups.BackupError as exc:

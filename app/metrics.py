@@ -279,10 +279,10 @@ class MetricsMiddleware:
     def may_read(self, scope: dict[str, Any]) -> bool:
         headers = scope["headers"]
         if self.token:
-            given = next((value for name, value in headers if name == b"authorization"), b"")
-            scheme, _, credentials = given.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token):
-                return True
+            given = next((value for name, value in headers if name == b"authorization"), None)
+            if given is not None:  # a wrong token is refused, from an allowed address too: the scraper should know
+                scheme, _, credentials = given.strip().partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
         if any(name not in _SCRAPER_HEADERS for name, _ in headers):
             return False
         client = scope.get("client")

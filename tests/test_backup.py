@@ -129,6 +129,7 @@ class TestSqliteBackup:
         try:
             _wait_for(lambda: len(_written(_names(sqlite_database))) >= 50, "the writer to get going")
             backup = tmp_path / "backups" / "nightly.db"
+            backup.parent.mkdir()
             made = runner.invoke(cli, ["backup", str(backup)])
             assert made.exit_code == 0, made.output
             assert f"Backed up to {backup}" in made.output
@@ -200,6 +201,8 @@ class TestSqliteBackup:
                            (["backup", str(tmp_path / "a-directory"), "--force"], "is a directory"),
                            (["backup", str(tmp_path / "a-file" / "x.db")], "a-file is not a directory"),
                            (["backup", "/proc/ahead-backup.db"], "Cannot write"),
+                           # a typo's folders were made, at / too (a walk-through); the default place is made
+                           (["backup", str(tmp_path / "no-such" / "folder" / "x.db")], "There is no directory"),
                            (["backup", str(tmp_path / ("a" * 300 + ".db"))], "File name too long"),
                            # a device or a FIFO was replaced by the dump with --force (a walk-through: /dev/full)
                            (["backup", str(fifo), "--force"], "is not a regular file"),
@@ -211,6 +214,7 @@ class TestSqliteBackup:
         assert (tmp_path / "a-directory").is_dir() and not any((tmp_path / "a-directory").iterdir())
         assert (tmp_path / "a-file").read_text() == "not a directory"
         assert fifo.is_fifo() and Path("/dev/null").is_char_device()
+        assert not (tmp_path / "no-such").exists()
 
     def test_a_database_without_the_schema_is_refused_and_nothing_is_written(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,6 +224,7 @@ class TestSqliteBackup:
         empty.parent.mkdir()
         sqlite3.connect(empty).close()
         _point_at(monkeypatch, empty)
+        (tmp_path / "out").mkdir()
         try:
             refused = runner.invoke(cli, ["backup", str(tmp_path / "out" / "backup.db")])
             beside = runner.invoke(cli, ["backup"])

@@ -125,6 +125,11 @@ class TestWhoMayRead:
             assert (await scrape(client, authorization=f"Basic {TOKEN}")).status_code == 404
             assert (await scrape(client, authorization=TOKEN)).status_code == 404
             assert (await client.get(f"/metrics?token={TOKEN}")).status_code == 404
+        # from an allowed address, no token is needed, but a wrong one is refused (a misconfigured scraper finds out)
+        async with client_for(with_token, database, connection) as client:
+            assert (await scrape(client)).status_code == 200
+            assert (await scrape(client, authorization=f"Bearer {TOKEN}")).status_code == 200
+            assert (await scrape(client, authorization="Bearer wrong")).status_code == 404
 
     async def test_allowed_addresses_are_a_setting(self, settings: Settings, database: Database,
                                                    connection: Connection) -> None:
