@@ -54,8 +54,12 @@ waits for it: a lone visitor gets this minute's page. Only when the worker is al
 quiet spell: every kept page's minute had turned, and the first visitors each waited for the renders of all of them)
 is a visitor answered the page kept in one of the last `STALE_MINUTES` minutes under the same revisions, at once, and
 the page queued to be made apart from any request (`_refresh`: a session of its own, one page at a time per worker);
-those asking for it meanwhile get the same, before the stack. Only what changes with time alone (relative times, a
-scheduled changelog entry appearing) is behind, until the page is made again.
+those asking for it meanwhile get the same, before the stack. Only relative times ("3 minutes ago") are behind,
+until the page is made again.
+
+**Changes by time alone** (`PageCache.changes_at`). A scheduled changelog entry appears at its time with no write to
+move the content revision: a page that shows the changelog says when the next one is due, and from that moment the
+worker answers none of the pages it kept (all are dropped, as at a new revision), stale ones included.
 """
 
 from __future__ import annotations
@@ -108,8 +112,8 @@ FILLED_CHARACTERS = 100
 SIGHTED_KEYS = 20_000
 # How many minutes old a kept page may be and still be answered while the worker makes pages for this minute
 # (`_stale`): in a burst after a quiet spell, the visitors get it at once rather than each waiting for the renders of
-# every page whose minute turned meanwhile. Its content and counts are the current ones (the same revisions); only what
-# changes with time alone (relative times, a scheduled changelog entry) is behind, until the page is made again.
+# every page whose minute turned meanwhile. Its content and counts are the current ones (the same revisions); only its
+# relative times are behind, until the page is made again (a scheduled entry's time drops it: `PageCache.changes_at`).
 STALE_MINUTES = 10
 
 log = logging.getLogger("ahead.pagecache")
@@ -378,6 +382,19 @@ class PageCache:
         self.refreshing: set[asyncio.Task[None]] = set()
         self.refreshes = 0  # pages made again that way and kept
         self._refresh_slot: asyncio.Semaphore | None = None
+        # When a kept page changes by time alone (a scheduled changelog entry published: `changes_at`), as time.time()
+        self._due: float | None = None
+
+    def changes_at(self, moment: datetime | None) -> None:
+        """A page being made shows something that changes at `moment` without any write (a scheduled publication):
+        from then on no page kept now is answered (all are dropped, as at a new content revision). None: nothing."""
+        if moment is not None:
+            due = moment.timestamp()
+            self._due = due if self._due is None else min(self._due, due)
+
+    def _expire_if_due(self) -> None:
+        if self._due is not None and time.time() >= self._due:
+            self.clear()
 
     def refresh_slot(self) -> asyncio.Semaphore:
         """What a page made again apart from any request holds while it is made (`_refresh`): one at a time per worker.
@@ -430,6 +447,7 @@ class PageCache:
         return self._characters
 
     def get(self, rev: int, key: tuple[Any, ...]) -> Page | None:
+        self._expire_if_due()
         if rev != self._revision:
             self.clear()
             self._revision = rev
@@ -445,6 +463,7 @@ class PageCache:
 
     def peek(self, rev: int, key: tuple[Any, ...]) -> Page | None:
         """The page kept under `key` and content revision `rev`, if any, not counted as a hit or a miss."""
+        self._expire_if_due()
         return self._pages.get(key) if rev == self._revision else None
 
     def finished(self, rev: int, votes: int, path: str, query: bytes
@@ -452,6 +471,7 @@ class PageCache:
         """The finished answer kept for this address under content revision `rev` and votes revision `votes`,
         this minute, or in one of the last `STALE_MINUTES` while the page is being made for this one (as the app
         answers it meanwhile: `_stale`); None if there is none."""
+        self._expire_if_due()
         page = self._finished.get((path, query))
         if page is None or rev != self._revision or page.finished_votes != votes or page._key is None:
             return None
@@ -470,6 +490,7 @@ class PageCache:
         """The page whose finished answer is kept for this address under content revision `rev`, this minute, but
         under a votes revision other than `votes`, when only its vote slots follow the counts (its layout does not:
         not kept under the votes revision): its answer can be filled again without the app. None otherwise."""
+        self._expire_if_due()
         page = self._finished.get((path, query))
         if (page is None or rev != self._revision or page.finished is None or page.finished_votes == votes
                 or page._key is None or page._key[4] is not None or page._key[-1] != _minute(page._key[1])):
@@ -482,6 +503,7 @@ class PageCache:
         """The page kept for a signed-in person of audience `who` at this address, if it is still the one kept
         under content revision `rev`, this minute, and (for a page whose layout follows the counts) under votes
         revision `votes`; None otherwise."""
+        self._expire_if_due()
         page = self._signed_in.get((path, query, who))
         if page is None or rev != self._revision or page._key is None or page._key[-1] != _minute(page._key[1]):
             return None
@@ -602,6 +624,7 @@ class PageCache:
         return len(self._pages)
 
     def clear(self) -> None:
+        self._due = None  # the pages made from now on say when they change again
         for page in self._pages.values():
             page._owner = None
         self._pages.clear()
@@ -723,7 +746,7 @@ def _stale(plan: _Plan, viewer: Viewer, template: str, build: Build) -> Page | N
     quiet spell, when every kept page's minute had turned and the first visitors each waited for the renders of all of
     them (the item pages' p99 0.2-0.8 s, bench/README.md) —, the page then queued to be made apart (`_refresh`). None
     otherwise: the request makes the page and waits for it, so a lone visitor (a quiet portal's every visitor) gets
-    this minute's, relative times and scheduled changelog entries included. A signed-in person's page is made by their
+    this minute's, relative times included. A signed-in person's page is made by their
     own request (their viewer is their request's)."""
     if not plan.admitted:
         return None

@@ -39,7 +39,8 @@ def _access_page(request: Request, session: Session, *, status_code: int = 200, 
     extra.setdefault("form", _access_form(portal.get_access_uncached(session)))
     providers = [{"name": p.name, "label": p.label, "issuer": p.issuer,
                   "callback": f"{settings.base_url}/auth/{p.name}/callback"} for p in settings.providers]
-    return render(request, "admin/access.html", {"providers": providers, **extra}, status_code=status_code)
+    return render(request, "admin/access.html", {"providers": providers, "cdn_seconds": settings.public_cache_seconds,
+                                                 **extra}, status_code=status_code)
 
 
 @router.get("/access", response_class=HTMLResponse)

@@ -90,6 +90,12 @@ def _entry_shown(viewer: Viewer, now: datetime, product: Product | None) -> Colu
     return published & or_(holds_shown, (ChangelogEntry.product_id == product.id) & ~holds_any)
 
 
+def next_publication(session: Session) -> datetime | None:
+    """When the next scheduled entry is published: the changelog's pages change then by time alone (no write moves
+    the content revision), so pages kept before must not be answered after it. None when nothing is scheduled."""
+    return session.scalar(select(func.min(ChangelogEntry.published_at)).where(ChangelogEntry.published_at > utcnow()))
+
+
 def _in_published_entry(now: datetime) -> ColumnElement[bool]:
     return exists().where(_entry_items.c.item_id == Item.id, _entry_items.c.entry_id == ChangelogEntry.id,
                           ChangelogEntry.published_at.is_not(None), ChangelogEntry.published_at <= now)

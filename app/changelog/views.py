@@ -26,7 +26,7 @@ from app.errors import RateLimited
 from app.forms import FormModel, choice, read_form
 from app.notify import changelog as subscriptions
 from app.notify.models import Delivery
-from app.pagecache import at_canonical, cached_render_off_loop, canonical_address
+from app.pagecache import PageCache, at_canonical, cached_render_off_loop, canonical_address
 from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
@@ -59,6 +59,7 @@ async def changelog_page(request: Request, session: DbSession, viewer: CurrentVi
 
     def build(session: Session) -> dict[str, object] | Response:
         context = _list_context(session, viewer, product=product, page=page)
+        _changes_at_next_publication(request, session)
         last = context["pages"]
         if isinstance(last, int) and page > last:  # past the end: its last page
             return RedirectResponse(canonical_address("/changelog", [("product", product),
@@ -69,6 +70,15 @@ async def changelog_page(request: Request, session: DbSession, viewer: CurrentVi
     # A signed-in person's Subscribe control is theirs: kept for visitors only
     return await cached_render_off_loop(request, session, viewer, LIST_TEMPLATE, build,
                                         params=frozenset({"product", "page"}), signed_in_too=False)
+
+
+def _changes_at_next_publication(request: Request, session: Session) -> None:
+    """The kept pages are not answered once a scheduled entry is published (read after what the page shows, so a
+    page made as it is published is dropped too): it appears on the changelog and its feed at its time, not when
+    the page's minute next turns (a walk-through: up to a minute late, answered 304 meanwhile)."""
+    pages: PageCache | None = getattr(request.app.state, "pages", None)
+    if pages is not None:
+        pages.changes_at(changelog.next_publication(session))
 
 
 def _list_context(session: Session, viewer: Viewer, *, product: str | None = None, page: int = 1
@@ -103,6 +113,7 @@ async def changelog_atom(request: Request, session: DbSession, product: Slug = N
     def build(session: Session) -> dict[str, object]:
         chosen = changelog.get_product(session, product)
         releases, _ = changelog.list_releases(session, ANONYMOUS, per_page=changelog.FEED_SIZE, product=chosen)
+        _changes_at_next_publication(request, session)
         return {"releases": releases, "updated": changelog.latest_update(releases), "product": chosen}
 
     # A visitor's feed, whoever asks: kept as the visitors' (a feed reader sends no cookie: answered before the stack),

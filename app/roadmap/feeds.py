@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from app.accounts.viewer import ANONYMOUS
 from app.deps import DbSession
 from app.pagecache import cached_render_off_loop
+from app.portal import service as portal
 from app.roadmap import service as roadmap
 
 router = APIRouter(include_in_schema=False)
@@ -28,7 +29,9 @@ async def sitemap(request: Request, session: DbSession) -> Response:
 
 
 @router.get("/robots.txt")
-async def robots(request: Request) -> PlainTextResponse:
+async def robots(request: Request, session: DbSession) -> PlainTextResponse:
+    if portal.get_access(session).private_mode:  # every page sends crawlers to sign in: nothing to crawl
+        return PlainTextResponse("User-agent: *\nDisallow: /\n")
     base = request.app.state.settings.base_url
     return PlainTextResponse(
         "User-agent: *\nDisallow: /admin\nDisallow: /api/\nDisallow: /login\nDisallow: /search\n"

@@ -68,8 +68,10 @@ class TestPrivateMode:
         api = await client.get("/api/v1/items")
         assert api.status_code == 401
         assert api.json()["error"] == "not_authenticated"
-        for path in ("/login", "/healthz", "/static/app.css"):
+        # what the setting's hint says stays open
+        for path in ("/login", "/healthz", "/static/app.css", "/branding.css", "/openapi.json", "/robots.txt"):
             assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/robots.txt")).text.splitlines()[-1] == "Disallow: /"
 
         make_user(session, email="cleo@customer.example", password=PASSWORD)
         response = await post_form(client, "/login", {"email": "cleo@customer.example", "password": PASSWORD,
@@ -78,6 +80,13 @@ class TestPrivateMode:
         board = await client.get("/")
         assert board.status_code == 200 and "Bulk shift import" in board.text
         assert (await client.get("/api/v1/items")).status_code == 200
+
+    async def test_the_hint_names_the_cdns_copies_only_when_a_cdn_may_keep_pages(self, app, client, admin,
+                                                                                monkeypatch):
+        hint = "A CDN may go on serving visitor pages it already holds"
+        assert hint not in _text((await client.get("/admin/access")).text)
+        monkeypatch.setattr(app.state, "settings", app.state.settings.model_copy(update={"public_cache_seconds": 60}))
+        assert f"{hint} for up to 60 seconds" in _text((await client.get("/admin/access")).text)
 
     async def test_turning_it_off_opens_the_portal_again_and_both_changes_are_audited(
             self, client, session, admin):

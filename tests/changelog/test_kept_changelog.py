@@ -137,6 +137,35 @@ async def test_a_scheduled_entry_appears_within_the_minute_its_time_comes(client
     assert "Summer release" in (await _visit(client, "/changelog.atom")).text
 
 
+async def test_a_scheduled_entry_appears_at_its_time_not_when_the_pages_minute_turns(app, client, session,
+                                                                                     monkeypatch):
+    """Each address's minute starts at a second of its own: the kept changelog went on showing the page without the
+    entry, and answering 304 to its ETag, for up to a minute after the entry's time (a walk-through: 20 s late)."""
+    monkeypatch.setattr(pagecache, "_minute", lambda path="": 29_000_000)  # the pages' minute never turns here
+    released(session, "Earlier thing", 2)
+    now = utcnow()
+    session.add(ChangelogEntry(public_id="sched2x", title="Autumn release", notes="Crisp.",
+                               published_at=now + timedelta(seconds=30)))
+    session.flush()
+    tags = {}
+    for path in ("/changelog", "/changelog.atom"):
+        for _ in range(2):
+            page = await _visit(client, path)
+            assert "Autumn release" not in page.text
+        tags[path] = page.headers["etag"]
+    served = app.state.pages.finished_hits
+    assert "Autumn release" not in (await _visit(client, "/changelog")).text  # still kept, before its time
+    assert app.state.pages.finished_hits == served + 1
+    later = pagecache.time.time() + 31
+    monkeypatch.setattr(pagecache, "time", SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(changelog_service, "utcnow", lambda: now + timedelta(seconds=31))
+    for path in ("/changelog", "/changelog.atom"):
+        client.cookies.clear()
+        fresh = await client.get(path, headers={"if-none-match": tags[path]})
+        assert fresh.status_code == 200 and "Autumn release" in fresh.text, path
+        assert fresh.headers["etag"] != tags[path]
+
+
 async def test_an_entry_at_a_made_up_or_missing_slug_leads_to_its_one_address(app, client, session):
     entry = ChangelogEntry(public_id="entry7k", slug="spring-release", title="Spring release", notes="Notes.",
                            published_at=utcnow() - timedelta(hours=1))

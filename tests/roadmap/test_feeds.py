@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import xml.etree.ElementTree as ET
 
 import feedparser
 
+from app.portal import service as portal
 from app.roadmap.models import Visibility
-from tests.factories import make_item, make_product
+from tests.factories import make_item, make_pm, make_product
 from tests.roadmap.helpers import released
 
 BASE = "http://testserver"
@@ -104,3 +106,11 @@ async def test_robots_points_crawlers_at_the_sitemap_and_away_from_staff_pages(c
     assert response.headers["content-type"].startswith("text/plain")
     assert f"Sitemap: {BASE}/sitemap.xml" in lines
     assert "Disallow: /admin" in lines and "User-agent: *" in lines
+
+
+async def test_a_private_portal_asks_crawlers_to_keep_out(client, session):
+    access = portal.get_access(session)
+    portal.update_access(session, actor=make_pm(session), access=dataclasses.replace(access, private_mode=True))
+    session.flush()
+    response = await client.get("/robots.txt")
+    assert response.status_code == 200 and response.text.splitlines() == ["User-agent: *", "Disallow: /"]
