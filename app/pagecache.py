@@ -389,7 +389,7 @@ class PageCache:
         """A page being made shows something that changes at `moment` without any write (a scheduled publication):
         from then on no page kept now is answered (all are dropped, as at a new content revision). None: nothing."""
         if moment is not None:
-            due = moment.timestamp()
+            due = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()  # the app's UTC
             self._due = due if self._due is None else min(self._due, due)
 
     def _expire_if_due(self) -> None:
