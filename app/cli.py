@@ -432,8 +432,8 @@ def _size(size: int) -> str:
 
 @cli.command()
 def backup(
-    path: Path | None = typer.Argument(None, help="Where to write it (default: backups/ beside a SQLite database, "  # noqa: B008 # typer's way
-                                       "or ./ahead-<time>.dump for PostgreSQL)."),
+    given: str | None = typer.Argument(None, metavar="PATH", help="Where to write it (default: backups/ beside a "
+                                       "SQLite database, or ./ahead-<time>.dump for PostgreSQL)."),
     force: bool = typer.Option(False, "--force", help="Replace the file if it exists."),
 ) -> None:
     """Back up the database while the portal keeps serving.
@@ -443,6 +443,10 @@ def backup(
     """
     from datetime import UTC, datetime
 
+    if given is not None and given.endswith("/"):  # a directory's name (Path would drop the slash and write a file)
+        typer.echo(f"{given} names a directory; give the backup's file name (in it, or elsewhere)", err=True)
+        raise typer.Exit(1)
+    path = Path(given) if given is not None else None
     settings = get_settings()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     try:

@@ -279,10 +279,9 @@ class MetricsMiddleware:
     def may_read(self, scope: dict[str, Any]) -> bool:
         headers = scope["headers"]
         if self.token:
-            given = next((value for name, value in headers if name == b"authorization"), None)
-            if given is not None:  # a wrong token is refused, from an allowed address too: the scraper should know
-                scheme, _, credentials = given.strip().partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
+            given = [value for name, value in headers if name == b"authorization"]
+            if given:  # a wrong token is refused, from an allowed address too (the scraper should know); so is any
+                return all(self._right(value) for value in given)  # request carrying one, besides the right one
         if any(name not in _SCRAPER_HEADERS for name, _ in headers):
             return False
         client = scope.get("client")
@@ -291,6 +290,10 @@ class MetricsMiddleware:
         except ValueError:
             return False
         return peer is not None and any(peer in network for network in self.allowed)
+
+    def _right(self, authorization: bytes) -> bool:
+        scheme, _, credentials = authorization.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
     async def answer(self, scope: dict[str, Any], send: Any) -> None:
         # Off the event loop: reading every process's files and the outbox's depth takes a few milliseconds.

@@ -203,6 +203,8 @@ class TestSqliteBackup:
                            (["backup", "/proc/ahead-backup.db"], "Cannot write"),
                            # a typo's folders were made, at / too (a walk-through); the default place is made
                            (["backup", str(tmp_path / "no-such" / "folder" / "x.db")], "There is no directory"),
+                           (["backup", str(tmp_path / "no-such") + "/"], "names a directory"),
+                           (["backup", str(tmp_path / "a-directory") + "/"], "names a directory"),
                            (["backup", str(tmp_path / ("a" * 300 + ".db"))], "File name too long"),
                            # a device or a FIFO was replaced by the dump with --force (a walk-through: /dev/full)
                            (["backup", str(fifo), "--force"], "is not a regular file"),

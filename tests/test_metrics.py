@@ -130,6 +130,9 @@ class TestWhoMayRead:
             assert (await scrape(client)).status_code == 200
             assert (await scrape(client, authorization=f"Bearer {TOKEN}")).status_code == 200
             assert (await scrape(client, authorization="Bearer wrong")).status_code == 404
+            for pair in ([f"Bearer {TOKEN}", "Bearer wrong"], ["Bearer wrong", f"Bearer {TOKEN}"]):
+                two = await client.get("/metrics", headers=[("authorization", value) for value in pair])
+                assert two.status_code == 404, pair  # a wrong one beside the right one is still a wrong one
 
     async def test_allowed_addresses_are_a_setting(self, settings: Settings, database: Database,
                                                    connection: Connection) -> None:

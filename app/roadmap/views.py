@@ -155,7 +155,8 @@ async def search_page(request: Request, session: Session, viewer: Viewer, q: str
     def build(session: Session) -> dict[str, Any]:
         # One hit more than the page shows says whether there are more, without counting them all.
         hits = search_service.found(session, viewer, q, limit=SEARCH_RESULTS + 1) if q.strip() else []
-        return {"q": q, "hits": hits[:SEARCH_RESULTS], "more": len(hits) > SEARCH_RESULTS}
+        return {"q": q, "hits": hits[:SEARCH_RESULTS], "more": len(hits) > SEARCH_RESULTS,
+                "has_words": bool(search_service.query_words(q))}
 
     # The hits depend on the content and the audience only (no counts, no "3 minutes ago"): kept as the board is.
     # Searched and rendered in a thread, the event loop free meanwhile (app.db.OffLoopMiddleware).

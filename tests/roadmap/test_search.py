@@ -162,9 +162,15 @@ async def test_no_match_and_empty_query(client, session):
 
     nothing = await search(client, "zebra")
     assert "No matches" in nothing
-    # the advice names no item the portal may not have (it once promised "“sso” finds “SSO login”")
+    # the advice names no item the portal may not have (it once promised "“sso” finds “SSO login”"), and says what a
+    # single letter does (a walk-through: "the start of a word is enough" sent "xe", which found Xero, to "x")
     advice = nothing.split("No matches", 1)[1].split("</div>", 1)[0]
-    assert "start of a word" in advice and "“" not in advice
+    assert "Two letters or more find every word they begin" in advice and "“" not in advice
+    assert "a single letter finds only a word of one letter" in advice
+    make_item(session, title="Xero sync")
+    assert "<mark>Xe</mark>ro sync" in await search(client, "xe") and "No matches" in await search(client, "x")
+    wordless = (await search(client, "!!! —")).split("No matches", 1)[1]
+    assert "no word in it to look for" in wordless and "Two letters" not in wordless
     empty = await search(client, "   ")
     assert "result" not in empty and "No matches" not in empty
     assert "<title>Search · " in empty  # not "Search:     ·"
