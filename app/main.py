@@ -74,12 +74,17 @@ OFF_LOOP_PREFIXES = ("/api/v1/items/", "/changelog/", "/items/")
 OUTBOX_STOP_SECONDS = 20.0
 
 
+_JSON_ONLY = ("/api/", "/hooks/")
+
+
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith(("/api/", "/hooks/")) or "application/json" in request.headers.get("accept", "").split(",")[0]
+    return request.url.path.startswith(_JSON_ONLY) or "application/json" in request.headers.get("accept", "").split(",")[0]
 
 
 def _error_response(request: Request, status: int, title: str, detail: str, code: str,
                     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
+    if not request.url.path.startswith(_JSON_ONLY):  # a page or JSON by the Accept header: a cache keeps them apart
+        headers = {**(headers or {}), "Vary": "Accept"}
     if _wants_json(request):
         return JSONResponse({"error": code, "detail": detail, **(extra or {})}, status_code=status, headers=headers)
     return render(request, "errors/error.html", {"status": status, "title": title, "detail": detail,
@@ -93,7 +98,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             from urllib.parse import quote
 
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return redirect(request, f"/login?next={quote(target)}", flash=exc.detail, kind="info")
+            response = redirect(request, f"/login?next={quote(target)}", flash=exc.detail, kind="info")
+            response.headers["Vary"] = "Accept"  # a JSON client gets the 401 instead
+            return response
         extra = {"fields": exc.errors} if isinstance(exc, FormInvalid) else None
         return _error_response(request, exc.status_code, exc.title, exc.detail, exc.code, exc.headers, extra)
 

@@ -208,6 +208,17 @@ class TestConditionalGet:
 
 
 class TestCacheControl:
+    async def test_an_error_answered_as_a_page_or_as_json_by_accept_varies_on_it(self, client):
+        """The same address answers an HTML page or JSON by the Accept header (a walk-through noted no Vary)."""
+        page = await client.get("/no-such-page")
+        data = await client.get("/no-such-page", headers={"accept": "application/json"})
+        assert page.status_code == data.status_code == 404
+        assert page.headers["content-type"].startswith("text/html") and data.json()["error"] == "not_found"
+        for answer in (page, data):
+            assert "accept" in [v.strip().lower() for v in answer.headers["vary"].split(",")]
+        api = await client.get("/api/v1/no-such-thing")  # JSON whatever is asked
+        assert "accept" not in api.headers.get("vary", "").lower().replace("accept-encoding", "")
+
     async def test_off_by_default_no_shared_cache_keeps_anything(self, client, session):
         make_item(session, title="Dark mode")
         for path in ("/changelog.atom", "/api/v1/items", "/"):

@@ -64,6 +64,7 @@ class TestPrivateMode:
             response = await client.get(path)
             assert response.status_code == 303, path
             assert response.headers["location"].startswith("/login?next="), path
+            assert "Accept" in response.headers["vary"], path  # a JSON client gets a 401 there
             assert "Bulk shift import" not in response.text
         api = await client.get("/api/v1/items")
         assert api.status_code == 401
