@@ -29,6 +29,7 @@ from app.outbox import service as outbox_service
 from app.outbox.models import JobState
 from app.outbox.worker import Worker, wake_on_commit
 from app.roadmap import search
+from app.serving import raise_file_limit
 from app.voting import service as voting
 
 cli = typer.Typer(help="Ahead: a self-hosted product roadmap portal.", no_args_is_help=True, add_completion=False,
@@ -107,6 +108,7 @@ def serve(
 
         os.environ["PORT"] = str(port)
     processes = 1 if reload else (workers or settings.workers)
+    raise_file_limit()  # each connection holds a file: the workers inherit the limit
     with _shared_metrics(processes > 1 and settings.metrics_enabled):
         uvicorn.run(
             "app.main:create_app",

@@ -41,6 +41,7 @@ import logging
 import mmap
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import stat
@@ -187,19 +188,33 @@ class Listener:
         self._publish()  # now in the server's own count
 
     def _counted(self) -> asyncio.BaseProtocol:
-        """The server's protocol for a connection, which says when the connection ends (`holding`, `lifetime`)."""
+        """The server's protocol for a connection, which says when the connection ends (`holding`, `lifetime`) and
+        is closed when its client is too slow to send a request (`Deadlines`)."""
         protocol = self._protocol_factory()
-        lost = protocol.connection_lost
+        made, received, lost = protocol.connection_made, getattr(protocol, "data_received", None), protocol.connection_lost
         opened = time.monotonic()
         if self._connections is None and isinstance(connections := getattr(protocol, "connections", None), set):
             self._connections = connections
+        deadlines = Deadlines(self._loop, protocol)
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            made(transport)
+            deadlines.opened(transport)
+
+        def data_received(data: bytes) -> None:
+            received(data)  # type: ignore[misc]  # (only set when the protocol has one)
+            deadlines.received(len(data))
 
         def connection_lost(exc: Exception | None) -> None:
+            deadlines.ended()
             lost(exc)  # (uvicorn's set forgets the connection here)
             self._held(-1)
             self.lifetime += (time.monotonic() - opened - self.lifetime) * LIFETIME_WEIGHT
 
-        # An attribute of this one protocol object, which its transport calls when the connection ends
+        # Attributes of this one protocol object, which its transport calls: ours, then uvicorn's
+        protocol.connection_made = connection_made  # type: ignore[method-assign]  # noted here, then uvicorn's
+        if received is not None:
+            protocol.data_received = data_received  # type: ignore[attr-defined]  # noted here, then uvicorn's
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # noted here, then uvicorn's
         return protocol
 
@@ -218,6 +233,104 @@ class Listener:
 
     async def wait_closed(self) -> None:
         return None
+
+
+# How long a client may take to send what it owes. Without limits a connection that sends nothing, or half a request
+# and then nothing, stayed open for good: about a thousand of them (a worker's usual file descriptor limit) and the
+# worker took no connection from anyone again (a walk-through, issue 13). The proxy in front has its own
+# (docs/deploy.md); these are for a portal that is reached directly.
+HEAD_SECONDS = 20.0  # a request's line and headers, from their first byte (nginx: 60, Apache: 20 extended to 40)
+BODY_SECONDS = 20.0  # a request's body, from the end of its headers, ...
+BODY_BYTES_A_SECOND = 500  # ... and a second more for every this many bytes received (as Apache's mod_reqtimeout)
+
+
+class Deadlines:
+    """The times a connection's client is given, kept for one connection of uvicorn's HTTP protocols (httptools and
+    h11: both keep the request being answered as `cycle`, with `more_body` and `response_complete`).
+
+    * A connection opened and silent is closed after the server's keep-alive time, as uvicorn closes one left idle
+      after an answer (a proxy that keeps connections open for its next requests is left to close them itself: see
+      `KEEP_ALIVE_SECONDS`); uvicorn itself never closed one that had not sent a byte yet.
+    * Once a request's first byte is in, its whole head must be within `HEAD_SECONDS`, however it trickles in.
+    * Its body must start within `BODY_SECONDS` of the head and then keep arriving: a second more per
+      `BODY_BYTES_A_SECOND` bytes. Closing the connection tells the app the client is gone (`http.disconnect`): a
+      request cut short this way has changed nothing.
+
+    The time the app itself takes to answer is never counted here. A connection taken over by another protocol (a
+    WebSocket) is left to it. Per request this costs one look at the protocol's state after its data; a timer only
+    while something is owed."""
+
+    __slots__ = ("_bytes", "_loop", "_owed", "_protocol", "_since", "_timer", "_transport")
+
+    _NOTHING, _OPENED, _HEAD, _BODY = range(4)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.BaseProtocol) -> None:
+        self._loop, self._protocol = loop, protocol
+        self._transport: asyncio.BaseTransport | None = None
+        self._owed = self._NOTHING
+        self._since = 0.0  # when the body began to be owed
+        self._bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _state(self) -> int:
+        """What the client owes now, by the protocol's state: a request's head, its body, or nothing."""
+        cycle = getattr(self._protocol, "cycle", None)
+        if cycle is None or cycle.response_complete:
+            return self._HEAD
+        return self._BODY if cycle.more_body else self._NOTHING
+
+    def opened(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        if self._state() == self._HEAD:
+            self._owed = self._OPENED
+            self._arm(float(getattr(self._protocol, "timeout_keep_alive", HEAD_SECONDS)))
+
+    def received(self, count: int) -> None:
+        state = self._state()
+        if state == self._NOTHING:
+            if self._owed != self._NOTHING:
+                self._owed = self._NOTHING
+                self._disarm()
+        elif state == self._HEAD:
+            if self._owed != self._HEAD:  # a new request's head began (a trickle never extends it)
+                # (or the rest of a body the app answered without reading: counted as the next head's first bytes)
+                self._owed = self._HEAD
+                self._arm(HEAD_SECONDS)
+        elif self._owed == self._BODY:
+            self._bytes += count
+        else:
+            self._owed, self._since, self._bytes = self._BODY, self._loop.time(), 0
+            self._arm(BODY_SECONDS)
+
+    def ended(self) -> None:
+        self._owed = self._NOTHING
+        self._disarm()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self._loop.call_later(seconds, self._due)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _due(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or transport.is_closing() or transport.get_protocol() is not self._protocol:
+            return  # closed, or taken over by another protocol
+        state, owed = self._state(), self._owed
+        if owed == self._BODY and state == self._BODY:
+            left = self._since + BODY_SECONDS + self._bytes / BODY_BYTES_A_SECOND - self._loop.time()
+            if left > 0:
+                self._arm(left)
+                return
+        elif state != self._HEAD or owed not in (self._OPENED, self._HEAD):
+            self._owed = self._NOTHING  # (a body the app answered without waiting for: idle, uvicorn's to time)
+            return
+        self._owed = self._NOTHING
+        transport.close()
 
 
 class Peers:
@@ -382,6 +495,26 @@ def new_event_loop() -> Loop:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     stop_with_supervisor()
     return Loop()
+
+
+def raise_file_limit() -> tuple[int, int]:
+    """Raise this process's limit of open files (inherited by the workers it starts) to the most the system allows
+    it, as Go's runtime and nginx's `worker_rlimit_nofile` do: each connection holds one, and a soft limit of 1,024 (a
+    common default) let a thousand idle connections shut every other client out (`Deadlines` bounds how long they
+    last; this, how many it takes). Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("the limit of open files stays at %d (%s)", soft, exc)
+            return soft, soft
+        return soft, wanted
+    return soft, soft
+
+
+MAX_OPEN_FILES = 1 << 20  # where the hard limit is none
 
 
 PR_SET_PDEATHSIG = 1  # Linux's prctl(2): the signal the kernel sends this process when its parent ends

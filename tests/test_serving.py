@@ -6,7 +6,9 @@ before the server started: a burst waiting in the kernel's queue, as when many v
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -55,8 +57,8 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextmanager
-def served(sock: socket.socket) -> Iterator[uvicorn.Server]:
-    server = uvicorn.Server(uvicorn.Config(hello, loop=SERVING_LOOP, lifespan="off", log_level="warning"))
+def served(sock: socket.socket, app: Any = hello, **options: Any) -> Iterator[uvicorn.Server]:
+    server = uvicorn.Server(uvicorn.Config(app, loop=SERVING_LOOP, lifespan="off", log_level="warning", **options))
     thread = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
     thread.start()
     try:
@@ -376,6 +378,140 @@ def test_one_worker_given_an_address_listens_the_same_way(monkeypatch):
     assert taken, "the connection was accepted by uvloop's own server, not app/serving.py's"
     with pytest.raises(ConnectionRefusedError):  # the socket it made is closed with it
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+# --- how long a client may take (`Deadlines`) ------------------------------------------------------------------
+
+
+def closed_within(client: socket.socket, seconds: float) -> float:
+    """Seconds until the server closed the connection (nothing answered), failing after `seconds`."""
+    started = time.monotonic()
+    client.settimeout(seconds)
+    assert client.recv(4096) == b"", "the server answered instead of closing"
+    client.close()
+    return time.monotonic() - started
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_keep_alive_time():
+    """uvicorn closed a connection left idle after an answer, never one that had not sent a byte: a thousand of
+    those (a worker's usual file limit) and the worker took no other connection again."""
+    sock = CountingSocket()
+    port = listening(sock)
+    with served(sock, timeout_keep_alive=2):
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        asking = socket.create_connection(("127.0.0.1", port), timeout=10)
+        time.sleep(0.5)
+        asking.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")  # within the time
+        assert asking.recv(4096).endswith(b"hello")
+        assert 1.2 <= closed_within(silent, 5) <= 3.5
+        # the one that asked, open as long as the silent one was, is still answered (idle 1.5 s of its 2)
+        asking.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        assert answer(asking).endswith(b"hello")
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_request_head_must_be_in_within_its_time_however_it_trickles(monkeypatch, http):
+    monkeypatch.setattr(serving, "HEAD_SECONDS", 0.6)
+    sock = CountingSocket()
+    port = listening(sock)
+    with served(sock, http=http, timeout_keep_alive=30):
+        trickling = socket.create_connection(("127.0.0.1", port), timeout=10)
+        started, cut = time.monotonic(), False
+        for byte in b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"a" * 40:  # a byte every 50 ms: 3 s in all
+            try:
+                trickling.send(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            trickling.settimeout(0.05)
+            try:
+                if trickling.recv(1) == b"":
+                    cut = True
+                    break
+            except TimeoutError:
+                pass
+        assert cut, "a head trickled in past its time was waited for"
+        assert 0.5 <= time.monotonic() - started <= 2
+
+        # A head in two parts within the time, after a keep-alive pause far longer than it: answered, and the next too
+        kept = socket.create_connection(("127.0.0.1", port), timeout=10)
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert kept.recv(4096).endswith(b"hello")
+        time.sleep(1)  # idle between requests: uvicorn's keep-alive time (30 s) counts, not the head's
+        kept.sendall(b"GET / HTTP/1.1\r\n")
+        time.sleep(0.3)
+        kept.sendall(b"Host: test\r\nConnection: close\r\n\r\n")
+        assert answer(kept).endswith(b"hello")
+
+
+async def body_length(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole body, then answers its length (notes a client that went away: `gone`)."""
+    if scope["type"] != "http":
+        return
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.append(received)
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1)  # the app's own time: never counted against the client
+    body = str(received).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+gone: list[int] = []
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])  # uvicorn's two HTTP/1.1 protocols
+def test_a_body_must_start_in_time_and_keep_coming(monkeypatch, http):
+    monkeypatch.setattr(serving, "HEAD_SECONDS", 0.3)
+    monkeypatch.setattr(serving, "BODY_SECONDS", 0.4)
+    monkeypatch.setattr(serving, "BODY_BYTES_A_SECOND", 10_000)
+    gone.clear()
+    sock = CountingSocket()
+    port = listening(sock)
+    head = b"POST /%s HTTP/1.1\r\nHost: test\r\nContent-Length: 40000\r\nConnection: close\r\n\r\n"
+    with served(sock, body_length, http=http, timeout_keep_alive=30):
+        # Headers, a little of the body, then nothing: cut off, and the app is told the client went away
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled.sendall(head % b"upload" + b"x" * 1000)
+        assert 0.3 <= closed_within(stalled, 5) <= 2
+        until(lambda: gone == [1000], "the app told the client is gone")
+
+        # 40,000 bytes in 8 parts over 1.4 s, longer than BODY_SECONDS but each part buying 0.5 s more: answered
+        steady = socket.create_connection(("127.0.0.1", port), timeout=10)
+        steady.sendall(head % b"upload")
+        for _ in range(8):
+            time.sleep(0.2)
+            steady.sendall(b"x" * 5000)
+        assert answer(steady).endswith(b"\r\n\r\n40000")
+
+        # The app taking longer than every client's time (1 s) is not the client's fault
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(head % b"slow" + b"x" * 40000)
+        assert answer(slow).endswith(b"\r\n\r\n40000")
+    assert gone == [1000]
+
+
+def test_the_limit_of_open_files_is_raised_to_what_the_system_allows():
+    """`ahead serve` raises it before starting its workers, which inherit it: at a soft limit of 1,024 a thousand
+    idle connections shut every other client out."""
+    script = ("import json, resource\n"
+              "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+              "from app.serving import raise_file_limit\n"
+              "print(json.dumps([raise_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE), hard]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    (before, after), (soft, hard), was_hard = json.loads(done.stdout)
+    assert hard == was_hard  # the hard limit is the system's, never touched
+    expected = hard if hard != -1 else serving.MAX_OPEN_FILES  # (-1: RLIM_INFINITY)
+    assert (before, after, soft) == (256, expected, expected)
 
 
 HELLO_APP = '''
