@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 
@@ -199,11 +199,12 @@ class Listener:
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
             made(transport)
-            deadlines.opened(transport)
+            deadlines.opened(cast(asyncio.Transport, transport))  # a stream's, as uvicorn's protocols take it
 
         def data_received(data: bytes) -> None:
-            received(data)  # type: ignore[misc]  # (only set when the protocol has one)
-            deadlines.received(len(data))
+            if not deadlines.refused(data):
+                received(data)  # type: ignore[misc]  # (only set when the protocol has one)
+                deadlines.received(len(data))
 
         def connection_lost(exc: Exception | None) -> None:
             deadlines.ended()
@@ -242,6 +243,12 @@ class Listener:
 HEAD_SECONDS = 20.0  # a request's line and headers, from their first byte (nginx: 60, Apache: 20 extended to 40)
 BODY_SECONDS = 20.0  # a request's body, from the end of its headers, ...
 BODY_BYTES_A_SECOND = 500  # ... and a second more for every this many bytes received (as Apache's mod_reqtimeout)
+# How many bytes a request's line and headers may take. uvicorn's httptools protocol set no limit (its h11 one: 16 KiB):
+# one connection sent 1.9 GB of a single header in 8 s and the worker grew by as much (a walk-through, issue 13).
+# nginx allows 8 KiB a line and about 33 KiB in all by default; browsers' cookies alone stay well under this.
+HEAD_BYTES = 64 * 1024
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+              b"content-length: 36\r\nconnection: close\r\n\r\nThe request's headers are too large.")
 
 
 class Deadlines:
@@ -255,22 +262,29 @@ class Deadlines:
     * Its body must start within `BODY_SECONDS` of the head and then keep arriving: a second more per
       `BODY_BYTES_A_SECOND` bytes. Closing the connection tells the app the client is gone (`http.disconnect`): a
       request cut short this way has changed nothing.
+    * A request's head may take `HEAD_BYTES`: more, and it is answered 431 and the connection closed, before the
+      protocol reads it (`refused`). Counted as an allowance of bytes the client may send before the next head is
+      complete: `HEAD_BYTES`, plus the body's `Content-Length` once a head is in (a body of no stated length, chunked,
+      is not counted while it is read, and the connection is closed if the app answered before reading it all: what
+      follows it could be any size).
 
     The time the app itself takes to answer is never counted here. A connection taken over by another protocol (a
     WebSocket) is left to it. Per request this costs one look at the protocol's state after its data; a timer only
     while something is owed."""
 
-    __slots__ = ("_bytes", "_loop", "_owed", "_protocol", "_since", "_timer", "_transport")
+    __slots__ = ("_allowance", "_bytes", "_cycle", "_loop", "_owed", "_protocol", "_since", "_timer", "_transport")
 
     _NOTHING, _OPENED, _HEAD, _BODY = range(4)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.BaseProtocol) -> None:
         self._loop, self._protocol = loop, protocol
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._owed = self._NOTHING
         self._since = 0.0  # when the body began to be owed
         self._bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._cycle: Any = None  # the request whose head came in last (the protocol's `cycle`)
+        self._allowance: int | None = HEAD_BYTES  # bytes the client may still send before a head is in; None: any
 
     def _state(self) -> int:
         """What the client owes now, by the protocol's state: a request's head, its body, or nothing."""
@@ -279,13 +293,43 @@ class Deadlines:
             return self._HEAD
         return self._BODY if cycle.more_body else self._NOTHING
 
-    def opened(self, transport: asyncio.BaseTransport) -> None:
+    def opened(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         if self._state() == self._HEAD:
             self._owed = self._OPENED
             self._arm(float(getattr(self._protocol, "timeout_keep_alive", HEAD_SECONDS)))
 
+    def refused(self, data: bytes) -> bool:
+        """Before the protocol reads `data`: whether it holds more of a request's head than `HEAD_BYTES` allows, when
+        no request is under way (then it is answered 431 and the connection closed, and the app never sees it). The
+        head is taken to end at the first blank line in `data`, or to fill all of it: never less than it holds."""
+        if self._allowance is None:
+            return False
+        cycle = getattr(self._protocol, "cycle", None)
+        if cycle is not None and not cycle.response_complete:
+            return False  # its body, or the next request sent early: counted in `received`
+        end = data.find(b"\r\n\r\n")
+        if (len(data) if end < 0 else end + 4) <= self._allowance:
+            return False
+        self._too_large(cycle)
+        return True
+
     def received(self, count: int) -> None:
+        cycle = getattr(self._protocol, "cycle", None)
+        if cycle is not self._cycle:  # a request's head is in: its body may follow, then the next head
+            self._cycle = cycle
+            length = _content_length(cycle)
+            self._allowance = None if length is None else HEAD_BYTES + length
+        elif self._allowance is not None:
+            self._allowance -= count
+        if cycle is not None and (not cycle.more_body or cycle.response_complete) and self._allowance is None:
+            if cycle.more_body:  # answered before its body of no stated length was read: no telling where it ends
+                self._close()
+                return
+            self._allowance = HEAD_BYTES  # the body is in: the next head's from here
+        if self._allowance is not None and self._allowance < 0:
+            self._too_large(cycle)
+            return
         state = self._state()
         if state == self._NOTHING:
             if self._owed != self._NOTHING:
@@ -329,8 +373,34 @@ class Deadlines:
         elif state != self._HEAD or owed not in (self._OPENED, self._HEAD):
             self._owed = self._NOTHING  # (a body the app answered without waiting for: idle, uvicorn's to time)
             return
+        self._close()
+
+    def _close(self) -> None:
         self._owed = self._NOTHING
-        transport.close()
+        self._disarm()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _too_large(self, cycle: Any) -> None:
+        """More than `HEAD_BYTES` of a head: 431 when no answer is under way (else the connection is only closed)."""
+        transport = self._transport
+        if (cycle is None or cycle.response_complete) and transport is not None and not transport.is_closing():
+            transport.write(_TOO_LARGE)
+        self._close()
+
+
+def _content_length(cycle: Any) -> int | None:
+    """The body's length a request's head gave (0 for none), or None when it is sent chunked."""
+    length = 0
+    for name, value in cycle.scope["headers"]:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:  # (the parsers refuse such a head before: not counted, to be safe)
+                return None
+    return length
 
 
 class Peers:

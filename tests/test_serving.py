@@ -7,6 +7,7 @@ before the server started: a burst waiting in the kernel's queue, as when many v
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -497,6 +498,69 @@ def test_a_body_must_start_in_time_and_keep_coming(monkeypatch, http):
         slow.sendall(head % b"slow" + b"x" * 40000)
         assert answer(slow).endswith(b"\r\n\r\n40000")
     assert gone == [1000]
+
+
+def received_all(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset after its answer counts as closing)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    client.close()
+    return b"".join(chunks)
+
+
+def test_a_request_head_larger_than_its_bytes_is_refused_and_the_connection_closed():
+    """uvicorn's httptools protocol set no limit: one connection sent 1.9 GB of a single header in 8 s, and the
+    worker held it all."""
+    sock = CountingSocket()
+    port = listening(sock)
+    asked: list[str] = []
+
+    async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        asked.append(scope.get("method", ""))
+        await hello(scope, receive, send)
+
+    big = b"X-Big: " + b"a" * (serving.HEAD_BYTES + 10_000)
+    with served(sock, counted, http="httptools"):
+        for request in (b"GET / HTTP/1.1\r\nHost: test\r\n" + big,  # never ending
+                        b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n" + big + b"\r\n\r\nhi"):  # whole
+            huge = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with contextlib.suppress(OSError):  # (the server may close before all of it is sent)
+                huge.sendall(request)
+            refused = received_all(huge)
+            assert refused.startswith(b"HTTP/1.1 431 ") and refused.endswith(b"The request's headers are too large.")
+        assert asked == []  # the app never saw either
+
+        # Under the limit it is an ordinary request, and a connection's many requests are counted one by one
+        kept = socket.create_connection(("127.0.0.1", port), timeout=10)
+        for _ in range(3):
+            kept.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * (serving.HEAD_BYTES - 1_000)
+                         + b"\r\n\r\n")
+            assert kept.recv(4096).endswith(b"hello")
+        kept.close()
+    assert asked == ["GET"] * 3
+
+
+def test_the_rest_of_a_body_the_app_did_not_wait_for_is_allowed_and_then_the_next_request():
+    sock = CountingSocket()
+    port = listening(sock)
+    body = b"x" * (4 * serving.HEAD_BYTES)
+    with served(sock, http="httptools"):  # `hello` answers without reading the body
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert client.recv(4096).endswith(b"hello")  # answered before its body was sent
+        client.sendall(body)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        assert answer(client).endswith(b"hello")
+
+        # A chunked body it did not wait for could be followed by anything: the connection is closed
+        chunked = socket.create_connection(("127.0.0.1", port), timeout=10)
+        chunked.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert chunked.recv(4096).endswith(b"hello")
+        with contextlib.suppress(OSError):
+            chunked.sendall(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+        assert received_all(chunked) == b""
 
 
 def test_the_limit_of_open_files_is_raised_to_what_the_system_allows():
