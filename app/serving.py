@@ -318,8 +318,11 @@ class Deadlines:
         cycle = getattr(self._protocol, "cycle", None)
         if cycle is not self._cycle:  # a request's head is in: its body may follow, then the next head
             self._cycle = cycle
-            length = _content_length(cycle)
-            self._allowance = None if length is None else HEAD_BYTES + length
+            if not cycle.more_body:  # its body is in too (most requests: none): the next head's from here
+                self._allowance = HEAD_BYTES
+            else:
+                length = _content_length(cycle)
+                self._allowance = None if length is None else HEAD_BYTES + length
         elif self._allowance is not None:
             self._allowance -= count
         if cycle is not None and (not cycle.more_body or cycle.response_complete) and self._allowance is None:
