@@ -316,7 +316,7 @@ class Deadlines:
 
     def received(self, count: int) -> None:
         cycle = getattr(self._protocol, "cycle", None)
-        if cycle is not self._cycle:  # a request's head is in: its body may follow, then the next head
+        if cycle is not self._cycle and cycle is not None:  # a request's head is in: its body, then the next head
             self._cycle = cycle
             if not cycle.more_body:  # its body is in too (most requests: none): the next head's from here
                 self._allowance = HEAD_BYTES
