@@ -29,6 +29,19 @@ from sqlalchemy.engine import make_url
 from app.migrate import known_revisions
 
 
+def kind_of(path: Path) -> str | None:
+    """What made a backup file, by its first bytes: "sqlite" (a SQLite database), "pg_dump" (pg_dump's custom
+    format, what `ahead backup` makes on PostgreSQL), or None."""
+    try:
+        with path.open("rb") as file:
+            start = file.read(16)
+    except OSError:
+        return None
+    if start == b"SQLite format 3\x00":
+        return "sqlite"
+    return "pg_dump" if start.startswith(b"PGDMP") else None
+
+
 class BackupError(Exception):
     """What the operator is told, as it is; the command exits non-zero."""
 

@@ -330,3 +330,27 @@ def test_on_postgresql_backup_is_a_pg_dump_and_restore_points_at_pg_restore(
         assert "pg_restore --clean --if-exists" in again.output
         missing = runner.invoke(cli, ["restore", str(tmp_path / "no-such.dump")])
         assert missing.exit_code == 1 and "There is no backup at" in missing.output
+
+
+def test_on_postgresql_restore_refuses_a_sqlite_backup_and_a_file_no_backup_made(
+        migrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It printed the pg_restore command for a SQLite file, which pg_restore cannot read (a walk-through). No
+    PostgreSQL server is needed: restore on PostgreSQL only says what to do."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ahead_nowhere")
+    monkeypatch.setenv("SECRET_KEY", "cli-test-secret-" + "y" * 32)
+    get_settings.cache_clear()
+    try:
+        sqlite_backup = runner.invoke(cli, ["restore", str(migrated)])
+        assert sqlite_backup.exit_code == 1
+        assert "is a SQLite backup, and DATABASE_URL names a PostgreSQL database" in sqlite_backup.output
+        assert "pg_restore" not in sqlite_backup.output
+        other = tmp_path / "notes.txt"
+        other.write_text("not a backup")
+        refused = runner.invoke(cli, ["restore", str(other)])
+        assert refused.exit_code == 1 and "is not a backup `ahead backup` made on PostgreSQL" in refused.output
+        dump = tmp_path / "ahead.dump"
+        dump.write_bytes(b"PGDMP\x01\x0e\x00" + b"\x00" * 64)  # how pg_dump's custom format begins
+        pointed = runner.invoke(cli, ["restore", str(dump)])
+        assert pointed.exit_code == 2 and "pg_restore --clean --if-exists" in pointed.output
+    finally:
+        get_settings.cache_clear()
