@@ -31,6 +31,8 @@ class Branding:
     accent_color: str = "#4f46e5"
     product_name: str = ""
     product_url: str = ""
+    # Counts the logos uploaded, so that each has an address of its own (/branding/logo?v=N, kept a day by browsers
+    # and caches); negative while the last one is removed, so that the next upload does not take an address used before.
     logo_version: int = 0
 
     @property
@@ -125,12 +127,12 @@ def update_branding(session: Session, *, actor: Any, values: Mapping[str, str], 
             session.add(PortalAsset(name="logo", content_type=content_type, data=logo))
         else:
             asset.content_type, asset.data = content_type, logo
-        new = replace(new, logo_version=current.logo_version + 1)
+        new = replace(new, logo_version=abs(current.logo_version) + 1)
     elif remove_logo and current.has_logo:
         asset = session.get(PortalAsset, "logo")
         if asset is not None:
             session.delete(asset)
-        new = replace(new, logo_version=0)
+        new = replace(new, logo_version=-current.logo_version)
     row = session.get(PortalSetting, "branding")
     if row is None:
         session.add(PortalSetting(key="branding", value=asdict(new)))
@@ -138,9 +140,14 @@ def update_branding(session: Session, *, actor: Any, values: Mapping[str, str], 
         row.value = asdict(new)
     session.flush()
     audit.record(session, actor=actor, action=AuditAction.settings_branding, entity_type="setting", label="Branding",
-                 changes=audit.diff(asdict(current), asdict(new)))
+                 changes=audit.diff(_audited(current), _audited(new)))
     clear_cache()
     return new
+
+
+def _audited(branding: Branding) -> dict[str, Any]:
+    """The branding as the audit log shows it: the logo's version, or 0 while there is none."""
+    return {**asdict(branding), "logo_version": max(branding.logo_version, 0)}
 
 
 def _stored_branding(session: Session) -> Branding:

@@ -93,6 +93,34 @@ async def test_logo_can_be_replaced_and_removed(client, session, admin):
     assert "/branding/logo" not in (await client.get("/")).text
 
 
+async def test_the_logo_is_kept_a_day_only_under_its_own_address_which_no_other_logo_ever_has(client, session, admin):
+    """`?v=` with any version answered the logo with `public, max-age=86400`: anyone could ask for the next version
+    before an admin uploaded it, and a shared cache would serve the old logo under the new address for a day (a
+    walk-through). And removing the logo started the count again, so a later logo took an address an earlier had."""
+    await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                    files={"logo": ("logo.png", PNG, "image/png")})
+    client.cookies.clear()  # a visitor
+    assert re.search(r'<img src="/branding/logo\?v=1"', (await client.get("/")).text)
+    linked = await client.get("/branding/logo?v=1")
+    assert linked.headers["cache-control"] == "public, max-age=86400" and linked.content == PNG
+    assert (await client.get("/branding/logo?v=1", headers={"If-None-Match": linked.headers["etag"]})).status_code == 304
+    for other in ("?v=2", "?v=01", ""):  # made up before the next upload, spelled otherwise, or none
+        answer = await client.get(f"/branding/logo{other}")
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache", other
+
+    sign_in(client, session, admin)
+    await post_form(client, "/admin/settings", branding_form(remove_logo="1"), page="/admin/settings")
+    await post_form(client, "/admin/settings", branding_form(), page="/admin/settings",
+                    files={"logo": ("logo.webp", WEBP, "image/webp")})
+    client.cookies.clear()
+    board = (await client.get("/")).text
+    assert re.search(r'<img src="/branding/logo\?v=2"', board) and "?v=1" not in board  # not the removed one's
+    again = await client.get("/branding/logo?v=2")
+    assert again.content == WEBP and again.headers["cache-control"] == "public, max-age=86400"
+    assert again.headers["etag"] != linked.headers["etag"]
+    assert (await client.get("/branding/logo?v=1")).headers["cache-control"] == "no-cache"
+
+
 async def test_branding_change_is_in_the_audit_log(client, session, admin):
     await post_form(client, "/admin/settings", branding_form(), page="/admin/settings")
     log = await client.get("/admin/audit?type=setting")
