@@ -192,6 +192,7 @@ class Listener:
         is closed when its client is too slow to send a request (`Deadlines`)."""
         protocol = self._protocol_factory()
         made, received, lost = protocol.connection_made, getattr(protocol, "data_received", None), protocol.connection_lost
+        pause, resume = protocol.pause_writing, protocol.resume_writing
         opened = time.monotonic()
         if self._connections is None and isinstance(connections := getattr(protocol, "connections", None), set):
             self._connections = connections
@@ -206,6 +207,14 @@ class Listener:
                 received(data)  # type: ignore[misc]  # (only set when the protocol has one)
                 deadlines.received(len(data))
 
+        def pause_writing() -> None:  # the client has not read what was sent: the transport holds the rest
+            pause()
+            deadlines.paused()
+
+        def resume_writing() -> None:
+            resume()
+            deadlines.resumed()
+
         def connection_lost(exc: Exception | None) -> None:
             deadlines.ended()
             lost(exc)  # (uvicorn's set forgets the connection here)
@@ -216,6 +225,8 @@ class Listener:
         protocol.connection_made = connection_made  # type: ignore[method-assign]  # noted here, then uvicorn's
         if received is not None:
             protocol.data_received = data_received  # type: ignore[attr-defined]  # noted here, then uvicorn's
+        protocol.pause_writing = pause_writing  # type: ignore[method-assign]  # noted here, then uvicorn's
+        protocol.resume_writing = resume_writing  # type: ignore[method-assign]  # noted here, then uvicorn's
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # noted here, then uvicorn's
         return protocol
 
@@ -247,6 +258,9 @@ BODY_BYTES_A_SECOND = 500  # ... and a second more for every this many bytes rec
 # one connection sent 1.9 GB of a single header in 8 s and the worker grew by as much (a walk-through, issue 13).
 # nginx allows 8 KiB a line and about 33 KiB in all by default; browsers' cookies alone stay well under this.
 HEAD_BYTES = 64 * 1024
+# How long a client may leave an answer unread once the server's buffer for it is full (between two drains: nginx's
+# `send_timeout`, 60 s too). A client that never read held its answer, and the connection, for good.
+SEND_SECONDS = 60.0
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
               b"content-length: 36\r\nconnection: close\r\n\r\nThe request's headers are too large.")
 
@@ -268,11 +282,16 @@ class Deadlines:
       is not counted while it is read, and the connection is closed if the app answered before reading it all: what
       follows it could be any size).
 
+    * An answer must be read: once the transport holds more of it than its buffer's mark (the client reads nothing,
+      `pause_writing`), the client has `SEND_SECONDS` until it drains (`resume_writing`), else the connection is
+      aborted (closing would wait for the unread bytes to go).
+
     The time the app itself takes to answer is never counted here. A connection taken over by another protocol (a
     WebSocket) is left to it. Per request this costs one look at the protocol's state after its data; a timer only
     while something is owed."""
 
-    __slots__ = ("_allowance", "_bytes", "_cycle", "_loop", "_owed", "_protocol", "_since", "_timer", "_transport")
+    __slots__ = ("_allowance", "_bytes", "_cycle", "_loop", "_owed", "_protocol", "_sending", "_since", "_timer",
+                 "_transport")
 
     _NOTHING, _OPENED, _HEAD, _BODY = range(4)
 
@@ -285,6 +304,7 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._cycle: Any = None  # the request whose head came in last (the protocol's `cycle`)
         self._allowance: int | None = HEAD_BYTES  # bytes the client may still send before a head is in; None: any
+        self._sending: asyncio.TimerHandle | None = None  # while the client leaves an answer unread (`paused`)
 
     def _state(self) -> int:
         """What the client owes now, by the protocol's state: a request's head, its body, or nothing."""
@@ -349,9 +369,35 @@ class Deadlines:
             self._owed, self._since, self._bytes = self._BODY, self._loop.time(), 0
             self._arm(BODY_SECONDS)
 
+    def paused(self) -> None:
+        if self._sending is None:
+            self._sending = self._loop.call_later(SEND_SECONDS, self._unread, self._unsent())
+
+    def resumed(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+
+    def _unsent(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    def _unread(self, unsent: int) -> None:
+        """`SEND_SECONDS` after the transport's buffer filled (or after the last look): aborted if the client took
+        nothing of it since. A transport being closed (uvicorn closes one idle for its keep-alive time, its answer
+        still going out) says nothing more when it drains: what it holds is looked at instead."""
+        self._sending = None
+        if self._transport is None:
+            return
+        now = self._unsent()
+        if 0 < now < unsent:  # the client is reading: another SEND_SECONDS from here
+            self._sending = self._loop.call_later(SEND_SECONDS, self._unread, now)
+        elif now:
+            self._transport.abort()  # (closing would wait for the unread bytes to go)
+
     def ended(self) -> None:
         self._owed = self._NOTHING
         self._disarm()
+        self.resumed()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

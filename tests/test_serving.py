@@ -573,6 +573,47 @@ def test_the_rest_of_a_body_the_app_did_not_wait_for_is_allowed_and_then_the_nex
         assert received_all(chunked) == b""
 
 
+BIG = 8 * 1024 * 1024  # more than the kernel's buffers hold for an unread connection on loopback
+
+
+async def big_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(BIG).encode())]})
+    await send({"type": "http.response.body", "body": b"x" * BIG})
+
+
+@pytest.mark.parametrize("close", [False, True])  # kept alive, or closing once sent (a close waits for the bytes)
+def test_an_answer_left_unread_ends_the_connection_and_one_read_slowly_is_sent_whole(monkeypatch, close):
+    """A client that never read held its answer and its connection for good. One that reads with pauses gets it all,
+    even once uvicorn closes the connection for its keep-alive time (1 s here) while the answer still goes out."""
+    monkeypatch.setattr(serving, "SEND_SECONDS", 1.5)
+    sock = CountingSocket()
+    port = listening(sock)
+    request = b"GET / HTTP/1.1\r\nHost: test\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+    with served(sock, big_answer, timeout_keep_alive=1) as server:
+        unread = socket.socket()
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        unread.connect(("127.0.0.1", port))
+        unread.sendall(request)
+        until(lambda: listener(server).holding == 1, "the connection taken")
+        started = time.monotonic()
+        until(lambda: listener(server).holding == 0, "the unread connection ended")  # (10 s at most)
+        assert time.monotonic() - started >= 1.2
+        unread.close()
+
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(request)
+        received = 0
+        while received < BIG:  # read with pauses, a few MB a second: never cut (what counts is the transport's buffer
+            chunk = slow.recv(1 << 20)  # going down, which the kernel's buffers make coarse: megabytes at a time)
+            assert chunk, f"cut after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.2)
+        slow.close()
+
+
 def test_the_limit_of_open_files_is_raised_to_what_the_system_allows():
     """`ahead serve` raises it before starting its workers, which inherit it: at a soft limit of 1,024 a thousand
     idle connections shut every other client out."""
