@@ -484,12 +484,13 @@ def restore(
             typer.echo(f"There is no backup at {path}.", err=True)
             raise typer.Exit(1)
         kind = backups.kind_of(path)
-        if kind != "pg_dump":
+        if kind == "sqlite":
             typer.echo(f"{path} is a SQLite backup, and DATABASE_URL names a PostgreSQL database: `ahead restore` "
                        "puts a SQLite backup back into a SQLite database (set DATABASE_URL to its file). Moving a "
-                       "portal's data from SQLite to PostgreSQL is not something Ahead does." if kind == "sqlite" else
-                       f"{path} is not a backup `ahead backup` made on PostgreSQL (pg_dump's custom format).",
-                       err=True)
+                       "portal's data from SQLite to PostgreSQL is not something Ahead does.", err=True)
+            raise typer.Exit(1)
+        if kind != "pg_dump":
+            typer.echo(f"{path} is not a backup `ahead backup` made on PostgreSQL (pg_dump's custom format).", err=True)
             raise typer.Exit(1)
         typer.echo("On PostgreSQL, restore a dump made by `ahead backup` (pg_dump) with pg_restore, the servers "
                    "stopped, e.g.:\n  pg_restore --clean --if-exists --no-owner --dbname=postgresql://USER@HOST/DB "
