@@ -441,6 +441,9 @@ def test_a_request_head_must_be_in_within_its_time_however_it_trickles(monkeypat
                     break
             except TimeoutError:
                 pass
+            except OSError:  # closed with a byte of ours unread: the kernel resets rather than ends it
+                cut = True
+                break
         assert cut, "a head trickled in past its time was waited for"
         assert 0.5 <= time.monotonic() - started <= 2
 
