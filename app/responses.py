@@ -28,8 +28,9 @@ class HeadMiddleware:
 
     Not under `acting_prefixes`: GET routes that act rather than show (the sign-in callbacks spend a one-time token,
     open an account and a session). HEAD must be safe — link checkers, scanners and previews send it —, so there it
-    reaches the router as HEAD, which answers 405 `Allow: GET` (a walk-through's HEAD of an SSO link signed the
-    person in and spent the token their browser's GET then needed).
+    reaches the router as HEAD, whose own HEAD routes answer 405 `Allow: GET` (404 where the GET would be: a provider
+    the portal does not have) (a walk-through's HEAD of an SSO link signed the person in and spent the token their
+    browser's GET then needed).
     """
 
     def __init__(self, app: Any, *, acting_prefixes: tuple[str, ...] = ()) -> None:

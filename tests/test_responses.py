@@ -67,12 +67,13 @@ class TestHead:
                 continue
             assert head.content == b"", path
             assert head.headers.get("content-type") == got.headers.get("content-type"), path
-        # The GET route that is not one: the vote's other methods, answered 405 with `Allow: POST, DELETE`; and the
-        # GETs that act (sign-in callbacks spend one-time tokens): HEAD must be safe, so it is refused there.
+        # The GET route that is not one: the vote's other methods, answered 405 with `Allow: POST, DELETE`. The GETs
+        # that act (sign-in steps spend one-time tokens) refuse a HEAD (tests/accounts), but a provider this portal
+        # does not have, or the host app's link where it is not set up, is 404 either way.
         acting = [p for p in GET_PATHS if p.startswith(("/auth/", "/sso/"))]
         assert acting == ["/auth/nothing-here/callback", "/auth/nothing-here/start", "/sso/jwt"]
-        assert refused == sorted(["/api/v1/items/nothing-here/vote", *acting])
-        assert [(path, head) for path, _, head in differ] == [(path, 405) for path in acting]
+        assert refused == ["/api/v1/items/nothing-here/vote"]
+        assert differ == []
 
     async def test_a_page_gets_the_get_headers_and_no_body(self, client, session):
         make_item(session, title="Dark mode")

@@ -172,6 +172,16 @@ def _failure_page(request: Request, provider: OidcProvider, failure: _Failure, n
     }, status_code=failure.status)
 
 
+@router.head("/auth/{name}/start", include_in_schema=False)
+@router.head("/auth/{name}/callback", include_in_schema=False)
+async def head_of_a_step(request: Request, name: str) -> Response:
+    """A HEAD of a sign-in step. The GETs act (the start writes the sign-in's state, the callback spends a one-time code
+    and opens a session), so HeadMiddleware leaves a HEAD of them to the router, and here it is refused, 405 `Allow: GET`,
+    nothing read or written; for a provider this portal does not have, 404, as its GET answers."""
+    _provider(request, name)
+    return Response(status_code=405, headers={"Allow": "GET"})
+
+
 @router.get("/auth/{name}/start")
 async def start(request: Request, name: str, next: str | None = None) -> Response:
     """Send the browser to the provider; state, nonce and the PKCE verifier stay in the `ahead_oidc` cookie."""

@@ -198,6 +198,16 @@ def verify_token(token: str, *, keys: SsoKeys, product: str, now: float | None =
                       expires_at=datetime.fromtimestamp(exp + LEEWAY_SECONDS + 1, UTC), company=company)
 
 
+@router.head("/sso/jwt", include_in_schema=False)
+async def head_of_the_link(request: Request) -> Response:
+    """A HEAD of the sign-in link: its GET spends the one-time token and signs in, so HeadMiddleware leaves a HEAD to
+    the router and here it is refused, 405 `Allow: GET`, the token untouched; 404 where the link is not set up, as
+    its GET answers."""
+    if not load_keys(request.app.state.settings).configured:
+        raise NotFound()
+    return Response(status_code=405, headers={"Allow": "GET"})
+
+
 @router.get("/sso/jwt")
 async def sso_jwt(
     request: Request,

@@ -142,6 +142,18 @@ async def test_login_page_has_one_button_per_provider_that_keeps_next(client):
 async def test_unknown_provider_is_not_found(client):
     assert (await client.get("/auth/nope/start")).status_code == 404
     assert (await client.get("/auth/nope/callback?code=x&state=y")).status_code == 404
+    assert (await client.head("/auth/nope/start")).status_code == 404  # as its GET, not "method not allowed"
+    assert (await client.head("/auth/nope/callback?code=x&state=y")).status_code == 404
+
+
+async def test_a_head_of_a_sign_in_step_is_refused_and_changes_nothing(client, session, provider):
+    """Link checkers and previews send HEAD; the steps' GETs act, so a HEAD is refused and starts nothing."""
+    for path in ("/auth/test/start?next=/", "/auth/test/callback?code=x&state=y"):
+        head = await client.head(path)
+        assert head.status_code == 405 and head.headers["allow"] == "GET", path
+        assert "set-cookie" not in head.headers, path
+    assert count(session, UserSession) == 0
+    assert (await client.get("/auth/test/start")).status_code == 302  # its GET still sends the browser on
 
 
 # --- signing in --------------------------------------------------------------------------------------

@@ -329,6 +329,7 @@ class TestNotConfigured:
         assert response.status_code == 404
         assert "Page not found" in response.text
         assert count(session, User) == 0
+        assert (await client.head("/sso/jwt", params={"token": hs256(claims())})).status_code == 404  # as its GET
 
 
 class TestPublicKeys:
