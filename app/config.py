@@ -303,7 +303,8 @@ def _split(value: str) -> list[str]:
 
 
 def _development_key() -> str:
-    """A key generated once and kept under ./data, so development needs no settings at all."""
+    """A key generated once and kept in the project's `data/` (next to `app/`, whatever the working directory), so
+    development needs no settings at all."""
     path = DATA_DIR / "secret_key"
     if path.exists():
         return path.read_text().strip()
