@@ -30,12 +30,12 @@ from app.pagecache import PageCache, at_canonical, cached_render_off_loop, canon
 from app.paging import pages_of
 from app.parsing import ASCII_DIGITS
 from app.roadmap import service as roadmap
-from app.security import verify_csrf
+from app.security import LINK_PAGE_HEADERS, verify_csrf
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 _CSRF = [Depends(verify_csrf)]
-_PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
+_PRIVATE = LINK_PAGE_HEADERS
 
 Slug = Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9-]*$")]
 

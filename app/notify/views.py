@@ -25,13 +25,13 @@ from app.forms import read_form
 from app.notify import changelog as changelog_mail
 from app.notify import service as notify
 from app.notify.models import ChangelogSubscriber
-from app.security import verify_csrf
+from app.security import LINK_PAGE_HEADERS, verify_csrf
 from app.web import redirect, render
 
 router = APIRouter(include_in_schema=False)
 me_router = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
-_PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
+_PRIVATE = LINK_PAGE_HEADERS
 Token = Annotated[str, Form(max_length=200)]
 
 

@@ -1,6 +1,7 @@
 """The pages an email's links open, and the email choices on /me and the Move form: at 1280 and 390 px, light
-and dark, axe-core finds no WCAG 2.1 A/AA violation and nothing scrolls sideways; the unsubscribe page's button
-works in a browser with nobody signed in."""
+and dark, axe-core finds no WCAG 2.1 A/AA violation and nothing scrolls sideways; the buttons of the unsubscribe page
+and of a changelog subscription's confirmation work in a browser with nobody signed in (the confirmation's form was
+sent with `Origin: null` while its page's policy sent no referrer, and refused)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from app.accounts import service as accounts
 from app.accounts.models import Role
 from app.config import Settings
+from app.db import utcnow
+from app.notify import changelog as subscriptions
 from app.notify import service as notify
 from app.voting import service as voting
 from tests.factories import make_item, make_product
@@ -71,4 +74,15 @@ def test_email_links_and_choices_are_accessible_and_fit_a_phone(portal: Portal, 
     page.get_by_text("You will get no more emails about “Shift swaps from your phone”.").wait_for()
     with portal.transaction() as session:
         assert not voting.is_following(session, item=item, user=customer)
+
+    # Nobody signed in: the changelog subscription's confirmation, opened from its email in a fresh browser.
+    confirm = f"/changelog-subscription/{subscriptions.confirm_token(SECRET, email='reader@example.com', asked_at=utcnow())}"
+    context = open_context(viewport=WIDTHS["laptop"])
+    page = context.new_page()
+    page.goto(confirm)
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_role("heading", name="You are subscribed").wait_for()
+    with portal.transaction() as session:
+        assert subscriptions.is_subscribed(session, email="reader@example.com")
+
     assert portal.server_errors() == ""
