@@ -230,7 +230,7 @@ class EntryCreate(FormModel):
         if info.data.get("when") is not When.schedule:
             return None
         if value is None:
-            raise refuse("Choose when to publish it.")
+            raise refuse("Give the date and the time to publish it at.")
         if value <= utcnow():
             raise refuse("Choose a time in the future, or publish it now.")
         return value

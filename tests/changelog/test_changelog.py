@@ -132,7 +132,7 @@ class TestEntries:
         released(session, "Dark mode", 5)
         past = (utcnow() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
 
-        for publish_at, message in (("", "Choose when to publish it."),
+        for publish_at, message in (("", "Give the date and the time to publish it at."),
                                     (past, "Choose a time in the future, or publish it now."),
                                     ("next tuesday", "Give the date and time as YYYY-MM-DD HH:MM (UTC).")):
             response = await write_entry(client, when="schedule", publish_at=publish_at, notes="Kept *notes*")
