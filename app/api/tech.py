@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
@@ -136,10 +136,20 @@ class LinkCreate(BaseModel):
     estimate: float | None = Field(default=None, ge=0, le=999999)
 
 
+def _sent_as_null(value: Any) -> Any:
+    """A PATCH field that cannot be empty, sent as null: refused (422), not read as "unchanged" (a client that sent
+    `{"title": null}` was told 200 and kept the old title)."""
+    if value is None:
+        raise ValueError("may not be null: leave the field out to keep its value")
+    return value
+
+
 class InitiativeUpdate(BaseModel):
-    """Only the fields sent change; `owner_id` or `quarter` sent as null clear them."""
+    """Only the fields sent change; `owner_id` or `quarter` sent as null clear them; `title`, `description` and
+    `status` may not be null."""
 
     model_config = ConfigDict(extra="forbid")
+    _not_null = field_validator("title", "description", "status", mode="before")(_sent_as_null)
 
     title: str | None = Field(default=None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
     description: str | None = Field(default=None, max_length=20000, pattern=TEXT_PATTERN, description="Markdown.")
@@ -151,9 +161,10 @@ class InitiativeUpdate(BaseModel):
 class LinkUpdate(BaseModel):
     """Only the fields sent change. A new `url` alone re-reads the tracker and key from it; a new `kind` or
     `key` must agree with the address the link keeps (send `url` too, or `""` to drop it). `estimate` null
-    removes it."""
+    removes it; the other fields may not be null."""
 
     model_config = ConfigDict(extra="forbid")
+    _not_null = field_validator("url", "kind", "key", "title", "status", "done", mode="before")(_sent_as_null)
 
     url: str | None = Field(default=None, max_length=2000, pattern=TEXT_PATTERN)
     kind: TrackerKind | None = None

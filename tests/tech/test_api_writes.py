@@ -67,6 +67,9 @@ async def test_patch_refuses_what_the_editor_refuses(client, session, pm, tokens
     assert two_lines.status_code == 422 and "title" in two_lines.json()["fields"]
     unknown = await client.patch(path, headers=tokens["write"], json={"colour": "red"})
     assert unknown.status_code == 422
+    for field in ("title", "description", "status"):  # null is not "unchanged": the client is told (a walk-through)
+        null = await client.patch(path, headers=tokens["write"], json={field: None})
+        assert null.status_code == 422 and field in null.json()["fields"], (field, null.text)
     assert (await client.patch("/api/v1/initiatives/999999", headers=tokens["write"], json={})).status_code == 404
     session.expire_all()
     assert session.get(Initiative, made["id"]).owner_id is None
@@ -126,6 +129,9 @@ async def test_patch_a_link_status_done_and_estimate(client, session, pm, tokens
     no_estimate = (await client.patch(f"{path}/links/{link['id']}", headers=tokens["write"],
                                       json={"estimate": None, "status": "Merged"})).json()
     assert no_estimate["estimate"] is None and no_estimate["status"] == "Merged"
+    for field in ("url", "kind", "key", "title", "status", "done"):  # only the estimate is removed by a null
+        null = await client.patch(f"{path}/links/{link['id']}", headers=tokens["write"], json={field: None})
+        assert null.status_code == 422 and field in null.json()["fields"], (field, null.text)
     progress = (await client.get(path, headers=tokens["read"])).json()["progress"]
     assert progress["percent"] == 100 and progress["by_estimate"] is False
     events = _audit(session, "backlog_link.updated")
