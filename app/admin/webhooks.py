@@ -29,8 +29,10 @@ class PrivateTargets(FormModel):
 
 
 def _list_page(request: Request, session: Session, **extra: Any) -> Response:
+    endpoints = webhooks.list_endpoints(session)
     return render(request, "admin/webhooks/list.html", {
-        "endpoints": webhooks.list_endpoints(session), "allow_private": webhooks.allow_private_targets(session),
+        "endpoints": endpoints, "allow_private": webhooks.allow_private_targets(session),
+        "refused": {e.id: webhooks.refused_address(session, e.url) for e in endpoints},
         "events": webhooks.EVENTS, **extra})
 
 
@@ -39,6 +41,7 @@ def _endpoint_page(request: Request, session: Session, endpoint: WebhookEndpoint
     return render(request, "admin/webhooks/edit.html", {
         "endpoint": endpoint, "form": form, "errors": errors or {}, "events": webhooks.EVENTS,
         "deliveries": webhooks.list_deliveries(session, endpoint=endpoint) if endpoint else [],
+        "refused_address": webhooks.refused_address(session, endpoint.url) if endpoint else None,
     }, status_code=status_code)
 
 

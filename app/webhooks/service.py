@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import socket
 import threading
 import uuid
 from datetime import datetime
@@ -381,6 +382,33 @@ def still_published(session: Session, check: dict[str, Any]) -> bool:
         return False
     entry = session.scalar(select(ChangelogEntry).where(ChangelogEntry.public_id == public_id))
     return entry is not None and entry.published_at is not None and iso(entry.published_at) == published_at
+
+
+def refused_address(session: Session, url: str) -> str | None:
+    """The address a webhook's URL names that its calls will be refused for (private, loopback, link-local,
+    reserved: `is_public_address`) while private targets are not allowed, for the admin pages to say so before any
+    call fails; None when there is none or they are allowed. Only what the URL itself says: an address in any
+    numeric spelling (`127.1`, `2130706433`, `[::ffff:127.0.0.1]`) or `localhost`. A name is judged when it is
+    called (app/webhooks/delivery.py): what it resolves to may change."""
+    if allow_private_targets(session):
+        return None
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:  # numeric spellings only (AI_NUMERICHOST): no name is looked up here
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        return None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not is_public_address(address):
+            return str(address)
+    return None
 
 
 def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

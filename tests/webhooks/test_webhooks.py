@@ -236,6 +236,25 @@ class TestPrivateAddresses:
         assert "127.0.0.1, a private or reserved address" in logged.error
         assert "127.0.0.1" in (await client.get(f"/admin/webhooks/{endpoint.id}")).text
 
+    async def test_the_admin_pages_say_before_any_call_that_a_private_address_is_refused(self, client, session, admin):
+        """A walk-through added webhooks to 127.0.0.1, 127.1, 2130706433, [::1], 169.254.169.254, …: each was saved
+        and shown as "On", and the admin learned of the refusal only from a failed call."""
+        spellings = {"http://127.1/x": "127.0.0.1", "http://2130706433/x": "127.0.0.1", "http://[::1]:81/x": "::1",
+                     "http://169.254.169.254/latest": "169.254.169.254", "http://localhost:9000/x": "localhost",
+                     "http://[::ffff:10.0.0.5]/x": "::ffff:10.0.0.5"}
+        for url, shown in spellings.items():
+            assert webhooks.refused_address(session, url) == shown, url
+        assert webhooks.refused_address(session, "https://hooks.example.com/x") is None  # names: when called
+        assert webhooks.refused_address(session, "https://93.184.215.14/x") is None
+
+        endpoint = await add_endpoint(client, session, "http://127.1:9/hook", ["vote.created"], allow_private=False)
+        page = (await client.get(f"/admin/webhooks/{endpoint.id}")).text
+        assert "Calls to this webhook are refused: 127.0.0.1 is a private, loopback or reserved address" in page
+        assert "On, but refused: private address" in (await client.get("/admin/webhooks")).text
+        await post_form(client, "/admin/webhooks/settings", {"allow_private": "1"}, page="/admin/webhooks")
+        assert "Calls to this webhook are refused" not in (await client.get(f"/admin/webhooks/{endpoint.id}")).text
+        assert "On, but refused" not in (await client.get("/admin/webhooks")).text
+
     @pytest.mark.parametrize("address", ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254",
                                          "100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "::1", "fe80::1",
                                          "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "ff02::1"])
