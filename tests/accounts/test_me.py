@@ -90,6 +90,14 @@ class TestProfile:
 
 
 class TestEditName:
+    async def test_someone_who_gave_no_name_is_told_which_one_they_are_shown_under(self, client, session):
+        customer = make_user(session, email="newbie@freshco.example", display_name="")
+        sign_in(client, session, customer)
+        page = (await client.get("/me")).text
+        assert "Until you give one, you are shown as “newbie”." in page and 'value=""' in page
+        await post_form(client, "/me", {"display_name": "Nadia"}, page="/me")
+        assert "Until you give one" not in (await client.get("/me")).text
+
     async def test_a_new_name_is_saved_and_shown(self, client, session):
         customer = make_customer(session)
         sign_in(client, session, customer)
