@@ -61,15 +61,9 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
     else:
         return [literal]
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return webhooks.addresses_of(host, port)
     except socket.gaierror as exc:
         raise ConnectionError(f"the name {host} does not resolve ({exc.strerror})") from None
-    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if address not in found:
-            found.append(address)
-    return found
 
 
 def pinned_target(url: str, *, allow_private: bool, require_https: bool) -> tuple[str, str, str]:

@@ -400,15 +400,24 @@ def refused_address(session: Session, url: str) -> str | None:
         return None
     if host == "localhost" or host.endswith(".localhost"):
         return host
-    try:  # numeric spellings only (AI_NUMERICHOST): no name is looked up here
-        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    try:
+        addresses = addresses_of(host, look_up=False)
     except (socket.gaierror, UnicodeError):
         return None
+    return next((str(a) for a in addresses if not is_public_address(a)), None)
+
+
+def addresses_of(host: str, port: int | None = None, *, look_up: bool = True
+                 ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses `host` stands for, each once: itself in any numeric spelling (`127.1`, `2130706433`), or, when
+    `look_up`, what its name resolves to (socket.gaierror when it names nothing, or is a name and not `look_up`)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=0 if look_up else socket.AI_NUMERICHOST)
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not is_public_address(address):
-            return str(address)
-    return None
+        if address not in found:
+            found.append(address)
+    return found
 
 
 def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
